@@ -1,0 +1,1 @@
+"""Compiled cores of agentos. Import the public modules, not these."""

@@ -1,0 +1,17 @@
+"""The agentos wire protocol: constants, and the frame codec (compiled or pure Python)."""
+from __future__ import annotations
+
+from .._extensions import load_twin
+from .constants import (DEFAULT_MAX_PAYLOAD, HEADER, HEADER_SIZE, KNOWN_FLAGS, MAGIC, VERSION,
+                        ErrorCode, Flag, Op)
+from . import codec as codec_py
+
+codec = load_twin("codec", codec_py)
+Frame = codec.Frame
+FrameDecoder = codec.FrameDecoder
+encode_frame = codec.encode_frame
+append_frame = codec.append_frame
+
+__all__ = ["DEFAULT_MAX_PAYLOAD", "HEADER", "HEADER_SIZE", "KNOWN_FLAGS", "MAGIC", "VERSION",
+           "ErrorCode", "Flag", "Op", "Frame", "FrameDecoder", "encode_frame", "append_frame",
+           "codec", "codec_py"]

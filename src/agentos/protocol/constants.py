@@ -1,0 +1,87 @@
+"""Wire constants of the agentos syscall protocol (docs/protocol.md is the spec)."""
+from __future__ import annotations
+
+import enum
+import struct
+
+#: ``b"AO"`` read as a little-endian u16.
+MAGIC = 0x4F41
+VERSION = 1
+
+#: magic u16, version u8, opcode u8, flags u16, reserved u16, request id u32, length u32.
+HEADER = struct.Struct("<HBBHHII")
+HEADER_SIZE = HEADER.size  # 16
+
+#: Largest payload a peer accepts unless configured otherwise (16 MiB).
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+class Op(enum.IntEnum):
+    """Syscall opcodes. Ranges: 0x00 core/LLM, 0x10 processes, 0x20 messaging,
+    0x30 state, 0x40 permissions, 0x50 egress, 0x60 events, 0x70 audit."""
+
+    NOOP = 0x00
+    THINK = 0x01
+    HELLO = 0x02
+    CONTEXT = 0x03
+    USAGE = 0x04
+
+    SPAWN = 0x10
+    KILL = 0x11
+    LIST = 0x12
+    WAIT = 0x13
+    LOGS = 0x14
+    READY = 0x15
+
+    SEND = 0x20
+    RECV = 0x21
+    BROADCAST = 0x22
+    REGISTER = 0x23
+    ACK = 0x24
+
+    STORE = 0x30
+    FETCH = 0x31
+    DELETE = 0x32
+    KEYS = 0x33
+    CAS = 0x34
+
+    GET_PERMS = 0x40
+    SET_PERMS = 0x41
+
+    HTTP = 0x50
+
+    SUBSCRIBE = 0x60
+    UNSUBSCRIBE = 0x61
+    PUBLISH = 0x62
+
+    AUDIT = 0x70
+
+
+class Flag(enum.IntFlag):
+    """Frame flags. A request carries none; every reply carries REPLY."""
+
+    NONE = 0
+    REPLY = 0x01
+    ERROR = 0x02
+    STREAM = 0x04
+    END = 0x08
+
+
+#: Bits a receiver accepts; any other bit set is a protocol error.
+KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
+
+
+class ErrorCode(str, enum.Enum):
+    """Stable error codes carried in ERROR frames as ``{"code", "message"}``."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_LARGE = "too_large"
+    NOT_IMPLEMENTED = "not_implemented"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    PROTOCOL_ERROR = "protocol_error"
+    INTERNAL = "internal"
