@@ -5,9 +5,24 @@ ERROR frame arrives, so ``except agentos.NotFound`` works on both sides.
 """
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
-from .protocol.constants import ErrorCode
+
+class ErrorCode(str, enum.Enum):
+    """Stable error codes carried in ERROR frames as ``{"code", "message"}``."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_LARGE = "too_large"
+    NOT_IMPLEMENTED = "not_implemented"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    PROTOCOL_ERROR = "protocol_error"
+    INTERNAL = "internal"
 
 
 class AgentOSError(Exception):

@@ -4,6 +4,11 @@ from __future__ import annotations
 import enum
 import struct
 
+from ..errors import ErrorCode
+
+__all__ = ["MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "DEFAULT_MAX_PAYLOAD", "Op", "Flag",
+           "KNOWN_FLAGS", "ErrorCode"]
+
 #: ``b"AO"`` read as a little-endian u16.
 MAGIC = 0x4F41
 VERSION = 1
@@ -69,19 +74,3 @@ class Flag(enum.IntFlag):
 
 #: Bits a receiver accepts; any other bit set is a protocol error.
 KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
-
-
-class ErrorCode(str, enum.Enum):
-    """Stable error codes carried in ERROR frames as ``{"code", "message"}``."""
-
-    INVALID_ARGUMENT = "invalid_argument"
-    NOT_FOUND = "not_found"
-    ALREADY_EXISTS = "already_exists"
-    PERMISSION_DENIED = "permission_denied"
-    TOO_LARGE = "too_large"
-    NOT_IMPLEMENTED = "not_implemented"
-    BUSY = "busy"
-    UNAVAILABLE = "unavailable"
-    TIMEOUT = "timeout"
-    PROTOCOL_ERROR = "protocol_error"
-    INTERNAL = "internal"

@@ -1,0 +1,6 @@
+"""``python -m agentos`` is the ``agentos`` command."""
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

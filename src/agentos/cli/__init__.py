@@ -1,0 +1,1 @@
+"""The ``agentos`` command line."""

@@ -1,0 +1,1 @@
+"""One module per ``agentos`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,66 @@
+"""``agentos kernel``: run the kernel daemon in the foreground."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 6), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)-5s %(name)s: %(message)s",
+                                "%Y-%m-%dT%H:%M:%S")
+        fmt.converter = time.gmtime
+        handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("kernel", help="run the agentos kernel in the foreground")
+    p.add_argument("--socket", type=Path, help="socket path (default: $AGENTOS_SOCKET, "
+                   "else /run/agentos/kernel.sock for root, else the user runtime dir)")
+    p.add_argument("--state-dir", type=Path, help="where logs, state and contexts live")
+    p.add_argument("--socket-mode", type=lambda s: int(s, 8), default=0o600,
+                   help="permissions of the socket file, octal (default 600)")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--max-payload", type=int, help="largest request payload accepted, bytes")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...kernel.config import KernelConfig
+    from ...kernel.daemon import Kernel, KernelAlreadyRunning
+    from ..main import UserError
+
+    setup_logging(args.log_level, args.log_json)
+    config = KernelConfig(socket_mode=args.socket_mode, log_json=args.log_json,
+                          log_level=args.log_level)
+    if args.socket:
+        config.socket_path = args.socket
+    if args.state_dir:
+        config.state_dir = args.state_dir
+    if args.max_payload:
+        config.max_payload = args.max_payload
+    try:
+        Kernel(config).run()
+    except KernelAlreadyRunning as exc:
+        raise UserError(str(exc)) from None
+    return 0

@@ -1,0 +1,93 @@
+"""What both clients share: finding the kernel, request ids, reading replies."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import ujson
+
+from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
+                      error_from_payload)
+from ..protocol import Flag
+
+REPLY = int(Flag.REPLY)
+ERROR = int(Flag.ERROR)
+STREAM = int(Flag.STREAM)
+END = int(Flag.END)
+_U32 = 1 << 32
+
+
+def connect_socket(socket_path: str | os.PathLike[str] | None, fd: int | None) -> socket.socket:
+    """The kernel connection: ``fd``, else ``AGENTOS_FD``, else a path (arg, ``AGENTOS_SOCKET``, default).
+
+    An inherited fd (how the kernel hands agents their connection) is used once:
+    the variable is removed so a child of the agent does not share the socket.
+    """
+    if fd is None and socket_path is None:
+        env_fd = os.environ.pop("AGENTOS_FD", None)
+        if env_fd is not None:
+            fd = int(env_fd)
+    if fd is not None:
+        return socket.socket(fileno=fd)
+    from ..kernel.config import default_socket_path
+
+    path = Path(socket_path) if socket_path is not None else default_socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise KernelNotRunning(f"no agentos kernel at {path} ({exc.strerror}); start one with "
+                               "`agentos kernel` or set AGENTOS_SOCKET") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RequestIds:
+    """u32 request ids, wrapping, never handing out one still in use."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def take(self, in_use: Any) -> int:
+        while True:
+            self._next = (self._next + 1) % _U32
+            if self._next not in in_use:
+                return self._next
+
+
+def encode_payload(obj: Any) -> bytes:
+    if obj is None:
+        return b""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    return ujson.dumps(obj, ensure_ascii=False, reject_bytes=True).encode()
+
+
+def decode_json(payload: bytes | memoryview) -> Any:
+    if not len(payload):
+        return None
+    return ujson.loads(bytes(payload))
+
+
+def raise_error(payload: bytes | memoryview) -> None:
+    """Raise the typed exception an ERROR frame carries."""
+    try:
+        body = decode_json(payload)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RemoteProtocolError(f"kernel sent an unreadable error: {bytes(payload)[:200]!r}")
+    raise error_from_payload(body)
+
+
+def connection_error(exc: BaseException | None) -> SyscallError | ConnectionClosed:
+    if isinstance(exc, (SyscallError, ConnectionClosed)):
+        return exc
+    return ConnectionClosed(f"connection to the kernel closed{f': {exc}' if exc else ''}")

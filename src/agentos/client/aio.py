@@ -1,0 +1,179 @@
+"""``AsyncClient``: the asyncio SDK. Many requests in flight on one connection."""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..errors import ConnectionClosed, RemoteProtocolError
+from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
+from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
+                      decode_json, encode_payload, raise_error)
+
+
+class _Protocol(asyncio.Protocol):
+    """Routes incoming frames to the future or stream queue of their request id."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        try:
+            frames = client._decoder.feed(data)
+        except Exception as exc:
+            client._fail(exc)
+            return
+        for frame in frames:
+            client._route(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._fail(exc or ConnectionClosed("the kernel closed the connection"))
+
+
+class AsyncClient:
+    """An asyncio connection to the kernel; create it with ``await AsyncClient.connect()``.
+
+    Requests are written in batches (one write per loop iteration however many
+    coroutines call at once) and replies are matched by request id.
+    """
+
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._decoder = FrameDecoder(max_payload)
+        self._ids = RequestIds()
+        self._waiters: dict[int, asyncio.Future[Frame] | asyncio.Queue[Frame]] = {}
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self._failure: BaseException | None = None
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def connect(cls, socket_path: str | os.PathLike[str] | None = None, *,
+                      fd: int | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD) -> AsyncClient:
+        """Connect like ``Client()``: ``fd``, ``AGENTOS_FD``, a path, ``AGENTOS_SOCKET``, default."""
+        self = cls(max_payload=max_payload)
+        sock = connect_socket(socket_path, fd)
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.create_unix_connection(lambda: _Protocol(self), sock=sock)
+        self._transport = transport  # type: ignore[assignment]
+        return self
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._fail(ConnectionClosed("client closed"))
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        err = connection_error(self._failure)
+        for waiter in self._waiters.values():
+            if isinstance(waiter, asyncio.Queue):
+                waiter.put_nowait(err)  # type: ignore[arg-type]
+            elif not waiter.done():
+                waiter.set_exception(err)
+        self._waiters.clear()
+
+    def _route(self, frame: Frame) -> None:
+        waiter = self._waiters.get(frame.request_id)
+        if waiter is None:
+            if frame.flags & ERROR and frame.request_id == 0:
+                try:
+                    raise_error(frame.payload)
+                except Exception as exc:
+                    self._fail(exc if isinstance(exc, RemoteProtocolError)
+                               else RemoteProtocolError(str(exc)))
+            return
+        if isinstance(waiter, asyncio.Queue):
+            waiter.put_nowait(frame)
+        else:
+            del self._waiters[frame.request_id]
+            if not waiter.done():
+                waiter.set_result(frame)
+
+    def _send(self, op: int, payload: bytes, waiter: asyncio.Future[Frame] | asyncio.Queue[Frame]) -> int:
+        if self._failure is not None:
+            raise connection_error(self._failure)
+        rid = self._ids.take(self._waiters)
+        self._waiters[rid] = waiter
+        append_frame(self._out, op, rid, payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        return rid
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self._transport is not None and self._failure is None:
+            self._transport.write(bytes(self._out))
+        self._out.clear()
+
+    async def _request(self, op: int, payload: bytes) -> memoryview:
+        assert self._loop is not None
+        fut: asyncio.Future[Frame] = self._loop.create_future()
+        rid = self._send(op, payload, fut)
+        try:
+            frame = await fut
+        finally:
+            self._waiters.pop(rid, None)
+        if frame.flags & ERROR:
+            raise_error(frame.payload)
+        return frame.payload
+
+    async def _call(self, op: int, args: Any = None) -> Any:
+        """Send a JSON request, return the JSON reply."""
+        return decode_json(await self._request(op, encode_payload(args)))
+
+    async def _stream(self, op: int, args: Any = None) -> AsyncIterator[Any]:
+        """Yield each STREAM chunk of a streamed reply, then the END payload if it has one."""
+        queue: asyncio.Queue[Frame] = asyncio.Queue()
+        rid = self._send(op, encode_payload(args), queue)
+        try:
+            while True:
+                frame = await queue.get()
+                if isinstance(frame, BaseException):
+                    raise frame
+                if frame.flags & ERROR:
+                    raise_error(frame.payload)
+                if frame.flags & END or not frame.flags & STREAM:
+                    if len(frame.payload):
+                        yield decode_json(frame.payload)
+                    return
+                yield decode_json(frame.payload)
+        finally:
+            self._waiters.pop(rid, None)
+
+    # -- core ----------------------------------------------------------------------
+
+    async def noop(self, payload: bytes = b"") -> bytes:
+        """Round trip ``payload`` through the kernel."""
+        return bytes(await self._request(Op.NOOP, payload))
+
+    async def echo(self, text: str) -> str:
+        """Seed compatibility: NOOP with a text payload."""
+        return (await self.noop(text.encode())).decode()
+
+    async def hello(self) -> dict[str, Any]:
+        """Kernel and protocol version, served syscalls and this host's capabilities."""
+        return await self._call(Op.HELLO)
+
+    # --- processes ---
+
+    # --- think ---
+
+    # --- messaging ---
+
+    # --- state ---
+
+    # --- permissions ---

@@ -1,0 +1,181 @@
+"""``Client``: the blocking SDK. One socket, buffered reads, batched writes."""
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import ConnectionClosed, RemoteProtocolError
+from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
+from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
+                      decode_json, encode_payload, raise_error)
+
+_RECV_SIZE = 256 * 1024
+
+
+class Client:
+    """A blocking connection to the kernel.
+
+    With no arguments it uses the connection the kernel handed this agent
+    (``AGENTOS_FD``), else ``AGENTOS_SOCKET``, else the default socket path.
+    Replies are matched by request id, so an open stream (``subscribe``,
+    ``think_stream``) can be read while other calls are made.
+    """
+
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None, *, fd: int | None = None,
+                 timeout: float | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._sock = connect_socket(socket_path, fd)
+        self._sock.settimeout(timeout)
+        self._decoder = FrameDecoder(max_payload)
+        self._ids = RequestIds()
+        self._queues: dict[int, deque[Frame]] = {}
+        self._failure: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._sock.close()
+        self._failure = self._failure or ConnectionClosed("client closed")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    # -- primitives ------------------------------------------------------------------
+
+    def _send(self, op: int, payload: bytes) -> int:
+        if self._failure is not None:
+            raise connection_error(self._failure)
+        rid = self._ids.take(self._queues)
+        buf = bytearray()
+        append_frame(buf, op, rid, payload)
+        self._queues[rid] = deque()
+        self._write(buf)
+        return rid
+
+    def _write(self, data: bytes | bytearray) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self._fail(exc)
+            raise connection_error(self._failure) from None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    def _next_frame(self, rid: int) -> Frame:
+        """The next frame for request ``rid``, reading (and routing others') as needed."""
+        queue = self._queues[rid]
+        while not queue:
+            if self._failure is not None:
+                raise connection_error(self._failure)
+            try:
+                data = self._sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                self._fail(exc)
+                continue
+            if not data:
+                self._fail(ConnectionClosed("the kernel closed the connection"))
+                continue
+            for frame in self._decoder.feed(data):
+                target = self._queues.get(frame.request_id)
+                if target is not None:
+                    target.append(frame)
+                elif frame.flags & ERROR and frame.request_id == 0:
+                    # A connection-level protocol error: the kernel is about to hang up.
+                    try:
+                        raise_error(frame.payload)
+                    except RemoteProtocolError as exc:
+                        self._fail(exc)
+                    except Exception as exc:
+                        self._fail(RemoteProtocolError(str(exc)))
+        return queue.popleft()
+
+    def _request(self, op: int, payload: bytes) -> memoryview:
+        """Send one request, return its single reply's raw payload."""
+        rid = self._send(op, payload)
+        try:
+            frame = self._next_frame(rid)
+        finally:
+            del self._queues[rid]
+        if frame.flags & ERROR:
+            raise_error(frame.payload)
+        return frame.payload
+
+    def _call(self, op: int, args: Any = None) -> Any:
+        """Send a JSON request, return the JSON reply."""
+        return decode_json(self._request(op, encode_payload(args)))
+
+    def _stream(self, op: int, args: Any = None) -> Iterator[Any]:
+        """Yield each STREAM chunk of a streamed reply, then the END payload if it has one."""
+        rid = self._send(op, encode_payload(args))
+        try:
+            while True:
+                frame = self._next_frame(rid)
+                if frame.flags & ERROR:
+                    raise_error(frame.payload)
+                if frame.flags & END or not frame.flags & STREAM:
+                    if len(frame.payload):
+                        yield decode_json(frame.payload)
+                    return
+                yield decode_json(frame.payload)
+        finally:
+            del self._queues[rid]
+
+    # -- core ----------------------------------------------------------------------
+
+    def noop(self, payload: bytes = b"") -> bytes:
+        """Round trip ``payload`` through the kernel (answered without entering Python)."""
+        return bytes(self._request(Op.NOOP, payload))
+
+    def echo(self, text: str) -> str:
+        """Seed compatibility: NOOP with a text payload."""
+        return self.noop(text.encode()).decode()
+
+    def noop_batch(self, payloads: Iterable[bytes]) -> list[bytes]:
+        """Pipeline many NOOPs: one write for all requests, replies read as they stream in."""
+        if self._failure is not None:
+            raise connection_error(self._failure)
+        buf = bytearray()
+        rids = []
+        for payload in payloads:
+            rid = self._ids.take(self._queues)
+            self._queues[rid] = deque()
+            append_frame(buf, Op.NOOP, rid, payload)
+            rids.append(rid)
+        try:
+            self._write(buf)
+            replies = []
+            for rid in rids:
+                frame = self._next_frame(rid)
+                if frame.flags & ERROR:
+                    raise_error(frame.payload)
+                replies.append(bytes(frame.payload))
+            return replies
+        finally:
+            for rid in rids:
+                self._queues.pop(rid, None)
+
+    def hello(self) -> dict[str, Any]:
+        """Kernel and protocol version, served syscalls and this host's capabilities."""
+        return self._call(Op.HELLO)
+
+    # --- processes ---
+
+    # --- think ---
+
+    # --- messaging ---
+
+    # --- state ---
+
+    # --- permissions ---

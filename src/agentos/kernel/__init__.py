@@ -1,0 +1,1 @@
+"""The agentos kernel daemon: reactor, dispatch, syscall table and core syscalls."""

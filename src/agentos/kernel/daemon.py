@@ -1,0 +1,281 @@
+"""The kernel daemon: one thread, one event loop running on the reactor, a syscall table."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ujson
+
+from .. import __version__
+from .._extensions import EXTENSIONS_LOADED, load_twin
+from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError
+from ..protocol import Flag, Op
+from . import reactor as reactor_py
+from .config import KernelConfig
+from .events import EventBus
+from .identity import Identity
+from .service import Service
+from .syscalls import Call, SyscallTable
+
+log = logging.getLogger("agentos.kernel")
+
+reactor_mod = load_twin("reactor", reactor_py)
+
+_REPLY = int(Flag.REPLY)
+_ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
+_STREAM_CHUNK = int(Flag.REPLY | Flag.STREAM)
+_STREAM_END = int(Flag.REPLY | Flag.STREAM | Flag.END)
+
+Guard = Callable[[Call], None]
+Observer = Callable[[Call, str, float], None]
+
+
+class KernelAlreadyRunning(RuntimeError):
+    """Another live kernel serves the socket path."""
+
+
+def encode_result(result: Any) -> bytes:
+    """A handler's result as a reply payload: bytes raw, None empty, the rest JSON."""
+    if result is None:
+        return b""
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return bytes(result)
+    return ujson.dumps(result, ensure_ascii=False, reject_bytes=True).encode()
+
+
+def build_services(kernel: Kernel) -> list[Service]:
+    """Every subsystem of this kernel, in start order (each adds its syscalls)."""
+    from .core import CoreService
+
+    services: list[Service] = [
+        CoreService(kernel),
+        # services: one line per subsystem below this one.
+    ]
+    return services
+
+
+class Kernel:
+    """Owns the socket, the reactor, the services and the syscall table."""
+
+    def __init__(self, config: KernelConfig) -> None:
+        self.config = config
+        self.events = EventBus()
+        self.table = SyscallTable()
+        self.services: dict[str, Service] = {}
+        self.started_at = time.time()
+        self.loop: asyncio.AbstractEventLoop
+        self._guards: list[Guard] = []
+        self._observers: list[Observer] = []
+        self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
+        self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
+        self._stopping: asyncio.Event | None = None
+        self.reactor = reactor_mod.Reactor(
+            self._on_frame, self._on_close, self._on_drain,
+            max_payload=config.max_payload, high_water=config.write_high_water,
+            low_water=config.write_low_water, max_inflight=config.max_inflight)
+        self.reactor.on_accept = self._on_accept
+
+    # -- hooks for subsystems ---------------------------------------------------
+
+    def add_guard(self, guard: Guard) -> None:
+        """Run ``guard(call)`` before every handler; it raises to refuse the call."""
+        self._guards.append(guard)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(call, outcome, latency_s)`` after every dispatched syscall."""
+        self._observers.append(observer)
+
+    def adopt(self, fd: int, identity: Identity) -> Any:
+        """Serve a connected socket fd (ours from now on) as a client with ``identity``."""
+        conn = self.reactor.adopt(socket.socket(fileno=fd))
+        conn.context = identity
+        return conn
+
+    def connections_of(self, agent_id: str) -> list[Any]:
+        return [c for c in self.reactor.connections
+                if c.context is not None and c.context.agent_id == agent_id]
+
+    def stop(self) -> None:
+        """Ask the kernel to shut down (idempotent, callable from handlers)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # -- reactor callbacks --------------------------------------------------------
+
+    def _on_accept(self, conn: Any) -> None:
+        conn.context = Identity.from_peer(conn.peer_pid, conn.peer_uid, conn.peer_gid)
+
+    def _on_frame(self, conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
+        handler = self.table.get(opcode)
+        if handler is None:
+            name = Op(opcode).name if opcode in Op._value2member_map_ else f"0x{opcode:02x}"
+            err = NotImplementedSyscall(f"syscall {name} (opcode 0x{opcode:02x}) is not "
+                                        "implemented by this kernel", opcode=opcode)
+            conn.send(opcode, _ERROR_REPLY, request_id, encode_result(err.to_payload()))
+            return
+        call = Call(self, conn, opcode, request_id, payload)
+        task = self.loop.create_task(self._run(call, handler))
+        tasks = self._tasks.get(conn)
+        if tasks is None:
+            tasks = self._tasks[conn] = set()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _on_close(self, conn: Any) -> None:
+        # A client that hangs up cancels what it asked for.
+        for task in self._tasks.pop(conn, ()):
+            task.cancel()
+        waiter = self._drain_waiters.pop(conn, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionClosed("client disconnected"))
+
+    def _on_drain(self, conn: Any) -> None:
+        waiter = self._drain_waiters.pop(conn, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- dispatch -------------------------------------------------------------------
+
+    async def _run(self, call: Call, handler: Any) -> None:
+        started = time.perf_counter()
+        outcome = "ok"
+        conn = call.conn
+        try:
+            for guard in self._guards:
+                guard(call)
+            result = await handler(call)
+            payload = encode_result(result)
+        except SyscallError as exc:
+            outcome = exc.code.value
+            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_result(exc.to_payload()))
+        except (asyncio.CancelledError, ConnectionClosed):
+            outcome = "cancelled"
+        except Exception as exc:
+            outcome = "internal"
+            log.exception("syscall %s failed", _op_name(call.op))
+            err = InternalError(f"{_op_name(call.op)} failed inside the kernel: "
+                                f"{type(exc).__name__}: {exc}")
+            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_result(err.to_payload()))
+        else:
+            conn.send(call.op, _STREAM_END if call.streamed else _REPLY, call.request_id, payload)
+        for observer in self._observers:
+            try:
+                observer(call, outcome, time.perf_counter() - started)
+            except Exception:
+                log.exception("syscall observer failed")
+
+    async def send_stream_chunk(self, call: Call, chunk: Any) -> None:
+        conn = call.conn
+        if conn.closed:
+            raise ConnectionClosed("client disconnected")
+        conn.send(call.op, _STREAM_CHUNK, call.request_id, encode_result(chunk))
+        if conn.write_buffered > self.config.write_high_water:
+            # The client is not reading: wait for it instead of buffering without bound.
+            waiter = self._drain_waiters.get(conn)
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiters[conn] = self.loop.create_future()
+            await asyncio.shield(waiter)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; returns after a clean shutdown."""
+        listener = bind_socket(self.config.socket_path, self.config.socket_mode)
+        try:
+            with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(self.reactor)) as runner:
+                runner.run(self._main(listener))
+        finally:
+            _unlink_socket(self.config.socket_path, listener)
+
+    async def _main(self, listener: socket.socket) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._stopping.set)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        started: list[Service] = []
+        try:
+            for service in build_services(self):
+                self.table.add_all(service.syscalls())
+                await service.start()
+                started.append(service)
+                self.services[service.name] = service
+            self.reactor.listen(listener)
+            log.info("agentos kernel %s listening on %s (pid %d, extensions: %s)", __version__,
+                     self.config.socket_path, os.getpid(),
+                     ", ".join(f"{k}={'on' if v else 'off'}" for k, v in EXTENSIONS_LOADED.items()))
+            await self._stopping.wait()
+            log.info("shutting down")
+        finally:
+            await self._shutdown(started)
+
+    async def _shutdown(self, started: list[Service]) -> None:
+        for tasks in list(self._tasks.values()):
+            for task in tasks:
+                task.cancel()
+        pending = [t for tasks in self._tasks.values() for t in tasks]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("service %s failed to stop cleanly", service.name)
+        for conn in self.reactor.connections:
+            conn.close()
+
+
+def _op_name(op: int) -> str:
+    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
+
+
+def bind_socket(path: Path, mode: int) -> socket.socket:
+    """Bind the kernel's socket: refuse a live kernel, replace a stale socket file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise KernelAlreadyRunning(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise
+            path.unlink(missing_ok=True)  # Stale: its kernel died without cleaning up.
+        else:
+            raise KernelAlreadyRunning(f"a live kernel already serves {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask makes the socket 0600 from birth, with no window where others could connect.
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    sock.listen(1024)
+    return sock
+
+
+def _unlink_socket(path: Path, listener: socket.socket) -> None:
+    """Remove our socket file on the way out (only if it is still a socket)."""
+    listener.close()
+    try:
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass

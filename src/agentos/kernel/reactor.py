@@ -1,0 +1,388 @@
+"""Pure-Python twin of ``agentos._fast.reactor``: the kernel's epoll reactor.
+
+The reactor is an asyncio *selector*: the kernel runs a stock
+``asyncio.SelectorEventLoop`` on it, so one epoll set and one thread serve both
+the agentos clients (handled here) and every fd asyncio itself watches (aiohttp,
+subprocess pipes, the loop's self-pipe), which ``select()`` hands back as usual.
+
+Inside ``select()`` the reactor accepts clients, reads, splits frames, answers
+NOOP itself and queues replies; any other frame goes to ``on_frame``. It
+returns to the loop only when asyncio has something to do (a ready fd of its
+own, a dispatched frame, or the timeout the loop asked for), so NOOP traffic
+never enters the loop at all. Replies queued by handlers are flushed at the
+next ``select()``, batching many replies into one ``send``.
+
+Bounded memory: a connection whose unsent replies pass ``high_water`` bytes, or
+that has ``max_inflight`` syscalls running, is not read until it drains.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import select as _select
+import selectors
+import socket
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ujson
+
+from ..errors import ProtocolError
+from ..protocol.codec import FrameDecoder, append_frame
+from ..protocol.constants import DEFAULT_MAX_PAYLOAD, ErrorCode, Flag
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+_EPOLLIN = _select.EPOLLIN
+_EPOLLOUT = _select.EPOLLOUT
+_EPOLLERR_HUP = _select.EPOLLERR | _select.EPOLLHUP
+_RECV_SIZE = 256 * 1024
+_MAX_EVENTS = 256
+_PEERCRED = struct.Struct("3i")
+_REPLY = int(Flag.REPLY)
+_ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
+_END_OF_STREAM = int(Flag.STREAM | Flag.END)
+
+FrameHandler = Callable[["Connection", int, int, int, bytes], None]
+ConnectionHandler = Callable[["Connection"], None]
+
+
+def protocol_error_payload(exc: Exception) -> bytes:
+    return ujson.dumps({"code": ErrorCode.PROTOCOL_ERROR.value, "message": str(exc)}).encode()
+
+
+class Connection:
+    """One client socket: its decoder, its write queue and its accounting."""
+
+    __slots__ = ("fd", "peer_pid", "peer_uid", "peer_gid", "context", "closed", "inflight",
+                 "_reactor", "_sock", "_decoder", "_out", "_mask", "_read_eof", "_closing",
+                 "_throttled", "__weakref__")
+
+    def __init__(self, reactor: Reactor, sock: socket.socket) -> None:
+        self._reactor = reactor
+        self._sock = sock
+        self.fd = sock.fileno()
+        try:
+            pid, uid, gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except OSError:
+            pid, uid, gid = 0, -1, -1
+        self.peer_pid, self.peer_uid, self.peer_gid = pid, uid, gid
+        #: Set by the kernel: who this connection is (an ``Identity``).
+        self.context: Any = None
+        self.closed = False
+        #: Syscalls dispatched to Python and not yet answered.
+        self.inflight = 0
+        self._decoder = FrameDecoder(reactor.max_payload)
+        self._out = bytearray()
+        self._mask = _EPOLLIN
+        self._read_eof = False
+        self._closing = False
+        self._throttled = False
+
+    @property
+    def write_buffered(self) -> int:
+        """Bytes queued for this client and not yet sent."""
+        return len(self._out)
+
+    def send(self, opcode: int, flags: int, request_id: int, payload: bytes = b"") -> None:
+        """Queue one frame. A final reply (not a mid-stream chunk) ends one in-flight syscall."""
+        if self.closed:
+            return
+        append_frame(self._out, opcode, request_id, payload, flags)
+        if flags & _REPLY and (not flags & Flag.STREAM or flags & _END_OF_STREAM == _END_OF_STREAM
+                               or flags & Flag.ERROR):
+            self.inflight -= 1
+        self._reactor._dirty.add(self)
+
+    def close(self) -> None:
+        """Drop the connection now; queued replies are discarded."""
+        self._reactor._close(self)
+
+    # -- reactor side ---------------------------------------------------------
+
+    def _on_readable(self) -> bool:
+        """Read what is there; return True if a frame went to Python."""
+        reactor = self._reactor
+        if self._read_eof:
+            # Reading is off, so this is EPOLLHUP/ERR: the peer is gone for good, and a
+            # level-triggered HUP would otherwise fire on every round until we close.
+            reactor._close(self)
+            return False
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            reactor._close(self)
+            return False
+        if not data:
+            self._read_eof = True
+            self._update_interest()
+            return False
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return False
+        dispatched = False
+        for frame in frames:
+            if frame.flags:
+                self._fail(ProtocolError(
+                    f"request {frame.request_id} has flags 0x{frame.flags:x}; requests carry none"))
+                return dispatched
+            if frame.opcode == 0:
+                append_frame(self._out, 0, frame.request_id, frame.payload, _REPLY)
+                reactor._dirty.add(self)
+            else:
+                self.inflight += 1
+                reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id,
+                                 bytes(frame.payload))
+                dispatched = True
+                if self.closed:
+                    return dispatched
+        self._update_interest()
+        return dispatched
+
+    def _fail(self, exc: Exception) -> None:
+        """A bad frame: answer with a protocol error, flush it, then close."""
+        append_frame(self._out, 0, 0, protocol_error_payload(exc), _ERROR_REPLY)
+        self._closing = True
+        self._reactor._dirty.add(self)
+        self._update_interest()
+
+    def _flush(self) -> None:
+        while self._out:
+            try:
+                sent = self._sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._reactor._close(self)
+                return
+            del self._out[:sent]
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        reactor = self._reactor
+        pending = len(self._out)
+        if (self._closing or self._read_eof) and not pending and (self._closing or self.inflight <= 0):
+            reactor._close(self)
+            return
+        if self._throttled and pending <= reactor.low_water:
+            self._throttled = False
+            reactor.on_drain(self)
+        elif pending > reactor.high_water:
+            self._throttled = True
+        want_read = not (self._closing or self._read_eof or self._throttled
+                         or self.inflight >= reactor.max_inflight)
+        mask = (_EPOLLIN if want_read else 0) | (_EPOLLOUT if pending else 0)
+        if mask != self._mask:
+            self._mask = mask
+            reactor._epoll.modify(self.fd, mask)
+
+
+class Reactor(selectors.BaseSelector):
+    """An epoll selector that also serves agentos clients (see the module docstring)."""
+
+    def __init__(self, on_frame: FrameHandler, on_close: ConnectionHandler,
+                 on_drain: ConnectionHandler, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 high_water: int = 4 * 1024 * 1024, low_water: int = 1024 * 1024,
+                 max_inflight: int = 4096) -> None:
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self.on_drain = on_drain
+        self.on_accept: ConnectionHandler | None = None
+        self.max_payload = max_payload
+        self.high_water = high_water
+        self.low_water = low_water
+        self.max_inflight = max_inflight
+        self._epoll = _select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._conns: dict[int, Connection] = {}
+        self._listener: socket.socket | None = None
+        self._dirty: set[Connection] = set()
+
+    # -- serving --------------------------------------------------------------
+
+    def listen(self, sock: socket.socket) -> None:
+        """Serve clients connecting to this listening socket (the reactor takes it over)."""
+        sock.setblocking(False)
+        self._listener = sock
+        self._epoll.register(sock.fileno(), _EPOLLIN)
+
+    def adopt(self, sock: socket.socket) -> Connection:
+        """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
+        sock.setblocking(False)
+        conn = Connection(self, sock)
+        self._conns[conn.fd] = conn
+        self._epoll.register(conn.fd, _EPOLLIN)
+        return conn
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._conns.values())
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return  # Out of fds: leave the backlog queued, try again next round.
+                raise
+            conn = self.adopt(sock)
+            if self.on_accept is not None:
+                self.on_accept(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._dirty.discard(conn)
+        del self._conns[conn.fd]
+        # Out of epoll before close: the fd number may be reused at once.
+        self._epoll.unregister(conn.fd)
+        conn._sock.close()
+        conn._out.clear()
+        self.on_close(conn)
+
+    def _flush_dirty(self) -> None:
+        while self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            for conn in dirty:
+                if not conn.closed:
+                    conn._flush()
+
+    # -- selector API (what asyncio calls) --------------------------------------
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fileobj_to_fd(fileobj)
+        if not events or events & ~(EVENT_READ | EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._epoll.register(fd, _to_epoll(events))
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fileobj_to_fd(fileobj)
+        try:
+            key = self._keys.pop(fd)
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # Already closed by its owner; epoll dropped it then.
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = _fileobj_to_fd(fileobj)
+        try:
+            key = self._keys[fd]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        if events != key.events:
+            self._epoll.modify(fd, _to_epoll(events))
+        key = key._replace(events=events, data=data)
+        self._keys[fd] = key
+        return key
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return _KeyMap(self._keys)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self._flush_dirty()
+        poll = self._epoll.poll
+        remaining = -1.0 if timeout is None else max(0.0, timeout)
+        deadline = None if timeout is None else _monotonic() + remaining
+        while True:
+            try:
+                events = poll(remaining, _MAX_EVENTS)
+            except InterruptedError:
+                events = []
+            ready: list[tuple[selectors.SelectorKey, int]] = []
+            dispatched = False
+            for fd, ev in events:
+                conn = self._conns.get(fd)
+                if conn is not None:
+                    if ev & (_EPOLLIN | _EPOLLERR_HUP) and conn._on_readable():
+                        dispatched = True
+                    if not conn.closed and ev & _EPOLLOUT:
+                        self._dirty.add(conn)
+                    continue
+                key = self._keys.get(fd)
+                if key is not None:
+                    mask = 0
+                    if ev & (_EPOLLIN | _EPOLLERR_HUP):
+                        mask |= EVENT_READ
+                    if ev & (_EPOLLOUT | _EPOLLERR_HUP):
+                        mask |= EVENT_WRITE
+                    ready.append((key, mask & key.events))
+                elif self._listener is not None and fd == self._listener.fileno():
+                    self._accept()
+            self._flush_dirty()
+            if ready or dispatched:
+                return ready
+            if deadline is not None:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return ready
+
+    def close(self) -> None:
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        if self._listener is not None:
+            self._epoll.unregister(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        self._keys.clear()
+        self._epoll.close()
+
+
+_monotonic = __import__("time").monotonic
+
+
+def _to_epoll(events: int) -> int:
+    return (_EPOLLIN if events & EVENT_READ else 0) | (_EPOLLOUT if events & EVENT_WRITE else 0)
+
+
+def _fileobj_to_fd(fileobj: Any) -> int:
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class _KeyMap(Mapping[Any, selectors.SelectorKey]):
+    """The read-only fileobj -> key view asyncio expects from ``get_map()``."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self._keys[_fileobj_to_fd(fileobj)]
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys)
+
+
+__all__ = ["Reactor", "Connection", "EVENT_READ", "EVENT_WRITE", "protocol_error_payload"]

@@ -1,0 +1,1 @@
+"""Agent messaging: durable mailboxes (SEND, RECV, BROADCAST, REGISTER, ACK) and pub/sub."""

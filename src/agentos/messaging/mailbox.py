@@ -1,0 +1,203 @@
+"""Durable, bounded mailboxes and the name registry, in SQLite.
+
+A message stays in its mailbox until acknowledged: delivery does not remove it,
+so a receiver that dies (or a kernel that is killed) before ACK gets it again.
+Which messages a reader has already been handed is the reader's cursor, kept
+by the caller (``after_id``), not here. A mailbox holds at most
+``max_messages``; a send into a full one raises ``Busy`` and stores nothing.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import ujson
+
+from ..errors import AlreadyExists, Busy, InvalidArgument, TooLarge
+from ..state.database import Database
+from ..units import parse_bytes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mailbox TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_mailbox ON messages(mailbox, id);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    registered_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class MailboxLimits:
+    """Bounds on one mailbox and on one message body (UTF-8 bytes of its JSON)."""
+
+    max_messages: int = 1000
+    max_message_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> MailboxLimits:
+        """Read ``mailbox_size`` (a count) and ``max_message`` (a size like ``256Ki``)."""
+        defaults = cls()
+        size = section.get("mailbox_size", defaults.max_messages)
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"messaging.mailbox_size must be a positive integer, got {size!r}")
+        return cls(max_messages=size,
+                   max_message_bytes=parse_bytes(section.get("max_message",
+                                                             defaults.max_message_bytes),
+                                                 "messaging.max_message"))
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message."""
+
+    id: int
+    mailbox: str
+    sender: str
+    body: Any
+    sent_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "to": self.mailbox, "from": self.sender, "body": self.body,
+                "sent_at": self.sent_at}
+
+
+class Mailboxes:
+    """All mailboxes of one kernel, keyed by address, plus registered names."""
+
+    def __init__(self, db: Database, limits: MailboxLimits | None = None) -> None:
+        self._db = db
+        self.limits = limits or MailboxLimits()
+
+    def encode(self, body: Any) -> str:
+        """The stored form of ``body``; raises TooLarge/InvalidArgument before any I/O."""
+        try:
+            text = ujson.dumps(body, ensure_ascii=False)
+        except (TypeError, OverflowError) as exc:
+            raise InvalidArgument(f"message body is not JSON-serialisable: {exc}") from None
+        size = len(text.encode())
+        if size > self.limits.max_message_bytes:
+            raise TooLarge(f"message of {size} bytes is over the {self.limits.max_message_bytes}"
+                           "-byte limit", size=size, limit=self.limits.max_message_bytes)
+        return text
+
+    async def send(self, address: str, sender: str, body: Any) -> Message:
+        """Append to ``address``'s mailbox; Busy if it is full."""
+        text = self.encode(body)
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> Message:
+            if self._count(conn, address) >= self.limits.max_messages:
+                raise Busy(f"mailbox of {address} is full ({self.limits.max_messages} "
+                           "unacknowledged messages)", to=address, limit=self.limits.max_messages)
+            return self._insert(conn, address, sender, body, text, now)
+
+        return await self._db.run(insert)
+
+    async def send_many(self, addresses: Iterable[str], sender: str,
+                        body: Any) -> tuple[list[Message], list[str]]:
+        """One body into many mailboxes in one transaction; returns (sent, full addresses)."""
+        text = self.encode(body)
+        now = time.time()
+        targets = list(dict.fromkeys(addresses))
+
+        def insert_all(conn: sqlite3.Connection) -> tuple[list[Message], list[str]]:
+            sent, full = [], []
+            for address in targets:
+                if self._count(conn, address) >= self.limits.max_messages:
+                    full.append(address)
+                else:
+                    sent.append(self._insert(conn, address, sender, body, text, now))
+            return sent, full
+
+        return await self._db.run(insert_all)
+
+    async def next(self, addresses: list[str], after_id: int = 0) -> Message | None:
+        """The oldest unacknowledged message to any of ``addresses`` with id > ``after_id``."""
+        marks = ",".join("?" * len(addresses))
+
+        def select(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute(
+                f"SELECT id, mailbox, sender, body, sent_at FROM messages "
+                f"WHERE mailbox IN ({marks}) AND id > ? ORDER BY id LIMIT 1",
+                (*addresses, after_id)).fetchone()
+            return None if row is None else Message(row[0], row[1], row[2],
+                                                    ujson.loads(row[3]), row[4])
+
+        return await self._db.run(select)
+
+    async def ack(self, addresses: list[str], ids: list[int]) -> list[int]:
+        """Remove messages ``ids`` if they are in one of ``addresses``; returns those removed."""
+        marks = ",".join("?" * len(addresses))
+
+        def delete(conn: sqlite3.Connection) -> list[int]:
+            removed = []
+            for message_id in ids:
+                row = conn.execute(f"DELETE FROM messages WHERE id = ? AND mailbox IN ({marks}) "
+                                   "RETURNING id", (message_id, *addresses)).fetchone()
+                if row is not None:
+                    removed.append(row[0])
+            return removed
+
+        return await self._db.run(delete)
+
+    async def count(self, address: str) -> int:
+        """Unacknowledged messages waiting in ``address``."""
+        return await self._db.run(lambda conn: self._count(conn, address))
+
+    # -- names --------------------------------------------------------------------
+
+    async def register(self, name: str, address: str, owner: str) -> None:
+        """Bind ``name`` to ``address``; AlreadyExists if another owner holds it."""
+
+        def bind(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT owner FROM names WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner:
+                raise AlreadyExists(f"name {name!r} is registered by someone else", name=name)
+            conn.execute("INSERT OR REPLACE INTO names (name, address, owner, registered_at) "
+                         "VALUES (?, ?, ?, ?)", (name, address, owner, time.time()))
+
+        await self._db.run(bind)
+
+    async def resolve(self, name: str) -> str | None:
+        """The address ``name`` is bound to, if registered."""
+        row = await self._db.run(lambda conn: conn.execute(
+            "SELECT address FROM names WHERE name = ?", (name,)).fetchone())
+        return None if row is None else row[0]
+
+    async def names_of(self, owner: str) -> list[str]:
+        """Names ``owner`` has registered."""
+        rows = await self._db.run(lambda conn: conn.execute(
+            "SELECT name FROM names WHERE owner = ? ORDER BY name", (owner,)).fetchall())
+        return [row[0] for row in rows]
+
+    async def addresses(self) -> list[str]:
+        """Every registered address (the reach of a BROADCAST beyond live agents)."""
+        rows = await self._db.run(lambda conn: conn.execute(
+            "SELECT DISTINCT address FROM names ORDER BY address").fetchall())
+        return [row[0] for row in rows]
+
+    # -- on the database thread ---------------------------------------------------
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, address: str) -> int:
+        return conn.execute("SELECT COUNT(*) FROM messages WHERE mailbox = ?",
+                            (address,)).fetchone()[0]
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, address: str, sender: str, body: Any, text: str,
+                now: float) -> Message:
+        cursor = conn.execute("INSERT INTO messages (mailbox, sender, body, sent_at) "
+                              "VALUES (?, ?, ?, ?)", (address, sender, text, now))
+        return Message(int(cursor.lastrowid or 0), address, sender, body, now)

@@ -1,0 +1,1 @@
+"""Durable per-agent key/value state (STORE, FETCH, DELETE, KEYS, CAS) in SQLite."""

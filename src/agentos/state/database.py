@@ -1,0 +1,152 @@
+"""One SQLite file owned by one writer thread that group-commits.
+
+Every operation is a function ``fn(conn) -> result`` submitted to the thread. The
+thread takes everything queued, runs it inside a single ``BEGIN IMMEDIATE ...
+COMMIT`` (each operation inside its own SAVEPOINT, so one failing operation rolls
+back alone), and only after the COMMIT returned resolves the callers' futures.
+With ``synchronous=FULL`` in WAL mode the commit has fsynced the WAL, so a reply
+means the write is on disk; many concurrent writers share one fsync. The event
+loop only enqueues and awaits, it never touches SQLite.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("agentos.state.database")
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+#: Upper bound of operations sharing one transaction: bounds the latency of the batch.
+MAX_BATCH = 512
+
+_STOP = object()
+
+
+class DatabaseClosed(RuntimeError):
+    """An operation was submitted after ``close()``."""
+
+
+class Database:
+    """A SQLite database in WAL mode whose every access runs on its own thread."""
+
+    def __init__(self, path: Path | str, schema: str) -> None:
+        self.path = Path(path)
+        self._schema = schema
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._ready = concurrent.futures.Future[None]()
+        #: Transactions committed so far (each may carry many operations).
+        self.commits = 0
+
+    def open(self) -> None:
+        """Create the file and schema and start the thread; raises if SQLite cannot open it."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.path} is already open")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name=f"sqlite:{self.path.name}",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.result()
+
+    def close(self) -> None:
+        """Finish every queued operation, then close the connection and join the thread."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn``; the future resolves once its transaction committed."""
+        if self._closed or self._thread is None:
+            raise DatabaseClosed(f"database {self.path} is not open")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        return future
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database thread and await its committed result."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Blocking form of :meth:`run`, for code outside an event loop."""
+        return self.submit(fn).result()
+
+    # -- the thread ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 adds nothing.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: every commit fsyncs the WAL, so an acknowledged write survives power loss.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(self._schema)
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # the opener re-raises it
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = any(item is _STOP for item in batch)
+                # A caller that gave up before its turn gets nothing done; once running,
+                # the future can no longer be cancelled and will be answered.
+                work = [item for item in batch
+                        if item is not _STOP and item[1].set_running_or_notify_cancel()]
+                if work:
+                    self._commit_batch(conn, work)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection,
+                      work: list[tuple[Operation, concurrent.futures.Future[Any]]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _ in work:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                else:
+                    outcomes.append((True, result))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("transaction on %s failed: %s", self.path, exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, future in work:
+                future.set_exception(exc)
+            return
+        self.commits += 1
+        for (_, future), (ok, value) in zip(work, outcomes):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
