@@ -1,0 +1,124 @@
+"""The append-only JSON-lines audit log.
+
+Records are buffered and written once per event-loop iteration with one
+``write`` on an ``O_APPEND`` descriptor, so a burst of syscalls costs one
+system call and concurrent readers never see a torn line. Followers (AUDIT
+with ``follow``) get each record as it is logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ujson
+
+Record = dict[str, Any]
+Follower = Callable[[Record], None]
+
+
+class AuditLog:
+    """Appends records to ``path``; never truncates or rewrites it."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._buffer: list[bytes] = []
+        self._flush_scheduled = False
+        self._followers: list[Follower] = []
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        self.flush()
+        os.close(self._fd)
+        self._fd = None
+
+    def record(self, entry: Record) -> None:
+        """Log ``entry``; it reaches the file by the end of this loop iteration."""
+        if self._fd is None:
+            raise RuntimeError(f"audit log {self.path} is not open")
+        self._buffer.append(ujson.dumps(entry, ensure_ascii=False).encode() + b"\n")
+        for follower in list(self._followers):
+            follower(entry)
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> int:
+        """Write everything buffered; returns the file's size afterwards."""
+        self._flush_scheduled = False
+        if self._fd is None:
+            raise RuntimeError(f"audit log {self.path} is not open")
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        return os.fstat(self._fd).st_size
+
+    def follow(self, follower: Follower) -> tuple[int, Callable[[], None]]:
+        """Flush, then send every later record to ``follower``.
+
+        Returns the file size at that instant (read up to it for the backlog,
+        the follower has the rest, with no gap and no duplicate) and the
+        function that stops following.
+        """
+        size = self.flush()
+        self._followers.append(follower)
+
+        def stop() -> None:
+            if follower in self._followers:
+                self._followers.remove(follower)
+
+        return size, stop
+
+
+def matches(record: Record, agent: str | None) -> bool:
+    """True if ``record`` is by ``agent`` (an agent id, an agent name, or ``uid:<n>``)."""
+    if agent is None:
+        return True
+    return agent in (record.get("agent"), record.get("name"), f"uid:{record.get('uid')}")
+
+
+def read_records(path: Path | str, agent: str | None = None, limit: int | None = None,
+                 end: int | None = None) -> list[Record]:
+    """Records of ``path`` (up to byte ``end``) by ``agent``, the last ``limit`` of them.
+
+    Blocking file I/O: call it in a worker thread from the event loop.
+    """
+    tail: deque[Record] = deque(maxlen=limit)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with f:
+        consumed = 0
+        for line in f:
+            consumed += len(line)
+            if end is not None and consumed > end:
+                break
+            if not line.endswith(b"\n"):
+                continue  # a line torn by a crash mid-write is not a record
+            try:
+                record = ujson.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and matches(record, agent):
+                tail.append(record)
+    return list(tail)

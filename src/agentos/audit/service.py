@@ -1,0 +1,103 @@
+"""The audit subsystem: an observer logging every syscall, and the AUDIT syscall to read it."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgument
+from ..kernel.syscalls import Call, Handler
+from ..protocol import Op
+from .log import AuditLog, Record, matches, read_records
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+
+#: Records a slow follower may fall behind by before it is told some were dropped.
+FOLLOW_BACKLOG = 10_000
+
+
+class AuditService:
+    """Appends one record per syscall to ``<state_dir>/audit.log``."""
+
+    name = "audit"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.log = AuditLog(kernel.config.state_dir / "audit.log")
+        kernel.add_observer(self.observe)
+
+    def syscalls(self) -> Mapping[Op, Handler]:
+        return {Op.AUDIT: self.audit}
+
+    async def start(self) -> None:
+        self.log.open()
+
+    async def stop(self) -> None:
+        self.log.close()
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {"path": str(self.log.path)}
+
+    def observe(self, call: Call, outcome: str, latency_s: float) -> None:
+        """Log one finished syscall: who, what, how it ended, how long it took; no payload."""
+        identity = call.identity
+        self.log.record({
+            "ts": round(time.time(), 6),
+            "agent": identity.agent_id,
+            "name": self._name_of(identity.agent_id),
+            "uid": identity.uid,
+            "pid": identity.pid,
+            "op": Op(call.op).name if call.op in Op._value2member_map_ else f"0x{call.op:02x}",
+            "outcome": outcome,
+            "latency_ms": round(latency_s * 1000, 3),
+        })
+
+    def _name_of(self, agent_id: str | None) -> str | None:
+        if agent_id is None:
+            return None
+        permissions = self.kernel.services.get("permissions")
+        registry = getattr(permissions, "permissions", None)
+        return registry.name_of(agent_id) if registry is not None else None
+
+    async def audit(self, call: Call) -> dict[str, Any]:
+        """Stream the last ``limit`` records (by ``agent`` if given); with ``follow``, keep
+        streaming new ones until the client goes away."""
+        args = call.args()
+        agent = args.get("agent")
+        if agent is not None and not isinstance(agent, str):
+            raise InvalidArgument("agent must be an agent name, id or 'uid:<n>'")
+        limit = args.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+        follow = bool(args.get("follow", False))
+        if not follow:
+            size = self.log.flush()
+            for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
+                await call.stream(record)
+            return {"follow": False}
+        queue: asyncio.Queue[Record] = asyncio.Queue(FOLLOW_BACKLOG)
+        dropped = 0
+
+        def deliver(record: Record) -> None:
+            nonlocal dropped
+            if not matches(record, agent):
+                return
+            try:
+                queue.put_nowait(record)
+            except asyncio.QueueFull:
+                dropped += 1
+
+        size, stop = self.log.follow(deliver)
+        try:
+            for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
+                await call.stream(record)
+            while True:
+                record = await queue.get()
+                if dropped:
+                    await call.stream({"dropped": dropped})
+                    dropped = 0
+                await call.stream(record)
+        finally:
+            stop()

@@ -1,0 +1,59 @@
+"""Which capability each syscall needs: the table the guard applies."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..protocol import Op
+from .capabilities import Capability
+
+#: Syscalls anyone admitted may make: introspection of oneself and the kernel.
+OPEN: frozenset[Op] = frozenset({Op.NOOP, Op.HELLO, Op.GET_PERMS, Op.READY, Op.LIST, Op.WAIT,
+                                 Op.LOGS})
+
+REQUIRED: dict[Op, Capability] = {
+    Op.THINK: Capability.THINK,
+    Op.CONTEXT: Capability.THINK,
+    Op.USAGE: Capability.THINK,
+    Op.SPAWN: Capability.SPAWN,
+    # KILL also needs the target to be a descendant: the process service checks that.
+    Op.KILL: Capability.KILL,
+    Op.SEND: Capability.MESSAGE,
+    Op.RECV: Capability.MESSAGE,
+    Op.BROADCAST: Capability.MESSAGE,
+    Op.REGISTER: Capability.MESSAGE,
+    Op.ACK: Capability.MESSAGE,
+    Op.SUBSCRIBE: Capability.MESSAGE,
+    Op.UNSUBSCRIBE: Capability.MESSAGE,
+    Op.PUBLISH: Capability.MESSAGE,
+    Op.SET_PERMS: Capability.ADMIN,
+    Op.HTTP: Capability.HTTP,
+    Op.AUDIT: Capability.ADMIN,
+}
+
+STATE_OPS: frozenset[Op] = frozenset({Op.STORE, Op.FETCH, Op.DELETE, Op.KEYS, Op.CAS})
+
+#: State scope name -> the capability it needs.
+SCOPES: dict[str, Capability] = {"own": Capability.STATE_OWN, "shared": Capability.STATE_SHARED}
+
+
+def state_scope(args: dict[str, Any]) -> str:
+    """The ``scope`` argument of a state syscall, validated (default ``own``)."""
+    scope = args.get("scope", "own")
+    if scope not in SCOPES:
+        raise InvalidArgument(f"scope must be 'own' or 'shared', got {scope!r}")
+    return scope
+
+
+def required_capability(op: int, args: dict[str, Any] | None) -> Capability | None:
+    """What ``op`` needs; None if nothing. Unknown opcodes need ``admin`` (deny by default).
+
+    ``args`` is consulted only for state syscalls, whose scope decides the capability.
+    """
+    if op in STATE_OPS:
+        return SCOPES[state_scope(args or {})]
+    if op in REQUIRED:
+        return REQUIRED[Op(op)]
+    if op in OPEN:
+        return None
+    return Capability.ADMIN

@@ -1,0 +1,85 @@
+"""The audit log writer and reader on their own."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from agentos.audit import AuditLog, read_records
+
+
+def entry(n: int, agent: str | None = "a1", name: str | None = "alpha") -> dict:
+    return {"ts": float(n), "agent": agent, "name": name, "uid": 0, "pid": 1, "op": "STORE",
+            "outcome": "ok", "latency_ms": 0.1}
+
+
+def test_records_append_and_read_back_filtered(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    log.open()
+    log.record(entry(1))
+    log.record(entry(2, agent=None, name=None))
+    log.record(entry(3, agent="b2", name="beta"))
+    log.close()
+    assert oct(os.stat(tmp_path / "audit.log").st_mode & 0o777) == "0o600"
+    path = tmp_path / "audit.log"
+    assert [r["ts"] for r in read_records(path)] == [1.0, 2.0, 3.0]
+    assert [r["ts"] for r in read_records(path, agent="alpha")] == [1.0]
+    assert [r["ts"] for r in read_records(path, agent="b2")] == [3.0]
+    assert [r["ts"] for r in read_records(path, agent="uid:0")] == [1.0, 2.0, 3.0]
+    assert [r["ts"] for r in read_records(path, limit=2)] == [2.0, 3.0]
+
+
+def test_reopening_appends_never_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    for n in range(3):
+        log = AuditLog(path)
+        log.open()
+        log.record(entry(n))
+        log.close()
+    assert [r["ts"] for r in read_records(path)] == [0.0, 1.0, 2.0]
+
+
+def test_buffered_in_a_loop_and_flushed_once_per_iteration(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.open()
+
+    async def burst() -> tuple[int, int]:
+        for n in range(100):
+            log.record(entry(n))
+        unflushed = path.stat().st_size
+        await asyncio.sleep(0)
+        return unflushed, path.stat().st_size
+
+    unflushed, flushed = asyncio.run(burst())
+    log.close()
+    assert unflushed == 0 and flushed > 0
+    assert len(read_records(path)) == 100
+
+
+def test_follow_has_no_gap_and_no_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.open()
+    log.record(entry(1))
+    log.record(entry(2))  # buffered, not yet written when follow starts
+    seen: list[dict] = []
+    size, stop = log.follow(seen.append)
+    log.record(entry(3))
+    log.flush()
+    backlog = read_records(path, end=size)
+    stop()
+    log.record(entry(4))
+    log.close()
+    assert [r["ts"] for r in backlog] + [r["ts"] for r in seen] == [1.0, 2.0, 3.0]
+
+
+def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.open()
+    log.record(entry(1))
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"ts": 2.0, "agent"')
+    assert [r["ts"] for r in read_records(path)] == [1.0]
