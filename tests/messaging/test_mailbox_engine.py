@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentos.errors import AlreadyExists, Busy, InvalidArgument, TooLarge
-from agentos.messaging.mailbox import SCHEMA, MailboxLimits, Mailboxes
+from agentos.messaging.mailbox import SCHEMA, Mailboxes, MailboxLimits
 from agentos.state.database import Database
 
 

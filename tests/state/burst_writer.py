@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from agentos.messaging.mailbox import SCHEMA as MAILBOX_SCHEMA
-from agentos.messaging.mailbox import MailboxLimits, Mailboxes
+from agentos.messaging.mailbox import Mailboxes, MailboxLimits
 from agentos.state.database import Database
 from agentos.state.store import SCHEMA as STATE_SCHEMA
 from agentos.state.store import KVStore

@@ -104,21 +104,20 @@ def read_records(path: Path | str, agent: str | None = None, limit: int | None =
     """
     tail: deque[Record] = deque(maxlen=limit)
     try:
-        f = open(path, "rb")
+        with open(path, "rb") as f:
+            consumed = 0
+            for line in f:
+                consumed += len(line)
+                if end is not None and consumed > end:
+                    break
+                if not line.endswith(b"\n"):
+                    continue  # a line torn by a crash mid-write is not a record
+                try:
+                    record = ujson.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and matches(record, agent):
+                    tail.append(record)
     except FileNotFoundError:
         return []
-    with f:
-        consumed = 0
-        for line in f:
-            consumed += len(line)
-            if end is not None and consumed > end:
-                break
-            if not line.endswith(b"\n"):
-                continue  # a line torn by a crash mid-write is not a record
-            try:
-                record = ujson.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and matches(record, agent):
-                tail.append(record)
     return list(tail)

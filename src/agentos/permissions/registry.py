@@ -8,8 +8,13 @@ from typing import Any
 
 from ..errors import InvalidArgument, NotFound, PermissionDenied
 from ..kernel.identity import Identity
-from .capabilities import (ALL_CAPABILITIES, DEFAULT_CHILD_CAPABILITIES, Capability, names,
-                           parse_capabilities)
+from .capabilities import (
+    ALL_CAPABILITIES,
+    DEFAULT_CHILD_CAPABILITIES,
+    Capability,
+    names,
+    parse_capabilities,
+)
 from .principal import principal
 
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import InvalidArgument, NotFound, PermissionDenied
-from ..protocol import Op
 from ..kernel.syscalls import Call, Handler
+from ..protocol import Op
 from .capabilities import Capability, names
 from .policy import STATE_OPS, required_capability
 from .registry import Permissions
@@ -78,6 +78,6 @@ class PermissionService:
 def permissions_of(kernel: Kernel) -> Permissions:
     """The kernel's capability table (the permissions service starts before its users)."""
     service = kernel.services.get("permissions")
-    if not isinstance(service, PermissionService):
+    if service is None:
         raise RuntimeError("the permissions service is not running in this kernel")
-    return service.permissions
+    return cast(PermissionService, service).permissions

@@ -97,7 +97,7 @@ class Database:
     def _run(self) -> None:
         try:
             conn = self._connect()
-        except BaseException as exc:  # the opener re-raises it
+        except Exception as exc:  # noqa: BLE001 - open() re-raises it in the opener's thread
             self._ready.set_exception(exc)
             return
         self._ready.set_result(None)
@@ -130,7 +130,7 @@ class Database:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = fn(conn)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - handed back to the caller's future
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, exc))
                 else:
