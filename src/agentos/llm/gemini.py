@@ -1,0 +1,185 @@
+"""The Gemini API (native REST): generateContent, streamGenerateContent (SSE), countTokens.
+
+Wire format: docs/reference llm-wire-formats (§2 request, §3 response, §4 stream).
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from .errors import ErrorKind, LLMError, error_in_event
+from .provider import Provider
+from .schema import to_gemini_schema
+from .types import ChunkSink, Completion, Content, ModelRequest, Usage
+
+#: Finish reasons meaning the output was withheld rather than finished.
+BLOCKING_FINISH_REASONS = frozenset({
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
+
+
+class GeminiProvider(Provider):
+    """Google's Gemini API over the kernel's pooled aiohttp session."""
+
+    name = "gemini"
+
+    def _url(self, model: str | None, action: str) -> str:
+        model = (model or self.config.model).removeprefix("models/")
+        return f"{self.config.base_url}/{self.config.api_version}/models/{quote(model, safe='.-_')}:{action}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "x-goog-api-key": self.config.api_key or ""}
+
+    async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
+        body = build_body(request)
+        turn = TurnAssembler(request.model or self.config.model)
+        if on_chunk is None:
+            turn.feed(await self.http.post_json(self._url(request.model, "generateContent"),
+                                                body, self._headers()))
+            return turn.finish(streamed=False)
+        url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
+        async for event in self.http.post_events(url, body, self._headers()):
+            for delta in turn.feed(event):
+                await on_chunk(delta)
+        return turn.finish(streamed=True)
+
+    async def count_tokens(self, request: ModelRequest) -> int:
+        body = {"contents": request.contents}
+        answer = await self.http.post_json(self._url(request.model, "countTokens"), body,
+                                           self._headers())
+        return int(answer.get("totalTokens") or 0)
+
+
+def build_body(request: ModelRequest) -> dict[str, Any]:
+    """A GenerateContentRequest in canonical camelCase."""
+    body: dict[str, Any] = {"contents": request.contents}
+    if request.system:
+        body["systemInstruction"] = {"parts": [{"text": request.system}]}
+    body["generationConfig"] = _generation_config(request)
+    if request.functions:
+        body["tools"] = [{"functionDeclarations": [_declaration(f) for f in request.functions]}]
+    if request.function_mode:
+        calling: dict[str, Any] = {"mode": request.function_mode}
+        if request.allowed_functions:
+            calling["allowedFunctionNames"] = list(request.allowed_functions)
+        body["toolConfig"] = {"functionCallingConfig": calling}
+    return body
+
+
+def _generation_config(request: ModelRequest) -> dict[str, Any]:
+    opts = request.options
+    config: dict[str, Any] = {}
+    for key, value in (("temperature", opts.temperature), ("topP", opts.top_p),
+                       ("topK", opts.top_k), ("maxOutputTokens", opts.max_output_tokens),
+                       ("seed", opts.seed), ("responseMimeType", opts.response_mime_type)):
+        if value is not None:
+            config[key] = value
+    if opts.stop:
+        config["stopSequences"] = list(opts.stop)
+    if opts.response_schema is not None:
+        config["responseMimeType"] = "application/json"
+        # responseJsonSchema takes JSON Schema as agents write it; never sent with responseSchema.
+        config["responseJsonSchema"] = opts.response_schema
+    thinking: dict[str, Any] = {}
+    # Gemini 3 rejects a request carrying both; the request parser already refused that.
+    if opts.thinking_budget is not None:
+        thinking["thinkingBudget"] = opts.thinking_budget
+    elif opts.thinking_level is not None:
+        thinking["thinkingLevel"] = opts.thinking_level.upper()
+    if opts.include_thoughts:
+        thinking["includeThoughts"] = True
+    if thinking:
+        config["thinkingConfig"] = thinking
+    return config
+
+
+def _declaration(function: dict[str, Any]) -> dict[str, Any]:
+    out = {key: value for key, value in function.items() if key != "parameters"}
+    if "parameters" in function:
+        out["parameters"] = to_gemini_schema(function["parameters"])
+    return out
+
+
+class TurnAssembler:
+    """Builds one model turn from a response or a stream of chunks, yielding deltas as it goes."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.parts: list[dict[str, Any]] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.saw_candidate = False
+
+    def feed(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take one GenerateContentResponse; return the deltas it adds."""
+        error = error_in_event(response, "gemini")
+        if error is not None:
+            raise error
+        block = (response.get("promptFeedback") or {}).get("blockReason")
+        if block:
+            raise LLMError(ErrorKind.BLOCKED, f"gemini: the prompt was blocked ({block})",
+                           reason=str(block))
+        if isinstance(response.get("usageMetadata"), dict):
+            self.usage = response["usageMetadata"]  # cumulative: the last one wins
+        if response.get("modelVersion"):
+            self.model = str(response["modelVersion"])
+        candidates = response.get("candidates") or []
+        if not candidates:
+            return []
+        self.saw_candidate = True
+        candidate = candidates[0]
+        if candidate.get("finishReason"):
+            self.finish_reason = str(candidate["finishReason"])
+        deltas: list[dict[str, Any]] = []
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            if not isinstance(part, dict):
+                continue
+            self._keep(part)
+            if "functionCall" in part:
+                deltas.append({"function_call": _function_call(part["functionCall"])})
+            elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
+                deltas.append({"text": part["text"]})
+        return deltas
+
+    def _keep(self, part: dict[str, Any]) -> None:
+        # Plain text pieces of a stream merge; anything else (signatures, calls, thoughts)
+        # is kept as its own part, verbatim.
+        if self.parts and set(part) == {"text"} and set(self.parts[-1]) == {"text"}:
+            self.parts[-1] = {"text": self.parts[-1]["text"] + part["text"]}
+        else:
+            self.parts.append(dict(part))
+
+    def finish(self, streamed: bool) -> Completion:
+        if not self.saw_candidate:
+            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the answer had no candidates",
+                           retryable=True)
+        if self.finish_reason is None and streamed:
+            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the stream ended before finishReason",
+                           retryable=True)
+        reason = self.finish_reason or "STOP"
+        text = "".join(p["text"] for p in self.parts
+                       if isinstance(p.get("text"), str) and not p.get("thought"))
+        if reason in BLOCKING_FINISH_REASONS:
+            raise LLMError(ErrorKind.BLOCKED, f"gemini: the answer was blocked ({reason})",
+                           reason=reason)
+        prompt = int(self.usage.get("promptTokenCount") or 0)
+        thoughts = int(self.usage.get("thoughtsTokenCount") or 0)
+        output = int(self.usage.get("candidatesTokenCount") or 0) + thoughts
+        total = int(self.usage.get("totalTokenCount") or prompt + output)
+        turn: Content = {"role": "model", "parts": self.parts}
+        return Completion(
+            text=text,
+            function_calls=[_function_call(p["functionCall"]) for p in self.parts
+                            if "functionCall" in p],
+            finish_reason=reason.lower(),
+            usage=Usage(prompt=prompt, output=output, total=total, thoughts=thoughts),
+            model=self.model,
+            turn=turn,
+        )
+
+
+def _function_call(call: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": str(call.get("name", "")), "args": call.get("args") or {}}
+    if call.get("id"):
+        out["id"] = str(call["id"])
+    return out

@@ -1,0 +1,68 @@
+"""What the THINK service needs from a model provider, and the retry logic they share."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import aiohttp
+
+from .config import LLMConfig
+from .errors import ErrorKind, LLMError
+from .http import HttpClient
+from .retry import with_retries
+from .types import ChunkSink, Completion, ModelRequest
+
+
+class Provider(ABC):
+    """A model API. ``generate`` retries transient failures until something was streamed."""
+
+    name: str
+
+    def __init__(self, config: LLMConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.http = HttpClient(session, config, self.name)
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    async def generate(self, request: ModelRequest, on_chunk: ChunkSink | None = None) -> Completion:
+        """One model answer; with ``on_chunk`` it is streamed delta by delta."""
+        if self.config.needs_key and not self.config.api_key:
+            raise LLMError(ErrorKind.NOT_CONFIGURED,
+                           f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
+                           "kernel's environment and restart the kernel")
+        surfaced = False
+
+        async def sink(delta: dict) -> None:
+            nonlocal surfaced
+            surfaced = True
+            assert on_chunk is not None
+            await on_chunk(delta)
+
+        async def attempt(_: int) -> Completion:
+            try:
+                return await self._generate_once(request, sink if on_chunk else None)
+            except LLMError as error:
+                # Chunks the agent already has cannot be taken back, so no second attempt.
+                if surfaced:
+                    error.retryable = False
+                raise
+
+        return await with_retries(attempt, self.config.retry)
+
+    @abstractmethod
+    async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
+        """One HTTP attempt."""
+
+    @abstractmethod
+    async def count_tokens(self, request: ModelRequest) -> int:
+        """Tokens the request's prompt would use."""
+
+
+def make_provider(config: LLMConfig, session: aiohttp.ClientSession) -> Provider:
+    """The provider ``config.provider`` names."""
+    if config.provider == "openai":
+        from .openai_compat import OpenAICompatProvider
+        return OpenAICompatProvider(config, session)
+    from .gemini import GeminiProvider
+    return GeminiProvider(config, session)

@@ -1,0 +1,78 @@
+"""Provider-neutral request and answer of one model call.
+
+Conversation turns are kept in Gemini's ``Content`` shape
+(``{"role": "user"|"model", "parts": [...]}``) everywhere in the kernel: it is
+what contexts persist and what Gemini needs replayed verbatim (thought
+signatures included). The OpenAI-compatible provider converts at its edge.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Content = dict[str, Any]
+
+#: Receives each streamed delta: ``{"text": str}`` or ``{"function_call": {...}}``.
+ChunkSink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling and output controls; None means the provider's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    thinking_budget: int | None = None
+    thinking_level: str | None = None
+    include_thoughts: bool = False
+    #: ``application/json`` asks for JSON output; a schema (JSON Schema) constrains it.
+    response_mime_type: str | None = None
+    response_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One call: the whole conversation so far plus options and tools."""
+
+    contents: list[Content]
+    system: str | None = None
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    #: Function declarations: ``{"name", "description", "parameters": <JSON Schema>}``.
+    functions: tuple[dict[str, Any], ...] = ()
+    #: ``AUTO`` / ``ANY`` / ``NONE``; None leaves the provider default (auto).
+    function_mode: str | None = None
+    allowed_functions: tuple[str, ...] = ()
+    #: Overrides the configured model for this call.
+    model: str | None = None
+
+
+@dataclass
+class Usage:
+    """Token counts of one call; ``output`` includes thinking tokens (they are billed as output)."""
+
+    prompt: int = 0
+    output: int = 0
+    total: int = 0
+    thoughts: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt": self.prompt, "output": self.output, "total": self.total}
+
+
+@dataclass
+class Completion:
+    """A model's answer to one call."""
+
+    text: str
+    function_calls: list[dict[str, Any]]
+    #: Lower-case: ``stop``, ``max_tokens``, ``safety``, ``malformed_function_call`` ...
+    finish_reason: str
+    usage: Usage
+    model: str
+    #: The model turn exactly as the provider sent it, to replay in the next call.
+    turn: Content

@@ -1,0 +1,9 @@
+"""Test helpers shipped with agentos: fake model servers that speak the real wire formats."""
+from __future__ import annotations
+
+from ._server import FakeServer, RecordedRequest
+from .fake_gemini import FakeGemini
+from .script import Reply, call_reply, count_tokens, error_reply, text_reply
+
+__all__ = ["FakeGemini", "FakeServer", "RecordedRequest", "Reply", "call_reply", "count_tokens",
+           "error_reply", "text_reply"]

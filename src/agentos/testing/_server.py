@@ -1,0 +1,189 @@
+"""What both fake model servers share: lifecycle (in a loop or a thread), scripts, recording."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .script import Reply
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    #: ``time.monotonic()`` at arrival, so tests can check retry spacing.
+    at: float = field(default_factory=time.monotonic)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "query": self.query,
+                "headers": self.headers, "body": self.body, "at": self.at}
+
+
+class FakeServer:
+    """An aiohttp.web app on 127.0.0.1 with scripted replies and a control API under ``/_fake/``.
+
+    Use ``async with`` inside a running loop, or ``with server.running_in_thread()``
+    from synchronous code (a kernel subprocess test). ``script()`` and
+    ``requests`` work from any thread.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.replies: deque[Reply] = deque()
+        self.requests: list[RecordedRequest] = []
+        #: Default latency added to every unscripted answer (benchmarks, contention demos).
+        self.delay = 0.0
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+        self._active = 0
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; each request takes the next one, then unscripted defaults resume."""
+        self.replies.extend(replies)
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.requests.clear()
+
+    def next_reply(self) -> Reply | None:
+        try:
+            return self.replies.popleft()
+        except IndexError:
+            return None
+
+    @property
+    def url(self) -> str:
+        """Base URL to give a client, e.g. ``http://127.0.0.1:43121``."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def active(self) -> int:
+        """Requests being answered right now."""
+        return self._active
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._closing = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._count])
+        app.router.add_post("/_fake/script", self._control_script)
+        app.router.add_get("/_fake/requests", self._control_requests)
+        app.router.add_post("/_fake/reset", self._control_reset)
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextmanager
+    def running_in_thread(self) -> Iterator[FakeServer]:
+        """Serve from a private event loop in a daemon thread until the block exits."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(target=self._thread_main, args=(loop, ready),
+                                  name="fake-model-server", daemon=True)
+        thread.start()
+        ready.wait()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
+
+    @staticmethod
+    def _thread_main(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep, but wake at shutdown; returns False when the server is closing."""
+        assert self._closing is not None
+        try:
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    async def stall(self) -> None:
+        """Never answer again (until shutdown)."""
+        assert self._closing is not None
+        await self._closing.wait()
+
+    # --- recording and control ---------------------------------------------------------
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self._active += 1
+        try:
+            return await handler(request)
+        finally:
+            self._active -= 1
+
+    async def record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body: Any = await request.json() if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        entry = RecordedRequest(method=request.method, path=request.path,
+                                query=dict(request.query), headers=dict(request.headers), body=body)
+        self.requests.append(entry)
+        return entry
+
+    async def _control_script(self, request: web.Request) -> web.Response:
+        raw = await request.json()
+        try:
+            replies = [Reply.from_dict(r) for r in raw.get("replies", [])]
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if "delay" in raw:
+            self.delay = float(raw["delay"])
+        self.script(*replies)
+        return web.json_response({"queued": len(self.replies)})
+
+    async def _control_requests(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": [r.to_dict() for r in self.requests]})
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})

@@ -1,0 +1,100 @@
+"""Scripted replies for the fake model servers, and the deterministic token count they use."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer, or one injected fault, served to the next matching request.
+
+    The same reply renders as one JSON body or as ``chunks`` SSE events whose
+    texts concatenate to ``text``; the fakes decide which from the request.
+    """
+
+    text: str = ""
+    #: ``[{"name": ..., "args": {...}}]``; ids are added by the fake (``call_<n>``).
+    function_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = "STOP"
+    #: A thought signature: on the first function call part, or on a last empty text part.
+    thought_signature: str | None = None
+    thoughts_tokens: int = 0
+    #: Number of SSE events the text is cut into when streamed.
+    chunks: int = 3
+    #: Gemini ``promptFeedback.blockReason``: the prompt is refused with HTTP 200 and no candidates.
+    block_reason: str | None = None
+    # --- faults ---
+    #: Answer with this HTTP status and a provider-shaped error body.
+    status: int | None = None
+    message: str = ""
+    #: With status 429/503: the ``google.rpc.RetryInfo`` delay in seconds.
+    retry_delay: float | None = None
+    #: Seconds to wait before answering at all (a slow model).
+    delay: float = 0.0
+    #: Seconds between two streamed events.
+    chunk_delay: float = 0.0
+    #: Stream this many events, then go silent without closing (a stalled stream).
+    stall_after: int | None = None
+    #: Stream this many events, then close before the finishing event (a truncated stream).
+    truncate_after: int | None = None
+    #: Stream this many events, then send an ``{"error": ...}`` event and close.
+    error_after: int | None = None
+    #: Answer 200 with a body that is not JSON.
+    malformed: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Reply:
+        """Build from JSON (the control endpoint); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"unknown reply fields {sorted(unknown)} (known: {sorted(names)})")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def text_reply(text: str, **kwargs: Any) -> Reply:
+    """The model answers ``text``."""
+    return Reply(text=text, **kwargs)
+
+
+def call_reply(*calls: tuple[str, dict[str, Any]], text: str = "", **kwargs: Any) -> Reply:
+    """The model asks for function calls ``(name, args)``, optionally after some text."""
+    return Reply(text=text, function_calls=[{"name": n, "args": a} for n, a in calls], **kwargs)
+
+
+def error_reply(status: int, message: str = "", retry_delay: float | None = None,
+                **kwargs: Any) -> Reply:
+    """The server answers ``status`` with a provider-shaped error body."""
+    return Reply(status=status, message=message, retry_delay=retry_delay, **kwargs)
+
+
+def count_tokens(text: str) -> int:
+    """Deterministic stand-in for a tokenizer: one token per 4 characters, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def split_text(text: str, pieces: int) -> list[str]:
+    """``text`` cut into at most ``pieces`` non-empty pieces that concatenate to it."""
+    if not text:
+        return []
+    pieces = max(1, min(pieces, len(text)))
+    size = math.ceil(len(text) / pieces)
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def sample_args(schema: Any) -> Any:
+    """Plausible arguments for a parameters schema, for the fakes' unscripted function calls."""
+    if not isinstance(schema, dict):
+        return {}
+    kind = str(schema.get("type", "object")).lower()
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: sample_args(sub) for name, sub in props.items()}
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind)
