@@ -264,18 +264,18 @@ class Reactor(selectors.BaseSelector):
     # -- selector API (what asyncio calls) --------------------------------------
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = _fileobj_to_fd(fileobj)
+        fd = fileobj_to_fd(fileobj)
         if not events or events & ~(EVENT_READ | EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
         key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._epoll.register(fd, _to_epoll(events))
+        self._epoll.register(fd, to_epoll(events))
         self._keys[fd] = key
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = _fileobj_to_fd(fileobj)
+        fd = fileobj_to_fd(fileobj)
         try:
             key = self._keys.pop(fd)
         except KeyError:
@@ -287,19 +287,19 @@ class Reactor(selectors.BaseSelector):
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = _fileobj_to_fd(fileobj)
+        fd = fileobj_to_fd(fileobj)
         try:
             key = self._keys[fd]
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
         if events != key.events:
-            self._epoll.modify(fd, _to_epoll(events))
+            self._epoll.modify(fd, to_epoll(events))
         key = key._replace(events=events, data=data)
         self._keys[fd] = key
         return key
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return _KeyMap(self._keys)
+        return KeyMap(self._keys)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         self._flush_dirty()
@@ -353,18 +353,18 @@ class Reactor(selectors.BaseSelector):
 _monotonic = __import__("time").monotonic
 
 
-def _to_epoll(events: int) -> int:
+def to_epoll(events: int) -> int:
     return (_EPOLLIN if events & EVENT_READ else 0) | (_EPOLLOUT if events & EVENT_WRITE else 0)
 
 
-def _fileobj_to_fd(fileobj: Any) -> int:
+def fileobj_to_fd(fileobj: Any) -> int:
     fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
 
 
-class _KeyMap(Mapping[Any, selectors.SelectorKey]):
+class KeyMap(Mapping[Any, selectors.SelectorKey]):
     """The read-only fileobj -> key view asyncio expects from ``get_map()``."""
 
     __slots__ = ("_keys",)
@@ -377,7 +377,7 @@ class _KeyMap(Mapping[Any, selectors.SelectorKey]):
 
     def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
         try:
-            return self._keys[_fileobj_to_fd(fileobj)]
+            return self._keys[fileobj_to_fd(fileobj)]
         except (KeyError, ValueError, TypeError, AttributeError):
             raise KeyError(f"{fileobj!r} is not registered") from None
 
@@ -385,4 +385,5 @@ class _KeyMap(Mapping[Any, selectors.SelectorKey]):
         return iter(self._keys)
 
 
-__all__ = ["Reactor", "Connection", "EVENT_READ", "EVENT_WRITE", "protocol_error_payload"]
+__all__ = ["Reactor", "Connection", "KeyMap", "EVENT_READ", "EVENT_WRITE", "fileobj_to_fd",
+           "protocol_error_payload"]

@@ -105,7 +105,7 @@ class FrameDecoder:
         need = HEADER_SIZE
         while end - pos >= HEADER_SIZE:
             magic, version, opcode, flags, reserved, request_id, length = _unpack_from(buf, pos)
-            err = _header_error(magic, version, flags, reserved, length, self.max_payload)
+            err = header_error(magic, version, flags, reserved, length, self.max_payload)
             if err is not None:
                 self._error = err
                 self._parts, self._size = [], 0
@@ -114,7 +114,7 @@ class FrameDecoder:
                 need = HEADER_SIZE + length
                 break
             start = pos + HEADER_SIZE
-            frames.append(Frame(opcode, flags, request_id, view[start:start + length].toreadonly()))
+            frames.append(Frame(opcode, flags, request_id, view[start:start + length]))
             pos = start + length
         rest = end - pos
         self._parts = [buf[pos:]] if rest else []
@@ -123,7 +123,7 @@ class FrameDecoder:
         return frames
 
 
-def _header_error(magic: int, version: int, flags: int, reserved: int, length: int,
+def header_error(magic: int, version: int, flags: int, reserved: int, length: int,
                   max_payload: int) -> Exception | None:
     if magic != MAGIC:
         return BadMagic(f"bad magic 0x{magic:04x} (expected 0x{MAGIC:04x}, b'AO')")

@@ -1,0 +1,568 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled twin of ``agentos.kernel.reactor`` (read its docstring for the design).
+
+What is in C here: epoll, accept, recv, frame splitting, the NOOP answer, the
+per-connection write queues and send. Python is entered only for frames that
+need a handler, for the fds asyncio watches, and for connection lifecycle.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memmove
+
+from agentos._fast.frame cimport (Header, read_header, header_status, write_header, HEADER_SIZE,
+                                  HEADER_OK, FLAG_REPLY, FLAG_ERROR, FLAG_STREAM, FLAG_END)
+
+import logging
+import selectors
+
+from agentos.errors import ProtocolError
+from agentos.protocol.codec import header_error
+from agentos.protocol.constants import DEFAULT_MAX_PAYLOAD
+from agentos.kernel.reactor import KeyMap, fileobj_to_fd, protocol_error_payload, to_epoll
+
+log = logging.getLogger("agentos.reactor")
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    enum:
+        EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL,
+        EPOLL_CLOEXEC
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct ucred:
+        int pid
+        int uid
+        int gid
+    enum:
+        SOL_SOCKET, SO_PEERCRED, MSG_NOSIGNAL, MSG_DONTWAIT, SOCK_NONBLOCK, SOCK_CLOEXEC
+    ssize_t recv(int fd, void* buf, size_t n, int flags)
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    int accept4(int fd, void* addr, socklen_t* addrlen, int flags)
+    int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen)
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    enum:
+        CLOCK_MONOTONIC
+    int clock_gettime(int clk, timespec* ts)
+
+cdef enum:
+    MAX_EVENTS = 256
+    READ_CHUNK = 256 * 1024
+    IN_INITIAL = 64 * 1024
+    OUT_INITIAL = 64 * 1024
+    SHRINK_ABOVE = 1024 * 1024
+    # What an epoll registration's data says the fd is (high 32 bits; the fd is the low 32).
+    KIND_LISTENER = 1
+    KIND_CONN = 2
+    KIND_PY = 3
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+
+cdef inline uint64_t _tag(int kind, int fd) noexcept nogil:
+    return (<uint64_t>kind << 32) | <uint32_t>fd
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline bint _ends_request(int flags) noexcept nogil:
+    # A final reply ends one in-flight syscall; a mid-stream chunk does not.
+    if not flags & FLAG_REPLY:
+        return False
+    if flags & FLAG_ERROR or not flags & FLAG_STREAM:
+        return True
+    return (flags & FLAG_END) != 0
+
+
+cdef class Connection:
+    """One client socket: its input buffer, its write queue and its accounting."""
+
+    cdef readonly int fd
+    cdef readonly int peer_pid
+    cdef readonly int peer_uid
+    cdef readonly int peer_gid
+    #: Set by the kernel: who this connection is (an ``Identity``).
+    cdef public object context
+    cdef readonly bint closed
+    #: Syscalls dispatched to Python and not yet answered.
+    cdef readonly Py_ssize_t inflight
+    cdef Reactor reactor
+    cdef char* inbuf
+    cdef Py_ssize_t in_len, in_cap
+    cdef char* outbuf
+    cdef Py_ssize_t out_start, out_end, out_cap
+    cdef uint32_t mask
+    cdef bint read_eof, closing, throttled, dirty
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self.inbuf = NULL
+        self.outbuf = NULL
+        self.fd = -1
+
+    def __dealloc__(self):
+        free(self.inbuf)
+        free(self.outbuf)
+
+    @property
+    def write_buffered(self):
+        """Bytes queued for this client and not yet sent."""
+        return self.out_end - self.out_start
+
+    def send(self, int opcode, int flags, unsigned int request_id, payload=b""):
+        """Queue one frame. A final reply (not a mid-stream chunk) ends one in-flight syscall."""
+        cdef Py_buffer view
+        if self.closed:
+            return
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            if <unsigned long long>view.len > 0xFFFFFFFF:
+                raise ValueError(f"payload of {view.len} bytes does not fit in 32 bits")
+            self._queue(<unsigned char>opcode, flags, request_id, <const char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        if _ends_request(flags):
+            self.inflight -= 1
+        if not self.dirty:
+            self.dirty = True
+            self.reactor.dirty.append(self)
+
+    def close(self):
+        """Drop the connection now; queued replies are discarded."""
+        self.reactor._close(self)
+
+    cdef int _queue(self, unsigned char opcode, int flags, uint32_t request_id, const char* data,
+                    Py_ssize_t length) except -1:
+        cdef Py_ssize_t need = HEADER_SIZE + length
+        cdef Py_ssize_t cap
+        cdef char* grown
+        if self.out_cap - self.out_end < need:
+            if self.out_start:
+                # Reclaim the sent prefix before growing.
+                memmove(self.outbuf, self.outbuf + self.out_start, self.out_end - self.out_start)
+                self.out_end -= self.out_start
+                self.out_start = 0
+            if self.out_cap - self.out_end < need:
+                cap = self.out_cap * 2 if self.out_cap else OUT_INITIAL
+                while cap - self.out_end < need:
+                    cap *= 2
+                grown = <char*>realloc(self.outbuf, cap)
+                if grown == NULL:
+                    raise MemoryError()
+                self.outbuf = grown
+                self.out_cap = cap
+        write_header(self.outbuf + self.out_end, opcode, flags, request_id, <uint32_t>length)
+        if length:
+            memcpy(self.outbuf + self.out_end + HEADER_SIZE, data, length)
+        self.out_end += need
+        return 0
+
+    cdef int _grow_in(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self.in_cap if self.in_cap else IN_INITIAL
+        cdef char* grown
+        while cap < need:
+            cap *= 2
+        if cap != self.in_cap:
+            grown = <char*>realloc(self.inbuf, cap)
+            if grown == NULL:
+                raise MemoryError()
+            self.inbuf = grown
+            self.in_cap = cap
+        return 0
+
+    cdef int _flush(self) except -1:
+        cdef ssize_t n
+        while self.out_end > self.out_start:
+            n = send(self.fd, self.outbuf + self.out_start, self.out_end - self.out_start,
+                     MSG_NOSIGNAL | MSG_DONTWAIT)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                if errno == EAGAIN:
+                    break
+                self.reactor._close(self)
+                return 0
+            self.out_start += n
+        if self.out_start == self.out_end:
+            self.out_start = self.out_end = 0
+            if self.out_cap > SHRINK_ABOVE:
+                # A burst made the queue big; give the memory back once it drained.
+                free(self.outbuf)
+                self.outbuf = NULL
+                self.out_cap = 0
+        self._update_interest()
+        return 0
+
+    cdef int _fail(self, exc) except -1:
+        """A bad frame: answer with a protocol error, flush it, then close."""
+        data = protocol_error_payload(exc)
+        self._queue(0, FLAG_REPLY | FLAG_ERROR, 0, data, len(data))
+        self.closing = True
+        self._flush()
+        return 0
+
+    cdef int _update_interest(self) except -1:
+        cdef Reactor reactor = self.reactor
+        cdef Py_ssize_t pending = self.out_end - self.out_start
+        cdef uint32_t mask
+        cdef epoll_event ev
+        if self.closed:
+            return 0
+        if (self.closing or self.read_eof) and not pending and (self.closing or self.inflight <= 0):
+            reactor._close(self)
+            return 0
+        if self.throttled and pending <= reactor.low_water:
+            self.throttled = False
+            reactor.on_drain(self)
+            if self.closed:
+                return 0
+        elif pending > reactor.high_water:
+            self.throttled = True
+        mask = 0
+        if not (self.closing or self.read_eof or self.throttled
+                or self.inflight >= reactor.max_inflight):
+            mask |= EPOLLIN
+        if pending:
+            mask |= EPOLLOUT
+        if mask != self.mask:
+            self.mask = mask
+            ev.events = mask
+            ev.data.u64 = _tag(KIND_CONN, self.fd)
+            epoll_ctl(reactor.epfd, EPOLL_CTL_MOD, self.fd, &ev)
+        return 0
+
+    cdef bint _on_readable(self) except -1:
+        """Read and split frames; answer NOOPs here; return True if Python got a frame."""
+        cdef Reactor reactor = self.reactor
+        cdef ssize_t n
+        cdef Py_ssize_t pos = 0
+        cdef Header h
+        cdef int status
+        cdef bint dispatched = False
+        cdef const char* p
+        if self.read_eof:
+            # Reading is off, so this is EPOLLHUP/ERR: the peer is gone for good, and a
+            # level-triggered HUP would otherwise fire on every round until we close.
+            reactor._close(self)
+            return False
+        if self.in_cap - self.in_len < READ_CHUNK // 4:
+            self._grow_in(self.in_len + READ_CHUNK)
+        n = recv(self.fd, self.inbuf + self.in_len, self.in_cap - self.in_len, MSG_DONTWAIT)
+        if n < 0:
+            if errno == EAGAIN or errno == EINTR:
+                return False
+            reactor._close(self)
+            return False
+        if n == 0:
+            self.read_eof = True
+            self._update_interest()
+            return False
+        self.in_len += n
+        while self.in_len - pos >= HEADER_SIZE:
+            p = self.inbuf + pos
+            read_header(p, &h)
+            status = header_status(&h, reactor.max_payload)
+            if status != HEADER_OK:
+                self._fail(header_error(h.magic, h.version, h.flags, h.reserved, h.length,
+                                        reactor.max_payload))
+                return dispatched
+            if h.flags:
+                self._fail(ProtocolError(f"request {h.request_id} has flags 0x{h.flags:x}; "
+                                         "requests carry none"))
+                return dispatched
+            if self.in_len - pos - HEADER_SIZE < <Py_ssize_t>h.length:
+                if HEADER_SIZE + <Py_ssize_t>h.length > self.in_cap:
+                    # Make room now for the whole frame, so the next recv can complete it.
+                    if pos:
+                        memmove(self.inbuf, self.inbuf + pos, self.in_len - pos)
+                        self.in_len -= pos
+                        pos = 0
+                    self._grow_in(HEADER_SIZE + h.length)
+                break
+            if h.opcode == 0:
+                self._queue(0, FLAG_REPLY, h.request_id, p + HEADER_SIZE, h.length)
+            else:
+                self.inflight += 1
+                payload = PyBytes_FromStringAndSize(p + HEADER_SIZE, h.length)
+                try:
+                    reactor.on_frame(self, h.opcode, h.flags, h.request_id, payload)
+                except Exception:
+                    log.exception("on_frame failed for opcode 0x%02x", h.opcode)
+                dispatched = True
+                if self.closed:
+                    return dispatched
+            pos += HEADER_SIZE + h.length
+        if pos:
+            if pos < self.in_len:
+                memmove(self.inbuf, self.inbuf + pos, self.in_len - pos)
+            self.in_len -= pos
+        if self.in_len == 0 and self.in_cap > SHRINK_ABOVE:
+            free(self.inbuf)
+            self.inbuf = NULL
+            self.in_cap = 0
+        self._flush()
+        return dispatched
+
+
+cdef class Reactor:
+    """An epoll selector that also serves agentos clients.
+
+    Same API as the Python twin: asyncio's selector methods plus ``listen``,
+    ``adopt`` and ``connections``; callbacks ``on_frame``, ``on_close``,
+    ``on_drain`` and ``on_accept``.
+    """
+
+    cdef readonly int epfd
+    cdef public object on_frame, on_close, on_drain, on_accept
+    cdef readonly uint32_t max_payload
+    cdef readonly Py_ssize_t high_water, low_water, max_inflight
+    cdef object listener
+    cdef int listen_fd
+    cdef dict keys
+    cdef dict conns
+    cdef list dirty
+    cdef epoll_event events[MAX_EVENTS]
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.listen_fd = -1
+
+    def __init__(self, on_frame, on_close, on_drain, *, max_payload=DEFAULT_MAX_PAYLOAD,
+                 high_water=4 * 1024 * 1024, low_water=1024 * 1024, max_inflight=4096):
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self.on_drain = on_drain
+        self.on_accept = None
+        self.max_payload = min(max_payload, 0xFFFFFFFF)
+        self.high_water = high_water
+        self.low_water = low_water
+        self.max_inflight = max_inflight
+        self.keys = {}
+        self.conns = {}
+        self.dirty = []
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, "epoll_create1 failed")
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+
+    cdef int _ctl(self, int op, int fd, uint32_t mask, int kind) except -1:
+        cdef epoll_event ev
+        ev.events = mask
+        ev.data.u64 = _tag(kind, fd)
+        if epoll_ctl(self.epfd, op, fd, &ev) < 0:
+            raise OSError(errno, f"epoll_ctl({op}) on fd {fd} failed")
+        return 0
+
+    # -- serving --------------------------------------------------------------
+
+    def listen(self, sock):
+        """Serve clients connecting to this listening socket (the reactor takes it over)."""
+        sock.setblocking(False)
+        self.listener = sock
+        self.listen_fd = sock.fileno()
+        self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN, KIND_LISTENER)
+
+    def adopt(self, sock):
+        """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
+        sock.setblocking(False)
+        return self._add_connection(sock.detach())
+
+    cdef Connection _add_connection(self, int fd):
+        cdef Connection conn = Connection.__new__(Connection)
+        cdef ucred cred
+        cdef socklen_t size = sizeof(cred)
+        conn.reactor = self
+        conn.fd = fd
+        if getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) == 0:
+            conn.peer_pid, conn.peer_uid, conn.peer_gid = cred.pid, cred.uid, cred.gid
+        else:
+            conn.peer_pid, conn.peer_uid, conn.peer_gid = 0, -1, -1
+        conn.mask = EPOLLIN
+        self.conns[fd] = conn
+        try:
+            self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN, KIND_CONN)
+        except BaseException:
+            del self.conns[fd]
+            close(fd)
+            conn.closed = True
+            raise
+        return conn
+
+    @property
+    def connections(self):
+        return list(self.conns.values())
+
+    cdef int _accept(self) except -1:
+        cdef int fd
+        cdef Connection conn
+        while True:
+            fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                if errno == EINTR:
+                    continue
+                if errno in (EAGAIN, EMFILE, ENFILE, ENOBUFS, ENOMEM):
+                    return 0  # Out of fds: the backlog stays queued; try next round.
+                raise OSError(errno, "accept4 on the kernel socket failed")
+            conn = self._add_connection(fd)
+            if self.on_accept is not None:
+                self.on_accept(conn)
+
+    cdef int _close(self, Connection conn) except -1:
+        if conn.closed:
+            return 0
+        conn.closed = True
+        # Out of epoll before close: the fd number may be reused at once.
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, conn.fd, NULL)
+        close(conn.fd)
+        del self.conns[conn.fd]
+        conn.out_start = conn.out_end = 0
+        self.on_close(conn)
+        return 0
+
+    cdef int _flush_dirty(self) except -1:
+        cdef Connection conn
+        while self.dirty:
+            batch, self.dirty = self.dirty, []
+            for conn in batch:
+                conn.dirty = False
+                if not conn.closed:
+                    conn._flush()
+        return 0
+
+    # -- selector API (what asyncio calls) --------------------------------------
+
+    def register(self, fileobj, events, data=None):
+        fd = fileobj_to_fd(fileobj)
+        if not events or events & ~(EVENT_READ | EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        if fd in self.keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._ctl(EPOLL_CTL_ADD, fd, to_epoll(events), KIND_PY)
+        self.keys[fd] = key
+        return key
+
+    def unregister(self, fileobj):
+        fd = fileobj_to_fd(fileobj)
+        try:
+            key = self.keys.pop(fd)
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        # Fails harmlessly if the owner already closed the fd (epoll dropped it then).
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, NULL)
+        return key
+
+    def modify(self, fileobj, events, data=None):
+        fd = fileobj_to_fd(fileobj)
+        try:
+            key = self.keys[fd]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        if events != key.events:
+            self._ctl(EPOLL_CTL_MOD, fd, to_epoll(events), KIND_PY)
+        key = key._replace(events=events, data=data)
+        self.keys[fd] = key
+        return key
+
+    def get_key(self, fileobj):
+        return self.get_map()[fileobj]
+
+    def get_map(self):
+        return KeyMap(self.keys)
+
+    def select(self, timeout=None):
+        cdef int n, i, kind, fd, ms
+        cdef uint32_t ev
+        cdef double deadline = 0
+        cdef bint dispatched
+        cdef Connection conn
+        cdef list ready
+        self._flush_dirty()
+        if timeout is None:
+            ms = -1
+        else:
+            # Round up, as selectors.EpollSelector does, so a short wait never spins.
+            ms = <int>(max(0.0, timeout) * 1000.0 + 0.999)
+            deadline = _now() + ms / 1000.0
+        while True:
+            with nogil:
+                n = epoll_wait(self.epfd, self.events, MAX_EVENTS, ms)
+            if n < 0:
+                if errno != EINTR:
+                    raise OSError(errno, "epoll_wait failed")
+                PyErr_CheckSignals()
+                n = 0
+            ready = []
+            dispatched = False
+            for i in range(n):
+                ev = self.events[i].events
+                kind = <int>(self.events[i].data.u64 >> 32)
+                fd = <int>(self.events[i].data.u64 & 0xFFFFFFFF)
+                if kind == KIND_CONN:
+                    conn = self.conns.get(fd)
+                    if conn is None:
+                        continue
+                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and conn._on_readable():
+                        dispatched = True
+                    if not conn.closed and ev & EPOLLOUT:
+                        conn._flush()
+                elif kind == KIND_PY:
+                    key = self.keys.get(fd)
+                    if key is not None:
+                        mask = 0
+                        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                            mask |= EVENT_READ
+                        if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+                            mask |= EVENT_WRITE
+                        ready.append((key, mask & key.events))
+                elif kind == KIND_LISTENER and fd == self.listen_fd:
+                    self._accept()
+            self._flush_dirty()
+            if ready or dispatched or ms == 0:
+                return ready
+            if ms > 0:
+                ms = <int>((deadline - _now()) * 1000.0 + 0.999)
+                if ms <= 0:
+                    return ready
+
+    def close(self):
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        if self.listener is not None:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+            self.listener.close()
+            self.listener = None
+            self.listen_fd = -1
+        self.keys.clear()
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1

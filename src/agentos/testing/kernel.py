@@ -1,0 +1,105 @@
+"""Run a real kernel in a subprocess for tests: ``with KernelProcess(tmpdir) as k: k.client()``."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..client import Client
+
+
+class KernelProcess:
+    """A kernel on a private socket and state dir, stopped (and checked) on exit."""
+
+    def __init__(self, root: str | os.PathLike[str], *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None, start_timeout: float = 60.0) -> None:
+        self.root = Path(root)
+        self.socket_path = self.root / "kernel.sock"
+        self.state_dir = self.root / "state"
+        self.log_path = self.root / "kernel.log"
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("AGENTOS_FD", None)
+        self.env["AGENTOS_SOCKET"] = str(self.socket_path)
+        self.args = list(args or [])
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._clients: list[Client] = []
+
+    def start(self) -> KernelProcess:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentos", "kernel", "--socket", str(self.socket_path),
+                 "--state-dir", str(self.state_dir), "--log-level", "DEBUG", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._connectable():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kernel exited with {self.proc.returncode} at start:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"kernel did not listen within {self.start_timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+        return self
+
+    def _connectable(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket_path))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def client(self, **kwargs: Any) -> Client:
+        """A connected Client, closed when the kernel stops."""
+        c = Client(self.socket_path, **kwargs)
+        self._clients.append(c)
+        return c
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise RuntimeError(f"kernel ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the kernel (a crash), leaving whatever it leaves."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> KernelProcess:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> KernelProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
