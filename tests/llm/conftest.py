@@ -41,6 +41,12 @@ async def with_gemini(test: Callable[[FakeGemini, Provider], Awaitable[T]],
             return await test(fake, make_provider(config, session))
 
 
+@pytest.fixture(name="config_for")
+def config_for_fixture() -> Callable[..., LLMConfig]:
+    """``config_for(url, **overrides)``: a test config aimed at a fake."""
+    return config_for
+
+
 @pytest.fixture
 def gemini() -> Callable[..., Any]:
     """``gemini(test, **config)`` runs an async test against a fake Gemini and returns its result."""

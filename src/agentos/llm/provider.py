@@ -54,10 +54,6 @@ class Provider(ABC):
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
         """One HTTP attempt."""
 
-    @abstractmethod
-    async def count_tokens(self, request: ModelRequest) -> int:
-        """Tokens the request's prompt would use."""
-
 
 def make_provider(config: LLMConfig, session: aiohttp.ClientSession) -> Provider:
     """The provider ``config.provider`` names."""

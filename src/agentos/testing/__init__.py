@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ._server import FakeServer, RecordedRequest
 from .fake_gemini import FakeGemini
+from .fake_openai import FakeOpenAI
 from .script import Reply, call_reply, count_tokens, error_reply, text_reply
 
-__all__ = ["FakeGemini", "FakeServer", "RecordedRequest", "Reply", "call_reply", "count_tokens",
+__all__ = ["FakeGemini", "FakeOpenAI", "FakeServer", "RecordedRequest", "Reply", "call_reply", "count_tokens",
            "error_reply", "text_reply"]

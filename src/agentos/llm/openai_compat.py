@@ -1,0 +1,213 @@
+"""OpenAI-compatible Chat Completions (Ollama, llama.cpp ``llama-server``, vLLM).
+
+Turns stay in Gemini's Content shape inside the kernel; this module converts
+them to ``messages`` on the way out and the answer back into a model Content.
+Wire format: llm-wire-formats §8.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ujson
+
+from .errors import ErrorKind, LLMError, error_in_event
+from .provider import Provider
+from .schema import to_json_schema
+from .types import ChunkSink, Completion, Content, ModelRequest, Usage
+
+_FINISH = {"stop": "stop", "length": "max_tokens", "tool_calls": "stop", "function_call": "stop"}
+_TOOL_CHOICE = {"AUTO": "auto", "ANY": "required", "NONE": "none"}
+
+
+class OpenAICompatProvider(Provider):
+    """``POST {base_url}/chat/completions``, streamed with ``stream_options.include_usage``."""
+
+    name = "openai"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
+        body = build_body(request, request.model or self.config.model, stream=on_chunk is not None)
+        url = f"{self.config.base_url}/chat/completions"
+        assembler = ChoiceAssembler(request.model or self.config.model)
+        if on_chunk is None:
+            assembler.feed_message(await self.http.post_json(url, body, self._headers()))
+            return assembler.finish(streamed=False)
+        async for event in self.http.post_events(url, body, self._headers()):
+            for delta in assembler.feed_chunk(event):
+                await on_chunk(delta)
+        completion = assembler.finish(streamed=True)
+        # Tool-call arguments arrive in fragments; each call is surfaced once it is whole.
+        for call in completion.function_calls:
+            await on_chunk({"function_call": call})
+        return completion
+
+
+def build_body(request: ModelRequest, model: str, stream: bool) -> dict[str, Any]:
+    """A Chat Completions request (snake_case throughout)."""
+    body: dict[str, Any] = {"model": model, "messages": to_messages(request.contents, request.system)}
+    opts = request.options
+    for key, value in (("temperature", opts.temperature), ("top_p", opts.top_p),
+                       ("top_k", opts.top_k), ("max_tokens", opts.max_output_tokens),
+                       ("seed", opts.seed)):
+        if value is not None:
+            body[key] = value
+    if opts.stop:
+        body["stop"] = list(opts.stop)
+    if opts.thinking_level is not None:
+        body["reasoning_effort"] = opts.thinking_level.lower()
+    if opts.response_schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "response", "schema": to_json_schema(opts.response_schema)}}
+    elif opts.response_mime_type == "application/json":
+        body["response_format"] = {"type": "json_object"}
+    if request.functions:
+        body["tools"] = [{"type": "function", "function": {
+            key: to_json_schema(value) if key == "parameters" else value
+            for key, value in f.items() if key in ("name", "description", "parameters")}}
+            for f in request.functions]
+    if request.function_mode:
+        if request.function_mode == "ANY" and len(request.allowed_functions) == 1:
+            body["tool_choice"] = {"type": "function",
+                                   "function": {"name": request.allowed_functions[0]}}
+        else:
+            body["tool_choice"] = _TOOL_CHOICE.get(request.function_mode, "auto")
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def to_messages(contents: list[Content], system: str | None) -> list[dict[str, Any]]:
+    """Gemini Contents as Chat Completions messages (tool results become ``role: tool``)."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for content in contents:
+        parts = content.get("parts") or []
+        if content.get("role") == "model":
+            text = "".join(p["text"] for p in parts if "text" in p and not p.get("thought"))
+            calls = [p["functionCall"] for p in parts if "functionCall" in p]
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = [
+                    {"id": c.get("id") or f"call_{i}", "type": "function",
+                     "function": {"name": c["name"], "arguments": ujson.dumps(c.get("args") or {})}}
+                    for i, c in enumerate(calls)]
+            messages.append(message)
+            continue
+        for index, part in enumerate(parts):
+            if "functionResponse" in part:
+                answer = part["functionResponse"]
+                messages.append({"role": "tool", "tool_call_id": answer.get("id") or f"call_{index}",
+                                 "content": ujson.dumps(answer.get("response"))})
+        items: list[dict[str, Any]] = []
+        for part in parts:
+            if "text" in part:
+                items.append({"type": "text", "text": part["text"]})
+            elif "inlineData" in part:
+                data = part["inlineData"]
+                items.append({"type": "image_url", "image_url": {
+                    "url": f"data:{data['mimeType']};base64,{data['data']}"}})
+        if len(items) == 1 and items[0]["type"] == "text":
+            messages.append({"role": "user", "content": items[0]["text"]})
+        elif items:
+            messages.append({"role": "user", "content": items})
+    return messages
+
+
+class ChoiceAssembler:
+    """The first choice of a completion or of a chunk stream, as a Completion."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.saw_choice = False
+
+    def feed_message(self, response: dict[str, Any]) -> None:
+        self._common(response)
+        message = (self._choice(response) or {}).get("message") or {}
+        if isinstance(message.get("content"), str):
+            self.text.append(message["content"])
+        for index, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            self.calls[index] = {"id": call.get("id"), "name": function.get("name", ""),
+                                 "arguments": function.get("arguments") or ""}
+
+    def feed_chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        self._common(chunk)
+        delta = (self._choice(chunk) or {}).get("delta") or {}
+        for fragment in delta.get("tool_calls") or []:
+            slot = self.calls.setdefault(int(fragment.get("index", len(self.calls))),
+                                         {"id": None, "name": "", "arguments": ""})
+            function = fragment.get("function") or {}
+            if fragment.get("id"):
+                slot["id"] = fragment["id"]
+            if function.get("name"):
+                slot["name"] = function["name"]
+            slot["arguments"] += function.get("arguments") or ""
+        piece = delta.get("content")
+        if isinstance(piece, str) and piece:
+            self.text.append(piece)
+            return [{"text": piece}]
+        return []
+
+    def _common(self, response: dict[str, Any]) -> None:
+        error = error_in_event(response, "openai")
+        if error is not None:
+            raise error
+        if isinstance(response.get("usage"), dict):
+            self.usage = response["usage"]
+        if response.get("model"):
+            self.model = str(response["model"])
+
+    def _choice(self, response: dict[str, Any]) -> dict[str, Any] | None:
+        choices = response.get("choices") or []  # vLLM may send null
+        if not choices:
+            return None
+        self.saw_choice = True
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        return choice
+
+    def finish(self, streamed: bool) -> Completion:
+        if not self.saw_choice:
+            raise LLMError(ErrorKind.UNAVAILABLE, "openai: the answer had no choices", retryable=True)
+        if self.finish_reason is None and streamed:
+            raise LLMError(ErrorKind.UNAVAILABLE, "openai: the stream ended before finish_reason",
+                           retryable=True)
+        if self.finish_reason == "content_filter":
+            raise LLMError(ErrorKind.BLOCKED, "openai: the answer was withheld by a content filter",
+                           reason="content_filter")
+        text = "".join(self.text)
+        calls = [self._call(self.calls[i]) for i in sorted(self.calls)]
+        parts: list[dict[str, Any]] = [{"text": text}] if text else []
+        parts += [{"functionCall": c} for c in calls]
+        prompt = int(self.usage.get("prompt_tokens") or 0)
+        output = int(self.usage.get("completion_tokens") or 0)
+        reason = self.finish_reason or "stop"
+        return Completion(
+            text=text, function_calls=calls, finish_reason=_FINISH.get(reason, reason),
+            usage=Usage(prompt=prompt, output=output,
+                        total=int(self.usage.get("total_tokens") or prompt + output)),
+            model=self.model, turn={"role": "model", "parts": parts})
+
+    @staticmethod
+    def _call(raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            args = ujson.loads(raw["arguments"]) if raw["arguments"].strip() else {}
+        except ValueError:
+            raise LLMError(ErrorKind.INVALID_REQUEST, f"openai: the model produced arguments for "
+                           f"{raw['name']!r} that are not JSON: {raw['arguments'][:200]!r}",
+                           reason="malformed_function_call") from None
+        call: dict[str, Any] = {"name": raw["name"], "args": args if isinstance(args, dict) else
+                                {"value": args}}
+        if raw.get("id"):
+            call["id"] = raw["id"]
+        return call
