@@ -1,0 +1,107 @@
+"""Benchmark session: compile the C references, run the servers, print the ratio table.
+
+Collected only when benchmarks/ is named on the command line (testpaths is tests/).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import References, Server, build_references, ensure_agentos_importable, \
+    start_c_echo, start_kernel, start_uvloop_echo
+from noop_cases import RatioTable
+
+ensure_agentos_importable()
+
+_TABLE = pytest.StashKey[RatioTable]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("agentos benchmarks")
+    group.addoption("--noop-duration", type=float, default=1.0,
+                    help="seconds each C load-client run measures (default 1.0)")
+    group.addoption("--noop-runs", type=int, default=5,
+                    help="C load-client runs per case and server; the median is reported")
+    group.addoption("--noop-json", type=Path, default=None,
+                    help="where to write the ratio table (default .benchmarks/noop-ratios.json)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_TABLE] = RatioTable()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ratio_table(pytestconfig: pytest.Config) -> RatioTable:
+    return pytestconfig.stash[_TABLE]
+
+
+@pytest.fixture(scope="session")
+def references(tmp_path_factory: pytest.TempPathFactory) -> References:
+    return build_references(tmp_path_factory.mktemp("reference-build"))
+
+
+class ServerPool:
+    """Starts each server on first use and keeps it for the session."""
+
+    def __init__(self, references: References, table: RatioTable) -> None:
+        self._references = references
+        self._table = table
+        self._servers: dict[str, Server] = {}
+
+    def get(self, name: str) -> Server:
+        if name not in self._servers:
+            self._servers[name] = self._start(name)
+        return self._servers[name]
+
+    def _start(self, name: str) -> Server:
+        if name == "c_epoll":
+            return start_c_echo(self._references)
+        if name == "uvloop":
+            pytest.importorskip("uvloop", reason="the uvloop reference needs uvloop (pip install .[bench])")
+            return start_uvloop_echo()
+        server = start_kernel()
+        found = re.search(r"extensions: ([^)]*)", server.log())
+        self._table.notes["kernel_extensions"] = found.group(1) if found else "unknown"
+        return server
+
+    def stop_all(self) -> None:
+        errors = []
+        for server in self._servers.values():
+            try:
+                server.stop()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        self._servers.clear()
+        if errors:
+            raise RuntimeError("\n".join(errors))
+
+
+@pytest.fixture(scope="session")
+def servers(references: References, ratio_table: RatioTable) -> Iterator[ServerPool]:
+    pool = ServerPool(references, ratio_table)
+    yield pool
+    pool.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    table = config.stash.get(_TABLE, None)
+    if table is None or not table.measurements:
+        return
+    terminalreporter.section("agentos NOOP: kernel vs C epoll reference")
+    for line in table.render():
+        terminalreporter.write_line(line)
+    for key, value in table.notes.items():
+        terminalreporter.write_line(f"{key}: {value}")
+    path = config.getoption("--noop-json") or config.rootpath / ".benchmarks" / "noop-ratios.json"
+    table.save(path)
+    terminalreporter.write_line(f"written to {path}")
