@@ -111,7 +111,7 @@ class _Converter:
     def node(self, node: yaml.Node) -> Node:
         if id(node) in self.active:
             self.problems.append(Problem(self.mark(node), "an alias refers to the node that contains it",
-                                         "remove the recursive '*' alias"))
+                                         "remove the '*' alias inside the node anchored here"))
             return Scalar(None, self.mark(node))
         self.active.add(id(node))
         try:
@@ -129,7 +129,7 @@ class _Converter:
         for key_node, value_node in node.value:
             key_mark = self.mark(key_node)
             if key_node.tag == _MERGE_TAG:
-                merged.extend(self.merge_sources(value_node))
+                merged.extend(self.merge_sources(value_node, key_mark))
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(Problem(key_mark, "a key must be a plain name, not a list or mapping",
@@ -147,13 +147,13 @@ class _Converter:
             entries.setdefault(entry.key, entry)
         return MapNode(entries, self.mark(node))
 
-    def merge_sources(self, value_node: yaml.Node) -> list[Entry]:
+    def merge_sources(self, value_node: yaml.Node, key_mark: Mark) -> list[Entry]:
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
         entries: list[Entry] = []
         for source in sources:
             converted = self.node(source)
             if not isinstance(converted, MapNode):
-                self.problems.append(Problem(self.mark(source), "'<<' merges only mappings",
+                self.problems.append(Problem(key_mark, "'<<' merges only mappings",
                                              "merge an anchored mapping: '<<: *defaults'"))
                 continue
             entries.extend(converted.entries.values())
@@ -168,6 +168,8 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
         return Problem(mark, "a manifest is a single YAML document", "remove the '---' and everything after it")
     if where is not None and text[where.index:where.index + 1] == "\t":
         return Problem(mark, "invalid YAML: a tab character", "indent with spaces, not tabs")
+    if "undefined alias" in problem:
+        return Problem(mark, f"invalid YAML: {problem}", "define the anchor (&name) before the alias (*name) that uses it")
     if "constructor" in problem:
         return Problem(mark, f"invalid YAML: {problem}", "remove the '!' tag; manifests use plain YAML types")
     return Problem(mark, f"invalid YAML: {problem}",

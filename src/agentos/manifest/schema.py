@@ -1,0 +1,251 @@
+"""The manifest schema: every key, its type, its default and what it means.
+
+This table is the single source of truth. The validator walks it, the model's
+dataclasses mirror it field for field (a test checks), and the reference tables
+in docs/manifest.md are generated from it (``python -m agentos.manifest.schema``).
+Defaults are the secure choice: sandbox on, network off, bounded memory and pids,
+no restarts, and only the capabilities an ordinary agent needs.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
+
+#: Agent names: usable as a hostname and a file name.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+
+#: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
+CAPABILITIES = (*(c.value for c in Capability), "state")
+DEFAULT_CAPABILITIES = tuple(c.value for c in Capability if c in DEFAULT_CHILD_CAPABILITIES)
+
+RESTART_POLICIES = ("never", "on-failure", "always")
+READINESS_KINDS = ("ready-call", "log-line", "delay")
+LLM_PROVIDERS = ("gemini", "openai")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: Value a size, cores or count limit takes to mean "no limit".
+UNLIMITED = "unlimited"
+
+
+class Type(enum.Enum):
+    """How a value is written in YAML; the value is the name the docs show."""
+
+    STRING = "string"
+    BOOL = "boolean"
+    INT = "integer"
+    NUMBER = "number"
+    SIZE = "size"
+    CPU = "cores"
+    DURATION = "duration"
+    PATH = "path"
+    PATHS = "list of paths"
+    STRINGS = "list of strings"
+    COMMAND = "string or list of strings"
+    ENV = "mapping of names to strings"
+    CHOICE = "one of"
+    CHOICES = "list, each one of"
+    NAMES = "list of agent names"
+    SECTION = "mapping"
+    AGENTS = "mapping of names to agents"
+    SETTINGS = "mapping, passed through"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a section."""
+
+    key: str
+    type: Type
+    doc: str
+    default: Any = None
+    #: How the default reads in the docs when ``default`` alone would mislead.
+    default_doc: str | None = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Accepts ``unlimited`` (becoming None).
+    unlimited: bool = False
+    #: For paths: "file", "dir" or "any" must exist once resolved; None: need not exist.
+    exists: str | None = None
+    section: "Section | None" = None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping of known keys. ``path`` names it in messages and docs."""
+
+    path: str
+    doc: str
+    fields: tuple[Field, ...]
+    #: Keys refused with a specific fix rather than "unknown key".
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> Field | None:
+        for f in self.fields:
+            if f.key == key:
+                return f
+        return None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f.key for f in self.fields)
+
+
+SANDBOX = Section("agents.<name>.sandbox", "How the agent is isolated from the host and from other agents.", (
+    Field("enabled", Type.BOOL, "Run the agent in its own namespaces (pid, mount, uts, ipc, net, cgroup) "
+          "with seccomp, Landlock and no_new_privs. Turning it off runs a plain child process.", True),
+    Field("network", Type.BOOL, "Share the host's network. Off, the agent sees only its own loopback.", False),
+    Field("writable", Type.PATHS, "Host paths bound read-write into the sandbox; the only places outside its "
+          "private /tmp and work dir it may write. Must exist.", (), exists="any"),
+    Field("readonly", Type.PATHS, "Extra host paths bound read-only into the sandbox. Must exist.", (), exists="any"),
+    Field("hostname", Type.STRING, "Hostname inside the sandbox.", None, default_doc="the agent's name"),
+    Field("allow_degraded", Type.BOOL, "Start even if a requested isolation layer is unavailable on this host "
+          "(the spawn report says which). Off, SPAWN fails instead.", False),
+))
+
+LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced by the kernel.", (
+    Field("memory", Type.SIZE, "Memory (cgroup), e.g. 256Mi or 1Gi; over it the agent is OOM-killed.",
+          512 * 1024**2, default_doc="512Mi", unlimited=True),
+    Field("cpu", Type.CPU, "CPU time in cores: 0.5, 2, or 500m.", 1.0, unlimited=True),
+    Field("pids", Type.INT, "Processes and threads in the agent's tree.", 128, minimum=1, unlimited=True),
+    Field("llm_tokens", Type.INT, "Total LLM tokens the agent may use.", None, minimum=1, unlimited=True,
+          default_doc="unlimited"),
+    Field("llm_calls_per_minute", Type.INT, "THINK calls per minute.", None, minimum=1, unlimited=True,
+          default_doc="unlimited"),
+))
+
+RESTART = Section("agents.<name>.restart", "What the kernel does when the agent exits.", (
+    Field("policy", Type.CHOICE, "`never`; `on-failure`: restart after a non-zero exit, a signal or an OOM kill "
+          "(a clean exit 0 is not a failure); `always`: restart after any exit.", "never", choices=RESTART_POLICIES),
+    Field("max_restarts", Type.INT, "Restarts allowed within `window`; one more marks the agent failed.",
+          5, minimum=1),
+    Field("window", Type.DURATION, "The sliding window `max_restarts` counts in.", 60.0, default_doc="60s"),
+    Field("backoff", Type.DURATION, "Delay before the first restart; doubles on each consecutive restart.",
+          1.0, default_doc="1s"),
+    Field("backoff_max", Type.DURATION, "Longest delay between restarts.", 60.0, default_doc="60s"),
+))
+
+AGENT_LLM = Section("agents.<name>.llm", "Defaults for the agent's THINK calls.", (
+    Field("provider", Type.CHOICE, "LLM provider.", None, choices=LLM_PROVIDERS, default_doc="the kernel's"),
+    Field("model", Type.STRING, "Model id.", None, default_doc="the kernel's"),
+    Field("system", Type.STRING, "System instruction sent with every call.", None, default_doc="none"),
+    Field("temperature", Type.NUMBER, "Sampling temperature.", None, minimum=0.0, maximum=2.0,
+          default_doc="the model's"),
+))
+
+READINESS = Section("agents.<name>.readiness", "When the agent counts as started, so its dependents may start. "
+                    "Without this section it is ready once spawned.", (
+    Field("kind", Type.CHOICE, "`ready-call`: the agent calls `client.ready()`; `log-line`: a line of its output "
+          "matches `pattern`; `delay`: `delay` after it started.", None, required=True, choices=READINESS_KINDS),
+    Field("pattern", Type.STRING, "Regular expression (Python syntax) for `log-line`.", None),
+    Field("delay", Type.DURATION, "How long to wait for `delay`.", None),
+    Field("timeout", Type.DURATION, "Give up (and stop the team) if not ready after this long.", 30.0,
+          default_doc="30s"),
+))
+
+AGENT = Section("agents.<name>", "One agent. The key is its name.", (
+    Field("script", Type.PATH, "Python file run with the agent SDK available. Exactly one of `script` and "
+          "`command`.", None, exists="file"),
+    Field("command", Type.COMMAND, "Program and arguments for a non-Python agent; a string is split like a "
+          "shell would (no shell runs). A relative program path resolves against the manifest's directory, "
+          "a bare name is looked up on PATH.", None),
+    Field("args", Type.STRINGS, "Arguments after the script or command.", ()),
+    Field("env", Type.ENV, "Environment variables. Names starting AGENTOS_ are the kernel's.", {},
+          default_doc="{}"),
+    Field("cwd", Type.PATH, "Working directory.", None, exists="dir", default_doc="the agent's work dir"),
+    Field("replicas", Type.INT, "Identical copies to run, named `<name>-1`, `<name>-2` ... when more than one.",
+          1, minimum=1, maximum=1000),
+    Field("sandbox", Type.SECTION, SANDBOX.doc, section=SANDBOX),
+    Field("limits", Type.SECTION, LIMITS.doc, section=LIMITS),
+    Field("restart", Type.SECTION, RESTART.doc, section=RESTART),
+    Field("llm", Type.SECTION, AGENT_LLM.doc, section=AGENT_LLM),
+    Field("permissions", Type.CHOICES, "Capabilities: which families of syscalls the agent may use "
+          "(see Permissions below).", DEFAULT_CAPABILITIES, choices=CAPABILITIES),
+    Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
+    Field("readiness", Type.SECTION, READINESS.doc, section=READINESS, default_doc="ready once spawned"),
+), refused={"name": "the agent's name is its key under agents:, e.g. 'agents: {worker: {script: ...}}'"})
+
+KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go in a manifest: the kernel reads "
+                     "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENAI_API_KEY from its environment.", (
+    Field("provider", Type.CHOICE, "Provider used when an agent names none.", "gemini", choices=LLM_PROVIDERS),
+    Field("model", Type.STRING, "Default model id.", None, default_doc="the provider's default"),
+    Field("base_url", Type.STRING, "Provider endpoint, e.g. a local OpenAI-compatible server.", None,
+          default_doc="the provider's"),
+    Field("api_version", Type.STRING, "Gemini API version (v1beta, v1).", None, default_doc="the provider's"),
+    Field("max_concurrency", Type.INT, "LLM calls in flight at once, across all agents.", None, minimum=1,
+          default_doc="the gateway's"),
+), refused={"api_key": "export GEMINI_API_KEY or OPENAI_API_KEY in the kernel's environment instead"})
+
+#: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
+SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision")
+
+KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is running.", (
+    Field("socket", Type.PATH, "Unix socket the kernel listens on.", None,
+          default_doc="$AGENTOS_SOCKET, /run/agentos/kernel.sock for root, else the user's runtime dir"),
+    Field("state_dir", Type.PATH, "Where logs, state and contexts live.", None,
+          default_doc="$AGENTOS_STATE_DIR, /var/lib/agentos for root, else ~/.local/state/agentos"),
+    Field("log_level", Type.CHOICE, "Kernel log level.", "INFO", choices=LOG_LEVELS),
+    Field("llm", Type.SECTION, KERNEL_LLM.doc, section=KERNEL_LLM),
+    *(Field(name, Type.SETTINGS, f"Settings for the {name} subsystem, passed through unchanged.", {},
+            default_doc="{}") for name in SUBSYSTEMS),
+))
+
+MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignored, to hold YAML anchors.", (
+    Field("version", Type.INT, "Manifest format version.", 1, minimum=1, maximum=1),
+    Field("kernel", Type.SECTION, KERNEL.doc, section=KERNEL),
+    Field("agents", Type.AGENTS, "The agents, by name, in the order they are declared.", None, required=True,
+          default_doc="required"),
+))
+
+SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS)
+
+
+def _default_text(f: Field) -> str:
+    if f.default_doc is not None:
+        return f.default_doc
+    if f.section is not None:
+        return "see below"
+    if f.default is None:
+        return "none"
+    if isinstance(f.default, bool):
+        return str(f.default).lower()
+    if isinstance(f.default, tuple):
+        return "[" + ", ".join(f.default) + "]"
+    if isinstance(f.default, float) and f.type is Type.CPU:
+        return f"{f.default:g}"
+    return str(f.default)
+
+
+def _type_text(f: Field) -> str:
+    text = f.type.value
+    if f.choices:
+        text += " " + ", ".join(f"`{c}`" for c in f.choices)
+    if f.minimum is not None or f.maximum is not None:
+        low = "" if f.minimum is None else f"{f.minimum:g}"
+        high = "" if f.maximum is None else f"{f.maximum:g}"
+        text += f" ({low}..{high})" if low != high else f" (only {low})"
+    if f.unlimited:
+        text += " or `unlimited`"
+    return text
+
+
+def reference_markdown() -> str:
+    """The reference tables of docs/manifest.md, one per section."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += [f"### `{section.path or '(top level)'}`", "", section.doc, "",
+                  "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for f in section.fields:
+            key = f"`{f.key}`" + (" (required)" if f.required else "")
+            lines.append(f"| {key} | {_type_text(f)} | {_default_text(f)} | {f.doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

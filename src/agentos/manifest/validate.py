@@ -1,0 +1,549 @@
+"""Strict validation: a composed manifest to a :class:`Manifest`, or every error at once.
+
+The walk follows :mod:`.schema`: unknown keys (with a "did you mean"), wrong
+types and bad units are found per value; then each section's options are checked
+against each other (script and command both set, writable paths without a
+sandbox ...), and finally the agents against each other (unknown or cyclic
+``depends_on``, clashing names). Nothing stops at the first error.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import units
+from . import schema
+from .errors import ManifestError, Mark, Problem
+from .loader import ListNode, MapNode, Node, Scalar
+from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
+                    Sandbox)
+from .schema import Field, Section, Type
+
+_NAME = re.compile(schema.NAME_PATTERN)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED_ENV_PREFIX = "AGENTOS_"
+
+
+class _Invalid(Exception):
+    """A value that cannot be converted; already recorded as a problem."""
+
+
+@dataclass
+class _Parsed:
+    """One section as read: converted values, and where each key and value was written."""
+
+    mark: Mark
+    values: dict[str, Any] = field(default_factory=dict)
+    key_marks: dict[str, Mark] = field(default_factory=dict)
+    value_marks: dict[str, Mark] = field(default_factory=dict)
+    #: For list values: the mark of each item.
+    item_marks: dict[str, list[Mark]] = field(default_factory=dict)
+
+    def given(self, key: str) -> bool:
+        """Written in the file (whether or not its value was valid)."""
+        return key in self.key_marks
+
+
+def validate(root: Node | None, file: str, path: Path) -> Manifest:
+    """Check the composed manifest ``root`` read from ``path``; raises ManifestError listing every problem."""
+    return _Validator(file, Path(os.path.abspath(path))).manifest(root)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _leaf(where: str) -> str:
+    """The key a dotted path ends in: ``agents.a.args[2]`` -> ``args``."""
+    return where.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, MapNode):
+        return "a mapping"
+    if isinstance(node, ListNode):
+        return "a list"
+    value = node.value
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value:g})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _suggest(word: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+class _Validator:
+    def __init__(self, file: str, path: Path) -> None:
+        self.file = file
+        self.manifest_path = path
+        self.base_dir = path.parent
+        self.problems: list[Problem] = []
+
+    def error(self, mark: Mark, message: str, fix: str) -> None:
+        self.problems.append(Problem(mark, message, fix))
+
+    def invalid(self, mark: Mark, message: str, fix: str) -> _Invalid:
+        self.error(mark, message, fix)
+        return _Invalid()
+
+    # --- the document -------------------------------------------------------------------
+
+    def manifest(self, root: Node | None) -> Manifest:
+        start = Mark(self.file, 1, 1)
+        if root is None:
+            raise ManifestError([Problem(start, "the manifest is empty",
+                                         "declare at least one agent: 'agents: {hello: {script: hello.py}}'")])
+        parsed = self.section(root, schema.MANIFEST, "", start)
+        if self.problems or parsed is None:
+            raise ManifestError(self.problems)
+        return Manifest(path=self.manifest_path, **parsed.values)
+
+    # --- sections -----------------------------------------------------------------------
+
+    def section(self, node: Node, section: Section, where: str, owner: Mark) -> _Parsed | None:
+        """Convert a mapping of ``section``'s keys; ``owner`` is where "missing key" errors point."""
+        if not isinstance(node, MapNode):
+            self.error(node.mark, f"{where or 'the manifest'}: expected a mapping, got {_describe(node)}",
+                       f"write 'key: value' lines indented under {_leaf(where)}:"
+                       if where else "start the file with 'agents:'")
+            return None
+        parsed = _Parsed(node.mark)
+        for key, entry in node.entries.items():
+            f = section.get(key)
+            if f is None:
+                if section is not schema.MANIFEST or not key.startswith("x-"):
+                    self.unknown_key(section, where, key, entry.key_mark)
+                continue
+            parsed.key_marks[key] = entry.key_mark
+            parsed.value_marks[key] = entry.value.mark
+            try:
+                parsed.values[key] = self.convert(f, entry.value, _join(where, key), entry.key_mark, parsed)
+            except _Invalid:
+                pass
+        for f in section.fields:
+            if f.required and not parsed.given(f.key):
+                self.error(owner, f"{where or 'the manifest'}: missing required key {f.key!r}",
+                           f"add '{f.key}:' ({f.doc[0].lower() + f.doc[1:]})")
+        return parsed
+
+    def unknown_key(self, section: Section, where: str, key: str, mark: Mark) -> None:
+        place = f"{where}: " if where else ""
+        if key in section.refused:
+            self.error(mark, f"{place}{key!r} is not allowed here", section.refused[key])
+            return
+        children = [f for f in section.fields if f.section is not None]
+        home = next((f.key for f in children if f.section.get(key) is not None), None)  # type: ignore[union-attr]
+        if home is not None:
+            self.error(mark, f"{place}unknown key {key!r}", f"move it under '{home}:'")
+            return
+        nested = [f"{f.key}.{k}" for f in children for k in f.section.keys]  # type: ignore[union-attr]
+        close = _suggest(key, section.keys) or _suggest(key, [n.split(".", 1)[1] for n in nested], cutoff=0.75)
+        if close and close not in section.keys:
+            close = next(n for n in nested if n.endswith("." + close))
+        if close:
+            self.error(mark, f"{place}unknown key {key!r}", f"did you mean {close!r}?")
+        else:
+            self.error(mark, f"{place}unknown key {key!r}", f"remove it; known keys: {', '.join(section.keys)}")
+
+    # --- values -------------------------------------------------------------------------
+
+    def convert(self, f: Field, node: Node, where: str, key_mark: Mark, parsed: _Parsed) -> Any:
+        if f.type is Type.SECTION:
+            assert f.section is not None
+            inner = self.section(node, f.section, where, key_mark)
+            if inner is None:
+                raise _Invalid()
+            return _FINISH[f.section.path](self, inner, where)
+        if f.type is Type.AGENTS:
+            return self.agents(node, where)
+        if f.type in (Type.PATHS, Type.STRINGS, Type.CHOICES, Type.NAMES):
+            items = self.items(node, where)
+            parsed.item_marks[f.key] = [item.mark for item in items]
+            return self.list_value(f, items, where)
+        if f.unlimited and isinstance(node, Scalar) and node.value == schema.UNLIMITED:
+            return None
+        return _CONVERTERS[f.type](self, f, node, where)
+
+    def scalar(self, node: Node, where: str, kinds: tuple[type, ...], expected: str, example: str) -> Any:
+        value = node.value if isinstance(node, Scalar) else None
+        if isinstance(node, Scalar) and isinstance(value, kinds) and not (
+                isinstance(value, bool) and bool not in kinds):
+            return value
+        fix = f"write {expected}, e.g. {_leaf(where)}: {example}"
+        if isinstance(value, bool) and str in kinds:
+            fix = f"quote it: '{str(value).lower()}'; YAML reads bare yes/no/on/off/true/false as booleans"
+        elif isinstance(value, str) and bool in kinds and value.lower() in ("true", "false"):
+            fix = f"write {value.lower()} without quotes"
+        raise self.invalid(node.mark, f"{where}: expected {expected}, got {_describe(node)}", fix)
+
+    def string(self, f: Field, node: Node, where: str) -> str:
+        value = self.scalar(node, where, (str,), "a string", "'text'")
+        if not value.strip():
+            raise self.invalid(node.mark, f"{where}: must not be empty", f"give a value or remove {f.key!r}")
+        if f.key == "hostname" and not _NAME.match(value):
+            raise self.invalid(node.mark, f"{where}: {value!r} is not a valid hostname",
+                               "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")
+        return value
+
+    def boolean(self, f: Field, node: Node, where: str) -> bool:
+        return self.scalar(node, where, (bool,), "true or false", "true")
+
+    def number(self, f: Field, node: Node, where: str) -> int | float:
+        integer = f.type is Type.INT
+        kinds: tuple[type, ...] = (int,) if integer else (int, float)
+        suffix = " or 'unlimited'" if f.unlimited else ""
+        value = self.scalar(node, where, kinds, ("an integer" if integer else "a number") + suffix,
+                            str(f.default if f.default is not None else (f.minimum or 1)))
+        self.check_range(f, value, node, where)
+        return value
+
+    def check_range(self, f: Field, value: float, node: Node, where: str) -> None:
+        low, high = f.minimum, f.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"exactly {low:g}" if low == high else
+                      f"at least {low:g}" if high is None else
+                      f"at most {high:g}" if low is None else f"between {low:g} and {high:g}")
+            raise self.invalid(node.mark, f"{where}: must be {bounds}, got {value:g}",
+                               f"set {f.key} to a value {bounds}")
+
+    def unit(self, f: Field, node: Node, where: str) -> Any:
+        parse, example = _UNITS[f.type]
+        if not isinstance(node, Scalar) or node.value is None or isinstance(node.value, bool):
+            suffix = " or 'unlimited'" if f.unlimited else ""
+            raise self.invalid(node.mark, f"{where}: expected a {f.type.value}{suffix}, got {_describe(node)}",
+                               f"write e.g. {f.key}: {example}")
+        try:
+            value = parse(node.value, where)
+        except ValueError as exc:
+            fix = f"write e.g. {f.key}: {example}" + (" or 'unlimited'" if f.unlimited else "")
+            raise self.invalid(node.mark, str(exc), fix) from None
+        self.check_range(f, value, node, where)
+        return value
+
+    def choice(self, f: Field, node: Node, where: str) -> str:
+        options = ", ".join(f.choices)
+        if not isinstance(node, Scalar) or not isinstance(node.value, str):
+            raise self.invalid(node.mark, f"{where}: expected one of {options}, got {_describe(node)}",
+                               f"write one of {options}")
+        if node.value not in f.choices:
+            close = _suggest(node.value, f.choices)
+            raise self.invalid(node.mark, f"{where}: {node.value!r} is not one of {options}",
+                               f"did you mean {close!r}?" if close else f"write one of {options}")
+        return node.value
+
+    def path(self, f: Field, node: Node, where: str) -> Path:
+        text = self.scalar(node, where, (str,), "a path", "./data")
+        if not text.strip():
+            raise self.invalid(node.mark, f"{where}: must not be empty", "give a path")
+        path = Path(os.path.abspath(self.base_dir / Path(text).expanduser()))
+        if f.exists is not None:
+            self.check_exists(path, f.exists, node.mark, where, text)
+        return path
+
+    def check_exists(self, path: Path, kind: str, mark: Mark, where: str, text: str) -> None:
+        shown = text if text == str(path) else f"{text} ({path})"
+        if not path.exists():
+            raise self.invalid(mark, f"{where}: {shown} does not exist",
+                               "create it, or fix the path; relative paths start at the manifest's directory")
+        if kind == "file" and not path.is_file():
+            raise self.invalid(mark, f"{where}: {shown} is not a file", "give the path of a file")
+        if kind == "dir" and not path.is_dir():
+            raise self.invalid(mark, f"{where}: {shown} is not a directory", "give the path of a directory")
+
+    def command(self, f: Field, node: Node, where: str) -> tuple[str, ...]:
+        if isinstance(node, ListNode):
+            words = [self.word(item, f"{where}[{i}]") for i, item in enumerate(node.items)]
+        else:
+            text = self.scalar(node, where, (str,), "a string or a list of strings", "[node, agent.js]")
+            try:
+                words = shlex.split(text)
+            except ValueError as exc:
+                raise self.invalid(node.mark, f"{where}: cannot split {text!r}: {exc}",
+                                   "close the quote, or write the command as a list") from None
+        if not words:
+            raise self.invalid(node.mark, f"{where}: the command is empty", "name the program to run")
+        program = words[0]
+        if "/" in program:
+            resolved = os.path.abspath(self.base_dir / Path(program).expanduser())
+            self.check_exists(Path(resolved), "file", node.mark, where, program)
+            if not os.access(resolved, os.X_OK):
+                raise self.invalid(node.mark, f"{where}: {program} is not executable", f"chmod +x {resolved}")
+            words[0] = resolved
+        elif shutil.which(program) is None:
+            raise self.invalid(node.mark, f"{where}: {program!r} is not found on PATH",
+                               "install it, or give its path (e.g. ./bin/agent)")
+        return tuple(words)
+
+    def word(self, node: Node, where: str) -> str:
+        """A string-like scalar: numbers are taken as written, booleans and nulls are refused."""
+        value = self.scalar(node, where, (str, int, float), "a string", "'text'")
+        return value if isinstance(value, str) else str(value)
+
+    def env(self, f: Field, node: Node, where: str) -> dict[str, str]:
+        if not isinstance(node, MapNode):
+            raise self.invalid(node.mark, f"{where}: expected a mapping of names to values, got {_describe(node)}",
+                               "write 'NAME: value' lines indented under env:")
+        env: dict[str, str] = {}
+        for name, entry in node.entries.items():
+            if not _ENV_NAME.match(name):
+                self.error(entry.key_mark, f"{where}: {name!r} is not a valid variable name",
+                           "use letters, digits and '_', not starting with a digit")
+            elif name.startswith(_RESERVED_ENV_PREFIX):
+                self.error(entry.key_mark, f"{where}: {name} is set by the kernel",
+                           f"rename it; names starting {_RESERVED_ENV_PREFIX} are reserved")
+            else:
+                try:
+                    env[name] = self.word(entry.value, f"{where}.{name}")
+                except _Invalid:
+                    pass
+        return env
+
+    def settings(self, f: Field, node: Node, where: str) -> dict[str, Any]:
+        if not isinstance(node, MapNode):
+            raise self.invalid(node.mark, f"{where}: expected a mapping, got {_describe(node)}",
+                               f"write 'key: value' lines indented under {f.key}:")
+        return {key: _plain(entry.value) for key, entry in node.entries.items()}
+
+    # --- lists --------------------------------------------------------------------------
+
+    def items(self, node: Node, where: str) -> list[Node]:
+        if not isinstance(node, ListNode):
+            example = f"[{node.value}]" if isinstance(node, Scalar) and isinstance(node.value, str) else "[...]"
+            raise self.invalid(node.mark, f"{where}: expected a list, got {_describe(node)}",
+                               f"write a list, e.g. {_leaf(where)}: {example}")
+        return node.items
+
+    def list_value(self, f: Field, items: list[Node], where: str) -> tuple[Any, ...]:
+        values: list[Any] = []
+        for i, item in enumerate(items):
+            item_where = f"{where}[{i}]"
+            try:
+                if f.type is Type.PATHS:
+                    value: Any = self.path(f, item, item_where)
+                elif f.type is Type.CHOICES:
+                    value = self.choice(f, item, item_where)
+                elif f.type is Type.NAMES:
+                    value = self.scalar(item, item_where, (str,), "an agent name", "worker")
+                else:
+                    value = self.word(item, item_where)
+            except _Invalid:
+                continue
+            if f.type is not Type.STRINGS and value in values:
+                self.error(item.mark, f"{where}: {value} is listed twice", "remove the repeated entry")
+                continue
+            values.append(value)
+        return tuple(values)
+
+    # --- agents -------------------------------------------------------------------------
+
+    def agents(self, node: Node, where: str) -> tuple[AgentSpec, ...]:
+        if not isinstance(node, MapNode) or not node.entries:
+            raise self.invalid(node.mark, f"{where}: expected a mapping of agent names to agents, got "
+                               f"{'an empty mapping' if isinstance(node, MapNode) else _describe(node)}",
+                               "declare agents by name: 'agents: {hello: {script: hello.py}}'")
+        specs: list[AgentSpec] = []
+        parsed_agents: dict[str, _Parsed] = {}
+        instances: dict[str, str] = {}
+        for name, entry in node.entries.items():
+            if not _NAME.match(name):
+                self.error(entry.key_mark, f"{where}: {name!r} is not a valid agent name",
+                           "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")
+                continue
+            parsed = self.section(entry.value, schema.AGENT, _join(where, name), entry.key_mark)
+            if parsed is None:
+                continue
+            spec = self.agent(name, parsed, _join(where, name), entry.key_mark)
+            for instance in spec.instance_names():
+                if instance in instances:
+                    self.error(entry.key_mark, f"{where}: agent {name!r} would run as {instance!r}, "
+                               f"which agent {instances[instance]!r} already uses", "rename one of them")
+                    break
+                instances[instance] = name
+            specs.append(spec)
+            parsed_agents[name] = parsed
+        self.check_dependencies(specs, parsed_agents, where)
+        return tuple(specs)
+
+    def agent(self, name: str, parsed: _Parsed, where: str, key_mark: Mark) -> AgentSpec:
+        values = parsed.values
+        has_script, has_command = parsed.given("script"), parsed.given("command")
+        if has_script and has_command:
+            later = max(parsed.key_marks["script"], parsed.key_marks["command"], key=lambda m: (m.line, m.column))
+            self.error(later, f"{where}: both script and command are set",
+                       "keep one: script runs a Python file, command runs any program")
+        elif not has_script and not has_command:
+            self.error(key_mark, f"{where}: neither script nor command is set",
+                       "add 'script: path/to/agent.py' or 'command: [program, arg]'")
+        return AgentSpec(name=name, **values)
+
+    def check_dependencies(self, specs: list[AgentSpec], parsed: dict[str, _Parsed], where: str) -> None:
+        names = [spec.name for spec in specs]
+        edges: dict[str, list[tuple[str, Mark]]] = {}
+        for spec in specs:
+            marks = parsed[spec.name].item_marks.get("depends_on", [])
+            edges[spec.name] = []
+            for dep, mark in zip(spec.depends_on, marks):
+                dep_where = f"{where}.{spec.name}.depends_on"
+                if dep == spec.name:
+                    self.error(mark, f"{dep_where}: {spec.name!r} depends on itself", "remove it from depends_on")
+                elif dep not in names:
+                    close = _suggest(dep, names)
+                    self.error(mark, f"{dep_where}: no agent named {dep!r}",
+                               f"did you mean {close!r}?" if close else f"declare it, or use one of {', '.join(names)}")
+                else:
+                    edges[spec.name].append((dep, mark))
+        for cycle, mark in _cycles(names, edges):
+            self.error(mark, f"{where}: dependency cycle: {' -> '.join(cycle)}",
+                       "remove one of these depends_on entries")
+
+    # --- checks across a section's options ----------------------------------------------
+
+    def conflict(self, parsed: _Parsed, key: str, where: str, message: str, fix: str) -> None:
+        self.error(parsed.key_marks[key], f"{_join(where, key)}: {message}", fix)
+
+    def finish_sandbox(self, parsed: _Parsed, where: str) -> Sandbox:
+        values = parsed.values
+        if values.get("enabled") is False:
+            for key in ("writable", "readonly", "hostname", "allow_degraded"):
+                if parsed.given(key):
+                    self.conflict(parsed, key, where, "needs the sandbox, but enabled is false",
+                                  f"remove {key}, or set enabled: true")
+            if parsed.given("network") and values.get("network") is False:
+                self.conflict(parsed, "network", where, "without the sandbox nothing cuts the network off",
+                              "remove network: false, or set enabled: true")
+        writable = values.get("writable", ())
+        for path, mark in zip(values.get("readonly", ()), parsed.item_marks.get("readonly", [])):
+            if path in writable:
+                self.error(mark, f"{where}: {path} is both writable and readonly", "list it in only one of them")
+        return Sandbox(**values)
+
+    def finish_restart(self, parsed: _Parsed, where: str) -> Restart:
+        values = parsed.values
+        if values.get("policy") == "never" or not parsed.given("policy"):
+            for key in ("max_restarts", "window", "backoff", "backoff_max"):
+                if parsed.given(key):
+                    self.conflict(parsed, key, where, "has no effect with policy never",
+                                  f"set policy: on-failure or always, or remove {key}")
+        if values.get("window") == 0:
+            self.conflict(parsed, "window", where, "must be longer than 0", "use e.g. window: 60s")
+        restart = Restart(**values)
+        if restart.backoff_max < restart.backoff:
+            key = "backoff_max" if parsed.given("backoff_max") else "backoff"
+            if parsed.given(key):
+                self.conflict(parsed, key, where, f"backoff_max ({restart.backoff_max:g}s) is shorter than "
+                              f"backoff ({restart.backoff:g}s)", "make backoff_max at least backoff")
+        return restart
+
+    def finish_readiness(self, parsed: _Parsed, where: str) -> Readiness | None:
+        values = parsed.values
+        kind = values.get("kind")
+        if kind is None:
+            return None
+        for key, wanted in (("pattern", "log-line"), ("delay", "delay")):
+            if kind == wanted and not parsed.given(key):
+                self.error(parsed.key_marks["kind"], f"{where}: kind {kind} needs {key!r}",
+                           f"add '{key}:'" + (" with a regular expression" if key == "pattern" else ", e.g. 2s"))
+            elif kind != wanted and parsed.given(key):
+                self.conflict(parsed, key, where, f"is used only by kind {wanted}, not {kind}",
+                              f"remove {key}, or set kind: {wanted}")
+        pattern = values.get("pattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.error(parsed.value_marks["pattern"], f"{where}.pattern: invalid regular expression: {exc}",
+                           "fix the expression, in Python re syntax; escape literal ( [ . with \\")
+        readiness = Readiness(**values)
+        if kind == "delay" and readiness.delay is not None and readiness.delay > readiness.timeout:
+            self.conflict(parsed, "delay", where, f"{readiness.delay:g}s is longer than timeout "
+                          f"({readiness.timeout:g}s)", "shorten delay or lengthen timeout")
+        return readiness
+
+
+def _plain(node: Node) -> Any:
+    """A pass-through value as plain Python data."""
+    if isinstance(node, MapNode):
+        return {key: _plain(entry.value) for key, entry in node.entries.items()}
+    if isinstance(node, ListNode):
+        return [_plain(item) for item in node.items]
+    return node.value
+
+
+def _cycles(names: list[str], edges: dict[str, list[tuple[str, Mark]]]) -> list[tuple[list[str], Mark]]:
+    """Each dependency cycle once, with the mark of the depends_on entry that closes it."""
+    state: dict[str, int] = {}  # absent: unvisited, 1: on the current path, 2: done
+    found: list[tuple[list[str], Mark]] = []
+    for root in names:
+        if root in state:
+            continue
+        path = [root]
+        stack = [iter(edges[root])]
+        state[root] = 1
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            dep, mark = step
+            if state.get(dep) == 1:
+                found.append((path[path.index(dep):] + [dep], mark))
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                stack.append(iter(edges[dep]))
+    return found
+
+
+_UNITS: dict[Type, tuple[Callable[[Any, str], Any], str]] = {
+    Type.SIZE: (units.parse_bytes, "512Mi"),
+    Type.CPU: (units.parse_cpu, "0.5"),
+    Type.DURATION: (units.parse_duration, "30s"),
+}
+
+_CONVERTERS: dict[Type, Callable[[_Validator, Field, Node, str], Any]] = {
+    Type.STRING: _Validator.string,
+    Type.BOOL: _Validator.boolean,
+    Type.INT: _Validator.number,
+    Type.NUMBER: _Validator.number,
+    Type.SIZE: _Validator.unit,
+    Type.CPU: _Validator.unit,
+    Type.DURATION: _Validator.unit,
+    Type.PATH: _Validator.path,
+    Type.CHOICE: _Validator.choice,
+    Type.COMMAND: _Validator.command,
+    Type.ENV: _Validator.env,
+    Type.SETTINGS: _Validator.settings,
+}
+
+
+def _build(cls: type) -> Callable[[_Validator, _Parsed, str], Any]:
+    return lambda validator, parsed, where: cls(**parsed.values)
+
+
+_FINISH: dict[str, Callable[[_Validator, _Parsed, str], Any]] = {
+    schema.SANDBOX.path: _Validator.finish_sandbox,
+    schema.LIMITS.path: _build(Limits),
+    schema.RESTART.path: _Validator.finish_restart,
+    schema.AGENT_LLM.path: _build(AgentLLM),
+    schema.READINESS.path: _Validator.finish_readiness,
+    schema.KERNEL_LLM.path: _build(KernelLLM),
+    schema.KERNEL.path: _build(KernelSection),
+}
