@@ -141,7 +141,8 @@ AGENT_LLM = Section("agents.<name>.llm", "Defaults for the agent's THINK calls."
 READINESS = Section("agents.<name>.readiness", "When the agent counts as started, so its dependents may start. "
                     "Without this section it is ready once spawned.", (
     Field("kind", Type.CHOICE, "`ready-call`: the agent calls `client.ready()`; `log-line`: a line of its output "
-          "matches `pattern`; `delay`: `delay` after it started.", None, required=True, choices=READINESS_KINDS),
+          "matches `pattern`; `delay`: `delay` after it started.", None, default_doc="required", required=True,
+          choices=READINESS_KINDS),
     Field("pattern", Type.STRING, "Regular expression (Python syntax) for `log-line`.", None),
     Field("delay", Type.DURATION, "How long to wait for `delay`.", None),
     Field("timeout", Type.DURATION, "Give up (and stop the team) if not ready after this long.", 30.0,
