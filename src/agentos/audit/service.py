@@ -61,7 +61,7 @@ class AuditService:
         registry = getattr(permissions, "permissions", None)
         return registry.name_of(agent_id) if registry is not None else None
 
-    async def audit(self, call: Call) -> dict[str, Any]:
+    async def audit(self, call: Call) -> None:
         """Stream the last ``limit`` records (by ``agent`` if given); with ``follow``, keep
         streaming new ones until the client goes away."""
         args = call.args()
@@ -76,7 +76,7 @@ class AuditService:
             size = self.log.flush()
             for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
                 await call.stream(record)
-            return {"follow": False}
+            return
         queue: asyncio.Queue[Record] = asyncio.Queue(FOLLOW_BACKLOG)
         dropped = 0
 
