@@ -25,7 +25,7 @@ class Limits:
     cpu: float | None = None
 
     @classmethod
-    def from_request(cls, raw: Mapping[str, Any] | None) -> "Limits":
+    def from_request(cls, raw: Mapping[str, Any] | None) -> Limits:
         """Parse ``{"memory": "256Mi", "pids"|"max_pids": 64, "cpu": 0.5 | "cpu_quota": 50000}``.
 
         Raises ValueError naming the bad field.
@@ -33,7 +33,7 @@ class Limits:
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
-            raise ValueError(f"limits: expected an object, got {type(raw).__name__}")
+            raise ValueError(f"limits: expected an object, got {type(raw).__name__}")  # noqa: TRY004
         unknown = sorted(set(raw) - set(_KEYS))
         if unknown:
             raise ValueError(f"limits: unknown field(s) {unknown}; known: {list(_KEYS)}")

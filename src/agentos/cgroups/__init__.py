@@ -1,0 +1,38 @@
+"""Per-agent cgroups: detect the host layout, then limit, measure and kill agent trees.
+
+``open_driver()`` picks the driver for this host (v2, v1, or none) and every
+driver answers the same verbs: ``create(agent_id, limits)`` returns an
+``AgentCgroup`` with ``attach(pid)``, ``stats()``, ``oom_killed()``, ``kill()``
+and ``remove()``.
+"""
+from __future__ import annotations
+
+from .base import (
+    TOP,
+    AgentCgroup,
+    CgroupDriver,
+    CgroupError,
+    CgroupStats,
+    instance_name,
+)
+from .detect import Layout, detect
+from .limits import Limits
+from .none import NoDriver
+from .reap import destroy
+from .v1 import V1Driver
+from .v2 import V2Driver
+
+__all__ = ["TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Layout", "Limits",
+           "NoDriver", "V1Driver", "V2Driver", "destroy", "detect", "instance_name", "open_driver"]
+
+
+def open_driver(layout: Layout | None = None, instance: str | None = None) -> CgroupDriver:
+    """The driver for ``layout`` (detected if not given); call ``start()`` on it next."""
+    layout = detect() if layout is None else layout
+    choice = layout.driver_name()
+    if choice == "v2":
+        assert layout.v2_mount is not None
+        return V2Driver(layout.v2_mount, layout.v2_controllers, instance)
+    if choice == "v1":
+        return V1Driver(layout.v1_mounts, instance)
+    return NoDriver("no cgroup hierarchy is mounted", instance)

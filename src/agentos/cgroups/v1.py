@@ -1,0 +1,117 @@
+"""cgroup v1 driver: one hierarchy per controller (some may be co-mounted)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import (
+    TOP,
+    AgentCgroup,
+    CgroupDriver,
+    CgroupStats,
+    read_int,
+    read_keyed,
+    signal_all,
+    write,
+)
+from .limits import Limits
+
+CPU_PERIOD_US = 100_000
+#: Hierarchies used besides the limit controllers: CPU time accounting and tree freezing.
+_USED = ("memory", "pids", "cpu", "cpuacct", "freezer")
+
+
+class V1Cgroup(AgentCgroup):
+    """An agent's directories, one per v1 hierarchy in use."""
+
+    def __init__(self, agent_id: str, by_controller: dict[str, Path], enforced: dict[str, bool]) -> None:
+        super().__init__(agent_id, list(by_controller.values()), enforced)
+        self.by_controller = by_controller
+
+    def _file(self, controller: str, name: str) -> Path | None:
+        directory = self.by_controller.get(controller)
+        return directory / name if directory else None
+
+    def _int(self, controller: str, name: str) -> int | None:
+        path = self._file(controller, name)
+        return read_int(path) if path else None
+
+    def stats(self) -> CgroupStats:
+        cpu_stat_path = self._file("cpu", "cpu.stat")
+        cpu = read_keyed(cpu_stat_path) if cpu_stat_path else {}
+        usage_ns = self._int("cpuacct", "cpuacct.usage")
+        throttled_ns = cpu.get("throttled_time")
+        return CgroupStats(
+            memory_current=self._int("memory", "memory.usage_in_bytes"),
+            memory_peak=self._int("memory", "memory.max_usage_in_bytes"),
+            cpu_usage_usec=None if usage_ns is None else usage_ns // 1000,
+            cpu_nr_periods=cpu.get("nr_periods"),
+            cpu_nr_throttled=cpu.get("nr_throttled"),
+            cpu_throttled_usec=None if throttled_ns is None else throttled_ns // 1000,
+            pids_current=self._int("pids", "pids.current"),
+            oom_kills=self._oom_kills(),
+        )
+
+    def _oom_kills(self) -> int | None:
+        path = self._file("memory", "memory.oom_control")
+        if path is None:
+            return None
+        control = read_keyed(path)
+        if "oom_kill" in control:
+            return control["oom_kill"]
+        # Kernels before 4.13 have no counter; the limit being hit is the best sign left.
+        failcnt = self._int("memory", "memory.failcnt")
+        return None if failcnt is None else int(failcnt > 0)
+
+    def oom_killed(self) -> bool:
+        return (self._oom_kills() or 0) > 0
+
+    def kill(self) -> int:
+        freezer = self._file("freezer", "freezer.state")
+        if freezer is None:
+            return signal_all(self.procs())
+        # Frozen tasks cannot fork, so one pass sees the whole tree; SIGKILL lands on thaw.
+        write(freezer, "FROZEN")
+        try:
+            return signal_all(self.procs())
+        finally:
+            write(freezer, "THAWED")
+
+
+class V1Driver(CgroupDriver):
+    """Agents under ``<hierarchy>/agentos/<instance>/`` in each v1 hierarchy in use."""
+
+    name = "v1"
+
+    def __init__(self, mounts: dict[str, Path], instance: str | None = None) -> None:
+        self.mounts = {ctl: path for ctl, path in mounts.items() if ctl in _USED}
+        super().__init__(list(self.mounts.values()), instance)
+
+    @property
+    def enforceable(self) -> frozenset[str]:
+        return frozenset(ctl for ctl in ("memory", "pids", "cpu") if ctl in self.mounts)
+
+    def _open(self, instance: str, agent_id: str) -> V1Cgroup:
+        return V1Cgroup(agent_id, {ctl: root / TOP / instance / agent_id
+                                   for ctl, root in self.mounts.items()}, {})
+
+    def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
+        assert isinstance(cgroup, V1Cgroup)
+        dirs = cgroup.by_controller
+        enforced: dict[str, bool] = {}
+        if limits.memory is not None:
+            enforced["memory"] = "memory" in dirs
+            if enforced["memory"]:
+                write(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory))
+                # Without this the agent could overflow into swap; it must be >= the RAM limit.
+                if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
+                    write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(limits.memory))
+        if limits.pids is not None:
+            enforced["pids"] = "pids" in dirs
+            if enforced["pids"]:
+                write(dirs["pids"] / "pids.max", str(limits.pids))
+        if limits.cpu is not None:
+            enforced["cpu"] = "cpu" in dirs
+            if enforced["cpu"]:
+                write(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                write(dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, round(limits.cpu * CPU_PERIOD_US))))
+        return enforced
