@@ -50,9 +50,9 @@ def test_spawn_request_of_a_sandboxed_agent() -> None:
     assert spec.to_spawn_request("web-2") == {
         "name": "web-2", "script": "/srv/web.py", "args": ["--port", "80"], "env": {"MODE": "x"}, "cwd": "/srv",
         "sandboxed": True, "network": False, "writable_paths": ["/srv/data"], "readonly_paths": ["/etc/ssl"],
-        "hostname": "web-2", "allow_degraded": False,
+        "allow_degraded": False,
         "limits": {"memory": 2**30, "pids": 128},
-        "permissions": ["think", "http"],
+        "capabilities": ["think", "http"],
         "restart": {"policy": "on-failure", "max_restarts": 5, "window": 60.0, "backoff": 0.5, "backoff_max": 60.0},
         "llm": {"model": "m", "temperature": 0.2, "tokens": 5000, "calls_per_minute": 10},
     }
@@ -65,7 +65,27 @@ def test_spawn_request_without_sandbox_has_the_network_and_no_binds() -> None:
     request = AgentSpec("tool", command=("/bin/echo", "hi"), sandbox=Sandbox(enabled=False)).to_spawn_request()
     assert request["command"] == ["/bin/echo", "hi"] and "script" not in request
     assert request["sandboxed"] is False and request["network"] is True
-    assert not {"writable_paths", "readonly_paths", "hostname", "allow_degraded", "llm", "cwd"} & set(request)
+    assert not {"writable_paths", "readonly_paths", "hostname", "llm", "cwd"} & set(request)
+
+
+def test_hostname_is_sent_only_when_set() -> None:
+    spec = AgentSpec("a", script=Path("/a.py"), sandbox=Sandbox(hostname="box"))
+    assert spec.to_spawn_request()["hostname"] == "box"
+    assert "hostname" not in AgentSpec("a", script=Path("/a.py")).to_spawn_request()
+
+
+def test_the_process_service_accepts_the_spawn_request(tmp_path: Path) -> None:
+    from agentos.processes.request import SpawnRequest
+
+    script = tmp_path / "a.py"
+    script.write_text("")
+    spec = AgentSpec("a", script=script, args=("x",), env={"K": "v"}, cwd=tmp_path,
+                     sandbox=Sandbox(writable=(tmp_path,)), restart=Restart(policy="always"))
+    request = spec.to_spawn_request()
+    request.pop("capabilities")  # The SPAWN handler takes these out for the permission service.
+    parsed = SpawnRequest.parse(request)
+    assert (parsed.name, parsed.script, parsed.argv[-1], parsed.env) == ("a", str(script), "x", {"K": "v"})
+    assert parsed.writable_paths == [str(tmp_path)] and parsed.sandboxed and not parsed.network
 
 
 def test_spawn_limits_are_what_the_cgroup_driver_parses() -> None:

@@ -301,7 +301,6 @@ def test_sandbox_options_need_the_sandbox(errors) -> None:  # type: ignore[no-un
               writable: [data]
               readonly: [.]
               hostname: box
-              allow_degraded: true
         """) == [
         (6, 7, "agents.a.sandbox.network: without the sandbox nothing cuts the network off",
          "remove network: false, or set enabled: true"),
@@ -311,8 +310,6 @@ def test_sandbox_options_need_the_sandbox(errors) -> None:  # type: ignore[no-un
          "remove readonly, or set enabled: true"),
         (9, 7, "agents.a.sandbox.hostname: needs the sandbox, but enabled is false",
          "remove hostname, or set enabled: true"),
-        (10, 7, "agents.a.sandbox.allow_degraded: needs the sandbox, but enabled is false",
-         "remove allow_degraded, or set enabled: true"),
     ]
 
 
@@ -323,6 +320,11 @@ def test_network_without_sandbox_is_fine_and_is_reported_as_on(valid) -> None:  
           b: {script: agent.py, sandbox: {enabled: false}}
         """)
     assert [spec.to_spawn_request()["network"] for spec in manifest.agents] == [True, True]
+
+
+def test_allow_degraded_without_sandbox_still_covers_limits(valid) -> None:  # type: ignore[no-untyped-def]
+    spec = valid("agents: {a: {script: agent.py, sandbox: {enabled: false, allow_degraded: true}}}\n").agents[0]
+    assert spec.to_spawn_request()["allow_degraded"] is True
 
 
 def test_path_both_writable_and_readonly(errors, project: Path) -> None:  # type: ignore[no-untyped-def]

@@ -125,15 +125,17 @@ class AgentSpec:
             request["cwd"] = str(self.cwd)
         request["sandboxed"] = self.sandbox.enabled
         request["network"] = self.sandbox.has_network
+        request["allow_degraded"] = self.sandbox.allow_degraded
         if self.sandbox.enabled:
             request["writable_paths"] = [str(p) for p in self.sandbox.writable]
             request["readonly_paths"] = [str(p) for p in self.sandbox.readonly]
-            request["hostname"] = self.sandbox.hostname or name
-            request["allow_degraded"] = self.sandbox.allow_degraded
         request["limits"] = {key: getattr(self.limits, key) for key in _CGROUP_LIMITS
                              if getattr(self.limits, key) is not None}
-        request["permissions"] = list(self.permissions)
+        request["capabilities"] = list(self.permissions)
         request["restart"] = dataclasses.asdict(self.restart)
+        # Only when asked for: a kernel that cannot honour them refuses the SPAWN rather than ignore them.
+        if self.sandbox.hostname is not None:
+            request["hostname"] = self.sandbox.hostname
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm

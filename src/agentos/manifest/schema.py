@@ -104,8 +104,8 @@ SANDBOX = Section("agents.<name>.sandbox", "How the agent is isolated from the h
           "private /tmp and work dir it may write. Must exist.", (), exists="any"),
     Field("readonly", Type.PATHS, "Extra host paths bound read-only into the sandbox. Must exist.", (), exists="any"),
     Field("hostname", Type.STRING, "Hostname inside the sandbox.", None, default_doc="the agent's name"),
-    Field("allow_degraded", Type.BOOL, "Start even if a requested isolation layer is unavailable on this host "
-          "(the spawn report says which). Off, SPAWN fails instead.", False),
+    Field("allow_degraded", Type.BOOL, "Start even if a requested isolation layer or limit cannot be enforced "
+          "on this host (the spawn report says which). Off, SPAWN fails instead.", False),
 ))
 
 LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced by the kernel.", (
