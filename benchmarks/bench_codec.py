@@ -6,9 +6,9 @@ import importlib
 from types import ModuleType
 
 import pytest
+from noop_cases import LARGE_PAYLOAD, PIPELINE_BATCH
 
 from agentos.protocol import Op, codec_py
-from noop_cases import LARGE_PAYLOAD, PIPELINE_BATCH
 
 SMALL = b"x" * 32
 LARGE = bytes(range(256)) * (LARGE_PAYLOAD // 256)

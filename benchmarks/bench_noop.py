@@ -11,10 +11,17 @@ import statistics
 from collections.abc import Iterator
 
 import pytest
+from harness import SdkWorkers, load_server
+from noop_cases import (
+    CASES,
+    LARGE_PAYLOAD,
+    PIPELINE_BATCH,
+    TARGETS,
+    Measurement,
+    median_run,
+)
 
 from agentos import Client
-from harness import SdkWorkers, run_load_client
-from noop_cases import CASES, LARGE_PAYLOAD, PIPELINE_BATCH, TARGETS, Measurement, median_run
 
 PAIRS = [(case, target) for case in CASES for target in TARGETS]
 SDK_WORKERS = 8
@@ -29,16 +36,17 @@ def test_c_client(benchmark, servers, references, ratio_table, pytestconfig, cas
     results = []
 
     def run() -> None:
-        results.append(run_load_client(references, server.socket_path, duration=duration,
-                                       **options))
+        results.append(load_server(references, server, duration=duration, **options))
 
     benchmark.group = f"noop {case} (C client)"
     benchmark.pedantic(run, rounds=pytestconfig.getoption("--noop-runs"), iterations=1)
     best = median_run(results)
     benchmark.extra_info.update(best)
     benchmark.extra_info["runs_frames_per_s"] = [r["frames_per_s"] for r in results]
-    ratio_table.add(Measurement(case, "c", target, best["frames_per_s"], best["p50_ns"],
-                                best["p99_ns"], [r["frames_per_s"] for r in results]))
+    ratio_table.add(Measurement(
+        case, "c", target, best["frames_per_s"], best["p50_ns"], best["p99_ns"],
+        [r["frames_per_s"] for r in results],
+        statistics.median(r["server_cpu_ns_per_frame"] for r in results)))
 
 
 @pytest.fixture

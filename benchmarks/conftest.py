@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from harness import References, Server, build_references, ensure_agentos_importable, \
-    start_c_echo, start_kernel, start_uvloop_echo
+from harness import (
+    References,
+    Server,
+    build_references,
+    ensure_agentos_importable,
+    start_c_echo,
+    start_kernel,
+    start_uvloop_echo,
+)
 from noop_cases import RatioTable
 
 ensure_agentos_importable()
@@ -66,7 +72,7 @@ class ServerPool:
         if name == "c_epoll":
             return start_c_echo(self._references)
         if name == "uvloop":
-            pytest.importorskip("uvloop", reason="the uvloop reference needs uvloop (pip install .[bench])")
+            pytest.importorskip("uvloop", reason="the uvloop reference needs .[bench] installed")
             return start_uvloop_echo()
         server = start_kernel()
         found = re.search(r"extensions: ([^)]*)", server.log())

@@ -21,6 +21,8 @@ from typing import Any
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
+#: Python children run with this interpreter's flags (-S, -X ...), so they import the same agentos.
+PYTHON = [sys.executable, *subprocess._args_from_interpreter_flags()]  # type: ignore[attr-defined]
 _STARTUP_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 
@@ -43,7 +45,7 @@ def build_references(out_dir: Path) -> References:
     for name in ("echo_epoll", "load_client"):
         binary = out_dir / name
         cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(REFERENCE_DIR / f"{name}.c")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
         built[name] = binary
@@ -95,6 +97,16 @@ class Server:
         raise RuntimeError(f"{self.name} did not listen on {self.socket_path} within "
                            f"{_STARTUP_TIMEOUT:.0f}s:\n{self.log()}")
 
+    def cpu_ns(self) -> int:
+        """CPU time the server has used so far, all threads, in ns (from schedstat)."""
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # a thread that just exited
+        return total
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
@@ -135,14 +147,14 @@ def start_c_echo(refs: References) -> Server:
 def start_uvloop_echo() -> Server:
     workdir = _workdir("uvloop")
     sock = workdir / "echo.sock"
-    return Server("uvloop", [sys.executable, str(REFERENCE_DIR / "uvloop_echo.py"), str(sock)],
+    return Server("uvloop", [*PYTHON, str(REFERENCE_DIR / "uvloop_echo.py"), str(sock)],
                   workdir, sock)
 
 
 def start_kernel() -> Server:
     workdir = _workdir("kernel")
     sock = workdir / "kernel.sock"
-    argv = [sys.executable, "-m", "agentos.cli.main", "kernel", "--socket", str(sock),
+    argv = [*PYTHON, "-m", "agentos.cli.main", "kernel", "--socket", str(sock),
             "--state-dir", str(workdir / "state")]
     return Server("kernel", argv, workdir, sock)
 
@@ -159,7 +171,8 @@ def run_load_client(refs: References, socket_path: Path, *, mode: str = "sequent
         argv += ["--requests", str(requests)]
     if verify:
         argv.append("--verify")
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + warmup + 60)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          timeout=duration + warmup + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"load_client failed ({proc.returncode}): {proc.stderr.strip()}")
     return json.loads(proc.stdout)
@@ -174,7 +187,7 @@ class SdkWorkers:
         try:
             for _ in range(count):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, script, str(socket_path)], stdin=subprocess.PIPE,
+                    [*PYTHON, script, str(socket_path)], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, text=True, bufsize=1))
             self._expect("ready")
         except BaseException:
@@ -209,3 +222,15 @@ class SdkWorkers:
                 proc.wait()
             if proc.stdout:
                 proc.stdout.close()
+
+
+def load_server(refs: References, server: Server, **options: Any) -> dict[str, Any]:
+    """``run_load_client`` against ``server``, adding the server's CPU time per frame.
+
+    CPU per frame is robust to other load on the machine, which makes frames/s noisy.
+    """
+    before = server.cpu_ns()
+    result = run_load_client(refs, server.socket_path, **options)
+    frames = result["frames"] + result["warmup_frames"]
+    result["server_cpu_ns_per_frame"] = (server.cpu_ns() - before) / frames
+    return result

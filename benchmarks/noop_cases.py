@@ -54,6 +54,8 @@ class Measurement:
     p50_ns: float | None = None
     p99_ns: float | None = None
     runs: list[float] = field(default_factory=list)  # frames/s of each run, for the spread
+    #: Server CPU time per frame (median over runs); C driver only.
+    cpu_ns_per_frame: float | None = None
 
 
 def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -89,6 +91,9 @@ class RatioTable:
                     ratio = m.frames_per_s / ref.frames_per_s if ref else None
                     row = asdict(m)
                     row["ratio_to_c"] = ratio
+                    row["cpu_ratio_to_c"] = (ref.cpu_ns_per_frame / m.cpu_ns_per_frame
+                                             if ref and ref.cpu_ns_per_frame and m.cpu_ns_per_frame
+                                             else None)
                     if target == "kernel" and driver == "c":
                         row["goal"] = case.goal()
                         row["met"] = case.met(m.frames_per_s, ratio)
@@ -96,12 +101,14 @@ class RatioTable:
         return rows
 
     def render(self) -> list[str]:
-        lines = [f"{'driver':<6} {'case':<14} {'target':<8} {'frames/s':>12} {'spread':>7} "
-                 f"{'p50 us':>9} {'p99 us':>9} {'x C':>6}  goal"]
+        lines = [(f"{'driver':<6} {'case':<14} {'target':<8} {'frames/s':>12} {'spread':>7} "
+                  f"{'p50 us':>9} {'p99 us':>9} {'x C':>6} {'cpu ns/fr':>9} {'cpu x C':>7}  goal")]
         for row in self.rows():
+            runs = row["runs"]
             spread = ""
-            if len(row["runs"]) > 1:
-                spread = f"{(max(row['runs']) - min(row['runs'])) / statistics.median(row['runs']):.0%}"
+            if len(runs) > 1:
+                spread = f"{(max(runs) - min(runs)) / statistics.median(runs):.0%}"
+            ratio = _fmt(row["ratio_to_c"], ".2f")
             goal = ""
             if "goal" in row:
                 goal = f"{row['goal']}: {'met' if row['met'] else 'NOT MET'}"
@@ -109,7 +116,8 @@ class RatioTable:
                 f"{row['driver']:<6} {row['case']:<14} {row['target']:<8} "
                 f"{row['frames_per_s']:>12,.0f} {spread:>7} {_us(row['p50_ns']):>9} "
                 f"{_us(row['p99_ns']):>9} "
-                f"{'' if row['ratio_to_c'] is None else format(row['ratio_to_c'], '.2f'):>6}  {goal}")
+                f"{ratio:>6} {_fmt(row['cpu_ns_per_frame'], ',.0f'):>9} "
+                f"{_fmt(row['cpu_ratio_to_c'], '.2f'):>7}  {goal}")
         return lines
 
     def save(self, path: Path) -> None:
@@ -120,4 +128,8 @@ class RatioTable:
 
 
 def _us(ns: float | None) -> str:
-    return "" if ns is None else f"{ns / 1000:.1f}"
+    return _fmt(None if ns is None else ns / 1000, ".1f")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)

@@ -61,7 +61,8 @@ def test_noop_echo_through_python_codec(echo) -> None:  # type: ignore[no-untype
         first, second, third = read_frames(sock, 3)
     assert (first.opcode, first.flags, first.request_id, bytes(first.payload)) == \
         (Op.NOOP, Flag.REPLY, 7, b"hello")
-    assert (second.opcode, second.flags, second.request_id) == (Op.HELLO, Flag.REPLY | Flag.ERROR, 8)
+    assert (second.opcode, second.flags, second.request_id) == \
+        (Op.HELLO, Flag.REPLY | Flag.ERROR, 8)
     assert ujson.loads(bytes(second.payload))["code"] == "not_implemented"
     assert (third.request_id, bytes(third.payload)) == (0xFFFFFFFF, big)
 

@@ -16,7 +16,8 @@
  * --requests N stops each client after N frames instead of after --duration.
  *
  * Output: {"mode", "procs", "payload", "batch", "frames", "seconds", "frames_per_s",
- *          "mib_per_s", "latency_of", "p50_ns", "p99_ns", "max_ns"}; exit 1 on any error.
+ *          "mib_per_s", "latency_of", "p50_ns", "p99_ns", "max_ns", "warmup_frames"};
+ * exit 1 on any error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,6 +60,7 @@ struct options {
 
 /* One per client process, in memory shared with the parent. */
 struct result {
+    uint64_t warmup_frames;
     uint64_t frames;
     uint64_t start_ns;
     uint64_t end_ns;
@@ -299,9 +301,11 @@ static int run_client(const struct options *opt, int go_fd, struct result *res) 
     int (*round)(struct client *) = opt->pipelined ? round_pipelined : round_sequential;
 
     uint64_t t = now_ns(), warm_end = t + (uint64_t)(opt->warmup * 1e9);
-    while (now_ns() < warm_end)
+    while (now_ns() < warm_end) {
         if (round(&c) < 0)
             return -1;
+        res->warmup_frames += frames_per_round;
+    }
     res->start_ns = now_ns();
     uint64_t deadline = res->start_ns + (uint64_t)(opt->duration * 1e9);
     for (;;) {
@@ -395,12 +399,13 @@ int main(int argc, char **argv) {
     while (wait(&status) > 0)
         failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 
-    uint64_t frames = 0, first = UINT64_MAX, last = 0, rounds = 0, max_ns = 0;
+    uint64_t warmup_frames = 0, frames = 0, first = UINT64_MAX, last = 0, rounds = 0, max_ns = 0;
     static uint64_t hist[HIST_SIZE];
     for (int i = 0; i < opt.procs; i++) {
         const struct result *r = &results[i];
         failed |= r->failed;
         frames += r->frames;
+        warmup_frames += r->warmup_frames;
         first = r->start_ns < first ? r->start_ns : first;
         last = r->end_ns > last ? r->end_ns : last;
         for (int b = 0; b < HIST_SIZE; b++) {
@@ -417,12 +422,14 @@ int main(int argc, char **argv) {
     double seconds = (double)(last - first) / 1e9;
     printf("{\"mode\": \"%s\", \"procs\": %d, \"payload\": %u, \"batch\": %u, \"frames\": %llu, "
            "\"seconds\": %.6f, \"frames_per_s\": %.1f, \"mib_per_s\": %.3f, "
-           "\"latency_of\": \"%s\", \"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}\n",
+           "\"latency_of\": \"%s\", \"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu, "
+           "\"warmup_frames\": %llu}\n",
            opt.pipelined ? "pipelined" : "sequential", opt.procs, opt.payload,
            opt.pipelined ? opt.batch : 1, (unsigned long long)frames, seconds,
            (double)frames / seconds, (double)frames * (HEADER_SIZE + opt.payload) / seconds / 1048576.0,
            opt.pipelined ? "batch" : "request",
            (unsigned long long)hist_percentile(hist, rounds, 0.50),
-           (unsigned long long)hist_percentile(hist, rounds, 0.99), (unsigned long long)max_ns);
+           (unsigned long long)hist_percentile(hist, rounds, 0.99), (unsigned long long)max_ns,
+           (unsigned long long)warmup_frames);
     return 0;
 }
