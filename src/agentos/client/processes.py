@@ -1,0 +1,99 @@
+"""Request payloads for the process syscalls, shared by ``Client`` and ``AsyncClient``.
+
+The kernel validates everything; these only shape arguments, and turn a local
+script path into an absolute one (the kernel does not share the caller's cwd).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None = None, *,
+                  command: str | Sequence[str] | None = None, args: Sequence[str] = (),
+                  env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+                  sandboxed: bool = True, network: bool = False,
+                  limits: Mapping[str, Any] | None = None, allow_degraded: bool = False,
+                  capabilities: Sequence[str] | None = None,
+                  writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = ()) -> dict[str, Any]:
+    """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path)."""
+    payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
+    if name is not None:
+        payload["name"] = name
+    if script is not None:
+        payload["script"] = os.path.abspath(script)
+    if command is not None:
+        payload["command"] = command if isinstance(command, str) else list(command)
+    if args:
+        payload["args"] = list(args)
+    if env:
+        payload["env"] = dict(env)
+    if cwd is not None:
+        payload["cwd"] = os.path.abspath(cwd)
+    if limits:
+        payload["limits"] = dict(limits)
+    if allow_degraded:
+        payload["allow_degraded"] = True
+    if capabilities is not None:
+        payload["capabilities"] = list(capabilities)
+    if writable_paths:
+        payload["writable_paths"] = [os.path.abspath(p) for p in writable_paths]
+    if readonly_paths:
+        payload["readonly_paths"] = [os.path.abspath(p) for p in readonly_paths]
+    return payload
+
+
+def target(agent: str | None = None, *, id: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """``{"id": ...}`` or ``{"name": ...}``; a bare ``agent`` is taken as a name (seed style)."""
+    if agent is not None:
+        if id is not None or name is not None:
+            raise TypeError("give the agent positionally, or as id= or name=, not both")
+        name = agent
+    if id is None and name is None:
+        raise TypeError("name the agent: kill('worker'), kill(id=...) or kill(name=...)")
+    out: dict[str, Any] = {}
+    if id is not None:
+        out["id"] = id
+    if name is not None:
+        out["name"] = name
+    return out
+
+
+def kill_request(agent: str | None = None, *, id: str | None = None, name: str | None = None,
+                 grace: float | str | None = None, wait: bool = True) -> dict[str, Any]:
+    payload = target(agent, id=id, name=name)
+    if grace is not None:
+        payload["grace"] = grace
+    if not wait:
+        payload["wait"] = False
+    return payload
+
+
+def list_request(status: str | Sequence[str] | None = None, name: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if status is not None:
+        payload["status"] = status if isinstance(status, str) else list(status)
+    if name is not None:
+        payload["name"] = name
+    return payload
+
+
+def wait_request(agent: str | None = None, *, id: str | None = None, name: str | None = None,
+                 timeout: float | str | None = None, until: str = "exit") -> dict[str, Any]:
+    payload = target(agent, id=id, name=name)
+    if timeout is not None:
+        payload["timeout"] = timeout
+    if until != "exit":
+        payload["until"] = until
+    return payload
+
+
+def logs_request(agent: str | None = None, *, id: str | None = None, name: str | None = None,
+                 tail: int | None = None, follow: bool = False) -> dict[str, Any]:
+    payload = target(agent, id=id, name=name)
+    if tail is not None:
+        payload["tail"] = tail
+    if follow:
+        payload["follow"] = True
+    return payload

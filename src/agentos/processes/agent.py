@@ -1,0 +1,88 @@
+"""One agent the kernel spawned: what was asked, what runs, how it ended."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cgroups import AgentCgroup, CgroupStats, Limits
+from ..kernel.identity import Identity
+from .logs import LogCapture
+
+
+class Status:
+    """An agent's status as LIST reports it."""
+
+    RUNNING = "running"
+    #: Ended on its own with exit code 0.
+    EXITED = "exited"
+    #: Ended on its own with a non-zero code, or died of a signal nobody in agentos sent.
+    FAILED = "failed"
+    #: Ended after KILL, its parent agent ending, or the kernel shutting down.
+    KILLED = "killed"
+    #: The cgroup's OOM killer took it (memory limit).
+    OOM_KILLED = "oom_killed"
+
+    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED})
+
+
+#: The kernel.events topic published when an agent ends with each status.
+END_TOPICS = {Status.EXITED: "agent.exited", Status.FAILED: "agent.exited",
+              Status.KILLED: "agent.killed", Status.OOM_KILLED: "agent.oom_killed"}
+
+
+@dataclass(eq=False)
+class Agent:
+    """The agent table's row; runtime handles live here until the agent is reaped."""
+
+    id: str
+    name: str
+    argv: list[str]
+    limits: Limits
+    sandboxed: bool
+    parent: str | None
+    log: LogCapture
+    cgroup: AgentCgroup
+    pid: int = 0
+    pidfd: int = -1
+    status: str = Status.RUNNING
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    ready_at: float | None = None
+    isolation: dict[str, Any] = field(default_factory=dict)
+    #: Why it is being stopped (``kill``, ``parent``, ``shutdown``); None if nobody asked.
+    stop_reason: str | None = None
+    #: Usage when it ended; read live from the cgroup while running.
+    final_usage: CgroupStats | None = None
+    ended: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    escalation: asyncio.TimerHandle | None = None
+    #: The SPAWN arguments as given, and who gave them: what the supervisor replays to restart it.
+    request: dict[str, Any] = field(default_factory=dict)
+    spawner: Identity | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == Status.RUNNING
+
+    def usage(self) -> CgroupStats:
+        if self.final_usage is not None:
+            return self.final_usage
+        return self.cgroup.stats()
+
+    def info(self) -> dict[str, Any]:
+        """The agent as SPAWN, LIST, WAIT and KILL answer it."""
+        return {
+            "id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
+            "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "ready": self.ready_at is not None, "sandboxed": self.sandboxed,
+            "limits": self.limits.to_dict(), "usage": self.usage().to_dict(),
+        }
+
+    def end_event(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
+                "status": self.status, "exit_code": self.exit_code, "signal": self.signal}

@@ -1,0 +1,56 @@
+"""Turn a checked SPAWN request into a running process through the sandbox."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ..sandbox import Launched, Launcher, SandboxSpec
+from .request import SpawnRequest
+
+#: The fd number an agent finds its kernel connection on (``AGENTOS_FD``).
+AGENT_FD = 3
+#: Kernel environment passed through to agents; nothing else leaks (API keys stay in the kernel).
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "PYTHONPATH",
+              "AGENTOS_NO_EXTENSIONS")
+
+
+def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PASSED_ENV) -> dict[str, str]:
+    """The agent's environment: a few host variables, the request's, then the kernel's own."""
+    env = {key: os.environ[key] for key in passed if key in os.environ}
+    env.setdefault("PATH", os.defpath)
+    # Unbuffered so LOGS shows output as it happens, not when a buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(request.env)
+    env.update({"AGENTOS_FD": str(AGENT_FD), "AGENTOS_AGENT_ID": agent_id,
+                "AGENTOS_AGENT_NAME": request.name})
+    return env
+
+
+def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, output_fd: int,
+                  kernel_fd: int, before_exec: Callable[[int], None],
+                  passed_env: tuple[str, ...] = PASSED_ENV) -> Launched:
+    """Launch the agent with ``output_fd`` as stdout and stderr and ``kernel_fd`` as fd 3.
+
+    Blocks for the sandbox handshake (milliseconds; longer on a loaded host), so
+    the service calls it from a worker thread. Raises ``SandboxError`` when the
+    sandbox cannot be set up; nothing is left running then.
+    """
+    spec = SandboxSpec(
+        argv=request.argv,
+        python_script=request.script,
+        env=agent_env(request, agent_id, passed_env),
+        cwd=request.cwd,
+        # The UTS namespace that makes a hostname private exists only in the sandbox.
+        hostname=request.name if request.sandboxed else None,
+        stdin_fd=None,
+        stdout_fd=output_fd,
+        stderr_fd=output_fd,
+        pass_fds={kernel_fd: AGENT_FD},
+        sandboxed=request.sandboxed,
+        network=request.network,
+        writable_paths=request.writable_paths,
+        readonly_paths=request.readonly_paths,
+        allow_degraded=request.allow_degraded,
+        before_exec=before_exec,
+    )
+    return launcher.launch(spec)

@@ -1,0 +1,434 @@
+"""The ``processes`` service: SPAWN, KILL, LIST, WAIT, LOGS and READY.
+
+Everything runs on the kernel's event loop and nothing in it blocks: exits
+arrive through each agent's pidfd (``loop.add_reader``), output through a pipe
+read the same way, and the SIGTERM -> SIGKILL escalation is a loop timer.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import dataclasses
+import functools
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from ..cgroups import (
+    AgentCgroup,
+    CgroupDriver,
+    Layout,
+    NoDriver,
+    destroy,
+    detect,
+    open_driver,
+)
+from ..errors import InvalidArgument, Timeout, Unavailable
+from ..kernel.identity import Identity
+from ..kernel.syscalls import Call, Handler
+from ..protocol import Op
+from ..sandbox import Launcher, SandboxError
+from .agent import END_TOPICS, Agent, Status
+from .launcher import start_process
+from .logs import LogCapture
+from .request import SpawnRequest, parse_grace, parse_int, parse_timeout
+from .settings import ProcessSettings
+from .table import AgentTable
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+    from ..permissions import Permissions
+
+log = logging.getLogger("agentos.processes")
+
+#: How long an ended agent's output may keep arriving (from a tree being killed) before LOGS closes.
+_LOG_DRAIN_S = 2.0
+_LOG_CHUNK = 64 * 1024
+_MAX_TAIL = 16 * 1024 * 1024
+
+
+class ProcessService:
+    """Spawns agents in cgroups and sandboxes, and supervises them until they are reaped."""
+
+    name = "processes"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        try:
+            self.settings = ProcessSettings.from_section(kernel.config.section("processes"))
+        except ValueError as exc:
+            raise ValueError(f"kernel configuration: {exc}") from None
+        self.table = AgentTable(self.settings.keep_ended)
+        self.log_dir = kernel.config.state_dir / "logs"
+        self.layout = Layout()
+        self.driver: CgroupDriver = NoDriver("not started")
+        self.launcher = Launcher()
+        self._background: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[Agent]] = set()
+
+    # -- service lifecycle ---------------------------------------------------------
+
+    def syscalls(self) -> Mapping[Op, Handler]:
+        return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
+                Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready}
+
+    async def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # From the loop thread: agents' parent-death signal is tied to the thread that starts it.
+        self.launcher.start()
+        if self.settings.cgroups == "none":
+            self.driver = NoDriver("cgroups are turned off (processes.cgroups: none)")
+            return
+        self.layout = detect()
+        driver = open_driver(self.layout)
+        try:
+            stale = driver.start()
+        except OSError as exc:
+            self.driver = NoDriver(f"cannot create cgroups under {driver.roots}: {exc}")
+            log.warning("agents will run without cgroups: %s", self.driver.reason)  # type: ignore[attr-defined]
+            return
+        self.driver = driver
+        if stale:
+            log.info("removing %d agent cgroup(s) left by a kernel that died", len(stale))
+            await asyncio.gather(*(destroy(cgroup) for cgroup in stale))
+        driver.prune()
+        log.info("cgroups: %s driver on a %s host, enforcing %s", driver.name, self.layout.kind,
+                 ", ".join(sorted(driver.enforceable)) or "nothing")
+
+    async def stop(self) -> None:
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
+        running = self.table.running()
+        for agent in running:
+            self._terminate(agent, self.settings.stop_grace, "shutdown")
+        await asyncio.gather(*(asyncio.shield(agent.ended) for agent in running))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        self.launcher.close()
+        self.driver.stop()
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {"cgroups": self.driver.describe(), "layout": self.layout.to_dict()}
+
+    # -- syscalls --------------------------------------------------------------------
+
+    async def spawn(self, call: Call) -> dict[str, Any]:
+        """Start an agent; answers ``{id, name, pid, status, isolation, ...}``."""
+        return await self.spawn_as(call.identity, call.args())
+
+    async def spawn_as(self, caller: Identity, args: dict[str, Any]) -> dict[str, Any]:
+        """SPAWN on behalf of ``caller`` (the supervisor restarts agents through this)."""
+        original = dict(args)
+        capabilities = args.pop("capabilities", None)
+        request = SpawnRequest.parse(args)
+        permissions = self._permissions()
+        granted = (permissions.child_capabilities(caller, capabilities)
+                   if permissions is not None else None)
+        self.table.check_name_free(request.name)
+        missing = [name for name in request.limits.requested() if name not in self.driver.enforceable]
+        if missing and not request.allow_degraded:
+            raise Unavailable(
+                f"limits {missing} cannot be enforced on this host ({self._cgroup_situation()}); "
+                "set allow_degraded to run the agent without them", limits=missing,
+                driver=self.driver.name)
+        # Shielded: once a process may exist, a client hanging up must not orphan it.
+        task = self.kernel.loop.create_task(self._start_agent(request, caller, original))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        agent = await asyncio.shield(task)
+        if permissions is not None and granted is not None:
+            permissions.register_agent(agent.id, granted, caller, request.name)
+        return {**agent.info(), "isolation": agent.isolation}
+
+    async def _start_agent(self, request: SpawnRequest, caller: Identity, original: dict[str, Any]) -> Agent:
+        agent_id = secrets.token_hex(6)
+        try:
+            cgroup = self.driver.create(agent_id, request.limits)
+        except OSError as exc:
+            raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
+        capture = LogCapture(self.log_dir / f"{request.name}-{agent_id}.log", self.settings.log_max_bytes)
+        output_fd = capture.pipe()
+        kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # The sandbox handshake blocks: a worker thread waits for it, not the loop.
+            launched = await self.kernel.loop.run_in_executor(None, functools.partial(
+                start_process, self.launcher, request, agent_id, output_fd=output_fd,
+                kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
+                passed_env=self.settings.pass_env))
+        except SandboxError as exc:
+            self._abandon(cgroup, capture, kernel_end)
+            raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None
+        except BaseException:
+            self._abandon(cgroup, capture, kernel_end)
+            raise
+        finally:
+            os.close(output_fd)
+            agent_end.close()
+
+        agent = Agent(id=agent_id, name=request.name, argv=request.argv, limits=request.limits,
+                      sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
+                      cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=original,
+                      spawner=caller)
+        agent.isolation = self._isolation(cgroup, launched.isolation)
+        self.table.add(agent)
+        self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
+                                                         gid=os.getgid(), agent_id=agent_id))
+        self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
+        log.info("agent %s (%s) started: pid %d, argv %s", agent.name, agent.id, agent.pid, agent.argv)
+        self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
+                                                     "pid": agent.pid, "parent": agent.parent})
+        return agent
+
+    async def kill(self, call: Call) -> dict[str, Any]:
+        """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
+        args = call.args()
+        agent = self.table.find(args)
+        permissions = self._permissions()
+        if permissions is not None:
+            permissions.check_kill(call.identity, agent.id)
+        grace = parse_grace(args, self.settings.kill_grace)
+        wait = args.get("wait", True)
+        if not isinstance(wait, bool):
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        was_running = agent.running
+        if was_running:
+            self._terminate(agent, grace, "kill")
+            if wait:
+                await asyncio.shield(agent.ended)
+        return {**agent.info(), "killed": was_running}
+
+    async def list(self, call: Call) -> dict[str, Any]:
+        """Every agent the table holds (running and recently ended), optionally filtered."""
+        args = call.args()
+        statuses = args.get("status")
+        if isinstance(statuses, str):
+            statuses = [statuses]
+        if statuses is not None and (not isinstance(statuses, list)
+                                     or not set(statuses) <= Status.ENDED | {Status.RUNNING}):
+            raise InvalidArgument(f"status must be one or a list of running, exited, failed, "
+                                  f"killed, oom_killed; got {args.get('status')!r}")
+        name = args.get("name")
+        return {"agents": [agent.info() for agent in self.table
+                           if (statuses is None or agent.status in statuses)
+                           and (name is None or agent.name == name)]}
+
+    async def wait(self, call: Call) -> dict[str, Any]:
+        """Block this request (only) until the agent ends, or with ``until: "ready"`` until READY."""
+        args = call.args()
+        agent = self.table.find(args)
+        until = args.get("until", "exit")
+        if until not in ("exit", "ready"):
+            raise InvalidArgument(f"until must be 'exit' or 'ready', got {until!r}")
+        waiting = {agent.ended} if until == "exit" else {agent.ended, agent.ready}
+        timeout = parse_timeout(args)
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            raise Timeout(f"agent {agent.name!r} did not {'end' if until == 'exit' else 'become ready'} "
+                          f"within {timeout}s", id=agent.id, status=agent.status)
+        return agent.info()
+
+    async def logs(self, call: Call) -> dict[str, Any]:
+        """The last ``tail`` bytes of the agent's output; with ``follow``, stream until it ends."""
+        args = call.args()
+        agent = self.table.find(args)
+        tail = parse_int(args, "tail", 64 * 1024, 0, _MAX_TAIL)
+        follow = args.get("follow", False)
+        if not isinstance(follow, bool):
+            raise InvalidArgument(f"follow must be true or false, got {follow!r}")
+        capture = agent.log
+        offset, data = capture.read(max(0, capture.size - tail), tail)
+        head = {"id": agent.id, "name": agent.name, "path": str(capture.path)}
+        if not follow:
+            return {**head, "data": data.decode(errors="replace"), "offset": offset,
+                    "size": offset + len(data), "truncated": offset > 0}
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        position = offset + len(data)
+        if data:
+            await call.stream({"data": decoder.decode(data), "offset": offset})
+        while True:
+            await capture.wait_beyond(position)
+            start, data = capture.read(position, _LOG_CHUNK)
+            if data:
+                position = start + len(data)
+                await call.stream({"data": decoder.decode(data), "offset": start})
+                continue
+            if capture.finished:
+                break
+        await asyncio.shield(agent.ended)
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            await call.stream({"data": rest, "offset": position})
+        return {**head, "size": position, "status": agent.status, "exit_code": agent.exit_code,
+                "signal": agent.signal}
+
+    async def ready(self, call: Call) -> dict[str, Any]:
+        """An agent tells the kernel it is up (supervisors and WAIT ``until: ready`` see it)."""
+        agent_id = call.identity.agent_id
+        if agent_id is None:
+            raise InvalidArgument("READY is sent by a spawned agent about itself, over the "
+                                  "connection the kernel gave it")
+        agent = self.table.find({"id": agent_id})
+        if agent.ready_at is None:
+            agent.ready_at = time.time()
+            agent.ready.set_result(None)
+            self.kernel.events.publish("agent.ready", {"id": agent.id, "name": agent.name})
+        return {"id": agent.id, "name": agent.name, "ready": True}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _terminate(self, agent: Agent, grace: float, reason: str) -> None:
+        """SIGTERM now, SIGKILL after ``grace`` (a loop timer: nothing waits here)."""
+        if not agent.running:
+            return
+        if agent.stop_reason is None:
+            agent.stop_reason = reason
+        loop = self.kernel.loop
+        deadline = loop.time() + grace
+        if agent.escalation is not None:
+            if agent.escalation.when() <= deadline:
+                return  # Already stopping, at least as soon.
+            agent.escalation.cancel()
+        else:
+            self._signal_tree(agent, signal.SIGTERM)
+        agent.escalation = loop.call_at(deadline, self._escalate, agent)
+
+    def _escalate(self, agent: Agent) -> None:
+        agent.escalation = None
+        if agent.running:
+            log.info("agent %s (%s) outlived its grace period: SIGKILL", agent.name, agent.id)
+            self._signal_tree(agent, signal.SIGKILL)
+
+    def _signal_tree(self, agent: Agent, sig: int) -> None:
+        if agent.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(agent.pidfd, sig)
+            except ProcessLookupError:
+                pass
+        if not agent.cgroup.tracks_tree:
+            return
+        if sig == signal.SIGKILL:
+            agent.cgroup.kill()
+            return
+        for pid in agent.cgroup.procs():
+            if pid != agent.pid:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def _on_pidfd(self, agent: Agent) -> None:
+        """The agent's main process ended: reap it, then finish the agent in the background."""
+        try:
+            result = os.waitid(os.P_PIDFD, agent.pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            result = None
+            log.error("agent %s (%s): pid %d was reaped by someone else", agent.name, agent.id, agent.pid)
+        else:
+            if result is None:
+                return
+        self.kernel.loop.remove_reader(agent.pidfd)
+        os.close(agent.pidfd)
+        agent.pidfd = -1
+        if result is not None:
+            if result.si_code == os.CLD_EXITED:
+                agent.exit_code = result.si_status
+            else:
+                agent.signal = result.si_status
+        self._spawn_background(self._finish(agent))
+
+    async def _finish(self, agent: Agent) -> None:
+        """Kill what is left of the tree, read the final counters, remove the cgroup, tell everyone."""
+        try:
+            if agent.escalation is not None:
+                agent.escalation.cancel()
+                agent.escalation = None
+
+            def snapshot() -> None:
+                # Killed descendants may linger as zombies until init reaps them; pids.current
+                # still counts those, but nothing of the agent runs any more.
+                agent.final_usage = dataclasses.replace(agent.cgroup.stats(), pids_current=0)
+
+            if agent.cgroup.tracks_tree:
+                await destroy(agent.cgroup, on_empty=snapshot)
+            if agent.final_usage is None:
+                snapshot()
+            await agent.log.wait_eof(_LOG_DRAIN_S)
+        finally:
+            agent.log.close()
+            self._end(agent)
+
+    def _end(self, agent: Agent) -> None:
+        usage = agent.final_usage
+        if agent.stop_reason is not None:
+            agent.status = Status.KILLED
+        elif agent.signal == signal.SIGKILL and usage is not None and (usage.oom_kills or 0) > 0:
+            agent.status = Status.OOM_KILLED
+        elif agent.exit_code == 0:
+            agent.status = Status.EXITED
+        else:
+            agent.status = Status.FAILED
+        agent.ended_at = time.time()
+        for conn in self.kernel.connections_of(agent.id):
+            conn.close()
+        for child in self.table.children(agent):
+            self._terminate(child, self.settings.kill_grace, "parent")
+        self.table.ended(agent)
+        log.info("agent %s (%s) %s: exit code %s, signal %s", agent.name, agent.id, agent.status,
+                 agent.exit_code, agent.signal)
+        self.kernel.events.publish(END_TOPICS[agent.status], agent.end_event())
+        agent.ended.set_result(None)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket) -> None:
+        """Undo a SPAWN whose process never started."""
+        kernel_end.close()
+        capture.close()
+        capture.path.unlink(missing_ok=True)
+        self._spawn_background(self._remove_cgroup(cgroup))
+
+    @staticmethod
+    async def _remove_cgroup(cgroup: AgentCgroup) -> None:
+        await destroy(cgroup)
+
+    def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.kernel.loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("process supervision task failed", exc_info=task.exception())
+
+    def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any]) -> dict[str, Any]:
+        not_enforced = sorted(name for name, ok in cgroup.enforced.items() if not ok)
+        degraded = [f"limits.{name}" for name in not_enforced]
+        degraded += list(sandbox.get("degraded", []))
+        return {
+            "cgroup": {"driver": self.driver.name, "layout": self.layout.kind,
+                       "enforced": sorted(name for name, ok in cgroup.enforced.items() if ok),
+                       "not_enforced": not_enforced, "tracks_tree": cgroup.tracks_tree,
+                       **({"reason": cast(NoDriver, self.driver).reason}
+                          if isinstance(self.driver, NoDriver) else {})},
+            "sandbox": dict(sandbox),
+            "degraded": degraded,
+        }
+
+    def _cgroup_situation(self) -> str:
+        if isinstance(self.driver, NoDriver):
+            return f"no cgroups: {self.driver.reason}"
+        return (f"the {self.driver.name} cgroup driver enforces only "
+                f"{sorted(self.driver.enforceable) or 'nothing'}")
+
+    def _permissions(self) -> Permissions | None:
+        if "permissions" not in self.kernel.services:
+            return None
+        from ..permissions.service import permissions_of
+
+        return permissions_of(self.kernel)

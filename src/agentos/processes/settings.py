@@ -1,0 +1,53 @@
+"""The ``processes`` section of the kernel configuration."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..units import parse_bytes, parse_duration
+from .launcher import PASSED_ENV
+
+_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env")
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """How agents are run, logged and stopped."""
+
+    #: Cap of one agent log file; one older file of the same size is kept beside it.
+    log_max_bytes: int = 8 * 1024 * 1024
+    #: Seconds between KILL's SIGTERM and SIGKILL, unless the request gives ``grace``.
+    kill_grace: float = 5.0
+    #: The same at kernel shutdown, for every agent at once.
+    stop_grace: float = 3.0
+    #: Ended agents LIST and WAIT still know about; older ones are forgotten.
+    keep_ended: int = 256
+    #: ``"auto"`` detects the host's cgroups; ``"none"`` runs agents without any.
+    cgroups: str = "auto"
+    #: Kernel environment variables agents inherit (the rest, API keys included, stays out).
+    pass_env: tuple[str, ...] = PASSED_ENV
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ProcessSettings:
+        unknown = sorted(set(section) - set(_KEYS))
+        if unknown:
+            raise ValueError(f"processes: unknown setting(s) {unknown}; known: {list(_KEYS)}")
+        defaults = cls()
+        cgroups = section.get("cgroups", defaults.cgroups)
+        if cgroups not in ("auto", "none"):
+            raise ValueError(f"processes.cgroups must be 'auto' or 'none', got {cgroups!r}")
+        keep = section.get("keep_ended", defaults.keep_ended)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"processes.keep_ended must be a non-negative integer, got {keep!r}")
+        extra = section.get("pass_env", [])
+        if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
+            raise ValueError("processes.pass_env must be a list of variable names")
+        return cls(
+            log_max_bytes=parse_bytes(section.get("log_max_bytes", defaults.log_max_bytes),
+                                      "processes.log_max_bytes"),
+            kill_grace=parse_duration(section.get("kill_grace", defaults.kill_grace), "processes.kill_grace"),
+            stop_grace=parse_duration(section.get("stop_grace", defaults.stop_grace), "processes.stop_grace"),
+            keep_ended=keep, cgroups=cgroups,
+            pass_env=tuple(dict.fromkeys((*PASSED_ENV, *extra))),
+        )

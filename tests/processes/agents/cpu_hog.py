@@ -1,0 +1,6 @@
+"""Spins on the CPU forever."""
+import agentos
+
+agentos.Client().ready()
+while True:
+    pass

@@ -1,0 +1,39 @@
+"""Shared pieces of the process tests: the test agents and where a kernel's cgroups live."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agentos.cgroups import TOP, detect, instance_name, open_driver
+
+AGENTS = Path(__file__).parent / "agents"
+
+
+def agent(name: str) -> str:
+    """Path of a test agent script."""
+    return str(AGENTS / f"{name}.py")
+
+
+def kernel_cgroup_dirs(kernel_pid: int) -> list[Path]:
+    """The ``agentos/<instance>`` directories the kernel with ``kernel_pid`` works in."""
+    driver = open_driver(detect())
+    instance = instance_name(kernel_pid)
+    return [root / TOP / instance for root in driver.roots]
+
+
+def require_cgroup_limits() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: agents get cgroup limits")
+    if open_driver(detect()).enforceable != {"memory", "pids", "cpu"}:
+        pytest.skip("needs a host whose cgroups enforce memory, pids and cpu")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,136 @@
+"""Faults: an agent that hogs memory, forks without end, spins, or ignores SIGTERM, and the
+kernel carries on; a kernel stopped or killed leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from agentos.testing.kernel import KernelProcess
+
+from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limits
+
+MiB = 1024 * 1024
+
+
+def test_memory_hog_is_oom_killed_and_others_carry_on(kernel) -> None:  # type: ignore[no-untyped-def]
+    require_cgroup_limits()
+    client = kernel.client()
+    healthy = client.spawn("healthy", agent("sleeper"), sandboxed=False, limits={"memory": "128Mi"})
+    hog = client.spawn("hog", agent("memory_hog"), sandboxed=False, limits={"memory": "64Mi"})
+    end = client.wait(id=hog["id"], timeout=60)
+    assert end["status"] == "oom_killed"
+    assert end["signal"] == signal.SIGKILL
+    assert end["usage"]["oom_kills"] >= 1
+    assert end["usage"]["memory_peak"] <= 64 * MiB
+    client.wait(id=healthy["id"], until="ready", timeout=60)
+    assert client.list_agents(name="healthy")[0]["status"] == "running"
+    assert pid_alive(healthy["pid"])
+    assert client.echo("kernel alive") == "kernel alive"
+
+
+def test_fork_bomb_stops_at_pids(kernel) -> None:  # type: ignore[no-untyped-def]
+    require_cgroup_limits()
+    client = kernel.client()
+    bomb = client.spawn("bomb", agent("fork_bomb"), sandboxed=False, limits={"pids": 16})
+    client.wait(id=bomb["id"], until="ready", timeout=60)
+    out = client.logs(id=bomb["id"])
+    assert "fork refused" in out
+    children = int(out.split("children ")[1].split()[0])
+    assert children < 16
+    usage = client.list_agents(name="bomb")[0]["usage"]
+    assert usage["pids_current"] <= 16
+    assert client.echo("kernel alive") == "kernel alive"
+    tree = _cgroup_procs(kernel, bomb["id"])
+    assert len(tree) == children + 1
+    end = client.kill(id=bomb["id"], grace=1)
+    assert end["status"] == "killed"
+    assert [pid for pid in tree if pid_alive(pid)] == []  # the whole tree went with it
+
+
+def test_cpu_hog_is_throttled_to_its_quota(kernel) -> None:  # type: ignore[no-untyped-def]
+    require_cgroup_limits()
+    client = kernel.client()
+    hog = client.spawn("spinner", agent("cpu_hog"), sandboxed=False, limits={"cpu": 0.2})
+    client.wait(id=hog["id"], until="ready", timeout=60)
+    usage = client.list_agents(name="spinner")[0]["usage"]
+    while usage["cpu_nr_throttled"] < 10:
+        usage = client.list_agents(name="spinner")[0]["usage"]
+    # Read from the cgroup's own accounting: each 100 ms period grants at most 20 ms of CPU.
+    # (The first period may have begun before the agent's process joined: allow one extra.)
+    assert usage["cpu_usage_usec"] <= (usage["cpu_nr_periods"] + 1) * 20_000 * 1.05 + 50_000
+    assert usage["cpu_throttled_usec"] > 0
+    client.kill(id=hog["id"], grace=1)
+
+
+def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(kernel) -> None:  # type: ignore[no-untyped-def]
+    killer, other = kernel.client(), kernel.client()
+    stubborn = killer.spawn("stubborn", agent("stubborn"), sandboxed=False)
+    killer.wait(id=stubborn["id"], until="ready", timeout=60)
+    main_pid, grandchild = (int(p) for p in killer.logs(id=stubborn["id"]).split()[1:3])
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.update(killer.kill(id=stubborn["id"], grace=30)))
+    thread.start()
+    try:
+        # KILL has sent SIGTERM (ignored) and waits out its grace period on a timer...
+        assert other.noop_batch([b"x"] * 200) == [b"x"] * 200
+        [listed] = other.list_agents(name="stubborn")
+        assert listed["status"] == "running" and thread.is_alive()
+        # ...while the kernel answers everyone else. A second KILL with no grace ends it now.
+        other.kill(id=stubborn["id"], grace=0)
+    finally:
+        thread.join(60)
+    assert result["status"] == "killed" and result["signal"] == signal.SIGKILL
+    assert not pid_alive(main_pid) and not pid_alive(grandchild)
+
+
+def test_kernel_sigterm_leaves_nothing_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mounts_before = _mount_points()
+    kernel = KernelProcess(tmp_path / "k").start()
+    try:
+        client = kernel.client()
+        stubborn = client.spawn("stubborn", agent("stubborn"), sandboxed=False)
+        sleeper = client.spawn("sleeper", agent("sleeper"), sandboxed=False)
+        client.wait(id=stubborn["id"], until="ready", timeout=60)
+        client.wait(id=sleeper["id"], until="ready", timeout=60)
+        pids = [sleeper["pid"], *(int(p) for p in client.logs(id=stubborn["id"]).split()[1:3])]
+        cgroup_dirs = kernel_cgroup_dirs(kernel.proc.pid)
+    finally:
+        assert kernel.stop() == 0, kernel.log()
+    assert "Traceback" not in kernel.log()
+    assert not kernel.socket_path.exists()
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert [d for d in cgroup_dirs if d.exists()] == []
+    assert _mount_points() == mounts_before
+
+
+def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    require_cgroup_limits()
+    first = KernelProcess(tmp_path / "k1").start()
+    try:
+        client = first.client()
+        info = client.spawn("orphan", agent("stubborn"), sandboxed=False, limits={"pids": 8})
+        client.wait(id=info["id"], until="ready", timeout=60)
+        pids = [int(p) for p in client.logs(id=info["id"]).split()[1:3]]
+        stale = kernel_cgroup_dirs(first.proc.pid)
+    finally:
+        first.kill()  # a crash: no cleanup ran
+    assert any(d.exists() for d in stale)
+    with KernelProcess(tmp_path / "k2") as second:
+        second.client().echo("up")  # started: stale subtrees are gone before it listens
+        assert [d for d in stale if d.exists()] == []
+        assert [pid for pid in pids if pid_alive(pid)] == []
+
+
+def _cgroup_procs(kernel, agent_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+    pids: set[int] = set()
+    for directory in kernel_cgroup_dirs(kernel.proc.pid):
+        pids.update(int(p) for p in (directory / agent_id / "cgroup.procs").read_text().split())
+    return sorted(pids)
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+

@@ -1,0 +1,184 @@
+"""SPAWN, LIST, WAIT, LOGS and READY through a real kernel (unsandboxed agents)."""
+from __future__ import annotations
+
+import pytest
+
+import agentos
+from agentos import AlreadyExists, InvalidArgument, NotFound, Timeout
+
+from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limits
+
+
+def test_spawn_answers_the_seed_shape_and_more(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = client.spawn("sleepy", agent("sleeper"), sandboxed=False)
+    assert {"id", "name", "pid", "status"} <= set(info)
+    assert info["name"] == "sleepy" and info["status"] == "running"
+    assert info["parent"] is None
+    assert pid_alive(info["pid"])
+    isolation = info["isolation"]
+    assert isolation["cgroup"]["driver"] in ("v1", "v2", "none")
+    assert isolation["degraded"] == []
+    client.wait(id=info["id"], until="ready", timeout=60)
+    [listed] = client.list_agents(name="sleepy")
+    assert listed["id"] == info["id"] and listed["status"] == "running" and listed["ready"]
+    assert listed["started_at"] > 0 and listed["ended_at"] is None
+    end = client.kill(id=info["id"], grace=5)
+    assert end["status"] == "killed" and end["killed"] is True
+    assert end["signal"] is not None and not pid_alive(info["pid"])
+
+
+def test_exit_codes_and_logs(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    ok = client.spawn("ok", agent("printer"), args=["4", "0", "0"], sandboxed=False)
+    bad = client.spawn("bad", agent("printer"), args=["3", "7", "0"], sandboxed=False)
+    done = client.wait(id=ok["id"], timeout=60)
+    assert done["status"] == "exited" and done["exit_code"] == 0 and done["signal"] is None
+    failed = client.wait("bad", timeout=60)
+    assert failed["status"] == "failed" and failed["exit_code"] == 7
+    # stdout and stderr, in the order they were written.
+    assert client.logs(id=ok["id"]) == "line 0\nline 1\nline 2\nline 3\n"
+    assert client.logs("bad", tail=7) == "line 2\n"
+    statuses = {a["name"]: a["status"] for a in client.list_agents()}
+    assert statuses == {"ok": "exited", "bad": "failed"}
+    assert [a["name"] for a in client.list_agents(status="failed")] == ["bad"]
+    logs_dir = kernel.state_dir / "logs"
+    assert (logs_dir / f"ok-{ok['id']}.log").read_text().count("line") == 4
+    assert bad["id"] != ok["id"]
+
+
+def test_follow_streams_until_the_agent_ends(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = client.spawn("talker", agent("printer"), args=["6", "0", "0.05"], sandboxed=False)
+    text = "".join(client.follow_logs(id=info["id"], tail=0))
+    assert text == "".join(f"line {i}\n" for i in range(6))
+    assert client.list_agents(name="talker")[0]["status"] == "exited"
+
+
+def test_command_agents_and_environment(kernel, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = client.spawn("shell", command=["sh", "-c", 'echo "$GREETING $AGENTOS_AGENT_NAME $PWD"; '
+                                               'echo "secret=${AGENTOS_TEST_SECRET:-none}"; exit 3'],
+                        env={"GREETING": "hi"}, cwd=tmp_path, sandboxed=False)
+    end = client.wait(id=info["id"], timeout=60)
+    assert end["exit_code"] == 3
+    out = client.logs(id=info["id"])
+    assert out.splitlines()[0] == f"hi shell {tmp_path}"
+    assert out.splitlines()[1] == "secret=none"
+
+
+def test_kernel_environment_does_not_leak(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agentos.testing.kernel import KernelProcess
+
+    with KernelProcess(tmp_path / "k", env={"AGENTOS_TEST_SECRET": "s3cr3t"}) as kernel:
+        client = kernel.client()
+        info = client.spawn("env", command=["sh", "-c", 'echo "secret=${AGENTOS_TEST_SECRET:-none}"'],
+                            sandboxed=False)
+        client.wait(id=info["id"], timeout=60)
+        assert client.logs(id=info["id"]) == "secret=none\n"
+
+
+def test_bad_requests_are_refused_clearly(kernel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    with pytest.raises(InvalidArgument, match="exactly one of script"):
+        client.spawn("x", sandboxed=False)
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        client.spawn("x", str(tmp_path / "missing.py"), sandboxed=False)
+    with pytest.raises(InvalidArgument, match="not an executable"):
+        client.spawn("x", command=["no-such-program-here"], sandboxed=False)
+    with pytest.raises(InvalidArgument, match="name"):
+        client.spawn("bad name!", agent("sleeper"), sandboxed=False)
+    with pytest.raises(InvalidArgument, match="AGENTOS_FD"):
+        client.spawn("x", agent("sleeper"), env={"AGENTOS_FD": "0"}, sandboxed=False)
+    with pytest.raises(InvalidArgument, match="limits.memory"):
+        client.spawn("x", agent("sleeper"), limits={"memory": "plenty"}, sandboxed=False)
+    with pytest.raises(InvalidArgument, match="unknown field"):
+        client._call(agentos.protocol.Op.SPAWN, {"script": agent("sleeper"), "sandbox": False})
+    with pytest.raises(NotFound):
+        client.kill("nobody")
+    with pytest.raises(NotFound):
+        client.wait(id="0123456789ab")
+    with pytest.raises(InvalidArgument):
+        client.ready()  # not an agent
+    assert client.list_agents() == []
+    assert client.echo("still here") == "still here"
+
+
+def test_names_are_unique_among_running_agents(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    first = client.spawn("solo", agent("sleeper"), sandboxed=False)
+    with pytest.raises(AlreadyExists):
+        client.spawn("solo", agent("sleeper"), sandboxed=False)
+    client.kill("solo", grace=5)
+    second = client.spawn("solo", agent("sleeper"), sandboxed=False)
+    assert second["id"] != first["id"]
+    assert client.list_agents(name="solo", status="running")[0]["id"] == second["id"]
+
+
+def test_wait_timeout_answers_only_that_request(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = client.spawn("waiter", agent("sleeper"), sandboxed=False)
+    with pytest.raises(Timeout):
+        client.wait(id=info["id"], timeout=0.05)
+    assert client.list_agents(name="waiter")[0]["status"] == "running"
+
+
+def test_limits_are_applied_and_reported(kernel) -> None:  # type: ignore[no-untyped-def]
+    require_cgroup_limits()
+    client = kernel.client()
+    info = client.spawn("limited", agent("sleeper"), sandboxed=False,
+                        limits={"memory": "128Mi", "pids": 32, "cpu": 0.5})
+    assert info["limits"] == {"memory": 128 * 1024 * 1024, "pids": 32, "cpu": 0.5}
+    assert info["isolation"]["cgroup"]["enforced"] == ["cpu", "memory", "pids"]
+    client.wait(id=info["id"], until="ready", timeout=60)
+    usage = client.list_agents(name="limited")[0]["usage"]
+    assert usage["pids_current"] >= 1 and usage["memory_current"] > 0
+    for directory in kernel_cgroup_dirs(kernel.proc.pid):
+        assert (directory / info["id"]).is_dir()
+    client.kill(id=info["id"], grace=5)
+    for directory in kernel_cgroup_dirs(kernel.proc.pid):
+        assert not (directory / info["id"]).exists(), "the agent's cgroup outlived it"
+
+
+def test_agents_spawn_children_and_the_tree_is_recorded(kernel) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    parent = client.spawn("parent", agent("spawner"), args=["unsandboxed"], sandboxed=False,
+                          capabilities=["spawn", "kill"])
+    client.wait(id=parent["id"], until="ready", timeout=60)
+    [child] = client.list_agents(name="child-of-parent")
+    assert child["parent"] == parent["id"]
+    # The agent learned its child's id from the kernel's answer.
+    assert f"child {child['id']}" in client.logs(id=parent["id"])
+    client.kill(id=parent["id"], grace=5)
+    end = client.wait(id=child["id"], timeout=60)
+    assert end["status"] == "killed", "a child agent outlived its parent"
+
+
+def test_lifecycle_events_are_published(kernel) -> None:  # type: ignore[no-untyped-def]
+    watcher = kernel.client()
+    client = kernel.client()
+    with watcher.subscribe("agent.*") as events:
+        info = client.spawn("evented", agent("printer"), args=["1", "5", "0"], sandboxed=False)
+        seen = []
+        for event in events:
+            if event.get("id") == info["id"]:
+                seen.append(event)
+            if len(seen) == 2:
+                break
+    assert [e["topic"] for e in seen] == ["agent.started", "agent.exited"]
+    assert seen[1]["status"] == "failed" and seen[1]["exit_code"] == 5
+    assert seen[1]["name"] == "evented"
+
+
+def test_async_client(kernel) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    async def main() -> None:
+        async with await agentos.AsyncClient.connect(kernel.socket_path) as client:
+            info = await client.spawn("aio", agent("printer"), args=["2", "0", "0"], sandboxed=False)
+            end = await client.wait(id=info["id"], timeout=60)
+            assert end["status"] == "exited"
+            assert await client.logs(id=info["id"]) == "line 0\nline 1\n"
+            assert [a["id"] for a in await client.list_agents()] == [info["id"]]
+
+    asyncio.run(main())
