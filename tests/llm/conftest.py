@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -13,7 +14,9 @@ from agentos.llm.config import LLMConfig
 from agentos.llm.http import new_session
 from agentos.llm.provider import Provider, make_provider
 from agentos.llm.retry import RetryPolicy
+from agentos import Client
 from agentos.testing import FakeGemini
+from agentos.testing.kernel import KernelProcess
 
 T = TypeVar("T")
 
@@ -26,10 +29,6 @@ def config_for(url: str, **overrides: Any) -> LLMConfig:
                      api_key_source="GEMINI_API_KEY", timeout=5.0, stream_idle_timeout=5.0,
                      retry=FAST_RETRY)
     return replace(base, **overrides)
-
-
-def run(factory: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(factory())  # type: ignore[arg-type]
 
 
 async def with_gemini(test: Callable[[FakeGemini, Provider], Awaitable[T]],
@@ -53,3 +52,50 @@ def gemini() -> Callable[..., Any]:
     def runner(test: Callable[[FakeGemini, Provider], Awaitable[T]], **overrides: Any) -> T:
         return asyncio.run(with_gemini(test, **overrides))
     return runner
+
+
+class LLMKernel:
+    """A kernel subprocess wired to a fake Gemini running in this process."""
+
+    def __init__(self, root: Path, fake: FakeGemini, env: dict[str, str]) -> None:
+        self.fake = fake
+        self.process = KernelProcess(root, env=env)
+
+    def client(self) -> Client:
+        return self.process.client()
+
+    def restart(self) -> None:
+        self.process.restart()
+
+    def log(self) -> str:
+        return self.process.log()
+
+
+@pytest.fixture
+def llm_kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LLMKernel]:
+    """A real kernel talking to a fake Gemini; ``@pytest.mark.llm_env(...)`` adds environment.
+
+    The kernel gets the fake's URL through AGENTOS_GEMINI_BASE_URL and the key through
+    GEMINI_API_KEY, exactly as a user would configure it.
+    """
+    marker = request.node.get_closest_marker("llm_env")
+    extra: dict[str, str] = dict(marker.kwargs) if marker else {}
+    with FakeGemini().running_in_thread() as fake:
+        env = {"AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,
+               "AGENTOS_GEMINI_MODEL": "gemini-test", "AGENTOS_LLM_BACKOFF_BASE": "0.01",
+               "GOOGLE_API_KEY": ""}
+        env.update(extra)
+        kernel = LLMKernel(tmp_path / "k", fake, env)
+        kernel.process.start()
+        try:
+            yield kernel
+        finally:
+            status = kernel.process.stop()
+    log = kernel.log()
+    assert status == 0, f"kernel exited with {status}:\n{log}"
+    assert not kernel.process.socket_path.exists(), "kernel left its socket file behind"
+    assert "Traceback" not in log, f"kernel logged a traceback:\n{log}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llm_env(**env): extra environment for the llm_kernel fixture")

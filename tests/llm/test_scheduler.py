@@ -116,3 +116,23 @@ def test_cancel_right_after_the_grant_hands_the_slot_on() -> None:
         await _drain(scheduler, [third], release)
 
     asyncio.run(main())
+
+
+def test_a_slot_freed_while_cancelled_waiters_are_still_queued_skips_them() -> None:
+    async def main() -> None:
+        scheduler = FairScheduler(1)
+        order: list[str] = []
+        release = asyncio.Event()
+        await scheduler.acquire("a")
+        doomed = [asyncio.create_task(_hold(scheduler, "a", order, release)) for _ in range(2)]
+        survivor = asyncio.create_task(_hold(scheduler, "b", order, release))
+        await asyncio.sleep(0)
+        for task in doomed:
+            task.cancel()  # their futures are cancelled now, their cleanup runs later
+        scheduler.release("a")
+        await asyncio.gather(*doomed, return_exceptions=True)
+        await asyncio.sleep(0)
+        assert order == ["b"]
+        await _drain(scheduler, [survivor], release)
+
+    asyncio.run(main())

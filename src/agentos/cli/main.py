@@ -10,6 +10,7 @@ from ..errors import AgentOSError
 #: Subcommand modules under agentos.cli.commands, in help order.
 COMMANDS = [
     "kernel",
+    "fake_gemini",
     "validate",
 ]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
+from . import think as _think
 from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
                       decode_json, encode_payload, raise_error)
 
@@ -171,6 +172,25 @@ class AsyncClient:
     # --- processes ---
 
     # --- think ---
+
+    async def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
+        """Ask the model; options as ``agentos.client.think.OPTIONS`` (messages, system,
+        temperature, functions, context, json, images, ...). Failures are in ``reply.error``."""
+        return _think.ThinkReply.from_payload(await self._call(Op.THINK, _think.think_request(prompt, **options)))
+
+    def think_stream(self, prompt: str | None = None, **options: Any) -> _think.AsyncThinkStream:
+        """Iterate the answer's text as it is generated; ``.reply`` has the final answer."""
+        return _think.AsyncThinkStream(self._stream(Op.THINK, _think.think_request(prompt, stream=True, **options)))
+
+    async def context(self, op: str, context_id: str | None = None, *, system: str | None = None,
+                new_id: str | None = None) -> Any:
+        """Kernel-held conversations: ``op`` create, get, list, clear, fork or delete."""
+        return await self._call(Op.CONTEXT, _think.context_request(op, context_id, system=system, new_id=new_id))
+
+    async def usage(self) -> dict[str, Any]:
+        """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
+        return await self._call(Op.USAGE)
+
 
     # --- messaging ---
 

@@ -86,9 +86,12 @@ class FairScheduler:
             agent = self._ring[0]
             queue = self._waiting[agent]
             future = queue.popleft()
-            self._grant(agent)
-            future.set_result(None)
-            credit = self._credit[agent] - 1
+            # A waiter cancelled a moment ago still sits here until its task runs: skip it.
+            granted = not future.done()
+            if granted:
+                self._grant(agent)
+                future.set_result(None)
+            credit = self._credit[agent] - granted
             if not queue:
                 self._drop(agent)
             elif credit <= 0:

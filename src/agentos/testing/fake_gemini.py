@@ -8,7 +8,6 @@ deterministic default, and recorded.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 from typing import Any
@@ -312,10 +311,3 @@ def camelize(value: Any) -> Any:
         out[name] = item if name in _OPAQUE else camelize(item)
     return out
 
-
-async def serve(port: int, api_key: str) -> None:
-    """Run a fake until cancelled (the ``agentos fake-gemini`` command)."""
-    async with FakeGemini(api_key=api_key, port=port) as fake:
-        print(f"fake Gemini listening on {fake.url} (api key {api_key!r}); "
-              f"export AGENTOS_GEMINI_BASE_URL={fake.url} GEMINI_API_KEY={api_key}", flush=True)
-        await asyncio.Event().wait()

@@ -1,0 +1,168 @@
+"""THINK for both clients: request building, the reply, and streamed replies.
+
+The clients' ``think`` / ``think_stream`` / ``context`` / ``usage`` methods are
+thin wrappers over what is here, so the sync and async SDKs cannot drift apart.
+"""
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AgentOSError
+
+#: Keyword options ``think`` accepts besides the prompt (sent as-is in the JSON form).
+OPTIONS = ("messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
+           "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
+           "response_schema", "images", "functions", "function_mode", "allowed_functions",
+           "function_responses", "context", "model")
+CONTEXT_OPS = ("create", "get", "list", "clear", "fork", "delete")
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
+          (b"%PDF", "application/pdf"))
+
+
+class ThinkError(AgentOSError):
+    """A THINK that failed: ``kind`` is auth, invalid_request, rate_limited, unavailable,
+    timeout, blocked, budget_exhausted, not_configured or cancelled."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('type')}: {error.get('message')}")
+        self.kind = str(error.get("type"))
+        self.message = str(error.get("message"))
+        self.retry_after: float | None = error.get("retry_after")
+        self.reason: str | None = error.get("reason")
+
+
+@dataclass
+class ThinkReply:
+    """The answer to one THINK."""
+
+    success: bool
+    content: str | None
+    #: ``{"prompt", "output", "total"}``.
+    tokens: dict[str, int]
+    finish_reason: str | None = None
+    #: ``[{"id"?, "name", "args"}]`` the model wants run; answer with ``function_responses``.
+    function_calls: list[dict[str, Any]] = field(default_factory=list)
+    model: str | None = None
+    #: ``{"type", "message", "retry_after"?, "reason"?}`` when ``success`` is false.
+    error: dict[str, Any] | None = None
+    #: The model turn verbatim, to put back into ``messages`` when you keep the history.
+    turn: dict[str, Any] | None = None
+    context: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ThinkReply:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in payload.items() if k in names})
+
+    def raise_for_error(self) -> ThinkReply:
+        """Raise ``ThinkError`` if the call failed; returns self so calls can chain."""
+        if not self.success:
+            raise ThinkError(self.error or {"type": "unknown", "message": "THINK failed"})
+        return self
+
+
+def think_request(prompt: str | None = None, *, stream: bool = False, **options: Any) -> dict[str, Any]:
+    """The JSON form of a THINK. Functions may be Python callables, images paths or bytes."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"think() got unknown options {unknown}; known: {', '.join(OPTIONS)}")
+    request: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if prompt is not None:
+        request["prompt"] = prompt
+    if stream:
+        request["stream"] = True
+    if "functions" in request:
+        request["functions"] = [_declaration(f) for f in request["functions"]]
+    if "images" in request:
+        request["images"] = [image_part(i) for i in request["images"]]
+    return request
+
+
+def context_request(op: str, context_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A CONTEXT request: ``op`` is create, get, list, clear, fork or delete."""
+    if op not in CONTEXT_OPS:
+        raise ValueError(f"context op must be one of {CONTEXT_OPS}, got {op!r}")
+    request: dict[str, Any] = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
+    if context_id is not None:
+        request["id"] = context_id
+    return request
+
+
+def image_part(image: str | os.PathLike[str] | bytes | dict[str, Any]) -> dict[str, Any]:
+    """``{"mime_type", "data"}`` from a path, raw bytes (type sniffed) or such a dict."""
+    if isinstance(image, dict):
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+        mime = next((m for magic, m in _MAGIC if data.startswith(magic)), None)
+        if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            mime = "image/webp"
+        if mime is None:
+            raise ValueError("unknown image type: pass {'mime_type': ..., 'data': base64} instead")
+    else:
+        path = Path(image)
+        data = path.read_bytes()
+        mime = mimetypes.guess_type(path.name)[0]
+        if mime is None:
+            raise ValueError(f"cannot tell the type of {path}: pass {{'mime_type', 'data'}} instead")
+    return {"mime_type": mime, "data": base64.b64encode(data).decode()}
+
+
+def _declaration(function: Callable[..., Any] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(function, dict):
+        return function
+    from ..llm.tools import declaration
+    return declaration(function)
+
+
+def _split(item: Any) -> tuple[str | None, dict[str, Any] | None, ThinkReply | None]:
+    """A stream item as (text delta, function call, final reply)."""
+    if isinstance(item, dict) and "success" in item:
+        return None, None, ThinkReply.from_payload(item)
+    if isinstance(item, dict) and "function_call" in item:
+        return None, item["function_call"], None
+    return (item.get("text") if isinstance(item, dict) else None), None, None
+
+
+class ThinkStream:
+    """Iterate text deltas as they arrive; ``reply`` holds the final answer afterwards."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+        self.reply: ThinkReply | None = None
+        self.function_calls: list[dict[str, Any]] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self._items:
+            text, call, reply = _split(item)
+            if call is not None:
+                self.function_calls.append(call)
+            if reply is not None:
+                self.reply = reply
+            if text:
+                yield text
+
+
+class AsyncThinkStream:
+    """``async for`` text deltas; ``reply`` holds the final answer afterwards."""
+
+    def __init__(self, items: AsyncIterator[Any]) -> None:
+        self._items = items
+        self.reply: ThinkReply | None = None
+        self.function_calls: list[dict[str, Any]] = []
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for item in self._items:
+            text, call, reply = _split(item)
+            if call is not None:
+                self.function_calls.append(call)
+            if reply is not None:
+                self.reply = reply
+            if text:
+                yield text

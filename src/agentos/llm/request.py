@@ -1,0 +1,241 @@
+"""THINK payloads -> a validated request: the seed's plain text or the JSON form.
+
+Every mistake is an ``InvalidArgument`` naming the field, so an agent learns
+what to fix from the error alone.
+"""
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import ujson
+
+from ..errors import InvalidArgument
+from .types import Content, GenerationOptions
+
+#: Gemini's rule for function names (letters, digits, ``_ . : -``; at most 128).
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+_THINKING_LEVELS = ("minimal", "low", "medium", "high")
+_FUNCTION_MODES = ("auto", "any", "none")
+_ROLES = {"user": "user", "model": "model", "assistant": "model"}
+FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_output_tokens",
+          "stop", "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
+          "response_schema", "images", "functions", "function_mode", "allowed_functions",
+          "function_responses", "context", "stream", "model")
+
+
+@dataclass
+class ThinkArgs:
+    """A parsed THINK: the turns it adds, and how to call the model."""
+
+    turns: list[Content]
+    system: str | None = None
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    functions: tuple[dict[str, Any], ...] = ()
+    function_mode: str | None = None
+    allowed_functions: tuple[str, ...] = ()
+    context: str | None = None
+    stream: bool = False
+    model: str | None = None
+    #: The seed's plain-text form, answered as ``{content, tokens, error}``.
+    plain: bool = False
+
+
+def parse_think(payload: bytes) -> ThinkArgs:
+    """A JSON object payload is the JSON form; anything else is a plain-text prompt."""
+    data = bytes(payload)
+    try:
+        value = ujson.loads(data) if data.lstrip().startswith(b"{") else None
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return parse_json(value)
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise InvalidArgument("THINK needs a prompt: send text, or JSON with 'prompt' or 'messages'")
+    return ThinkArgs(turns=[{"role": "user", "parts": [{"text": text}]}], plain=True)
+
+
+def parse_json(args: dict[str, Any]) -> ThinkArgs:
+    unknown = sorted(set(args) - set(FIELDS))
+    if unknown:
+        raise InvalidArgument(f"THINK: unknown fields {unknown}; known: {', '.join(FIELDS)}")
+    system = _opt_str(args, "system")
+    turns, message_system = _messages(args.get("messages"))
+    if message_system:
+        system = "\n\n".join(s for s in (system, message_system) if s)
+    last: list[dict[str, Any]] = function_response_parts(args.get("function_responses"))
+    prompt = _opt_str(args, "prompt")
+    if prompt is not None:
+        last.append({"text": prompt})
+    last += _images(args.get("images"))
+    if last:
+        turns.append({"role": "user", "parts": last})
+    if not turns:
+        raise InvalidArgument("THINK needs 'prompt', 'messages' or 'function_responses'")
+    if turns[-1]["role"] != "user":
+        raise InvalidArgument("THINK: the conversation must end with a user turn "
+                              "(add 'prompt' or 'function_responses')")
+    budget, level = args.get("thinking_budget"), _opt_str(args, "thinking_level")
+    if budget is not None and level is not None:
+        raise InvalidArgument("THINK: give thinking_budget or thinking_level, not both")
+    if level is not None and level.lower() not in _THINKING_LEVELS:
+        raise InvalidArgument(f"THINK: thinking_level must be one of {_THINKING_LEVELS}")
+    schema = args.get("response_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise InvalidArgument("THINK: response_schema must be a JSON Schema object")
+    stop = args.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise InvalidArgument("THINK: stop must be a string or a list of strings")
+    mode = _opt_str(args, "function_mode")
+    if mode is not None and mode.lower() not in _FUNCTION_MODES:
+        raise InvalidArgument(f"THINK: function_mode must be one of {_FUNCTION_MODES}")
+    allowed = args.get("allowed_functions") or []
+    if not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
+        raise InvalidArgument("THINK: allowed_functions must be a list of function names")
+    context = _opt_str(args, "context")
+    return ThinkArgs(
+        turns=turns, system=system,
+        options=GenerationOptions(
+            temperature=_number(args, "temperature", 0.0, 2.0),
+            top_p=_number(args, "top_p", 0.0, 1.0),
+            top_k=_integer(args, "top_k", 1),
+            max_output_tokens=_integer(args, "max_output_tokens", 1),
+            stop=tuple(stop or ()),
+            seed=_integer(args, "seed", None),
+            thinking_budget=_integer(args, "thinking_budget", -1),
+            thinking_level=level,
+            include_thoughts=_flag(args, "include_thoughts"),
+            response_mime_type="application/json" if _flag(args, "json") else None,
+            response_schema=schema),
+        functions=_functions(args.get("functions")),
+        function_mode=mode.upper() if mode else None,
+        allowed_functions=tuple(allowed),
+        context=context, stream=_flag(args, "stream"), model=_opt_str(args, "model"))
+
+
+def _messages(raw: Any) -> tuple[list[Content], str | None]:
+    if raw is None:
+        return [], None
+    if not isinstance(raw, list):
+        raise InvalidArgument("THINK: messages must be a list of {role, content} or {role, parts}")
+    turns: list[Content] = []
+    system: list[str] = []
+    for index, message in enumerate(raw):
+        where = f"THINK: messages[{index}]"
+        if not isinstance(message, dict):
+            raise InvalidArgument(f"{where} must be an object")
+        role = message.get("role", "user")
+        if role == "system":
+            if not isinstance(message.get("content"), str):
+                raise InvalidArgument(f"{where}: a system message needs text 'content'")
+            system.append(message["content"])
+            continue
+        if role not in _ROLES:
+            raise InvalidArgument(f"{where}: role must be user, model, assistant or system, "
+                                  f"got {role!r}")
+        if "parts" in message:
+            parts = message["parts"]
+            if not (isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts)):
+                raise InvalidArgument(f"{where}: parts must be a non-empty list of objects")
+            # Kept verbatim: model turns carry thought signatures that must be replayed as sent.
+            turns.append({"role": _ROLES[role], "parts": parts})
+        elif isinstance(message.get("content"), str):
+            turns.append({"role": _ROLES[role], "parts": [{"text": message["content"]}]})
+        else:
+            raise InvalidArgument(f"{where} needs text 'content' or a 'parts' list")
+    return turns, "\n\n".join(system) or None
+
+
+def function_response_parts(raw: Any) -> list[dict[str, Any]]:
+    """``[{id?, name, response}]`` as Gemini ``functionResponse`` parts (shared with the SDK)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidArgument("THINK: function_responses must be a list of {id?, name, response}")
+    parts = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument(f"THINK: function_responses[{index}] needs a 'name'")
+        response = item.get("response")
+        answer: dict[str, Any] = {"name": item["name"],
+                                  # Gemini wants an object; scalars and lists are wrapped as the SDK does.
+                                  "response": response if isinstance(response, dict)
+                                  else {"result": response}}
+        if item.get("id"):
+            answer["id"] = str(item["id"])
+        parts.append({"functionResponse": answer})
+    return parts
+
+
+def _images(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidArgument("THINK: images must be a list of {mime_type, data (base64)}")
+    parts = []
+    for index, image in enumerate(raw):
+        if not (isinstance(image, dict) and isinstance(image.get("mime_type"), str)
+                and isinstance(image.get("data"), str)):
+            raise InvalidArgument(f"THINK: images[{index}] needs 'mime_type' and base64 'data'")
+        try:
+            binascii.a2b_base64(image["data"].encode())
+        except binascii.Error:
+            raise InvalidArgument(f"THINK: images[{index}].data is not base64") from None
+        parts.append({"inlineData": {"mimeType": image["mime_type"], "data": image["data"]}})
+    return parts
+
+
+def _functions(raw: Any) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidArgument("THINK: functions must be a list of {name, description, parameters}")
+    out = []
+    for index, decl in enumerate(raw):
+        name = decl.get("name") if isinstance(decl, dict) else None
+        if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+            raise InvalidArgument(f"THINK: functions[{index}].name {name!r} is invalid: start with a "
+                                  "letter or _, then letters, digits, _ . : - (at most 128)")
+        params = decl.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidArgument(f"THINK: functions[{index}].parameters must be a JSON Schema object")
+        out.append({k: v for k, v in decl.items() if k in ("name", "description", "parameters")})
+    return tuple(out)
+
+
+def _opt_str(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"THINK: {key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"THINK: {key} must be true or false")
+    return value
+
+
+def _number(args: dict[str, Any], key: str, low: float, high: float) -> float | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidArgument(f"THINK: {key} must be a number from {low} to {high}, got {value!r}")
+    return float(value)
+
+
+def _integer(args: dict[str, Any], key: str, low: int | None) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        bound = f" >= {low}" if low is not None else ""
+        raise InvalidArgument(f"THINK: {key} must be an integer{bound}, got {value!r}")
+    return value

@@ -1,0 +1,275 @@
+"""The ``llm`` kernel service: THINK (0x01), CONTEXT (0x03) and USAGE (0x04).
+
+A THINK runs in its own task so that killing the agent cancels it wherever it
+is: waiting for budget admission, queued in the scheduler, or mid-request.
+Model failures are answers (``success: false`` with a typed ``error``), not
+ERROR frames; ERROR frames are for malformed requests and permissions.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import ujson
+
+from ..errors import InvalidArgument, PermissionDenied
+from ..protocol import Op
+from .budgets import Budgets
+from .config import AgentPolicy, LLMConfig
+from .contexts import ContextStore
+from .errors import ErrorKind, LLMError
+from .http import new_session
+from .provider import Provider, make_provider
+from .request import ThinkArgs, parse_think
+from .scheduler import FairScheduler
+from .types import Completion, ModelRequest
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+    from ..kernel.identity import Identity
+    from ..kernel.syscalls import Call
+
+log = logging.getLogger("agentos.llm")
+
+#: Lifecycle topics after which an agent's calls are cancelled.
+_GONE = ("agent.killed", "agent.exited", "agent.oom_killed", "agent.failed")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a THINK is for: the scheduling/budget key, the context owner, the policy."""
+
+    key: str
+    owner: str
+    policy: AgentPolicy
+    admin: bool
+
+
+class LLMService:
+    """The THINK gateway inside the kernel; it alone holds the API key."""
+
+    name = "llm"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.config = LLMConfig.from_section(_section(kernel), os.environ)
+        self.scheduler = FairScheduler(self.config.max_inflight)
+        self.budgets = Budgets()
+        self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
+        self._session: aiohttp.ClientSession | None = None
+        self._provider: Provider | None = None
+        self._calls: dict[str, set[asyncio.Task[dict[str, Any]]]] = {}
+        self._names: dict[str, str] = {}
+        self._unsubscribe: list[Any] = []
+
+    # --- Service protocol ----------------------------------------------------------------
+
+    def syscalls(self) -> Mapping[Op, Any]:
+        return {Op.THINK: self.think, Op.CONTEXT: self.context, Op.USAGE: self.usage}
+
+    async def start(self) -> None:
+        self._session = new_session(self.config)
+        self._provider = make_provider(self.config, self._session)
+        self._unsubscribe = [self.kernel.events.subscribe("agent.*", self._on_agent_event)]
+        cfg = self.config
+        where = f"{cfg.base_url}/{cfg.api_version}" if cfg.api_version else cfg.base_url
+        if cfg.needs_key and not cfg.api_key:
+            log.warning("LLM: provider %s, model %s at %s: NO API KEY - THINK answers an error "
+                        "until GEMINI_API_KEY (or GOOGLE_API_KEY) is set in the kernel's environment",
+                        cfg.provider, cfg.model, where)
+        else:
+            log.info("LLM: provider %s, model %s at %s, key from %s, %d calls in flight at most",
+                     cfg.provider, cfg.model, where, cfg.api_key_source or "nowhere (none needed)",
+                     cfg.max_inflight)
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        tasks = [t for calls in self._calls.values() for t in calls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {"provider": self.config.provider, "model": self.config.model,
+                "configured": bool(self.config.api_key) or not self.config.needs_key,
+                "streaming": True, "function_calling": True, "contexts": True,
+                "max_inflight": self.config.max_inflight}
+
+    # --- THINK ---------------------------------------------------------------------------
+
+    async def think(self, call: Call) -> dict[str, Any]:
+        args = parse_think(call.payload)
+        caller = self._caller(call.identity)
+        if args.model and args.model != self.config.model and not (
+                caller.admin or caller.policy.allows_model(args.model)):
+            raise PermissionDenied(f"model override {args.model!r} is not allowed for this agent "
+                                   "(llm.agents.<name>.models in the kernel configuration)",
+                                   model=args.model)
+        task = asyncio.ensure_future(self._think(call, args, caller))
+        calls = self._calls.setdefault(caller.key, set())
+        calls.add(task)
+        task.add_done_callback(lambda t: self._forget(caller.key, t))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current and current.cancelling()):
+                # Our own task was cancelled (the agent was killed), not the handler.
+                return _answer_error(args, LLMError(ErrorKind.CANCELLED, "the agent was stopped"),
+                                     self.config.model)
+            task.cancel()
+            raise
+
+    async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> dict[str, Any]:
+        model = args.model or self.config.model
+        try:
+            self.budgets.admit(caller.key, caller.policy)
+            if args.context is None:
+                completion = await self._generate(call, args, caller, [], args.system)
+            else:
+                async with self.contexts.lock(caller.owner, args.context):
+                    context = self.contexts.get(caller.owner, args.context)
+                    completion = await self._generate(call, args, caller, context.contents,
+                                                      args.system or context.system)
+                    turns = [*args.turns, completion.turn] if completion.turn["parts"] else args.turns
+                    await self.contexts.append(context, *turns)
+        except LLMError as error:
+            self.budgets.failed(caller.key)
+            return _answer_error(args, error, model)
+        return _answer(args, completion)
+
+    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller,
+                        history: list[dict[str, Any]], system: str | None) -> Completion:
+        assert self._provider is not None, "THINK before the llm service started"
+        request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
+                               functions=args.functions, function_mode=args.function_mode,
+                               allowed_functions=args.allowed_functions, model=args.model)
+        async with self.scheduler.slot(caller.key, caller.policy.priority):
+            completion = await self._provider.generate(request, call.stream if args.stream else None)
+        self.budgets.charge(caller.key, completion.usage)
+        return completion
+
+    def _caller(self, identity: Identity) -> Caller:
+        if identity.agent_id is not None:
+            key = f"agent:{identity.agent_id}"
+            policy = self.config.policy_for(identity.agent_id, self._names.get(identity.agent_id))
+            return Caller(key=key, owner=key, policy=policy, admin=False)
+        # Outside clients: one scheduling key per process, contexts shared by the user.
+        return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
+                      policy=self.config.defaults, admin=identity.admin)
+
+    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
+        calls = self._calls.get(key)
+        if calls is not None:
+            calls.discard(task)
+            if not calls:
+                del self._calls[key]
+
+    def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
+        agent_id = event.get("id")
+        if agent_id is None:
+            return
+        if topic == "agent.started" and event.get("name"):
+            self._names[str(agent_id)] = str(event["name"])
+        elif topic in _GONE:
+            self.cancel_agent(str(agent_id))
+
+    def cancel_agent(self, agent_id: str) -> int:
+        """Cancel every THINK of an agent, queued or in flight; returns how many."""
+        calls = list(self._calls.get(f"agent:{agent_id}", ()))
+        for task in calls:
+            task.cancel()
+        if calls:
+            log.info("cancelled %d THINK call(s) of agent %s", len(calls), agent_id)
+        return len(calls)
+
+    # --- CONTEXT -------------------------------------------------------------------------
+
+    async def context(self, call: Call) -> dict[str, Any]:
+        args = call.args()
+        op = args.get("op")
+        owner = self._caller(call.identity).owner
+        context_id = args.get("id")
+        if op == "list":
+            return {"contexts": [c.summary() for c in self.contexts.list(owner)]}
+        if op == "create":
+            system = args.get("system")
+            if system is not None and not isinstance(system, str):
+                raise InvalidArgument("CONTEXT create: system must be a string")
+            return (await self.contexts.create(owner, context_id, system)).summary()
+        if not isinstance(context_id, str):
+            raise InvalidArgument(f"CONTEXT {op}: 'id' (the context id) is required")
+        if op == "get":
+            context = self.contexts.get(owner, context_id)
+            return {**context.summary(), "contents": context.contents}
+        async with self.contexts.lock(owner, context_id):
+            if op == "clear":
+                return (await self.contexts.clear(owner, context_id)).summary()
+            if op == "fork":
+                return (await self.contexts.fork(owner, context_id, args.get("new_id"))).summary()
+            if op == "delete":
+                await self.contexts.delete(owner, context_id)
+                return {"deleted": context_id}
+        raise InvalidArgument(f"CONTEXT: op must be create, get, list, clear, fork or delete; "
+                              f"got {op!r}")
+
+    # --- USAGE ---------------------------------------------------------------------------
+
+    async def usage(self, call: Call) -> dict[str, Any]:
+        caller = self._caller(call.identity)
+        keys = self.budgets.agents() if caller.admin else [caller.key]
+        return {"provider": self.config.provider, "model": self.config.model,
+                "in_flight": self.scheduler.in_flight, "queued": self.scheduler.queued(),
+                "limit": self.scheduler.limit, "you": caller.key,
+                "agents": {key: self._report(key) for key in keys}}
+
+    def usage_of(self, agent_id: str) -> dict[str, Any]:
+        """One agent's LLM usage (for the process table's LIST)."""
+        return self._report(f"agent:{agent_id}")
+
+    def _report(self, key: str) -> dict[str, Any]:
+        agent_id = key.removeprefix("agent:") if key.startswith("agent:") else None
+        policy = (self.config.policy_for(agent_id, self._names.get(agent_id))
+                  if agent_id else self.config.defaults)
+        return {**self.budgets.report(key, policy), "queued": self.scheduler.queued(key),
+                "in_flight": self.scheduler.running(key)}
+
+
+def _answer(args: ThinkArgs, completion: Completion) -> dict[str, Any]:
+    if args.plain:
+        return {"content": completion.text, "tokens": completion.usage.total, "error": None}
+    return {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
+            "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
+            "model": completion.model, "error": None, "turn": completion.turn,
+            "context": args.context}
+
+
+def _answer_error(args: ThinkArgs, error: LLMError, model: str) -> dict[str, Any]:
+    if args.plain:
+        return {"content": None, "tokens": 0, "error": f"{error.kind.value}: {error.message}"}
+    return {"success": False, "content": None, "tokens": {"prompt": 0, "output": 0, "total": 0},
+            "finish_reason": None, "function_calls": [], "model": model, "error": error.to_dict(),
+            "turn": None, "context": args.context}
+
+
+def _section(kernel: Kernel) -> dict[str, Any]:
+    """The ``llm`` section; ``AGENTOS_LLM_CONFIG`` (JSON) fills in when there is no manifest."""
+    raw = os.environ.get("AGENTOS_LLM_CONFIG")
+    base: dict[str, Any] = {}
+    if raw:
+        try:
+            base = ujson.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"AGENTOS_LLM_CONFIG is not valid JSON: {exc}") from None
+        if not isinstance(base, dict):
+            raise ValueError("AGENTOS_LLM_CONFIG must be a JSON object (the llm section)")
+    return {**base, **kernel.config.section("llm")}

@@ -1,0 +1,100 @@
+"""The llm service in-process: cancel on agent death, model override policy, agent identity."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agentos.errors import PermissionDenied
+from agentos.kernel.config import KernelConfig
+from agentos.kernel.events import EventBus
+from agentos.kernel.identity import Identity
+from agentos.kernel.syscalls import Call
+from agentos.llm.syscalls import LLMService
+from agentos.protocol import Op
+from agentos.testing import FakeGemini, Reply
+
+
+def _think(kernel, agent_id: str | None, body: dict, uid: int = 1000) -> Call:
+    conn = SimpleNamespace(context=Identity(pid=4242, uid=uid, gid=uid, agent_id=agent_id))
+    return Call(kernel, conn, int(Op.THINK), 1, json.dumps(body).encode())
+
+
+async def _service(tmp_path: Path, fake: FakeGemini, monkeypatch, section: dict) -> tuple:
+    monkeypatch.setenv("AGENTOS_GEMINI_BASE_URL", fake.url)
+    monkeypatch.setenv("GEMINI_API_KEY", fake.api_key)
+    monkeypatch.setenv("AGENTOS_GEMINI_MODEL", "gemini-test")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("AGENTOS_LLM_CONFIG", raising=False)
+    kernel = SimpleNamespace(config=KernelConfig(state_dir=tmp_path, sections={"llm": section}),
+                             events=EventBus())
+    service = LLMService(kernel)
+    await service.start()
+    return kernel, service
+
+
+def test_agent_killed_cancels_its_queued_and_running_calls(tmp_path, monkeypatch) -> None:
+    async def main():
+        async with FakeGemini() as fake:
+            kernel, service = await _service(tmp_path, fake, monkeypatch, {"max_inflight": 1})
+            try:
+                fake.script(Reply(text="late", delay=60), Reply(text="never"))
+                running = asyncio.ensure_future(service.think(_think(kernel, "a1", {"prompt": "1"})))
+                queued = asyncio.ensure_future(service.think(_think(kernel, "a1", {"prompt": "2"})))
+                other = asyncio.ensure_future(service.think(_think(kernel, "b2", {"prompt": "3"})))
+                while service.scheduler.queued() < 2:
+                    await asyncio.sleep(0.01)
+                kernel.events.publish("agent.killed", {"id": "a1", "name": "worker"})
+                answers = await asyncio.gather(running, queued)
+                survivor = await other
+                return answers, survivor, service.scheduler.in_flight, service.scheduler.queued()
+            finally:
+                await service.stop()
+
+    answers, survivor, in_flight, queued = asyncio.run(main())
+    assert [a["error"]["type"] for a in answers] == ["cancelled", "cancelled"]
+    assert survivor["success"] and survivor["content"] == "never"
+    assert (in_flight, queued) == (0, 0)
+
+
+def test_model_override_needs_the_agents_permission(tmp_path, monkeypatch) -> None:
+    section = {"agents": {"researcher": {"models": ["gemini-pro-test"], "priority": 2}}}
+
+    async def main():
+        async with FakeGemini() as fake:
+            kernel, service = await _service(tmp_path, fake, monkeypatch, section)
+            try:
+                body = {"prompt": "x", "model": "gemini-pro-test"}
+                with pytest.raises(PermissionDenied, match="model override"):
+                    await service.think(_think(kernel, "a1", body))
+                kernel.events.publish("agent.started", {"id": "a1", "name": "researcher"})
+                answer = await service.think(_think(kernel, "a1", body))
+                return answer, [r.path for r in fake.requests]
+            finally:
+                await service.stop()
+
+    answer, paths = asyncio.run(main())
+    assert answer["success"] and answer["model"] == "gemini-pro-test"
+    assert paths == ["/v1beta/models/gemini-pro-test:generateContent"]
+
+
+def test_agents_and_outside_clients_have_separate_contexts(tmp_path, monkeypatch) -> None:
+    async def main():
+        async with FakeGemini() as fake:
+            kernel, service = await _service(tmp_path, fake, monkeypatch, {})
+            try:
+                conn = SimpleNamespace(context=Identity(pid=1, uid=1000, gid=1000, agent_id="a1"))
+                create = Call(kernel, conn, int(Op.CONTEXT), 1, b'{"op": "create", "id": "mine"}')
+                await service.context(create)
+                outsider = _think(kernel, None, {"prompt": "x", "context": "mine"})
+                from agentos.errors import NotFound
+                with pytest.raises(NotFound):
+                    await service.think(outsider)
+                return (tmp_path / "llm" / "contexts" / "agent%3Aa1" / "mine.json").exists()
+            finally:
+                await service.stop()
+
+    assert asyncio.run(main())
