@@ -1,0 +1,184 @@
+"""The child's side: the ordered setup sequence, from birth in new namespaces to the agent.
+
+``run`` is the whole sequence on one screen. Each step is named; the first that
+fails sends ``E`` + ``[step, errno, message]`` over the handshake socket and the
+child exits, so the parent raises ``SandboxError`` instead of seeing a dead agent.
+Before the irreversible part (cgroup namespace, dropping capabilities, Landlock,
+seccomp) the child sends ``R`` and waits for the parent's ``G``: in between, the
+parent places it in its cgroup. The handshake socket closes on exec (or just
+before the script runs): end of file is the parent's "agent started".
+"""
+from __future__ import annotations
+
+import builtins
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+import types
+from typing import Any, Callable, NoReturn
+
+from agentos.sandbox import landlock, mounts, namespaces, seccomp, userns
+from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox.plan import Plan
+
+__all__ = ["READY", "GO", "ERROR", "run"]
+
+READY = b"R"
+GO = b"G"
+ERROR = b"E"
+#: Exit status of a child whose setup failed (the parent reports the step instead).
+SETUP_FAILED = 127
+
+
+def run(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
+    """Set up the sandbox described by ``plan`` and become the agent; never returns."""
+    child = _Child(handshake)
+    step = child.step
+    if plan.user_map:
+        step("user namespace", userns.map_self, *plan.user_map)
+    # Dies with its parent (the kernel), so nothing survives a kernel crash.
+    step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
+    step("session", os.setsid)
+    child.fd = step("descriptors", _arrange_fds, fds, plan.fd_targets, handshake)
+    source = step("read script", _read, plan.python_script) if plan.python_script else None
+    if plan.mounts:
+        mounts.build_root(plan.mounts, step)
+    if plan.hostname:
+        step("hostname", namespaces.set_hostname, plan.hostname)
+    if plan.loopback:
+        step("loopback", namespaces.loopback_up)
+    step("wait for parent", child.ready_and_wait)
+    if plan.cgroup_namespace:
+        step("cgroup namespace", namespaces.enter_cgroup_namespace)
+    step("cwd", os.chdir, plan.cwd)
+    if plan.sandboxed:
+        step("capabilities", syscalls.drop_capabilities)
+        step("no_new_privs", syscalls.set_no_new_privs)
+        if plan.landlock_abi:
+            step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
+        if plan.seccomp_program:
+            step("seccomp", seccomp.install, plan.seccomp_program)
+    if source is not None:
+        code = step("compile script", compile, source, plan.python_script, "exec")
+        _run_script(plan, code, child.fd)
+    step("exec", _exec, plan)
+    raise AssertionError("unreachable")
+
+
+class _Child:
+    """Runs steps and talks to the parent over the handshake socket."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as exc:
+            self.fail(name, exc.errno or 0, exc.strerror or str(exc))
+        except BaseException as exc:  # a setup bug must still reach the parent as a report
+            self.fail(name, 0, f"{type(exc).__name__}: {exc}")
+
+    def fail(self, name: str, err: int, message: str) -> NoReturn:
+        try:
+            os.write(self.fd, ERROR + json.dumps([name, err, message]).encode())
+        finally:
+            os._exit(SETUP_FAILED)
+
+    def ready_and_wait(self) -> None:
+        os.write(self.fd, READY)
+        if os.read(self.fd, 1) != GO:
+            # The parent gave up (or died): never run an agent nobody tracks.
+            os._exit(SETUP_FAILED)
+
+
+def _arrange_fds(fds: list[int], targets: list[int], handshake: int) -> int:
+    """Put each handed-over fd at its target number and close every other fd.
+
+    Returns the handshake socket's new (close-on-exec) number.
+    """
+    floor = max(targets) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
+    handshake = fcntl.fcntl(handshake, fcntl.F_DUPFD_CLOEXEC, floor)
+    for fd, target in zip(moved, targets):
+        os.dup2(fd, target)  # the copy at ``target`` is inheritable
+    keep = sorted({*targets, handshake})
+    start = 0
+    for fd in keep:
+        if fd > start:
+            syscalls.close_range(start, fd - 1)
+        start = fd + 1
+    syscalls.close_range(start)
+    return handshake
+
+
+def _read(path: str) -> bytes:
+    # Read before the view changes: the script need not be visible inside the sandbox.
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _exec(plan: Plan) -> None:
+    # Python ignores these; an exec'd program expects the default dispositions.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    os.execvpe(plan.argv[0], plan.argv, plan.env)
+
+
+def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:
+    """Run the agent's script in this (forked) interpreter as ``__main__``, then exit like Python."""
+    assert plan.python_script is not None
+    os.environ.clear()
+    os.environ.update(plan.env)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if os.getpid() == 1:
+        # pid 1 of a namespace ignores SIGTERM unless it has a handler: give it Python's meaning.
+        signal.signal(signal.SIGTERM, _terminate)
+    sys.argv = [plan.python_script, *plan.argv[1:]]
+    sys.path[0] = os.path.dirname(os.path.abspath(plan.python_script))
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=plan.python_script, __builtins__=builtins, __cached__=None)
+    sys.modules["__main__"] = main
+    os.close(handshake)
+    status = 0
+    try:
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    _finish(status)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _finish(status: int) -> NoReturn:
+    """What interpreter shutdown does that an agent can observe, then exit."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except BaseException:
+        traceback.print_exc()
+        status = status or 1
+    os._exit(status)

@@ -1,0 +1,128 @@
+"""The parent's side of a launch: plan, fork through the zygote, handshake, hand back.
+
+``Launcher.launch`` is synchronous and takes a few milliseconds: the zygote forks
+(a small process forks fast), the child sets itself up while the parent waits on
+the handshake socket, the parent runs ``before_exec`` when the child says it is
+ready, then waits for end of file (the agent started) or an error record (raised
+as ``SandboxError`` with the child's step and errno, after the child is reaped).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import threading
+from agentos.sandbox import child
+from agentos.sandbox.plan import make_plan
+from agentos.sandbox.probe import HostSupport
+from agentos.sandbox.spec import Launched, SandboxError, SandboxSpec
+from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote
+
+__all__ = ["Launcher"]
+
+
+class Launcher:
+    """Starts sandboxed agents. One per kernel: ``start()`` once, ``launch()`` per agent, ``close()``.
+
+    Every agent, exec'd or not, is forked by the launcher's zygote and is a child
+    of the process that called ``start()``, which must reap it (``Launched.wait``).
+    Call ``start`` from a thread that lives as long as the agents (the event-loop
+    thread): agents get SIGKILL when it exits.
+    """
+
+    def __init__(self, *, preload: tuple[str, ...] = DEFAULT_PRELOAD, setup_timeout: float = 30.0) -> None:
+        self.setup_timeout = setup_timeout
+        self._zygote = Zygote(preload)
+        self._lock = threading.Lock()
+        self._devnull = -1
+
+    @property
+    def support(self) -> HostSupport:
+        """What this host supports (probed once by the zygote)."""
+        if self._zygote.support is None:
+            raise SandboxError("zygote", errno.ESRCH, "launcher not started")
+        return self._zygote.support
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid while it runs."""
+        return self._zygote.pid
+
+    def start(self) -> None:
+        """Start the zygote (about 0.1-0.3 s, once)."""
+        if self._devnull < 0:
+            self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._zygote.start()
+
+    def close(self) -> None:
+        """Stop the zygote. Running agents are unaffected (they are the caller's children)."""
+        self._zygote.close()
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
+
+    def __enter__(self) -> Launcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def launch(self, spec: SandboxSpec) -> Launched:
+        """Start one agent as ``spec`` says; raises ``SandboxError(step, errno, message)``
+        for any failure before the agent runs (nothing is left behind then)."""
+        plan, report = make_plan(spec, self.support)
+        report["spawn"] = "zygote" if spec.python_script else "exec"
+        io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            with theirs, self._lock:
+                pid, pidfd = self._zygote.spawn(plan, [theirs.fileno(), *io, *spec.pass_fds])
+            launched = Launched(pid=pid, pidfd=pidfd, isolation=report)
+            try:
+                self._handshake(ours, launched, spec)
+            except BaseException:
+                _discard(launched)
+                raise
+        return launched
+
+    def _handshake(self, sock: socket.socket, launched: Launched, spec: SandboxSpec) -> None:
+        sock.settimeout(self.setup_timeout)
+        if spec.before_exec is None:
+            sock.send(child.GO)  # nothing to do in between: spare the child the round trip
+        try:
+            message = sock.recv(4096)
+            if not message:
+                # End of file before READY: the child died in setup without a report (killed).
+                status = launched.wait()
+                raise SandboxError("setup", 0, f"child died during setup (return code {status})")
+            if message == child.READY:
+                if spec.before_exec is not None:
+                    spec.before_exec(launched.pid)
+                    sock.send(child.GO)
+                # End of file now means the exec happened (or the script is about to run).
+                message = sock.recv(4096)
+        except socket.timeout:
+            raise SandboxError("handshake", errno.ETIMEDOUT,
+                               f"child {launched.pid} not ready after {self.setup_timeout} s") from None
+        if message.startswith(child.ERROR):
+            raise SandboxError(*json.loads(message[1:]))
+        if message:
+            raise SandboxError("handshake", errno.EPROTO, f"unexpected message {message[:16]!r}")
+
+
+def _discard(launched: Launched) -> None:
+    """Kill and reap a child whose launch failed, and close its pidfd."""
+    try:
+        if launched.returncode is None:
+            try:
+                syscalls.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            launched.wait()
+    finally:
+        launched.close()
+

@@ -1,0 +1,119 @@
+"""Turn a validated ``SandboxSpec`` into a ``Plan``: every decision made before any fork.
+
+The plan is plain data (it crosses to the zygote by pickle): which namespaces,
+which mounts in which order, which Landlock paths, the seccomp program, how to
+arrange descriptors, what to run. Whatever the host cannot do is decided here:
+refused with ``SandboxError`` unless the spec allows degrading, in which case the
+reason goes into the isolation report. The child then only executes the plan.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentos.sandbox import seccomp, userns
+from agentos.sandbox.mounts import MountOp, plan_mounts
+from agentos.sandbox.namespaces import NAMESPACES, clone_flags
+from agentos.sandbox.probe import HostSupport
+from agentos.sandbox.spec import SandboxError, SandboxSpec
+
+__all__ = ["Plan", "make_plan"]
+
+_SANDBOX_NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup")
+#: Hostname of an agent whose spec names none (never the host's own name).
+_DEFAULT_HOSTNAME = "agent"
+
+
+@dataclass
+class Plan:
+    """Everything the child does, in data. Built by ``make_plan``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    python_script: str | None = None
+    #: Target fd numbers, in the order the descriptors are handed over (0, 1, 2, then pass_fds).
+    fd_targets: list[int] = field(default_factory=list)
+    clone_flags: int = 0
+    #: (uid, gid) outside, mapped to themselves inside a new user namespace.
+    user_map: tuple[int, int] | None = None
+    mounts: list[MountOp] = field(default_factory=list)
+    hostname: str | None = None
+    loopback: bool = False
+    cgroup_namespace: bool = False
+    sandboxed: bool = False
+    #: Landlock ABI to restrict with (0: no Landlock) and its writable dirs.
+    landlock_abi: int = 0
+    writable: list[str] = field(default_factory=list)
+    seccomp_program: bytes | None = None
+
+
+def make_plan(spec: SandboxSpec, support: HostSupport) -> tuple[Plan, dict[str, Any]]:
+    """Validate ``spec`` against this host; the plan and its isolation report."""
+    spec.validate()
+    cwd = spec.cwd or spec.workdir or "/"
+    plan = Plan(argv=list(spec.argv), env=dict(spec.env), cwd=cwd, python_script=spec.python_script,
+                fd_targets=[0, 1, 2, *spec.pass_fds.values()], sandboxed=spec.sandboxed)
+    report: dict[str, Any] = {"sandboxed": spec.sandboxed, "namespaces": [], "rootless": False,
+                              "network": "host", "seccomp": False, "landlock_abi": 0,
+                              "no_new_privs": False, "capabilities": "inherited", "degraded": []}
+    if not spec.sandboxed:
+        return plan, report
+    degraded: list[str] = report["degraded"]
+
+    def unavailable(feature: str, why: str) -> bool:
+        """Refuse, or (allow_degraded) record why ``feature`` is left out; True if left out."""
+        if not spec.allow_degraded:
+            raise SandboxError("plan", errno.ENOTSUP, f"{feature} is not available here: {why} "
+                               "(set allow_degraded to run without it)")
+        degraded.append(f"{feature}: {why}")
+        return True
+
+    use_user = userns.wants_user_namespace(spec.user_namespace)
+    wanted = [n for n in _SANDBOX_NAMESPACES if n != "net" or not spec.network]
+    if use_user:
+        wanted.insert(0, "user")
+    names = [n for n in wanted
+             if support.namespaces.get(n) or not unavailable(f"{n} namespace", support.notes.get(n, "refused"))]
+    if "user" in wanted and "user" not in names:
+        # Without a user namespace an unprivileged process can create no other one.
+        names = []
+    if "mount" in names and not support.mount_setattr:
+        unavailable("mount namespace", "mount_setattr(2) is missing (Linux >= 5.12 needed)")
+        names.remove("mount")
+    plan.clone_flags = clone_flags(names)
+    report["namespaces"] = names
+    if "user" in names:
+        plan.user_map = (os.geteuid(), os.getegid())
+        report["rootless"] = os.geteuid() != 0
+    if "mount" in names:
+        plan.mounts = plan_mounts(system_paths=spec.system_paths, readonly_paths=spec.readonly_paths,
+                                  writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
+    if "uts" in names:
+        plan.hostname = spec.hostname or _DEFAULT_HOSTNAME
+    plan.loopback = "net" in names
+    report["network"] = "loopback" if "net" in names else "host"
+    plan.cgroup_namespace = "cgroup" in names
+    report["no_new_privs"] = True
+    report["capabilities"] = "none"
+    if spec.landlock and (support.landlock_abi or not unavailable("landlock", support.notes.get("landlock", ""))):
+        plan.landlock_abi = support.landlock_abi
+        plan.writable = _writable(spec, with_mount_ns="mount" in names)
+        report["landlock_abi"] = support.landlock_abi
+    if spec.seccomp and (support.seccomp or not unavailable("seccomp", support.notes.get("seccomp", ""))):
+        plan.seccomp_program = seccomp.default_filter()
+        report["seccomp"] = True
+    return plan, report
+
+
+def _writable(spec: SandboxSpec, *, with_mount_ns: bool) -> list[str]:
+    paths = list(spec.writable_paths)
+    if spec.workdir:
+        paths.append(spec.workdir)
+    if with_mount_ns:
+        # The private /tmp and /dev/shm exist only in the agent's own view.
+        paths += ["/tmp", "/dev/shm"]
+    return paths
+

@@ -1,0 +1,214 @@
+"""What a caller asks for (``SandboxSpec``), what it gets back (``Launched``), and how it fails.
+
+Validation happens here, before anything touches the kernel: a spec that cannot be
+honoured is refused with ``SandboxError("spec", EINVAL, ...)`` naming the field.
+"""
+from __future__ import annotations
+
+import errno as errno_
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agentos.errors import AgentOSError
+from agentos.sandbox._syscalls import syscalls
+
+__all__ = ["Launched", "SandboxError", "SandboxSpec"]
+
+#: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
+_HOSTNAME_MAX = 64
+
+
+class SandboxError(AgentOSError):
+    """A sandbox could not be set up; ``step`` says where, ``errno`` why.
+
+    Raised by ``launch`` for every failure before the agent runs, so a bad spec or
+    a kernel that refuses a step is an error for the caller, never a dead agent.
+    """
+
+    def __init__(self, step: str, errno: int, message: str) -> None:
+        super().__init__(f"{step}: {message}" + (f" [{errno_.errorcode.get(errno, errno)}]" if errno else ""))
+        self.step = step
+        self.errno = errno
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SandboxError, (self.step, self.errno, self.message))
+
+
+@dataclass
+class SandboxSpec:
+    """One agent process to start, and the isolation to put around it.
+
+    ``argv`` is the program and its arguments (``argv[0]`` is looked up in
+    ``env["PATH"]``). With ``python_script`` set, the agent is instead forked from
+    the pre-warmed zygote and runs that script with ``sys.argv = [python_script,
+    *argv[1:]]``. Paths are host paths; binds appear at the same path inside.
+    """
+
+    argv: list[str]
+    python_script: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    #: Working directory inside the sandbox; defaults to ``workdir``, else ``/``.
+    cwd: str | None = None
+    hostname: str | None = None
+    #: Descriptors the caller opened (log files); None means /dev/null.
+    stdin_fd: int | None = None
+    stdout_fd: int | None = None
+    stderr_fd: int | None = None
+    #: caller fd -> fd number in the child (>= 3), e.g. the agent's kernel socket.
+    pass_fds: dict[int, int] = field(default_factory=dict)
+    #: False: a plain child in its own session with pdeathsig, nothing else.
+    sandboxed: bool = True
+    #: False: a new network namespace with only loopback up; True: the host's network.
+    network: bool = False
+    #: None: a user namespace only when not root (rootless); True/False to force.
+    user_namespace: bool | None = None
+    #: Per-agent writable directory, bind-mounted at the same path; the default cwd.
+    workdir: str | None = None
+    writable_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    #: Read-only host view; None means the system dirs plus this Python installation.
+    system_paths: list[str] | None = None
+    #: Size limit of the private /tmp in bytes (None: the tmpfs default, half of RAM).
+    tmp_size: int | None = None
+    seccomp: bool = True
+    landlock: bool = True
+    #: Run with whatever isolation this host supports instead of refusing.
+    allow_degraded: bool = False
+    #: Called in the parent with the child's pid once it exists, before the agent runs.
+    before_exec: Callable[[int], None] | None = None
+
+    def validate(self) -> None:
+        """Raise ``SandboxError("spec", EINVAL, ...)`` naming the first bad field."""
+        if not isinstance(self.argv, list) or not self.argv or not all(isinstance(a, str) for a in self.argv):
+            _bad("argv must be a non-empty list of strings")
+        if any("\0" in a for a in self.argv):
+            _bad("argv contains a NUL byte")
+        if self.python_script is not None:
+            _file(self.python_script, "python_script")
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                _bad("env keys and values must be strings")
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                _bad(f"env key {key!r} is not a valid variable name")
+        if self.hostname is not None:
+            if not self.hostname or len(self.hostname.encode()) > _HOSTNAME_MAX or "\0" in self.hostname:
+                _bad(f"hostname must be 1..{_HOSTNAME_MAX} bytes")
+            if not self.sandboxed:
+                _bad("hostname needs sandboxed=True (its own UTS namespace)")
+        for name in ("stdin_fd", "stdout_fd", "stderr_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                _open_fd(fd, name)
+        targets = set()
+        for source, target in self.pass_fds.items():
+            _open_fd(source, "pass_fds")
+            if not isinstance(target, int) or target < 3 or target > 1023:
+                _bad(f"pass_fds target {target!r} must be an int in 3..1023")
+            if target in targets:
+                _bad(f"pass_fds maps two descriptors to {target}")
+            targets.add(target)
+        if self.workdir is not None:
+            _dir(self.workdir, "workdir")
+        for path in self.writable_paths:
+            _exists(path, "writable_paths")
+        for path in self.readonly_paths:
+            _exists(path, "readonly_paths")
+        for path in self.system_paths or ():
+            _absolute(path, "system_paths")
+        if self.cwd is not None:
+            _absolute(self.cwd, "cwd")
+        if self.tmp_size is not None and (not isinstance(self.tmp_size, int) or self.tmp_size <= 0):
+            _bad("tmp_size must be a positive number of bytes")
+        if self.before_exec is not None and not callable(self.before_exec):
+            _bad("before_exec must be callable")
+
+
+@dataclass
+class Launched:
+    """A started agent: its host pid, a pidfd the caller owns, and the isolation applied.
+
+    The caller is the agent's parent: it reaps it (``poll``/``wait`` here, or
+    ``os.waitid(os.P_PIDFD, pidfd, ...)``) and closes ``pidfd``.
+    ``isolation`` reports each namespace, seccomp, Landlock ABI, rootless and the
+    reasons for anything degraded.
+    """
+
+    pid: int
+    pidfd: int
+    isolation: dict[str, Any]
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """Reap the agent if it has exited; its return code (negative: killed by signal)."""
+        if self.returncode is None:
+            self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self) -> int:
+        """Block until the agent exits; its return code."""
+        if self.returncode is None:
+            self._reap(0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the agent through its pidfd (never a recycled pid)."""
+        if self.returncode is None:
+            syscalls.pidfd_send_signal(self.pidfd, sig)
+
+    def close(self) -> None:
+        """Close the pidfd (after the agent was reaped, or to stop tracking it)."""
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def _reap(self, options: int) -> None:
+        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | options)
+        if result is not None:
+            self.returncode = returncode(result)
+
+
+def returncode(result: os.waitid_result) -> int:
+    """subprocess-style return code of a waitid result: exit status, or -signal."""
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status
+
+
+def _bad(message: str) -> None:
+    raise SandboxError("spec", errno_.EINVAL, message)
+
+
+def _absolute(path: object, name: str) -> None:
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        _bad(f"{name}: {path!r} is not an absolute path")
+
+
+def _exists(path: str, name: str) -> os.stat_result:
+    _absolute(path, name)
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise SandboxError("spec", exc.errno or errno_.EINVAL, f"{name}: {path}: {exc.strerror}") from None
+
+
+def _dir(path: str, name: str) -> None:
+    if not stat.S_ISDIR(_exists(path, name).st_mode):
+        _bad(f"{name}: {path} is not a directory")
+
+
+def _file(path: str, name: str) -> None:
+    if not stat.S_ISREG(_exists(path, name).st_mode):
+        _bad(f"{name}: {path} is not a regular file")
+
+
+def _open_fd(fd: object, name: str) -> None:
+    if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
+        _bad(f"{name}: {fd!r} is not a file descriptor")
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise SandboxError("spec", exc.errno or errno_.EBADF, f"{name}: descriptor {fd} is not open") from None
