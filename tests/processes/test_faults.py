@@ -2,7 +2,6 @@
 kernel carries on; a kernel stopped or killed leaves nothing behind."""
 from __future__ import annotations
 
-import os
 import signal
 import threading
 

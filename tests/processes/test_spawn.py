@@ -50,16 +50,16 @@ def test_exit_codes_and_logs(kernel) -> None:  # type: ignore[no-untyped-def]
 def test_follow_streams_until_the_agent_ends(kernel) -> None:  # type: ignore[no-untyped-def]
     client = kernel.client()
     info = client.spawn("talker", agent("printer"), args=["6", "0", "0.05"], sandboxed=False)
-    text = "".join(client.follow_logs(id=info["id"], tail=0))
+    text = "".join(client.follow_logs(id=info["id"]))
     assert text == "".join(f"line {i}\n" for i in range(6))
     assert client.list_agents(name="talker")[0]["status"] == "exited"
 
 
-def test_command_agents_and_environment(kernel, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_command_agents_and_environment(kernel, tmp_path) -> None:  # type: ignore[no-untyped-def]
     client = kernel.client()
-    info = client.spawn("shell", command=["sh", "-c", 'echo "$GREETING $AGENTOS_AGENT_NAME $PWD"; '
-                                               'echo "secret=${AGENTOS_TEST_SECRET:-none}"; exit 3'],
-                        env={"GREETING": "hi"}, cwd=tmp_path, sandboxed=False)
+    script = 'echo "$GREETING $AGENTOS_AGENT_NAME $PWD"; echo "secret=${AGENTOS_TEST_SECRET:-none}"; exit 3'
+    info = client.spawn("shell", command=["sh", "-c", script], env={"GREETING": "hi"}, cwd=tmp_path,
+                        sandboxed=False)
     end = client.wait(id=info["id"], timeout=60)
     assert end["exit_code"] == 3
     out = client.logs(id=info["id"])
