@@ -33,6 +33,8 @@ class ProtocolError(AgentOSError):
     """Bytes on the wire that do not form a valid frame."""
 
     code: ClassVar[ErrorCode] = ErrorCode.PROTOCOL_ERROR
+    #: Valid frames decoded, in the same chunk, before the bad header.
+    frames: list[Any] = []
 
 
 class BadMagic(ProtocolError):

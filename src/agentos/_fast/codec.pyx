@@ -95,8 +95,10 @@ cdef class FrameDecoder:
     """Incremental decoder: feed it chunks of any size, get whole frames back.
 
     Header fields are validated as soon as the 16 header bytes are in, so an
-    oversized length is refused before any of its payload is buffered. After an
-    error the decoder stays failed: every later ``feed`` raises the same error.
+    oversized length is refused before any of its payload is buffered. The
+    ``ProtocolError`` raised carries ``.frames``: the valid frames that preceded
+    the bad header in that chunk. After an error the decoder stays failed: every
+    later ``feed`` raises the same error (with no frames).
     """
 
     cdef readonly unsigned long long max_payload
@@ -148,6 +150,7 @@ cdef class FrameDecoder:
                                            self.max_payload)
                 self._parts = []
                 self._size = 0
+                self._error.frames = frames
                 raise self._error
             if end - pos - HEADER_SIZE < <Py_ssize_t>h.length:
                 need = HEADER_SIZE + h.length

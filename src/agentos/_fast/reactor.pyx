@@ -147,6 +147,9 @@ cdef class Connection:
             self._queue(<unsigned char>opcode, flags, request_id, <const char*>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
+        if self.out_end - self.out_start > self.reactor.high_water:
+            # Armed here, where the kernel decides to wait, so on_drain is sure to follow.
+            self.throttled = True
         if _ends_request(flags):
             self.inflight -= 1
         if not self.dirty:
@@ -239,6 +242,7 @@ cdef class Connection:
             return 0
         if self.throttled and pending <= reactor.low_water:
             self.throttled = False
+            reactor.woke = True
             reactor.on_drain(self)
             if self.closed:
                 return 0
@@ -257,32 +261,31 @@ cdef class Connection:
             epoll_ctl(reactor.epfd, EPOLL_CTL_MOD, self.fd, &ev)
         return 0
 
-    cdef bint _on_readable(self) except -1:
-        """Read and split frames; answer NOOPs here; return True if Python got a frame."""
+    cdef int _on_readable(self) except -1:
+        """Read and split frames: answer NOOPs here, hand other frames to ``on_frame``."""
         cdef Reactor reactor = self.reactor
         cdef ssize_t n
         cdef Py_ssize_t pos = 0
         cdef Header h
         cdef int status
-        cdef bint dispatched = False
         cdef const char* p
         if self.read_eof:
             # Reading is off, so this is EPOLLHUP/ERR: the peer is gone for good, and a
             # level-triggered HUP would otherwise fire on every round until we close.
             reactor._close(self)
-            return False
+            return 0
         if self.in_cap - self.in_len < READ_CHUNK // 4:
             self._grow_in(self.in_len + READ_CHUNK)
         n = recv(self.fd, self.inbuf + self.in_len, self.in_cap - self.in_len, MSG_DONTWAIT)
         if n < 0:
             if errno == EAGAIN or errno == EINTR:
-                return False
+                return 0
             reactor._close(self)
-            return False
+            return 0
         if n == 0:
             self.read_eof = True
             self._update_interest()
-            return False
+            return 0
         self.in_len += n
         while self.in_len - pos >= HEADER_SIZE:
             p = self.inbuf + pos
@@ -291,11 +294,11 @@ cdef class Connection:
             if status != HEADER_OK:
                 self._fail(header_error(h.magic, h.version, h.flags, h.reserved, h.length,
                                         reactor.max_payload))
-                return dispatched
+                return 0
             if h.flags:
                 self._fail(ProtocolError(f"request {h.request_id} has flags 0x{h.flags:x}; "
                                          "requests carry none"))
-                return dispatched
+                return 0
             if self.in_len - pos - HEADER_SIZE < <Py_ssize_t>h.length:
                 if HEADER_SIZE + <Py_ssize_t>h.length > self.in_cap:
                     # Make room now for the whole frame, so the next recv can complete it.
@@ -309,14 +312,14 @@ cdef class Connection:
                 self._queue(0, FLAG_REPLY, h.request_id, p + HEADER_SIZE, h.length)
             else:
                 self.inflight += 1
+                reactor.woke = True
                 payload = PyBytes_FromStringAndSize(p + HEADER_SIZE, h.length)
                 try:
                     reactor.on_frame(self, h.opcode, h.flags, h.request_id, payload)
                 except Exception:
                     log.exception("on_frame failed for opcode 0x%02x", h.opcode)
-                dispatched = True
                 if self.closed:
-                    return dispatched
+                    return 0
             pos += HEADER_SIZE + h.length
         if pos:
             if pos < self.in_len:
@@ -327,7 +330,7 @@ cdef class Connection:
             self.inbuf = NULL
             self.in_cap = 0
         self._flush()
-        return dispatched
+        return 0
 
 
 cdef class Reactor:
@@ -347,6 +350,8 @@ cdef class Reactor:
     cdef dict keys
     cdef dict conns
     cdef list dirty
+    # Set whenever a callback ran: it may have scheduled work, so select() must return.
+    cdef bint woke
     cdef epoll_event events[MAX_EVENTS]
 
     def __cinit__(self):
@@ -434,6 +439,7 @@ cdef class Reactor:
                 raise OSError(errno, "accept4 on the kernel socket failed")
             conn = self._add_connection(fd)
             if self.on_accept is not None:
+                self.woke = True
                 self.on_accept(conn)
 
     cdef int _close(self, Connection conn) except -1:
@@ -445,6 +451,7 @@ cdef class Reactor:
         close(conn.fd)
         del self.conns[conn.fd]
         conn.out_start = conn.out_end = 0
+        self.woke = True
         self.on_close(conn)
         return 0
 
@@ -503,7 +510,6 @@ cdef class Reactor:
         cdef int n, i, kind, fd, ms
         cdef uint32_t ev
         cdef double deadline = 0
-        cdef bint dispatched
         cdef Connection conn
         cdef list ready
         self._flush_dirty()
@@ -522,7 +528,6 @@ cdef class Reactor:
                 PyErr_CheckSignals()
                 n = 0
             ready = []
-            dispatched = False
             for i in range(n):
                 ev = self.events[i].events
                 kind = <int>(self.events[i].data.u64 >> 32)
@@ -531,8 +536,8 @@ cdef class Reactor:
                     conn = self.conns.get(fd)
                     if conn is None:
                         continue
-                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and conn._on_readable():
-                        dispatched = True
+                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                        conn._on_readable()
                     if not conn.closed and ev & EPOLLOUT:
                         conn._flush()
                 elif kind == KIND_PY:
@@ -547,7 +552,8 @@ cdef class Reactor:
                 elif kind == KIND_LISTENER and fd == self.listen_fd:
                     self._accept()
             self._flush_dirty()
-            if ready or dispatched or ms == 0:
+            if ready or self.woke or ms == 0:
+                self.woke = False
                 return ready
             if ms > 0:
                 ms = <int>((deadline - _now()) * 1000.0 + 0.999)

@@ -8,7 +8,7 @@ subprocess pipes, the loop's self-pipe), which ``select()`` hands back as usual.
 Inside ``select()`` the reactor accepts clients, reads, splits frames, answers
 NOOP itself and queues replies; any other frame goes to ``on_frame``. It
 returns to the loop only when asyncio has something to do (a ready fd of its
-own, a dispatched frame, or the timeout the loop asked for), so NOOP traffic
+own, a frame or event handed to a callback, or the timeout the loop asked for), so NOOP traffic
 never enters the loop at all. Replies queued by handlers are flushed at the
 next ``select()``, batching many replies into one ``send``.
 
@@ -92,6 +92,9 @@ class Connection:
         if self.closed:
             return
         append_frame(self._out, opcode, request_id, payload, flags)
+        if len(self._out) > self._reactor.high_water:
+            # Armed here, where the kernel decides to wait, so on_drain is sure to follow.
+            self._throttled = True
         if flags & _REPLY and (not flags & Flag.STREAM or flags & _END_OF_STREAM == _END_OF_STREAM
                                or flags & Flag.ERROR):
             self.inflight -= 1
@@ -103,48 +106,50 @@ class Connection:
 
     # -- reactor side ---------------------------------------------------------
 
-    def _on_readable(self) -> bool:
-        """Read what is there; return True if a frame went to Python."""
+    def _on_readable(self) -> None:
+        """Read what is there: answer NOOPs, hand other frames to ``on_frame``."""
         reactor = self._reactor
         if self._read_eof:
             # Reading is off, so this is EPOLLHUP/ERR: the peer is gone for good, and a
             # level-triggered HUP would otherwise fire on every round until we close.
             reactor._close(self)
-            return False
+            return
         try:
             data = self._sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return False
+            return
         except OSError:
             reactor._close(self)
-            return False
+            return
         if not data:
             self._read_eof = True
             self._update_interest()
-            return False
+            return
+        failure: ProtocolError | None = None
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as exc:
-            self._fail(exc)
-            return False
-        dispatched = False
+            # Frames ahead of the bad header are served first, as the compiled twin does.
+            failure, frames = exc, exc.frames
         for frame in frames:
             if frame.flags:
                 self._fail(ProtocolError(
                     f"request {frame.request_id} has flags 0x{frame.flags:x}; requests carry none"))
-                return dispatched
+                return
             if frame.opcode == 0:
                 append_frame(self._out, 0, frame.request_id, frame.payload, _REPLY)
                 reactor._dirty.add(self)
             else:
                 self.inflight += 1
+                reactor._woke = True
                 reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id,
                                  bytes(frame.payload))
-                dispatched = True
                 if self.closed:
-                    return dispatched
+                    return
+        if failure is not None:
+            self._fail(failure)
+            return
         self._update_interest()
-        return dispatched
 
     def _fail(self, exc: Exception) -> None:
         """A bad frame: answer with a protocol error, flush it, then close."""
@@ -175,6 +180,7 @@ class Connection:
             return
         if self._throttled and pending <= reactor.low_water:
             self._throttled = False
+            reactor._woke = True
             reactor.on_drain(self)
         elif pending > reactor.high_water:
             self._throttled = True
@@ -206,6 +212,8 @@ class Reactor(selectors.BaseSelector):
         self._conns: dict[int, Connection] = {}
         self._listener: socket.socket | None = None
         self._dirty: set[Connection] = set()
+        #: Set whenever a callback ran: it may have scheduled work, so select() must return.
+        self._woke = False
 
     # -- serving --------------------------------------------------------------
 
@@ -240,6 +248,7 @@ class Reactor(selectors.BaseSelector):
                 raise
             conn = self.adopt(sock)
             if self.on_accept is not None:
+                self._woke = True
                 self.on_accept(conn)
 
     def _close(self, conn: Connection) -> None:
@@ -252,6 +261,7 @@ class Reactor(selectors.BaseSelector):
         self._epoll.unregister(conn.fd)
         conn._sock.close()
         conn._out.clear()
+        self._woke = True
         self.on_close(conn)
 
     def _flush_dirty(self) -> None:
@@ -312,12 +322,11 @@ class Reactor(selectors.BaseSelector):
             except InterruptedError:
                 events = []
             ready: list[tuple[selectors.SelectorKey, int]] = []
-            dispatched = False
             for fd, ev in events:
                 conn = self._conns.get(fd)
                 if conn is not None:
-                    if ev & (_EPOLLIN | _EPOLLERR_HUP) and conn._on_readable():
-                        dispatched = True
+                    if ev & (_EPOLLIN | _EPOLLERR_HUP):
+                        conn._on_readable()
                     if not conn.closed and ev & _EPOLLOUT:
                         self._dirty.add(conn)
                     continue
@@ -332,7 +341,8 @@ class Reactor(selectors.BaseSelector):
                 elif self._listener is not None and fd == self._listener.fileno():
                     self._accept()
             self._flush_dirty()
-            if ready or dispatched:
+            if ready or self._woke:
+                self._woke = False
                 return ready
             if deadline is not None:
                 remaining = deadline - _monotonic()

@@ -63,8 +63,10 @@ class FrameDecoder:
     """Incremental decoder: feed it chunks of any size, get whole frames back.
 
     Header fields are validated as soon as the 16 header bytes are in, so an
-    oversized length is refused before any of its payload is buffered. After an
-    error the decoder stays failed: every later ``feed`` raises the same error.
+    oversized length is refused before any of its payload is buffered. The
+    ``ProtocolError`` raised carries ``.frames``: the valid frames that preceded
+    the bad header in that chunk. After an error the decoder stays failed: every
+    later ``feed`` raises the same error (with no frames).
     """
 
     __slots__ = ("max_payload", "_parts", "_size", "_need", "_error")
@@ -109,6 +111,7 @@ class FrameDecoder:
             if err is not None:
                 self._error = err
                 self._parts, self._size = [], 0
+                err.frames = frames
                 raise err
             if end - pos - HEADER_SIZE < length:
                 need = HEADER_SIZE + length

@@ -17,7 +17,8 @@ class KernelProcess:
     """A kernel on a private socket and state dir, stopped (and checked) on exit."""
 
     def __init__(self, root: str | os.PathLike[str], *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, start_timeout: float = 60.0) -> None:
+                 args: list[str] | None = None, start_timeout: float = 60.0,
+                 command: list[str] | None = None) -> None:
         self.root = Path(root)
         self.socket_path = self.root / "kernel.sock"
         self.state_dir = self.root / "state"
@@ -26,6 +27,8 @@ class KernelProcess:
         self.env.pop("AGENTOS_FD", None)
         self.env["AGENTOS_SOCKET"] = str(self.socket_path)
         self.args = list(args or [])
+        #: What runs the kernel: ``agentos kernel`` unless a test wraps it.
+        self.command = command or [sys.executable, "-m", "agentos", "kernel"]
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: list[Client] = []
@@ -35,7 +38,7 @@ class KernelProcess:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agentos", "kernel", "--socket", str(self.socket_path),
+                [*self.command, "--socket", str(self.socket_path),
                  "--state-dir", str(self.state_dir), "--log-level", "DEBUG", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         finally:

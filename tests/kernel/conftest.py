@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import ujson
+
+from agentos.protocol import FrameDecoder, encode_frame
+from agentos.testing.kernel import KernelProcess
+
+DEMO = Path(__file__).with_name("demo_kernel.py")
+
+
+@pytest.fixture
+def demo_kernel(tmp_path):  # type: ignore[no-untyped-def]
+    """A kernel with the test service of demo_kernel.py; may log tracebacks (FAIL does)."""
+    k = KernelProcess(tmp_path / "k", command=[sys.executable, str(DEMO)]).start()
+    try:
+        yield k
+    finally:
+        status = k.stop()
+    assert status == 0, k.log()
+    assert not k.socket_path.exists()
+
+
+class RawConn:
+    """A bare socket speaking frames by hand, for feeding the kernel bad bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.sock.settimeout(30)
+        self.decoder = FrameDecoder()
+        self.frames: list = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, op: int, rid: int, payload: bytes = b"") -> None:
+        self.send(encode_frame(op, rid, payload))
+
+    def read_frame(self):  # type: ignore[no-untyped-def]
+        while not self.frames:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.frames += self.decoder.feed(data)
+        return self.frames.pop(0)
+
+    def read_error(self) -> dict:
+        frame = self.read_frame()
+        assert frame is not None, "kernel closed without an error frame"
+        assert frame.flags == 0x03, frame
+        return ujson.loads(bytes(frame.payload))
+
+    def at_eof(self) -> bool:
+        return self.read_frame() is None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(kernel):  # type: ignore[no-untyped-def]
+    conns: list[RawConn] = []
+
+    def connect() -> RawConn:
+        c = RawConn(kernel.socket_path)
+        conns.append(c)
+        return c
+
+    yield connect
+    for c in conns:
+        c.close()
+
+
+def kernel_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def kernel_rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
