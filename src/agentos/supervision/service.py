@@ -1,0 +1,166 @@
+"""The ``supervisor`` service: restarts agents that end, per the policy in their SPAWN request.
+
+It owns no syscalls. It checks SPAWN's ``restart`` field before the process
+service sees it (a guard), listens for agents ending on ``kernel.events``, and
+spawns the same request again through the process service after the backoff.
+It publishes ``agent.restarted`` for each restart and ``agent.failed`` when it
+gives up (too many restarts in the window, or the restart itself failed).
+A KILL of the agent, by name or id, cancels a restart that is waiting.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AgentOSError, InvalidArgument
+from ..kernel.syscalls import Call, Handler
+from ..protocol import Op
+from .policy import RestartHistory, RestartPolicy
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+    from ..processes.agent import Agent
+    from ..processes.service import ProcessService
+
+log = logging.getLogger("agentos.supervision")
+
+#: Topics of agents ending on their own; ``agent.killed`` is an ending someone asked for.
+_ENDINGS = ("agent.exited", "agent.oom_killed")
+
+
+class SupervisorService:
+    """Restart policies enforced by the kernel, with exponential backoff and escalation to failed."""
+
+    name = "supervisor"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        #: Restart histories by agent name, while the agent keeps being restarted.
+        self.histories: dict[str, RestartHistory] = {}
+        #: Restarts waiting for their backoff, by agent name.
+        self._waiting: dict[str, asyncio.TimerHandle] = {}
+        self._restarting: set[asyncio.Task[None]] = set()
+        self._unsubscribe: list[Any] = []
+        self._stopping = False
+
+    # -- service lifecycle ---------------------------------------------------------
+
+    def syscalls(self) -> Mapping[Op, Handler]:
+        return {}
+
+    async def start(self) -> None:
+        self.kernel.add_guard(self._check_spawn)
+        self.kernel.add_observer(self._after_call)
+        self._unsubscribe = [self.kernel.events.subscribe(topic, self._on_ended) for topic in _ENDINGS]
+        self._unsubscribe.append(self.kernel.events.subscribe("agent.killed", self._on_killed))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
+        if self._restarting:
+            await asyncio.gather(*self._restarting, return_exceptions=True)
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {"policies": ["never", "on-failure", "always"], "restarting": sorted(self._waiting)}
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def _check_spawn(self, call: Call) -> None:
+        """Refuse a SPAWN whose ``restart`` is invalid, before anything is started."""
+        if call.op != Op.SPAWN:
+            return
+        try:
+            RestartPolicy.from_request(call.args().get("restart"))
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    def _after_call(self, call: Call, outcome: str, latency: float) -> None:
+        """A successful KILL of an agent waiting to be restarted cancels the restart."""
+        if call.op != Op.KILL or outcome != "ok" or not self._waiting:
+            return
+        args = call.args()
+        name = args.get("name")
+        if name is None:
+            agent = self._agent(args.get("id"))
+            name = agent.name if agent is not None else None
+        timer = self._waiting.pop(name, None) if isinstance(name, str) else None
+        if timer is not None:
+            timer.cancel()
+            self.histories.pop(name, None)  # type: ignore[arg-type]
+            log.info("agent %s: restart cancelled by KILL", name)
+
+    def _on_killed(self, topic: str, event: dict[str, Any]) -> None:
+        self.histories.pop(event["name"], None)
+
+    def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
+        # Decided once this event has reached every listener, so nobody sees agent.failed before it.
+        self.kernel.loop.call_soon(self._decide, event)
+
+    def _decide(self, event: dict[str, Any]) -> None:
+        if self._stopping:
+            return
+        agent = self._agent(event["id"])
+        if agent is None:
+            return
+        policy = RestartPolicy.from_request(agent.request.get("restart"))
+        if not policy.restarts_after(event["status"]):
+            self.histories.pop(agent.name, None)
+            return
+        history = self.histories.get(agent.name)
+        if history is None or history.policy != policy:
+            history = self.histories[agent.name] = RestartHistory(policy)
+        delay = history.next_delay(self.kernel.loop.time())
+        if delay is None:
+            self._give_up(agent, f"ended ({event['status']}) after {policy.max_restarts} restart(s) "
+                          f"within {policy.window:g}s", status=event["status"])
+            return
+        log.info("agent %s (%s) %s: restarting in %gs (restart %d within %gs)", agent.name, agent.id,
+                 event["status"], delay, history.recent, policy.window)
+        self._waiting[agent.name] = self.kernel.loop.call_later(delay, self._start_restart, agent, delay)
+
+    # -- restarting ------------------------------------------------------------------
+
+    def _start_restart(self, agent: Agent, delay: float) -> None:
+        self._waiting.pop(agent.name, None)
+        task = self.kernel.loop.create_task(self._restart(agent, delay))
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
+
+    async def _restart(self, agent: Agent, delay: float) -> None:
+        history = self.histories.get(agent.name)
+        try:
+            info = await self._processes().spawn_as(agent.spawner, dict(agent.request))
+        except AgentOSError as exc:
+            self._give_up(agent, f"could not be restarted: {exc}")
+            return
+        log.info("agent %s restarted as %s", agent.name, info["id"])
+        self.kernel.events.publish("agent.restarted", {
+            "id": info["id"], "name": agent.name, "pid": info["pid"], "previous_id": agent.id,
+            "restarts": history.total if history is not None else 1, "delay": delay})
+
+    def _give_up(self, agent: Agent, reason: str, **details: Any) -> None:
+        history = self.histories.pop(agent.name, None)
+        log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
+        self.kernel.events.publish("agent.failed", {
+            "id": agent.id, "name": agent.name, "reason": reason,
+            "restarts": history.total if history is not None else 0, **details})
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _processes(self) -> ProcessService:
+        return self.kernel.services["processes"]  # type: ignore[return-value]
+
+    def _agent(self, agent_id: Any) -> Agent | None:
+        """The process table's row for ``agent_id``, if it still holds one."""
+        if not isinstance(agent_id, str):
+            return None
+        try:
+            return self._processes().table.find({"id": agent_id})
+        except AgentOSError:
+            return None

@@ -1,0 +1,101 @@
+"""The kernel's supervisor, end to end: a manifest's restart policy, a real kernel, real agents ending."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentos import InvalidArgument
+from agentos.manifest import loads
+from agentos.protocol import Op
+
+
+def spawn_from_manifest(client: Any, tmp_path: Path, name: str, code: str, restart: str) -> dict[str, Any]:
+    """SPAWN the agent a one-agent manifest declares (no sandbox or cgroup limits: any host can run it)."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
+    manifest = loads(textwrap.dedent(f"""\
+        agents:
+          {name}:
+            script: {name}.py
+            sandbox: {{enabled: false}}
+            limits: {{memory: unlimited, cpu: unlimited, pids: unlimited}}
+            restart: {restart}
+        """), tmp_path / "team.yaml")
+    return client._call(Op.SPAWN, manifest.agents[0].to_spawn_request())
+
+
+def waiting_restarts(client: Any) -> list[str]:
+    return client.hello()["capabilities"]["supervisor"]["restarting"]
+
+
+def events_until(subscription: Any, name: str, last_topic: str) -> list[dict[str, Any]]:
+    seen = []
+    for event in subscription:
+        if event.get("name") == name:
+            seen.append(event)
+            if event["topic"] == last_topic:
+                return seen
+    raise AssertionError(f"subscription ended before {last_topic}: {seen}")
+
+
+def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    with client.subscribe("agent.*") as events:
+        first = spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
+                                    "{policy: on-failure, max_restarts: 2, window: 1h, backoff: 20ms}")
+        seen = events_until(events, "crashy", "agent.failed")
+    assert [e["topic"] for e in seen] == [
+        "agent.started", "agent.exited",
+        "agent.started", "agent.restarted", "agent.exited",
+        "agent.started", "agent.restarted", "agent.exited",
+        "agent.failed"]
+    ids = [e["id"] for e in seen if e["topic"] == "agent.started"]
+    assert ids[0] == first["id"] and len(set(ids)) == 3
+    restarted = [e for e in seen if e["topic"] == "agent.restarted"]
+    assert [(e["id"], e["previous_id"], e["restarts"]) for e in restarted] == [(ids[1], ids[0], 1), (ids[2], ids[1], 2)]
+    # Backoff doubles: 20 ms, then 40 ms.
+    assert [e["delay"] for e in restarted] == [0.02, 0.04]
+    assert all(e["status"] == "failed" and e["exit_code"] == 3 for e in seen if e["topic"] == "agent.exited")
+    failed = seen[-1]
+    assert failed["id"] == ids[2] and failed["restarts"] == 2 and "2 restart(s) within 3600s" in failed["reason"]
+    assert waiting_restarts(client) == []
+    assert sorted(a["id"] for a in client.list_agents(name="crashy")) == sorted(ids)
+
+
+def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = spawn_from_manifest(client, tmp_path, "done", "print('done')\n", "{policy: on-failure, backoff: 20ms}")
+    assert client.wait(id=info["id"], timeout=60)["status"] == "exited"
+    # The decision is taken when the exit is published, before WAIT answers.
+    assert waiting_restarts(client) == []
+    assert len(client.list_agents(name="done")) == 1
+
+
+def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    info = spawn_from_manifest(client, tmp_path, "loop", "print('bye')\n", "{policy: always, backoff: 1h, backoff_max: 1h}")
+    client.wait(id=info["id"], timeout=60)
+    assert waiting_restarts(client) == ["loop"]
+    assert client.kill("loop")["killed"] is False
+    assert waiting_restarts(client) == []
+    assert len(client.list_agents(name="loop")) == 1
+
+
+def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    spawn_from_manifest(client, tmp_path, "steady", "import time\nwhile True: time.sleep(1)\n",
+                        "{policy: always, backoff: 20ms}")
+    assert client.kill("steady", grace=5)["status"] == "killed"
+    assert waiting_restarts(client) == []
+
+
+def test_an_invalid_restart_refuses_the_spawn(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    script = tmp_path / "a.py"
+    script.write_text("")
+    with pytest.raises(InvalidArgument, match=r"restart.policy: 'sometimes' is not one of never, on-failure, always"):
+        client._call(Op.SPAWN, {"name": "a", "script": str(script), "sandboxed": False,
+                                "restart": {"policy": "sometimes"}})
+    assert client.list_agents() == []
