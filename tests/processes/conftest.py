@@ -30,6 +30,14 @@ def require_cgroup_limits() -> None:
         pytest.skip("needs a host whose cgroups enforce memory, pids and cpu")
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "sandboxed"])
+def sandboxed(request: pytest.FixtureRequest) -> bool:
+    """Run the test with an unsandboxed agent and with a sandboxed one."""
+    if request.param and os.geteuid() != 0:
+        pytest.skip("needs root: the full sandbox (namespaces, seccomp, Landlock)")
+    return bool(request.param)
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:

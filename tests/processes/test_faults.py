@@ -12,11 +12,11 @@ from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limit
 MiB = 1024 * 1024
 
 
-def test_memory_hog_is_oom_killed_and_others_carry_on(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_memory_hog_is_oom_killed_and_others_carry_on(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
     client = kernel.client()
-    healthy = client.spawn("healthy", agent("sleeper"), sandboxed=False, limits={"memory": "128Mi"})
-    hog = client.spawn("hog", agent("memory_hog"), sandboxed=False, limits={"memory": "64Mi"})
+    healthy = client.spawn("healthy", agent("sleeper"), sandboxed=sandboxed, limits={"memory": "128Mi"})
+    hog = client.spawn("hog", agent("memory_hog"), sandboxed=sandboxed, limits={"memory": "64Mi"})
     end = client.wait(id=hog["id"], timeout=60)
     assert end["status"] == "oom_killed"
     assert end["signal"] == signal.SIGKILL
@@ -28,10 +28,10 @@ def test_memory_hog_is_oom_killed_and_others_carry_on(kernel) -> None:  # type: 
     assert client.echo("kernel alive") == "kernel alive"
 
 
-def test_fork_bomb_stops_at_pids(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_fork_bomb_stops_at_pids(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
     client = kernel.client()
-    bomb = client.spawn("bomb", agent("fork_bomb"), sandboxed=False, limits={"pids": 16})
+    bomb = client.spawn("bomb", agent("fork_bomb"), sandboxed=sandboxed, limits={"pids": 16})
     client.wait(id=bomb["id"], until="ready", timeout=60)
     out = client.logs(id=bomb["id"])
     assert "fork refused" in out
@@ -83,16 +83,18 @@ def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(kernel) -> None: 
     assert not pid_alive(main_pid) and not pid_alive(grandchild)
 
 
-def test_kernel_sigterm_leaves_nothing_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_sigterm_leaves_nothing_behind(tmp_path, sandboxed) -> None:  # type: ignore[no-untyped-def]
     mounts_before = _mount_points()
     kernel = KernelProcess(tmp_path / "k").start()
     try:
         client = kernel.client()
-        stubborn = client.spawn("stubborn", agent("stubborn"), sandboxed=False)
-        sleeper = client.spawn("sleeper", agent("sleeper"), sandboxed=False)
+        stubborn = client.spawn("stubborn", agent("stubborn"), sandboxed=sandboxed)
+        sleeper = client.spawn("sleeper", agent("sleeper"), sandboxed=sandboxed)
         client.wait(id=stubborn["id"], until="ready", timeout=60)
         client.wait(id=sleeper["id"], until="ready", timeout=60)
-        pids = [sleeper["pid"], *(int(p) for p in client.logs(id=stubborn["id"]).split()[1:3])]
+        # Host pids (a sandboxed agent sees its own pid namespace): from the cgroups.
+        pids = _cgroup_procs(kernel, stubborn["id"]) + _cgroup_procs(kernel, sleeper["id"])
+        assert len(pids) == 3
         cgroup_dirs = kernel_cgroup_dirs(kernel.proc.pid)
     finally:
         assert kernel.stop() == 0, kernel.log()

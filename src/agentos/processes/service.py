@@ -42,7 +42,7 @@ from .table import AgentTable
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
-    from ..permissions import Permissions
+    from ..permissions import Capability, Permissions
 
 log = logging.getLogger("agentos.processes")
 
@@ -137,15 +137,14 @@ class ProcessService:
                 "set allow_degraded to run the agent without them", limits=missing,
                 driver=self.driver.name)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
-        task = self.kernel.loop.create_task(self._start_agent(request, caller, original))
+        task = self.kernel.loop.create_task(self._start_agent(request, caller, original, granted))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
         agent = await asyncio.shield(task)
-        if permissions is not None and granted is not None:
-            permissions.register_agent(agent.id, granted, caller, request.name)
         return {**agent.info(), "isolation": agent.isolation}
 
-    async def _start_agent(self, request: SpawnRequest, caller: Identity, original: dict[str, Any]) -> Agent:
+    async def _start_agent(self, request: SpawnRequest, caller: Identity, original: dict[str, Any],
+                           granted: frozenset[Capability] | None) -> Agent:
         agent_id = secrets.token_hex(6)
         try:
             cgroup = self.driver.create(agent_id, request.limits)
@@ -176,10 +175,16 @@ class ProcessService:
                       spawner=caller)
         agent.isolation = self._isolation(cgroup, launched.isolation)
         self.table.add(agent)
+        if granted is not None:
+            # Before the connection is served: the agent may call the kernel at once.
+            permissions = self._permissions()
+            assert permissions is not None
+            permissions.register_agent(agent_id, granted, caller, request.name)
         self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
                                                          gid=os.getgid(), agent_id=agent_id))
         self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
-        log.info("agent %s (%s) started: pid %d, argv %s", agent.name, agent.id, agent.pid, agent.argv)
+        log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid,
+                 f"script {request.script} {request.argv[1:]}" if request.script else f"argv {request.argv}")
         self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
                                                      "pid": agent.pid, "parent": agent.parent})
         return agent
