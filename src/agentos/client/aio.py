@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
 from . import think as _think
+from . import processes as _processes
 from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
                       decode_json, encode_payload, raise_error)
 
@@ -170,6 +171,41 @@ class AsyncClient:
         return await self._call(Op.HELLO)
 
     # --- processes ---
+
+    async def spawn(self, name: str | None = None, script: str | os.PathLike[str] | None = None,
+                    **options: Any) -> dict[str, Any]:
+        """Start an agent (see ``Client.spawn``)."""
+        return await self._call(Op.SPAWN, _processes.spawn_request(name, script, **options))
+
+    async def kill(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Stop an agent (see ``Client.kill``)."""
+        return await self._call(Op.KILL, _processes.kill_request(agent, **options))
+
+    async def list_agents(self, status: str | list[str] | None = None,
+                          name: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended agents (see ``Client.list_agents``)."""
+        return (await self._call(Op.LIST, _processes.list_request(status, name)))["agents"]
+
+    async def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Wait for an agent to end or become ready (see ``Client.wait``)."""
+        return await self._call(Op.WAIT, _processes.wait_request(agent, **options))
+
+    async def logs(self, agent: str | None = None, *, id: str | None = None,
+                   tail: int | None = None) -> str:
+        """The agent's captured output (see ``Client.logs``)."""
+        return (await self._call(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail)))["data"]
+
+    async def follow_logs(self, agent: str | None = None, *, id: str | None = None,
+                          tail: int | None = None) -> AsyncIterator[str]:
+        """Yield the agent's output as it is written, until the agent ends."""
+        async for chunk in self._stream(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail,
+                                                                         follow=True)):
+            if "data" in chunk:
+                yield chunk["data"]
+
+    async def ready(self) -> dict[str, Any]:
+        """Tell the kernel this agent is up (see ``Client.ready``)."""
+        return await self._call(Op.READY)
 
     # --- think ---
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
 from . import think as _think
+from . import processes as _processes
 from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
                       decode_json, encode_payload, raise_error)
 
@@ -172,6 +173,40 @@ class Client:
         return self._call(Op.HELLO)
 
     # --- processes ---
+
+    def spawn(self, name: str | None = None, script: str | os.PathLike[str] | None = None,
+              **options: Any) -> dict[str, Any]:
+        """Start an agent: a Python ``script``, or ``command=[...]``; options as
+        ``agentos.client.processes.spawn_request`` (limits, sandboxed, env, ...).
+        Returns ``{id, name, pid, status, isolation, ...}``."""
+        return self._call(Op.SPAWN, _processes.spawn_request(name, script, **options))
+
+    def kill(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Stop an agent by name (or ``id=``): SIGTERM, SIGKILL after ``grace``; returns its final state."""
+        return self._call(Op.KILL, _processes.kill_request(agent, **options))
+
+    def list_agents(self, status: str | list[str] | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended agents, with status, exit code and cgroup usage."""
+        return self._call(Op.LIST, _processes.list_request(status, name))["agents"]
+
+    def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Block until the agent ends (or ``until="ready"``), at most ``timeout`` seconds."""
+        return self._call(Op.WAIT, _processes.wait_request(agent, **options))
+
+    def logs(self, agent: str | None = None, *, id: str | None = None, tail: int | None = None) -> str:
+        """The agent's captured stdout and stderr (the last ``tail`` bytes, 64 KiB by default)."""
+        return self._call(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail))["data"]
+
+    def follow_logs(self, agent: str | None = None, *, id: str | None = None,
+                    tail: int | None = None) -> Iterator[str]:
+        """Yield the agent's output as it is written, until the agent ends."""
+        for chunk in self._stream(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail, follow=True)):
+            if "data" in chunk:
+                yield chunk["data"]
+
+    def ready(self) -> dict[str, Any]:
+        """Tell the kernel this agent is up (WAIT ``until="ready"`` and supervisors see it)."""
+        return self._call(Op.READY)
 
     # --- think ---
 
