@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -93,8 +94,7 @@ def run_agent(launcher: Launcher, tmp_path: Path, *, script: str | None = None, 
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         if script is not None and via == "exec":
-            import sys
-
+            spec["readonly_paths"] = [*spec.get("readonly_paths", []), os.path.dirname(script)]
             argv, script = [sys.executable, script, *(argv or [])], None
         elif script is not None:
             argv = ["agent", *(argv or [])]

@@ -79,7 +79,8 @@ class _Child:
         try:
             return fn(*args)
         except OSError as exc:
-            self.fail(name, exc.errno or 0, exc.strerror or str(exc))
+            where = f": {exc.filename}" if exc.filename is not None else ""
+            self.fail(name, exc.errno or 0, f"{exc.strerror or exc}{where}")
         except BaseException as exc:  # a setup bug must still reach the parent as a report
             self.fail(name, 0, f"{type(exc).__name__}: {exc}")
 

@@ -89,7 +89,11 @@ def make_plan(spec: SandboxSpec, support: HostSupport) -> tuple[Plan, dict[str, 
         plan.user_map = (os.geteuid(), os.getegid())
         report["rootless"] = os.geteuid() != 0
     if "mount" in names:
-        plan.mounts = plan_mounts(system_paths=spec.system_paths, readonly_paths=spec.readonly_paths,
+        readonly = list(spec.readonly_paths)
+        if spec.python_script:
+            # Like ``python script.py``: the modules next to the script are importable.
+            readonly.append(os.path.dirname(os.path.abspath(spec.python_script)))
+        plan.mounts = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
                                   writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
     if "uts" in names:
         plan.hostname = spec.hostname or _DEFAULT_HOSTNAME

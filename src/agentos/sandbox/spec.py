@@ -44,7 +44,8 @@ class SandboxSpec:
     ``argv`` is the program and its arguments (``argv[0]`` is looked up in
     ``env["PATH"]``). With ``python_script`` set, the agent is instead forked from
     the pre-warmed zygote and runs that script with ``sys.argv = [python_script,
-    *argv[1:]]``. Paths are host paths; binds appear at the same path inside.
+    *argv[1:]]``; the script's directory is visible read-only, as ``sys.path[0]``.
+    Paths are host paths; binds appear at the same path inside.
     """
 
     argv: list[str]
