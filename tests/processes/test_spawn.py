@@ -118,6 +118,14 @@ def test_names_are_unique_among_running_agents(kernel) -> None:  # type: ignore[
     assert client.list_agents(name="solo", status="running")[0]["id"] == second["id"]
 
 
+def test_hello_reports_what_this_host_can_isolate(kernel) -> None:  # type: ignore[no-untyped-def]
+    caps = kernel.client().hello()["capabilities"]["processes"]
+    assert caps["cgroups"]["driver"] in ("v1", "v2", "none")
+    assert caps["layout"]["kind"] in ("v1", "v2", "hybrid", "none")
+    assert "namespaces" in caps["sandbox"]
+    assert {"SPAWN", "KILL", "LIST", "WAIT", "LOGS", "READY"} <= set(kernel.client().hello()["syscalls"])
+
+
 def test_wait_timeout_answers_only_that_request(kernel) -> None:  # type: ignore[no-untyped-def]
     client = kernel.client()
     info = client.spawn("waiter", agent("sleeper"), sandboxed=False)

@@ -113,7 +113,8 @@ class ProcessService:
         self.driver.stop()
 
     def capabilities(self) -> Mapping[str, Any]:
-        return {"cgroups": self.driver.describe(), "layout": self.layout.to_dict()}
+        return {"cgroups": self.driver.describe(), "layout": self.layout.to_dict(),
+                "sandbox": self.launcher.support.as_dict()}
 
     # -- syscalls --------------------------------------------------------------------
 
