@@ -30,9 +30,10 @@ import subprocess
 import sys
 from typing import Any
 
-from agentos.sandbox import child, probe
+from agentos.sandbox import child
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
+from agentos.sandbox.probe import HostSupport, probe
 from agentos.sandbox.spec import SandboxError
 
 __all__ = ["DEFAULT_PRELOAD", "Zygote", "main"]
@@ -49,7 +50,7 @@ class Zygote:
     def __init__(self, preload: tuple[str, ...] = DEFAULT_PRELOAD, start_timeout: float = 60.0) -> None:
         self.preload = preload
         self.start_timeout = start_timeout
-        self.support: probe.HostSupport | None = None
+        self.support: HostSupport | None = None
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -130,7 +131,7 @@ def main() -> None:
             importlib.import_module(name)
         except ImportError:
             pass  # a preload is an optimisation: the agent imports it (or fails) itself
-    support = probe.probe()
+    support = probe()
     sys.stdout.flush()
     gc.collect()
     gc.freeze()
