@@ -5,9 +5,10 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -118,7 +119,7 @@ def in_child(fn: Callable[[], Any], flags: int = 0) -> Any:
         try:
             try:
                 outcome: tuple[str, Any] = ("ok", fn())
-            except BaseException as exc:  # carried to the parent as the test's failure
+            except BaseException as exc:  # noqa: BLE001 - carried to the parent as the test's failure
                 outcome = ("raised", exc)
             os.write(w, pickle.dumps(outcome))
         finally:

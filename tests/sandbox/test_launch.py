@@ -15,7 +15,7 @@ import pytest
 
 from agentos.sandbox import Launcher, SandboxError, SandboxSpec
 from agentos.sandbox._syscalls import syscalls
-from tests.sandbox.conftest import ENV, agent, run_agent
+from tests.sandbox.conftest import ENV, run_agent
 
 
 def _fails(launcher: Launcher, **spec: object) -> SandboxError:
@@ -84,11 +84,13 @@ def test_a_failing_before_exec_aborts_the_launch_and_leaves_nothing(launcher: La
     assert not marker.exists()
 
 
+SHOW_FDS = "echo via-7 >&7; echo out; echo err >&2; ls /proc/self/fd | sort -n | tr '\\n' ' '"
+
+
 def test_pass_fds_and_stdio_reach_their_numbers(launcher: Launcher, tmp_path: Path) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        result = run_agent(launcher, tmp_path, argv=["sh", "-c", "echo via-7 >&7; echo out; echo err >&2; "
-                                                                "ls /proc/self/fd | sort -n | tr '\\n' ' '"],
+        result = run_agent(launcher, tmp_path, argv=["sh", "-c", SHOW_FDS],
                            pass_fds={theirs.fileno(): 7})
         assert ours.recv(100) == b"via-7\n"
     assert result.stdout.startswith("out\n") and result.stderr == "err\n"

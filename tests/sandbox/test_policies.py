@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agentos.sandbox import HostSupport, Launcher, SandboxError, SandboxSpec, landlock, probe, seccomp
+from agentos.sandbox import (
+    HostSupport,
+    Launcher,
+    SandboxError,
+    SandboxSpec,
+    landlock,
+    probe,
+    seccomp,
+)
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import make_plan
 from tests.sandbox.conftest import in_child, require, require_root
@@ -91,7 +99,7 @@ def test_landlock_allows_writes_only_beneath_writable_paths(tmp_path: Path) -> N
             "truncate denied": lambda: open(denied / "existing", "w").close(),
             "mkdir denied": lambda: (denied / "d").mkdir(),
             "read denied": lambda: (denied / "existing").read_text(),
-            "write /dev/null": lambda: open("/dev/null", "w").write("x"),
+            "write /dev/null": lambda: Path("/dev/null").write_text("x"),
         }.items():
             try:
                 action()

@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def rootless_view() -> Iterator[dict[str, Any]]:
     config = json.dumps({"workdir": workdir, "tcp": ["127.0.0.1", server.getsockname()[1]]})
     argv = [sys.executable, agent("rootless_kernel"), config]
     try:
-        child = subprocess.run(argv, preexec_fn=lambda: _become_unprivileged_kernel(argv),
+        child = subprocess.run(argv, check=False, preexec_fn=lambda: _become_unprivileged_kernel(argv),
                                capture_output=True, text=True, timeout=120)
         if child.returncode != 0 and "user namespace" in child.stderr:
             pytest.skip(f"needs unprivileged user namespaces: {child.stderr[-500:]}")

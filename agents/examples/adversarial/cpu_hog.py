@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit, ready  # noqa: E402
+from _report import emit, ready
 
 seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
 ready()

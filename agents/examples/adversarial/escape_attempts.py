@@ -13,23 +13,45 @@ import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit, ready  # noqa: E402
+from _report import emit, ready
 
-# syscall numbers: x86_64, and the generic table aarch64 uses
-NR = {
-    "x86_64": dict(mount=165, umount2=166, pivot_root=155, chroot=161, unshare=272, setns=308, ptrace=101,
-                   bpf=321, keyctl=250, add_key=248, reboot=169, kexec_load=246, init_module=175,
-                   delete_module=176, finit_module=313, swapon=167, perf_event_open=298, settimeofday=164,
-                   clock_settime=227, open_by_handle_at=304, io_uring_setup=425, userfaultfd=323,
-                   process_vm_readv=310, clone=56, clone3=435, syslog=103, acct=163, mount_setattr=442,
-                   fsopen=430, open_tree=428, kcmp=312, pidfd_getfd=438, ioctl=16),
-    "aarch64": dict(mount=40, umount2=39, pivot_root=41, chroot=51, unshare=97, setns=268, ptrace=117,
-                    bpf=280, keyctl=219, add_key=217, reboot=142, kexec_load=104, init_module=105,
-                    delete_module=106, finit_module=273, swapon=224, perf_event_open=241, settimeofday=170,
-                    clock_settime=112, open_by_handle_at=265, io_uring_setup=425, userfaultfd=282,
-                    process_vm_readv=270, clone=220, clone3=435, syslog=116, acct=89, mount_setattr=442,
-                    fsopen=430, open_tree=428, kcmp=272, pidfd_getfd=438, ioctl=29),
-}[platform.machine()]
+# name: (x86_64, aarch64 -- the generic table)
+NR_BY_ARCH = {
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "chroot": (161, 51),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "ptrace": (101, 117),
+    "bpf": (321, 280),
+    "keyctl": (250, 219),
+    "add_key": (248, 217),
+    "reboot": (169, 142),
+    "kexec_load": (246, 104),
+    "init_module": (175, 105),
+    "delete_module": (176, 106),
+    "finit_module": (313, 273),
+    "swapon": (167, 224),
+    "perf_event_open": (298, 241),
+    "settimeofday": (164, 170),
+    "clock_settime": (227, 112),
+    "open_by_handle_at": (304, 265),
+    "io_uring_setup": (425, 425),
+    "userfaultfd": (323, 282),
+    "process_vm_readv": (310, 270),
+    "clone": (56, 220),
+    "clone3": (435, 435),
+    "syslog": (103, 116),
+    "acct": (163, 89),
+    "mount_setattr": (442, 442),
+    "fsopen": (430, 430),
+    "open_tree": (428, 428),
+    "kcmp": (312, 272),
+    "pidfd_getfd": (438, 438),
+    "ioctl": (16, 29),
+}
+NR = {name: numbers[("x86_64", "aarch64").index(platform.machine())] for name, numbers in NR_BY_ARCH.items()}
 CLONE_NEWUSER, CLONE_NEWNS, SIGCHLD, TIOCSTI = 0x10000000, 0x00020000, 17, 0x5412
 
 libc = ctypes.CDLL(None, use_errno=True)

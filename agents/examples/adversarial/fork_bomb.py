@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit, ready  # noqa: E402
+from _report import emit, ready
 
 limit = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ready()

@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit, ready  # noqa: E402
+from _report import emit, ready
 
 STEP = 8
 limit = int(sys.argv[1]) if len(sys.argv) > 1 else 65536

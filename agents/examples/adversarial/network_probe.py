@@ -11,7 +11,7 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit, ready  # noqa: E402
+from _report import emit, ready
 
 
 def attempt(fn):

@@ -19,13 +19,14 @@ import sys
 import threading
 import traceback
 import types
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from agentos.sandbox import landlock, mounts, namespaces, seccomp, userns
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 
-__all__ = ["READY", "GO", "ERROR", "run"]
+__all__ = ["ERROR", "GO", "READY", "run"]
 
 READY = b"R"
 GO = b"G"
@@ -81,7 +82,7 @@ class _Child:
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename is not None else ""
             self.fail(name, exc.errno or 0, f"{exc.strerror or exc}{where}")
-        except BaseException as exc:  # a setup bug must still reach the parent as a report
+        except BaseException as exc:  # noqa: BLE001 - a setup bug must still reach the parent as a report
             self.fail(name, 0, f"{type(exc).__name__}: {exc}")
 
     def fail(self, name: str, err: int, message: str) -> NoReturn:
@@ -147,10 +148,10 @@ def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:
     os.close(handshake)
     status = 0
     try:
-        exec(code, main.__dict__)
+        exec(code, main.__dict__)  # noqa: S102 - running the agent's script is the point
     except SystemExit as exc:
         status = _exit_status(exc)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - reported like Python's own top level does
         traceback.print_exc()
         status = 1
     _finish(status)
@@ -179,7 +180,7 @@ def _finish(status: int) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - an exit hook failing still ends the process
         traceback.print_exc()
         status = status or 1
     os._exit(status)

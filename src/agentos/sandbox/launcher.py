@@ -14,11 +14,13 @@ import os
 import signal
 import socket
 import threading
+from typing import Self
+
 from agentos.sandbox import child
+from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import make_plan
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import Launched, SandboxError, SandboxSpec
-from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote
 
 __all__ = ["Launcher"]
@@ -64,7 +66,7 @@ class Launcher:
             os.close(self._devnull)
             self._devnull = -1
 
-    def __enter__(self) -> Launcher:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -105,7 +107,7 @@ class Launcher:
                     sock.send(child.GO)
                 # End of file now means the exec happened (or the script is about to run).
                 message = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             raise SandboxError("handshake", errno.ETIMEDOUT,
                                f"child {launched.pid} not ready after {self.setup_timeout} s") from None
         if message.startswith(child.ERROR):

@@ -13,12 +13,13 @@ import functools
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["MountOp", "SYSTEM_DIRS", "build_root", "default_system_ops", "plan_mounts", "python_paths"]
+__all__ = ["SYSTEM_DIRS", "MountOp", "build_root", "default_system_ops", "plan_mounts", "python_paths"]
 
 #: Host directories every agent sees read-only (those missing on this host are skipped).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -61,9 +62,11 @@ def python_paths() -> list[str]:
     """Directories this interpreter and agentos load code from (to bind read-only)."""
     import agentos
 
-    candidates = [sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-                  os.path.dirname(os.path.dirname(os.path.abspath(agentos.__file__))),
-                  os.path.dirname(os.path.abspath(syscalls.__file__))]
+    # The package and its compiled modules may live apart (an editable install).
+    code = [os.path.dirname(os.path.abspath(agentos.__path__[0])),
+            os.path.dirname(os.path.abspath(str(syscalls.__file__)))]
+    interpreter = [sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    candidates = interpreter + code
     # sys.path[0] is the caller's script directory (or cwd), not part of the installation.
     candidates += [p for p in sys.path[0 if sys.flags.safe_path else 1:] if p]
     return [os.path.realpath(p) for p in candidates if os.path.exists(p)]
@@ -72,7 +75,7 @@ def python_paths() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def default_system_ops() -> tuple[MountOp, ...]:
     """The default read-only view: system dirs and this Python installation (computed once)."""
-    ops = [MountOp("bind", d, d, optional=True) for d in SYSTEM_DIRS]
+    ops = [MountOp("bind", d, d, optional=True) for d in SYSTEM_DIRS if os.path.lexists(d)]
     ops += [MountOp("bind", p, p) for p in python_paths()]
     return tuple(_without_covered([_as_symlink(op) for op in ops]))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from agentos.sandbox import seccomp, userns
 from agentos.sandbox.mounts import MountOp, plan_mounts
-from agentos.sandbox.namespaces import NAMESPACES, clone_flags
+from agentos.sandbox.namespaces import clone_flags
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import SandboxError, SandboxSpec
 

@@ -93,6 +93,7 @@ def _try_child(flags: int, *, setattr_probe: bool = False) -> str:
         status = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     finally:
         os.close(pidfd)
+    assert status is not None  # without WNOHANG waitid returns a result
     if status.si_code == os.CLD_EXITED and status.si_status == 0:
         return ""
     return f"a child in these namespaces could not set up: {os.strerror(status.si_status)}"
@@ -114,5 +115,5 @@ def _child_checks(flags: int, uid: int, gid: int, setattr_probe: bool) -> int:
         return 0
     except OSError as exc:
         return exc.errno or 1
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any failure means: not usable here
         return 1

@@ -8,8 +8,9 @@ from __future__ import annotations
 import errno as errno_
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
@@ -208,7 +209,7 @@ def _file(path: str, name: str) -> None:
 
 def _open_fd(fd: object, name: str) -> None:
     if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
-        _bad(f"{name}: {fd!r} is not a file descriptor")
+        raise SandboxError("spec", errno_.EINVAL, f"{name}: {fd!r} is not a file descriptor")
     try:
         os.fstat(fd)
     except OSError as exc:

@@ -150,7 +150,7 @@ def _serve(sock: socket.socket) -> None:
         try:
             _, plan = pickle.loads(message)
             reply, pidfd = _spawn(sock, plan, fds)
-        except Exception as exc:  # never let one bad request end the zygote
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the zygote
             reply, pidfd = ("error", "zygote", 0, f"{type(exc).__name__}: {exc}"), None
         finally:
             for fd in fds:

@@ -32,6 +32,11 @@ def create_in(directory):
     os.unlink(path)
 
 
+def read_lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
 def status():
     with open("/proc/self/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -52,7 +57,7 @@ report = {
     "links": [name for _, name in socket.if_nameindex()],
     "root": sorted(os.listdir("/")),
     "cwd": os.getcwd(),
-    "cgroup": open("/proc/self/cgroup").read().splitlines(),
+    "cgroup": read_lines("/proc/self/cgroup"),
     "tcp": outcome(lambda: connect(*checks["tcp"])) if "tcp" in checks else None,
     "write": {d: outcome(lambda d=d: create_in(d)) for d in checks.get("write", [])},
 }
