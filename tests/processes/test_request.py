@@ -56,6 +56,7 @@ def test_command_is_resolved_in_path() -> None:
     ({"command": "sh", "sandboxed": "yes"}, "true or false"),
     ({"command": "sh", "limits": {"cpu": "fast"}}, "limits.cpu"),
     ({"command": "sh", "bogus": 1}, "unknown field"),
+    ({"command": "sh", "sandboxed": False, "hostname": "box"}, "needs sandboxed"),
 ])
 def test_bad_payloads(payload: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidArgument, match=message):

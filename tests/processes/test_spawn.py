@@ -1,5 +1,7 @@
-"""SPAWN, LIST, WAIT, LOGS and READY through a real kernel (unsandboxed agents)."""
+"""SPAWN, LIST, WAIT, LOGS and READY through a real kernel."""
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -194,3 +196,15 @@ def test_async_client(kernel) -> None:  # type: ignore[no-untyped-def]
             assert [a["id"] for a in await client.list_agents()] == [info["id"]]
 
     asyncio.run(main())
+
+
+def test_sandboxed_agent_gets_its_own_hostname(kernel) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the full sandbox (namespaces, seccomp, Landlock)")
+    client = kernel.client()
+    named = client.spawn("h1", command=["hostname"], hostname="box")
+    default = client.spawn("h2", command=["hostname"])
+    assert client.wait(id=named["id"], timeout=60)["status"] == "exited"
+    assert client.wait(id=default["id"], timeout=60)["status"] == "exited"
+    assert client.logs(id=named["id"]) == "box\n"
+    assert client.logs(id=default["id"]) == "h2\n"

@@ -15,7 +15,7 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
                   sandboxed: bool = True, network: bool = False,
                   limits: Mapping[str, Any] | None = None, allow_degraded: bool = False,
-                  capabilities: Sequence[str] | None = None,
+                  capabilities: Sequence[str] | None = None, hostname: str | None = None,
                   writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = ()) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path)."""
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
@@ -37,6 +37,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["allow_degraded"] = True
     if capabilities is not None:
         payload["capabilities"] = list(capabilities)
+    if hostname is not None:
+        payload["hostname"] = hostname
     if writable_paths:
         payload["writable_paths"] = [os.path.abspath(p) for p in writable_paths]
     if readonly_paths:

@@ -63,6 +63,8 @@ class Agent:
     #: The SPAWN arguments as given, and who gave them: what the supervisor replays to restart it.
     request: dict[str, Any] = field(default_factory=dict)
     spawner: Identity | None = None
+    #: How many times the supervisor restarted this agent before this process (0 for the first).
+    restarts: int = 0
 
     @property
     def running(self) -> bool:
@@ -79,7 +81,7 @@ class Agent:
             "id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
             "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
             "started_at": self.started_at, "ended_at": self.ended_at,
-            "ready": self.ready_at is not None, "sandboxed": self.sandboxed,
+            "ready": self.ready_at is not None, "sandboxed": self.sandboxed, "restarts": self.restarts,
             "limits": self.limits.to_dict(), "usage": self.usage().to_dict(),
         }
 

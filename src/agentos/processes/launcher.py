@@ -41,7 +41,7 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         env=agent_env(request, agent_id, passed_env),
         cwd=request.cwd,
         # The UTS namespace that makes a hostname private exists only in the sandbox.
-        hostname=request.name if request.sandboxed else None,
+        hostname=(request.hostname or request.name) if request.sandboxed else None,
         stdin_fd=None,
         stdout_fd=output_fd,
         stderr_fd=output_fd,

@@ -15,7 +15,7 @@ from ..units import parse_duration
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPAWN_KEYS = frozenset({"name", "script", "command", "args", "env", "cwd", "sandboxed", "network",
-                         "limits", "allow_degraded", "writable_paths", "readonly_paths",
+                         "limits", "allow_degraded", "writable_paths", "readonly_paths", "hostname",
                          # Checked and acted on by the supervisor service.
                          "restart"})
 #: Kernel-set variables an agent may not override (its connection and identity).
@@ -39,6 +39,8 @@ class SpawnRequest:
     allow_degraded: bool
     writable_paths: list[str] = field(default_factory=list)
     readonly_paths: list[str] = field(default_factory=list)
+    #: The agent's hostname in its own UTS namespace (sandboxed only); None: its name.
+    hostname: str | None = None
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> SpawnRequest:
@@ -72,8 +74,12 @@ class SpawnRequest:
             limits = Limits.from_request(args.get("limits"))
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        sandboxed = _bool(args, "sandboxed", True)
+        hostname = _optional_str(args, "hostname")
+        if hostname is not None and not sandboxed:
+            raise InvalidArgument("hostname needs sandboxed: only a sandboxed agent has its own hostname")
         return cls(name=name, argv=argv, script=path, env=env, cwd=cwd, limits=limits,
-                   sandboxed=_bool(args, "sandboxed", True), network=_bool(args, "network", False),
+                   sandboxed=sandboxed, network=_bool(args, "network", False), hostname=hostname,
                    allow_degraded=_bool(args, "allow_degraded", False),
                    writable_paths=[_absolute(p, cwd, "writable_paths") for p in _str_list(args, "writable_paths")],
                    readonly_paths=[_absolute(p, cwd, "readonly_paths") for p in _str_list(args, "readonly_paths")])

@@ -383,7 +383,10 @@ class ProcessService:
             conn.close()
         for child in self.table.children(agent):
             self._terminate(child, self.settings.kill_grace, "parent")
-        self.table.ended(agent)
+        permissions = self._permissions()
+        for forgotten in self.table.prune():
+            if permissions is not None:
+                permissions.forget_agent(forgotten.id)
         log.info("agent %s (%s) %s: exit code %s, signal %s", agent.name, agent.id, agent.status,
                  agent.exit_code, agent.signal)
         self.kernel.events.publish(END_TOPICS[agent.status], agent.end_event())

@@ -18,9 +18,6 @@ class AgentTable:
     def __iter__(self) -> Iterator[Agent]:
         return iter(list(self._agents.values()))
 
-    def __len__(self) -> int:
-        return len(self._agents)
-
     def running(self) -> list[Agent]:
         return [a for a in self._agents.values() if a.running]
 
@@ -33,14 +30,13 @@ class AgentTable:
     def add(self, agent: Agent) -> None:
         self._agents[agent.id] = agent
 
-    def discard(self, agent: Agent) -> None:
-        self._agents.pop(agent.id, None)
-
-    def ended(self, agent: Agent) -> None:
-        """Record that ``agent`` ended; forget the oldest ended ones past the cap."""
+    def prune(self) -> list[Agent]:
+        """Forget (and return) the oldest ended agents past ``keep_ended``."""
         ended = [a for a in self._agents.values() if not a.running]
-        for old in ended[: max(0, len(ended) - self.keep_ended)]:
+        forgotten = ended[: max(0, len(ended) - self.keep_ended)]
+        for old in forgotten:
             del self._agents[old.id]
+        return forgotten
 
     def find(self, args: dict[str, Any]) -> Agent:
         """The agent ``{"id": ...}`` or ``{"name": ...}`` names (by name: the running one, else the latest)."""
@@ -66,14 +62,3 @@ class AgentTable:
 
     def children(self, agent: Agent) -> list[Agent]:
         return [a for a in self._agents.values() if a.parent == agent.id]
-
-    def is_descendant(self, agent: Agent, ancestor_id: str) -> bool:
-        """Whether ``ancestor_id`` is ``agent`` itself or one of its ancestors."""
-        seen: set[str] = set()
-        current: Agent | None = agent
-        while current is not None and current.id not in seen:
-            if current.id == ancestor_id:
-                return True
-            seen.add(current.id)
-            current = self._agents.get(current.parent) if current.parent else None
-        return False
