@@ -28,6 +28,7 @@ def test_spawn_answers_the_seed_shape_and_more(kernel, sandboxed) -> None:  # ty
     [listed] = client.list_agents(name="sleepy")
     assert listed["id"] == info["id"] and listed["status"] == "running" and listed["ready"]
     assert listed["started_at"] > 0 and listed["ended_at"] is None
+    assert listed["argv"] == [agent("sleeper")]
     end = client.kill(id=info["id"], grace=5)
     assert end["status"] == "killed" and end["killed"] is True
     assert not pid_alive(info["pid"])

@@ -38,6 +38,7 @@ class Agent:
 
     id: str
     name: str
+    #: What runs: ``[script, *args]`` for a Python agent, the program's argv otherwise.
     argv: list[str]
     limits: Limits
     sandboxed: bool
@@ -79,6 +80,7 @@ class Agent:
         """The agent as SPAWN, LIST, WAIT and KILL answer it."""
         return {
             "id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
+            "argv": self.argv,
             "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
             "started_at": self.started_at, "ended_at": self.ended_at,
             "ready": self.ready_at is not None, "sandboxed": self.sandboxed, "restarts": self.restarts,

@@ -170,7 +170,8 @@ class ProcessService:
             os.close(output_fd)
             agent_end.close()
 
-        agent = Agent(id=agent_id, name=request.name, argv=request.argv, limits=request.limits,
+        argv = [request.script, *request.argv[1:]] if request.script else request.argv
+        agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=original,
                       spawner=caller)
@@ -184,8 +185,7 @@ class ProcessService:
         self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
                                                          gid=os.getgid(), agent_id=agent_id))
         self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
-        log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid,
-                 f"script {request.script} {request.argv[1:]}" if request.script else f"argv {request.argv}")
+        log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
                                                      "pid": agent.pid, "parent": agent.parent})
         return agent
