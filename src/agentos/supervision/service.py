@@ -140,6 +140,9 @@ class SupervisorService:
             self._give_up(agent, f"could not be restarted: {exc}")
             return
         log.info("agent %s restarted as %s", agent.name, info["id"])
+        restarted = self._agent(info["id"])
+        if restarted is not None:
+            restarted.restarts = agent.restarts + 1
         self.kernel.events.publish("agent.restarted", {
             "id": info["id"], "name": agent.name, "pid": info["pid"], "previous_id": agent.id,
             "restarts": history.total if history is not None else 1, "delay": delay})
