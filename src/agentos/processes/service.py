@@ -316,6 +316,7 @@ class ProcessService:
             except ProcessLookupError:
                 pass
         if not agent.cgroup.tracks_tree:
+            self._signal_group(agent, sig)
             return
         if sig == signal.SIGKILL:
             agent.cgroup.kill()
@@ -327,8 +328,23 @@ class ProcessService:
                 except ProcessLookupError:
                     pass
 
+    def _signal_group(self, agent: Agent, sig: int) -> None:
+        """Without a cgroup: the agent's process group (the launcher makes it a session leader).
+
+        Only until the leader is reaped: its pid, and so the group id, cannot be reused before.
+        A process that left the group escapes; a sandboxed agent's pid namespace does not let it.
+        """
+        if agent.pidfd < 0:
+            return
+        try:
+            os.killpg(agent.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def _on_pidfd(self, agent: Agent) -> None:
         """The agent's main process ended: reap it, then finish the agent in the background."""
+        if not agent.cgroup.tracks_tree:
+            self._signal_group(agent, signal.SIGKILL)
         try:
             result = os.waitid(os.P_PIDFD, agent.pidfd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
