@@ -12,6 +12,8 @@ COMMANDS = [
     "kernel",
     "fake_gemini",
     "validate",
+    "up",
+    "down",
 ]
 
 

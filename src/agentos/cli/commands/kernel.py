@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--socket-mode", type=lambda s: int(s, 8), default=0o600,
                    help="permissions of the socket file, octal (default 600)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--manifest", type=Path, help="take settings (socket, state dir, llm ...) from this "
+                   "manifest's kernel section; the options above override them")
     p.add_argument("--max-payload", type=int, help="largest request payload accepted, bytes")
     p.set_defaults(func=run)
 
@@ -50,9 +52,18 @@ def run(args: argparse.Namespace) -> int:
     from ...kernel.daemon import Kernel, KernelAlreadyRunning
     from ..main import UserError
 
-    setup_logging(args.log_level, args.log_json)
-    config = KernelConfig(socket_mode=args.socket_mode, log_json=args.log_json,
-                          log_level=args.log_level)
+    config = KernelConfig()
+    if args.manifest is not None:
+        from .validate import load_or_report
+
+        manifest = load_or_report(args.manifest)
+        if manifest is None:
+            raise UserError(f"{args.manifest} is not a valid manifest (see above)")
+        config = manifest.kernel_config()
+    config.socket_mode, config.log_json = args.socket_mode, args.log_json
+    if args.log_level:
+        config.log_level = args.log_level
+    setup_logging(config.log_level, args.log_json)
     if args.socket:
         config.socket_path = args.socket
     if args.state_dir:

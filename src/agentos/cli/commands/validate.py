@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ...manifest import AgentSpec, Manifest, ManifestError, load
+from ..output import amount, size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,15 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        manifest = load(args.file)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    manifest = load_or_report(args.file)
+    if manifest is None:
         return 1
     if not args.quiet:
         print(summary(manifest, str(args.file)))
     return 0
+
+
+def load_or_report(path: Path) -> Manifest | None:
+    """The manifest at ``path``, or None after printing each of its problems on stderr."""
+    try:
+        return load(path)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def summary(manifest: Manifest, shown_as: str) -> str:
@@ -44,14 +52,14 @@ def _describe(spec: AgentSpec, base: Path) -> str:
     if spec.script is not None:
         what = f"script {_relative(spec.script, base)}"
     else:
-        what = "command " + " ".join(spec.command or ())
+        what = "command " + shlex.join(spec.command or ())
     parts = [what]
     if spec.replicas > 1:
         parts.append(f"x{spec.replicas}")
     box = spec.sandbox
     parts.append(("sandbox on" if box.enabled else "sandbox OFF") + (", network on" if box.has_network else ""))
     limits = spec.limits
-    parts.append(f"memory {_size(limits.memory)}, cpu {_amount(limits.cpu)}, pids {_amount(limits.pids)}")
+    parts.append(f"memory {size(limits.memory)}, cpu {amount(limits.cpu)}, pids {amount(limits.pids)}")
     parts.append(f"restart {spec.restart.policy}")
     if spec.depends_on:
         parts.append("after " + ", ".join(spec.depends_on))
@@ -61,16 +69,3 @@ def _describe(spec: AgentSpec, base: Path) -> str:
 def _relative(path: Path, base: Path) -> str:
     relative = os.path.relpath(path, base)
     return str(path) if relative.startswith("..") else relative
-
-
-def _size(value: int | None) -> str:
-    if value is None:
-        return "unlimited"
-    for suffix, factor in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
-        if value % factor == 0:
-            return f"{value // factor}{suffix}"
-    return f"{value}B"
-
-
-def _amount(value: float | None) -> str:
-    return "unlimited" if value is None else f"{value:g}"

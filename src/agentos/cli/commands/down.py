@@ -1,0 +1,60 @@
+"""``agentos down [FILE]``: stop a team (or every agent), and a kernel ``agentos up -d`` started."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ...client import Client
+from ...errors import KernelNotRunning, NotFound
+from ...units import parse_duration
+from ..launch import add_socket_option, marker_path, socket_path, stop_kernel_pid
+from .validate import load_or_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("down", help="stop a manifest's agents (all agents without FILE) and a kernel "
+                       "`agentos up -d` started")
+    p.add_argument("file", type=Path, nargs="?", help="the manifest whose agents to stop")
+    p.add_argument("--grace", default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
+    add_socket_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..main import UserError
+
+    try:
+        grace = parse_duration(args.grace, "--grace")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    manifest = None
+    if args.file is not None:
+        manifest = load_or_report(args.file)
+        if manifest is None:
+            return 1
+    socket = socket_path(args.socket, manifest)
+    try:
+        client = Client(socket)
+    except KernelNotRunning:
+        print(f"no kernel is running on {socket}: nothing to stop")
+        marker_path(socket).unlink(missing_ok=True)
+        return 0
+    with client:
+        if manifest is not None:
+            names = [name for spec in reversed(manifest.start_order()) for name in spec.instance_names()]
+        else:
+            names = [agent["name"] for agent in client.list_agents(status="running")]
+        for name in names:
+            try:
+                info = client.kill(name, grace=grace)
+            except NotFound:
+                continue
+            if info["killed"]:
+                print(f"stopped {name} ({info['status']})")
+        kernel_pid = client.hello()["pid"]
+    marker = marker_path(socket)
+    if marker.exists() and marker.read_text().strip() == str(kernel_pid):
+        stop_kernel_pid(kernel_pid)
+        print(f"stopped the kernel (pid {kernel_pid})")
+    marker.unlink(missing_ok=True)
+    return 0

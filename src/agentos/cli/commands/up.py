@@ -1,0 +1,103 @@
+"""``agentos up FILE``: start a manifest's team (and a kernel if none runs), then follow it."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from ...manifest import Manifest
+from ...units import parse_duration
+from ..launch import add_socket_option, connect_or_start, marker_path, socket_path
+from ..output import Painter, wants_colour
+from ..team import Team, TeamError
+from .validate import load_or_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="start a manifest's agents in dependency order and follow their output")
+    p.add_argument("file", type=Path, help="the manifest (YAML)")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="return once the team is up, leaving it (and a kernel started for it) running")
+    p.add_argument("--grace", default="10s", help="how long agents get to exit after SIGTERM when the team "
+                   "stops (default 10s)")
+    add_socket_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..main import UserError
+
+    try:
+        grace = parse_duration(args.grace, "--grace")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    manifest = load_or_report(args.file)
+    if manifest is None:
+        return 1
+    return asyncio.run(_up(manifest, args, grace))
+
+
+async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int:
+    socket = socket_path(args.socket, manifest)
+    client, kernel = await connect_or_start(manifest, socket)
+    if kernel is not None:
+        print(f"started a kernel (pid {kernel.pid}) on {socket}, logging to {kernel.log_path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
+                grace=grace)
+
+    def stopped(name: str, info: dict[str, Any]) -> None:
+        team.say(name, "stopped", "dim")
+
+    try:
+        # Subscribed before anything starts, so no exit or restart goes unseen.
+        events = None if args.detach else await client.subscribe("agent.*")
+        if not await _unless(stop, team.start()):
+            print("interrupted: stopping the team", flush=True)
+            await team.stop(stopped)
+            return 130
+        if args.detach:
+            if kernel is not None:
+                marker_path(socket).write_text(f"{kernel.pid}\n")
+                kernel = None  # It stays up for the team; `agentos down` stops it.
+            print(f"{len(team.members)} agent(s) up; `agentos ps` lists them, `agentos down {args.file}` "
+                  "stops them", flush=True)
+            return 0
+        assert events is not None
+        watching = asyncio.ensure_future(team.watch(events))
+        if await _unless(stop, watching):
+            code = watching.result()
+            print(f"every agent has ended{'' if code == 0 else ', not all of them cleanly'}", flush=True)
+            return code
+        print("stopping the team", flush=True)
+        await team.stop(stopped)
+        return 130
+    except TeamError as exc:
+        print(f"agentos up: error: {exc}", file=sys.stderr, flush=True)
+        await team.stop(stopped)
+        return 1
+    finally:
+        await client.close()
+        if kernel is not None:
+            kernel.stop()
+
+
+async def _unless(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
+    """Run ``work`` unless ``stop`` is set first (then cancel it): True if it finished."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False

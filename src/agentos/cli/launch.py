@@ -1,0 +1,124 @@
+"""Which kernel a command talks to, and starting one in the background for ``agentos up``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..client import AsyncClient, Client
+from ..errors import KernelNotRunning
+from ..kernel.config import default_socket_path, default_state_dir
+from ..manifest import Manifest
+
+#: How long a kernel we started may take to listen.
+START_TIMEOUT = 30.0
+
+
+def add_socket_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, help="the kernel's socket (default: $AGENTOS_SOCKET, else "
+                        "/run/agentos/kernel.sock for root, else the user runtime dir)")
+
+
+def socket_path(explicit: Path | None, manifest: Manifest | None = None) -> Path:
+    """``--socket``, else the manifest's ``kernel.socket``, else the environment's default."""
+    if explicit is not None:
+        return explicit
+    if manifest is not None and manifest.kernel.socket is not None:
+        return manifest.kernel.socket
+    return default_socket_path()
+
+
+def marker_path(socket: Path) -> Path:
+    """Beside the socket: the pid of a kernel ``agentos up -d`` left running, for ``agentos down``."""
+    return socket.with_name(socket.name + ".up")
+
+
+class StartedKernel:
+    """A kernel this command started: ``agentos kernel --manifest FILE`` in its own session."""
+
+    def __init__(self, manifest: Manifest, socket: Path) -> None:
+        state_dir = manifest.kernel.state_dir or default_state_dir()
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket = socket
+        self.log_path = state_dir / "kernel.log"
+        with open(self.log_path, "ab") as log:
+            # Its own session: Ctrl-C in this terminal is ours to handle, and -d leaves it running.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentos", "kernel", "--manifest", str(manifest.path),
+                 "--socket", str(socket)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def connect(self) -> AsyncClient:
+        """Wait until the kernel listens; a kernel that dies or stays silent is an error with its log."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                return await AsyncClient.connect(self.socket)
+            except KernelNotRunning:
+                pass
+            if self.proc.poll() is not None:
+                raise KernelNotRunning(f"the kernel exited with status {self.proc.returncode} while starting:\n"
+                                       f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise KernelNotRunning(f"the kernel did not listen on {self.socket} within {START_TIMEOUT:g}s:\n"
+                                       f"{self.log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit within ``timeout``; returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+async def connect_or_start(manifest: Manifest, socket: Path) -> tuple[AsyncClient, StartedKernel | None]:
+    """The running kernel at ``socket``, else a new one configured by the manifest's kernel section."""
+    try:
+        return await AsyncClient.connect(socket), None
+    except KernelNotRunning:
+        pass
+    kernel = StartedKernel(manifest, socket)
+    return await kernel.connect(), kernel
+
+
+def stop_kernel_pid(pid: int, timeout: float = 30.0) -> bool:
+    """SIGTERM the kernel ``pid`` (not our child) and wait for it to exit; False if it was already gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A blocking client for a command's ``--socket`` (or the default kernel)."""
+    return Client(socket_path(args.socket))

@@ -1,0 +1,268 @@
+"""A manifest's team on a running kernel: start it in dependency order, watch it, stop it.
+
+Used by ``agentos up``. Each agent starts once everything it depends on is
+ready (independent agents start side by side); readiness is judged as the
+manifest says (READY call, a log line, a delay). While the team runs, its
+output is streamed with each line prefixed by the agent's name, and lifecycle
+events (exits, restarts, OOM kills, failures) are printed as they happen.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..client import AsyncClient
+from ..client.messaging import AsyncSubscription
+from ..errors import AgentOSError, NotFound
+from ..manifest import AgentSpec, Manifest
+from ..protocol import Op
+from ..supervision.policy import RestartPolicy
+from .output import Painter, size
+
+#: LOGS returns at most this much of what an agent wrote before we started following it.
+_FROM_START = 1024 * 1024
+
+
+class TeamError(AgentOSError):
+    """The team could not be started as the manifest says."""
+
+
+@dataclasses.dataclass
+class Member:
+    """One running copy of a declared agent (a replica) and what is known of its current process."""
+
+    spec: AgentSpec
+    name: str
+    id: str | None = None
+    #: No more processes are coming: it ended and its restart policy will not bring it back.
+    final: bool = False
+    status: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def policy(self) -> RestartPolicy:
+        return RestartPolicy(**dataclasses.asdict(self.spec.restart))
+
+
+class Team:
+    """The agents of ``manifest`` on the kernel behind ``client``."""
+
+    def __init__(self, manifest: Manifest, client: AsyncClient, socket: Path, painter: Painter,
+                 out: TextIO = sys.stdout, show_output: bool = True, grace: float = 10.0) -> None:
+        self.manifest = manifest
+        self.client = client
+        self.socket = socket
+        self.paint = painter
+        self.out = out
+        self.show_output = show_output
+        self.grace = grace
+        self.order = manifest.start_order()
+        self.members = {name: Member(spec, name) for spec in self.order for name in spec.instance_names()}
+        self.width = max(len(name) for name in self.members)
+        self._ready = {spec.name: asyncio.Event() for spec in self.order}
+        self._followers: dict[str, asyncio.Task[None]] = {}
+
+    # -- printing --------------------------------------------------------------------
+
+    def say(self, name: str, text: str, style: str | None = None) -> None:
+        """One line about ``name``: its output (no style) or an event (styled)."""
+        body = self.paint.style(text, style) if style else text
+        print(f"{self.paint.name(name, self.width)} | {body}", file=self.out, flush=True)
+
+    # -- starting --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every agent not already running, each after its dependencies are ready."""
+        running = {a["name"]: a for a in await self.client.list_agents(status="running")}
+        try:
+            async with asyncio.TaskGroup() as group:
+                for spec in self.order:
+                    group.create_task(self._start_spec(spec, running))
+        except BaseExceptionGroup as group:
+            # The first agent that could not start is the story; the others were cancelled because of it.
+            raise _first_error(group) from None
+
+    async def _start_spec(self, spec: AgentSpec, running: dict[str, Any]) -> None:
+        for dep in spec.depends_on:
+            await self._ready[dep].wait()
+        await asyncio.gather(*(self._start_member(self.members[name], running.get(name))
+                               for name in spec.instance_names()))
+        self._ready[spec.name].set()
+
+    async def _start_member(self, member: Member, existing: dict[str, Any] | None) -> None:
+        if existing is not None:
+            member.id = existing["id"]
+            self.say(member.name, f"already running (pid {existing['pid']})", "dim")
+            self._follow(member)
+            return
+        try:
+            info = await self.client._call(Op.SPAWN, member.spec.to_spawn_request(member.name))
+        except AgentOSError as exc:
+            raise TeamError(f"cannot start {member.name}: {exc}") from None
+        member.id = info["id"]
+        self._follow(member)
+        readiness = member.spec.readiness
+        waiting = "" if readiness is None else f", waiting for {_describe_readiness(readiness)}"
+        self.say(member.name, f"started (pid {info['pid']}){waiting}", "bold")
+        if readiness is not None:
+            await self._wait_ready(member)
+            self.say(member.name, "ready", "green")
+
+    async def _wait_ready(self, member: Member) -> None:
+        readiness = member.spec.readiness
+        assert readiness is not None and member.id is not None
+        try:
+            async with asyncio.timeout(readiness.timeout):
+                if readiness.kind == "ready-call":
+                    info = await self.client.wait(id=member.id, until="ready")
+                    if not info["ready"]:
+                        raise TeamError(f"{member.name} ended ({_ending(info)}) before calling ready()")
+                elif readiness.kind == "log-line":
+                    await self._wait_for_line(member, re.compile(readiness.pattern or ""))
+                else:
+                    await asyncio.sleep(readiness.delay or 0.0)
+                    [info] = [a for a in await self.client.list_agents(name=member.name) if a["id"] == member.id]
+                    if info["status"] != "running":
+                        raise TeamError(f"{member.name} ended ({_ending(info)}) during its start-up delay")
+        except TimeoutError:
+            raise TeamError(f"{member.name} was not ready within {readiness.timeout:g}s "
+                            f"(waiting for {_describe_readiness(readiness)})") from None
+
+    async def _wait_for_line(self, member: Member, pattern: re.Pattern[str]) -> None:
+        # A connection of its own: closing it ends the kernel's stream once the line is seen.
+        async with await AsyncClient.connect(self.socket) as client:
+            pending = ""
+            async for chunk in client.follow_logs(id=member.id, tail=_FROM_START):
+                *lines, pending = (pending + chunk).split("\n")
+                if any(pattern.search(line) for line in lines):
+                    return
+            if pattern.search(pending):
+                return
+        raise TeamError(f"{member.name} ended before printing a line matching {pattern.pattern!r}")
+
+    # -- watching --------------------------------------------------------------------
+
+    def _follow(self, member: Member) -> None:
+        """Stream the member's current process's output (from its start) to our output."""
+        if not self.show_output or member.id is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._print_output(member.name, member.id))
+        previous = self._followers.get(member.name)
+        self._followers[member.name] = task
+        if previous is not None and not previous.done():
+            previous.cancel()
+
+    async def _print_output(self, name: str, agent_id: str) -> None:
+        pending = ""
+        try:
+            async for chunk in self.client.follow_logs(id=agent_id, tail=_FROM_START):
+                *lines, pending = (pending + chunk).split("\n")
+                for line in lines:
+                    self.say(name, line)
+        except (NotFound, asyncio.CancelledError):
+            pass
+        if pending:
+            self.say(name, pending)
+
+    async def watch(self, events: AsyncSubscription) -> int:
+        """Print lifecycle events until every member has ended for good; 0 if all exited cleanly."""
+        async for event in events:
+            member = self.members.get(event.get("name", ""))
+            if member is None:
+                continue
+            _HANDLERS.get(event["topic"], _ignore)(self, member, event)
+            if all(m.final for m in self.members.values()):
+                break
+        await asyncio.gather(*self._followers.values(), return_exceptions=True)
+        return 0 if all(m.status == "exited" for m in self.members.values()) else 1
+
+    def _on_started(self, member: Member, event: dict[str, Any]) -> None:
+        if event["id"] != member.id:
+            member.id, member.final = event["id"], False
+            self._follow(member)
+
+    def _on_ended(self, member: Member, event: dict[str, Any]) -> None:
+        if event["id"] != member.id:
+            return
+        member.status, member.exit_code = event["status"], event.get("exit_code")
+        member.final = event["topic"] == "agent.killed" or not member.policy.restarts_after(member.status)
+        if event["topic"] == "agent.oom_killed":
+            self.say(member.name, f"OOM-killed (memory limit {size(member.spec.limits.memory)})", "red")
+        elif event["topic"] == "agent.killed":
+            self.say(member.name, "killed", "yellow")
+        else:
+            style = "dim" if member.status == "exited" else "red"
+            self.say(member.name, f"exited ({_ending(event)})", style)
+
+    def _on_restarted(self, member: Member, event: dict[str, Any]) -> None:
+        self.say(member.name, f"restarted after {event['delay']:g}s (pid {event['pid']}, restart "
+                 f"{event['restarts']})", "yellow")
+
+    def _on_failed(self, member: Member, event: dict[str, Any]) -> None:
+        member.final, member.status = True, "failed"
+        self.say(member.name, f"failed: {event.get('reason', 'gave up')}", "red")
+
+    # -- stopping --------------------------------------------------------------------
+
+    async def stop(self, on_stopped: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """KILL every member, dependents before what they depend on."""
+        for spec in reversed(self.order):
+            await asyncio.gather(*(self._kill(name, on_stopped) for name in spec.instance_names()))
+        # A restart that was already on its way when we passed: catch it too.
+        for agent in await self.client.list_agents(status="running"):
+            if agent["name"] in self.members:
+                await self._kill(agent["name"], on_stopped)
+        for task in self._followers.values():
+            task.cancel()
+        await asyncio.gather(*self._followers.values(), return_exceptions=True)
+
+    async def _kill(self, name: str, on_stopped: Callable[[str, dict[str, Any]], None] | None) -> None:
+        try:
+            info = await self.client.kill(name, grace=self.grace)
+        except NotFound:
+            return
+        if info.get("killed") and on_stopped is not None:
+            on_stopped(name, info)
+
+
+_HANDLERS: dict[str, Callable[[Team, Member, dict[str, Any]], None]] = {
+    "agent.started": Team._on_started,
+    "agent.exited": Team._on_ended,
+    "agent.killed": Team._on_ended,
+    "agent.oom_killed": Team._on_ended,
+    "agent.restarted": Team._on_restarted,
+    "agent.failed": Team._on_failed,
+}
+
+
+def _ignore(team: Team, member: Member, event: dict[str, Any]) -> None:
+    pass
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group
+
+
+def _describe_readiness(readiness: Any) -> str:
+    if readiness.kind == "ready-call":
+        return "it to call ready()"
+    if readiness.kind == "log-line":
+        return f"a line matching {readiness.pattern!r}"
+    return f"{readiness.delay:g}s"
+
+
+def _ending(info: dict[str, Any]) -> str:
+    if info.get("signal"):
+        return f"signal {info['signal']}"
+    return f"code {info.get('exit_code')}"
+
