@@ -1,0 +1,112 @@
+"""The main job: README's `agentos up agents/examples/showcase.yaml`, run as CI runs it (root, offline)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentos.cgroups import TOP, detect, open_driver
+
+SHOWCASE = Path(__file__).resolve().parents[2] / "agents" / "examples" / "showcase.yaml"
+NAMES = ("reporter", "analyst", "producer", "flaky", "hog", "forkbomb", "netprobe")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the showcase's memory and pids limits are cgroups")
+    if not {"memory", "pids"} <= open_driver(detect()).enforceable:
+        pytest.skip("needs a host whose cgroups enforce memory and pids")
+
+
+def up(tmp_path: Path) -> subprocess.Popen[str]:
+    """`agentos up showcase.yaml` on a private socket and state dir, with no LLM key (offline)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AGENTOS_FD", "GEMINI_API_KEY", "GOOGLE_API_KEY", "AGENTOS_LLM_CONFIG")}
+    env.update(AGENTOS_SOCKET=str(tmp_path / "kernel.sock"), AGENTOS_STATE_DIR=str(tmp_path / "state"),
+               NO_COLOR="1")
+    return subprocess.Popen([sys.executable, "-m", "agentos", "up", str(SHOWCASE)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def said(out: list[str], name: str, pattern: str) -> list[str]:
+    """The lines agent ``name`` printed (or had printed about it) that match ``pattern``."""
+    return [line for line in out if re.match(rf"{name}\s* \| {pattern}", line)]
+
+
+def assert_nothing_left(tmp_path: Path, out: list[str]) -> None:
+    """No kernel, agent process, socket or cgroup of this run remains."""
+    text = "\n".join(out)
+    kernel_pid = int(re.search(r"started a kernel \(pid (\d+)\)", text).group(1))  # type: ignore[union-attr]
+    agent_pids = [int(pid) for pid in re.findall(r"\| (?:started|restarted after \S+) \(pid (\d+)", text)]
+    assert agent_pids, text
+    for pid in [kernel_pid, *agent_pids]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (tmp_path / "kernel.sock").exists()
+    left = [path for root in open_driver(detect()).roots for path in (root / TOP).glob(f"{kernel_pid}-*")]
+    assert left == [], f"cgroups left behind: {left}"
+
+
+def test_the_showcase_tells_the_whole_story_and_ends(tmp_path: Path) -> None:
+    require_root()
+    proc = up(tmp_path)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = stdout.splitlines()
+    story = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    assert "Traceback" not in stdout + stderr, story
+    for name in NAMES:
+        assert said(out, name, r"started \(pid \d+\)"), story
+    # A pipeline passing work along, thinking offline and saying why.
+    assert said(out, "analyst", "no GEMINI_API_KEY is set"), story
+    assert said(out, "reporter", r"pipeline result: 5 of 5 documents summarised \(offline\)"), story
+    assert said(out, "reporter", r"exited \(code 0\)"), story
+    # An unstable agent, restarted by the kernel until it works.
+    assert len(said(out, "flaky", r"restarted after")) == 2, story
+    assert said(out, "flaky", "start 3: working now"), story
+    assert said(out, "flaky", r"exited \(code 0\)"), story
+    # A memory hog, OOM-killed at its limit while the others carry on.
+    assert said(out, "hog", r"OOM-killed \(memory limit 64Mi\)"), story
+    assert not said(out, "hog", "reached"), story
+    # A fork bomb, stopped by the pids limit.
+    assert said(out, "forkbomb", r"fork bomb contained: fork\(\) refused with EAGAIN"), story
+    # No way out to the network.
+    assert said(out, "netprobe", "network interfaces I can see: lo$"), story
+    assert said(out, "netprobe", "network refused: no way out of the sandbox"), story
+    assert not said(out, "netprobe", ".*CONNECTED"), story
+    # It ends by itself once every agent is done; the OOM-killed hog makes the run "not clean".
+    assert out[-1].startswith("every agent has ended"), story
+    assert_nothing_left(tmp_path, out)
+
+
+def test_ctrl_c_stops_the_showcase_and_leaves_nothing(tmp_path: Path) -> None:
+    require_root()
+    proc = up(tmp_path)
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line.rstrip("\n"))
+            # Mid-story: the pipeline is running and the fork bomb holds its processes.
+            if re.match(r"producer\s* \| started", line):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = seen + rest.splitlines()
+    assert proc.returncode == 130, (out, stderr)
+    assert "stopping the team" in out, out
+    assert "Traceback" not in rest + stderr
+    assert_nothing_left(tmp_path, out)
