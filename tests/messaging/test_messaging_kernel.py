@@ -5,7 +5,14 @@ import asyncio
 
 import pytest
 
-from agentos import AsyncClient, Busy, InvalidArgument, NotFound, PermissionDenied, Timeout
+from agentos import (
+    AsyncClient,
+    Busy,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Timeout,
+)
 
 
 def test_send_recv_ack_between_registered_names(kernel) -> None:

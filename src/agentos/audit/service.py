@@ -91,6 +91,8 @@ class AuditService:
 
         size, stop = self.log.follow(deliver)
         try:
+            # Confirms that every later record will reach this stream (the SDK waits for it).
+            await call.stream({"following": True})
             for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
                 await call.stream(record)
             while True:

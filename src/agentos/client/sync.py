@@ -9,8 +9,10 @@ from typing import Any
 
 from ..errors import ConnectionClosed, RemoteProtocolError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
-from . import think as _think
+from . import messaging as _messaging
 from . import processes as _processes
+from . import state as _state
+from . import think as _think
 from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
                       decode_json, encode_payload, raise_error)
 
@@ -228,9 +230,103 @@ class Client:
         """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
         return self._call(Op.USAGE)
 
-
     # --- messaging ---
+
+    def send(self, to: str, body: Any) -> int:
+        """Put ``body`` (any JSON) in the mailbox of ``to`` (agent name, id or registered name);
+        returns the message id. ``Busy`` if that mailbox is full."""
+        return self._call(Op.SEND, _messaging.send_request(to, body))["id"]
+
+    def recv(self, timeout: float | None = None, *, name: str | None = None,
+             ack: bool = False) -> dict[str, Any]:
+        """The next message (``{"id", "from", "to", "body", "sent_at"}``), waiting up to
+        ``timeout`` seconds (forever if None); ``Timeout`` if none came. It stays stored until
+        ``ack(id)`` unless ``ack=True``. ``name`` reads a mailbox you registered."""
+        return self._call(Op.RECV, _messaging.recv_request(timeout, name, ack))
+
+    def ack(self, *ids: int, name: str | None = None) -> list[int]:
+        """Delete delivered messages from your mailbox; returns the ids removed."""
+        return self._call(Op.ACK, _messaging.ack_request(ids, name))["acked"]
+
+    def broadcast(self, body: Any) -> dict[str, Any]:
+        """``body`` to every live agent and registered name but you: ``{"delivered", "full"}``."""
+        return self._call(Op.BROADCAST, {"body": body})
+
+    def register(self, name: str) -> dict[str, Any]:
+        """Make ``name`` reach you (for an outside client: a mailbox read with ``recv(name=)``)."""
+        return self._call(Op.REGISTER, {"name": name})
+
+    def subscribe(self, *topics: str) -> _messaging.Subscription:
+        """Iterate over events on ``topics`` (``"jobs.done"``, ``"agent.*"``, ``"*"``) as they
+        happen, until ``close()``."""
+        frames = self._stream(Op.SUBSCRIBE, _messaging.subscribe_request(topics))
+        return _messaging.Subscription(frames, self.unsubscribe)
+
+    def unsubscribe(self, subscription: int) -> None:
+        """End the stream of one of your subscriptions."""
+        self._call(Op.UNSUBSCRIBE, {"subscription": subscription})
+
+    def publish(self, topic: str, data: Any = None) -> None:
+        """Send ``data`` to every subscriber of ``topic`` (``agent.*``/``kernel.*`` are the kernel's)."""
+        self._call(Op.PUBLISH, {"topic": topic, "data": data})
 
     # --- state ---
 
+    def store(self, key: str, value: Any, *, ttl: float | None = None, scope: str = "own",
+              agent: str | None = None) -> int:
+        """Durably set ``key`` to ``value`` (JSON), expiring after ``ttl`` seconds if given;
+        returns its new version. ``scope="shared"`` uses the store shared between agents."""
+        return self._call(Op.STORE, _state.store_request(key, value, ttl, scope, agent))["version"]
+
+    def fetch(self, key: str, *, scope: str = "own", agent: str | None = None) -> Any:
+        """The value of ``key``; ``NotFound`` if it is missing or expired."""
+        return self._call(Op.FETCH, _state.key_request(key, scope, agent))["value"]
+
+    def delete(self, key: str, *, scope: str = "own", agent: str | None = None) -> bool:
+        """Remove ``key``; True if it existed."""
+        return self._call(Op.DELETE, _state.key_request(key, scope, agent))["deleted"]
+
+    def keys(self, prefix: str = "", *, limit: int = 1000, scope: str = "own",
+             agent: str | None = None) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+        return self._call(Op.KEYS, _state.keys_request(prefix, limit, scope, agent))["keys"]
+
+    def cas(self, key: str, expected: Any, value: Any, *, ttl: float | None = None,
+            scope: str = "own", agent: str | None = None) -> bool:
+        """Set ``key`` to ``value`` only if it now equals ``expected`` (``agentos.client.state.ABSENT``: only
+        if it does not exist); True if it was set."""
+        return self._call(Op.CAS, _state.cas_request(key, expected, value, ttl, scope,
+                                                    agent))["swapped"]
+
     # --- permissions ---
+
+    def get_perms(self, agent: str | None = None) -> dict[str, Any]:
+        """Your capabilities (an admin may name another agent's id)."""
+        return self._call(Op.GET_PERMS, {} if agent is None else {"agent": agent})
+
+    def set_perms(self, capabilities: list[str], *, agent: str | None = None,
+                  uid: int | None = None) -> dict[str, Any]:
+        """Admin only: replace the capabilities of an agent (by id) or of an outside uid."""
+        target: dict[str, Any] = {"agent": agent} if agent is not None else {"uid": uid}
+        return self._call(Op.SET_PERMS, {**target, "capabilities": list(capabilities)})
+
+    def http(self, url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+             body: str | None = None, timeout: float | None = None,
+             max_bytes: int | None = None) -> dict[str, Any]:
+        """Have the kernel fetch ``url`` (an allowed domain; needs ``http``):
+        ``{"status", "url", "headers", "body" | "body_base64"}``."""
+        args = {"url": url, "method": method, "headers": headers, "body": body,
+                "timeout": timeout, "max_bytes": max_bytes}
+        return self._call(Op.HTTP, {k: v for k, v in args.items() if v is not None})
+
+    def audit(self, agent: str | None = None, *, follow: bool = False,
+              limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Admin only: the last ``limit`` audit records (of ``agent``: a name, id or
+        ``uid:<n>``); with ``follow``, then every new one as it happens."""
+        args: dict[str, Any] = {"follow": follow, "limit": limit}
+        if agent is not None:
+            args["agent"] = agent
+        records = self._stream(Op.AUDIT, args)
+        if follow:
+            next(records)  # the kernel's confirmation: nothing logged from now on is missed
+        return records

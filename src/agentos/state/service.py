@@ -87,14 +87,14 @@ class StateService:
         args = call.args()
         if "value" not in args:
             raise InvalidArgument("STORE needs a 'value'")
-        entry = await self.kv.store(self._namespace(call, args), args.get("key"),
+        entry = await self.kv.store(self._namespace(call, args), _key(args),
                                        args["value"], args.get("ttl"))
         return {"key": entry.key, "version": entry.version, "expires_at": entry.expires_at}
 
     async def fetch(self, call: Call) -> dict[str, Any]:
         """``{key, scope?}`` -> the entry; NotFound if missing or expired."""
         args = call.args()
-        key = args.get("key")
+        key = _key(args)
         entry = await self.kv.fetch(self._namespace(call, args), key)
         if entry is None:
             raise NotFound(f"no value for key {key!r}", key=key)
@@ -103,7 +103,7 @@ class StateService:
     async def delete(self, call: Call) -> dict[str, Any]:
         """``{key, scope?}`` -> whether a live value was removed."""
         args = call.args()
-        return {"deleted": await self.kv.delete(self._namespace(call, args), args.get("key"))}
+        return {"deleted": await self.kv.delete(self._namespace(call, args), _key(args))}
 
     async def keys(self, call: Call) -> dict[str, Any]:
         """``{prefix?, limit?, scope?}`` -> sorted live keys."""
@@ -118,9 +118,16 @@ class StateService:
         args = call.args()
         if "value" not in args:
             raise InvalidArgument("CAS needs a 'value'")
-        swapped, entry = await self.kv.cas(self._namespace(call, args), args.get("key"),
+        swapped, entry = await self.kv.cas(self._namespace(call, args), _key(args),
                                               args.get("expected", ABSENT), args["value"],
                                               args.get("ttl"))
         return {"swapped": swapped, "exists": entry is not None,
                 "value": entry.value if entry else None,
                 "version": entry.version if entry else None}
+
+
+def _key(args: dict[str, Any]) -> str:
+    key = args.get("key")
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+    return key
