@@ -58,8 +58,15 @@ def parse_think(payload: bytes) -> ThinkArgs:
     return ThinkArgs(turns=[{"role": "user", "parts": [{"text": text}]}], plain=True)
 
 
+_FIELDS = frozenset(FIELDS)
+_OPTION_FIELDS = frozenset(("temperature", "top_p", "top_k", "max_output_tokens", "stop", "seed",
+                            "thinking_budget", "thinking_level", "include_thoughts", "json",
+                            "response_schema"))
+_DEFAULT_OPTIONS = GenerationOptions()
+
+
 def parse_json(args: dict[str, Any]) -> ThinkArgs:
-    unknown = sorted(set(args) - set(FIELDS))
+    unknown = sorted(args.keys() - _FIELDS)
     if unknown:
         raise InvalidArgument(f"THINK: unknown fields {unknown}; known: {', '.join(FIELDS)}")
     system = _opt_str(args, "system")
@@ -78,6 +85,24 @@ def parse_json(args: dict[str, Any]) -> ThinkArgs:
     if turns[-1]["role"] != "user":
         raise InvalidArgument("THINK: the conversation must end with a user turn "
                               "(add 'prompt' or 'function_responses')")
+    mode = _opt_str(args, "function_mode")
+    if mode is not None and mode.lower() not in _FUNCTION_MODES:
+        raise InvalidArgument(f"THINK: function_mode must be one of {_FUNCTION_MODES}")
+    allowed = args.get("allowed_functions") or []
+    if not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
+        raise InvalidArgument("THINK: allowed_functions must be a list of function names")
+    return ThinkArgs(
+        turns=turns, system=system,
+        # Most calls set no option: skip their validation and share one default.
+        options=_options(args) if not _OPTION_FIELDS.isdisjoint(args) else _DEFAULT_OPTIONS,
+        functions=_functions(args.get("functions")),
+        function_mode=mode.upper() if mode else None,
+        allowed_functions=tuple(allowed),
+        context=_opt_str(args, "context"), stream=_flag(args, "stream"),
+        model=_opt_str(args, "model"))
+
+
+def _options(args: dict[str, Any]) -> GenerationOptions:
     budget, level = args.get("thinking_budget"), _opt_str(args, "thinking_level")
     if budget is not None and level is not None:
         raise InvalidArgument("THINK: give thinking_budget or thinking_level, not both")
@@ -91,31 +116,18 @@ def parse_json(args: dict[str, Any]) -> ThinkArgs:
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise InvalidArgument("THINK: stop must be a string or a list of strings")
-    mode = _opt_str(args, "function_mode")
-    if mode is not None and mode.lower() not in _FUNCTION_MODES:
-        raise InvalidArgument(f"THINK: function_mode must be one of {_FUNCTION_MODES}")
-    allowed = args.get("allowed_functions") or []
-    if not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
-        raise InvalidArgument("THINK: allowed_functions must be a list of function names")
-    context = _opt_str(args, "context")
-    return ThinkArgs(
-        turns=turns, system=system,
-        options=GenerationOptions(
-            temperature=_number(args, "temperature", 0.0, 2.0),
-            top_p=_number(args, "top_p", 0.0, 1.0),
-            top_k=_integer(args, "top_k", 1),
-            max_output_tokens=_integer(args, "max_output_tokens", 1),
-            stop=tuple(stop or ()),
-            seed=_integer(args, "seed", None),
-            thinking_budget=_integer(args, "thinking_budget", -1),
-            thinking_level=level,
-            include_thoughts=_flag(args, "include_thoughts"),
-            response_mime_type="application/json" if _flag(args, "json") else None,
-            response_schema=schema),
-        functions=_functions(args.get("functions")),
-        function_mode=mode.upper() if mode else None,
-        allowed_functions=tuple(allowed),
-        context=context, stream=_flag(args, "stream"), model=_opt_str(args, "model"))
+    return GenerationOptions(
+        temperature=_number(args, "temperature", 0.0, 2.0),
+        top_p=_number(args, "top_p", 0.0, 1.0),
+        top_k=_integer(args, "top_k", 1),
+        max_output_tokens=_integer(args, "max_output_tokens", 1),
+        stop=tuple(stop or ()),
+        seed=_integer(args, "seed", None),
+        thinking_budget=_integer(args, "thinking_budget", -1),
+        thinking_level=level,
+        include_thoughts=_flag(args, "include_thoughts"),
+        response_mime_type="application/json" if _flag(args, "json") else None,
+        response_schema=schema)
 
 
 def _messages(raw: Any) -> tuple[list[Content], str | None]:
