@@ -23,14 +23,25 @@ def require_root() -> None:
         pytest.skip("needs a host whose cgroups enforce memory and pids")
 
 
-def up(tmp_path: Path) -> subprocess.Popen[str]:
-    """`agentos up showcase.yaml` on a private socket and state dir, with no LLM key (offline)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AGENTOS_FD", "GEMINI_API_KEY", "GOOGLE_API_KEY", "AGENTOS_LLM_CONFIG")}
-    env.update(AGENTOS_SOCKET=str(tmp_path / "kernel.sock"), AGENTOS_STATE_DIR=str(tmp_path / "state"),
-               NO_COLOR="1")
-    return subprocess.Popen([sys.executable, "-m", "agentos", "up", str(SHOWCASE)], env=env, cwd=tmp_path,
+def up(tmp_path: Path, manifest: Path = SHOWCASE, **env: str) -> subprocess.Popen[str]:
+    """`agentos up` on a private socket and state dir; no LLM key (offline) unless ``env`` gives one."""
+    environ = {k: v for k, v in os.environ.items() if k not in (
+        "AGENTOS_FD", "GEMINI_API_KEY", "GOOGLE_API_KEY", "AGENTOS_LLM_CONFIG", "AGENTOS_GEMINI_BASE_URL")}
+    environ.update(AGENTOS_SOCKET=str(tmp_path / "kernel.sock"), AGENTOS_STATE_DIR=str(tmp_path / "state"),
+                   NO_COLOR="1", **env)
+    return subprocess.Popen([sys.executable, "-m", "agentos", "up", str(manifest)], env=environ, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[list[str], str]:
+    """Wait for ``agentos up`` to end by itself: its stdout lines, and everything it printed."""
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return stdout.splitlines(), f"stdout:\n{stdout}\nstderr:\n{stderr}"
 
 
 def said(out: list[str], name: str, pattern: str) -> list[str]:
@@ -54,16 +65,8 @@ def assert_nothing_left(tmp_path: Path, out: list[str]) -> None:
 
 def test_the_showcase_tells_the_whole_story_and_ends(tmp_path: Path) -> None:
     require_root()
-    proc = up(tmp_path)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out = stdout.splitlines()
-    story = f"stdout:\n{stdout}\nstderr:\n{stderr}"
-    assert "Traceback" not in stdout + stderr, story
+    out, story = finish(up(tmp_path))
+    assert "Traceback" not in story, story
     for name in NAMES:
         assert said(out, name, r"started \(pid \d+\)"), story
     # A pipeline passing work along, thinking offline and saying why.
@@ -109,4 +112,35 @@ def test_ctrl_c_stops_the_showcase_and_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, (out, stderr)
     assert "stopping the team" in out, out
     assert "Traceback" not in rest + stderr
+    assert_nothing_left(tmp_path, out)
+
+
+@pytest.fixture
+def fake_gemini():  # type: ignore[no-untyped-def]
+    """A fake Gemini API on 127.0.0.1 (it echoes prompts): its URL, stopped afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "agentos", "fake-gemini", "--port", "0", "--api-key", "k"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split(" on ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_with_a_key_the_analyst_thinks_with_gemini(tmp_path: Path, fake_gemini: str) -> None:
+    require_root()
+    # Only the pipeline: the rest of the showcase does not think.
+    pipeline = tmp_path / "pipeline.yaml"
+    showcase = SHOWCASE.read_text()
+    pipeline.write_text(showcase[:showcase.index("  flaky:")].replace("script: showcase/",
+                                                                       f"script: {SHOWCASE.parent}/showcase/"))
+    out, story = finish(up(tmp_path, pipeline, GEMINI_API_KEY="k", AGENTOS_GEMINI_BASE_URL=fake_gemini))
+    assert out[-1] == "every agent has ended", story
+    assert not said(out, "analyst", "no GEMINI_API_KEY"), story
+    assert said(out, "analyst", r"summarised 'Processes' by \S+"), story
+    [result] = said(out, "reporter", "pipeline result: 5 of 5 documents summarised")
+    assert "(by " in result and "offline" not in result, story
+    # The fake echoes the prompt: the summary the reporter delivers came back from the model.
+    assert said(out, "reporter", r"  - Processes: echo: Summarise this in one short sentence"), story
     assert_nothing_left(tmp_path, out)
