@@ -35,8 +35,11 @@ ERROR = b"E"
 SETUP_FAILED = 127
 
 
-def run(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
-    """Set up the sandbox described by ``plan`` and become the agent; never returns."""
+def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | None = None) -> NoReturn:
+    """Set up the sandbox described by ``plan`` and become the agent; never returns.
+
+    ``script`` is ``plan.python_script`` already compiled (by the zygote, which caches it).
+    """
     child = _Child(handshake)
     step = child.step
     if plan.user_map:
@@ -45,7 +48,6 @@ def run(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
     step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
     child.fd = step("descriptors", _arrange_fds, fds, plan.fd_targets, handshake)
-    source = step("read script", _read, plan.python_script) if plan.python_script else None
     if plan.mounts:
         mounts.build_root(plan.mounts, step)
     if plan.hostname:
@@ -63,9 +65,8 @@ def run(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
             step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
         if plan.seccomp_program:
             step("seccomp", seccomp.install, plan.seccomp_program)
-    if source is not None:
-        code = step("compile script", compile, source, plan.python_script, "exec")
-        _run_script(plan, code, child.fd)
+    if script is not None:
+        _run_script(plan, script, child.fd)
     step("exec", _exec, plan)
     raise AssertionError("unreachable")
 
@@ -116,12 +117,6 @@ def _arrange_fds(fds: list[int], targets: list[int], handshake: int) -> int:
         start = fd + 1
     syscalls.close_range(start)
     return handshake
-
-
-def _read(path: str) -> bytes:
-    # Read before the view changes: the script need not be visible inside the sandbox.
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _exec(plan: Plan) -> None:

@@ -94,9 +94,9 @@ class Launcher:
     def _handshake(self, sock: socket.socket, launched: Launched, spec: SandboxSpec) -> None:
         sock.settimeout(self.setup_timeout)
         if spec.before_exec is None:
-            sock.send(child.GO)  # nothing to do in between: spare the child the round trip
+            self._go(sock)  # nothing to do in between: spare the child the round trip
         try:
-            message = sock.recv(4096)
+            message = _receive(sock)
             if not message:
                 # End of file before READY: the child died in setup without a report (killed).
                 status = launched.wait()
@@ -104,9 +104,9 @@ class Launcher:
             if message == child.READY:
                 if spec.before_exec is not None:
                     spec.before_exec(launched.pid)
-                    sock.send(child.GO)
+                    self._go(sock)
                 # End of file now means the exec happened (or the script is about to run).
-                message = sock.recv(4096)
+                message = _receive(sock)
         except TimeoutError:
             raise SandboxError("handshake", errno.ETIMEDOUT,
                                f"child {launched.pid} not ready after {self.setup_timeout} s") from None
@@ -114,6 +114,24 @@ class Launcher:
             raise SandboxError(*json.loads(message[1:]))
         if message:
             raise SandboxError("handshake", errno.EPROTO, f"unexpected message {message[:16]!r}")
+
+
+    @staticmethod
+    def _go(sock: socket.socket) -> None:
+        try:
+            sock.send(child.GO)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child already gave up: its error record is still ours to read
+
+
+def _receive(sock: socket.socket) -> bytes:
+    """One handshake message ('' at end of file)."""
+    try:
+        return sock.recv(4096)
+    except ConnectionResetError:
+        # The child exited without reading our GO: the socket reports that first, then
+        # still hands over the error record the child sent before it exited.
+        return sock.recv(4096)
 
 
 def _discard(launched: Launched) -> None:

@@ -92,9 +92,11 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     user += [MountOp("bind", p, p, readonly=False) for p in writable_paths]
     if workdir is not None:
         user.append(MountOp("bind", workdir, workdir, readonly=False))
-    ops = system + [MountOp("tmpfs", "/tmp", options=tmp_options)] + user
+    # One op per destination, the later winning: work dir over writable over read-only
+    # over the private /tmp over the system view.
+    merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", options=tmp_options), *user]}
     # Parents first: a bind inside /tmp or inside /usr must land on top of it.
-    ops.sort(key=lambda op: op.dest.rstrip("/").count("/"))
+    ops = sorted(merged.values(), key=lambda op: op.dest.rstrip("/").count("/"))
     return [MountOp("proc", "/proc"), MountOp("dev", "/dev")] + ops
 
 

@@ -48,8 +48,10 @@ def probe() -> HostSupport:
     rootless = userns.wants_user_namespace(None)
     base = syscalls.CLONE_NEWUSER if rootless else 0
     namespaces: dict[str, bool] = {}
+    # One child tries it all (the common case: everything works); only a failure costs more forks.
     everything = _try_child(base | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS
-                            | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP)
+                            | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP,
+                            setattr_probe=True)
     for name, flag in NAMESPACES.items():
         if name == "user":
             continue
@@ -57,11 +59,12 @@ def probe() -> HostSupport:
         namespaces[name] = not error
         if error:
             notes[name] = error
-    user_error = _try_child(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+    # Rootless, "everything" already ran inside a user namespace.
+    user_error = "" if rootless and not everything else _try_child(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
     if user_error:
         notes["user"] = user_error
     namespaces["user"] = not user_error
-    mount_error = _try_child(base | syscalls.CLONE_NEWNS, setattr_probe=True)
+    mount_error = everything and _try_child(base | syscalls.CLONE_NEWNS, setattr_probe=True)
     if mount_error:
         notes["mount_setattr"] = mount_error
     seccomp_ok = seccomp.supported() and _seccomp_available(notes)

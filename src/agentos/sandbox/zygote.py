@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import types
 from typing import Any
 
 from agentos.sandbox import child
@@ -162,6 +163,12 @@ def _serve(sock: socket.socket) -> None:
 
 def _spawn(sock: socket.socket, plan: Plan, fds: list[int]) -> tuple[tuple[Any, ...], int | None]:
     handshake, *io = fds
+    script = None
+    if plan.python_script is not None:
+        try:
+            script = _compiled(plan.python_script)
+        except (OSError, SyntaxError, ValueError) as exc:
+            return ("error", "compile script", getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}"), None
     try:
         pid, pidfd = syscalls.clone3(plan.clone_flags | syscalls.CLONE_PARENT)
     except OSError as exc:
@@ -170,7 +177,27 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int]) -> tuple[tuple[Any, 
         try:
             # The socket object must not close a number the agent reuses when collected.
             sock.detach()
-            child.run(plan, io, handshake)
+            child.run(plan, io, handshake, script)
         finally:
             os._exit(child.SETUP_FAILED)  # a child must never fall back into the zygote's loop
     return ("ok", pid), pidfd
+
+
+#: script path -> (mtime_ns, size, code): agents started again and again compile once.
+_scripts: dict[str, tuple[int, int, types.CodeType]] = {}
+
+
+def _compiled(path: str) -> types.CodeType:
+    """The script compiled, from the cache while the file is unchanged.
+
+    Read here, with the kernel's view of the file system: the script itself need
+    not be visible inside the sandbox (its directory is, for its imports).
+    """
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        cached = _scripts.get(path)
+        if cached is not None and cached[:2] == (info.st_mtime_ns, info.st_size):
+            return cached[2]
+        code = compile(f.read(), path, "exec")
+    _scripts[path] = (info.st_mtime_ns, info.st_size, code)
+    return code
