@@ -14,6 +14,13 @@ COMMANDS = [
     "validate",
     "up",
     "down",
+    "ps",
+    "logs",
+    "kill",
+    "spawn",
+    "think",
+    "top",
+    "doctor",
 ]
 
 

@@ -60,6 +60,7 @@ def build_services(kernel: Kernel) -> list[Service]:
         CoreService(kernel),
         # services: one line per subsystem below this one.
         __import__("agentos.processes", fromlist=["ProcessService"]).ProcessService(kernel),
+        __import__("agentos.supervision", fromlist=["SupervisorService"]).SupervisorService(kernel),
         __import__("agentos.llm.syscalls", fromlist=["LLMService"]).LLMService(kernel),
     ]
     return services
