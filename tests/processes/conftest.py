@@ -9,11 +9,17 @@ import pytest
 from agentos.cgroups import TOP, detect, instance_name, open_driver
 
 AGENTS = Path(__file__).parent / "agents"
+ADVERSARIAL = Path(__file__).resolve().parents[2] / "agents" / "examples" / "adversarial"
 
 
 def agent(name: str) -> str:
     """Path of a test agent script."""
     return str(AGENTS / f"{name}.py")
+
+
+def adversarial(name: str) -> str:
+    """Path of one of the example adversarial agents (memory_hog, fork_bomb, cpu_hog ...)."""
+    return str(ADVERSARIAL / f"{name}.py")
 
 
 def kernel_cgroup_dirs(kernel_pid: int) -> list[Path]:

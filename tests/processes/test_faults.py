@@ -2,12 +2,19 @@
 kernel carries on; a kernel stopped or killed leaves nothing behind."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
 
 from agentos.testing.kernel import KernelProcess
 
-from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limits
+from .conftest import (
+    adversarial,
+    agent,
+    kernel_cgroup_dirs,
+    pid_alive,
+    require_cgroup_limits,
+)
 
 MiB = 1024 * 1024
 
@@ -16,7 +23,7 @@ def test_memory_hog_is_oom_killed_and_others_carry_on(kernel, sandboxed) -> None
     require_cgroup_limits()
     client = kernel.client()
     healthy = client.spawn("healthy", agent("sleeper"), sandboxed=sandboxed, limits={"memory": "128Mi"})
-    hog = client.spawn("hog", agent("memory_hog"), sandboxed=sandboxed, limits={"memory": "64Mi"})
+    hog = client.spawn("hog", adversarial("memory_hog"), sandboxed=sandboxed, limits={"memory": "64Mi"})
     end = client.wait(id=hog["id"], timeout=60)
     assert end["status"] == "oom_killed"
     assert end["signal"] == signal.SIGKILL
@@ -31,11 +38,10 @@ def test_memory_hog_is_oom_killed_and_others_carry_on(kernel, sandboxed) -> None
 def test_fork_bomb_stops_at_pids(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
     client = kernel.client()
-    bomb = client.spawn("bomb", agent("fork_bomb"), sandboxed=sandboxed, limits={"pids": 16})
-    client.wait(id=bomb["id"], until="ready", timeout=60)
-    out = client.logs(id=bomb["id"])
-    assert "fork refused" in out
-    children = int(out.split("children ")[1].split()[0])
+    bomb = client.spawn("bomb", adversarial("fork_bomb"), sandboxed=sandboxed, limits={"pids": 16})
+    report = _first_report(client, bomb["id"])
+    assert report["refused"] == "EAGAIN"
+    children = report["children"]
     assert children < 16
     usage = client.list_agents(name="bomb")[0]["usage"]
     assert usage["pids_current"] <= 16
@@ -50,7 +56,8 @@ def test_fork_bomb_stops_at_pids(kernel, sandboxed) -> None:  # type: ignore[no-
 def test_cpu_hog_is_throttled_to_its_quota(kernel) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
     client = kernel.client()
-    hog = client.spawn("spinner", agent("cpu_hog"), sandboxed=False, limits={"cpu": 0.2})
+    hog = client.spawn("spinner", adversarial("cpu_hog"), args=["600"], sandboxed=False,
+                       limits={"cpu": 0.2})
     client.wait(id=hog["id"], until="ready", timeout=60)
     usage = client.list_agents(name="spinner")[0]["usage"]
     while usage["cpu_nr_throttled"] < 10:
@@ -121,6 +128,16 @@ def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:  # typ
         second.client().echo("up")  # started: stale subtrees are gone before it listens
         assert [d for d in stale if d.exists()] == []
         assert [pid for pid in pids if pid_alive(pid)] == []
+
+
+def _first_report(client, agent_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """The first JSON line an adversarial agent prints."""
+    text = ""
+    for chunk in client.follow_logs(id=agent_id):
+        text += chunk
+        if "\n" in text:
+            return json.loads(text.split("\n", 1)[0])
+    raise AssertionError(f"agent ended without a report: {text!r}")
 
 
 def _cgroup_procs(kernel, agent_id: str) -> list[int]:  # type: ignore[no-untyped-def]
