@@ -1,7 +1,7 @@
 """A fork bomb: forks until fork() is refused, then reports how far it got and cleans up.
 
 The pids limit of its cgroup (32 in showcase.yaml) stops it; nothing else on
-the host notices. It gives up by itself after 2000 processes, so a host
+the host notices. It gives up by itself after 500 processes, so a host
 without the limit survives it, and then it says so.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-BOUND = 2000
+BOUND = 500
 
 
 def main() -> int:
