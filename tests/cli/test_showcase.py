@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,40 @@ def test_with_a_key_the_analyst_thinks_with_gemini(tmp_path: Path, fake_gemini: 
     # The fake echoes the prompt: the summary the reporter delivers came back from the model.
     assert said(out, "reporter", r"  - Processes: echo: Summarise this in one short sentence"), story
     assert_nothing_left(tmp_path, out)
+
+
+def test_a_normal_user_runs_the_showcase_and_is_told_what_is_missing() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: sets up an unprivileged uid to run the showcase as")
+    from agentos.sandbox.probe import probe
+    from tests.sandbox.test_rootless import NOBODY, _become_unprivileged_kernel
+
+    if not probe().user_namespaces:
+        pytest.skip(f"needs unprivileged user namespaces: {probe().notes.get('user')}")
+    # pytest's tmp_path sits in a directory only root may enter.
+    home = Path(tempfile.mkdtemp(prefix="agentos-showcase-"))
+    os.chown(home, NOBODY, NOBODY)
+    # env(1) puts the run's variables back after the switch to nobody, which keeps only a few.
+    argv = ["/usr/bin/env", f"HOME={home}", f"AGENTOS_SOCKET={home}/kernel.sock",
+            f"AGENTOS_STATE_DIR={home}/state", "NO_COLOR=1", sys.executable, "-m", "agentos", "up", str(SHOWCASE)]
+    try:
+        proc = subprocess.Popen(argv, preexec_fn=lambda: _become_unprivileged_kernel(argv),  # noqa: PLW1509
+                                cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, story = finish(proc)
+        assert_rootless_story(home, out, story)
+    finally:
+        shutil.rmtree(home)
+
+
+def assert_rootless_story(home: Path, out: list[str], story: str) -> None:
+    assert "Traceback" not in story, story
+    # The sandbox holds without privileges (user namespaces): still no network.
+    assert said(out, "netprobe", "network refused: no way out of the sandbox"), story
+    assert said(out, "reporter", "pipeline result: 5 of 5 documents summarised"), story
+    assert len(said(out, "flaky", r"restarted after")) == 2, story
+    # Limits are cgroups, which an unprivileged user cannot create here: each agent says so.
+    assert said(out, "hog", r"OOM-killed") or said(out, "hog", "reached 512 MiB .* no memory limit"), story
+    assert (said(out, "forkbomb", "fork bomb contained")
+            or said(out, "forkbomb", "forked 500 processes .* no pids limit")), story
+    assert out[-1].startswith("every agent has ended"), story
+    assert_nothing_left(home, out)
