@@ -16,7 +16,7 @@ PROMPT = "Summarise this in one short sentence, no preamble:\n\n{text}"
 
 def offline_summary(text: str) -> str:
     first = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
-    keywords = sorted({w.strip(".,;:").lower() for w in text.split()}, key=len, reverse=True)[:3]
+    keywords = sorted({w.strip(".,;:").lower() for w in text.split()}, key=lambda w: (-len(w), w))[:3]
     return f"{first} [keywords: {', '.join(keywords)}]"
 
 
