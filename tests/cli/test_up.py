@@ -220,3 +220,17 @@ def test_up_and_down_on_a_kernel_that_already_runs(kernel, project: Path) -> Non
     down = agentos("down", "--socket", socket, path.name, cwd=project)
     assert lines(down.stdout) == ["stopped server (killed)"]
     assert kernel.client().list_agents(status="running") == []
+
+
+def test_the_hello_example_runs_with_the_secure_defaults(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the default sandbox and cgroup limits")
+    example = Path(__file__).resolve().parents[2] / "agents" / "examples" / "hello.yaml"
+    result = agentos("up", "--socket", str(kernel.socket_path), str(example), cwd=tmp_path)
+    assert result.returncode == 0, result
+    out = lines(result.stdout)
+    assert any(line.startswith("hello | hello from hello (") and line.endswith(", running on agentos 0.1.0")
+               for line in out), out
+    assert out[-2:] == ["hello | exited (code 0)", "every agent has ended"]
+    [info] = kernel.client().list_agents(name="hello")
+    assert info["sandboxed"] and info["limits"] == {"memory": 512 * 2**20, "pids": 128, "cpu": 1.0}
