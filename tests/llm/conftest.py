@@ -7,14 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import pytest
 
+from agentos import Client
 from agentos.llm.config import LLMConfig
 from agentos.llm.http import new_session
 from agentos.llm.provider import Provider, make_provider
 from agentos.llm.retry import RetryPolicy
-from agentos import Client
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
 

@@ -8,7 +8,14 @@ import pytest
 from agentos.llm.errors import ErrorKind, LLMError
 from agentos.llm.provider import Provider
 from agentos.llm.types import GenerationOptions, ModelRequest
-from agentos.testing import FakeGemini, Reply, call_reply, count_tokens, error_reply, text_reply
+from agentos.testing import (
+    FakeGemini,
+    Reply,
+    call_reply,
+    count_tokens,
+    error_reply,
+    text_reply,
+)
 
 
 def user(text: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class HttpClient:
         async with self._request(url, body, headers, self._json_timeout) as resp:
             try:
                 raw = await resp.read()
-            except (asyncio.TimeoutError, *_TRANSPORT_ERRORS) as exc:
+            except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
                 raise self._failure(exc, "no complete answer within the timeout") from None
         return self._decode(raw)
 
@@ -53,7 +53,7 @@ class HttpClient:
                     if data.strip() == "[DONE]":
                         return
                     yield self._decode(data.encode())
-            except (asyncio.TimeoutError, *_TRANSPORT_ERRORS) as exc:
+            except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
                 raise self._failure(exc, "the stream stalled (no data within "
                                     "stream_idle_timeout)") from None
 
@@ -68,7 +68,7 @@ class HttpClient:
                     raise error_from_http(resp.status, self._error_body(raw), resp.headers,
                                           self._provider)
                 yield resp
-        except (asyncio.TimeoutError, *_TRANSPORT_ERRORS) as exc:
+        except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
             raise self._failure(exc, "no answer within the timeout") from None
 
     def _decode(self, raw: bytes) -> dict[str, Any]:

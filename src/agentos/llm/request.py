@@ -5,7 +5,6 @@ what to fix from the error alone.
 """
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,8 @@ from .types import Content, GenerationOptions
 
 #: Gemini's rule for function names (letters, digits, ``_ . : -``; at most 128).
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+#: Standard or URL-safe base64, padded or not (what proto3 JSON accepts for bytes).
+_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 _THINKING_LEVELS = ("minimal", "low", "medium", "high")
 _FUNCTION_MODES = ("auto", "any", "none")
 _ROLES = {"user": "user", "model": "model", "assistant": "model"}
@@ -194,10 +195,8 @@ def _images(raw: Any) -> list[dict[str, Any]]:
         if not (isinstance(image, dict) and isinstance(image.get("mime_type"), str)
                 and isinstance(image.get("data"), str)):
             raise InvalidArgument(f"THINK: images[{index}] needs 'mime_type' and base64 'data'")
-        try:
-            binascii.a2b_base64(image["data"].encode())
-        except binascii.Error:
-            raise InvalidArgument(f"THINK: images[{index}].data is not base64") from None
+        if not _BASE64.match(image["data"]):
+            raise InvalidArgument(f"THINK: images[{index}].data is not base64")
         parts.append({"inlineData": {"mimeType": image["mime_type"], "data": image["data"]}})
     return parts
 

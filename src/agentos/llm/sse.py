@@ -42,7 +42,7 @@ def _event_data(block: bytes) -> str | None:
     for line in lines:
         if line.startswith("data:"):
             value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
+            data.append(value.removeprefix(" "))
         elif line.startswith((":", "event:", "id:", "retry:")):
             continue
         elif line.strip():

@@ -86,10 +86,10 @@ def schema_of(hint: Any) -> dict[str, Any]:
 
 
 def _param_docs(doc: str) -> dict[str, str]:
-    found = dict(re.findall(r"^\s*:param\s+(?:\w+\s+)?(\w+):\s*(.+)$", doc, re.M))
-    section = re.search(r"^\s*(?:Args|Arguments|Parameters):\s*\n((?:\s+.+\n?)+)", doc, re.M)
+    found = dict(re.findall(r"^\s*:param\s+(?:\w+\s+)?(\w+):\s*(.+)$", doc, re.MULTILINE))
+    section = re.search(r"^\s*(?:Args|Arguments|Parameters):\s*\n((?:\s+.+\n?)+)", doc, re.MULTILINE)
     if section:
-        for name, text in re.findall(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$", section.group(1), re.M):
+        for name, text in re.findall(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$", section.group(1), re.MULTILINE):
             found.setdefault(name, text.strip())
     return found
 
@@ -123,7 +123,7 @@ class Toolbox:
                 return reply
             results = [self._invoke(call) for call in reply.function_calls]
             for result in results:
-                if inspect.isawaitable(result["response"]):
+                if inspect.iscoroutine(result["response"]):
                     result["response"].close()
                     raise TypeError(f"tool {result['name']!r} is async: use Toolbox.arun with an "
                                     "AsyncClient")
@@ -157,7 +157,7 @@ class Toolbox:
             return out
         try:
             value = fn(**(call.get("args") or {}))
-        except Exception as exc:  # the model gets to see its mistake and try again
+        except Exception as exc:  # noqa: BLE001 - the model sees its mistake and can try again
             out["response"] = {"error": f"{type(exc).__name__}: {exc}"}
             return out
         out["response"] = value if inspect.isawaitable(value) else {"result": value}
@@ -168,7 +168,7 @@ class Toolbox:
         out: dict[str, Any] = {"name": call["name"], **({"id": call["id"]} if call.get("id") else {})}
         try:
             out["response"] = {"result": await pending}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported to the model like a sync tool's
             out["response"] = {"error": f"{type(exc).__name__}: {exc}"}
         return out
 

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -91,11 +91,8 @@ class FakeServer:
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._closing is not None:
@@ -104,7 +101,7 @@ class FakeServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakeServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -112,7 +109,7 @@ class FakeServer:
         await self.stop()
 
     @contextmanager
-    def running_in_thread(self) -> Iterator[FakeServer]:
+    def running_in_thread(self) -> Iterator[Self]:
         """Serve from a private event loop in a daemon thread until the block exits."""
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -140,7 +137,7 @@ class FakeServer:
         assert self._closing is not None
         try:
             await asyncio.wait_for(self._closing.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

@@ -51,7 +51,7 @@ class FakeOpenAI(FakeServer):
         if reply.malformed:
             return web.Response(status=200, text='{"choices": [', content_type="application/json")
         completion_id = f"chatcmpl-{next(self._ids)}"
-        calls = [{"id": f"call_{next(self._ids)}", "type": "function",
+        calls: list[dict[str, Any]] = [{"id": f"call_{next(self._ids)}", "type": "function",
                   "function": {"name": c["name"], "arguments": ujson.dumps(c.get("args") or {})}}
                  for c in reply.function_calls]
         usage = _usage(body, reply)
@@ -65,7 +65,7 @@ class FakeOpenAI(FakeServer):
             return web.json_response({**common, "object": "chat.completion", "usage": usage,
                                       "choices": [{"index": 0, "message": message,
                                                    "finish_reason": finish}]})
-        chunks = [{"role": "assistant", "content": ""}]
+        chunks: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         chunks += [{"content": piece} for piece in split_text(reply.text, reply.chunks)]
         for index, call in enumerate(calls):
             arguments = call["function"]["arguments"]
