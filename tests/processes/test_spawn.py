@@ -209,3 +209,22 @@ def test_sandboxed_agent_gets_its_own_hostname(kernel) -> None:  # type: ignore[
     assert client.wait(id=default["id"], timeout=60)["status"] == "exited"
     assert client.logs(id=named["id"]) == "box\n"
     assert client.logs(id=default["id"]) == "h2\n"
+
+
+def test_logs_are_size_capped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agentos.testing.kernel import KernelProcess
+
+    manifest = tmp_path / "kernel.yaml"
+    manifest.write_text("version: 1\nkernel:\n  processes: {log_max_bytes: 1Ki}\n"
+                        "agents:\n  unused: {command: [sh, -c, 'true']}\n")
+    with KernelProcess(tmp_path / "k", args=["--manifest", str(manifest)]) as kernel:
+        client = kernel.client()
+        info = client.spawn("chatty", agent("printer"), args=["600", "0", "0"], sandboxed=False)
+        client.wait(id=info["id"], timeout=60)
+        files = sorted((kernel.state_dir / "logs").glob(f"chatty-{info['id']}.log*"))
+        assert [f.name[-6:] for f in files] == [f"{info['id'][-2:]}.log", ".log.1"]
+        assert all(f.stat().st_size <= 1024 for f in files)
+        tail = client._call(agentos.protocol.Op.LOGS, {"id": info["id"]})
+        assert tail["truncated"] and tail["size"] == sum(len(f"line {i}\n") for i in range(600))
+        assert tail["data"].endswith("line 598\nline 599\n")
+        assert tail["offset"] + len(tail["data"]) == tail["size"]
