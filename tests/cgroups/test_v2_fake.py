@@ -55,13 +55,15 @@ def test_limits_are_written_in_v2_format(root: Path) -> None:
     assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
 
 
-def test_swap_is_capped_when_the_kernel_offers_it(root: Path) -> None:
+def test_swap_capped_and_oom_group_set_when_the_kernel_offers_them(root: Path) -> None:
     driver = started(root)
     path = root / "agentos" / "1-1" / "a1"
     path.mkdir(parents=True)
     (path / "memory.swap.max").write_text("max\n")
+    (path / "memory.oom.group").write_text("0\n")
     driver.create("a1", Limits(memory=1 << 20))
     assert (path / "memory.swap.max").read_text() == "0"
+    assert (path / "memory.oom.group").read_text() == "1"
 
 
 def test_missing_controller_is_reported_not_enforced(root: Path) -> None:

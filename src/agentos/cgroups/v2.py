@@ -108,6 +108,9 @@ class V2Driver(CgroupDriver):
                 write(path / "memory.max", str(limits.memory))
                 if (path / "memory.swap.max").exists():
                     write(path / "memory.swap.max", "0")
+                if (path / "memory.oom.group").exists():
+                    # An OOM kill takes the agent's whole tree, never leaves it half alive.
+                    write(path / "memory.oom.group", "1")
         if limits.pids is not None:
             enforced["pids"] = "pids" in self._controllers
             if enforced["pids"]:

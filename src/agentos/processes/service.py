@@ -89,8 +89,9 @@ class ProcessService:
         try:
             stale = driver.start()
         except OSError as exc:
-            self.driver = NoDriver(f"cannot create cgroups under {driver.roots}: {exc}")
-            log.warning("agents will run without cgroups: %s", self.driver.reason)  # type: ignore[attr-defined]
+            fallback = NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
+            log.warning("agents will run without cgroups: %s", fallback.reason)
+            self.driver = fallback
             return
         self.driver = driver
         if stale:
