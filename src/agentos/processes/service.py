@@ -141,7 +141,7 @@ class ProcessService:
         # Shielded: once a process may exist, a client hanging up must not orphan it.
         task = self.kernel.loop.create_task(self._start_agent(request, caller, original, granted))
         self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        task.add_done_callback(self._start_done)
         agent = await asyncio.shield(task)
         return {**agent.info(), "isolation": agent.isolation}
 
@@ -421,6 +421,12 @@ class ProcessService:
     @staticmethod
     async def _remove_cgroup(cgroup: AgentCgroup) -> None:
         await destroy(cgroup)
+
+    def _start_done(self, task: asyncio.Task[Agent]) -> None:
+        self._starting.discard(task)
+        # Retrieved here too: a caller that hung up no longer awaits the failure.
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("SPAWN failed: %s", task.exception())
 
     def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.kernel.loop.create_task(coro)
