@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +163,22 @@ def test_bad_topics_are_refused(kernel) -> None:
         c.publish("jobs.*", 1)
     with pytest.raises(InvalidArgument):
         next(iter(c.subscribe()))
+
+
+PROBER = str(Path(__file__).resolve().parents[1] / "permissions" / "agents" / "prober.py")
+
+
+def test_agent_mail_survives_the_agent_and_the_kernel_restarting(kernel) -> None:
+    root = kernel.client()
+    root.spawn("mailer", PROBER, args=["perms"], sandboxed=False)
+    root.wait("mailer", timeout=60)
+    assert '"principal": "uid:0/mailer"' in root.logs("mailer")
+    sent = root.send("mailer", "sent while it was down")
+    kernel.restart()
+    root = kernel.client()
+    # The same name from the same spawner is the same principal, hence the same mailbox.
+    root.spawn("mailer", PROBER, args=["wait"], sandboxed=False)
+    assert root.wait("mailer", timeout=60)["exit_code"] == 0
+    got = [json.loads(line) for line in root.logs("mailer").splitlines() if line.startswith("{")]
+    assert got[0]["ok"]["id"] == sent and got[0]["ok"]["body"] == "sent while it was down"
+    assert got[0]["ok"]["to"] == "uid:0/mailer"

@@ -93,8 +93,9 @@ def test_kill_only_descendants() -> None:
 def test_set_and_describe() -> None:
     perms = Permissions()
     a = spawn(perms, ROOT, "a", ["think"])
-    assert perms.describe(a) == {"principal": "a", "agent": "a", "name": "name-a", "uid": None,
-                                 "parent": "uid:0", "admin": False, "capabilities": ["think"]}
+    assert perms.describe(a) == {"principal": "uid:0/name-a", "agent": "a", "name": "name-a",
+                                 "uid": None, "parent": "uid:0", "admin": False,
+                                 "capabilities": ["think"]}
     perms.set_agent("a", ["think", "http"])
     assert perms.describe(a)["capabilities"] == ["http", "think"]
     perms.set_agent("a", ["admin"])
@@ -129,3 +130,19 @@ def test_every_opcode_has_a_decided_policy() -> None:
 def test_bad_scope_is_invalid() -> None:
     with pytest.raises(InvalidArgument, match="scope"):
         required_capability(Op.STORE, {"scope": "everyone"})
+
+
+def test_principal_is_the_spawn_path_and_survives_a_restart() -> None:
+    perms = Permissions()
+    team = spawn(perms, ROOT, "t1", ["spawn", "message"])
+    worker = spawn(perms, team, "w1")
+    assert perms.principal(worker) == "uid:0/name-t1/name-w1"
+    assert perms.principal(ROOT) == "uid:0"
+    # Restarted by the same spawner under the same name: a new id, the same principal.
+    perms.register_agent("w2", perms.child_capabilities(team, None), team, name="name-w1")
+    assert perms.principal(agent("w2")) == perms.principal(worker)
+    assert perms.find_path("uid:0/name-t1/name-w1") == "w2"
+    # A same-named child of another spawner is someone else.
+    other = spawn(perms, ROOT, "o1", ["spawn"])
+    perms.register_agent("w3", [], other, name="name-w1")
+    assert perms.principal(agent("w3")) == "uid:0/name-o1/name-w1"

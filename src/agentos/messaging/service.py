@@ -1,9 +1,10 @@
 """The messaging subsystem: mailboxes (SEND, RECV, BROADCAST, REGISTER, ACK) and pub/sub
 (SUBSCRIBE, UNSUBSCRIBE, PUBLISH) including the kernel's lifecycle events.
 
-Addresses: an agent's mailbox is its agent id; an outside client's default one
-is ``uid:<n>``. REGISTER binds a name: for an agent the name becomes an alias of
-its id, for an outside client it is a mailbox of its own (``name:<name>``), read
+Addresses: an agent's mailbox is its principal, the spawn path that stays the
+same when it is restarted (``uid:0/worker``); an outside client's default one is
+``uid:<n>``. REGISTER binds a name: for an agent the name becomes an alias of its
+mailbox, for an outside client it is a mailbox of its own (``name:<name>``), read
 with ``RECV {"name": ...}``. SEND resolves registered names first, then the
 names and ids of spawned agents.
 """
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Timeout
 from ..kernel.syscalls import Call, Handler
-from ..permissions.principal import principal
 from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..state.database import Database
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UID = re.compile(r"^uid:\d+$")
 _ENDED = ("agent.exited", "agent.killed", "agent.oom_killed", "agent.failed")
 
 
@@ -78,8 +79,12 @@ class MessagingService:
 
     # -- addresses ----------------------------------------------------------------
 
+    def _principal(self, call: Call) -> str:
+        return permissions_of(self.kernel).principal(call.identity)
+
     async def _resolve(self, target: Any) -> str:
-        """The mailbox address ``target`` (a registered name, agent name or agent id) means."""
+        """The mailbox address ``target`` means: a registered name, a running agent's name,
+        an agent id, an agent principal (``uid:0/worker``) or an outside uid (``uid:1000``)."""
         if not isinstance(target, str) or not target:
             raise InvalidArgument(f"'to' must be an agent name or id, got {target!r}")
         address = await self.boxes.resolve(target)
@@ -87,15 +92,17 @@ class MessagingService:
             return address
         permissions = permissions_of(self.kernel)
         agent_id = permissions.id_of(target)
+        if agent_id is None and (target in permissions.agents() or target in self._live_agents):
+            agent_id = target
         if agent_id is not None:
-            return agent_id
-        if target in permissions.agents() or target in self._live_agents:
+            return permissions.agent_principal(agent_id)
+        if permissions.find_path(target) is not None or _UID.match(target):
             return target
         raise NotFound(f"no agent or registered name {target!r}", to=target)
 
     async def _reader_address(self, call: Call, args: dict[str, Any]) -> str:
         """The mailbox a RECV/ACK reads: one of the caller's names, else its default mailbox."""
-        own = principal(call.identity)
+        own = self._principal(call)
         name = args.get("name")
         if name is None:
             return own
@@ -127,7 +134,8 @@ class MessagingService:
         if "body" not in args:
             raise InvalidArgument("SEND needs a 'body'")
         address = await self._resolve(args.get("to"))
-        message = await self.boxes.send(address, principal(call.identity), args["body"])
+        sender = self._principal(call)
+        message = await self.boxes.send(address, sender, args["body"])
         self._wake(address)
         return {"id": message.id, "to": address}
 
@@ -137,8 +145,10 @@ class MessagingService:
         args = call.args()
         if "body" not in args:
             raise InvalidArgument("BROADCAST needs a 'body'")
-        sender = principal(call.identity)
-        targets = sorted((self._live_agents | set(await self.boxes.addresses())) - {sender})
+        permissions = permissions_of(self.kernel)
+        sender = permissions.principal(call.identity)
+        live = {permissions.agent_principal(agent_id) for agent_id in self._live_agents}
+        targets = sorted((live | set(await self.boxes.addresses())) - {sender})
         sent, full = await self.boxes.send_many(targets, sender, args["body"])
         for message in sent:
             self._wake(message.mailbox)
@@ -198,11 +208,12 @@ class MessagingService:
             raise InvalidArgument(f"name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', "
                                   "starting with a letter or digit")
         identity = call.identity
-        owner = principal(identity)
-        holder = permissions_of(self.kernel).id_of(name)
+        permissions = permissions_of(self.kernel)
+        owner = permissions.principal(identity)
+        holder = permissions.id_of(name)
         if holder is not None and holder != identity.agent_id:
             raise AlreadyExists(f"{name!r} is the name of agent {holder}", name=name)
-        address = identity.agent_id if identity.agent_id is not None else f"name:{name}"
+        address = owner if identity.agent_id is not None else f"name:{name}"
         await self.boxes.register(name, address, owner)
         return {"name": name, "address": address}
 
@@ -217,7 +228,7 @@ class MessagingService:
         if not isinstance(topics, list) or not topics or len(topics) > 64:
             raise InvalidArgument("SUBSCRIBE needs 'topics': 1-64 topics or patterns ('agent.*')")
         patterns = [check_pattern(t) for t in topics]
-        sub = self.pubsub.open(principal(call.identity), patterns)
+        sub = self.pubsub.open(self._principal(call), patterns)
         try:
             await call.stream({"subscribed": sub.id, "topics": patterns})
             while (event := await sub.next()) is not None:
@@ -230,7 +241,7 @@ class MessagingService:
         """``{subscription}``: end one of your subscriptions' streams."""
         sub_id = call.args().get("subscription")
         sub = self.pubsub.get(sub_id) if isinstance(sub_id, int) else None
-        if sub is None or sub.owner != principal(call.identity):
+        if sub is None or sub.owner != self._principal(call):
             raise NotFound(f"no subscription {sub_id!r} of yours", subscription=sub_id)
         sub.close()
         return {"unsubscribed": sub.id}
@@ -244,5 +255,6 @@ class MessagingService:
                                    topic=topic)
         data = args.get("data")
         self.boxes.encode(data)  # the same size bound as a message: subscriber queues stay small
-        self.kernel.events.publish(topic, {"from": principal(call.identity), "data": data})
+        sender = self._principal(call)
+        self.kernel.events.publish(topic, {"from": sender, "data": data})
         return {"topic": topic}

@@ -1,9 +1,13 @@
-"""The stable name of a caller, used to key its state namespace and default mailbox."""
+"""How the permissions table names a caller in the spawn tree."""
 from __future__ import annotations
 
 from ..kernel.identity import Identity
 
 
-def principal(identity: Identity) -> str:
-    """The agent id for an agent the kernel spawned, else ``uid:<uid>`` for an outside client."""
+def caller_id(identity: Identity) -> str:
+    """The agent id for an agent the kernel spawned, else ``uid:<uid>`` for an outside client.
+
+    This names the caller *now* (lineage links, KILL checks). Durable data (state,
+    mailboxes) is keyed by ``Permissions.principal``, which survives restarts.
+    """
     return identity.agent_id if identity.agent_id is not None else f"uid:{identity.uid}"

@@ -15,7 +15,7 @@ from .capabilities import (
     names,
     parse_capabilities,
 )
-from .principal import principal
+from .principal import caller_id
 
 
 @dataclass
@@ -25,8 +25,12 @@ class AgentRecord:
     agent_id: str
     name: str | None
     capabilities: frozenset[Capability]
-    #: Principal of whoever spawned it (an agent id or ``uid:<n>``).
+    #: Who spawned it: an agent id or ``uid:<n>`` (see ``caller_id``).
     parent: str | None
+    #: Its durable principal: the spawner's principal, ``/``, its name (``uid:0/team/worker``).
+    #: A restarted agent, or the same tree started again after a kernel restart, gets the
+    #: same path and so the same state and mailbox; another spawner's same-named child does not.
+    path: str
 
 
 class Permissions:
@@ -106,22 +110,42 @@ class Permissions:
         """Ids of every agent registered (and not forgotten)."""
         return list(self._agents)
 
+    def principal(self, identity: Identity) -> str:
+        """The durable name of ``identity``'s own state and mailbox: an agent's spawn path,
+        or ``uid:<n>`` for an outside client."""
+        if identity.agent_id is None:
+            return f"uid:{identity.uid}"
+        return self.agent_principal(identity.agent_id)
+
+    def agent_principal(self, agent_id: str) -> str:
+        record = self._agents.get(agent_id)
+        return record.path if record is not None else agent_id
+
+    def find_path(self, path: str) -> str | None:
+        """The id of the newest agent whose principal is ``path``."""
+        found = None
+        for record in self._agents.values():
+            if record.path == path:
+                found = record.agent_id
+        return found
+
     def describe(self, identity: Identity) -> dict[str, Any]:
         """GET_PERMS' answer for ``identity``."""
         if identity.agent_id is not None:
             return self.describe_agent(identity.agent_id)
         caps = self.capabilities_of(identity)
-        return {"principal": principal(identity), "agent": None, "name": None,
+        return {"principal": self.principal(identity), "agent": None, "name": None,
                 "uid": identity.uid, "parent": None, "admin": Capability.ADMIN in caps,
                 "capabilities": names(caps)}
 
     def describe_agent(self, agent_id: str) -> dict[str, Any]:
-        """GET_PERMS' answer for a spawned agent; NotFound if it is not registered."""
+        """GET_PERMS' answer for a spawned agent (an unregistered one holds nothing)."""
         record = self._agents.get(agent_id)
         caps = record.capabilities if record else frozenset()
         caps = ALL_CAPABILITIES if Capability.ADMIN in caps else caps
-        return {"principal": agent_id, "agent": agent_id, "name": record.name if record else None,
-                "uid": None, "parent": record.parent if record else None,
+        return {"principal": self.agent_principal(agent_id), "agent": agent_id,
+                "name": record.name if record else None, "uid": None,
+                "parent": record.parent if record else None,
                 "admin": Capability.ADMIN in caps, "capabilities": names(caps)}
 
     # -- spawn and kill --------------------------------------------------------------
@@ -147,8 +171,10 @@ class Permissions:
     def register_agent(self, agent_id: str, capabilities: Iterable[Capability],
                        parent: Identity | None, name: str | None = None) -> AgentRecord:
         """Record a spawned agent (call after ``child_capabilities`` approved its set)."""
+        spawner = self.principal(parent) if parent is not None else "kernel"
         record = AgentRecord(agent_id, name, frozenset(capabilities),
-                             principal(parent) if parent is not None else None)
+                             caller_id(parent) if parent is not None else None,
+                             f"{spawner}/{name or agent_id}")
         self._agents[agent_id] = record
         return record
 
@@ -157,7 +183,7 @@ class Permissions:
         self._agents.pop(agent_id, None)
 
     def is_descendant(self, agent_id: str, ancestor: str) -> bool:
-        """True if ``ancestor`` (a principal) spawned ``agent_id`` or one of its ancestors."""
+        """True if ``ancestor`` (a ``caller_id``) spawned ``agent_id`` or one of its ancestors."""
         seen: set[str] = set()
         current = self._agents.get(agent_id)
         while current is not None and current.parent is not None and current.agent_id not in seen:
@@ -176,7 +202,7 @@ class Permissions:
         if Capability.KILL not in caps:
             raise PermissionDenied(f"{self.describe_caller(identity)} lacks the 'kill' capability",
                                    capability="kill")
-        if not self.is_descendant(target_agent_id, principal(identity)):
+        if not self.is_descendant(target_agent_id, caller_id(identity)):
             raise PermissionDenied(f"{self.describe_caller(identity)} may kill only agents it "
                                    f"spawned (or their descendants), not {target_agent_id}",
                                    target=target_agent_id)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgument, NotFound, PermissionDenied
 from ..kernel.syscalls import Call, Handler
 from ..permissions.policy import state_scope
-from ..permissions.principal import principal
 from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..units import parse_duration
@@ -73,14 +72,17 @@ class StateService:
         """``shared``, the caller's own namespace, or (admin only) another agent's."""
         if state_scope(args) == "shared":
             return SHARED_NAMESPACE
-        own = principal(call.identity)
-        target = args.get("agent", own)
-        if target != own:
-            if not isinstance(target, str) or not target:
-                raise InvalidArgument("agent must be an agent id or 'uid:<n>'")
-            if not permissions_of(self.kernel).is_admin(call.identity):
-                raise PermissionDenied("only an admin may use another agent's state", agent=target)
-        return f"own:{target}"
+        permissions = permissions_of(self.kernel)
+        own = permissions.principal(call.identity)
+        target = args.get("agent")
+        if target is None or target == own:
+            return f"own:{own}"
+        if not isinstance(target, str) or not target:
+            raise InvalidArgument("agent must be an agent id, a principal or 'uid:<n>'")
+        if not permissions.is_admin(call.identity):
+            raise PermissionDenied("only an admin may use another agent's state", agent=target)
+        # An agent id names that agent's durable namespace, like its principal does.
+        return f"own:{permissions.agent_principal(target)}"
 
     async def store(self, call: Call) -> dict[str, Any]:
         """``{key, value, ttl?, scope?}`` -> the new version and expiry."""
