@@ -79,38 +79,35 @@ def setup() -> Iterator[tuple[FakeProcess, KernelProcess]]:
 
 def test_kernel_added_think_latency(benchmark, setup) -> None:
     fake, kernel = setup
-    rounds = 400
+    rounds = 1000
     body = {"contents": [{"role": "user", "parts": [{"text": "ping"}]}], "generationConfig": {}}
     url = f"{fake.url}/v1beta/models/{MODEL}:generateContent"
     fake.control("reset", {})
 
-    async def direct(session: aiohttp.ClientSession) -> list[float]:
-        samples = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            async with session.post(url, json=body, headers={"x-goog-api-key": KEY}) as resp:
-                await resp.read()
-            samples.append(time.perf_counter() - started)
-        return samples
+    async def direct(session: aiohttp.ClientSession) -> float:
+        started = time.perf_counter()
+        async with session.post(url, json=body, headers={"x-goog-api-key": KEY}) as resp:
+            await resp.read()
+        return time.perf_counter() - started
 
-    async def through_kernel(client: AsyncClient) -> list[float]:
-        samples = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            reply = await client.think("ping")
-            samples.append(time.perf_counter() - started)
-            assert reply.success
-        return samples
+    async def through_kernel(client: AsyncClient) -> float:
+        started = time.perf_counter()
+        reply = await client.think("ping")
+        assert reply.success
+        return time.perf_counter() - started
 
     async def measure() -> tuple[list[float], list[float]]:
         async with aiohttp.ClientSession() as session, \
                 await AsyncClient.connect(kernel.socket_path) as client:
-            await direct(session)  # warm both paths: connections, caches
-            await through_kernel(client)
-            # Interleave the two so drift on a busy machine hits both alike.
-            d1, k1 = await direct(session), await through_kernel(client)
-            d2, k2 = await direct(session), await through_kernel(client)
-            return d1 + d2, k1 + k2
+            for _ in range(100):  # warm both paths: connections, caches
+                await direct(session)
+                await through_kernel(client)
+            # Alternate call by call so load from the rest of the machine hits both alike.
+            direct_s, kernel_s = [], []
+            for _ in range(rounds):
+                direct_s.append(await direct(session))
+                kernel_s.append(await through_kernel(client))
+            return direct_s, kernel_s
 
     direct_s, kernel_s = asyncio.run(measure())
     added_p50 = statistics.median(kernel_s) - statistics.median(direct_s)
