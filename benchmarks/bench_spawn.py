@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": DEV_SITE, "PYTHONDONTWRITEBYTECODE
 ROUNDS = 200
 WARMUP = 10
 MANY = 1000
+LAUNCH_THREADS = 4
 RESULTS: dict[str, Any] = {}
 
 
@@ -164,13 +166,19 @@ def _uss_kib(pid: int) -> int:
 
 
 def test_1000_sandboxed_agents(benchmark: Any, launcher: Launcher) -> None:
-    """Launch 1000 zygote agents with the full sandbox; time until every one is ready."""
+    """Launch 1000 zygote agents with the full sandbox; time until every one is ready.
+
+    Launches overlap as they do in the kernel, whose process service calls ``launch``
+    from a few worker threads: the zygote forks one at a time, the children set
+    themselves up in parallel.
+    """
     agents: list[Launched] = []
     r, w = os.pipe()
     try:
         def launch_all() -> None:
-            for _ in range(MANY):
-                agents.append(launcher.launch(_spec(w, zygote=True, sandboxed=True)))
+            with ThreadPoolExecutor(LAUNCH_THREADS) as pool:
+                agents.extend(pool.map(lambda _: launcher.launch(_spec(w, zygote=True, sandboxed=True)),
+                                       range(MANY)))
             received = 0
             while received < MANY:
                 received += len(os.read(r, MANY))
@@ -179,7 +187,7 @@ def test_1000_sandboxed_agents(benchmark: Any, launcher: Launcher) -> None:
         benchmark.pedantic(launch_all, rounds=1)
         elapsed = time.perf_counter() - start
         uss = sorted(_uss_kib(a.pid) for a in agents[:: MANY // 50])
-        summary = {"agents": MANY, "seconds": round(elapsed, 2), "goal_seconds": 10,
+        summary = {"agents": MANY, "launch_threads": LAUNCH_THREADS, "seconds": round(elapsed, 2), "goal_seconds": 10,
                    "idle_uss_kib_median": statistics.median(uss), "idle_uss_kib_max": max(uss),
                    "goal_uss_kib": 3 * 1024}
         benchmark.extra_info.update(summary)

@@ -127,30 +127,30 @@ def _support(**changes: object) -> HostSupport:
 def test_a_missing_feature_is_refused_unless_degrading_is_allowed() -> None:
     no_landlock = _support(landlock_abi=0, notes={"landlock": "off at boot"})
     with pytest.raises(SandboxError) as info:
-        make_plan(SandboxSpec(argv=["true"]), no_landlock)
+        make_plan(SandboxSpec(argv=["true"]), no_landlock, "/")
     assert info.value.step == "plan" and info.value.errno == errno.ENOTSUP
     assert "landlock" in info.value.message and "allow_degraded" in info.value.message
-    plan, report = make_plan(SandboxSpec(argv=["true"], allow_degraded=True), no_landlock)
+    plan, report = make_plan(SandboxSpec(argv=["true"], allow_degraded=True), no_landlock, "/")
     assert plan.landlock_abi == 0
     assert report["degraded"] == ["landlock: off at boot"] and report["landlock_abi"] == 0
 
 
 def test_a_missing_namespace_degrades_only_that_namespace() -> None:
     no_net = _support(namespaces={**_support().namespaces, "net": False}, notes={"net": "refused"})
-    plan, report = make_plan(SandboxSpec(argv=["true"], allow_degraded=True), no_net)
+    plan, report = make_plan(SandboxSpec(argv=["true"], allow_degraded=True), no_net, "/")
     assert "net" not in report["namespaces"] and "pid" in report["namespaces"]
     assert report["network"] == "host" and report["degraded"] == ["net namespace: refused"]
     assert not plan.clone_flags & syscalls.CLONE_NEWNET
 
 
 def test_network_true_needs_no_net_namespace() -> None:
-    plan, report = make_plan(SandboxSpec(argv=["true"], network=True), _support())
+    plan, report = make_plan(SandboxSpec(argv=["true"], network=True), _support(), "/")
     assert "net" not in report["namespaces"] and report["network"] == "host"
     assert not plan.loopback
 
 
 def test_a_forced_user_namespace_maps_the_callers_ids() -> None:
-    plan, report = make_plan(SandboxSpec(argv=["true"], user_namespace=True), _support())
+    plan, report = make_plan(SandboxSpec(argv=["true"], user_namespace=True), _support(), "/")
     assert plan.user_map == (os.geteuid(), os.getegid())
     assert report["namespaces"][0] == "user"
 

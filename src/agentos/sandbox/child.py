@@ -49,7 +49,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("session", os.setsid)
     child.fd = step("descriptors", _arrange_fds, fds, plan.fd_targets, handshake)
     if plan.mounts:
-        mounts.build_root(plan.mounts, step)
+        mounts.build_root(plan.mounts, plan.new_root, step)
     if plan.hostname:
         step("hostname", namespaces.set_hostname, plan.hostname)
     if plan.loopback:

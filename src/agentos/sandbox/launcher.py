@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import tempfile
 import threading
 from typing import Self
 
@@ -40,6 +41,7 @@ class Launcher:
         self._zygote = Zygote(preload)
         self._lock = threading.Lock()
         self._devnull = -1
+        self._new_root = ""
 
     @property
     def support(self) -> HostSupport:
@@ -57,6 +59,9 @@ class Launcher:
         """Start the zygote (about 0.1-0.3 s, once)."""
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        if not self._new_root:
+            # Private (0700, unpredictable name): each agent mounts its root on it, in its own namespace.
+            self._new_root = tempfile.mkdtemp(prefix="agentos-root-")
         self._zygote.start()
 
     def close(self) -> None:
@@ -65,6 +70,9 @@ class Launcher:
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
+        if self._new_root:
+            os.rmdir(self._new_root)
+            self._new_root = ""
 
     def __enter__(self) -> Self:
         self.start()
@@ -76,7 +84,7 @@ class Launcher:
     def launch(self, spec: SandboxSpec) -> Launched:
         """Start one agent as ``spec`` says; raises ``SandboxError(step, errno, message)``
         for any failure before the agent runs (nothing is left behind then)."""
-        plan, report = make_plan(spec, self.support)
+        plan, report = make_plan(spec, self.support, self._new_root)
         report["spawn"] = "zygote" if spec.python_script else "exec"
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -3,9 +3,10 @@
 Planning (in the caller) turns a spec into ``MountOp``s: the host's system dirs and
 this Python installation read-only, a private ``/proc``, a minimal ``/dev``, a
 private ``/tmp``, the work dir and any extra binds. Building (in the child, inside
-its new mount namespace) mounts a tmpfs root, binds each op from the old root
-into it, and pivots into it, so nothing of the host is reachable except the
-binds. A failing op aborts with its destination as the step, unless optional.
+its new mount namespace) mounts a tmpfs root, binds each op into it, makes the
+whole tree read-only except the writable ops, and pivots into it, so nothing of
+the host is reachable except the binds. A failing op aborts with its destination
+as the step, unless optional.
 """
 from __future__ import annotations
 
@@ -31,12 +32,6 @@ _PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats")
 _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
               ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
-
-# Where the child stages the new root: a tmpfs over an always-present directory of
-# its private mount namespace, pivoted into so the host root moves to /oldroot.
-_STAGE = "/tmp"
-_NEW = "/newroot"
-_OLD = "/oldroot"
 
 _MOUNT_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV
 
@@ -94,7 +89,7 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
         user.append(MountOp("bind", workdir, workdir, readonly=False))
     # One op per destination, the later winning: work dir over writable over read-only
     # over the private /tmp over the system view.
-    merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", options=tmp_options), *user]}
+    merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", readonly=False, options=tmp_options), *user]}
     # Parents first: a bind inside /tmp or inside /usr must land on top of it.
     ops = sorted(merged.values(), key=lambda op: op.dest.rstrip("/").count("/"))
     return [MountOp("proc", "/proc"), MountOp("dev", "/dev")] + ops
@@ -129,91 +124,95 @@ def _inside(path: str, parent: str) -> bool:
 
 # --- the child side: executed inside the new mount namespace ---
 
-def build_root(ops: list[MountOp], step: Step) -> None:
-    """Build the new root from ``ops`` and pivot into it (runs in the child)."""
+def build_root(ops: list[MountOp], new_root: str, step: Step) -> None:
+    """Build the agent's root at ``new_root`` from ``ops`` and pivot into it (runs in the child).
+
+    ``new_root`` is an empty directory of the launcher's; the tmpfs mounted on it
+    exists only in this mount namespace, and the sources are host paths as they are.
+    """
     # Our changes must never propagate back to the host, host unmounts still reach us.
     step("mount propagation", syscalls.mount, None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
-    step("stage root", _stage)
+    step("new root", syscalls.mount, "tmpfs", new_root, "tmpfs", _MOUNT_FLAGS, "mode=0755")
     for op in ops:
-        step(f"mount {op.dest}", _APPLY[op.kind], op)
-    step("pivot_root", _enter_new_root)
+        if op.kind != "dev":
+            step(f"mount {op.dest}", _APPLY[op.kind], op, new_root)
+        else:
+            step(f"mount {op.dest}", os.makedirs, new_root + op.dest, 0o755, True)
+    step("read-only view", _seal, ops, new_root)
+    # After sealing, which makes every mount nodev: device nodes must stay openable.
+    for op in ops:
+        if op.kind == "dev":
+            step(f"mount {op.dest}", _dev, op, new_root)
+    step("pivot_root", _enter, new_root)
 
 
-def _stage() -> None:
-    syscalls.mount("tmpfs", _STAGE, "tmpfs", _MOUNT_FLAGS, "mode=0755")
-    os.mkdir(_STAGE + _NEW, 0o755)
-    os.mkdir(_STAGE + _OLD, 0o755)
-    syscalls.mount("tmpfs", _STAGE + _NEW, "tmpfs", _MOUNT_FLAGS, "mode=0755")
-    syscalls.pivot_root(_STAGE, _STAGE + _OLD)
-    os.chdir("/")
+def _seal(ops: list[MountOp], root: str) -> None:
+    """Everything read-only, nosuid and nodev in one call, then writable again where planned.
+
+    Submounts of a writable bind stay read-only.
+    """
+    syscalls.mount_setattr(root, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV)
+    for op in ops:
+        if op.kind in ("bind", "tmpfs") and not op.readonly:
+            syscalls.mount_setattr(root + op.dest, 0, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def _enter_new_root() -> None:
-    os.chdir(_NEW)
+def _enter(root: str) -> None:
+    os.chdir(root)
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching it
-    # takes the whole host tree (and the staging tmpfs) out of this namespace.
+    # takes the whole host tree out of this namespace.
     syscalls.pivot_root(".", ".")
     syscalls.umount2(".", syscalls.MNT_DETACH)
     os.chdir("/")
-    syscalls.mount_setattr("/", syscalls.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def _target(dest: str) -> str:
-    return _NEW + dest
-
-
-def _bind(op: MountOp) -> None:
+def _bind(op: MountOp, root: str) -> None:
     assert op.source is not None
-    source = _OLD + op.source
     try:
-        mode = os.stat(source).st_mode
+        mode = os.stat(op.source).st_mode
     except FileNotFoundError:
         if op.optional:
             return
         raise
-    target = _target(op.dest)
+    target = root + op.dest
     _mountpoint(target, directory=stat.S_ISDIR(mode))
-    syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-    attrs = syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV
-    if op.readonly:
-        attrs |= syscalls.MOUNT_ATTR_RDONLY
-    syscalls.mount_setattr(target, attrs, recursive=True)
+    syscalls.mount(op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
 
 
-def _tmpfs(op: MountOp) -> None:
-    target = _target(op.dest)
+def _tmpfs(op: MountOp, root: str) -> None:
+    target = root + op.dest
     _mountpoint(target, directory=True)
     syscalls.mount("tmpfs", target, "tmpfs", _MOUNT_FLAGS, op.options)
 
 
-def _symlink(op: MountOp) -> None:
+def _symlink(op: MountOp, root: str) -> None:
     assert op.source is not None
-    target = _target(op.dest)
+    target = root + op.dest
     _mountpoint(os.path.dirname(target), directory=True)
     os.symlink(op.source, target)
 
 
-def _proc(op: MountOp) -> None:
-    target = _target(op.dest)
+def _proc(op: MountOp, root: str) -> None:
+    target = root + op.dest
     _mountpoint(target, directory=True)
     # Read-only as a whole: /proc/sys, /proc/sysrq-trigger and /proc/irq are writable by
     # uid 0 by file mode alone, capabilities or not.
     syscalls.mount("proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY)
     for name in _PROC_MASKED:
         try:
-            syscalls.mount(_OLD + "/dev/null", f"{target}/{name}", None, syscalls.MS_BIND)
+            syscalls.mount("/dev/null", f"{target}/{name}", None, syscalls.MS_BIND)
         except FileNotFoundError:
             pass  # not built into this kernel
 
 
-def _dev(op: MountOp) -> None:
-    target = _target(op.dest)
+def _dev(op: MountOp, root: str) -> None:
+    target = root + op.dest
     _mountpoint(target, directory=True)
     syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
         node = f"{target}/{name}"
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
-        syscalls.mount(f"{_OLD}/dev/{name}", node, None, syscalls.MS_BIND)
+        syscalls.mount(f"/dev/{name}", node, None, syscalls.MS_BIND)
     for name, link in _DEV_LINKS:
         os.symlink(link, f"{target}/{name}")
     os.mkdir(f"{target}/shm")

@@ -40,6 +40,8 @@ class Plan:
     #: (uid, gid) outside, mapped to themselves inside a new user namespace.
     user_map: tuple[int, int] | None = None
     mounts: list[MountOp] = field(default_factory=list)
+    #: Empty host directory the child mounts its new root on (in its own namespace).
+    new_root: str = ""
     hostname: str | None = None
     loopback: bool = False
     cgroup_namespace: bool = False
@@ -50,8 +52,11 @@ class Plan:
     seccomp_program: bytes | None = None
 
 
-def make_plan(spec: SandboxSpec, support: HostSupport) -> tuple[Plan, dict[str, Any]]:
-    """Validate ``spec`` against this host; the plan and its isolation report."""
+def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tuple[Plan, dict[str, Any]]:
+    """Validate ``spec`` against this host; the plan and its isolation report.
+
+    ``new_root`` is the empty directory a mount namespace builds its root on.
+    """
     spec.validate()
     cwd = spec.cwd or spec.workdir or "/"
     plan = Plan(argv=list(spec.argv), env=dict(spec.env), cwd=cwd, python_script=spec.python_script,
@@ -93,6 +98,9 @@ def make_plan(spec: SandboxSpec, support: HostSupport) -> tuple[Plan, dict[str, 
         if spec.python_script:
             # Like ``python script.py``: the modules next to the script are importable.
             readonly.append(os.path.dirname(os.path.abspath(spec.python_script)))
+        if not os.path.isdir(new_root):
+            raise SandboxError("plan", errno.ENOENT, f"no directory to build the new root on: {new_root!r}")
+        plan.new_root = new_root
         plan.mounts = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
                                   writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
     if "uts" in names:
