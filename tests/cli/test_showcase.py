@@ -1,4 +1,5 @@
-"""The main job: README's `agentos up agents/examples/showcase.yaml`, run as CI runs it (root, offline)."""
+"""The main job: README's `agentos up agents/examples/showcase.yaml` as CI runs it (root, offline), with a
+key, interrupted with Ctrl-C, and run by a normal user."""
 from __future__ import annotations
 
 import os
