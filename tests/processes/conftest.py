@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentos.cgroups import TOP, detect, instance_name, open_driver
+from agentos.testing.kernel import KernelProcess
 
 AGENTS = Path(__file__).parent / "agents"
 ADVERSARIAL = Path(__file__).resolve().parents[2] / "agents" / "examples" / "adversarial"
@@ -42,6 +43,20 @@ def sandboxed(request: pytest.FixtureRequest) -> bool:
     if request.param and os.geteuid() != 0:
         pytest.skip("needs root: the full sandbox (namespaces, seccomp, Landlock)")
     return bool(request.param)
+
+
+@pytest.fixture(scope="module")
+def shared_kernel(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One kernel for a whole test module (tests name their agents apart); checked like ``kernel``."""
+    k = KernelProcess(tmp_path_factory.mktemp("shared") / "k").start()
+    try:
+        yield k
+    finally:
+        status = k.stop()
+    log = k.log()
+    assert status == 0, f"kernel exited with {status}:\n{log}"
+    assert not k.socket_path.exists(), "kernel left its socket file behind"
+    assert "Traceback" not in log, f"kernel logged a traceback:\n{log}"
 
 
 def pid_alive(pid: int) -> bool:

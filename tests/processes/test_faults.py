@@ -19,43 +19,45 @@ from .conftest import (
 MiB = 1024 * 1024
 
 
-def test_memory_hog_is_oom_killed_and_others_carry_on(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_memory_hog_is_oom_killed_and_others_carry_on(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
-    client = kernel.client()
-    healthy = client.spawn("healthy", agent("sleeper"), sandboxed=sandboxed, limits={"memory": "128Mi"})
-    hog = client.spawn("hog", adversarial("memory_hog"), sandboxed=sandboxed, limits={"memory": "64Mi"})
+    client = shared_kernel.client()
+    mode = "sandboxed" if sandboxed else "plain"
+    healthy = client.spawn(f"healthy-{mode}", agent("sleeper"), sandboxed=sandboxed, limits={"memory": "128Mi"})
+    hog = client.spawn(f"hog-{mode}", adversarial("memory_hog"), sandboxed=sandboxed, limits={"memory": "64Mi"})
     end = client.wait(id=hog["id"], timeout=60)
     assert end["status"] == "oom_killed"
     assert end["signal"] == signal.SIGKILL
     assert end["usage"]["oom_kills"] >= 1
     assert end["usage"]["memory_peak"] <= 64 * MiB
     client.wait(id=healthy["id"], until="ready", timeout=60)
-    assert client.list_agents(name="healthy")[0]["status"] == "running"
+    assert client.list_agents(name=f"healthy-{mode}")[0]["status"] == "running"
     assert pid_alive(healthy["pid"])
     assert client.echo("kernel alive") == "kernel alive"
 
 
-def test_fork_bomb_stops_at_pids(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_fork_bomb_stops_at_pids(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
-    client = kernel.client()
-    bomb = client.spawn("bomb", adversarial("fork_bomb"), sandboxed=sandboxed, limits={"pids": 16})
+    client = shared_kernel.client()
+    name = f"bomb-{'sandboxed' if sandboxed else 'plain'}"
+    bomb = client.spawn(name, adversarial("fork_bomb"), sandboxed=sandboxed, limits={"pids": 16})
     report = _first_report(client, bomb["id"])
     assert report["refused"] == "EAGAIN"
     children = report["children"]
     assert children < 16
-    usage = client.list_agents(name="bomb")[0]["usage"]
+    usage = client.list_agents(name=name)[0]["usage"]
     assert usage["pids_current"] <= 16
     assert client.echo("kernel alive") == "kernel alive"
-    tree = _cgroup_procs(kernel, bomb["id"])
+    tree = _cgroup_procs(shared_kernel, bomb["id"])
     assert len(tree) == children + 1
     end = client.kill(id=bomb["id"], grace=1)
     assert end["status"] == "killed"
     assert [pid for pid in tree if pid_alive(pid)] == []  # the whole tree went with it
 
 
-def test_cpu_hog_is_throttled_to_its_quota(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_cpu_hog_is_throttled_to_its_quota(shared_kernel) -> None:  # type: ignore[no-untyped-def]
     require_cgroup_limits()
-    client = kernel.client()
+    client = shared_kernel.client()
     hog = client.spawn("spinner", adversarial("cpu_hog"), args=["600"], sandboxed=False,
                        limits={"cpu": 0.2})
     client.wait(id=hog["id"], until="ready", timeout=60)
@@ -69,8 +71,8 @@ def test_cpu_hog_is_throttled_to_its_quota(kernel) -> None:  # type: ignore[no-u
     client.kill(id=hog["id"], grace=1)
 
 
-def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(kernel) -> None:  # type: ignore[no-untyped-def]
-    killer, other = kernel.client(), kernel.client()
+def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+    killer, other = shared_kernel.client(), shared_kernel.client()
     stubborn = killer.spawn("stubborn", agent("stubborn"), sandboxed=False)
     killer.wait(id=stubborn["id"], until="ready", timeout=60)
     main_pid, grandchild = (int(p) for p in killer.logs(id=stubborn["id"]).split()[1:3])
