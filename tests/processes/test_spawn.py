@@ -120,6 +120,7 @@ def test_names_are_unique_among_running_agents(shared_kernel) -> None:  # type: 
     second = client.spawn("solo", agent("sleeper"), sandboxed=False)
     assert second["id"] != first["id"]
     assert client.list_agents(name="solo", status="running")[0]["id"] == second["id"]
+    client.wait(id=second["id"], until="ready", timeout=60)
 
 
 def test_hello_reports_what_this_host_can_isolate(shared_kernel) -> None:  # type: ignore[no-untyped-def]
@@ -136,6 +137,7 @@ def test_wait_timeout_answers_only_that_request(shared_kernel) -> None:  # type:
     with pytest.raises(Timeout):
         client.wait(id=info["id"], timeout=0.05)
     assert client.list_agents(name="waiter")[0]["status"] == "running"
+    client.wait(id=info["id"], until="ready", timeout=60)
 
 
 def test_limits_are_applied_and_reported(shared_kernel) -> None:  # type: ignore[no-untyped-def]
