@@ -4,6 +4,7 @@ Collected only when benchmarks/ is named on the command line (testpaths is tests
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,16 +28,24 @@ _TABLE = pytest.StashKey[RatioTable]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("agentos benchmarks")
-    group.addoption("--noop-duration", type=float, default=1.0,
-                    help="seconds each C load-client run measures (default 1.0)")
+    group.addoption("--noop-duration", type=float, default=0.6,
+                    help="seconds each C load-client run measures (default 0.6)")
     group.addoption("--noop-runs", type=int, default=5,
                     help="C load-client runs per case and server; the median is reported")
     group.addoption("--noop-json", type=Path, default=None,
                     help="where to write the ratio table (default .benchmarks/noop-ratios.json)")
+    group.addoption("--noop-cpu", type=int, default=None,
+                    help="pin this session, hence every server and client, to one CPU: "
+                         "steadier numbers on a shared or virtual machine")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_TABLE] = RatioTable()
+    table = config.stash[_TABLE] = RatioTable()
+    cpu = config.getoption("--noop-cpu", None)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})  # children inherit it
+    table.notes["cpus"] = f"pinned to CPU {cpu}" if cpu is not None else \
+        f"unpinned, {len(os.sched_getaffinity(0))} CPUs"
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -74,12 +83,13 @@ class ServerPool:
         if name == "uvloop":
             pytest.importorskip("uvloop", reason="the uvloop reference needs .[bench] installed")
             return start_uvloop_echo()
-        server = start_kernel()
-        found = re.search(r"extensions: ([^)]*)", server.log())
-        self._table.notes["kernel_extensions"] = found.group(1) if found else "unknown"
-        return server
+        return start_kernel()
 
     def stop_all(self) -> None:
+        kernel = self._servers.get("kernel")
+        if kernel is not None:  # its start-up line says which compiled modules loaded
+            found = re.search(r"extensions: ([^)]*)", kernel.log())
+            self._table.notes["kernel_extensions"] = found.group(1) if found else "not logged"
         errors = []
         for server in self._servers.values():
             try:
