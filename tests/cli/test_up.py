@@ -56,7 +56,7 @@ def manifest(project: Path, agents: str, kernel: bool = True) -> Path:
 def agentos(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("AGENTOS_SOCKET", "AGENTOS_FD")}
     return subprocess.run([sys.executable, "-m", "agentos", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def lines(text: str) -> list[str]:
@@ -140,8 +140,8 @@ def test_detached_team_keeps_running_until_down(project: Path) -> None:
     assert_kernel_gone(project, up.stdout)
     # With nothing left, down says so.
     again = agentos("down", path.name, cwd=project)
-    assert (again.returncode, lines(again.stdout)) == (0, [f"no kernel is running on {project}/run/k.sock: "
-                                                          "nothing to stop"])
+    assert (again.returncode, lines(again.stdout)) == (0, [(f"no kernel is running on {project}/run/k.sock: "
+                                                          "nothing to stop")])
 
 
 def test_ctrl_c_stops_the_team_and_the_kernel_it_started(project: Path) -> None:
@@ -199,8 +199,8 @@ def test_invalid_manifest_starts_nothing(project: Path) -> None:
     result = agentos("up", path.name, cwd=project)
     assert result.returncode == 1
     assert lines(result.stderr) == [
-        f"team.yaml:3:15: error: agents.a.script: missing.py ({project}/missing.py) does not exist "
-        "(fix: create it, or fix the path; relative paths start at the manifest's directory)"]
+        (f"team.yaml:3:15: error: agents.a.script: missing.py ({project}/missing.py) does not exist "
+        "(fix: create it, or fix the path; relative paths start at the manifest's directory)")]
     assert not (project / "run").exists()
 
 

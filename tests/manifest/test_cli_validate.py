@@ -20,8 +20,8 @@ def test_valid_manifest_prints_a_summary_in_start_order(project: Path, capsys, m
     assert err == ""
     assert out.splitlines() == [
         "team.yaml: valid, 3 agents",
-        f"  db      command {project}/bin/tool --serve; sandbox OFF, network on; memory 1Gi, cpu 1, pids unlimited; "
-        "restart never",
+        (f"  db      command {project}/bin/tool --serve; sandbox OFF, network on; memory 1Gi, cpu 1, pids unlimited; "
+        "restart never"),
         "  worker  script agent.py; x2; sandbox on; memory 512Mi, cpu 1, pids 128; restart on-failure; after db",
     ]
 
@@ -39,10 +39,10 @@ def test_errors_are_one_line_each_on_stderr(project: Path, capsys, monkeypatch) 
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        f"bad.yaml:3:13: error: agents.a.script: gone.py ({project}/gone.py) does not exist "
-        "(fix: create it, or fix the path; relative paths start at the manifest's directory)",
-        "bad.yaml:4:15: error: agents.a.replicas: must be between 1 and 1000, got -1 "
-        "(fix: set replicas to a value between 1 and 1000)",
+        (f"bad.yaml:3:13: error: agents.a.script: gone.py ({project}/gone.py) does not exist "
+        "(fix: create it, or fix the path; relative paths start at the manifest's directory)"),
+        ("bad.yaml:4:15: error: agents.a.replicas: must be between 1 and 1000, got -1 "
+        "(fix: set replicas to a value between 1 and 1000)"),
     ]
 
 
@@ -50,7 +50,7 @@ def test_the_installed_command_never_shows_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("agents:\n  a: {script: [unclosed\n")
     for target in ("broken.yaml", "missing.yaml", "."):
         result = subprocess.run([sys.executable, "-m", "agentos.cli.main", "validate", target], cwd=tmp_path,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         assert result.returncode == 1, result
         assert result.stdout == ""
         assert "Traceback" not in result.stderr

@@ -11,7 +11,7 @@ from agentos.manifest.schema import reference_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "manifest.md").read_text()
-YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC, re.S)
+YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC, re.DOTALL)
 
 
 def test_reference_is_generated_from_the_schema() -> None:

@@ -137,8 +137,8 @@ def test_choice_suggests_the_closest(errors) -> None:  # type: ignore[no-untyped
         """) == [
         (4, 23, "agents.a.restart.policy: 'on_failure' is not one of never, on-failure, always",
          "did you mean 'on-failure'?"),
-        (5, 26, "agents.a.permissions[1]: 'mesage' is not one of think, spawn, kill, message, state_own, "
-         "state_shared, http, admin, state", "did you mean 'message'?"),
+        (5, 26, ("agents.a.permissions[1]: 'mesage' is not one of think, spawn, kill, message, state_own, "
+         "state_shared, http, admin, state"), "did you mean 'message'?"),
     ]
 
 
@@ -377,11 +377,11 @@ def test_readiness_options_follow_the_kind(errors) -> None:  # type: ignore[no-u
         (7, 48, "agents.b.readiness.delay: is used only by kind delay, not ready-call",
          "remove delay, or set kind: delay"),
         (10, 30, "agents.c.readiness.delay: 60s is longer than timeout (10s)", "shorten delay or lengthen timeout"),
-        (13, 42, "agents.d.readiness.pattern: invalid regular expression: missing ), unterminated subpattern "
-         "at position 13", "fix the expression, in Python re syntax; escape literal ( [ . with \\"),
+        (13, 42, ("agents.d.readiness.pattern: invalid regular expression: missing ), unterminated subpattern "
+         "at position 13"), "fix the expression, in Python re syntax; escape literal ( [ . with \\"),
         (16, 5, "agents.e.readiness: missing required key 'kind'",
-         "add 'kind:' (`ready-call`: the agent calls `client.ready()`; `log-line`: a line of its output matches "
-         "`pattern`; `delay`: `delay` after it started.)"),
+         ("add 'kind:' (`ready-call`: the agent calls `client.ready()`; `log-line`: a line of its output matches "
+         "`pattern`; `delay`: `delay` after it started.)")),
     ]
 
 

@@ -18,8 +18,8 @@ def test_durations_take_units() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     ([], "restart: expected an object, got list"),
-    ({"polcy": "always"}, "restart: unknown field(s) ['polcy']; known: ['policy', 'max_restarts', 'window', "
-                          "'backoff', 'backoff_max']"),
+    ({"polcy": "always"}, ("restart: unknown field(s) ['polcy']; known: ['policy', 'max_restarts', 'window', "
+                          "'backoff', 'backoff_max']")),
     ({"policy": "sometimes"}, "restart.policy: 'sometimes' is not one of never, on-failure, always"),
     ({"max_restarts": 0}, "restart.max_restarts: expected a positive integer, got 0"),
     ({"max_restarts": True}, "restart.max_restarts: expected a positive integer, got True"),

@@ -26,6 +26,9 @@ from .output import Painter, size
 
 #: LOGS returns at most this much of what an agent wrote before we started following it.
 _FROM_START = 1024 * 1024
+#: How long an ended agent's last output may take to arrive before its exit is printed anyway.
+_DRAIN_S = 5.0
+_ENDINGS = frozenset({"agent.exited", "agent.killed", "agent.oom_killed"})
 
 
 class TeamError(AgentOSError):
@@ -175,6 +178,10 @@ class Team:
             member = self.members.get(event.get("name", ""))
             if member is None:
                 continue
+            follower = self._followers.get(member.name)
+            if event["topic"] in _ENDINGS and event["id"] == member.id and follower is not None:
+                # Its last lines first, then the news that it ended.
+                await asyncio.wait({follower}, timeout=_DRAIN_S)
             _HANDLERS.get(event["topic"], _ignore)(self, member, event)
             if all(m.final for m in self.members.values()):
                 break

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from .errors import ManifestError, Mark, Problem
 
@@ -35,7 +35,7 @@ class Entry:
 
     key: str
     key_mark: Mark
-    value: "Node"
+    value: Node
 
 
 @dataclass(slots=True)
@@ -50,11 +50,11 @@ class MapNode:
 class ListNode:
     """A sequence."""
 
-    items: list["Node"]
+    items: list[Node]
     mark: Mark
 
 
-Node = Union[Scalar, MapNode, ListNode]
+Node = Scalar | MapNode | ListNode
 
 
 def read(path: str | os.PathLike[str]) -> tuple[Node | None, str]:

@@ -227,12 +227,12 @@ class Manifest:
         order: list[AgentSpec] = []
         waiting = list(self.agents)
         while waiting:
-            spec = next((s for s in waiting if started.issuperset(s.depends_on)), None)
-            if spec is None:
+            startable = next((s for s in waiting if started.issuperset(s.depends_on)), None)
+            if startable is None:
                 raise ValueError("dependency cycle among " + ", ".join(s.name for s in waiting))
-            waiting.remove(spec)
-            started.add(spec.name)
-            order.append(spec)
+            waiting.remove(startable)
+            started.add(startable.name)
+            order.append(startable)
         return order
 
     def kernel_config(self) -> KernelConfig:

@@ -72,7 +72,7 @@ class Field:
     unlimited: bool = False
     #: For paths: "file", "dir" or "any" must exist once resolved; None: need not exist.
     exists: str | None = None
-    section: "Section | None" = None
+    section: Section | None = None
 
 
 @dataclass(frozen=True)

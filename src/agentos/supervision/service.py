@@ -134,6 +134,9 @@ class SupervisorService:
 
     async def _restart(self, agent: Agent, delay: float) -> None:
         history = self.histories.get(agent.name)
+        if agent.spawner is None:
+            self._give_up(agent, "could not be restarted: the process table does not say who spawned it")
+            return
         try:
             info = await self._processes().spawn_as(agent.spawner, dict(agent.request))
         except AgentOSError as exc:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from ...units import parse_duration
-from ..launch import add_socket_option, connect
 from ..agents import PS_COLUMNS, order, row, tokens_by_id
+from ..launch import add_socket_option, connect
 from ..output import duration, table
 
 _CLEAR = "\033[H\033[2J"
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
 
 
-def _cpu_percent(info: dict, before: dict[str, tuple[int, float]], now: float) -> str:
+def _cpu_percent(info: Mapping[str, Any], before: dict[str, tuple[int, float]], now: float) -> str:
     """CPU use since the previous refresh, in percent of one core; ``-`` on the first one."""
     usec = (info.get("usage") or {}).get("cpu_usage_usec")
     if usec is None:
