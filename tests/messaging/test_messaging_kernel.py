@@ -182,3 +182,16 @@ def test_agent_mail_survives_the_agent_and_the_kernel_restarting(kernel) -> None
     got = [json.loads(line) for line in root.logs("mailer").splitlines() if line.startswith("{")]
     assert got[0]["ok"]["id"] == sent and got[0]["ok"]["body"] == "sent while it was down"
     assert got[0]["ok"]["to"] == "uid:0/mailer"
+
+
+def test_lifecycle_events_are_streamed(kernel) -> None:
+    root = kernel.client()
+    with root.subscribe("agent.*") as events:
+        agent = root.spawn("shortlived", PROBER, args=["perms"], sandboxed=False)
+        seen = []
+        for event in events:
+            if event.get("id") == agent["id"]:
+                seen.append(event["topic"])
+                if event["topic"] == "agent.exited":
+                    break
+    assert seen[0] == "agent.started" and seen[-1] == "agent.exited"
