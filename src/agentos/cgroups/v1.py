@@ -8,6 +8,7 @@ from .base import (
     AgentCgroup,
     CgroupDriver,
     CgroupStats,
+    log,
     read_int,
     read_keyed,
     signal_all,
@@ -70,7 +71,11 @@ class V1Cgroup(AgentCgroup):
         if freezer is None:
             return signal_all(self.procs())
         # Frozen tasks cannot fork, so one pass sees the whole tree; SIGKILL lands on thaw.
-        write(freezer, "FROZEN")
+        try:
+            write(freezer, "FROZEN")
+        except OSError as exc:
+            log.warning("cannot freeze %s (%s): killing without it", freezer.parent, exc)
+            return signal_all(self.procs())
         try:
             return signal_all(self.procs())
         finally:
