@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import sys
 
+from _mailbox import drop_stale_mail
+
 import agentos
 
 PROMPT = "Summarise this in one short sentence, no preamble:\n\n{text}"
@@ -22,6 +24,7 @@ def offline_summary(text: str) -> str:
 
 def main() -> int:
     with agentos.Client() as kernel:
+        drop_stale_mail(kernel)
         kernel.ready()
         offline_reason: str | None = None
         while True:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import sys
 
+from _mailbox import drop_stale_mail
+
 import agentos
 
 
 def main() -> int:
     with agentos.Client() as kernel:
+        drop_stale_mail(kernel)
         kernel.ready()
         print("waiting for summaries from the analyst", flush=True)
         summaries: dict[int, dict] = {}
