@@ -98,3 +98,27 @@ def test_agents_and_outside_clients_have_separate_contexts(tmp_path, monkeypatch
                 await service.stop()
 
     assert asyncio.run(main())
+
+
+def test_the_agents_manifest_llm_section_sets_defaults_and_budgets(tmp_path, monkeypatch) -> None:
+    async def main():
+        async with FakeGemini() as fake:
+            kernel, service = await _service(tmp_path, fake, monkeypatch, {})
+            try:
+                kernel.events.publish("agent.started", {"id": "a1", "name": "writer", "llm": {
+                    "model": "gemini-writer", "system": "Write poems.", "temperature": 0.9,
+                    "tokens": 10}})
+                first = await service.think(_think(kernel, "a1", {"prompt": "a poem please"}))
+                second = await service.think(_think(kernel, "a1", {"prompt": "another"}))
+                own = await service.think(_think(kernel, "b2", {"prompt": "x"}))
+                return first, second, own, fake.requests
+            finally:
+                await service.stop()
+
+    first, second, own, requests = asyncio.run(main())
+    assert first["success"] and first["model"] == "gemini-writer"
+    assert requests[0].path == "/v1beta/models/gemini-writer:generateContent"
+    assert requests[0].body["systemInstruction"] == {"parts": [{"text": "Write poems."}]}
+    assert requests[0].body["generationConfig"] == {"temperature": 0.9}
+    assert second["error"]["type"] == "budget_exhausted", "the manifest's token budget applies"
+    assert own["success"] and requests[1].path == "/v1beta/models/gemini-test:generateContent"

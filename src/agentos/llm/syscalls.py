@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -48,6 +48,47 @@ class Caller:
     owner: str
     policy: AgentPolicy
     admin: bool
+    defaults: AgentDefaults | None = None
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    """An agent's manifest ``llm`` section: THINK defaults and budget overrides.
+
+    The processes service passes it as ``llm`` on the ``agent.started`` event.
+    """
+
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    tokens: int | None = None
+    calls_per_minute: int | None = None
+
+    @classmethod
+    def from_event(cls, raw: Mapping[str, Any]) -> AgentDefaults:
+        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = raw.get(key)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+        return cls(model=typed("model", str), system=typed("system", str),
+                   temperature=typed("temperature", (int, float)), tokens=typed("tokens", int),
+                   calls_per_minute=typed("calls_per_minute", int))
+
+    def apply(self, policy: AgentPolicy) -> AgentPolicy:
+        """The policy with this manifest's budgets, and its model allowed."""
+        return replace(
+            policy,
+            max_tokens=self.tokens if self.tokens is not None else policy.max_tokens,
+            calls_per_minute=(self.calls_per_minute if self.calls_per_minute is not None
+                              else policy.calls_per_minute),
+            models=(*policy.models, self.model) if self.model else policy.models)
+
+    def fill(self, args: ThinkArgs) -> ThinkArgs:
+        """``args`` with the manifest's model, system and temperature where the call set none."""
+        options = args.options
+        if self.temperature is not None and options.temperature is None:
+            options = replace(options, temperature=float(self.temperature))
+        return replace(args, model=args.model or self.model, system=args.system or self.system,
+                       options=options)
 
 
 class LLMService:
@@ -65,6 +106,7 @@ class LLMService:
         self._provider: Provider | None = None
         self._calls: dict[str, set[asyncio.Task[dict[str, Any]]]] = {}
         self._names: dict[str, str] = {}
+        self._defaults: dict[str, AgentDefaults] = {}
         self._unsubscribe: list[Any] = []
 
     # --- Service protocol ----------------------------------------------------------------
@@ -107,8 +149,10 @@ class LLMService:
     # --- THINK ---------------------------------------------------------------------------
 
     async def think(self, call: Call) -> dict[str, Any]:
-        args = parse_think(call.payload)
         caller = self._caller(call.identity)
+        args = parse_think(call.payload)
+        if caller.defaults is not None:
+            args = caller.defaults.fill(args)
         if args.model and args.model != self.config.model and not (
                 caller.admin or caller.policy.allows_model(args.model)):
             raise PermissionDenied(f"model override {args.model!r} is not allowed for this agent "
@@ -161,11 +205,16 @@ class LLMService:
     def _caller(self, identity: Identity) -> Caller:
         if identity.agent_id is not None:
             key = f"agent:{identity.agent_id}"
-            policy = self.config.policy_for(identity.agent_id, self._names.get(identity.agent_id))
-            return Caller(key=key, owner=key, policy=policy, admin=False)
+            return Caller(key=key, owner=key, policy=self._policy(identity.agent_id), admin=False,
+                          defaults=self._defaults.get(identity.agent_id))
         # Outside clients: one scheduling key per process, contexts shared by the user.
         return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
                       policy=self.config.defaults, admin=identity.admin)
+
+    def _policy(self, agent_id: str) -> AgentPolicy:
+        policy = self.config.policy_for(agent_id, self._names.get(agent_id))
+        defaults = self._defaults.get(agent_id)
+        return defaults.apply(policy) if defaults is not None else policy
 
     def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
         calls = self._calls.get(key)
@@ -178,8 +227,16 @@ class LLMService:
         agent_id = event.get("id")
         if agent_id is None:
             return
-        if topic == "agent.started" and event.get("name"):
-            self._names[str(agent_id)] = str(event["name"])
+        if topic == "agent.started":
+            if event.get("name"):
+                self._names[str(agent_id)] = str(event["name"])
+            llm = event.get("llm")
+            if isinstance(llm, Mapping):
+                self._defaults[str(agent_id)] = AgentDefaults.from_event(llm)
+                provider = llm.get("provider")
+                if provider and provider != self.config.provider:
+                    log.warning("agent %s asks for LLM provider %r; this kernel serves %r only",
+                                event.get("name") or agent_id, provider, self.config.provider)
         elif topic in _GONE:
             self.cancel_agent(str(agent_id))
 
@@ -237,9 +294,8 @@ class LLMService:
         return self._report(f"agent:{agent_id}")
 
     def _report(self, key: str) -> dict[str, Any]:
-        agent_id = key.removeprefix("agent:") if key.startswith("agent:") else None
-        policy = (self.config.policy_for(agent_id, self._names.get(agent_id))
-                  if agent_id else self.config.defaults)
+        policy = (self._policy(key.removeprefix("agent:")) if key.startswith("agent:")
+                  else self.config.defaults)
         return {**self.budgets.report(key, policy), "queued": self.scheduler.queued(key),
                 "in_flight": self.scheduler.running(key)}
 
