@@ -229,3 +229,16 @@ def test_logs_are_size_capped(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert tail["truncated"] and tail["size"] == sum(len(f"line {i}\n") for i in range(600))
         assert tail["data"].endswith("line 598\nline 599\n")
         assert tail["offset"] + len(tail["data"]) == tail["size"]
+
+
+def test_reaped_agents_leave_no_descriptors_in_the_kernel(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+    client = shared_kernel.client()
+    fd_dir = f"/proc/{shared_kernel.proc.pid}/fd"
+    before = len(os.listdir(fd_dir))
+    infos = [client.spawn(f"fd-{i}", agent("printer"), args=["1", "0", "0"],
+                          sandboxed=i % 2 == 0 and os.geteuid() == 0)
+             for i in range(6)]
+    for info in infos:
+        assert client.wait(id=info["id"], timeout=60)["status"] == "exited"
+    # Pipe, log file, pidfd and kernel end of the socketpair: all closed once reaped.
+    assert len(os.listdir(fd_dir)) == before
