@@ -1,25 +1,14 @@
-"""Agents as the CLI names and shows them: lookup by name or id, and the rows of ``ps`` and ``top``."""
+"""Agents as the CLI shows them: the rows of ``ps`` and ``top``."""
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..client import Client
-from ..errors import NotFound
 from .output import duration, size
 
 #: Columns of ``agentos ps``; ``top`` shows CPU as a percentage instead of seconds.
 PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS")
-
-
-def target(client: Client, agent: str) -> dict[str, str]:
-    """``{"name": agent}`` if an agent has that name, else ``{"id": agent}`` if one has that id."""
-    if client.list_agents(name=agent):
-        return {"name": agent}
-    if any(info["id"] == agent for info in client.list_agents()):
-        return {"id": agent}
-    raise NotFound(f"no agent named {agent!r} (nor with that id); `agentos ps -a` lists them")
 
 
 def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

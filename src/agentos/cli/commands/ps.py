@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
 from ..agents import PS_COLUMNS, cpu_seconds, latest, order, row, tokens_by_id
 from ..launch import add_socket_option, connect
@@ -33,10 +32,6 @@ def run(args: argparse.Namespace) -> int:
     if not shown:
         print("no agents")
         return 0
-    print(agent_table(shown, time.time(), tokens))
+    now = time.time()
+    print(table(PS_COLUMNS, [row(info, tokens, cpu_seconds(info), now) for info in shown]))
     return 0
-
-
-def agent_table(agents: list[Any], now: float, tokens: dict[str, int] | None = None) -> str:
-    """``agents`` as the ps table (CPU in seconds); ``tokens`` per agent id when known."""
-    return table(PS_COLUMNS, [row(info, tokens or {}, cpu_seconds(info), now) for info in order(agents)])
