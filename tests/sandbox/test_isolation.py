@@ -117,7 +117,8 @@ def test_escape_attempts_are_all_blocked(launcher: Launcher, tmp_path: Path) -> 
     report = result.json()
     assert report["escaped"] == [], {k: report["outcomes"][k] for k in report["escaped"]}
     for name in ("mount", "ptrace", "unshare user", "bpf", "keyctl", "reboot", "kexec_load", "init_module",
-                 "perf_event_open", "swapon", "setns", "userfaultfd", "open_by_handle_at"):
+                 "perf_event_open", "swapon", "setns", "userfaultfd", "open_by_handle_at",
+                 "vsock to the hypervisor"):
         assert report["outcomes"][name] == "EPERM", name
 
 

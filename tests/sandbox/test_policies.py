@@ -5,6 +5,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,18 @@ def test_clone_with_a_namespace_flag_is_denied_without_one_allowed() -> None:
         return _errno_of("unshare", syscalls.CLONE_NEWUTS), _errno_of("unshare", 0)
 
     assert in_child(clone_errors) == (errno.EPERM, errno.EPERM)  # unshare is denied whatever its flags
+
+
+def test_vsock_sockets_are_denied_other_families_not() -> None:
+    def families() -> tuple[int, int]:
+        syscalls.set_no_new_privs()
+        seccomp.install(seccomp.default_filter())
+        return _errno_of("socket", socket.AF_VSOCK, socket.SOCK_STREAM, 0), _errno_of(
+            "socket", socket.AF_UNIX, socket.SOCK_STREAM, 0)
+
+    vsock, unix = in_child(families)
+    assert vsock == errno.EPERM
+    assert unix == 0  # the descriptor leaks into the child, which exits right away
 
 
 def test_every_denied_name_this_arch_has_is_in_the_filter() -> None:

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import os
 import platform
+import socket
 import stat
 import sys
 
@@ -165,6 +166,7 @@ ATTEMPTS = {
     "read /proc/kcore": (read("/proc/kcore"), ("empty", "ENOENT", "EPERM", "EACCES")),
     "mknod": (mknod("/tmp/escape-probe-null"), "EPERM"),
     "host disk": (read("/dev/vda"), "ENOENT"),
+    "vsock to the hypervisor": (lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close(), "EPERM"),
     # last: if allowed, these move this process into new namespaces
     "unshare user": (syscall("unshare", CLONE_NEWUSER), "EPERM"),
     "unshare mount": (syscall("unshare", CLONE_NEWNS), "EPERM"),

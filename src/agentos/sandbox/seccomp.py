@@ -5,7 +5,8 @@ an allow list that misses one syscall breaks them in ways nobody can debug. What
 is denied is the kernel attack surface and every way out of the sandbox: mounts,
 namespaces, ptrace and cross-process memory access, kexec, BPF, module loading,
 keyrings, reboot, swap, perf events, clock setting, file handles, io_uring,
-userfaultfd, TIOCSTI terminal injection. ``clone`` is allowed unless it asks for
+userfaultfd, TIOCSTI terminal injection, vsock sockets (which no network namespace
+confines: inside a VM they reach the hypervisor). ``clone`` is allowed unless it asks for
 a namespace; ``clone3`` (whose flags seccomp cannot read) answers ENOSYS so the C
 library falls back to ``clone``. A syscall from another architecture's ABI
 (i386 via int 0x80) kills the process: its numbers mean different syscalls.
@@ -43,6 +44,8 @@ DENIED = (
 _NAMESPACE_FLAGS = (syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUSER
                     | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP)
 _DENIED_IOCTLS = (syscalls.TIOCSTI, syscalls.TIOCLINUX)
+#: vsock is not network-namespaced: in a VM it would reach the hypervisor's services.
+_AF_VSOCK = 40
 
 # classic BPF opcodes (linux/filter.h) and seccomp_data offsets (linux/seccomp.h)
 _LD_W_ABS = 0x20
@@ -117,6 +120,7 @@ def default_filter() -> bytes:
     p.jump(_JEQ_K, numbers["clone"], "clone", 0)
     p.jump(_JEQ_K, numbers["clone3"], "enosys", 0)
     p.jump(_JEQ_K, numbers["ioctl"], "ioctl", 0)
+    p.jump(_JEQ_K, numbers["socket"], "socket", 0)
     _search(p, denied)
     p.label("clone")
     p.load(_ARG_LOW[0])
@@ -126,6 +130,10 @@ def default_filter() -> bytes:
     p.load(_ARG_LOW[1])
     for request in _DENIED_IOCTLS:
         p.jump(_JEQ_K, request, "deny", 0)
+    p.ret(_ALLOW)
+    p.label("socket")
+    p.load(_ARG_LOW[0])
+    p.jump(_JEQ_K, _AF_VSOCK, "deny", 0)
     p.ret(_ALLOW)
     p.label("enosys")
     p.ret(_errno(errno.ENOSYS))

@@ -207,6 +207,9 @@ static const ao_syscall_entry ao_syscall_table[] = {
 #ifdef __NR_stime
     {"stime", __NR_stime},
 #endif
+#ifdef __NR_socket
+    {"socket", __NR_socket},
+#endif
     {0, -1}
 };
 
