@@ -107,15 +107,20 @@ def test_doctor_reports_the_host_and_the_kernel(kernel, capsys) -> None:  # type
 
 
 @pytest.fixture
-def llm_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
+def gemini() -> Iterator[FakeGemini]:
     with FakeGemini().running_in_thread() as fake:
-        env = {"AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key, "GOOGLE_API_KEY": "",
-               "AGENTOS_GEMINI_MODEL": "gemini-test"}
-        kernel = KernelProcess(tmp_path / "k", env=env).start()
-        try:
-            yield kernel
-        finally:
-            assert kernel.stop() == 0, kernel.log()
+        yield fake
+
+
+@pytest.fixture
+def llm_kernel(tmp_path: Path, gemini: FakeGemini) -> Iterator[KernelProcess]:
+    env = {"AGENTOS_GEMINI_BASE_URL": gemini.url, "GEMINI_API_KEY": gemini.api_key, "GOOGLE_API_KEY": "",
+           "AGENTOS_GEMINI_MODEL": "gemini-test"}
+    kernel = KernelProcess(tmp_path / "k", env=env).start()
+    try:
+        yield kernel
+    finally:
+        assert kernel.stop() == 0, kernel.log()
 
 
 def test_think(llm_kernel: KernelProcess, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -132,3 +137,24 @@ def test_think_without_a_key_is_one_clear_line(tmp_path: Path, capsys) -> None: 
         assert kernel.stop() == 0
     assert (code, out) == (1, "")
     assert err.startswith("agentos think: error: not_configured: ") and "GEMINI_API_KEY" in err and err.count("\n") == 1
+
+
+def test_a_manifest_agents_llm_section_reaches_the_model(llm_kernel: KernelProcess, gemini: FakeGemini,
+                                                         tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "asker.py").write_text("import agentos\n"
+                                       "with agentos.Client() as kernel:\n"
+                                       "    print(kernel.think('hi').content, flush=True)\n")
+    (tmp_path / "team.yaml").write_text(textwrap.dedent("""\
+        agents:
+          asker:
+            script: asker.py
+            sandbox: {enabled: false}
+            limits: {memory: unlimited, cpu: unlimited, pids: unlimited, llm_tokens: 1000}
+            llm: {system: Answer briefly., temperature: 0.3}
+        """))
+    code, out, _ = cli(capsys, "up", "--socket", str(llm_kernel.socket_path), str(tmp_path / "team.yaml"))
+    assert code == 0, out
+    assert "asker | echo: hi" in out.splitlines()
+    [request] = [r for r in gemini.requests if r.path.endswith(":generateContent")]
+    assert request.body["systemInstruction"]["parts"] == [{"text": "Answer briefly."}]
+    assert request.body["generationConfig"]["temperature"] == 0.3

@@ -80,12 +80,15 @@ def test_the_process_service_accepts_the_spawn_request(tmp_path: Path) -> None:
     script = tmp_path / "a.py"
     script.write_text("")
     spec = AgentSpec("a", script=script, args=("x",), env={"K": "v"}, cwd=tmp_path,
-                     sandbox=Sandbox(writable=(tmp_path,)), restart=Restart(policy="always"))
+                     sandbox=Sandbox(writable=(tmp_path,), hostname="box"), restart=Restart(policy="always"),
+                     limits=Limits(llm_tokens=10), llm=AgentLLM(model="m", system="s", temperature=0.5))
     request = spec.to_spawn_request()
     request.pop("capabilities")  # The SPAWN handler takes these out for the permission service.
     parsed = SpawnRequest.parse(request)
     assert (parsed.name, parsed.script, parsed.argv[-1], parsed.env) == ("a", str(script), "x", {"K": "v"})
     assert parsed.writable_paths == [str(tmp_path)] and parsed.sandboxed and not parsed.network
+    assert parsed.hostname == "box"
+    assert parsed.llm == {"model": "m", "system": "s", "temperature": 0.5, "tokens": 10}
 
 
 def test_spawn_limits_are_what_the_cgroup_driver_parses() -> None:

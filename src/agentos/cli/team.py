@@ -56,12 +56,12 @@ class Team:
     """The agents of ``manifest`` on the kernel behind ``client``."""
 
     def __init__(self, manifest: Manifest, client: AsyncClient, socket: Path, painter: Painter,
-                 out: TextIO = sys.stdout, show_output: bool = True, grace: float = 10.0) -> None:
+                 out: TextIO | None = None, show_output: bool = True, grace: float = 10.0) -> None:
         self.manifest = manifest
         self.client = client
         self.socket = socket
         self.paint = painter
-        self.out = out
+        self.out = out or sys.stdout
         self.show_output = show_output
         self.grace = grace
         self.order = manifest.start_order()

@@ -17,7 +17,13 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPAWN_KEYS = frozenset({"name", "script", "command", "args", "env", "cwd", "sandboxed", "network",
                          "limits", "allow_degraded", "writable_paths", "readonly_paths", "hostname",
                          # Checked and acted on by the supervisor service.
-                         "restart"})
+                         "restart",
+                         # The agent's THINK defaults and budgets, handed to the LLM gateway on agent.started.
+                         "llm"})
+#: What an agent's ``llm`` may say, and the type of each.
+_LLM_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "provider": str, "model": str, "system": str, "temperature": (int, float), "tokens": int,
+    "calls_per_minute": int}
 #: Kernel-set variables an agent may not override (its connection and identity).
 RESERVED_ENV = frozenset({"AGENTOS_FD", "AGENTOS_AGENT_ID", "AGENTOS_AGENT_NAME"})
 
@@ -41,6 +47,8 @@ class SpawnRequest:
     readonly_paths: list[str] = field(default_factory=list)
     #: The agent's hostname in its own UTS namespace (sandboxed only); None: its name.
     hostname: str | None = None
+    #: THINK defaults and budgets (model, system, temperature, tokens, calls_per_minute), if given.
+    llm: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> SpawnRequest:
@@ -80,6 +88,7 @@ class SpawnRequest:
             raise InvalidArgument("hostname needs sandboxed: only a sandboxed agent has its own hostname")
         return cls(name=name, argv=argv, script=path, env=env, cwd=cwd, limits=limits,
                    sandboxed=sandboxed, network=_bool(args, "network", False), hostname=hostname,
+                   llm=_llm(args.get("llm")),
                    allow_degraded=_bool(args, "allow_degraded", False),
                    writable_paths=[_absolute(p, cwd, "writable_paths") for p in _str_list(args, "writable_paths")],
                    readonly_paths=[_absolute(p, cwd, "readonly_paths") for p in _str_list(args, "readonly_paths")])
@@ -139,6 +148,23 @@ def _absolute(path: str, cwd: str | None, what: str) -> str:
     if cwd is None:
         raise InvalidArgument(f"{what}: {path!r} is relative; give an absolute path or a cwd")
     return os.path.normpath(os.path.join(cwd, path))
+
+
+def _llm(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"llm must be an object such as {{'model': ..., 'temperature': 0.2}}, "
+                              f"got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(_LLM_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"llm: unknown field(s) {unknown}; known: {list(_LLM_FIELDS)}")
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, _LLM_FIELDS[key]):
+            raise InvalidArgument(f"llm.{key} has the wrong type: {value!r}")
+        if key in ("tokens", "calls_per_minute") and value < 1:
+            raise InvalidArgument(f"llm.{key} must be at least 1, got {value}")
+    return dict(raw)
 
 
 def _env(raw: Any) -> dict[str, str]:

@@ -188,7 +188,8 @@ class ProcessService:
         self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
-                                                     "pid": agent.pid, "parent": agent.parent})
+                                                     "pid": agent.pid, "parent": agent.parent,
+                                                     **({"llm": request.llm} if request.llm else {})})
         return agent
 
     async def kill(self, call: Call) -> dict[str, Any]:
