@@ -5,6 +5,7 @@ file by path, so it imports nothing from the benchmarks folder).
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -60,6 +61,13 @@ def ensure_agentos_importable() -> None:
                                                                  os.environ.get("PYTHONPATH")]))
 
 
+def _die_with_parent() -> None:
+    """Runs in a child before exec: it gets SIGTERM if the benchmark process dies
+    (a crash skips fixture teardown, and servers must not outlive the session).
+    The benchmark process runs no threads, so a ``preexec_fn`` is safe here."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """A server subprocess on a Unix socket in its own temp dir.
 
@@ -74,7 +82,8 @@ class Server:
         self.log_path = workdir / f"{name}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=workdir)
+                                         stderr=subprocess.STDOUT, cwd=workdir,
+                                         preexec_fn=_die_with_parent)  # noqa: PLW1509
         try:
             self._wait_ready()
         except BaseException:
@@ -188,7 +197,8 @@ class SdkWorkers:
             for _ in range(count):
                 self.procs.append(subprocess.Popen(
                     [*PYTHON, script, str(socket_path)], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, text=True, bufsize=1))
+                    stdout=subprocess.PIPE, text=True, bufsize=1,
+                    preexec_fn=_die_with_parent))  # noqa: PLW1509
             self._expect("ready")
         except BaseException:
             self.close()
