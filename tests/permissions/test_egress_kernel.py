@@ -8,7 +8,7 @@ from typing import Self
 
 import pytest
 from aiohttp import web
-from identities import configured_kernel
+from .identities import configured_kernel
 
 from agentos import InvalidArgument, PermissionDenied, Timeout, TooLarge
 

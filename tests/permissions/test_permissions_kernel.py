@@ -6,7 +6,7 @@ guard and the audit log all see a genuinely unprivileged caller.
 from __future__ import annotations
 
 import pytest
-from identities import NOBODY, configured_kernel, run_as
+from .identities import NOBODY, configured_kernel, run_as
 
 from agentos import Busy
 from agentos.protocol import Op
