@@ -21,10 +21,6 @@ class Provider(ABC):
         self.config = config
         self.http = HttpClient(session, config, self.name)
 
-    @property
-    def model(self) -> str:
-        return self.config.model
-
     async def generate(self, request: ModelRequest, on_chunk: ChunkSink | None = None) -> Completion:
         """One model answer; with ``on_chunk`` it is streamed delta by delta."""
         if self.config.needs_key and not self.config.api_key:

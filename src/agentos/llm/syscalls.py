@@ -289,10 +289,6 @@ class LLMService:
                 "limit": self.scheduler.limit, "you": caller.key,
                 "agents": {key: self._report(key) for key in keys}}
 
-    def usage_of(self, agent_id: str) -> dict[str, Any]:
-        """One agent's LLM usage (for the process table's LIST)."""
-        return self._report(f"agent:{agent_id}")
-
     def _report(self, key: str) -> dict[str, Any]:
         policy = (self._policy(key.removeprefix("agent:")) if key.startswith("agent:")
                   else self.config.defaults)

@@ -49,7 +49,6 @@ class FakeServer:
         self.delay = 0.0
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
-        self._active = 0
 
     # --- scripting -------------------------------------------------------------------------
 
@@ -72,11 +71,6 @@ class FakeServer:
         """Base URL to give a client, e.g. ``http://127.0.0.1:43121``."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def active(self) -> int:
-        """Requests being answered right now."""
-        return self._active
-
     # --- lifecycle -------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
@@ -84,7 +78,7 @@ class FakeServer:
 
     async def start(self) -> None:
         self._closing = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._count])
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/_fake/script", self._control_script)
         app.router.add_get("/_fake/requests", self._control_requests)
         app.router.add_post("/_fake/reset", self._control_reset)
@@ -147,14 +141,6 @@ class FakeServer:
         await self._closing.wait()
 
     # --- recording and control ---------------------------------------------------------
-
-    @web.middleware
-    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self._active += 1
-        try:
-            return await handler(request)
-        finally:
-            self._active -= 1
 
     async def record(self, request: web.Request) -> RecordedRequest:
         raw = await request.read()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -52,9 +52,6 @@ class Reply:
         if unknown:
             raise ValueError(f"unknown reply fields {sorted(unknown)} (known: {sorted(names)})")
         return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def text_reply(text: str, **kwargs: Any) -> Reply:
