@@ -288,3 +288,37 @@ def test_killing_an_agent_cancels_its_calls_in_flight(llm_kernel, tmp_path) -> N
             assert time.monotonic() < deadline, "the killed agent's THINK is still in flight"
             time.sleep(0.02)
         assert c.usage()["agents"][f"agent:{agent['id']}"]["in_flight"] == 0
+
+
+def test_the_api_key_never_reaches_clients_or_logs(llm_kernel) -> None:
+    key = llm_kernel.fake.api_key
+    llm_kernel.fake.script(error_reply(403, "Permission denied"), text_reply("fine"))
+    with llm_kernel.client() as c:
+        seen = [c.hello(), c.usage(), c.think("x").error, c.think("y").content,
+                c._call(Op.THINK, b"plain")]
+    assert key not in json.dumps(seen)
+    assert key not in llm_kernel.log()
+
+
+def test_openai_compatible_provider_selected_by_configuration(tmp_path) -> None:
+    from agentos.testing import FakeOpenAI
+    from agentos.testing.kernel import KernelProcess
+
+    with FakeOpenAI().running_in_thread() as fake:
+        fake.script(text_reply("local model says hi", chunks=2))
+        env = {"AGENTOS_LLM_PROVIDER": "openai", "AGENTOS_OPENAI_BASE_URL": fake.base_url,
+               "AGENTOS_OPENAI_MODEL": "llama-test", "GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}
+        kernel = KernelProcess(tmp_path / "k", env=env).start()
+        try:
+            with kernel.client() as c:
+                stream = c.think_stream("hello", system="Be brief.")
+                pieces = list(stream)
+                hello = c.hello()
+        finally:
+            assert kernel.stop() == 0
+        log = kernel.log()
+    assert "".join(pieces) == "local model says hi" and stream.reply.success
+    assert stream.reply.model == "llama-test"
+    assert hello["capabilities"]["llm"]["provider"] == "openai"
+    assert fake.requests[0].body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert "LLM: provider openai, model llama-test" in log and "Traceback" not in log
