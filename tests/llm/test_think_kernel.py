@@ -247,7 +247,7 @@ for rid in rids:
 
 @pytest.mark.llm_env(AGENTOS_LLM_CONFIG=json.dumps({"max_inflight": 1}))
 def test_a_greedy_client_cannot_starve_another(llm_kernel) -> None:
-    llm_kernel.fake.delay = 0.02
+    llm_kernel.fake.delay = 0.05
     greedy = subprocess.Popen([sys.executable, "-c", GREEDY, str(llm_kernel.process.socket_path), "30"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -261,8 +261,9 @@ def test_a_greedy_client_cannot_starve_another(llm_kernel) -> None:
         assert greedy.wait(timeout=60) == 0
     prompts = [r.body["contents"][0]["parts"][0]["text"] for r in llm_kernel.fake.requests]
     polite = prompts.index("polite")
-    # The polite call arrived behind ~20 queued greedy calls but was served within one turn.
-    assert polite < prompts.index("greedy 29") and polite <= 30 - 20 + 2, prompts
+    # Queued behind >= 20 greedy calls, FIFO would serve it 31st; round robin serves it
+    # right after the greedy call in flight (12th at worst; the margin absorbs a slow test host).
+    assert polite <= 15, prompts
 
 
 AGENT = """
