@@ -55,6 +55,21 @@ def test_rotation_caps_the_disk_used(tmp_path: Path) -> None:
     run(main())
 
 
+def test_one_large_write_is_split_at_the_cap(tmp_path: Path) -> None:
+    async def main() -> None:
+        capture = LogCapture(tmp_path / "a.log", max_bytes=100)
+        write_fd = capture.pipe()
+        os.write(write_fd, bytes(range(250)))
+        os.close(write_fd)
+        await capture.wait_eof(30)
+        capture.close()
+        assert (tmp_path / "a.log").read_bytes() == bytes(range(200, 250))
+        assert (tmp_path / "a.log.1").read_bytes() == bytes(range(100, 200))
+        assert capture.read(0, 1000) == (100, bytes(range(100, 250)))
+
+    run(main())
+
+
 def test_a_follower_wakes_on_new_output(tmp_path: Path) -> None:
     async def main() -> None:
         capture = LogCapture(tmp_path / "a.log", max_bytes=1024)

@@ -59,16 +59,25 @@ class LogCapture:
         self._append(data)
 
     def _append(self, data: bytes) -> None:
-        if self.size - self.file_start + len(data) > self.max_bytes and self.size > self.file_start:
-            self._file.close()
-            os.replace(self.path, self.rotated)
-            self.rotated_start = self.file_start
-            self.file_start = self.size
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        self._file.write(data)
-        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            room = self.max_bytes - (self.size - self.file_start)
+            if room <= 0:
+                self._rotate()
+                continue
+            piece = view[:room]
+            self._file.write(piece)
+            self.size += len(piece)
+            view = view[len(piece):]
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.rotated)
+        self.rotated_start = self.file_start
+        self.file_start = self.size
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def _stop_reading(self) -> None:
         if self._fd >= 0:
