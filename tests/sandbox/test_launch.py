@@ -162,6 +162,19 @@ def test_agents_are_children_of_the_launching_process(launcher: Launcher) -> Non
         launched.close()
 
 
+def test_a_dead_zygote_is_replaced_on_the_next_launch(tmp_path: Path) -> None:
+    with Launcher() as own:
+        first = own.zygote_pid
+        assert first is not None
+        pidfd = syscalls.pidfd_open(first)
+        syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [])  # readable once it has exited
+        os.close(pidfd)
+        result = run_agent(own, tmp_path, argv=["true"])
+        assert result.returncode == 0
+        assert own.zygote_pid not in (None, first)
+
+
 def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
     """A stand-in kernel starts a launcher and an agent and is SIGKILLed: the zygote and agent follow."""
     script = tmp_path / "kernel.py"

@@ -11,10 +11,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Self
 
 from agentos.sandbox import child
@@ -27,18 +30,54 @@ from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote
 __all__ = ["Launcher"]
 
 
+class _Owner(threading.Thread):
+    """The one thread that starts (and restarts) the zygote.
+
+    An agent's parent-death signal fires when the *thread* that forked its parent
+    exits; with ``CLONE_PARENT`` that is the thread that started the zygote. A
+    thread of the launcher's own, alive exactly as long as the launcher, makes
+    agents die with the launcher (or the kernel process), never with whichever
+    worker thread happened to call ``launch`` first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="agentos-sandbox-owner", daemon=True)
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], Future[None]] | None] = queue.SimpleQueue()
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on this thread and wait for it."""
+        done: Future[None] = Future()
+        self._calls.put((fn, done))
+        done.result()
+
+    def stop(self) -> None:
+        self._calls.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            fn, done = item
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+
 class Launcher:
     """Starts sandboxed agents. One per kernel: ``start()`` once, ``launch()`` per agent, ``close()``.
 
     Every agent, exec'd or not, is forked by the launcher's zygote and is a child
-    of the process that called ``start()``, which must reap it (``Launched.wait``).
-    Call ``start`` from a thread that lives as long as the agents (the event-loop
-    thread): agents get SIGKILL when it exits.
+    of the calling process, which must reap it (``Launched.wait``). Agents get
+    SIGKILL when the launcher is closed or its process dies: stop them first.
+    If the zygote dies, the next ``launch`` starts a new one.
     """
 
     def __init__(self, *, preload: tuple[str, ...] = DEFAULT_PRELOAD, setup_timeout: float = 30.0) -> None:
         self.setup_timeout = setup_timeout
         self._zygote = Zygote(preload)
+        self._owner: _Owner | None = None
         self._lock = threading.Lock()
         self._devnull = -1
         self._new_root = ""
@@ -62,11 +101,17 @@ class Launcher:
         if not self._new_root:
             # Private (0700, unpredictable name): each agent mounts its root on it, in its own namespace.
             self._new_root = tempfile.mkdtemp(prefix="agentos-root-")
-        self._zygote.start()
+        if self._owner is None:
+            self._owner = _Owner()
+            self._owner.start()
+        self._owner.call(self._zygote.start)
 
     def close(self) -> None:
-        """Stop the zygote. Running agents are unaffected (they are the caller's children)."""
+        """Stop the zygote; agents still running get SIGKILL (their parent-death signal)."""
         self._zygote.close()
+        if self._owner is not None:
+            self._owner.stop()
+            self._owner = None
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
@@ -90,6 +135,9 @@ class Launcher:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             with theirs, self._lock:
+                if not self._zygote.alive and self._owner is not None:
+                    self._zygote.close()
+                    self._owner.call(self._zygote.start)  # the zygote died: a new one
                 pid, pidfd = self._zygote.spawn(plan, [theirs.fileno(), *io, *spec.pass_fds])
             launched = Launched(pid=pid, pidfd=pidfd, isolation=report)
             try:

@@ -60,6 +60,11 @@ class Zygote:
         """The zygote's pid while it runs."""
         return self._process.pid if self._process else None
 
+    @property
+    def alive(self) -> bool:
+        """Whether the zygote process is running (reaps it if it died)."""
+        return self._sock is not None and self._process is not None and self._process.poll() is None
+
     def start(self) -> None:
         """Start the zygote and wait until it is ready (call from a long-lived thread:
         the zygote's parent-death signal fires when the starting thread exits)."""
