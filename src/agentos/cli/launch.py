@@ -92,16 +92,6 @@ class StartedKernel:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def connect_or_start(manifest: Manifest, socket: Path) -> tuple[AsyncClient, StartedKernel | None]:
-    """The running kernel at ``socket``, else a new one configured by the manifest's kernel section."""
-    try:
-        return await AsyncClient.connect(socket), None
-    except KernelNotRunning:
-        pass
-    kernel = StartedKernel(manifest, socket)
-    return await kernel.connect(), kernel
-
-
 def stop_kernel_pid(pid: int, timeout: float = 30.0) -> bool:
     """SIGTERM the kernel ``pid`` (not our child) and wait for it to exit; False if it was already gone."""
     try:

@@ -7,14 +7,18 @@ import signal
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ...manifest import Manifest
 from ...units import parse_duration
-from ..launch import add_socket_option, connect_or_start, marker_path, socket_path
+from ...client import AsyncClient
+from ...errors import KernelNotRunning
+from ..launch import StartedKernel, add_socket_option, marker_path, socket_path
 from ..output import Painter, wants_colour
 from ..team import Team, TeamError
 from .validate import load_or_report
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,13 +47,25 @@ def run(args: argparse.Namespace) -> int:
 
 async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int:
     socket = socket_path(args.socket, manifest)
-    client, kernel = await connect_or_start(manifest, socket)
-    if kernel is not None:
-        print(f"started a kernel (pid {kernel.pid}) on {socket}, logging to {kernel.log_path}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    kernel = None
+    try:
+        client = await AsyncClient.connect(socket)
+    except KernelNotRunning:
+        kernel = StartedKernel(manifest, socket)
+        print(f"started a kernel (pid {kernel.pid}) on {socket}, logging to {kernel.log_path}", flush=True)
+        try:
+            finished, connected = await _unless(stop, kernel.connect())
+        except BaseException:
+            kernel.stop()
+            raise
+        if not finished or connected is None:
+            kernel.stop()
+            return 130
+        client = connected
     team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
                 grace=grace)
 
@@ -59,7 +75,7 @@ async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int
     try:
         # Subscribed before anything starts, so no exit or restart goes unseen.
         events = None if args.detach else await client.subscribe("agent.*")
-        if not await _unless(stop, team.start()):
+        if not (await _unless(stop, team.start()))[0]:
             print("interrupted: stopping the team", flush=True)
             await team.stop(stopped)
             return 130
@@ -71,9 +87,8 @@ async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int
                   "stops them", flush=True)
             return 0
         assert events is not None
-        watching = asyncio.ensure_future(team.watch(events))
-        if await _unless(stop, watching):
-            code = watching.result()
+        finished, code = await _unless(stop, team.watch(events))
+        if finished and code is not None:
             print(f"every agent has ended{'' if code == 0 else ', not all of them cleanly'}", flush=True)
             return code
         print("stopping the team", flush=True)
@@ -89,15 +104,14 @@ async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int
             kernel.stop()
 
 
-async def _unless(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
-    """Run ``work`` unless ``stop`` is set first (then cancel it): True if it finished."""
+async def _unless(stop: asyncio.Event, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run ``work`` unless ``stop`` is set first (then cancel it): ``(finished, its result)``."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if task.done():
-        task.result()
-        return True
+        return True, task.result()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    return False
+    return False, None
