@@ -45,7 +45,8 @@ def test_agent_killed_cancels_its_queued_and_running_calls(tmp_path, monkeypatch
                 running = asyncio.ensure_future(service.think(_think(kernel, "a1", {"prompt": "1"})))
                 queued = asyncio.ensure_future(service.think(_think(kernel, "a1", {"prompt": "2"})))
                 other = asyncio.ensure_future(service.think(_think(kernel, "b2", {"prompt": "3"})))
-                while service.scheduler.queued() < 2:
+                # Kill only once the first call is really at the model (it took the slow reply).
+                while not fake.requests or service.scheduler.queued() < 2:
                     await asyncio.sleep(0.01)
                 kernel.events.publish("agent.killed", {"id": "a1", "name": "worker"})
                 answers = await asyncio.gather(running, queued)
