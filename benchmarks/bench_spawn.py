@@ -4,7 +4,10 @@
   ready pipe, after importing the SDK) for: exec without sandbox, exec with the full
   sandbox, zygote fork with the full sandbox, and bubblewrap running the same agent
   with the same view and seccomp filter (reported as absent when ``bwrap`` is not
-  installed). Goals: zygote + full sandbox p50 <= 5 ms, p99 <= 10 ms.
+  installed). Goals: zygote + full sandbox p50 <= 5 ms, p99 <= 10 ms. On a shared,
+  busy machine wall-clock latency is mostly waiting for a CPU, so the launcher cases
+  also report the CPU time spent on the critical path (the caller's thread, the
+  zygote, the child up to ready), which is what the latency is on an idle machine.
 - 1000 sandboxed agents running (each ready) within 10 s.
 - an idle agent's unique memory (USS = Private_Clean + Private_Dirty in
   /proc/PID/smaps_rollup), goal <= 3 MiB.
@@ -84,17 +87,27 @@ def _stop(launched: Launched) -> None:
     launched.close()
 
 
-def _spawn_to_ready(launcher: Launcher, *, zygote: bool, sandboxed: bool) -> Callable[[], float]:
+def _cpu_ns(pid: int) -> int:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _spawn_to_ready(launcher: Launcher, *, zygote: bool, sandboxed: bool,
+                    cpu_ms: list[float]) -> Callable[[], float]:
     def once() -> float:
         r, w = os.pipe()
+        assert launcher.zygote_pid is not None
+        zygote_before, caller_before = _cpu_ns(launcher.zygote_pid), time.thread_time_ns()
         start = time.perf_counter()
         launched = launcher.launch(_spec(w, zygote=zygote, sandboxed=sandboxed))
         os.close(w)
-        ready = os.read(r, 1)
+        ready = os.read(r, 64)
         elapsed = time.perf_counter() - start
+        caller = time.thread_time_ns() - caller_before
         os.close(r)
         _stop(launched)
-        assert ready == b"r", "the agent died before it was ready"
+        assert ready.startswith(b"r"), "the agent died before it was ready"
+        cpu_ms.append((caller + _cpu_ns(launcher.zygote_pid) - zygote_before + int(ready[1:])) / 1e6)
         return elapsed
     return once
 
@@ -112,9 +125,14 @@ def _measure(benchmark: Any, once: Callable[[], float], rounds: int = ROUNDS) ->
 ])
 def test_spawn_to_ready(benchmark: Any, launcher: Launcher, case: str, zygote: bool, sandboxed: bool,
                         rounds: int) -> None:
-    samples = _measure(benchmark, _spawn_to_ready(launcher, zygote=zygote, sandboxed=sandboxed), rounds)
+    cpu_ms: list[float] = []
+    samples = _measure(benchmark, _spawn_to_ready(launcher, zygote=zygote, sandboxed=sandboxed, cpu_ms=cpu_ms),
+                       rounds)
     goal = {"goal_p50_ms": 5, "goal_p99_ms": 10} if zygote else {}
-    _record(case, benchmark, samples, **goal)
+    _record(case, benchmark, samples, critical_path_cpu_p50_ms=round(statistics.median(cpu_ms), 3),
+            critical_path_cpu_p99_ms=round(_percentile(cpu_ms, 0.99), 3), **goal)
+    print(f"  CPU on the critical path: p50 {statistics.median(cpu_ms):.2f} ms, "
+          f"p99 {_percentile(cpu_ms, 0.99):.2f} ms")
 
 
 def _bwrap_argv(ready_fd: int, seccomp_fd: int) -> list[str]:
@@ -148,12 +166,12 @@ def test_spawn_to_ready_bwrap(benchmark: Any, launcher: Launcher) -> None:
         proc = subprocess.Popen(_bwrap_argv(w, filter_fd), pass_fds=[w, filter_fd], stdin=subprocess.DEVNULL)
         os.close(w)
         os.close(filter_fd)
-        ready = os.read(r, 1)
+        ready = os.read(r, 64)
         elapsed = time.perf_counter() - start
         os.close(r)
         proc.kill()
         proc.wait()
-        assert ready == b"r", "the agent under bwrap died before it was ready"
+        assert ready.startswith(b"r"), "the agent under bwrap died before it was ready"
         return elapsed
 
     _record("bwrap + namespaces + seccomp", benchmark, _measure(benchmark, once, 60))
@@ -180,8 +198,8 @@ def test_1000_sandboxed_agents(benchmark: Any, launcher: Launcher) -> None:
                 agents.extend(pool.map(lambda _: launcher.launch(_spec(w, zygote=True, sandboxed=True)),
                                        range(MANY)))
             received = 0
-            while received < MANY:
-                received += len(os.read(r, MANY))
+            while received < MANY:  # one "r<digits>" message per agent
+                received += os.read(r, 65536).count(b"r")
 
         start = time.perf_counter()
         benchmark.pedantic(launch_all, rounds=1)
@@ -208,7 +226,7 @@ def test_idle_uss_exec_agent(benchmark: Any, launcher: Launcher) -> None:
     try:
         def launch() -> None:
             agents.append(launcher.launch(_spec(w, zygote=False, sandboxed=True)))
-            os.read(r, 1)
+            os.read(r, 64)
 
         benchmark.pedantic(launch, rounds=10)
         uss = sorted(_uss_kib(a.pid) for a in agents)

@@ -98,6 +98,18 @@ def test_pass_fds_and_stdio_reach_their_numbers(launcher: Launcher, tmp_path: Pa
     assert result.stdout.split("\n", 1)[1].split() == ["0", "1", "2", "3", "7"]
 
 
+def test_a_writable_file_is_writable_and_its_directory_is_not(launcher: Launcher, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    log = shared / "agent.log"
+    log.write_text("")
+    result = run_agent(launcher, tmp_path, writable_paths=[str(log)], argv=[
+        "sh", "-c", f"echo written >> {log} && touch {shared}/other"])
+    assert result.returncode == 0 and log.read_text() == "written\n"
+    # The file's directory is not bound: "other" lands in the agent's private /tmp, not here.
+    assert not (shared / "other").exists()
+
+
 def test_zygote_agents_get_exactly_the_specs_env_and_argv(launcher: Launcher, tmp_path: Path) -> None:
     script = tmp_path / "show.py"
     script.write_text("import os, sys, json; print(json.dumps([dict(os.environ), sys.argv, __name__]))")

@@ -67,7 +67,8 @@ def restrict(version: int, writable: list[str]) -> None:
     ruleset = syscalls.landlock_create_ruleset(handled, 0, scoped)
     try:
         for path in writable:
-            _allow(ruleset, path, handled)
+            # A writable file (not a directory) can only be granted the rights files have.
+            _allow(ruleset, path, handled if os.path.isdir(path) else handled & _FILE_WRITES)
         for path in _WRITABLE_DEVICES:
             if os.path.exists(path):
                 _allow(ruleset, path, handled & _FILE_WRITES)

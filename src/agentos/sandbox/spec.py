@@ -19,6 +19,8 @@ __all__ = ["Launched", "SandboxError", "SandboxSpec"]
 
 #: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
 _HOSTNAME_MAX = 64
+#: Descriptors cross to the zygote in one message (SCM_MAX_FD is 253, with 4 of ours).
+_MAX_PASS_FDS = 240
 
 
 class SandboxError(AgentOSError):
@@ -104,6 +106,8 @@ class SandboxSpec:
             fd = getattr(self, name)
             if fd is not None:
                 _open_fd(fd, name)
+        if len(self.pass_fds) > _MAX_PASS_FDS:
+            _bad(f"pass_fds: at most {_MAX_PASS_FDS} descriptors")
         targets = set()
         for source, target in self.pass_fds.items():
             _open_fd(source, "pass_fds")
