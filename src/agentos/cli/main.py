@@ -12,6 +12,7 @@ COMMANDS = [
     "kernel",
     "fake_gemini",
     "validate",
+    "audit",
     "up",
     "down",
     "ps",

@@ -59,9 +59,14 @@ def build_services(kernel: Kernel) -> list[Service]:
     services: list[Service] = [
         CoreService(kernel),
         # services: one line per subsystem below this one.
+        __import__("agentos.permissions.service", fromlist=["PermissionService"]).PermissionService(kernel),
         __import__("agentos.processes", fromlist=["ProcessService"]).ProcessService(kernel),
         __import__("agentos.supervision", fromlist=["SupervisorService"]).SupervisorService(kernel),
         __import__("agentos.llm.syscalls", fromlist=["LLMService"]).LLMService(kernel),
+        __import__("agentos.state.service", fromlist=["StateService"]).StateService(kernel),
+        __import__("agentos.messaging.service", fromlist=["MessagingService"]).MessagingService(kernel),
+        __import__("agentos.egress.service", fromlist=["EgressService"]).EgressService(kernel),
+        __import__("agentos.audit.service", fromlist=["AuditService"]).AuditService(kernel),
     ]
     return services
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
+from ..protocol import HEADER_SIZE, encode_frame
 
 
 class KernelProcess:
@@ -54,10 +55,14 @@ class KernelProcess:
         return self
 
     def _connectable(self) -> bool:
+        # A NOOP round trip, not just connect(): the socket is bound (and connectable) before the
+        # services start, and tests that snapshot the kernel (fds, memory) need them started.
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            probe.settimeout(self.start_timeout)
             probe.connect(str(self.socket_path))
-            return True
+            probe.sendall(encode_frame(0, 1))
+            return len(probe.recv(HEADER_SIZE)) > 0
         except OSError:
             return False
         finally:
