@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentos.sandbox import Launcher
+from agentos.sandbox import Launcher, SandboxSpec
 from tests.sandbox.conftest import ADVERSARIAL, agent, require, run_agent
 
 
@@ -143,3 +145,33 @@ def test_the_agents_whole_tree_dies_with_it(launcher: Launcher, tmp_path: Path) 
         except OSError:
             pass
     assert left == []
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_bounded_hogs_report_machine_checkable_results(launcher: Launcher, tmp_path: Path) -> None:
+    memory = run_agent(launcher, tmp_path, script=str(ADVERSARIAL / "memory_hog.py"), argv=["24"])
+    assert memory.returncode == 0, memory.stderr
+    assert [line["mib"] for line in _json_lines(memory.stdout)] == [8, 16, 24, 24]
+    cpu = run_agent(launcher, tmp_path, script=str(ADVERSARIAL / "cpu_hog.py"), argv=["0.2"])
+    (report,) = _json_lines(cpu.stdout)
+    assert report["agent"] == "cpu_hog" and report["wall_s"] >= 0.2 and 0 < report["share"]
+
+
+def test_fork_bomb_children_die_with_it(launcher: Launcher, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with open(out, "w+") as log:
+        launched = launcher.launch(SandboxSpec(argv=["fork_bomb", "20"], python_script=str(ADVERSARIAL / "fork_bomb.py"),
+                                               stdout_fd=log.fileno()))
+        try:
+            while not out.read_text() and launched.poll() is None:
+                select.select([launched.pidfd], [], [], 0.05)  # wait for its report (or its death)
+            assert json.loads(out.read_text()) == {"agent": "fork_bomb", "children": 20, "refused": None}
+            assert launched.poll() is None  # still alive, holding its children
+            launched.send_signal(signal.SIGKILL)
+            assert launched.wait() == -signal.SIGKILL
+        finally:
+            launched.close()
+    # The 20 children were in its pid namespace: nothing is left (the leak check agrees).
