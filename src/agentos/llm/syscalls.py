@@ -158,6 +158,8 @@ class LLMService:
             raise PermissionDenied(f"model override {args.model!r} is not allowed for this agent "
                                    "(llm.agents.<name>.models in the kernel configuration)",
                                    model=args.model)
+        if args.context is not None:
+            self.contexts.get(caller.owner, args.context)  # NotFound before a budgeted call
         task = asyncio.ensure_future(self._think(call, args, caller))
         calls = self._calls.setdefault(caller.key, set())
         calls.add(task)
