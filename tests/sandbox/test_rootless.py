@@ -38,15 +38,17 @@ def _blocked_ancestors(paths: list[str]) -> dict[str, set[str]]:
 
 
 def _become_unprivileged_kernel(argv: list[str]) -> None:
-    """In the forked child: make this interpreter reachable for nobody, drop to nobody, exec.
+    """In the forked child: make this interpreter and the test agents reachable for nobody,
+    drop to nobody, exec.
 
-    Only this child's private mount namespace changes: a 0700 directory on the way to
-    the interpreter (pyenv under /root) is replaced by a world-traversable tmpfs holding
+    Only this child's private mount namespace changes: a 0700 directory on the way
+    (pyenv or a checkout under /root) is replaced by a world-traversable tmpfs holding
     binds of just the entries needed. The kernel itself then runs with no privilege.
     """
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    for directory, entries in _blocked_ancestors(mounts.python_paths()).items():
+    needed = [*mounts.python_paths(), str(Path(agent("rootless_kernel")).parent)]
+    for directory, entries in _blocked_ancestors(needed).items():
         keep = {entry: os.open(f"{directory}/{entry}", os.O_PATH) for entry in entries}
         syscalls.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
         for entry, fd in keep.items():
