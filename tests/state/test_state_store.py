@@ -218,3 +218,13 @@ def test_database_is_in_wal_mode_with_full_sync(db: Database) -> None:
     mode = db.call(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0])
     sync = db.call(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
     assert mode == "wal" and sync == 2
+
+
+def test_sqlite_failure_is_unavailable_not_internal(db: Database) -> None:
+    from agentos.errors import Unavailable
+
+    async def scenario() -> None:
+        await db.run(lambda conn: conn.execute("SELECT * FROM no_such_table"))
+
+    with pytest.raises(Unavailable, match="no such table"):
+        run(scenario())

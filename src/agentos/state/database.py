@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import Unavailable
+
 log = logging.getLogger("agentos.state.database")
 
 T = TypeVar("T")
@@ -75,8 +77,15 @@ class Database:
         return future
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the database thread and await its committed result."""
-        return await asyncio.wrap_future(self.submit(fn))
+        """Run ``fn`` on the database thread and await its committed result.
+
+        SQLite failing underneath (disk full, I/O error, database locked by another
+        process) is ``Unavailable`` for the caller, not an internal error.
+        """
+        try:
+            return await asyncio.wrap_future(self.submit(fn))
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"{self.path.name}: {exc}") from None
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking form of :meth:`run`, for code outside an event loop."""
