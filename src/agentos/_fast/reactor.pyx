@@ -414,6 +414,14 @@ cdef class Reactor:
         self.listen_fd = sock.fileno()
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN, KIND_LISTENER)
 
+    def stop_listening(self):
+        """Accept no more clients; connections already made carry on."""
+        if self.listener is not None:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+            self.listener.close()
+            self.listener = None
+            self.listen_fd = -1
+
     def adopt(self, sock):
         """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
         sock.setblocking(False)
@@ -600,11 +608,7 @@ cdef class Reactor:
     def close(self):
         for conn in list(self.conns.values()):
             self._close(conn)
-        if self.listener is not None:
-            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
-            self.listener.close()
-            self.listener = None
-            self.listen_fd = -1
+        self.stop_listening()
         self.keys.clear()
         if self.epfd >= 0:
             close(self.epfd)

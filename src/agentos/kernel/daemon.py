@@ -54,21 +54,28 @@ def encode_result(result: Any) -> bytes:
 
 def build_services(kernel: Kernel) -> list[Service]:
     """Every subsystem of this kernel, in start order (each adds its syscalls)."""
+    # Imported here: these pull in the whole kernel, which clients never need.
+    from ..audit.service import AuditService
+    from ..egress.service import EgressService
+    from ..llm.syscalls import LLMService
+    from ..messaging.service import MessagingService
+    from ..permissions.service import PermissionService
+    from ..processes import ProcessService
+    from ..state.service import StateService
+    from ..supervision import SupervisorService
     from .core import CoreService
 
-    services: list[Service] = [
+    return [
         CoreService(kernel),
-        # services: one line per subsystem below this one.
-        __import__("agentos.permissions.service", fromlist=["PermissionService"]).PermissionService(kernel),
-        __import__("agentos.processes", fromlist=["ProcessService"]).ProcessService(kernel),
-        __import__("agentos.supervision", fromlist=["SupervisorService"]).SupervisorService(kernel),
-        __import__("agentos.llm.syscalls", fromlist=["LLMService"]).LLMService(kernel),
-        __import__("agentos.state.service", fromlist=["StateService"]).StateService(kernel),
-        __import__("agentos.messaging.service", fromlist=["MessagingService"]).MessagingService(kernel),
-        __import__("agentos.egress.service", fromlist=["EgressService"]).EgressService(kernel),
-        __import__("agentos.audit.service", fromlist=["AuditService"]).AuditService(kernel),
+        PermissionService(kernel),
+        ProcessService(kernel),
+        SupervisorService(kernel),
+        StateService(kernel),
+        MessagingService(kernel),
+        EgressService(kernel),
+        AuditService(kernel),
+        LLMService(kernel),
     ]
-    return services
 
 
 class Kernel:
@@ -227,10 +234,13 @@ class Kernel:
             await self._shutdown(started)
 
     async def _shutdown(self, started: list[Service]) -> None:
-        for tasks in list(self._tasks.values()):
-            for task in tasks:
-                task.cancel()
+        # Clients first: no syscall may reach a service that is already stopping.
+        self.reactor.stop_listening()
+        for conn in self.reactor.connections:
+            conn.close()
         pending = [t for tasks in self._tasks.values() for t in tasks]
+        for task in pending:
+            task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         for service in reversed(started):
@@ -238,6 +248,7 @@ class Kernel:
                 await service.stop()
             except Exception:
                 log.exception("service %s failed to stop cleanly", service.name)
+        # Agents reaped during the stops may have handed us connections since.
         for conn in self.reactor.connections:
             conn.close()
 

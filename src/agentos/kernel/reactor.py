@@ -223,6 +223,13 @@ class Reactor(selectors.BaseSelector):
         self._listener = sock
         self._epoll.register(sock.fileno(), _EPOLLIN)
 
+    def stop_listening(self) -> None:
+        """Accept no more clients; connections already made carry on."""
+        if self._listener is not None:
+            self._epoll.unregister(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+
     def adopt(self, sock: socket.socket) -> Connection:
         """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
         sock.setblocking(False)
@@ -352,10 +359,7 @@ class Reactor(selectors.BaseSelector):
     def close(self) -> None:
         for conn in list(self._conns.values()):
             self._close(conn)
-        if self._listener is not None:
-            self._epoll.unregister(self._listener.fileno())
-            self._listener.close()
-            self._listener = None
+        self.stop_listening()
         self._keys.clear()
         self._epoll.close()
 
