@@ -83,6 +83,19 @@ def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path
     assert len(client.list_agents(name="loop")) == 1
 
 
+def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = kernel.client()
+    with client.subscribe("agent.*") as events:
+        spawn_from_manifest(client, tmp_path, "quick", "print('done')\n",
+                            "{policy: always, max_restarts: 1, backoff: 10ms}")
+        seen = events_until(events, "quick", "agent.failed")
+    assert [e["status"] for e in seen if e["topic"] == "agent.exited"] == ["exited", "exited"]
+    assert seen[-1]["status"] == "exited"
+    rows = sorted(client.list_agents(name="quick"), key=lambda a: a["started_at"])
+    assert [a["status"] for a in rows] == ["exited", "failed"]
+    assert rows[-1]["restarts"] == 1
+
+
 def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client = kernel.client()
     spawn_from_manifest(client, tmp_path, "steady", "import time\nwhile True: time.sleep(1)\n",

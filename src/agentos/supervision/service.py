@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AgentOSError, InvalidArgument
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
+from ..processes.agent import Status
 from .policy import RestartHistory, RestartPolicy
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ class SupervisorService:
 
     def _give_up(self, agent: Agent, reason: str, **details: Any) -> None:
         history = self.histories.pop(agent.name, None)
+        # LIST shows the agent failed even when its last run ended cleanly (policy always).
+        agent.status = Status.FAILED
         log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
         self.kernel.events.publish("agent.failed", {
             "id": agent.id, "name": agent.name, "reason": reason,
