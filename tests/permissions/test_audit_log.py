@@ -83,3 +83,18 @@ def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     with open(path, "ab") as f:
         f.write(b'{"ts": 2.0, "agent"')
     assert [r["ts"] for r in read_records(path)] == [1.0]
+
+
+def test_records_after_close_still_reach_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    log.open()
+
+    async def shutdown_race() -> None:
+        log.record(entry(1))  # schedules a flush for the next loop turn...
+        log.close()           # ...but the kernel closes the log first
+        log.record(entry(2))  # and one more syscall finishes afterwards
+        await asyncio.sleep(0)
+
+    asyncio.run(shutdown_race())
+    assert [r["ts"] for r in read_records(path)] == [1.0, 2.0]

@@ -8,9 +8,10 @@ from typing import Self
 
 import pytest
 from aiohttp import web
-from .identities import configured_kernel
 
 from agentos import InvalidArgument, PermissionDenied, Timeout, TooLarge
+
+from .identities import configured_kernel
 
 
 class LocalServer:

@@ -6,10 +6,11 @@ guard and the audit log all see a genuinely unprivileged caller.
 from __future__ import annotations
 
 import pytest
-from .identities import NOBODY, configured_kernel, run_as
 
 from agentos import Busy
 from agentos.protocol import Op
+
+from .identities import NOBODY, configured_kernel, run_as
 
 LIMITED = {"permissions": {"uids": {str(NOBODY): ["message", "state_own"]}},
            "messaging": {"mailbox_size": 50}}

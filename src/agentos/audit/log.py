@@ -43,9 +43,16 @@ class AuditLog:
 
     def record(self, entry: Record) -> None:
         """Log ``entry``; it reaches the file by the end of this loop iteration."""
+        line = ujson.dumps(entry, ensure_ascii=False).encode() + b"\n"
         if self._fd is None:
-            raise RuntimeError(f"audit log {self.path} is not open")
-        self._buffer.append(ujson.dumps(entry, ensure_ascii=False).encode() + b"\n")
+            # A syscall finishing while the kernel shuts down, after close(): still logged.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, line)
+            finally:
+                os.close(fd)
+            return
+        self._buffer.append(line)
         for follower in list(self._followers):
             follower(entry)
         if self._flush_scheduled:
@@ -62,14 +69,12 @@ class AuditLog:
         """Write everything buffered; returns the file's size afterwards."""
         self._flush_scheduled = False
         if self._fd is None:
-            raise RuntimeError(f"audit log {self.path} is not open")
+            # Closed: close() flushed, and records since were written directly.
+            return self.path.stat().st_size if self.path.exists() else 0
         if self._buffer:
             data = b"".join(self._buffer)
             self._buffer.clear()
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            _write_all(self._fd, data)
         return os.fstat(self._fd).st_size
 
     def follow(self, follower: Follower) -> tuple[int, Callable[[], None]]:
@@ -87,6 +92,12 @@ class AuditLog:
                 self._followers.remove(follower)
 
         return size, stop
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def matches(record: Record, agent: str | None) -> bool:
