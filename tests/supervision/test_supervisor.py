@@ -1,6 +1,7 @@
 """The kernel's supervisor, end to end: a manifest's restart policy, a real kernel, real agents ending."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,16 @@ from agentos.manifest import loads
 from agentos.protocol import Op
 
 
-def spawn_from_manifest(client: Any, tmp_path: Path, name: str, code: str, restart: str) -> dict[str, Any]:
-    """SPAWN the agent a one-agent manifest declares (no sandbox or cgroup limits: any host can run it)."""
+def spawn_from_manifest(client: Any, tmp_path: Path, name: str, code: str, restart: str,
+                        limits: str = "{memory: unlimited, cpu: unlimited, pids: unlimited}") -> dict[str, Any]:
+    """SPAWN the agent a one-agent manifest declares (no sandbox, and by default no cgroup limits)."""
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
     manifest = loads(textwrap.dedent(f"""\
         agents:
           {name}:
             script: {name}.py
             sandbox: {{enabled: false}}
-            limits: {{memory: unlimited, cpu: unlimited, pids: unlimited}}
+            limits: {limits}
             restart: {restart}
         """), tmp_path / "team.yaml")
     return client._call(Op.SPAWN, manifest.agents[0].to_spawn_request())
@@ -94,6 +96,24 @@ def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:  # ty
     rows = sorted(client.list_agents(name="quick"), key=lambda a: a["started_at"])
     assert [a["status"] for a in rows] == ["exited", "failed"]
     assert rows[-1]["restarts"] == 1
+
+
+def test_an_oom_killed_agent_is_restarted(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a cgroup memory limit")
+    hog = ("chunks = []\n"
+           "while True:\n"
+           "    chunk = bytearray(8 << 20)\n"
+           "    chunk[::4096] = b'x' * len(chunk[::4096])\n"
+           "    chunks.append(chunk)\n")
+    client = kernel.client()
+    with client.subscribe("agent.*") as events:
+        spawn_from_manifest(client, tmp_path, "hog", hog, "{policy: on-failure, max_restarts: 1, backoff: 10ms}",
+                            limits="{memory: 48Mi, cpu: unlimited, pids: unlimited}")
+        seen = events_until(events, "hog", "agent.failed")
+    assert [e["topic"] for e in seen] == ["agent.started", "agent.oom_killed", "agent.started", "agent.restarted",
+                                          "agent.oom_killed", "agent.failed"]
+    assert seen[-1]["status"] == "oom_killed"
 
 
 def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
