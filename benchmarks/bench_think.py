@@ -54,6 +54,11 @@ class FakeProcess:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return json.loads(resp.read())
 
+    def received(self) -> int:
+        """Requests the fake has read so far."""
+        with urllib.request.urlopen(f"{self.url}/_fake/requests", timeout=30) as resp:
+            return len(json.loads(resp.read())["requests"])
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(timeout=30)
@@ -148,6 +153,7 @@ def test_noop_p99_while_1000_thinks_in_flight(benchmark, setup) -> None:
         _noop_samples(client, 200)
         # The same measurement with nothing in flight: on a busy machine the goal is relative.
         idle = _noop_samples(client, 5000)
+    fake.control("reset", {})
     fake.control("script", {"replies": [], "delay": 60})  # every THINK now takes a minute
     sender = subprocess.Popen([*PYTHON, "-c", SENDER, str(kernel.socket_path), str(IN_FLIGHT)],
                               stdout=subprocess.PIPE, text=True)
@@ -155,9 +161,10 @@ def test_noop_p99_while_1000_thinks_in_flight(benchmark, setup) -> None:
         assert sender.stdout is not None and sender.stdout.readline().strip() == "sent"
         with Client(kernel.socket_path) as client:
             deadline = time.monotonic() + 60
-            while client.usage()["in_flight"] < IN_FLIGHT:
+            # Steady state: every THINK holds a slot and its request has reached the model.
+            while client.usage()["in_flight"] < IN_FLIGHT or fake.received() < IN_FLIGHT:
                 assert time.monotonic() < deadline, client.usage()
-                time.sleep(0.05)
+                time.sleep(0.1)
             samples: list[float] = []
 
             def noop() -> None:
