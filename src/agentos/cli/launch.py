@@ -14,6 +14,7 @@ from ..client import AsyncClient, Client
 from ..errors import KernelNotRunning
 from ..kernel.config import default_socket_path, default_state_dir
 from ..manifest import Manifest
+from ..units import parse_duration
 
 #: How long a kernel we started may take to listen.
 START_TIMEOUT = 30.0
@@ -22,6 +23,14 @@ START_TIMEOUT = 30.0
 def add_socket_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", type=Path, help="the kernel's socket (default: $AGENTOS_SOCKET, else "
                         "/run/agentos/kernel.sock for root, else the user runtime dir)")
+
+
+def duration_option(text: str) -> float:
+    """An argparse ``type`` for durations (``10s``, ``500ms``); a bad one is argparse's usage error."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
 
 
 def socket_path(explicit: Path | None, manifest: Manifest | None = None) -> Path:

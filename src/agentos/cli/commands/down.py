@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ...client import Client
 from ...errors import KernelNotRunning, NotFound
-from ...units import parse_duration
-from ..launch import add_socket_option, marker_path, socket_path, stop_kernel_pid
+from ..launch import add_socket_option, duration_option, marker_path, socket_path, stop_kernel_pid
 from .validate import load_or_report
 
 
@@ -15,18 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("down", help="stop a manifest's agents (all agents without FILE) and a kernel "
                        "`agentos up -d` started")
     p.add_argument("file", type=Path, nargs="?", help="the manifest whose agents to stop")
-    p.add_argument("--grace", default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
+    p.add_argument("--grace", type=duration_option, default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..main import UserError
-
-    try:
-        grace = parse_duration(args.grace, "--grace")
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     manifest = None
     if args.file is not None:
         manifest = load_or_report(args.file)
@@ -46,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             names = [agent["name"] for agent in client.list_agents(status="running")]
         for name in names:
             try:
-                info = client.kill(name, grace=grace)
+                info = client.kill(name, grace=args.grace)
             except NotFound:
                 continue
             if info["killed"]:

@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ...units import parse_duration
 from ..agents import PS_COLUMNS, order, row, tokens_by_id
-from ..launch import add_socket_option, connect
+from ..launch import add_socket_option, connect, duration_option
 from ..output import duration, table
 
 _CLEAR = "\033[H\033[2J"
@@ -18,18 +17,12 @@ _CLEAR = "\033[H\033[2J"
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("top", help="watch running agents' memory, CPU and tasks")
     p.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many refreshes (0: until Ctrl-C)")
-    p.add_argument("--interval", default="2s", help="time between refreshes (default 2s)")
+    p.add_argument("--interval", type=duration_option, default="2s", help="time between refreshes (default 2s)")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..main import UserError
-
-    try:
-        interval = parse_duration(args.interval, "--interval")
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     redraw = sys.stdout.isatty()
     done = 0
     #: CPU microseconds and the time they were read, per agent id, for the percentage since last refresh.
@@ -50,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                 done += 1
                 if args.iterations and done >= args.iterations:
                     return 0
-                time.sleep(interval)
+                time.sleep(args.interval)
         except KeyboardInterrupt:
             return 0
 

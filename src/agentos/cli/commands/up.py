@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...manifest import Manifest
-from ...units import parse_duration
 from ...client import AsyncClient
 from ...errors import KernelNotRunning
-from ..launch import StartedKernel, add_socket_option, marker_path, socket_path
+from ..launch import StartedKernel, add_socket_option, duration_option, marker_path, socket_path
 from ..output import Painter, wants_colour
 from ..team import Team, TeamError
 from .validate import load_or_report
@@ -26,26 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", type=Path, help="the manifest (YAML)")
     p.add_argument("-d", "--detach", action="store_true",
                    help="return once the team is up, leaving it (and a kernel started for it) running")
-    p.add_argument("--grace", default="10s", help="how long agents get to exit after SIGTERM when the team "
+    p.add_argument("--grace", type=duration_option, default="10s", help="how long agents get to exit after SIGTERM when the team "
                    "stops (default 10s)")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..main import UserError
-
-    try:
-        grace = parse_duration(args.grace, "--grace")
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     manifest = load_or_report(args.file)
     if manifest is None:
         return 1
-    return asyncio.run(_up(manifest, args, grace))
+    return asyncio.run(_up(manifest, args))
 
 
-async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int:
+async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
     socket = socket_path(args.socket, manifest)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,7 +60,7 @@ async def _up(manifest: Manifest, args: argparse.Namespace, grace: float) -> int
             return 130
         client = connected
     team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
-                grace=grace)
+                grace=args.grace)
 
     def stopped(name: str, info: dict[str, Any]) -> None:
         team.say(name, "stopped", "dim")
