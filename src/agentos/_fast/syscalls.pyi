@@ -66,3 +66,20 @@ def landlock_create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int =
 def landlock_add_path_rule(ruleset_fd: int, parent_fd: int, allowed: int) -> None: ...
 def landlock_add_port_rule(ruleset_fd: int, port: int, allowed: int) -> None: ...
 def landlock_restrict_self(ruleset_fd: int, flags: int = 0) -> None: ...
+
+VIEW_MKDIRS: int
+VIEW_MKFILE: int
+VIEW_MOUNT: int
+VIEW_SYMLINK: int
+VIEW_SETATTR: int
+VIEW_PIVOT: int
+VIEW_OPTIONAL: int
+VIEW_RECURSIVE: int
+VIEW_HEADER: int
+VIEW_NULL: int
+
+class StepError(OSError):
+    step: str
+    def __init__(self, err: int, step: str, path: str) -> None: ...
+
+def run_view(program: bytearray) -> None: ...

@@ -588,3 +588,192 @@ def landlock_restrict_self(int ruleset_fd, unsigned int flags=0):
     """Enforce the ruleset on this thread (and everything it later forks or execs)."""
     if syscall(__NR_landlock_restrict_self, ruleset_fd, flags) != 0:
         raise _error(errno, "landlock_restrict_self")
+
+
+# --- the file-system view: a small program of mount steps, run in the child ---
+
+cdef extern from "<sys/stat.h>" nogil:
+    int mkdir(const char *path, unsigned int mode)
+    struct stat:
+        pass
+    int lstat(const char *path, stat *buf)
+
+cdef extern from "<fcntl.h>" nogil:
+    int open(const char *path, int flags, ...)
+    enum:
+        O_CREAT
+        O_WRONLY
+        O_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    int symlink(const char *target, const char *linkpath)
+    int chdir(const char *path)
+
+cdef extern from "<string.h>" nogil:
+    size_t strlen(const char *s)
+    char *strrchr(const char *s, int c)
+
+cdef extern from "<errno.h>" nogil:
+    enum:
+        EEXIST
+        ENOENT
+
+cdef enum:
+    _MKDIRS = 1
+    _MKFILE = 2
+    _MOUNT = 3
+    _SYMLINK = 4
+    _SETATTR = 5
+    _PIVOT = 6
+    _OPTIONAL = 1
+    _RECURSIVE = 2
+    _HEADER = 18  # opcode u8, flags u8, n1 u64, n2 u64 (little endian), then 5 strings
+    _NULL_STRING = 0xFF  # a string's first byte: this argument is NULL
+
+#: Opcodes of a view program (see ``agentos.sandbox.mounts.view_program``).
+VIEW_MKDIRS = _MKDIRS
+VIEW_MKFILE = _MKFILE
+VIEW_MOUNT = _MOUNT
+VIEW_SYMLINK = _SYMLINK
+VIEW_SETATTR = _SETATTR
+VIEW_PIVOT = _PIVOT
+#: Flags of a view instruction.
+VIEW_OPTIONAL = _OPTIONAL  # a missing path skips the instruction (a /proc file this kernel lacks)
+VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree
+VIEW_HEADER = _HEADER
+VIEW_NULL = _NULL_STRING
+
+
+class StepError(OSError):
+    """A step of a setup program failed; ``step`` names it (e.g. "mount /usr")."""
+
+    def __init__(self, err, step, path):
+        super().__init__(err, _os.strerror(err), path)
+        self.step = step
+
+
+cdef int _mkdirs(char *path) nogil:
+    """mkdir -p ``path`` (modified in place while walking, restored)."""
+    cdef char *p = path + 1
+    while True:
+        while p[0] != 0 and p[0] != b'/':
+            p += 1
+        if p[0] == 0:
+            if mkdir(path, 0o755) != 0 and errno != EEXIST:
+                return -1
+            return 0
+        p[0] = 0
+        if mkdir(path, 0o755) != 0 and errno != EEXIST:
+            p[0] = b'/'
+            return -1
+        p[0] = b'/'
+        p += 1
+
+
+cdef int _mkparent(char *path) nogil:
+    cdef char *slash = strrchr(path, b'/')
+    cdef int r
+    if slash == NULL or slash == path:
+        return 0
+    slash[0] = 0
+    r = _mkdirs(path)
+    slash[0] = b'/'
+    return r
+
+
+cdef int _mkfile(char *path) nogil:
+    cdef stat st
+    cdef int fd
+    if lstat(path, &st) == 0:
+        return 0
+    if _mkparent(path) != 0:
+        return -1
+    fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+    if fd < 0:
+        return -1
+    close(fd)
+    return 0
+
+
+cdef int _setattr(const char *path, uint64_t set_, uint64_t clear, bint recursive) nogil:
+    cdef ao_mount_attr attr
+    memset(&attr, 0, sizeof(attr))
+    attr.attr_set = set_
+    attr.attr_clr = clear
+    return <int>syscall(__NR_mount_setattr, AT_FDCWD, path, AT_RECURSIVE if recursive else 0,
+                        &attr, sizeof(attr))
+
+
+cdef int _pivot(const char *root) nogil:
+    # pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+    # takes the whole host tree out of this mount namespace.
+    if chdir(root) != 0 or syscall(__NR_pivot_root, b".", b".") != 0:
+        return -1
+    if c_umount2(b".", C_MNT_DETACH) != 0 or chdir(b"/") != 0:
+        return -1
+    return 0
+
+
+cdef char *_string(char **cursor, char *end, bint *null) noexcept nogil:
+    cdef char *s = cursor[0]
+    null[0] = (<unsigned char>s[0]) == _NULL_STRING
+    cursor[0] = s + strlen(s) + 1
+    return NULL if null[0] else s
+
+
+def run_view(bytearray program):
+    """Run a view program (mkdirs, mount, symlink, mount_setattr, pivot) in C.
+
+    No Python object is touched between instructions, so a freshly forked child
+    does not copy interpreter pages just to build its mounts. The first failing
+    instruction raises ``StepError`` naming its step. ``program`` is modified
+    while paths are created (hence a bytearray: pass a copy you own).
+    """
+    cdef char *p = program
+    cdef char *end = p + len(program)
+    cdef unsigned char op, flags
+    cdef uint64_t n1, n2
+    cdef char *step
+    cdef char *a
+    cdef char *b
+    cdef char *c
+    cdef char *d
+    cdef char *where
+    cdef bint null
+    cdef int r
+    cdef int err
+    while p < end:
+        op = <unsigned char>p[0]
+        flags = <unsigned char>p[1]
+        memcpy(&n1, p + 2, 8)
+        memcpy(&n2, p + 10, 8)
+        p += _HEADER
+        step = _string(&p, end, &null)
+        a = _string(&p, end, &null)
+        b = _string(&p, end, &null)
+        c = _string(&p, end, &null)
+        d = _string(&p, end, &null)
+        with nogil:
+            if op == _MKDIRS:
+                r = _mkdirs(a)
+            elif op == _MKFILE:
+                r = _mkfile(a)
+            elif op == _MOUNT:
+                r = c_mount(a, b, c, <unsigned long>n1, d)
+            elif op == _SYMLINK:
+                r = _mkparent(b)
+                if r == 0:
+                    r = symlink(a, b)
+            elif op == _SETATTR:
+                r = _setattr(a, n1, n2, flags & _RECURSIVE)
+            elif op == _PIVOT:
+                r = _pivot(a)
+            else:
+                r = -2  # unknown opcode
+            # errno now, before re-taking the GIL
+            err = 0 if r == 0 else (EINVAL if r == -2 else errno)
+        if r != 0:
+            if flags & _OPTIONAL and err == ENOENT:
+                continue
+            where = b if op == _MOUNT or op == _SYMLINK else a
+            raise StepError(err, step.decode(), _os.fsdecode(<bytes>where) if where != NULL else "")

@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from agentos.sandbox import landlock, mounts, namespaces, seccomp, userns
+from agentos.sandbox import landlock, namespaces, seccomp, userns
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 
@@ -48,8 +48,8 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
     child.fd = step("descriptors", _arrange_fds, fds, plan.fd_targets, handshake)
-    if plan.mounts:
-        mounts.build_root(plan.mounts, plan.new_root, step)
+    if plan.view:
+        step("mounts", syscalls.run_view, bytearray(plan.view))
     if plan.hostname:
         step("hostname", namespaces.set_hostname, plan.hostname)
     if plan.loopback:
@@ -82,7 +82,8 @@ class _Child:
             return fn(*args)
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename is not None else ""
-            self.fail(name, exc.errno or 0, f"{exc.strerror or exc}{where}")
+            # A step of a compiled program (the view) names itself.
+            self.fail(getattr(exc, "step", name), exc.errno or 0, f"{exc.strerror or exc}{where}")
         except BaseException as exc:  # noqa: BLE001 - a setup bug must still reach the parent as a report
             self.fail(name, 0, f"{type(exc).__name__}: {exc}")
 

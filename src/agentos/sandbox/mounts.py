@@ -2,25 +2,25 @@
 
 Planning (in the caller) turns a spec into ``MountOp``s: the host's system dirs and
 this Python installation read-only, a private ``/proc``, a minimal ``/dev``, a
-private ``/tmp``, the work dir and any extra binds. Building (in the child, inside
-its new mount namespace) mounts a tmpfs root, binds each op into it, makes the
-whole tree read-only except the writable ops, and pivots into it, so nothing of
-the host is reachable except the binds. A failing op aborts with its destination
-as the step, unless optional.
+private ``/tmp``, the work dir and any extra binds. ``view_program`` turns them
+into primitive steps (mkdir, mount, symlink, mount_setattr, pivot_root) that the
+child runs in C inside its new mount namespace: a tmpfs root, each op bound
+into it, the whole tree read-only except the writable ops, then the pivot, so
+nothing of the host is reachable except the binds. A failing op aborts with its
+destination as the step, unless optional.
 """
 from __future__ import annotations
 
 import functools
 import os
 import stat
+import struct
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["SYSTEM_DIRS", "MountOp", "build_root", "default_system_ops", "plan_mounts", "python_paths"]
+__all__ = ["SYSTEM_DIRS", "MountOp", "default_system_ops", "plan_mounts", "python_paths", "view_program"]
 
 #: Host directories every agent sees read-only (those missing on this host are skipped).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -34,9 +34,6 @@ _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
               ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 
 _MOUNT_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV
-
-#: Runs one named setup step, turning its failure into a report for the parent.
-Step = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -122,114 +119,111 @@ def _inside(path: str, parent: str) -> bool:
     return parent == "/" or path.startswith(parent.rstrip("/") + "/")
 
 
-# --- the child side: executed inside the new mount namespace ---
+# --- the view program: the ops as primitive steps, run by the child in C ---
 
-def build_root(ops: list[MountOp], new_root: str, step: Step) -> None:
-    """Build the agent's root at ``new_root`` from ``ops`` and pivot into it (runs in the child).
+class _Program:
+    """Encodes view instructions for ``syscalls.run_view`` (header, then five strings)."""
 
-    ``new_root`` is an empty directory of the launcher's; the tmpfs mounted on it
-    exists only in this mount namespace, and the sources are host paths as they are.
+    def __init__(self) -> None:
+        self.code = bytearray()
+
+    def add(self, step: str, op: int, *strings: str | None, n1: int = 0, n2: int = 0, flags: int = 0) -> None:
+        self.code += struct.pack("<BBQQ", op, flags, n1, n2)
+        for text in (step, *strings, *[None] * (4 - len(strings))):
+            self.code += bytes([syscalls.VIEW_NULL, 0]) if text is None else os.fsencode(text) + b"\0"
+
+    def mount(self, step: str, source: str | None, target: str, fstype: str | None, flags: int,
+              data: str | None = None, *, optional: bool = False) -> None:
+        self.add(step, syscalls.VIEW_MOUNT, source, target, fstype, data, n1=flags,
+                 flags=syscalls.VIEW_OPTIONAL if optional else 0)
+
+    def mkdirs(self, step: str, path: str) -> None:
+        self.add(step, syscalls.VIEW_MKDIRS, path)
+
+    def setattr(self, step: str, path: str, set_: int, clear: int = 0, *, recursive: bool) -> None:
+        self.add(step, syscalls.VIEW_SETATTR, path, n1=set_, n2=clear,
+                 flags=syscalls.VIEW_RECURSIVE if recursive else 0)
+
+
+@functools.lru_cache(maxsize=256)
+def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
+    """The steps that build ``ops`` on ``root`` and pivot into it, for the child to run.
+
+    Cached: agents started with the same view share one program.
+
+    The root is a tmpfs on an empty directory of the launcher's (it exists only in
+    the agent's mount namespace); sources are host paths as they are. After every
+    op, the whole tree is made read-only, nosuid and nodev in one call and the
+    writable ops made writable again (their submounts stay read-only); /dev comes
+    after that, so its device nodes stay usable.
     """
+    p = _Program()
     # Our changes must never propagate back to the host, host unmounts still reach us.
-    step("mount propagation", syscalls.mount, None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
-    step("new root", syscalls.mount, "tmpfs", new_root, "tmpfs", _MOUNT_FLAGS, "mode=0755")
+    p.mount("mount propagation", None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+    p.mount("new root", "tmpfs", root, "tmpfs", _MOUNT_FLAGS, "mode=0755")
     for op in ops:
-        if op.kind != "dev":
-            step(f"mount {op.dest}", _APPLY[op.kind], op, new_root)
-        else:
-            step(f"mount {op.dest}", os.makedirs, new_root + op.dest, 0o755, True)
-    step("read-only view", _seal, ops, new_root)
-    # After sealing, which makes every mount nodev: device nodes must stay openable.
-    for op in ops:
-        if op.kind == "dev":
-            step(f"mount {op.dest}", _dev, op, new_root)
-    step("pivot_root", _enter, new_root)
-
-
-def _seal(ops: list[MountOp], root: str) -> None:
-    """Everything read-only, nosuid and nodev in one call, then writable again where planned.
-
-    Submounts of a writable bind stay read-only.
-    """
-    syscalls.mount_setattr(root, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID | syscalls.MOUNT_ATTR_NODEV)
+        _PLAN[op.kind](p, op, root)
+    p.setattr("read-only view", root, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID
+              | syscalls.MOUNT_ATTR_NODEV, recursive=True)
     for op in ops:
         if op.kind in ("bind", "tmpfs") and not op.readonly:
-            syscalls.mount_setattr(root + op.dest, 0, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+            p.setattr("read-only view", root + op.dest, 0, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+    for op in ops:
+        if op.kind == "dev":
+            _dev(p, op, root)
+    p.add("pivot_root", syscalls.VIEW_PIVOT, root)
+    return bytes(p.code)
 
 
-def _enter(root: str) -> None:
-    os.chdir(root)
-    # pivot_root(".", ".") stacks the old root on top of the new one; detaching it
-    # takes the whole host tree out of this namespace.
-    syscalls.pivot_root(".", ".")
-    syscalls.umount2(".", syscalls.MNT_DETACH)
-    os.chdir("/")
-
-
-def _bind(op: MountOp, root: str) -> None:
+def _bind(p: _Program, op: MountOp, root: str) -> None:
     assert op.source is not None
+    step, target = f"mount {op.dest}", root + op.dest
     try:
-        mode = os.stat(op.source).st_mode
+        directory = stat.S_ISDIR(os.stat(op.source).st_mode)
     except FileNotFoundError:
         if op.optional:
             return
-        raise
-    target = root + op.dest
-    _mountpoint(target, directory=stat.S_ISDIR(mode))
-    syscalls.mount(op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+        directory = True  # the mount below reports the missing source
+    p.add(step, syscalls.VIEW_MKDIRS if directory else syscalls.VIEW_MKFILE, target)
+    p.mount(step, op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
 
 
-def _tmpfs(op: MountOp, root: str) -> None:
-    target = root + op.dest
-    _mountpoint(target, directory=True)
-    syscalls.mount("tmpfs", target, "tmpfs", _MOUNT_FLAGS, op.options)
+def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
+    step, target = f"mount {op.dest}", root + op.dest
+    p.mkdirs(step, target)
+    p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS, op.options)
 
 
-def _symlink(op: MountOp, root: str) -> None:
-    assert op.source is not None
-    target = root + op.dest
-    _mountpoint(os.path.dirname(target), directory=True)
-    os.symlink(op.source, target)
+def _symlink(p: _Program, op: MountOp, root: str) -> None:
+    p.add(f"mount {op.dest}", syscalls.VIEW_SYMLINK, op.source, root + op.dest)
 
 
-def _proc(op: MountOp, root: str) -> None:
-    target = root + op.dest
-    _mountpoint(target, directory=True)
+def _proc(p: _Program, op: MountOp, root: str) -> None:
+    step, target = f"mount {op.dest}", root + op.dest
+    p.mkdirs(step, target)
     # Read-only as a whole: /proc/sys, /proc/sysrq-trigger and /proc/irq are writable by
     # uid 0 by file mode alone, capabilities or not.
-    syscalls.mount("proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY)
+    p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY)
     for name in _PROC_MASKED:
-        try:
-            syscalls.mount("/dev/null", f"{target}/{name}", None, syscalls.MS_BIND)
-        except FileNotFoundError:
-            pass  # not built into this kernel
+        p.mount(step, "/dev/null", f"{target}/{name}", None, syscalls.MS_BIND, optional=True)
 
 
-def _dev(op: MountOp, root: str) -> None:
-    target = root + op.dest
-    _mountpoint(target, directory=True)
-    syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
+def _dev_mountpoint(p: _Program, op: MountOp, root: str) -> None:
+    p.mkdirs(f"mount {op.dest}", root + op.dest)  # the rest once the view is sealed
+
+
+def _dev(p: _Program, op: MountOp, root: str) -> None:
+    step, target = f"mount {op.dest}", root + op.dest
+    p.mount(step, "tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
-        node = f"{target}/{name}"
-        os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
-        syscalls.mount(f"/dev/{name}", node, None, syscalls.MS_BIND)
+        p.add(step, syscalls.VIEW_MKFILE, f"{target}/{name}")
+        p.mount(step, f"/dev/{name}", f"{target}/{name}", None, syscalls.MS_BIND)
     for name, link in _DEV_LINKS:
-        os.symlink(link, f"{target}/{name}")
-    os.mkdir(f"{target}/shm")
-    syscalls.mount("tmpfs", f"{target}/shm", "tmpfs", _MOUNT_FLAGS, "mode=1777")
+        p.add(step, syscalls.VIEW_SYMLINK, link, f"{target}/{name}")
+    p.mkdirs(step, f"{target}/shm")
+    p.mount(step, "tmpfs", f"{target}/shm", "tmpfs", _MOUNT_FLAGS, "mode=1777")
     # Nothing new can be created in /dev itself; the nodes and /dev/shm stay usable.
-    syscalls.mount_setattr(target, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+    p.setattr(step, target, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def _mountpoint(path: str, *, directory: bool) -> None:
-    """Create what a mount needs to land on, unless the view already has it."""
-    if os.path.lexists(path):
-        return
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if directory:
-        os.mkdir(path, 0o755)
-    else:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
-
-
-_APPLY = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev}
+_PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev_mountpoint}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentos.sandbox import seccomp, userns
-from agentos.sandbox.mounts import MountOp, plan_mounts
+from agentos.sandbox.mounts import plan_mounts, view_program
 from agentos.sandbox.namespaces import clone_flags
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import SandboxError, SandboxSpec
@@ -39,9 +39,8 @@ class Plan:
     clone_flags: int = 0
     #: (uid, gid) outside, mapped to themselves inside a new user namespace.
     user_map: tuple[int, int] | None = None
-    mounts: list[MountOp] = field(default_factory=list)
-    #: Empty host directory the child mounts its new root on (in its own namespace).
-    new_root: str = ""
+    #: The file-system view as a program for ``syscalls.run_view`` (empty: no mount namespace).
+    view: bytes = b""
     hostname: str | None = None
     loopback: bool = False
     cgroup_namespace: bool = False
@@ -100,9 +99,9 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
             readonly.append(os.path.dirname(os.path.abspath(spec.python_script)))
         if not os.path.isdir(new_root):
             raise SandboxError("plan", errno.ENOENT, f"no directory to build the new root on: {new_root!r}")
-        plan.new_root = new_root
-        plan.mounts = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
-                                  writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
+        ops = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
+                          writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
+        plan.view = view_program(tuple(ops), new_root)
     if "uts" in names:
         plan.hostname = spec.hostname or _DEFAULT_HOSTNAME
     plan.loopback = "net" in names
