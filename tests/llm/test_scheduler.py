@@ -10,9 +10,12 @@ from agentos.llm.scheduler import FairScheduler
 
 async def _hold(scheduler: FairScheduler, agent: str, order: list[str], release: asyncio.Event,
                 weight: int = 1) -> None:
-    async with scheduler.slot(agent, weight):
+    await scheduler.acquire(agent, weight)
+    try:
         order.append(agent)
         await release.wait()
+    finally:
+        scheduler.release(agent)
 
 
 async def _drain(scheduler: FairScheduler, tasks: list[asyncio.Task], release: asyncio.Event) -> None:
@@ -28,9 +31,10 @@ def test_global_limit_is_never_exceeded() -> None:
 
         async def work(i: int) -> None:
             nonlocal peak
-            async with scheduler.slot(f"agent-{i % 4}"):
-                peak = max(peak, scheduler.in_flight)
-                await asyncio.sleep(0)
+            await scheduler.acquire(f"agent-{i % 4}")
+            peak = max(peak, scheduler.in_flight)
+            await asyncio.sleep(0)
+            scheduler.release(f"agent-{i % 4}")
         await asyncio.gather(*(work(i) for i in range(40)))
         assert scheduler.in_flight == 0
         return peak

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class FairScheduler:
@@ -27,17 +25,9 @@ class FairScheduler:
         self._credit: dict[str, int] = {}
         self._running: dict[str, int] = {}
 
-    @asynccontextmanager
-    async def slot(self, agent: str, weight: int = 1) -> AsyncIterator[None]:
-        """Hold one of the global slots for the duration of the block."""
-        await self.acquire(agent, weight)
-        try:
-            yield
-        finally:
-            self.release(agent)
-
     async def acquire(self, agent: str, weight: int = 1) -> None:
-        """Wait for this agent's turn; cancelling the wait gives up the place in the queue."""
+        """Wait for this agent's turn, then hold a slot until ``release``; cancelling the wait
+        gives up the place in the queue."""
         if self.in_flight < self.limit and not self._ring:
             self._grant(agent)
             return
@@ -59,6 +49,7 @@ class FairScheduler:
             raise
 
     def release(self, agent: str) -> None:
+        """Give back a slot ``acquire`` granted to ``agent``."""
         self.in_flight -= 1
         left = self._running.get(agent, 0) - 1
         if left > 0:

@@ -1,7 +1,7 @@
 """The ``llm`` kernel service: THINK (0x01), CONTEXT (0x03) and USAGE (0x04).
 
-A THINK runs in its own task so that killing the agent cancels it wherever it
-is: waiting for budget admission, queued in the scheduler, or mid-request.
+Each THINK's handler task is tracked per agent, so killing the agent cancels
+it wherever it is: queued in the scheduler or mid-request.
 Model failures are answers (``success: false`` with a typed ``error``), not
 ERROR frames; ERROR frames are for malformed requests and permissions.
 """
@@ -104,7 +104,9 @@ class LLMService:
         self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
         self._session: aiohttp.ClientSession | None = None
         self._provider: Provider | None = None
-        self._calls: dict[str, set[asyncio.Task[dict[str, Any]]]] = {}
+        #: The handler tasks of THINKs in progress, by caller key; those cancelled by a kill.
+        self._calls: dict[str, set[asyncio.Task[Any]]] = {}
+        self._killed: set[asyncio.Task[Any]] = set()
         self._names: dict[str, str] = {}
         self._defaults: dict[str, AgentDefaults] = {}
         self._unsubscribe: list[Any] = []
@@ -130,12 +132,9 @@ class LLMService:
                      cfg.max_inflight)
 
     async def stop(self) -> None:
+        # The kernel has cancelled and awaited every handler, THINKs included, by now.
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        tasks = [t for calls in self._calls.values() for t in calls]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -160,20 +159,25 @@ class LLMService:
                                    model=args.model)
         if args.context is not None:
             self.contexts.get(caller.owner, args.context)  # NotFound before a budgeted call
-        task = asyncio.ensure_future(self._think(call, args, caller))
-        calls = self._calls.setdefault(caller.key, set())
-        calls.add(task)
-        task.add_done_callback(lambda t: self._forget(caller.key, t))
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.setdefault(caller.key, set()).add(task)
         try:
-            return await task
+            return await self._think(call, args, caller)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and not (current and current.cancelling()):
-                # Our own task was cancelled (the agent was killed), not the handler.
+            # Killed agent: answer (its connection may outlive it). Any other cancellation
+            # (the client hung up, the kernel stops) propagates.
+            if task in self._killed and task.uncancel() == 0:
                 return _answer_error(args, LLMError(ErrorKind.CANCELLED, "the agent was stopped"),
                                      self.config.model)
-            task.cancel()
             raise
+        finally:
+            self._killed.discard(task)
+            calls = self._calls.get(caller.key)
+            if calls is not None:
+                calls.discard(task)
+                if not calls:
+                    del self._calls[caller.key]
 
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> dict[str, Any]:
         model = args.model or self.config.model
@@ -199,8 +203,11 @@ class LLMService:
         request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
                                functions=args.functions, function_mode=args.function_mode,
                                allowed_functions=args.allowed_functions, model=args.model)
-        async with self.scheduler.slot(caller.key, caller.policy.priority):
+        await self.scheduler.acquire(caller.key, caller.policy.priority)
+        try:
             completion = await self._provider.generate(request, call.stream if args.stream else None)
+        finally:
+            self.scheduler.release(caller.key)
         self.budgets.charge(caller.key, completion.usage)
         return completion
 
@@ -217,13 +224,6 @@ class LLMService:
         policy = self.config.policy_for(agent_id, self._names.get(agent_id))
         defaults = self._defaults.get(agent_id)
         return defaults.apply(policy) if defaults is not None else policy
-
-    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
-        calls = self._calls.get(key)
-        if calls is not None:
-            calls.discard(task)
-            if not calls:
-                del self._calls[key]
 
     def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
@@ -246,6 +246,7 @@ class LLMService:
         """Cancel every THINK of an agent, queued or in flight; returns how many."""
         calls = list(self._calls.get(f"agent:{agent_id}", ()))
         for task in calls:
+            self._killed.add(task)
             task.cancel()
         if calls:
             log.info("cancelled %d THINK call(s) of agent %s", len(calls), agent_id)
