@@ -174,3 +174,26 @@ def test_landlock_abi_is_reported_or_refused() -> None:
 def test_syscall_table_knows_this_architecture() -> None:
     assert syscalls.ARCH in ("x86_64", "aarch64")
     assert {"mount", "ptrace", "unshare", "bpf", "keyctl", "clone", "clone3", "ioctl"} <= set(syscalls.SYSCALL_NUMBERS)
+
+
+def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> None:
+    require_root("creates a mount namespace")
+    from agentos.sandbox.mounts import MountOp, view_program
+
+    root = tmp_path / "root"
+    root.mkdir()
+    # /proc's masks of files this kernel may lack are optional; the bind is not.
+    ops = (MountOp("proc", "/proc"), MountOp("tmpfs", "/tmp", readonly=False),
+           MountOp("bind", "/missing", "/nonexistent-source"))
+
+    def build() -> tuple[str, int, str]:
+        try:
+            syscalls.run_view(bytearray(view_program(ops, str(root))))
+        except syscalls.StepError as exc:
+            return exc.step, exc.errno, exc.filename
+        return "", 0, ""
+
+    step, err, path = in_child(build, syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID)
+    assert (step, err) == ("mount /missing", errno.ENOENT)
+    assert path == f"{root}/missing"
+    assert os.listdir(root) == []  # all of it happened in the child's mount namespace
