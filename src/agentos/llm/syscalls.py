@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -20,7 +19,8 @@ import ujson
 from ..errors import InvalidArgument, PermissionDenied
 from ..protocol import Op
 from .budgets import Budgets
-from .config import AgentPolicy, LLMConfig
+from .callers import Caller, Callers, agent_key
+from .config import LLMConfig
 from .contexts import ContextStore
 from .errors import ErrorKind, LLMError
 from .http import new_session
@@ -31,64 +31,12 @@ from .types import Completion, ModelRequest
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
-    from ..kernel.identity import Identity
     from ..kernel.syscalls import Call
 
 log = logging.getLogger("agentos.llm")
 
 #: Lifecycle topics after which an agent's calls are cancelled.
 _GONE = ("agent.killed", "agent.exited", "agent.oom_killed", "agent.failed")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a THINK is for: the scheduling/budget key, the context owner, the policy."""
-
-    key: str
-    owner: str
-    policy: AgentPolicy
-    admin: bool
-    defaults: AgentDefaults | None = None
-
-
-@dataclass(frozen=True)
-class AgentDefaults:
-    """An agent's manifest ``llm`` section: THINK defaults and budget overrides.
-
-    The processes service passes it as ``llm`` on the ``agent.started`` event.
-    """
-
-    model: str | None = None
-    system: str | None = None
-    temperature: float | None = None
-    tokens: int | None = None
-    calls_per_minute: int | None = None
-
-    @classmethod
-    def from_event(cls, raw: Mapping[str, Any]) -> AgentDefaults:
-        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
-            value = raw.get(key)
-            return value if isinstance(value, kind) and not isinstance(value, bool) else None
-        return cls(model=typed("model", str), system=typed("system", str),
-                   temperature=typed("temperature", (int, float)), tokens=typed("tokens", int),
-                   calls_per_minute=typed("calls_per_minute", int))
-
-    def apply(self, policy: AgentPolicy) -> AgentPolicy:
-        """The policy with this manifest's budgets, and its model allowed."""
-        return replace(
-            policy,
-            max_tokens=self.tokens if self.tokens is not None else policy.max_tokens,
-            calls_per_minute=(self.calls_per_minute if self.calls_per_minute is not None
-                              else policy.calls_per_minute),
-            models=(*policy.models, self.model) if self.model else policy.models)
-
-    def fill(self, args: ThinkArgs) -> ThinkArgs:
-        """``args`` with the manifest's model, system and temperature where the call set none."""
-        options = args.options
-        if self.temperature is not None and options.temperature is None:
-            options = replace(options, temperature=float(self.temperature))
-        return replace(args, model=args.model or self.model, system=args.system or self.system,
-                       options=options)
 
 
 class LLMService:
@@ -102,13 +50,12 @@ class LLMService:
         self.scheduler = FairScheduler(self.config.max_inflight)
         self.budgets = Budgets()
         self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
+        self.callers = Callers(self.config)
         self._session: aiohttp.ClientSession | None = None
         self._provider: Provider | None = None
         #: The handler tasks of THINKs in progress, by caller key; those cancelled by a kill.
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         self._killed: set[asyncio.Task[Any]] = set()
-        self._names: dict[str, str] = {}
-        self._defaults: dict[str, AgentDefaults] = {}
         self._unsubscribe: list[Any] = []
 
     # --- Service protocol ----------------------------------------------------------------
@@ -148,7 +95,7 @@ class LLMService:
     # --- THINK ---------------------------------------------------------------------------
 
     async def think(self, call: Call) -> dict[str, Any]:
-        caller = self._caller(call.identity)
+        caller = self.callers.of(call.identity)
         args = parse_think(call.payload)
         if caller.defaults is not None:
             args = caller.defaults.fill(args)
@@ -211,40 +158,18 @@ class LLMService:
         self.budgets.charge(caller.key, completion.usage)
         return completion
 
-    def _caller(self, identity: Identity) -> Caller:
-        if identity.agent_id is not None:
-            key = f"agent:{identity.agent_id}"
-            return Caller(key=key, owner=key, policy=self._policy(identity.agent_id), admin=False,
-                          defaults=self._defaults.get(identity.agent_id))
-        # Outside clients: one scheduling key per process, contexts shared by the user.
-        return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
-                      policy=self.config.defaults, admin=identity.admin)
-
-    def _policy(self, agent_id: str) -> AgentPolicy:
-        policy = self.config.policy_for(agent_id, self._names.get(agent_id))
-        defaults = self._defaults.get(agent_id)
-        return defaults.apply(policy) if defaults is not None else policy
-
     def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
         if agent_id is None:
             return
         if topic == "agent.started":
-            if event.get("name"):
-                self._names[str(agent_id)] = str(event["name"])
-            llm = event.get("llm")
-            if isinstance(llm, Mapping):
-                self._defaults[str(agent_id)] = AgentDefaults.from_event(llm)
-                provider = llm.get("provider")
-                if provider and provider != self.config.provider:
-                    log.warning("agent %s asks for LLM provider %r; this kernel serves %r only",
-                                event.get("name") or agent_id, provider, self.config.provider)
+            self.callers.agent_started(event)
         elif topic in _GONE:
             self.cancel_agent(str(agent_id))
 
     def cancel_agent(self, agent_id: str) -> int:
         """Cancel every THINK of an agent, queued or in flight; returns how many."""
-        calls = list(self._calls.get(f"agent:{agent_id}", ()))
+        calls = list(self._calls.get(agent_key(agent_id), ()))
         for task in calls:
             self._killed.add(task)
             task.cancel()
@@ -257,7 +182,7 @@ class LLMService:
     async def context(self, call: Call) -> dict[str, Any]:
         args = call.args()
         op = args.get("op")
-        owner = self._caller(call.identity).owner
+        owner = self.callers.of(call.identity).owner
         context_id = args.get("id")
         if op == "list":
             return {"contexts": [c.summary() for c in self.contexts.list(owner)]}
@@ -285,7 +210,7 @@ class LLMService:
     # --- USAGE ---------------------------------------------------------------------------
 
     async def usage(self, call: Call) -> dict[str, Any]:
-        caller = self._caller(call.identity)
+        caller = self.callers.of(call.identity)
         keys = self.budgets.agents() if caller.admin else [caller.key]
         return {"provider": self.config.provider, "model": self.config.model,
                 "in_flight": self.scheduler.in_flight, "queued": self.scheduler.queued(),
@@ -293,9 +218,7 @@ class LLMService:
                 "agents": {key: self._report(key) for key in keys}}
 
     def _report(self, key: str) -> dict[str, Any]:
-        policy = (self._policy(key.removeprefix("agent:")) if key.startswith("agent:")
-                  else self.config.defaults)
-        return {**self.budgets.report(key, policy), "queued": self.scheduler.queued(key),
+        return {**self.budgets.report(key, self.callers.policy_of(key)), "queued": self.scheduler.queued(key),
                 "in_flight": self.scheduler.running(key)}
 
 

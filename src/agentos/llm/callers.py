@@ -1,0 +1,112 @@
+"""Who is thinking: an agent or an outside client, with the policy and defaults that apply.
+
+An agent the kernel spawned is ``agent:<id>`` for scheduling, budgets and
+context ownership; its policy comes from ``llm.agents`` (by id, then name) and
+from its manifest's ``llm`` section, which the processes service passes as
+``llm`` on the ``agent.started`` event. An outside client is scheduled per
+process (``client:<uid>:<pid>``) and owns contexts per user (``uid:<uid>``).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .config import AgentPolicy, LLMConfig
+from .request import ThinkArgs
+
+if TYPE_CHECKING:
+    from ..kernel.identity import Identity
+
+log = logging.getLogger("agentos.llm")
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    """An agent's manifest ``llm`` section: THINK defaults and budget overrides."""
+
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    tokens: int | None = None
+    calls_per_minute: int | None = None
+
+    @classmethod
+    def from_event(cls, raw: Mapping[str, Any]) -> AgentDefaults:
+        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = raw.get(key)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+        return cls(model=typed("model", str), system=typed("system", str),
+                   temperature=typed("temperature", (int, float)), tokens=typed("tokens", int),
+                   calls_per_minute=typed("calls_per_minute", int))
+
+    def apply(self, policy: AgentPolicy) -> AgentPolicy:
+        """The policy with this manifest's budgets, and its model allowed."""
+        return replace(
+            policy,
+            max_tokens=self.tokens if self.tokens is not None else policy.max_tokens,
+            calls_per_minute=(self.calls_per_minute if self.calls_per_minute is not None
+                              else policy.calls_per_minute),
+            models=(*policy.models, self.model) if self.model else policy.models)
+
+    def fill(self, args: ThinkArgs) -> ThinkArgs:
+        """``args`` with the manifest's model, system and temperature where the call set none."""
+        options = args.options
+        if self.temperature is not None and options.temperature is None:
+            options = replace(options, temperature=float(self.temperature))
+        return replace(args, model=args.model or self.model, system=args.system or self.system,
+                       options=options)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a THINK is for: the scheduling/budget key, the context owner, the policy."""
+
+    key: str
+    owner: str
+    policy: AgentPolicy
+    admin: bool
+    defaults: AgentDefaults | None = None
+
+
+class Callers:
+    """Resolves identities to callers; learns agents' names and manifests from lifecycle events."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self._names: dict[str, str] = {}
+        self._defaults: dict[str, AgentDefaults] = {}
+
+    def of(self, identity: Identity) -> Caller:
+        if identity.agent_id is not None:
+            key = agent_key(identity.agent_id)
+            return Caller(key=key, owner=key, policy=self.policy_of(key), admin=False,
+                          defaults=self._defaults.get(identity.agent_id))
+        return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
+                      policy=self.config.defaults, admin=identity.admin)
+
+    def policy_of(self, key: str) -> AgentPolicy:
+        """The policy behind a caller key (outside clients have the defaults)."""
+        if not key.startswith("agent:"):
+            return self.config.defaults
+        agent_id = key.removeprefix("agent:")
+        policy = self.config.policy_for(agent_id, self._names.get(agent_id))
+        defaults = self._defaults.get(agent_id)
+        return defaults.apply(policy) if defaults is not None else policy
+
+    def agent_started(self, event: Mapping[str, Any]) -> None:
+        agent_id = str(event["id"])
+        if event.get("name"):
+            self._names[agent_id] = str(event["name"])
+        llm = event.get("llm")
+        if isinstance(llm, Mapping):
+            self._defaults[agent_id] = AgentDefaults.from_event(llm)
+            provider = llm.get("provider")
+            if provider and provider != self.config.provider:
+                log.warning("agent %s asks for LLM provider %r; this kernel serves %r only",
+                            event.get("name") or agent_id, provider, self.config.provider)
+
+
+def agent_key(agent_id: str) -> str:
+    return f"agent:{agent_id}"
