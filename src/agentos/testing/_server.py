@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import ujson
 from aiohttp import web
 
 from .script import Reply
@@ -134,6 +135,33 @@ class FakeServer:
         except TimeoutError:
             return True
         return False
+
+    async def delay_answer(self, reply: Reply) -> bool:
+        """Wait the reply's (or the server's) delay; False when the server is closing meanwhile."""
+        wait = reply.delay or self.delay
+        return not wait or await self.pause(wait)
+
+    async def send_events(self, request: web.Request, reply: Reply, events: list[Any],
+                          error: Any, newline: bytes, done: bytes = b"") -> web.StreamResponse:
+        """Stream ``events`` as SSE ``data:`` lines, applying the reply's stream faults."""
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for index, event in enumerate(events):
+            if reply.stall_after is not None and index >= reply.stall_after:
+                await self.stall()
+                return resp
+            if reply.truncate_after is not None and index >= reply.truncate_after:
+                return resp  # closes without the finishing event
+            if reply.error_after is not None and index >= reply.error_after:
+                await resp.write(b"data: " + ujson.dumps(error).encode() + newline * 2)
+                return resp
+            if index and reply.chunk_delay and not await self.pause(reply.chunk_delay):
+                return resp
+            await resp.write(b"data: " + ujson.dumps(event).encode() + newline * 2)
+        if done:
+            await resp.write(done)
+        await resp.write_eof()
+        return resp
 
     async def stall(self) -> None:
         """Never answer again (until shutdown)."""

@@ -77,8 +77,7 @@ class FakeGemini(FakeServer):
         if invalid is not None:
             return error_response(400, invalid)
         reply = self.next_reply() or self._default_reply(body)
-        wait = reply.delay or self.delay
-        if wait and not await self.pause(wait):
+        if not await self.delay_answer(reply):
             return error_response(503, "shutting down")
         if reply.status is not None:
             return error_response(reply.status, reply.message, reply.retry_delay)
@@ -91,27 +90,9 @@ class FakeGemini(FakeServer):
                                 content_type="application/json", charset="UTF-8")
         if request.query.get("alt") != "sse":
             return error_response(400, "This fake only streams with alt=sse.")
-        return await self._stream(request, reply, responses)
-
-    async def _stream(self, request: web.Request, reply: Reply,
-                      responses: list[dict[str, Any]]) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for index, event in enumerate(responses):
-            if reply.stall_after is not None and index >= reply.stall_after:
-                await self.stall()
-                return resp
-            if reply.truncate_after is not None and index >= reply.truncate_after:
-                return resp  # closes without the finishing event
-            if reply.error_after is not None and index >= reply.error_after:
-                error = _error_body(500, _DEFAULT_MESSAGES[500], None)
-                await resp.write(b"data: " + ujson.dumps(error).encode() + b"\r\n\r\n")
-                return resp
-            if index and reply.chunk_delay and not await self.pause(reply.chunk_delay):
-                return resp
-            await resp.write(b"data: " + ujson.dumps(event).encode() + b"\r\n\r\n")
-        await resp.write_eof()
-        return resp
+        # Gemini frames events with CRLF and has no end marker: the body just ends.
+        return await self.send_events(request, reply, responses,
+                                      _error_body(500, _DEFAULT_MESSAGES[500], None), b"\r\n")
 
     async def _list_models(self, request: web.Request) -> web.Response:
         denied = self._check_key(request)

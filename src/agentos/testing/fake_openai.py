@@ -43,8 +43,7 @@ class FakeOpenAI(FakeServer):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             return error_response(400, "'messages' is a required property")
         reply = self.next_reply() or _default_reply(body)
-        wait = reply.delay or self.delay
-        if wait and not await self.pause(wait):
+        if not await self.delay_answer(reply):
             return error_response(503, "shutting down")
         if reply.status is not None:
             return error_response(reply.status, reply.message, reply.retry_delay)
@@ -80,28 +79,8 @@ class FakeOpenAI(FakeServer):
                        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({**common, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-        return await self._stream(request, reply, events)
-
-    async def _stream(self, request: web.Request, reply: Reply,
-                      events: list[dict[str, Any]]) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for index, event in enumerate(events):
-            if reply.stall_after is not None and index >= reply.stall_after:
-                await self.stall()
-                return resp
-            if reply.truncate_after is not None and index >= reply.truncate_after:
-                return resp
-            if reply.error_after is not None and index >= reply.error_after:
-                error = {"error": {"message": "internal error", "type": "server_error", "code": 500}}
-                await resp.write(b"data: " + ujson.dumps(error).encode() + b"\n\n")
-                return resp
-            if index and reply.chunk_delay and not await self.pause(reply.chunk_delay):
-                return resp
-            await resp.write(b"data: " + ujson.dumps(event).encode() + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        error = {"error": {"message": "internal error", "type": "server_error", "code": 500}}
+        return await self.send_events(request, reply, events, error, b"\n", done=b"data: [DONE]\n\n")
 
 
 def _default_reply(body: dict[str, Any]) -> Reply:
