@@ -121,48 +121,47 @@ def _declaration(function: Callable[..., Any] | dict[str, Any]) -> dict[str, Any
     return declaration(function)
 
 
-def _split(item: Any) -> tuple[str | None, dict[str, Any] | None, ThinkReply | None]:
-    """A stream item as (text delta, function call, final reply)."""
-    if isinstance(item, dict) and "success" in item:
-        return None, None, ThinkReply.from_payload(item)
-    if isinstance(item, dict) and "function_call" in item:
-        return None, item["function_call"], None
-    return (item.get("text") if isinstance(item, dict) else None), None, None
+class _StreamState:
+    """What both stream flavours keep: the final reply and the function calls seen."""
 
-
-class ThinkStream:
-    """Iterate text deltas as they arrive; ``reply`` holds the final answer afterwards."""
-
-    def __init__(self, items: Iterator[Any]) -> None:
-        self._items = items
+    def __init__(self) -> None:
         self.reply: ThinkReply | None = None
         self.function_calls: list[dict[str, Any]] = []
 
+    def _take(self, item: Any) -> str | None:
+        """Record one stream item; return its text delta, if it is one."""
+        if isinstance(item, dict) and "success" in item:
+            self.reply = ThinkReply.from_payload(item)
+        elif isinstance(item, dict) and "function_call" in item:
+            self.function_calls.append(item["function_call"])
+        elif isinstance(item, dict) and item.get("text"):
+            return str(item["text"])
+        return None
+
+
+class ThinkStream(_StreamState):
+    """Iterate text deltas as they arrive; ``reply`` holds the final answer afterwards."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        super().__init__()
+        self._items = items
+
     def __iter__(self) -> Iterator[str]:
         for item in self._items:
-            text, call, reply = _split(item)
-            if call is not None:
-                self.function_calls.append(call)
-            if reply is not None:
-                self.reply = reply
+            text = self._take(item)
             if text:
                 yield text
 
 
-class AsyncThinkStream:
+class AsyncThinkStream(_StreamState):
     """``async for`` text deltas; ``reply`` holds the final answer afterwards."""
 
     def __init__(self, items: AsyncIterator[Any]) -> None:
+        super().__init__()
         self._items = items
-        self.reply: ThinkReply | None = None
-        self.function_calls: list[dict[str, Any]] = []
 
     async def __aiter__(self) -> AsyncIterator[str]:
         async for item in self._items:
-            text, call, reply = _split(item)
-            if call is not None:
-                self.function_calls.append(call)
-            if reply is not None:
-                self.reply = reply
+            text = self._take(item)
             if text:
                 yield text
