@@ -110,6 +110,3 @@ class PubSub:
     def close_all(self) -> None:
         for sub in list(self._subs.values()):
             self.discard(sub)
-
-    def __len__(self) -> int:
-        return len(self._subs)
