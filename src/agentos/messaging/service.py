@@ -141,7 +141,7 @@ class MessagingService:
 
     async def broadcast(self, call: Call) -> dict[str, Any]:
         """``{body}`` into every live agent's and registered name's mailbox but the sender's
-        own (its agent id, or ``uid:<n>`` for an outside client)."""
+        own (its principal: an agent's spawn path, or ``uid:<n>`` for an outside client)."""
         args = call.args()
         if "body" not in args:
             raise InvalidArgument("BROADCAST needs a 'body'")
@@ -199,7 +199,8 @@ class MessagingService:
             raise InvalidArgument("ACK needs 'ids', a non-empty list of message ids (or 'id')")
         address = await self._reader_address(call, args)
         acked = await self.boxes.ack([address], ids)
-        return {"acked": acked, "missing": [i for i in ids if i not in set(acked)]}
+        removed = set(acked)
+        return {"acked": acked, "missing": [i for i in ids if i not in removed]}
 
     async def register(self, call: Call) -> dict[str, Any]:
         """``{name}``: make ``name`` reach you (an alias for an agent, a mailbox for a client)."""
