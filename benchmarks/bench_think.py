@@ -127,17 +127,6 @@ def test_kernel_added_think_latency(benchmark, setup) -> None:
         benchmark.pedantic(lambda: client.think("ping"), rounds=200, warmup_rounds=20)
 
 
-SENDER = """
-import sys
-from agentos import Client
-c = Client(sys.argv[1])
-rids = [c._send(1, b'{"prompt": "hold %d"}' % i) for i in range(int(sys.argv[2]))]
-print("sent", flush=True)
-for rid in rids:
-    c._next_frame(rid)
-"""
-
-
 def _noop_samples(client: Client, rounds: int) -> list[float]:
     samples = []
     for _ in range(rounds):
@@ -155,8 +144,8 @@ def test_noop_p99_while_1000_thinks_in_flight(benchmark, setup) -> None:
         idle = _noop_samples(client, 5000)
     fake.control("reset", {})
     fake.control("script", {"replies": [], "delay": 60})  # every THINK now takes a minute
-    sender = subprocess.Popen([*PYTHON, "-c", SENDER, str(kernel.socket_path), str(IN_FLIGHT)],
-                              stdout=subprocess.PIPE, text=True)
+    sender = subprocess.Popen([*PYTHON, "-m", "agentos.testing.think_flood", str(kernel.socket_path),
+                               str(IN_FLIGHT), "hold"], stdout=subprocess.PIPE, text=True)
     try:
         assert sender.stdout is not None and sender.stdout.readline().strip() == "sent"
         with Client(kernel.socket_path) as client:

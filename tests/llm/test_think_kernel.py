@@ -234,21 +234,11 @@ def test_calls_per_minute_budget(llm_kernel) -> None:
     assert replies[2].error["reason"] == "calls_per_minute" and replies[2].error["retry_after"] > 50
 
 
-GREEDY = """
-import sys
-from agentos import Client
-c = Client(sys.argv[1])
-rids = [c._send(1, b'{"prompt": "greedy %d"}' % i) for i in range(int(sys.argv[2]))]
-print("sent", flush=True)
-for rid in rids:
-    c._next_frame(rid)
-"""
-
-
 @pytest.mark.llm_env(AGENTOS_LLM_CONFIG=json.dumps({"max_inflight": 1}))
 def test_a_greedy_client_cannot_starve_another(llm_kernel) -> None:
     llm_kernel.fake.delay = 0.05
-    greedy = subprocess.Popen([sys.executable, "-c", GREEDY, str(llm_kernel.process.socket_path), "30"],
+    greedy = subprocess.Popen([sys.executable, "-m", "agentos.testing.think_flood",
+                               str(llm_kernel.process.socket_path), "30", "greedy"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert greedy.stdout.readline().strip() == "sent"
@@ -259,6 +249,7 @@ def test_a_greedy_client_cannot_starve_another(llm_kernel) -> None:
         assert reply.success
     finally:
         assert greedy.wait(timeout=60) == 0
+        greedy.stdout.close()
     prompts = [r.body["contents"][0]["parts"][0]["text"] for r in llm_kernel.fake.requests]
     polite = prompts.index("polite")
     # Queued behind >= 20 greedy calls, FIFO would serve it 31st; round robin serves it
