@@ -94,7 +94,17 @@ def test_agents_and_outside_clients_have_separate_contexts(tmp_path, monkeypatch
                 from agentos.errors import NotFound
                 with pytest.raises(NotFound):
                     await service.think(outsider)
-                return (tmp_path / "llm" / "contexts" / "agent%3Aa1" / "mine.json").exists()
+                # A restarted agent has a new id but the same name: it finds its context again.
+                kernel.events.publish("agent.started", {"id": "a1", "name": "scribe"})
+                await service.context(Call(kernel, conn, int(Op.CONTEXT), 2,
+                                           b'{"op": "create", "id": "named"}'))
+                again = SimpleNamespace(context=Identity(pid=2, uid=1000, gid=1000, agent_id="a2"))
+                kernel.events.publish("agent.started", {"id": "a2", "name": "scribe"})
+                found = await service.context(Call(kernel, again, int(Op.CONTEXT), 3,
+                                                   b'{"op": "get", "id": "named"}'))
+                return ((tmp_path / "llm" / "contexts" / "agent%3Aa1" / "mine.json").exists()
+                        and found["id"] == "named"
+                        and (tmp_path / "llm" / "contexts" / "name%3Ascribe" / "named.json").exists())
             finally:
                 await service.stop()
 

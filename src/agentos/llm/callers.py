@@ -1,7 +1,8 @@
 """Who is thinking: an agent or an outside client, with the policy and defaults that apply.
 
-An agent the kernel spawned is ``agent:<id>`` for scheduling, budgets and
-context ownership; its policy comes from ``llm.agents`` (by id, then name) and
+An agent the kernel spawned is ``agent:<id>`` for scheduling and budgets, and
+owns contexts by name (``name:<name>``, so a restarted agent finds them again);
+its policy comes from ``llm.agents`` (by id, then name) and
 from its manifest's ``llm`` section, which the processes service passes as
 ``llm`` on the ``agent.started`` event. An outside client is scheduled per
 process (``client:<uid>:<pid>``) and owns contexts per user (``uid:<uid>``).
@@ -81,8 +82,10 @@ class Callers:
     def of(self, identity: Identity) -> Caller:
         if identity.agent_id is not None:
             key = agent_key(identity.agent_id)
-            return Caller(key=key, owner=key, policy=self.policy_of(key), admin=False,
-                          defaults=self._defaults.get(identity.agent_id))
+            # Contexts belong to the agent's name, which outlives its id across restarts.
+            name = self._names.get(identity.agent_id)
+            return Caller(key=key, owner=f"name:{name}" if name else key, policy=self.policy_of(key),
+                          admin=False, defaults=self._defaults.get(identity.agent_id))
         return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
                       policy=self.config.defaults, admin=identity.admin)
 
