@@ -314,3 +314,28 @@ def test_openai_compatible_provider_selected_by_configuration(tmp_path) -> None:
     assert hello["capabilities"]["llm"]["provider"] == "openai"
     assert fake.requests[0].body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert "LLM: provider openai, model llama-test" in log and "Traceback" not in log
+
+
+def test_async_toolbox_awaits_coroutine_tools(llm_kernel) -> None:
+    import asyncio
+
+    async def lookup(word: str) -> str:
+        """Dictionary lookup.
+
+        :param word: the word to define
+        """
+        await asyncio.sleep(0)
+        return f"{word}: a small thing"
+
+    llm_kernel.fake.script(call_reply(("lookup", {"word": "mote"})), text_reply("A mote is small."))
+
+    async def main():
+        async with await AsyncClient.connect(llm_kernel.process.socket_path) as c:
+            return await Toolbox(lookup).arun(c, "What is a mote?")
+
+    reply = asyncio.run(main())
+    assert reply.content == "A mote is small."
+    sent = llm_kernel.fake.requests[1].body["contents"][2]["parts"][0]["functionResponse"]
+    assert sent["response"] == {"result": "mote: a small thing"}
+    declared = llm_kernel.fake.requests[0].body["tools"][0]["functionDeclarations"][0]
+    assert declared["parameters"]["properties"]["word"]["description"] == "the word to define"
