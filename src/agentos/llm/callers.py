@@ -1,11 +1,12 @@
 """Who is thinking: an agent or an outside client, with the policy and defaults that apply.
 
-An agent the kernel spawned is ``agent:<id>`` for scheduling and budgets, and
-owns contexts by name (``name:<name>``, so a restarted agent finds them again);
+An agent the kernel spawned is ``agent:<id>`` for scheduling and usage reports,
+and owns contexts and budgets by name (``name:<name>``, so a restarted agent
+finds its conversations again and cannot start over with a fresh budget);
 its policy comes from ``llm.agents`` (by id, then name) and
 from its manifest's ``llm`` section, which the processes service passes as
 ``llm`` on the ``agent.started`` event. An outside client is scheduled per
-process (``client:<uid>:<pid>``) and owns contexts per user (``uid:<uid>``).
+process (``client:<uid>:<pid>``) and owns contexts and budgets per user (``uid:<uid>``).
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class AgentDefaults:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a THINK is for: the scheduling/budget key, the context owner, the policy."""
+    """Who a THINK is for: the key usage is reported under (and scheduled by), the owner
+    of its contexts and budget, the policy."""
 
     key: str
     owner: str
@@ -82,7 +84,7 @@ class Callers:
     def of(self, identity: Identity) -> Caller:
         if identity.agent_id is not None:
             key = agent_key(identity.agent_id)
-            # Contexts belong to the agent's name, which outlives its id across restarts.
+            # Contexts and budgets belong to the agent's name, which outlives its id.
             name = self._names.get(identity.agent_id)
             return Caller(key=key, owner=f"name:{name}" if name else key, policy=self.policy_of(key),
                           admin=False, defaults=self._defaults.get(identity.agent_id))

@@ -129,7 +129,7 @@ class LLMService:
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> dict[str, Any]:
         model = args.model or self.config.model
         try:
-            self.budgets.admit(caller.key, caller.policy)
+            self.budgets.admit(caller.key, caller.owner, caller.policy)
             if args.context is None:
                 completion = await self._generate(call, args, caller, [], args.system)
             else:
