@@ -112,8 +112,31 @@ def test_restarts_and_failure_are_shown_and_fail_the_run(project: Path) -> None:
     assert out.count("crashy | exited (code 2)") == 2
     assert any(line.startswith("crashy | restarted after 0.01s (pid ") for line in out)
     assert "crashy | failed: ended (failed) after 1 restart(s) within 60s" in out
-    assert out[-1] == "every agent has ended, not all of them cleanly"
+    assert out[-1] == "every agent has ended; not cleanly: crashy"
     assert_kernel_gone(project, result.stdout)
+
+
+def test_a_crash_without_restarts_is_the_agents_story_not_a_failed_run(project: Path) -> None:
+    path = manifest(project, """\
+        crashy:
+          script: crash.py
+          PLAIN
+        steady:
+          script: count.py
+          args: ["2"]
+          PLAIN
+        """)
+    result = agentos("up", path.name, cwd=project)
+    assert result.returncode == 0, result
+    assert lines(result.stdout)[-1] == "every agent has ended; not cleanly: crashy"
+    chosen = agentos("up", path.name, "--exit-code-from", "crashy", cwd=project)
+    assert chosen.returncode == 2, chosen
+    assert agentos("up", path.name, "--exit-code-from", "steady", cwd=project).returncode == 0
+    unknown = agentos("up", path.name, "--exit-code-from", "nobody", cwd=project)
+    assert unknown.returncode == 2
+    assert lines(unknown.stderr) == [
+        "agentos up: error: --exit-code-from nobody: no such agent in team.yaml (agents: crashy, steady)"]
+    assert_kernel_gone(project, unknown.stdout)
 
 
 def test_detached_team_keeps_running_until_down(project: Path) -> None:

@@ -46,6 +46,18 @@ class Member:
     final: bool = False
     status: str | None = None
     exit_code: int | None = None
+    signal: int | None = None
+    #: The kernel gave up restarting it (``agent.failed``): the team did not hold.
+    gave_up: bool = False
+
+    @property
+    def exit_status(self) -> int:
+        """What a shell would report for its last process (128+N for a signal, 137 for OOM)."""
+        if self.exit_code is not None:
+            return self.exit_code
+        if self.signal:
+            return 128 + self.signal
+        return 137 if self.status == "oom_killed" else 1
 
     @property
     def policy(self) -> RestartPolicy:
@@ -172,8 +184,8 @@ class Team:
         if pending:
             self.say(name, pending)
 
-    async def watch(self, events: AsyncSubscription) -> int:
-        """Print lifecycle events until every member has ended for good; 0 if all exited cleanly."""
+    async def watch(self, events: AsyncSubscription) -> list[Member]:
+        """Print lifecycle events until every member has ended for good; return the members."""
         async for event in events:
             member = self.members.get(event.get("name", ""))
             if member is None:
@@ -186,7 +198,7 @@ class Team:
             if all(m.final for m in self.members.values()):
                 break
         await asyncio.gather(*self._followers.values(), return_exceptions=True)
-        return 0 if all(m.status == "exited" for m in self.members.values()) else 1
+        return list(self.members.values())
 
     def _on_started(self, member: Member, event: dict[str, Any]) -> None:
         if event["id"] != member.id:
@@ -197,6 +209,7 @@ class Team:
         if event["id"] != member.id:
             return
         member.status, member.exit_code = event["status"], event.get("exit_code")
+        member.signal = event.get("signal")
         member.final = event["topic"] == "agent.killed" or not member.policy.restarts_after(member.status)
         if event["topic"] == "agent.oom_killed":
             self.say(member.name, f"OOM-killed (memory limit {size(member.spec.limits.memory)})", "red")
@@ -211,7 +224,7 @@ class Team:
                  f"{event['restarts']})", "yellow")
 
     def _on_failed(self, member: Member, event: dict[str, Any]) -> None:
-        member.final, member.status = True, "failed"
+        member.final, member.status, member.gave_up = True, "failed", True
         self.say(member.name, f"failed: {event.get('reason', 'gave up')}", "red")
 
     # -- stopping --------------------------------------------------------------------

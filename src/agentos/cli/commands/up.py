@@ -27,8 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="return once the team is up, leaving it (and a kernel started for it) running")
     p.add_argument("--grace", type=duration_option, default="10s", help="how long agents get to exit after SIGTERM when the team "
                    "stops (default 10s)")
+    p.add_argument("--exit-code-from", metavar="NAME",
+                   help="exit with this agent's exit status once the team has ended")
     add_socket_option(p)
     p.set_defaults(func=run)
+
+
+def _outcome(members: list[Any], exit_code_from: str | None) -> int:
+    """Like ``docker compose up``: an agent's crash or OOM kill is its story, not a failed run.
+
+    The run fails only when the kernel gave up on an agent (restarts exhausted),
+    unless ``--exit-code-from`` names the agent whose status decides.
+    """
+    unclean = [m.name for m in members if m.status != "exited" or m.exit_code]
+    failed = [m.name for m in members if m.gave_up]
+    print("every agent has ended" + (f"; not cleanly: {', '.join(unclean)}" if unclean else ""),
+          flush=True)
+    if exit_code_from is not None:
+        return next(m.exit_status for m in members if m.name == exit_code_from)
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +78,13 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
         client = connected
     team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
                 grace=args.grace)
+    if args.exit_code_from is not None and args.exit_code_from not in team.members:
+        await client.close()
+        if kernel is not None:
+            kernel.stop()
+        print(f"agentos up: error: --exit-code-from {args.exit_code_from}: no such agent in "
+              f"{args.file} (agents: {', '.join(team.members)})", file=sys.stderr, flush=True)
+        return 2
 
     def stopped(name: str, info: dict[str, Any]) -> None:
         team.say(name, "stopped", "dim")
@@ -80,10 +104,9 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
                   "stops them", flush=True)
             return 0
         assert events is not None
-        finished, code = await _unless(stop, team.watch(events))
-        if finished and code is not None:
-            print(f"every agent has ended{'' if code == 0 else ', not all of them cleanly'}", flush=True)
-            return code
+        finished, members = await _unless(stop, team.watch(events))
+        if finished and members is not None:
+            return _outcome(members, args.exit_code_from)
         print("stopping the team", flush=True)
         await team.stop(stopped)
         return 130
