@@ -66,10 +66,15 @@ def _mounts() -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Every agent a test starts is reaped, and the host's mount table is untouched."""
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every agent a test starts is reaped, and the host's mount table is untouched.
+
+    The module's launcher may keep one child forked ahead of time for the next agent.
+    """
     children, mounts = _children(), _mounts()
     yield
+    if "launcher" in request.fixturenames:
+        children |= set(request.getfixturevalue("launcher").embryo_pids)
     assert _children() <= children, "a test left a child process (or an unreaped zombie) behind"
     assert _mounts() == mounts, "a test changed the host's mounts"
 

@@ -188,7 +188,7 @@ def test_a_dead_zygote_is_replaced_on_the_next_launch(tmp_path: Path) -> None:
 
 
 def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
-    """A stand-in kernel starts a launcher and an agent and is SIGKILLed: the zygote and agent follow."""
+    """A stand-in kernel starts a launcher and an agent and is SIGKILLed: everything it started follows."""
     script = tmp_path / "kernel.py"
     script.write_text(
         "import os, time\n"
@@ -196,35 +196,67 @@ def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
         "launcher = Launcher()\n"
         "launcher.start()\n"
         "agent = launcher.launch(SandboxSpec(argv=['sleep', '1000'], env={'PATH': '/usr/bin:/bin'}))\n"
-        "print(launcher.zygote_pid, agent.pid, flush=True)\n"
+        "print(agent.pid, flush=True)\n"
         "time.sleep(1000)\n")
+    before = _children()
     # As a subreaper, this test inherits the orphans and can reap them instead of init.
     syscalls.set_child_subreaper(True)
-    pidfds: list[int] = []
     try:
         kernel = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
         assert kernel.stdout is not None
-        pids = [int(p) for p in kernel.stdout.readline().split()]
-        pidfds = [syscalls.pidfd_open(p) for p in pids]
+        agent = int(kernel.stdout.readline())
+        orphans = _descendants(kernel.pid)  # the zygote, the agent, a child forked ahead of time
+        assert agent in orphans
         kernel.kill()
         kernel.wait()
         kernel.stdout.close()
-        ready: set[int] = set()
-        deadline = time.monotonic() + 30  # a liveness guard, not a speed check: pdeathsig is immediate
-        while len(ready) < len(pidfds) and time.monotonic() < deadline:
-            ready.update(select.select(pidfds, [], [], deadline - time.monotonic())[0])
-        statuses = []
-        for fd in pidfds:
-            if fd not in ready:
-                syscalls.pidfd_send_signal(fd, signal.SIGKILL)
-            result = os.waitid(os.P_PIDFD, fd, os.WEXITED)
-            statuses.append((result.si_code, result.si_status))
+        statuses = _reap(orphans)
     finally:
-        for fd in pidfds:
-            os.close(fd)
         syscalls.set_child_subreaper(False)
-    assert len(ready) == 2, "the zygote or the agent outlived its kernel"
-    zygote, agent = statuses
-    # The zygote may see its socket close before the signal lands; the agent gets SIGKILL.
-    assert zygote in ((os.CLD_KILLED, signal.SIGKILL), (os.CLD_EXITED, 0))
-    assert agent == (os.CLD_KILLED, signal.SIGKILL)
+    assert statuses[agent] == (os.CLD_KILLED, signal.SIGKILL)
+    # The zygote may see its socket close before the signal lands; nothing survives either way.
+    assert all(status in ((os.CLD_KILLED, signal.SIGKILL), (os.CLD_EXITED, 0)) for status in statuses.values())
+    assert _children() <= before
+
+
+def _children() -> set[int]:
+    return {pid for pid, parent in _parents().items() if parent == os.getpid()}
+
+
+def _descendants(root: int) -> set[int]:
+    parents, found = _parents(), {root}
+    while grown := {pid for pid, parent in parents.items() if parent in found} - found:
+        found |= grown
+    return found - {root}
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return parents
+
+
+def _reap(pids: set[int]) -> dict[int, tuple[int, int]]:
+    """Wait for each (now our child) to exit; SIGKILL any still alive after 30 s (a liveness guard)."""
+    pidfds = {pid: syscalls.pidfd_open(pid) for pid in pids}
+    try:
+        deadline, pending = time.monotonic() + 30, set(pidfds.values())
+        while pending and time.monotonic() < deadline:
+            pending -= set(select.select(list(pending), [], [], deadline - time.monotonic())[0])
+        for fd in pending:
+            syscalls.pidfd_send_signal(fd, signal.SIGKILL)
+        statuses = {}
+        for pid, fd in pidfds.items():
+            result = os.waitid(os.P_PIDFD, fd, os.WEXITED)
+            assert result is not None
+            statuses[pid] = (result.si_code, result.si_status)
+        assert not pending, "a process outlived its kernel"
+        return statuses
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)

@@ -94,6 +94,12 @@ class Launcher:
         """The zygote's pid while it runs."""
         return self._zygote.pid
 
+    @property
+    def embryo_pids(self) -> list[int]:
+        """Children the zygote forked ahead of time for the next agents (reaped by ``close``)."""
+        with self._lock:
+            return self._zygote.embryo_pids
+
     def start(self) -> None:
         """Start the zygote (about 0.1-0.3 s, once)."""
         if self._devnull < 0:

@@ -15,13 +15,17 @@ The zygote is single-threaded by construction, which is what makes the raw
 Wire: one SOCK_SEQPACKET socket. Kernel -> zygote: ``pickle(("spawn", plan))`` with
 descriptors [handshake, stdin, stdout, stderr, *pass_fds]. Zygote -> kernel:
 ``("ok", pid)`` with the child's pidfd, or ``("error", step, errno, message)``.
-At start the zygote sends ``("ready", pid, host_support)``.
+At start the zygote sends ``("ready", pid, host_support)``; whenever it forks an
+embryo (a child waiting ahead of time, see ``_Embryo``) it announces
+``("embryo", pid)`` with its pidfd, so the kernel can reap one that is never used.
 """
 from __future__ import annotations
 
+import array
 import errno
 import gc
 import importlib
+import marshal
 import os
 import pickle
 import signal
@@ -29,7 +33,7 @@ import socket
 import subprocess
 import sys
 import types
-from typing import Any
+from typing import Any, NoReturn
 
 from agentos.sandbox import child
 from agentos.sandbox._syscalls import syscalls
@@ -54,6 +58,9 @@ class Zygote:
         self.support: HostSupport | None = None
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        #: Children forked ahead of time (ours to reap if never used). Pids, not pidfds, so an
+        #: idle kernel holds no descriptor for them: as our children, their pids cannot be reused.
+        self._embryos: set[int] = set()
 
     @property
     def pid(self) -> int | None:
@@ -89,26 +96,64 @@ class Zygote:
         _, _, support = pickle.loads(message)
         self.support = support
 
+    @property
+    def embryo_pids(self) -> list[int]:
+        """Children forked ahead of time and not yet used (they are the caller's children).
+
+        Asks the zygote first, so an embryo it is forking right now is counted too.
+        """
+        if self._sock is not None:
+            try:
+                self._sock.send(pickle.dumps(("ping", None)))
+                self._receive(0)  # ("pong",): every announcement before it is recorded
+            except OSError:
+                pass
+        return list(self._embryos)
+
     def spawn(self, plan: Plan, fds: list[int]) -> tuple[int, int]:
         """Have the zygote fork the child of ``plan``; its (pid, pidfd)."""
         if self._sock is None:
             raise SandboxError("zygote", errno.ESRCH, "zygote is not running")
         try:
             socket.send_fds(self._sock, [pickle.dumps(("spawn", plan))], fds)
-            message, received, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
+            reply, received = self._receive(0)
         except OSError as exc:
             self.close()
             raise SandboxError("zygote", exc.errno or errno.EPIPE, f"zygote connection failed: {exc}") from None
-        if not message:
+        if reply is None:
             self.close()
             raise SandboxError("zygote", errno.EPIPE, "zygote exited")
-        reply = pickle.loads(message)
         if reply[0] == "error":
             raise SandboxError(*reply[1:])
-        return reply[1], received[0]
+        pid = reply[1]
+        self._embryos.discard(pid)  # it became this agent
+        return pid, received[0]
+
+    def _receive(self, flags: int) -> tuple[tuple[Any, ...] | None, list[int]]:
+        """The next reply (None at end of file), recording embryo announcements on the way."""
+        assert self._sock is not None
+        while True:
+            message, received = _recv_fds(self._sock, 1, flags)
+            if not message:
+                return None, []
+            reply = pickle.loads(message)
+            if reply[0] != "embryo":
+                return reply, received
+            self._embryos.add(reply[1])
+            for fd in received:
+                os.close(fd)
+
+    def _drain(self) -> None:
+        """Record embryo announcements already sent (never blocks)."""
+        if self._sock is not None:
+            try:
+                self._receive(socket.MSG_DONTWAIT)
+            except (BlockingIOError, ConnectionError):
+                pass
 
     def close(self) -> None:
-        """Stop the zygote (it exits when its socket closes) and reap it."""
+        """Stop the zygote (it exits when its socket closes), reap it and any unused embryo."""
+        self._drain()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -119,6 +164,31 @@ class Zygote:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+        for pid in self._embryos:
+            try:
+                pidfd = syscalls.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # someone reaped it already
+            try:
+                syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+            finally:
+                os.close(pidfd)
+        self._embryos.clear()
+
+
+def _recv_fds(sock: socket.socket, max_fds: int, flags: int = 0) -> tuple[bytes, list[int]]:
+    """One message and the descriptors it carries (close-on-exec).
+
+    ``socket.recv_fds`` of Python 3.11 ignores its ``flags`` (so no MSG_DONTWAIT).
+    """
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_LEN(max_fds * fds.itemsize),
+                                            flags | socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
 
 
 # --- the zygote process ---
@@ -145,47 +215,124 @@ def main() -> None:
     _serve(sock)
 
 
+class _Embryo:
+    """A child forked ahead of time, waiting inside its new namespaces for the next plan.
+
+    Forking (and making the namespaces, the network one above all) is most of the
+    zygote's work per agent; an embryo has it done before the request arrives, so
+    a request only hands it the plan. The next embryo is forked after the reply,
+    while the previous agent sets itself up.
+    """
+
+    def __init__(self, flags: int, control: socket.socket) -> None:
+        self.flags = flags
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid, self.pidfd = syscalls.clone3(flags | syscalls.CLONE_PARENT)
+        if self.pid == 0:
+            try:
+                # The kernel must see end of file when the zygote dies: hold no copy of its socket.
+                os.close(control.detach())
+                self.channel.close()
+                syscalls.set_pdeathsig(signal.SIGKILL)
+                _develop(theirs)
+            finally:
+                os._exit(child.SETUP_FAILED)
+        theirs.close()
+
+    def hand_over(self, plan: Plan, script: types.CodeType | None, fds: list[int]) -> bool:
+        """Give this embryo its plan; False if it is gone (then fork as usual)."""
+        payload = pickle.dumps((plan, None if script is None else marshal.dumps(script)))
+        try:
+            socket.send_fds(self.channel, [payload], fds)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.channel.close()
+        os.close(self.pidfd)
+
+
+def _develop(channel: socket.socket) -> NoReturn:
+    """The embryo: wait for a plan, then become that agent (end of file: exit quietly)."""
+    message, fds = _recv_fds(channel, _MAX_FDS)
+    if not message:
+        os._exit(0)
+    channel.detach()  # its fd is closed with every other one when the descriptors are arranged
+    plan, script = pickle.loads(message)
+    handshake, *io = fds
+    child.run(plan, io, handshake, None if script is None else marshal.loads(script))
+
+
 def _serve(sock: socket.socket) -> None:
+    embryo: _Embryo | None = None
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
+            message, fds = _recv_fds(sock, _MAX_FDS)
         except InterruptedError:
             continue
         if not message:
-            os._exit(0)  # the kernel closed its end
+            os._exit(0)  # the kernel closed its end (an embryo sees its channel close and exits)
+        plan = None
+        reply: tuple[Any, ...]
         try:
-            _, plan = pickle.loads(message)
-            reply, pidfd = _spawn(sock, plan, fds)
+            kind, plan = pickle.loads(message)
+            if kind == "ping":
+                reply, pidfd, used = ("pong",), None, False
+            else:
+                reply, pidfd, used = _spawn(sock, plan, fds, embryo)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the zygote
-            reply, pidfd = ("error", "zygote", 0, f"{type(exc).__name__}: {exc}"), None
+            reply, pidfd, used = ("error", "zygote", 0, f"{type(exc).__name__}: {exc}"), None, False
         finally:
             for fd in fds:
                 os.close(fd)
         socket.send_fds(sock, [pickle.dumps(reply)], [pidfd] if pidfd is not None else [])
-        if pidfd is not None:
+        if pidfd is not None and not used:
             os.close(pidfd)
+        if used and embryo is not None:
+            embryo.close()
+            embryo = None
+        if embryo is None and plan is not None and plan.sandboxed and plan.clone_flags:
+            embryo = _new_embryo(plan.clone_flags, sock)
 
 
-def _spawn(sock: socket.socket, plan: Plan, fds: list[int]) -> tuple[tuple[Any, ...], int | None]:
+def _new_embryo(flags: int, sock: socket.socket) -> _Embryo | None:
+    """Fork the next embryo and announce it to the kernel, which reaps it if it is never used."""
+    try:
+        embryo = _Embryo(flags, sock)
+    except OSError:
+        return None  # the next request forks as usual
+    socket.send_fds(sock, [pickle.dumps(("embryo", embryo.pid))], [embryo.pidfd])
+    return embryo
+
+
+def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
+           embryo: _Embryo | None) -> tuple[tuple[Any, ...], int | None, bool]:
+    """Start the child of ``plan``: (reply, pidfd to send, whether the embryo became it)."""
     handshake, *io = fds
     script = None
     if plan.python_script is not None:
         try:
             script = _compiled(plan.python_script)
         except (OSError, SyntaxError, ValueError) as exc:
-            return ("error", "compile script", getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}"), None
+            error = ("error", "compile script", getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}")
+            return error, None, False
+    if embryo is not None and embryo.flags == plan.clone_flags and embryo.hand_over(plan, script, fds):
+        return ("ok", embryo.pid), embryo.pidfd, True
     try:
         pid, pidfd = syscalls.clone3(plan.clone_flags | syscalls.CLONE_PARENT)
     except OSError as exc:
-        return ("error", "clone", exc.errno or 0, exc.strerror or str(exc)), None
+        return ("error", "clone", exc.errno or 0, exc.strerror or str(exc)), None, False
     if pid == 0:
         try:
-            # The socket object must not close a number the agent reuses when collected.
+            # Socket objects must not close numbers the agent reuses when collected.
             sock.detach()
+            if embryo is not None:
+                embryo.channel.detach()
             child.run(plan, io, handshake, script)
         finally:
             os._exit(child.SETUP_FAILED)  # a child must never fall back into the zygote's loop
-    return ("ok", pid), pidfd
+    return ("ok", pid), pidfd, False
 
 
 #: script path -> (mtime_ns, size, code): agents started again and again compile once.
