@@ -6,11 +6,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import ujson
 
 from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
                       error_from_payload)
 from ..protocol import Flag
+from ..protocol.payload import decode_json
 
 REPLY = int(Flag.REPLY)
 ERROR = int(Flag.ERROR)
@@ -62,20 +62,6 @@ class RequestIds:
                 return self._next
 
 
-def encode_payload(obj: Any) -> bytes:
-    if obj is None:
-        return b""
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj)
-    return ujson.dumps(obj, ensure_ascii=False, reject_bytes=True).encode()
-
-
-def decode_json(payload: bytes | memoryview) -> Any:
-    if not len(payload):
-        return None
-    return ujson.loads(bytes(payload))
-
-
 def raise_error(payload: bytes | memoryview) -> None:
     """Raise the typed exception an ERROR frame carries."""
     try:
@@ -91,3 +77,15 @@ def connection_error(exc: BaseException | None) -> SyscallError | ConnectionClos
     if isinstance(exc, (SyscallError, ConnectionClosed)):
         return exc
     return ConnectionClosed(f"connection to the kernel closed{f': {exc}' if exc else ''}")
+
+
+def stream_item(frame: Any) -> tuple[bool, Any]:
+    """One frame of a streamed reply: ``(is_last, value)``; an ERROR frame raises.
+
+    The END frame's payload (or a plain REPLY's) is the last value; an empty one is
+    ``None`` and is not yielded.
+    """
+    if frame.flags & ERROR:
+        raise_error(frame.payload)
+    last = bool(frame.flags & END or not frame.flags & STREAM)
+    return last, decode_json(frame.payload)

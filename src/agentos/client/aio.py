@@ -12,8 +12,8 @@ from . import messaging as _messaging
 from . import processes as _processes
 from . import state as _state
 from . import think as _think
-from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
-                      decode_json, encode_payload, raise_error)
+from ..protocol.payload import decode_json, encode_payload
+from ._common import ERROR, RequestIds, connect_socket, connection_error, raise_error, stream_item
 
 
 class _Protocol(asyncio.Protocol):
@@ -148,13 +148,11 @@ class AsyncClient:
                 frame = await queue.get()
                 if isinstance(frame, BaseException):
                     raise frame
-                if frame.flags & ERROR:
-                    raise_error(frame.payload)
-                if frame.flags & END or not frame.flags & STREAM:
-                    if len(frame.payload):
-                        yield decode_json(frame.payload)
+                last, value = stream_item(frame)
+                if not last or value is not None:
+                    yield value
+                if last:
                     return
-                yield decode_json(frame.payload)
         finally:
             self._waiters.pop(rid, None)
 

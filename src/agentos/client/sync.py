@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -13,8 +12,8 @@ from . import messaging as _messaging
 from . import processes as _processes
 from . import state as _state
 from . import think as _think
-from ._common import (END, ERROR, STREAM, RequestIds, connect_socket, connection_error,
-                      decode_json, encode_payload, raise_error)
+from ..protocol.payload import decode_json, encode_payload
+from ._common import ERROR, RequestIds, connect_socket, connection_error, raise_error, stream_item
 
 _RECV_SIZE = 256 * 1024
 
@@ -125,14 +124,11 @@ class Client:
         rid = self._send(op, encode_payload(args))
         try:
             while True:
-                frame = self._next_frame(rid)
-                if frame.flags & ERROR:
-                    raise_error(frame.payload)
-                if frame.flags & END or not frame.flags & STREAM:
-                    if len(frame.payload):
-                        yield decode_json(frame.payload)
+                last, value = stream_item(self._next_frame(rid))
+                if not last or value is not None:
+                    yield value
+                if last:
                     return
-                yield decode_json(frame.payload)
         finally:
             del self._queues[rid]
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import ujson
 
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
 from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError
 from ..protocol import Flag, Op
+from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
 from .config import KernelConfig
 from .events import EventBus
@@ -41,15 +41,6 @@ Observer = Callable[[Call, str, float], None]
 
 class KernelAlreadyRunning(RuntimeError):
     """Another live kernel serves the socket path."""
-
-
-def encode_result(result: Any) -> bytes:
-    """A handler's result as a reply payload: bytes raw, None empty, the rest JSON."""
-    if result is None:
-        return b""
-    if isinstance(result, (bytes, bytearray, memoryview)):
-        return bytes(result)
-    return ujson.dumps(result, ensure_ascii=False, reject_bytes=True).encode()
 
 
 def build_services(kernel: Kernel) -> list[Service]:
@@ -135,7 +126,7 @@ class Kernel:
             name = Op(opcode).name if opcode in Op._value2member_map_ else f"0x{opcode:02x}"
             err = NotImplementedSyscall(f"syscall {name} (opcode 0x{opcode:02x}) is not "
                                         "implemented by this kernel", opcode=opcode)
-            conn.send(opcode, _ERROR_REPLY, request_id, encode_result(err.to_payload()))
+            conn.send(opcode, _ERROR_REPLY, request_id, encode_payload(err.to_payload()))
             return
         call = Call(self, conn, opcode, request_id, payload)
         task = self.loop.create_task(self._run(call, handler))
@@ -168,10 +159,10 @@ class Kernel:
             for guard in self._guards:
                 guard(call)
             result = await handler(call)
-            payload = encode_result(result)
+            payload = encode_payload(result)
         except SyscallError as exc:
             outcome = exc.code.value
-            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_result(exc.to_payload()))
+            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(exc.to_payload()))
         except (asyncio.CancelledError, ConnectionClosed):
             outcome = "cancelled"
         except Exception as exc:
@@ -179,7 +170,7 @@ class Kernel:
             log.exception("syscall %s failed", _op_name(call.op))
             err = InternalError(f"{_op_name(call.op)} failed inside the kernel: "
                                 f"{type(exc).__name__}: {exc}")
-            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_result(err.to_payload()))
+            conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(err.to_payload()))
         else:
             conn.send(call.op, _STREAM_END if call.streamed else _REPLY, call.request_id, payload)
         for observer in self._observers:
@@ -192,7 +183,7 @@ class Kernel:
         conn = call.conn
         if conn.closed:
             raise ConnectionClosed("client disconnected")
-        conn.send(call.op, _STREAM_CHUNK, call.request_id, encode_result(chunk))
+        conn.send(call.op, _STREAM_CHUNK, call.request_id, encode_payload(chunk))
         if conn.write_buffered > self.config.write_high_water:
             # The client is not reading: wait for it instead of buffering without bound.
             waiter = self._drain_waiters.get(conn)

@@ -18,7 +18,6 @@ that has ``max_inflight`` syscalls running, is not read until it drains.
 from __future__ import annotations
 
 import errno
-import os
 import select as _select
 import selectors
 import socket
