@@ -8,12 +8,14 @@ as ``SandboxError`` with the child's step and errno, after the child is reaped).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import queue
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -105,8 +107,7 @@ class Launcher:
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         if not self._new_root:
-            # Private (0700, unpredictable name): each agent mounts its root on it, in its own namespace.
-            self._new_root = tempfile.mkdtemp(prefix="agentos-root-")
+            self._new_root = _mount_point()
         if self._owner is None:
             self._owner = _Owner()
             self._owner.start()
@@ -121,9 +122,6 @@ class Launcher:
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
-        if self._new_root:
-            os.rmdir(self._new_root)
-            self._new_root = ""
 
     def __enter__(self) -> Self:
         self.start()
@@ -184,6 +182,26 @@ class Launcher:
             sock.send(child.GO)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the child already gave up: its error record is still ours to read
+
+
+def _mount_point() -> str:
+    """The directory agents mount their new root on: one per uid, shared, never removed.
+
+    Each agent mounts a tmpfs on it inside its own mount namespace, so on the host
+    it stays an empty directory (like /tmp/.X11-unix) and nothing accumulates even
+    when a kernel is killed. Its parent is private to this uid, so no one else can
+    swap it for a symlink.
+    """
+    parent = os.path.join(tempfile.gettempdir(), f"agentos-{os.geteuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(parent, 0o700)
+    info = os.lstat(parent)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise SandboxError("start", errno.EPERM, f"{parent} is not a directory private to uid {os.geteuid()}")
+    root = os.path.join(parent, "root")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o755)
+    return root
 
 
 def _receive(sock: socket.socket) -> bytes:
