@@ -553,6 +553,7 @@ cdef class Reactor:
         cdef double deadline = 0
         cdef Connection conn
         cdef list ready
+        cdef bint single
         self._flush_dirty()
         if timeout is None:
             ms = -1
@@ -561,8 +562,11 @@ cdef class Reactor:
             ms = <int>(max(0.0, timeout) * 1000.0 + 0.999)
             deadline = _now() + ms / 1000.0
         ready = []
+        # Asked once per call: within it only callbacks run Python, and any callback makes
+        # this call return before the next wait, so no thread can appear in between.
+        single = _only_thread()
         while True:
-            if _only_thread():
+            if single:
                 # Nobody else could take the GIL: skip the release/re-take (~400 instructions).
                 n = epoll_wait(self.epfd, self.events, MAX_EVENTS, ms)
             else:
