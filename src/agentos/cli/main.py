@@ -10,9 +10,7 @@ from ..errors import AgentOSError
 #: Subcommand modules under agentos.cli.commands, in help order.
 COMMANDS = [
     "kernel",
-    "fake_gemini",
     "validate",
-    "audit",
     "up",
     "down",
     "ps",
@@ -22,6 +20,8 @@ COMMANDS = [
     "think",
     "top",
     "doctor",
+    "audit",
+    "fake_gemini",
 ]
 
 
