@@ -47,6 +47,8 @@ __all__ = ["DEFAULT_PRELOAD", "Zygote", "main"]
 DEFAULT_PRELOAD = ("agentos", "json", "asyncio", "socket", "selectors", "ujson")
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 253  # SCM_MAX_FD
+#: How long close() waits for a busy zygote to finish announcing its embryo.
+_SYNC_TIMEOUT = 10.0
 
 
 class Zygote:
@@ -98,17 +100,23 @@ class Zygote:
 
     @property
     def embryo_pids(self) -> list[int]:
-        """Children forked ahead of time and not yet used (they are the caller's children).
-
-        Asks the zygote first, so an embryo it is forking right now is counted too.
-        """
-        if self._sock is not None:
-            try:
-                self._sock.send(pickle.dumps(("ping", None)))
-                self._receive(0)  # ("pong",): every announcement before it is recorded
-            except OSError:
-                pass
+        """Children forked ahead of time and not yet used (they are the caller's children)."""
+        self._sync()
         return list(self._embryos)
+
+    def _sync(self) -> None:
+        """Wait until the zygote is idle: an embryo it is forking right now gets recorded too."""
+        if self._sock is None:
+            return
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(_SYNC_TIMEOUT)
+        try:
+            self._sock.send(pickle.dumps(("ping", None)))
+            self._receive()  # ("pong",): every announcement sent before it is recorded
+        except OSError:
+            pass  # a zygote that is gone or stuck announces nothing more
+        finally:
+            self._sock.settimeout(timeout)
 
     def spawn(self, plan: Plan, fds: list[int]) -> tuple[int, int]:
         """Have the zygote fork the child of ``plan``; its (pid, pidfd)."""
@@ -116,7 +124,7 @@ class Zygote:
             raise SandboxError("zygote", errno.ESRCH, "zygote is not running")
         try:
             socket.send_fds(self._sock, [pickle.dumps(("spawn", plan))], fds)
-            reply, received = self._receive(0)
+            reply, received = self._receive()
         except OSError as exc:
             self.close()
             raise SandboxError("zygote", exc.errno or errno.EPIPE, f"zygote connection failed: {exc}") from None
@@ -129,11 +137,11 @@ class Zygote:
         self._embryos.discard(pid)  # it became this agent
         return pid, received[0]
 
-    def _receive(self, flags: int) -> tuple[tuple[Any, ...] | None, list[int]]:
+    def _receive(self) -> tuple[tuple[Any, ...] | None, list[int]]:
         """The next reply (None at end of file), recording embryo announcements on the way."""
         assert self._sock is not None
         while True:
-            message, received = _recv_fds(self._sock, 1, flags)
+            message, received = _recv_fds(self._sock, 1)
             if not message:
                 return None, []
             reply = pickle.loads(message)
@@ -143,17 +151,9 @@ class Zygote:
             for fd in received:
                 os.close(fd)
 
-    def _drain(self) -> None:
-        """Record embryo announcements already sent (never blocks)."""
-        if self._sock is not None:
-            try:
-                self._receive(socket.MSG_DONTWAIT)
-            except (BlockingIOError, ConnectionError):
-                pass
-
     def close(self) -> None:
         """Stop the zygote (it exits when its socket closes), reap it and any unused embryo."""
-        self._drain()
+        self._sync()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -177,14 +177,12 @@ class Zygote:
         self._embryos.clear()
 
 
-def _recv_fds(sock: socket.socket, max_fds: int, flags: int = 0) -> tuple[bytes, list[int]]:
-    """One message and the descriptors it carries (close-on-exec).
-
-    ``socket.recv_fds`` of Python 3.11 ignores its ``flags`` (so no MSG_DONTWAIT).
-    """
+def _recv_fds(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    """One message and the descriptors it carries, close-on-exec (``socket.recv_fds`` of
+    Python 3.11 cannot ask for that: it ignores its flags)."""
     fds = array.array("i")
     message, ancillary, _, _ = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_LEN(max_fds * fds.itemsize),
-                                            flags | socket.MSG_CMSG_CLOEXEC)
+                                            socket.MSG_CMSG_CLOEXEC)
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
@@ -286,7 +284,10 @@ def _serve(sock: socket.socket) -> None:
         finally:
             for fd in fds:
                 os.close(fd)
-        socket.send_fds(sock, [pickle.dumps(reply)], [pidfd] if pidfd is not None else [])
+        try:
+            socket.send_fds(sock, [pickle.dumps(reply)], [pidfd] if pidfd is not None else [])
+        except OSError:
+            os._exit(0)  # the kernel is gone (its children, embryos included, die with it)
         if pidfd is not None and not used:
             os.close(pidfd)
         if used and embryo is not None:
@@ -302,7 +303,10 @@ def _new_embryo(flags: int, sock: socket.socket) -> _Embryo | None:
         embryo = _Embryo(flags, sock)
     except OSError:
         return None  # the next request forks as usual
-    socket.send_fds(sock, [pickle.dumps(("embryo", embryo.pid))], [embryo.pidfd])
+    try:
+        socket.send_fds(sock, [pickle.dumps(("embryo", embryo.pid))], [embryo.pidfd])
+    except OSError:
+        os._exit(0)  # the kernel is gone
     return embryo
 
 
