@@ -2,6 +2,7 @@
 degraded and reported so; agent trees still die with the agent."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -49,5 +50,11 @@ def test_allow_degraded_runs_and_reports(bare_kernel) -> None:  # type: ignore[n
     main_pid, grandchild = (int(p) for p in client.logs(id=info["id"]).split()[1:3])
     end = client.kill(id=info["id"])  # the configured 1 s grace, then SIGKILL to the group
     assert end["status"] == "killed"
-    assert not pid_alive(main_pid) and not pid_alive(grandchild)
+    assert not pid_alive(main_pid)
+    # The group's SIGKILL is delivered asynchronously to the orphaned grandchild: wait for it
+    # (the bound only ends a broken run).
+    deadline = time.monotonic() + 20
+    while pid_alive(grandchild):
+        assert time.monotonic() < deadline, f"grandchild {grandchild} survived its agent"
+        time.sleep(0.01)
     assert end["usage"]["memory_peak"] is None  # nothing measured it
