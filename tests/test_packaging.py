@@ -1,0 +1,26 @@
+"""The installed wheel ships compiled modules with their stubs and py.typed, and no sources."""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+
+
+def _installed_files() -> list[str]:
+    dist = metadata.distribution("agentos")
+    direct = dist.read_text("direct_url.json")
+    if direct and json.loads(direct).get("dir_info", {}).get("editable"):
+        pytest.skip("editable install: the wheel's contents are checked on a regular install (CI)")
+    return [str(f) for f in dist.files or []]
+
+
+def test_wheel_has_stubs_and_no_sources() -> None:
+    files = _installed_files()
+    assert not [f for f in files if f.endswith((".pyx", ".pxd", ".pxi", ".c", ".h"))]
+    assert "agentos/py.typed" in files
+    compiled = [f for f in files if f.startswith("agentos/_fast/") and f.endswith(".so")]
+    assert {f.split("/")[-1].split(".")[0] for f in compiled} >= {"codec", "reactor", "syscalls"}
+    for so in compiled:
+        stub = so.split(".")[0] + ".pyi"
+        assert stub in files, f"{so} ships without {stub}"
