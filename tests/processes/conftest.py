@@ -52,11 +52,7 @@ def shared_kernel(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     try:
         yield k
     finally:
-        status = k.stop()
-    log = k.log()
-    assert status == 0, f"kernel exited with {status}:\n{log}"
-    assert not k.socket_path.exists(), "kernel left its socket file behind"
-    assert "Traceback" not in log, f"kernel logged a traceback:\n{log}"
+        k.stop_checked()
 
 
 def pid_alive(pid: int) -> bool:

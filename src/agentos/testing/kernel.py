@@ -96,6 +96,14 @@ class KernelProcess:
                 raise RuntimeError(f"kernel ignored SIGTERM for {timeout}s:\n{self.log()}") from None
         return self.proc.returncode
 
+    def stop_checked(self, allow_tracebacks: bool = False) -> None:
+        """Stop, then assert a clean end: exit 0, socket removed, no traceback logged."""
+        status = self.stop()
+        log = self.log()
+        assert status == 0, f"kernel exited with {status}:\n{log}"
+        assert not self.socket_path.exists(), "kernel left its socket file behind"
+        assert allow_tracebacks or "Traceback" not in log, f"kernel logged a traceback:\n{log}"
+
     def kill(self) -> None:
         """SIGKILL the kernel (a crash), leaving whatever it leaves."""
         if self.proc is not None and self.proc.poll() is None:
