@@ -5,7 +5,7 @@ property tests in tests/test_codec.py hold them to it).
 """
 from __future__ import annotations
 
-from ..errors import BadFrame, BadMagic, FrameTooLarge, UnsupportedVersion
+from ..errors import BadFrame, BadMagic, FrameTooLarge, ProtocolError, UnsupportedVersion
 from .constants import DEFAULT_MAX_PAYLOAD, HEADER, HEADER_SIZE, KNOWN_FLAGS, MAGIC, VERSION
 
 _pack_into = HEADER.pack_into
@@ -80,7 +80,7 @@ class FrameDecoder:
         self._parts: list[bytes] = []
         self._size = 0
         self._need = HEADER_SIZE
-        self._error: Exception | None = None
+        self._error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -127,7 +127,8 @@ class FrameDecoder:
 
 
 def header_error(magic: int, version: int, flags: int, reserved: int, length: int,
-                  max_payload: int) -> Exception | None:
+                 max_payload: int) -> ProtocolError | None:
+    """The error a bad header gets, or None for a good one (both twins use these words)."""
     if magic != MAGIC:
         return BadMagic(f"bad magic 0x{magic:04x} (expected 0x{MAGIC:04x}, b'AO')")
     if version != VERSION:
