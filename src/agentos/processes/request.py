@@ -162,7 +162,7 @@ def _llm(raw: Any) -> dict[str, Any] | None:
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, _LLM_FIELDS[key]):
             raise InvalidArgument(f"llm.{key} has the wrong type: {value!r}")
-        if key in ("tokens", "calls_per_minute") and value < 1:
+        if key in ("tokens", "calls_per_minute") and isinstance(value, int) and value < 1:
             raise InvalidArgument(f"llm.{key} must be at least 1, got {value}")
     return dict(raw)
 
