@@ -16,8 +16,8 @@ from typing import Any
 
 import ujson
 
-from ..errors import AlreadyExists, Busy, InvalidArgument, TooLarge
-from ..state.database import Database
+from ..errors import AlreadyExists, Busy
+from ..state.database import Database, encode_bounded
 from ..units import parse_bytes
 
 SCHEMA = """
@@ -82,15 +82,7 @@ class Mailboxes:
 
     def encode(self, body: Any) -> str:
         """The stored form of ``body``; raises TooLarge/InvalidArgument before any I/O."""
-        try:
-            text = ujson.dumps(body, ensure_ascii=False)
-        except (TypeError, OverflowError) as exc:
-            raise InvalidArgument(f"message body is not JSON-serialisable: {exc}") from None
-        size = len(text.encode())
-        if size > self.limits.max_message_bytes:
-            raise TooLarge(f"message of {size} bytes is over the {self.limits.max_message_bytes}"
-                           "-byte limit", size=size, limit=self.limits.max_message_bytes)
-        return text
+        return encode_bounded(body, self.limits.max_message_bytes, "message")
 
     async def send(self, address: str, sender: str, body: Any) -> Message:
         """Append to ``address``'s mailbox; Busy if it is full."""

@@ -21,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import Unavailable
+import ujson
+
+
+from ..errors import InvalidArgument, TooLarge, Unavailable
 
 log = logging.getLogger("agentos.state.database")
 
@@ -203,3 +206,15 @@ class _Pending:
 def _settle_all(items: list[_Pending]) -> None:
     for item in items:
         item.settle()
+
+
+def encode_bounded(value: Any, limit: int, what: str) -> str:
+    """``value`` as the JSON text to store; InvalidArgument or TooLarge before any I/O."""
+    try:
+        text = ujson.dumps(value, ensure_ascii=False)
+    except (TypeError, OverflowError) as exc:
+        raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from None
+    size = len(text.encode())
+    if size > limit:
+        raise TooLarge(f"{what} of {size} bytes is over the {limit}-byte limit", size=size, limit=limit)
+    return text

@@ -17,7 +17,7 @@ import ujson
 
 from ..errors import InvalidArgument, TooLarge
 from ..units import parse_bytes
-from .database import Database
+from .database import Database, encode_bounded
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -160,15 +160,7 @@ class KVStore:
                            limit=self.limits.max_key_bytes)
 
     def _encode(self, value: Any) -> str:
-        try:
-            text = ujson.dumps(value, ensure_ascii=False)
-        except (TypeError, OverflowError) as exc:
-            raise InvalidArgument(f"value is not JSON-serialisable: {exc}") from None
-        size = len(text.encode())
-        if size > self.limits.max_value_bytes:
-            raise TooLarge(f"value of {size} bytes is over the {self.limits.max_value_bytes}-byte "
-                           "limit", size=size, limit=self.limits.max_value_bytes)
-        return text
+        return encode_bounded(value, self.limits.max_value_bytes, "value")
 
     def _expiry(self, ttl: Any) -> float | None:
         if ttl is None:
