@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import ujson
 
-
 from ..errors import InvalidArgument, TooLarge, Unavailable
 
 log = logging.getLogger("agentos.state.database")
