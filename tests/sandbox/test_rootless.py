@@ -9,55 +9,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentos.sandbox import mounts
-from agentos.sandbox._syscalls import syscalls
 from tests.sandbox.conftest import agent, require_root
+from tests.unprivileged import DEV_SITE, become
 
 NOBODY = 65534
-#: sitecustomize that keeps a dev (editable) install from rebuilding as an unprivileged uid.
-DEV_SITE = str(Path(agent("rootless_kernel")).parent / "dev_site")
-
-
-def _blocked_ancestors(paths: list[str]) -> dict[str, set[str]]:
-    """Directories that an unprivileged uid cannot traverse on the way to ``paths``, with
-    the entries below them that it needs (e.g. /root (0700) -> {.pyenv})."""
-    blocked: dict[str, set[str]] = {}
-    for path in paths:
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            parent = "/" + "/".join(parts[:depth])
-            if not os.stat(parent).st_mode & 0o001:
-                blocked.setdefault(parent, set()).add(parts[depth])
-                break
-    return blocked
-
-
-def _become_unprivileged_kernel(argv: list[str]) -> None:
-    """In the forked child: make this interpreter and the test agents reachable for nobody,
-    drop to nobody, exec.
-
-    Only this child's private mount namespace changes: a 0700 directory on the way
-    (pyenv or a checkout under /root) is replaced by a world-traversable tmpfs holding
-    binds of just the entries needed. The kernel itself then runs with no privilege.
-    """
-    syscalls.unshare(syscalls.CLONE_NEWNS)
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    needed = [*mounts.python_paths(), str(Path(agent("rootless_kernel")).parent)]
-    for directory, entries in _blocked_ancestors(needed).items():
-        keep = {entry: os.open(f"{directory}/{entry}", os.O_PATH) for entry in entries}
-        syscalls.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
-        for entry, fd in keep.items():
-            os.mkdir(f"{directory}/{entry}")
-            syscalls.mount(f"/proc/self/fd/{fd}", f"{directory}/{entry}", None, syscalls.MS_BIND | syscalls.MS_REC)
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
-    os.execve(argv[0], argv, {"PATH": "/usr/bin:/bin", "HOME": "/", "PYTHONPATH": DEV_SITE})
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +30,8 @@ def rootless_view() -> Iterator[dict[str, Any]]:
     config = json.dumps({"workdir": workdir, "tcp": ["127.0.0.1", server.getsockname()[1]]})
     argv = [sys.executable, agent("rootless_kernel"), config]
     try:
-        child = subprocess.run(argv, check=False, preexec_fn=lambda: _become_unprivileged_kernel(argv),
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/", "PYTHONPATH": DEV_SITE}
+        child = subprocess.run(argv, check=False, preexec_fn=lambda: become(NOBODY, NOBODY, argv, env, [argv[1]]),
                                capture_output=True, text=True, timeout=120)
         if child.returncode != 0 and "user namespace" in child.stderr:
             pytest.skip(f"needs unprivileged user namespaces: {child.stderr[-500:]}")
