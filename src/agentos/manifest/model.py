@@ -99,6 +99,8 @@ class AgentSpec:
     restart: Restart = dataclasses.field(default_factory=Restart)
     llm: AgentLLM = dataclasses.field(default_factory=AgentLLM)
     permissions: tuple[str, ...] = _default(schema.AGENT, "permissions")
+    #: Canonical allow entries; None inherits the spawner's list (the kernel's, under ``agentos up``).
+    egress: tuple[str, ...] | None = _default(schema.AGENT, "egress")
     depends_on: tuple[str, ...] = _default(schema.AGENT, "depends_on")
     readiness: Readiness | None = None
 
@@ -132,6 +134,8 @@ class AgentSpec:
         request["limits"] = {key: getattr(self.limits, key) for key in _CGROUP_LIMITS
                              if getattr(self.limits, key) is not None}
         request["capabilities"] = list(self.permissions)
+        if self.egress is not None:
+            request["egress"] = list(self.egress)
         request["restart"] = dataclasses.asdict(self.restart)
         # Only when asked for: a kernel that cannot honour them refuses the SPAWN rather than ignore them.
         if self.sandbox.hostname is not None:

@@ -49,6 +49,7 @@ class Type(enum.Enum):
     CHOICE = "one of"
     CHOICES = "list, each one of"
     NAMES = "list of agent names"
+    HOSTS = "list of egress entries"
     SECTION = "mapping"
     AGENTS = "mapping of names to agents"
     SETTINGS = "mapping, passed through"
@@ -167,6 +168,11 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
     Field("llm", Type.SECTION, AGENT_LLM.doc, section=AGENT_LLM),
     Field("permissions", Type.CHOICES, "Capabilities: which families of syscalls the agent may use "
           "(see Permissions below).", DEFAULT_CAPABILITIES, choices=CAPABILITIES),
+    Field("egress", Type.HOSTS, "Where the agent may fetch through the kernel's HTTP syscall (with the `http` "
+          "permission): `example.com`, `example.com:8443`, `*.example.com`, an IP address or a CIDR block. "
+          "Each must be within the kernel's `egress.allow`. A name that resolves to a loopback, private or "
+          "link-local address is refused unless that address is listed too (docs/egress.md).", None,
+          default_doc="the kernel's `egress.allow`"),
     Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
     Field("readiness", Type.SECTION, READINESS.doc, section=READINESS, default_doc="ready once spawned"),
 ), refused={"name": "the agent's name is its key under agents:, e.g. 'agents: {worker: {script: ...}}'"})

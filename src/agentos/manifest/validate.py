@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import units
+from ..egress.allowlist import ENTRY_FORMS, parse_entry
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
@@ -173,7 +174,7 @@ class _Validator:
             return _FINISH[f.section.path](self, inner, where)
         if f.type is Type.AGENTS:
             return self.agents(node, where)
-        if f.type in (Type.PATHS, Type.STRINGS, Type.CHOICES, Type.NAMES):
+        if f.type in (Type.PATHS, Type.STRINGS, Type.CHOICES, Type.NAMES, Type.HOSTS):
             items = self.items(node, where)
             parsed.item_marks[f.key] = [item.mark for item in items]
             return self.list_value(f, items, where)
@@ -341,6 +342,8 @@ class _Validator:
                     value = self.choice(f, item, item_where)
                 elif f.type is Type.NAMES:
                     value = self.scalar(item, item_where, (str,), "an agent name", "worker")
+                elif f.type is Type.HOSTS:
+                    value = self.egress_entry(item, item_where)
                 else:
                     value = self.word(item, item_where)
             except _Invalid:
@@ -350,6 +353,13 @@ class _Validator:
                 continue
             values.append(value)
         return tuple(values)
+
+    def egress_entry(self, node: Node, where: str) -> str:
+        text = self.scalar(node, where, (str,), "a host", "example.com")
+        try:
+            return parse_entry(text).text
+        except ValueError as exc:
+            raise self.invalid(node.mark, f"{where}: {exc}", f"write {ENTRY_FORMS}") from None
 
     # --- agents -------------------------------------------------------------------------
 
@@ -391,6 +401,11 @@ class _Validator:
         elif not has_script and not has_command:
             self.error(key_mark, f"{where}: neither script nor command is set",
                        "add 'script: path/to/agent.py' or 'command: [program, arg]'")
+        # None: permissions were written but invalid, and already reported.
+        held = values.get("permissions", None if parsed.given("permissions") else schema.DEFAULT_CAPABILITIES)
+        if parsed.given("egress") and held is not None and not {"http", "admin"} & set(held):
+            self.conflict(parsed, "egress", where, "has no effect without the 'http' permission",
+                          "add http to permissions, or remove egress")
         return AgentSpec(name=name, **values)
 
     def check_dependencies(self, specs: list[AgentSpec], parsed: dict[str, _Parsed], where: str) -> None:
