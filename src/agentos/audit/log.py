@@ -16,6 +16,9 @@ from typing import Any
 
 import ujson
 
+from ..state.private import open_private, private_dir
+
+_APPEND = os.O_WRONLY | os.O_APPEND
 Record = dict[str, Any]
 Follower = Callable[[Record], None]
 
@@ -31,8 +34,8 @@ class AuditLog:
         self._followers: list[Follower] = []
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        private_dir(self.path.parent)
+        self._fd = open_private(self.path, _APPEND)
 
     def close(self) -> None:
         if self._fd is None:
@@ -46,7 +49,7 @@ class AuditLog:
         line = ujson.dumps(entry, ensure_ascii=False).encode() + b"\n"
         if self._fd is None:
             # A syscall finishing while the kernel shuts down, after close(): still logged.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_private(self.path, _APPEND)
             try:
                 _write_all(fd, line)
             finally:

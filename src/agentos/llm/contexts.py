@@ -22,6 +22,7 @@ from urllib.parse import quote
 import ujson
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..state.private import private_dir
 from .config import ContextPolicy
 from .types import Content
 
@@ -173,7 +174,7 @@ def trim(contents: list[Content], policy: ContextPolicy) -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -13,6 +13,8 @@ import errno
 import os
 from pathlib import Path
 
+from ..state.private import private_opener
+
 _READ_SIZE = 64 * 1024
 
 
@@ -30,7 +32,8 @@ class LogCapture:
         self.rotated_start: int | None = None
         self.closed = False
         self._fd = -1
-        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - open for the agent's life
+        # Opened for the agent's life; 0600: an agent's output is nobody else's to read.
+        self._file = open(path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._eof = asyncio.Event()
@@ -77,7 +80,7 @@ class LogCapture:
         os.replace(self.path, self.rotated)
         self.rotated_start = self.file_start
         self.file_start = self.size
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._file = open(self.path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
 
     def _stop_reading(self) -> None:
         if self._fd >= 0:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import ujson
 
 from ..errors import InvalidArgument, TooLarge, Unavailable
+from .private import prepare_sqlite
 
 log = logging.getLogger("agentos.state.database")
 
@@ -59,7 +60,7 @@ class Database:
         """Create the file and schema and start the thread; raises if SQLite cannot open it."""
         if self._thread is not None:
             raise RuntimeError(f"{self.path} is already open")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite(self.path)
         self._thread = threading.Thread(target=self._run, name=f"sqlite:{self.path.name}",
                                         daemon=True)
         self._thread.start()
@@ -211,9 +212,27 @@ def encode_bounded(value: Any, limit: int, what: str) -> str:
     """``value`` as the JSON text to store; InvalidArgument or TooLarge before any I/O."""
     try:
         text = ujson.dumps(value, ensure_ascii=False)
-    except (TypeError, OverflowError) as exc:
+        size = len(text.encode())
+    except (TypeError, OverflowError, UnicodeEncodeError) as exc:
         raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from None
-    size = len(text.encode())
     if size > limit:
         raise TooLarge(f"{what} of {size} bytes is over the {limit}-byte limit", size=size, limit=limit)
     return text
+
+
+def check_text(value: Any, what: str, max_bytes: int) -> str:
+    """``value`` as a non-empty string SQLite can store (UTF-8, so no lone surrogate) of at
+    most ``max_bytes``; InvalidArgument naming ``what`` otherwise."""
+    if isinstance(value, str) and value:
+        try:
+            if len(value.encode()) <= max_bytes:
+                return value
+        except UnicodeEncodeError:
+            pass
+    raise InvalidArgument(f"{what} must be a non-empty UTF-8 string of at most {max_bytes} bytes, "
+                          f"got {_preview(value)}", field=what)
+
+
+def _preview(value: Any) -> str:
+    text = ascii(value)
+    return text if len(text) <= 80 else text[:77] + "..."
