@@ -104,9 +104,10 @@ def test_a_writable_file_is_writable_and_its_directory_is_not(launcher: Launcher
     log = shared / "agent.log"
     log.write_text("")
     result = run_agent(launcher, tmp_path, writable_paths=[str(log)], argv=[
-        "sh", "-c", f"echo written >> {log} && touch {shared}/other"])
+        "sh", "-c", f"echo written >> {log} && (touch {shared}/other; true)"])
     assert result.returncode == 0 and log.read_text() == "written\n"
-    # The file's directory is not bound: "other" lands in the agent's private /tmp, not here.
+    # The file's directory is not bound: it is a mount point in the agent's private /tmp
+    # (root's, so the agent cannot even create "other" there), never the host's.
     assert not (shared / "other").exists()
 
 

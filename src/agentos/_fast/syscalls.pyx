@@ -24,6 +24,12 @@ cdef extern from "<unistd.h>" nogil:
     long syscall(long number, ...)
     int c_sethostname "sethostname"(const char *name, size_t len)
     int close(int fd)
+    int setresuid(unsigned int ruid, unsigned int euid, unsigned int suid)
+    int setresgid(unsigned int rgid, unsigned int egid, unsigned int sgid)
+
+
+cdef extern from "<grp.h>" nogil:
+    int setgroups(size_t size, const unsigned int *list)
 
 
 cdef extern from "<signal.h>" nogil:
@@ -134,6 +140,8 @@ cdef extern from "includes/sandbox_compat.h" nogil:
     enum:
         __NR_pidfd_send_signal
         __NR_pidfd_open
+        __NR_open_tree
+        __NR_move_mount
         __NR_clone3
         __NR_close_range
         __NR_mount_setattr
@@ -224,6 +232,7 @@ MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
 
 SECCOMP_RET_KILL_PROCESS = C_SECCOMP_RET_KILL_PROCESS
 SECCOMP_RET_ERRNO = C_SECCOMP_RET_ERRNO
@@ -385,21 +394,36 @@ def set_dumpable(bint on):
         raise _error(errno, "prctl(PR_SET_DUMPABLE)")
 
 
-def drop_capabilities():
+def drop_capabilities(bint bounding=True, long uid=-1, long gid=-1):
     """Empty the bounding, ambient, effective, permitted and inheritable capability sets.
 
     After this even uid 0 holds no capability, and (with no_new_privs) execve
-    cannot give any back.
+    cannot give any back. With ``uid``/``gid`` (>= 0) the process first becomes
+    that user, with no supplementary groups, and stays dumpable so that its own
+    ``/proc/self`` files remain its own. ``bounding=False`` leaves the bounding
+    set alone, for a caller without CAP_SETPCAP (it holds no capability anyway).
     """
     cdef int cap = 0
     cdef ao_cap_header header
     cdef ao_cap_data data[2]
-    while prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0:
-        if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise _error(errno, f"prctl(PR_CAPBSET_DROP, {cap})")
-        cap += 1
+    if bounding:
+        while prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0:
+            if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise _error(errno, f"prctl(PR_CAPBSET_DROP, {cap})")
+            cap += 1
     if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
         raise _error(errno, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    if gid >= 0:
+        if setgroups(0, NULL) != 0:
+            raise _error(errno, "setgroups([])")
+        if setresgid(<unsigned int>gid, <unsigned int>gid, <unsigned int>gid) != 0:
+            raise _error(errno, f"setresgid({gid})")
+    if uid >= 0:
+        if setresuid(<unsigned int>uid, <unsigned int>uid, <unsigned int>uid) != 0:
+            raise _error(errno, f"setresuid({uid})")
+        # Changing uid made the process non-dumpable: its /proc files would belong to root.
+        if prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+            raise _error(errno, "prctl(PR_SET_DUMPABLE)")
     header.version = AO_CAPABILITY_VERSION_3
     header.pid = 0
     memset(data, 0, sizeof(data))
@@ -625,6 +649,7 @@ cdef enum:
     _SYMLINK = 4
     _SETATTR = 5
     _PIVOT = 6
+    _IDMAP = 7
     _OPTIONAL = 1
     _RECURSIVE = 2
     _HEADER = 18  # opcode u8, flags u8, n1 u64, n2 u64 (little endian), then 5 strings
@@ -637,6 +662,7 @@ VIEW_MOUNT = _MOUNT
 VIEW_SYMLINK = _SYMLINK
 VIEW_SETATTR = _SETATTR
 VIEW_PIVOT = _PIVOT
+VIEW_IDMAP = _IDMAP
 #: Flags of a view instruction.
 VIEW_OPTIONAL = _OPTIONAL  # a missing path skips the instruction (a /proc file this kernel lacks)
 VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree
@@ -704,6 +730,38 @@ cdef int _setattr(const char *path, uint64_t set_, uint64_t clear, bint recursiv
                         &attr, sizeof(attr))
 
 
+cdef extern from "<fcntl.h>" nogil:
+    enum:
+        AT_EMPTY_PATH
+
+cdef enum:
+    _OPEN_TREE_CLONE = 1
+    _OPEN_TREE_CLOEXEC = 0o2000000
+    _MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+    _MOUNT_ATTR_IDMAP = 0x00100000
+
+
+cdef int _idmap_bind(const char *source, const char *target, int userns) nogil:
+    """Bind ``source`` (and its submounts) on ``target``, idmapped through the user namespace ``userns``.
+
+    The copy is made detached (open_tree), idmapped while nobody can see it, then attached.
+    """
+    cdef ao_mount_attr attr
+    cdef int tree = <int>syscall(__NR_open_tree, AT_FDCWD, source,
+                                 _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    if tree < 0:
+        return -1
+    memset(&attr, 0, sizeof(attr))
+    attr.attr_set = _MOUNT_ATTR_IDMAP
+    attr.userns_fd = <uint64_t>userns
+    if (syscall(__NR_mount_setattr, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0
+            or syscall(__NR_move_mount, tree, b"", AT_FDCWD, target, _MOVE_MOUNT_F_EMPTY_PATH) != 0):
+        close(tree)  # succeeds, so errno still says why the step failed
+        return -1
+    close(tree)
+    return 0
+
+
 cdef int _pivot(const char *root) nogil:
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching it
     # takes the whole host tree out of this mount namespace.
@@ -721,8 +779,10 @@ cdef char *_string(char **cursor, char *end, bint *null) noexcept nogil:
     return NULL if null[0] else s
 
 
-def run_view(bytearray program):
-    """Run a view program (mkdirs, mount, symlink, mount_setattr, pivot) in C.
+def run_view(bytearray program, tuple userns_fds=()):
+    """Run a view program (mkdirs, mount, symlink, mount_setattr, idmapped bind, pivot) in C.
+
+    An idmapped bind names its user namespace by index into ``userns_fds``.
 
     No Python object is touched between instructions, so a freshly forked child
     does not copy interpreter pages just to build its mounts. The first failing
@@ -742,6 +802,7 @@ def run_view(bytearray program):
     cdef bint null
     cdef int r
     cdef int err
+    cdef int userns
     while p < end:
         op = <unsigned char>p[0]
         flags = <unsigned char>p[1]
@@ -753,6 +814,7 @@ def run_view(bytearray program):
         b = _string(&p, end, &null)
         c = _string(&p, end, &null)
         d = _string(&p, end, &null)
+        userns = userns_fds[n1] if op == _IDMAP and n1 < <uint64_t>len(userns_fds) else -1
         with nogil:
             if op == _MKDIRS:
                 r = _mkdirs(a)
@@ -768,6 +830,8 @@ def run_view(bytearray program):
                 r = _setattr(a, n1, n2, flags & _RECURSIVE)
             elif op == _PIVOT:
                 r = _pivot(a)
+            elif op == _IDMAP:
+                r = _idmap_bind(a, b, userns) if userns >= 0 else -2
             else:
                 r = -2  # unknown opcode
             # errno now, before re-taking the GIL
@@ -775,5 +839,5 @@ def run_view(bytearray program):
         if r != 0:
             if flags & _OPTIONAL and err == ENOENT:
                 continue
-            where = b if op == _MOUNT or op == _SYMLINK else a
+            where = b if op == _MOUNT or op == _SYMLINK or op == _IDMAP else a
             raise StepError(err, step.decode(), _os.fsdecode(<bytes>where) if where != NULL else "")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..sandbox import Launched, Launcher, SandboxSpec
+from ..sandbox.spec import DEFAULT_AGENT_UID
 from .request import SpawnRequest
 
 #: The fd number an agent finds its kernel connection on (``AGENTOS_FD``).
@@ -28,8 +29,13 @@ def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PA
 
 def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, output_fd: int,
                   kernel_fd: int, before_exec: Callable[[int], None],
-                  passed_env: tuple[str, ...] = PASSED_ENV) -> Launched:
+                  passed_env: tuple[str, ...] = PASSED_ENV, masked_paths: Sequence[str] = (),
+                  tmp_size: int | None = None, agent_uid: int = DEFAULT_AGENT_UID) -> Launched:
     """Launch the agent with ``output_fd`` as stdout and stderr and ``kernel_fd`` as fd 3.
+
+    ``masked_paths`` are hidden from the agent whatever it binds (a bind at or inside
+    one is refused), ``tmp_size`` bounds its private /tmp, ``agent_uid`` is the uid a
+    root kernel's sandboxed agent runs as.
 
     Blocks for the sandbox handshake (milliseconds; longer on a loaded host), so
     the service calls it from a worker thread. Raises ``SandboxError`` when the
@@ -51,6 +57,9 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         writable_paths=request.writable_paths,
         readonly_paths=request.readonly_paths,
         allow_degraded=request.allow_degraded,
+        tmp_size=tmp_size,
+        masked_paths=list(masked_paths),
+        agent_uid=agent_uid,
         before_exec=before_exec,
     )
     return launcher.launch(spec)

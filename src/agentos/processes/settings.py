@@ -5,10 +5,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..sandbox.spec import DEFAULT_AGENT_UID
 from ..units import parse_bytes, parse_duration
 from .launcher import PASSED_ENV
 
-_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env")
+_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid")
+_MAX_UID = 0xFFFFFFFE
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class ProcessSettings:
     cgroups: str = "auto"
     #: Kernel environment variables agents inherit (the rest, API keys included, stays out).
     pass_env: tuple[str, ...] = PASSED_ENV
+    #: The host uid and gid sandboxed agents of a root kernel run as (never 0); a kernel
+    #: that is not root runs them as its own uid. See docs/sandbox.md.
+    agent_uid: int = DEFAULT_AGENT_UID
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ProcessSettings:
@@ -43,11 +48,15 @@ class ProcessSettings:
         extra = section.get("pass_env", [])
         if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
             raise ValueError("processes.pass_env must be a list of variable names")
+        agent_uid = section.get("agent_uid", defaults.agent_uid)
+        if isinstance(agent_uid, bool) or not isinstance(agent_uid, int) or not 0 < agent_uid <= _MAX_UID:
+            raise ValueError(f"processes.agent_uid must be a uid in 1..{_MAX_UID} (agents never run as root), "
+                             f"got {agent_uid!r}")
         return cls(
             log_max_bytes=parse_bytes(section.get("log_max_bytes", defaults.log_max_bytes),
                                       "processes.log_max_bytes"),
             kill_grace=parse_duration(section.get("kill_grace", defaults.kill_grace), "processes.kill_grace"),
             stop_grace=parse_duration(section.get("stop_grace", defaults.stop_grace), "processes.stop_grace"),
             keep_ended=keep, cgroups=cgroups,
-            pass_env=tuple(dict.fromkeys((*PASSED_ENV, *extra))),
+            pass_env=tuple(dict.fromkeys((*PASSED_ENV, *extra))), agent_uid=agent_uid,
         )

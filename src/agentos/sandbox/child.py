@@ -14,6 +14,7 @@ import builtins
 import fcntl
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -35,10 +36,12 @@ ERROR = b"E"
 SETUP_FAILED = 127
 
 
-def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | None = None) -> NoReturn:
+def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | None = None,
+        idmaps: list[int] | None = None) -> NoReturn:
     """Set up the sandbox described by ``plan`` and become the agent; never returns.
 
     ``script`` is ``plan.python_script`` already compiled (by the zygote, which caches it).
+    ``idmaps`` are the user namespaces of ``plan.idmaps``, in order (closed once the view is built).
     """
     child = _Child(handshake)
     step = child.step
@@ -47,9 +50,11 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     # Dies with its parent (the kernel), so nothing survives a kernel crash.
     step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
-    child.fd = step("descriptors", _arrange_fds, fds, plan.fd_targets, handshake)
+    child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, *(idmaps or ())])
     if plan.view:
-        step("mounts", syscalls.run_view, bytearray(plan.view))
+        step("mounts", syscalls.run_view, bytearray(plan.view), tuple(idmaps))
+    for fd in idmaps:
+        os.close(fd)
     if plan.hostname:
         step("hostname", namespaces.set_hostname, plan.hostname)
     if plan.loopback:
@@ -57,9 +62,14 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("wait for parent", child.ready_and_wait)
     if plan.cgroup_namespace:
         step("cgroup namespace", namespaces.enter_cgroup_namespace)
+    if plan.sandboxed:
+        uid, gid = plan.run_as or (-1, -1)
+        step("capabilities", syscalls.drop_capabilities, plan.drop_bounding, uid, gid)
+        if plan.run_as:
+            step("pdeathsig", child.rearm_pdeathsig)
+    # As the agent's own user: a directory it cannot enter is an error now, not at its first open.
     step("cwd", os.chdir, plan.cwd)
     if plan.sandboxed:
-        step("capabilities", syscalls.drop_capabilities)
         step("no_new_privs", syscalls.set_no_new_privs)
         if plan.landlock_abi:
             step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
@@ -93,6 +103,15 @@ class _Child:
         finally:
             os._exit(SETUP_FAILED)
 
+    def rearm_pdeathsig(self) -> None:
+        """Changing uid cleared the parent-death signal: set it again, and leave if the parent
+        died in between (it holds the handshake socket's other end until the agent starts)."""
+        syscalls.set_pdeathsig(signal.SIGKILL)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLRDHUP)
+        if poller.poll(0):
+            os._exit(SETUP_FAILED)
+
     def ready_and_wait(self) -> None:
         os.write(self.fd, READY)
         if os.read(self.fd, 1) != GO:
@@ -100,24 +119,24 @@ class _Child:
             os._exit(SETUP_FAILED)
 
 
-def _arrange_fds(fds: list[int], targets: list[int], handshake: int) -> int:
+def _arrange_fds(fds: list[int], targets: list[int], private: list[int]) -> list[int]:
     """Put each handed-over fd at its target number and close every other fd.
 
-    Returns the handshake socket's new (close-on-exec) number.
+    Returns the new (close-on-exec) numbers of the ``private`` fds (the handshake socket, ...).
     """
     floor = max(targets) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
-    handshake = fcntl.fcntl(handshake, fcntl.F_DUPFD_CLOEXEC, floor)
+    private = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in private]
     for fd, target in zip(moved, targets):
         os.dup2(fd, target)  # the copy at ``target`` is inheritable
-    keep = sorted({*targets, handshake})
+    keep = sorted({*targets, *private})
     start = 0
     for fd in keep:
         if fd > start:
             syscalls.close_range(start, fd - 1)
         start = fd + 1
     syscalls.close_range(start)
-    return handshake
+    return private
 
 
 def _exec(plan: Plan) -> None:

@@ -18,7 +18,7 @@ import socket
 import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Self
 
@@ -76,9 +76,12 @@ class Launcher:
     If the zygote dies, the next ``launch`` starts a new one.
     """
 
-    def __init__(self, *, preload: tuple[str, ...] = DEFAULT_PRELOAD, setup_timeout: float = 30.0) -> None:
+    def __init__(self, *, preload: tuple[str, ...] = DEFAULT_PRELOAD, setup_timeout: float = 30.0,
+                 env: Mapping[str, str] | None = None) -> None:
+        """``env`` is the zygote's whole environment (default: the base variables of
+        ``zygote.BASE_ENV``); every agent descends from it. Agents get their spec's."""
         self.setup_timeout = setup_timeout
-        self._zygote = Zygote(preload)
+        self._zygote = Zygote(preload, env=env)
         self._owner: _Owner | None = None
         self._lock = threading.Lock()
         self._devnull = -1
@@ -171,7 +174,7 @@ class Launcher:
             raise SandboxError("handshake", errno.ETIMEDOUT,
                                f"child {launched.pid} not ready after {self.setup_timeout} s") from None
         if message.startswith(child.ERROR):
-            raise SandboxError(*json.loads(message[1:]))
+            raise _explained(SandboxError(*json.loads(message[1:])), launched.isolation)
         if message:
             raise SandboxError("handshake", errno.EPROTO, f"unexpected message {message[:16]!r}")
 
@@ -202,6 +205,19 @@ def _mount_point() -> str:
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o755)
     return root
+
+
+def _explained(error: SandboxError, isolation: dict[str, object]) -> SandboxError:
+    """What to do about a failure whose cause is not obvious from the step alone."""
+    if error.step.startswith("idmap ") and error.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+        path = error.step.removeprefix("idmap ")
+        return SandboxError(error.step, error.errno, (
+            f"{error.message}: agents of a root kernel run as uid {isolation['uid']}, and {path} is "
+            "bound into the view idmapped (its owner shown as the agent), which its file system does "
+            "not support; put it on a file system that does (ext4, xfs, btrfs, tmpfs, overlayfs...), "
+            "make it usable by others (read-only paths: world-readable), or run the kernel as an "
+            "ordinary user (rootless), whose agents run as that user"))
+    return error
 
 
 def _receive(sock: socket.socket) -> bytes:

@@ -2,25 +2,38 @@
 
 Planning (in the caller) turns a spec into ``MountOp``s: the host's system dirs and
 this Python installation read-only, a private ``/proc``, a minimal ``/dev``, a
-private ``/tmp``, the work dir and any extra binds. ``view_program`` turns them
-into primitive steps (mkdir, mount, symlink, mount_setattr, pivot_root) that the
-child runs in C inside its new mount namespace: a tmpfs root, each op bound
-into it, the whole tree read-only except the writable ops, then the pivot, so
-nothing of the host is reachable except the binds. A failing op aborts with its
-destination as the step, unless optional.
+private ``/tmp``, the work dir and any extra binds, then the masks. ``view_program``
+turns them into primitive steps (mkdir, mount, idmapped bind, symlink,
+mount_setattr, pivot_root) that the child runs in C inside its new mount
+namespace: a tmpfs root, each op bound into it, the whole tree read-only except
+the writable ops, then the pivot, so nothing of the host is reachable except the
+binds. A failing op aborts with its destination as the step, unless optional.
+
+Masks hide host paths that a bind would otherwise show: a directory becomes an
+empty read-only tmpfs, a file a bind of /dev/null. They are mounted after every
+bind that could show them, so binding a parent (even ``/``) never reveals them.
+Explicit masks (the kernel's socket and state) hide everything beneath them;
+the default masks (``/root``, other users' homes, ``/etc/shadow``-class files)
+hide what a bind of a parent would show, while a bind *inside* them (this
+Python installation under ``/root/.pyenv``, a script directory under
+``/home/alice``) is mounted on top of the mask.
 """
 from __future__ import annotations
 
 import functools
+import glob
 import os
+import pwd
 import stat
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["SYSTEM_DIRS", "MountOp", "default_system_ops", "plan_mounts", "python_paths", "view_program"]
+__all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops",
+           "plan_mounts", "python_paths", "view_program"]
 
 #: Host directories every agent sees read-only (those missing on this host are skipped).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -35,10 +48,19 @@ _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 
 _MOUNT_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV
 
+#: Host files and directories no agent sees, whatever it binds (besides other users' homes).
+DEFAULT_MASKS = ("/root", "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                 "/etc/security/opasswd", "/etc/ssl/private", "/etc/sudoers", "/etc/sudoers.d")
+#: SSH host private keys (the ``.pub`` halves stay visible).
+_SSH_HOST_KEYS = "/etc/ssh/ssh_host_*_key"
+#: A mask directory only ever holds the mount points of binds inside it.
+_MASK_TMPFS = "mode=0755,size=4k"
+
 
 @dataclass(frozen=True)
 class MountOp:
-    """One step of the view. ``kind``: bind, tmpfs, proc, dev or symlink (``source`` is its target)."""
+    """One step of the view. ``kind``: bind, tmpfs, proc, dev, symlink (``source`` is its target)
+    or mask (``source`` "dir" or "file")."""
 
     kind: str
     dest: str
@@ -48,6 +70,19 @@ class MountOp:
     optional: bool = False
     #: tmpfs mount options (mode, size).
     options: str | None = None
+    #: A bind seen through the idmapping ``View.idmaps[idmap]`` (-1: as it is on the host).
+    idmap: int = -1
+
+
+@dataclass(frozen=True)
+class View:
+    """The planned view: its ops in order, the idmappings its binds need, what is masked."""
+
+    ops: tuple[MountOp, ...]
+    #: (uid, gid) owners of idmapped binds; each is shown to the agent as its own ids.
+    idmaps: tuple[tuple[int, int], ...] = ()
+    #: Paths inside the view that are masked.
+    masked: tuple[str, ...] = ()
 
 
 def python_paths() -> list[str]:
@@ -73,31 +108,122 @@ def default_system_ops() -> tuple[MountOp, ...]:
 
 
 def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], writable_paths: list[str],
-                workdir: str | None, tmp_size: int | None) -> list[MountOp]:
-    """The ordered mount ops of one agent's view; parents always come before children."""
+                workdir: str | None, tmp_size: int | None, masked_paths: Iterable[str] = (),
+                agent_ids: tuple[int, int] | None = None) -> View:
+    """The ordered mount ops of one agent's view; parents always come before children.
+
+    ``agent_ids``: the (uid, gid) the agent runs as when that is not the caller's own
+    (a root kernel): a bind the agent could not use as that user is idmapped, its
+    owner shown as the agent (every writable one, and read-only ones closed to others).
+    """
     if system_paths is None:
         system = list(default_system_ops())
     else:
-        system = _without_covered([_as_symlink(MountOp("bind", p, p)) for p in system_paths])
+        system = _without_covered([_as_symlink(MountOp("bind", p, os.path.realpath(p))) for p in system_paths])
     tmp_options = "mode=1777" + (f",size={tmp_size}" if tmp_size else "")
-    user = [MountOp("bind", p, p) for p in readonly_paths]
-    user += [MountOp("bind", p, p, readonly=False) for p in writable_paths]
+    owners: list[tuple[int, int]] = []
+    user = [_user_bind(p, True, agent_ids, owners) for p in readonly_paths]
+    user += [_user_bind(p, False, agent_ids, owners) for p in writable_paths]
     if workdir is not None:
-        user.append(MountOp("bind", workdir, workdir, readonly=False))
+        user.append(_user_bind(workdir, False, agent_ids, owners))
     # One op per destination, the later winning: work dir over writable over read-only
     # over the private /tmp over the system view.
     merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", readonly=False, options=tmp_options), *user]}
-    # Parents first: a bind inside /tmp or inside /usr must land on top of it.
-    ops = sorted(merged.values(), key=lambda op: op.dest.rstrip("/").count("/"))
-    return [MountOp("proc", "/proc"), MountOp("dev", "/dev")] + ops
+    binds = [op for op in merged.values() if op.kind == "bind"]
+    for op in [op for op in merged.values() if op.kind == "symlink"]:
+        if any(_inside(op.dest, b.dest) for b in binds):
+            del merged[op.dest]  # a bind of its parent shows the host's own link there
+    hidden = _masks(default_masks(binds), binds)
+    forced = _masks([os.path.abspath(p) for p in masked_paths], binds)
+    # A bind inside a default mask goes on top of it; nothing goes on top of an explicit one.
+    inside = [op for op in merged.values() if any(_inside(op.dest, m.dest) and op.dest != m.dest for m in hidden)]
+    under = [op for op in merged.values() if op not in inside]
+    ops = [MountOp("proc", "/proc"), MountOp("dev", "/dev"), *_by_depth(under), *_by_depth(hidden),
+           *_by_depth(inside), *_by_depth(forced)]
+    return View(tuple(ops), tuple(owners), tuple(sorted(op.dest for op in [*hidden, *forced])))
+
+
+def default_masks(binds: list[MountOp]) -> list[str]:
+    """The default masks that ``binds`` would show (other users' homes only when /home is)."""
+    masks = [*DEFAULT_MASKS, *_ssh_host_keys()]
+    if _shown("/home", binds):
+        mine = _own_home()
+        try:
+            masks += [p for p in (os.path.join("/home", e) for e in os.listdir("/home")) if p != mine]
+        except OSError:
+            pass  # no /home: nothing to hide
+    return masks
+
+
+@functools.lru_cache(maxsize=1)
+def _ssh_host_keys() -> tuple[str, ...]:
+    return tuple(glob.glob(_SSH_HOST_KEYS))
+
+
+@functools.lru_cache(maxsize=1)
+def _own_home() -> str | None:
+    """The caller's own home: a rootless kernel's agents run as its user, and may see it if bound."""
+    if os.geteuid() == 0:
+        return None
+    try:
+        return os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        return None
+
+
+def _user_bind(path: str, readonly: bool, agent_ids: tuple[int, int] | None,
+               owners: list[tuple[int, int]]) -> MountOp:
+    """A bind the caller asked for, idmapped when the agent's uid could not use it as it is."""
+    idmap = -1
+    if agent_ids is not None:
+        info = os.stat(path)
+        # Others need r-x on a directory, r on a file, to read it; writing always needs owning it.
+        needed = (0o005 if stat.S_ISDIR(info.st_mode) else 0o004) if readonly else 0
+        if info.st_uid != agent_ids[0] and (not readonly or info.st_mode & needed != needed):
+            owner = (info.st_uid, info.st_gid)
+            if owner not in owners:
+                owners.append(owner)
+            idmap = owners.index(owner)
+    # Resolved now: the masks are found by comparing resolved host paths.
+    return MountOp("bind", path, os.path.realpath(path), readonly=readonly, idmap=idmap)
+
+
+def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:
+    """Mask ops for each of ``paths`` wherever one of ``binds`` shows it (a path no bind shows
+    is not in the view: nothing to hide)."""
+    found: dict[str, MountOp] = {}
+    for path in paths:
+        try:
+            directory = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError:
+            continue  # missing (or unreachable even for us): nothing to show
+        real = os.path.realpath(path)
+        for where in _shown(real, binds):
+            found[where] = MountOp("mask", where, "dir" if directory else "file", optional=True,
+                                   options=_MASK_TMPFS if directory else None)
+    # A mask inside another mask is already hidden.
+    return [op for op in found.values() if not any(_inside(op.dest, d) and op.dest != d for d in found)]
+
+
+def _shown(real: str, binds: list[MountOp]) -> list[str]:
+    """Where in the view the host path ``real`` (resolved) appears through ``binds``."""
+    places = []
+    for op in binds:
+        assert op.source is not None
+        if _inside(real, op.source):
+            places.append(op.dest.rstrip("/") + real[len(op.source.rstrip("/")):] or "/")
+    return places
+
+
+def _by_depth(ops: list[MountOp]) -> list[MountOp]:
+    return sorted(ops, key=lambda op: op.dest.rstrip("/").count("/"))
 
 
 def _as_symlink(op: MountOp) -> MountOp:
     """Reproduce a symlinked system dir (merged /usr: /bin -> usr/bin) as the same symlink."""
-    assert op.source is not None
     try:
-        if stat.S_ISLNK(os.lstat(op.source).st_mode):
-            return MountOp("symlink", op.dest, os.readlink(op.source))
+        if stat.S_ISLNK(os.lstat(op.dest).st_mode):
+            return MountOp("symlink", op.dest, os.readlink(op.dest))
     except FileNotFoundError:
         pass
     return op
@@ -116,7 +242,8 @@ def _without_covered(ops: list[MountOp]) -> list[MountOp]:
 
 
 def _inside(path: str, parent: str) -> bool:
-    return parent == "/" or path.startswith(parent.rstrip("/") + "/")
+    """Whether ``path`` is ``parent`` or beneath it."""
+    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
 # --- the view program: the ops as primitive steps, run by the child in C ---
@@ -165,8 +292,10 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
         _PLAN[op.kind](p, op, root)
     p.setattr("read-only view", root, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID
               | syscalls.MOUNT_ATTR_NODEV, recursive=True)
+    masked = {op.dest for op in ops if op.kind == "mask"}
     for op in ops:
-        if op.kind in ("bind", "tmpfs") and not op.readonly:
+        # A mask on a writable bind's own path is what the path shows: it stays read-only.
+        if op.kind in ("bind", "tmpfs") and not op.readonly and op.dest not in masked:
             p.setattr("read-only view", root + op.dest, 0, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
     for op in ops:
         if op.kind == "dev":
@@ -185,7 +314,20 @@ def _bind(p: _Program, op: MountOp, root: str) -> None:
             return
         directory = True  # the mount below reports the missing source
     p.add(step, syscalls.VIEW_MKDIRS if directory else syscalls.VIEW_MKFILE, target)
-    p.mount(step, op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    if op.idmap >= 0:
+        p.add(f"idmap {op.dest}", syscalls.VIEW_IDMAP, op.source, target, n1=op.idmap)
+    else:
+        p.mount(step, op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+
+
+def _mask(p: _Program, op: MountOp, root: str) -> None:
+    # Mounted on what the binds show (never created: the binds are still writable here);
+    # gone since planning means nothing left to hide.
+    step, target = f"mask {op.dest}", root + op.dest
+    if op.source == "dir":
+        p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | syscalls.MS_NOEXEC, op.options, optional=True)
+    else:
+        p.mount(step, "/dev/null", target, None, syscalls.MS_BIND, optional=True)
 
 
 def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
@@ -226,4 +368,5 @@ def _dev(p: _Program, op: MountOp, root: str) -> None:
     p.setattr(step, target, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-_PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev_mountpoint}
+_PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev_mountpoint,
+         "mask": _mask}

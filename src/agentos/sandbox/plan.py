@@ -24,6 +24,14 @@ __all__ = ["Plan", "make_plan"]
 _SANDBOX_NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup")
 #: Hostname of an agent whose spec names none (never the host's own name).
 _DEFAULT_HOSTNAME = "agent"
+#: What to do when a kernel that is not root finds no user namespace to isolate its agents in.
+_NO_USERNS_ADVICE = (
+    "; a kernel that is not root isolates agents in a user namespace: allow unprivileged user "
+    "namespaces (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1 where it "
+    "exists, kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for the kernel "
+    "on Ubuntu >= 23.10; `agentos doctor` shows which), or run the kernel as root. With "
+    "allow_degraded the agent runs without any namespace, with only no_new_privs, Landlock and "
+    "seccomp around it: it sees the host's files, processes and network")
 
 
 @dataclass
@@ -39,8 +47,12 @@ class Plan:
     clone_flags: int = 0
     #: (uid, gid) outside, mapped to themselves inside a new user namespace.
     user_map: tuple[int, int] | None = None
+    #: (uid, gid) to become once the sandbox is built (a root launcher's agents); None: stay.
+    run_as: tuple[int, int] | None = None
     #: The file-system view as a program for ``syscalls.run_view`` (empty: no mount namespace).
     view: bytes = b""
+    #: Owners (uid, gid) of the view's idmapped binds, shown to the agent as ``run_as``.
+    idmaps: tuple[tuple[int, int], ...] = ()
     hostname: str | None = None
     loopback: bool = False
     cgroup_namespace: bool = False
@@ -49,6 +61,8 @@ class Plan:
     landlock_abi: int = 0
     writable: list[str] = field(default_factory=list)
     seccomp_program: bytes | None = None
+    #: Empty the bounding set too (needs CAP_SETPCAP: root, or inside a user namespace).
+    drop_bounding: bool = True
 
 
 def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tuple[Plan, dict[str, Any]]:
@@ -62,16 +76,17 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
                 fd_targets=[0, 1, 2, *spec.pass_fds.values()], sandboxed=spec.sandboxed)
     report: dict[str, Any] = {"sandboxed": spec.sandboxed, "namespaces": [], "rootless": False,
                               "network": "host", "seccomp": False, "landlock_abi": 0,
-                              "no_new_privs": False, "capabilities": "inherited", "degraded": []}
+                              "no_new_privs": False, "capabilities": "inherited", "degraded": [],
+                              "uid": os.geteuid(), "masked": []}
     if not spec.sandboxed:
         return plan, report
     degraded: list[str] = report["degraded"]
 
-    def unavailable(feature: str, why: str) -> bool:
+    def unavailable(feature: str, why: str, advice: str = "") -> bool:
         """Refuse, or (allow_degraded) record why ``feature`` is left out; True if left out."""
         if not spec.allow_degraded:
-            raise SandboxError("plan", errno.ENOTSUP, f"{feature} is not available here: {why} "
-                               "(set allow_degraded to run without it)")
+            raise SandboxError("plan", errno.ENOTSUP, f"{feature} is not available here: {why}"
+                               f"{advice} (or set allow_degraded to run without it)")
         degraded.append(f"{feature}: {why}")
         return True
 
@@ -79,11 +94,13 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
     wanted = [n for n in _SANDBOX_NAMESPACES if n != "net" or not spec.network]
     if use_user:
         wanted.insert(0, "user")
+        if not support.namespaces.get("user"):
+            unavailable("user namespace", support.notes.get("user", "refused"), _NO_USERNS_ADVICE)
+            # Without a user namespace an unprivileged process can create no other one.
+            degraded += [f"{n} namespace: needs a user namespace" for n in wanted[1:]]
+            wanted = []
     names = [n for n in wanted
              if support.namespaces.get(n) or not unavailable(f"{n} namespace", support.notes.get(n, "refused"))]
-    if "user" in wanted and "user" not in names:
-        # Without a user namespace an unprivileged process can create no other one.
-        names = []
     if "mount" in names and not support.mount_setattr:
         unavailable("mount namespace", "mount_setattr(2) is missing (Linux >= 5.12 needed)")
         names.remove("mount")
@@ -92,6 +109,14 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
     if "user" in names:
         plan.user_map = (os.geteuid(), os.getegid())
         report["rootless"] = os.geteuid() != 0
+    elif os.geteuid() == 0:
+        # Root's uid would own root's files: the agent becomes an unprivileged user instead.
+        plan.run_as = (spec.agent_uid, spec.agent_uid)
+        report["uid"] = spec.agent_uid
+    else:
+        # No user namespace and no privilege: no capability to drop but the bounding set's,
+        # which no_new_privs already keeps exec from ever using.
+        plan.drop_bounding = False
     if "mount" in names:
         readonly = list(spec.readonly_paths)
         if spec.python_script:
@@ -99,16 +124,19 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
             readonly.append(os.path.dirname(os.path.abspath(spec.python_script)))
         if not os.path.isdir(new_root):
             raise SandboxError("plan", errno.ENOENT, f"no directory to build the new root on: {new_root!r}")
-        ops = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
-                          writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size)
-        plan.view = view_program(tuple(ops), new_root)
+        view = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
+                           writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size,
+                           masked_paths=spec.masked_paths, agent_ids=plan.run_as)
+        plan.view = view_program(view.ops, new_root)
+        plan.idmaps = view.idmaps
+        report["masked"] = list(view.masked)
     if "uts" in names:
         plan.hostname = spec.hostname or _DEFAULT_HOSTNAME
     plan.loopback = "net" in names
     report["network"] = "loopback" if "net" in names else "host"
     plan.cgroup_namespace = "cgroup" in names
     report["no_new_privs"] = True
-    report["capabilities"] = "none"
+    report["capabilities"] = "none" if plan.drop_bounding else "none held (bounding set kept)"
     if spec.landlock and (support.landlock_abi or not unavailable("landlock", support.notes.get("landlock", ""))):
         plan.landlock_abi = support.landlock_abi
         plan.writable = _writable(spec, with_mount_ns="mount" in names)

@@ -15,12 +15,17 @@ from typing import Any
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["Launched", "SandboxError", "SandboxSpec"]
+__all__ = ["DEFAULT_AGENT_UID", "Launched", "SandboxError", "SandboxSpec"]
 
 #: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
 _HOSTNAME_MAX = 64
-#: Descriptors cross to the zygote in one message (SCM_MAX_FD is 253, with 4 of ours).
-_MAX_PASS_FDS = 240
+#: Descriptors cross to the zygote in one message (SCM_MAX_FD is 253, with 4 of ours
+#: and the idmappings of the binds).
+_MAX_PASS_FDS = 200
+#: The uid and gid agents of a root launcher run as unless told otherwise: owned by no
+#: account, no file and no other service (nobody, 65534, is shared with NFS and daemons).
+DEFAULT_AGENT_UID = 65533
+_MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "unchanged" to the kernel
 
 
 class SandboxError(AgentOSError):
@@ -77,6 +82,11 @@ class SandboxSpec:
     system_paths: list[str] | None = None
     #: Size limit of the private /tmp in bytes (None: the tmpfs default, half of RAM).
     tmp_size: int | None = None
+    #: Host paths hidden in the view, whatever binds show them (a bind at or inside one is refused).
+    masked_paths: list[str] = field(default_factory=list)
+    #: The host uid (and gid) a root launcher's agents run as; never 0. A launcher that is not
+    #: root runs its agents as its own uid, whatever this says.
+    agent_uid: int = DEFAULT_AGENT_UID
     seccomp: bool = True
     landlock: bool = True
     #: Run with whatever isolation this host supports instead of refusing.
@@ -128,8 +138,35 @@ class SandboxSpec:
             _absolute(self.cwd, "cwd")
         if self.tmp_size is not None and (not isinstance(self.tmp_size, int) or self.tmp_size <= 0):
             _bad("tmp_size must be a positive number of bytes")
+        if isinstance(self.agent_uid, bool) or not isinstance(self.agent_uid, int) \
+                or not 0 < self.agent_uid <= _MAX_ID:
+            _bad(f"agent_uid must be a uid in 1..{_MAX_ID} (agents never run as root)")
+        if self.sandboxed:
+            self._check_masks()
         if self.before_exec is not None and not callable(self.before_exec):
             _bad("before_exec must be callable")
+
+
+    def _check_masks(self) -> None:
+        """Refuse a bind that would show a masked path itself (a bind of a parent is masked)."""
+        masks = []
+        for path in self.masked_paths:
+            _absolute(path, "masked_paths")
+            masks.append(os.path.realpath(path))
+        if not masks:
+            return
+        binds = [("readonly_paths", p) for p in self.readonly_paths]
+        binds += [("writable_paths", p) for p in self.writable_paths]
+        if self.workdir is not None:
+            binds.append(("workdir", self.workdir))
+        if self.python_script is not None:
+            binds.append(("python_script", os.path.dirname(os.path.abspath(self.python_script))))
+        for name, path in binds:
+            real = os.path.realpath(path)
+            for mask in masks:
+                if real == mask or real.startswith(mask.rstrip("/") + "/"):
+                    raise SandboxError("spec", errno_.EPERM, f"{name}: {path} is inside the masked path {mask}, "
+                                       "which no agent may see")
 
 
 @dataclass

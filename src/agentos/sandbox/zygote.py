@@ -18,6 +18,11 @@ descriptors [handshake, stdin, stdout, stderr, *pass_fds]. Zygote -> kernel:
 At start the zygote sends ``("ready", pid, host_support)``; whenever it forks an
 embryo (a child waiting ahead of time, see ``_Embryo``) it announces
 ``("embryo", pid)`` with its pidfd, so the kernel can reap one that is never used.
+
+Every agent descends from the zygote, and a forked agent keeps the environment
+block its zygote was started with (``/proc/self/environ`` shows it whatever
+``os.environ`` says): so the zygote is started with the agent base environment
+only (``BASE_ENV``), never the kernel's, which holds API keys.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import socket
 import subprocess
 import sys
 import types
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from agentos.sandbox import child
@@ -41,22 +47,35 @@ from agentos.sandbox.plan import Plan
 from agentos.sandbox.probe import HostSupport, probe
 from agentos.sandbox.spec import SandboxError
 
-__all__ = ["DEFAULT_PRELOAD", "Zygote", "main"]
+__all__ = ["BASE_ENV", "DEFAULT_PRELOAD", "Zygote", "base_env", "main"]
 
 #: Modules the zygote imports before forking: what agents almost always import.
 DEFAULT_PRELOAD = ("agentos", "json", "asyncio", "socket", "selectors", "ujson")
+#: The only variables of the caller's environment the zygote starts with: what finds
+#: and runs this Python installation, locale and time zone. Nothing secret.
+BASE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONHOME", "AGENTOS_NO_EXTENSIONS")
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 253  # SCM_MAX_FD
 #: How long close() waits for a busy zygote to finish announcing its embryo.
 _SYNC_TIMEOUT = 10.0
 
 
+def base_env(names: tuple[str, ...] = BASE_ENV) -> dict[str, str]:
+    """The zygote's environment: ``names`` taken from this process's, PATH always set."""
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
 class Zygote:
     """The kernel's handle on one zygote process."""
 
-    def __init__(self, preload: tuple[str, ...] = DEFAULT_PRELOAD, start_timeout: float = 60.0) -> None:
+    def __init__(self, preload: tuple[str, ...] = DEFAULT_PRELOAD, start_timeout: float = 60.0,
+                 env: Mapping[str, str] | None = None) -> None:
         self.preload = preload
         self.start_timeout = start_timeout
+        #: The zygote's whole environment (None: ``base_env()`` when it starts).
+        self.env = env
         self.support: HostSupport | None = None
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -82,7 +101,8 @@ class Zygote:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", "from agentos.sandbox.zygote import main; main()",
                  str(theirs.fileno()), str(os.getpid()), ",".join(self.preload)],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, cwd="/", start_new_session=True)
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                env=dict(self.env) if self.env is not None else base_env())
         self._sock = ours
         ours.settimeout(self.start_timeout)
         try:
@@ -259,7 +279,8 @@ def _develop(channel: socket.socket) -> NoReturn:
     channel.detach()  # its fd is closed with every other one when the descriptors are arranged
     plan, script = pickle.loads(message)
     handshake, *io = fds
-    child.run(plan, io, handshake, None if script is None else marshal.loads(script))
+    split = len(io) - len(plan.idmaps)
+    child.run(plan, io[:split], handshake, None if script is None else marshal.loads(script), io[split:])
 
 
 def _serve(sock: socket.socket) -> None:
@@ -314,6 +335,11 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
            embryo: _Embryo | None) -> tuple[tuple[Any, ...], int | None, bool]:
     """Start the child of ``plan``: (reply, pidfd to send, whether the embryo became it)."""
     handshake, *io = fds
+    try:
+        idmaps = [_userns(owner, plan.run_as) for owner in plan.idmaps] if plan.run_as else []
+    except OSError as exc:
+        return ("error", "idmap", exc.errno or 0, f"cannot make the user namespace of an idmapped bind: {exc}"), \
+            None, False
     script = None
     if plan.python_script is not None:
         try:
@@ -321,7 +347,7 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
         except (OSError, SyntaxError, ValueError) as exc:
             error = ("error", "compile script", getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}")
             return error, None, False
-    if embryo is not None and embryo.flags == plan.clone_flags and embryo.hand_over(plan, script, fds):
+    if embryo is not None and embryo.flags == plan.clone_flags and embryo.hand_over(plan, script, fds + idmaps):
         return ("ok", embryo.pid), embryo.pidfd, True
     try:
         pid, pidfd = syscalls.clone3(plan.clone_flags | syscalls.CLONE_PARENT)
@@ -333,10 +359,52 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
             sock.detach()
             if embryo is not None:
                 embryo.channel.detach()
-            child.run(plan, io, handshake, script)
+            child.run(plan, io, handshake, script, idmaps)
         finally:
             os._exit(child.SETUP_FAILED)  # a child must never fall back into the zygote's loop
     return ("ok", pid), pidfd, False
+
+
+#: (owner uid, gid, agent uid, gid) -> a user namespace mapping the owner to the agent.
+_usernss: dict[tuple[int, int, int, int], int] = {}
+
+
+def _userns(owner: tuple[int, int], agent: tuple[int, int]) -> int:
+    """A user namespace that shows ``owner``'s files as ``agent``'s, for idmapped binds.
+
+    Made once per owner (a child is forked into a new user namespace, mapped, and
+    let go; the namespace lives on in the descriptor), so spawns do not fork for it.
+    """
+    key = (*owner, *agent)
+    fd = _usernss.get(key)
+    if fd is not None:
+        return fd
+    r, w = os.pipe()
+    try:
+        pid, pidfd = syscalls.clone3(syscalls.CLONE_NEWUSER)
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)  # until the zygote has the namespace
+        finally:
+            os._exit(0)
+    os.close(r)
+    try:
+        # "inside outside 1": the idmapping shows the file id ``inside`` as the host id ``outside``.
+        for name, inside, outside in (("uid_map", owner[0], agent[0]), ("gid_map", owner[1], agent[1])):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"{inside} {outside} 1\n")
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w)
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        os.close(pidfd)
+    _usernss[key] = fd
+    return fd
 
 
 #: script path -> (mtime_ns, size, code): agents started again and again compile once.
