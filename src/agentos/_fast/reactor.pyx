@@ -13,6 +13,7 @@ from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove
+from posix.fcntl cimport open, O_RDONLY, O_CLOEXEC
 
 from agentos._fast.frame cimport (Header, read_header, header_status, write_header, HEADER_SIZE,
                                   HEADER_OK, FLAG_REPLY, FLAG_ERROR, FLAG_STREAM, FLAG_END)
@@ -23,7 +24,9 @@ import selectors
 from agentos.errors import ProtocolError
 from agentos.protocol.codec import header_error
 from agentos.protocol.constants import DEFAULT_MAX_PAYLOAD
-from agentos.kernel.reactor import KeyMap, fileobj_to_fd, protocol_error_payload, to_epoll
+from agentos.kernel.reactor import (KeyMap, MAX_REFUSALS, fileobj_to_fd, log_accept_paused,
+                                    log_accept_resumed, protocol_error_payload, refusal_frame,
+                                    to_epoll)
 
 log = logging.getLogger("agentos.reactor")
 
@@ -105,6 +108,11 @@ cdef inline double _now() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
+cdef inline int _open_spare() noexcept nogil:
+    # The fd kept in reserve for refusing clients when all others are in use (-1 if none).
+    return open("/dev/null", O_RDONLY | O_CLOEXEC)
+
+
 cdef inline bint _ends_request(int flags) noexcept nogil:
     # A final reply ends one in-flight syscall; a mid-stream chunk does not.
     if not flags & FLAG_REPLY:
@@ -174,6 +182,14 @@ cdef class Connection:
         """Drop the connection now; queued replies are discarded."""
         self.reactor._close(self)
 
+    def close_with_error(self, bytes payload not None):
+        """Send one connection-level ERROR frame (opcode 0, request 0), then close."""
+        if self.closed:
+            return
+        self._queue(0, FLAG_REPLY | FLAG_ERROR, 0, payload, len(payload))
+        self.closing = True
+        self._flush()
+
     cdef int _queue(self, unsigned char opcode, int flags, uint32_t request_id, const char* data,
                     Py_ssize_t length) except -1:
         cdef Py_ssize_t need = HEADER_SIZE + length
@@ -238,10 +254,7 @@ cdef class Connection:
 
     cdef int _fail(self, exc) except -1:
         """A bad frame: answer with a protocol error, flush it, then close."""
-        data = protocol_error_payload(exc)
-        self._queue(0, FLAG_REPLY | FLAG_ERROR, 0, data, len(data))
-        self.closing = True
-        self._flush()
+        self.close_with_error(protocol_error_payload(exc))
         return 0
 
     cdef int _update_interest(self) except -1:
@@ -359,8 +372,16 @@ cdef class Reactor:
     cdef public object on_frame, on_close, on_drain, on_accept
     cdef readonly uint32_t max_payload
     cdef readonly Py_ssize_t high_water, low_water, max_inflight
+    #: Seconds accepting stays paused after running out of fds (unless a connection closes).
+    cdef public double accept_backoff
     cdef object listener
     cdef int listen_fd
+    cdef int spare_fd
+    # While accepting is paused (the listener out of epoll): when to resume.
+    cdef bint paused
+    cdef double resume_at
+    # Clients refused since accepting last failed (-1: it has not failed).
+    cdef Py_ssize_t refused
     cdef dict keys
     cdef dict conns
     # fd -> Connection, borrowed from ``conns``: the hot path looks up without Python ints.
@@ -374,9 +395,12 @@ cdef class Reactor:
     def __cinit__(self):
         self.epfd = -1
         self.listen_fd = -1
+        self.spare_fd = -1
+        self.refused = -1
 
     def __init__(self, on_frame, on_close, on_drain, *, max_payload=DEFAULT_MAX_PAYLOAD,
-                 high_water=4 * 1024 * 1024, low_water=1024 * 1024, max_inflight=4096):
+                 high_water=4 * 1024 * 1024, low_water=1024 * 1024, max_inflight=4096,
+                 accept_backoff=0.5):
         self.on_frame = on_frame
         self.on_close = on_close
         self.on_drain = on_drain
@@ -385,6 +409,7 @@ cdef class Reactor:
         self.high_water = high_water
         self.low_water = low_water
         self.max_inflight = max_inflight
+        self.accept_backoff = accept_backoff
         self.keys = {}
         self.conns = {}
         self.dirty = []
@@ -394,6 +419,8 @@ cdef class Reactor:
 
     def __dealloc__(self):
         free(self.by_fd)
+        if self.spare_fd >= 0:
+            close(self.spare_fd)
         if self.epfd >= 0:
             close(self.epfd)
 
@@ -413,14 +440,20 @@ cdef class Reactor:
         self.listener = sock
         self.listen_fd = sock.fileno()
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN, KIND_LISTENER)
+        self.spare_fd = _open_spare()
 
     def stop_listening(self):
         """Accept no more clients; connections already made carry on."""
         if self.listener is not None:
-            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+            if not self.paused:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+            self.paused = False
             self.listener.close()
             self.listener = None
             self.listen_fd = -1
+        if self.spare_fd >= 0:
+            close(self.spare_fd)
+            self.spare_fd = -1
 
     def adopt(self, sock):
         """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
@@ -467,20 +500,70 @@ cdef class Reactor:
         return list(self.conns.values())
 
     cdef int _accept(self) except -1:
-        cdef int fd
+        cdef int fd, err
         cdef Connection conn
         while True:
             fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
-                if errno == EINTR:
+                err = errno
+                if err == EINTR:
                     continue
-                if errno in (EAGAIN, EMFILE, ENFILE, ENOBUFS, ENOMEM):
-                    return 0  # Out of fds: the backlog stays queued; try next round.
-                raise OSError(errno, "accept4 on the kernel socket failed")
+                if err == EAGAIN:
+                    return 0
+                if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+                    self._starve(err)
+                    return 0
+                raise OSError(err, "accept4 on the kernel socket failed")
+            if self.refused >= 0:
+                log_accept_resumed(self.refused)
+                self.refused = -1
             conn = self._add_connection(fd)
             if self.on_accept is not None:
                 self.woke = True
                 self.on_accept(conn)
+
+    cdef int _starve(self, int err) except -1:
+        """No room for one more client: refuse those waiting, then stop watching the listener."""
+        if self.refused < 0:
+            self.refused = 0
+            log_accept_paused(err, self.accept_backoff)
+        if (err == EMFILE or err == ENFILE) and self.spare_fd >= 0:
+            self._refuse_waiting(err)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+        self.paused = True
+        self.resume_at = _now() + self.accept_backoff
+        return 0
+
+    cdef int _refuse_waiting(self, int err) except -1:
+        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close."""
+        cdef bytes frame = refusal_frame(err, self.accept_backoff)
+        cdef int fd, i, most = MAX_REFUSALS
+        close(self.spare_fd)
+        for i in range(most):
+            fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                break  # Drained, or another thread took the freed fd.
+            # A client already gone just misses the frame.
+            send(fd, <const char*>frame, len(frame), MSG_NOSIGNAL | MSG_DONTWAIT)
+            close(fd)
+            self.refused += 1
+        self.spare_fd = _open_spare()
+        return 0
+
+    cdef int _resume(self) except -1:
+        self.paused = False
+        self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN, KIND_LISTENER)
+        if self.spare_fd < 0:
+            self.spare_fd = _open_spare()
+        return 0
+
+    cdef int _accept_wait(self, int ms) except? -2:
+        """``ms``, shortened so accepting resumes on time; resumes it if that is due."""
+        cdef int left = <int>((self.resume_at - _now()) * 1000.0 + 0.999)
+        if left <= 0:
+            self._resume()
+            return ms
+        return left if ms < 0 or left < ms else ms
 
     cdef int _close(self, Connection conn) except -1:
         if conn.closed:
@@ -492,6 +575,8 @@ cdef class Reactor:
         self.by_fd[conn.fd] = NULL
         del self.conns[conn.fd]
         conn.out_start = conn.out_end = 0
+        if self.paused:
+            self._resume()  # Its fd is free for the next client.
         self.woke = True
         self.on_close(conn)
         return 0
@@ -548,7 +633,7 @@ cdef class Reactor:
         return KeyMap(self.keys)
 
     def select(self, timeout=None):
-        cdef int n, i, kind, fd, ms
+        cdef int n, i, kind, fd, ms, wait_ms
         cdef uint32_t ev
         cdef double deadline = 0
         cdef Connection conn
@@ -566,12 +651,13 @@ cdef class Reactor:
         # this call return before the next wait, so no thread can appear in between.
         single = _only_thread()
         while True:
+            wait_ms = self._accept_wait(ms) if self.paused else ms
             if single:
                 # Nobody else could take the GIL: skip the release/re-take (~400 instructions).
-                n = epoll_wait(self.epfd, self.events, MAX_EVENTS, ms)
+                n = epoll_wait(self.epfd, self.events, MAX_EVENTS, wait_ms)
             else:
                 with nogil:
-                    n = epoll_wait(self.epfd, self.events, MAX_EVENTS, ms)
+                    n = epoll_wait(self.epfd, self.events, MAX_EVENTS, wait_ms)
             if n < 0:
                 if errno != EINTR:
                     raise OSError(errno, "epoll_wait failed")

@@ -1,7 +1,8 @@
-"""Kernel configuration: where the socket and the state live, and protocol limits."""
+"""Kernel configuration: where the socket and the state live, protocol and connection limits."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,31 @@ def default_state_dir() -> Path:
     return (Path(state) if state else Path.home() / ".local" / "state") / "agentos"
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections one client may hold at once (the ``connections`` section).
+
+    Past a cap the kernel answers the new connection with a ``busy`` error frame
+    naming the cap, then closes it; the client's other connections carry on.
+    """
+
+    #: Connections of one outside client uid (by SO_PEERCRED), the kernel's own uid included.
+    per_uid: int = 4096
+    #: Connections of one agent: the one it inherits and any it opens itself.
+    per_agent: int = 64
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> ConnectionLimits:
+        unknown = sorted(set(section) - {"per_uid", "per_agent"})
+        if unknown:
+            raise ValueError(f"connections: unknown setting {', '.join(map(repr, unknown))} "
+                             "(expected per_uid, per_agent)")
+        for name, value in section.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"connections.{name}: expected a positive integer, got {value!r}")
+        return cls(**section)
+
+
 @dataclass
 class KernelConfig:
     """Everything the kernel is told at start; each subsystem reads its own section."""
@@ -53,3 +79,8 @@ class KernelConfig:
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.sections.get(name) or {})
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        """The per-uid and per-agent connection caps (section ``connections``)."""
+        return ConnectionLimits.from_section(self.section("connections"))

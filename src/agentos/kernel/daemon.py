@@ -20,6 +20,7 @@ from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, Sys
 from ..protocol import Flag, Op
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
+from .admission import Admission
 from .config import KernelConfig
 from .events import EventBus
 from .identity import Identity
@@ -84,6 +85,7 @@ class Kernel:
         self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         self._stopping: asyncio.Event | None = None
+        self.admission = Admission(config.connections)
         self.reactor = reactor_mod.Reactor(
             self._on_frame, self._on_close, self._on_drain,
             max_payload=config.max_payload, high_water=config.write_high_water,
@@ -104,6 +106,7 @@ class Kernel:
         """Serve a connected socket fd (ours from now on) as a client with ``identity``."""
         conn = self.reactor.adopt(socket.socket(fileno=fd))
         conn.context = identity
+        self._admit(conn)
         return conn
 
     def connections_of(self, agent_id: str) -> list[Any]:
@@ -119,6 +122,13 @@ class Kernel:
 
     def _on_accept(self, conn: Any) -> None:
         conn.context = Identity.from_peer(conn.peer_pid, conn.peer_uid, conn.peer_gid)
+        self._admit(conn)
+
+    def _admit(self, conn: Any) -> None:
+        """Count a new connection against its agent's or uid's cap; past it, refuse it with busy."""
+        refusal = self.admission.admit(conn.context)
+        if refusal is not None:
+            conn.close_with_error(encode_payload(refusal.to_payload()))
 
     def _on_frame(self, conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
         handler = self.table.get(opcode)
@@ -137,6 +147,8 @@ class Kernel:
         task.add_done_callback(tasks.discard)
 
     def _on_close(self, conn: Any) -> None:
+        if conn.context is not None:  # None: refused before it had an identity.
+            self.admission.release(conn.context)
         # A client that hangs up cancels what it asked for.
         for task in self._tasks.pop(conn, ()):
             task.cancel()
@@ -195,6 +207,9 @@ class Kernel:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; returns after a clean shutdown."""
+        before, limit = reactor_py.raise_fd_limit()
+        log.info("open files: up to %d%s", limit,
+                 f" (soft limit raised from {before})" if before != limit else "")
         listener = bind_socket(self.config.socket_path, self.config.socket_mode)
         try:
             with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(self.reactor)) as runner:

@@ -14,10 +14,19 @@ next ``select()``, batching many replies into one ``send``.
 
 Bounded memory: a connection whose unsent replies pass ``high_water`` bytes, or
 that has ``max_inflight`` syscalls running, is not read until it drains.
+
+Out of fds: when ``accept`` fails for lack of fds or memory, the listener leaves
+epoll (a backlog that stays readable would make every round spin) until
+``accept_backoff`` seconds pass or a connection closes. One fd is kept in
+reserve so that, meanwhile, each waiting client is accepted on it, told
+``busy`` and closed, rather than left hanging in the backlog.
 """
 from __future__ import annotations
 
 import errno
+import logging
+import os
+import resource
 import select as _select
 import selectors
 import socket
@@ -27,9 +36,11 @@ from typing import Any
 
 import ujson
 
-from ..errors import ProtocolError
-from ..protocol.codec import FrameDecoder, append_frame
+from ..errors import Busy, ProtocolError
+from ..protocol.codec import FrameDecoder, append_frame, encode_frame
 from ..protocol.constants import DEFAULT_MAX_PAYLOAD, ErrorCode, Flag
+
+log = logging.getLogger("agentos.reactor")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -43,6 +54,10 @@ _PEERCRED = struct.Struct("3i")
 _REPLY = int(Flag.REPLY)
 _ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
 _END_OF_STREAM = int(Flag.STREAM | Flag.END)
+#: accept() errors that mean "no room for one more client": pause accepting, never spin.
+_ACCEPT_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
+MAX_REFUSALS = 256
 
 FrameHandler = Callable[["Connection", int, int, int, bytes], None]
 ConnectionHandler = Callable[["Connection"], None]
@@ -50,6 +65,48 @@ ConnectionHandler = Callable[["Connection"], None]
 
 def protocol_error_payload(exc: Exception) -> bytes:
     return ujson.dumps({"code": ErrorCode.PROTOCOL_ERROR.value, "message": str(exc)}).encode()
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns ``(before, now)``.
+
+    The soft limit (often 1024) exists for programs that use select(); the reactor
+    uses epoll, so every fd up to the hard limit can hold a connection.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
+
+def refusal_frame(err: int, retry_after: float) -> bytes:
+    """The connection-level ``busy`` frame for a client the kernel has no fd for."""
+    if err == errno.EMFILE:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        busy = Busy(f"the kernel has all {limit} of its open files in use; retry later",
+                    cap="open_files", limit=limit, retry_after=retry_after)
+    else:
+        busy = Busy("the system is out of open files; retry later", cap="system_open_files",
+                    retry_after=retry_after)
+    return encode_frame(0, 0, ujson.dumps(busy.to_payload()).encode(), _ERROR_REPLY)
+
+
+def log_accept_paused(err: int, backoff: float) -> None:
+    log.warning("cannot accept clients (%s: %s); refusing them with busy, retrying every %.1fs "
+                "and whenever a connection closes", errno.errorcode.get(err, err), os.strerror(err),
+                backoff)
+
+
+def log_accept_resumed(refused: int) -> None:
+    log.info("accepting clients again (%d refused meanwhile)", refused)
+
+
+def open_spare() -> int:
+    """The fd kept in reserve for refusing clients when all others are in use (-1 if none)."""
+    try:
+        return os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 class Connection:
@@ -103,6 +160,13 @@ class Connection:
         """Drop the connection now; queued replies are discarded."""
         self._reactor._close(self)
 
+    def close_with_error(self, payload: bytes) -> None:
+        """Send one connection-level ERROR frame (opcode 0, request 0), then close."""
+        append_frame(self._out, 0, 0, payload, _ERROR_REPLY)
+        self._closing = True
+        self._reactor._dirty.add(self)
+        self._update_interest()
+
     # -- reactor side ---------------------------------------------------------
 
     def _on_readable(self) -> None:
@@ -152,10 +216,7 @@ class Connection:
 
     def _fail(self, exc: Exception) -> None:
         """A bad frame: answer with a protocol error, flush it, then close."""
-        append_frame(self._out, 0, 0, protocol_error_payload(exc), _ERROR_REPLY)
-        self._closing = True
-        self._reactor._dirty.add(self)
-        self._update_interest()
+        self.close_with_error(protocol_error_payload(exc))
 
     def _flush(self) -> None:
         while self._out:
@@ -197,7 +258,7 @@ class Reactor(selectors.BaseSelector):
     def __init__(self, on_frame: FrameHandler, on_close: ConnectionHandler,
                  on_drain: ConnectionHandler, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
                  high_water: int = 4 * 1024 * 1024, low_water: int = 1024 * 1024,
-                 max_inflight: int = 4096) -> None:
+                 max_inflight: int = 4096, accept_backoff: float = 0.5) -> None:
         self.on_frame = on_frame
         self.on_close = on_close
         self.on_drain = on_drain
@@ -206,10 +267,17 @@ class Reactor(selectors.BaseSelector):
         self.high_water = high_water
         self.low_water = low_water
         self.max_inflight = max_inflight
+        #: Seconds accepting stays paused after running out of fds (unless a connection closes).
+        self.accept_backoff = accept_backoff
         self._epoll = _select.epoll()
         self._keys: dict[int, selectors.SelectorKey] = {}
         self._conns: dict[int, Connection] = {}
         self._listener: socket.socket | None = None
+        self._spare = -1
+        #: While accepting is paused: when to watch the listener again.
+        self._resume_at: float | None = None
+        #: Clients refused since accepting last failed (None: it has not failed).
+        self._refused: int | None = None
         self._dirty: set[Connection] = set()
         #: Set whenever a callback ran: it may have scheduled work, so select() must return.
         self._woke = False
@@ -221,13 +289,19 @@ class Reactor(selectors.BaseSelector):
         sock.setblocking(False)
         self._listener = sock
         self._epoll.register(sock.fileno(), _EPOLLIN)
+        self._spare = open_spare()
 
     def stop_listening(self) -> None:
         """Accept no more clients; connections already made carry on."""
         if self._listener is not None:
-            self._epoll.unregister(self._listener.fileno())
+            if self._resume_at is None:
+                self._epoll.unregister(self._listener.fileno())
+            self._resume_at = None
             self._listener.close()
             self._listener = None
+        if self._spare >= 0:
+            os.close(self._spare)
+            self._spare = -1
 
     def adopt(self, sock: socket.socket) -> Connection:
         """Serve an already-connected socket (the kernel's end of an agent's socketpair)."""
@@ -249,13 +323,62 @@ class Reactor(selectors.BaseSelector):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    return  # Out of fds: leave the backlog queued, try again next round.
-                raise
+                if exc.errno not in _ACCEPT_STARVED:
+                    raise
+                self._starve(exc.errno)
+                return
+            if self._refused is not None:
+                log_accept_resumed(self._refused)
+                self._refused = None
             conn = self.adopt(sock)
             if self.on_accept is not None:
                 self._woke = True
                 self.on_accept(conn)
+
+    def _starve(self, err: int) -> None:
+        """No room for one more client: refuse those waiting, then stop watching the listener."""
+        assert self._listener is not None
+        if self._refused is None:
+            self._refused = 0
+            log_accept_paused(err, self.accept_backoff)
+        if err in (errno.EMFILE, errno.ENFILE) and self._spare >= 0:
+            self._refuse_waiting(err)
+        self._epoll.unregister(self._listener.fileno())
+        self._resume_at = _monotonic() + self.accept_backoff
+
+    def _refuse_waiting(self, err: int) -> None:
+        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close."""
+        assert self._listener is not None and self._refused is not None
+        frame = refusal_frame(err, self.accept_backoff)
+        os.close(self._spare)
+        for _ in range(MAX_REFUSALS):
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                break  # Drained, or another thread took the freed fd.
+            with sock:
+                try:
+                    sock.send(frame, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass  # That client is gone already.
+            self._refused += 1
+        self._spare = open_spare()
+
+    def _resume(self) -> None:
+        assert self._listener is not None
+        self._resume_at = None
+        self._epoll.register(self._listener.fileno(), _EPOLLIN)
+        if self._spare < 0:
+            self._spare = open_spare()
+
+    def _accept_wait(self, wait: float) -> float:
+        """``wait``, shortened so accepting resumes on time; resumes it if that is due."""
+        assert self._resume_at is not None
+        left = self._resume_at - _monotonic()
+        if left <= 0:
+            self._resume()
+            return wait
+        return left if wait < 0 else min(wait, left)
 
     def _close(self, conn: Connection) -> None:
         if conn.closed:
@@ -267,6 +390,8 @@ class Reactor(selectors.BaseSelector):
         self._epoll.unregister(conn.fd)
         conn._sock.close()
         conn._out.clear()
+        if self._resume_at is not None:
+            self._resume()  # Its fd is free for the next client.
         self._woke = True
         self.on_close(conn)
 
@@ -324,7 +449,8 @@ class Reactor(selectors.BaseSelector):
         deadline = None if timeout is None else _monotonic() + remaining
         while True:
             try:
-                events = poll(remaining, _MAX_EVENTS)
+                events = poll(remaining if self._resume_at is None else self._accept_wait(remaining),
+                              _MAX_EVENTS)
             except InterruptedError:
                 events = []
             ready: list[tuple[selectors.SelectorKey, int]] = []
@@ -399,4 +525,5 @@ class KeyMap(Mapping[Any, selectors.SelectorKey]):
 
 
 __all__ = ["Reactor", "Connection", "KeyMap", "EVENT_READ", "EVENT_WRITE", "fileobj_to_fd",
-           "protocol_error_payload"]
+           "protocol_error_payload", "raise_fd_limit", "refusal_frame", "open_spare",
+           "log_accept_paused", "log_accept_resumed"]

@@ -1,0 +1,298 @@
+"""Connection limits: a client past a cap, or past the kernel's fds, is told ``busy``, never hung.
+
+Each test drives a real kernel to the limit with real sockets: a lowered
+RLIMIT_NOFILE, a client forked as another uid, connections adopted as an agent's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentos.kernel.config import ConnectionLimits, KernelConfig
+from agentos.protocol import FrameDecoder, encode_frame
+from agentos.testing.kernel import KernelProcess
+from tests.permissions.identities import NOBODY, configured_kernel
+
+from .adopting_kernel import ADOPT
+
+ADOPTING_KERNEL = Path(__file__).with_name("adopting_kernel.py")
+REPLY, ERROR_REPLY = 0x01, 0x03
+#: The kernel's open-file limit in the fd tests: low, so a few dozen clients exhaust it.
+HARD_LIMIT = 64
+# Sets RLIMIT_NOFILE, then execs the kernel: what a rootless login with a low limit gives it.
+WITH_NOFILE = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+               "os.execv(sys.argv[3], sys.argv[3:])")
+
+
+def connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)  # generous: a hang shows as a timeout, a slow machine does not fail
+    sock.connect(str(path))
+    return sock
+
+
+def read_frame(sock: socket.socket) -> Any:
+    decoder = FrameDecoder()
+    while True:
+        data = sock.recv(65536)
+        assert data, "the kernel closed the connection without a frame"
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+def noop(sock: socket.socket) -> Any:
+    """The kernel's answer to a NOOP: its reply, or the refusal it sent before reading."""
+    try:
+        sock.sendall(encode_frame(0, 1, b"ping"))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # Refused and closed already; the refusal is still there to read.
+    return read_frame(sock)
+
+
+def refusal(frame: Any, sock: socket.socket) -> dict[str, Any]:
+    """The connection-level error in ``frame``, checking that the kernel then hung up."""
+    assert (frame.opcode, frame.flags, frame.request_id) == (0, ERROR_REPLY, 0), frame
+    try:
+        rest = sock.recv(1)
+    except ConnectionResetError:
+        rest = b""  # It closed with our request unread, which resets rather than ends the stream.
+    assert rest == b"", "the kernel kept a refused connection open"
+    return json.loads(bytes(frame.payload))
+
+
+def served(sock: socket.socket) -> bool:
+    frame = noop(sock)
+    return (frame.flags, bytes(frame.payload)) == (REPLY, b"ping")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- out of fds ------------------------------------------------------------------------
+
+@pytest.fixture
+def fd_starved_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
+    kernel = KernelProcess(tmp_path / "k", command=[
+        sys.executable, "-c", WITH_NOFILE, "32", str(HARD_LIMIT),
+        sys.executable, "-m", "agentos", "kernel"]).start()
+    try:
+        yield kernel
+    finally:
+        kernel.stop_checked()
+
+
+def test_kernel_raises_its_soft_fd_limit_to_the_hard_limit(fd_starved_kernel: KernelProcess) -> None:
+    assert f"open files: up to {HARD_LIMIT} (soft limit raised from 32)" in fd_starved_kernel.log()
+    limits = Path(f"/proc/{fd_starved_kernel.proc.pid}/limits").read_text()  # type: ignore[union-attr]
+    assert f"Max open files            {HARD_LIMIT}                   {HARD_LIMIT}" in limits
+
+
+def test_out_of_fds_new_clients_get_busy_and_the_kernel_stays_idle(
+        fd_starved_kernel: KernelProcess) -> None:
+    kernel = fd_starved_kernel
+    pid = kernel.proc.pid  # type: ignore[union-attr]
+    held: list[socket.socket] = []
+    try:
+        while True:
+            assert len(held) < HARD_LIMIT, "the kernel never ran out of fds"
+            sock = connect(kernel.socket_path)
+            frame = noop(sock)
+            if frame.flags != REPLY:
+                break
+            held.append(sock)
+        error = refusal(frame, sock)
+        sock.close()
+        assert error["code"] == "busy"
+        assert error["details"] == {"cap": "open_files", "limit": HARD_LIMIT, "retry_after": 0.5}
+        assert f"all {HARD_LIMIT} of its open files in use" in error["message"]
+
+        # Saturated, with clients arriving and left unread: the old kernel spun on its
+        # readable backlog at full CPU here, and these clients waited forever.
+        before = cpu_seconds(pid)
+        waiting = []
+        for _ in range(30):
+            waiting.append(connect(kernel.socket_path))
+            time.sleep(0.1)
+        used = cpu_seconds(pid) - before
+        for sock in waiting:
+            assert refusal(read_frame(sock), sock)["code"] == "busy"
+            sock.close()
+        assert used < 0.3, f"the kernel used {used:.2f}s of CPU in 3s while out of fds"
+        assert kernel.log().count("cannot accept clients (EMFILE") == 1
+
+        # A closed connection frees an fd, and the next client is served at once.
+        for sock in held[-3:]:
+            sock.close()
+        del held[-3:]
+        fresh = connect(kernel.socket_path)
+        held.append(fresh)
+        assert served(fresh)
+        assert "accepting clients again" in kernel.log()
+        assert all(served(sock) for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+# -- per uid ---------------------------------------------------------------------------
+
+def test_a_uid_over_its_cap_gets_busy_and_others_are_served() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a client under another uid is made with setuid")
+    sections = {"permissions": {"uids": {str(NOBODY): ["message"]}}, "connections": {"per_uid": 3}}
+    with configured_kernel(sections, world_reachable=True) as kernel:
+        with AsUid(NOBODY, kernel.socket_path) as nobody:
+            assert nobody.ask("fill") == {"served": 3, "then": {
+                "code": "busy", "details": {"cap": "connections.per_uid", "limit": 3},
+                "message": f"uid {NOBODY} already has 3 connections to the kernel, its cap "
+                           "(connections.per_uid); close one first"}}
+            # Another uid is counted apart: root still connects while nobody is at its cap.
+            root = connect(kernel.socket_path)
+            assert served(root)
+            assert nobody.ask("swap") == {"served": True}
+            root.close()
+        assert kernel.client().noop(b"after") == b"after"
+
+
+class AsUid:
+    """A forked child that drops to ``uid`` and opens connections when asked.
+
+    ``fill`` connects until the kernel refuses, keeping the connections served;
+    ``swap`` closes one of them and checks that a new one is then served.
+    """
+
+    def __init__(self, uid: int, path: Path) -> None:
+        self.uid, self.path = uid, path
+
+    def __enter__(self) -> AsUid:
+        to_child, self._ask = os.pipe()
+        self._answers, from_child = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child reports through the pipe
+            os.close(self._ask)
+            os.close(self._answers)
+            status = 1
+            try:
+                os.setgroups([])
+                os.setgid(self.uid)
+                os.setuid(self.uid)
+                self._serve(os.fdopen(to_child, "r"), os.fdopen(from_child, "w"))
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(to_child)
+        os.close(from_child)
+        self._out = os.fdopen(self._ask, "w")
+        self._in = os.fdopen(self._answers, "r")
+        return self
+
+    def ask(self, command: str) -> Any:
+        self._out.write(command + "\n")
+        self._out.flush()
+        answer = self._in.readline()
+        assert answer, "the child died"
+        return json.loads(answer)
+
+    def _serve(self, commands: Any, answers: Any) -> None:
+        held: list[socket.socket] = []
+        for command in commands:
+            if command.strip() == "fill":
+                while True:
+                    sock = connect(self.path)
+                    frame = noop(sock)
+                    if frame.flags != REPLY:
+                        answer: dict[str, Any] = {"served": len(held), "then": refusal(frame, sock)}
+                        break
+                    held.append(sock)
+            else:
+                held.pop().close()
+                held.append(connect(self.path))
+                answer = {"served": served(held[-1])}
+            answers.write(json.dumps(answer) + "\n")
+            answers.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self._out.close()
+        self._in.close()
+        _, status = os.waitpid(self.pid, 0)
+        assert status == 0, f"the child as uid {self.uid} failed (status {status})"
+
+
+# -- per agent -------------------------------------------------------------------------
+
+@pytest.fixture
+def adopting_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
+    config = tmp_path / "sections.json"
+    config.write_text(json.dumps({"connections": {"per_agent": 2}}))
+    kernel = KernelProcess(tmp_path / "k", command=[sys.executable, str(ADOPTING_KERNEL), str(config)])
+    kernel.start()
+    try:
+        yield kernel
+    finally:
+        kernel.stop_checked()
+
+
+def test_an_agent_over_its_cap_gets_busy_and_other_agents_are_served(
+        adopting_kernel: KernelProcess, tmp_path: Path) -> None:
+    side_path = tmp_path / "fds.sock"
+    side = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    side.bind(str(side_path))
+    side.listen()
+    side.settimeout(60)
+    client = adopting_kernel.client()
+    opened: list[socket.socket] = []
+
+    def adopt(agent_id: str, count: int) -> list[socket.socket]:
+        """``count`` new connections of ``agent_id``, made by the kernel as SPAWN makes one."""
+        assert client._call(ADOPT, {"agent_id": agent_id, "count": count, "to": str(side_path)}) \
+            == {"adopted": count}
+        channel, _ = side.accept()
+        with channel:
+            for _ in range(count):
+                _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+                sock = socket.socket(fileno=fds[0])
+                sock.settimeout(60)
+                opened.append(sock)
+        return opened[-count:]
+
+    try:
+        first, second, third = adopt("agent-a", 3)
+        assert served(first) and served(second)
+        assert refusal(noop(third), third) == {
+            "code": "busy", "details": {"cap": "connections.per_agent", "limit": 2},
+            "message": "agent agent-a already has 2 connections to the kernel, its cap "
+                       "(connections.per_agent); close one first"}
+        (other,) = adopt("agent-b", 1)
+        assert served(other)
+        first.close()
+        (again,) = adopt("agent-a", 1)
+        assert served(again) and served(second)
+    finally:
+        side.close()
+        for sock in opened:
+            sock.close()
+
+
+# -- configuration ---------------------------------------------------------------------
+
+def test_connection_caps_default_and_reject_bad_values() -> None:
+    assert KernelConfig().connections == ConnectionLimits(per_uid=4096, per_agent=64)
+    assert KernelConfig(sections={"connections": {"per_uid": 5}}).connections.per_uid == 5
+    for bad, message in [({"per_uid": 0}, "connections.per_uid: expected a positive integer, got 0"),
+                         ({"per_agent": True}, "connections.per_agent: expected a positive integer"),
+                         ({"per_agent": "9"}, "expected a positive integer, got '9'"),
+                         ({"total": 9}, "connections: unknown setting 'total'")]:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            KernelConfig(sections={"connections": bad}).connections
