@@ -92,9 +92,10 @@ def refusal_frame(err: int, retry_after: float) -> bytes:
 
 
 def log_accept_paused(err: int, backoff: float) -> None:
-    log.warning("cannot accept clients (%s: %s); refusing them with busy, retrying every %.1fs "
-                "and whenever a connection closes", errno.errorcode.get(err, err), os.strerror(err),
-                backoff)
+    # Out of memory there is no fd to free for a refusal: those clients wait in the backlog.
+    waiting = "refusing them with busy" if err in (errno.EMFILE, errno.ENFILE) else "they wait"
+    log.warning("cannot accept clients (%s: %s); %s, retrying every %.1fs and whenever a "
+                "connection closes", errno.errorcode.get(err, err), os.strerror(err), waiting, backoff)
 
 
 def log_accept_resumed(refused: int) -> None:
