@@ -1,4 +1,4 @@
-"""Helpers for cgroup tests: children that wait to be placed in a cgroup before they run."""
+"""Helpers for cgroup tests: held children, a fake v2 cgroupfs, and this host's hierarchies."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,100 @@ from pathlib import Path
 
 import pytest
 
-from agentos.cgroups import detect
+from agentos.cgroups import CgroupDriver, V1Driver, V2Driver, base, detect, instance_name
+
+#: Files a v2 kernel shows in a new cgroup for each controller its parent enables.
+_CONTROL_FILES = {
+    "memory": {"memory.max": "max\n", "memory.swap.max": "max\n", "memory.oom.group": "0\n"},
+    "pids": {"pids.max": "max\n"},
+    "cpu": {"cpu.max": "max 100000\n"},
+}
+
+
+class FakeCgroupfs:
+    """A directory tree that acts as a cgroup v2 hierarchy where the driver can tell.
+
+    ``mkdir`` fills a new cgroup with the control files a kernel would show, given
+    the controllers its parent enables in ``cgroup.subtree_control``; ``rmdir``
+    refuses (returns False, as for EBUSY) while the cgroup has child cgroups or
+    processes, and otherwise takes its files with it. The test plays the kernel for
+    the counters (memory.current, cpu.stat ...): it writes them itself.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir()
+        (root / "cgroup.controllers").write_text("cpu io memory pids\n")
+        (root / "cgroup.subtree_control").write_text("")
+        (root / "cgroup.procs").write_text("")
+
+    @staticmethod
+    def enabled(directory: Path) -> set[str]:
+        """The controllers ``directory`` delegates to its children."""
+        return {word.lstrip("+") for word in (directory / "cgroup.subtree_control").read_text().split()}
+
+    def mkdir(self, path: Path, exist_ok: bool = False) -> None:
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not exist_ok:
+                raise
+            return
+        controllers = self.enabled(path.parent)
+        files = {"cgroup.procs": "", "cgroup.subtree_control": "", "cgroup.kill": "",
+                 "cgroup.controllers": " ".join(sorted(controllers)) + "\n"}
+        for controller in controllers:
+            files.update(_CONTROL_FILES.get(controller, {}))
+        for name, text in files.items():
+            (path / name).write_text(text)
+
+    def rmdir(self, path: Path) -> bool:
+        if not path.exists():
+            return True
+        if any(entry.is_dir() for entry in path.iterdir()) or (path / "cgroup.procs").read_text().strip():
+            return False
+        for entry in path.iterdir():
+            entry.unlink()
+        path.rmdir()
+        return True
+
+    def cgroups(self) -> list[str]:
+        """Every cgroup directory below the root, relative to it, sorted."""
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_dir())
+
+
+@pytest.fixture
+def cgroupfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupfs:
+    """A fake v2 hierarchy; the drivers' directory calls go to it."""
+    fake = FakeCgroupfs(tmp_path / "cgroup")
+    monkeypatch.setattr(base, "mkdir", fake.mkdir)
+    monkeypatch.setattr(base, "rmdir", fake.rmdir)
+    return fake
+
+
+def fail_at(monkeypatch: pytest.MonkeyPatch, module: object, name: str, at: int | None) -> list[int]:
+    """Make the ``at``-th call of ``module.name`` raise (None: never); returns the live call count."""
+    real = getattr(module, name)
+    calls = [0]
+
+    def wrapped(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == at:
+            # What a fuzzed `cpu: 1e400` once raised: not an OSError, and 25 directories leaked.
+            raise OverflowError("cannot convert float infinity to integer")
+        return real(*args, **kwargs)  # type: ignore[operator]
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+def dead_instance() -> str:
+    """The instance name of a process that has exited: what a crashed kernel leaves."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    name = instance_name(proc.pid)
+    proc.kill()
+    proc.wait()
+    return name
 
 
 class Held:
@@ -17,7 +110,7 @@ class Held:
 
     def __init__(self, code: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.stdin.readline()\n{code}"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         self.pid = self.proc.pid
 
@@ -25,6 +118,11 @@ class Held:
         assert self.proc.stdin is not None
         self.proc.stdin.write(b"go\n")
         self.proc.stdin.close()
+
+    def line(self) -> str:
+        """The next line the child prints ('' once it is gone)."""
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().decode().strip()
 
     def wait(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
@@ -45,10 +143,9 @@ def held() -> Iterator[type[Held]]:
         if child.proc.poll() is None:
             child.proc.kill()
         child.proc.wait()
-        if child.proc.stdin and not child.proc.stdin.closed:
-            child.proc.stdin.close()
-        if child.proc.stderr:
-            child.proc.stderr.close()
+        for stream in (child.proc.stdin, child.proc.stdout, child.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def _require_root() -> None:
@@ -74,3 +171,35 @@ def v2_mount() -> tuple[Path, frozenset[str]]:
     if layout.v2_mount is None:
         pytest.skip("needs a mounted cgroup v2 hierarchy")
     return layout.v2_mount, layout.v2_controllers
+
+
+@pytest.fixture
+def v1(v1_mounts: dict[str, Path]) -> Iterator[V1Driver]:
+    """A started v1 driver on this host; it must leave nothing behind."""
+    driver = V1Driver(v1_mounts)
+    driver.start()
+    yield driver
+    assert_nothing_left(driver)
+
+
+@pytest.fixture
+def v2(v2_mount: tuple[Path, frozenset[str]]) -> Iterator[V2Driver]:
+    """A started v2 driver on this host; it must leave nothing behind."""
+    mount, controllers = v2_mount
+    driver = V2Driver(mount, controllers)
+    driver.start()
+    yield driver
+    assert_nothing_left(driver)
+
+
+def assert_nothing_left(driver: CgroupDriver) -> None:
+    """Stop ``driver``; fail if any cgroup of its survived, after removing it (a failed test leaks nothing)."""
+    left = sorted(str(path) for directory in driver.instance_dirs() for path in directory.rglob("*")
+                  if path.is_dir())
+    for directory in driver.instance_dirs():
+        for path, _, _ in sorted(os.walk(directory), key=lambda entry: -len(entry[0])):
+            if path != str(directory):
+                os.rmdir(path)
+    driver.stop()
+    assert left == [], "cgroups left behind"
+    assert [d for d in driver.instance_dirs() if d.exists()] == []

@@ -2,47 +2,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from agentos.cgroups import TOP, Limits, V1Driver, V2Driver, destroy, instance_name
+from agentos.cgroups import TOP, CgroupDriver, Limits, V1Driver, V2Driver, destroy, instance_name
+
+from agentos.cgroups.limits import MAX_CPU, MAX_MEMORY, MAX_PIDS, PID_MAX_LIMIT
+
+from .conftest import dead_instance
 
 MiB = 1024 * 1024
-
-
-def dead_instance() -> str:
-    """The instance name of a process that has exited: what a crashed kernel leaves."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    name = instance_name(proc.pid)
-    proc.kill()
-    proc.wait()
-    return name
-
-
-@pytest.fixture
-def v1(v1_mounts: dict[str, Path]) -> V1Driver:
-    driver = V1Driver(v1_mounts)
-    driver.start()
-    yield driver
-    driver.stop()
-    for directory in driver.instance_dirs():
-        assert not directory.exists(), f"{directory} left behind"
-
-
-@pytest.fixture
-def v2(v2_mount: tuple[Path, frozenset[str]]) -> V2Driver:
-    mount, controllers = v2_mount
-    driver = V2Driver(mount, controllers)
-    driver.start()
-    yield driver
-    driver.stop()
-    for directory in driver.instance_dirs():
-        assert not directory.exists(), f"{directory} left behind"
 
 
 def test_v1_limits_are_in_the_kernel(v1: V1Driver) -> None:
@@ -56,6 +30,13 @@ def test_v1_limits_are_in_the_kernel(v1: V1Driver) -> None:
         assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
     finally:
         assert cgroup.remove()
+
+
+def test_v1_the_largest_limits_are_accepted_by_the_kernel(v1: V1Driver) -> None:
+    cgroup = v1.create("largest", Limits(memory=MAX_MEMORY, pids=MAX_PIDS, cpu=MAX_CPU))
+    assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
+    assert (cgroup.by_controller["pids"] / "pids.max").read_text().strip() == str(PID_MAX_LIMIT)  # type: ignore[attr-defined]
+    assert cgroup.remove()
 
 
 def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +103,7 @@ def test_v2_tracks_and_kills_a_tree(v2: V2Driver, held) -> None:  # type: ignore
     child.release()
     while len(cgroup.procs()) < 2:
         pass
-    assert (cgroup.dirs[0] / "cgroup.kill").exists()
+    assert (cgroup.leaves[0] / "cgroup.kill").exists()
     assert asyncio.run(destroy(cgroup))
     assert child.wait() == -signal.SIGKILL
     assert not cgroup.dirs[0].exists()
@@ -151,12 +132,13 @@ def test_v2_delegation_is_checked_against_the_kernel(v2_mount: tuple[Path, froze
 
 @pytest.mark.parametrize("driver_kind", ["v1", "v2"])
 def test_start_cleans_only_dead_agentos_subtrees(driver_kind: str, held, request) -> None:  # type: ignore[no-untyped-def]
+    make: Callable[[str | None], CgroupDriver]
     if driver_kind == "v1":
         mounts = request.getfixturevalue("v1_mounts")
-        make = lambda inst: V1Driver(mounts, inst)
+        make = functools.partial(V1Driver, mounts)
     else:
-        v2_args = request.getfixturevalue("v2_mount")
-        make = lambda inst: V2Driver(*v2_args, inst)
+        mount, controllers = request.getfixturevalue("v2_mount")
+        make = functools.partial(V2Driver, mount, controllers)
     dead = make(dead_instance())
     dead.start()
     leftover = dead.create("orphan", Limits())

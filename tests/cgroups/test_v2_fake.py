@@ -1,91 +1,108 @@
-"""The v2 driver against a directory laid out like cgroupfs: the files a v2 kernel would show.
+"""The v2 driver against a fake cgroupfs (see ``FakeCgroupfs``): layout, files written, removal order.
 
 Here the test plays the kernel: it writes the counters (memory.events, cpu.stat ...)
 a real kernel would, and reads back what the driver wrote.
 """
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import pytest
 
-from agentos.cgroups import Limits, V2Driver
+from agentos.cgroups import LEAF, CgroupError, Limits, NoDriver, V1Driver, V2Driver, base, destroy, v2
+
+from .conftest import FakeCgroupfs, dead_instance, fail_at
 
 ALL = frozenset({"cpu", "memory", "pids", "io"})
+MiB = 1024 * 1024
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    root = tmp_path / "cgroup"
-    root.mkdir()
-    (root / "cgroup.controllers").write_text("cpu io memory pids\n")
-    (root / "cgroup.subtree_control").write_text("")
-    return root
-
-
-def started(root: Path, controllers: frozenset[str] = ALL) -> V2Driver:
-    driver = V2Driver(root, controllers, instance="1-1")
+def started(root: Path, controllers: frozenset[str] = ALL, instance: str = "1-1") -> V2Driver:
+    driver = V2Driver(root, controllers, instance=instance)
     assert driver.start() == []
     return driver
 
 
-def test_start_delegates_controllers_down_to_the_instance(root: Path) -> None:
+def test_start_delegates_controllers_down_to_the_instance(cgroupfs: FakeCgroupfs) -> None:
+    root = cgroupfs.root
     driver = started(root)
     for directory in (root, root / "agentos", root / "agentos" / "1-1"):
-        enabled = (directory / "cgroup.subtree_control").read_text().split()
-        assert {"+cpu", "+memory", "+pids"} <= set(enabled), directory
+        assert {"cpu", "memory", "pids"} <= cgroupfs.enabled(directory), directory
     assert driver.enforceable == {"memory", "pids", "cpu"}
 
 
-def test_already_enabled_controllers_are_left_alone(root: Path) -> None:
-    (root / "cgroup.subtree_control").write_text("cpu memory pids\n")
-    started(root)
-    assert (root / "cgroup.subtree_control").read_text() == "cpu memory pids\n"
+def test_already_enabled_controllers_are_left_alone(cgroupfs: FakeCgroupfs) -> None:
+    (cgroupfs.root / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    started(cgroupfs.root)
+    assert (cgroupfs.root / "cgroup.subtree_control").read_text() == "cpu memory pids\n"
 
 
-def test_limits_are_written_in_v2_format(root: Path) -> None:
-    driver = started(root)
-    cgroup = driver.create("a1", Limits(memory=64 * 1024 * 1024, pids=32, cpu=0.5))
-    path = root / "agentos" / "1-1" / "a1"
-    assert cgroup.dirs == [path]
-    assert (path / "memory.max").read_text() == str(64 * 1024 * 1024)
+def test_an_agent_is_a_directory_of_limits_around_a_leaf_of_processes(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    cgroup = driver.create("a1", Limits(memory=64 * MiB, pids=32, cpu=0.5))
+    path = cgroupfs.root / "agentos" / "1-1" / "a1"
+    assert cgroup.dirs == [path] and cgroup.leaves == [path / LEAF]
+    assert (path / "memory.max").read_text() == str(64 * MiB)
+    assert (path / "memory.swap.max").read_text() == "0"
     assert (path / "pids.max").read_text() == "32"
     assert (path / "cpu.max").read_text() == "50000 100000"
     assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
+    # Controllers reach the leaf (and child agents), so the agent's directory holds no process.
+    assert cgroupfs.enabled(path) == {"cpu", "memory", "pids"}
+    assert (path / LEAF / "memory.oom.group").read_text() == "1"
+    assert (path / "memory.oom.group").read_text() == "0\n"
+    cgroup.attach(1234)
+    assert (path / LEAF / "cgroup.procs").read_text() == "1234"
+    assert (path / "cgroup.procs").read_text() == ""
 
 
-def test_swap_capped_and_oom_group_set_when_the_kernel_offers_them(root: Path) -> None:
-    driver = started(root)
-    path = root / "agentos" / "1-1" / "a1"
-    path.mkdir(parents=True)
-    (path / "memory.swap.max").write_text("max\n")
-    (path / "memory.oom.group").write_text("0\n")
-    driver.create("a1", Limits(memory=1 << 20))
-    assert (path / "memory.swap.max").read_text() == "0"
-    assert (path / "memory.oom.group").read_text() == "1"
+def test_a_child_agent_nests_inside_its_parent(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    parent = driver.create("p1", Limits(pids=16))
+    child = driver.create("c1", Limits(pids=8), parent=parent)
+    grandchild = driver.create("g1", Limits(), parent=child)
+    top = cgroupfs.root / "agentos" / "1-1"
+    assert child.dirs == [top / "p1" / "c1"] and grandchild.dirs == [top / "p1" / "c1" / "g1"]
+    assert cgroupfs.cgroups() == sorted(["agentos", "agentos/1-1", "agentos/1-1/p1", "agentos/1-1/p1/self",
+                                         "agentos/1-1/p1/c1", "agentos/1-1/p1/c1/self",
+                                         "agentos/1-1/p1/c1/g1", "agentos/1-1/p1/c1/g1/self"])
+    assert (top / "p1" / "c1" / "pids.max").read_text() == "8"
+    # The grandchild's controllers come down through both ancestors.
+    assert (top / "p1" / "c1" / "g1" / "pids.max").exists()
+    assert parent.children == {child} and child.children == {grandchild} and child.parent is parent
 
 
-def test_missing_controller_is_reported_not_enforced(root: Path) -> None:
-    driver = started(root, frozenset({"cpu"}))
+def test_only_the_controllers_the_driver_has_are_delegated(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root, frozenset({"cpu"}))
     assert driver.enforceable == {"cpu"}
-    cgroup = driver.create("a1", Limits(memory=1 << 20, pids=4, cpu=1.0))
+    cgroup = driver.create("a1", Limits(memory=MiB, pids=4, cpu=1.0))
     assert cgroup.enforced == {"memory": False, "pids": False, "cpu": True}
-    path = root / "agentos" / "1-1" / "a1"
-    assert not (path / "memory.max").exists()
-    assert not (path / "pids.max").exists()
+    assert (cgroup.dirs[0] / "cgroup.subtree_control").read_text() == "+cpu"
+    assert not (cgroup.dirs[0] / "memory.max").exists()
+    assert not (cgroup.leaves[0] / "memory.oom.group").exists()
 
 
-def test_stats_parse_v2_counters(root: Path) -> None:
-    driver = started(root)
+def test_without_controllers_nothing_is_delegated(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root, frozenset())
     cgroup = driver.create("a1", Limits())
-    path = cgroup.dirs[0]
-    (path / "memory.current").write_text("1048576\n")
-    (path / "memory.peak").write_text("4194304\n")
-    (path / "pids.current").write_text("3\n")
-    (path / "cpu.stat").write_text("usage_usec 250000\nuser_usec 200000\nsystem_usec 50000\n"
-                                   "nr_periods 40\nnr_throttled 12\nthrottled_usec 90000\n")
-    (path / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n")
+    assert (cgroup.dirs[0] / "cgroup.subtree_control").read_text() == ""
+    assert cgroup.leaves[0].is_dir()
+
+
+def test_stats_are_the_agents_own_and_throttling_its_limits(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    cgroup = driver.create("a1", Limits(cpu=0.5))
+    leaf, path = cgroup.leaves[0], cgroup.dirs[0]
+    (leaf / "memory.current").write_text("1048576\n")
+    (leaf / "memory.peak").write_text("4194304\n")
+    (leaf / "pids.current").write_text("3\n")
+    (leaf / "cpu.stat").write_text("usage_usec 250000\nuser_usec 200000\nsystem_usec 50000\n"
+                                   "nr_periods 0\nnr_throttled 0\nthrottled_usec 0\n")
+    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n")
+    (path / "cpu.stat").write_text("usage_usec 900000\nnr_periods 40\nnr_throttled 12\nthrottled_usec 90000\n")
+    (path / "memory.current").write_text("99999999\n")  # the subtree's: not the agent's own
     stats = cgroup.stats()
     assert stats.memory_current == 1048576
     assert stats.memory_peak == 4194304
@@ -95,45 +112,157 @@ def test_stats_parse_v2_counters(root: Path) -> None:
     assert stats.oom_kills == 1
 
 
-def test_oom_kill_is_read_from_memory_events(root: Path) -> None:
-    driver = started(root)
-    cgroup = driver.create("a1", Limits(memory=1 << 20))
-    events = cgroup.dirs[0] / "memory.events"
+def test_oom_kill_is_read_from_the_leafs_memory_events(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    cgroup = driver.create("a1", Limits(memory=MiB))
+    (cgroup.dirs[0] / "memory.events").write_text("oom 1\noom_kill 1\n")  # a child agent's kill
+    events = cgroup.leaves[0] / "memory.events"
     events.write_text("low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n")
     assert not cgroup.oom_killed()
     events.write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
     assert cgroup.oom_killed()
 
 
-def test_counters_missing_are_none(root: Path) -> None:
-    cgroup = started(root).create("a1", Limits())
+def test_counters_missing_are_none(cgroupfs: FakeCgroupfs) -> None:
+    cgroup = started(cgroupfs.root).create("a1", Limits())
     stats = cgroup.stats()
     assert stats.memory_peak is None and stats.oom_kills is None
     assert not cgroup.oom_killed()
 
 
-def test_kill_uses_cgroup_kill(root: Path) -> None:
-    cgroup = started(root).create("a1", Limits())
-    (cgroup.dirs[0] / "cgroup.kill").write_text("")
-    (cgroup.dirs[0] / "cgroup.procs").write_text("4242\n4243\n")
+def test_kill_uses_the_leafs_cgroup_kill(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    parent = driver.create("a1", Limits())
+    child = driver.create("c1", Limits(), parent=parent)
+    (parent.leaves[0] / "cgroup.procs").write_text("4242\n4243\n")
+    assert parent.kill() == 2
+    assert (parent.leaves[0] / "cgroup.kill").read_text() == "1"
+    # Not the agent's directory: that would kill the child agent too.
+    assert (parent.dirs[0] / "cgroup.kill").read_text() == ""
+    assert (child.leaves[0] / "cgroup.kill").read_text() == ""
+
+
+def test_kill_without_cgroup_kill_signals_each_process(cgroupfs: FakeCgroupfs, held) -> None:  # type: ignore[no-untyped-def]
+    cgroup = started(cgroupfs.root).create("a1", Limits())
+    (cgroup.leaves[0] / "cgroup.kill").unlink()
+    child, stray = held(), held()
+    (cgroup.leaves[0] / "cgroup.procs").write_text(f"{child.pid}\n")
+    # A process that moved itself into the agent's directory is the agent's too.
+    (cgroup.dirs[0] / "cgroup.procs").write_text(f"{stray.pid}\n")
+    assert cgroup.procs() == sorted([child.pid, stray.pid])
     assert cgroup.kill() == 2
-    assert (cgroup.dirs[0] / "cgroup.kill").read_text() == "1"
-
-
-def test_kill_without_cgroup_kill_signals_each_process(root: Path, held) -> None:  # type: ignore[no-untyped-def]
-    cgroup = started(root).create("a1", Limits())
-    child = held()
-    (cgroup.dirs[0] / "cgroup.procs").write_text(f"{child.pid}\n")
-    assert cgroup.kill() == 1
     assert child.wait() == -signal.SIGKILL
+    assert stray.wait() == -signal.SIGKILL
 
 
-def test_attach_writes_the_pid(root: Path) -> None:
-    cgroup = started(root).create("a1", Limits())
-    cgroup.attach(1234)
-    assert (cgroup.dirs[0] / "cgroup.procs").read_text() == "1234"
-
-
-def test_bad_agent_id_is_refused(root: Path) -> None:
+@pytest.mark.parametrize("agent_id", ["../escape", LEAF, "", "a/b", "x" * 65])
+def test_ids_that_cannot_name_an_agent_cgroup_are_refused(cgroupfs: FakeCgroupfs, agent_id: str) -> None:
+    driver = started(cgroupfs.root)
     with pytest.raises(ValueError):
-        started(root).create("../escape", Limits())
+        driver.create(agent_id, Limits())
+    assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
+
+
+def test_a_parent_must_be_a_live_cgroup_of_the_same_driver(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    parent = driver.create("p1", Limits())
+    with pytest.raises(TypeError):
+        driver.create("c1", Limits(), parent=NoDriver("test").create("p2", Limits()))
+    assert parent.remove()
+    with pytest.raises(CgroupError):
+        driver.create("c1", Limits(), parent=parent)
+    assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
+
+
+def test_an_existing_directory_is_never_taken_over(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    first = driver.create("a1", Limits())
+    first.attach(4242)
+    with pytest.raises(FileExistsError):
+        driver.create("a1", Limits(pids=1))
+    assert (first.leaves[0] / "cgroup.procs").read_text() == "4242"
+    assert (first.dirs[0] / "pids.max").read_text() == "max\n"
+
+
+@pytest.mark.parametrize("order", ["parent first", "child first"])
+def test_a_parents_directory_goes_with_its_last_child(cgroupfs: FakeCgroupfs, order: str) -> None:
+    driver = started(cgroupfs.root)
+    parent = driver.create("p1", Limits(pids=16))
+    one = driver.create("c1", Limits(), parent=parent)
+    two = driver.create("c2", Limits(), parent=parent)
+    removals = [parent, one, two] if order == "parent first" else [one, parent, two]
+    for cgroup in removals[:-1]:
+        assert cgroup.remove()
+        assert not cgroup.leaves[0].exists()
+        # The parent's limits still bound the remaining child.
+        assert (parent.dirs[0] / "pids.max").read_text() == "16"
+    assert removals[-1].remove()
+    assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
+    assert parent.children == frozenset()
+
+
+def test_remove_waits_for_the_agents_own_processes(cgroupfs: FakeCgroupfs) -> None:
+    driver = started(cgroupfs.root)
+    parent = driver.create("p1", Limits())
+    (parent.leaves[0] / "cgroup.procs").write_text("4242\n")
+    assert not parent.remove() and not parent.removed
+    assert parent.dirs[0].exists()
+    (parent.leaves[0] / "cgroup.procs").write_text("")
+    assert parent.remove() and parent.removed
+    assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
+
+
+@pytest.mark.parametrize("module, name", [(base, "mkdir"), (v2, "write")], ids=["mkdir", "write"])
+def test_every_failure_of_create_removes_what_it_made(cgroupfs: FakeCgroupfs, monkeypatch: pytest.MonkeyPatch,
+                                                      module: object, name: str) -> None:
+    driver = started(cgroupfs.root)
+    limits = Limits(memory=MiB, pids=4, cpu=0.5)
+    parent = driver.create("p0", limits)
+    before = cgroupfs.cgroups()
+    with monkeypatch.context() as patch:
+        calls = fail_at(patch, module, name, None)
+        assert driver.create("c0", limits, parent=parent).remove()
+    assert calls[0] >= 2
+    for at in range(1, calls[0] + 1):
+        with monkeypatch.context() as patch:
+            fail_at(patch, module, name, at)
+            with pytest.raises(OverflowError):
+                driver.create("c1", limits, parent=parent)
+        assert cgroupfs.cgroups() == before, f"call {at} of {name}"
+        assert parent.children == frozenset()
+    assert parent.remove()
+
+
+def test_nested_trees_of_a_dead_kernel_are_removed_depth_first(cgroupfs: FakeCgroupfs) -> None:
+    dead = started(cgroupfs.root, instance=dead_instance())
+    a = dead.create("a", Limits(pids=8))
+    b = dead.create("b", Limits(), parent=a)
+    dead.create("c", Limits(), parent=b)
+    dead.create("d", Limits(), parent=a)
+    dead.create("e", Limits())
+    fresh = V2Driver(cgroupfs.root, ALL, instance="1-1")
+    stale = fresh.start()
+    names = [cgroup.agent_id for cgroup in stale]
+    assert sorted(names) == ["a", "b", "c", "d", "e"]
+    assert names.index("a") < names.index("b") < names.index("c") and names.index("a") < names.index("d")
+    by_name = {cgroup.agent_id: cgroup for cgroup in stale}
+    assert by_name["c"].parent is by_name["b"] and by_name["b"].parent is by_name["a"]
+    # Any order of completion works: a directory goes once everything below it has.
+    assert all(asyncio.run(_destroy_all(stale)))
+    fresh.prune()
+    assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
+
+
+async def _destroy_all(cgroups: list) -> list[bool]:  # type: ignore[type-arg]
+    return list(await asyncio.gather(*(destroy(cgroup) for cgroup in cgroups)))
+
+
+def test_v1_memory_hierarchy_is_turned_on_where_the_kernel_left_it_off(tmp_path: Path) -> None:
+    mounts = {ctl: tmp_path / ctl for ctl in ("memory", "pids", "cpu")}
+    for directory in mounts.values():
+        directory.mkdir()
+    instance = mounts["memory"] / "agentos" / "1-1"
+    instance.mkdir(parents=True)
+    (instance / "memory.use_hierarchy").write_text("0\n")
+    V1Driver(mounts, instance="1-1").start()
+    assert (instance / "memory.use_hierarchy").read_text() == "1"

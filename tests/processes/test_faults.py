@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 
+from agentos.cgroups import LEAF
 from agentos.testing.kernel import KernelProcess
 
 from .conftest import (
@@ -145,7 +146,7 @@ def _first_report(client, agent_id: str) -> dict:  # type: ignore[no-untyped-def
 def _cgroup_procs(kernel, agent_id: str) -> list[int]:  # type: ignore[no-untyped-def]
     pids: set[int] = set()
     for directory in kernel_cgroup_dirs(kernel.proc.pid):
-        pids.update(int(p) for p in (directory / agent_id / "cgroup.procs").read_text().split())
+        pids.update(int(p) for p in (directory / agent_id / LEAF / "cgroup.procs").read_text().split())
     return sorted(pids)
 
 

@@ -1,13 +1,16 @@
 """Per-agent cgroups: detect the host layout, then limit, measure and kill agent trees.
 
 ``open_driver()`` picks the driver for this host (v2, v1, or none) and every
-driver answers the same verbs: ``create(agent_id, limits)`` returns an
-``AgentCgroup`` with ``attach(pid)``, ``stats()``, ``oom_killed()``, ``kill()``
-and ``remove()``.
+driver answers the same verbs: ``create(agent_id, limits, parent=None)`` returns
+an ``AgentCgroup`` with ``attach(pid)``, ``procs()``, ``stats()``,
+``oom_killed()``, ``kill()`` and ``remove()``. A child agent's cgroup is made
+inside its parent's, so the parent's limits bound the whole subtree; the verbs
+cover one agent's own processes, never its child agents'.
 """
 from __future__ import annotations
 
 from .base import (
+    LEAF,
     TOP,
     AgentCgroup,
     CgroupDriver,
@@ -22,7 +25,7 @@ from .reap import destroy
 from .v1 import V1Driver
 from .v2 import V2Driver
 
-__all__ = ["TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Layout", "Limits",
+__all__ = ["LEAF", "TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Layout", "Limits",
            "NoDriver", "V1Driver", "V2Driver", "destroy", "detect", "instance_name", "open_driver"]
 
 

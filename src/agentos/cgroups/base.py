@@ -1,9 +1,19 @@
 """The interface every cgroup driver offers, and what v1 and v2 share.
 
-The kernel keeps its cgroups in ``<hierarchy>/agentos/<instance>/<agent-id>``:
-``<instance>`` names the kernel process (``<pid>-<start time>``), so a later
-kernel can tell a subtree left by a dead kernel from one a live kernel owns, and
-clean only those. Nothing outside ``agentos/`` is ever written.
+The kernel keeps its cgroups in ``<hierarchy>/agentos/<instance>/``; each agent
+has a directory there, and a child agent's directory sits inside its parent's,
+as systemd nests slices::
+
+    agentos/<instance>/<agent>/           the agent's limits: they bound its whole subtree
+    agentos/<instance>/<agent>/self/      the agent's own processes (a leaf)
+    agentos/<instance>/<agent>/<child>/   a child agent, laid out the same way
+
+cgroup v2 lets only leaves hold processes once controllers are delegated, so an
+agent's own processes live in ``self`` beside its children; v1 uses the same
+layout so both drivers behave alike. ``<instance>`` names the kernel process
+(``<pid>-<start time>``), so a later kernel can tell a subtree left by a dead
+kernel from one a live kernel owns, and clean only those. Nothing outside
+``agentos/`` is ever written.
 """
 from __future__ import annotations
 
@@ -15,7 +25,7 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 from .limits import Limits
@@ -24,8 +34,12 @@ log = logging.getLogger("agentos.cgroups")
 
 #: The parent directory, under each hierarchy, of every cgroup agentos makes.
 TOP = "agentos"
+#: The leaf inside each agent's directory that holds the agent's own processes.
+LEAF = "self"
 _INSTANCE = re.compile(r"^(\d+)-(\d+)$")
 _AGENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Errors of reading a control file whose cgroup (or process) is going away.
+_GONE = frozenset({errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EACCES, errno.EPERM})
 
 
 class CgroupError(OSError):
@@ -34,7 +48,12 @@ class CgroupError(OSError):
 
 @dataclass(slots=True)
 class CgroupStats:
-    """Usage counters of one agent's cgroup; ``None`` where the host cannot tell."""
+    """Usage counters of one agent's own processes; ``None`` where the host cannot tell.
+
+    The throttling counters (``cpu_nr_periods``, ``cpu_nr_throttled``,
+    ``cpu_throttled_usec``) belong to the agent's CPU limit, which its child
+    agents share; every other counter leaves child agents out.
+    """
 
     memory_current: int | None = None
     memory_peak: int | None = None
@@ -50,29 +69,56 @@ class CgroupStats:
 
 
 class AgentCgroup(ABC):
-    """One agent's cgroup (one directory per hierarchy the driver uses)."""
+    """One agent's cgroup: its directories (limits) and their ``self`` leaves (its processes).
 
-    #: True when ``procs()`` and ``kill()`` cover the agent's whole process tree.
+    ``attach``, ``procs``, ``kill``, ``stats`` and ``oom_killed`` cover the agent's
+    own processes only: a child agent has a cgroup (and a lifecycle) of its own,
+    so killing a parent never kills its children behind the caller's back. Only
+    the limits cover the subtree.
+    """
+
+    #: True when ``procs()`` and ``kill()`` cover every process the agent itself started.
     tracks_tree: ClassVar[bool] = True
 
-    def __init__(self, agent_id: str, dirs: Sequence[Path], enforced: dict[str, bool]) -> None:
+    def __init__(self, agent_id: str, dirs: Sequence[Path], enforced: dict[str, bool],
+                 parent: AgentCgroup | None = None) -> None:
         self.agent_id = agent_id
         #: Distinct directories, one per mounted hierarchy in use.
         self.dirs = list(dict.fromkeys(dirs))
+        #: The agent's own processes live here, one leaf per directory.
+        self.leaves = [directory / LEAF for directory in self.dirs]
         #: Requested limit name -> whether the kernel really enforces it.
         self.enforced = enforced
+        #: What was asked for this agent (its ancestors' limits bound it too).
+        self.limits = Limits()
+        #: The agent whose cgroup this one sits in.
+        self.parent = parent
+        self._children: set[AgentCgroup] = set()
+        self._removed = False
 
     def attach(self, pid: int) -> None:
-        """Move ``pid`` (and so everything it forks later) into this cgroup."""
-        for directory in self.dirs:
-            write(directory / "cgroup.procs", str(pid))
+        """Move ``pid`` (and so everything it forks later) into the agent's leaf."""
+        for leaf in self.leaves:
+            write(leaf / "cgroup.procs", str(pid))
 
     def procs(self) -> list[int]:
-        """Pids of every live process in the cgroup."""
-        pids: set[int] = set()
-        for directory in self.dirs:
-            pids.update(read_ints(directory / "cgroup.procs"))
-        return sorted(pids)
+        """Pids of the agent's own live processes (child agents' are not included)."""
+        return read_procs([*self.leaves, *self.dirs])
+
+    def kill(self) -> int:
+        """SIGKILL the agent's own processes in one pass; returns how many were seen.
+
+        Child agents are left alone. A process forking at the same moment may
+        survive one pass: callers repeat until ``procs()`` is empty
+        (``reap.destroy`` does, without blocking).
+        """
+        # agentos never puts a process in the agent's directory itself, but one that
+        # moved itself there (or an older kernel's layout) must not outlive the agent.
+        return self._kill_leaf() + signal_all(read_procs(self.dirs))
+
+    @abstractmethod
+    def _kill_leaf(self) -> int:
+        """SIGKILL everything in the leaf; returns how many processes were seen."""
 
     @abstractmethod
     def stats(self) -> CgroupStats:
@@ -80,35 +126,45 @@ class AgentCgroup(ABC):
 
     @abstractmethod
     def oom_killed(self) -> bool:
-        """Whether the kernel's OOM killer has killed a process of this cgroup."""
+        """Whether the kernel's OOM killer has killed one of the agent's own processes."""
 
-    @abstractmethod
-    def kill(self) -> int:
-        """SIGKILL every process in the cgroup, in one pass; returns how many were seen.
+    @property
+    def children(self) -> frozenset[AgentCgroup]:
+        """Child agents' cgroups that still exist below this one."""
+        return frozenset(self._children)
 
-        A process forking at the same moment may survive one pass: callers repeat
-        until ``procs()`` is empty (``reap.destroy`` does, without blocking).
-        """
+    @property
+    def removed(self) -> bool:
+        """True once ``remove()`` succeeded: no processes, and no new children."""
+        return self._removed
 
     def remove(self) -> bool:
-        """Remove the cgroup; False while processes remain (try again after ``kill``)."""
-        done = True
-        for directory in self.dirs:
-            try:
-                os.rmdir(directory)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    raise
-                done = False
-        return done
+        """Remove the agent's leaf; False while its processes remain (try again after ``kill``).
+
+        The agent's directory goes with it or, while child agents' cgroups remain
+        below it, with the last of them: until then its limits keep bounding them.
+        """
+        if not rmdirs(self.leaves):
+            return False
+        self._removed = True
+        node: AgentCgroup | None = self
+        while node is not None and node._removed and not node._children:
+            if not rmdirs(node.dirs):
+                log.warning("cgroup of agent %s not removed: something else is in %s",
+                            node.agent_id, node.dirs)
+                break
+            if node.parent is not None:
+                node.parent._children.discard(node)
+            node = node.parent
+        return True
 
 
 class CgroupDriver(ABC):
     """Makes agent cgroups on one host layout; same verbs on v1, v2 and none."""
 
     name: ClassVar[str]
+    #: The class of the cgroups this driver makes (a parent must be one of them).
+    cgroup_type: ClassVar[type[AgentCgroup]]
 
     def __init__(self, roots: Sequence[Path], instance: str | None = None) -> None:
         #: Hierarchy directories under which ``agentos/`` lives (one per mounted hierarchy).
@@ -124,9 +180,10 @@ class CgroupDriver(ABC):
     def start(self) -> list[AgentCgroup]:
         """Make this kernel's subtree; return the agent cgroups dead kernels left behind.
 
-        The caller kills and removes those (``reap.destroy``), then calls ``prune()``.
+        Nested ones come with their parents linked, so destroying all of them (in
+        any order, ``reap.destroy``) removes each tree depth-first. The caller
+        then calls ``prune()``.
         """
-        stale: list[AgentCgroup] = []
         names: set[str] = set()
         for root in self.roots:
             top = root / TOP
@@ -136,17 +193,33 @@ class CgroupDriver(ABC):
                 if entry.is_dir() and entry.name != self.instance and instance_is_dead(entry.name):
                     names.add(entry.name)
         self._stale_instances = sorted(names)
-        for name in self._stale_instances:
-            agents: set[str] = set()
-            for root in self.roots:
-                directory = root / TOP / name
-                if directory.is_dir():
-                    agents.update(e.name for e in directory.iterdir() if e.is_dir() and _AGENT.match(e.name))
-            stale.extend(self._open(name, agent) for agent in sorted(agents))
+        stale = [cgroup for name in self._stale_instances for cgroup in self._stale_tree(name)]
         for root in self.roots:
-            mkdir(root / TOP)
-            mkdir(root / TOP / self.instance)
+            mkdir(root / TOP, exist_ok=True)
+            mkdir(root / TOP / self.instance, exist_ok=True)
         return stale
+
+    def _stale_tree(self, instance: str) -> list[AgentCgroup]:
+        """Every agent cgroup under a dead instance, parents before their children."""
+        found: list[AgentCgroup] = []
+        # A kernel may have died halfway through a create: take the union of the hierarchies.
+        pending: list[tuple[PurePath, AgentCgroup | None]] = [(PurePath(), None)]
+        while pending:
+            relative, parent = pending.pop()
+            names: set[str] = set()
+            for root in self.roots:
+                directory = root / TOP / instance / relative
+                if directory.is_dir():
+                    with os.scandir(directory) as entries:
+                        names.update(entry.name for entry in entries
+                                     if entry.is_dir() and entry.name != LEAF and _AGENT.match(entry.name))
+            for agent_id in sorted(names):
+                cgroup = self._open(instance, agent_id, parent)
+                if parent is not None:
+                    parent._children.add(cgroup)
+                found.append(cgroup)
+                pending.append((relative / agent_id, cgroup))
+        return found
 
     def prune(self) -> None:
         """Remove the (now empty) subtrees of dead kernels found by ``start()``."""
@@ -159,19 +232,55 @@ class CgroupDriver(ABC):
         self._rmdirs(root / TOP / self.instance for root in self.roots)
         self._rmdirs(root / TOP for root in self.roots)
 
-    def create(self, agent_id: str, limits: Limits) -> AgentCgroup:
-        """Make the agent's cgroup and apply ``limits``; unenforceable ones are reported, not raised."""
-        if not _AGENT.match(agent_id):
+    def create(self, agent_id: str, limits: Limits, parent: AgentCgroup | None = None) -> AgentCgroup:
+        """Make the agent's cgroup, inside ``parent``'s if given, and apply ``limits``.
+
+        The parent's limits (and its ancestors') then bound the new cgroup too.
+        Limits the host cannot enforce are reported in ``enforced``, not raised.
+        Whatever fails, nothing this call made is left behind.
+        """
+        if not _AGENT.match(agent_id) or agent_id == LEAF:
             raise ValueError(f"agent id {agent_id!r} cannot name a cgroup")
-        cgroup = self._open(self.instance, agent_id)
-        for directory in cgroup.dirs:
-            mkdir(directory)
+        if parent is not None:
+            if not isinstance(parent, self.cgroup_type):
+                raise TypeError(f"parent must be a {self.cgroup_type.__name__}, got {type(parent).__name__}")
+            if parent.removed:
+                raise CgroupError(errno.ENOENT, f"the cgroup of agent {parent.agent_id} is already removed")
+        cgroup = self._open(self.instance, agent_id, parent)
+        cgroup.limits = limits
+        made: list[Path] = []
         try:
+            for directory in cgroup.dirs:
+                mkdir(directory)  # an existing one belongs to another agent: never share it
+                made.append(directory)
             cgroup.enforced = self._apply(cgroup, limits)
-        except OSError:
-            cgroup.remove()
+            for leaf in cgroup.leaves:
+                mkdir(leaf)
+                made.append(leaf)
+            self._prepare_leaf(cgroup)
+        except BaseException:
+            self._rmdirs(reversed(made))
             raise
+        if parent is not None:
+            parent._children.add(cgroup)
         return cgroup
+
+    def agent_of(self, pid: int) -> str | None:
+        """The id of the agent of this kernel that process ``pid`` belongs to, if any.
+
+        Anywhere inside an agent's directory counts (its leaf, or a place a process
+        moved itself to): the innermost agent around it is the answer.
+        """
+        if not self.roots:
+            return None
+        instance = PurePath("/", TOP, self.instance)
+        for line in (read_text(Path(f"/proc/{pid}/cgroup")) or "").splitlines():
+            path = PurePath(line.split(":", 2)[-1])
+            if path.name == LEAF:
+                path = path.parent
+            if path != instance and path.is_relative_to(instance):
+                return path.name
+        return None
 
     def describe(self) -> dict[str, Any]:
         """For HELLO and the isolation report."""
@@ -182,23 +291,28 @@ class CgroupDriver(ABC):
         return [root / TOP / self.instance for root in self.roots]
 
     @abstractmethod
-    def _open(self, instance: str, agent_id: str) -> AgentCgroup:
-        """A handle on ``agentos/<instance>/<agent_id>`` (the directories need not exist)."""
+    def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> AgentCgroup:
+        """A handle on ``agent_id``'s cgroup in ``parent``'s, or at the top of ``instance``.
+
+        The directories need not exist.
+        """
 
     @abstractmethod
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
-        """Write the limits; return requested limit -> enforced."""
+        """Write the limits in the agent's directories; return requested limit -> enforced."""
+
+    def _prepare_leaf(self, cgroup: AgentCgroup) -> None:
+        """Configure the freshly made leaves before any process joins them."""
 
     @staticmethod
     def _rmdirs(directories: Iterable[Path]) -> None:
+        """Remove what can be; log the rest (another kernel's ``agentos/``, an agent not yet reaped)."""
         for directory in directories:
             try:
-                os.rmdir(directory)
-            except FileNotFoundError:
-                pass
+                if not rmdir(directory):
+                    log.debug("cgroup %s not removed: still in use", directory)
             except OSError as exc:
-                # Still used (another kernel's agentos/, or an agent not yet reaped).
-                log.debug("cgroup %s not removed: %s", directory, exc)
+                log.warning("cgroup %s not removed: %s", directory, exc)
 
 
 def instance_name(pid: int | None = None) -> str:
@@ -229,11 +343,31 @@ def process_start_time(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
-def mkdir(path: Path) -> None:
+def mkdir(path: Path, exist_ok: bool = False) -> None:
+    """Make one cgroup directory (the kernel fills it with control files)."""
     try:
         os.mkdir(path)
     except FileExistsError:
+        if not exist_ok:
+            raise
+
+
+def rmdir(path: Path) -> bool:
+    """Remove one cgroup directory; False while processes or child cgroups keep it busy."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
         pass
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
+        return False
+    return True
+
+
+def rmdirs(directories: Iterable[Path]) -> bool:
+    """``rmdir`` each; True when all are gone."""
+    return all([rmdir(directory) for directory in directories])
 
 
 def write(path: Path, value: str) -> None:
@@ -246,11 +380,28 @@ def write(path: Path, value: str) -> None:
 
 
 def read_text(path: Path) -> str | None:
+    """A control file's text, or None when it (or its cgroup) is gone or unreadable.
+
+    Plain ``os`` calls: LIST reads several files per agent, and ``open()``'s
+    buffered text layer costs more than the read itself.
+    """
     try:
-        with open(path) as f:
-            return f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _GONE:
+            return None
+        raise
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError as exc:
+        if exc.errno in _GONE:
+            return None
+        raise
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def read_int(path: Path) -> int | None:
@@ -264,6 +415,11 @@ def read_int(path: Path) -> int | None:
 def read_ints(path: Path) -> list[int]:
     text = read_text(path)
     return [int(word) for word in text.split()] if text else []
+
+
+def read_procs(directories: Iterable[Path]) -> list[int]:
+    """The pids in the ``cgroup.procs`` of each directory (its own members, not descendants')."""
+    return sorted({pid for directory in directories for pid in read_ints(directory / "cgroup.procs")})
 
 
 def read_keyed(path: Path) -> dict[str, int]:

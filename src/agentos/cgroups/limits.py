@@ -1,6 +1,7 @@
 """Resource limits for one agent, parsed from a SPAWN request's ``limits`` object."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,17 @@ from ..units import parse_bytes, parse_cpu
 SEED_CPU_PERIOD_US = 100_000
 
 _KEYS = ("memory", "max_pids", "pids", "cpu", "cpu_quota")
+
+#: The largest limits the drivers can write (the wire schema may be stricter): byte counts
+#: stay well inside the kernel's 64 bits, a quota inside cpu.max's range (about 1.7e13 us), and
+#: tasks past PID_MAX_LIMIT cannot exist anyway.
+MAX_MEMORY = 1 << 62
+MAX_CPU = 1_000_000.0
+MAX_PIDS = 1 << 31
+#: Linux's PID_MAX_LIMIT: the largest pids.max the kernel accepts.
+PID_MAX_LIMIT = 4 * 1024 * 1024
+#: The CFS period every agentos cgroup uses: the kernel default, 100 ms.
+CPU_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +35,17 @@ class Limits:
     pids: int | None = None
     #: CPU bandwidth in cores (0.5 = half of one core).
     cpu: float | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, not only in from_request: every way of building limits reaches the kernel.
+        for name, value, top in (("memory", self.memory, MAX_MEMORY), ("pids", self.pids, MAX_PIDS)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 < value <= top):
+                raise ValueError(f"limits.{name}: expected an integer from 1 to {top}, got {value!r}")
+        if self.cpu is not None and (isinstance(self.cpu, bool) or not isinstance(self.cpu, (int, float))
+                                     or not math.isfinite(self.cpu) or not 0 < self.cpu <= MAX_CPU):
+            raise ValueError(f"limits.cpu: expected a number of cores above 0 and at most {MAX_CPU:g}, "
+                             f"got {self.cpu!r}")
 
     @classmethod
     def from_request(cls, raw: Mapping[str, Any] | None) -> Limits:
@@ -59,6 +82,16 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         return {"memory": self.memory, "pids": self.pids, "cpu": self.cpu}
+
+
+def pids_max(pids: int) -> str:
+    """The ``pids.max`` value for a pids limit."""
+    return str(min(pids, PID_MAX_LIMIT))
+
+
+def cpu_quota_us(cores: float) -> int:
+    """CPU microseconds per ``CPU_PERIOD_US`` for a limit in cores (the kernel's minimum is 1 ms)."""
+    return max(1000, round(cores * CPU_PERIOD_US))
 
 
 def _positive_int(value: Any, what: str) -> int:

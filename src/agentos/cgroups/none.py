@@ -6,15 +6,9 @@ from .limits import Limits
 
 
 class NoCgroup(AgentCgroup):
-    """Stands in for a cgroup: no tree tracking, no counters, no limits."""
+    """Stands in for a cgroup: no directories, so no tree tracking, no counters, no limits."""
 
     tracks_tree = False
-
-    def attach(self, pid: int) -> None:
-        pass
-
-    def procs(self) -> list[int]:
-        return []
 
     def stats(self) -> CgroupStats:
         return CgroupStats()
@@ -22,17 +16,15 @@ class NoCgroup(AgentCgroup):
     def oom_killed(self) -> bool:
         return False
 
-    def kill(self) -> int:
+    def _kill_leaf(self) -> int:
         return 0
-
-    def remove(self) -> bool:
-        return True
 
 
 class NoDriver(CgroupDriver):
     """Used when no hierarchy is mounted or this process may not create cgroups."""
 
     name = "none"
+    cgroup_type = NoCgroup
 
     def __init__(self, reason: str, instance: str | None = None) -> None:
         super().__init__([], instance)
@@ -46,8 +38,8 @@ class NoDriver(CgroupDriver):
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "reason": self.reason}
 
-    def _open(self, instance: str, agent_id: str) -> NoCgroup:
-        return NoCgroup(agent_id, [], {})
+    def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> NoCgroup:
+        return NoCgroup(agent_id, [], {}, parent)
 
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
         return {name: False for name in limits.requested()}

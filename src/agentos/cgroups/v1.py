@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import (
+    LEAF,
     TOP,
     AgentCgroup,
     CgroupDriver,
@@ -11,33 +12,38 @@ from .base import (
     log,
     read_int,
     read_keyed,
+    read_procs,
     signal_all,
     write,
 )
-from .limits import Limits
+from .limits import CPU_PERIOD_US, Limits, cpu_quota_us, pids_max
 
-CPU_PERIOD_US = 100_000
 #: Hierarchies used besides the limit controllers: CPU time accounting and tree freezing.
 _USED = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 
 class V1Cgroup(AgentCgroup):
-    """An agent's directories, one per v1 hierarchy in use."""
+    """An agent's directories, one per v1 hierarchy in use, each with its ``self`` leaf."""
 
-    def __init__(self, agent_id: str, by_controller: dict[str, Path], enforced: dict[str, bool]) -> None:
-        super().__init__(agent_id, list(by_controller.values()), enforced)
+    def __init__(self, agent_id: str, by_controller: dict[str, Path],
+                 parent: AgentCgroup | None = None) -> None:
+        super().__init__(agent_id, list(by_controller.values()), {}, parent)
+        #: Controller -> the agent's directory in that controller's hierarchy.
         self.by_controller = by_controller
 
-    def _file(self, controller: str, name: str) -> Path | None:
+    def _file(self, controller: str, name: str, leaf: bool = True) -> Path | None:
         directory = self.by_controller.get(controller)
-        return directory / name if directory else None
+        if directory is None:
+            return None
+        return directory / LEAF / name if leaf else directory / name
 
-    def _int(self, controller: str, name: str) -> int | None:
-        path = self._file(controller, name)
+    def _int(self, controller: str, name: str, leaf: bool = True) -> int | None:
+        path = self._file(controller, name, leaf)
         return read_int(path) if path else None
 
     def stats(self) -> CgroupStats:
-        cpu_stat_path = self._file("cpu", "cpu.stat")
+        # Throttling is counted where the quota is written: the agent's directory.
+        cpu_stat_path = self._file("cpu", "cpu.stat", leaf=False)
         cpu = read_keyed(cpu_stat_path) if cpu_stat_path else {}
         usage_ns = self._int("cpuacct", "cpuacct.usage")
         throttled_ns = cpu.get("throttled_time")
@@ -58,26 +64,27 @@ class V1Cgroup(AgentCgroup):
             return None
         control = read_keyed(path)
         if "oom_kill" in control:
+            # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
             return control["oom_kill"]
-        # Kernels before 4.13 have no counter; the limit being hit is the best sign left.
-        failcnt = self._int("memory", "memory.failcnt")
+        # Kernels before 4.13 have no counter; the agent's limit being hit is the best sign left.
+        failcnt = self._int("memory", "memory.failcnt", leaf=False)
         return None if failcnt is None else int(failcnt > 0)
 
     def oom_killed(self) -> bool:
         return (self._oom_kills() or 0) > 0
 
-    def kill(self) -> int:
+    def _kill_leaf(self) -> int:
         freezer = self._file("freezer", "freezer.state")
         if freezer is None:
-            return signal_all(self.procs())
+            return signal_all(read_procs(self.leaves))
         # Frozen tasks cannot fork, so one pass sees the whole tree; SIGKILL lands on thaw.
         try:
             write(freezer, "FROZEN")
         except OSError as exc:
             log.warning("cannot freeze %s (%s): killing without it", freezer.parent, exc)
-            return signal_all(self.procs())
+            return signal_all(read_procs(self.leaves))
         try:
-            return signal_all(self.procs())
+            return signal_all(read_procs(self.leaves))
         finally:
             write(freezer, "THAWED")
 
@@ -86,6 +93,7 @@ class V1Driver(CgroupDriver):
     """Agents under ``<hierarchy>/agentos/<instance>/`` in each v1 hierarchy in use."""
 
     name = "v1"
+    cgroup_type = V1Cgroup
 
     def __init__(self, mounts: dict[str, Path], instance: str | None = None) -> None:
         self.mounts = {ctl: path for ctl, path in mounts.items() if ctl in _USED}
@@ -95,9 +103,34 @@ class V1Driver(CgroupDriver):
     def enforceable(self) -> frozenset[str]:
         return frozenset(ctl for ctl in ("memory", "pids", "cpu") if ctl in self.mounts)
 
-    def _open(self, instance: str, agent_id: str) -> V1Cgroup:
-        return V1Cgroup(agent_id, {ctl: root / TOP / instance / agent_id
-                                   for ctl, root in self.mounts.items()}, {})
+    def start(self) -> list[AgentCgroup]:
+        stale = super().start()
+        if "memory" in self.mounts:
+            self._nest_memory(self.mounts["memory"] / TOP / self.instance)
+        return stale
+
+    @staticmethod
+    def _nest_memory(instance: Path) -> None:
+        """Make a parent's memory limit bound its children (always so since Linux 5.11).
+
+        Settable only while the instance has no children, that is now.
+        """
+        flag = instance / "memory.use_hierarchy"
+        if read_int(flag) != 0:
+            return
+        try:
+            write(flag, "1")
+        except OSError as exc:
+            log.warning("cannot set %s (%s): a child agent's memory is not bounded by its "
+                        "parent's limit", flag, exc)
+
+    def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> V1Cgroup:
+        if parent is None:
+            base = {ctl: root / TOP / instance for ctl, root in self.mounts.items()}
+        else:
+            assert isinstance(parent, V1Cgroup)
+            base = parent.by_controller
+        return V1Cgroup(agent_id, {ctl: directory / agent_id for ctl, directory in base.items()}, parent)
 
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
         assert isinstance(cgroup, V1Cgroup)
@@ -113,10 +146,25 @@ class V1Driver(CgroupDriver):
         if limits.pids is not None:
             enforced["pids"] = "pids" in dirs
             if enforced["pids"]:
-                write(dirs["pids"] / "pids.max", str(limits.pids))
+                write(dirs["pids"] / "pids.max", pids_max(limits.pids))
         if limits.cpu is not None:
             enforced["cpu"] = "cpu" in dirs
             if enforced["cpu"]:
+                # v1 refuses (EINVAL) a quota above an ancestor's; v2 silently takes the
+                # smaller one. Writing the smaller one makes v1 behave as v2 does.
+                cores = min([limits.cpu, *ancestor_cpu(cgroup)])
                 write(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                write(dirs["cpu"] / "cpu.cfs_quota_us", str(max(1000, round(limits.cpu * CPU_PERIOD_US))))
+                write(dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_quota_us(cores)))
         return enforced
+
+
+def ancestor_cpu(cgroup: AgentCgroup) -> list[float]:
+    """The CPU limits of the agents ``cgroup`` sits in."""
+    limits = []
+    node = cgroup.parent
+    while node is not None:
+        if node.limits.cpu is not None:
+            limits.append(node.limits.cpu)
+        node = node.parent
+    return limits
+

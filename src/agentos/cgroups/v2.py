@@ -10,47 +10,53 @@ from .base import (
     CgroupStats,
     log,
     read_int,
-    read_ints,
     read_keyed,
+    read_procs,
     read_text,
     signal_all,
     write,
 )
 from .detect import LIMIT_CONTROLLERS
-from .limits import Limits
-
-#: cpu.max period: the kernel default, 100 ms.
-CPU_PERIOD_US = 100_000
+from .limits import CPU_PERIOD_US, Limits, cpu_quota_us, pids_max
 
 
 class V2Cgroup(AgentCgroup):
-    """An agent's directory in the unified hierarchy."""
+    """An agent's directory in the unified hierarchy, and its ``self`` leaf."""
 
     @property
     def path(self) -> Path:
+        """The agent's directory: its limits, which bound its child agents too."""
         return self.dirs[0]
 
+    @property
+    def leaf(self) -> Path:
+        """The agent's own processes."""
+        return self.leaves[0]
+
     def stats(self) -> CgroupStats:
-        cpu = read_keyed(self.path / "cpu.stat")
+        cpu = read_keyed(self.leaf / "cpu.stat")
+        # Throttling is counted where cpu.max is written: the agent's directory.
+        throttling = read_keyed(self.path / "cpu.stat")
         return CgroupStats(
-            memory_current=read_int(self.path / "memory.current"),
-            memory_peak=read_int(self.path / "memory.peak"),
+            memory_current=read_int(self.leaf / "memory.current"),
+            memory_peak=read_int(self.leaf / "memory.peak"),
             cpu_usage_usec=cpu.get("usage_usec"),
-            cpu_nr_periods=cpu.get("nr_periods"),
-            cpu_nr_throttled=cpu.get("nr_throttled"),
-            cpu_throttled_usec=cpu.get("throttled_usec"),
-            pids_current=read_int(self.path / "pids.current"),
-            oom_kills=read_keyed(self.path / "memory.events").get("oom_kill"),
+            cpu_nr_periods=throttling.get("nr_periods"),
+            cpu_nr_throttled=throttling.get("nr_throttled"),
+            cpu_throttled_usec=throttling.get("throttled_usec"),
+            pids_current=read_int(self.leaf / "pids.current"),
+            oom_kills=read_keyed(self.leaf / "memory.events").get("oom_kill"),
         )
 
     def oom_killed(self) -> bool:
-        return read_keyed(self.path / "memory.events").get("oom_kill", 0) > 0
+        # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
+        return read_keyed(self.leaf / "memory.events").get("oom_kill", 0) > 0
 
-    def kill(self) -> int:
-        pids = read_ints(self.path / "cgroup.procs")
-        if (self.path / "cgroup.kill").exists():
-            # Linux >= 5.14 kills the whole subtree atomically, forks in flight included.
-            write(self.path / "cgroup.kill", "1")
+    def _kill_leaf(self) -> int:
+        pids = read_procs(self.leaves)
+        if (self.leaf / "cgroup.kill").exists():
+            # Linux >= 5.14 kills the whole leaf atomically, forks in flight included.
+            write(self.leaf / "cgroup.kill", "1")
             return len(pids)
         return signal_all(pids)
 
@@ -59,6 +65,7 @@ class V2Driver(CgroupDriver):
     """Agents under ``<mount>/agentos/<instance>/``, controllers delegated down to them."""
 
     name = "v2"
+    cgroup_type = V2Cgroup
 
     def __init__(self, mount: Path, controllers: frozenset[str], instance: str | None = None) -> None:
         super().__init__([mount], instance)
@@ -96,8 +103,9 @@ class V2Driver(CgroupDriver):
                 log.warning("cannot enable the %s controller in %s: %s", controller, directory, exc)
         return wanted & enabled
 
-    def _open(self, instance: str, agent_id: str) -> V2Cgroup:
-        return V2Cgroup(agent_id, [self.mount / TOP / instance / agent_id], {})
+    def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> V2Cgroup:
+        base = self.mount / TOP / instance if parent is None else parent.dirs[0]
+        return V2Cgroup(agent_id, [base / agent_id], {}, parent)
 
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
         path = cgroup.dirs[0]
@@ -108,16 +116,22 @@ class V2Driver(CgroupDriver):
                 write(path / "memory.max", str(limits.memory))
                 if (path / "memory.swap.max").exists():
                     write(path / "memory.swap.max", "0")
-                if (path / "memory.oom.group").exists():
-                    # An OOM kill takes the agent's whole tree, never leaves it half alive.
-                    write(path / "memory.oom.group", "1")
         if limits.pids is not None:
             enforced["pids"] = "pids" in self._controllers
             if enforced["pids"]:
-                write(path / "pids.max", str(limits.pids))
+                write(path / "pids.max", pids_max(limits.pids))
         if limits.cpu is not None:
             enforced["cpu"] = "cpu" in self._controllers
             if enforced["cpu"]:
-                quota = max(1000, round(limits.cpu * CPU_PERIOD_US))
-                write(path / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+                write(path / "cpu.max", f"{cpu_quota_us(limits.cpu)} {CPU_PERIOD_US}")
+        if self._controllers:
+            # The leaf and the child agents get them; allowed only while no process is here.
+            write(path / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(self._controllers)))
         return enforced
+
+    def _prepare_leaf(self, cgroup: AgentCgroup) -> None:
+        oom_group = cgroup.leaves[0] / "memory.oom.group"
+        if oom_group.exists():
+            # An OOM kill takes all of the agent's own processes, never leaves it half
+            # alive; its child agents are OOM units of their own.
+            write(oom_group, "1")
