@@ -45,6 +45,7 @@ def rootless_view() -> Iterator[dict[str, Any]]:
 def test_the_launcher_really_ran_unprivileged(rootless_view: dict[str, Any]) -> None:
     assert rootless_view["uid"] == NOBODY
     assert rootless_view["isolation"]["rootless"] is True
+    assert rootless_view["isolation"]["uid"] == NOBODY  # its own: nothing to map to
     assert rootless_view["isolation"]["namespaces"][0] == "user"
 
 
