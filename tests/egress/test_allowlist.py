@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from agentos import InvalidArgument, PermissionDenied
@@ -165,8 +167,38 @@ def test_kernel_section_refuses_malformed_entries() -> None:
     ("", InvalidArgument), (5, InvalidArgument), ("ftp://example.com/", InvalidArgument),
     ("http://user:pw@example.com/", InvalidArgument), ("http:///nohost", InvalidArgument),
     ("http://example.com:99999/", InvalidArgument), ("http://\udfff/", InvalidArgument),
+    ("http://XN--/", InvalidArgument), ("http://[]::1@/x", InvalidArgument),
     ("http://other.test/", PermissionDenied),
 ])
 def test_check_url_refusals(url: object, error: type[Exception]) -> None:
     with pytest.raises(error):
         check_url(url, Allowlist.parse(["example.com"], "allow"))
+
+
+# --- properties over arbitrary input ---------------------------------------------------
+
+
+_PIECES = st.sampled_from(["example.com", "*.", "a", ".", ":", "443", "[", "]", "::1", "/", "8", "10.0.0.0",
+                           "ffff", "%", "xn--", "ü", "-", "_", " ", "\x00", "\udfff", "0x7f", "1" * 6])
+_ENTRYISH = st.one_of(st.text(max_size=40), st.lists(_PIECES, max_size=8).map("".join))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ENTRYISH)
+def test_any_text_is_an_entry_or_a_value_error_and_canonical_forms_are_stable(raw: str) -> None:
+    try:
+        entry = parse_entry(raw)
+    except ValueError:
+        return
+    again = parse_entry(entry.text)
+    assert again == entry, "the canonical spelling reads back as the same entry"
+    assert entry.covers(entry)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ENTRYISH, st.sampled_from(["http://", "https://", "ftp://", ""]))
+def test_any_url_is_checked_without_an_internal_error(host: str, scheme: str) -> None:
+    try:
+        check_url(f"{scheme}{host}/x", Allowlist.parse(["example.com", "127.0.0.1", "*.a"], "allow"))
+    except (InvalidArgument, PermissionDenied):
+        pass

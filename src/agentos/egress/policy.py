@@ -62,16 +62,26 @@ def check_url(raw: Any, allowlist: Allowlist) -> URL:
     if not isinstance(raw, str) or not raw:
         raise InvalidArgument(f"url must be a non-empty string, got {raw!r}")
     try:
-        url = URL(raw)
-        port = url.port
+        url = parse_url(raw)
+        # Read here: yarl decodes these lazily, and a malformed IDNA label fails on first read.
+        port, host, _ = url.port, url.host, url.raw_host
     except ValueError as exc:
         raise InvalidArgument(f"url {raw!r} is not valid: {exc}") from None
     if url.scheme not in ("http", "https"):
         raise InvalidArgument(f"only http and https URLs can be fetched, not {url.scheme!r}")
-    if not url.host or port is None:
+    if not host or port is None:
         raise InvalidArgument(f"url {raw!r} has no host")
     if url.user is not None or url.password is not None:
         raise InvalidArgument("credentials in the URL are not allowed; send a header")
     if not allowlist.permits_host(url):
         raise PermissionDenied(f"{url.host} is not an allowed egress domain", host=url.host)
     return url
+
+
+def parse_url(raw: str) -> URL:
+    """``URL(raw)``, with every way yarl fails on malformed input as ValueError."""
+    try:
+        return URL(raw)
+    except IndexError:
+        # yarl 1.x indexes an empty host after userinfo ("http://[]@/") without checking.
+        raise ValueError("malformed host") from None

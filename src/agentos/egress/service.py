@@ -16,7 +16,7 @@ from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
 from .allowlist import Allowlist
-from .policy import METHODS, EgressPolicy, check_url
+from .policy import METHODS, EgressPolicy, check_url, parse_url
 from .resolver import GuardedResolver
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def _redirect_target(url: URL, location: str, allowlist: Allowlist) -> URL:
     """Where a redirect leads, checked like the first URL; what the server says is not the
     caller's invalid argument, so a malformed target is Unavailable."""
     try:
-        return check_url(str(url.join(URL(location))), allowlist)
+        return check_url(str(url.join(parse_url(location))), allowlist)
     except (ValueError, InvalidArgument):
         raise Unavailable(f"{url.host} redirected to a URL that cannot be fetched",
                           host=url.host) from None
