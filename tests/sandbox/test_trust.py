@@ -8,6 +8,7 @@ import os
 import secrets
 import select
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -261,12 +262,25 @@ def test_a_bind_of_a_parent_reveals_no_masked_path_and_one_at_or_inside_it_is_re
     state.mkdir(parents=True)
     (state / "state.db").write_text(_secret())
     (tmp_path / "link").symlink_to(state)
-    masked = {"masked_paths": [str(state)]}
-    result = run_agent(launcher, tmp_path, script=str(AGENTS / "list_paths.py"), writable_paths=[str(tmp_path)],
-                       argv=[str(state), f"{state}/state.db", str(tmp_path / "link")], **masked)
+    sockets = {name: socket.socket(socket.AF_UNIX) for name in ("kernel.sock", "other.sock")}
+    for name, listener in sockets.items():
+        listener.bind(str(tmp_path / "run" / name))
+        listener.listen()
+    masked = {"masked_paths": [str(state), str(tmp_path / "run" / "kernel.sock")]}
+    try:
+        result = run_agent(launcher, tmp_path, script=str(AGENTS / "list_paths.py"),
+                           writable_paths=[str(tmp_path)], **masked,
+                           argv=[str(state), f"{state}/state.db", str(tmp_path / "link"),
+                                 *(str(tmp_path / "run" / name) for name in sockets)])
+    finally:
+        for listener in sockets.values():
+            listener.close()
     seen = result.json()
     assert seen[str(state)] == seen[str(tmp_path / "link")] == []
     assert seen[f"{state}/state.db"] == "ENOENT"
+    # The kernel's socket is /dev/null on a nodev mount; a socket beside it still connects.
+    assert seen[str(tmp_path / "run" / "kernel.sock")] == "EACCES"
+    assert seen[str(tmp_path / "run" / "other.sock")] == "connected"
     for field, value in (("readonly_paths", [str(state)]), ("writable_paths", [str(state / "x")]),
                          ("readonly_paths", [str(tmp_path / "link")]), ("workdir", str(state))):
         (state / "x").mkdir(exist_ok=True)
