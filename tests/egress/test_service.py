@@ -86,6 +86,13 @@ def test_loopback_is_reached_when_its_address_is_listed_and_host_stays_the_name(
         table, body)
 
 
+def test_null_limits_mean_the_kernels() -> None:
+    async def body(h: Harness) -> None:
+        assert (await h.fetch(OUTSIDE, "127.0.0.1", timeout=None, max_bytes=None, body=None,
+                              headers=None))["path"] == "/hello"
+    run(lambda port: ["127.0.0.1"], {}, body)
+
+
 def test_port_bound_address_entry_does_not_open_other_ports() -> None:
     async def body(h: Harness) -> None:
         with pytest.raises(PermissionDenied):

@@ -44,13 +44,18 @@ class EgressPolicy:
 
     def limits(self, args: Mapping[str, Any]) -> tuple[float, int]:
         """The call's (timeout, max bytes): what it asked for, capped by the policy."""
-        timeout = args.get("timeout", self.timeout_s)
+        # null means "the kernel's", as an absent field does.
+        timeout = _given(args.get("timeout"), self.timeout_s)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
-        max_bytes = args.get("max_bytes", self.max_response_bytes)
+        max_bytes = _given(args.get("max_bytes"), self.max_response_bytes)
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise InvalidArgument(f"max_bytes must be a positive integer, got {max_bytes!r}")
         return min(float(timeout), self.timeout_s), min(max_bytes, self.max_response_bytes)
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def check_url(raw: Any, allowlist: Allowlist) -> URL:
