@@ -1,6 +1,7 @@
 """Human units for limits: ``"256Mi"``, ``"1G"``, ``0.5`` cores, durations like ``"30s"``."""
 from __future__ import annotations
 
+import math
 import re
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?)?[bB]?\s*$")
@@ -8,6 +9,10 @@ _POW = {"k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
         "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: Beyond these a value is a mistake (or an attack on a timer queue), never a wish.
+MAX_BYTES = 1 << 50
+MAX_CORES = 65536.0
+MAX_SECONDS = 365 * 24 * 3600.0
 
 
 def parse_bytes(value: int | float | str, what: str = "size") -> int:
@@ -21,7 +26,10 @@ def parse_bytes(value: int | float | str, what: str = "size") -> int:
         if not match:
             raise ValueError(f"{what}: {value!r} is not a size (examples: 512Mi, 1Gi, 1048576)")
         number, unit = float(match.group(1)), (match.group(2) or "")
-    result = int(number * _POW.get(unit.lower(), 1))
+    scaled = number * _POW.get(unit.lower(), 1)
+    if not math.isfinite(scaled) or scaled > MAX_BYTES:
+        raise ValueError(f"{what}: {value!r} is more than 1 PiB")
+    result = int(scaled)
     if result <= 0:
         raise ValueError(f"{what}: must be positive, got {value!r}")
     return result
@@ -40,6 +48,8 @@ def parse_cpu(value: int | float | str, what: str = "cpu") -> float:
             cores = float(value)
     except ValueError:
         raise ValueError(f"{what}: {value!r} is not a number of cores (examples: 0.5, 2, 500m)") from None
+    if not math.isfinite(cores) or cores > MAX_CORES:
+        raise ValueError(f"{what}: {value!r} is not a number of cores this host could have")
     if not cores > 0:
         raise ValueError(f"{what}: must be positive, got {value!r}")
     return cores
@@ -56,6 +66,8 @@ def parse_duration(value: int | float | str, what: str = "duration") -> float:
         if not match:
             raise ValueError(f"{what}: {value!r} is not a duration (examples: 30s, 250ms, 5m)")
         seconds = float(match.group(1)) * _SECONDS[match.group(2) or "s"]
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"{what}: {value!r} is not a duration under a year")
     if seconds < 0:
         raise ValueError(f"{what}: must not be negative, got {value!r}")
     return seconds

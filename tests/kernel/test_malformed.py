@@ -1,6 +1,8 @@
 """Bad input: a specific error, the bad client is cut off, the kernel and others carry on."""
 from __future__ import annotations
 
+import json
+
 import socket
 import time
 
@@ -60,11 +62,15 @@ def test_unknown_opcode_is_not_implemented_and_connection_lives(kernel, raw) -> 
     assert bytes(c.read_frame().payload) == b"after"
 
 
-def test_invalid_json_payload_is_invalid_argument(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("payload", [b"{not json", b'{"x": NaN}', b'{"x": Infinity}', b"[1]",
+                                     b'"\\udfff"', b'{"unknown": 1}'])
+def test_invalid_json_payload_is_invalid_argument(kernel, raw, payload) -> None:  # type: ignore[no-untyped-def]
     c = raw()
-    c.request(0x02, 1, b"{not json")
-    # HELLO ignores its payload; a syscall that parses it must say what is wrong.
-    assert c.read_frame().flags == 0x01
+    c.request(0x02, 1, payload)
+    # Every payload is strict JSON of the syscall's declared shape, HELLO's (empty) too.
+    frame = c.read_frame()
+    assert frame.flags == 0x03 and frame.request_id == 1
+    assert json.loads(bytes(frame.payload))["code"] == "invalid_argument"
 
 
 def _settled_fds(kernel) -> int:  # type: ignore[no-untyped-def]

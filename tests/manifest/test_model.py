@@ -51,7 +51,8 @@ def test_spawn_request_of_a_sandboxed_agent() -> None:
         "name": "web-2", "script": "/srv/web.py", "args": ["--port", "80"], "env": {"MODE": "x"}, "cwd": "/srv",
         "sandboxed": True, "network": False, "writable_paths": ["/srv/data"], "readonly_paths": ["/etc/ssl"],
         "allow_degraded": False,
-        "limits": {"memory": 2**30, "pids": 128},
+        # cpu: unlimited travels as null (an absent limit would get the kernel's default).
+        "limits": {"memory": 2**30, "pids": 128, "cpu": None},
         "capabilities": ["think", "http"],
         "restart": {"policy": "on-failure", "max_restarts": 5, "window": 60.0, "backoff": 0.5, "backoff_max": 60.0},
         "llm": {"model": "m", "temperature": 0.2, "tokens": 5000, "calls_per_minute": 10},
@@ -75,16 +76,20 @@ def test_hostname_is_sent_only_when_set() -> None:
 
 
 def test_the_process_service_accepts_the_spawn_request(tmp_path: Path) -> None:
-    from agentos.processes.request import SpawnRequest
+    from agentos.processes.request import HOST, SpawnRequest
+    from agentos.protocol import Op
+    from agentos.protocol.payload import encode_payload
+    from agentos.protocol.requests import SpawnRequestWire, decode_request
 
     script = tmp_path / "a.py"
     script.write_text("")
     spec = AgentSpec("a", script=script, args=("x",), env={"K": "v"}, cwd=tmp_path,
                      sandbox=Sandbox(writable=(tmp_path,), hostname="box"), restart=Restart(policy="always"),
                      limits=Limits(llm_tokens=10), llm=AgentLLM(model="m", system="s", temperature=0.5))
-    request = spec.to_spawn_request()
-    request.pop("capabilities")  # The SPAWN handler takes these out for the permission service.
-    parsed = SpawnRequest.parse(request)
+    # The manifest's request passes the wire schema as it is: the two cannot drift apart.
+    wire = decode_request(Op.SPAWN, encode_payload(spec.to_spawn_request()))
+    assert isinstance(wire, SpawnRequestWire)
+    parsed = SpawnRequest.parse(wire, HOST)
     assert (parsed.name, parsed.script, parsed.argv[-1], parsed.env) == ("a", str(script), "x", {"K": "v"})
     assert parsed.writable_paths == [str(tmp_path)] and parsed.sandboxed and not parsed.network
     assert parsed.hostname == "box"

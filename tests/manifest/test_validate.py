@@ -138,7 +138,7 @@ def test_choice_suggests_the_closest(errors) -> None:  # type: ignore[no-untyped
         (4, 23, "agents.a.restart.policy: 'on_failure' is not one of never, on-failure, always",
          "did you mean 'on-failure'?"),
         (5, 26, ("agents.a.permissions[1]: 'mesage' is not one of think, spawn, kill, message, state_own, "
-         "state_shared, http, admin, state"), "did you mean 'message'?"),
+         "state_shared, http, observe, admin, state"), "did you mean 'message'?"),
     ]
 
 

@@ -43,9 +43,10 @@ def test_allow_degraded_runs_and_reports(bare_kernel) -> None:  # type: ignore[n
     info = client.spawn("x", agent("stubborn"), sandboxed=False, limits={"memory": "64Mi", "pids": 8},
                         allow_degraded=True)
     cgroup = info["isolation"]["cgroup"]
-    assert cgroup["driver"] == "none" and cgroup["not_enforced"] == ["memory", "pids"]
+    assert cgroup["driver"] == "none" and cgroup["not_enforced"] == ["cpu", "memory", "pids"]
     assert not cgroup["tracks_tree"] and "processes.cgroups: none" in cgroup["reason"]
-    assert info["isolation"]["degraded"] == ["limits.memory", "limits.pids"]
+    # cpu was not asked for: the default that could not be enforced is reported as such.
+    assert info["isolation"]["degraded"] == ["limits.cpu (default)", "limits.memory", "limits.pids"]
     client.wait(id=info["id"], until="ready", timeout=60)
     main_pid, grandchild = (int(p) for p in client.logs(id=info["id"]).split()[1:3])
     end = client.kill(id=info["id"])  # the configured 1 s grace, then SIGKILL to the group

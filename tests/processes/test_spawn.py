@@ -160,11 +160,11 @@ def test_limits_are_applied_and_reported(shared_kernel) -> None:  # type: ignore
 def test_agents_spawn_children_and_the_tree_is_recorded(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
     client = shared_kernel.client()
     mode = "sandboxed" if sandboxed else "plain"
-    parent = client.spawn(f"parent-{mode}", agent("spawner"), args=[mode], sandboxed=sandboxed,
+    parent = client.spawn(f"parent-{mode}", agent("spawner"), sandboxed=sandboxed,
                           capabilities=["spawn", "kill"])
     client.wait(id=parent["id"], until="ready", timeout=60)
     [child] = client.list_agents(name=f"child-of-parent-{mode}")
-    assert child["parent"] == parent["id"]
+    assert child["parent"] == parent["id"] and child["sandboxed"]
     # The agent learned its child's id from the kernel's answer.
     assert f"child {child['id']}" in client.logs(id=parent["id"])
     client.kill(id=parent["id"], grace=5)

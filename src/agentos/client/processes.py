@@ -16,7 +16,9 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   sandboxed: bool = True, network: bool = False,
                   limits: Mapping[str, Any] | None = None, allow_degraded: bool = False,
                   capabilities: Sequence[str] | None = None, hostname: str | None = None,
-                  writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = ()) -> dict[str, Any]:
+                  writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = (),
+                  restart: Mapping[str, Any] | None = None, llm: Mapping[str, Any] | None = None,
+                  egress: Sequence[str] | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path)."""
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -31,7 +33,7 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["env"] = dict(env)
     if cwd is not None:
         payload["cwd"] = os.path.abspath(cwd)
-    if limits:
+    if limits is not None:
         payload["limits"] = dict(limits)
     if allow_degraded:
         payload["allow_degraded"] = True
@@ -43,6 +45,12 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["writable_paths"] = [os.path.abspath(p) for p in writable_paths]
     if readonly_paths:
         payload["readonly_paths"] = [os.path.abspath(p) for p in readonly_paths]
+    if restart is not None:
+        payload["restart"] = dict(restart)
+    if llm is not None:
+        payload["llm"] = dict(llm)
+    if egress is not None:
+        payload["egress"] = list(egress)
     return payload
 
 

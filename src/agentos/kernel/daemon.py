@@ -24,6 +24,7 @@ from .admission import Admission
 from .config import KernelConfig
 from .events import EventBus
 from .identity import Identity
+from .peers import PeerGone, peer_pidfd
 from .service import Service
 from .syscalls import Call, SyscallTable
 
@@ -38,6 +39,8 @@ _STREAM_END = int(Flag.REPLY | Flag.STREAM | Flag.END)
 
 Guard = Callable[[Call], None]
 Observer = Callable[[Call, str, float], None]
+#: ``(peer pid, peer pidfd or None) -> agent id or None``; raises to refuse the connection.
+PeerAgent = Callable[[int, "int | None"], "str | None"]
 
 
 class KernelAlreadyRunning(RuntimeError):
@@ -86,6 +89,8 @@ class Kernel:
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         self._stopping: asyncio.Event | None = None
         self.admission = Admission(config.connections)
+        #: Tells which agent a process connecting by path belongs to (the processes service).
+        self.peer_agent: PeerAgent | None = None
         self.reactor = reactor_mod.Reactor(
             self._on_frame, self._on_close, self._on_drain,
             max_payload=config.max_payload, high_water=config.write_high_water,
@@ -121,7 +126,22 @@ class Kernel:
     # -- reactor callbacks --------------------------------------------------------
 
     def _on_accept(self, conn: Any) -> None:
-        conn.context = Identity.from_peer(conn.peer_pid, conn.peer_uid, conn.peer_gid)
+        identity = Identity.from_peer(conn.peer_pid, conn.peer_uid, conn.peer_gid)
+        if self.peer_agent is not None:
+            # A process inside an agent comes in as that agent, never as its uid's admin.
+            pidfd = peer_pidfd(conn.fd)
+            try:
+                agent_id = self.peer_agent(conn.peer_pid, pidfd)
+            except PeerGone:
+                conn.close()
+                return
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+            if agent_id is not None:
+                identity = Identity(pid=conn.peer_pid, uid=conn.peer_uid, gid=conn.peer_gid,
+                                    agent_id=agent_id)
+        conn.context = identity
         self._admit(conn)
 
     def _admit(self, conn: Any) -> None:
@@ -168,6 +188,7 @@ class Kernel:
         outcome = "ok"
         conn = call.conn
         try:
+            call.decode()
             for guard in self._guards:
                 guard(call)
             result = await handler(call)

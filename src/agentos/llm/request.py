@@ -9,9 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import ujson
-
 from ..errors import InvalidArgument
+from ..protocol.payload import decode_json
 from .types import Content, GenerationOptions
 
 #: Gemini's rule for function names (letters, digits, ``_ . : -``; at most 128).
@@ -48,7 +47,8 @@ def parse_think(payload: bytes) -> ThinkArgs:
     """A JSON object payload is the JSON form; anything else is a plain-text prompt."""
     data = bytes(payload)
     try:
-        value = ujson.loads(data) if data.lstrip().startswith(b"{") else None
+        # Strict JSON (no NaN or Infinity); anything else is the plain-text form.
+        value = decode_json(data) if data.lstrip().startswith(b"{") else None
     except ValueError:
         value = None
     if isinstance(value, dict):

@@ -131,8 +131,8 @@ class AgentSpec:
         if self.sandbox.enabled:
             request["writable_paths"] = [str(p) for p in self.sandbox.writable]
             request["readonly_paths"] = [str(p) for p in self.sandbox.readonly]
-        request["limits"] = {key: getattr(self.limits, key) for key in _CGROUP_LIMITS
-                             if getattr(self.limits, key) is not None}
+        # None is sent as null: unlimited (an absent limit would get the kernel's default).
+        request["limits"] = {key: getattr(self.limits, key) for key in _CGROUP_LIMITS}
         request["capabilities"] = list(self.permissions)
         if self.egress is not None:
             request["egress"] = list(self.egress)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
+from ..protocol.requests import AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS
 
-#: Agent names: usable as a hostname and a file name.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+#: Agent names: the wire's rule, so a name SPAWN takes is a name a manifest takes.
+NAME_PATTERN = AGENT_NAME_PATTERN
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
 CAPABILITIES = (*(c.value for c in Capability), "state")
@@ -111,9 +112,10 @@ SANDBOX = Section("agents.<name>.sandbox", "How the agent is isolated from the h
 
 LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced by the kernel.", (
     Field("memory", Type.SIZE, "Memory (cgroup), e.g. 256Mi or 1Gi; over it the agent is OOM-killed.",
-          512 * 1024**2, default_doc="512Mi", unlimited=True),
-    Field("cpu", Type.CPU, "CPU time in cores: 0.5, 2, or 500m.", 1.0, unlimited=True),
-    Field("pids", Type.INT, "Processes and threads in the agent's tree.", 128, minimum=1, unlimited=True),
+          DEFAULT_MEMORY, default_doc="512Mi", unlimited=True),
+    Field("cpu", Type.CPU, "CPU time in cores: 0.5, 2, or 500m.", DEFAULT_CPU, unlimited=True),
+    Field("pids", Type.INT, "Processes and threads in the agent's tree.", DEFAULT_PIDS, minimum=1,
+          unlimited=True),
     Field("llm_tokens", Type.INT, "Total LLM tokens the agent may use.", None, minimum=1, unlimited=True,
           default_doc="unlimited"),
     Field("llm_calls_per_minute", Type.INT, "THINK calls per minute.", None, minimum=1, unlimited=True,

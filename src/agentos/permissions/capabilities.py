@@ -18,6 +18,8 @@ class Capability(str, enum.Enum):
     STATE_OWN = "state_own"
     STATE_SHARED = "state_shared"
     HTTP = "http"
+    #: LIST, WAIT and LOGS of agents that are not one's own descendants.
+    OBSERVE = "observe"
     ADMIN = "admin"
 
 

@@ -81,6 +81,9 @@ class Permissions:
     def is_admin(self, identity: Identity) -> bool:
         return Capability.ADMIN in self.capabilities_of(identity)
 
+    def holds(self, identity: Identity, capability: Capability) -> bool:
+        return capability in self.capabilities_of(identity)
+
     def require(self, identity: Identity, capability: Capability) -> None:
         """Raise PermissionDenied unless ``identity`` holds ``capability``."""
         if capability not in self.capabilities_of(identity):

@@ -8,7 +8,9 @@ from typing import Any
 
 from ..cgroups import AgentCgroup, CgroupStats, Limits
 from ..kernel.identity import Identity
+from ..protocol.requests import SpawnRequestWire
 from .logs import LogCapture
+from .request import Confinement
 
 
 class Status:
@@ -45,6 +47,8 @@ class Agent:
     parent: str | None
     log: LogCapture
     cgroup: AgentCgroup
+    #: What it holds: its children are checked against this.
+    confinement: Confinement
     pid: int = 0
     pidfd: int = -1
     status: str = Status.RUNNING
@@ -61,8 +65,8 @@ class Agent:
     ended: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     escalation: asyncio.TimerHandle | None = None
-    #: The SPAWN arguments as given, and who gave them: what the supervisor replays to restart it.
-    request: dict[str, Any] = field(default_factory=dict)
+    #: The SPAWN request as given, and who gave it: what the supervisor replays to restart it.
+    request: SpawnRequestWire = field(default_factory=SpawnRequestWire)
     spawner: Identity | None = None
     #: How many times the supervisor restarted this agent before this process (0 for the first).
     restarts: int = 0

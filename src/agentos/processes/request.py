@@ -1,36 +1,91 @@
-"""Validate SPAWN, KILL, WAIT and LOGS arguments into typed requests (clear errors, no surprises)."""
+"""SPAWN's typed request, resolved on the host and narrowed to what the spawner holds.
+
+The wire form (``protocol.requests.SpawnRequestWire``) has already checked every
+type and range. Here each path is resolved (symlinks and ``..`` included) and
+checked against the spawner's ``Confinement``: a child is never looser than its
+parent in any field. Widening is ``PermissionDenied`` naming the field; a value
+that cannot be used at all is ``InvalidArgument``.
+"""
 from __future__ import annotations
 
 import os
-import re
 import shutil
+import stat
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..cgroups import Limits
-from ..errors import InvalidArgument
-from ..units import parse_duration
+import msgspec
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SPAWN_KEYS = frozenset({"name", "script", "command", "args", "env", "cwd", "sandboxed", "network",
-                         "limits", "allow_degraded", "writable_paths", "readonly_paths", "hostname",
-                         # Checked and acted on by the supervisor service.
-                         "restart",
-                         # The agent's THINK defaults and budgets, handed to the LLM gateway on agent.started.
-                         "llm"})
-#: What an agent's ``llm`` may say, and the type of each.
-_LLM_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "provider": str, "model": str, "system": str, "temperature": (int, float), "tokens": int,
-    "calls_per_minute": int}
+from ..cgroups import Limits
+from ..errors import InvalidArgument, PermissionDenied
+from ..protocol.requests import (
+    DEFAULT_CPU,
+    DEFAULT_MEMORY,
+    DEFAULT_PIDS,
+    KillRequest,
+    LimitsWire,
+    SpawnRequestWire,
+)
+from ..units import parse_bytes, parse_cpu, parse_duration
+
 #: Kernel-set variables an agent may not override (its connection and identity).
 RESERVED_ENV = frozenset({"AGENTOS_FD", "AGENTOS_AGENT_ID", "AGENTOS_AGENT_NAME"})
+#: The private /tmp of an agent without a memory limit.
+_TMP_UNLIMITED = 1 << 30
+#: Share of the memory limit the private /tmp gets by default (tmpfs pages count as memory).
+_TMP_SHARE = 4
+
+
+def _inside(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What an agent holds, which its children can only narrow.
+
+    Paths are real host paths (no symlinks). ``readable`` is every host path its
+    view shows (the system view, its binds, its script's directory); ``writable``
+    those it may write. An admin's confinement is the whole host.
+    """
+
+    sandboxed: bool
+    network: bool
+    allow_degraded: bool
+    readable: tuple[str, ...]
+    writable: tuple[str, ...]
+    limits: Limits
+    #: LLM budgets (``tokens``, ``calls_per_minute``) that bound its children's.
+    llm_budget: dict[str, int] = field(default_factory=dict)
+    #: For an outside client that is not admin: the uid whose file access bounds paths.
+    uid: int | None = None
+
+    def sees(self, path: str) -> bool:
+        if self.uid is not None and not _uid_may(path, self.uid, write=False):
+            return False
+        return any(_inside(path, p) for p in self.readable)
+
+    def may_write(self, path: str) -> bool:
+        if self.uid is not None and not _uid_may(path, self.uid, write=True):
+            return False
+        return any(_inside(path, p) for p in self.writable)
+
+
+#: An admin (an outside client of the kernel's uid): anything the host has.
+HOST = Confinement(sandboxed=False, network=True, allow_degraded=True, readable=("/",), writable=("/",),
+                   limits=Limits())
+
+
+def outside_user(uid: int) -> Confinement:
+    """A non-admin outside client: sandboxed agents only, with what ``uid`` itself may access."""
+    return replace(HOST, sandboxed=True, uid=uid)
 
 
 @dataclass
 class SpawnRequest:
-    """A SPAWN payload, checked."""
+    """A SPAWN, checked and resolved: what to start, and the confinement it will hold."""
 
     name: str
     argv: list[str]
@@ -40,6 +95,10 @@ class SpawnRequest:
     env: dict[str, str]
     cwd: str | None
     limits: Limits
+    #: Limits that were defaults rather than asked for (reported, not required, where unenforceable).
+    default_limits: tuple[str, ...]
+    #: Size of the private /tmp in bytes.
+    tmp_size: int
     sandboxed: bool
     network: bool
     allow_degraded: bool
@@ -49,163 +108,232 @@ class SpawnRequest:
     hostname: str | None = None
     #: THINK defaults and budgets (model, system, temperature, tokens, calls_per_minute), if given.
     llm: dict[str, Any] | None = None
+    #: Capability names asked for; None: the defaults, trimmed to the spawner's.
+    capabilities: list[str] | None = None
+    #: Egress allow entries asked for; None: the spawner's.
+    egress: list[str] | None = None
+    #: The supervisor's restart policy, as sent.
+    restart: dict[str, Any] | None = None
+
+    def confinement(self, readable_system: Iterable[str]) -> Confinement:
+        """What the started agent holds (its children are checked against it)."""
+        if not self.sandboxed:
+            readable: tuple[str, ...] = ("/",)
+            writable: tuple[str, ...] = ("/",)
+        else:
+            own = [*self.readonly_paths, *self.writable_paths]
+            if self.script is not None:
+                own.append(os.path.dirname(self.script))
+            readable = tuple(dict.fromkeys([*readable_system, *own]))
+            writable = tuple(self.writable_paths)
+        budget: dict[str, int] = {key: self.llm[key] for key in ("tokens", "calls_per_minute")
+                                  if self.llm and key in self.llm}
+        return Confinement(sandboxed=self.sandboxed, network=self.network,
+                           allow_degraded=self.allow_degraded, readable=readable, writable=writable,
+                           limits=self.limits, llm_budget=budget)
 
     @classmethod
-    def parse(cls, args: dict[str, Any]) -> SpawnRequest:
-        unknown = sorted(set(args) - _SPAWN_KEYS)
-        if unknown:
-            raise InvalidArgument(f"SPAWN: unknown field(s) {unknown}; known: {sorted(_SPAWN_KEYS)}")
-        script, command = args.get("script"), args.get("command")
+    def parse(cls, wire: SpawnRequestWire, parent: Confinement) -> SpawnRequest:
+        """Resolve ``wire`` on this host and check it is no looser than ``parent``."""
+        sandboxed = _flag(wire.sandboxed, True)
+        if not sandboxed and parent is not HOST:
+            raise PermissionDenied("sandboxed: only an admin (an outside client of the kernel's uid) "
+                                   "may start an unsandboxed agent", field="sandboxed")
+        network = _flag(wire.network, False)
+        if network and not parent.network:
+            raise PermissionDenied("network: the spawner has no network, so its child cannot have it",
+                                   field="network")
+        allow_degraded = _flag(wire.allow_degraded, False)
+        if allow_degraded and not parent.allow_degraded:
+            raise PermissionDenied("allow_degraded: the spawner runs with full isolation, so its child "
+                                   "must too", field="allow_degraded")
+        cwd = _given(wire.cwd)
+        if cwd is not None:
+            cwd = _resolve(cwd, None, "cwd")
+            _require_seen(parent, cwd, "cwd")
+        env = dict(_given(wire.env) or {})
+        reserved = sorted(RESERVED_ENV & set(env))
+        if reserved:
+            raise InvalidArgument(f"env: {reserved[0]} is set by the kernel and cannot be overridden",
+                                  field=f"env.{reserved[0]}")
+        extra = list(_given(wire.args) or [])
+        script, command = _given(wire.script), _given(wire.command)
         if (script is None) == (command is None):
             raise InvalidArgument("SPAWN needs exactly one of script (a Python file) or command "
                                   "(a program and its arguments)")
-        cwd = _optional_str(args, "cwd")
-        if cwd is not None and not os.path.isabs(cwd):
-            raise InvalidArgument(f"cwd must be an absolute path, got {cwd!r}")
-        extra = _str_list(args, "args")
-        env = _env(args.get("env"))
         if script is not None:
-            path = _absolute(_require_str(script, "script"), cwd, "script")
+            path: str | None = _resolve(script, cwd, "script")
+            assert path is not None
+            _require_seen(parent, path, "script")
             if not os.path.isfile(path):
-                raise InvalidArgument(f"script {path!r} does not exist or is not a file", script=path)
+                raise InvalidArgument(f"script {path!r} does not exist or is not a file", field="script")
             argv = [sys.executable, *extra]
         else:
-            argv = [*_command(command, env, cwd), *extra]
+            argv = [*_command(command, env, cwd, parent), *extra]
             path = None
-        name = args.get("name")
+        name = _given(wire.name)
         if name is None:
-            name = os.path.splitext(os.path.basename(path or argv[0]))[0] or "agent"
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidArgument(f"name {name!r} is not valid: 1-64 characters of letters, digits, "
-                                  "'_', '.', '-', starting with a letter or digit")
-        try:
-            limits = Limits.from_request(args.get("limits"))
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        sandboxed = _bool(args, "sandboxed", True)
-        hostname = _optional_str(args, "hostname")
+            name = _default_name(path or argv[0])
+        readonly = [_resolve(p, cwd, "readonly_paths") for p in _given(wire.readonly_paths) or []]
+        writable = [_resolve(p, cwd, "writable_paths") for p in _given(wire.writable_paths) or []]
+        for p in readonly:
+            _require_seen(parent, p, "readonly_paths")
+        for p in writable:
+            if not parent.may_write(p):
+                raise PermissionDenied(f"writable_paths: {p} is not writable by the spawner",
+                                       field="writable_paths", path=p)
+        hostname = _given(wire.hostname)
         if hostname is not None and not sandboxed:
-            raise InvalidArgument("hostname needs sandboxed: only a sandboxed agent has its own hostname")
+            raise InvalidArgument("hostname needs sandboxed: only a sandboxed agent has its own hostname",
+                                  field="hostname")
+        limits, defaults, tmp_size = _limits(_given(wire.limits), parent.limits)
+        llm = msgspec.to_builtins(wire.llm) if wire.llm else None
+        _check_llm_budget(llm, parent.llm_budget)
+        restart = msgspec.to_builtins(wire.restart) if wire.restart else None
         return cls(name=name, argv=argv, script=path, env=env, cwd=cwd, limits=limits,
-                   sandboxed=sandboxed, network=_bool(args, "network", False), hostname=hostname,
-                   llm=_llm(args.get("llm")),
-                   allow_degraded=_bool(args, "allow_degraded", False),
-                   writable_paths=[_absolute(p, cwd, "writable_paths") for p in _str_list(args, "writable_paths")],
-                   readonly_paths=[_absolute(p, cwd, "readonly_paths") for p in _str_list(args, "readonly_paths")])
+                   default_limits=defaults, tmp_size=tmp_size, sandboxed=sandboxed, network=network,
+                   allow_degraded=allow_degraded, writable_paths=writable, readonly_paths=readonly,
+                   hostname=hostname, llm=llm, capabilities=_given(wire.capabilities),
+                   egress=_given(wire.egress), restart=restart)
 
 
-def parse_grace(args: dict[str, Any], default: float) -> float:
-    value = args.get("grace")
-    if value is None:
-        return default
-    try:
-        return parse_duration(value, "grace")
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+def parse_grace(request: KillRequest, default: float) -> float:
+    grace = _given(request.grace)
+    return default if grace is None else parse_duration(grace, "grace")
 
 
-def parse_timeout(args: dict[str, Any]) -> float | None:
-    value = args.get("timeout")
-    if value is None:
-        return None
-    try:
-        return parse_duration(value, "timeout")
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+def parse_timeout(value: float | str | None | Any) -> float | None:
+    value = _given(value)
+    return None if value is None else parse_duration(value, "timeout")
 
 
-def parse_int(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidArgument(f"{key} must be an integer from {low} to {high}, got {value!r}")
-    return value
+def _given(value: Any) -> Any:
+    """None for a field that was absent (UNSET) or null."""
+    return None if value is msgspec.UNSET else value
 
 
-def _command(command: Any, env: dict[str, str], cwd: str | None) -> list[str]:
-    if isinstance(command, str):
-        argv = [command]
-    elif isinstance(command, list) and command and all(isinstance(a, str) for a in command):
-        argv = list(command)
-    else:
+def _flag(value: Any, default: bool) -> bool:
+    value = _given(value)
+    return default if value is None else bool(value)
+
+
+def _default_name(path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in stem).lstrip("_.-")[:60]
+    return cleaned or "agent"
+
+
+def _resolve(path: str, cwd: str | None, what: str) -> str:
+    """The real host path: absolute, symlinks and ``..`` resolved (what is checked is what binds)."""
+    if not os.path.isabs(path):
+        if cwd is None:
+            raise InvalidArgument(f"{what}: {path!r} is relative; give an absolute path or a cwd", field=what)
+        path = os.path.join(cwd, path)
+    real = os.path.realpath(path)
+    if not os.path.lexists(real):
+        raise InvalidArgument(f"{what}: {path} does not exist", field=what, path=path)
+    return real
+
+
+def _require_seen(parent: Confinement, path: str, what: str) -> None:
+    if not parent.sees(path):
+        raise PermissionDenied(f"{what}: {path} is outside the spawner's view", field=what, path=path)
+
+
+def _command(command: str | list[str], env: dict[str, str], cwd: str | None,
+             parent: Confinement) -> list[str]:
+    argv = [command] if isinstance(command, str) else list(command)
+    if not argv:
         raise InvalidArgument("command must be a program path or a non-empty list of strings "
-                              "(no shell is involved)")
+                              "(no shell is involved)", field="command")
     program = argv[0]
     if "/" in program:
-        resolved: str | None = _absolute(program, cwd, "command")
-        if not os.access(resolved, os.X_OK) or not os.path.isfile(resolved):  # type: ignore[arg-type]
-            resolved = None
+        if not os.path.isabs(program) and cwd is None:
+            raise InvalidArgument(f"command: {program!r} is relative; give an absolute path or a cwd",
+                                  field="command")
+        found: str | None = os.path.normpath(os.path.join(cwd or "/", program))
     else:
-        resolved = shutil.which(program, path=env.get("PATH", os.defpath))
-    if resolved is None:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
         raise InvalidArgument(f"command {program!r} is not an executable file (looked up in PATH "
-                              "when it has no '/')", command=program)
-    return [resolved, *argv[1:]]
+                              "when it has no '/')", field="command", command=program)
+    # What it really is must be in view; the name stays (a multi-call binary reads argv[0]),
+    # and the child's own view, checked the same way, is all it can resolve in.
+    _require_seen(parent, os.path.realpath(found), "command")
+    return [found, *argv[1:]]
 
 
-def _absolute(path: str, cwd: str | None, what: str) -> str:
-    if os.path.isabs(path):
-        return os.path.normpath(path)
-    if cwd is None:
-        raise InvalidArgument(f"{what}: {path!r} is relative; give an absolute path or a cwd")
-    return os.path.normpath(os.path.join(cwd, path))
+def _limits(wire: LimitsWire | None, parent: Limits) -> tuple[Limits, tuple[str, ...], int]:
+    """The child's limits, its defaulted fields and its /tmp size; never above ``parent``'s.
+
+    Absent means the default (512Mi, 128 pids, 1 core), capped at the parent's; null
+    means unlimited, which only a spawner without that limit may ask for.
+    """
+    given: dict[str, Any] = msgspec.to_builtins(wire) if wire is not None else {}
+    for alias, key in (("max_pids", "pids"), ("cpu_quota", "cpu")):
+        if alias in given:
+            if key in given:
+                raise InvalidArgument(f"limits: give either {key} or {alias}, not both", field=f"limits.{alias}")
+            value = given.pop(alias)
+            given[key] = value / 100_000 if alias == "cpu_quota" and value is not None else value
+    parsers: dict[str, Callable[[Any, str], Any]] = {
+        "memory": parse_bytes, "pids": lambda value, _: value, "cpu": parse_cpu}
+    defaults = {"memory": DEFAULT_MEMORY, "pids": DEFAULT_PIDS, "cpu": DEFAULT_CPU}
+    values: dict[str, Any] = {}
+    defaulted: list[str] = []
+    for key, parse in parsers.items():
+        ceiling = getattr(parent, key)
+        if key not in given:
+            default = defaults[key]
+            values[key] = default if ceiling is None else min(default, ceiling)
+            defaulted.append(key)
+            continue
+        raw = given[key]
+        value = None if raw is None else parse(raw, f"limits.{key}")
+        if ceiling is not None and (value is None or value > ceiling):
+            raise PermissionDenied(f"limits.{key}: {'unlimited' if value is None else value} is more "
+                                   f"than the spawner's {ceiling}", field=f"limits.{key}")
+        values[key] = value
+    limits = Limits(**values)
+    tmp = given.get("tmp")
+    if tmp is not None:
+        tmp_size = parse_bytes(tmp, "limits.tmp")
+        if limits.memory is not None and tmp_size > limits.memory:
+            raise InvalidArgument(f"limits.tmp: {tmp_size} is more than the memory limit {limits.memory} "
+                                  "(the private /tmp is memory)", field="limits.tmp")
+    else:
+        tmp_size = _TMP_UNLIMITED if limits.memory is None else max(limits.memory // _TMP_SHARE, 1 << 20)
+    return limits, tuple(defaulted), tmp_size
 
 
-def _llm(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"llm must be an object such as {{'model': ..., 'temperature': 0.2}}, "
-                              f"got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_LLM_FIELDS))
-    if unknown:
-        raise InvalidArgument(f"llm: unknown field(s) {unknown}; known: {list(_LLM_FIELDS)}")
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, _LLM_FIELDS[key]):
-            raise InvalidArgument(f"llm.{key} has the wrong type: {value!r}")
-        if key in ("tokens", "calls_per_minute") and isinstance(value, int) and value < 1:
-            raise InvalidArgument(f"llm.{key} must be at least 1, got {value}")
-    return dict(raw)
+def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, int]) -> None:
+    for key, ceiling in budget.items():
+        value = (llm or {}).get(key)
+        if value is not None and value > ceiling:
+            raise PermissionDenied(f"llm.{key}: {value} is more than the spawner's {ceiling}",
+                                   field=f"llm.{key}")
 
 
-def _env(raw: Any) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"env must be an object of strings, got {type(raw).__name__}")
-    env: dict[str, str] = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or not _ENV_KEY.match(key):
-            raise InvalidArgument(f"env: {key!r} is not a valid variable name")
-        if key in RESERVED_ENV:
-            raise InvalidArgument(f"env: {key} is set by the kernel and cannot be overridden")
-        if not isinstance(value, str) or "\0" in value:
-            raise InvalidArgument(f"env: the value of {key} must be a string without NUL bytes")
-        env[key] = value
-    return env
+def _uid_may(path: str, uid: int, *, write: bool) -> bool:
+    """Whether ``uid`` (no supplementary groups) could read, or write, ``path`` on the host."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    parent = os.path.dirname(path)
+    while True:
+        try:
+            if not _permits(os.stat(parent), uid, 0o1):
+                return False
+        except OSError:
+            return False
+        if parent == "/":
+            break
+        parent = os.path.dirname(parent)
+    return _permits(info, uid, 0o2 if write else 0o4)
 
 
-def _str_list(args: dict[str, Any], key: str) -> list[str]:
-    value = args.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
-        raise InvalidArgument(f"{key} must be a list of strings")
-    return list(value)
-
-
-def _require_str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value or "\0" in value:
-        raise InvalidArgument(f"{key} must be a non-empty string")
-    return value
-
-
-def _optional_str(args: dict[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    return None if value is None else _require_str(value, key)
-
-
-def _bool(args: dict[str, Any], key: str, default: bool) -> bool:
-    value = args.get(key, default)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{key} must be true or false, got {value!r}")
-    return value
+def _permits(info: os.stat_result, uid: int, bit: int) -> bool:
+    if info.st_uid == uid:
+        return bool(info.st_mode & (bit << 6))
+    return bool(info.st_mode & bit)

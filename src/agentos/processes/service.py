@@ -16,8 +16,10 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, cast
+
+from msgspec import UNSET
 
 from ..cgroups import (
     AgentCgroup,
@@ -28,21 +30,27 @@ from ..cgroups import (
     detect,
     open_driver,
 )
-from ..errors import InvalidArgument, Timeout, Unavailable
+from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout, Unavailable
 from ..kernel.identity import Identity
+from ..kernel.peers import agent_of_pid
 from ..kernel.syscalls import Call, Handler
+from ..permissions.capabilities import Capability
+from ..permissions.principal import caller_id
 from ..protocol import Op
+from ..protocol.requests import KillRequest, ListRequest, LogsRequest, SpawnRequestWire, WaitRequest
 from ..sandbox import Launcher, SandboxError
+from ..sandbox.mounts import default_system_ops
 from .agent import END_TOPICS, Agent, Status
 from .launcher import start_process
 from .logs import LogCapture
-from .request import SpawnRequest, parse_grace, parse_int, parse_timeout
+from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
 
 if TYPE_CHECKING:
+    from ..egress.service import EgressService
     from ..kernel.daemon import Kernel
-    from ..permissions import Capability, Permissions
+    from ..permissions import Permissions
 
 log = logging.getLogger("agentos.processes")
 
@@ -79,6 +87,7 @@ class ProcessService:
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.kernel.peer_agent = self.agent_of_peer
         # From the loop thread: agents' parent-death signal is tied to the thread that starts it.
         self.launcher.start()
         if self.settings.cgroups == "none":
@@ -121,35 +130,67 @@ class ProcessService:
 
     async def spawn(self, call: Call) -> dict[str, Any]:
         """Start an agent; answers ``{id, name, pid, status, isolation, ...}``."""
-        return await self.spawn_as(call.identity, call.args())
+        return await self.spawn_as(call.identity, cast(SpawnRequestWire, call.request))
 
-    async def spawn_as(self, caller: Identity, args: dict[str, Any]) -> dict[str, Any]:
-        """SPAWN on behalf of ``caller`` (the supervisor restarts agents through this)."""
-        original = dict(args)
-        capabilities = args.pop("capabilities", None)
-        request = SpawnRequest.parse(args)
+    async def spawn_as(self, caller: Identity, wire: SpawnRequestWire) -> dict[str, Any]:
+        """SPAWN on behalf of ``caller`` (the supervisor restarts agents through this).
+
+        Every field is checked against what ``caller`` holds before anything is made:
+        its confinement (sandbox, network, view, limits, budgets), capabilities and egress.
+        """
+        parent = self._spawning_agent(caller)
+        request = SpawnRequest.parse(wire, self._confinement(caller, parent))
         permissions = self._permissions()
-        granted = (permissions.child_capabilities(caller, capabilities)
+        granted = (permissions.child_capabilities(caller, request.capabilities)
                    if permissions is not None else None)
+        egress = self._egress()
+        allow = egress.child_allow(caller, request.egress) if egress is not None else None
         self.table.check_name_free(request.name)
-        missing = [name for name in request.limits.requested() if name not in self.driver.enforceable]
+        missing = [name for name in request.limits.requested()
+                   if name not in self.driver.enforceable and name not in request.default_limits]
         if missing and not request.allow_degraded:
             raise Unavailable(
                 f"limits {missing} cannot be enforced on this host ({self._cgroup_situation()}); "
                 "set allow_degraded to run the agent without them", limits=missing,
                 driver=self.driver.name)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
-        task = self.kernel.loop.create_task(self._start_agent(request, caller, original, granted))
+        task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted))
         self._starting.add(task)
         task.add_done_callback(self._start_done)
         agent = await asyncio.shield(task)
+        if egress is not None and allow is not None:
+            egress.assign(agent.id, allow)
         return {**agent.info(), "isolation": agent.isolation}
 
-    async def _start_agent(self, request: SpawnRequest, caller: Identity, original: dict[str, Any],
-                           granted: frozenset[Capability] | None) -> Agent:
+    def _spawning_agent(self, caller: Identity) -> Agent | None:
+        """The running agent that asks, if an agent asks."""
+        if caller.agent_id is None:
+            return None
+        agent = self.table.get(caller.agent_id)
+        if agent is None or not agent.running:
+            raise PermissionDenied("the spawning agent has ended", agent=caller.agent_id)
+        return agent
+
+    def _confinement(self, caller: Identity, parent: Agent | None) -> Confinement:
+        if parent is not None:
+            return parent.confinement
+        permissions = self._permissions()
+        if permissions is None or permissions.is_admin(caller):
+            return HOST
+        return outside_user(caller.uid)
+
+    def _masked(self) -> list[str]:
+        """Host paths no agent may see: the kernel's socket and state (agents reach them only by
+        syscalls, under their own identity)."""
+        config = self.kernel.config
+        return [str(config.socket_path), str(config.state_dir)]
+
+    async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
+                           parent: Agent | None, granted: frozenset[Capability] | None) -> Agent:
         agent_id = secrets.token_hex(6)
         try:
-            cgroup = self.driver.create(agent_id, request.limits)
+            cgroup = self.driver.create(agent_id, request.limits,
+                                        parent=parent.cgroup if parent is not None else None)
         except OSError as exc:
             raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
         capture = LogCapture(self.log_dir / f"{request.name}-{agent_id}.log", self.settings.log_max_bytes)
@@ -160,7 +201,8 @@ class ProcessService:
             launched = await self.kernel.loop.run_in_executor(None, functools.partial(
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
                 kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
-                passed_env=self.settings.pass_env))
+                passed_env=self.settings.pass_env, masked_paths=self._masked(),
+                tmp_size=request.tmp_size))
         except SandboxError as exc:
             self._abandon(cgroup, capture, kernel_end)
             raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None
@@ -174,9 +216,9 @@ class ProcessService:
         argv = [request.script, *request.argv[1:]] if request.script else request.argv
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
-                      cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=original,
-                      spawner=caller)
-        agent.isolation = self._isolation(cgroup, launched.isolation)
+                      cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
+                      spawner=caller, confinement=request.confinement(self._system_view()))
+        agent.isolation = self._isolation(cgroup, launched.isolation, request)
         self.table.add(agent)
         if granted is not None:
             # Before the connection is served: the agent may call the kernel at once.
@@ -194,46 +236,38 @@ class ProcessService:
 
     async def kill(self, call: Call) -> dict[str, Any]:
         """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
-        args = call.args()
-        agent = self.table.find(args)
+        request = cast(KillRequest, call.request)
+        agent = self.table.find(request.fields())
         permissions = self._permissions()
         if permissions is not None:
             permissions.check_kill(call.identity, agent.id)
-        grace = parse_grace(args, self.settings.kill_grace)
-        wait = args.get("wait", True)
-        if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        grace = parse_grace(request, self.settings.kill_grace)
         was_running = agent.running
         if was_running:
             self._terminate(agent, grace, "kill")
-            if wait:
+            if request.wait is not False:
                 await asyncio.shield(agent.ended)
         return {**agent.info(), "killed": was_running}
 
     async def list(self, call: Call) -> dict[str, Any]:
-        """Every agent the table holds (running and recently ended), optionally filtered."""
-        args = call.args()
-        statuses = args.get("status")
-        if isinstance(statuses, str):
-            statuses = [statuses]
-        if statuses is not None and (not isinstance(statuses, list)
-                                     or not set(statuses) <= Status.ENDED | {Status.RUNNING}):
-            raise InvalidArgument(f"status must be one or a list of running, exited, failed, "
-                                  f"killed, oom_killed; got {args.get('status')!r}")
-        name = args.get("name")
+        """The agents the caller may observe (running and recently ended), optionally filtered."""
+        request = cast(ListRequest, call.request)
+        statuses = request.status
+        wanted = None if statuses is UNSET or statuses is None else (
+            {statuses} if isinstance(statuses, str) else set(statuses))
+        name = None if request.name is UNSET else request.name
+        visible = self._observer(call.identity)
         return {"agents": [agent.info() for agent in self.table
-                           if (statuses is None or agent.status in statuses)
-                           and (name is None or agent.name == name)]}
+                           if (wanted is None or agent.status in wanted)
+                           and (name is None or agent.name == name) and visible(agent)]}
 
     async def wait(self, call: Call) -> dict[str, Any]:
         """Block this request (only) until the agent ends, or with ``until: "ready"`` until READY."""
-        args = call.args()
-        agent = self.table.find(args)
-        until = args.get("until", "exit")
-        if until not in ("exit", "ready"):
-            raise InvalidArgument(f"until must be 'exit' or 'ready', got {until!r}")
+        request = cast(WaitRequest, call.request)
+        agent = self._find_visible(call.identity, request.fields())
+        until = "exit" if request.until is UNSET else request.until
         waiting = {agent.ended} if until == "exit" else {agent.ended, agent.ready}
-        timeout = parse_timeout(args)
+        timeout = parse_timeout(request.timeout)
         done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not done:
             raise Timeout(f"agent {agent.name!r} did not {'end' if until == 'exit' else 'become ready'} "
@@ -242,12 +276,10 @@ class ProcessService:
 
     async def logs(self, call: Call) -> dict[str, Any]:
         """The last ``tail`` bytes of the agent's output; with ``follow``, stream until it ends."""
-        args = call.args()
-        agent = self.table.find(args)
-        tail = parse_int(args, "tail", 64 * 1024, 0, _MAX_TAIL)
-        follow = args.get("follow", False)
-        if not isinstance(follow, bool):
-            raise InvalidArgument(f"follow must be true or false, got {follow!r}")
+        request = cast(LogsRequest, call.request)
+        agent = self._find_visible(call.identity, request.fields())
+        tail = 64 * 1024 if request.tail is UNSET else request.tail
+        follow = request.follow is True
         capture = agent.log
         offset, data = capture.read(max(0, capture.size - tail), tail)
         head = {"id": agent.id, "name": agent.name, "path": str(capture.path)}
@@ -274,12 +306,29 @@ class ProcessService:
         return {**head, "size": position, "status": agent.status, "exit_code": agent.exit_code,
                 "signal": agent.signal}
 
+    def _observer(self, identity: Identity) -> Callable[[Agent], bool]:
+        """Which agents ``identity`` may see: itself and its descendants, or all with ``observe``."""
+        permissions = self._permissions()
+        if permissions is None or permissions.holds(identity, Capability.OBSERVE):
+            return lambda agent: True
+        me = caller_id(identity)
+        return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)
+
+    def _find_visible(self, identity: Identity, ref: dict[str, Any]) -> Agent:
+        """The agent ``ref`` names, as NotFound when the caller may not see it (no existence leak)."""
+        agent = self.table.find(ref)
+        if not self._observer(identity)(agent):
+            raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} that you may observe "
+                           "(yours and your descendants; others need the 'observe' capability)",
+                           **{k: v for k, v in ref.items() if k in ("id", "name")})
+        return agent
+
     async def ready(self, call: Call) -> dict[str, Any]:
         """An agent tells the kernel it is up (supervisors and WAIT ``until: ready`` see it)."""
         agent_id = call.identity.agent_id
         if agent_id is None:
-            raise InvalidArgument("READY is sent by a spawned agent about itself, over the "
-                                  "connection the kernel gave it")
+            raise InvalidArgument("READY is sent by a spawned agent about itself, over a connection "
+                                  "of that agent (the one the kernel gave it, or one it opened)")
         agent = self.table.find({"id": agent_id})
         if agent.ready_at is None:
             agent.ready_at = time.time()
@@ -439,9 +488,11 @@ class ProcessService:
         if not task.cancelled() and task.exception() is not None:
             log.error("process supervision task failed", exc_info=task.exception())
 
-    def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any]) -> dict[str, Any]:
+    def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any],
+                   request: SpawnRequest) -> dict[str, Any]:
         not_enforced = sorted(name for name, ok in cgroup.enforced.items() if not ok)
-        degraded = [f"limits.{name}" for name in not_enforced]
+        degraded = [f"limits.{name}" + (" (default)" if name in request.default_limits else "")
+                    for name in not_enforced]
         degraded += list(sandbox.get("degraded", []))
         return {
             "cgroup": {"driver": self.driver.name, "layout": self.layout.kind,
@@ -458,6 +509,23 @@ class ProcessService:
             return f"no cgroups: {self.driver.reason}"
         return (f"the {self.driver.name} cgroup driver enforces only "
                 f"{sorted(self.driver.enforceable) or 'nothing'}")
+
+    @functools.cached_property
+    def _system_paths(self) -> tuple[str, ...]:
+        return tuple(op.dest for op in default_system_ops() if op.kind == "bind")
+
+    def _system_view(self) -> tuple[str, ...]:
+        """Host paths every sandboxed agent sees read-only (the system dirs, this Python)."""
+        return self._system_paths
+
+    def agent_of_peer(self, pid: int, pidfd: int | None) -> str | None:
+        """The running agent process ``pid`` belongs to (for connections made by path); raises
+        ``PeerGone`` if the process is no longer the one that connected."""
+        return agent_of_pid(pid, self.table.running_ids(), self.table.running_pids(), pidfd)
+
+    def _egress(self) -> EgressService | None:
+        service = self.kernel.services.get("egress")
+        return cast("EgressService", service) if service is not None and hasattr(service, "child_allow") else None
 
     def _permissions(self) -> Permissions | None:
         if "permissions" not in self.kernel.services:

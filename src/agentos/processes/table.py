@@ -21,6 +21,16 @@ class AgentTable:
     def running(self) -> list[Agent]:
         return [a for a in self._agents.values() if a.running]
 
+    def get(self, agent_id: str) -> Agent | None:
+        return self._agents.get(agent_id)
+
+    def running_ids(self) -> set[str]:
+        return {a.id for a in self._agents.values() if a.running}
+
+    def running_pids(self) -> dict[int, str]:
+        """Main pid -> id of every running agent."""
+        return {a.pid: a.id for a in self._agents.values() if a.running}
+
     def check_name_free(self, name: str) -> None:
         for agent in self._agents.values():
             if agent.running and agent.name == name:

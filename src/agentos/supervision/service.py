@@ -109,7 +109,7 @@ class SupervisorService:
         agent = self._agent(event["id"])
         if agent is None:
             return
-        policy = RestartPolicy.from_request(agent.request.get("restart"))
+        policy = RestartPolicy.from_request(agent.request.fields().get("restart"))
         if not policy.restarts_after(event["status"]):
             self.histories.pop(agent.name, None)
             return
@@ -139,7 +139,7 @@ class SupervisorService:
             self._give_up(agent, "could not be restarted: the process table does not say who spawned it")
             return
         try:
-            info = await self._processes().spawn_as(agent.spawner, dict(agent.request))
+            info = await self._processes().spawn_as(agent.spawner, agent.request)
         except AgentOSError as exc:
             self._give_up(agent, f"could not be restarted: {exc}")
             return

@@ -24,10 +24,10 @@ def attempt(kernel: agentos.Client, spec: str) -> Any:
     if what == "kill":
         return kernel.kill(arg, grace=1)["status"]
     if what == "spawn":
-        return kernel.spawn(f"{me['name']}-child", __file__, args=["wait"], sandboxed=False,
+        return kernel.spawn(f"{me['name']}-child", __file__, args=["wait"],
                             capabilities=[c for c in arg.split(",") if c])["status"]
     if what == "spawn-kill":
-        child = kernel.spawn(f"{me['name']}-kid", __file__, args=["wait"], sandboxed=False,
+        child = kernel.spawn(f"{me['name']}-kid", __file__, args=["wait"],
                              capabilities=[arg])
         return kernel.kill(id=child["id"], grace=1)["status"]
     if what == "fetch-of":

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import ujson
-
-from ...errors import InvalidArgument
 from ...protocol import Op
+from ...protocol.requests import Request, decode_object, decode_request
 
 if TYPE_CHECKING:
     from ..daemon import Kernel
@@ -27,7 +25,7 @@ Handler = Callable[["Call"], Awaitable[Any]]
 class Call:
     """One syscall in progress: who asked, what, and how to stream back."""
 
-    __slots__ = ("kernel", "conn", "op", "request_id", "payload", "streamed")
+    __slots__ = ("kernel", "conn", "op", "request_id", "payload", "streamed", "request", "_args")
 
     def __init__(self, kernel: Kernel, conn: Any, op: int, request_id: int, payload: bytes) -> None:
         self.kernel = kernel
@@ -36,6 +34,16 @@ class Call:
         self.request_id = request_id
         self.payload = payload
         self.streamed = False
+        #: The payload decoded as the opcode's declared request (``decode``), if it declares one.
+        self.request: Request | None = None
+        self._args: dict[str, Any] | None = None
+
+    def decode(self) -> None:
+        """Decode the payload as the opcode's declared request (InvalidArgument if it is not one).
+
+        The dispatcher calls this before any guard or handler runs, once per call.
+        """
+        self.request = decode_request(self.op, self.payload)
 
     @property
     def identity(self) -> Identity:
@@ -43,16 +51,12 @@ class Call:
         return self.conn.context
 
     def args(self) -> dict[str, Any]:
-        """The payload as a JSON object; an empty payload is ``{}``."""
-        if not self.payload:
-            return {}
-        try:
-            value = ujson.loads(self.payload)
-        except (ValueError, TypeError) as exc:
-            raise InvalidArgument(f"payload is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise InvalidArgument(f"payload must be a JSON object, got {type(value).__name__}")
-        return value
+        """The payload as a mapping: the declared request's fields, or strict JSON for an
+        opcode that declares none; an empty payload is ``{}``. Parsed once, then cached."""
+        if self._args is None:
+            self._args = (self.request.fields() if self.request is not None
+                          else decode_object(self.op, self.payload))
+        return self._args
 
     async def stream(self, chunk: Any) -> None:
         """Send one STREAM frame; waits while the client is not reading (backpressure)."""

@@ -1,0 +1,385 @@
+"""Every syscall's request payload, declared once as a typed structure.
+
+The kernel decodes each JSON payload into its opcode's ``Request`` before any guard
+or handler runs (``decode_request``), in one strict pass: JSON as RFC 8259 has it
+(no NaN, no Infinity, no lone surrogates), no unknown fields, every field of its
+declared type and within its declared range. So a handler only ever sees values
+it can use, and every bad value is answered ``invalid_argument`` with the field's
+path and the expected type, never ``internal``.
+
+msgspec does the decoding: one C pass that parses, type-checks and range-checks,
+with the failing field's path in its error; faster than ``json`` plus hand checks
+and stricter than ujson (which accepts NaN). Semantic checks that need the host or
+the caller (a path exists, a child is no looser than its parent) stay with the
+services; this module knows nothing of the kernel.
+
+Optional fields are ``UNSET`` when absent, so ``Request.fields()`` gives back the
+same mapping the client sent, only checked.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ..errors import InvalidArgument
+from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
+from .constants import Op
+
+__all__ = ["AGENT_NAME_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "REQUESTS", "Request",
+           "SpawnRequestWire", "decode_object", "decode_request"]
+
+#: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+#: Registered mail names and state keys' neighbours: the same alphabet, a little longer.
+_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Durations as text: ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h`` (units.parse_duration reads them).
+DURATION_PATTERN = r"^\s*\d{1,9}(?:\.\d{1,9})?\s*(?:ms|s|m|h)?\s*$"
+#: Sizes as text: ``512Mi``, ``1G``, ``1048576`` (units.parse_bytes reads them).
+SIZE_PATTERN = r"^\s*\d{1,15}(?:\.\d{1,9})?\s*(?:[KMGTkmgt]i?)?[bB]?\s*$"
+#: CPU as text: ``0.5``, ``500m`` (millicores), ``50%`` (units.parse_cpu reads them).
+CPU_PATTERN = r"^\s*\d{1,6}(?:\.\d{1,9})?\s*(?:m|%)?\s*$"
+
+#: What every SPAWN gets for a limit it does not mention (the manifest's defaults too).
+DEFAULT_MEMORY = 512 * 1024 * 1024
+DEFAULT_PIDS = 128
+DEFAULT_CPU = 1.0
+
+#: Longest path (PATH_MAX) and longest free text field.
+_PATH_MAX = 4096
+_TEXT_MAX = 1 << 20
+
+
+Seconds: TypeAlias = Annotated[float, Meta(ge=0, le=MAX_SECONDS)] | Annotated[str, Meta(pattern=DURATION_PATTERN)]
+Size: TypeAlias = Annotated[int, Meta(gt=0, le=MAX_BYTES)] | Annotated[str, Meta(pattern=SIZE_PATTERN)]
+Cores: TypeAlias = Annotated[float, Meta(gt=0, le=MAX_CORES)] | Annotated[str, Meta(pattern=CPU_PATTERN)]
+Count: TypeAlias = Annotated[int, Meta(ge=1, le=1 << 31)]
+AgentName: TypeAlias = Annotated[str, Meta(pattern=AGENT_NAME_PATTERN)]
+Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
+AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
+Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*$")]
+Text: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX)]
+Word: TypeAlias = Annotated[str, Meta(min_length=1, max_length=256)]
+MessageId: TypeAlias = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
+
+
+class Request(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every syscall's request. ``op`` is the opcode it belongs to."""
+
+    op: ClassVar[Op]
+
+    def fields(self) -> dict[str, Any]:
+        """The fields the client sent, as plain values (nested requests as mappings)."""
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+# -- processes ------------------------------------------------------------------------
+
+class LimitsWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``limits`` of SPAWN: resources that bound the agent and its whole subtree."""
+
+    memory: Size | None | UnsetType = UNSET
+    pids: Count | None | UnsetType = UNSET
+    max_pids: Count | None | UnsetType = UNSET
+    cpu: Cores | None | UnsetType = UNSET
+    cpu_quota: Count | None | UnsetType = UNSET
+    #: Size of the agent's private /tmp (default: a quarter of its memory limit).
+    tmp: Size | None | UnsetType = UNSET
+
+
+class RestartWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``restart`` of SPAWN: the supervisor's policy for this agent."""
+
+    policy: Literal["never", "on-failure", "always"] | UnsetType = UNSET
+    max_restarts: Count | UnsetType = UNSET
+    window: Seconds | UnsetType = UNSET
+    backoff: Seconds | UnsetType = UNSET
+    backoff_max: Seconds | UnsetType = UNSET
+
+
+class LLMWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``llm`` of SPAWN: the agent's THINK defaults and budgets."""
+
+    provider: Word | UnsetType = UNSET
+    model: Word | UnsetType = UNSET
+    system: Text | UnsetType = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType = UNSET
+    tokens: Count | UnsetType = UNSET
+    calls_per_minute: Count | UnsetType = UNSET
+
+
+class SpawnRequestWire(Request):
+    """SPAWN: start an agent. Exactly one of ``script`` and ``command``."""
+
+    op = Op.SPAWN
+    name: AgentName | None | UnsetType = UNSET
+    script: Path | None | UnsetType = UNSET
+    command: Path | list[Path] | None | UnsetType = UNSET
+    args: list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]] | None | UnsetType = UNSET
+    env: dict[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")],
+              Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]] | None | UnsetType = UNSET
+    cwd: Path | None | UnsetType = UNSET
+    sandboxed: bool | None | UnsetType = UNSET
+    network: bool | None | UnsetType = UNSET
+    limits: LimitsWire | None | UnsetType = UNSET
+    allow_degraded: bool | None | UnsetType = UNSET
+    writable_paths: list[Path] | None | UnsetType = UNSET
+    readonly_paths: list[Path] | None | UnsetType = UNSET
+    hostname: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")] | None | UnsetType = UNSET
+    restart: RestartWire | None | UnsetType = UNSET
+    llm: LLMWire | None | UnsetType = UNSET
+    capabilities: list[Word] | None | UnsetType = UNSET
+    #: Hosts the agent may fetch through HTTP; each must be allowed to the spawner too.
+    egress: list[Word] | None | UnsetType = UNSET
+
+
+class _AgentRef(Request):
+    """Names one agent by ``id`` or ``name``."""
+
+    id: AgentId | None | UnsetType = UNSET
+    name: AgentName | None | UnsetType = UNSET
+
+
+class KillRequest(_AgentRef, kw_only=True):
+    op = Op.KILL
+    grace: Seconds | None | UnsetType = UNSET
+    wait: bool | UnsetType = UNSET
+
+
+_STATUS = Literal["running", "exited", "failed", "killed", "oom_killed"]
+
+
+class ListRequest(Request):
+    op = Op.LIST
+    status: _STATUS | list[_STATUS] | None | UnsetType = UNSET
+    name: AgentName | None | UnsetType = UNSET
+
+
+class WaitRequest(_AgentRef, kw_only=True):
+    op = Op.WAIT
+    until: Literal["exit", "ready"] | UnsetType = UNSET
+    timeout: Seconds | None | UnsetType = UNSET
+
+
+class LogsRequest(_AgentRef, kw_only=True):
+    op = Op.LOGS
+    tail: Annotated[int, Meta(ge=0, le=16 * 1024 * 1024)] | UnsetType = UNSET
+    follow: bool | UnsetType = UNSET
+
+
+class ReadyRequest(Request):
+    op = Op.READY
+
+
+# -- core and permissions --------------------------------------------------------------
+
+class HelloRequest(Request):
+    op = Op.HELLO
+
+
+class GetPermsRequest(Request):
+    op = Op.GET_PERMS
+    agent: AgentId | None | UnsetType = UNSET
+
+
+class SetPermsRequest(Request):
+    op = Op.SET_PERMS
+    capabilities: list[Word]
+    agent: AgentId | UnsetType = UNSET
+    uid: Annotated[int, Meta(ge=0, le=(1 << 32) - 2)] | UnsetType = UNSET
+
+
+# -- LLM -------------------------------------------------------------------------------
+# THINK is read by the gateway itself (it also takes a plain-text prompt), strictly.
+
+class ContextRequest(Request):
+    op = Op.CONTEXT
+    op_: Literal["create", "get", "list", "clear", "fork", "delete"] = msgspec.field(name="op")
+    id: Word | None | UnsetType = UNSET
+    system: Text | None | UnsetType = UNSET
+    new_id: Word | None | UnsetType = UNSET
+
+
+class UsageRequest(Request):
+    op = Op.USAGE
+
+
+# -- messaging and pub/sub ---------------------------------------------------------------
+
+class SendRequest(Request):
+    op = Op.SEND
+    #: A name, an agent id, an agent principal (``uid:0/team/worker``) or ``uid:<n>``.
+    to: Annotated[str, Meta(min_length=1, max_length=4096)]
+    body: Any
+
+
+class RecvRequest(Request):
+    op = Op.RECV
+    timeout: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] | None | UnsetType = UNSET
+    name: Alias | None | UnsetType = UNSET
+    ack: bool | UnsetType = UNSET
+
+
+class BroadcastRequest(Request):
+    op = Op.BROADCAST
+    body: Any
+
+
+class RegisterRequest(Request):
+    op = Op.REGISTER
+    name: Alias
+
+
+class AckRequest(Request):
+    op = Op.ACK
+    ids: Annotated[list[MessageId], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
+    id: MessageId | UnsetType = UNSET
+    name: Alias | None | UnsetType = UNSET
+
+
+_TOPIC = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class SubscribeRequest(Request):
+    op = Op.SUBSCRIBE
+    topics: _TOPIC | Annotated[list[_TOPIC], Meta(min_length=1, max_length=64)]
+
+
+class UnsubscribeRequest(Request):
+    op = Op.UNSUBSCRIBE
+    subscription: Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
+
+
+class PublishRequest(Request):
+    op = Op.PUBLISH
+    topic: _TOPIC
+    data: Any = None
+
+
+# -- state --------------------------------------------------------------------------------
+
+_SCOPE = Literal["own", "shared"]
+_KEY = Annotated[str, Meta(min_length=1, max_length=1024)]
+_TTL = Annotated[float, Meta(gt=0, le=MAX_SECONDS * 10)]
+
+
+class _StateRequest(Request):
+    scope: _SCOPE | UnsetType = UNSET
+    #: Another agent's own state (admin only): its id or name.
+    agent: Word | None | UnsetType = UNSET
+
+
+class StoreRequest(_StateRequest, kw_only=True):
+    op = Op.STORE
+    key: _KEY
+    value: Any
+    ttl: _TTL | None | UnsetType = UNSET
+
+
+class FetchRequest(_StateRequest, kw_only=True):
+    op = Op.FETCH
+    key: _KEY
+
+
+class DeleteRequest(_StateRequest, kw_only=True):
+    op = Op.DELETE
+    key: _KEY
+
+
+class KeysRequest(_StateRequest, kw_only=True):
+    op = Op.KEYS
+    prefix: Annotated[str, Meta(max_length=1024)] | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=10_000)] | UnsetType = UNSET
+
+
+class CasRequest(_StateRequest, kw_only=True):
+    op = Op.CAS
+    key: _KEY
+    value: Any
+    expected: Any = UNSET
+    ttl: _TTL | None | UnsetType = UNSET
+
+
+# -- egress and audit ----------------------------------------------------------------------
+
+class HttpRequest(Request):
+    op = Op.HTTP
+    url: Annotated[str, Meta(min_length=1, max_length=8192)]
+    method: Annotated[str, Meta(pattern=r"(?i)^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$")] | UnsetType = UNSET
+    headers: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=256)],
+                            Annotated[str, Meta(max_length=8192)]],
+                       Meta(max_length=128)] | None | UnsetType = UNSET
+    body: Text | None | UnsetType = UNSET
+    body_base64: Annotated[str, Meta(max_length=_TEXT_MAX * 2)] | None | UnsetType = UNSET
+    timeout: Annotated[float, Meta(gt=0, le=MAX_SECONDS)] | None | UnsetType = UNSET
+    max_bytes: Annotated[int, Meta(gt=0, le=MAX_BYTES)] | None | UnsetType = UNSET
+
+
+class AuditRequest(Request):
+    op = Op.AUDIT
+    agent: Word | None | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=0, le=1_000_000)] | UnsetType = UNSET
+    follow: bool | UnsetType = UNSET
+
+
+REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
+    SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
+    HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
+    SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest,
+    SubscribeRequest, UnsubscribeRequest, PublishRequest,
+    StoreRequest, FetchRequest, DeleteRequest, KeysRequest, CasRequest,
+    HttpRequest, AuditRequest,
+)}
+
+_DECODERS: dict[int, msgspec.json.Decoder[Any]] = {int(op): msgspec.json.Decoder(cls)
+                                                   for op, cls in REQUESTS.items()}
+_ANY = msgspec.json.Decoder()
+_AT = re.compile(r" - at `\$\.?(.*)`$")
+_NAMED = re.compile(r"field `([^`]*)`")
+
+
+def decode_request(op: int, payload: bytes | memoryview) -> Request | None:
+    """``payload`` as ``op``'s declared request; None for opcodes that declare none.
+
+    An empty payload is ``{}``. Raises ``InvalidArgument`` naming the field.
+    """
+    decoder = _DECODERS.get(op)
+    if decoder is None:
+        return None
+    try:
+        return decoder.decode(payload if len(payload) else b"{}")  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise invalid(op, exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+
+
+def decode_object(op: int, payload: bytes | memoryview) -> dict[str, Any]:
+    """Strict JSON (no NaN, Infinity or lone surrogates) that must be an object; ``{}`` if empty."""
+    if not len(payload):
+        return {}
+    try:
+        value = _ANY.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{_name(op)}: payload must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def invalid(op: int, exc: msgspec.ValidationError) -> InvalidArgument:
+    """msgspec's message (expected type, path) as an ``InvalidArgument`` with ``field`` set."""
+    message = str(exc)
+    at = _AT.search(message)
+    path = at.group(1) if at else ""
+    named = _NAMED.search(message)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return InvalidArgument(f"{_name(op)}: {message}", field=path or "(payload)")
+
+
+def _name(op: int) -> str:
+    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
