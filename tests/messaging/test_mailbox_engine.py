@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agentos.errors import AlreadyExists, Busy, InvalidArgument, TooLarge
-from agentos.messaging.mailbox import SCHEMA, Mailboxes, MailboxLimits
+from agentos.errors import AlreadyExists, Busy, InvalidArgument, PermissionDenied, TooLarge
+from agentos.messaging.mailbox import SCHEMA, Lookup, Mailboxes, MailboxLimits
 from agentos.state.database import Database
 
 
@@ -93,8 +93,11 @@ def test_message_size_and_json_checks(db: Database) -> None:
     async def scenario():
         with pytest.raises(TooLarge):
             await boxes.send("b", "a", "x" * 100)
-        with pytest.raises(InvalidArgument):
-            await boxes.send("b", "a", object())
+        for body in (object(), "\udfff", ["\ud800"], float("nan"), {"x": float("inf")}):
+            with pytest.raises(InvalidArgument):
+                await boxes.send("b", "a", body)
+            with pytest.raises(InvalidArgument):
+                await boxes.send_many(["b"], "a", body)
         return await boxes.count("b")
 
     assert run(scenario()) == 0
@@ -115,19 +118,32 @@ def test_next_reads_several_mailboxes_in_global_order(db: Database) -> None:
     assert run(scenario()) == ("to id", "to alias", None)
 
 
-def test_names_are_owned(db: Database) -> None:
+def test_names_are_owned_per_scope_and_agents_names_are_refused(db: Database) -> None:
     boxes = Mailboxes(db)
 
     async def scenario():
-        await boxes.register("parser", "agent-1", owner="agent-1")
-        await boxes.register("parser", "agent-1", owner="agent-1")  # idempotent
+        await boxes.register("uid:0/team", "parser", "uid:0/team/a", owner="uid:0/team/a")
+        await boxes.register("uid:0/team", "parser", "uid:0/team/a", owner="uid:0/team/a")  # idempotent
         with pytest.raises(AlreadyExists):
-            await boxes.register("parser", "agent-2", owner="agent-2")
-        await boxes.register("p2", "agent-1", owner="agent-1")
-        return (await boxes.resolve("parser"), await boxes.resolve("nobody"),
-                await boxes.names_of("agent-1"), await boxes.addresses())
+            await boxes.register("uid:0/team", "parser", "uid:0/team/b", owner="uid:0/team/b")
+        # Another scope has a "parser" of its own.
+        await boxes.register("uid:0/other", "parser", "uid:0/other/c", owner="uid:0/other/c")
+        await asyncio.wrap_future(boxes.remember_agent("uid:0/worker", "worker"))
+        with pytest.raises(PermissionDenied, match="name of agent uid:0/worker"):
+            await boxes.register("uid:0/team", "worker", "uid:0/team/a", owner="uid:0/team/a")
+        await boxes.register("uid:0", "worker", "uid:0/worker", owner="uid:0/worker")  # its own
+        return (await boxes.lookup("parser", ["uid:0/team/a", "uid:0/team", "uid:0", ""]),
+                await boxes.lookup("parser", ["uid:0/other", "uid:0", ""]),
+                await boxes.lookup("worker", ["uid:0", ""]),
+                await boxes.lookup("nobody", ["uid:0", ""]),
+                await boxes.address_of("uid:0/team/a", "parser"), await boxes.address_of("uid:0/team/b", "parser"),
+                await boxes.is_agent("uid:0/worker"), await boxes.is_agent("uid:0/team"),
+                await boxes.addresses())
 
-    assert run(scenario()) == ("agent-1", None, ["p2", "parser"], ["agent-1"])
+    assert run(scenario()) == (
+        Lookup([], "uid:0/team/a"), Lookup([], "uid:0/other/c"),
+        Lookup(["uid:0/worker"], "uid:0/worker"), Lookup([], None),
+        "uid:0/team/a", None, True, False, ["uid:0/other/c", "uid:0/team/a", "uid:0/worker"])
 
 
 def test_mailboxes_survive_reopening(tmp_path: Path) -> None:
@@ -138,7 +154,7 @@ def test_mailboxes_survive_reopening(tmp_path: Path) -> None:
         db.open()
         try:
             boxes = Mailboxes(db)
-            await boxes.register("n", "addr", "owner")
+            await boxes.register("", "n", "addr", "owner")
             await boxes.send("addr", "s", "kept")
             gone = await boxes.send("addr", "s", "acked")
             await boxes.ack(["addr"], [gone.id])
@@ -151,7 +167,7 @@ def test_mailboxes_survive_reopening(tmp_path: Path) -> None:
         try:
             boxes = Mailboxes(db)
             message = await boxes.next(["addr"])
-            return await boxes.resolve("n"), message.body, await boxes.count("addr")
+            return (await boxes.lookup("n", [""])).alias, message.body, await boxes.count("addr")
         finally:
             db.close()
 

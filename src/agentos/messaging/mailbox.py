@@ -8,15 +8,16 @@ by the caller (``after_id``), not here. A mailbox holds at most
 """
 from __future__ import annotations
 
+import concurrent.futures
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ujson
 
-from ..errors import AlreadyExists, Busy
+from ..errors import AlreadyExists, Busy, PermissionDenied
 from ..state.database import Database, encode_bounded
 from ..units import parse_bytes
 
@@ -29,12 +30,24 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_mailbox ON messages(mailbox, id);
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
+-- Registered names before they had scopes: global, first come first served, so a
+-- squatter could take a future agent's name. They are not carried over.
+DROP TABLE IF EXISTS names;
+CREATE TABLE IF NOT EXISTS aliases (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
     address TEXT NOT NULL,
     owner TEXT NOT NULL,
-    registered_at REAL NOT NULL
+    registered_at REAL NOT NULL,
+    PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_by_owner ON aliases(owner, name);
+CREATE TABLE IF NOT EXISTS agents (
+    principal TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    started_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS agents_by_name ON agents(name, started_at);
 """
 
 
@@ -71,6 +84,15 @@ class Message:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "to": self.mailbox, "from": self.sender, "body": self.body,
                 "sent_at": self.sent_at}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a name means to the mailbox database: agents that ever received under that
+    name (their principals, the most recently started first) and the nearest alias."""
+
+    agents: list[str]
+    alias: str | None
 
 
 class Mailboxes:
@@ -148,37 +170,76 @@ class Mailboxes:
         """Unacknowledged messages waiting in ``address``."""
         return await self._db.run(lambda conn: self._count(conn, address))
 
-    # -- names --------------------------------------------------------------------
+    # -- names ------------------------------------------------------------------------
 
-    async def register(self, name: str, address: str, owner: str) -> None:
-        """Bind ``name`` to ``address``; AlreadyExists if another owner holds it."""
+    async def register(self, scope: str, name: str, address: str, owner: str) -> None:
+        """Bind ``name`` in ``scope`` (``GLOBAL`` or a namespace principal) to ``address``.
+
+        PermissionDenied if an agent (running now or ever started here) is called
+        ``name``, unless that agent is ``owner``; AlreadyExists if another owner holds
+        the name in this scope.
+        """
 
         def bind(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT owner FROM names WHERE name = ?", (name,)).fetchone()
+            agent = conn.execute("SELECT principal FROM agents WHERE name = ? AND principal != ? "
+                                 "LIMIT 1", (name, owner)).fetchone()
+            if agent is not None:
+                raise PermissionDenied(f"{name!r} is the name of agent {agent[0]}: an agent's name "
+                                       "always reaches that agent", field="name", name=name)
+            row = conn.execute("SELECT owner FROM aliases WHERE scope = ? AND name = ?",
+                               (scope, name)).fetchone()
             if row is not None and row[0] != owner:
-                raise AlreadyExists(f"name {name!r} is registered by someone else", name=name)
-            conn.execute("INSERT OR REPLACE INTO names (name, address, owner, registered_at) "
-                         "VALUES (?, ?, ?, ?)", (name, address, owner, time.time()))
+                raise AlreadyExists(f"name {name!r} is registered by someone else in "
+                                    f"{scope or 'the global scope'}", name=name)
+            conn.execute("INSERT OR REPLACE INTO aliases (scope, name, address, owner, registered_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (scope, name, address, owner, time.time()))
 
         await self._db.run(bind)
 
-    async def resolve(self, name: str) -> str | None:
-        """The address ``name`` is bound to, if registered."""
-        row = await self._db.run(lambda conn: conn.execute(
-            "SELECT address FROM names WHERE name = ?", (name,)).fetchone())
-        return None if row is None else row[0]
+    async def lookup(self, name: str, scopes: Sequence[str]) -> Lookup:
+        """Agents called ``name`` and the alias ``name`` of the first of ``scopes`` that has one."""
 
-    async def names_of(self, owner: str) -> list[str]:
-        """Names ``owner`` has registered."""
-        rows = await self._db.run(lambda conn: conn.execute(
-            "SELECT name FROM names WHERE owner = ? ORDER BY name", (owner,)).fetchall())
-        return [row[0] for row in rows]
+        def select(conn: sqlite3.Connection) -> Lookup:
+            agents = [row[0] for row in conn.execute(
+                "SELECT principal FROM agents WHERE name = ? ORDER BY started_at DESC", (name,))]
+            marks = ",".join("?" * len(scopes))
+            found = dict(conn.execute(f"SELECT scope, address FROM aliases "
+                                      f"WHERE name = ? AND scope IN ({marks})", (name, *scopes)))
+            alias = next((found[scope] for scope in scopes if scope in found), None)
+            return Lookup(agents, alias)
+
+        return await self._db.run(select)
+
+    async def address_of(self, owner: str, name: str) -> str | None:
+        """The address of the name ``owner`` registered as ``name``, if it did."""
+        row = await self._db.run(lambda conn: conn.execute(
+            "SELECT address FROM aliases WHERE owner = ? AND name = ? ORDER BY scope LIMIT 1",
+            (owner, name)).fetchone())
+        return None if row is None else row[0]
 
     async def addresses(self) -> list[str]:
         """Every registered address (the reach of a BROADCAST beyond live agents)."""
         rows = await self._db.run(lambda conn: conn.execute(
-            "SELECT DISTINCT address FROM names ORDER BY address").fetchall())
+            "SELECT DISTINCT address FROM aliases ORDER BY address").fetchall())
         return [row[0] for row in rows]
+
+    # -- agents ----------------------------------------------------------------------
+
+    def remember_agent(self, principal: str, name: str) -> concurrent.futures.Future[None]:
+        """Record that an agent called ``name`` receives at ``principal``, for good: its name
+        keeps winning over aliases while it is down and after kernel restarts."""
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO agents (principal, name, started_at) VALUES (?, ?, ?)",
+                         (principal, name, time.time()))
+
+        return self._db.submit(upsert)
+
+    async def is_agent(self, principal: str) -> bool:
+        """Whether an agent ever received at ``principal``."""
+        row = await self._db.run(lambda conn: conn.execute(
+            "SELECT 1 FROM agents WHERE principal = ?", (principal,)).fetchone())
+        return row is not None
 
     # -- on the database thread ---------------------------------------------------
 

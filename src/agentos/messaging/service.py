@@ -3,33 +3,46 @@
 
 Addresses: an agent's mailbox is its principal, the spawn path that stays the
 same when it is restarted (``uid:0/worker``); an outside client's default one is
-``uid:<n>``. REGISTER binds a name: for an agent the name becomes an alias of its
-mailbox, for an outside client it is a mailbox of its own (``name:<name>``), read
-with ``RECV {"name": ...}``. SEND resolves registered names first, then the
-names and ids of spawned agents.
+``uid:<n>``. REGISTER binds a name in the registrant's scope: the namespace its
+siblings share (its spawner's principal; an outside client's own ``uid:<n>``), or
+the global scope for holders of ``admin``. An agent's name always beats a
+registered name: the kernel remembers every principal an agent ever received at,
+so a name registered before the agent started (or while it was down, or before a
+kernel restart) never captures its mail. docs/messaging.md gives SEND's full
+resolution order.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Timeout
+from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout
+from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
+from ..permissions.registry import Permissions
 from ..permissions.service import permissions_of
 from ..protocol import Op
-from ..state.database import Database
+from ..state.database import MAX_ADDRESS_BYTES, Database, check_text
+from ..units import MAX_SECONDS
 from .mailbox import SCHEMA, Mailboxes, MailboxLimits
 from .pubsub import PubSub, check_pattern, check_topic, is_system_topic
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_UID = re.compile(r"^uid:\d+$")
+log = logging.getLogger("agentos.messaging")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_UID = re.compile(r"uid:\d{1,10}")
 _ENDED = ("agent.exited", "agent.killed", "agent.oom_killed", "agent.failed")
+#: The scope of names every caller can reach (registered by admins only).
+GLOBAL = ""
+#: Message and subscription ids fit in 64 bits, as SQLite integers do.
+_MAX_ID = (1 << 63) - 1
 
 
 class MessagingService:
@@ -71,33 +84,54 @@ class MessagingService:
                 "system_topics": ["agent.*", "kernel.*"]}
 
     def _on_started(self, topic: str, event: dict[str, Any]) -> None:
-        if isinstance(event.get("id"), str):
-            self._live_agents.add(event["id"])
+        agent_id, name = event.get("id"), event.get("name")
+        if not isinstance(agent_id, str):
+            return
+        self._live_agents.add(agent_id)
+        if isinstance(name, str):
+            # Queued before any later SEND's lookup, on the same database thread.
+            principal = self._permissions().agent_principal(agent_id)
+            self.boxes.remember_agent(principal, name).add_done_callback(_log_failure)
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
         self._live_agents.discard(event.get("id"))  # type: ignore[arg-type]
 
     # -- addresses ----------------------------------------------------------------
 
-    def _principal(self, call: Call) -> str:
-        return permissions_of(self.kernel).principal(call.identity)
+    def _permissions(self) -> Permissions:
+        return permissions_of(self.kernel)
 
-    async def _resolve(self, target: Any) -> str:
-        """The mailbox address ``target`` means: a registered name, a running agent's name,
-        an agent id, an agent principal (``uid:0/worker``) or an outside uid (``uid:1000``)."""
-        if not isinstance(target, str) or not target:
-            raise InvalidArgument(f"'to' must be an agent name or id, got {target!r}")
-        address = await self.boxes.resolve(target)
-        if address is not None:
-            return address
-        permissions = permissions_of(self.kernel)
-        agent_id = permissions.id_of(target)
-        if agent_id is None and (target in permissions.agents() or target in self._live_agents):
-            agent_id = target
-        if agent_id is not None:
-            return permissions.agent_principal(agent_id)
-        if permissions.find_path(target) is not None or _UID.match(target):
+    def _principal(self, call: Call) -> str:
+        return self._permissions().principal(call.identity)
+
+    async def _resolve(self, identity: Identity, target: Any) -> str:
+        """The mailbox address ``to`` means (docs/messaging.md, "Addresses", in this order):
+        an agent id; an agent principal or ``uid:<n>``; an agent's name, nearest to the
+        sender first; a registered name, nearest scope first, global last."""
+        target = check_text(target, "to", MAX_ADDRESS_BYTES)
+        permissions = self._permissions()
+        if target in permissions.agents():
+            return permissions.agent_principal(target)
+        if _UID.fullmatch(target):
             return target
+        if "/" in target:
+            if permissions.find_path(target) is not None or await self.boxes.is_agent(target):
+                return target
+            raise NotFound(f"no agent receives at {target!r}", to=target)
+        scopes = _scopes(permissions.principal(identity))
+        found = await self.boxes.lookup(target, [*scopes, GLOBAL])
+        live = [agent_id for agent_id in permissions.agents() if permissions.name_of(agent_id) == target]
+        known = {permissions.agent_principal(agent_id) for agent_id in live} | set(found.agents)
+        for scope in scopes:
+            if f"{scope}/{target}" in known:
+                return f"{scope}/{target}"
+        running = [agent_id for agent_id in live if agent_id in self._live_agents]
+        if running or live:
+            return permissions.agent_principal((running or live)[-1])
+        if found.agents:
+            return found.agents[0]
+        if found.alias is not None:
+            return found.alias
         raise NotFound(f"no agent or registered name {target!r}", to=target)
 
     async def _reader_address(self, call: Call, args: dict[str, Any]) -> str:
@@ -106,10 +140,9 @@ class MessagingService:
         name = args.get("name")
         if name is None:
             return own
-        if not isinstance(name, str) or name not in await self.boxes.names_of(own):
-            raise PermissionDenied(f"{name!r} is not a name you registered", name=name)
-        address = await self.boxes.resolve(name)
-        assert address is not None
+        address = await self.boxes.address_of(own, _check_name(name))
+        if address is None:
+            raise PermissionDenied(f"{name!r} is not a name you registered", field="name", name=name)
         return address
 
     def _wake(self, address: str) -> None:
@@ -132,8 +165,8 @@ class MessagingService:
         """``{to, body}`` -> the stored message's id. Busy if the mailbox is full."""
         args = call.args()
         if "body" not in args:
-            raise InvalidArgument("SEND needs a 'body'")
-        address = await self._resolve(args.get("to"))
+            raise InvalidArgument("SEND needs a 'body'", field="body")
+        address = await self._resolve(call.identity, args.get("to"))
         sender = self._principal(call)
         message = await self.boxes.send(address, sender, args["body"])
         self._wake(address)
@@ -144,8 +177,8 @@ class MessagingService:
         own (its principal: an agent's spawn path, or ``uid:<n>`` for an outside client)."""
         args = call.args()
         if "body" not in args:
-            raise InvalidArgument("BROADCAST needs a 'body'")
-        permissions = permissions_of(self.kernel)
+            raise InvalidArgument("BROADCAST needs a 'body'", field="body")
+        permissions = self._permissions()
         sender = permissions.principal(call.identity)
         live = {permissions.agent_principal(agent_id) for agent_id in self._live_agents}
         targets = sorted((live | set(await self.boxes.addresses())) - {sender})
@@ -161,9 +194,12 @@ class MessagingService:
         args = call.args()
         timeout = args.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout < 0):
-            raise InvalidArgument(f"timeout must be a non-negative number of seconds, got {timeout!r}")
-        auto_ack = bool(args.get("ack", False))
+                                    or not 0 <= timeout <= MAX_SECONDS):
+            raise InvalidArgument(f"timeout must be a number of seconds from 0 to {MAX_SECONDS:.0f}, "
+                                  f"got {timeout!r}", field="timeout")
+        auto_ack = args.get("ack", False)
+        if not isinstance(auto_ack, bool):
+            raise InvalidArgument(f"ack must be true or false, got {auto_ack!r}", field="ack")
         address = await self._reader_address(call, args)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -194,29 +230,35 @@ class MessagingService:
         """``{ids, name?}``: delete these delivered messages from your mailbox."""
         args = call.args()
         ids = args.get("ids", [args["id"]] if "id" in args else None)
-        if not isinstance(ids, list) or not ids or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise InvalidArgument("ACK needs 'ids', a non-empty list of message ids (or 'id')")
+        # No mailbox holds more messages than its bound, so no ACK needs more ids.
+        if not isinstance(ids, list) or not 0 < len(ids) <= self.boxes.limits.max_messages or not all(
+                _is_id(i) for i in ids):
+            raise InvalidArgument(f"ACK needs 'ids', a list of 1 to {self.boxes.limits.max_messages} "
+                                  "message ids (integers), or one 'id'", field="ids")
         address = await self._reader_address(call, args)
         acked = await self.boxes.ack([address], ids)
         removed = set(acked)
         return {"acked": acked, "missing": [i for i in ids if i not in removed]}
 
     async def register(self, call: Call) -> dict[str, Any]:
-        """``{name}``: make ``name`` reach you (an alias for an agent, a mailbox for a client)."""
-        name = call.args().get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidArgument(f"name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', "
-                                  "starting with a letter or digit")
+        """``{name}``: make ``name`` reach you (an alias for an agent, a mailbox for a client),
+        in your scope, or the global one if you are admin. An agent's name is refused."""
+        name = _check_name(call.args().get("name"))
         identity = call.identity
-        permissions = permissions_of(self.kernel)
+        permissions = self._permissions()
         owner = permissions.principal(identity)
-        holder = permissions.id_of(name)
-        if holder is not None and holder != identity.agent_id:
-            raise AlreadyExists(f"{name!r} is the name of agent {holder}", name=name)
-        address = owner if identity.agent_id is not None else f"name:{name}"
-        await self.boxes.register(name, address, owner)
-        return {"name": name, "address": address}
+        is_agent = identity.agent_id is not None
+        for agent_id in permissions.agents():
+            # By principal, not id: a restarted agent may register its own name again.
+            if permissions.name_of(agent_id) == name and permissions.agent_principal(agent_id) != owner:
+                raise PermissionDenied(f"{name!r} is the name of agent {agent_id}: an agent's name "
+                                       "always reaches that agent", field="name", name=name)
+        # Siblings share a scope (an agent's is its spawner's principal; a client's, its own).
+        scope = GLOBAL if permissions.is_admin(identity) else (
+            owner.rpartition("/")[0] if is_agent else owner)
+        address = owner if is_agent else f"name:{f'{scope}/' if scope else ''}{name}"
+        await self.boxes.register(scope, name, address, owner)
+        return {"name": name, "address": address, "scope": scope or "global"}
 
     # -- pub/sub ---------------------------------------------------------------------
 
@@ -241,7 +283,10 @@ class MessagingService:
     async def unsubscribe(self, call: Call) -> dict[str, Any]:
         """``{subscription}``: end one of your subscriptions' streams."""
         sub_id = call.args().get("subscription")
-        sub = self.pubsub.get(sub_id) if isinstance(sub_id, int) else None
+        if not _is_id(sub_id):
+            raise InvalidArgument(f"subscription must be a subscription id (an integer), got {sub_id!r}",
+                                  field="subscription")
+        sub = self.pubsub.get(sub_id)
         if sub is None or sub.owner != self._principal(call):
             raise NotFound(f"no subscription {sub_id!r} of yours", subscription=sub_id)
         sub.close()
@@ -259,3 +304,29 @@ class MessagingService:
         sender = self._principal(call)
         self.kernel.events.publish(topic, {"from": sender, "data": data})
         return {"topic": topic}
+
+
+def _scopes(principal: str) -> list[str]:
+    """Where a name is looked up for ``principal``, nearest first: its own children's
+    scope, its siblings', its parent's siblings' ... up to its root (``uid:0/a/b`` ->
+    ``uid:0/a/b``, ``uid:0/a``, ``uid:0``)."""
+    scopes = [principal]
+    while "/" in scopes[-1]:
+        scopes.append(scopes[-1].rpartition("/")[0])
+    return scopes
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidArgument(f"name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', "
+                              "starting with a letter or digit", field="name")
+    return name
+
+
+def _is_id(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not record an agent's principal: %s", future.exception())
