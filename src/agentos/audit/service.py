@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: Records a slow follower may fall behind by before it is told some were dropped.
 FOLLOW_BACKLOG = 10_000
+#: Most past records one AUDIT replays.
+MAX_LIMIT = 1_000_000
 
 
 class AuditService:
@@ -67,11 +69,14 @@ class AuditService:
         args = call.args()
         agent = args.get("agent")
         if agent is not None and not isinstance(agent, str):
-            raise InvalidArgument("agent must be an agent name, id or 'uid:<n>'")
+            raise InvalidArgument("agent must be an agent name, id or 'uid:<n>'", field="agent")
         limit = args.get("limit", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
-        follow = bool(args.get("follow", False))
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+            raise InvalidArgument(f"limit must be an integer from 0 to {MAX_LIMIT}, got {limit!r}",
+                                  field="limit")
+        follow = args.get("follow", False)
+        if not isinstance(follow, bool):
+            raise InvalidArgument(f"follow must be true or false, got {follow!r}", field="follow")
         if not follow:
             size = self.log.flush()
             for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..kernel.events import EventBus
 
-_TOPIC = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 #: Topics only the kernel (or an admin) publishes: lifecycle events must not be forged.
 SYSTEM_PREFIXES = ("agent.", "kernel.")
@@ -24,8 +24,9 @@ SYSTEM_PREFIXES = ("agent.", "kernel.")
 
 def check_topic(topic: Any) -> str:
     """A concrete topic to publish to: dotted words, no wildcard."""
-    if not isinstance(topic, str) or not _TOPIC.match(topic) or len(topic) > 200:
-        raise InvalidArgument(f"topic must be dotted words such as 'jobs.done', got {topic!r}")
+    if not isinstance(topic, str) or len(topic) > 200 or not _TOPIC.fullmatch(topic):
+        raise InvalidArgument(f"topic must be dotted words such as 'jobs.done', got {topic!r}",
+                              field="topic")
     return topic
 
 

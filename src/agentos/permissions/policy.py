@@ -40,8 +40,8 @@ SCOPES: dict[str, Capability] = {"own": Capability.STATE_OWN, "shared": Capabili
 def state_scope(args: dict[str, Any]) -> str:
     """The ``scope`` argument of a state syscall, validated (default ``own``)."""
     scope = args.get("scope", "own")
-    if scope not in SCOPES:
-        raise InvalidArgument(f"scope must be 'own' or 'shared', got {scope!r}")
+    if not isinstance(scope, str) or scope not in SCOPES:
+        raise InvalidArgument(f"scope must be 'own' or 'shared', got {scope!r}", field="scope")
     return scope
 
 

@@ -209,15 +209,22 @@ def _settle_all(items: list[_Pending]) -> None:
 
 
 def encode_bounded(value: Any, limit: int, what: str) -> str:
-    """``value`` as the JSON text to store; InvalidArgument or TooLarge before any I/O."""
+    """``value`` as the JSON text to store; InvalidArgument or TooLarge before any I/O.
+
+    Strict JSON, as requests and replies are: NaN, Infinity and lone surrogates are refused.
+    """
     try:
-        text = ujson.dumps(value, ensure_ascii=False)
+        text = ujson.dumps(value, ensure_ascii=False, allow_nan=False)
         size = len(text.encode())
     except (TypeError, OverflowError, UnicodeEncodeError) as exc:
         raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from None
     if size > limit:
         raise TooLarge(f"{what} of {size} bytes is over the {limit}-byte limit", size=size, limit=limit)
     return text
+
+
+#: Longest principal or mailbox address a request may name (a principal is a path of names).
+MAX_ADDRESS_BYTES = 4096
 
 
 def check_text(value: Any, what: str, max_bytes: int) -> str:

@@ -13,7 +13,7 @@ from ..permissions.policy import state_scope
 from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..units import parse_duration
-from .database import Database
+from .database import MAX_ADDRESS_BYTES, Database, check_text
 from .store import ABSENT, SCHEMA, KVStore, StateLimits
 
 if TYPE_CHECKING:
@@ -77,8 +77,7 @@ class StateService:
         target = args.get("agent")
         if target is None or target == own:
             return f"own:{own}"
-        if not isinstance(target, str) or not target:
-            raise InvalidArgument("agent must be an agent id, a principal or 'uid:<n>'")
+        check_text(target, "agent", MAX_ADDRESS_BYTES)
         if not permissions.is_admin(call.identity):
             raise PermissionDenied("only an admin may use another agent's state", agent=target)
         # An agent id names that agent's durable namespace, like its principal does.
@@ -88,7 +87,7 @@ class StateService:
         """``{key, value, ttl?, scope?}`` -> the new version and expiry."""
         args = call.args()
         if "value" not in args:
-            raise InvalidArgument("STORE needs a 'value'")
+            raise InvalidArgument("STORE needs a 'value'", field="value")
         entry = await self.kv.store(self._namespace(call, args), _key(args),
                                        args["value"], args.get("ttl"))
         return {"key": entry.key, "version": entry.version, "expires_at": entry.expires_at}
@@ -119,7 +118,7 @@ class StateService:
         (no ``expected``: only if the key is absent). Returns whether it swapped and the value now."""
         args = call.args()
         if "value" not in args:
-            raise InvalidArgument("CAS needs a 'value'")
+            raise InvalidArgument("CAS needs a 'value'", field="value")
         swapped, entry = await self.kv.cas(self._namespace(call, args), _key(args),
                                               args.get("expected", ABSENT), args["value"],
                                               args.get("ttl"))
@@ -131,5 +130,5 @@ class StateService:
 def _key(args: dict[str, Any]) -> str:
     key = args.get("key")
     if not isinstance(key, str) or not key:
-        raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
+        raise InvalidArgument(f"key must be a non-empty string, got {key!r}", field="key")
     return key

@@ -17,7 +17,7 @@ import ujson
 
 from ..errors import InvalidArgument, TooLarge
 from ..units import parse_bytes
-from .database import Database, encode_bounded
+from .database import Database, check_text, encode_bounded
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS usage (
     bytes INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+#: Most keys one KEYS returns: with keys up to ``max_key`` long the reply stays a few MiB.
+MAX_KEYS = 10_000
 
 #: Stands for "the key does not exist" where ``None`` would mean JSON null.
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
@@ -106,10 +109,13 @@ class KVStore:
 
     async def keys(self, ns: str, prefix: str = "", limit: int = 1000) -> list[str]:
         """Live keys starting with ``prefix``, sorted, at most ``limit``."""
-        if not isinstance(prefix, str):
-            raise InvalidArgument("prefix must be a string")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-            raise InvalidArgument(f"limit must be a positive integer, got {limit!r}")
+        if prefix:
+            check_text(prefix, "prefix", self.limits.max_key_bytes)
+        elif not isinstance(prefix, str):
+            raise InvalidArgument(f"prefix must be a string, got {prefix!r}", field="prefix")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_KEYS:
+            raise InvalidArgument(f"limit must be an integer from 1 to {MAX_KEYS}, got {limit!r}",
+                                  field="limit")
         return await self._db.run(lambda conn: self._list(conn, ns, prefix, limit))
 
     async def cas(self, ns: str, key: str, expected: Any, value: Any,
@@ -154,8 +160,12 @@ class KVStore:
 
     def _check_key(self, key: Any) -> None:
         if not isinstance(key, str) or not key:
-            raise InvalidArgument(f"key must be a non-empty string, got {key!r}")
-        if len(key.encode()) > self.limits.max_key_bytes:
+            raise InvalidArgument(f"key must be a non-empty string, got {key!r}", field="key")
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise InvalidArgument("key must be UTF-8 text (it has a lone surrogate)", field="key") from None
+        if size > self.limits.max_key_bytes:
             raise TooLarge(f"key is longer than {self.limits.max_key_bytes} bytes",
                            limit=self.limits.max_key_bytes)
 
@@ -166,9 +176,9 @@ class KVStore:
         if ttl is None:
             return None
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise InvalidArgument(f"ttl must be a positive number of seconds, got {ttl!r}")
+            raise InvalidArgument(f"ttl must be a positive number of seconds, got {ttl!r}", field="ttl")
         if ttl > self.limits.max_ttl_s:
-            raise InvalidArgument(f"ttl over the {self.limits.max_ttl_s:.0f}s maximum")
+            raise InvalidArgument(f"ttl over the {self.limits.max_ttl_s:.0f}s maximum", field="ttl")
         return self._clock() + float(ttl)
 
     # -- on the database thread -------------------------------------------------
