@@ -83,6 +83,8 @@ def test_every_widening_is_refused_naming_its_field(kernel: KernelProcess, host:
         ("limits.cpu", {"script": sleeper, "limits": {"cpu": 1}}),
         ("limits.cpu", {"script": sleeper, "limits": {"cpu_quota": 60000}}),
         ("llm.tokens", {"script": sleeper, "llm": {"tokens": 5000}}),
+        ("egress", {"script": sleeper, "egress": ["example.com"]}),
+        ("capabilities", {"script": sleeper, "capabilities": ["admin"]}),
     ]
     verdicts = _attempts(kernel, [payload for _, payload in widenings],
                          readonly_paths=[host["visible"]], llm={"tokens": 1000})

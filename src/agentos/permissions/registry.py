@@ -168,7 +168,7 @@ class Permissions:
             raise PermissionDenied(f"{self.describe_caller(parent)} cannot give a child "
                                    f"{', '.join(names(excess))}: it does not hold "
                                    f"{'them' if len(excess) > 1 else 'it'}",
-                                   capabilities=names(excess))
+                                   field="capabilities", capabilities=names(excess))
         return wanted
 
     def register_agent(self, agent_id: str, capabilities: Iterable[Capability],

@@ -154,12 +154,10 @@ class ProcessService:
                 "set allow_degraded to run the agent without them", limits=missing,
                 driver=self.driver.name)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
-        task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted))
+        task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow))
         self._starting.add(task)
         task.add_done_callback(self._start_done)
         agent = await asyncio.shield(task)
-        if egress is not None and allow is not None:
-            egress.assign(agent.id, allow)
         return {**agent.info(), "isolation": agent.isolation}
 
     def _spawning_agent(self, caller: Identity) -> Agent | None:
@@ -186,7 +184,8 @@ class ProcessService:
         return [str(config.socket_path), str(config.state_dir)]
 
     async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
-                           parent: Agent | None, granted: frozenset[Capability] | None) -> Agent:
+                           parent: Agent | None, granted: frozenset[Capability] | None,
+                           allow: tuple[str, ...] | None) -> Agent:
         agent_id = secrets.token_hex(6)
         try:
             cgroup = self.driver.create(agent_id, request.limits,
@@ -225,6 +224,9 @@ class ProcessService:
             permissions = self._permissions()
             assert permissions is not None
             permissions.register_agent(agent_id, granted, caller, request.name)
+        egress = self._egress()
+        if egress is not None and allow is not None:
+            egress.assign(agent_id, allow)
         self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
                                                          gid=os.getgid(), agent_id=agent_id))
         self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
@@ -450,10 +452,12 @@ class ProcessService:
             conn.close()
         for child in self.table.children(agent):
             self._terminate(child, self.settings.kill_grace, "parent")
-        permissions = self._permissions()
+        permissions, egress = self._permissions(), self._egress()
         for forgotten in self.table.prune():
             if permissions is not None:
                 permissions.forget_agent(forgotten.id)
+            if egress is not None:
+                egress.forget(forgotten.id)
         log.info("agent %s (%s) %s: exit code %s, signal %s", agent.name, agent.id, agent.status,
                  agent.exit_code, agent.signal)
         self.kernel.events.publish(END_TOPICS[agent.status], agent.end_event())
@@ -524,8 +528,7 @@ class ProcessService:
         return agent_of_pid(pid, self.table.running_ids(), self.table.running_pids(), pidfd)
 
     def _egress(self) -> EgressService | None:
-        service = self.kernel.services.get("egress")
-        return cast("EgressService", service) if service is not None and hasattr(service, "child_allow") else None
+        return cast("EgressService | None", self.kernel.services.get("egress"))
 
     def _permissions(self) -> Permissions | None:
         if "permissions" not in self.kernel.services:
