@@ -31,12 +31,14 @@ def test_pipeline_parser_reasoner_verifier(kernel) -> None:
         assert client.list_agents(name=stage)[0]["status"] == "exited"
 
 
+# The supervisor is no admin, so the workers it starts are sandboxed (only an admin may
+# start an unsandboxed agent), and may run degraded only because the supervisor may.
 def test_supervisor_restarts_a_failing_worker_then_gives_up(kernel) -> None:
     client = kernel.client()
     client.spawn("supervisor", EXAMPLES / "supervisor_agent.py", sandboxed=False,
-                 capabilities=["spawn", "kill", "message"],
+                 allow_degraded=True, capabilities=["spawn", "kill", "message"],
                  args=["--worker-script", str(PROBER), "--worker-args", "no-such-attempt",
-                       "--max-restarts", "2"])
+                       "--max-restarts", "2", "--sandboxed"])
     ended = client.wait("supervisor", timeout=120)
     log = client.logs("supervisor")
     assert ended["exit_code"] == 1, log
@@ -50,8 +52,8 @@ def test_supervisor_restarts_a_failing_worker_then_gives_up(kernel) -> None:
 def test_supervisor_is_done_when_the_worker_succeeds(kernel) -> None:
     client = kernel.client()
     client.spawn("supervisor", EXAMPLES / "supervisor_agent.py", sandboxed=False,
-                 capabilities=["spawn", "kill", "message"],
-                 args=["--worker-script", str(PROBER), "--worker-args", "perms"])
+                 allow_degraded=True, capabilities=["spawn", "kill", "message"],
+                 args=["--worker-script", str(PROBER), "--worker-args", "perms", "--sandboxed"])
     ended = client.wait("supervisor", timeout=120)
     log = client.logs("supervisor")
     assert ended["exit_code"] == 0, log
