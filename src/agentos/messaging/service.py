@@ -248,8 +248,10 @@ class MessagingService:
         permissions = self._permissions()
         owner = permissions.principal(identity)
         is_agent = identity.agent_id is not None
+        # The database refuses the name of every agent that ever started here; this also covers
+        # one whose start is still being recorded. By principal, not id: a restarted agent may
+        # register its own name again.
         for agent_id in permissions.agents():
-            # By principal, not id: a restarted agent may register its own name again.
             if permissions.name_of(agent_id) == name and permissions.agent_principal(agent_id) != owner:
                 raise PermissionDenied(f"{name!r} is the name of agent {agent_id}: an agent's name "
                                        "always reaches that agent", field="name", name=name)
