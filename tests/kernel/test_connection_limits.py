@@ -1,7 +1,7 @@
 """Connection limits: a client past a cap, or past the kernel's fds, is told ``busy``, never hung.
 
 Each test drives a real kernel to the limit with real sockets: a lowered
-RLIMIT_NOFILE, a client forked as another uid, connections adopted as an agent's.
+RLIMIT_NOFILE, a client forked as another uid, an agent connecting by path.
 """
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from agentos.protocol import FrameDecoder, encode_frame
 from agentos.testing.kernel import KernelProcess
 from tests.permissions.identities import NOBODY, configured_kernel
 
-from .adopting_kernel import ADOPT
-
-ADOPTING_KERNEL = Path(__file__).with_name("adopting_kernel.py")
+FLOOD_AGENT = Path(__file__).parent / "agents" / "connection_flood.py"
 REPLY, ERROR_REPLY = 0x01, 0x03
 #: The kernel's open-file limit in the fd tests: low, so a few dozen clients exhaust it.
 HARD_LIMIT = 64
@@ -233,57 +231,18 @@ class AsUid:
 
 # -- per agent -------------------------------------------------------------------------
 
-@pytest.fixture
-def adopting_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
-    config = tmp_path / "sections.json"
-    config.write_text(json.dumps({"connections": {"per_agent": 2}}))
-    kernel = KernelProcess(tmp_path / "k", command=[sys.executable, str(ADOPTING_KERNEL), str(config)])
-    kernel.start()
-    try:
-        yield kernel
-    finally:
-        kernel.stop_checked()
-
-
-def test_an_agent_over_its_cap_gets_busy_and_other_agents_are_served(
-        adopting_kernel: KernelProcess, tmp_path: Path) -> None:
-    side_path = tmp_path / "fds.sock"
-    side = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    side.bind(str(side_path))
-    side.listen()
-    side.settimeout(60)
-    client = adopting_kernel.client()
-    opened: list[socket.socket] = []
-
-    def adopt(agent_id: str, count: int) -> list[socket.socket]:
-        """``count`` new connections of ``agent_id``, made by the kernel as SPAWN makes one."""
-        assert client._call(ADOPT, {"agent_id": agent_id, "count": count, "to": str(side_path)}) \
-            == {"adopted": count}
-        channel, _ = side.accept()
-        with channel:
-            for _ in range(count):
-                _, fds, _, _ = socket.recv_fds(channel, 1, 1)
-                sock = socket.socket(fileno=fds[0])
-                sock.settimeout(60)
-                opened.append(sock)
-        return opened[-count:]
-
-    try:
-        first, second, third = adopt("agent-a", 3)
-        assert served(first) and served(second)
-        assert refusal(noop(third), third) == {
-            "code": "busy", "details": {"cap": "connections.per_agent", "limit": 2},
-            "message": "agent agent-a already has 2 connections to the kernel, its cap "
-                       "(connections.per_agent); close one first"}
-        (other,) = adopt("agent-b", 1)
-        assert served(other)
-        first.close()
-        (again,) = adopt("agent-a", 1)
-        assert served(again) and served(second)
-    finally:
-        side.close()
-        for sock in opened:
-            sock.close()
+def test_an_agent_connecting_by_path_is_capped_as_that_agent() -> None:
+    with configured_kernel({"connections": {"per_agent": 3}}) as kernel:
+        admin = kernel.client()
+        agent = admin.spawn("flood", str(FLOOD_AGENT), args=[str(kernel.socket_path)], sandboxed=False)
+        assert admin.wait(id=agent["id"], timeout=60)["exit_code"] == 0, admin.logs(id=agent["id"])
+        # Its inherited connection counts too: two more by path reach the cap of three, and
+        # the refusal leaves the inherited one working.
+        assert json.loads(admin.logs(id=agent["id"])) == {"served": 2, "inherited": True, "then": {
+            "code": "busy", "details": {"cap": "connections.per_agent", "limit": 3},
+            "message": f"agent {agent['id']} already has 3 connections to the kernel, its cap "
+                       "(connections.per_agent); close one first"}}
+        assert admin.noop(b"outside clients unaffected") == b"outside clients unaffected"
 
 
 # -- configuration ---------------------------------------------------------------------

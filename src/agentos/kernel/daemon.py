@@ -111,7 +111,9 @@ class Kernel:
         """Serve a connected socket fd (ours from now on) as a client with ``identity``."""
         conn = self.reactor.adopt(socket.socket(fileno=fd))
         conn.context = identity
-        self._admit(conn)
+        # Counted but never refused: an agent's inherited connection must not lose a race
+        # with connections it opened by path before the kernel handed that one over.
+        self._admit(conn, refusable=False)
         return conn
 
     def connections_of(self, agent_id: str) -> list[Any]:
@@ -144,10 +146,10 @@ class Kernel:
         conn.context = identity
         self._admit(conn)
 
-    def _admit(self, conn: Any) -> None:
+    def _admit(self, conn: Any, *, refusable: bool = True) -> None:
         """Count a new connection against its agent's or uid's cap; past it, refuse it with busy."""
         refusal = self.admission.admit(conn.context)
-        if refusal is not None:
+        if refusal is not None and refusable:
             conn.close_with_error(encode_payload(refusal.to_payload()))
 
     def _on_frame(self, conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
