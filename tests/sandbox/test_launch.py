@@ -261,3 +261,20 @@ def _reap(pids: set[int]) -> dict[int, tuple[int, int]]:
     finally:
         for fd in pidfds.values():
             os.close(fd)
+
+
+def test_a_zygote_agent_asking_for_unbuffered_output_gets_it(launcher: Launcher, tmp_path: Path) -> None:
+    # The zygote starts with the base environment only: PYTHONUNBUFFERED in the agent's env
+    # must still act, or stdout lines would reach a shared log after stderr's.
+    script = tmp_path / "interleave.py"
+    script.write_text("import sys\nprint('out 1')\nprint('err', file=sys.stderr)\nprint('out 2')\n"
+                      "sys.stdout.write('no newline')\nimport os\nos._exit(0)\n")
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        launched = launcher.launch(SandboxSpec(argv=["x"], python_script=str(script), stdout_fd=f.fileno(),
+                                               stderr_fd=f.fileno(), env={**ENV, "PYTHONUNBUFFERED": "1"}))
+    try:
+        assert launched.wait() == 0
+    finally:
+        launched.close()
+    assert log.read_text() == "out 1\nerr\nout 2\nno newline"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import fcntl
+import io
 import json
 import os
 import select
@@ -21,7 +22,7 @@ import threading
 import traceback
 import types
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from agentos.sandbox import landlock, namespaces, seccomp, userns
 from agentos.sandbox._syscalls import syscalls
@@ -151,6 +152,10 @@ def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:
     assert plan.python_script is not None
     os.environ.clear()
     os.environ.update(plan.env)
+    if plan.env.get("PYTHONUNBUFFERED"):
+        # Read by an interpreter at start, which this one is long past (the zygote runs with
+        # the base environment only): do what ``python -u`` does to the standard streams.
+        sys.stdout, sys.stderr = _unbuffered(sys.stdout, 1), _unbuffered(sys.stderr, 2)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.getpid() == 1:
         # pid 1 of a namespace ignores SIGTERM unless it has a handler: give it Python's meaning.
@@ -170,6 +175,12 @@ def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:
         traceback.print_exc()
         status = 1
     _finish(status)
+
+
+def _unbuffered(stream: TextIO | None, fd: int) -> TextIO:
+    encoding, errors = (stream.encoding, stream.errors) if stream is not None else ("utf-8", "strict")
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=encoding,  # type: ignore[arg-type]
+                            errors=errors, write_through=True)
 
 
 def _terminate(signum: int, frame: object) -> None:
