@@ -129,14 +129,16 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     # One op per destination, the later winning: work dir over writable over read-only
     # over the private /tmp over the system view.
     merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", readonly=False, options=tmp_options), *user]}
+    if merged.get("/", MountOp("none", "/")).kind == "bind":
+        # The symlinked system dirs are at the top: a bind of / shows the host's own links there.
+        merged = {dest: op for dest, op in merged.items() if op.kind != "symlink"}
     binds = [op for op in merged.values() if op.kind == "bind"]
-    for op in [op for op in merged.values() if op.kind == "symlink"]:
-        if any(_inside(op.dest, b.dest) for b in binds):
-            del merged[op.dest]  # a bind of its parent shows the host's own link there
+    # The defaults are the host's own canonical paths; the caller's are resolved first.
     hidden = _masks(default_masks(binds), binds)
-    forced = _masks([os.path.abspath(p) for p in masked_paths], binds)
+    forced = _masks([os.path.realpath(p) for p in masked_paths], binds)
     # A bind inside a default mask goes on top of it; nothing goes on top of an explicit one.
-    inside = [op for op in merged.values() if any(_inside(op.dest, m.dest) and op.dest != m.dest for m in hidden)]
+    shelters = [m.dest for m in hidden if m.source == "dir"]
+    inside = [op for op in merged.values() if any(op.dest != d and _inside(op.dest, d) for d in shelters)]
     under = [op for op in merged.values() if op not in inside]
     ops = [MountOp("proc", "/proc"), MountOp("dev", "/dev"), *_by_depth(under), *_by_depth(hidden),
            *_by_depth(inside), *_by_depth(forced)]
@@ -189,16 +191,18 @@ def _user_bind(path: str, readonly: bool, agent_ids: tuple[int, int] | None,
 
 
 def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:
-    """Mask ops for each of ``paths`` wherever one of ``binds`` shows it (a path no bind shows
-    is not in the view: nothing to hide)."""
+    """Mask ops for each of ``paths`` (resolved) wherever one of ``binds`` shows it (a path no
+    bind shows is not in the view: nothing to hide)."""
     found: dict[str, MountOp] = {}
     for path in paths:
+        places = _shown(path, binds)
+        if not places:
+            continue
         try:
             directory = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError:
             continue  # missing (or unreachable even for us): nothing to show
-        real = os.path.realpath(path)
-        for where in _shown(real, binds):
+        for where in places:
             found[where] = MountOp("mask", where, "dir" if directory else "file", optional=True,
                                    options=_MASK_TMPFS if directory else None)
     # A mask inside another mask is already hidden.
