@@ -77,6 +77,8 @@ class AuditService:
         follow = args.get("follow", False)
         if not isinstance(follow, bool):
             raise InvalidArgument(f"follow must be true or false, got {follow!r}", field="follow")
+        # A stream even when nothing matches: the request ends with END, never a plain reply.
+        call.open_stream()
         if not follow:
             size = self.log.flush()
             for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):

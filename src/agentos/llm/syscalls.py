@@ -97,6 +97,9 @@ class LLMService:
     async def think(self, call: Call) -> dict[str, Any]:
         caller = self.callers.of(call.identity)
         args = parse_think(call.payload)
+        if args.stream:
+            # An answer found before any text (no key, no budget) still ends the stream with END.
+            call.open_stream()
         if caller.defaults is not None:
             args = caller.defaults.fill(args)
         if args.model and args.model != self.config.model and not (

@@ -288,6 +288,8 @@ class ProcessService:
         if not follow:
             return {**head, "data": data.decode(errors="replace"), "offset": offset,
                     "size": offset + len(data), "truncated": offset > 0}
+        # A stream even if the agent never writes: the request ends with END, never a plain reply.
+        call.open_stream()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         position = offset + len(data)
         if data:

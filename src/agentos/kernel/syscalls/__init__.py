@@ -2,8 +2,8 @@
 
 A handler is ``async def handler(call: Call) -> result``. The result becomes the
 reply payload: ``bytes`` are sent raw, ``None`` as an empty payload, anything else
-as JSON. A handler that calls ``await call.stream(chunk)`` turns its reply into a
-stream: each chunk is a STREAM frame and the result becomes the END frame.
+as JSON. A handler that calls ``await call.stream(chunk)`` (or ``call.open_stream()``) turns its
+reply into a stream: each chunk is a STREAM frame and the result becomes the END frame.
 Raising a ``agentos.errors.SyscallError`` subclass sends an ERROR frame with its
 code; any other exception is logged and answered as ``internal``.
 """
@@ -57,6 +57,14 @@ class Call:
             self._args = (self.request.fields() if self.request is not None
                           else decode_object(self.op, self.payload))
         return self._args
+
+    def open_stream(self) -> None:
+        """Answer as a stream even if no chunk follows: the result goes out as STREAM|END.
+
+        A request the client asked to stream must end with END (or ERROR) whatever it found,
+        so a handler calls this as soon as it knows it streams, before any early return.
+        """
+        self.streamed = True
 
     async def stream(self, chunk: Any) -> None:
         """Send one STREAM frame; waits while the client is not reading (backpressure)."""
