@@ -252,9 +252,11 @@ class HostileKernel:
 
 @contextmanager
 def hostile_kernel_in(mode: str, users: Users, scripts: Path, *, root: Path | None = None,
-                      allow_tracebacks: bool = False) -> Iterator[HostileKernel]:
-    """A kernel in ``mode`` holding ``API_KEY``, its root dir (socket, state, log) reachable
-    by every uid so that only the kernel's own modes protect it; stopped and checked at the end."""
+                      allow_tracebacks: bool = False, api_key: str = API_KEY,
+                      args: list[str] | None = None) -> Iterator[HostileKernel]:
+    """A kernel in ``mode`` holding ``api_key`` as its LLM key, its root dir (socket, state, log)
+    reachable by every uid so that only the kernel's own modes protect it; stopped and checked
+    at the end. An empty ``api_key`` keeps THINK off the network."""
     made = root is None
     root = Path(tempfile.mkdtemp(prefix="agentos-sec-kernel-")) if root is None else root
     owner = users.kernel if mode == "unprivileged" else User("root", 0, 0)
@@ -269,7 +271,7 @@ def hostile_kernel_in(mode: str, users: Users, scripts: Path, *, root: Path | No
             command = [sys.executable, "-m", "agentos", "kernel"]
             if mode == "unprivileged":
                 command = [*wrapper(owner.uid, owner.gid, binds), *command]
-            process = KernelProcess(home, command=command, env={"GEMINI_API_KEY": API_KEY, "GOOGLE_API_KEY": "",
+            process = KernelProcess(home, command=command, args=args, env={"GEMINI_API_KEY": api_key, "GOOGLE_API_KEY": "",
                                                                 "OPENAI_API_KEY": ""})
             process.start()
             try:

@@ -51,11 +51,18 @@ def test_spawn_cannot_widen(widening: dict[str, Any], field: str) -> None:
 # --- secrets ------------------------------------------------------------------------------
 
 def test_api_key_is_nowhere_an_agent_can_read(hostile: HostileKernel) -> None:
-    # The scan finds the key where it is (a key handed over on purpose), so its silence means absence.
-    control = hostile.attack("key_scan", env={"HANDED_OVER": API_KEY}, name="key-scan-control")
-    assert API_KEY in json.dumps(control["found"])
     report = hostile.attack("key_scan")
     assert API_KEY not in json.dumps(report["found"]), report["found"]
+
+
+@pytest.mark.escape("found by tests/security, needs an owner: agents forked from the zygote inherit "
+                    "its memory, which still holds earlier SPAWN requests (another agent's env)")
+def test_another_agents_spawn_env_is_not_in_a_later_agents_memory(fresh: HostileKernel) -> None:
+    # The scan finds the key where it was put on purpose, so its silence elsewhere means absence.
+    control = fresh.attack("key_scan", env={"HANDED_OVER": API_KEY}, name="given-the-key")
+    assert API_KEY in json.dumps(control["found"])
+    later = fresh.attack("key_scan", name="later-agent")
+    assert API_KEY not in json.dumps(later["found"]), later["found"]
 
 
 def test_kernel_socket_in_view_gives_no_admin(hostile: HostileKernel) -> None:

@@ -6,11 +6,14 @@ import errno
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import HostileKernel, Users, as_user
+from agentos import Client, SyscallError
+
+from .conftest import HostileKernel, Users, as_user, hostile_kernel_in
 
 
 def _errno_of(fn: Callable[[], Any]) -> str:
@@ -65,3 +68,17 @@ def test_another_user_cannot_read_state_or_logs(kernel_with_history: HostileKern
 def test_another_user_cannot_read_the_kernels_environment(kernel_with_history: HostileKernel, users: Users) -> None:
     environ = f"/proc/{kernel_with_history.pid}/environ"
     assert as_user(users.attacker, lambda: _errno_of(lambda: _read(environ))) == "EACCES"
+
+
+def test_another_user_on_a_world_reachable_socket_is_refused_and_cannot_crash_it(kernel_mode: str, users: Users, scripts: Path) -> None:
+    """With the socket opened to everyone (mode 666), the kernel's own checks decide: the
+    other user is refused (no permissions section lists it), and cannot bring the kernel down."""
+    with hostile_kernel_in(kernel_mode, users, scripts, args=["--socket-mode", "666"]) as kernel:
+        def hello() -> str:
+            try:
+                with Client(kernel.process.socket_path, timeout=30) as client:
+                    return f"served as {client.hello()['you']}"
+            except SyscallError as exc:
+                return exc.code.value
+        assert as_user(users.attacker, hello) == "permission_denied"
+        assert kernel.alive()
