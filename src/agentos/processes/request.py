@@ -199,12 +199,20 @@ class SpawnRequest:
 
 def parse_grace(request: KillRequest, default: float) -> float:
     grace = _given(request.grace)
-    return default if grace is None else parse_duration(grace, "grace")
+    return default if grace is None else _unit(parse_duration, grace, "grace")
 
 
 def parse_timeout(value: float | str | None | Any) -> float | None:
     value = _given(value)
-    return None if value is None else parse_duration(value, "timeout")
+    return None if value is None else _unit(parse_duration, value, "timeout")
+
+
+def _unit(parse: Callable[[Any, str], Any], value: Any, what: str) -> Any:
+    """``parse(value)``: text the wire pattern let through can still be out of range ("0", "2000T")."""
+    try:
+        return parse(value, what)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field=what) from None
 
 
 def _given(value: Any) -> Any:
@@ -289,7 +297,7 @@ def _limits(wire: LimitsWire | None, parent: Limits) -> tuple[Limits, tuple[str,
             defaulted.append(key)
             continue
         raw = given[key]
-        value = None if raw is None else parse(raw, f"limits.{key}")
+        value = None if raw is None else _unit(parse, raw, f"limits.{key}")
         if ceiling is not None and (value is None or value > ceiling):
             raise PermissionDenied(f"limits.{key}: {'unlimited' if value is None else value} is more "
                                    f"than the spawner's {ceiling}", field=f"limits.{key}")
@@ -297,7 +305,7 @@ def _limits(wire: LimitsWire | None, parent: Limits) -> tuple[Limits, tuple[str,
     limits = Limits(**values)
     tmp = given.get("tmp")
     if tmp is not None:
-        tmp_size = parse_bytes(tmp, "limits.tmp")
+        tmp_size = _unit(parse_bytes, tmp, "limits.tmp")
         if limits.memory is not None and tmp_size > limits.memory:
             raise InvalidArgument(f"limits.tmp: {tmp_size} is more than the memory limit {limits.memory} "
                                   "(the private /tmp is memory)", field="limits.tmp")
