@@ -332,9 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--socket", help="fuzz this running kernel instead of starting one")
+    parser.add_argument("--reply-timeout", type=float, default=10.0,
+                        help="seconds after which a request with no final frame counts as unanswered")
     args = parser.parse_args(argv)
     if args.socket:
-        report = fuzz(args.socket, args.frames, connections=args.connections, seed=args.seed)
+        report = fuzz(args.socket, args.frames, connections=args.connections, seed=args.seed,
+                      reply_timeout=args.reply_timeout)
     else:
         from agentos.testing.kernel import KernelProcess
 
@@ -343,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             kernel = KernelProcess(root, env={"GEMINI_API_KEY": "", "GOOGLE_API_KEY": "", "OPENAI_API_KEY": ""})
             kernel.start()
             try:
-                report = fuzz(str(kernel.socket_path), args.frames, connections=args.connections, seed=args.seed)
+                report = fuzz(str(kernel.socket_path), args.frames, connections=args.connections, seed=args.seed,
+                              reply_timeout=args.reply_timeout)
             finally:
                 status = kernel.stop()
             print(f"kernel exit status {status}; tracebacks logged: {kernel.log().count('Traceback')}",
