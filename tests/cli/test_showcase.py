@@ -156,7 +156,8 @@ def test_a_normal_user_runs_the_showcase_and_is_told_what_is_missing() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: sets up an unprivileged uid to run the showcase as")
     from agentos.sandbox.probe import probe
-    from tests.sandbox.test_rootless import NOBODY, _become_unprivileged_kernel
+    from tests.sandbox.test_rootless import NOBODY
+    from tests.unprivileged import DEV_SITE, become
 
     if not probe().user_namespaces:
         pytest.skip(f"needs unprivileged user namespaces: {probe().notes.get('user')}")
@@ -167,7 +168,8 @@ def test_a_normal_user_runs_the_showcase_and_is_told_what_is_missing() -> None:
     argv = ["/usr/bin/env", f"HOME={home}", f"AGENTOS_SOCKET={home}/kernel.sock",
             f"AGENTOS_STATE_DIR={home}/state", "NO_COLOR=1", sys.executable, "-m", "agentos", "up", str(SHOWCASE)]
     try:
-        proc = subprocess.Popen(argv, preexec_fn=lambda: _become_unprivileged_kernel(argv),  # noqa: PLW1509
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/", "PYTHONPATH": DEV_SITE}
+        proc = subprocess.Popen(argv, preexec_fn=lambda: become(NOBODY, NOBODY, argv, env),  # noqa: PLW1509
                                 cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, story = finish(proc)
         assert_rootless_story(home, out, story)

@@ -54,6 +54,8 @@ def agent_of_pid(pid: int, agent_ids: Container[str], agent_pids: Mapping[int, s
             signal.pidfd_send_signal(pidfd, 0)
         except ProcessLookupError:
             raise PeerGone(f"process {pid} ended while connecting") from None
+        except PermissionError:
+            pass  # another uid's process (an unprivileged kernel may not signal it): alive
     return found
 
 
