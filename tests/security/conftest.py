@@ -50,7 +50,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marker = item.get_closest_marker("escape")
         if marker is None:
             continue
-        mode = getattr(item, "callspec", None) and item.callspec.params.get("kernel_mode")
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("kernel_mode") if callspec else None
         if mode in marker.kwargs.get("modes", MODES):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"issue 9: {marker.args[0]}"))
 

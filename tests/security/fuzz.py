@@ -299,10 +299,10 @@ def fuzz(path: str, frames: int, *, connections: int = 8, window: int = 64, seed
                 selector.modify(conn.sock, _events(conn, report.sent < frames, window), conn)
         now = time.monotonic()
         for conn in conns:
-            for rid, (op, at) in conn.pending.items():
+            for rid, (name, at) in conn.pending.items():
                 if rid not in conn.streaming and rid not in conn.expired and now - at > reply_timeout:
                     conn.expired.add(rid)
-                    (report.blocking_open if op in BLOCKING else report.unanswered)[op] += 1
+                    (report.blocking_open if name in BLOCKING else report.unanswered)[name] += 1
         if not os.path.exists(f"/proc/{pid}"):
             report.kernel_crashed = True
             break
