@@ -256,3 +256,26 @@ def test_connection_caps_default_and_reject_bad_values() -> None:
                          ({"total": 9}, "connections: unknown setting 'total'")]:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             KernelConfig(sections={"connections": bad}).connections
+
+
+def test_the_sdk_raises_busy_for_a_connection_over_its_cap() -> None:
+    from agentos import AsyncClient, Busy, Client
+
+    with configured_kernel({"connections": {"per_uid": 2}}) as kernel:
+        # The kernel's own probe is gone; these two take the whole cap.
+        first, second = Client(kernel.socket_path), Client(kernel.socket_path)
+        try:
+            assert first.noop(b"a") == b"a" and second.noop(b"b") == b"b"
+            with Client(kernel.socket_path) as third, pytest.raises(Busy, match="connections.per_uid"):
+                third.noop(b"c")
+
+            async def refused() -> None:
+                async with await AsyncClient.connect(kernel.socket_path) as fourth:
+                    await fourth.noop(b"d")
+
+            import asyncio
+            with pytest.raises(Busy, match="connections.per_uid"):
+                asyncio.run(refused())
+        finally:
+            first.close()
+            second.close()

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..errors import ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectionClosed, RemoteProtocolError, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
 from . import messaging as _messaging
 from . import processes as _processes
@@ -95,7 +95,8 @@ class AsyncClient:
                 try:
                     raise_error(frame.payload)
                 except Exception as exc:
-                    self._fail(exc if isinstance(exc, RemoteProtocolError)
+                    # A connection-level error (protocol_error, busy) keeps its type.
+                    self._fail(exc if isinstance(exc, (RemoteProtocolError, SyscallError))
                                else RemoteProtocolError(str(exc)))
             return
         if isinstance(waiter, asyncio.Queue):

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectionClosed, RemoteProtocolError, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, Op, append_frame
 from . import messaging as _messaging
 from . import processes as _processes
@@ -67,6 +68,7 @@ class Client:
         try:
             self._sock.sendall(data)
         except OSError as exc:
+            self._read_pending()
             self._fail(exc)
             raise connection_error(self._failure) from None
 
@@ -90,19 +92,31 @@ class Client:
             if not data:
                 self._fail(ConnectionClosed("the kernel closed the connection"))
                 continue
-            for frame in self._decoder.feed(data):
-                target = self._queues.get(frame.request_id)
-                if target is not None:
-                    target.append(frame)
-                elif frame.flags & ERROR and frame.request_id == 0:
-                    # A connection-level protocol error: the kernel is about to hang up.
-                    try:
-                        raise_error(frame.payload)
-                    except RemoteProtocolError as exc:
-                        self._fail(exc)
-                    except Exception as exc:
-                        self._fail(RemoteProtocolError(str(exc)))
+            self._route(data)
         return queue.popleft()
+
+    def _route(self, data: bytes) -> None:
+        for frame in self._decoder.feed(data):
+            target = self._queues.get(frame.request_id)
+            if target is not None:
+                target.append(frame)
+            elif frame.flags & ERROR and frame.request_id == 0:
+                # A connection-level error (protocol_error, busy): the kernel is about to hang up.
+                try:
+                    raise_error(frame.payload)
+                except (RemoteProtocolError, SyscallError) as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    self._fail(RemoteProtocolError(str(exc)))
+
+    def _read_pending(self) -> None:
+        """Route what the kernel already sent, without waiting: after a failed write, the frame
+        that says why it hung up (busy, protocol_error) is usually there."""
+        try:
+            while data := self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT):
+                self._route(data)
+        except OSError:
+            pass
 
     def _request(self, op: int, payload: bytes) -> memoryview:
         """Send one request, return its single reply's raw payload."""

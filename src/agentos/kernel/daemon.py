@@ -137,6 +137,11 @@ class Kernel:
             except PeerGone:
                 conn.close()
                 return
+            except Exception:
+                # Unknown who it is: never let it in as its uid (nor take the kernel down).
+                log.exception("cannot tell whether pid %d is inside an agent; refusing it", conn.peer_pid)
+                conn.close()
+                return
             finally:
                 if pidfd is not None:
                     os.close(pidfd)
