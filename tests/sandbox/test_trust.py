@@ -88,6 +88,19 @@ def test_the_zygote_itself_holds_only_the_base_environment(tmp_path: Path) -> No
     assert names <= {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONHOME", "AGENTOS_NO_EXTENSIONS"}
 
 
+def test_an_earlier_agents_argv_and_env_are_not_in_a_later_agents_memory(launcher: Launcher,
+                                                                          tmp_path: Path) -> None:
+    # Every agent is forked from the zygote: what the zygote ever held, every later agent holds.
+    given = {"script": _secret(), "argv": _secret(), "command": _secret()}
+    scan = str(AGENTS / "secret_scan.py")
+    first = run_agent(launcher, tmp_path, script=scan, argv=[MARKER, given["argv"]],
+                      env={**ENV, "HANDED_OVER": given["script"]}).json()
+    assert {given["script"], given["argv"]} <= set(first["found"])  # the scan finds what is there
+    run_agent(launcher, tmp_path, argv=["sh", "-c", "true", given["command"]], env={**ENV, "X": given["command"]})
+    later = run_agent(launcher, tmp_path, script=scan, argv=[MARKER]).json()
+    assert later["scanned"] and not set(given.values()) & set(later["found"])
+
+
 # --- 2. a root kernel's agents run as an unprivileged uid ---------------------------------------
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 ``run`` is the whole sequence on one screen. Each step is named; the first that
 fails sends ``E`` + ``[step, errno, message]`` over the handshake socket and the
 child exits, so the parent raises ``SandboxError`` instead of seeing a dead agent.
-Before the irreversible part (cgroup namespace, dropping capabilities, Landlock,
-seccomp) the child sends ``R`` and waits for the parent's ``G``: in between, the
-parent places it in its cgroup. The handshake socket closes on exec (or just
+The first message on that socket is the parent's: the agent's argv and env,
+which never pass through the zygote. Before the irreversible part (cgroup
+namespace, dropping capabilities, Landlock, seccomp) the child sends ``R`` and
+waits for the parent's ``G``: in between, the parent places it in its cgroup. The handshake socket closes on exec (or just
 before the script runs): end of file is the parent's "agent started".
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ GO = b"G"
 ERROR = b"E"
 #: Exit status of a child whose setup failed (the parent reports the step instead).
 SETUP_FAILED = 127
+#: Largest first message (argv and env, JSON): below a Unix socket's default send buffer.
+MAX_REQUEST = 192 * 1024
 
 
 def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | None = None,
@@ -46,6 +49,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     """
     child = _Child(handshake)
     step = child.step
+    plan.argv, plan.env = step("request", child.receive_request)
     if plan.user_map:
         step("user namespace", userns.map_self, *plan.user_map)
     # Dies with its parent (the kernel), so nothing survives a kernel crash.
@@ -103,6 +107,11 @@ class _Child:
             os.write(self.fd, ERROR + json.dumps([name, err, message]).encode())
         finally:
             os._exit(SETUP_FAILED)
+
+    def receive_request(self) -> tuple[list[str], dict[str, str]]:
+        """The agent's argv and env, which the parent sends the child itself (not the zygote)."""
+        argv, env = json.loads(os.read(self.fd, MAX_REQUEST + 1))
+        return argv, env
 
     def rearm_pdeathsig(self) -> None:
         """Changing uid cleared the parent-death signal: set it again, and leave if the parent

@@ -9,6 +9,7 @@ as ``SandboxError`` with the child's step and errno, after the child is reaped).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -141,11 +142,15 @@ class Launcher:
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
+            # The agent's argv and env go to the child directly, never through the zygote: whatever
+            # the zygote once held stays in its memory, which every later agent is forked from.
+            _send_request(ours, plan.argv, plan.env)
+            private = dataclasses.replace(plan, argv=[], env={})
             with theirs, self._lock:
                 if not self._zygote.alive and self._owner is not None:
                     self._zygote.close()
                     self._owner.call(self._zygote.start)  # the zygote died: a new one
-                pid, pidfd = self._zygote.spawn(plan, [theirs.fileno(), *io, *spec.pass_fds])
+                pid, pidfd = self._zygote.spawn(private, [theirs.fileno(), *io, *spec.pass_fds])
             launched = Launched(pid=pid, pidfd=pidfd, isolation=report)
             try:
                 self._handshake(ours, launched, spec)
@@ -205,6 +210,19 @@ def _mount_point() -> str:
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o755)
     return root
+
+
+def _send_request(sock: socket.socket, argv: list[str], env: dict[str, str]) -> None:
+    """Queue the child's first message: its argv and env (it reads them before anything else)."""
+    message = json.dumps([argv, env]).encode()
+    if len(message) > child.MAX_REQUEST:
+        raise SandboxError("spec", errno.E2BIG, f"argv and env take {len(message)} bytes, "
+                           f"more than the {child.MAX_REQUEST} an agent is started with")
+    try:
+        sock.send(message)
+    except OSError as exc:  # a host whose socket buffers are smaller than usual
+        raise SandboxError("spec", exc.errno or errno.EMSGSIZE, f"argv and env ({len(message)} bytes) do not "
+                           f"fit in one message: {exc.strerror}") from None
 
 
 def _explained(error: SandboxError, isolation: dict[str, object]) -> SandboxError:
