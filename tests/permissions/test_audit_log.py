@@ -5,6 +5,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from agentos.audit import AuditLog, read_records
 
 
@@ -98,3 +100,30 @@ def test_records_after_close_still_reach_the_file(tmp_path: Path) -> None:
 
     asyncio.run(shutdown_race())
     assert [r["ts"] for r in read_records(path)] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("block", [7, 100, 65536])
+def test_reading_backwards_gives_what_a_full_read_gives(tmp_path, monkeypatch, block) -> None:  # type: ignore[no-untyped-def]
+    """The last ``limit`` records up to ``end``, read from the end a block at a time, equal a
+    read of the whole file, whatever the block size, the record sizes and a torn last line."""
+    import json
+    import random
+
+    from agentos.audit import log as audit_log
+
+    monkeypatch.setattr(audit_log, "_BLOCK", block)
+    rng = random.Random(block)
+    path = tmp_path / "audit.log"
+    for trial in range(40):
+        records = [{"ts": float(i), "agent": rng.choice(["a", "b"]), "pad": "x" * rng.randint(0, 300)}
+                   for i in range(rng.randint(0, 120))]
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+        data += b'{"torn": ' if trial % 3 == 0 else b""
+        path.write_bytes(data)
+        end = rng.choice([None, rng.randint(0, len(data))])
+        limit = rng.choice([None, 0, 1, 7, 500])
+        agent = rng.choice([None, "a"])
+        whole = [json.loads(line) for line in (data if end is None else data[:end]).split(b"\n")[:-1]
+                 if line.endswith(b"}") and (agent is None or json.loads(line)["agent"] == agent)]
+        expected = whole[-limit:] if limit else ([] if limit == 0 else whole)
+        assert read_records(path, agent, limit, end) == expected, (trial, end, limit, agent)

@@ -38,7 +38,6 @@ def test_kernel_fds_and_memory_back_near_baseline(fuzzed: tuple[HostileKernel, R
     assert report.rss_after - report.rss_before < 48 * 1024 * 1024
 
 
-@pytest.mark.escape("lead: one typed schema for every syscall payload, in progress")
 def test_no_input_is_answered_internal(fuzzed: tuple[HostileKernel, Report]) -> None:
     _, report = fuzzed
     assert dict(report.internal) == {}, report.summary()["replies_by_opcode"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import ujson
 from ..state.private import open_private, private_dir
 
 _APPEND = os.O_WRONLY | os.O_APPEND
+#: How much of the log a reader takes at a time, walking back from its end.
+_BLOCK = 64 * 1024
 Record = dict[str, Any]
 Follower = Callable[[Record], None]
 
@@ -114,24 +115,49 @@ def read_records(path: Path | str, agent: str | None = None, limit: int | None =
                  end: int | None = None) -> list[Record]:
     """Records of ``path`` (up to byte ``end``) by ``agent``, the last ``limit`` of them.
 
+    Read backwards from ``end`` a block at a time, so asking for the last hundred
+    records of a large log costs the blocks holding them, not the whole file.
     Blocking file I/O: call it in a worker thread from the event loop.
     """
-    tail: deque[Record] = deque(maxlen=limit)
+    found: list[Record] = []
     try:
-        with open(path, "rb") as f:
-            consumed = 0
-            for line in f:
-                consumed += len(line)
-                if end is not None and consumed > end:
-                    break
-                if not line.endswith(b"\n"):
-                    continue  # a line torn by a crash mid-write is not a record
-                try:
-                    record = ujson.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and matches(record, agent):
-                    tail.append(record)
+        f = open(path, "rb")
     except FileNotFoundError:
         return []
-    return list(tail)
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        position = size if end is None else min(end, size)
+        carry = b""  # the part of a line that starts in the block before
+        newest = True
+        while position > 0 and (limit is None or len(found) < limit):
+            step = min(_BLOCK, position)
+            position -= step
+            f.seek(position)
+            lines = (f.read(step) + carry).split(b"\n")
+            if newest:
+                # After the last newline: nothing, or a line torn by a crash mid-write.
+                if len(lines) == 1:
+                    carry = b""
+                    continue
+                lines.pop()
+                newest = False
+            # The first piece may be the end of a line from further back, unless this is the start.
+            carry = lines.pop(0) if position > 0 else b""
+            for line in reversed(lines):
+                record = _record(line, agent)
+                if record is not None:
+                    found.append(record)
+                    if limit is not None and len(found) >= limit:
+                        break
+    found.reverse()
+    return found
+
+
+def _record(line: bytes, agent: str | None) -> Record | None:
+    if not line:
+        return None
+    try:
+        record = ujson.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and matches(record, agent) else None

@@ -35,6 +35,8 @@ def decode_json(payload: bytes | memoryview) -> Any:
         return _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise ValueError(str(exc)) from None
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
 
 
 def _scrub(obj: Any) -> Any:

@@ -355,6 +355,8 @@ def decode_request(op: int, payload: bytes | memoryview) -> Request | None:
         raise invalid(op, exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep(op) from None
 
 
 def decode_object(op: int, payload: bytes | memoryview) -> dict[str, Any]:
@@ -365,6 +367,8 @@ def decode_object(op: int, payload: bytes | memoryview) -> dict[str, Any]:
         value = _ANY.decode(payload)
     except msgspec.DecodeError as exc:
         raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep(op) from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{_name(op)}: payload must be a JSON object, got {type(value).__name__}")
     return value
@@ -379,6 +383,10 @@ def invalid(op: int, exc: msgspec.ValidationError) -> InvalidArgument:
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
     return InvalidArgument(f"{_name(op)}: {message}", field=path or "(payload)")
+
+
+def _too_deep(op: int) -> InvalidArgument:
+    return InvalidArgument(f"{_name(op)}: payload is nested too deeply")
 
 
 def _name(op: int) -> str:
