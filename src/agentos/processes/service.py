@@ -216,7 +216,7 @@ class ProcessService:
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
-                      spawner=caller, confinement=request.confinement(self._system_view()))
+                      spawner=caller, confinement=request.confinement(self._system_view))
         agent.isolation = self._isolation(cgroup, launched.isolation, request)
         self.table.add(agent)
         if granted is not None:
@@ -517,12 +517,9 @@ class ProcessService:
                 f"{sorted(self.driver.enforceable) or 'nothing'}")
 
     @functools.cached_property
-    def _system_paths(self) -> tuple[str, ...]:
-        return tuple(op.dest for op in default_system_ops() if op.kind == "bind")
-
     def _system_view(self) -> tuple[str, ...]:
         """Host paths every sandboxed agent sees read-only (the system dirs, this Python)."""
-        return self._system_paths
+        return tuple(op.dest for op in default_system_ops() if op.kind == "bind")
 
     def agent_of_peer(self, pid: int, pidfd: int | None) -> str | None:
         """The running agent process ``pid`` belongs to (for connections made by path); raises
