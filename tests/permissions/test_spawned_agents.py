@@ -38,7 +38,6 @@ def test_agent_cannot_escalate_or_touch_what_is_not_its_own(kernel, victim) -> N
     assert results["perms"]["ok"]["parent"] == "uid:0"
     expected = {
         "raise-perms": "'admin' capability",
-        "kill=victim": "may kill only agents it spawned",
         "spawn=http": "cannot give a child http",
         "spawn=spawn,admin": "cannot give a child admin",
         f"fetch-of={victim['id']}": "only an admin may use another agent's state",
@@ -49,6 +48,8 @@ def test_agent_cannot_escalate_or_touch_what_is_not_its_own(kernel, victim) -> N
     for attempt, message in expected.items():
         assert results[attempt].get("error") == "PermissionDenied", results[attempt]
         assert message in results[attempt]["message"], results[attempt]
+    # An agent it may not observe is, to it, an agent that does not exist.
+    assert results["kill=victim"].get("error") == "NotFound", results["kill=victim"]
     # What it may do, it can: spawn a child with less, and kill that child.
     assert results["spawn-kill=message"]["ok"] in ("killed", "exited")
     # Nobody else was harmed.

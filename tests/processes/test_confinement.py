@@ -142,16 +142,18 @@ def test_agents_see_only_themselves_and_their_descendants(kernel: KernelProcess,
     script.write_text(OBSERVER.format(bystander=bystander["id"]))
     script.chmod(0o644)
     try:
-        for capabilities, sees_all in ((["spawn"], False), (["observe"], True)):
+        for capabilities, sees_all in ((["spawn", "kill"], False), (["observe"], True)):
             info = client.spawn(f"observer-{sees_all}", str(script), capabilities=capabilities)
             client.wait(id=info["id"], timeout=120)
             [line] = [x for x in client.logs(id=info["id"]).splitlines() if x.startswith("SEEN ")]
             seen = json.loads(line.removeprefix("SEEN "))
             if sees_all:
                 assert bystander["id"] in seen["listed"] and seen["logs"] == "ok" and seen["wait"] == "ok"
+                assert seen["kill"] == "permission_denied"  # seeing is not killing
             else:
                 assert seen["listed"] == [info["id"]]
-                assert seen["logs"] == seen["wait"] == "not_found"
+                # Not even whether it exists: the same answer as for an agent that never was.
+                assert seen["logs"] == seen["wait"] == seen["kill"] == "not_found"
     finally:
         client.kill(id=bystander["id"], grace=0)
 
@@ -164,7 +166,8 @@ from agentos.errors import SyscallError
 with agentos.Client() as kernel:
     seen = {{"listed": [a["id"] for a in kernel.list_agents()]}}
     for what, call in (("logs", lambda: kernel.logs(id="{bystander}")),
-                       ("wait", lambda: kernel.wait(id="{bystander}", timeout=0))):
+                       ("wait", lambda: kernel.wait(id="{bystander}", timeout=0)),
+                       ("kill", lambda: kernel.kill(id="{bystander}", grace=0))):
         try:
             call()
             seen[what] = "ok"

@@ -55,8 +55,6 @@ def test_api_key_is_nowhere_an_agent_can_read(hostile: HostileKernel) -> None:
     assert API_KEY not in json.dumps(report["found"]), report["found"]
 
 
-@pytest.mark.escape("found by tests/security, needs an owner: agents forked from the zygote inherit "
-                    "its memory, which still holds earlier SPAWN requests (another agent's env)")
 def test_another_agents_spawn_env_is_not_in_a_later_agents_memory(fresh: HostileKernel) -> None:
     # The scan finds the key where it was put on purpose, so its silence elsewhere means absence.
     control = fresh.attack("key_scan", env={"HANDED_OVER": API_KEY}, name="given-the-key")

@@ -64,6 +64,8 @@ class PermissionService:
         caps = args.get("capabilities")
         if caps is None:
             raise InvalidArgument("SET_PERMS needs 'capabilities' (a list of names)")
+        if "agent" in args and "uid" in args:
+            raise InvalidArgument("SET_PERMS takes 'agent' or 'uid', not both", field="uid")
         if "agent" in args:
             record = self.permissions.set_agent(str(args["agent"]), caps)
             return {"agent": record.agent_id, "capabilities": names(record.capabilities)}

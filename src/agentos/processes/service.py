@@ -201,7 +201,7 @@ class ProcessService:
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
                 kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
                 passed_env=self.settings.pass_env, masked_paths=self._masked(),
-                tmp_size=request.tmp_size))
+                tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid))
         except SandboxError as exc:
             self._abandon(cgroup, capture, kernel_end)
             raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None
@@ -239,7 +239,7 @@ class ProcessService:
     async def kill(self, call: Call) -> dict[str, Any]:
         """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
         request = cast(KillRequest, call.request)
-        agent = self.table.find(request.fields())
+        agent = self._find_visible(call.identity, request.fields())
         permissions = self._permissions()
         if permissions is not None:
             permissions.check_kill(call.identity, agent.id)

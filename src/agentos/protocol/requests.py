@@ -198,9 +198,9 @@ class SetPermsRequest(Request):
 class ContextRequest(Request):
     op = Op.CONTEXT
     op_: Literal["create", "get", "list", "clear", "fork", "delete"] = msgspec.field(name="op")
-    id: Word | None | UnsetType = UNSET
+    id: Alias | None | UnsetType = UNSET
     system: Text | None | UnsetType = UNSET
-    new_id: Word | None | UnsetType = UNSET
+    new_id: Alias | None | UnsetType = UNSET
 
 
 class UsageRequest(Request):
@@ -337,7 +337,7 @@ REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
 _DECODERS: dict[int, msgspec.json.Decoder[Any]] = {int(op): msgspec.json.Decoder(cls)
                                                    for op, cls in REQUESTS.items()}
 _ANY = msgspec.json.Decoder()
-_AT = re.compile(r" - at `\$\.?(.*)`$")
+_AT = re.compile(r" - at (`key` in )?`\$\.?(.*)`$")
 _NAMED = re.compile(r"field `([^`]*)`")
 
 
@@ -378,7 +378,9 @@ def invalid(op: int, exc: msgspec.ValidationError) -> InvalidArgument:
     """msgspec's message (expected type, path) as an ``InvalidArgument`` with ``field`` set."""
     message = str(exc)
     at = _AT.search(message)
-    path = at.group(1) if at else ""
+    path = at.group(2) if at else ""
+    if at and at.group(1):
+        path += "{key}"  # a mapping's key, not one of its values
     named = _NAMED.search(message)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
