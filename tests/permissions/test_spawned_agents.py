@@ -55,7 +55,7 @@ def test_agent_cannot_escalate_or_touch_what_is_not_its_own(kernel, victim) -> N
     # Nobody else was harmed.
     assert root.list_agents(name="victim")[0]["status"] == "running"
     assert root.fetch("secret", agent=victim["id"]) == "victim's own"
-    audited = root.audit("attacker", limit=1000)
+    audited = list(root.audit("attacker", limit=1000))
     denied = [r for r in audited if r["outcome"] == "permission_denied"]
     assert {r["op"] for r in denied} >= {"SET_PERMS", "SPAWN", "FETCH", "STORE", "HTTP", "PUBLISH"}
     assert any(r["op"] == "KILL" and r["outcome"] == "not_found" for r in audited)
