@@ -215,3 +215,19 @@ code = "import agentos,json,os; c=agentos.Client(os.environ['KERNEL_SOCKET']); p
 result["grandchild"] = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
 print("BYPATH " + json.dumps(result), flush=True)
 """
+
+
+def test_a_sandboxed_agents_home_is_its_own(kernel: KernelProcess, tmp_path: Path) -> None:
+    """Not the kernel's (a root kernel's /root is masked in the view), and writable."""
+    tmp_path.chmod(0o755)
+    script = tmp_path / "home.py"
+    script.write_text("import os, pathlib\n"
+                      "home = pathlib.Path.home()\n"
+                      "(home / '.agentrc').write_text('x')\n"
+                      "print('HOME', home, os.environ.get('TMPDIR'), flush=True)\n")
+    client = kernel.client()
+    info = client.spawn("home", str(script))
+    end = client.wait(id=info["id"], timeout=120)
+    output = client.logs(id=info["id"])
+    assert end["exit_code"] == 0, output
+    assert "HOME /tmp None" in output

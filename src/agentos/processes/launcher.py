@@ -21,6 +21,11 @@ def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PA
     env.setdefault("PATH", os.defpath)
     # Unbuffered so LOGS shows output as it happens, not when a buffer fills.
     env["PYTHONUNBUFFERED"] = "1"
+    if request.sandboxed:
+        # The host's HOME (often /root, masked in the view) is not the agent's: its private
+        # /tmp is the one place it may always write. TMPDIR likewise names a host directory.
+        env["HOME"] = "/tmp"
+        env.pop("TMPDIR", None)
     env.update(request.env)
     env.update({"AGENTOS_FD": str(AGENT_FD), "AGENTOS_AGENT_ID": agent_id,
                 "AGENTOS_AGENT_NAME": request.name})
