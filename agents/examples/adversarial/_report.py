@@ -1,4 +1,5 @@
-"""Shared by the adversarial agents: JSON-line results, and READY when run under a kernel."""
+"""Shared by the adversarial agents: JSON-line results, attempt outcomes, and READY under a kernel."""
+import errno
 import json
 import os
 
@@ -15,3 +16,12 @@ def ready():
 
         agentos.Client().ready()
 
+
+
+def outcome(fn):
+    """``"ok"`` if ``fn()`` succeeds, else the errno's name (``"EPERM"``) it failed with."""
+    try:
+        fn()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc))

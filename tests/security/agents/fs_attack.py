@@ -5,26 +5,17 @@ argv[1]: JSON {"outside": a host dir that is not in the view, "work": the agent'
 Prints {"outcomes": {attempt: "ok" | errno name}}.
 """
 import ctypes
-import errno
 import json
 import os
 import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit
+from _report import emit, outcome
 
 paths = json.loads(sys.argv[1])
 work = paths["work"]
 libc = ctypes.CDLL(None, use_errno=True)
-
-
-def outcome(fn):
-    try:
-        fn()
-        return "ok"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc))
 
 
 def create(path):

@@ -4,26 +4,17 @@ argv[1]: JSON {"kernel": pid, "victim": pid}. Prints {"outcomes": {attempt: "ok"
 "visible": pids in /proc}.
 """
 import ctypes
-import errno
 import json
 import os
 import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import emit
+from _report import emit, outcome
 
 pids = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
 PTRACE_ATTACH, PTRACE_SEIZE = 16, 0x4206
-
-
-def outcome(fn):
-    try:
-        fn()
-        return "ok"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc))
 
 
 def ptrace(request, pid):
