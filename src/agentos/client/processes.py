@@ -18,8 +18,13 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   capabilities: Sequence[str] | None = None, hostname: str | None = None,
                   writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = (),
                   restart: Mapping[str, Any] | None = None, llm: Mapping[str, Any] | None = None,
-                  egress: Sequence[str] | None = None) -> dict[str, Any]:
-    """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path)."""
+                  egress: Sequence[str] | None = None,
+                  workspace: int | str | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path).
+
+    ``workspace``: its size (``"256Mi"``) or the whole ``{"size": ...}``, for a private
+    writable directory at /workspace with that disk quota.
+    """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
         payload["name"] = name
@@ -51,6 +56,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["llm"] = dict(llm)
     if egress is not None:
         payload["egress"] = list(egress)
+    if workspace is not None:
+        payload["workspace"] = dict(workspace) if isinstance(workspace, Mapping) else {"size": workspace}
     return payload
 
 

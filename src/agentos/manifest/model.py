@@ -33,6 +33,7 @@ class Sandbox:
     writable: tuple[Path, ...] = _default(schema.SANDBOX, "writable")
     readonly: tuple[Path, ...] = _default(schema.SANDBOX, "readonly")
     hostname: str | None = _default(schema.SANDBOX, "hostname")
+    workspace: int | None = _default(schema.SANDBOX, "workspace")
     allow_degraded: bool = _default(schema.SANDBOX, "allow_degraded")
 
     @property
@@ -140,6 +141,8 @@ class AgentSpec:
         # Only when asked for: a kernel that cannot honour them refuses the SPAWN rather than ignore them.
         if self.sandbox.hostname is not None:
             request["hostname"] = self.sandbox.hostname
+        if self.sandbox.workspace is not None:
+            request["workspace"] = {"size": self.sandbox.workspace}
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm

@@ -436,7 +436,7 @@ class _Validator:
     def finish_sandbox(self, parsed: _Parsed, where: str) -> Sandbox:
         values = parsed.values
         if values.get("enabled") is False:
-            for key in ("writable", "readonly", "hostname"):
+            for key in ("writable", "readonly", "hostname", "workspace"):
                 if parsed.given(key):
                     self.conflict(parsed, key, where, "needs the sandbox, but enabled is false",
                                   f"remove {key}, or set enabled: true")

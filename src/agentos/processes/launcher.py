@@ -35,12 +35,14 @@ def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PA
 def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, output_fd: int,
                   kernel_fd: int, before_exec: Callable[[int], None],
                   passed_env: tuple[str, ...] = PASSED_ENV, masked_paths: Sequence[str] = (),
-                  tmp_size: int | None = None, agent_uid: int = DEFAULT_AGENT_UID) -> Launched:
+                  tmp_size: int | None = None, agent_uid: int = DEFAULT_AGENT_UID,
+                  workspace: str | int | None = None) -> Launched:
     """Launch the agent with ``output_fd`` as stdout and stderr and ``kernel_fd`` as fd 3.
 
     ``masked_paths`` are hidden from the agent whatever it binds (a bind at or inside
     one is refused), ``tmp_size`` bounds its private /tmp, ``agent_uid`` is the uid a
-    root kernel's sandboxed agent runs as.
+    root kernel's sandboxed agent runs as, ``workspace`` what appears at /workspace (a host
+    directory, or a tmpfs's size).
 
     Blocks for the sandbox handshake (milliseconds; longer on a loaded host), so
     the service calls it from a worker thread. Raises ``SandboxError`` when the
@@ -63,6 +65,7 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         readonly_paths=request.readonly_paths,
         allow_degraded=request.allow_degraded,
         tmp_size=tmp_size,
+        workspace=workspace,
         masked_paths=list(masked_paths),
         agent_uid=agent_uid,
         before_exec=before_exec,

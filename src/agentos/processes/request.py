@@ -27,6 +27,7 @@ from ..protocol.requests import (
     KillRequest,
     LimitsWire,
     SpawnRequestWire,
+    WorkspaceWire,
 )
 from ..units import parse_bytes, parse_cpu, parse_duration
 
@@ -36,6 +37,8 @@ RESERVED_ENV = frozenset({"AGENTOS_FD", "AGENTOS_AGENT_ID", "AGENTOS_AGENT_NAME"
 _TMP_UNLIMITED = 1 << 30
 #: Share of the memory limit the private /tmp gets by default (tmpfs pages count as memory).
 _TMP_SHARE = 4
+#: The smallest workspace: its file system needs room for its own tables.
+MIN_WORKSPACE = 1 << 20
 
 
 def _inside(path: str, parent: str) -> bool:
@@ -61,6 +64,9 @@ class Confinement:
     llm_budget: dict[str, int] = field(default_factory=dict)
     #: For an outside client that is not admin: the uid whose file access bounds paths.
     uid: int | None = None
+    #: The largest workspace a child may get, in bytes: the agent's own workspace's size,
+    #: 0 when it has none; None (an outside client): no bound.
+    workspace: int | None = None
 
     def sees(self, path: str) -> bool:
         if self.uid is not None and not _uid_may(path, self.uid, write=False):
@@ -114,6 +120,8 @@ class SpawnRequest:
     egress: list[str] | None = None
     #: The supervisor's restart policy, as sent.
     restart: dict[str, Any] | None = None
+    #: Size in bytes of its workspace (a file system of its own at /workspace), if it asked for one.
+    workspace: int | None = None
 
     def confinement(self, readable_system: Iterable[str]) -> Confinement:
         """What the started agent holds (its children are checked against it)."""
@@ -130,7 +138,7 @@ class SpawnRequest:
                                   if self.llm and key in self.llm}
         return Confinement(sandboxed=self.sandboxed, network=self.network,
                            allow_degraded=self.allow_degraded, readable=readable, writable=writable,
-                           limits=self.limits, llm_budget=budget)
+                           limits=self.limits, llm_budget=budget, workspace=self.workspace or 0)
 
     @classmethod
     def parse(cls, wire: SpawnRequestWire, parent: Confinement) -> SpawnRequest:
@@ -187,6 +195,7 @@ class SpawnRequest:
             raise InvalidArgument("hostname needs sandboxed: only a sandboxed agent has its own hostname",
                                   field="hostname")
         limits, defaults, tmp_size = _limits(_given(wire.limits), parent.limits)
+        workspace = _workspace(_given(wire.workspace), sandboxed, parent.workspace)
         llm = msgspec.to_builtins(wire.llm) if wire.llm else None
         _check_llm_budget(llm, parent.llm_budget)
         restart = msgspec.to_builtins(wire.restart) if wire.restart else None
@@ -194,7 +203,7 @@ class SpawnRequest:
                    default_limits=defaults, tmp_size=tmp_size, sandboxed=sandboxed, network=network,
                    allow_degraded=allow_degraded, writable_paths=writable, readonly_paths=readonly,
                    hostname=hostname, llm=llm, capabilities=_given(wire.capabilities),
-                   egress=_given(wire.egress), restart=restart)
+                   egress=_given(wire.egress), restart=restart, workspace=workspace)
 
 
 def parse_grace(request: KillRequest, default: float) -> float:
@@ -312,6 +321,26 @@ def _limits(wire: LimitsWire | None, parent: Limits) -> tuple[Limits, tuple[str,
     else:
         tmp_size = _TMP_UNLIMITED if limits.memory is None else max(limits.memory // _TMP_SHARE, 1 << 20)
     return limits, tuple(defaulted), tmp_size
+
+
+def _workspace(wire: WorkspaceWire | None, sandboxed: bool, ceiling: int | None) -> int | None:
+    """The workspace's size in bytes; never more than the spawner's own (``ceiling``)."""
+    if wire is None:
+        return None
+    if not sandboxed:
+        raise InvalidArgument("workspace needs sandboxed: it is bound into the agent's own view",
+                              field="workspace")
+    size: int = _unit(parse_bytes, wire.size, "workspace.size")
+    if size < MIN_WORKSPACE:
+        raise InvalidArgument(f"workspace.size: {size} is less than {MIN_WORKSPACE} bytes (1Mi), the room "
+                              "its file system needs for itself", field="workspace.size")
+    if ceiling == 0:
+        raise PermissionDenied("workspace: the spawner has no workspace, so its child cannot have one "
+                               "(a child's workspace is carved out of its parent's)", field="workspace")
+    if ceiling is not None and size > ceiling:
+        raise PermissionDenied(f"workspace.size: {size} is more than the spawner's workspace ({ceiling})",
+                               field="workspace.size")
+    return size
 
 
 def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, int]) -> None:

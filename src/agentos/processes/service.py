@@ -46,6 +46,7 @@ from .logs import LogCapture
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
+from .workspace import Workspace, Workspaces
 
 if TYPE_CHECKING:
     from ..egress.service import EgressService
@@ -76,6 +77,7 @@ class ProcessService:
         self.layout = Layout()
         self.driver: CgroupDriver = NoDriver("not started")
         self.launcher = Launcher()
+        self.workspaces = Workspaces(kernel.config.state_dir)
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
 
@@ -88,6 +90,8 @@ class ProcessService:
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel.peer_agent = self.agent_of_peer
+        # Before the launcher: every sandbox's mount table must have the workspaces' shared mount.
+        self.workspaces.start()
         # From the loop thread: agents' parent-death signal is tied to the thread that starts it.
         self.launcher.start()
         if self.settings.cgroups == "none":
@@ -120,11 +124,14 @@ class ProcessService:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self.launcher.close()
+        self.workspaces.close()
         self.driver.stop()
 
     def capabilities(self) -> Mapping[str, Any]:
+        no_disk = self.workspaces.no_disk
         return {"cgroups": self.driver.describe(), "layout": self.layout.to_dict(),
-                "sandbox": self.launcher.support.as_dict()}
+                "sandbox": self.launcher.support.as_dict(),
+                "workspace": {"disk_quota": no_disk is None, **({"reason": no_disk} if no_disk else {})}}
 
     # -- syscalls --------------------------------------------------------------------
 
@@ -195,18 +202,25 @@ class ProcessService:
         capture = LogCapture(self.log_dir / f"{request.name}-{agent_id}.log", self.settings.log_max_bytes)
         output_fd = capture.pipe()
         kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        workspace: Workspace | None = None
         try:
+            if request.workspace is not None:
+                # mkfs and mount block: a worker thread, and only for agents that ask.
+                workspace = await self.kernel.loop.run_in_executor(None, functools.partial(
+                    self.workspaces.create, agent_id, request.workspace,
+                    parent=parent.id if parent is not None else None, allow_degraded=request.allow_degraded))
             # The sandbox handshake blocks: a worker thread waits for it, not the loop.
             launched = await self.kernel.loop.run_in_executor(None, functools.partial(
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
                 kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
                 passed_env=self.settings.pass_env, masked_paths=self._masked(),
-                tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid))
+                tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid,
+                workspace=workspace.view if workspace is not None else None))
         except SandboxError as exc:
-            self._abandon(cgroup, capture, kernel_end)
+            self._abandon(cgroup, capture, kernel_end, workspace)
             raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None
         except BaseException:
-            self._abandon(cgroup, capture, kernel_end)
+            self._abandon(cgroup, capture, kernel_end, workspace)
             raise
         finally:
             os.close(output_fd)
@@ -217,7 +231,7 @@ class ProcessService:
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
                       spawner=caller, confinement=request.confinement(self._system_view))
-        agent.isolation = self._isolation(cgroup, launched.isolation, request)
+        agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
         self.table.add(agent)
         if granted is not None:
             # Before the connection is served: the agent may call the kernel at once.
@@ -434,6 +448,8 @@ class ProcessService:
                 await destroy(agent.cgroup, on_empty=snapshot)
             if agent.final_usage is None:
                 snapshot()
+            if self.workspaces.get(agent.id) is not None:
+                await self._remove_workspace(agent.id)
             await agent.log.wait_eof(_LOG_DRAIN_S)
         finally:
             agent.log.close()
@@ -467,12 +483,18 @@ class ProcessService:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket) -> None:
+    def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
+                 workspace: Workspace | None) -> None:
         """Undo a SPAWN whose process never started."""
         kernel_end.close()
         capture.close()
         capture.path.unlink(missing_ok=True)
         self._spawn_background(self._remove_cgroup(cgroup))
+        if workspace is not None:
+            self._spawn_background(self._remove_workspace(workspace.agent_id))
+
+    async def _remove_workspace(self, agent_id: str) -> None:
+        await self.kernel.loop.run_in_executor(None, self.workspaces.remove, agent_id)
 
     @staticmethod
     async def _remove_cgroup(cgroup: AgentCgroup) -> None:
@@ -494,12 +516,14 @@ class ProcessService:
         if not task.cancelled() and task.exception() is not None:
             log.error("process supervision task failed", exc_info=task.exception())
 
-    def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any],
-                   request: SpawnRequest) -> dict[str, Any]:
+    def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any], request: SpawnRequest,
+                   workspace: Workspace | None) -> dict[str, Any]:
         not_enforced = sorted(name for name, ok in cgroup.enforced.items() if not ok)
         degraded = [f"limits.{name}" + (" (default)" if name in request.default_limits else "")
                     for name in not_enforced]
         degraded += list(sandbox.get("degraded", []))
+        if workspace is not None:
+            degraded += self.workspaces.degraded(workspace)
         return {
             "cgroup": {"driver": self.driver.name, "layout": self.layout.kind,
                        "enforced": sorted(name for name, ok in cgroup.enforced.items() if ok),
@@ -507,6 +531,7 @@ class ProcessService:
                        **({"reason": cast(NoDriver, self.driver).reason}
                           if isinstance(self.driver, NoDriver) else {})},
             "sandbox": dict(sandbox),
+            **({"workspace": workspace.report()} if workspace is not None else {}),
             "degraded": degraded,
         }
 

@@ -90,6 +90,13 @@ class LimitsWire(Struct, forbid_unknown_fields=True, kw_only=True):
     tmp: Size | None | UnsetType = UNSET
 
 
+class WorkspaceWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``workspace`` of SPAWN: a private writable directory with a disk quota, at /workspace."""
+
+    #: The quota: the size of the file system behind the workspace (at least 1Mi).
+    size: Size
+
+
 class RestartWire(Struct, forbid_unknown_fields=True, kw_only=True):
     """``restart`` of SPAWN: the supervisor's policy for this agent."""
 
@@ -134,6 +141,8 @@ class SpawnRequestWire(Request):
     capabilities: list[Word] | None | UnsetType = UNSET
     #: Hosts the agent may fetch through HTTP; each must be allowed to the spawner too.
     egress: list[Word] | None | UnsetType = UNSET
+    #: A private writable directory with a disk quota (sandboxed agents only).
+    workspace: WorkspaceWire | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):

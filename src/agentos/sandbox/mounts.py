@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox.spec import WORKSPACE_PATH
 
 __all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops",
            "plan_mounts", "python_paths", "view_program"]
@@ -109,12 +110,14 @@ def default_system_ops() -> tuple[MountOp, ...]:
 
 def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], writable_paths: list[str],
                 workdir: str | None, tmp_size: int | None, masked_paths: Iterable[str] = (),
-                agent_ids: tuple[int, int] | None = None) -> View:
+                agent_ids: tuple[int, int] | None = None, workspace: str | int | None = None) -> View:
     """The ordered mount ops of one agent's view; parents always come before children.
 
     ``agent_ids``: the (uid, gid) the agent runs as when that is not the caller's own
     (a root kernel): a bind the agent could not use as that user is idmapped, its
     owner shown as the agent (every writable one, and read-only ones closed to others).
+    ``workspace``: a host directory bound writable at ``WORKSPACE_PATH``, or the size of a
+    private tmpfs there.
     """
     if system_paths is None:
         system = list(default_system_ops())
@@ -126,7 +129,13 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     user += [_user_bind(p, False, agent_ids, owners) for p in writable_paths]
     if workdir is not None:
         user.append(_user_bind(workdir, False, agent_ids, owners))
-    # One op per destination, the later winning: work dir over writable over read-only
+    if isinstance(workspace, str):
+        user.append(_user_bind(workspace, False, agent_ids, owners, dest=WORKSPACE_PATH))
+    elif workspace is not None:
+        # Mounted before the agent becomes its own uid: owned by it from the start.
+        owner = f",uid={agent_ids[0]},gid={agent_ids[1]}" if agent_ids is not None else ""
+        user.append(MountOp("tmpfs", WORKSPACE_PATH, readonly=False, options=f"mode=0700,size={workspace}{owner}"))
+    # One op per destination, the later winning: workspace over work dir over writable over read-only
     # over the private /tmp over the system view.
     merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", readonly=False, options=tmp_options), *user]}
     if merged.get("/", MountOp("none", "/")).kind == "bind":
@@ -174,8 +183,9 @@ def _own_home() -> str | None:
 
 
 def _user_bind(path: str, readonly: bool, agent_ids: tuple[int, int] | None,
-               owners: list[tuple[int, int]]) -> MountOp:
-    """A bind the caller asked for, idmapped when the agent's uid could not use it as it is."""
+               owners: list[tuple[int, int]], dest: str | None = None) -> MountOp:
+    """A bind the caller asked for (at ``dest``, else at its own path), idmapped when the agent's
+    uid could not use it as it is."""
     idmap = -1
     if agent_ids is not None:
         info = os.stat(path)
@@ -187,7 +197,7 @@ def _user_bind(path: str, readonly: bool, agent_ids: tuple[int, int] | None,
                 owners.append(owner)
             idmap = owners.index(owner)
     # Resolved now: the masks are found by comparing resolved host paths.
-    return MountOp("bind", path, os.path.realpath(path), readonly=readonly, idmap=idmap)
+    return MountOp("bind", dest or path, os.path.realpath(path), readonly=readonly, idmap=idmap)
 
 
 def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:

@@ -17,7 +17,7 @@ from agentos.sandbox import seccomp, userns
 from agentos.sandbox.mounts import plan_mounts, view_program
 from agentos.sandbox.namespaces import clone_flags
 from agentos.sandbox.probe import HostSupport
-from agentos.sandbox.spec import SandboxError, SandboxSpec
+from agentos.sandbox.spec import WORKSPACE_PATH, SandboxError, SandboxSpec
 
 __all__ = ["Plan", "make_plan"]
 
@@ -104,6 +104,8 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
     if "mount" in names and not support.mount_setattr:
         unavailable("mount namespace", "mount_setattr(2) is missing (Linux >= 5.12 needed)")
         names.remove("mount")
+    if spec.workspace is not None and "mount" not in names:
+        unavailable("workspace", "it is bound into the agent's own mount namespace, which it has not")
     plan.clone_flags = clone_flags(names)
     report["namespaces"] = names
     if "user" in names:
@@ -126,10 +128,12 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
             raise SandboxError("plan", errno.ENOENT, f"no directory to build the new root on: {new_root!r}")
         view = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
                            writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size,
-                           masked_paths=spec.masked_paths, agent_ids=plan.run_as)
+                           masked_paths=spec.masked_paths, agent_ids=plan.run_as, workspace=spec.workspace)
         plan.view = view_program(view.ops, new_root)
         plan.idmaps = view.idmaps
         report["masked"] = list(view.masked)
+        if spec.workspace is not None and spec.cwd is None:
+            plan.cwd = WORKSPACE_PATH
     if "uts" in names:
         plan.hostname = spec.hostname or _DEFAULT_HOSTNAME
     plan.loopback = "net" in names
@@ -152,7 +156,9 @@ def _writable(spec: SandboxSpec, *, with_mount_ns: bool) -> list[str]:
     if spec.workdir:
         paths.append(spec.workdir)
     if with_mount_ns:
-        # The private /tmp and /dev/shm exist only in the agent's own view.
+        # The private /tmp, /dev/shm and the workspace exist only in the agent's own view.
         paths += ["/tmp", "/dev/shm"]
+        if spec.workspace is not None:
+            paths.append(WORKSPACE_PATH)
     return paths
 

@@ -15,7 +15,7 @@ from typing import Any
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["DEFAULT_AGENT_UID", "Launched", "SandboxError", "SandboxSpec"]
+__all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec"]
 
 #: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
 _HOSTNAME_MAX = 64
@@ -26,6 +26,8 @@ _MAX_PASS_FDS = 200
 #: account, no file and no other service (nobody, 65534, is shared with NFS and daemons).
 DEFAULT_AGENT_UID = 65533
 _MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "unchanged" to the kernel
+#: Where an agent's workspace appears in its view.
+WORKSPACE_PATH = "/workspace"
 
 
 class SandboxError(AgentOSError):
@@ -59,7 +61,7 @@ class SandboxSpec:
     argv: list[str]
     python_script: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    #: Working directory inside the sandbox; defaults to ``workdir``, else ``/``.
+    #: Working directory inside the sandbox; defaults to the workspace, else ``workdir``, else ``/``.
     cwd: str | None = None
     hostname: str | None = None
     #: Descriptors the caller opened (log files); None means /dev/null.
@@ -76,6 +78,11 @@ class SandboxSpec:
     user_namespace: bool | None = None
     #: Per-agent writable directory, bind-mounted at the same path; the default cwd.
     workdir: str | None = None
+    #: The agent's workspace, writable at ``WORKSPACE_PATH`` (the default cwd before ``workdir``):
+    #: a host directory to bind there, or a size in bytes for a private tmpfs. The directory is
+    #: the caller's own (the kernel's mounted disk image, inside its masked state dir), so the
+    #: masks do not apply to it; nothing of an agent's request may name it.
+    workspace: str | int | None = None
     writable_paths: list[str] = field(default_factory=list)
     readonly_paths: list[str] = field(default_factory=list)
     #: Read-only host view; None means the system dirs plus this Python installation.
@@ -128,6 +135,13 @@ class SandboxSpec:
             targets.add(target)
         if self.workdir is not None:
             _dir(self.workdir, "workdir")
+        if isinstance(self.workspace, str):
+            _dir(self.workspace, "workspace")
+        elif self.workspace is not None and (isinstance(self.workspace, bool) or not isinstance(self.workspace, int)
+                                             or self.workspace <= 0):
+            _bad("workspace must be a directory or a positive number of bytes")
+        if self.workspace is not None and not self.sandboxed:
+            _bad("workspace needs sandboxed=True (it is bound into the agent's own view)")
         for path in self.writable_paths:
             _exists(path, "writable_paths")
         for path in self.readonly_paths:
