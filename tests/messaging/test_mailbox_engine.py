@@ -173,3 +173,22 @@ def test_mailboxes_survive_reopening(tmp_path: Path) -> None:
 
     run(write())
     assert run(read()) == ("addr", "kept", 1)
+
+
+def test_one_caller_holds_a_bounded_number_of_names(db: Database) -> None:
+    """A client's names are mailboxes of their own: unbounded, one caller could make every
+    BROADCAST write as many messages as it liked."""
+    from agentos.messaging.mailbox import MAX_NAMES_PER_OWNER
+
+    boxes = Mailboxes(db)
+
+    async def scenario():
+        for n in range(MAX_NAMES_PER_OWNER):
+            await boxes.register("uid:1000", f"n{n}", f"name:uid:1000/n{n}", owner="uid:1000")
+        await boxes.register("uid:1000", "n0", "name:uid:1000/n0", owner="uid:1000")  # held: fine
+        with pytest.raises(TooLarge, match="names"):
+            await boxes.register("uid:1000", "one-more", "name:uid:1000/one-more", owner="uid:1000")
+        # Another caller is not affected.
+        await boxes.register("uid:1001", "n0", "name:uid:1001/n0", owner="uid:1001")
+
+    run(scenario())

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,9 @@ class AuditService:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.log = AuditLog(kernel.config.state_dir / "audit.log")
+        # AUDIT reads queue on a thread of their own: a burst of them never holds the
+        # loop's shared executor, which SPAWN's sandbox handshakes wait on.
+        self._reader: ThreadPoolExecutor | None = None
         kernel.add_observer(self.observe)
 
     def syscalls(self) -> Mapping[Op, Handler]:
@@ -35,9 +40,17 @@ class AuditService:
 
     async def start(self) -> None:
         self.log.open()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-reader")
 
     async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(cancel_futures=True)
         self.log.close()
+
+    async def _read(self, agent: str | None, limit: int, size: int) -> list[Record]:
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, functools.partial(read_records, self.log.path, agent, limit, size))
 
     def capabilities(self) -> Mapping[str, Any]:
         return {"path": str(self.log.path)}
@@ -81,7 +94,7 @@ class AuditService:
         call.open_stream()
         if not follow:
             size = self.log.flush()
-            for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
+            for record in await self._read(agent, limit, size):
                 await call.stream(record)
             return
         queue: asyncio.Queue[Record] = asyncio.Queue(FOLLOW_BACKLOG)
@@ -100,7 +113,7 @@ class AuditService:
         try:
             # Confirms that every later record will reach this stream (the SDK waits for it).
             await call.stream({"following": True})
-            for record in await asyncio.to_thread(read_records, self.log.path, agent, limit, size):
+            for record in await self._read(agent, limit, size):
                 await call.stream(record)
             while True:
                 record = await queue.get()

@@ -17,9 +17,12 @@ from typing import Any
 
 import ujson
 
-from ..errors import AlreadyExists, Busy, PermissionDenied
+from ..errors import AlreadyExists, Busy, PermissionDenied, TooLarge
 from ..state.database import Database, encode_bounded
 from ..units import parse_bytes
+
+#: Names one caller (agent or client) may hold at once.
+MAX_NAMES_PER_OWNER = 256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -191,6 +194,13 @@ class Mailboxes:
             if row is not None and row[0] != owner:
                 raise AlreadyExists(f"name {name!r} is registered by someone else in "
                                     f"{scope or 'the global scope'}", name=name)
+            if row is None:
+                held = conn.execute("SELECT COUNT(*) FROM aliases WHERE owner = ?", (owner,)).fetchone()[0]
+                if held >= MAX_NAMES_PER_OWNER:
+                    # A client's names are mailboxes of their own: unbounded, they would make
+                    # every BROADCAST as costly as the caller liked.
+                    raise TooLarge(f"{owner} already holds {held} names, the most one caller may "
+                                   "register", field="name", limit=MAX_NAMES_PER_OWNER)
             conn.execute("INSERT OR REPLACE INTO aliases (scope, name, address, owner, registered_at) "
                          "VALUES (?, ?, ?, ?, ?)", (scope, name, address, owner, time.time()))
 
