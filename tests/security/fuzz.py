@@ -18,6 +18,7 @@ import os
 import random
 import selectors
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,6 +142,9 @@ class Report:
     fds_before: int = 0
     fds_after: int = 0
     seconds: float = 0.0
+    #: A bystander's NOOP round trips in ms (p50, p99, max): for a second before the fuzz, and during it.
+    bystander_idle_ms: dict[str, float] = field(default_factory=dict)
+    bystander_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def internal(self) -> Counter[str]:
@@ -154,6 +158,7 @@ class Report:
                 "disconnects": self.disconnects, "kernel_crashed": self.kernel_crashed,
                 "rss_before": self.rss_before, "rss_after": self.rss_after,
                 "fds_before": self.fds_before, "fds_after": self.fds_after,
+                "bystander_noop_ms": {"idle": self.bystander_idle_ms, "fuzzed": self.bystander_ms},
                 "replies_by_opcode": {op: dict(codes) for op, codes in sorted(self.replies.items())}}
 
 
@@ -255,6 +260,10 @@ def fuzz(path: str, frames: int, *, connections: int = 8, window: int = 64, seed
 
     for _ in range(connections):
         open_conn()
+    idle = Bystander(path)
+    time.sleep(1.0)
+    report.bystander_idle_ms = idle.stop()
+    bystander = Bystander(path)
     started = time.monotonic()
     while report.sent < frames or any(_awaited(c) for c in conns):
         if report.sent < frames:
@@ -307,6 +316,7 @@ def fuzz(path: str, frames: int, *, connections: int = 8, window: int = 64, seed
             report.kernel_crashed = True
             break
     report.seconds = time.monotonic() - started
+    report.bystander_ms = bystander.stop()
     for conn in list(conns):
         close_conn(conn)
     selector.close()
@@ -314,6 +324,37 @@ def fuzz(path: str, frames: int, *, connections: int = 8, window: int = 64, seed
     if not report.kernel_crashed:
         report.rss_after, report.fds_after = settled_usage(pid, report.fds_before)
     return report
+
+
+_BYSTANDER = """
+import sys, time
+from agentos import Client
+with Client(sys.argv[1]) as kernel:
+    while True:
+        start = time.perf_counter()
+        kernel.noop(b"bystander")
+        print((time.perf_counter() - start) * 1000, flush=True)
+        time.sleep(0.01)
+"""
+
+
+class Bystander:
+    """Another client, in a process of its own, timing a NOOP every 10 ms while the fuzz runs:
+    what a well-behaved client suffers from a misbehaving one."""
+
+    def __init__(self, path: str) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-c", _BYSTANDER, path], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> dict[str, float]:
+        self._proc.terminate()
+        out, _ = self._proc.communicate()
+        times = sorted(float(line) for line in out.split())
+        if not times:
+            return {}
+        return {"samples": len(times), "p50": round(times[len(times) // 2], 3),
+                "p99": round(times[min(len(times) - 1, len(times) * 99 // 100)], 3),
+                "max": round(times[-1], 3)}
 
 
 def settled_usage(pid: int, fds_before: int, limit: float = 20.0) -> tuple[int, int]:
