@@ -158,6 +158,25 @@ def test_each_agent_gets_its_own_file_system(kernel: KernelProcess, tmp_path: Pa
     wait_clean(kernel.state_dir)
 
 
+def test_the_first_workspace_after_other_agents_is_its_own_file_system(tmp_path: Path) -> None:
+    """Sandboxes forked ahead of time for earlier agents (before any workspace existed) never
+    give a later agent an unbounded directory in place of its workspace."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a disk quota is a mounted image")
+    with KernelProcess(tmp_path / "k") as k:
+        client = k.client()
+        for i in range(2):
+            client.wait(id=client.spawn(f"before-{i}", command=["/bin/true"])["id"], timeout=60)
+        info = client.spawn("first-workspace", agent("workspace_fill"), args=["64"], workspace="16Mi")
+        try:
+            report = report_of(client, info["id"])
+            assert report["refused"] == "ENOSPC" and report["total"] <= SIZE
+        finally:
+            client.kill(id=info["id"], grace=0)
+        wait_clean(k.state_dir)
+    assert not mounts_under(k.state_dir / "workspaces")
+
+
 def test_a_failed_spawn_leaves_nothing(kernel: KernelProcess) -> None:
     client = kernel.client()
     # Made, then refused by the sandbox: the kernel's state is masked in every view.

@@ -46,7 +46,7 @@ from .logs import LogCapture
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
-from .workspace import Workspace, Workspaces
+from .workspace import Workspace, Workspaces, stale_embryo
 
 if TYPE_CHECKING:
     from ..egress.service import EgressService
@@ -210,12 +210,19 @@ class ProcessService:
                     self.workspaces.create, agent_id, request.workspace,
                     parent=parent.id if parent is not None else None, allow_degraded=request.allow_degraded))
             # The sandbox handshake blocks: a worker thread waits for it, not the loop.
-            launched = await self.kernel.loop.run_in_executor(None, functools.partial(
+            start = functools.partial(
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
                 kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
                 passed_env=self.settings.pass_env, masked_paths=self._masked(),
                 tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid,
-                workspace=workspace.view if workspace is not None else None))
+                workspace=workspace.view if workspace is not None else None)
+            try:
+                launched = await self.kernel.loop.run_in_executor(None, start)
+            except SandboxError as exc:
+                if workspace is None or not stale_embryo(exc):
+                    raise
+                log.debug("agent %s: its sandbox was forked before any workspace existed; once more", agent_id)
+                launched = await self.kernel.loop.run_in_executor(None, start)
         except SandboxError as exc:
             self._abandon(cgroup, capture, kernel_end, workspace)
             raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None

@@ -14,10 +14,14 @@ allocated in the parent's file system (where the parent agent cannot see it), so
 a parent's size bounds its whole subtree on disk, as its memory limit does in
 memory. A reservation goes when its child ends.
 
-The instance directory is a shared mount (a bind of itself): embryo sandboxes
-are forked, with a copy of the host's mount table, before the workspace they
-will bind exists, and only propagation shows it to them; a workspace's unmount
-reaches those copies the same way.
+The instance directory becomes a shared mount (a bind of itself) when the first
+workspace is made: embryo sandboxes are forked, with a copy of the host's mount
+table, before the workspace they will bind exists, and only propagation shows it
+to them; a workspace's unmount reaches those copies the same way. An embryo
+forked before the shared mount itself existed cannot see any workspace: its
+launch fails on the bind (``stale_embryo``), and the launch is tried once more,
+from the embryo forked after it. A kernel that never makes a workspace mounts
+nothing.
 
 A kernel that is not root cannot mount a disk image. There a workspace is
 refused (``unavailable``) unless ``allow_degraded``, which gives a tmpfs of the
@@ -37,6 +41,7 @@ import os
 import shutil
 import struct
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ from typing import Any
 from ..cgroups.base import instance_is_dead, instance_name
 from ..errors import PermissionDenied, Unavailable
 from ..sandbox._syscalls import syscalls
-from ..sandbox.spec import WORKSPACE_PATH
+from ..sandbox.spec import WORKSPACE_PATH, SandboxError
 
 log = logging.getLogger("agentos.processes.workspace")
 
@@ -116,6 +121,8 @@ class Workspaces:
         #: Why this kernel cannot give a disk quota (None: it can).
         self.no_disk: str | None = "not started"
         self._mkfs: str | None = None
+        self._shared = False
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Remove what dead kernels left, and see whether this one can make disk images."""
@@ -123,15 +130,6 @@ class Workspaces:
         remove_stale(self.root)
         self._mkfs = shutil.which("mkfs.ext4", path=_TOOL_PATH)
         self.no_disk = _why_no_disk(self._mkfs)
-        if self.no_disk is None:
-            self.dir.mkdir(mode=0o700)
-            try:
-                syscalls.mount(str(self.dir), str(self.dir), None, syscalls.MS_BIND)
-                syscalls.mount(None, str(self.dir), None, _MS_SHARED)
-            except OSError as exc:
-                _unmount(self.dir)
-                self.dir.rmdir()
-                self.no_disk = f"cannot make {self.dir} a shared mount: {exc}"
         if self.no_disk is not None:
             log.info("workspaces: no disk quota on this kernel (%s)", self.no_disk)
 
@@ -139,9 +137,11 @@ class Workspaces:
         """Remove every workspace left, then the instance directory."""
         for agent_id in list(self._live):
             self.remove(agent_id)
-        if self.no_disk is None:
-            _unmount(self.dir)
-            _rmdir(self.dir)
+        with self._lock:
+            if self._shared:
+                _unmount(self.dir)
+                _rmdir(self.dir)
+                self._shared = False
 
     def get(self, agent_id: str) -> Workspace | None:
         return self._live.get(agent_id)
@@ -186,8 +186,24 @@ class Workspaces:
         if workspace is not None:
             _dismantle(workspace)
 
+    def _share(self) -> None:
+        """Make the instance directory, a shared mount, once."""
+        with self._lock:
+            if self._shared:
+                return
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            try:
+                syscalls.mount(str(self.dir), str(self.dir), None, syscalls.MS_BIND)
+                syscalls.mount(None, str(self.dir), None, _MS_SHARED)
+            except OSError:
+                _unmount(self.dir)
+                _rmdir(self.dir)
+                raise
+            self._shared = True
+
     def _make(self, workspace: Workspace, parent: Workspace | None) -> None:
         assert workspace.image is not None and workspace.mountpoint is not None and self._mkfs is not None
+        self._share()
         if parent is not None:
             workspace.reservation = parent.reserve(workspace.agent_id, workspace.size)
         fd = os.open(workspace.image, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -335,3 +351,9 @@ def _remove_instance(instance: Path) -> None:
         else:
             path.rmdir()
     instance.rmdir()
+
+
+def stale_embryo(error: SandboxError) -> bool:
+    """Whether a launch failed because its sandbox was forked before the workspaces' shared
+    mount existed (it finds no workspace to bind); the next sandbox is forked after."""
+    return error.step.endswith(f" {WORKSPACE_PATH}") and error.errno == errno.ENOENT
