@@ -195,5 +195,5 @@ def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> 
 
     step, err, path = in_child(build, syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID)
     assert (step, err) == ("mount /missing", errno.ENOENT)
-    assert path == f"{root}/missing"
+    assert path == "/nonexistent-source"  # the path that failed: the bind's source here
     assert os.listdir(root) == []  # all of it happened in the child's mount namespace

@@ -75,6 +75,7 @@ VIEW_SYMLINK: int
 VIEW_SETATTR: int
 VIEW_PIVOT: int
 VIEW_IDMAP: int
+VIEW_BIND: int
 VIEW_OPTIONAL: int
 VIEW_RECURSIVE: int
 VIEW_HEADER: int
@@ -84,4 +85,5 @@ class StepError(OSError):
     step: str
     def __init__(self, err: int, step: str, path: str) -> None: ...
 
+def open_real(path: str | bytes, flags: int = ...) -> int: ...
 def run_view(program: bytearray, userns_fds: tuple[int, ...] = ()) -> None: ...

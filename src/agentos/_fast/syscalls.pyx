@@ -617,30 +617,51 @@ def landlock_restrict_self(int ruleset_fd, unsigned int flags=0):
 # --- the file-system view: a small program of mount steps, run in the child ---
 
 cdef extern from "<sys/stat.h>" nogil:
-    int mkdir(const char *path, unsigned int mode)
-    struct stat:
-        pass
-    int lstat(const char *path, stat *buf)
+    int mkdirat(int dirfd, const char *path, unsigned int mode)
+    int mknodat(int dirfd, const char *path, unsigned int mode, unsigned long dev)
+    enum:
+        S_IFREG
 
 cdef extern from "<fcntl.h>" nogil:
-    int open(const char *path, int flags, ...)
     enum:
-        O_CREAT
-        O_WRONLY
         O_CLOEXEC
+        O_PATH
+        O_DIRECTORY
+        O_RDONLY
 
 cdef extern from "<unistd.h>" nogil:
-    int symlink(const char *target, const char *linkpath)
+    int symlinkat(const char *target, int dirfd, const char *linkpath)
     int chdir(const char *path)
+    int fchdir(int fd)
+
+cdef extern from "<stdio.h>" nogil:
+    int snprintf(char *buf, size_t size, const char *fmt, ...)
 
 cdef extern from "<string.h>" nogil:
     size_t strlen(const char *s)
-    char *strrchr(const char *s, int c)
 
 cdef extern from "<errno.h>" nogil:
     enum:
         EEXIST
         ENOENT
+
+cdef extern from "<fcntl.h>" nogil:
+    enum:
+        AT_EMPTY_PATH
+
+cdef extern from "includes/sandbox_compat.h" nogil:
+    enum:
+        __NR_openat2
+    ctypedef struct ao_open_how:
+        uint64_t flags
+        uint64_t mode
+        uint64_t resolve
+    enum:
+        AO_RESOLVE_NO_MAGICLINKS
+        AO_RESOLVE_NO_SYMLINKS
+        AO_OPEN_TREE_CLONE
+        AO_MOVE_MOUNT_F_EMPTY_PATH
+        AO_MOVE_MOUNT_T_EMPTY_PATH
 
 cdef enum:
     _MKDIRS = 1
@@ -650,10 +671,15 @@ cdef enum:
     _SETATTR = 5
     _PIVOT = 6
     _IDMAP = 7
+    _BIND = 8
     _OPTIONAL = 1
     _RECURSIVE = 2
     _HEADER = 18  # opcode u8, flags u8, n1 u64, n2 u64 (little endian), then 5 strings
     _NULL_STRING = 0xFF  # a string's first byte: this argument is NULL
+    _MAKE_NOTHING = 0
+    _MAKE_DIR = 1
+    _MAKE_FILE = 2
+    _MOUNT_ATTR_IDMAP = 0x00100000
 
 #: Opcodes of a view program (see ``agentos.sandbox.mounts.view_program``).
 VIEW_MKDIRS = _MKDIRS
@@ -663,9 +689,10 @@ VIEW_SYMLINK = _SYMLINK
 VIEW_SETATTR = _SETATTR
 VIEW_PIVOT = _PIVOT
 VIEW_IDMAP = _IDMAP
+VIEW_BIND = _BIND
 #: Flags of a view instruction.
 VIEW_OPTIONAL = _OPTIONAL  # a missing path skips the instruction (a /proc file this kernel lacks)
-VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree
+VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree; a bind with its submounts
 VIEW_HEADER = _HEADER
 VIEW_NULL = _NULL_STRING
 
@@ -678,97 +705,180 @@ class StepError(OSError):
         self.step = step
 
 
-cdef int _mkdirs(char *path) nogil:
-    """mkdir -p ``path`` (modified in place while walking, restored)."""
-    cdef char *p = path + 1
-    while True:
-        while p[0] != 0 and p[0] != b'/':
-            p += 1
-        if p[0] == 0:
-            if mkdir(path, 0o755) != 0 and errno != EEXIST:
-                return -1
-            return 0
-        p[0] = 0
-        if mkdir(path, 0o755) != 0 and errno != EEXIST:
-            p[0] = b'/'
-            return -1
-        p[0] = b'/'
-        p += 1
+cdef int _open_real(int dirfd, const char *path, uint64_t flags) noexcept nogil:
+    """openat2(2) that follows no symlink anywhere in ``path``: a descriptor, or -ELOOP at
+    the first symlink (-errno for any other failure)."""
+    cdef ao_open_how how
+    memset(&how, 0, sizeof(how))
+    how.flags = flags | O_CLOEXEC
+    how.resolve = AO_RESOLVE_NO_SYMLINKS | AO_RESOLVE_NO_MAGICLINKS
+    cdef int fd = <int>syscall(__NR_openat2, dirfd, path, &how, sizeof(how))
+    return fd if fd >= 0 else -errno
 
 
-cdef int _mkparent(char *path) nogil:
-    cdef char *slash = strrchr(path, b'/')
+cdef int _failed(int fd) noexcept nogil:
+    """-errno (why the call just made failed), after closing ``fd``."""
+    cdef int err = errno
+    close(fd)
+    return -err
+
+
+cdef int _reach(char *path, int make) noexcept nogil:
+    """An O_PATH descriptor of the absolute ``path`` (-errno on failure), which is first made
+    (a directory, or an empty file, and its parents) when ``make`` says so and it is missing.
+
+    No symlink is followed, in the path or in what is made: every path of a view is a real
+    path, so one that has a symlink now was changed after it was checked, and fails (ELOOP)
+    instead of leading somewhere else. Missing parts are made one directory at a time, each
+    in the directory opened just before, never through a path that could change meanwhile.
+    ``path`` is modified while walking, and restored.
+    """
+    cdef int fd = _open_real(AT_FDCWD, path, O_PATH)
+    if fd >= 0 or fd != -ENOENT or make == _MAKE_NOTHING:
+        return fd
+    cdef int parent = _open_real(AT_FDCWD, b"/", O_PATH | O_DIRECTORY)
+    cdef char *name = path
+    cdef char *end
+    cdef char *rest
+    cdef char saved
+    cdef bint last
     cdef int r
-    if slash == NULL or slash == path:
-        return 0
-    slash[0] = 0
-    r = _mkdirs(path)
-    slash[0] = b'/'
-    return r
+    while parent >= 0:
+        while name[0] == b'/':
+            name += 1
+        if name[0] == 0:
+            return parent  # the path ended with a slash: its directory is the last one opened
+        end = name
+        while end[0] != 0 and end[0] != b'/':
+            end += 1
+        rest = end
+        while rest[0] == b'/':
+            rest += 1
+        last = rest[0] == 0
+        saved = end[0]
+        end[0] = 0
+        fd = _open_real(parent, name, O_PATH if last else O_PATH | O_DIRECTORY)
+        if fd == -ENOENT:
+            if last and make == _MAKE_FILE:
+                r = mknodat(parent, name, S_IFREG | 0o644, 0)
+            else:
+                r = mkdirat(parent, name, 0o755)
+            if r == 0 or errno == EEXIST:
+                fd = _open_real(parent, name, O_PATH if last else O_PATH | O_DIRECTORY)
+            else:
+                fd = -errno
+        end[0] = saved
+        close(parent)
+        if fd < 0 or last:
+            return fd
+        parent = fd
+        name = end
+    return parent
 
 
-cdef int _mkfile(char *path) nogil:
-    cdef stat st
-    cdef int fd
-    if lstat(path, &st) == 0:
-        return 0
-    if _mkparent(path) != 0:
-        return -1
-    fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+cdef int _symlink(const char *target, char *link) noexcept nogil:
+    """Make the symlink ``link`` -> ``target`` (its directory made first, as ``_reach`` does)."""
+    cdef char *slash = link + strlen(link)
+    while slash > link and slash[0] != b'/':
+        slash -= 1
+    cdef int parent
+    if slash == link:
+        parent = _open_real(AT_FDCWD, b"/", O_PATH | O_DIRECTORY)
+    else:
+        slash[0] = 0
+        parent = _reach(link, _MAKE_DIR)
+        slash[0] = b'/'
+    if parent < 0:
+        return parent
+    if symlinkat(target, parent, slash + 1) != 0:
+        return _failed(parent)
+    close(parent)
+    return 0
+
+
+cdef int _mount_on(const char *source, char *target, const char *fstype, unsigned long flags,
+                   const void *data) noexcept nogil:
+    """mount(2) on the directory ``target`` reached without a symlink: through the descriptor
+    that reached it (its /proc magic link leads to exactly that directory)."""
+    cdef char where[64]
+    cdef int fd = _reach(target, _MAKE_NOTHING)
     if fd < 0:
-        return -1
+        return fd
+    snprintf(where, sizeof(where), b"/proc/self/fd/%d", fd)
+    if c_mount(source, where, fstype, flags, data) != 0:
+        return _failed(fd)
     close(fd)
     return 0
 
 
-cdef int _setattr(const char *path, uint64_t set_, uint64_t clear, bint recursive) nogil:
+cdef int _setattr(char *path, uint64_t set_, uint64_t clear, bint recursive) noexcept nogil:
     cdef ao_mount_attr attr
+    cdef int fd = _reach(path, _MAKE_NOTHING)
+    if fd < 0:
+        return fd
     memset(&attr, 0, sizeof(attr))
     attr.attr_set = set_
     attr.attr_clr = clear
-    return <int>syscall(__NR_mount_setattr, AT_FDCWD, path, AT_RECURSIVE if recursive else 0,
-                        &attr, sizeof(attr))
+    if syscall(__NR_mount_setattr, fd, b"", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
+               &attr, sizeof(attr)) != 0:
+        return _failed(fd)
+    close(fd)
+    return 0
 
 
-cdef extern from "<fcntl.h>" nogil:
-    enum:
-        AT_EMPTY_PATH
+cdef int _bind(const char *source, char *target, bint recursive, int userns, bint *at_source) noexcept nogil:
+    """Bind ``source`` (with its submounts if ``recursive``) on ``target``, idmapped through the
+    user namespace ``userns`` unless it is -1.
 
-cdef enum:
-    _OPEN_TREE_CLONE = 1
-    _OPEN_TREE_CLOEXEC = 0o2000000
-    _MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
-    _MOUNT_ATTR_IDMAP = 0x00100000
-
-
-cdef int _idmap_bind(const char *source, const char *target, int userns) nogil:
-    """Bind ``source`` (and its submounts) on ``target``, idmapped through the user namespace ``userns``.
-
-    The copy is made detached (open_tree), idmapped while nobody can see it, then attached.
+    Neither path may hold a symlink: the source is opened without following one, its tree
+    copied from that descriptor (open_tree), and attached to the target's descriptor
+    (move_mount), so what is bound is what was opened, whatever the paths say a moment later.
+    The copy is idmapped while it is detached, so nobody ever sees it otherwise.
     """
     cdef ao_mount_attr attr
-    cdef int tree = <int>syscall(__NR_open_tree, AT_FDCWD, source,
-                                 _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    cdef int tree
+    cdef int err
+    cdef int fd = _open_real(AT_FDCWD, source, O_PATH)
+    at_source[0] = True
+    if fd < 0:
+        return fd
+    tree = <int>syscall(__NR_open_tree, fd, b"", AT_EMPTY_PATH | AO_OPEN_TREE_CLONE | O_CLOEXEC
+                        | (AT_RECURSIVE if recursive else 0))
     if tree < 0:
-        return -1
-    memset(&attr, 0, sizeof(attr))
-    attr.attr_set = _MOUNT_ATTR_IDMAP
-    attr.userns_fd = <uint64_t>userns
-    if (syscall(__NR_mount_setattr, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0
-            or syscall(__NR_move_mount, tree, b"", AT_FDCWD, target, _MOVE_MOUNT_F_EMPTY_PATH) != 0):
-        close(tree)  # succeeds, so errno still says why the step failed
-        return -1
+        return _failed(fd)
+    close(fd)
+    if userns >= 0:
+        memset(&attr, 0, sizeof(attr))
+        attr.attr_set = _MOUNT_ATTR_IDMAP
+        attr.userns_fd = <uint64_t>userns
+        if syscall(__NR_mount_setattr, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0:
+            return _failed(tree)
+    at_source[0] = False
+    fd = _reach(target, _MAKE_NOTHING)
+    if fd < 0:
+        close(tree)
+        return fd
+    if syscall(__NR_move_mount, tree, b"", fd, b"", AO_MOVE_MOUNT_F_EMPTY_PATH | AO_MOVE_MOUNT_T_EMPTY_PATH) != 0:
+        err = _failed(fd)
+        close(tree)
+        return err
+    close(fd)
     close(tree)
     return 0
 
 
-cdef int _pivot(const char *root) nogil:
+cdef int _pivot(char *root) noexcept nogil:
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching it
     # takes the whole host tree out of this mount namespace.
-    if chdir(root) != 0 or syscall(__NR_pivot_root, b".", b".") != 0:
-        return -1
-    if c_umount2(b".", C_MNT_DETACH) != 0 or chdir(b"/") != 0:
-        return -1
+    cdef int fd = _reach(root, _MAKE_NOTHING)
+    if fd < 0:
+        return fd
+    if fchdir(fd) != 0:
+        return _failed(fd)
+    close(fd)
+    if (syscall(__NR_pivot_root, b".", b".") != 0 or c_umount2(b".", C_MNT_DETACH) != 0
+            or chdir(b"/") != 0):
+        return -errno
     return 0
 
 
@@ -779,15 +889,31 @@ cdef char *_string(char **cursor, char *end, bint *null) noexcept nogil:
     return NULL if null[0] else s
 
 
-def run_view(bytearray program, tuple userns_fds=()):
-    """Run a view program (mkdirs, mount, symlink, mount_setattr, idmapped bind, pivot) in C.
+def open_real(path, int flags=O_RDONLY):
+    """Open ``path`` (close-on-exec) only if no component of it is a symlink: openat2(2) with
+    RESOLVE_NO_SYMLINKS, ``OSError(ELOOP)`` at the first one. For a path checked as its
+    real path, so that a symlink swapped in after the check cannot redirect the open."""
+    cdef bytes p = _path(path, "open_real")
+    cdef const char *pp = p
+    cdef int fd
+    with nogil:
+        fd = _open_real(AT_FDCWD, pp, <uint64_t>flags)
+    if fd < 0:
+        raise OSError(-fd, _os.strerror(-fd), path)
+    return fd
 
-    An idmapped bind names its user namespace by index into ``userns_fds``.
+
+def run_view(bytearray program, tuple userns_fds=()):
+    """Run a view program (mkdirs, mount, symlink, mount_setattr, bind, pivot) in C.
+
+    An idmapped bind names its user namespace by index into ``userns_fds``. No step
+    follows a symlink anywhere in its paths (sources and targets are real paths; one that
+    has a symlink was changed after it was checked): such a step fails with ELOOP.
 
     No Python object is touched between instructions, so a freshly forked child
     does not copy interpreter pages just to build its mounts. The first failing
-    instruction raises ``StepError`` naming its step. ``program`` is modified
-    while paths are created (hence a bytearray: pass a copy you own).
+    instruction raises ``StepError`` naming its step and the path that failed. ``program``
+    is modified while paths are walked (hence a bytearray: pass a copy you own).
     """
     cdef char *p = program
     cdef char *end = p + len(program)
@@ -800,6 +926,7 @@ def run_view(bytearray program, tuple userns_fds=()):
     cdef char *d
     cdef char *where
     cdef bint null
+    cdef bint at_source
     cdef int r
     cdef int err
     cdef int userns
@@ -815,29 +942,30 @@ def run_view(bytearray program, tuple userns_fds=()):
         c = _string(&p, end, &null)
         d = _string(&p, end, &null)
         userns = userns_fds[n1] if op == _IDMAP and n1 < <uint64_t>len(userns_fds) else -1
+        at_source = False
         with nogil:
-            if op == _MKDIRS:
-                r = _mkdirs(a)
-            elif op == _MKFILE:
-                r = _mkfile(a)
+            if op == _MKDIRS or op == _MKFILE:
+                r = _reach(a, _MAKE_DIR if op == _MKDIRS else _MAKE_FILE)
+                if r >= 0:
+                    close(r)
+                    r = 0
             elif op == _MOUNT:
-                r = c_mount(a, b, c, <unsigned long>n1, d)
+                r = _mount_on(a, b, c, <unsigned long>n1, d)
             elif op == _SYMLINK:
-                r = _mkparent(b)
-                if r == 0:
-                    r = symlink(a, b)
+                r = _symlink(a, b)
             elif op == _SETATTR:
                 r = _setattr(a, n1, n2, flags & _RECURSIVE)
             elif op == _PIVOT:
                 r = _pivot(a)
+            elif op == _BIND:
+                r = _bind(a, b, flags & _RECURSIVE, -1, &at_source)
             elif op == _IDMAP:
-                r = _idmap_bind(a, b, userns) if userns >= 0 else -2
+                r = _bind(a, b, flags & _RECURSIVE, userns, &at_source) if userns >= 0 else -EINVAL
             else:
-                r = -2  # unknown opcode
-            # errno now, before re-taking the GIL
-            err = 0 if r == 0 else (EINVAL if r == -2 else errno)
+                r = -EINVAL  # unknown opcode
         if r != 0:
+            err = -r
             if flags & _OPTIONAL and err == ENOENT:
                 continue
-            where = b if op == _MOUNT or op == _SYMLINK or op == _IDMAP else a
+            where = a if at_source or op not in (_MOUNT, _SYMLINK, _BIND, _IDMAP) else b
             raise StepError(err, step.decode(), _os.fsdecode(<bytes>where) if where != NULL else "")

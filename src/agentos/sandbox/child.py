@@ -12,6 +12,7 @@ before the script runs): end of file is the parent's "agent started".
 from __future__ import annotations
 
 import builtins
+import errno
 import fcntl
 import io
 import json
@@ -28,6 +29,7 @@ from typing import Any, NoReturn, TextIO
 from agentos.sandbox import landlock, namespaces, seccomp, userns
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
+from agentos.sandbox.spec import symlink_refused
 
 __all__ = ["ERROR", "GO", "READY", "run"]
 
@@ -57,7 +59,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("session", os.setsid)
     child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, *(idmaps or ())])
     if plan.view:
-        step("mounts", syscalls.run_view, bytearray(plan.view), tuple(idmaps))
+        step("mounts", _build_view, plan.view, tuple(idmaps))
     for fd in idmaps:
         os.close(fd)
     if plan.hostname:
@@ -127,6 +129,23 @@ class _Child:
         if os.read(self.fd, 1) != GO:
             # The parent gave up (or died): never run an agent nobody tracks.
             os._exit(SETUP_FAILED)
+
+
+class _Refused(OSError):
+    """A step of the view refused, and why in words (``step`` names the step)."""
+
+    def __init__(self, step: str, err: int, message: str) -> None:
+        super().__init__(err, message)
+        self.step = step
+
+
+def _build_view(view: bytes, idmaps: tuple[int, ...]) -> None:
+    try:
+        syscalls.run_view(bytearray(view), idmaps)
+    except syscalls.StepError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise _Refused(exc.step, exc.errno, symlink_refused(exc.filename)) from None
 
 
 def _arrange_fds(fds: list[int], targets: list[int], private: list[int]) -> list[int]:

@@ -198,9 +198,9 @@ def _mount_point() -> str:
     Each agent mounts a tmpfs on it inside its own mount namespace, so on the host
     it stays an empty directory (like /tmp/.X11-unix) and nothing accumulates even
     when a kernel is killed. Its parent is private to this uid, so no one else can
-    swap it for a symlink.
+    swap it for a symlink; its path is resolved, as the child follows none in a view.
     """
-    parent = os.path.join(tempfile.gettempdir(), f"agentos-{os.geteuid()}")
+    parent = os.path.join(os.path.realpath(tempfile.gettempdir()), f"agentos-{os.geteuid()}")
     with contextlib.suppress(FileExistsError):
         os.mkdir(parent, 0o700)
     info = os.lstat(parent)

@@ -9,6 +9,13 @@ namespace: a tmpfs root, each op bound into it, the whole tree read-only except
 the writable ops, then the pivot, so nothing of the host is reachable except the
 binds. A failing op aborts with its destination as the step, unless optional.
 
+Every path of a view is a real path (no symlink in it), and the child follows
+no symlink in any of them: a bind source is opened with openat2(RESOLVE_NO_SYMLINKS),
+its tree copied from that descriptor and attached to a target reached the same way.
+A path checked by the kernel (an agent's SPAWN) that a spawner swapped for a symlink
+before its child binds it therefore fails the launch (ELOOP, naming the path) instead
+of binding whatever the symlink leads to.
+
 Masks hide host paths that a bind would otherwise show: a directory becomes an
 empty read-only tmpfs, a file a bind of /dev/null. They are mounted after every
 bind that could show them, so binding a parent (even ``/``) never reveals them.
@@ -130,7 +137,8 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     if workdir is not None:
         user.append(_user_bind(workdir, False, agent_ids, owners))
     if isinstance(workspace, str):
-        user.append(_user_bind(workspace, False, agent_ids, owners, dest=WORKSPACE_PATH))
+        # The kernel's own directory, which no agent can reach: resolved here.
+        user.append(_user_bind(os.path.realpath(workspace), False, agent_ids, owners, dest=WORKSPACE_PATH))
     elif workspace is not None:
         # Mounted before the agent becomes its own uid: owned by it from the start.
         owner = f",uid={agent_ids[0]},gid={agent_ids[1]}" if agent_ids is not None else ""
@@ -142,8 +150,9 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
         # The symlinked system dirs are at the top: a bind of / shows the host's own links there.
         merged = {dest: op for dest, op in merged.items() if op.kind != "symlink"}
     binds = [op for op in merged.values() if op.kind == "bind"]
-    # The defaults are the host's own canonical paths; the caller's are resolved first.
-    hidden = _masks(default_masks(binds), binds)
+    # Resolved like the caller's: a mask lands where the secret really is, on a path the
+    # child reaches without following a symlink.
+    hidden = _masks([os.path.realpath(p) for p in default_masks(binds)], binds)
     forced = _masks([os.path.realpath(p) for p in masked_paths], binds)
     # A bind inside a default mask goes on top of it; nothing goes on top of an explicit one.
     shelters = [m.dest for m in hidden if m.source == "dir"]
@@ -196,8 +205,9 @@ def _user_bind(path: str, readonly: bool, agent_ids: tuple[int, int] | None,
             if owner not in owners:
                 owners.append(owner)
             idmap = owners.index(owner)
-    # Resolved now: the masks are found by comparing resolved host paths.
-    return MountOp("bind", dest or path, os.path.realpath(path), readonly=readonly, idmap=idmap)
+    # Never resolved again here: the caller checked this path as its real path, and a symlink
+    # in it now (swapped in since) fails the bind rather than choosing what is bound.
+    return MountOp("bind", dest or path, os.path.normpath(path), readonly=readonly, idmap=idmap)
 
 
 def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:
@@ -281,6 +291,14 @@ class _Program:
     def mkdirs(self, step: str, path: str) -> None:
         self.add(step, syscalls.VIEW_MKDIRS, path)
 
+    def bind(self, step: str, source: str, target: str, *, recursive: bool, idmap: int = -1,
+             optional: bool = False) -> None:
+        """``source`` on ``target``, through the user namespace ``idmap`` (an index) unless -1."""
+        flags = (syscalls.VIEW_RECURSIVE if recursive else 0) | (syscalls.VIEW_OPTIONAL if optional else 0)
+        self.add(step if idmap < 0 else f"idmap {step.removeprefix('mount ')}",
+                 syscalls.VIEW_BIND if idmap < 0 else syscalls.VIEW_IDMAP, source, target,
+                 n1=max(idmap, 0), flags=flags)
+
     def setattr(self, step: str, path: str, set_: int, clear: int = 0, *, recursive: bool) -> None:
         self.add(step, syscalls.VIEW_SETATTR, path, n1=set_, n2=clear,
                  flags=syscalls.VIEW_RECURSIVE if recursive else 0)
@@ -328,20 +346,17 @@ def _bind(p: _Program, op: MountOp, root: str) -> None:
             return
         directory = True  # the mount below reports the missing source
     p.add(step, syscalls.VIEW_MKDIRS if directory else syscalls.VIEW_MKFILE, target)
-    if op.idmap >= 0:
-        p.add(f"idmap {op.dest}", syscalls.VIEW_IDMAP, op.source, target, n1=op.idmap)
-    else:
-        p.mount(step, op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    p.bind(step, op.source, target, recursive=True, idmap=op.idmap)
 
 
 def _mask(p: _Program, op: MountOp, root: str) -> None:
     # Mounted on what the binds show (never created: the binds are still writable here);
-    # gone since planning means nothing left to hide.
+    # gone since planning means nothing left to hide, a symlink in its way fails the launch.
     step, target = f"mask {op.dest}", root + op.dest
     if op.source == "dir":
         p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | syscalls.MS_NOEXEC, op.options, optional=True)
     else:
-        p.mount(step, "/dev/null", target, None, syscalls.MS_BIND, optional=True)
+        p.bind(step, "/dev/null", target, recursive=False, optional=True)
 
 
 def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
@@ -361,7 +376,7 @@ def _proc(p: _Program, op: MountOp, root: str) -> None:
     # uid 0 by file mode alone, capabilities or not.
     p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY)
     for name in _PROC_MASKED:
-        p.mount(step, "/dev/null", f"{target}/{name}", None, syscalls.MS_BIND, optional=True)
+        p.bind(step, "/dev/null", f"{target}/{name}", recursive=False, optional=True)
 
 
 def _dev_mountpoint(p: _Program, op: MountOp, root: str) -> None:
@@ -373,7 +388,7 @@ def _dev(p: _Program, op: MountOp, root: str) -> None:
     p.mount(step, "tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
         p.add(step, syscalls.VIEW_MKFILE, f"{target}/{name}")
-        p.mount(step, f"/dev/{name}", f"{target}/{name}", None, syscalls.MS_BIND)
+        p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False)
     for name, link in _DEV_LINKS:
         p.add(step, syscalls.VIEW_SYMLINK, link, f"{target}/{name}")
     p.mkdirs(step, f"{target}/shm")

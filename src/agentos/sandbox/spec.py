@@ -15,7 +15,7 @@ from typing import Any
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec"]
+__all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec", "symlink_refused"]
 
 #: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
 _HOSTNAME_MAX = 64
@@ -55,7 +55,10 @@ class SandboxSpec:
     ``env["PATH"]``). With ``python_script`` set, the agent is instead forked from
     the pre-warmed zygote and runs that script with ``sys.argv = [python_script,
     *argv[1:]]``; the script's directory is visible read-only, as ``sys.path[0]``.
-    Paths are host paths; binds appear at the same path inside.
+    Paths are real host paths (resolve symlinks first); binds appear at the same path
+    inside. No symlink in them is ever followed: a path that has one when the agent's
+    view is built (or its script is read) fails the launch, so a path checked as real
+    cannot be swapped for a symlink to somewhere else before it is bound.
     """
 
     argv: list[str]
@@ -176,11 +179,12 @@ class SandboxSpec:
         if self.python_script is not None:
             binds.append(("python_script", os.path.dirname(os.path.abspath(self.python_script))))
         for name, path in binds:
-            real = os.path.realpath(path)
-            for mask in masks:
-                if real == mask or real.startswith(mask.rstrip("/") + "/"):
-                    raise SandboxError("spec", errno_.EPERM, f"{name}: {path} is inside the masked path {mask}, "
-                                       "which no agent may see")
+            # What it leads to now, and what is bound (the path itself, which must then have no symlink).
+            for real in (os.path.realpath(path), os.path.normpath(path)):
+                for mask in masks:
+                    if real == mask or real.startswith(mask.rstrip("/") + "/"):
+                        raise SandboxError("spec", errno_.EPERM, f"{name}: {path} is inside the masked path "
+                                           f"{mask}, which no agent may see")
 
 
 @dataclass
@@ -233,6 +237,13 @@ def returncode(result: os.waitid_result) -> int:
     if result.si_code == os.CLD_EXITED:
         return result.si_status
     return -result.si_status
+
+
+def symlink_refused(path: str) -> str:
+    """Why a launch stops at a symlink in one of its paths (``path``)."""
+    return (f"{path} has a symlink in it, and a sandbox follows none in its paths (they are real "
+            "paths, so this one was changed after it was checked, or never resolved): refused rather "
+            "than bind or read what the symlink leads to")
 
 
 def _bad(message: str) -> None:

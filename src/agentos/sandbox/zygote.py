@@ -35,6 +35,7 @@ import os
 import pickle
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import types
@@ -45,7 +46,7 @@ from agentos.sandbox import child
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.probe import HostSupport, probe
-from agentos.sandbox.spec import SandboxError
+from agentos.sandbox.spec import SandboxError, symlink_refused
 
 __all__ = ["BASE_ENV", "DEFAULT_PRELOAD", "Zygote", "base_env", "main"]
 
@@ -344,9 +345,10 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
     if plan.python_script is not None:
         try:
             script = _compiled(plan.python_script)
-        except (OSError, SyntaxError, ValueError) as exc:
-            error = ("error", "compile script", getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}")
-            return error, None, False
+        except OSError as exc:
+            return ("error", "compile script", exc.errno or 0, exc.strerror or str(exc)), None, False
+        except (SyntaxError, ValueError) as exc:
+            return ("error", "compile script", 0, f"{type(exc).__name__}: {exc}"), None, False
     if embryo is not None and embryo.flags == plan.clone_flags and embryo.hand_over(plan, script, fds + idmaps):
         return ("ok", embryo.pid), embryo.pidfd, True
     try:
@@ -415,10 +417,20 @@ def _compiled(path: str) -> types.CodeType:
     """The script compiled, from the cache while the file is unchanged.
 
     Read here, with the kernel's view of the file system: the script itself need
-    not be visible inside the sandbox (its directory is, for its imports).
+    not be visible inside the sandbox (its directory is, for its imports). So it is
+    opened following no symlink (it was checked as its real path: one swapped in since
+    must not choose what the kernel reads) and without blocking (nor a FIFO stall the zygote).
     """
-    with open(path, "rb") as f:
+    try:
+        fd = syscalls.open_real(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, symlink_refused(path)) from None
+        raise OSError(exc.errno, f"{path}: {exc.strerror}") from None
+    with open(fd, "rb") as f:
         info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
         cached = _scripts.get(path)
         if cached is not None and cached[:2] == (info.st_mtime_ns, info.st_size):
             return cached[2]

@@ -42,6 +42,9 @@
 #ifndef __NR_close_range
 #define __NR_close_range 436
 #endif
+#ifndef __NR_openat2
+#define __NR_openat2 437
+#endif
 #ifndef __NR_pidfd_getfd
 #define __NR_pidfd_getfd 438
 #endif
@@ -104,6 +107,21 @@ typedef struct {
     uint64_t propagation;
     uint64_t userns_fd;
 } ao_mount_attr;
+
+/* struct open_how (openat2(2)) and the resolve flags the sandbox uses. */
+typedef struct {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+} ao_open_how;
+
+#define AO_RESOLVE_NO_MAGICLINKS 0x02ULL
+#define AO_RESOLVE_NO_SYMLINKS 0x04ULL
+
+/* open_tree(2) and move_mount(2) flags. */
+#define AO_OPEN_TREE_CLONE 1U
+#define AO_MOVE_MOUNT_F_EMPTY_PATH 0x00000004U
+#define AO_MOVE_MOUNT_T_EMPTY_PATH 0x00000040U
 
 /* Landlock: struct landlock_ruleset_attr grew with ABI 4 (net) and 6 (scoped);
  * the kernel accepts a larger struct when the fields it does not know are zero. */
