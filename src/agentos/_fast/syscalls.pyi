@@ -69,7 +69,6 @@ def landlock_add_port_rule(ruleset_fd: int, port: int, allowed: int) -> None: ..
 def landlock_restrict_self(ruleset_fd: int, flags: int = 0) -> None: ...
 
 VIEW_MKDIRS: int
-VIEW_MKFILE: int
 VIEW_MOUNT: int
 VIEW_SYMLINK: int
 VIEW_SETATTR: int
@@ -78,6 +77,8 @@ VIEW_IDMAP: int
 VIEW_BIND: int
 VIEW_OPTIONAL: int
 VIEW_RECURSIVE: int
+VIEW_TARGET_DIR: int
+VIEW_TARGET_FILE: int
 VIEW_HEADER: int
 VIEW_NULL: int
 

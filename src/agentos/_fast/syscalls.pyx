@@ -665,7 +665,6 @@ cdef extern from "includes/sandbox_compat.h" nogil:
 
 cdef enum:
     _MKDIRS = 1
-    _MKFILE = 2
     _MOUNT = 3
     _SYMLINK = 4
     _SETATTR = 5
@@ -674,6 +673,8 @@ cdef enum:
     _BIND = 8
     _OPTIONAL = 1
     _RECURSIVE = 2
+    _TARGET_DIR = 4
+    _TARGET_FILE = 8
     _HEADER = 18  # opcode u8, flags u8, n1 u64, n2 u64 (little endian), then 5 strings
     _NULL_STRING = 0xFF  # a string's first byte: this argument is NULL
     _MAKE_NOTHING = 0
@@ -683,7 +684,6 @@ cdef enum:
 
 #: Opcodes of a view program (see ``agentos.sandbox.mounts.view_program``).
 VIEW_MKDIRS = _MKDIRS
-VIEW_MKFILE = _MKFILE
 VIEW_MOUNT = _MOUNT
 VIEW_SYMLINK = _SYMLINK
 VIEW_SETATTR = _SETATTR
@@ -693,6 +693,8 @@ VIEW_BIND = _BIND
 #: Flags of a view instruction.
 VIEW_OPTIONAL = _OPTIONAL  # a missing path skips the instruction (a /proc file this kernel lacks)
 VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree; a bind with its submounts
+VIEW_TARGET_DIR = _TARGET_DIR  # a mount or bind makes its missing target: a directory (and parents)
+VIEW_TARGET_FILE = _TARGET_FILE  # ... or an empty file
 VIEW_HEADER = _HEADER
 VIEW_NULL = _NULL_STRING
 
@@ -725,55 +727,43 @@ cdef int _failed(int fd) noexcept nogil:
 
 cdef int _reach(char *path, int make) noexcept nogil:
     """An O_PATH descriptor of the absolute ``path`` (-errno on failure), which is first made
-    (a directory, or an empty file, and its parents) when ``make`` says so and it is missing.
+    (a directory, or an empty file, and its missing parents) when ``make`` says so.
 
     No symlink is followed, in the path or in what is made: every path of a view is a real
     path, so one that has a symlink now was changed after it was checked, and fails (ELOOP)
-    instead of leading somewhere else. Missing parts are made one directory at a time, each
-    in the directory opened just before, never through a path that could change meanwhile.
+    instead of leading somewhere else. A missing part is made in the descriptor of its
+    parent (reached the same way), never through a path that could change meanwhile.
     ``path`` is modified while walking, and restored.
     """
     cdef int fd = _open_real(AT_FDCWD, path, O_PATH)
-    if fd >= 0 or fd != -ENOENT or make == _MAKE_NOTHING:
+    if fd != -ENOENT or make == _MAKE_NOTHING:
         return fd
-    cdef int parent = _open_real(AT_FDCWD, b"/", O_PATH | O_DIRECTORY)
-    cdef char *name = path
-    cdef char *end
-    cdef char *rest
-    cdef char saved
-    cdef bint last
-    cdef int r
-    while parent >= 0:
-        while name[0] == b'/':
-            name += 1
-        if name[0] == 0:
-            return parent  # the path ended with a slash: its directory is the last one opened
-        end = name
-        while end[0] != 0 and end[0] != b'/':
-            end += 1
-        rest = end
-        while rest[0] == b'/':
-            rest += 1
-        last = rest[0] == 0
-        saved = end[0]
-        end[0] = 0
-        fd = _open_real(parent, name, O_PATH if last else O_PATH | O_DIRECTORY)
-        if fd == -ENOENT:
-            if last and make == _MAKE_FILE:
-                r = mknodat(parent, name, S_IFREG | 0o644, 0)
-            else:
-                r = mkdirat(parent, name, 0o755)
-            if r == 0 or errno == EEXIST:
-                fd = _open_real(parent, name, O_PATH if last else O_PATH | O_DIRECTORY)
-            else:
-                fd = -errno
-        end[0] = saved
+    cdef char *end = path + strlen(path)
+    while end > path + 1 and (end - 1)[0] == b'/':
+        end -= 1  # trailing slashes name the same directory
+    cdef char saved = end[0]
+    end[0] = 0
+    cdef char *name = end
+    while name > path and (name - 1)[0] != b'/':
+        name -= 1
+    cdef int parent
+    if name - 1 <= path:
+        parent = _open_real(AT_FDCWD, b"/", O_PATH | O_DIRECTORY)
+    else:
+        (name - 1)[0] = 0
+        parent = _reach(path, _MAKE_DIR)
+        (name - 1)[0] = b'/'
+    fd = parent
+    if parent >= 0:
+        if make == _MAKE_FILE:
+            fd = 0 if mknodat(parent, name, S_IFREG | 0o644, 0) == 0 or errno == EEXIST else -errno
+        else:
+            fd = 0 if mkdirat(parent, name, 0o755) == 0 or errno == EEXIST else -errno
+        if fd == 0:
+            fd = _open_real(parent, name, O_PATH)
         close(parent)
-        if fd < 0 or last:
-            return fd
-        parent = fd
-        name = end
-    return parent
+    end[0] = saved
+    return fd
 
 
 cdef int _symlink(const char *target, char *link) noexcept nogil:
@@ -797,11 +787,11 @@ cdef int _symlink(const char *target, char *link) noexcept nogil:
 
 
 cdef int _mount_on(const char *source, char *target, const char *fstype, unsigned long flags,
-                   const void *data) noexcept nogil:
-    """mount(2) on the directory ``target`` reached without a symlink: through the descriptor
-    that reached it (its /proc magic link leads to exactly that directory)."""
+                   const void *data, int make) noexcept nogil:
+    """mount(2) on the directory ``target`` reached (or made) without a symlink: through the
+    descriptor that reached it (its /proc magic link leads to exactly that directory)."""
     cdef char where[64]
-    cdef int fd = _reach(target, _MAKE_NOTHING)
+    cdef int fd = _reach(target, make)
     if fd < 0:
         return fd
     snprintf(where, sizeof(where), b"/proc/self/fd/%d", fd)
@@ -826,9 +816,10 @@ cdef int _setattr(char *path, uint64_t set_, uint64_t clear, bint recursive) noe
     return 0
 
 
-cdef int _bind(const char *source, char *target, bint recursive, int userns, bint *at_source) noexcept nogil:
-    """Bind ``source`` (with its submounts if ``recursive``) on ``target``, idmapped through the
-    user namespace ``userns`` unless it is -1.
+cdef int _bind(const char *source, char *target, bint recursive, int userns, int make,
+               bint *at_source) noexcept nogil:
+    """Bind ``source`` (with its submounts if ``recursive``) on ``target`` (made as ``make``
+    says if missing), idmapped through the user namespace ``userns`` unless it is -1.
 
     Neither path may hold a symlink: the source is opened without following one, its tree
     copied from that descriptor (open_tree), and attached to the target's descriptor
@@ -854,7 +845,7 @@ cdef int _bind(const char *source, char *target, bint recursive, int userns, bin
         if syscall(__NR_mount_setattr, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0:
             return _failed(tree)
     at_source[0] = False
-    fd = _reach(target, _MAKE_NOTHING)
+    fd = _reach(target, make)
     if fd < 0:
         close(tree)
         return fd
@@ -930,6 +921,7 @@ def run_view(bytearray program, tuple userns_fds=()):
     cdef int r
     cdef int err
     cdef int userns
+    cdef int make
     while p < end:
         op = <unsigned char>p[0]
         flags = <unsigned char>p[1]
@@ -943,14 +935,15 @@ def run_view(bytearray program, tuple userns_fds=()):
         d = _string(&p, end, &null)
         userns = userns_fds[n1] if op == _IDMAP and n1 < <uint64_t>len(userns_fds) else -1
         at_source = False
+        make = _MAKE_DIR if flags & _TARGET_DIR else (_MAKE_FILE if flags & _TARGET_FILE else _MAKE_NOTHING)
         with nogil:
-            if op == _MKDIRS or op == _MKFILE:
-                r = _reach(a, _MAKE_DIR if op == _MKDIRS else _MAKE_FILE)
+            if op == _MKDIRS:
+                r = _reach(a, _MAKE_DIR)
                 if r >= 0:
                     close(r)
                     r = 0
             elif op == _MOUNT:
-                r = _mount_on(a, b, c, <unsigned long>n1, d)
+                r = _mount_on(a, b, c, <unsigned long>n1, d, make)
             elif op == _SYMLINK:
                 r = _symlink(a, b)
             elif op == _SETATTR:
@@ -958,9 +951,9 @@ def run_view(bytearray program, tuple userns_fds=()):
             elif op == _PIVOT:
                 r = _pivot(a)
             elif op == _BIND:
-                r = _bind(a, b, flags & _RECURSIVE, -1, &at_source)
+                r = _bind(a, b, flags & _RECURSIVE, -1, make, &at_source)
             elif op == _IDMAP:
-                r = _bind(a, b, flags & _RECURSIVE, userns, &at_source) if userns >= 0 else -EINVAL
+                r = _bind(a, b, flags & _RECURSIVE, userns, make, &at_source) if userns >= 0 else -EINVAL
             else:
                 r = -EINVAL  # unknown opcode
         if r != 0:

@@ -3,7 +3,7 @@
 Planning (in the caller) turns a spec into ``MountOp``s: the host's system dirs and
 this Python installation read-only, a private ``/proc``, a minimal ``/dev``, a
 private ``/tmp``, the work dir and any extra binds, then the masks. ``view_program``
-turns them into primitive steps (mkdir, mount, idmapped bind, symlink,
+turns them into primitive steps (mkdir, mount, bind, idmapped bind, symlink,
 mount_setattr, pivot_root) that the child runs in C inside its new mount
 namespace: a tmpfs root, each op bound into it, the whole tree read-only except
 the writable ops, then the pivot, so nothing of the host is reachable except the
@@ -284,17 +284,19 @@ class _Program:
             self.code += bytes([syscalls.VIEW_NULL, 0]) if text is None else os.fsencode(text) + b"\0"
 
     def mount(self, step: str, source: str | None, target: str, fstype: str | None, flags: int,
-              data: str | None = None, *, optional: bool = False) -> None:
+              data: str | None = None, *, optional: bool = False, make: bool = False) -> None:
+        """mount(2) on the directory ``target``, made first if ``make`` and missing."""
         self.add(step, syscalls.VIEW_MOUNT, source, target, fstype, data, n1=flags,
-                 flags=syscalls.VIEW_OPTIONAL if optional else 0)
+                 flags=(syscalls.VIEW_OPTIONAL if optional else 0) | (syscalls.VIEW_TARGET_DIR if make else 0))
 
     def mkdirs(self, step: str, path: str) -> None:
         self.add(step, syscalls.VIEW_MKDIRS, path)
 
     def bind(self, step: str, source: str, target: str, *, recursive: bool, idmap: int = -1,
-             optional: bool = False) -> None:
-        """``source`` on ``target``, through the user namespace ``idmap`` (an index) unless -1."""
-        flags = (syscalls.VIEW_RECURSIVE if recursive else 0) | (syscalls.VIEW_OPTIONAL if optional else 0)
+             optional: bool = False, make: int = 0) -> None:
+        """``source`` on ``target``, through the user namespace ``idmap`` (an index) unless -1;
+        ``make`` (VIEW_TARGET_DIR or VIEW_TARGET_FILE) makes a missing target first."""
+        flags = (syscalls.VIEW_RECURSIVE if recursive else 0) | (syscalls.VIEW_OPTIONAL if optional else 0) | make
         self.add(step if idmap < 0 else f"idmap {step.removeprefix('mount ')}",
                  syscalls.VIEW_BIND if idmap < 0 else syscalls.VIEW_IDMAP, source, target,
                  n1=max(idmap, 0), flags=flags)
@@ -345,8 +347,8 @@ def _bind(p: _Program, op: MountOp, root: str) -> None:
         if op.optional:
             return
         directory = True  # the mount below reports the missing source
-    p.add(step, syscalls.VIEW_MKDIRS if directory else syscalls.VIEW_MKFILE, target)
-    p.bind(step, op.source, target, recursive=True, idmap=op.idmap)
+    p.bind(step, op.source, target, recursive=True, idmap=op.idmap,
+           make=syscalls.VIEW_TARGET_DIR if directory else syscalls.VIEW_TARGET_FILE)
 
 
 def _mask(p: _Program, op: MountOp, root: str) -> None:
@@ -360,9 +362,7 @@ def _mask(p: _Program, op: MountOp, root: str) -> None:
 
 
 def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
-    step, target = f"mount {op.dest}", root + op.dest
-    p.mkdirs(step, target)
-    p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS, op.options)
+    p.mount(f"mount {op.dest}", "tmpfs", root + op.dest, "tmpfs", _MOUNT_FLAGS, op.options, make=True)
 
 
 def _symlink(p: _Program, op: MountOp, root: str) -> None:
@@ -371,10 +371,9 @@ def _symlink(p: _Program, op: MountOp, root: str) -> None:
 
 def _proc(p: _Program, op: MountOp, root: str) -> None:
     step, target = f"mount {op.dest}", root + op.dest
-    p.mkdirs(step, target)
     # Read-only as a whole: /proc/sys, /proc/sysrq-trigger and /proc/irq are writable by
     # uid 0 by file mode alone, capabilities or not.
-    p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY)
+    p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY, make=True)
     for name in _PROC_MASKED:
         p.bind(step, "/dev/null", f"{target}/{name}", recursive=False, optional=True)
 
@@ -387,12 +386,10 @@ def _dev(p: _Program, op: MountOp, root: str) -> None:
     step, target = f"mount {op.dest}", root + op.dest
     p.mount(step, "tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
-        p.add(step, syscalls.VIEW_MKFILE, f"{target}/{name}")
-        p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False)
+        p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False, make=syscalls.VIEW_TARGET_FILE)
     for name, link in _DEV_LINKS:
         p.add(step, syscalls.VIEW_SYMLINK, link, f"{target}/{name}")
-    p.mkdirs(step, f"{target}/shm")
-    p.mount(step, "tmpfs", f"{target}/shm", "tmpfs", _MOUNT_FLAGS, "mode=1777")
+    p.mount(step, "tmpfs", f"{target}/shm", "tmpfs", _MOUNT_FLAGS, "mode=1777", make=True)
     # Nothing new can be created in /dev itself; the nodes and /dev/shm stay usable.
     p.setattr(step, target, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
 
