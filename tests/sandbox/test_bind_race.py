@@ -118,7 +118,7 @@ def test_an_idmapped_read_only_bind_swapped_after_the_check_fails_naming_it(
         pytest.skip("only a root launcher's agents run as another uid, through idmapped binds")
     checked, secret = host["checked"], host["secret"]
     checked.chmod(0o700)  # closed to the agent's uid: bound idmapped
-    spec = {"readonly_paths": [str(checked)]}
+    spec: dict[str, Any] = {"readonly_paths": [str(checked)]}
     assert run_agent(launcher, tmp_path, script=agent("list_paths"), argv=[str(checked)], **spec).json() == {
         str(checked): ["agent.py", "mine.txt"]}
     after_planning(lambda: swap(checked, secret))
@@ -134,7 +134,7 @@ def test_a_masked_path_moved_behind_a_symlink_after_planning_fails_instead_of_sh
     state = writable / "run" / "state"
     state.mkdir(parents=True)
     (state / "secret.txt").write_text(SECRET)
-    spec = {"writable_paths": [str(writable)], "masked_paths": [str(state)]}
+    spec: dict[str, Any] = {"writable_paths": [str(writable)], "masked_paths": [str(state)]}
     assert run_agent(launcher, tmp_path, script=agent("list_paths"), argv=[str(state)], **spec).json() == {
         str(state): []}
     elsewhere = tmp_path / "elsewhere"
@@ -149,11 +149,20 @@ def test_a_script_swapped_after_the_check_is_never_read(
     """The zygote reads the script with the kernel's privileges: not through a symlink, and a
     FIFO put in its place does not stall it (the next launch still works)."""
     script = host["checked"] / "agent.py"
-    after_planning(lambda: (script.unlink(), script.symlink_to(host["secret"] / "agent.py")))
+
+    def to_symlink() -> None:
+        script.unlink()
+        script.symlink_to(host["secret"] / "agent.py")
+
+    def to_fifo() -> None:
+        script.unlink()
+        os.mkfifo(script)
+
+    after_planning(to_symlink)
     assert_symlink_refused(refused(launcher, tmp_path, python_script=str(script)), script, "compile script")
     script.unlink()
     shutil.copy(agent("list_paths"), script)
-    after_planning(lambda: (script.unlink(), os.mkfifo(script)))
+    after_planning(to_fifo)
     error = refused(launcher, tmp_path, python_script=str(script))
     assert (error.step, error.errno) == ("compile script", errno.EINVAL) and "regular file" in error.message
     assert stat.S_ISFIFO(os.lstat(script).st_mode)
@@ -178,7 +187,8 @@ def test_binds_of_every_kind_still_show_what_they_bind(launcher: Launcher, tmp_p
     view and its symlinked dirs) still shows what it shows."""
     checked = host["checked"]
     (host["writable"] / "w").mkdir()
-    spec = {"readonly_paths": [str(checked)], "writable_paths": [str(host["writable"] / "w")], "workspace": 1 << 20}
+    spec: dict[str, Any] = {"readonly_paths": [str(checked)], "writable_paths": [str(host["writable"] / "w")],
+                            "workspace": 1 << 20}
     seen = run_agent(launcher, tmp_path, script=agent("list_paths"),
                      argv=[str(checked), str(host["writable"] / "w"), "/workspace", "/dev/null", "/usr/bin"],
                      **spec).json()
