@@ -59,7 +59,12 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tool.chmod(tool.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     (visible / "escape.py").symlink_to(hidden / "payload.py")
     (visible / "inside.py").write_text("import time\ntime.sleep(60)\n")
-    return {"visible": str(visible), "hidden": str(hidden), "root": str(root)}
+    # Root's alone, inside a directory the parent sees as one of the others: the parent cannot
+    # read it, so no child of its may (the sandbox would show a child's own bind of it idmapped).
+    private = visible / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret.py").write_text("print(open(__file__).read())\n")
+    return {"visible": str(visible), "hidden": str(hidden), "root": str(root), "private": str(private)}
 
 
 def test_every_widening_is_refused_naming_its_field(kernel: KernelProcess, host: dict[str, str]) -> None:
@@ -76,6 +81,8 @@ def test_every_widening_is_refused_naming_its_field(kernel: KernelProcess, host:
         ("script", {"script": f"{host['visible']}/escape.py"}),
         ("script", {"script": f"{host['visible']}/../hidden/payload.py"}),
         ("command", {"command": [f"{host['hidden']}/tool"]}),
+        ("readonly_paths", {"script": sleeper, "readonly_paths": [host["private"]]}),
+        ("script", {"script": f"{host['private']}/secret.py"}),
         ("cwd", {"script": sleeper, "cwd": host["hidden"]}),
         ("limits.pids", {"script": sleeper, "limits": {"pids": 17}}),
         ("limits.memory", {"script": sleeper, "limits": {"memory": "1Gi"}}),
@@ -231,3 +238,15 @@ def test_a_sandboxed_agents_home_is_its_own(kernel: KernelProcess, tmp_path: Pat
     output = client.logs(id=info["id"])
     assert end["exit_code"] == 0, output
     assert "HOME /tmp None" in output
+
+
+def test_no_writable_path_may_hold_the_kernels_socket_state_or_a_secret(kernel: KernelProcess) -> None:
+    """A mask hides a path, not a directory above it: an agent that may write above a mask could
+    rename that directory, and its next child would see the secret under the new name."""
+    from agentos import PermissionDenied
+
+    client = kernel.client()
+    for writable in (kernel.root, kernel.state_dir, "/etc"):
+        with pytest.raises(PermissionDenied, match="holds") as refused:
+            client.spawn("above-a-mask", agent("sleeper"), writable_paths=[str(writable)])
+        assert refused.value.details["field"] == "writable_paths"

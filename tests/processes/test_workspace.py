@@ -292,5 +292,5 @@ def test_sizes_and_what_a_child_may_ask() -> None:
     assert none.value.details["field"] == "workspace"
     # What an agent holds is its own workspace's size (0 without one).
     request = _parse({"script": agent("sleeper"), "workspace": {"size": "8Mi"}})
-    assert request.confinement(()).workspace == 8 << 20
-    assert _parse({"script": agent("sleeper")}).confinement(()).workspace == 0
+    assert request.confinement((), None).workspace == 8 << 20
+    assert _parse({"script": agent("sleeper")}).confinement((), None).workspace == 0

@@ -308,10 +308,16 @@ def fuzz(path: str, frames: int, *, connections: int = 8, window: int = 64, seed
                 selector.modify(conn.sock, _events(conn, report.sent < frames, window), conn)
         now = time.monotonic()
         for conn in conns:
-            for rid, (name, at) in conn.pending.items():
-                if rid not in conn.streaming and rid not in conn.expired and now - at > reply_timeout:
-                    conn.expired.add(rid)
-                    (report.blocking_open if name in BLOCKING else report.unanswered)[name] += 1
+            expired = [rid for rid, (_, at) in conn.pending.items()
+                       if rid not in conn.streaming and rid not in conn.expired and now - at > reply_timeout]
+            for rid in expired:
+                name = conn.pending[rid][0]
+                conn.expired.add(rid)
+                (report.blocking_open if name in BLOCKING else report.unanswered)[name] += 1
+            if expired:
+                # Their room in the window is free again: a connection whose window was all
+                # blocking requests would otherwise never be asked to write more.
+                selector.modify(conn.sock, _events(conn, report.sent < frames, window), conn)
         if not os.path.exists(f"/proc/{pid}"):
             report.kernel_crashed = True
             break

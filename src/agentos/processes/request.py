@@ -29,6 +29,7 @@ from ..protocol.requests import (
     SpawnRequestWire,
     WorkspaceWire,
 )
+from ..sandbox.mounts import inside
 from ..units import parse_bytes, parse_cpu, parse_duration
 
 #: Kernel-set variables an agent may not override (its connection and identity).
@@ -41,52 +42,60 @@ _TMP_SHARE = 4
 MIN_WORKSPACE = 1 << 20
 
 
-def _inside(path: str, parent: str) -> bool:
-    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
+#: One place an agent's view shows a host path: the bind's root, and the host uid the agent
+#: acts as beneath it (None: no file permission narrows it, as for the kernel's own uid).
+Bind = tuple[str, "int | None"]
 
 
 @dataclass(frozen=True)
 class Confinement:
     """What an agent holds, which its children can only narrow.
 
-    Paths are real host paths (no symlinks). ``readable`` is every host path its
-    view shows (the system view, its binds, its script's directory); ``writable``
-    those it may write. An admin's confinement is the whole host.
+    Paths are real host paths (no symlinks). ``readable`` is every host path its view
+    shows, each with the uid whose file permissions decide what it can read there: a
+    root kernel's agent runs as an unprivileged uid and acts as a bind's owner only
+    beneath an idmapped bind, so a child is given only what its parent could itself
+    read, never a root-only file the sandbox would show it through an idmap.
+    ``writable`` likewise. An admin's confinement is the whole host.
     """
 
     sandboxed: bool
     network: bool
     allow_degraded: bool
-    readable: tuple[str, ...]
-    writable: tuple[str, ...]
+    readable: tuple[Bind, ...]
+    writable: tuple[Bind, ...]
     limits: Limits
     #: LLM budgets (``tokens``, ``calls_per_minute``) that bound its children's.
     llm_budget: dict[str, int] = field(default_factory=dict)
-    #: For an outside client that is not admin: the uid whose file access bounds paths.
-    uid: int | None = None
     #: The largest workspace a child may get, in bytes: the agent's own workspace's size,
     #: 0 when it has none; None (an outside client): no bound.
     workspace: int | None = None
 
     def sees(self, path: str) -> bool:
-        if self.uid is not None and not _uid_may(path, self.uid, write=False):
-            return False
-        return any(_inside(path, p) for p in self.readable)
+        return _reaches(self.readable, path, write=False)
 
     def may_write(self, path: str) -> bool:
-        if self.uid is not None and not _uid_may(path, self.uid, write=True):
-            return False
-        return any(_inside(path, p) for p in self.writable)
+        return _reaches(self.writable, path, write=True)
 
 
 #: An admin (an outside client of the kernel's uid): anything the host has.
-HOST = Confinement(sandboxed=False, network=True, allow_degraded=True, readable=("/",), writable=("/",),
-                   limits=Limits())
+HOST = Confinement(sandboxed=False, network=True, allow_degraded=True, readable=(("/", None),),
+                   writable=(("/", None),), limits=Limits())
 
 
 def outside_user(uid: int) -> Confinement:
     """A non-admin outside client: sandboxed agents only, with what ``uid`` itself may access."""
-    return replace(HOST, sandboxed=True, uid=uid)
+    return replace(HOST, sandboxed=True, readable=(("/", uid),), writable=(("/", uid),))
+
+
+def _reaches(binds: tuple[Bind, ...], path: str, *, write: bool) -> bool:
+    """Whether one of ``binds`` shows ``path`` with the access asked for (the deepest bind
+    decides: it is what the view shows there)."""
+    showing = [(root, uid) for root, uid in binds if inside(path, root)]
+    if not showing:
+        return False
+    root, uid = max(showing, key=lambda bind: len(bind[0]))
+    return uid is None or _uid_may(root, path, uid, write=write)
 
 
 @dataclass
@@ -123,17 +132,23 @@ class SpawnRequest:
     #: Size in bytes of its workspace (a file system of its own at /workspace), if it asked for one.
     workspace: int | None = None
 
-    def confinement(self, readable_system: Iterable[str]) -> Confinement:
-        """What the started agent holds (its children are checked against it)."""
+    def confinement(self, system: Iterable[str], agent_uid: int | None) -> Confinement:
+        """What the started agent holds (its children are checked against it).
+
+        ``system``: the host paths every sandboxed agent sees read-only; ``agent_uid``: the
+        host uid a sandboxed agent runs as (None when it keeps the kernel's own).
+        """
         if not self.sandboxed:
-            readable: tuple[str, ...] = ("/",)
-            writable: tuple[str, ...] = ("/",)
+            readable: tuple[Bind, ...] = (("/", None),)
+            writable: tuple[Bind, ...] = (("/", None),)
         else:
-            own = [*self.readonly_paths, *self.writable_paths]
+            own = [*self.readonly_paths]
             if self.script is not None:
                 own.append(os.path.dirname(self.script))
-            readable = tuple(dict.fromkeys([*readable_system, *own]))
-            writable = tuple(self.writable_paths)
+            readable = (*((p, agent_uid) for p in system),
+                        *((p, _acts_as(p, agent_uid, readonly=True)) for p in own),
+                        *((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths))
+            writable = tuple((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths)
         budget: dict[str, int] = {key: self.llm[key] for key in ("tokens", "calls_per_minute")
                                   if self.llm and key in self.llm}
         return Confinement(sandboxed=self.sandboxed, network=self.network,
@@ -351,23 +366,38 @@ def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, int]) -> Non
                                    field=f"llm.{key}")
 
 
-def _uid_may(path: str, uid: int, *, write: bool) -> bool:
-    """Whether ``uid`` (no supplementary groups) could read, or write, ``path`` on the host."""
+def _uid_may(root: str, path: str, uid: int, *, write: bool) -> bool:
+    """Whether ``uid`` (no supplementary groups) could read, or write, ``path`` beneath the
+    bind ``root``: search on every directory from ``root`` down to it, then the access
+    itself. Above ``root`` the view has directories of its own, open to all."""
     try:
         info = os.stat(path)
+        directory = path
+        while directory != root and directory != "/":
+            directory = os.path.dirname(directory)
+            if not _permits(os.stat(directory), uid, 0o1):
+                return False
     except OSError:
         return False
-    parent = os.path.dirname(path)
-    while True:
-        try:
-            if not _permits(os.stat(parent), uid, 0o1):
-                return False
-        except OSError:
-            return False
-        if parent == "/":
-            break
-        parent = os.path.dirname(parent)
     return _permits(info, uid, 0o2 if write else 0o4)
+
+
+def _acts_as(bind: str, agent_uid: int | None, *, readonly: bool) -> int | None:
+    """The host uid an agent running as ``agent_uid`` acts as beneath its bind of ``bind``.
+
+    The sandbox's rule (``sandbox.mounts``): a writable bind, and a read-only one that
+    others could not read, is idmapped so the agent acts as its owner; otherwise the
+    agent is one of the others.
+    """
+    if agent_uid is None:
+        return None
+    try:
+        info = os.stat(bind)
+    except OSError:
+        return agent_uid
+    needed = (0o005 if stat.S_ISDIR(info.st_mode) else 0o004) if readonly else 0
+    idmapped = info.st_uid != agent_uid and (not readonly or info.st_mode & needed != needed)
+    return info.st_uid if idmapped else agent_uid
 
 
 def _permits(info: os.stat_result, uid: int, bit: int) -> bool:

@@ -39,7 +39,7 @@ from ..permissions.principal import caller_id
 from ..protocol import Op
 from ..protocol.requests import KillRequest, ListRequest, LogsRequest, SpawnRequestWire, WaitRequest
 from ..sandbox import Launcher, SandboxError
-from ..sandbox.mounts import default_system_ops
+from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from .agent import END_TOPICS, Agent, Status
 from .launcher import start_process
 from .logs import LogCapture
@@ -147,6 +147,7 @@ class ProcessService:
         """
         parent = self._spawning_agent(caller)
         request = SpawnRequest.parse(wire, self._confinement(caller, parent))
+        self._check_no_mask_is_writable(request)
         permissions = self._permissions()
         granted = (permissions.child_capabilities(caller, request.capabilities)
                    if permissions is not None else None)
@@ -183,6 +184,17 @@ class ProcessService:
         if permissions is None or permissions.is_admin(caller):
             return HOST
         return outside_user(caller.uid)
+
+    def _check_no_mask_is_writable(self, request: SpawnRequest) -> None:
+        """A writable path must not hold a masked one: the agent could rename the directory
+        above the mask, and its next child would see the secret under the new name."""
+        binds = [MountOp("bind", p, p, readonly=False) for p in request.writable_paths]
+        masks = [*self._masked(), *default_masks(binds)]
+        for path in request.writable_paths:
+            held = next((m for m in masks if inside(os.path.realpath(m), path)), None)
+            if held is not None:
+                raise PermissionDenied(f"writable_paths: {path} holds {held}, which no agent may see "
+                                       "or move", field="writable_paths", path=path)
 
     def _masked(self) -> list[str]:
         """Host paths no agent may see: the kernel's socket and state (agents reach them only by
@@ -237,7 +249,7 @@ class ProcessService:
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
-                      spawner=caller, confinement=request.confinement(self._system_view))
+                      spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid))
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
         self.table.add(agent)
         if granted is not None:
@@ -547,6 +559,11 @@ class ProcessService:
             return f"no cgroups: {self.driver.reason}"
         return (f"the {self.driver.name} cgroup driver enforces only "
                 f"{sorted(self.driver.enforceable) or 'nothing'}")
+
+    @property
+    def _agent_uid(self) -> int | None:
+        """The host uid sandboxed agents run as: a root kernel's dedicated one, else the kernel's."""
+        return self.settings.agent_uid if os.geteuid() == 0 else None
 
     @functools.cached_property
     def _system_view(self) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.spec import WORKSPACE_PATH
 
-__all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops",
+__all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops", "inside",
            "plan_mounts", "python_paths", "view_program"]
 
 #: Host directories every agent sees read-only (those missing on this host are skipped).
@@ -156,10 +156,10 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     forced = _masks([os.path.realpath(p) for p in masked_paths], binds)
     # A bind inside a default mask goes on top of it; nothing goes on top of an explicit one.
     shelters = [m.dest for m in hidden if m.source == "dir"]
-    inside = [op for op in merged.values() if any(op.dest != d and _inside(op.dest, d) for d in shelters)]
-    under = [op for op in merged.values() if op not in inside]
+    sheltered = [op for op in merged.values() if any(op.dest != d and inside(op.dest, d) for d in shelters)]
+    under = [op for op in merged.values() if op not in sheltered]
     ops = [MountOp("proc", "/proc"), MountOp("dev", "/dev"), *_by_depth(under), *_by_depth(hidden),
-           *_by_depth(inside), *_by_depth(forced)]
+           *_by_depth(sheltered), *_by_depth(forced)]
     return View(tuple(ops), tuple(owners), tuple(sorted(op.dest for op in [*hidden, *forced])))
 
 
@@ -226,7 +226,7 @@ def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:
             found[where] = MountOp("mask", where, "dir" if directory else "file", optional=True,
                                    options=_MASK_TMPFS if directory else None)
     # A mask inside another mask is already hidden.
-    return [op for op in found.values() if not any(_inside(op.dest, d) and op.dest != d for d in found)]
+    return [op for op in found.values() if not any(inside(op.dest, d) and op.dest != d for d in found)]
 
 
 def _shown(real: str, binds: list[MountOp]) -> list[str]:
@@ -234,7 +234,7 @@ def _shown(real: str, binds: list[MountOp]) -> list[str]:
     places = []
     for op in binds:
         assert op.source is not None
-        if _inside(real, op.source):
+        if inside(real, op.source):
             places.append(op.dest.rstrip("/") + real[len(op.source.rstrip("/")):] or "/")
     return places
 
@@ -258,14 +258,14 @@ def _without_covered(ops: list[MountOp]) -> list[MountOp]:
     kept: list[MountOp] = []
     binds = sorted({op.dest for op in ops if op.kind == "bind"}, key=len)
     for op in ops:
-        if op.kind == "bind" and any(op.dest != d and _inside(op.dest, d) for d in binds):
+        if op.kind == "bind" and any(op.dest != d and inside(op.dest, d) for d in binds):
             continue
         if op not in kept:
             kept.append(op)
     return kept
 
 
-def _inside(path: str, parent: str) -> bool:
+def inside(path: str, parent: str) -> bool:
     """Whether ``path`` is ``parent`` or beneath it."""
     return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
 
