@@ -120,6 +120,7 @@ def read_records(path: Path | str, agent: str | None = None, limit: int | None =
     Blocking file I/O: call it in a worker thread from the event loop.
     """
     found: list[Record] = []
+    needle = _needle(agent)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -144,6 +145,8 @@ def read_records(path: Path | str, agent: str | None = None, limit: int | None =
             # The first piece may be the end of a line from further back, unless this is the start.
             carry = lines.pop(0) if position > 0 else b""
             for line in reversed(lines):
+                if needle is not None and needle not in line:
+                    continue  # cheaper than parsing every record of a large log
                 record = _record(line, agent)
                 if record is not None:
                     found.append(record)
@@ -151,6 +154,15 @@ def read_records(path: Path | str, agent: str | None = None, limit: int | None =
                         break
     found.reverse()
     return found
+
+
+def _needle(agent: str | None) -> bytes | None:
+    """Bytes every line of a record by ``agent`` holds, as the log writes it (see ``matches``)."""
+    if agent is None:
+        return None
+    if agent.startswith("uid:"):
+        return f'"uid":{agent[4:]}'.encode()
+    return ujson.dumps(agent, ensure_ascii=False).encode()
 
 
 def _record(line: bytes, agent: str | None) -> Record | None:

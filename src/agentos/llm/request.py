@@ -148,7 +148,7 @@ def _messages(raw: Any) -> tuple[list[Content], str | None]:
                 raise InvalidArgument(f"{where}: a system message needs text 'content'")
             system.append(message["content"])
             continue
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidArgument(f"{where}: role must be user, model, assistant or system, "
                                   f"got {role!r}")
         if "parts" in message:
