@@ -640,6 +640,12 @@ cdef class Reactor:
         cdef list ready
         cdef bint single
         self._flush_dirty()
+        if self.woke:
+            # That flush called back into the loop (a drain, a close): its callbacks are due
+            # now, and the loop computed its timeout before they existed. Waiting here would
+            # sleep through them (a stream stalled for good on a drained connection).
+            self.woke = False
+            return []
         if timeout is None:
             ms = -1
         else:

@@ -89,3 +89,20 @@ def stream_item(frame: Any) -> tuple[bool, Any]:
         raise_error(frame.payload)
     last = bool(frame.flags & END or not frame.flags & STREAM)
     return last, decode_json(frame.payload)
+
+
+def read_pending(fd: int) -> list[bytes]:
+    """What socket ``fd`` has already received, read without waiting (after a failed write,
+    the kernel's last frame, saying why it hung up, is usually there)."""
+    chunks: list[bytes] = []
+    if fd < 0:
+        return chunks
+    sock = socket.socket(fileno=fd)
+    try:
+        while data := sock.recv(1 << 16, socket.MSG_DONTWAIT):
+            chunks.append(data)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
+    return chunks

@@ -13,7 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import ERROR, RequestIds, connect_socket, connection_error, raise_error, stream_item
+from ._common import (ERROR, RequestIds, connect_socket, connection_error, raise_error, read_pending,
+                      stream_item)
 
 
 class _Protocol(asyncio.Protocol):
@@ -21,6 +22,10 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._fd = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._fd = transport.get_extra_info("socket").fileno()
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -33,6 +38,12 @@ class _Protocol(asyncio.Protocol):
             client._route(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            # A failed write closes the transport before it reads what the kernel sent last:
+            # usually the frame that says why it hung up (busy, protocol_error). The socket
+            # is still open here; take what it holds without waiting.
+            for data in read_pending(self._fd):
+                self.data_received(data)
         self.client._fail(exc or ConnectionClosed("the kernel closed the connection"))
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -14,7 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import ERROR, RequestIds, connect_socket, connection_error, raise_error, stream_item
+from ._common import (ERROR, RequestIds, connect_socket, connection_error, raise_error, read_pending,
+                      stream_item)
 
 _RECV_SIZE = 256 * 1024
 
@@ -68,7 +68,8 @@ class Client:
         try:
             self._sock.sendall(data)
         except OSError as exc:
-            self._read_pending()
+            for pending in read_pending(self._sock.fileno()):
+                self._route(pending)
             self._fail(exc)
             raise connection_error(self._failure) from None
 
@@ -109,14 +110,6 @@ class Client:
                 except Exception as exc:
                     self._fail(RemoteProtocolError(str(exc)))
 
-    def _read_pending(self) -> None:
-        """Route what the kernel already sent, without waiting: after a failed write, the frame
-        that says why it hung up (busy, protocol_error) is usually there."""
-        try:
-            while data := self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT):
-                self._route(data)
-        except OSError:
-            pass
 
     def _request(self, op: int, payload: bytes) -> memoryview:
         """Send one request, return its single reply's raw payload."""

@@ -445,6 +445,12 @@ class Reactor(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         self._flush_dirty()
+        if self._woke:
+            # That flush called back into the loop (a drain, a close): its callbacks are due
+            # now, and the loop computed its timeout before they existed. Waiting here would
+            # sleep through them (a stream stalled for good on a drained connection).
+            self._woke = False
+            return []
         poll = self._epoll.poll
         remaining = -1.0 if timeout is None else max(0.0, timeout)
         deadline = None if timeout is None else _monotonic() + remaining
