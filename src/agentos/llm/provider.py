@@ -8,7 +8,7 @@ import aiohttp
 from .config import LLMConfig
 from .errors import ErrorKind, LLMError
 from .http import HttpClient
-from .retry import with_retries
+from .retry import UNGATED, Gate, with_retries
 from .types import ChunkSink, Completion, ModelRequest
 
 
@@ -21,8 +21,10 @@ class Provider(ABC):
         self.config = config
         self.http = HttpClient(session, config, self.name)
 
-    async def generate(self, request: ModelRequest, on_chunk: ChunkSink | None = None) -> Completion:
-        """One model answer; with ``on_chunk`` it is streamed delta by delta."""
+    async def generate(self, request: ModelRequest, on_chunk: ChunkSink | None = None,
+                       gate: Gate = UNGATED) -> Completion:
+        """One model answer; with ``on_chunk`` it is streamed delta by delta. Each attempt passes
+        ``gate`` (the model's rate limit, a scheduler slot), and waits between attempts outside it."""
         if self.config.needs_key and not self.config.api_key:
             raise LLMError(ErrorKind.NOT_CONFIGURED,
                            f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
@@ -44,7 +46,7 @@ class Provider(ABC):
                     error.retryable = False
                 raise
 
-        return await with_retries(attempt, self.config.retry)
+        return await with_retries(attempt, self.config.retry, gate=gate)
 
     @abstractmethod
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:

@@ -1,14 +1,21 @@
-"""Retries with exponential backoff and jitter that honour the server's requested delay."""
+"""Retries with exponential backoff and jitter that honour the server's requested delay.
+
+A call waiting to retry holds nothing: the ``Gate`` it passes through hands out
+a scheduler slot for one attempt at a time, and keeps the model's rate limit
+(the delay its server asked for), so every call to that model waits it out
+without a slot while calls to other models go ahead.
+"""
 from __future__ import annotations
 
 import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from .errors import LLMError
+from .errors import ErrorKind, LLMError
 
 T = TypeVar("T")
 
@@ -37,28 +44,83 @@ class RetryPolicy:
         return delay if error.retry_after is None else max(delay, error.retry_after)
 
 
+class Gate(Protocol):
+    """What one call passes through before each attempt: its model's rate limit, then a slot."""
+
+    def hold(self) -> float:
+        """Seconds before the model may be called again (0 when it may be now)."""
+
+    def limited(self, delay: float) -> None:
+        """The model's server asked for ``delay`` seconds without calls."""
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        """Held for exactly one attempt."""
+
+
+class _Open:
+    """No rate limit, no scheduler: a provider used on its own (tests, tools)."""
+
+    def hold(self) -> float:
+        return 0.0
+
+    def limited(self, delay: float) -> None:
+        pass
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
+
+
+#: The gate of a call nothing schedules.
+UNGATED: Gate = _Open()
+
+
 async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryPolicy,
-                       on_retry: Callable[[LLMError, float], None] | None = None) -> T:
+                       on_retry: Callable[[LLMError, float], None] | None = None,
+                       gate: Gate = UNGATED) -> T:
     """Run ``attempt_fn(attempt)`` until it succeeds, fails for good, or the policy is spent.
 
     Only ``LLMError(retryable=True)`` is retried; anything else propagates at once.
     The last error is raised as is, so a 429 still reports its ``retry_after``.
+    Each attempt holds ``gate.slot()``; waiting (backoff, the model's rate limit) holds
+    none and counts against ``policy.max_wait``.
     """
     waited = 0.0
     attempt = 1
+    last: LLMError | None = None
     while True:
-        try:
-            return await attempt_fn(attempt)
-        except LLMError as error:
-            if not error.retryable or attempt >= policy.max_attempts:
-                raise
-            delay = policy.delay_for(error, attempt)
-            if waited + delay > policy.max_wait:
-                raise
-            if on_retry is not None:
-                on_retry(error, delay)
-            started = time.monotonic()
-            await asyncio.sleep(delay)
-            waited += time.monotonic() - started
-            attempt += 1
+        hold = gate.hold()
+        if hold > 0:
+            if waited + hold > policy.max_wait:
+                raise LLMError(
+                    ErrorKind.RATE_LIMITED, f"the model is rate limited by its server for another "
+                    f"{hold:.1f}s, longer than a call may wait (retry.max_wait)", retry_after=hold)
+            waited += await _pause(hold)
+            continue
+        async with gate.slot():
+            if gate.hold() > 0:
+                continue  # limited while this call queued for the slot: wait without it
+            try:
+                return await attempt_fn(attempt)
+            except LLMError as error:
+                last = error
+                if error.retry_after is not None:
+                    # Before the slot goes on, perhaps to a call for this same model.
+                    gate.limited(error.retry_after)
+        # Only a failed attempt gets here (success returns, a limit seen in the slot continues).
+        assert last is not None
+        if not last.retryable or attempt >= policy.max_attempts:
+            raise last
+        delay = policy.delay_for(last, attempt)
+        if waited + delay > policy.max_wait:
+            raise last
+        if on_retry is not None:
+            on_retry(last, delay)
+        waited += await _pause(delay)
+        attempt += 1
 
+
+async def _pause(seconds: float) -> float:
+    """Sleep, and say how long it really took."""
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    return time.monotonic() - started

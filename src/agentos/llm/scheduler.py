@@ -4,6 +4,8 @@ Each agent with waiting calls has its own FIFO queue; when a slot frees up the
 agent at the head of the ring gets it, and after ``weight`` grants in a row it
 moves to the back. A greedy agent with a thousand queued calls therefore delays
 another agent by at most one turn of the ring, never by its whole backlog.
+A slot covers one attempt (``ratelimits.ModelGate``): a call waiting to retry
+gives it back and queues again in its agent's turn.
 """
 from __future__ import annotations
 

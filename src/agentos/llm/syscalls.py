@@ -25,6 +25,7 @@ from .contexts import ContextStore
 from .errors import ErrorKind, LLMError
 from .http import new_session
 from .provider import Provider, make_provider
+from .ratelimits import RateLimits, model_key
 from .request import ThinkArgs, parse_think
 from .scheduler import FairScheduler
 from .types import Completion, ModelRequest
@@ -48,6 +49,7 @@ class LLMService:
         self.kernel = kernel
         self.config = LLMConfig.from_section(_section(kernel), os.environ)
         self.scheduler = FairScheduler(self.config.max_inflight)
+        self.rate_limits = RateLimits()
         self.budgets = Budgets()
         self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
         self.callers = Callers(self.config)
@@ -153,11 +155,11 @@ class LLMService:
         request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
                                functions=args.functions, function_mode=args.function_mode,
                                allowed_functions=args.allowed_functions, model=args.model)
-        await self.scheduler.acquire(caller.key, caller.policy.priority)
-        try:
-            completion = await self._provider.generate(request, call.stream if args.stream else None)
-        finally:
-            self.scheduler.release(caller.key)
+        # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
+        gate = self.rate_limits.gate(model_key(self.config.base_url, args.model or self.config.model),
+                                     self.scheduler, caller.key, caller.policy.priority)
+        completion = await self._provider.generate(request, call.stream if args.stream else None,
+                                                   gate)
         self.budgets.charge(caller.key, completion.usage)
         return completion
 
