@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..kernel.syscalls import Call, Handler
-from ..protocol import Op
+from ..protocol import Op, op_name
 from .log import AuditLog, Record, matches, read_records
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class AuditService:
             "name": self._name_of(identity.agent_id),
             "uid": identity.uid,
             "pid": identity.pid,
-            "op": Op(call.op).name if call.op in Op._value2member_map_ else f"0x{call.op:02x}",
+            "op": op_name(call.op),
             "outcome": outcome,
             "latency_ms": round(latency_s * 1000, 3),
         })

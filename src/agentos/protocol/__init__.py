@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .._extensions import load_twin
 from .constants import (DEFAULT_MAX_PAYLOAD, HEADER, HEADER_SIZE, KNOWN_FLAGS, MAGIC, VERSION,
-                        ErrorCode, Flag, Op)
+                        ErrorCode, Flag, Op, op_name)
 from . import codec as codec_py
 
 codec = load_twin("codec", codec_py)
@@ -13,5 +13,5 @@ encode_frame = codec.encode_frame
 append_frame = codec.append_frame
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "HEADER", "HEADER_SIZE", "KNOWN_FLAGS", "MAGIC", "VERSION",
-           "ErrorCode", "Flag", "Op", "Frame", "FrameDecoder", "encode_frame", "append_frame",
+           "ErrorCode", "Flag", "Op", "op_name", "Frame", "FrameDecoder", "encode_frame", "append_frame",
            "codec", "codec_py"]

@@ -7,7 +7,7 @@ import struct
 from ..errors import ErrorCode
 
 __all__ = ["MAGIC", "VERSION", "HEADER", "HEADER_SIZE", "DEFAULT_MAX_PAYLOAD", "Op", "Flag",
-           "KNOWN_FLAGS", "ErrorCode"]
+           "KNOWN_FLAGS", "ErrorCode", "op_name"]
 
 #: ``b"AO"`` read as a little-endian u16.
 MAGIC = 0x4F41
@@ -74,3 +74,8 @@ class Flag(enum.IntFlag):
 
 #: Bits a receiver accepts; any other bit set is a protocol error.
 KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
+
+
+def op_name(op: int) -> str:
+    """The syscall's name (``SPAWN``), or its hex for an opcode that has none (``0xf1``)."""
+    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
