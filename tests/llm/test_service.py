@@ -30,7 +30,7 @@ async def _service(tmp_path: Path, fake: FakeGemini, monkeypatch, section: dict)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.delenv("AGENTOS_LLM_CONFIG", raising=False)
     kernel = SimpleNamespace(config=KernelConfig(state_dir=tmp_path, sections={"llm": section}),
-                             events=EventBus())
+                             events=EventBus(), check_reply=lambda call, payload: None)
     service = LLMService(kernel)
     await service.start()
     return kernel, service
@@ -56,7 +56,8 @@ def test_agent_killed_cancels_its_queued_and_running_calls(tmp_path, monkeypatch
                 await service.stop()
 
     answers, survivor, in_flight, queued = asyncio.run(main())
-    assert [a["error"]["type"] for a in answers] == ["cancelled", "cancelled"]
+    assert [json.loads(a)["error"]["type"] for a in answers] == ["cancelled", "cancelled"]
+    survivor = json.loads(survivor)
     assert survivor["success"] and survivor["content"] == "never"
     assert (in_flight, queued) == (0, 0)
 
@@ -72,7 +73,7 @@ def test_model_override_needs_the_agents_permission(tmp_path, monkeypatch) -> No
                 with pytest.raises(PermissionDenied, match="model override"):
                     await service.think(_think(kernel, "a1", body))
                 kernel.events.publish("agent.started", {"id": "a1", "name": "researcher"})
-                answer = await service.think(_think(kernel, "a1", body))
+                answer = json.loads(await service.think(_think(kernel, "a1", body)))
                 return answer, [r.path for r in fake.requests]
             finally:
                 await service.stop()
@@ -119,9 +120,9 @@ def test_the_agents_manifest_llm_section_sets_defaults_and_budgets(tmp_path, mon
                 kernel.events.publish("agent.started", {"id": "a1", "name": "writer", "llm": {
                     "model": "gemini-writer", "system": "Write poems.", "temperature": 0.9,
                     "tokens": 10}})
-                first = await service.think(_think(kernel, "a1", {"prompt": "a poem please"}))
-                second = await service.think(_think(kernel, "a1", {"prompt": "another"}))
-                own = await service.think(_think(kernel, "b2", {"prompt": "x"}))
+                first = json.loads(await service.think(_think(kernel, "a1", {"prompt": "a poem please"})))
+                second = json.loads(await service.think(_think(kernel, "a1", {"prompt": "another"})))
+                own = json.loads(await service.think(_think(kernel, "b2", {"prompt": "x"})))
                 return first, second, own, fake.requests
             finally:
                 await service.stop()

@@ -9,8 +9,9 @@ from typing import Any
 
 from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
                       error_from_payload)
-from ..protocol import Flag
-from ..protocol.payload import decode_json
+from ..protocol import Flag, Op, append_frame
+from ..protocol.payload import decode_json, encode_payload
+from ..protocol.requests import MIN_DECLARED_PAYLOAD
 
 REPLY = int(Flag.REPLY)
 ERROR = int(Flag.ERROR)
@@ -60,6 +61,21 @@ class RequestIds:
             self._next = (self._next + 1) % _U32
             if self._next not in in_use:
                 return self._next
+
+
+def declare_limit(buf: bytearray, ids: RequestIds, in_use: Any, max_payload: int) -> None:
+    """Append the HELLO that tells the kernel the largest payload this client accepts.
+
+    It goes out ahead of the first request and nobody waits for its reply (which has no
+    waiter, so it is dropped). The kernel's HELLO handler never waits, so the limit holds
+    for every request sent after it: a longer reply is refused with ``too_large`` for that
+    request, instead of a frame this client's decoder would reject, failing the connection.
+    """
+    if max_payload < MIN_DECLARED_PAYLOAD:
+        raise ValueError(f"max_payload must be at least {MIN_DECLARED_PAYLOAD} bytes "
+                         "(every error frame must fit)")
+    limit = min(max_payload, _U32 - 1)  # no frame can be longer
+    append_frame(buf, Op.HELLO, ids.take(in_use), encode_payload({"max_payload": limit}))
 
 
 def raise_error(payload: bytes | memoryview) -> None:

@@ -13,8 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, raise_error, read_pending,
-                      stream_item)
+from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit, raise_error,
+                      read_pending, stream_item)
 
 
 class _Protocol(asyncio.Protocol):
@@ -59,6 +59,8 @@ class AsyncClient:
         self._ids = RequestIds()
         self._waiters: dict[int, asyncio.Future[Frame] | asyncio.Queue[Frame]] = {}
         self._out = bytearray()
+        # Flushed with the first request: the HELLO declaring our limit.
+        declare_limit(self._out, self._ids, self._waiters, max_payload)
         self._flush_scheduled = False
         self._failure: BaseException | None = None
         self._transport: asyncio.Transport | None = None

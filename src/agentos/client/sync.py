@@ -13,8 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, raise_error, read_pending,
-                      stream_item)
+from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit, raise_error,
+                      read_pending, stream_item)
 
 _RECV_SIZE = 256 * 1024
 
@@ -30,12 +30,15 @@ class Client:
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *, fd: int | None = None,
                  timeout: float | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
-        self._sock = connect_socket(socket_path, fd)
-        self._sock.settimeout(timeout)
         self._decoder = FrameDecoder(max_payload)
         self._ids = RequestIds()
         self._queues: dict[int, deque[Frame]] = {}
+        #: Written ahead of the first request (in the same write): the HELLO declaring our limit.
+        self._unsent = bytearray()
+        declare_limit(self._unsent, self._ids, self._queues, max_payload)
         self._failure: BaseException | None = None
+        self._sock = connect_socket(socket_path, fd)
+        self._sock.settimeout(timeout)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -58,11 +61,15 @@ class Client:
         if self._failure is not None:
             raise connection_error(self._failure)
         rid = self._ids.take(self._queues)
-        buf = bytearray()
+        buf = self._take_unsent()
         append_frame(buf, op, rid, payload)
         self._queues[rid] = deque()
         self._write(buf)
         return rid
+
+    def _take_unsent(self) -> bytearray:
+        buf, self._unsent = self._unsent, bytearray()
+        return buf
 
     def _write(self, data: bytes | bytearray) -> None:
         try:
@@ -153,7 +160,7 @@ class Client:
         """Pipeline many NOOPs: one write for all requests, replies read as they stream in."""
         if self._failure is not None:
             raise connection_error(self._failure)
-        buf = bytearray()
+        buf = self._take_unsent()
         rids = []
         for payload in payloads:
             rid = self._ids.take(self._queues)

@@ -58,13 +58,40 @@ class ThinkReply:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ThinkReply:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in payload.items() if k in names})
+        reply = cls(**{k: v for k, v in payload.items() if k in names})
+        if reply.turn is not None:
+            reply.turn = full_turn(reply.turn, reply.content or "", reply.function_calls)
+        return reply
 
     def raise_for_error(self) -> ThinkReply:
         """Raise ``ThinkError`` if the call failed; returns self so calls can chain."""
         if not self.success:
             raise ThinkError(self.error or {"type": "unknown", "message": "THINK failed"})
         return self
+
+
+def full_turn(turn: dict[str, Any], content: str, function_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model turn as the provider sent it, from the answer's compact form.
+
+    The kernel sends no text twice: a part's ``content_chars`` stands for the next that many
+    characters of ``content``, its ``function_call`` for that entry of ``function_calls``.
+    """
+    parts: list[dict[str, Any]] = []
+    cursor = 0
+    for part in turn.get("parts") or []:
+        if "content_chars" in part:
+            end = cursor + int(part["content_chars"])
+            part = {**_without(part, "content_chars"), "text": content[cursor:end]}
+            cursor = end
+        elif "function_call" in part:
+            part = {**_without(part, "function_call"),
+                    "functionCall": dict(function_calls[int(part["function_call"])])}
+        parts.append(part)
+    return {**turn, "parts": parts}
+
+
+def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in part.items() if k != key}
 
 
 def think_request(prompt: str | None = None, *, stream: bool = False, **options: Any) -> dict[str, Any]:

@@ -38,6 +38,9 @@ class CoreService:
     async def hello(self, call: Call) -> dict[str, Any]:
         kernel = self.kernel
         ident = call.identity
+        declared = call.args().get("max_payload")
+        if declared is not None:
+            kernel.set_reply_limit(call.conn, declared)
         return {
             "kernel": "agentos",
             "version": __version__,

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
-from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError
+from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
 from ..protocol import Flag, Op
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
@@ -87,6 +87,8 @@ class Kernel:
         self._observers: list[Observer] = []
         self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
+        #: The largest reply payload each connection declared in HELLO it accepts.
+        self._reply_limits: dict[Any, int] = {}
         self._stopping: asyncio.Event | None = None
         self.admission = Admission(config.connections)
         #: Tells which agent a process connecting by path belongs to (the processes service).
@@ -119,6 +121,24 @@ class Kernel:
     def connections_of(self, agent_id: str) -> list[Any]:
         return [c for c in self.reactor.connections
                 if c.context is not None and c.context.agent_id == agent_id]
+
+    def set_reply_limit(self, conn: Any, limit: int) -> None:
+        """Remember the largest payload ``conn`` accepts (its HELLO said so)."""
+        if not conn.closed:
+            self._reply_limits[conn] = limit
+
+    def check_reply(self, call: Call, payload: bytes) -> None:
+        """Raise ``too_large`` if ``payload`` is longer than the caller's connection accepts.
+
+        A frame over the client's limit would make its decoder fail the whole connection;
+        refusing it fails only this request. A handler that must not count an answer the
+        client never gets (THINK's tokens) calls this itself before counting it.
+        """
+        limit = self._reply_limits.get(call.conn, self.config.max_payload)
+        if len(payload) > limit:
+            raise TooLarge(f"{_op_name(call.op)} reply of {len(payload)} bytes exceeds this "
+                           f"connection's limit of {limit} bytes (HELLO max_payload)",
+                           size=len(payload), limit=limit)
 
     def stop(self) -> None:
         """Ask the kernel to shut down (idempotent, callable from handlers)."""
@@ -176,6 +196,7 @@ class Kernel:
     def _on_close(self, conn: Any) -> None:
         if conn.context is not None:  # None: refused before it had an identity.
             self.admission.release(conn.context)
+        self._reply_limits.pop(conn, None)
         # A client that hangs up cancels what it asked for.
         for task in self._tasks.pop(conn, ()):
             task.cancel()
@@ -200,6 +221,7 @@ class Kernel:
                 guard(call)
             result = await handler(call)
             payload = encode_payload(result)
+            self.check_reply(call, payload)
         except SyscallError as exc:
             outcome = exc.code.value
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(exc.to_payload()))
@@ -223,7 +245,9 @@ class Kernel:
         conn = call.conn
         if conn.closed:
             raise ConnectionClosed("client disconnected")
-        conn.send(call.op, _STREAM_CHUNK, call.request_id, encode_payload(chunk))
+        payload = encode_payload(chunk)
+        self.check_reply(call, payload)
+        conn.send(call.op, _STREAM_CHUNK, call.request_id, payload)
         if conn.write_buffered > self.config.write_high_water:
             # The client is not reading: wait for it instead of buffering without bound.
             waiter = self._drain_waiters.get(conn)

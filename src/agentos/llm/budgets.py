@@ -4,8 +4,9 @@ Usage is reported per caller key (``agent:<id>``), but budgets are charged to
 the caller's account (its name, see ``callers``), so an agent restarted under a
 new id cannot start over with a fresh budget. A call is admitted only while the
 account is under its token total and its calls-per-minute rate; tokens are
-charged when the answer's usage is known, so the call that crosses the total
-completes and the next one is refused.
+charged once the answer is known to reach the client (an answer refused as
+too large for it is not charged), so the call that crosses the total completes
+and the next one is refused.
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import ujson
 
-from ..errors import InvalidArgument, PermissionDenied
+from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
+from ..protocol.payload import encode_payload
 from .budgets import Budgets
 from .callers import Caller, Callers, agent_key
 from .config import LLMConfig
@@ -28,7 +29,7 @@ from .provider import Provider, make_provider
 from .ratelimits import RateLimits, model_key
 from .request import ThinkArgs, parse_think
 from .scheduler import FairScheduler
-from .types import Completion, ModelRequest
+from .types import Completion, Content, ModelRequest
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -96,7 +97,8 @@ class LLMService:
 
     # --- THINK ---------------------------------------------------------------------------
 
-    async def think(self, call: Call) -> dict[str, Any]:
+    async def think(self, call: Call) -> bytes:
+        """The answer, encoded here: measured against what the client accepts before it is charged."""
         caller = self.callers.of(call.identity)
         args = parse_think(call.payload)
         if args.stream:
@@ -120,8 +122,8 @@ class LLMService:
             # Killed agent: answer (its connection may outlive it). Any other cancellation
             # (the client hung up, the kernel stops) propagates.
             if task in self._killed and task.uncancel() == 0:
-                return _answer_error(args, LLMError(ErrorKind.CANCELLED, "the agent was stopped"),
-                                     self.config.model)
+                return encode_payload(_answer_error(
+                    args, LLMError(ErrorKind.CANCELLED, "the agent was stopped"), self.config.model))
             raise
         finally:
             self._killed.discard(task)
@@ -131,23 +133,41 @@ class LLMService:
                 if not calls:
                     del self._calls[caller.key]
 
-    async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> dict[str, Any]:
+    async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
         model = args.model or self.config.model
         try:
             self.budgets.admit(caller.key, caller.owner, caller.policy)
             if args.context is None:
                 completion = await self._generate(call, args, caller, [], args.system)
-            else:
-                async with self.contexts.lock(caller.owner, args.context):
-                    context = self.contexts.get(caller.owner, args.context)
-                    completion = await self._generate(call, args, caller, context.contents,
-                                                      args.system or context.system)
-                    turns = [*args.turns, completion.turn] if completion.turn["parts"] else args.turns
-                    await self.contexts.append(context, *turns)
+                return self._deliver(call, args, caller, completion)
+            async with self.contexts.lock(caller.owner, args.context):
+                context = self.contexts.get(caller.owner, args.context)
+                completion = await self._generate(call, args, caller, context.contents,
+                                                  args.system or context.system)
+                # Before the context keeps it: a refused answer leaves no trace.
+                reply = self._deliver(call, args, caller, completion)
+                turns = [*args.turns, completion.turn] if completion.turn["parts"] else args.turns
+                await self.contexts.append(context, *turns)
+                return reply
         except LLMError as error:
             self.budgets.failed(caller.key)
-            return _answer_error(args, error, model)
-        return _answer(args, completion)
+            return encode_payload(_answer_error(args, error, model))
+        except TooLarge:
+            self.budgets.failed(caller.key)
+            raise
+
+    def _deliver(self, call: Call, args: ThinkArgs, caller: Caller, completion: Completion) -> bytes:
+        """The answer's payload, charged only if it can reach the client.
+
+        An unstreamed answer longer than the client accepts is refused (``too_large``) and
+        costs nothing; a streamed one has gone out chunk by chunk already, so it is charged
+        even if its END frame is refused.
+        """
+        payload = encode_payload(_answer(args, completion))
+        if not call.streamed:
+            self.kernel.check_reply(call, payload)
+        self.budgets.charge(caller.key, completion.usage)
+        return payload
 
     async def _generate(self, call: Call, args: ThinkArgs, caller: Caller,
                         history: list[dict[str, Any]], system: str | None) -> Completion:
@@ -158,10 +178,7 @@ class LLMService:
         # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
         gate = self.rate_limits.gate(model_key(self.config.base_url, args.model or self.config.model),
                                      self.scheduler, caller.key, caller.policy.priority)
-        completion = await self._provider.generate(request, call.stream if args.stream else None,
-                                                   gate)
-        self.budgets.charge(caller.key, completion.usage)
-        return completion
+        return await self._provider.generate(request, call.stream if args.stream else None, gate)
 
     def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
@@ -232,8 +249,37 @@ def _answer(args: ThinkArgs, completion: Completion) -> dict[str, Any]:
         return {"content": completion.text, "tokens": completion.usage.total, "error": None}
     return {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
             "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
-            "model": completion.model, "error": None, "turn": completion.turn,
+            "model": completion.model, "error": None, "turn": _wire_turn(completion),
             "context": args.context}
+
+
+def _wire_turn(completion: Completion) -> Content:
+    """The model turn without what the answer carries already, so nothing is sent twice.
+
+    A part whose text is the next piece of ``content`` is sent as ``content_chars`` (that
+    piece's length in characters) instead of ``text``; a part whose ``functionCall`` is the
+    next entry of ``function_calls``, exactly, as ``function_call`` (that entry's index).
+    Every other key (thought signatures, thoughts) is sent as it is. The SDK puts the turn
+    back together (``agentos.client.think.full_turn``).
+    """
+    content, calls = completion.text, completion.function_calls
+    parts: list[dict[str, Any]] = []
+    cursor = call_index = 0
+    for part in completion.turn["parts"]:
+        text = part.get("text")
+        if isinstance(text, str) and not part.get("thought") and content.startswith(text, cursor):
+            part = {**_without(part, "text"), "content_chars": len(text)}
+            cursor += len(text)
+        elif "functionCall" in part:
+            if call_index < len(calls) and part["functionCall"] == calls[call_index]:
+                part = {**_without(part, "functionCall"), "function_call": call_index}
+            call_index += 1
+        parts.append(part)
+    return {**completion.turn, "parts": parts}
+
+
+def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in part.items() if k != key}
 
 
 def _answer_error(args: ThinkArgs, error: LLMError, model: str) -> dict[str, Any]:

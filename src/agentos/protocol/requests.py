@@ -26,10 +26,10 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from ..errors import InvalidArgument
 from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
-from .constants import Op
+from .constants import Op, op_name
 
-__all__ = ["AGENT_NAME_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "REQUESTS", "Request",
-           "SpawnRequestWire", "decode_object", "decode_request"]
+__all__ = ["AGENT_NAME_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
+           "REQUESTS", "Request", "SpawnRequestWire", "decode_object", "decode_request"]
 
 #: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
@@ -185,8 +185,15 @@ class ReadyRequest(Request):
 
 # -- core and permissions --------------------------------------------------------------
 
+#: The smallest reply limit a client may declare: every error frame and stream chunk fits.
+MIN_DECLARED_PAYLOAD = 64 * 1024
+
+
 class HelloRequest(Request):
     op = Op.HELLO
+    #: The largest payload this client accepts; the kernel refuses a longer reply with
+    #: ``too_large`` instead of sending it (the connection's default: the kernel's own limit).
+    max_payload: Annotated[int, Meta(ge=MIN_DECLARED_PAYLOAD, le=(1 << 32) - 1)] | UnsetType = UNSET
 
 
 class GetPermsRequest(Request):
@@ -363,7 +370,7 @@ def decode_request(op: int, payload: bytes | memoryview) -> Request | None:
     except msgspec.ValidationError as exc:
         raise invalid(op, exc) from None
     except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+        raise InvalidArgument(f"{op_name(op)}: payload is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep(op) from None
 
@@ -375,11 +382,11 @@ def decode_object(op: int, payload: bytes | memoryview) -> dict[str, Any]:
     try:
         value = _ANY.decode(payload)
     except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"{_name(op)}: payload is not valid JSON: {exc}") from None
+        raise InvalidArgument(f"{op_name(op)}: payload is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep(op) from None
     if not isinstance(value, dict):
-        raise InvalidArgument(f"{_name(op)}: payload must be a JSON object, got {type(value).__name__}")
+        raise InvalidArgument(f"{op_name(op)}: payload must be a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -393,12 +400,8 @@ def invalid(op: int, exc: msgspec.ValidationError) -> InvalidArgument:
     named = _NAMED.search(message)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
-    return InvalidArgument(f"{_name(op)}: {message}", field=path or "(payload)")
+    return InvalidArgument(f"{op_name(op)}: {message}", field=path or "(payload)")
 
 
 def _too_deep(op: int) -> InvalidArgument:
-    return InvalidArgument(f"{_name(op)}: payload is nested too deeply")
-
-
-def _name(op: int) -> str:
-    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
+    return InvalidArgument(f"{op_name(op)}: payload is nested too deeply")
