@@ -25,7 +25,7 @@ def test_a_reply_over_the_declared_limit_is_too_large_and_the_connection_goes_on
         c.store("big", BIG)
         c.store("small", "ok")
     conn = raw()
-    # Undeclared, the kernel's own limit applies: the value arrives whole.
+    # Undeclared, the default limit (16 MiB) applies: the value arrives whole.
     conn.request(Op.FETCH, 1, ujson.dumps({"key": "big"}).encode())
     assert _json(conn.read_frame())["value"] == BIG
 

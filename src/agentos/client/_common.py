@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
                       error_from_payload)
-from ..protocol import Flag, Op, append_frame
+from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, append_frame
 from ..protocol.payload import decode_json, encode_payload
 from ..protocol.requests import MIN_DECLARED_PAYLOAD
 
@@ -66,11 +66,14 @@ class RequestIds:
 def declare_limit(buf: bytearray, ids: RequestIds, in_use: Any, max_payload: int) -> None:
     """Append the HELLO that tells the kernel the largest payload this client accepts.
 
+    Only a limit other than the protocol's default (which the kernel assumes) is declared.
     It goes out ahead of the first request and nobody waits for its reply (which has no
     waiter, so it is dropped). The kernel's HELLO handler never waits, so the limit holds
     for every request sent after it: a longer reply is refused with ``too_large`` for that
     request, instead of a frame this client's decoder would reject, failing the connection.
     """
+    if max_payload == DEFAULT_MAX_PAYLOAD:
+        return
     if max_payload < MIN_DECLARED_PAYLOAD:
         raise ValueError(f"max_payload must be at least {MIN_DECLARED_PAYLOAD} bytes "
                          "(every error frame must fit)")

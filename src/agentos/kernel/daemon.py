@@ -17,7 +17,7 @@ from typing import Any
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
 from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
-from ..protocol import Flag, Op
+from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
 from .admission import Admission
@@ -89,6 +89,9 @@ class Kernel:
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         #: The largest reply payload each connection declared in HELLO it accepts.
         self._reply_limits: dict[Any, int] = {}
+        #: What a connection that declared nothing accepts: the protocol's default, which
+        #: every peer accepts, unless this kernel is configured for less.
+        self._default_reply_limit = min(config.max_payload, DEFAULT_MAX_PAYLOAD)
         self._stopping: asyncio.Event | None = None
         self.admission = Admission(config.connections)
         #: Tells which agent a process connecting by path belongs to (the processes service).
@@ -134,7 +137,7 @@ class Kernel:
         refusing it fails only this request. A handler that must not count an answer the
         client never gets (THINK's tokens) calls this itself before counting it.
         """
-        limit = self._reply_limits.get(call.conn, self.config.max_payload)
+        limit = self._reply_limits.get(call.conn, self._default_reply_limit)
         if len(payload) > limit:
             raise TooLarge(f"{_op_name(call.op)} reply of {len(payload)} bytes exceeds this "
                            f"connection's limit of {limit} bytes (HELLO max_payload)",
