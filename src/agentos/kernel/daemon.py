@@ -17,7 +17,7 @@ from typing import Any
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
 from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
-from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op
+from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, op_name
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
 from .admission import Admission
@@ -139,7 +139,7 @@ class Kernel:
         """
         limit = self._reply_limits.get(call.conn, self._default_reply_limit)
         if len(payload) > limit:
-            raise TooLarge(f"{_op_name(call.op)} reply of {len(payload)} bytes exceeds this "
+            raise TooLarge(f"{op_name(call.op)} reply of {len(payload)} bytes exceeds this "
                            f"connection's limit of {limit} bytes (HELLO max_payload)",
                            size=len(payload), limit=limit)
 
@@ -183,7 +183,7 @@ class Kernel:
     def _on_frame(self, conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
         handler = self.table.get(opcode)
         if handler is None:
-            name = Op(opcode).name if opcode in Op._value2member_map_ else f"0x{opcode:02x}"
+            name = op_name(opcode)
             err = NotImplementedSyscall(f"syscall {name} (opcode 0x{opcode:02x}) is not "
                                         "implemented by this kernel", opcode=opcode)
             conn.send(opcode, _ERROR_REPLY, request_id, encode_payload(err.to_payload()))
@@ -232,8 +232,8 @@ class Kernel:
             outcome = "cancelled"
         except Exception as exc:
             outcome = "internal"
-            log.exception("syscall %s failed", _op_name(call.op))
-            err = InternalError(f"{_op_name(call.op)} failed inside the kernel: "
+            log.exception("syscall %s failed", op_name(call.op))
+            err = InternalError(f"{op_name(call.op)} failed inside the kernel: "
                                 f"{type(exc).__name__}: {exc}")
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(err.to_payload()))
         else:
@@ -312,10 +312,6 @@ class Kernel:
         # Agents reaped during the stops may have handed us connections since.
         for conn in self.reactor.connections:
             conn.close()
-
-
-def _op_name(op: int) -> str:
-    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
 
 
 def bind_socket(path: Path, mode: int) -> socket.socket:
