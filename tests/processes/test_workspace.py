@@ -215,7 +215,7 @@ def test_children_get_no_more_than_their_parent_and_share_its_room(kernel: Kerne
 
 
 def _spawned_by_agent(client: Any, payloads: list[dict[str, Any]], **parent: Any) -> list[dict[str, Any]]:
-    info = client.spawn("ws-parent", agent("spawn_holding"), args=[json.dumps(payloads)],
+    info = client.spawn("ws-parent", agent("spawn_attempts"), args=[json.dumps(payloads)],
                         capabilities=["spawn", "kill"], **parent)
     client.wait(id=info["id"], timeout=120)
     output = client.logs(id=info["id"])
