@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,24 @@ def fail_at(monkeypatch: pytest.MonkeyPatch, module: object, name: str, at: int 
 
     monkeypatch.setattr(module, name, wrapped)
     return calls
+
+
+def every_failure_of_create_leaves_nothing(monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+                                           create: Callable[[str], Any], tree: Callable[[], object],
+                                           least_calls: int) -> None:
+    """Fail the 1st, 2nd, ... call of ``module.name`` that ``create(agent_id)`` makes, each in turn:
+    every time ``tree()`` must be as it was before (nothing made is left behind)."""
+    before = tree()
+    with monkeypatch.context() as patch:
+        calls = fail_at(patch, module, name, None)
+        assert create("probe").remove()
+    assert calls[0] >= least_calls
+    for at in range(1, calls[0] + 1):
+        with monkeypatch.context() as patch:
+            fail_at(patch, module, name, at)
+            with pytest.raises(OverflowError):
+                create("child")
+        assert tree() == before, f"call {at} of {name}"
 
 
 def dead_instance() -> str:

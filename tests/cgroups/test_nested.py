@@ -14,7 +14,7 @@ import pytest
 
 from agentos.cgroups import AgentCgroup, CgroupDriver, Limits, V1Driver, V2Driver, base, destroy, v1 as v1_module
 
-from .conftest import dead_instance, fail_at
+from .conftest import dead_instance, every_failure_of_create_leaves_nothing
 
 MiB = 1024 * 1024
 
@@ -152,17 +152,9 @@ def test_v1_every_failure_of_create_removes_what_it_made(v1: V1Driver, monkeypat
                                                          module: object, name: str) -> None:
     limits = Limits(memory=64 * MiB, pids=8, cpu=0.5)
     parent = v1.create("parent", limits)
-    before = _tree(v1)
-    with monkeypatch.context() as patch:
-        calls = fail_at(patch, module, name, None)
-        assert v1.create("probe", limits, parent=parent).remove()
-    assert calls[0] >= 5
-    for at in range(1, calls[0] + 1):
-        with monkeypatch.context() as patch:
-            fail_at(patch, module, name, at)
-            with pytest.raises(OverflowError):
-                v1.create("child", limits, parent=parent)
-        assert _tree(v1) == before, f"call {at} of {name}"
+    every_failure_of_create_leaves_nothing(monkeypatch, module, name,
+                                           lambda agent: v1.create(agent, limits, parent=parent),
+                                           lambda: _tree(v1), least_calls=5)
     assert parent.remove()
 
 

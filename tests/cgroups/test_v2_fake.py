@@ -13,7 +13,7 @@ import pytest
 
 from agentos.cgroups import LEAF, CgroupError, Limits, NoDriver, V1Driver, V2Driver, base, destroy, v2
 
-from .conftest import FakeCgroupfs, dead_instance, fail_at
+from .conftest import FakeCgroupfs, dead_instance, every_failure_of_create_leaves_nothing
 
 ALL = frozenset({"cpu", "memory", "pids", "io"})
 MiB = 1024 * 1024
@@ -218,18 +218,13 @@ def test_every_failure_of_create_removes_what_it_made(cgroupfs: FakeCgroupfs, mo
     driver = started(cgroupfs.root)
     limits = Limits(memory=MiB, pids=4, cpu=0.5)
     parent = driver.create("p0", limits)
-    before = cgroupfs.cgroups()
-    with monkeypatch.context() as patch:
-        calls = fail_at(patch, module, name, None)
-        assert driver.create("c0", limits, parent=parent).remove()
-    assert calls[0] >= 2
-    for at in range(1, calls[0] + 1):
-        with monkeypatch.context() as patch:
-            fail_at(patch, module, name, at)
-            with pytest.raises(OverflowError):
-                driver.create("c1", limits, parent=parent)
-        assert cgroupfs.cgroups() == before, f"call {at} of {name}"
-        assert parent.children == frozenset()
+
+    def tree() -> object:
+        return cgroupfs.cgroups(), parent.children
+
+    every_failure_of_create_leaves_nothing(monkeypatch, module, name,
+                                           lambda agent: driver.create(agent, limits, parent=parent),
+                                           tree, least_calls=2)
     assert parent.remove()
 
 
