@@ -15,6 +15,10 @@ REQUIRED: dict[Op, Capability] = {
     Op.THINK: Capability.THINK,
     Op.CONTEXT: Capability.THINK,
     Op.USAGE: Capability.THINK,
+    # The model API without a key: the same gate as THINK, so `think` is all an agent needs.
+    Op.COUNT: Capability.THINK,
+    Op.EMBED: Capability.THINK,
+    Op.MODELS: Capability.THINK,
     Op.SPAWN: Capability.SPAWN,
     # KILL also needs the target to be a descendant: the process service checks that.
     Op.KILL: Capability.KILL,

@@ -30,6 +30,9 @@ class Op(enum.IntEnum):
     HELLO = 0x02
     CONTEXT = 0x03
     USAGE = 0x04
+    COUNT = 0x05
+    EMBED = 0x06
+    MODELS = 0x07
 
     SPAWN = 0x10
     KILL = 0x11
