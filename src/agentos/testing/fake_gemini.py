@@ -8,6 +8,8 @@ deterministic default, and recorded.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import re
 from typing import Any
@@ -147,7 +149,9 @@ class FakeGemini(FakeServer):
                 call = part.get("functionCall") if isinstance(part, dict) else None
                 if content.get("role") == "model" and call and call.get("id") in self.issued_calls:
                     expected = self.issued_calls[call["id"]]
-                    if expected is not None and part.get("thoughtSignature") != expected:
+                    # bytes fields travel as base64 in either alphabet, padded or not: clients
+                    # (google-genai) re-encode what they received, so compare what it decodes to
+                    if expected is not None and not _same_bytes(part.get("thoughtSignature"), expected):
                         return ("Function call is missing a thought_signature in functionCall parts. "
                                 "This is required for tools to work correctly.")
                 answer = part.get("functionResponse") if isinstance(part, dict) else None
@@ -275,6 +279,22 @@ def _model_info(model: str) -> dict[str, Any]:
     return {"name": f"models/{model}", "displayName": model, "version": "fake",
             "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
             "supportedGenerationMethods": ["generateContent", "countTokens"]}
+
+
+def decode_bytes(value: Any) -> bytes | None:
+    """A proto3 JSON ``bytes`` value: standard or URL-safe base64, padded or not; None if not one."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _same_bytes(sent: Any, expected: str) -> bool:
+    decoded = decode_bytes(expected)
+    return sent == expected if decoded is None else decode_bytes(sent) == decoded
 
 
 _SNAKE = re.compile(r"_([a-z])")
