@@ -21,6 +21,7 @@ log = logging.getLogger("agentos.llm")
 DEFAULT_GEMINI_MODEL = "gemini-flash-latest"
 DEFAULT_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_GEMINI_API_VERSION = "v1beta"
+DEFAULT_GEMINI_EMBEDDING_MODEL = "gemini-embedding-001"
 DEFAULT_OPENAI_BASE_URL = "http://127.0.0.1:11434/v1"
 PROVIDERS = ("gemini", "openai")
 
@@ -77,6 +78,8 @@ class LLMConfig:
 
     provider: str = "gemini"
     model: str = DEFAULT_GEMINI_MODEL
+    #: EMBED's model when the call names none; None (openai without one) makes it a required field.
+    embedding_model: str | None = DEFAULT_GEMINI_EMBEDDING_MODEL
     base_url: str = DEFAULT_GEMINI_BASE_URL
     api_version: str = DEFAULT_GEMINI_API_VERSION
     api_key: str | None = field(default=None, repr=False)
@@ -115,7 +118,7 @@ class LLMConfig:
     @classmethod
     def from_section(cls, section: Mapping[str, Any], environ: Mapping[str, str]) -> LLMConfig:
         """Validate the ``llm`` section; a bad value raises ``ValueError`` naming the key."""
-        known = {"provider", "model", "base_url", "api_version", "timeout", "connect_timeout",
+        known = {"provider", "model", "embedding_model", "base_url", "api_version", "timeout", "connect_timeout",
                  "stream_idle_timeout", "retry", "max_inflight", "context", "defaults", "agents"}
         unknown = set(section) - known
         if unknown:
@@ -147,6 +150,7 @@ class LLMConfig:
         agents = {str(name): AgentPolicy.from_mapping(raw or {}, defaults, f"llm.agents.{name}")
                   for name, raw in (section.get("agents") or {}).items()}
         return cls(
+            embedding_model=_embedding_model(section.get("embedding_model"), provider),
             provider=provider, model=model, base_url=base_url.rstrip("/"),
             api_version=api_version.strip("/"), api_key=key, api_key_source=source,
             timeout=parse_duration(section.get("timeout", 120.0), "llm.timeout"),
@@ -183,6 +187,15 @@ def gemini_key(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     if gemini:
         return gemini, "GEMINI_API_KEY"
     return None, None
+
+
+def _embedding_model(value: Any, provider: str) -> str | None:
+    """``llm.embedding_model``: Gemini has a default, an OpenAI-compatible server none."""
+    if value is None:
+        return DEFAULT_GEMINI_EMBEDDING_MODEL if provider == "gemini" else None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"llm.embedding_model: expected a model name, got {value!r}")
+    return value.strip()
 
 
 def _pick(*values: Any) -> Any:

@@ -23,6 +23,8 @@ class ErrorKind(str, enum.Enum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     NOT_CONFIGURED = "not_configured"
     CANCELLED = "cancelled"
+    #: The provider has no such operation (counting tokens on an OpenAI-compatible server).
+    UNSUPPORTED = "unsupported"
 
 
 #: HTTP statuses worth another attempt (the official SDKs' list).

@@ -51,6 +51,40 @@ class ModelRequest:
     model: str | None = None
 
 
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Texts to turn into vectors, one call."""
+
+    texts: tuple[str, ...]
+    model: str
+    #: Gemini's ``taskType`` (``RETRIEVAL_QUERY`` ...); a provider without one ignores it.
+    task_type: str | None = None
+    #: Length of each vector (Gemini ``outputDimensionality``, OpenAI ``dimensions``).
+    dimensions: int | None = None
+
+
+@dataclass
+class Embeddings:
+    """One vector per text, in the order of the texts."""
+
+    vectors: list[list[float]]
+    model: str
+    #: Input tokens as the provider reported them; None when it reported none.
+    tokens: int | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model the provider serves; a limit it does not publish is None."""
+
+    name: str
+    display_name: str
+    input_token_limit: int | None = None
+    output_token_limit: int | None = None
+    #: What it does, in the provider's words (Gemini ``generateContent``, ``embedContent`` ...).
+    methods: tuple[str, ...] = ()
+
+
 @dataclass
 class Usage:
     """Token counts of one call; ``output`` includes thinking tokens (they are billed as output)."""
