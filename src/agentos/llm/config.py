@@ -30,7 +30,7 @@ PROVIDERS = ("gemini", "openai")
 class AgentPolicy:
     """What one agent may do: scheduling weight, budgets, model overrides."""
 
-    #: Round-robin weight: an agent with priority 3 gets up to 3 calls per turn.
+    #: Scheduling weight: agents competing for slots hold them in proportion to it.
     priority: int = 1
     #: Total tokens (prompt + output) the agent may spend; None is unlimited.
     max_tokens: int | None = None
