@@ -10,7 +10,8 @@ from urllib.parse import quote
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import to_gemini_schema
-from .types import ChunkSink, Completion, Content, ModelRequest, Usage
+from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
+                    ModelRequest, Usage)
 
 #: Finish reasons meaning the output was withheld rather than finished.
 BLOCKING_FINISH_REASONS = frozenset({
@@ -43,11 +44,109 @@ class GeminiProvider(Provider):
                 await on_chunk(delta)
         return turn.finish(streamed=True)
 
-    async def count_tokens(self, request: ModelRequest) -> int:
-        body = {"contents": request.contents}
-        answer = await self.http.post_json(self._url(request.model, "countTokens"), body,
-                                           self._headers())
-        return int(answer.get("totalTokens") or 0)
+    async def _count_once(self, request: ModelRequest) -> int:
+        model = request.model or self.config.model
+        body: dict[str, Any] = {"contents": request.contents}
+        if request.system or request.functions:
+            # Only the full form counts the system instruction and the function declarations.
+            full = build_body(request)
+            body = {"generateContentRequest": {
+                "model": _resource(model),
+                **{key: full[key] for key in _COUNTED if key in full}}}
+        answer = await self.http.post_json(self._url(model, "countTokens"), body, self._headers())
+        # proto3 JSON leaves a zero out: an empty answer counts nothing.
+        return _count(answer.get("totalTokens", 0), "totalTokens")
+
+    async def _embed_once(self, request: EmbeddingRequest) -> Embeddings:
+        if len(request.texts) == 1:
+            answer = await self.http.post_json(self._url(request.model, "embedContent"),
+                                               _embed_body(request, request.texts[0]),
+                                               self._headers())
+            vectors = [_vector(answer.get("embedding"))]
+        else:
+            body = {"requests": [_embed_body(request, text) for text in request.texts]}
+            answer = await self.http.post_json(self._url(request.model, "batchEmbedContents"),
+                                               body, self._headers())
+            listed = answer.get("embeddings")
+            if not isinstance(listed, list) or len(listed) != len(request.texts):
+                raise LLMError(ErrorKind.UNAVAILABLE, f"gemini: asked for {len(request.texts)} "
+                               f"embeddings, the answer has {_length(listed)}", retryable=True)
+            vectors = [_vector(item) for item in listed]
+        # The Gemini API reports an embedding's input tokens only in some versions.
+        usage = answer.get("usageMetadata")
+        tokens = usage.get("promptTokenCount") if isinstance(usage, dict) else None
+        return Embeddings(vectors=vectors, model=request.model.removeprefix("models/"),
+                          tokens=None if tokens is None else _count(tokens, "promptTokenCount"))
+
+    async def _list_models_once(self) -> list[ModelInfo]:
+        url = f"{self.config.base_url}/{self.config.api_version}/models?pageSize={_PAGE_SIZE}"
+        models: list[ModelInfo] = []
+        token: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = await self.http.send_json("GET", url + (f"&pageToken={quote(token)}" if token else ""),
+                                              None, self._headers())
+            models += [_model_info(raw) for raw in page.get("models") or ()
+                       if isinstance(raw, dict) and raw.get("name")]
+            token = page.get("nextPageToken") or None
+            if not isinstance(token, str):
+                return models
+        raise LLMError(ErrorKind.UNAVAILABLE, f"gemini: the model list did not end after "
+                       f"{_MAX_PAGES} pages")
+
+
+#: What countTokens counts of a GenerateContentRequest: the input (output settings count nothing).
+_COUNTED = ("contents", "systemInstruction", "tools", "toolConfig")
+#: models.list's largest page; a model list is a handful of pages at most.
+_PAGE_SIZE = 1000
+_MAX_PAGES = 50
+
+
+def _resource(model: str) -> str:
+    return model if model.startswith("models/") else f"models/{model}"
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LLMError(ErrorKind.UNAVAILABLE, f"gemini: {what} in the answer is not a count: "
+                       f"{value!r}", retryable=True)
+    return value
+
+
+def _length(value: Any) -> str:
+    return str(len(value)) if isinstance(value, list) else "none"
+
+
+def _embed_body(request: EmbeddingRequest, text: str) -> dict[str, Any]:
+    """One EmbedContentRequest (batchEmbedContents takes a list of them)."""
+    body: dict[str, Any] = {"model": _resource(request.model), "content": {"parts": [{"text": text}]}}
+    if request.task_type is not None:
+        body["taskType"] = request.task_type
+    if request.dimensions is not None:
+        body["outputDimensionality"] = request.dimensions
+    return body
+
+
+def _vector(embedding: Any) -> list[float]:
+    values = embedding.get("values") if isinstance(embedding, dict) else None
+    if not (isinstance(values, list) and values
+            and all(type(v) is float or type(v) is int for v in values)):
+        raise LLMError(ErrorKind.UNAVAILABLE, "gemini: an embedding in the answer has no numbers "
+                       "in 'values'", retryable=True)
+    return values
+
+
+def _model_info(raw: dict[str, Any]) -> ModelInfo:
+    name = str(raw.get("name") or "").removeprefix("models/")
+    methods = raw.get("supportedGenerationMethods")
+    return ModelInfo(name=name, display_name=str(raw.get("displayName") or name),
+                     input_token_limit=_limit(raw.get("inputTokenLimit")),
+                     output_token_limit=_limit(raw.get("outputTokenLimit")),
+                     methods=tuple(m for m in methods if isinstance(m, str))
+                     if isinstance(methods, list) else ())
+
+
+def _limit(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def build_body(request: ModelRequest) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import ujson
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import to_json_schema
-from .types import ChunkSink, Completion, Content, ModelRequest, Usage
+from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
+                    ModelRequest, Usage)
 
 _FINISH = {"stop": "stop", "length": "max_tokens", "tool_calls": "stop", "function_call": "stop"}
 _TOOL_CHOICE = {"AUTO": "auto", "ANY": "required", "NONE": "none"}
@@ -45,6 +46,50 @@ class OpenAICompatProvider(Provider):
         for call in completion.function_calls:
             await on_chunk({"function_call": call})
         return completion
+
+    async def _count_once(self, request: ModelRequest) -> int:
+        # Chat Completions has no count endpoint, and a local tokenizer would only guess.
+        raise LLMError(ErrorKind.UNSUPPORTED, "openai: an OpenAI-compatible server has no token "
+                       "counting endpoint; THINK's answer reports the tokens it used",
+                       reason="count_tokens")
+
+    async def _embed_once(self, request: EmbeddingRequest) -> Embeddings:
+        body: dict[str, Any] = {"model": request.model, "input": list(request.texts),
+                                "encoding_format": "float"}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        answer = await self.http.post_json(f"{self.config.base_url}/embeddings", body,
+                                           self._headers())
+        data = answer.get("data")
+        if not isinstance(data, list) or len(data) != len(request.texts):
+            raise LLMError(ErrorKind.UNAVAILABLE, f"openai: asked for {len(request.texts)} "
+                           "embeddings, the answer has "
+                           f"{len(data) if isinstance(data, list) else 'none'}", retryable=True)
+        # Each item says which input it embeds; servers need not keep the order.
+        ordered = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
+        usage = answer.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Embeddings(vectors=[_vector(item) for item in ordered],
+                          model=str(answer.get("model") or request.model),
+                          tokens=tokens if isinstance(tokens, int) and tokens >= 0 else None)
+
+    async def _list_models_once(self) -> list[ModelInfo]:
+        answer = await self.http.send_json("GET", f"{self.config.base_url}/models", None,
+                                           self._headers())
+        data = answer.get("data")
+        # The list publishes ids only: no limits, no methods.
+        return [ModelInfo(name=str(item["id"]), display_name=str(item["id"]))
+                for item in data if isinstance(item, dict) and item.get("id")] \
+            if isinstance(data, list) else []
+
+
+def _vector(item: Any) -> list[float]:
+    values = item.get("embedding") if isinstance(item, dict) else None
+    if not (isinstance(values, list) and values
+            and all(type(v) is float or type(v) is int for v in values)):
+        raise LLMError(ErrorKind.UNAVAILABLE, "openai: an embedding in the answer is not a list of "
+                       "numbers (the kernel asks for encoding_format float)", retryable=True)
+    return values
 
 
 def build_body(request: ModelRequest, model: str, stream: bool) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 
@@ -9,7 +11,10 @@ from .config import LLMConfig
 from .errors import ErrorKind, LLMError
 from .http import HttpClient
 from .retry import UNGATED, Gate, with_retries
-from .types import ChunkSink, Completion, ModelRequest
+from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo,
+                    ModelRequest)
+
+T = TypeVar("T")
 
 
 class Provider(ABC):
@@ -25,10 +30,7 @@ class Provider(ABC):
                        gate: Gate = UNGATED) -> Completion:
         """One model answer; with ``on_chunk`` it is streamed delta by delta. Each attempt passes
         ``gate`` (the model's rate limit, a scheduler slot), and waits between attempts outside it."""
-        if self.config.needs_key and not self.config.api_key:
-            raise LLMError(ErrorKind.NOT_CONFIGURED,
-                           f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
-                           "kernel's environment and restart the kernel")
+        self._check_key()
         surfaced = False
 
         async def sink(delta: dict) -> None:
@@ -48,9 +50,43 @@ class Provider(ABC):
 
         return await with_retries(attempt, self.config.retry, gate=gate)
 
+    async def count_tokens(self, request: ModelRequest, gate: Gate = UNGATED) -> int:
+        """The input tokens ``request`` would cost: its contents, system instruction and functions."""
+        return await self._retried(lambda: self._count_once(request), gate)
+
+    async def embed(self, request: EmbeddingRequest, gate: Gate = UNGATED) -> Embeddings:
+        """One vector per text, in order."""
+        return await self._retried(lambda: self._embed_once(request), gate)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model the endpoint serves (all pages)."""
+        return await self._retried(self._list_models_once, UNGATED)
+
+    async def _retried(self, once: Callable[[], Awaitable[T]], gate: Gate) -> T:
+        self._check_key()
+        return await with_retries(lambda _: once(), self.config.retry, gate=gate)
+
+    def _check_key(self) -> None:
+        if self.config.needs_key and not self.config.api_key:
+            raise LLMError(ErrorKind.NOT_CONFIGURED,
+                           f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
+                           "kernel's environment and restart the kernel")
+
     @abstractmethod
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
         """One HTTP attempt."""
+
+    @abstractmethod
+    async def _count_once(self, request: ModelRequest) -> int:
+        """One HTTP attempt at counting; a provider without a count endpoint raises ``unsupported``."""
+
+    @abstractmethod
+    async def _embed_once(self, request: EmbeddingRequest) -> Embeddings:
+        """One HTTP attempt at embedding every text of ``request``."""
+
+    @abstractmethod
+    async def _list_models_once(self) -> list[ModelInfo]:
+        """One attempt at listing the models, every page."""
 
 
 def make_provider(config: LLMConfig, session: aiohttp.ClientSession) -> Provider:

@@ -1,4 +1,5 @@
-"""The ``llm`` kernel service: THINK (0x01), CONTEXT (0x03) and USAGE (0x04).
+"""The ``llm`` kernel service: THINK (0x01), CONTEXT (0x03) and USAGE (0x04); COUNT, EMBED
+and MODELS (0x05-0x07) are ``catalog``'s.
 
 Each THINK's handler task is tracked per agent, so killing the agent cancels
 it wherever it is: queued in the scheduler or mid-request.
@@ -21,6 +22,7 @@ from ..protocol import Op
 from ..protocol.payload import encode_payload
 from .budgets import Budgets
 from .callers import Caller, Callers, agent_key
+from .catalog import Catalog
 from .config import LLMConfig
 from .contexts import ContextStore
 from .errors import ErrorKind, LLMError
@@ -64,7 +66,10 @@ class LLMService:
     # --- Service protocol ----------------------------------------------------------------
 
     def syscalls(self) -> Mapping[Op, Any]:
-        return {Op.THINK: self.think, Op.CONTEXT: self.context, Op.USAGE: self.usage}
+        catalog = Catalog(self.config, self.callers, self.budgets, self.contexts, self.scheduler,
+                          self.rate_limits, lambda: self._provider, self.kernel.check_reply)
+        return {Op.THINK: self.think, Op.CONTEXT: self.context, Op.USAGE: self.usage,
+                **catalog.syscalls()}
 
     async def start(self) -> None:
         self._session = new_session(self.config)

@@ -209,7 +209,8 @@ class SetPermsRequest(Request):
 
 
 # -- LLM -------------------------------------------------------------------------------
-# THINK is read by the gateway itself (it also takes a plain-text prompt), strictly.
+# THINK is read by the gateway itself (it also takes a plain-text prompt), strictly; COUNT
+# takes THINK's payload and is read the same way.
 
 class ContextRequest(Request):
     op = Op.CONTEXT
@@ -221,6 +222,32 @@ class ContextRequest(Request):
 
 class UsageRequest(Request):
     op = Op.USAGE
+
+
+#: Texts one EMBED may carry: Gemini's batchEmbedContents takes at most 100.
+MAX_EMBED_TEXTS = 100
+_EmbedText: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_TEXT_MAX)]
+EmbedTaskType: TypeAlias = Literal["RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+                                   "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING",
+                                   "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY"]
+
+
+class EmbedRequest(Request):
+    """EMBED: one vector per text. Exactly one of ``texts`` and ``text``."""
+
+    op = Op.EMBED
+    texts: Annotated[list[_EmbedText], Meta(min_length=1, max_length=MAX_EMBED_TEXTS)] | UnsetType = UNSET
+    text: _EmbedText | UnsetType = UNSET
+    #: The embedding model; the kernel's ``llm.embedding_model`` when absent.
+    model: Word | UnsetType = UNSET
+    #: What the vectors are for (Gemini ``taskType``); an OpenAI-compatible server ignores it.
+    task_type: EmbedTaskType | UnsetType = UNSET
+    #: Length of each vector, for models that can shorten theirs.
+    dimensions: Annotated[int, Meta(ge=1, le=65536)] | UnsetType = UNSET
+
+
+class ModelsRequest(Request):
+    op = Op.MODELS
 
 
 # -- messaging and pub/sub ---------------------------------------------------------------
@@ -344,6 +371,7 @@ class AuditRequest(Request):
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
     HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
+    EmbedRequest, ModelsRequest,
     SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest,
     SubscribeRequest, UnsubscribeRequest, PublishRequest,
     StoreRequest, FetchRequest, DeleteRequest, KeysRequest, CasRequest,

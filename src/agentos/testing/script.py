@@ -20,7 +20,15 @@ class Reply:
     finish_reason: str = "STOP"
     #: A thought signature: on the first function call part, or on a last empty text part.
     thought_signature: str | None = None
+    #: Thought-summary text: a ``thought: true`` part when the request asks ``includeThoughts``
+    #: (OpenAI: counted as reasoning tokens only).
+    thoughts: str = ""
+    #: Thinking tokens billed; 0 means ``count_tokens(thoughts)``.
     thoughts_tokens: int = 0
+    #: Texts of candidates 1, 2, ... when the request asks for more than one (else they repeat ``text``).
+    alternatives: list[str] = field(default_factory=list)
+    #: Gemini ``safetyRatings`` for a SAFETY answer or a blocked prompt (a default set when None).
+    safety_ratings: list[dict[str, Any]] | None = None
     #: Number of SSE events the text is cut into when streamed.
     chunks: int = 3
     #: Gemini ``promptFeedback.blockReason``: the prompt is refused with HTTP 200 and no candidates.
@@ -68,6 +76,27 @@ def error_reply(status: int, message: str = "", retry_delay: float | None = None
                 **kwargs: Any) -> Reply:
     """The server answers ``status`` with a provider-shaped error body."""
     return Reply(status=status, message=message, retry_delay=retry_delay, **kwargs)
+
+
+def blocked_reply(category: str = "HARM_CATEGORY_DANGEROUS_CONTENT", *, prompt: bool = False,
+                  text: str = "") -> Reply:
+    """A safety block: the answer stops with finishReason SAFETY (after ``text``, if any) or, with
+    ``prompt``, the prompt is refused (``promptFeedback.blockReason`` SAFETY, no candidates)."""
+    ratings = safety_ratings(category)
+    if prompt:
+        return Reply(block_reason="SAFETY", safety_ratings=ratings)
+    return Reply(text=text, finish_reason="SAFETY", safety_ratings=ratings)
+
+
+#: The Gemini API's harm categories (the others in the enum are rejected for Gemini models).
+HARM_CATEGORIES = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+                   "HARM_CATEGORY_DANGEROUS_CONTENT", "HARM_CATEGORY_CIVIC_INTEGRITY")
+
+
+def safety_ratings(blocked: str) -> list[dict[str, Any]]:
+    """Ratings as Gemini reports a block: ``blocked`` rated HIGH and flagged, the rest NEGLIGIBLE."""
+    return [{"category": c, "probability": "HIGH", "blocked": True} if c == blocked
+            else {"category": c, "probability": "NEGLIGIBLE"} for c in HARM_CATEGORIES[:4]]
 
 
 def count_tokens(text: str) -> int:
