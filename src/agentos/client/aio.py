@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..errors import ConnectionClosed, RemoteProtocolError, SyscallError
@@ -240,6 +240,22 @@ class AsyncClient:
     async def usage(self) -> dict[str, Any]:
         """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
         return await self._call(Op.USAGE)
+
+    async def count_tokens(self, prompt: str | None = None, **options: Any) -> _think.TokenCount:
+        """The input tokens a ``think`` with the same arguments would be billed (``context``
+        included); ``ThinkError`` if the model API cannot say (``unsupported`` on openai)."""
+        return _think.TokenCount.from_payload(await self._call(Op.COUNT, _think.think_request(prompt, **options)))
+
+    async def embed(self, texts: str | Sequence[str], *, model: str | None = None,
+                    task_type: str | None = None, dimensions: int | None = None) -> _think.Embeddings:
+        """One vector per text (at most 100 texts), charged to your token budget; ``ThinkError``
+        on a model failure."""
+        return _think.Embeddings.from_payload(await self._call(Op.EMBED, _think.embed_request(
+            texts, model=model, task_type=task_type, dimensions=dimensions)))
+
+    async def models(self) -> _think.ModelList:
+        """The models the kernel's provider serves, which of them you may use, and the defaults."""
+        return _think.ModelList.from_payload(await self._call(Op.MODELS))
 
     # --- messaging ---
 

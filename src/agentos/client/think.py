@@ -1,14 +1,16 @@
-"""THINK for both clients: request building, the reply, and streamed replies.
+"""THINK for both clients: request building, the reply, and streamed replies; COUNT, EMBED
+and MODELS' requests and answers.
 
-The clients' ``think`` / ``think_stream`` / ``context`` / ``usage`` methods are
-thin wrappers over what is here, so the sync and async SDKs cannot drift apart.
+The clients' ``think`` / ``think_stream`` / ``context`` / ``usage`` / ``count_tokens`` /
+``embed`` / ``models`` methods are thin wrappers over what is here, so the sync and async
+SDKs cannot drift apart.
 """
 from __future__ import annotations
 
 import base64
 import mimetypes
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", 
 
 
 class ThinkError(AgentOSError):
-    """A THINK that failed: ``kind`` is auth, invalid_request, rate_limited, unavailable,
-    timeout, blocked, budget_exhausted, not_configured or cancelled."""
+    """A THINK, COUNT, EMBED or MODELS the model API failed: ``kind`` is auth, invalid_request,
+    rate_limited, unavailable, timeout, blocked, budget_exhausted, not_configured, cancelled or
+    unsupported."""
 
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('type')}: {error.get('message')}")

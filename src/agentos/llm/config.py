@@ -73,6 +73,37 @@ class ContextPolicy:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """Context caching of long shared prefixes (Gemini ``cachedContents``)."""
+
+    enabled: bool = True
+    #: Prefixes estimated below this many tokens are sent as they are: Gemini refuses to
+    #: cache less than 1,024 tokens (Flash models; 4,096 for Pro), and a short prefix
+    #: would not repay the extra round trip.
+    min_tokens: int = 1024
+    #: Lifetime of a cache on the server, refreshed while calls use it.
+    ttl: float = 3600.0
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> CachePolicy:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"llm.cache: expected a mapping, got {raw!r}")
+        unknown = set(raw) - {"enabled", "min_tokens", "ttl"}
+        if unknown:
+            raise ValueError(f"llm.cache: unknown keys {sorted(unknown)} (known: enabled, "
+                             "min_tokens, ttl)")
+        enabled = raw.get("enabled", cls.enabled)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"llm.cache.enabled: expected true or false, got {enabled!r}")
+        ttl = parse_duration(raw.get("ttl", cls.ttl), "llm.cache.ttl")
+        if ttl < 60:
+            raise ValueError(f"llm.cache.ttl: at least 60s, got {raw.get('ttl')!r}")
+        return cls(enabled=enabled, ttl=ttl,
+                   min_tokens=_positive_int(raw.get("min_tokens", cls.min_tokens),
+                                            "llm.cache.min_tokens"))
+
+
+@dataclass(frozen=True)
 class LLMConfig:
     """Everything the THINK gateway needs, resolved once at kernel start."""
 
@@ -94,6 +125,7 @@ class LLMConfig:
     #: Calls in flight to the provider, across all agents.
     max_inflight: int = 32
     context: ContextPolicy = field(default_factory=ContextPolicy)
+    cache: CachePolicy = field(default_factory=CachePolicy)
     defaults: AgentPolicy = field(default_factory=AgentPolicy)
     #: Per-agent policies, keyed by agent name or id.
     agents: Mapping[str, AgentPolicy] = field(default_factory=dict)
@@ -119,7 +151,8 @@ class LLMConfig:
     def from_section(cls, section: Mapping[str, Any], environ: Mapping[str, str]) -> LLMConfig:
         """Validate the ``llm`` section; a bad value raises ``ValueError`` naming the key."""
         known = {"provider", "model", "embedding_model", "base_url", "api_version", "timeout", "connect_timeout",
-                 "stream_idle_timeout", "retry", "max_inflight", "context", "defaults", "agents"}
+                 "stream_idle_timeout", "retry", "max_inflight", "context", "cache", "defaults",
+                 "agents"}
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"llm: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -171,6 +204,7 @@ class LLMConfig:
                 max_bytes=parse_bytes(context.get("max_bytes", 1024 * 1024),
                                       "llm.context.max_bytes"),
             ),
+            cache=CachePolicy.from_mapping(section.get("cache") or {}),
             defaults=defaults,
             agents=agents,
         )

@@ -4,14 +4,20 @@ Wire format: docs/reference llm-wire-formats (§2 request, §3 response, §4 str
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import aiohttp
+
+from .config import LLMConfig
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import to_gemini_schema
 from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
                     ModelRequest, Usage)
+
+if TYPE_CHECKING:
+    from .prefix_cache import PrefixCache
 
 #: Finish reasons meaning the output was withheld rather than finished.
 BLOCKING_FINISH_REASONS = frozenset({
@@ -24,15 +30,27 @@ class GeminiProvider(Provider):
 
     name = "gemini"
 
+    def __init__(self, config: LLMConfig, session: aiohttp.ClientSession,
+                 prefix_cache: PrefixCache | None = None) -> None:
+        super().__init__(config, session)
+        self.prefix_cache = prefix_cache
+
     def _url(self, model: str | None, action: str) -> str:
         model = (model or self.config.model).removeprefix("models/")
-        return f"{self.config.base_url}/{self.config.api_version}/models/{quote(model, safe='.-_')}:{action}"
+        return f"{api_root(self.config)}/models/{quote(model, safe='.-_')}:{action}"
 
     def _headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", "x-goog-api-key": self.config.api_key or ""}
+        return request_headers(self.config)
 
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
         body = build_body(request)
+        if self.prefix_cache is None:
+            return await self._send(request, body, on_chunk)
+        return await self.prefix_cache.generate(request.model or self.config.model, body,
+                                                lambda sent: self._send(request, sent, on_chunk))
+
+    async def _send(self, request: ModelRequest, body: dict[str, Any],
+                    on_chunk: ChunkSink | None) -> Completion:
         turn = TurnAssembler(request.model or self.config.model)
         if on_chunk is None:
             turn.feed(await self.http.post_json(self._url(request.model, "generateContent"),
@@ -147,6 +165,16 @@ def _model_info(raw: dict[str, Any]) -> ModelInfo:
 
 def _limit(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def api_root(config: LLMConfig) -> str:
+    """Where the API's resources live: ``{base_url}/{api_version}``."""
+    return f"{config.base_url}/{config.api_version}"
+
+
+def request_headers(config: LLMConfig) -> dict[str, str]:
+    """The key goes in a header only, never in a URL (URLs end up in logs)."""
+    return {"Content-Type": "application/json", "x-goog-api-key": config.api_key or ""}
 
 
 def build_body(request: ModelRequest) -> dict[str, Any]:
@@ -271,7 +299,8 @@ class TurnAssembler:
             function_calls=[_function_call(p["functionCall"]) for p in self.parts
                             if "functionCall" in p],
             finish_reason=reason.lower(),
-            usage=Usage(prompt=prompt, output=output, total=total, thoughts=thoughts),
+            usage=Usage(prompt=prompt, output=output, total=total, thoughts=thoughts,
+                        cached=int(self.usage.get("cachedContentTokenCount") or 0)),
             model=self.model,
             turn=turn,
         )

@@ -37,7 +37,12 @@ class HttpClient:
 
     async def post_json(self, url: str, body: Mapping[str, Any],
                         headers: Mapping[str, str]) -> dict[str, Any]:
-        async with self._request(url, body, headers, self._json_timeout) as resp:
+        return await self.send_json("POST", url, body, headers)
+
+    async def send_json(self, method: str, url: str, body: Mapping[str, Any] | None,
+                        headers: Mapping[str, str]) -> dict[str, Any]:
+        """One request answered with a JSON object; ``body`` None sends none (``DELETE``)."""
+        async with self._request(url, body, headers, self._json_timeout, method) as resp:
             try:
                 raw = await resp.read()
             except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
@@ -58,11 +63,13 @@ class HttpClient:
                                     "stream_idle_timeout)") from None
 
     @asynccontextmanager
-    async def _request(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str],
-                       timeout: aiohttp.ClientTimeout) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _request(self, url: str, body: Mapping[str, Any] | None, headers: Mapping[str, str],
+                       timeout: aiohttp.ClientTimeout,
+                       method: str = "POST") -> AsyncIterator[aiohttp.ClientResponse]:
+        data = None if body is None else ujson.dumps(body)
         try:
-            async with self._session.post(url, data=ujson.dumps(body), headers=headers,
-                                          timeout=timeout) as resp:
+            async with self._session.request(method, url, data=data, headers=headers,
+                                             timeout=timeout) as resp:
                 if resp.status >= 300:
                     raw = await resp.read()
                     raise error_from_http(resp.status, self._error_body(raw), resp.headers,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 
@@ -13,6 +13,9 @@ from .http import HttpClient
 from .retry import UNGATED, Gate, with_retries
 from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo,
                     ModelRequest)
+
+if TYPE_CHECKING:
+    from .prefix_cache import PrefixCache
 
 T = TypeVar("T")
 
@@ -89,10 +92,11 @@ class Provider(ABC):
         """One attempt at listing the models, every page."""
 
 
-def make_provider(config: LLMConfig, session: aiohttp.ClientSession) -> Provider:
-    """The provider ``config.provider`` names."""
+def make_provider(config: LLMConfig, session: aiohttp.ClientSession,
+                  prefix_cache: PrefixCache | None = None) -> Provider:
+    """The provider ``config.provider`` names; only Gemini uses a prefix cache."""
     if config.provider == "openai":
         from .openai_compat import OpenAICompatProvider
         return OpenAICompatProvider(config, session)
     from .gemini import GeminiProvider
-    return GeminiProvider(config, session)
+    return GeminiProvider(config, session, prefix_cache)

@@ -26,7 +26,8 @@ from .catalog import Catalog
 from .config import LLMConfig
 from .contexts import ContextStore
 from .errors import ErrorKind, LLMError
-from .http import new_session
+from .http import HttpClient, new_session
+from .prefix_cache import GeminiCacheStore, PrefixCache
 from .provider import Provider, make_provider
 from .ratelimits import RateLimits, model_key
 from .request import ThinkArgs, parse_think
@@ -58,6 +59,7 @@ class LLMService:
         self.callers = Callers(self.config)
         self._session: aiohttp.ClientSession | None = None
         self._provider: Provider | None = None
+        self._prefix_cache: PrefixCache | None = None
         #: The handler tasks of THINKs in progress, by caller key; those cancelled by a kill.
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         self._killed: set[asyncio.Task[Any]] = set()
@@ -73,7 +75,8 @@ class LLMService:
 
     async def start(self) -> None:
         self._session = new_session(self.config)
-        self._provider = make_provider(self.config, self._session)
+        self._prefix_cache = self._make_prefix_cache(self._session)
+        self._provider = make_provider(self.config, self._session, self._prefix_cache)
         self._unsubscribe = [self.kernel.events.subscribe("agent.*", self._on_agent_event)]
         cfg = self.config
         where = f"{cfg.base_url}/{cfg.api_version}" if cfg.api_version else cfg.base_url
@@ -90,9 +93,23 @@ class LLMService:
         # The kernel has cancelled and awaited every handler, THINKs included, by now.
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        if self._prefix_cache is not None:
+            await self._prefix_cache.close()
+            self._prefix_cache = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _make_prefix_cache(self, session: aiohttp.ClientSession) -> PrefixCache | None:
+        cfg = self.config
+        if not cfg.cache.enabled:
+            return None
+        if cfg.provider != "gemini":
+            log.info("LLM: llm.cache does not apply to the %s provider (OpenAI-compatible servers "
+                     "cache prompt prefixes on their own)", cfg.provider)
+            return None
+        store = GeminiCacheStore(HttpClient(session, cfg, cfg.provider), cfg)
+        return PrefixCache(store, cfg.cache)
 
     def capabilities(self) -> Mapping[str, Any]:
         return {"provider": self.config.provider, "model": self.config.model,

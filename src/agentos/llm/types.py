@@ -93,6 +93,8 @@ class Usage:
     output: int = 0
     total: int = 0
     thoughts: int = 0
+    #: Of ``prompt``, those served from a context cache (billed cheaper).
+    cached: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {"prompt": self.prompt, "output": self.output, "total": self.total}

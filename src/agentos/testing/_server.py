@@ -5,7 +5,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -48,6 +48,8 @@ class FakeServer:
         self.requests: list[RecordedRequest] = []
         #: Default latency added to every unscripted answer (benchmarks, contention demos).
         self.delay = 0.0
+        #: What the models routes list, as wire records (``set_models`` / ``POST /_fake/models``).
+        self.models: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
 
@@ -67,6 +69,14 @@ class FakeServer:
         except IndexError:
             return None
 
+    def set_models(self, models: Iterable[str | dict[str, Any]]) -> None:
+        """Replace the model list: ids, or partial records whose missing fields get defaults."""
+        self.models = [self.model_record(m) for m in models]
+
+    def model_record(self, model: str | dict[str, Any]) -> dict[str, Any]:
+        """One model as this provider's models routes show it."""
+        raise NotImplementedError
+
     @property
     def url(self) -> str:
         """Base URL to give a client, e.g. ``http://127.0.0.1:43121``."""
@@ -83,6 +93,7 @@ class FakeServer:
         app.router.add_post("/_fake/script", self._control_script)
         app.router.add_get("/_fake/requests", self._control_requests)
         app.router.add_post("/_fake/reset", self._control_reset)
+        app.router.add_post("/_fake/models", self._control_models)
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -191,6 +202,14 @@ class FakeServer:
             self.delay = float(raw["delay"])
         self.script(*replies)
         return web.json_response({"queued": len(self.replies)})
+
+    async def _control_models(self, request: web.Request) -> web.Response:
+        raw = await request.json()
+        try:
+            self.set_models(raw["models"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"models: {exc!r}"}, status=400)
+        return web.json_response({"models": len(self.models)})
 
     async def _control_requests(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": [r.to_dict() for r in self.requests]})

@@ -79,7 +79,6 @@ class FakeGemini(FakeServer):
         self.api_key = api_key
         self.strict = strict
         self.min_cache_tokens = min_cache_tokens
-        self.models: list[dict[str, Any]] = []
         self.set_models(models)
         #: name -> stored cache record (its wire fields plus what generation needs).
         self.caches: dict[str, dict[str, Any]] = {}
@@ -91,9 +90,8 @@ class FakeGemini(FakeServer):
 
     # --- configuration -----------------------------------------------------------------------
 
-    def set_models(self, models: Iterable[str | dict[str, Any]]) -> None:
-        """Replace the model list (ids, or Model records whose missing fields get defaults)."""
-        self.models = [model_info(m) for m in models]
+    def model_record(self, model: str | dict[str, Any]) -> dict[str, Any]:
+        return model_info(model)
 
     def advance(self, seconds: float) -> None:
         """Move the fake's clock forward, so caches expire without a test sleeping."""
@@ -107,7 +105,6 @@ class FakeGemini(FakeServer):
         self.caches.clear()
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_post("/_fake/models", self._control_models)
         app.router.add_post("/_fake/clock", self._control_clock)
         api: list[tuple[str, str, Handler]] = [
             ("POST", "/{version}/models/{model_action}", self._model_action),
@@ -227,7 +224,7 @@ class FakeGemini(FakeServer):
                                  f"got {size!r}.", "output_dimensionality")
         text = "".join(part_text(p) for p in parts)
         seed_task = "" if task == "TASK_TYPE_UNSPECIFIED" else task
-        return {"values": embedding_vector(f"models/{model}", text, size, EMBEDDING_SIZE, seed_task)}
+        return {"values": embedding_vector(f"models/{model}", text, size, EMBEDDING_SIZE, task=seed_task)}
 
     def _embed_batch(self, body: dict[str, Any], model: str, version: str) -> dict[str, Any]:
         requests = body.get("requests")
@@ -365,14 +362,6 @@ class FakeGemini(FakeServer):
         return full, int(record["tokens"])
 
     # --- control -------------------------------------------------------------------------------
-
-    async def _control_models(self, request: web.Request) -> web.Response:
-        raw = await request.json()
-        try:
-            self.set_models(raw["models"])
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"models: {exc}"}, status=400)
-        return web.json_response({"models": len(self.models)})
 
     async def _control_clock(self, request: web.Request) -> web.Response:
         raw = await request.json()
