@@ -195,3 +195,84 @@ class AsyncThinkStream(_StreamState):
             text = self._take(item)
             if text:
                 yield text
+
+
+# --- COUNT, EMBED and MODELS ---------------------------------------------------------------
+
+def answered(payload: dict[str, Any]) -> dict[str, Any]:
+    """A COUNT, EMBED or MODELS answer that succeeded; a failed one raises ``ThinkError``."""
+    if not payload.get("success"):
+        raise ThinkError(payload.get("error") or {"type": "unknown", "message": "no answer"})
+    return payload
+
+
+@dataclass
+class TokenCount:
+    """What a THINK with the same arguments would be billed as input, on ``model``."""
+
+    tokens: int
+    model: str
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TokenCount:
+        answer = answered(payload)
+        return cls(tokens=int(answer["tokens"]), model=str(answer["model"]))
+
+
+@dataclass
+class Embeddings:
+    """One vector per text, in the order of the texts."""
+
+    vectors: list[list[float]]
+    model: str
+    #: Input tokens as the provider reported them; None when it reports none (the kernel
+    #: then charged your budget its own estimate).
+    tokens: int | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Embeddings:
+        answer = answered(payload)
+        return cls(vectors=answer["embeddings"], model=str(answer["model"]),
+                   tokens=answer.get("tokens"))
+
+
+@dataclass
+class ModelInfo:
+    """A model the kernel's provider serves; a limit the provider does not publish is None."""
+
+    name: str
+    display_name: str
+    input_token_limit: int | None
+    output_token_limit: int | None
+    #: What it does, in the provider's words (``generateContent``, ``embedContent`` ...).
+    methods: list[str]
+    #: Whether you may name it in ``think``, ``count_tokens`` or ``embed``.
+    allowed: bool
+
+
+@dataclass
+class ModelList:
+    """MODELS' answer: what the provider serves, and the kernel's defaults."""
+
+    models: list[ModelInfo]
+    default: str
+    embedding_default: str | None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ModelList:
+        answer = answered(payload)
+        names = ModelInfo.__dataclass_fields__
+        return cls(models=[ModelInfo(**{k: v for k, v in m.items() if k in names})
+                           for m in answer["models"]],
+                   default=str(answer["default"]), embedding_default=answer.get("embedding_default"))
+
+
+def embed_request(texts: str | Sequence[str], *, model: str | None = None,
+                  task_type: str | None = None, dimensions: int | None = None) -> dict[str, Any]:
+    """An EMBED request: one string is ``text``, a sequence ``texts`` (at most 100)."""
+    request: dict[str, Any] = {"text": texts} if isinstance(texts, str) else {"texts": list(texts)}
+    for key, value in (("model", model), ("task_type", task_type.upper() if task_type else None),
+                       ("dimensions", dimensions)):
+        if value is not None:
+            request[key] = value
+    return request
