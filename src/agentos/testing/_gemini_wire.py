@@ -16,7 +16,11 @@ from .script import HARM_CATEGORIES, count_tokens
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
                  500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
-DEFAULT_MESSAGES = {429: "You exceeded your current quota, please check your plan and billing details.",
+DEFAULT_MESSAGES = {400: "Request contains an invalid argument.",
+                    401: "Request had invalid authentication credentials.",
+                    403: "The caller does not have permission",
+                    404: "Requested entity was not found.",
+                    429: "You exceeded your current quota, please check your plan and billing details.",
                     500: "An internal error has occurred. Please retry or report in "
                          "https://developers.generativeai.google/guide/troubleshooting",
                     503: "The model is overloaded. Please try again later.",

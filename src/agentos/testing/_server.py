@@ -27,10 +27,12 @@ class RecordedRequest:
     body: Any
     #: ``time.monotonic()`` at arrival, so tests can check retry spacing.
     at: float = field(default_factory=time.monotonic)
+    #: The route pattern that served it, e.g. ``/{version}/models/{model_action}``.
+    route: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "path": self.path, "query": self.query,
-                "headers": self.headers, "body": self.body, "at": self.at}
+                "headers": self.headers, "body": self.body, "at": self.at, "route": self.route}
 
 
 class FakeServer:
@@ -187,8 +189,10 @@ class FakeServer:
             body: Any = await request.json() if raw else None
         except ValueError:
             body = raw.decode("utf-8", errors="replace")
+        resource = request.match_info.route.resource
         entry = RecordedRequest(method=request.method, path=request.path,
-                                query=dict(request.query), headers=dict(request.headers), body=body)
+                                query=dict(request.query), headers=dict(request.headers), body=body,
+                                route=resource.canonical if resource is not None else "")
         self.requests.append(entry)
         return entry
 
