@@ -249,6 +249,16 @@ def test_cache_settings_and_defaults() -> None:
     assert replace(config.cache, enabled=True).enabled
 
 
+def test_a_manifest_sets_the_cache_of_the_kernel_it_starts(tmp_path: Path) -> None:
+    from agentos.manifest import loads
+
+    (tmp_path / "a.py").write_text("")
+    manifest = loads("kernel:\n  llm:\n    cache: {min_tokens: 4096, ttl: 30m}\n"
+                     "agents:\n  a: {script: a.py}\n", tmp_path / "team.yaml")
+    section = manifest.kernel_config().sections["llm"]
+    assert LLMConfig.from_section(section, {}).cache == CachePolicy(min_tokens=4096, ttl=1800.0)
+
+
 AGENT = """
 import json
 from agentos import Client

@@ -163,6 +163,7 @@ class KernelLLM:
     base_url: str | None = _default(schema.KERNEL_LLM, "base_url")
     api_version: str | None = _default(schema.KERNEL_LLM, "api_version")
     max_concurrency: int | None = _default(schema.KERNEL_LLM, "max_concurrency")
+    cache: dict[str, Any] | None = _default(schema.KERNEL_LLM, "cache")
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,9 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
     Field("api_version", Type.STRING, "Gemini API version (v1beta, v1).", None, default_doc="the provider's"),
     Field("max_concurrency", Type.INT, "LLM calls in flight at once, across all agents.", None, minimum=1,
           default_doc="the gateway's"),
+    Field("cache", Type.SETTINGS, "Caching of long shared prompt prefixes (Gemini): `enabled`, `min_tokens`, "
+          "`ttl`; see docs/llm.md. Checked when the kernel starts.", None,
+          default_doc="enabled, 1024 tokens, 1h"),
 ), refused={"api_key": "export GEMINI_API_KEY or OPENAI_API_KEY in the kernel's environment instead"})
 
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
