@@ -83,8 +83,8 @@ class FakeOpenAI(FakeServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        app.router.add_get("/v1/models", self._list_models)
-        app.router.add_get("/v1/models/{model:.+}", self._get_model)
+        app.router.add_get("/v1/models", self._list_models, allow_head=False)
+        app.router.add_get("/v1/models/{model:.+}", self._get_model, allow_head=False)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
 
     async def _authorized(self, request: web.Request) -> tuple[Any, web.Response | None]:
