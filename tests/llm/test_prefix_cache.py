@@ -211,6 +211,35 @@ def test_a_cache_in_use_is_refreshed_before_it_expires_and_an_unused_one_lapses(
     assert len(creates(fake)) == 2
 
 
+def test_a_cache_found_gone_when_refreshed_is_made_again_by_the_next_call() -> None:
+    clock = Clock()
+
+    async def scenario(fake: FakeGemini, provider: Provider, cache: PrefixCache):
+        await provider.generate(ask("made"))
+        first = generations(fake)[0].body["cachedContent"]
+        await forget_on_server(fake, first)
+        clock.now += 3600 * 0.8
+        await provider.generate(ask("refresh it"))  # sent with the lost cache: made again
+        second = generations(fake)[-1].body["cachedContent"]
+        await forget_on_server(fake, second)
+        clock.now += 3600 * 0.8
+        await provider.generate(ask("refresh the new one"))
+        for _ in range(1000):
+            if [r.method for r in fake.requests].count("PATCH") == 2:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # the refresh's answer reaches the registry
+        failed_before = len(generations(fake))
+        await provider.generate(ask("after the refresh found it gone"))
+        return fake, failed_before
+
+    fake, before = asyncio.run(with_cache(scenario, clock=clock))
+    # The call after the failed refresh made a cache first: no generate was refused on the way.
+    assert len(generations(fake)) == before + 1
+    assert len(creates(fake)) == 3
+    assert len({r.body["cachedContent"] for r in generations(fake)}) == 3
+
+
 def test_close_deletes_the_caches_made_and_later_calls_go_uncached() -> None:
     async def scenario(fake: FakeGemini, provider: Provider, cache: PrefixCache):
         await provider.generate(ask("a"))

@@ -185,7 +185,7 @@ class PrefixCache:
             if now < entry.expires:
                 if (entry.expires - now < self._policy.ttl * REFRESH_WHEN_LEFT
                         and not entry.refreshing):
-                    self._refresh(entry)
+                    self._refresh(key, entry)
                 return entry.name
             del self._entries[key]  # lapsed on the server
         if self._failed.get(key, now) > now:
@@ -215,7 +215,7 @@ class PrefixCache:
         log.info("LLM: cached a prompt prefix for %s as %s", model, name)
         return entry
 
-    def _refresh(self, entry: _Entry) -> None:
+    def _refresh(self, key: str, entry: _Entry) -> None:
         entry.refreshing = True
 
         async def refresh() -> None:
@@ -223,8 +223,11 @@ class PrefixCache:
             try:
                 await self._store.refresh(entry.name, self._policy.ttl)
             except LLMError as error:
-                log.info("LLM: could not refresh cache %s (%s); it lapses", entry.name,
-                         error.message)
+                if _gone(error):
+                    self._forget(key, entry.name, failed=False)  # the next call makes a new one
+                else:
+                    log.info("LLM: could not refresh cache %s (%s); it lapses", entry.name,
+                             error.message)
                 return
             entry.expires = asked + self._policy.ttl
             entry.refreshing = False
