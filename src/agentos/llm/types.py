@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .safety import SafetySettings
+
 Content = dict[str, Any]
 
 #: Receives each streamed delta: ``{"text": str}`` or ``{"function_call": {...}}``.
@@ -33,6 +35,8 @@ class GenerationOptions:
     #: ``application/json`` asks for JSON output; a schema (JSON Schema) constrains it.
     response_mime_type: str | None = None
     response_schema: dict[str, Any] | None = None
+    #: Answers to generate (Gemini ``candidateCount``, OpenAI ``n``); None is one.
+    candidates: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class ModelRequest:
     allowed_functions: tuple[str, ...] = ()
     #: Overrides the configured model for this call.
     model: str | None = None
+    #: Gemini ``safetySettings``; empty leaves the model's defaults.
+    safety: SafetySettings = ()
 
 
 @dataclass(frozen=True)
@@ -95,14 +101,28 @@ class Usage:
     thoughts: int = 0
     #: Of ``prompt``, those served from a context cache (billed cheaper).
     cached: int = 0
+    #: USD, from the kernel's price table; None when the model has no price there.
+    cost_usd: float | None = None
 
-    def to_dict(self) -> dict[str, int]:
-        return {"prompt": self.prompt, "output": self.output, "total": self.total}
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "output": self.output, "total": self.total,
+                "thoughts": self.thoughts, "cached": self.cached, "cost_usd": self.cost_usd}
+
+
+@dataclass
+class Candidate:
+    """One of the answers a call asked for with ``candidates``."""
+
+    text: str
+    function_calls: list[dict[str, Any]]
+    finish_reason: str
+    #: Why it was withheld and the ratings, when the provider sent any (see ``Completion.safety``).
+    safety: dict[str, Any] | None = None
 
 
 @dataclass
 class Completion:
-    """A model's answer to one call."""
+    """A model's answer to one call: its first candidate, and all of them in ``candidates``."""
 
     text: str
     function_calls: list[dict[str, Any]]
@@ -112,3 +132,10 @@ class Completion:
     model: str
     #: The model turn exactly as the provider sent it, to replay in the next call.
     turn: Content
+    #: ``{"blocked", "reason"?, "source"?, "ratings"?}`` when the answer was withheld
+    #: (``finish_reason`` ``safety``) or the provider rated it; None otherwise.
+    safety: dict[str, Any] | None = None
+    #: Every candidate, the first included, in order.
+    candidates: list[Candidate] = field(default_factory=list)
+    #: ``[{model, error: {type, message, ...}}]``: earlier models of a fallback chain that failed.
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
