@@ -4,6 +4,7 @@ Wire format: docs/reference llm-wire-formats (§2 request, §3 response, §4 str
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -12,7 +13,7 @@ import aiohttp
 from .config import LLMConfig
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
-from .schema import to_gemini_schema
+from .schema import gemini_declarations
 from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
                     ModelRequest, Usage)
 
@@ -34,6 +35,9 @@ class GeminiProvider(Provider):
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(config, session)
         self.prefix_cache = prefix_cache
+
+    def check_functions(self, functions: Sequence[dict[str, Any]]) -> None:
+        gemini_declarations(functions)
 
     def _url(self, model: str | None, action: str) -> str:
         model = (model or self.config.model).removeprefix("models/")
@@ -184,7 +188,7 @@ def build_body(request: ModelRequest) -> dict[str, Any]:
         body["systemInstruction"] = {"parts": [{"text": request.system}]}
     body["generationConfig"] = _generation_config(request)
     if request.functions:
-        body["tools"] = [{"functionDeclarations": [_declaration(f) for f in request.functions]}]
+        body["tools"] = [{"functionDeclarations": gemini_declarations(request.functions)}]
     if request.function_mode:
         calling: dict[str, Any] = {"mode": request.function_mode}
         if request.allowed_functions:
@@ -218,13 +222,6 @@ def _generation_config(request: ModelRequest) -> dict[str, Any]:
     if thinking:
         config["thinkingConfig"] = thinking
     return config
-
-
-def _declaration(function: dict[str, Any]) -> dict[str, Any]:
-    out = {key: value for key, value in function.items() if key != "parameters"}
-    if "parameters" in function:
-        out["parameters"] = to_gemini_schema(function["parameters"])
-    return out
 
 
 class TurnAssembler:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -74,6 +74,10 @@ class Provider(ABC):
             raise LLMError(ErrorKind.NOT_CONFIGURED,
                            f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
                            "kernel's environment and restart the kernel")
+
+    def check_functions(self, functions: Sequence[dict[str, Any]]) -> None:
+        """Raise ``invalid_argument``, naming the path, for a function declaration this API
+        cannot take; the call is refused before it is queued or counted."""
 
     @abstractmethod
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:

@@ -135,6 +135,8 @@ class LLMService:
                                    model=args.model)
         if args.context is not None:
             self.contexts.get(caller.owner, args.context)  # NotFound before a budgeted call
+        if args.functions and self._provider is not None:
+            self._provider.check_functions(args.functions)
         task = asyncio.current_task()
         assert task is not None
         self._calls.setdefault(caller.key, set()).add(task)
