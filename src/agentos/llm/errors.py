@@ -19,6 +19,9 @@ class ErrorKind(str, enum.Enum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
+    #: The call's one deadline (THINK ``timeout``, else ``llm.deadline``) passed: every attempt
+    #: and wait together took too long. Not retried: the time is spent.
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     BLOCKED = "blocked"
     BUDGET_EXHAUSTED = "budget_exhausted"
     NOT_CONFIGURED = "not_configured"
@@ -58,6 +61,15 @@ class LLMError(Exception):
 
     def __repr__(self) -> str:
         return f"LLMError({self.kind.value!r}, {self.message!r})"
+
+
+class ConnectFailed(LLMError):
+    """No connection to the endpoint (refused, DNS, unreachable, connect timeout): nothing was
+    sent. Retried only briefly (``retry.connect_attempts``): a server that is not there rarely
+    appears within seconds, and the agent should hear so at once."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorKind.UNAVAILABLE, message, reason="connect_failed", retryable=True)
 
 
 def parse_duration_string(value: Any) -> float | None:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +13,7 @@ import aiohttp
 import ujson
 
 from .config import LLMConfig
-from .errors import ErrorKind, LLMError, error_from_http
+from .errors import ConnectFailed, ErrorKind, LLMError, error_from_http
 from .sse import sse_events
 
 _TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
@@ -30,6 +33,8 @@ class HttpClient:
     def __init__(self, session: aiohttp.ClientSession, config: LLMConfig, provider: str) -> None:
         self._session = session
         self._provider = provider
+        self._base_url = config.base_url
+        self._connect_timeout = config.connect_timeout
         self._json_timeout = aiohttp.ClientTimeout(total=config.timeout,
                                                    sock_connect=config.connect_timeout)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
@@ -97,8 +102,25 @@ class HttpClient:
             return raw.decode("utf-8", errors="replace")
 
     def _failure(self, exc: BaseException, timeout_message: str) -> LLMError:
+        # Nothing was sent: the endpoint itself is missing, which the base URL usually explains.
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return self._unconnected(_socket_error(exc.os_error))
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return self._unconnected(f"no connection within connect_timeout "
+                                     f"({self._connect_timeout:g}s)")
         # aiohttp's socket timeouts are both TimeoutError and connection errors: timeout wins.
         if isinstance(exc, asyncio.TimeoutError):
             return LLMError(ErrorKind.TIMEOUT, f"{self._provider}: {timeout_message}", retryable=True)
         return LLMError(ErrorKind.UNAVAILABLE, f"{self._provider}: connection failed: "
                         f"{type(exc).__name__}: {exc}", retryable=True)
+
+    def _unconnected(self, why: str) -> ConnectFailed:
+        return ConnectFailed(f"{self._provider}: cannot connect to {self._base_url} ({why}); "
+                             "is the server running, and is llm.base_url right?")
+
+
+def _socket_error(error: OSError) -> str:
+    """asyncio words every failed connect "Connect call failed (...)": the errno says why."""
+    if error.errno and not isinstance(error, (ssl.SSLError, socket.gaierror)):
+        return os.strerror(error.errno).lower()  # connection refused, no route to host ...
+    return str(error.strerror or error)

@@ -4,6 +4,10 @@ A call waiting to retry holds nothing: the ``Gate`` it passes through hands out
 a scheduler slot for one attempt at a time, and keeps the model's rate limit
 (the delay its server asked for), so every call to that model waits it out
 without a slot while calls to other models go ahead.
+
+A call's ``Deadline`` bounds all of it: queueing for the slot and each attempt run
+within it, and a wait that would outlast it is not started. An endpoint that
+cannot be connected to is retried only ``connect_attempts`` times, quickly.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .errors import ErrorKind, LLMError
+from .deadline import Deadline
+from .errors import ConnectFailed, ErrorKind, LLMError
 
 T = TypeVar("T")
 
@@ -32,10 +37,14 @@ class RetryPolicy:
     jitter: float = 0.5
     #: Total time spent waiting between attempts; a server delay beyond it is not waited for.
     max_wait: float = 120.0
+    #: Attempts, the first included, that may fail to connect (refused, DNS, unreachable).
+    connect_attempts: int = 3
+    #: First backoff after a failed connect: 3 attempts take well under a second.
+    connect_backoff: float = 0.15
 
-    def backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int, base: float | None = None) -> float:
         """Delay before attempt ``attempt + 1`` (``attempt`` counts from 1), without server advice."""
-        delay = min(self.max_delay, self.base * self.factor ** (attempt - 1))
+        delay = min(self.max_delay, (self.base if base is None else base) * self.factor ** (attempt - 1))
         return delay + random.uniform(0, self.jitter * delay)
 
     def delay_for(self, error: LLMError, attempt: int) -> float:
@@ -76,27 +85,31 @@ UNGATED: Gate = _Open()
 
 async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryPolicy,
                        on_retry: Callable[[LLMError, float], None] | None = None,
-                       gate: Gate = UNGATED) -> T:
+                       gate: Gate = UNGATED, deadline: Deadline | None = None) -> T:
     """Run ``attempt_fn(attempt)`` until it succeeds, fails for good, or the policy is spent.
 
     Only ``LLMError(retryable=True)`` is retried; anything else propagates at once.
     The last error is raised as is, so a 429 still reports its ``retry_after``.
     Each attempt holds ``gate.slot()``; waiting (backoff, the model's rate limit) holds
-    none and counts against ``policy.max_wait``.
+    none and counts against ``policy.max_wait``. With a ``deadline``, queueing for the slot
+    and the attempt run within it (``deadline_exceeded`` when it passes), and a wait it
+    would not outlive is not started: the last error (or ``rate_limited``) is raised at once.
     """
     waited = 0.0
     attempt = 1
+    unconnected = 0
     last: LLMError | None = None
     while True:
         hold = gate.hold()
         if hold > 0:
-            if waited + hold > policy.max_wait:
+            if waited + hold > policy.max_wait or (deadline is not None and not deadline.allows(hold)):
                 raise LLMError(
                     ErrorKind.RATE_LIMITED, f"the model is rate limited by its server for another "
-                    f"{hold:.1f}s, longer than a call may wait (retry.max_wait)", retry_after=hold)
+                    f"{hold:.1f}s, longer than this call may wait (retry.max_wait, its deadline)",
+                    retry_after=hold)
             waited += await _pause(hold)
             continue
-        async with gate.slot():
+        async with _within(deadline), gate.slot():
             if gate.hold() > 0:
                 continue  # limited while this call queued for the slot: wait without it
             try:
@@ -110,13 +123,23 @@ async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryP
         assert last is not None
         if not last.retryable or attempt >= policy.max_attempts:
             raise last
-        delay = policy.delay_for(last, attempt)
-        if waited + delay > policy.max_wait:
+        if isinstance(last, ConnectFailed):
+            unconnected += 1
+            if unconnected >= policy.connect_attempts:
+                raise last
+            delay = policy.backoff(unconnected, policy.connect_backoff)
+        else:
+            delay = policy.delay_for(last, attempt)
+        if waited + delay > policy.max_wait or (deadline is not None and not deadline.allows(delay)):
             raise last
         if on_retry is not None:
             on_retry(last, delay)
         waited += await _pause(delay)
         attempt += 1
+
+
+def _within(deadline: Deadline | None) -> AbstractAsyncContextManager[None]:
+    return nullcontext() if deadline is None else deadline.within()
 
 
 async def _pause(seconds: float) -> float:
