@@ -11,18 +11,21 @@ import asyncio
 import base64
 import json
 import math
-from collections.abc import Iterator
-from typing import Any
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 from google import genai
 from google.genai import errors, types
+from google.genai.client import AsyncClient
 
 from agentos.testing import FakeGemini, Reply, blocked_reply, call_reply, prompt_tokens, text_reply
 from agentos.testing._gemini_wire import ACTION_METHODS, EMBEDDING_SIZE
 from agentos.testing._server import RecordedRequest
 
+T = TypeVar("T")
 MODEL_ACTION = "/{version}/models/{model_action}"
 DRIVEN: dict[tuple[str, str], str] = {
     ("POST", "/{version}/models/{model}:generateContent"): "test_tool_loop_with_signatures",
@@ -69,6 +72,14 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeGemini]:
 
 def client_for(fake: FakeGemini) -> genai.Client:
     return genai.Client(api_key=fake.api_key, http_options=types.HttpOptions(base_url=fake.url))
+
+
+def on_aio(fake: FakeGemini, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
+    """Run ``work`` with the async client in a fresh loop, closing its session before the loop ends."""
+    async def main() -> T:
+        async with client_for(fake).aio as aio:
+            return await work(aio)
+    return asyncio.run(main())
 
 
 def user(text: str) -> types.Content:
@@ -132,11 +143,11 @@ def test_stream_sync_and_async(fake: FakeGemini) -> None:
     assert last.candidates[0].content.parts[-1].thought_signature == b"sig-end"
     assert last.usage_metadata and last.usage_metadata.candidates_token_count == math.ceil(len(text) / 4)
 
-    async def stream() -> list[types.GenerateContentResponse]:
-        answer = await client.aio.models.generate_content_stream(model="gemini-test", contents="Hi")
+    async def stream(aio: AsyncClient) -> list[types.GenerateContentResponse]:
+        answer = await aio.models.generate_content_stream(model="gemini-test", contents="Hi")
         return [chunk async for chunk in answer]
 
-    async_chunks = asyncio.run(stream())
+    async_chunks = on_aio(fake, stream)
     assert "".join(c.text or "" for c in async_chunks) == text
     assert all(r.query == {"alt": "sse"} for r in fake.requests)
 
@@ -154,8 +165,8 @@ def test_count_tokens_agrees_with_usage(fake: FakeGemini) -> None:
     assert answer.usage_metadata is not None
     assert counted.total_tokens == answer.usage_metadata.prompt_token_count == prompt_tokens(
         fake.requests[-1].body)
-    assert asyncio.run(client.aio.models.count_tokens(model="gemini-test", contents=contents)).total_tokens \
-        == counted.total_tokens
+    assert on_aio(fake, lambda aio: aio.models.count_tokens(model="gemini-test", contents=contents)
+                  ).total_tokens == counted.total_tokens
 
     # The SDK sends only `contents` to the Gemini API; the generateContentRequest form (system
     # instruction and tools counted too) goes through its own HTTP layer.
@@ -183,7 +194,7 @@ def test_batch_embeddings(fake: FakeGemini) -> None:
     cut = client.models.embed_content(model=model, contents=["alpha", "beta"],
                                       config=types.EmbedContentConfig(output_dimensionality=64))
     assert cut.embeddings is not None and (cut.embeddings[0].values or []) == alpha[:64], "a prefix (MRL)"
-    again = asyncio.run(client.aio.models.embed_content(
+    again = on_aio(fake, lambda aio: aio.models.embed_content(
         model=model, contents="alpha", config=types.EmbedContentConfig(output_dimensionality=64)))
     assert again.embeddings is not None and again.embeddings[0].values == alpha[:64], "deterministic"
     query = client.models.embed_content(model=model, contents="alpha", config=types.EmbedContentConfig(
@@ -235,10 +246,10 @@ def test_models_list_walks_every_page(fake: FakeGemini) -> None:
     pages = [r for r in fake.requests if r.method == "GET"]
     assert len(pages) == 3 and "pageToken" not in pages[0].query and pages[2].query["pageToken"]
 
-    async def walk() -> list[str]:
-        return [m.name or "" async for m in await client.aio.models.list(config={"page_size": 5})]
+    async def walk(aio: AsyncClient) -> list[str]:
+        return [m.name or "" async for m in await aio.models.list(config={"page_size": 5})]
 
-    assert asyncio.run(walk()) == [f"models/{n}" for n in names]
+    assert on_aio(fake, walk) == [f"models/{n}" for n in names]
     embedding = listed[-1]
     assert embedding.supported_actions == ["embedContent", "countTextTokens", "countTokens",
                                            "asyncBatchEmbedContent"]
@@ -253,7 +264,7 @@ def test_get_model(fake: FakeGemini) -> None:
     assert (small.name, small.display_name, small.input_token_limit, small.output_token_limit) == (
         "models/gemini-small", "Gemini Small", 8192, 65536)
     assert "generateContent" in (small.supported_actions or [])
-    assert asyncio.run(client.aio.models.get(model="models/gemini-test")).name == "models/gemini-test"
+    assert on_aio(fake, lambda aio: aio.models.get(model="models/gemini-test")).name == "models/gemini-test"
     with pytest.raises(errors.ClientError) as caught:
         client.models.get(model="gemini-unknown")
     assert caught.value.code == 404 and caught.value.status == "NOT_FOUND"
@@ -300,7 +311,7 @@ def test_cache_lifecycle(fake: FakeGemini) -> None:
     assert caught.value.code == 400 and "CachedContent can not be used" in (caught.value.message or "")
 
     assert client.caches.get(name=cache.name).display_name == "team prefix"
-    second = asyncio.run(client.aio.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(
+    second = on_aio(fake, lambda aio: aio.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(
         contents=[LONG + "more"], ttl="60s")))
     assert [c.name for c in client.caches.list(config={"page_size": 1})] == [cache.name, second.name]
     extended = client.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="7200s"))
@@ -414,11 +425,8 @@ def test_rate_limit_surfaces_with_its_delay(fake: FakeGemini) -> None:
     assert (caught.value.code, caught.value.status) == (429, "RESOURCE_EXHAUSTED")
     assert _retry_delay(caught.value.details) == "7s"
 
-    async def call() -> None:
-        await client.aio.models.generate_content(model="gemini-test", contents="Hi")
-
     with pytest.raises(errors.ClientError) as caught:
-        asyncio.run(call())
+        on_aio(fake, lambda aio: aio.models.generate_content(model="gemini-test", contents="Hi"))
     assert caught.value.code == 429 and _retry_delay(caught.value.details) == "1.5s"
 
 
@@ -502,6 +510,30 @@ def _generate(client: genai.Client, stream: bool) -> types.GenerateContentRespon
                                           c.candidates[0].content else [])]
     merged = last.candidates[0].model_copy(update={"content": types.Content(role="model", parts=parts or None)})
     return last.model_copy(update={"candidates": [merged]})
+
+
+# --- the control API -----------------------------------------------------------------------------
+
+def test_control_routes_set_models_and_move_the_clock(fake: FakeGemini) -> None:
+    """What `agentos fake-gemini` users script over HTTP, seen through the official client on v1beta."""
+    def control(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        sent = urllib.request.Request(f"{fake.url}/_fake/{path}", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(sent) as answer:
+            return json.loads(answer.read())  # type: ignore[no-any-return]
+
+    assert control("models", {"models": ["gemini-a", {"name": "models/gemini-b", "outputTokenLimit": 8}]}) == {
+        "models": 2}
+    client = genai.Client(api_key=fake.api_key, http_options=types.HttpOptions(base_url=fake.url,
+                                                                               api_version="v1beta"))
+    assert [(m.name, m.output_token_limit) for m in client.models.list()] == [
+        ("models/gemini-a", 65536), ("models/gemini-b", 8)]
+    cache = client.caches.create(model="gemini-a", config=types.CreateCachedContentConfig(contents=[LONG],
+                                                                                          ttl="60s"))
+    assert control("clock", {"advance": 61}) == {"offset": 61}
+    with pytest.raises(errors.ClientError) as caught:
+        client.caches.get(name=cache.name or "")
+    assert caught.value.code == 403
+    assert {r.path.split("/")[1] for r in fake.requests} == {"v1beta"}
 
 
 # --- the route inventory -------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from agentos.protocol.requests import REQUESTS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DOC = (DOCS / "protocol.md").read_text()
-#: Read by the LLM gateway (plain text or JSON) and by the reactor (raw bytes): no declared request.
-UNDECLARED = {Op.NOOP, Op.THINK}
+#: Read by the LLM gateway (plain text or JSON: THINK, and COUNT which takes THINK's payload) and
+#: by the reactor (raw bytes): no declared request.
+UNDECLARED = {Op.NOOP, Op.THINK, Op.COUNT}
 _ROW = re.compile(r"^\| `([A-Z_]+)` `0x([0-9a-f]{2})` \| ([^|]*) \|", re.MULTILINE)
 
 
