@@ -279,15 +279,31 @@ def test_connection_refused_is_unavailable(gemini) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_blocked_prompt_reports_the_reason(gemini, stream: bool) -> None:
-    error, attempts = _failure(gemini, Reply(block_reason="PROHIBITED_CONTENT"), stream=stream)
-    assert error.kind is ErrorKind.BLOCKED and error.reason == "PROHIBITED_CONTENT"
-    assert attempts == 1
+def test_blocked_prompt_is_a_safety_answer(gemini, stream: bool) -> None:
+    async def scenario(fake: FakeGemini, provider: Provider):
+        fake.script(Reply(block_reason="PROHIBITED_CONTENT"))
+
+        async def sink(delta: dict) -> None:
+            pass
+
+        return await provider.generate(HELLO, sink if stream else None), len(fake.requests)
+
+    answer, attempts = gemini(scenario)
+    assert answer.finish_reason == "safety" and answer.text == "" and attempts == 1
+    assert answer.safety == {"blocked": True, "source": "prompt", "reason": "PROHIBITED_CONTENT"}
 
 
-def test_safety_stop_is_blocked(gemini) -> None:
-    error, _ = _failure(gemini, Reply(text="", finish_reason="SAFETY"))
-    assert error.kind is ErrorKind.BLOCKED and error.reason == "SAFETY"
+def test_safety_stop_is_a_safety_answer(gemini) -> None:
+    async def scenario(fake: FakeGemini, provider: Provider):
+        fake.script(Reply(text="", finish_reason="SAFETY"))
+        return await provider.generate(HELLO)
+
+    answer = gemini(scenario)
+    assert answer.finish_reason == "safety"
+    assert {k: answer.safety[k] for k in ("blocked", "source", "reason")} == {
+        "blocked": True, "source": "answer", "reason": "SAFETY"}
+    assert [r["category"] for r in answer.safety["ratings"] if r.get("blocked")] == [
+        "HARM_CATEGORY_DANGEROUS_CONTENT"]
 
 
 def test_max_tokens_with_no_parts_is_an_empty_answer(gemini) -> None:

@@ -137,7 +137,6 @@ def test_retry_after_header_is_honoured(run_openai) -> None:
 
 @pytest.mark.parametrize("reply,kind", [
     (Reply(status=500), ErrorKind.UNAVAILABLE),
-    (Reply(text="x", finish_reason="SAFETY"), ErrorKind.BLOCKED),
     (Reply(malformed=True), ErrorKind.UNAVAILABLE),
     (Reply(status=400, message="bad"), ErrorKind.INVALID_REQUEST),
 ])

@@ -14,13 +14,13 @@ from .config import LLMConfig
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import gemini_declarations
-from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
-                    ModelRequest, Usage)
+from .types import (Candidate, ChunkSink, Completion, Content, EmbeddingRequest, Embeddings,
+                    ModelInfo, ModelRequest, Usage)
 
 if TYPE_CHECKING:
     from .prefix_cache import PrefixCache
 
-#: Finish reasons meaning the output was withheld rather than finished.
+#: Finish reasons meaning the output was withheld rather than finished: answered as ``safety``.
 BLOCKING_FINISH_REASONS = frozenset({
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
     "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
@@ -116,6 +116,16 @@ class GeminiProvider(Provider):
                        f"{_MAX_PAGES} pages")
 
 
+def api_root(config: LLMConfig) -> str:
+    """Where the API's resources live: ``{base_url}/{api_version}``."""
+    return f"{config.base_url}/{config.api_version}"
+
+
+def request_headers(config: LLMConfig) -> dict[str, str]:
+    """The key goes in a header only, never in a URL (URLs end up in logs)."""
+    return {"Content-Type": "application/json", "x-goog-api-key": config.api_key or ""}
+
+
 #: What countTokens counts of a GenerateContentRequest: the input (output settings count nothing).
 _COUNTED = ("contents", "systemInstruction", "tools", "toolConfig")
 #: models.list's largest page; a model list is a handful of pages at most.
@@ -171,22 +181,15 @@ def _limit(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def api_root(config: LLMConfig) -> str:
-    """Where the API's resources live: ``{base_url}/{api_version}``."""
-    return f"{config.base_url}/{config.api_version}"
-
-
-def request_headers(config: LLMConfig) -> dict[str, str]:
-    """The key goes in a header only, never in a URL (URLs end up in logs)."""
-    return {"Content-Type": "application/json", "x-goog-api-key": config.api_key or ""}
-
-
 def build_body(request: ModelRequest) -> dict[str, Any]:
     """A GenerateContentRequest in canonical camelCase."""
     body: dict[str, Any] = {"contents": request.contents}
     if request.system:
         body["systemInstruction"] = {"parts": [{"text": request.system}]}
     body["generationConfig"] = _generation_config(request)
+    if request.safety:
+        body["safetySettings"] = [{"category": category, "threshold": threshold}
+                                  for category, threshold in request.safety]
     if request.functions:
         body["tools"] = [{"functionDeclarations": gemini_declarations(request.functions)}]
     if request.function_mode:
@@ -202,7 +205,8 @@ def _generation_config(request: ModelRequest) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for key, value in (("temperature", opts.temperature), ("topP", opts.top_p),
                        ("topK", opts.top_k), ("maxOutputTokens", opts.max_output_tokens),
-                       ("seed", opts.seed), ("responseMimeType", opts.response_mime_type)):
+                       ("seed", opts.seed), ("responseMimeType", opts.response_mime_type),
+                       ("candidateCount", opts.candidates)):
         if value is not None:
             config[key] = value
     if opts.stop:
@@ -225,35 +229,85 @@ def _generation_config(request: ModelRequest) -> dict[str, Any]:
 
 
 class TurnAssembler:
-    """Builds one model turn from a response or a stream of chunks, yielding deltas as it goes."""
+    """Builds the model's turn from a response or a stream of chunks, yielding deltas as it goes.
+
+    Every candidate is kept (``candidateCount``); only the first one's deltas are yielded,
+    as only an unstreamed call may ask for more than one.
+    """
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.parts: list[dict[str, Any]] = []
-        self.finish_reason: str | None = None
+        self.candidates: dict[int, _CandidateTurn] = {}
         self.usage: dict[str, Any] = {}
-        self.saw_candidate = False
+        #: ``promptFeedback`` of a prompt Gemini refused to answer.
+        self.prompt_blocked: dict[str, Any] | None = None
 
     def feed(self, response: dict[str, Any]) -> list[dict[str, Any]]:
-        """Take one GenerateContentResponse; return the deltas it adds."""
+        """Take one GenerateContentResponse; return the deltas it adds to the first candidate."""
         error = error_in_event(response, "gemini")
         if error is not None:
             raise error
-        block = (response.get("promptFeedback") or {}).get("blockReason")
-        if block:
-            raise LLMError(ErrorKind.BLOCKED, f"gemini: the prompt was blocked ({block})",
-                           reason=str(block))
+        feedback = response.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self.prompt_blocked = feedback
         if isinstance(response.get("usageMetadata"), dict):
             self.usage = response["usageMetadata"]  # cumulative: the last one wins
         if response.get("modelVersion"):
             self.model = str(response["modelVersion"])
-        candidates = response.get("candidates") or []
-        if not candidates:
-            return []
-        self.saw_candidate = True
-        candidate = candidates[0]
+        deltas: list[dict[str, Any]] = []
+        for position, candidate in enumerate(response.get("candidates") or []):
+            if not isinstance(candidate, dict):
+                continue
+            # ``index`` is often omitted, in stream chunks above all: then it is the position.
+            index = candidate.get("index")
+            index = index if isinstance(index, int) and not isinstance(index, bool) else position
+            found = self.candidates.setdefault(index, _CandidateTurn()).feed(candidate)
+            if index == 0:
+                deltas = found
+        return deltas
+
+    def finish(self, streamed: bool) -> Completion:
+        prompt = int(self.usage.get("promptTokenCount") or 0)
+        thoughts = int(self.usage.get("thoughtsTokenCount") or 0)
+        output = int(self.usage.get("candidatesTokenCount") or 0) + thoughts
+        usage = Usage(prompt=prompt, output=output, thoughts=thoughts,
+                      total=int(self.usage.get("totalTokenCount") or prompt + output),
+                      cached=int(self.usage.get("cachedContentTokenCount") or 0))
+        if self.prompt_blocked is not None:
+            # An answer, not an error: the agent learns why and may rephrase; nothing to retry.
+            safety = _safety(True, "prompt", self.prompt_blocked.get("blockReason"),
+                             self.prompt_blocked.get("safetyRatings"))
+            return Completion(text="", function_calls=[], finish_reason="safety", usage=usage,
+                              model=self.model, turn={"role": "model", "parts": []}, safety=safety,
+                              candidates=[Candidate("", [], "safety", safety)])
+        if not self.candidates:
+            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the answer had no candidates",
+                           retryable=True)
+        turns = [self.candidates[index] for index in sorted(self.candidates)]
+        if turns[0].finish_reason is None and streamed:
+            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the stream ended before finishReason",
+                           retryable=True)
+        candidates = [turn.candidate() for turn in turns]
+        first = candidates[0]
+        return Completion(text=first.text, function_calls=first.function_calls,
+                          finish_reason=first.finish_reason, usage=usage, model=self.model,
+                          turn={"role": "model", "parts": turns[0].parts}, safety=first.safety,
+                          candidates=candidates)
+
+
+class _CandidateTurn:
+    """One candidate's parts, finish reason and safety ratings, merged across stream chunks."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+        self.finish_reason: str | None = None
+        self.ratings: Any = None
+
+    def feed(self, candidate: dict[str, Any]) -> list[dict[str, Any]]:
         if candidate.get("finishReason"):
             self.finish_reason = str(candidate["finishReason"])
+        if candidate.get("safetyRatings"):
+            self.ratings = candidate["safetyRatings"]
         deltas: list[dict[str, Any]] = []
         for part in (candidate.get("content") or {}).get("parts") or []:
             if not isinstance(part, dict):
@@ -273,34 +327,29 @@ class TurnAssembler:
         else:
             self.parts.append(dict(part))
 
-    def finish(self, streamed: bool) -> Completion:
-        if not self.saw_candidate:
-            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the answer had no candidates",
-                           retryable=True)
-        if self.finish_reason is None and streamed:
-            raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the stream ended before finishReason",
-                           retryable=True)
+    def candidate(self) -> Candidate:
         reason = self.finish_reason or "STOP"
-        text = "".join(p["text"] for p in self.parts
-                       if isinstance(p.get("text"), str) and not p.get("thought"))
-        if reason in BLOCKING_FINISH_REASONS:
-            raise LLMError(ErrorKind.BLOCKED, f"gemini: the answer was blocked ({reason})",
-                           reason=reason)
-        prompt = int(self.usage.get("promptTokenCount") or 0)
-        thoughts = int(self.usage.get("thoughtsTokenCount") or 0)
-        output = int(self.usage.get("candidatesTokenCount") or 0) + thoughts
-        total = int(self.usage.get("totalTokenCount") or prompt + output)
-        turn: Content = {"role": "model", "parts": self.parts}
-        return Completion(
-            text=text,
+        blocked = reason in BLOCKING_FINISH_REASONS
+        safety = (_safety(True, "answer", reason, self.ratings) if blocked
+                  else _safety(False, None, None, self.ratings) if self.ratings else None)
+        return Candidate(
+            text="".join(p["text"] for p in self.parts
+                         if isinstance(p.get("text"), str) and not p.get("thought")),
             function_calls=[_function_call(p["functionCall"]) for p in self.parts
                             if "functionCall" in p],
-            finish_reason=reason.lower(),
-            usage=Usage(prompt=prompt, output=output, total=total, thoughts=thoughts,
-                        cached=int(self.usage.get("cachedContentTokenCount") or 0)),
-            model=self.model,
-            turn=turn,
-        )
+            finish_reason="safety" if blocked else reason.lower(), safety=safety)
+
+
+def _safety(blocked: bool, source: str | None, reason: Any, ratings: Any) -> dict[str, Any]:
+    """An answer's ``safety``: whether it was withheld, by which check (``prompt`` or
+    ``answer``) and why, with Gemini's ratings as it sent them."""
+    out: dict[str, Any] = {"blocked": blocked}
+    if source is not None:
+        out["source"] = source
+        out["reason"] = str(reason)
+    if isinstance(ratings, list) and ratings:
+        out["ratings"] = ratings
+    return out
 
 
 def _function_call(call: dict[str, Any]) -> dict[str, Any]:

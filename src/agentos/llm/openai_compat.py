@@ -13,8 +13,8 @@ import ujson
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import to_json_schema
-from .types import (ChunkSink, Completion, Content, EmbeddingRequest, Embeddings, ModelInfo,
-                    ModelRequest, Usage)
+from .types import (Candidate, ChunkSink, Completion, Content, EmbeddingRequest, Embeddings,
+                    ModelInfo, ModelRequest, Usage)
 
 _FINISH = {"stop": "stop", "length": "max_tokens", "tool_calls": "stop", "function_call": "stop"}
 _TOOL_CHOICE = {"AUTO": "auto", "ANY": "required", "NONE": "none"}
@@ -98,7 +98,7 @@ def build_body(request: ModelRequest, model: str, stream: bool) -> dict[str, Any
     opts = request.options
     for key, value in (("temperature", opts.temperature), ("top_p", opts.top_p),
                        ("top_k", opts.top_k), ("max_tokens", opts.max_output_tokens),
-                       ("seed", opts.seed)):
+                       ("seed", opts.seed), ("n", opts.candidates)):
         if value is not None:
             body[key] = value
     if opts.stop:
@@ -164,7 +164,7 @@ def to_messages(contents: list[Content], system: str | None) -> list[dict[str, A
 
 
 class ChoiceAssembler:
-    """The first choice of a completion or of a chunk stream, as a Completion."""
+    """The choices of a completion (``n``) or the first of a chunk stream, as a Completion."""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -173,6 +173,8 @@ class ChoiceAssembler:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] = {}
         self.saw_choice = False
+        #: The choices after the first (a call with ``n`` > 1), each assembled on its own.
+        self.more: list[ChoiceAssembler] = []
 
     def feed_message(self, response: dict[str, Any]) -> None:
         self._common(response)
@@ -183,6 +185,10 @@ class ChoiceAssembler:
             function = call.get("function") or {}
             self.calls[index] = {"id": call.get("id"), "name": function.get("name", ""),
                                  "arguments": function.get("arguments") or ""}
+        for choice in (response.get("choices") or [])[1:]:
+            other = ChoiceAssembler(self.model)
+            other.feed_message({"choices": [choice]})
+            self.more.append(other)
 
     def feed_chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         self._common(chunk)
@@ -227,21 +233,32 @@ class ChoiceAssembler:
         if self.finish_reason is None and streamed:
             raise LLMError(ErrorKind.UNAVAILABLE, "openai: the stream ended before finish_reason",
                            retryable=True)
-        if self.finish_reason == "content_filter":
-            raise LLMError(ErrorKind.BLOCKED, "openai: the answer was withheld by a content filter",
-                           reason="content_filter")
-        text = "".join(self.text)
-        calls = [self._call(self.calls[i]) for i in sorted(self.calls)]
-        parts: list[dict[str, Any]] = [{"text": text}] if text else []
-        parts += [{"functionCall": c} for c in calls]
+        first = self.candidate()
+        parts: list[dict[str, Any]] = [{"text": first.text}] if first.text else []
+        parts += [{"functionCall": c} for c in first.function_calls]
         prompt = int(self.usage.get("prompt_tokens") or 0)
-        output = int(self.usage.get("completion_tokens") or 0)
-        reason = self.finish_reason or "stop"
+        output = int(self.usage.get("completion_tokens") or 0)  # reasoning tokens included
+        # Servers without these details (most local ones) send null or nothing.
+        reasoning = (self.usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+        cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return Completion(
-            text=text, function_calls=calls, finish_reason=_FINISH.get(reason, reason),
+            text=first.text, function_calls=first.function_calls,
+            finish_reason=first.finish_reason, safety=first.safety,
+            candidates=[first, *(other.candidate() for other in self.more)],
             usage=Usage(prompt=prompt, output=output,
-                        total=int(self.usage.get("total_tokens") or prompt + output)),
+                        total=int(self.usage.get("total_tokens") or prompt + output),
+                        thoughts=int(reasoning or 0), cached=int(cached or 0)),
             model=self.model, turn={"role": "model", "parts": parts})
+
+    def candidate(self) -> Candidate:
+        """This choice; one a content filter withheld is answered as ``safety``, not an error."""
+        reason = self.finish_reason or "stop"
+        filtered = reason == "content_filter"
+        return Candidate(
+            text="".join(self.text),
+            function_calls=[self._call(self.calls[i]) for i in sorted(self.calls)],
+            finish_reason="safety" if filtered else _FINISH.get(reason, reason),
+            safety={"blocked": True, "source": "answer", "reason": reason} if filtered else None)
 
     @staticmethod
     def _call(raw: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..protocol.payload import decode_json
+from ..units import MAX_SECONDS
+from .safety import SafetySettings, parse_safety
 from .types import Content, GenerationOptions
 
 #: Gemini's rule for function names (letters, digits, ``_ . : -``; at most 128).
@@ -20,10 +22,16 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 _THINKING_LEVELS = ("minimal", "low", "medium", "high")
 _FUNCTION_MODES = ("auto", "any", "none")
 _ROLES = {"user": "user", "model": "model", "assistant": "model"}
+#: Models one call may name: a primary and its fallbacks.
+MAX_CHAIN = 8
+#: Gemini's candidateCount tops out at 8.
+MAX_CANDIDATES = 8
+#: Gemini's stopSequences limit.
+MAX_STOP = 5
 FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_output_tokens",
           "stop", "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
           "response_schema", "images", "functions", "function_mode", "allowed_functions",
-          "function_responses", "context", "stream", "model")
+          "function_responses", "context", "stream", "model", "safety", "candidates", "timeout")
 
 
 @dataclass
@@ -39,6 +47,11 @@ class ThinkArgs:
     context: str | None = None
     stream: bool = False
     model: str | None = None
+    #: The models to try after ``model``, in order, when it is rate limited, failing or too slow.
+    fallbacks: tuple[str, ...] = ()
+    safety: SafetySettings = ()
+    #: Seconds the whole call may take (``llm.max_deadline`` at most); None is ``llm.deadline``.
+    timeout: float | None = None
     #: The seed's plain-text form, answered as ``{content, tokens, error}``.
     plain: bool = False
 
@@ -62,7 +75,7 @@ def parse_think(payload: bytes) -> ThinkArgs:
 _FIELDS = frozenset(FIELDS)
 _OPTION_FIELDS = frozenset(("temperature", "top_p", "top_k", "max_output_tokens", "stop", "seed",
                             "thinking_budget", "thinking_level", "include_thoughts", "json",
-                            "response_schema"))
+                            "response_schema", "candidates"))
 _DEFAULT_OPTIONS = GenerationOptions()
 
 
@@ -92,15 +105,58 @@ def parse_json(args: dict[str, Any]) -> ThinkArgs:
     allowed = args.get("allowed_functions") or []
     if not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
         raise InvalidArgument("THINK: allowed_functions must be a list of function names")
+    # Most calls set no option: skip their validation and share one default.
+    options = _options(args) if not _OPTION_FIELDS.isdisjoint(args) else _DEFAULT_OPTIONS
+    stream = _flag(args, "stream")
+    if stream and (options.candidates or 1) > 1:
+        raise InvalidArgument("THINK: candidates > 1 cannot be streamed (the chunks of several "
+                              "answers would interleave); ask without stream")
+    chain = model_chain(args.get("model"), "THINK: model", InvalidArgument)
+    safety: SafetySettings = ()
+    if args.get("safety") is not None:
+        try:
+            safety = parse_safety(args["safety"], "safety")
+        except ValueError as exc:
+            raise InvalidArgument(f"THINK: {exc}") from None
     return ThinkArgs(
-        turns=turns, system=system,
-        # Most calls set no option: skip their validation and share one default.
-        options=_options(args) if not _OPTION_FIELDS.isdisjoint(args) else _DEFAULT_OPTIONS,
+        turns=turns, system=system, options=options,
         functions=_functions(args.get("functions")),
         function_mode=mode.upper() if mode else None,
         allowed_functions=tuple(allowed),
-        context=_opt_str(args, "context"), stream=_flag(args, "stream"),
-        model=_opt_str(args, "model"))
+        context=_opt_str(args, "context"), stream=stream,
+        model=chain[0] if chain else None, fallbacks=chain[1:], safety=safety,
+        timeout=_timeout(args.get("timeout")))
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    # False for NaN too; the cap keeps a huge integer from overflowing float().
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS:
+        raise InvalidArgument(f"THINK: timeout must be a number of seconds above 0 (at most "
+                              f"{int(MAX_SECONDS)}), got {value!r}")
+    return float(value)
+
+
+def model_chain(raw: Any, where: str, error: type[Exception] = ValueError) -> tuple[str, ...]:
+    """A model or a fallback chain (a list tried in order) as a tuple; None is the empty tuple.
+
+    Shared by THINK (``InvalidArgument``), the kernel's ``llm`` section and agents' manifests
+    (``ValueError``), so all three take the same spelling.
+    """
+    if raw is None:
+        return ()
+    models = [raw] if isinstance(raw, str) else raw
+    if not (isinstance(models, (list, tuple)) and 1 <= len(models) <= MAX_CHAIN):
+        raise error(f"{where} must be a model name or a list of 1 to {MAX_CHAIN} model names "
+                    "(a fallback chain)")
+    for index, model in enumerate(models):
+        place = where if isinstance(raw, str) else f"{where}[{index}]"
+        if not (isinstance(model, str) and model.strip()):
+            raise error(f"{place} must be a non-empty model name, got {model!r}")
+        if model in models[:index]:
+            raise error(f"{place}: {model!r} is already in the chain")
+    return tuple(models)
 
 
 def _options(args: dict[str, Any]) -> GenerationOptions:
@@ -115,8 +171,10 @@ def _options(args: dict[str, Any]) -> GenerationOptions:
     stop = args.get("stop")
     if isinstance(stop, str):
         stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise InvalidArgument("THINK: stop must be a string or a list of strings")
+    if stop is not None and not (isinstance(stop, list) and len(stop) <= MAX_STOP
+                                 and all(isinstance(s, str) and s for s in stop)):
+        raise InvalidArgument(f"THINK: stop must be a non-empty string or a list of at most "
+                              f"{MAX_STOP} of them (Gemini's limit)")
     return GenerationOptions(
         temperature=_number(args, "temperature", 0.0, 2.0),
         top_p=_number(args, "top_p", 0.0, 1.0),
@@ -128,7 +186,8 @@ def _options(args: dict[str, Any]) -> GenerationOptions:
         thinking_level=level,
         include_thoughts=_flag(args, "include_thoughts"),
         response_mime_type="application/json" if _flag(args, "json") else None,
-        response_schema=schema)
+        response_schema=schema,
+        candidates=_integer(args, "candidates", 1, MAX_CANDIDATES))
 
 
 def _messages(raw: Any) -> tuple[list[Content], str | None]:
@@ -242,11 +301,14 @@ def _number(args: dict[str, Any], key: str, low: float, high: float) -> float | 
     return float(value)
 
 
-def _integer(args: dict[str, Any], key: str, low: int | None) -> int | None:
+def _integer(args: dict[str, Any], key: str, low: int | None,
+             high: int | None = None) -> int | None:
     value = args.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-        bound = f" >= {low}" if low is not None else ""
+    if (isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low)
+            or (high is not None and value > high)):
+        bound = (f" from {low} to {high}" if high is not None
+                 else f" >= {low}" if low is not None else "")
         raise InvalidArgument(f"THINK: {key} must be an integer{bound}, got {value!r}")
     return value

@@ -69,7 +69,8 @@ class AgentLLM:
     """Defaults for an agent's THINK calls; None defers to the kernel (schema: ``agents.<name>.llm``)."""
 
     provider: str | None = _default(schema.AGENT_LLM, "provider")
-    model: str | None = _default(schema.AGENT_LLM, "model")
+    #: One model, or a fallback chain.
+    model: str | tuple[str, ...] | None = _default(schema.AGENT_LLM, "model")
     system: str | None = _default(schema.AGENT_LLM, "system")
     temperature: float | None = _default(schema.AGENT_LLM, "temperature")
 
@@ -159,10 +160,13 @@ class KernelLLM:
     """The kernel's LLM gateway settings (schema: ``kernel.llm``)."""
 
     provider: str = _default(schema.KERNEL_LLM, "provider")
-    model: str | None = _default(schema.KERNEL_LLM, "model")
+    model: str | tuple[str, ...] | None = _default(schema.KERNEL_LLM, "model")
+    safety: dict[str, Any] | None = _default(schema.KERNEL_LLM, "safety")
     base_url: str | None = _default(schema.KERNEL_LLM, "base_url")
     api_version: str | None = _default(schema.KERNEL_LLM, "api_version")
     max_concurrency: int | None = _default(schema.KERNEL_LLM, "max_concurrency")
+    deadline: float | None = _default(schema.KERNEL_LLM, "deadline")
+    max_deadline: float | None = _default(schema.KERNEL_LLM, "max_deadline")
     cache: dict[str, Any] | None = _default(schema.KERNEL_LLM, "cache")
 
 

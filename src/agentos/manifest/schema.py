@@ -46,6 +46,7 @@ class Type(enum.Enum):
     PATHS = "list of paths"
     STRINGS = "list of strings"
     COMMAND = "string or list of strings"
+    MODELS = "model id or list of model ids"
     ENV = "mapping of names to strings"
     CHOICE = "one of"
     CHOICES = "list, each one of"
@@ -138,7 +139,8 @@ RESTART = Section("agents.<name>.restart", "What the kernel does when the agent 
 
 AGENT_LLM = Section("agents.<name>.llm", "Defaults for the agent's THINK calls.", (
     Field("provider", Type.CHOICE, "LLM provider.", None, choices=LLM_PROVIDERS, default_doc="the kernel's"),
-    Field("model", Type.STRING, "Model id.", None, default_doc="the kernel's"),
+    Field("model", Type.MODELS, "Model id, or a fallback chain: a list of model ids tried in order when one "
+          "is rate limited, failing or too slow (docs/llm.md).", None, default_doc="the kernel's"),
     Field("system", Type.STRING, "System instruction sent with every call.", None, default_doc="none"),
     Field("temperature", Type.NUMBER, "Sampling temperature.", None, minimum=0.0, maximum=2.0,
           default_doc="the model's"),
@@ -185,12 +187,20 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
 KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go in a manifest: the kernel reads "
                      "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENAI_API_KEY from its environment.", (
     Field("provider", Type.CHOICE, "Provider used when an agent names none.", "gemini", choices=LLM_PROVIDERS),
-    Field("model", Type.STRING, "Default model id.", None, default_doc="the provider's default"),
+    Field("model", Type.MODELS, "Default model id, or a fallback chain (a list tried in order).", None,
+          default_doc="the provider's default"),
+    Field("safety", Type.SETTINGS, "Gemini safety settings for every call: category to threshold, e.g. "
+          "`harassment: block_only_high` (docs/llm.md). Checked when the kernel starts.", None,
+          default_doc="the model's"),
     Field("base_url", Type.STRING, "Provider endpoint, e.g. a local OpenAI-compatible server.", None,
           default_doc="the provider's"),
     Field("api_version", Type.STRING, "Gemini API version (v1beta, v1).", None, default_doc="the provider's"),
     Field("max_concurrency", Type.INT, "LLM calls in flight at once, across all agents.", None, minimum=1,
           default_doc="the gateway's"),
+    Field("deadline", Type.DURATION, "A THINK's whole time, queueing, retries and waits included; a call's "
+          "`timeout` may ask for another, up to `max_deadline`.", None, default_doc="300s"),
+    Field("max_deadline", Type.DURATION, "The longest `timeout` a THINK may ask for; a longer one is cut to "
+          "it.", None, default_doc="900s, or `deadline` if longer"),
     Field("cache", Type.SETTINGS, "Caching of long shared prompt prefixes (Gemini): `enabled`, `min_tokens`, "
           "`ttl`; see docs/llm.md. Checked when the kernel starts.", None,
           default_doc="enabled, 1024 tokens, 1h"),

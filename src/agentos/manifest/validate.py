@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import units
 from ..egress.allowlist import ENTRY_FORMS, parse_entry
+from ..llm.request import MAX_CHAIN, model_chain
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
@@ -292,6 +293,16 @@ class _Validator:
                                "install it, or give its path (e.g. ./bin/agent)")
         return tuple(words)
 
+    def models(self, f: Field, node: Node, where: str) -> str | tuple[str, ...]:
+        """A model, or a fallback chain (the models tried in order)."""
+        if not isinstance(node, ListNode):
+            return self.string(f, node, where)
+        names = [self.word(item, f"{where}[{i}]") for i, item in enumerate(node.items)]
+        try:
+            return model_chain(names, where)
+        except ValueError as exc:
+            raise self.invalid(node.mark, str(exc), f"list each model once, {MAX_CHAIN} at most") from None
+
     def word(self, node: Node, where: str) -> str:
         """A string-like scalar: numbers are taken as written, booleans and nulls are refused."""
         value = self.scalar(node, where, (str, int, float), "a string", "'text'")
@@ -544,6 +555,7 @@ _CONVERTERS: dict[Type, Callable[[_Validator, Field, Node, str], Any]] = {
     Type.PATH: _Validator.path,
     Type.CHOICE: _Validator.choice,
     Type.COMMAND: _Validator.command,
+    Type.MODELS: _Validator.models,
     Type.ENV: _Validator.env,
     Type.SETTINGS: _Validator.settings,
 }
