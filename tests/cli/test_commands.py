@@ -92,7 +92,7 @@ def test_top_once(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-unt
     assert code == 0
     header, columns, row = out.splitlines()
     assert header.startswith("agentos ") and header.endswith(": 1 agent(s) running")
-    assert columns.split() == ["NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS"]
+    assert columns.split() == ["NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD"]
     assert row.split()[0] == "serve" and row.split()[3] == "running"
     kernel.client().kill("serve", grace=5)
 

@@ -38,7 +38,10 @@ def kernel(tmp_path: Path) -> Iterator[KernelProcess]:
     """A kernel whose LLM gateway talks to a fake Gemini server."""
     with FakeGemini().running_in_thread() as gemini:
         k = KernelProcess(tmp_path / "k", env={"GEMINI_API_KEY": gemini.api_key, "GOOGLE_API_KEY": "",
-                                               "AGENTOS_GEMINI_BASE_URL": gemini.url}).start()
+                                               "AGENTOS_GEMINI_BASE_URL": gemini.url,
+                                               "AGENTOS_GEMINI_MODEL": "gemini-test",
+                                               "AGENTOS_LLM_CONFIG": json.dumps({"prices": {
+                                                   "gemini-test": {"input": 1000, "output": 2000}}})}).start()
         try:
             yield k
         finally:
@@ -59,8 +62,8 @@ def rows(table: str) -> list[dict[str, str]]:
     parsed = []
     for line in lines:
         words = line.split()
-        head, tail = words[:3], words[-5:]
-        parsed.append(dict(zip(PS_COLUMNS, [*head, " ".join(words[3:-5]), *tail])))
+        head, tail = words[:3], words[-6:]
+        parsed.append(dict(zip(PS_COLUMNS, [*head, " ".join(words[3:-6]), *tail])))
     return parsed
 
 
@@ -94,7 +97,9 @@ def test_ps_shows_restarts_usage_and_tokens(kernel: KernelProcess, tmp_path: Pat
     assert (thinker["ID"], thinker["PID"], thinker["STATUS"]) == (info["id"], str(info["pid"]), "running")
     assert thinker["UPTIME"].endswith("s") and thinker["MEMORY"] != "-" and thinker["CPU"].endswith("s")
     assert int(thinker["TOKENS"]) > 0 and thinker["RESTARTS"] == "0"
-    assert (flaky["STATUS"], flaky["RESTARTS"], flaky["UPTIME"], flaky["TOKENS"]) == ("exited (0)", "2", "-", "-")
+    assert float(thinker["USD"].removeprefix("$")) > 0  # priced by llm.prices
+    assert (flaky["STATUS"], flaky["RESTARTS"], flaky["UPTIME"], flaky["TOKENS"], flaky["USD"]) == \
+        ("exited (0)", "2", "-", "-", "-")
 
     code, out, _ = cli(capsys, "ps", "-a", *socket)
     history = [(row["STATUS"], row["RESTARTS"]) for row in rows(out) if row["NAME"] == "flaky"]
@@ -107,6 +112,7 @@ def test_ps_shows_restarts_usage_and_tokens(kernel: KernelProcess, tmp_path: Pat
     records = json.loads(out)
     assert [r["name"] for r in records] == ["thinker", "flaky"]
     assert records[0]["tokens"] == int(thinker["TOKENS"]) and records[1]["restarts"] == 2
+    assert f"${records[0]['usd']:.4f}" == thinker["USD"] and records[1]["usd"] == 0
 
 
 def test_ps_without_a_kernel_is_one_line_on_stderr(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -119,7 +119,7 @@ def test_the_agents_manifest_llm_section_sets_defaults_and_budgets(tmp_path, mon
             try:
                 kernel.events.publish("agent.started", {"id": "a1", "name": "writer", "llm": {
                     "model": "gemini-writer", "system": "Write poems.", "temperature": 0.9,
-                    "tokens": 10}})
+                    "tokens": 40}})
                 first = json.loads(await service.think(_think(kernel, "a1", {"prompt": "a poem please"})))
                 second = json.loads(await service.think(_think(kernel, "a1", {"prompt": "another"})))
                 own = json.loads(await service.think(_think(kernel, "b2", {"prompt": "x"})))
@@ -131,6 +131,7 @@ def test_the_agents_manifest_llm_section_sets_defaults_and_budgets(tmp_path, mon
     assert first["success"] and first["model"] == "gemini-writer"
     assert requests[0].path == "/v1beta/models/gemini-writer:generateContent"
     assert requests[0].body["systemInstruction"] == {"parts": [{"text": "Write poems."}]}
-    assert requests[0].body["generationConfig"] == {"temperature": 0.9}
+    # The budget leaves the call less than the model's own output limit, so it is sent as one.
+    assert requests[0].body["generationConfig"] == {"temperature": 0.9, "maxOutputTokens": 21}
     assert second["error"]["type"] == "budget_exhausted", "the manifest's token budget applies"
     assert own["success"] and requests[1].path == "/v1beta/models/gemini-test:generateContent"

@@ -254,10 +254,12 @@ class HostileKernel:
 @contextmanager
 def hostile_kernel_in(mode: str, users: Users, scripts: Path, *, root: Path | None = None,
                       allow_tracebacks: bool = False, api_key: str = API_KEY,
-                      args: list[str] | None = None) -> Iterator[HostileKernel]:
+                      args: list[str] | None = None,
+                      env: dict[str, str] | None = None) -> Iterator[HostileKernel]:
     """A kernel in ``mode`` holding ``api_key`` as its LLM key, its root dir (socket, state, log)
     reachable by every uid so that only the kernel's own modes protect it; stopped and checked
-    at the end. An empty ``api_key`` keeps THINK off the network."""
+    at the end. An empty ``api_key`` keeps THINK off the network; ``env`` adds to the kernel's
+    environment (a fake model's URL, an ``AGENTOS_LLM_CONFIG``)."""
     made = root is None
     root = Path(tempfile.mkdtemp(prefix="agentos-sec-kernel-")) if root is None else root
     owner = users.kernel if mode == "unprivileged" else User("root", 0, 0)
@@ -273,7 +275,7 @@ def hostile_kernel_in(mode: str, users: Users, scripts: Path, *, root: Path | No
             if mode == "unprivileged":
                 command = [*wrapper(owner.uid, owner.gid, binds), *command]
             process = KernelProcess(home, command=command, args=args, env={"GEMINI_API_KEY": api_key, "GOOGLE_API_KEY": "",
-                                                                "OPENAI_API_KEY": ""})
+                                                                "OPENAI_API_KEY": "", **(env or {})})
             process.start()
             try:
                 yield HostileKernel(mode, process, scripts)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .output import duration, size
 
 #: Columns of ``agentos ps``; ``top`` shows CPU as a percentage instead of seconds.
-PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS")
+PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD")
 
 
 def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -25,10 +26,23 @@ def _rank(info: Mapping[str, Any]) -> tuple[bool, float]:
     return info["status"] == "running", info["started_at"]
 
 
-def tokens_by_id(usage: Mapping[str, Any]) -> dict[str, int]:
-    """Total LLM tokens per agent id, from a USAGE reply."""
-    return {key.removeprefix("agent:"): report["tokens"]["total"]
+@dataclass(frozen=True)
+class Spent:
+    """What an agent has spent on THINK: tokens, and US dollars by the kernel's price table."""
+
+    tokens: int = 0
+    usd: float = 0.0
+
+
+def spent_by_id(usage: Mapping[str, Any]) -> dict[str, Spent]:
+    """LLM spending per agent id, from a USAGE reply."""
+    return {key.removeprefix("agent:"): Spent(report["tokens"]["total"], report.get("cost_usd") or 0.0)
             for key, report in usage.get("agents", {}).items() if key.startswith("agent:")}
+
+
+def usd(amount: float) -> str:
+    """``$0.0123``: four decimals, enough for a cent's fractions; ``-`` for nothing."""
+    return f"${amount:.4f}" if amount else "-"
 
 
 def status_text(info: Mapping[str, Any]) -> str:
@@ -42,16 +56,17 @@ def status_text(info: Mapping[str, Any]) -> str:
     return str(status)
 
 
-def row(info: Mapping[str, Any], tokens: Mapping[str, int], cpu: str, now: float | None = None) -> list[str]:
+def row(info: Mapping[str, Any], spending: Mapping[str, Spent], cpu: str, now: float | None = None) -> list[str]:
     """One agent in PS_COLUMNS order; ``cpu`` is already formatted (seconds for ps, percent for top)."""
     now = time.time() if now is None else now
     running = info["status"] == "running"
     usage = info.get("usage") or {}
     memory = usage.get("memory_current") if running else None
-    spent = tokens.get(info["id"], 0)
+    spent = spending.get(info["id"], Spent())
     return [info["name"], info["id"], str(info["pid"]), status_text(info),
             duration(now - info["started_at"]) if running else "-", str(info.get("restarts", 0)),
-            size(memory) if memory is not None else "-", cpu, str(spent) if spent else "-"]
+            size(memory) if memory is not None else "-", cpu, str(spent.tokens) if spent.tokens else "-",
+            usd(spent.usd)]
 
 
 def cpu_seconds(info: Mapping[str, Any]) -> str:

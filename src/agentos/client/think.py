@@ -21,7 +21,7 @@ from ..errors import AgentOSError
 OPTIONS = ("messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
            "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
            "response_schema", "images", "functions", "function_mode", "allowed_functions",
-           "function_responses", "context", "model")
+           "function_responses", "context", "model", "safety", "candidates")
 CONTEXT_OPS = ("create", "get", "list", "clear", "fork", "delete")
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
           (b"%PDF", "application/pdf"))
@@ -46,8 +46,9 @@ class ThinkReply:
 
     success: bool
     content: str | None
-    #: ``{"prompt", "output", "total"}``.
-    tokens: dict[str, int]
+    #: ``{"prompt", "output", "total", "thoughts", "cached"}`` (ints) and ``"cost_usd"`` (float,
+    #: or None when the kernel has no price for the model).
+    tokens: dict[str, Any]
     finish_reason: str | None = None
     #: ``[{"id"?, "name", "args"}]`` the model wants run; answer with ``function_responses``.
     function_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -57,6 +58,14 @@ class ThinkReply:
     #: The model turn verbatim, to put back into ``messages`` when you keep the history.
     turn: dict[str, Any] | None = None
     context: str | None = None
+    #: ``[{model, error}]``: the models of a fallback chain that failed before ``model``.
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    #: ``{blocked, source?, reason?, ratings?}``: why the answer was withheld (``finish_reason``
+    #: ``safety``), or the provider's ratings of it; None when it sent none.
+    safety: dict[str, Any] | None = None
+    #: With ``candidates=N``: ``[{content, function_calls, finish_reason, safety?}]`` for every
+    #: candidate, the first being this answer itself.
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ThinkReply:
@@ -64,6 +73,13 @@ class ThinkReply:
         reply = cls(**{k: v for k, v in payload.items() if k in names})
         if reply.turn is not None:
             reply.turn = full_turn(reply.turn, reply.content or "", reply.function_calls)
+        if reply.candidates:
+            # The kernel sends the first candidate's content once: as the answer's own.
+            first: dict[str, Any] = {"content": reply.content,
+                                     "function_calls": reply.function_calls}
+            if reply.safety is not None:
+                first["safety"] = reply.safety
+            reply.candidates = [{**reply.candidates[0], **first}, *reply.candidates[1:]]
         return reply
 
     def raise_for_error(self) -> ThinkReply:
@@ -157,15 +173,20 @@ class _StreamState:
     def __init__(self) -> None:
         self.reply: ThinkReply | None = None
         self.function_calls: list[dict[str, Any]] = []
+        self._texts: list[str] = []
 
     def _take(self, item: Any) -> str | None:
         """Record one stream item; return its text delta, if it is one."""
         if isinstance(item, dict) and "success" in item:
+            if "content" not in item:
+                # A streamed answer's END leaves out the text its chunks carried.
+                item = {**item, "content": "".join(self._texts)}
             self.reply = ThinkReply.from_payload(item)
         elif isinstance(item, dict) and "function_call" in item:
             self.function_calls.append(item["function_call"])
         elif isinstance(item, dict) and item.get("text"):
-            return str(item["text"])
+            self._texts.append(str(item["text"]))
+            return self._texts[-1]
         return None
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .config import AgentPolicy, LLMConfig
-from .request import ThinkArgs
+from .request import ThinkArgs, model_chain
 
 if TYPE_CHECKING:
     from ..kernel.identity import Identity
@@ -29,19 +29,31 @@ class AgentDefaults:
     """An agent's manifest ``llm`` section: THINK defaults and budget overrides."""
 
     model: str | None = None
+    #: The rest of the manifest's fallback chain, tried in order after ``model``.
+    fallbacks: tuple[str, ...] = ()
     system: str | None = None
     temperature: float | None = None
     tokens: int | None = None
     calls_per_minute: int | None = None
+    usd: float | None = None
 
     @classmethod
     def from_event(cls, raw: Mapping[str, Any]) -> AgentDefaults:
         def typed(key: str, kind: type | tuple[type, ...]) -> Any:
             value = raw.get(key)
             return value if isinstance(value, kind) and not isinstance(value, bool) else None
-        return cls(model=typed("model", str), system=typed("system", str),
+        model = raw.get("model")
+        try:
+            # SPAWN checked the names; a model named twice is tried once.
+            chain = model_chain(list(dict.fromkeys(model)) if isinstance(model, list) else model,
+                                "llm.model")
+        except (TypeError, ValueError):
+            chain = ()
+        return cls(model=chain[0] if chain else None, fallbacks=chain[1:],
+                   system=typed("system", str),
                    temperature=typed("temperature", (int, float)), tokens=typed("tokens", int),
-                   calls_per_minute=typed("calls_per_minute", int))
+                   calls_per_minute=typed("calls_per_minute", int),
+                   usd=typed("usd", (int, float)))
 
     def apply(self, policy: AgentPolicy) -> AgentPolicy:
         """The policy with this manifest's budgets, and its model allowed."""
@@ -50,15 +62,17 @@ class AgentDefaults:
             max_tokens=self.tokens if self.tokens is not None else policy.max_tokens,
             calls_per_minute=(self.calls_per_minute if self.calls_per_minute is not None
                               else policy.calls_per_minute),
-            models=(*policy.models, self.model) if self.model else policy.models)
+            max_usd=float(self.usd) if self.usd is not None else policy.max_usd,
+            models=(*policy.models, self.model, *self.fallbacks) if self.model else policy.models)
 
     def fill(self, args: ThinkArgs) -> ThinkArgs:
-        """``args`` with the manifest's model, system and temperature where the call set none."""
+        """``args`` with the manifest's model chain, system and temperature where the call set none."""
         options = args.options
         if self.temperature is not None and options.temperature is None:
             options = replace(options, temperature=float(self.temperature))
-        return replace(args, model=args.model or self.model, system=args.system or self.system,
-                       options=options)
+        if args.model is None and self.model is not None:
+            args = replace(args, model=self.model, fallbacks=self.fallbacks)
+        return replace(args, system=args.system or self.system, options=options)
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,8 @@ class Callers:
         self.config = config
         self._names: dict[str, str] = {}
         self._defaults: dict[str, AgentDefaults] = {}
+        #: The agent that spawned each agent (agents an outside client spawned have none).
+        self._parents: dict[str, str] = {}
 
     def of(self, identity: Identity) -> Caller:
         if identity.agent_id is not None:
@@ -92,18 +108,35 @@ class Callers:
                       policy=self.config.defaults, admin=identity.admin)
 
     def policy_of(self, key: str) -> AgentPolicy:
-        """The policy behind a caller key (outside clients have the defaults)."""
+        """The policy behind a caller key (outside clients have the defaults). A spawned
+        agent's budgets are never looser than its spawner's, however either was configured."""
         if not key.startswith("agent:"):
             return self.config.defaults
         agent_id = key.removeprefix("agent:")
         policy = self.config.policy_for(agent_id, self._names.get(agent_id))
         defaults = self._defaults.get(agent_id)
-        return defaults.apply(policy) if defaults is not None else policy
+        if defaults is not None:
+            policy = defaults.apply(policy)
+        parent = self._parents.get(agent_id)
+        return policy if parent is None else policy.within(self.policy_of(agent_key(parent)))
+
+    def team_of(self, key: str) -> str:
+        """The team a caller key's usage adds up in: an agent's is the top of its spawn tree
+        (the agent an outside client started), by name; an outside client's, its user."""
+        if not key.startswith("agent:"):
+            return "uid:" + key.split(":")[1]
+        agent_id = key.removeprefix("agent:")
+        while agent_id in self._parents:
+            agent_id = self._parents[agent_id]
+        name = self._names.get(agent_id)
+        return f"name:{name}" if name else agent_key(agent_id)
 
     def agent_started(self, event: Mapping[str, Any]) -> None:
         agent_id = str(event["id"])
         if event.get("name"):
             self._names[agent_id] = str(event["name"])
+        if event.get("parent"):
+            self._parents[agent_id] = str(event["parent"])
         llm = event.get("llm")
         if isinstance(llm, Mapping):
             self._defaults[agent_id] = AgentDefaults.from_event(llm)

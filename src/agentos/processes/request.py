@@ -65,8 +65,8 @@ class Confinement:
     readable: tuple[Bind, ...]
     writable: tuple[Bind, ...]
     limits: Limits
-    #: LLM budgets (``tokens``, ``calls_per_minute``) that bound its children's.
-    llm_budget: dict[str, int] = field(default_factory=dict)
+    #: LLM budgets (``tokens``, ``calls_per_minute``, ``usd``) that bound its children's.
+    llm_budget: dict[str, float] = field(default_factory=dict)
     #: The largest workspace a child may get, in bytes: the agent's own workspace's size,
     #: 0 when it has none; None (an outside client): no bound.
     workspace: int | None = None
@@ -121,7 +121,7 @@ class SpawnRequest:
     readonly_paths: list[str] = field(default_factory=list)
     #: The agent's hostname in its own UTS namespace (sandboxed only); None: its name.
     hostname: str | None = None
-    #: THINK defaults and budgets (model, system, temperature, tokens, calls_per_minute), if given.
+    #: THINK defaults and budgets (model, system, temperature, tokens, calls_per_minute, usd), if given.
     llm: dict[str, Any] | None = None
     #: Capability names asked for; None: the defaults, trimmed to the spawner's.
     capabilities: list[str] | None = None
@@ -149,8 +149,8 @@ class SpawnRequest:
                         *((p, _acts_as(p, agent_uid, readonly=True)) for p in own),
                         *((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths))
             writable = tuple((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths)
-        budget: dict[str, int] = {key: self.llm[key] for key in ("tokens", "calls_per_minute")
-                                  if self.llm and key in self.llm}
+        budget: dict[str, float] = {key: self.llm[key] for key in ("tokens", "calls_per_minute", "usd")
+                                    if self.llm and key in self.llm}
         return Confinement(sandboxed=self.sandboxed, network=self.network,
                            allow_degraded=self.allow_degraded, readable=readable, writable=writable,
                            limits=self.limits, llm_budget=budget, workspace=self.workspace or 0)
@@ -358,7 +358,7 @@ def _workspace(wire: WorkspaceWire | None, sandboxed: bool, ceiling: int | None)
     return size
 
 
-def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, int]) -> None:
+def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, float]) -> None:
     for key, ceiling in budget.items():
         value = (llm or {}).get(key)
         if value is not None and value > ceiling:

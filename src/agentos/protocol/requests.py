@@ -111,11 +111,14 @@ class LLMWire(Struct, forbid_unknown_fields=True, kw_only=True):
     """``llm`` of SPAWN: the agent's THINK defaults and budgets."""
 
     provider: Word | UnsetType = UNSET
-    model: Word | UnsetType = UNSET
+    #: A model, or a fallback chain tried in order (llm.request.MAX_CHAIN at most).
+    model: Word | Annotated[list[Word], Meta(min_length=1, max_length=8)] | UnsetType = UNSET
     system: Text | UnsetType = UNSET
     temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType = UNSET
     tokens: Count | UnsetType = UNSET
     calls_per_minute: Count | UnsetType = UNSET
+    #: US dollars the agent may spend on THINK (priced by the kernel's ``llm.prices``).
+    usd: Annotated[float, Meta(gt=0, le=1e9)] | UnsetType = UNSET
 
 
 class SpawnRequestWire(Request):

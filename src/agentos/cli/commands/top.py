@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..agents import PS_COLUMNS, order, row, tokens_by_id
+from ..agents import PS_COLUMNS, order, row, spent_by_id
 from ..launch import add_socket_option, connect, duration_option
 from ..output import duration, table
 
@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
             while True:
                 hello = client.hello()
                 agents = order(client.list_agents(status="running"))
-                tokens = tokens_by_id(client.usage())
+                spending = spent_by_id(client.usage())
                 now = time.time()
                 header = (f"agentos {hello['version']} (pid {hello['pid']}, up {duration(hello['uptime'])}): "
                           f"{len(agents)} agent(s) running")
-                rows = [row(info, tokens, _cpu_percent(info, before, now), now) for info in agents]
+                rows = [row(info, spending, _cpu_percent(info, before, now), now) for info in agents]
                 body = table(PS_COLUMNS, rows) if rows else ""
                 sys.stdout.write((_CLEAR if redraw else "") + header + "\n" + (body + "\n" if body else ""))
                 sys.stdout.flush()
