@@ -3,21 +3,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from .config import LLMConfig
+from .deadline import Deadline
 from .errors import ErrorKind, LLMError
 from .http import HttpClient
-from .retry import UNGATED, Gate, with_retries
+from .retry import UNGATED, Gate, RetryPolicy, with_retries
 from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo,
                     ModelRequest)
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from .prefix_cache import PrefixCache
-
-T = TypeVar("T")
 
 
 class Provider(ABC):
@@ -30,9 +32,14 @@ class Provider(ABC):
         self.http = HttpClient(session, config, self.name)
 
     async def generate(self, request: ModelRequest, on_chunk: ChunkSink | None = None,
-                       gate: Gate = UNGATED) -> Completion:
+                       gate: Gate = UNGATED, retry: RetryPolicy | None = None,
+                       deadline: Deadline | None = None) -> Completion:
         """One model answer; with ``on_chunk`` it is streamed delta by delta. Each attempt passes
-        ``gate`` (the model's rate limit, a scheduler slot), and waits between attempts outside it."""
+        ``gate`` (the model's rate limit, a scheduler slot), and waits between attempts outside it.
+        ``retry`` replaces the configured policy (a fallback chain gives up on a model sooner).
+        ``deadline`` bounds the whole call, queueing, attempts and waits included (a fallback
+        chain hands the THINK's one deadline to each model in turn); without one the call gets
+        ``llm.deadline`` from now. Past it the call raises ``deadline_exceeded``."""
         self._check_key()
         surfaced = False
 
@@ -51,7 +58,8 @@ class Provider(ABC):
                     error.retryable = False
                 raise
 
-        return await with_retries(attempt, self.config.retry, gate=gate)
+        return await with_retries(attempt, retry or self.config.retry, gate=gate,
+                                  deadline=deadline or Deadline.after(self.config.deadline))
 
     async def count_tokens(self, request: ModelRequest, gate: Gate = UNGATED) -> int:
         """The input tokens ``request`` would cost: its contents, system instruction and functions."""
@@ -64,6 +72,11 @@ class Provider(ABC):
     async def list_models(self) -> list[ModelInfo]:
         """Every model the endpoint serves (all pages)."""
         return await self._retried(self._list_models_once, UNGATED)
+
+    async def check_endpoint(self) -> None:
+        """One models-list request, not retried: raises the ``LLMError`` a call would meet now
+        (``probe.py`` runs it at kernel start, ``agentos doctor`` without a kernel)."""
+        await self._list_models_once()
 
     async def _retried(self, once: Callable[[], Awaitable[T]], gate: Gate) -> T:
         self._check_key()

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import ujson
 
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
@@ -23,11 +22,13 @@ from ..protocol.payload import encode_payload
 from .budgets import Budgets
 from .callers import Caller, Callers, agent_key
 from .catalog import Catalog
-from .config import LLMConfig
+from .config import LLMConfig, environment_section
 from .contexts import ContextStore
+from .deadline import Deadline
 from .errors import ErrorKind, LLMError
 from .http import HttpClient, new_session
 from .prefix_cache import GeminiCacheStore, PrefixCache
+from .probe import EndpointCheck
 from .provider import Provider, make_provider
 from .ratelimits import RateLimits, model_key
 from .request import ThinkArgs, parse_think
@@ -60,6 +61,7 @@ class LLMService:
         self._session: aiohttp.ClientSession | None = None
         self._provider: Provider | None = None
         self._prefix_cache: PrefixCache | None = None
+        self.endpoint = EndpointCheck(self.config)
         #: The handler tasks of THINKs in progress, by caller key; those cancelled by a kill.
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         self._killed: set[asyncio.Task[Any]] = set()
@@ -88,11 +90,14 @@ class LLMService:
             log.info("LLM: provider %s, model %s at %s, key from %s, %d calls in flight at most",
                      cfg.provider, cfg.model, where, cfg.api_key_source or "nowhere (none needed)",
                      cfg.max_inflight)
+        # In the background: an unreachable endpoint is logged, never waited for.
+        self.endpoint.start(self._provider)
 
     async def stop(self) -> None:
         # The kernel has cancelled and awaited every handler, THINKs included, by now.
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        await self.endpoint.stop()
         if self._prefix_cache is not None:
             await self._prefix_cache.close()
             self._prefix_cache = None
@@ -115,7 +120,7 @@ class LLMService:
         return {"provider": self.config.provider, "model": self.config.model,
                 "configured": bool(self.config.api_key) or not self.config.needs_key,
                 "streaming": True, "function_calling": True, "contexts": True,
-                "max_inflight": self.config.max_inflight}
+                "max_inflight": self.config.max_inflight, "endpoint": self.endpoint.status.to_dict()}
 
     # --- THINK ---------------------------------------------------------------------------
 
@@ -158,15 +163,17 @@ class LLMService:
                     del self._calls[caller.key]
 
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
+        # From arrival: waiting for the context's lock counts too.
+        deadline = Deadline.after(self.config.deadline_for(args.timeout))
         model = args.model or self.config.model
         try:
             self.budgets.admit(caller.key, caller.owner, caller.policy)
             if args.context is None:
-                completion = await self._generate(call, args, caller, [], args.system)
+                completion = await self._generate(call, args, caller, deadline, [], args.system)
                 return self._deliver(call, args, caller, completion)
             async with self.contexts.lock(caller.owner, args.context):
                 context = self.contexts.get(caller.owner, args.context)
-                completion = await self._generate(call, args, caller, context.contents,
+                completion = await self._generate(call, args, caller, deadline, context.contents,
                                                   args.system or context.system)
                 # Before the context keeps it: a refused answer leaves no trace.
                 reply = self._deliver(call, args, caller, completion)
@@ -193,7 +200,7 @@ class LLMService:
         self.budgets.charge(caller.key, completion.usage)
         return payload
 
-    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller,
+    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller, deadline: Deadline,
                         history: list[dict[str, Any]], system: str | None) -> Completion:
         assert self._provider is not None, "THINK before the llm service started"
         request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
@@ -202,7 +209,8 @@ class LLMService:
         # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
         gate = self.rate_limits.gate(model_key(self.config.base_url, args.model or self.config.model),
                                      self.scheduler, caller.key, caller.policy.priority)
-        return await self._provider.generate(request, call.stream if args.stream else None, gate)
+        return await self._provider.generate(request, call.stream if args.stream else None, gate,
+                                             deadline=deadline)
 
     def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
@@ -271,14 +279,10 @@ class LLMService:
 def _answer(args: ThinkArgs, completion: Completion) -> dict[str, Any]:
     if args.plain:
         return {"content": completion.text, "tokens": completion.usage.total, "error": None}
-    answer = {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
-              "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
-              "model": completion.model, "error": None, "turn": _wire_turn(completion),
-              "context": args.context}
-    if args.stream:
-        # The text went out as STREAM chunks already; the SDK joins them (docs/protocol.md).
-        del answer["content"]
-    return answer
+    return {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
+            "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
+            "model": completion.model, "error": None, "turn": _wire_turn(completion),
+            "context": args.context}
 
 
 def _wire_turn(completion: Completion) -> Content:
@@ -320,13 +324,4 @@ def _answer_error(args: ThinkArgs, error: LLMError, model: str) -> dict[str, Any
 
 def _section(kernel: Kernel) -> dict[str, Any]:
     """The ``llm`` section; ``AGENTOS_LLM_CONFIG`` (JSON) fills in when there is no manifest."""
-    raw = os.environ.get("AGENTOS_LLM_CONFIG")
-    base: dict[str, Any] = {}
-    if raw:
-        try:
-            base = ujson.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"AGENTOS_LLM_CONFIG is not valid JSON: {exc}") from None
-        if not isinstance(base, dict):
-            raise ValueError("AGENTOS_LLM_CONFIG must be a JSON object (the llm section)")
-    return {**base, **kernel.config.section("llm")}
+    return {**environment_section(os.environ), **kernel.config.section("llm")}

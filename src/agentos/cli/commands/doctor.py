@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
 import os
 import sys
+from typing import Any
 
 from ...errors import AgentOSError
 from ..launch import add_socket_option, connect, socket_path
@@ -32,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     _python(report)
     _cgroups(report)
     _sandbox(report)
-    _kernel(report, args)
+    hello = _kernel(report, args)
     _llm_keys(report)
+    _llm_endpoint(report, hello)
     return _BROKEN if report.failed else 0
 
 
@@ -88,16 +92,17 @@ def _sandbox(report: _Report) -> None:
                 f"ABI {support.landlock_abi}" if support.landlock_abi else support.notes.get("landlock", "off"))
 
 
-def _kernel(report: _Report, args: argparse.Namespace) -> None:
+def _kernel(report: _Report, args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         with connect(args) as client:
-            hello = client.hello()
+            hello: dict[str, Any] = client.hello()
     except AgentOSError as exc:
         report.line("info", "kernel", f"none reachable at {socket_path(args.socket)} ({exc.__class__.__name__}); "
                     "`agentos up FILE` or `agentos kernel` starts one")
-        return
+        return None
     report.line("ok", "kernel", f"agentos {hello['version']}, pid {hello['pid']}, "
                 f"{len(hello.get('syscalls', []))} syscalls, at {socket_path(args.socket)}")
+    return hello
 
 
 def _llm_keys(report: _Report) -> None:
@@ -106,3 +111,29 @@ def _llm_keys(report: _Report) -> None:
         report.line("ok", "LLM keys", f"{', '.join(found)} set here (the kernel reads its own environment)")
     else:
         report.line("warn", "LLM keys", "none set here; export GEMINI_API_KEY where the kernel runs to use THINK")
+
+
+def _llm_endpoint(report: _Report, hello: dict[str, Any] | None) -> None:
+    """The running kernel's check of its model endpoint; with no kernel, a check of the endpoint
+    this shell's environment configures (``AGENTOS_LLM_CONFIG``, ``AGENTOS_*_BASE_URL``, keys)."""
+    from ...llm.config import LLMConfig, environment_section
+    from ...llm.probe import EndpointStatus, probe_config
+
+    if hello is not None:
+        raw = hello.get("capabilities", {}).get("llm", {}).get("endpoint")
+        if raw is None:
+            return  # a kernel from before the check
+        status = EndpointStatus.from_dict(raw)
+        source = "" if status.checked_at is None else (
+            f" (checked by the kernel at "
+            f"{datetime.datetime.fromtimestamp(status.checked_at):%H:%M:%S})")
+    else:
+        try:
+            config = LLMConfig.from_section(environment_section(os.environ), os.environ)
+        except ValueError as exc:
+            report.line("FAIL", "LLM endpoint", f"this environment's llm configuration: {exc}")
+            return
+        status = asyncio.run(probe_config(config))
+        source = " (checked from here, as this environment configures it)"
+    level = {"ok": "ok", "unreachable": "FAIL", "key_refused": "FAIL", "error": "warn"}
+    report.line(level.get(status.state, "info"), "LLM endpoint", status.summary() + source)
