@@ -279,10 +279,14 @@ class LLMService:
 def _answer(args: ThinkArgs, completion: Completion) -> dict[str, Any]:
     if args.plain:
         return {"content": completion.text, "tokens": completion.usage.total, "error": None}
-    return {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
-            "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
-            "model": completion.model, "error": None, "turn": _wire_turn(completion),
-            "context": args.context}
+    answer = {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
+              "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
+              "model": completion.model, "error": None, "turn": _wire_turn(completion),
+              "context": args.context}
+    if args.stream:
+        # The text went out as STREAM chunks already; the SDK joins them (docs/protocol.md).
+        del answer["content"]
+    return answer
 
 
 def _wire_turn(completion: Completion) -> Content:
