@@ -5,10 +5,12 @@ limit is an ERROR frame (``too_large``) for that one request, and the connection
 """
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import ujson
 
-from agentos import Client
+from agentos import AsyncClient, Client
 from agentos.errors import TooLarge
 from agentos.protocol import Op, encode_frame
 from agentos.protocol.requests import MIN_DECLARED_PAYLOAD
@@ -85,3 +87,29 @@ def test_the_sdk_declares_its_limit_and_gets_too_large_then_carries_on(kernel) -
 
 def _frame(op: Op, rid: int, body: object) -> bytes:
     return encode_frame(op, rid, ujson.dumps(body).encode())
+
+
+def test_the_sdk_never_asks_for_an_echo_over_its_own_limit(kernel) -> None:
+    # The kernel echoes NOOP unchecked; an echo over the limit would be a frame the client's
+    # decoder must refuse, failing the connection, so the SDK refuses to send it.
+    limit = MIN_DECLARED_PAYLOAD
+    with Client(kernel.socket_path, max_payload=limit) as small:
+        with pytest.raises(TooLarge) as refused:
+            small.noop(b"x" * (limit + 1))
+        assert refused.value.details == {"size": limit + 1, "limit": limit}
+        with pytest.raises(TooLarge):
+            small.noop_batch([b"a", b"x" * (limit + 1)])
+        assert small.noop(b"x" * limit) == b"x" * limit
+        assert small.noop_batch([b"a", b"b"]) == [b"a", b"b"]
+
+
+def test_the_async_sdk_never_asks_for_an_echo_over_its_own_limit(kernel) -> None:
+    limit = MIN_DECLARED_PAYLOAD
+
+    async def main() -> None:
+        async with await AsyncClient.connect(kernel.socket_path, max_payload=limit) as small:
+            with pytest.raises(TooLarge):
+                await small.noop(b"x" * (limit + 1))
+            assert await small.noop(b"still here") == b"still here"
+
+    asyncio.run(main())

@@ -8,7 +8,7 @@ from typing import Any
 
 
 from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
-                      error_from_payload)
+                      TooLarge, error_from_payload)
 from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, append_frame
 from ..protocol.payload import decode_json, encode_payload
 from ..protocol.requests import MIN_DECLARED_PAYLOAD
@@ -79,6 +79,19 @@ def declare_limit(buf: bytearray, ids: RequestIds, in_use: Any, max_payload: int
                          "(every error frame must fit)")
     limit = min(max_payload, _U32 - 1)  # no frame can be longer
     append_frame(buf, Op.HELLO, ids.take(in_use), encode_payload({"max_payload": limit}))
+
+
+def check_echo(payload: bytes | bytearray | memoryview, limit: int) -> None:
+    """Refuse (``too_large``, nothing sent) a NOOP whose echo this client would refuse.
+
+    The kernel echoes a NOOP as it came, unchecked. A longer echo than this client accepts
+    would be a frame its decoder refuses from the header alone and cannot skip without
+    reading it all, which fails the connection; so the SDK never asks for one.
+    """
+    size = memoryview(payload).nbytes
+    if size > limit:
+        raise TooLarge(f"NOOP payload of {size} bytes: its echo would be over this client's "
+                       f"max_payload of {limit} bytes", size=size, limit=limit)
 
 
 def raise_error(payload: bytes | memoryview) -> None:

@@ -13,8 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit, raise_error,
-                      read_pending, stream_item)
+from ._common import (ERROR, RequestIds, check_echo, connect_socket, connection_error, declare_limit,
+                      raise_error, read_pending, stream_item)
 
 
 class _Protocol(asyncio.Protocol):
@@ -174,6 +174,7 @@ class AsyncClient:
 
     async def noop(self, payload: bytes = b"") -> bytes:
         """Round trip ``payload`` through the kernel."""
+        check_echo(payload, self._decoder.max_payload)
         return bytes(await self._request(Op.NOOP, payload))
 
     async def echo(self, text: str) -> str:

@@ -13,8 +13,8 @@ from . import processes as _processes
 from . import state as _state
 from . import think as _think
 from ..protocol.payload import decode_json, encode_payload
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit, raise_error,
-                      read_pending, stream_item)
+from ._common import (ERROR, RequestIds, check_echo, connect_socket, connection_error, declare_limit,
+                      raise_error, read_pending, stream_item)
 
 _RECV_SIZE = 256 * 1024
 
@@ -150,6 +150,7 @@ class Client:
 
     def noop(self, payload: bytes = b"") -> bytes:
         """Round trip ``payload`` through the kernel (answered without entering Python)."""
+        check_echo(payload, self._decoder.max_payload)
         return bytes(self._request(Op.NOOP, payload))
 
     def echo(self, text: str) -> str:
@@ -160,6 +161,9 @@ class Client:
         """Pipeline many NOOPs: one write for all requests, replies read as they stream in."""
         if self._failure is not None:
             raise connection_error(self._failure)
+        payloads = list(payloads)
+        for payload in payloads:
+            check_echo(payload, self._decoder.max_payload)
         buf = self._take_unsent()
         rids = []
         for payload in payloads:
