@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -39,16 +40,16 @@ class QuotaGemini(FakeGemini):
         self.resumes_at: float | None = None
         self.refused = 0
 
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["model_action"].partition(":")[0] == LIMITED:
+    async def _generate(self, request: web.Request, body: dict[str, Any], model: str,
+                        action: str) -> web.StreamResponse:
+        if model == LIMITED:
             now = time.monotonic()
             if self.resumes_at is None:
                 self.resumes_at = now + PAUSE
             if now < self.resumes_at:
-                await self.record(request)
                 self.refused += 1
                 return error_response(429, retry_delay=round(self.resumes_at - now, 3))
-        return await super()._generate(request)
+        return await super()._generate(request, body, model, action)
 
 
 def _prompt(request) -> str:
@@ -90,7 +91,9 @@ def test_a_rate_limited_model_never_delays_another_models_calls(tmp_path: Path) 
         log = kernel.log()
     assert status == 0 and "Traceback" not in log, log
     assert json.loads(out) == [True] * 8
-    prompts = [_prompt(r) for r in fake.requests]
+    # The kernel's start-up endpoint check (a models list) is not a call.
+    calls = [r for r in fake.requests if r.method == "POST"]
+    prompts = [_prompt(r) for r in calls]
     healthy = prompts.index("healthy")
     refused, answered = prompts[:fake.refused], prompts[fake.refused:]
     # Only the calls already in flight when the first 429 came back reached the limited model
@@ -100,4 +103,4 @@ def test_a_rate_limited_model_never_delays_another_models_calls(tmp_path: Path) 
     assert healthy == fake.refused, prompts
     assert sorted(p for p in answered if p != "healthy") == [f"flood {i}" for i in range(8)]
     assert fake.resumes_at is not None
-    assert all(r.at >= fake.resumes_at for r in fake.requests[healthy + 1:])
+    assert all(r.at >= fake.resumes_at for r in calls[healthy + 1:])

@@ -33,6 +33,10 @@ async def _service(tmp_path: Path, fake: FakeGemini, monkeypatch, section: dict)
                              events=EventBus(), check_reply=lambda call, payload: None)
     service = LLMService(kernel)
     await service.start()
+    # The start-up endpoint check (a models list) is the kernel's own request, not the test's.
+    while service.endpoint.status.checked_at is None:
+        await asyncio.sleep(0.01)
+    fake.requests.clear()
     return kernel, service
 
 

@@ -4,14 +4,15 @@ The kernel holds the only key, so counting tokens, embedding texts and listing
 models go through it as THINK does, under THINK's rules:
 
 - A model the call names obeys the caller's policy (``llm.agents.<name>.models``); the
-  kernel's default model and default embedding model are open to every caller.
+  kernel's default model, its fallbacks and the default embedding model are open to
+  every caller.
 - COUNT and EMBED take a scheduler slot in the caller's turn, one attempt at a time,
   and wait out their model's rate limit without one (``ratelimits``).
 - EMBED is admitted by the caller's budget (tokens, US dollars, calls per minute): it
   reserves the texts' estimated tokens and is charged the input tokens the provider
-  reports (the estimate when it reports none). COUNT is free: Google does not bill countTokens,
-  and the slot it takes keeps it from crowding out anyone's THINK. MODELS is free too;
-  its list is fetched once per ``MODELS_TTL`` and shared by every caller.
+  reports (the estimate when it reports none). COUNT is free: Google does not bill
+  countTokens, and the slot it takes keeps it from crowding out anyone's THINK. MODELS
+  is free too; its list is fetched once per ``MODELS_TTL`` and shared by every caller.
 
 A model failure is an answer (``success: false`` and a typed ``error``), as for THINK;
 a malformed request is an ``invalid_argument`` ERROR frame, a model the policy does
@@ -28,7 +29,7 @@ from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
 from ..protocol.payload import encode_payload
 from ..protocol.requests import EmbedRequest
-from .budgets import Budgets
+from .budgets import Budgets, estimate_input_tokens
 from .callers import Caller, Callers
 from .config import LLMConfig
 from .contexts import ContextStore
@@ -38,7 +39,8 @@ from .ratelimits import RateLimits, model_key
 from .request import parse_think
 from .retry import Gate
 from .scheduler import FairScheduler
-from .types import EmbeddingRequest, Embeddings, ModelInfo, ModelRequest, Usage
+from .types import (EmbeddingRequest, Embeddings, GenerationOptions, ModelInfo, ModelRequest,
+                    Usage)
 
 if TYPE_CHECKING:
     from ..kernel.syscalls import Call
@@ -85,6 +87,9 @@ class Catalog:
         # A fallback chain is counted for its first model, the one THINK tries first.
         model = args.model or self.config.model
         self._check_model(caller, model)
+        provider = self._require_provider()
+        if args.functions:
+            provider.check_functions(args.functions)
         history: list[dict[str, Any]] = []
         system = args.system
         if args.context is not None:
@@ -94,7 +99,7 @@ class Catalog:
                                functions=args.functions, function_mode=args.function_mode,
                                allowed_functions=args.allowed_functions, model=model)
         try:
-            tokens = await self._require_provider().count_tokens(request, self._gate(caller, model))
+            tokens = await provider.count_tokens(request, self._gate(caller, model))
         except LLMError as error:
             return {"success": False, "tokens": None, "model": model, "error": error.to_dict()}
         return {"success": True, "tokens": tokens, "model": model, "error": None}
@@ -126,19 +131,30 @@ class Catalog:
                                    "tokens": None, "error": error.to_dict()})
 
     async def _spend(self, call: Call, caller: Caller, request: EmbeddingRequest) -> bytes:
-        """The embeddings' reply, admitted by the caller's budget and charged once it can be
-        delivered (a reply refused as too large for the client costs nothing)."""
-        self.budgets.admit(caller.key, caller.owner, caller.policy)
+        """The embeddings' reply, within the caller's budget: reserved before the call, charged
+        once the reply can be delivered (one refused as too large for the client costs nothing)."""
+        # Texts as one prompt, and one output token: an embedding produces none.
+        prompt = ModelRequest(contents=[{"role": "user", "parts": [{"text": text}]}
+                                        for text in request.texts],
+                              options=GenerationOptions(max_output_tokens=1))
+        reservation = self.budgets.admit(caller.key, caller.owner, caller.policy,
+                                         (request.model,), prompt)
         try:
             result = await self._require_provider().embed(request,
                                                           self._gate(caller, request.model))
             payload = encode_payload(_embeddings(result))
             self._check_reply(call, payload)
         except (LLMError, TooLarge):
-            self.budgets.failed(caller.key)
+            self.budgets.failed(caller.key, reservation)
             raise
-        tokens = result.tokens or 0
-        self.budgets.charge(caller.key, Usage(prompt=tokens, total=tokens))
+        except asyncio.CancelledError:
+            self.budgets.cut_off(reservation)
+            raise
+        # A provider that reports no count is charged the kernel's estimate, never nothing.
+        tokens = result.tokens if result.tokens is not None else estimate_input_tokens(prompt)
+        usage = Usage(prompt=tokens, total=tokens)
+        usage.cost_usd = self.budgets.cost(reservation, usage, request.model)
+        self.budgets.settle(reservation, usage)
         return payload
 
     # --- MODELS --------------------------------------------------------------------------
@@ -171,8 +187,9 @@ class Catalog:
 
     def _allows(self, caller: Caller, model: str) -> bool:
         """The kernel's defaults are everyone's; another model needs the caller's policy."""
-        return (model in (self.config.model, self.config.embedding_model) or caller.admin
-                or caller.policy.allows_model(model))
+        return (model in (self.config.model, *self.config.fallback_models,
+                          self.config.embedding_model)
+                or caller.admin or caller.policy.allows_model(model))
 
     def _check_model(self, caller: Caller, model: str) -> None:
         if not self._allows(caller, model):

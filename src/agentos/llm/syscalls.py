@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -19,21 +21,23 @@ import aiohttp
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
 from ..protocol.payload import encode_payload
-from .budgets import Budgets
+from .budgets import Budgets, Reservation, team_totals
 from .callers import Caller, Callers, agent_key
 from .catalog import Catalog
 from .config import LLMConfig, environment_section
 from .contexts import ContextStore
 from .deadline import Deadline
 from .errors import ErrorKind, LLMError
+from .fallback import ModelChain
 from .http import HttpClient, new_session
 from .prefix_cache import GeminiCacheStore, PrefixCache
 from .probe import EndpointCheck
 from .provider import Provider, make_provider
 from .ratelimits import RateLimits, model_key
 from .request import ThinkArgs, parse_think
+from .safety import merge_safety
 from .scheduler import FairScheduler
-from .types import Completion, Content, ModelRequest
+from .types import Completion, Content, ModelRequest, Usage
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -55,7 +59,7 @@ class LLMService:
         self.config = LLMConfig.from_section(_section(kernel), os.environ)
         self.scheduler = FairScheduler(self.config.max_inflight)
         self.rate_limits = RateLimits()
-        self.budgets = Budgets()
+        self.budgets = Budgets(self.config.prices)
         self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
         self.callers = Callers(self.config)
         self._session: aiohttp.ClientSession | None = None
@@ -133,11 +137,10 @@ class LLMService:
             call.open_stream()
         if caller.defaults is not None:
             args = caller.defaults.fill(args)
-        if args.model and args.model != self.config.model and not (
-                caller.admin or caller.policy.allows_model(args.model)):
-            raise PermissionDenied(f"model override {args.model!r} is not allowed for this agent "
-                                   "(llm.agents.<name>.models in the kernel configuration)",
-                                   model=args.model)
+        self._check_models(args, caller)
+        if args.safety and self.config.provider != "gemini":
+            raise InvalidArgument(f"THINK: safety is not supported by the {self.config.provider} "
+                                  "provider (Chat Completions takes no safety settings)")
         if args.context is not None:
             self.contexts.get(caller.owner, args.context)  # NotFound before a budgeted call
         if args.functions and self._provider is not None:
@@ -162,55 +165,114 @@ class LLMService:
                 if not calls:
                     del self._calls[caller.key]
 
+    def _check_models(self, args: ThinkArgs, caller: Caller) -> None:
+        """Every model a call names is the kernel's or one its policy allows."""
+        if args.model is None or caller.admin:
+            return
+        kernel = (self.config.model, *self.config.fallback_models)
+        for index, model in enumerate((args.model, *args.fallbacks)):
+            if model not in kernel and not caller.policy.allows_model(model):
+                where = f"model[{index}]" if args.fallbacks else "model"
+                raise PermissionDenied(f"model override {model!r} ({where}) is not allowed for "
+                                       "this agent (llm.agents.<name>.models in the kernel "
+                                       "configuration)", model=model, field=where)
+
+    def _chain(self, args: ThinkArgs, caller: Caller) -> ModelChain:
+        """The call's models: its own, else its agent's default chain, else the kernel's."""
+        models = ((args.model, *args.fallbacks) if args.model is not None
+                  else caller.policy.default_models or (self.config.model,
+                                                        *self.config.fallback_models))
+        # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
+        return ModelChain(models, lambda model: self.rate_limits.gate(
+            model_key(self.config.base_url, model), self.scheduler, caller.key,
+            caller.policy.priority), self.config.retry)
+
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
         # From arrival: waiting for the context's lock counts too.
         deadline = Deadline.after(self.config.deadline_for(args.timeout))
-        model = args.model or self.config.model
+        chain = self._chain(args, caller)
+        reservation: Reservation | None = None
         try:
-            self.budgets.admit(caller.key, caller.owner, caller.policy)
             if args.context is None:
-                completion = await self._generate(call, args, caller, deadline, [], args.system)
-                return self._deliver(call, args, caller, completion)
+                reservation, args = self._reserve(args, caller, chain, [], args.system)
+                completion = await self._generate(call, args, caller, chain, deadline, [],
+                                                  args.system)
+                reply = self._deliver(call, args, completion, reservation)
+                self.budgets.model_used(caller.key, chain.model, completion.usage)
+                return reply
             async with self.contexts.lock(caller.owner, args.context):
                 context = self.contexts.get(caller.owner, args.context)
-                completion = await self._generate(call, args, caller, deadline, context.contents,
+                # Inside the lock: the reservation counts the history this call will send.
+                reservation, args = self._reserve(args, caller, chain, context.contents,
                                                   args.system or context.system)
+                completion = await self._generate(call, args, caller, chain, deadline,
+                                                  context.contents, args.system or context.system)
                 # Before the context keeps it: a refused answer leaves no trace.
-                reply = self._deliver(call, args, caller, completion)
-                turns = [*args.turns, completion.turn] if completion.turn["parts"] else args.turns
-                await self.contexts.append(context, *turns)
+                reply = self._deliver(call, args, completion, reservation)
+                self.budgets.model_used(caller.key, chain.model, completion.usage)
+                # A withheld answer leaves the context as it was, so the agent can rephrase.
+                if completion.finish_reason != "safety":
+                    turns = [*args.turns, completion.turn] if completion.turn["parts"] else args.turns
+                    await self.contexts.append(context, *turns)
                 return reply
         except LLMError as error:
-            self.budgets.failed(caller.key)
-            return encode_payload(_answer_error(args, error, model))
+            self.budgets.failed(caller.key, reservation)
+            return encode_payload(_answer_error(args, error, chain.model, chain.failed))
         except TooLarge:
-            self.budgets.failed(caller.key)
+            self.budgets.failed(caller.key, reservation)
+            self.budgets.model_used(caller.key, chain.model, None)
+            raise
+        except asyncio.CancelledError:
+            self.budgets.cut_off(reservation)
             raise
 
-    def _deliver(self, call: Call, args: ThinkArgs, caller: Caller, completion: Completion) -> bytes:
+    def _reserve(self, args: ThinkArgs, caller: Caller, chain: ModelChain,
+                 history: list[dict[str, Any]], system: str | None) -> tuple[Reservation, ThinkArgs]:
+        """Admit the call against its budgets (priced at the dearest model of its chain); ``args``
+        with the output limit they leave it."""
+        reservation = self.budgets.admit(
+            caller.key, caller.owner, caller.policy, chain.models,
+            ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
+                         functions=args.functions))
+        if reservation.max_output_tokens is not None:
+            args = replace(args, options=replace(args.options,
+                                                 max_output_tokens=reservation.max_output_tokens))
+        return reservation, args
+
+    def _deliver(self, call: Call, args: ThinkArgs, completion: Completion,
+                 reservation: Reservation) -> bytes:
         """The answer's payload, charged only if it can reach the client.
 
         An unstreamed answer longer than the client accepts is refused (``too_large``) and
         costs nothing; a streamed one has gone out chunk by chunk already, so it is charged
         even if its END frame is refused.
         """
+        usage = completion.usage
+        usage.cost_usd = self.budgets.cost(reservation, usage, completion.model)
         payload = encode_payload(_answer(args, completion))
         if not call.streamed:
             self.kernel.check_reply(call, payload)
-        self.budgets.charge(caller.key, completion.usage)
+        self.budgets.settle(reservation, usage)
         return payload
 
-    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller, deadline: Deadline,
-                        history: list[dict[str, Any]], system: str | None) -> Completion:
+    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller, chain: ModelChain,
+                        deadline: Deadline, history: list[dict[str, Any]],
+                        system: str | None) -> Completion:
         assert self._provider is not None, "THINK before the llm service started"
         request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
                                functions=args.functions, function_mode=args.function_mode,
-                               allowed_functions=args.allowed_functions, model=args.model)
-        # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
-        gate = self.rate_limits.gate(model_key(self.config.base_url, args.model or self.config.model),
-                                     self.scheduler, caller.key, caller.policy.priority)
-        return await self._provider.generate(request, call.stream if args.stream else None, gate,
-                                             deadline=deadline)
+                               allowed_functions=args.allowed_functions,
+                               safety=merge_safety(self.config.safety, args.safety))
+        try:
+            # Every model of the chain shares the call's one deadline.
+            return await chain.generate(partial(self._provider.generate, deadline=deadline),
+                                        request, call.stream if args.stream else None)
+        except LLMError:
+            self.budgets.model_used(caller.key, chain.model, None)
+            raise
+        finally:
+            for failure in chain.failed:
+                self.budgets.model_used(caller.key, failure["model"], None)
 
     def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
@@ -266,27 +328,51 @@ class LLMService:
     async def usage(self, call: Call) -> dict[str, Any]:
         caller = self.callers.of(call.identity)
         keys = self.budgets.agents() if caller.admin else [caller.key]
+        agents = {key: self._report(key) for key in keys}
         return {"provider": self.config.provider, "model": self.config.model,
                 "in_flight": self.scheduler.in_flight, "queued": self.scheduler.queued(),
-                "limit": self.scheduler.limit, "you": caller.key,
-                "agents": {key: self._report(key) for key in keys}}
+                "limit": self.scheduler.limit, "you": caller.key, "agents": agents,
+                "teams": team_totals(agents),
+                "unpriced_models": sorted(self.budgets.unpriced_models)}
 
     def _report(self, key: str) -> dict[str, Any]:
         return {**self.budgets.report(key, self.callers.policy_of(key)), "queued": self.scheduler.queued(key),
-                "in_flight": self.scheduler.running(key)}
+                "in_flight": self.scheduler.running(key), "team": self.callers.team_of(key)}
 
 
 def _answer(args: ThinkArgs, completion: Completion) -> dict[str, Any]:
     if args.plain:
         return {"content": completion.text, "tokens": completion.usage.total, "error": None}
-    answer = {"success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
-              "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
-              "model": completion.model, "error": None, "turn": _wire_turn(completion),
-              "context": args.context}
+    answer: dict[str, Any] = {
+        "success": True, "content": completion.text, "tokens": completion.usage.to_dict(),
+        "finish_reason": completion.finish_reason, "function_calls": completion.function_calls,
+        "model": completion.model, "error": None, "turn": _wire_turn(completion),
+        "context": args.context}
     if args.stream:
         # The text went out as STREAM chunks already; the SDK joins them (docs/protocol.md).
         del answer["content"]
+    # Only when there is something to say: most answers have no fallbacks, ratings or candidates.
+    if completion.fallbacks:
+        answer["fallbacks"] = completion.fallbacks
+    if completion.safety is not None:
+        answer["safety"] = completion.safety
+    if args.options.candidates is not None:
+        answer["candidates"] = _wire_candidates(completion)
     return answer
+
+
+def _wire_candidates(completion: Completion) -> list[dict[str, Any]]:
+    """Every candidate's finish reason; the first one's content, function calls and safety are
+    the answer's own and not sent again (the SDK fills them in)."""
+    out: list[dict[str, Any]] = []
+    for index, candidate in enumerate(completion.candidates):
+        entry: dict[str, Any] = {"finish_reason": candidate.finish_reason}
+        if index:
+            entry.update(content=candidate.text, function_calls=candidate.function_calls)
+            if candidate.safety is not None:
+                entry["safety"] = candidate.safety
+        out.append(entry)
+    return out
 
 
 def _wire_turn(completion: Completion) -> Content:
@@ -318,12 +404,21 @@ def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != key}
 
 
-def _answer_error(args: ThinkArgs, error: LLMError, model: str) -> dict[str, Any]:
+#: A failed call's ``tokens``: the failure is not charged.
+_NOTHING_SPENT = Usage(cost_usd=0.0).to_dict()
+
+
+def _answer_error(args: ThinkArgs, error: LLMError, model: str,
+                  fallbacks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     if args.plain:
         return {"content": None, "tokens": 0, "error": f"{error.kind.value}: {error.message}"}
-    return {"success": False, "content": None, "tokens": {"prompt": 0, "output": 0, "total": 0},
-            "finish_reason": None, "function_calls": [], "model": model, "error": error.to_dict(),
-            "turn": None, "context": args.context}
+    answer: dict[str, Any] = {
+        "success": False, "content": None, "tokens": _NOTHING_SPENT, "finish_reason": None,
+        "function_calls": [], "model": model, "error": error.to_dict(), "turn": None,
+        "context": args.context}
+    if fallbacks:
+        answer["fallbacks"] = fallbacks
+    return answer
 
 
 def _section(kernel: Kernel) -> dict[str, Any]:
