@@ -51,6 +51,7 @@ class Limits:
     pids: int | None = _default(schema.LIMITS, "pids")
     llm_tokens: int | None = _default(schema.LIMITS, "llm_tokens")
     llm_calls_per_minute: int | None = _default(schema.LIMITS, "llm_calls_per_minute")
+    llm_usd: float | None = _default(schema.LIMITS, "llm_usd")
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,11 @@ class AgentSpec:
             request["llm"] = llm
         return request
 
-    def llm_budget(self) -> dict[str, int]:
-        """The LLM gateway's per-agent policy keys (``tokens``, ``calls_per_minute``) that are set."""
-        budget = {"tokens": self.limits.llm_tokens, "calls_per_minute": self.limits.llm_calls_per_minute}
+    def llm_budget(self) -> dict[str, float]:
+        """The LLM gateway's per-agent policy keys (``tokens``, ``calls_per_minute``, ``usd``) that
+        are set."""
+        budget = {"tokens": self.limits.llm_tokens, "calls_per_minute": self.limits.llm_calls_per_minute,
+                  "usd": self.limits.llm_usd}
         return {key: value for key, value in budget.items() if value is not None}
 
 
@@ -167,6 +170,7 @@ class KernelLLM:
     max_concurrency: int | None = _default(schema.KERNEL_LLM, "max_concurrency")
     deadline: float | None = _default(schema.KERNEL_LLM, "deadline")
     max_deadline: float | None = _default(schema.KERNEL_LLM, "max_deadline")
+    prices: dict[str, Any] | None = _default(schema.KERNEL_LLM, "prices")
     cache: dict[str, Any] | None = _default(schema.KERNEL_LLM, "cache")
 
 

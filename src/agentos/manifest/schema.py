@@ -124,6 +124,9 @@ LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced 
           default_doc="unlimited"),
     Field("llm_calls_per_minute", Type.INT, "THINK calls per minute.", None, minimum=1, unlimited=True,
           default_doc="unlimited"),
+    Field("llm_usd", Type.NUMBER, "US dollars the agent may spend on LLM calls, priced by `kernel.llm.prices` "
+          "(a model without a price is refused under this budget).", None, minimum=0.01, unlimited=True,
+          default_doc="unlimited"),
 ))
 
 RESTART = Section("agents.<name>.restart", "What the kernel does when the agent exits.", (
@@ -201,6 +204,9 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
           "`timeout` may ask for another, up to `max_deadline`.", None, default_doc="300s"),
     Field("max_deadline", Type.DURATION, "The longest `timeout` a THINK may ask for; a longer one is cut to "
           "it.", None, default_doc="900s, or `deadline` if longer"),
+    Field("prices", Type.SETTINGS, "USD per million tokens by model: `gemini-2.5-flash: {input: 0.3, "
+          "output: 2.5, cached_input: 0.03}`; what `llm_usd` budgets and USAGE costs are priced with "
+          "(docs/llm.md). Checked when the kernel starts.", None, default_doc="none (calls are unpriced)"),
     Field("cache", Type.SETTINGS, "Caching of long shared prompt prefixes (Gemini): `enabled`, `min_tokens`, "
           "`ttl`; see docs/llm.md. Checked when the kernel starts.", None,
           default_doc="enabled, 1024 tokens, 1h"),
