@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agentos.client.think import ThinkStream
 from agentos.errors import InvalidArgument
 from agentos.llm.config import LLMConfig
 from agentos.llm.deadline import Deadline
@@ -276,13 +275,14 @@ def test_a_think_timeout_ends_the_call_with_deadline_exceeded(llm_kernel) -> Non
     llm_kernel.fake.script(Reply(text="late", delay=30),
                            text_reply("first second", chunks=2, chunk_delay=30))
     with llm_kernel.client() as c:
-        answer = c._call(Op.THINK, {"prompt": "x", "timeout": 0.5})
-        stream = ThinkStream(c._stream(Op.THINK, {"prompt": "y", "stream": True, "timeout": 1}))
+        answer = c.think("x", timeout=0.5)
+        stream = c.think_stream("y", timeout=1)
         pieces = list(stream)
         with pytest.raises(InvalidArgument, match="timeout"):
             c._call(Op.THINK, {"prompt": "z", "timeout": "soon"})
         assert c.think("still fine").success
-    assert not answer["success"] and answer["error"]["type"] == "deadline_exceeded"
+    assert not answer.success and answer.error is not None
+    assert answer.error["type"] == "deadline_exceeded"
     assert pieces == ["first "]
     assert stream.reply is not None and stream.reply.error is not None
     assert stream.reply.error["type"] == "deadline_exceeded"

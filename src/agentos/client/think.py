@@ -21,7 +21,7 @@ from ..errors import AgentOSError
 OPTIONS = ("messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
            "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
            "response_schema", "images", "functions", "function_mode", "allowed_functions",
-           "function_responses", "context", "model", "safety", "candidates")
+           "function_responses", "context", "model", "safety", "candidates", "timeout")
 CONTEXT_OPS = ("create", "get", "list", "clear", "fork", "delete")
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
           (b"%PDF", "application/pdf"))
@@ -29,8 +29,8 @@ _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", 
 
 class ThinkError(AgentOSError):
     """A THINK, COUNT, EMBED or MODELS the model API failed: ``kind`` is auth, invalid_request,
-    rate_limited, unavailable, timeout, blocked, budget_exhausted, not_configured, cancelled or
-    unsupported."""
+    rate_limited, unavailable, timeout, deadline_exceeded, budget_exhausted, not_configured,
+    cancelled or unsupported. (A withheld answer is not an error: ``finish_reason`` ``safety``.)"""
 
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('type')}: {error.get('message')}")

@@ -22,7 +22,6 @@ class ErrorKind(str, enum.Enum):
     #: The call's one deadline (THINK ``timeout``, else ``llm.deadline``) passed: every attempt
     #: and wait together took too long. Not retried: the time is spent.
     DEADLINE_EXCEEDED = "deadline_exceeded"
-    BLOCKED = "blocked"
     BUDGET_EXHAUSTED = "budget_exhausted"
     NOT_CONFIGURED = "not_configured"
     CANCELLED = "cancelled"

@@ -79,8 +79,10 @@ class Provider(ABC):
         await self._list_models_once()
 
     async def _retried(self, once: Callable[[], Awaitable[T]], gate: Gate) -> T:
+        """COUNT's, EMBED's and MODELS' calls: retried like THINK's, within ``llm.deadline``."""
         self._check_key()
-        return await with_retries(lambda _: once(), self.config.retry, gate=gate)
+        return await with_retries(lambda _: once(), self.config.retry, gate=gate,
+                                  deadline=Deadline.after(self.config.deadline))
 
     def _check_key(self) -> None:
         if self.config.needs_key and not self.config.api_key:
