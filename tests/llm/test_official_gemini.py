@@ -335,6 +335,21 @@ def test_cache_lifecycle(fake: FakeGemini) -> None:
 
 # --- generation options, safety, thoughts ----------------------------------------------------------
 
+def test_max_output_tokens_bounds_thinking_and_text(fake: FakeGemini) -> None:
+    client = client_for(fake)
+    fake.script(Reply(text="x" * 100, thoughts_tokens=6), Reply(text="y" * 100, thoughts_tokens=30))
+    config = types.GenerateContentConfig(max_output_tokens=10)
+    cut = client.models.generate_content(model="gemini-test", contents="Hi", config=config)
+    thought_out = client.models.generate_content(model="gemini-test", contents="Hi", config=config)
+    assert cut.text == "x" * 16 and cut.candidates and cut.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    assert cut.usage_metadata and (cut.usage_metadata.thoughts_token_count,
+                                   cut.usage_metadata.candidates_token_count) == (6, 4)
+    # Thinking that takes the whole allowance leaves an empty answer, as Gemini 2.5's does.
+    assert thought_out.text is None and thought_out.usage_metadata
+    assert thought_out.usage_metadata.thoughts_token_count == 10
+    assert thought_out.candidates and thought_out.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+
+
 def test_candidates_and_stop_sequences(fake: FakeGemini) -> None:
     client = client_for(fake)
     fake.script(Reply(text="First answer. END and more", alternatives=["Second answer.", "Third END x"]))

@@ -432,9 +432,16 @@ class FakeGemini(FakeServer):
                      **common}]
         config = body.get("generationConfig") or {}
         include_thoughts = bool((config.get("thinkingConfig") or {}).get("includeThoughts"))
-        candidates = [self._candidate(reply, index, config.get("stopSequences") or [], include_thoughts)
-                      for index in range(config.get("candidateCount", 1))]
         thoughts = reply.thoughts_tokens or count_tokens(reply.thoughts)
+        # maxOutputTokens bounds what is billed as output, thinking first (as Gemini 2.5 does):
+        # what thinking leaves bounds the text, which is cut there with MAX_TOKENS.
+        limit = config.get("maxOutputTokens")
+        room = None
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            thoughts = min(thoughts, limit)
+            room = limit - thoughts
+        candidates = [self._candidate(reply, index, config.get("stopSequences") or [], include_thoughts, room)
+                      for index in range(config.get("candidateCount", 1))]
         steps = max(1, *(len(groups) for groups, _ in candidates))
         events: list[dict[str, Any]] = []
         for step in range(steps):
@@ -468,12 +475,13 @@ class FakeGemini(FakeServer):
             events.append({"candidates": entries, "usageMetadata": usage, **common})
         return events
 
-    def _candidate(self, reply: Reply, index: int, stops: list[str],
-                   include_thoughts: bool) -> tuple[list[list[dict[str, Any]]], str]:
+    def _candidate(self, reply: Reply, index: int, stops: list[str], include_thoughts: bool,
+                   room: int | None = None) -> tuple[list[list[dict[str, Any]]], str]:
         """One candidate's parts, grouped as they are streamed, and its finishReason.
 
         Candidate 0 answers the reply; the others answer ``reply.alternatives`` (text only).
-        A stop sequence ends the text before it, drops later calls, and finishes with STOP.
+        A stop sequence ends the text before it, drops later calls, and finishes with STOP;
+        text over ``room`` output tokens is cut there, drops the calls, and finishes with MAX_TOKENS.
         """
         text = reply.text if index == 0 or index > len(reply.alternatives) else reply.alternatives[index - 1]
         calls = reply.function_calls if index == 0 else []
@@ -481,6 +489,8 @@ class FakeGemini(FakeServer):
         cut = stop_cut(text, stops)
         if cut is not None:
             text, calls, finish = text[:cut], [], "STOP"
+        if room is not None and count_tokens(text) > room:
+            text, calls, finish = text[:4 * room], [], "MAX_TOKENS"
         groups: list[list[dict[str, Any]]] = []
         if include_thoughts and reply.thoughts:
             groups.append([{"text": reply.thoughts, "thought": True}])
