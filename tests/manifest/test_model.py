@@ -131,7 +131,8 @@ def test_spawn_requests_cover_every_replica_in_start_order() -> None:
 def test_kernel_config_carries_the_sections_the_subsystems_read() -> None:
     kernel = KernelSection(socket=Path("/run/t/k.sock"), state_dir=Path("/var/t"), log_level="DEBUG",
                            llm=KernelLLM(provider="openai", model="llama3", max_concurrency=3,
-                                         prices={"llama3": {"input": 0.5, "output": 1.5}}),
+                                         prices={"llama3": {"input": 0.5, "output": 1.5}},
+                                         embedding_model="nomic-embed-text"),
                            state={"max_value_bytes": 4096})
     spec = AgentSpec("w", script=Path("/w.py"), replicas=2,
                      limits=Limits(llm_tokens=100, llm_calls_per_minute=6, llm_usd=0.25))
@@ -139,7 +140,8 @@ def test_kernel_config_carries_the_sections_the_subsystems_read() -> None:
     assert (config.socket_path, config.state_dir, config.log_level) == (Path("/run/t/k.sock"), Path("/var/t"), "DEBUG")
     assert config.section("state") == {"max_value_bytes": 4096}
     llm = LLMConfig.from_section(config.section("llm"), environ={})
-    assert (llm.provider, llm.model, llm.max_inflight) == ("openai", "llama3", 3)
+    assert (llm.provider, llm.model, llm.max_inflight, llm.embedding_model) == (
+        "openai", "llama3", 3, "nomic-embed-text")
     assert llm.policy_for("w-2").max_tokens == 100 and llm.policy_for("w-1").calls_per_minute == 6
     assert llm.policy_for("w-1").max_usd == 0.25 and llm.prices.of("llama3") is not None
     assert spec.to_spawn_request("w-1")["llm"] == {"tokens": 100, "calls_per_minute": 6, "usd": 0.25}

@@ -164,6 +164,7 @@ class KernelLLM:
 
     provider: str = _default(schema.KERNEL_LLM, "provider")
     model: str | tuple[str, ...] | None = _default(schema.KERNEL_LLM, "model")
+    embedding_model: str | None = _default(schema.KERNEL_LLM, "embedding_model")
     safety: dict[str, Any] | None = _default(schema.KERNEL_LLM, "safety")
     base_url: str | None = _default(schema.KERNEL_LLM, "base_url")
     api_version: str | None = _default(schema.KERNEL_LLM, "api_version")

@@ -192,6 +192,8 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
     Field("provider", Type.CHOICE, "Provider used when an agent names none.", "gemini", choices=LLM_PROVIDERS),
     Field("model", Type.MODELS, "Default model id, or a fallback chain (a list tried in order).", None,
           default_doc="the provider's default"),
+    Field("embedding_model", Type.STRING, "Model EMBED uses when a call names none.", None,
+          default_doc="gemini-embedding-001 (gemini); none (openai: calls must name one)"),
     Field("safety", Type.SETTINGS, "Gemini safety settings for every call: category to threshold, e.g. "
           "`harassment: block_only_high` (docs/llm.md). Checked when the kernel starts.", None,
           default_doc="the model's"),
