@@ -4,6 +4,7 @@ Collected only when benchmarks/ is named on the command line (testpaths is tests
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from harness import (
+    Goals,
     References,
     Server,
     build_references,
@@ -24,6 +26,7 @@ from noop_cases import RatioTable
 ensure_agentos_importable()
 
 _TABLE = pytest.StashKey[RatioTable]()
+_GOALS = pytest.StashKey[Goals]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,10 +40,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--noop-cpu", type=int, default=None,
                     help="pin this session, hence every server and client, to one CPU: "
                          "steadier numbers on a shared or virtual machine")
+    group.addoption("--think-storm", type=float, default=20.0,
+                    help="seconds of the THINK 429-storm window, measured once calm and once "
+                         "during the storm (default 20; the issue's figure is for 60)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     table = config.stash[_TABLE] = RatioTable()
+    config.stash[_GOALS] = Goals()
     cpu = config.getoption("--noop-cpu", None)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})  # children inherit it
@@ -59,6 +66,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
 @pytest.fixture(scope="session")
 def ratio_table(pytestconfig: pytest.Config) -> RatioTable:
     return pytestconfig.stash[_TABLE]
+
+
+@pytest.fixture(scope="session")
+def goals(pytestconfig: pytest.Config) -> Goals:
+    """Where a benchmark reports a figure against its goal (met / NOT MET, never asserted)."""
+    return pytestconfig.stash[_GOALS]
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +125,15 @@ def servers(references: References, ratio_table: RatioTable) -> Iterator[ServerP
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
+    goals = config.stash.get(_GOALS, None)
+    if goals is not None and goals.rows:
+        terminalreporter.section("agentos goals")
+        for line in goals.render():
+            terminalreporter.write_line(line)
+        path = config.rootpath / ".benchmarks" / "goals.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(goals.rows, indent=2) + "\n")
+        terminalreporter.write_line(f"written to {path}")
     table = config.stash.get(_TABLE, None)
     if table is None or not table.measurements:
         return

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +108,7 @@ class Server:
 
     def cpu_ns(self) -> int:
         """CPU time the server has used so far, all threads, in ns (from schedstat)."""
-        total = 0
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (FileNotFoundError, ProcessLookupError):
-                pass  # a thread that just exited
-        return total
+        return process_cpu_ns(self.proc.pid)
 
     def log(self) -> str:
         try:
@@ -140,6 +134,33 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if problems and check:
             raise RuntimeError(f"{self.name} {' and '.join(problems)}:\n{log}")
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time process ``pid`` has used so far, all threads, in ns (from schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just exited
+    return total
+
+
+@dataclass
+class Goals:
+    """Figures measured against their goals, printed at the end of the session."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, measured: str, goal: str, met: bool, detail: str = "") -> None:
+        self.rows.append({"name": name, "measured": measured, "goal": goal, "met": met,
+                          "detail": detail})
+
+    def render(self) -> list[str]:
+        width = max(len(row["name"]) for row in self.rows)
+        return [f"{row['name']:<{width}}  {row['measured']:>18}  goal {row['goal']:<10} "
+                f"{'met' if row['met'] else 'NOT MET':<7}  {row['detail']}" for row in self.rows]
 
 
 def _workdir(name: str) -> Path:
