@@ -47,10 +47,10 @@ def _subscription_id(first: Any) -> tuple[int, list[str]]:
 class Subscription:
     """Events of a SUBSCRIBE, as an iterator; ends after ``close()`` (or UNSUBSCRIBE)."""
 
-    def __init__(self, frames: Iterator[Any], unsubscribe: Callable[[int], None]) -> None:
+    def __init__(self, frames: Iterator[Any], first: Any, unsubscribe: Callable[[int], None]) -> None:
         self._frames = frames
         self._unsubscribe = unsubscribe
-        self.id, self.topics = _subscription_id(next(frames))
+        self.id, self.topics = _subscription_id(first)
         self._ended = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,290 @@
+"""Every public call of the SDK, written once: in ``_async_api.py``.
+
+``_sync_api.py`` is generated from it by ``python -m agentos.client._generate``
+(``async``/``await`` dropped, ``AsyncX`` names renamed ``X``), and a test fails when that
+file is stale or when the public APIs of ``Client`` and ``AsyncClient`` differ. Each client supplies only its transport: the
+abstract methods below. Docstrings serve both clients, so they name no flavour.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Self
+
+from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
+from ..protocol.payload import decode_json, encode_payload
+from . import messaging as _messaging
+from . import processes as _processes
+from . import state as _state
+from . import think as _think
+from ._common import check_echo
+
+
+class AsyncClientMethods(abc.ABC):
+    _decoder: FrameDecoder
+
+    # -- the transport ---------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    async def connect(cls, socket_path: str | os.PathLike[str] | None = None, *,
+                      fd: int | None = None, timeout: float | None = None,
+                      max_payload: int = DEFAULT_MAX_PAYLOAD) -> Self:
+        """Connect to the kernel: ``fd``, else ``AGENTOS_FD`` (the connection the kernel
+        handed this agent), else a path (``socket_path``, ``AGENTOS_SOCKET``, the default).
+        A wait for a reply longer than ``timeout`` seconds raises ``TimeoutError`` (the
+        connection stays usable); ``max_payload`` is the largest reply accepted."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection; calls and streams still open fail with ``ConnectionClosed``."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """The connection's socket descriptor (-1 once closed)."""
+
+    @abc.abstractmethod
+    async def _request(self, op: int, payload: bytes) -> memoryview:
+        """Send one request; its single reply's payload (an ERROR reply raises)."""
+
+    @abc.abstractmethod
+    async def _requests(self, op: int, payloads: list[bytes]) -> list[memoryview]:
+        """``_request`` for many payloads at once: one write, replies in order."""
+
+    @abc.abstractmethod
+    def _stream(self, op: int, args: Any = None) -> AsyncIterator[Any]:
+        """Each STREAM chunk of a streamed reply (JSON), then the END payload if it has one."""
+
+    async def _call(self, op: int, args: Any = None) -> Any:
+        """Send a JSON request, return the JSON reply."""
+        return decode_json(await self._request(op, encode_payload(args)))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- core ------------------------------------------------------------------------
+
+    async def noop(self, payload: bytes = b"") -> bytes:
+        """Round trip ``payload`` through the kernel (answered without entering Python)."""
+        check_echo(payload, self._decoder.max_payload)
+        return bytes(await self._request(Op.NOOP, payload))
+
+    async def noop_batch(self, payloads: Iterable[bytes]) -> list[bytes]:
+        """Pipeline many NOOPs: one write for all requests, replies read as they come in."""
+        payloads = list(payloads)
+        for payload in payloads:
+            check_echo(payload, self._decoder.max_payload)
+        return [bytes(reply) for reply in await self._requests(Op.NOOP, payloads)]
+
+    async def echo(self, text: str) -> str:
+        """Seed compatibility: NOOP with a text payload."""
+        reply = await self.noop(text.encode())
+        return reply.decode()
+
+    async def hello(self) -> dict[str, Any]:
+        """Kernel and protocol version, served syscalls and this host's capabilities."""
+        return await self._call(Op.HELLO)
+
+    # -- processes -------------------------------------------------------------------
+
+    async def spawn(self, name: str | None = None,
+                    script: str | os.PathLike[str] | None = None,
+                    **options: Any) -> dict[str, Any]:
+        """Start an agent: a Python ``script``, or ``command=[...]``; options as
+        ``agentos.client.processes.spawn_request`` (limits, sandboxed, env, restart, llm,
+        egress, workspace, ...). Returns ``{id, name, pid, status, isolation, ...}``."""
+        request = _processes.spawn_request(name, script, **options)
+        return await self._call(Op.SPAWN, request)
+
+    async def kill(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Stop an agent by name (or ``id=``): SIGTERM, SIGKILL after ``grace``; returns
+        its final state."""
+        return await self._call(Op.KILL, _processes.kill_request(agent, **options))
+
+    async def list_agents(self, status: str | list[str] | None = None,
+                          name: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended agents, with status, exit code and cgroup usage."""
+        reply = await self._call(Op.LIST, _processes.list_request(status, name))
+        return reply["agents"]
+
+    async def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+        """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds."""
+        return await self._call(Op.WAIT, _processes.wait_request(agent, **options))
+
+    async def logs(self, agent: str | None = None, *, id: str | None = None,
+                   tail: int | None = None) -> str:
+        """The agent's captured stdout and stderr (the last ``tail`` bytes, 64 KiB by
+        default)."""
+        reply = await self._call(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail))
+        return reply["data"]
+
+    async def follow_logs(self, agent: str | None = None, *, id: str | None = None,
+                          tail: int | None = None) -> AsyncIterator[str]:
+        """Yield the agent's output as it is written, until the agent ends."""
+        request = _processes.logs_request(agent, id=id, tail=tail, follow=True)
+        async for chunk in self._stream(Op.LOGS, request):
+            if "data" in chunk:
+                yield chunk["data"]
+
+    async def ready(self) -> dict[str, Any]:
+        """Tell the kernel this agent is up (WAIT ``until="ready"`` and supervisors see it)."""
+        return await self._call(Op.READY)
+
+    # -- think -----------------------------------------------------------------------
+
+    async def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
+        """Ask the model; options as ``agentos.client.think.OPTIONS`` (messages, system,
+        temperature, functions, context, json, images, ...). Failures are in ``reply.error``."""
+        reply = await self._call(Op.THINK, _think.think_request(prompt, **options))
+        return _think.ThinkReply.from_payload(reply)
+
+    def think_stream(self, prompt: str | None = None,
+                     **options: Any) -> _think.AsyncThinkStream:
+        """Iterate the answer's text as it is generated; ``.reply`` has the final answer."""
+        request = _think.think_request(prompt, stream=True, **options)
+        return _think.AsyncThinkStream(self._stream(Op.THINK, request))
+
+    async def context(self, op: str, context_id: str | None = None, *,
+                      system: str | None = None, new_id: str | None = None) -> Any:
+        """Kernel-held conversations: ``op`` create, get, list, clear, fork or delete."""
+        request = _think.context_request(op, context_id, system=system, new_id=new_id)
+        return await self._call(Op.CONTEXT, request)
+
+    async def usage(self) -> dict[str, Any]:
+        """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
+        return await self._call(Op.USAGE)
+
+    async def count_tokens(self, prompt: str | None = None,
+                           **options: Any) -> _think.TokenCount:
+        """The input tokens a ``think`` with the same arguments would be billed (``context``
+        included); ``ThinkError`` if the model API cannot say (``unsupported`` on openai)."""
+        reply = await self._call(Op.COUNT, _think.think_request(prompt, **options))
+        return _think.TokenCount.from_payload(reply)
+
+    async def embed(self, texts: str | Sequence[str], *, model: str | None = None,
+                    task_type: str | None = None,
+                    dimensions: int | None = None) -> _think.Embeddings:
+        """One vector per text (at most 100 texts), charged to your token budget; ``ThinkError``
+        on a model failure."""
+        request = _think.embed_request(texts, model=model, task_type=task_type,
+                                       dimensions=dimensions)
+        return _think.Embeddings.from_payload(await self._call(Op.EMBED, request))
+
+    async def models(self) -> _think.ModelList:
+        """The models the kernel's provider serves, which of them you may use, and the defaults."""
+        return _think.ModelList.from_payload(await self._call(Op.MODELS))
+
+    # -- messaging -------------------------------------------------------------------
+
+    async def send(self, to: str, body: Any) -> int:
+        """Put ``body`` (any JSON) in the mailbox of ``to`` (agent name, id or registered name);
+        returns the message id. ``Busy`` if that mailbox is full."""
+        reply = await self._call(Op.SEND, _messaging.send_request(to, body))
+        return reply["id"]
+
+    async def recv(self, timeout: float | None = None, *, name: str | None = None,
+                   ack: bool = False) -> dict[str, Any]:
+        """The next message (``{"id", "from", "to", "body", "sent_at"}``), waiting up to
+        ``timeout`` seconds (forever if None); ``Timeout`` if none came. It stays stored until
+        ``ack(id)`` unless ``ack=True``. ``name`` reads a mailbox you registered."""
+        return await self._call(Op.RECV, _messaging.recv_request(timeout, name, ack))
+
+    async def ack(self, *ids: int, name: str | None = None) -> list[int]:
+        """Delete delivered messages from your mailbox; returns the ids removed."""
+        reply = await self._call(Op.ACK, _messaging.ack_request(ids, name))
+        return reply["acked"]
+
+    async def broadcast(self, body: Any) -> dict[str, Any]:
+        """``body`` to every live agent and registered name but you: ``{"delivered", "full"}``."""
+        return await self._call(Op.BROADCAST, {"body": body})
+
+    async def register(self, name: str) -> dict[str, Any]:
+        """Make ``name`` reach you (for an outside client: a mailbox read with ``recv(name=)``)."""
+        return await self._call(Op.REGISTER, {"name": name})
+
+    async def subscribe(self, *topics: str) -> _messaging.AsyncSubscription:
+        """The events on ``topics`` (``"jobs.done"``, ``"agent.*"``, ``"*"``) as they happen, to
+        iterate over until the subscription's ``close()``."""
+        frames = self._stream(Op.SUBSCRIBE, _messaging.subscribe_request(topics))
+        first = await frames.__anext__()  # the confirmation: no event from now on is missed
+        return _messaging.AsyncSubscription(frames, first, self.unsubscribe)
+
+    async def unsubscribe(self, subscription: int) -> None:
+        """End the stream of one of your subscriptions."""
+        await self._call(Op.UNSUBSCRIBE, {"subscription": subscription})
+
+    async def publish(self, topic: str, data: Any = None) -> None:
+        """Send ``data`` to every subscriber of ``topic`` (``agent.*``/``kernel.*`` are the
+        kernel's)."""
+        await self._call(Op.PUBLISH, {"topic": topic, "data": data})
+
+    # -- state -----------------------------------------------------------------------
+
+    async def store(self, key: str, value: Any, *, ttl: float | None = None,
+                    scope: str = "own", agent: str | None = None) -> int:
+        """Durably set ``key`` to ``value`` (JSON), expiring after ``ttl`` seconds if given;
+        returns its new version. ``scope="shared"`` uses the store shared between agents."""
+        reply = await self._call(Op.STORE, _state.store_request(key, value, ttl, scope, agent))
+        return reply["version"]
+
+    async def fetch(self, key: str, *, scope: str = "own", agent: str | None = None) -> Any:
+        """The value of ``key``; ``NotFound`` if it is missing or expired."""
+        reply = await self._call(Op.FETCH, _state.key_request(key, scope, agent))
+        return reply["value"]
+
+    async def delete(self, key: str, *, scope: str = "own", agent: str | None = None) -> bool:
+        """Remove ``key``; True if it existed."""
+        reply = await self._call(Op.DELETE, _state.key_request(key, scope, agent))
+        return reply["deleted"]
+
+    async def keys(self, prefix: str = "", *, limit: int = 1000, scope: str = "own",
+                   agent: str | None = None) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+        reply = await self._call(Op.KEYS, _state.keys_request(prefix, limit, scope, agent))
+        return reply["keys"]
+
+    async def cas(self, key: str, expected: Any, value: Any, *, ttl: float | None = None,
+                  scope: str = "own", agent: str | None = None) -> bool:
+        """Set ``key`` to ``value`` only if it now equals ``expected``
+        (``agentos.client.state.ABSENT``: only if it does not exist); True if it was set."""
+        request = _state.cas_request(key, expected, value, ttl, scope, agent)
+        reply = await self._call(Op.CAS, request)
+        return reply["swapped"]
+
+    # -- permissions, outside world ----------------------------------------------------
+
+    async def get_perms(self, agent: str | None = None) -> dict[str, Any]:
+        """Your capabilities (an admin may name another agent's id)."""
+        return await self._call(Op.GET_PERMS, {} if agent is None else {"agent": agent})
+
+    async def set_perms(self, capabilities: list[str], *, agent: str | None = None,
+                        uid: int | None = None) -> dict[str, Any]:
+        """Admin only: replace the capabilities of an agent (by id) or of an outside uid."""
+        target: dict[str, Any] = {"agent": agent} if agent is not None else {"uid": uid}
+        return await self._call(Op.SET_PERMS, {**target, "capabilities": list(capabilities)})
+
+    async def http(self, url: str, *, method: str = "GET",
+                   headers: dict[str, str] | None = None, body: str | None = None,
+                   timeout: float | None = None,
+                   max_bytes: int | None = None) -> dict[str, Any]:
+        """Have the kernel fetch ``url`` (an allowed domain; needs ``http``):
+        ``{"status", "url", "headers", "body" | "body_base64"}``."""
+        args = {"url": url, "method": method, "headers": headers, "body": body,
+                "timeout": timeout, "max_bytes": max_bytes}
+        return await self._call(Op.HTTP, {k: v for k, v in args.items() if v is not None})
+
+    async def audit(self, agent: str | None = None, *, follow: bool = False,
+                    limit: int = 100) -> AsyncIterator[dict[str, Any]]:
+        """Admin only: the last ``limit`` audit records (of ``agent``: a name, id or
+        ``uid:<n>``); with ``follow``, then every new one as it happens."""
+        args: dict[str, Any] = {"follow": follow, "limit": limit}
+        if agent is not None:
+            args["agent"] = agent
+        records = self._stream(Op.AUDIT, args)
+        if follow:
+            await records.__anext__()  # the confirmation: nothing logged from now on is missed
+        return records
