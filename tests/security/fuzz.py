@@ -32,13 +32,21 @@ ERROR, STREAM, END = 0x02, 0x04, 0x08
 #: Opcodes whose valid requests may wait as long as they ask (RECV, WAIT): still pending at the
 #: end is not "unanswered" for them; closing the connection cancels them.
 BLOCKING = frozenset({Op.RECV.name, Op.WAIT.name})
+#: THINK's and COUNT's fields (llm/request.py).
+THINK_FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
+                "seed", "thinking_budget", "thinking_level", "include_thoughts", "json", "response_schema",
+                "images", "functions", "function_mode", "allowed_functions", "function_responses", "context",
+                "stream", "model", "safety", "candidates", "timeout")
 #: Each opcode's request fields (docs/*.md), so junk reaches past "unknown field" checks.
 FIELDS: dict[Op, tuple[str, ...]] = {
     Op.NOOP: (),
-    Op.THINK: ("prompt", "messages", "model", "stream", "context", "system", "temperature", "max_tokens", "tools"),
+    Op.THINK: THINK_FIELDS,
     Op.HELLO: (),
     Op.CONTEXT: ("op", "id", "system", "messages"),
     Op.USAGE: ("agent",),
+    Op.COUNT: THINK_FIELDS,
+    Op.EMBED: ("texts", "text", "model", "task_type", "dimensions"),
+    Op.MODELS: (),
     Op.SPAWN: ("name", "script", "command", "args", "env", "cwd", "sandboxed", "network", "limits",
                "allow_degraded", "capabilities", "writable_paths", "readonly_paths", "hostname", "egress"),
     Op.KILL: ("id", "name", "grace", "wait"),
@@ -64,12 +72,15 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.PUBLISH: ("topic", "data"),
     Op.AUDIT: ("agent", "follow", "limit", "since"),
 }
-SUBFIELDS = ("memory", "pids", "cpu", "max_pids", "cpu_quota", "role", "content", "X-Test")
+SUBFIELDS = ("memory", "pids", "cpu", "max_pids", "cpu_quota", "role", "content", "X-Test", "parts", "text",
+             "name", "parameters", "response", "category", "threshold", "mime_type", "data", "$ref", "$defs",
+             "type", "properties", "items", "anyOf")
 #: Strings that mean something to some handler; none of them names a harmful program.
 WORDS = ("", "a", "worker", "/bin/true", "/nonexistent", "../../etc/passwd", "/etc/shadow", "512Mi", "1.5",
          "-1", "0.5", "exit", "ready", "own", "shared", "global", "admin", "spawn", "state", "http://127.0.0.1:9/",
          "file:///etc/passwd", "agent.*", "kernel.events", "GET", "POST", "a\r\nX-Injected: 1", "\u0000",
-         "\u202e", "名前", "x" * 65)
+         "\u202e", "名前", "x" * 65, "gemini-test", "models/gemini-test", "GEMINI-TEST", " gemini-test",
+         "gemini-embedding-001", "harassment", "BLOCK_NONE", "object", "#/$defs/a", "#/", "user", "model")
 
 
 class Junk:
