@@ -95,6 +95,8 @@ class Reservation:
     price: Price | None
     #: Some of ``models`` have no price.
     unpriced: bool = False
+    #: Of ``tokens``, the prompt's estimate.
+    prompt: int = 0
     tokens: int = 0
     usd: float = 0.0
     #: The output limit the call must be sent with; None leaves the call's own.
@@ -242,6 +244,7 @@ class Budgets:
                              f"this call's prompt (~{prompt} tokens) and {min(cap, MIN_OUTPUT_TOKENS)} "
                              "output tokens")
         output = room * candidates
+        reservation.prompt = prompt
         reservation.tokens = prompt + output
         reservation.usd = price.input_cost(prompt) + price.output_cost(output) if price else 0.0
         reservation.max_output_tokens = room if room < cap else None
@@ -262,6 +265,13 @@ class Budgets:
             self.unpriced_models.add(name)
             return None
         return price.cost(usage)
+
+    @staticmethod
+    def unreported(reservation: Reservation) -> Usage:
+        """What an answer is charged when its provider reported no usage: its whole reservation,
+        the most it may have cost (as for a cut-off call), never nothing."""
+        return Usage(prompt=reservation.prompt, output=reservation.tokens - reservation.prompt,
+                     total=reservation.tokens)
 
     def settle(self, reservation: Reservation, usage: Usage) -> None:
         """Charge what the delivered answer cost (``usage.cost_usd`` set by the caller) and

@@ -15,7 +15,7 @@ from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import gemini_declarations
 from .types import (Candidate, ChunkSink, Completion, Content, EmbeddingRequest, Embeddings,
-                    ModelInfo, ModelRequest, Usage)
+                    ModelInfo, ModelRequest, Usage, token_count)
 
 if TYPE_CHECKING:
     from .prefix_cache import PrefixCache
@@ -267,12 +267,11 @@ class TurnAssembler:
         return deltas
 
     def finish(self, streamed: bool) -> Completion:
-        prompt = int(self.usage.get("promptTokenCount") or 0)
-        thoughts = int(self.usage.get("thoughtsTokenCount") or 0)
-        output = int(self.usage.get("candidatesTokenCount") or 0) + thoughts
-        usage = Usage(prompt=prompt, output=output, thoughts=thoughts,
-                      total=int(self.usage.get("totalTokenCount") or prompt + output),
-                      cached=int(self.usage.get("cachedContentTokenCount") or 0))
+        thoughts = token_count(self.usage.get("thoughtsTokenCount"))
+        usage = Usage.reported(prompt=self.usage.get("promptTokenCount"),
+                               output=token_count(self.usage.get("candidatesTokenCount")) + thoughts,
+                               total=self.usage.get("totalTokenCount"), thoughts=thoughts,
+                               cached=self.usage.get("cachedContentTokenCount"))
         if self.prompt_blocked is not None:
             # An answer, not an error: the agent learns why and may rephrase; nothing to retry.
             safety = _safety(True, "prompt", self.prompt_blocked.get("blockReason"),

@@ -83,6 +83,11 @@ class OpenAICompatProvider(Provider):
             if isinstance(data, list) else []
 
 
+def _detail(usage: dict[str, Any], group: str, key: str) -> Any:
+    details = usage.get(group)
+    return details.get(key) if isinstance(details, dict) else None
+
+
 def _vector(item: Any) -> list[float]:
     values = item.get("embedding") if isinstance(item, dict) else None
     if not (isinstance(values, list) and values
@@ -236,18 +241,18 @@ class ChoiceAssembler:
         first = self.candidate()
         parts: list[dict[str, Any]] = [{"text": first.text}] if first.text else []
         parts += [{"functionCall": c} for c in first.function_calls]
-        prompt = int(self.usage.get("prompt_tokens") or 0)
-        output = int(self.usage.get("completion_tokens") or 0)  # reasoning tokens included
         # Servers without these details (most local ones) send null or nothing.
-        reasoning = (self.usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-        cached = (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        reasoning = _detail(self.usage, "completion_tokens_details", "reasoning_tokens")
+        cached = _detail(self.usage, "prompt_tokens_details", "cached_tokens")
         return Completion(
             text=first.text, function_calls=first.function_calls,
             finish_reason=first.finish_reason, safety=first.safety,
             candidates=[first, *(other.candidate() for other in self.more)],
-            usage=Usage(prompt=prompt, output=output,
-                        total=int(self.usage.get("total_tokens") or prompt + output),
-                        thoughts=int(reasoning or 0), cached=int(cached or 0)),
+            # completion_tokens includes the reasoning tokens.
+            usage=Usage.reported(prompt=self.usage.get("prompt_tokens"),
+                                 output=self.usage.get("completion_tokens"),
+                                 total=self.usage.get("total_tokens"), thoughts=reasoning,
+                                 cached=cached),
             model=self.model, turn={"role": "model", "parts": parts})
 
     def candidate(self) -> Candidate:

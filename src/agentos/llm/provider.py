@@ -17,6 +17,8 @@ from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelIn
                     ModelRequest)
 
 T = TypeVar("T")
+#: What reading an answer of the wrong shape raises.
+_MALFORMED = (AttributeError, LookupError, TypeError, ValueError, ArithmeticError)
 
 if TYPE_CHECKING:
     from .prefix_cache import PrefixCache
@@ -42,16 +44,22 @@ class Provider(ABC):
         ``llm.deadline`` from now. Past it the call raises ``deadline_exceeded``."""
         self._check_key()
         surfaced = False
+        sink_failed = False
 
         async def sink(delta: dict) -> None:
-            nonlocal surfaced
+            nonlocal surfaced, sink_failed
             surfaced = True
             assert on_chunk is not None
-            await on_chunk(delta)
+            try:
+                await on_chunk(delta)
+            except BaseException:
+                sink_failed = True
+                raise
 
         async def attempt(_: int) -> Completion:
             try:
-                return await self._generate_once(request, sink if on_chunk else None)
+                return await self._readable(self._generate_once(request, sink if on_chunk else None),
+                                            lambda: sink_failed)
             except LLMError as error:
                 # Chunks the agent already has cannot be taken back, so no second attempt.
                 if surfaced:
@@ -76,13 +84,27 @@ class Provider(ABC):
     async def check_endpoint(self) -> None:
         """One models-list request, not retried: raises the ``LLMError`` a call would meet now
         (``probe.py`` runs it at kernel start, ``agentos doctor`` without a kernel)."""
-        await self._list_models_once()
+        await self._readable(self._list_models_once())
 
     async def _retried(self, once: Callable[[], Awaitable[T]], gate: Gate) -> T:
         """COUNT's, EMBED's and MODELS' calls: retried like THINK's, within ``llm.deadline``."""
         self._check_key()
-        return await with_retries(lambda _: once(), self.config.retry, gate=gate,
+        return await with_retries(lambda _: self._readable(once()), self.config.retry, gate=gate,
                                   deadline=Deadline.after(self.config.deadline))
+
+    async def _readable(self, answer: Awaitable[T],
+                        ours: Callable[[], bool] = lambda: False) -> T:
+        """``answer``'s result; an answer shaped unlike the API's (a list where an object
+        belongs, a string for a number...) is ``unavailable``, not a failure of the kernel: the
+        provider's bytes are untrusted input. ``ours()`` says a failure was the kernel's own
+        (delivering a chunk), which is raised as it is."""
+        try:
+            return await answer
+        except _MALFORMED as exc:
+            if ours():
+                raise
+            raise LLMError(ErrorKind.UNAVAILABLE, f"{self.name}: the answer is malformed "
+                           f"({type(exc).__name__}: {exc})", retryable=True) from None
 
     def _check_key(self) -> None:
         if self.config.needs_key and not self.config.api_key:

@@ -248,6 +248,8 @@ class LLMService:
         even if its END frame is refused.
         """
         usage = completion.usage
+        if not usage.total:
+            usage = completion.usage = self.budgets.unreported(reservation)
         usage.cost_usd = self.budgets.cost(reservation, usage, completion.model)
         payload = encode_payload(_answer(args, completion))
         if not call.streamed:

@@ -104,9 +104,34 @@ class Usage:
     #: USD, from the kernel's price table; None when the model has no price there.
     cost_usd: float | None = None
 
+    @classmethod
+    def reported(cls, prompt: Any, output: Any, total: Any, thoughts: Any = 0,
+                 cached: Any = 0) -> Usage:
+        """Usage from the counts a provider's answer reports, which the kernel does not trust:
+        a value that is not a count (negative, fractional, a string, absurdly large) counts 0,
+        so no answer can refund a budget; the total is at least prompt + output, so a small
+        total cannot hide them; cached and thoughts are at most prompt and output."""
+        prompt, output = token_count(prompt), token_count(output)
+        return cls(prompt=prompt, output=output, total=max(token_count(total), prompt + output),
+                   thoughts=min(token_count(thoughts), output), cached=min(token_count(cached), prompt))
+
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "output": self.output, "total": self.total,
                 "thoughts": self.thoughts, "cached": self.cached, "cost_usd": self.cost_usd}
+
+
+#: Gemini's usage counts are int32; a count above this is not one.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def token_count(value: Any) -> int:
+    """``value`` as a token count from a provider's answer, 0 when it is not one (missing,
+    negative, fractional, not a number, above ``MAX_TOKEN_COUNT``)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        return 0
+    return value
 
 
 @dataclass
