@@ -9,8 +9,7 @@ only to be told the same thing.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .scheduler import FairScheduler
@@ -70,10 +69,13 @@ class ModelGate:
     def limited(self, delay: float) -> None:
         self.limits.limited(self.key, delay)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> ModelGate:
+        # The gate is its own context manager: every THINK passes here, and a generator-based
+        # one (asynccontextmanager) costs several times the acquire and release themselves.
+        return self
+
+    async def __aenter__(self) -> None:
         await self.scheduler.acquire(self.agent, self.weight)
-        try:
-            yield
-        finally:
-            self.scheduler.release(self.agent)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.scheduler.release(self.agent)
