@@ -5,6 +5,7 @@ what to fix from the error alone.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,11 @@ def parse_think(payload: bytes) -> ThinkArgs:
     try:
         # Strict JSON (no NaN or Infinity); anything else is the plain-text form.
         value = decode_json(data) if data.lstrip().startswith(b"{") else None
-    except ValueError:
+    except ValueError as exc:
+        # An object only strictness refuses (NaN, a lone surrogate, deep nesting) was meant as
+        # the JSON form: refused, not sent to the model (and billed) as a prompt.
+        if _lenient_object(data):
+            raise InvalidArgument(f"THINK: the payload is not strict JSON ({exc})") from None
         value = None
     if isinstance(value, dict):
         return parse_json(value)
@@ -70,6 +75,16 @@ def parse_think(payload: bytes) -> ThinkArgs:
     if not text:
         raise InvalidArgument("THINK needs a prompt: send text, or JSON with 'prompt' or 'messages'")
     return ThinkArgs(turns=[{"role": "user", "parts": [{"text": text}]}], plain=True)
+
+
+def _lenient_object(data: bytes) -> bool:
+    """Whether ``data`` is a JSON object to a lenient reader (Python's ``json``)."""
+    try:
+        return isinstance(json.loads(data), dict)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
 
 
 _FIELDS = frozenset(FIELDS)
