@@ -7,6 +7,7 @@ quarter of it thinking): the worst case a reservation must survive. FakeGemini i
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -147,3 +148,32 @@ def test_an_answer_too_large_for_its_client_gives_its_reservation_back(greedy_ke
     assert report["tokens"]["total"] == 0 and report["errors"] == 1
     assert report["budget"]["tokens_left"] == 100_000
     assert report["budget"]["reserved"] == {"tokens": 0, "usd": 0.0}
+
+
+def pdf(pages: int) -> dict[str, str]:
+    """A THINK ``images`` entry holding a PDF of ``pages`` pages (as the fake counts them)."""
+    body = b"%PDF-1.7\n/Type /Pages\n" + b"".join(b"%d 0 obj /Type /Page endobj\n" % n for n in range(pages))
+    return {"mime_type": "application/pdf", "data": base64.b64encode(body).decode()}
+
+
+@section({"defaults": {"tokens": 3000}})
+def test_media_is_counted_by_the_provider_before_a_budgeted_call(greedy_kernel: LLMKernel) -> None:
+    # 20 pages bill 20 x 258 tokens, far past the budget; the local estimate alone cannot see them.
+    with greedy_kernel.client() as client:
+        big = client.think("summarise", images=[pdf(20)])
+        small = client.think("summarise", images=[pdf(2)], max_output_tokens=100)
+        usage = client.usage()
+    assert not big.success and big.error is not None and big.error["reason"] == "tokens"
+    assert small.success and small.tokens["prompt"] >= 2 * 258
+    counts = [r.body for r in greedy_kernel.fake.requests if r.path.endswith(":countTokens")]
+    assert len(counts) == 2, "each budgeted call with media is counted first"
+    bodies = sent(greedy_kernel.fake)
+    assert len(bodies) == 1, "the call the budget cannot hold is never sent"
+    assert prompt_tokens(bodies[0]) + bodies[0]["generationConfig"]["maxOutputTokens"] <= 3000
+    assert mine(usage)["tokens"]["total"] <= 3000
+
+
+def test_media_without_a_budget_is_not_counted_first(llm_kernel: LLMKernel) -> None:
+    with llm_kernel.client() as client:
+        assert client.think("summarise", images=[pdf(3)]).success
+    assert not [r for r in llm_kernel.fake.requests if r.path.endswith(":countTokens")]

@@ -58,6 +58,12 @@ TURN_BYTES = 16
 MEDIA_TOKENS = 1_120
 
 
+def has_media(request: ModelRequest) -> bool:
+    """Whether ``request`` carries an image or a file, whose tokens only the provider can count."""
+    return any("inlineData" in part or "fileData" in part
+               for content in request.contents for part in content.get("parts") or ())
+
+
 def estimate_input_tokens(request: ModelRequest) -> int:
     """A conservative count of the tokens the provider will bill for ``request``'s prompt.
 
@@ -182,9 +188,10 @@ class Budgets:
         return list(self._usage)
 
     def admit(self, key: str, account: str, policy: AgentPolicy, models: Sequence[str],
-              request: ModelRequest) -> Reservation:
+              request: ModelRequest, counted: int | None = None) -> Reservation:
         """Count a new call and reserve what it may cost, or raise ``budget_exhausted``
-        (``reason``: ``tokens``, ``usd`` or ``calls_per_minute`` with ``retry_after``)."""
+        (``reason``: ``tokens``, ``usd`` or ``calls_per_minute`` with ``retry_after``).
+        ``counted`` is the prompt's count by the provider, when it was asked (media)."""
         entry = self.usage(key, account)
         spent = self._account(account)
         price, unpriced = self.prices.dearest(models)
@@ -211,14 +218,14 @@ class Budgets:
                            reason="calls_per_minute",
                            retry_after=spent.recent[0] + WINDOW - now)
         if policy.max_tokens is not None or policy.max_usd is not None:
-            self._reserve(reservation, spent, policy, request)
+            self._reserve(reservation, spent, policy, request, counted)
         spent.recent.append(now)
         entry.calls += 1
         return reservation
 
     def _reserve(self, reservation: Reservation, spent: Account, policy: AgentPolicy,
-                 request: ModelRequest) -> None:
-        prompt = estimate_input_tokens(request)
+                 request: ModelRequest, counted: int | None) -> None:
+        prompt = max(estimate_input_tokens(request), counted or 0)
         asked = request.options.max_output_tokens
         candidates = request.options.candidates or 1
         cap = asked or UNCAPPED_OUTPUT_TOKENS

@@ -21,7 +21,7 @@ import aiohttp
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
 from ..protocol.payload import encode_payload
-from .budgets import Budgets, Reservation, team_totals
+from .budgets import Budgets, Reservation, has_media, team_totals
 from .callers import Caller, Callers, agent_key
 from .catalog import Catalog
 from .config import LLMConfig, environment_section
@@ -33,7 +33,7 @@ from .http import HttpClient, new_session
 from .prefix_cache import GeminiCacheStore, PrefixCache
 from .probe import EndpointCheck
 from .provider import Provider, make_provider
-from .ratelimits import RateLimits, model_key
+from .ratelimits import ModelGate, RateLimits, model_key
 from .request import ThinkArgs, parse_think
 from .safety import merge_safety
 from .scheduler import FairScheduler
@@ -183,9 +183,12 @@ class LLMService:
                   else caller.policy.default_models or (self.config.model,
                                                         *self.config.fallback_models))
         # Each attempt takes a slot in the agent's turn; a call waiting to retry holds none.
-        return ModelChain(models, lambda model: self.rate_limits.gate(
-            model_key(self.config.base_url, model), self.scheduler, caller.key,
-            caller.policy.priority), self.config.retry)
+        return ModelChain(models, partial(self._gate, caller), self.config.retry)
+
+    def _gate(self, caller: Caller, model: str) -> ModelGate:
+        """Each attempt takes a slot in the agent's turn; a call waiting to retry holds none."""
+        return self.rate_limits.gate(model_key(self.config.base_url, model), self.scheduler,
+                                     caller.key, caller.policy.priority)
 
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
         # From arrival: waiting for the context's lock counts too.
@@ -194,7 +197,7 @@ class LLMService:
         reservation: Reservation | None = None
         try:
             if args.context is None:
-                reservation, args = self._reserve(args, caller, chain, [], args.system)
+                reservation, args = await self._reserve(args, caller, chain, [], args.system)
                 completion = await self._generate(call, args, caller, chain, deadline, [],
                                                   args.system)
                 reply = self._deliver(call, args, completion, reservation)
@@ -203,8 +206,8 @@ class LLMService:
             async with self.contexts.lock(caller.owner, args.context):
                 context = self.contexts.get(caller.owner, args.context)
                 # Inside the lock: the reservation counts the history this call will send.
-                reservation, args = self._reserve(args, caller, chain, context.contents,
-                                                  args.system or context.system)
+                reservation, args = await self._reserve(args, caller, chain, context.contents,
+                                                        args.system or context.system)
                 completion = await self._generate(call, args, caller, chain, deadline,
                                                   context.contents, args.system or context.system)
                 # Before the context keeps it: a refused answer leaves no trace.
@@ -226,14 +229,30 @@ class LLMService:
             self.budgets.cut_off(reservation)
             raise
 
-    def _reserve(self, args: ThinkArgs, caller: Caller, chain: ModelChain,
-                 history: list[dict[str, Any]], system: str | None) -> tuple[Reservation, ThinkArgs]:
+    async def _reserve(self, args: ThinkArgs, caller: Caller, chain: ModelChain,
+                       history: list[dict[str, Any]],
+                       system: str | None) -> tuple[Reservation, ThinkArgs]:
         """Admit the call against its budgets (priced at the dearest model of its chain); ``args``
-        with the output limit they leave it."""
-        reservation = self.budgets.admit(
-            caller.key, caller.owner, caller.policy, chain.models,
-            ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
-                         functions=args.functions))
+        with the output limit they leave it.
+
+        Media (a PDF's pages, a video's seconds, a large image's tiles) is billed by what it
+        holds, which no local estimate bounds: under a budget the provider counts such a
+        prompt first, so the reservation covers it.
+        """
+        request = ModelRequest(contents=[*history, *args.turns], system=system,
+                               options=args.options, functions=args.functions)
+        counted = None
+        policy = caller.policy
+        if (policy.max_tokens is not None or policy.max_usd is not None) and has_media(request):
+            assert self._provider is not None, "THINK before the llm service started"
+            try:
+                counted = await self._provider.count_tokens(replace(request, model=chain.models[0]),
+                                                            self._gate(caller, chain.models[0]))
+            except LLMError as error:
+                if error.kind is not ErrorKind.UNSUPPORTED:
+                    raise
+        reservation = self.budgets.admit(caller.key, caller.owner, policy, chain.models, request,
+                                         counted)
         if reservation.max_output_tokens is not None:
             args = replace(args, options=replace(args.options,
                                                  max_output_tokens=reservation.max_output_tokens))

@@ -121,7 +121,33 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 def prompt_tokens(body: dict[str, Any]) -> int:
     """The fake's token count of a request (camelCase keys), never below 1."""
-    return count_tokens(prompt_text(body)) or 1
+    media = sum(media_tokens(p) for c in body.get("contents") or [] if isinstance(c, dict)
+                for p in c.get("parts") or [])
+    return count_tokens(prompt_text(body)) + media or 1
+
+
+#: Gemini bills an image (up to a 768x768 tile) and a PDF page 258 tokens each.
+MEDIA_UNIT = 258
+
+
+def media_tokens(part: Any) -> int:
+    """What a media part counts: an image or a file reference ``MEDIA_UNIT``; a PDF
+    ``MEDIA_UNIT`` per page (its ``/Type /Page`` objects); other inline data (audio, video)
+    one token per 16 bytes, as a stand-in for Gemini's per-second rates."""
+    if not isinstance(part, dict):
+        return 0
+    if isinstance(part.get("fileData"), dict):
+        return MEDIA_UNIT
+    inline = part.get("inlineData")
+    if not isinstance(inline, dict):
+        return 0
+    mime = str(inline.get("mimeType", ""))
+    data = decode_bytes(inline.get("data")) or b""
+    if mime.startswith("image/"):
+        return MEDIA_UNIT
+    if mime == "application/pdf":
+        return MEDIA_UNIT * max(1, len(re.findall(rb"/Type\s*/Page\b", data)))
+    return -(-len(data) // 16)
 
 
 # --- request checks ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ a request counts ``ceil(len(T) / 4)`` tokens (at least 1), where ``T`` joins, in
 order, every part of ``contents``, then of ``systemInstruction``, then the
 compact sorted-key JSON of each ``tools`` entry; a text part gives its text, a
 functionCall (functionResponse) part its name followed by the compact sorted-key
-JSON of its ``args`` (``response``). With a ``cachedContent``, the prompt counts
+JSON of its ``args`` (``response``); a media part adds ``media_tokens`` (258 an
+image, 258 a PDF page, a token per 16 bytes of other inline data). With a ``cachedContent``, the prompt counts
 the cache's own tokens (the same rule on its contents, systemInstruction and
 tools) plus the request's, and ``cachedContentTokenCount`` is the cache's. An
 answer counts the same rule over each candidate's non-thought parts;
