@@ -3,7 +3,7 @@
 ``open_driver()`` picks the driver for this host (v2, v1, or none) and every
 driver answers the same verbs: ``create(agent_id, limits, parent=None)`` returns
 an ``AgentCgroup`` with ``attach(pid)``, ``procs()``, ``stats()``,
-``oom_killed()``, ``kill()`` and ``remove()``. A child agent's cgroup is made
+``oom_killed()``, ``kill()``, ``freeze()``, ``thaw()`` and ``remove()``. A child agent's cgroup is made
 inside its parent's, so the parent's limits bound the whole subtree; the verbs
 cover one agent's own processes, never its child agents'.
 """
@@ -19,6 +19,7 @@ from .base import (
     instance_name,
 )
 from .detect import Layout, detect
+from .freezer import freeze, thaw
 from .limits import Limits
 from .none import NoDriver
 from .reap import destroy
@@ -26,7 +27,8 @@ from .v1 import V1Driver
 from .v2 import V2Driver
 
 __all__ = ["LEAF", "TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Layout", "Limits",
-           "NoDriver", "V1Driver", "V2Driver", "destroy", "detect", "instance_name", "open_driver"]
+           "NoDriver", "V1Driver", "V2Driver", "destroy", "detect", "freeze", "instance_name", "open_driver",
+           "thaw"]
 
 
 def open_driver(layout: Layout | None = None, instance: str | None = None) -> CgroupDriver:

@@ -120,6 +120,20 @@ class AgentCgroup(ABC):
     def _kill_leaf(self) -> int:
         """SIGKILL everything in the leaf; returns how many processes were seen."""
 
+    def freeze(self) -> None:
+        """Ask the kernel to freeze the agent's own processes (child agents are frozen on their
+        own); returns at once: ``frozen()`` tells when it is done, and writing again retries the
+        tasks a first pass could not stop."""
+        raise CgroupError(errno.EOPNOTSUPP, f"no cgroup freezer for agent {self.agent_id}")
+
+    def thaw(self) -> None:
+        """Let the agent's own processes run again (and take any signal sent while frozen)."""
+        raise CgroupError(errno.EOPNOTSUPP, f"no cgroup freezer for agent {self.agent_id}")
+
+    def frozen(self) -> bool:
+        """Whether every process of the agent's own is stopped by the freezer."""
+        return False
+
     @abstractmethod
     def stats(self) -> CgroupStats:
         """Current usage: memory now and at peak, CPU time and throttling, tasks, OOM kills."""
@@ -176,6 +190,11 @@ class CgroupDriver(ABC):
     @abstractmethod
     def enforceable(self) -> frozenset[str]:
         """Limit names (``memory``, ``pids``, ``cpu``) this driver can enforce here."""
+
+    @property
+    def freezer(self) -> bool:
+        """Whether this driver's cgroups can be frozen (PAUSE); False unless a driver says so."""
+        return False
 
     def start(self) -> list[AgentCgroup]:
         """Make this kernel's subtree; return the agent cgroups dead kernels left behind.
@@ -285,7 +304,8 @@ class CgroupDriver(ABC):
     def describe(self) -> dict[str, Any]:
         """For HELLO and the isolation report."""
         return {"driver": self.name, "roots": [str(r) for r in self.roots],
-                "instance": self.instance, "enforceable": sorted(self.enforceable)}
+                "instance": self.instance, "enforceable": sorted(self.enforceable),
+                "freezer": self.freezer}
 
     def instance_dirs(self) -> list[Path]:
         return [root / TOP / self.instance for root in self.roots]

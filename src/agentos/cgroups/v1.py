@@ -1,6 +1,7 @@
 """cgroup v1 driver: one hierarchy per controller (some may be co-mounted)."""
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from .base import (
@@ -8,11 +9,13 @@ from .base import (
     TOP,
     AgentCgroup,
     CgroupDriver,
+    CgroupError,
     CgroupStats,
     log,
     read_int,
     read_keyed,
     read_procs,
+    read_text,
     signal_all,
     write,
 )
@@ -73,6 +76,23 @@ class V1Cgroup(AgentCgroup):
     def oom_killed(self) -> bool:
         return (self._oom_kills() or 0) > 0
 
+    def freeze(self) -> None:
+        write(self._freezer_state(), "FROZEN")
+
+    def thaw(self) -> None:
+        write(self._freezer_state(), "THAWED")
+
+    def frozen(self) -> bool:
+        # FREEZING is transient: a task that could not stop yet (in a vfork, in D state).
+        text = read_text(self._freezer_state())
+        return text is None or text.strip() == "FROZEN"
+
+    def _freezer_state(self) -> Path:
+        path = self._file("freezer", "freezer.state")
+        if path is None:
+            raise CgroupError(errno.EOPNOTSUPP, "the v1 freezer hierarchy is not mounted")
+        return path
+
     def _kill_leaf(self) -> int:
         freezer = self._file("freezer", "freezer.state")
         if freezer is None:
@@ -102,6 +122,10 @@ class V1Driver(CgroupDriver):
     @property
     def enforceable(self) -> frozenset[str]:
         return frozenset(ctl for ctl in ("memory", "pids", "cpu") if ctl in self.mounts)
+
+    @property
+    def freezer(self) -> bool:
+        return "freezer" in self.mounts
 
     def start(self) -> list[AgentCgroup]:
         stale = super().start()

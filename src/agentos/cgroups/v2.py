@@ -52,6 +52,17 @@ class V2Cgroup(AgentCgroup):
         # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
         return read_keyed(self.leaf / "memory.events").get("oom_kill", 0) > 0
 
+    def freeze(self) -> None:
+        write(self.leaf / "cgroup.freeze", "1")
+
+    def thaw(self) -> None:
+        write(self.leaf / "cgroup.freeze", "0")
+
+    def frozen(self) -> bool:
+        # cgroup.freeze says what was asked; cgroup.events says when every task has stopped.
+        # A leaf already gone (its agent ended) has nothing left to run.
+        return read_keyed(self.leaf / "cgroup.events").get("frozen", 1) == 1
+
     def _kill_leaf(self) -> int:
         pids = read_procs(self.leaves)
         if (self.leaf / "cgroup.kill").exists():
@@ -76,6 +87,11 @@ class V2Driver(CgroupDriver):
     @property
     def enforceable(self) -> frozenset[str]:
         return frozenset(limit for limit, ctl in LIMIT_CONTROLLERS.items() if ctl in self._controllers)
+
+    @property
+    def freezer(self) -> bool:
+        # Linux >= 5.2; a core file, so it needs no controller and comes with a delegated subtree.
+        return (self.mount / TOP / self.instance / "cgroup.freeze").exists()
 
     def start(self) -> list[AgentCgroup]:
         stale = super().start()

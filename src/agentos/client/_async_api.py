@@ -105,6 +105,15 @@ class AsyncClientMethods(abc.ABC):
         its final state."""
         return await self._call(Op.KILL, _processes.kill_request(agent, **options))
 
+    async def pause(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
+        """Freeze the agent and its descendants (cgroup freezer) until ``resume``: they use no
+        CPU and their syscalls' replies and mail wait in the kernel. Needs ``kill`` on it."""
+        return await self._call(Op.PAUSE, _processes.target(agent, id=id))
+
+    async def resume(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
+        """Thaw what ``pause`` of this agent froze (an agent another pause holds stays frozen)."""
+        return await self._call(Op.RESUME, _processes.target(agent, id=id))
+
     async def list_agents(self, status: str | list[str] | None = None,
                           name: str | None = None) -> list[dict[str, Any]]:
         """Running and recently ended agents, with status, exit code and cgroup usage."""

@@ -107,6 +107,15 @@ class ClientMethods(abc.ABC):
         its final state."""
         return self._call(Op.KILL, _processes.kill_request(agent, **options))
 
+    def pause(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
+        """Freeze the agent and its descendants (cgroup freezer) until ``resume``: they use no
+        CPU and their syscalls' replies and mail wait in the kernel. Needs ``kill`` on it."""
+        return self._call(Op.PAUSE, _processes.target(agent, id=id))
+
+    def resume(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
+        """Thaw what ``pause`` of this agent froze (an agent another pause holds stays frozen)."""
+        return self._call(Op.RESUME, _processes.target(agent, id=id))
+
     def list_agents(self, status: str | list[str] | None = None,
                     name: str | None = None) -> list[dict[str, Any]]:
         """Running and recently ended agents, with status, exit code and cgroup usage."""

@@ -19,11 +19,15 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   writable_paths: Sequence[str] = (), readonly_paths: Sequence[str] = (),
                   restart: Mapping[str, Any] | None = None, llm: Mapping[str, Any] | None = None,
                   egress: Sequence[str] | None = None,
-                  workspace: int | str | Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  workspace: int | str | Mapping[str, Any] | None = None,
+                  timeout: float | str | None = None,
+                  idle_timeout: float | str | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path).
 
     ``workspace``: its size (``"256Mi"``) or the whole ``{"size": ...}``, for a private
-    writable directory at /workspace with that disk quota.
+    writable directory at /workspace with that disk quota. ``timeout``: the kernel kills
+    the agent that long after its start; ``idle_timeout``: after that long without a
+    syscall of its own (seconds, or ``"10m"``).
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -58,6 +62,10 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["egress"] = list(egress)
     if workspace is not None:
         payload["workspace"] = dict(workspace) if isinstance(workspace, Mapping) else {"size": workspace}
+    if timeout is not None:
+        payload["timeout"] = timeout
+    if idle_timeout is not None:
+        payload["idle_timeout"] = idle_timeout
     return payload
 
 

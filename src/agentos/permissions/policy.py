@@ -22,6 +22,9 @@ REQUIRED: dict[Op, Capability] = {
     Op.SPAWN: Capability.SPAWN,
     # KILL also needs the target to be a descendant: the process service checks that.
     Op.KILL: Capability.KILL,
+    # Freezing an agent stops it as surely as killing it: the same capability, the same target rule.
+    Op.PAUSE: Capability.KILL,
+    Op.RESUME: Capability.KILL,
     Op.SEND: Capability.MESSAGE,
     Op.RECV: Capability.MESSAGE,
     Op.BROADCAST: Capability.MESSAGE,

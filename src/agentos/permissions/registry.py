@@ -196,9 +196,9 @@ class Permissions:
             current = self._agents.get(current.parent)
         return False
 
-    def check_kill(self, identity: Identity, target_agent_id: str) -> None:
-        """Raise PermissionDenied unless ``identity`` may kill ``target_agent_id``:
-        admins may kill anything, others only their own descendants."""
+    def check_kill(self, identity: Identity, target_agent_id: str, action: str = "kill") -> None:
+        """Raise PermissionDenied unless ``identity`` may kill (or ``action``: pause, resume)
+        ``target_agent_id``: admins may do it to anything, others only to their own descendants."""
         caps = self.capabilities_of(identity)
         if Capability.ADMIN in caps:
             return
@@ -206,7 +206,7 @@ class Permissions:
             raise PermissionDenied(f"{self.describe_caller(identity)} lacks the 'kill' capability",
                                    capability="kill")
         if not self.is_descendant(target_agent_id, caller_id(identity)):
-            raise PermissionDenied(f"{self.describe_caller(identity)} may kill only agents it "
+            raise PermissionDenied(f"{self.describe_caller(identity)} may {action} only agents it "
                                    f"spawned (or their descendants), not {target_agent_id}",
                                    target=target_agent_id)
 

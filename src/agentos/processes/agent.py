@@ -25,13 +25,19 @@ class Status:
     KILLED = "killed"
     #: The cgroup's OOM killer took it (memory limit).
     OOM_KILLED = "oom_killed"
+    #: Killed by the kernel at its ``timeout`` or ``idle_timeout`` (``reason`` says which).
+    TIMED_OUT = "timed_out"
+    #: Shown (never stored) for a running agent that PAUSE froze, itself or through an ancestor.
+    PAUSED = "paused"
 
-    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED})
+    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED, TIMED_OUT})
 
 
-#: The kernel.events topic published when an agent ends with each status.
+#: The kernel.events topic published when an agent ends with each status; a timed-out agent
+#: ended on the kernel's own terms, as a failure: ``agent.exited`` with its status.
 END_TOPICS = {Status.EXITED: "agent.exited", Status.FAILED: "agent.exited",
-              Status.KILLED: "agent.killed", Status.OOM_KILLED: "agent.oom_killed"}
+              Status.KILLED: "agent.killed", Status.OOM_KILLED: "agent.oom_killed",
+              Status.TIMED_OUT: "agent.exited"}
 
 
 @dataclass(eq=False)
@@ -58,7 +64,8 @@ class Agent:
     ended_at: float | None = None
     ready_at: float | None = None
     isolation: dict[str, Any] = field(default_factory=dict)
-    #: Why it is being stopped (``kill``, ``parent``, ``shutdown``); None if nobody asked.
+    #: Why it is being stopped (``kill``, ``parent``, ``shutdown``, ``timeout``, ``idle_timeout``);
+    #: None if nobody asked.
     stop_reason: str | None = None
     #: Usage when it ended; read live from the cgroup while running.
     final_usage: CgroupStats | None = None
@@ -70,10 +77,20 @@ class Agent:
     spawner: Identity | None = None
     #: How many times the supervisor restarted this agent before this process (0 for the first).
     restarts: int = 0
+    #: Whose PAUSE keeps it frozen: the ids of the paused agents it is (or descends from).
+    holds: set[str] = field(default_factory=set)
+    #: Seconds from start, and without a syscall, after which the kernel kills it (None: never).
+    timeout: float | None = None
+    idle_timeout: float | None = None
 
     @property
     def running(self) -> bool:
         return self.status == Status.RUNNING
+
+    @property
+    def shown_status(self) -> str:
+        """The status LIST shows: ``paused`` for a running agent the freezer holds."""
+        return Status.PAUSED if self.holds and self.status == Status.RUNNING else self.status
 
     def usage(self) -> CgroupStats:
         if self.final_usage is not None:
@@ -85,12 +102,15 @@ class Agent:
         return {
             "id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
             "argv": self.argv,
-            "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
+            "status": self.shown_status, "exit_code": self.exit_code, "signal": self.signal,
+            "reason": self.stop_reason,
             "started_at": self.started_at, "ended_at": self.ended_at,
             "ready": self.ready_at is not None, "sandboxed": self.sandboxed, "restarts": self.restarts,
+            "timeout": self.timeout, "idle_timeout": self.idle_timeout,
             "limits": self.limits.to_dict(), "usage": self.usage().to_dict(),
         }
 
     def end_event(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
-                "status": self.status, "exit_code": self.exit_code, "signal": self.signal}
+                "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
+                "reason": self.stop_reason}

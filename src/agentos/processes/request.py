@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -70,6 +71,8 @@ class Confinement:
     #: The largest workspace a child may get, in bytes: the agent's own workspace's size,
     #: 0 when it has none; None (an outside client): no bound.
     workspace: int | None = None
+    #: When (``time.monotonic()``) the agent's ``timeout`` kills it; no child outlives it. None: never.
+    deadline: float | None = None
 
     def sees(self, path: str) -> bool:
         return _reaches(self.readable, path, write=False)
@@ -131,6 +134,12 @@ class SpawnRequest:
     restart: dict[str, Any] | None = None
     #: Size in bytes of its workspace (a file system of its own at /workspace), if it asked for one.
     workspace: int | None = None
+    #: Seconds from start before the kernel kills it, and the ``time.monotonic()`` that is; a child
+    #: that asks for none inherits its spawner's remaining time.
+    timeout: float | None = None
+    deadline: float | None = None
+    #: Seconds without a syscall before the kernel kills it.
+    idle_timeout: float | None = None
 
     def confinement(self, system: Iterable[str], agent_uid: int | None) -> Confinement:
         """What the started agent holds (its children are checked against it).
@@ -153,7 +162,8 @@ class SpawnRequest:
                                     if self.llm and key in self.llm}
         return Confinement(sandboxed=self.sandboxed, network=self.network,
                            allow_degraded=self.allow_degraded, readable=readable, writable=writable,
-                           limits=self.limits, llm_budget=budget, workspace=self.workspace or 0)
+                           limits=self.limits, llm_budget=budget, workspace=self.workspace or 0,
+                           deadline=self.deadline)
 
     @classmethod
     def parse(cls, wire: SpawnRequestWire, parent: Confinement) -> SpawnRequest:
@@ -214,11 +224,14 @@ class SpawnRequest:
         llm = msgspec.to_builtins(wire.llm) if wire.llm else None
         _check_llm_budget(llm, parent.llm_budget)
         restart = msgspec.to_builtins(wire.restart) if wire.restart else None
+        timeout, deadline = _timeout(_given(wire.timeout), parent.deadline)
+        idle_timeout = _seconds(_given(wire.idle_timeout), "idle_timeout")
         return cls(name=name, argv=argv, script=path, env=env, cwd=cwd, limits=limits,
                    default_limits=defaults, tmp_size=tmp_size, sandboxed=sandboxed, network=network,
                    allow_degraded=allow_degraded, writable_paths=writable, readonly_paths=readonly,
                    hostname=hostname, llm=llm, capabilities=_given(wire.capabilities),
-                   egress=_given(wire.egress), restart=restart, workspace=workspace)
+                   egress=_given(wire.egress), restart=restart, workspace=workspace,
+                   timeout=timeout, deadline=deadline, idle_timeout=idle_timeout)
 
 
 def parse_grace(request: KillRequest, default: float) -> float:
@@ -356,6 +369,29 @@ def _workspace(wire: WorkspaceWire | None, sandboxed: bool, ceiling: int | None)
         raise PermissionDenied(f"workspace.size: {size} is more than the spawner's workspace ({ceiling})",
                                field="workspace.size")
     return size
+
+
+def _timeout(value: Any, ceiling: float | None) -> tuple[float | None, float | None]:
+    """The child's ``timeout`` and deadline, never past the spawner's deadline (``ceiling``)."""
+    now = time.monotonic()
+    remaining = None if ceiling is None else max(0.0, ceiling - now)
+    seconds = _seconds(value, "timeout")
+    if seconds is None:
+        return remaining, ceiling
+    if remaining is not None and seconds > remaining:
+        raise PermissionDenied(f"timeout: {seconds:g}s is more than the spawner's remaining {remaining:.3f}s "
+                               "(a child never outlives its spawner's timeout)", field="timeout")
+    return seconds, now + seconds
+
+
+def _seconds(value: Any, what: str) -> float | None:
+    """A positive duration in seconds, or None when not given."""
+    if value is None:
+        return None
+    seconds: float = _unit(parse_duration, value, what)
+    if seconds <= 0:
+        raise InvalidArgument(f"{what}: must be more than 0 seconds, got {value!r}", field=what)
+    return seconds
 
 
 def _check_llm_budget(llm: dict[str, Any] | None, budget: dict[str, float]) -> None:

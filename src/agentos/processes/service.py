@@ -42,6 +42,7 @@ from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from .agent import END_TOPICS, Agent, Status
 from .launcher import start_process
+from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
@@ -80,16 +81,19 @@ class ProcessService:
         self.workspaces = Workspaces(kernel.config.state_dir)
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
+        self.lifecycle = Lifecycle(self)
 
     # -- service lifecycle ---------------------------------------------------------
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
-                Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready}
+                Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready,
+                Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume}
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.kernel.peer_agent = self.agent_of_peer
+        self.lifecycle.start()
         # Before the launcher: every sandbox's mount table must have the workspaces' shared mount.
         self.workspaces.start()
         # From the loop thread: agents' parent-death signal is tied to the thread that starts it.
@@ -252,6 +256,7 @@ class ProcessService:
                       spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid))
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
         self.table.add(agent)
+        self.lifecycle.started(agent, request, parent)
         if granted is not None:
             # Before the connection is served: the agent may call the kernel at once.
             permissions = self._permissions()
@@ -292,8 +297,10 @@ class ProcessService:
             {statuses} if isinstance(statuses, str) else set(statuses))
         name = None if request.name is UNSET else request.name
         visible = self._observer(call.identity)
+        # "running" selects every live agent, paused ones included; "paused" only those.
         return {"agents": [agent.info() for agent in self.table
-                           if (wanted is None or agent.status in wanted)
+                           if (wanted is None or agent.shown_status in wanted
+                               or (agent.running and Status.RUNNING in wanted))
                            and (name is None or agent.name == name) and visible(agent)]}
 
     async def wait(self, call: Call) -> dict[str, Any]:
@@ -379,6 +386,7 @@ class ProcessService:
         """SIGTERM now, SIGKILL after ``grace`` (a loop timer: nothing waits here)."""
         if not agent.running:
             return
+        self.lifecycle.release(agent)
         if agent.stop_reason is None:
             agent.stop_reason = reason
         loop = self.kernel.loop
@@ -457,6 +465,8 @@ class ProcessService:
             if agent.escalation is not None:
                 agent.escalation.cancel()
                 agent.escalation = None
+            # Ended while frozen (a fatal signal reaches a v2 frozen task): no frozen leaf is removed.
+            self.lifecycle.release(agent)
 
             def snapshot() -> None:
                 # Killed descendants may linger as zombies until init reaps them; pids.current
@@ -476,7 +486,9 @@ class ProcessService:
 
     def _end(self, agent: Agent) -> None:
         usage = agent.final_usage
-        if agent.stop_reason is not None:
+        if agent.stop_reason in TIMEOUT_REASONS:
+            agent.status = Status.TIMED_OUT
+        elif agent.stop_reason is not None:
             agent.status = Status.KILLED
         elif agent.signal == signal.SIGKILL and usage is not None and (usage.oom_kills or 0) > 0:
             agent.status = Status.OOM_KILLED
@@ -485,6 +497,7 @@ class ProcessService:
         else:
             agent.status = Status.FAILED
         agent.ended_at = time.time()
+        self.lifecycle.forget(agent)
         for conn in self.kernel.connections_of(agent.id):
             conn.close()
         for child in self.table.children(agent):
@@ -547,6 +560,7 @@ class ProcessService:
             "cgroup": {"driver": self.driver.name, "layout": self.layout.kind,
                        "enforced": sorted(name for name, ok in cgroup.enforced.items() if ok),
                        "not_enforced": not_enforced, "tracks_tree": cgroup.tracks_tree,
+                       "pause": self.driver.freezer,
                        **({"reason": cast(NoDriver, self.driver).reason}
                           if isinstance(self.driver, NoDriver) else {})},
             "sandbox": dict(sandbox),

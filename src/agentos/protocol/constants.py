@@ -40,6 +40,8 @@ class Op(enum.IntEnum):
     WAIT = 0x13
     LOGS = 0x14
     READY = 0x15
+    PAUSE = 0x1A
+    RESUME = 0x1B
 
     SEND = 0x20
     RECV = 0x21

@@ -146,6 +146,10 @@ class SpawnRequestWire(Request):
     egress: list[Word] | None | UnsetType = UNSET
     #: A private writable directory with a disk quota (sandboxed agents only).
     workspace: WorkspaceWire | None | UnsetType = UNSET
+    #: Wall time from start after which the kernel kills the agent (paused time counts).
+    timeout: Seconds | None | UnsetType = UNSET
+    #: Time without a syscall of the agent's after which the kernel kills it (paused time does not count).
+    idle_timeout: Seconds | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):
@@ -161,7 +165,19 @@ class KillRequest(_AgentRef, kw_only=True):
     wait: bool | UnsetType = UNSET
 
 
-_STATUS = Literal["running", "exited", "failed", "killed", "oom_killed"]
+_STATUS = Literal["running", "paused", "exited", "failed", "killed", "oom_killed", "timed_out"]
+
+
+class PauseRequest(_AgentRef, kw_only=True):
+    """PAUSE: freeze the agent and its descendants (cgroup freezer) until RESUME."""
+
+    op = Op.PAUSE
+
+
+class ResumeRequest(_AgentRef, kw_only=True):
+    """RESUME: thaw what the caller's PAUSE of this agent froze."""
+
+    op = Op.RESUME
 
 
 class ListRequest(Request):
@@ -373,6 +389,7 @@ class AuditRequest(Request):
 
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
+    PauseRequest, ResumeRequest,
     HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
     EmbedRequest, ModelsRequest,
     SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest,

@@ -16,7 +16,7 @@ from ..units import parse_duration
 
 POLICIES = ("never", "on-failure", "always")
 #: End statuses (as LIST reports them) that count as failures; a clean exit 0 is not one.
-FAILURES = frozenset({"failed", "oom_killed"})
+FAILURES = frozenset({"failed", "oom_killed", "timed_out"})
 #: End statuses the agent reached on its own; ``killed`` (KILL, parent, shutdown) never restarts.
 SELF_ENDED = FAILURES | {"exited"}
 

@@ -1,0 +1,19 @@
+"""Says READY, then prints the body of every message it receives, one line each, until killed.
+
+With an argument, it first sends itself a NOOP every few milliseconds for that many rounds
+(activity for ``idle_timeout``), prints ``active``, then only waits for mail.
+"""
+import sys
+import time
+
+import agentos
+
+with agentos.Client() as kernel:
+    kernel.ready()
+    for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 0):
+        kernel.noop(b"")
+        time.sleep(0.02)
+    print("active" if len(sys.argv) > 1 else "listening", flush=True)
+    while True:
+        message = kernel.recv(ack=True)
+        print(f"mail {message['body']}", flush=True)
