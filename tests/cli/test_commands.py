@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,8 @@ def test_top_once(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-unt
     assert header.startswith("agentos ") and header.endswith(": 1 agent(s) running")
     assert columns.split() == ["NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD"]
     assert row.split()[0] == "serve" and row.split()[3] == "running"
+    # The first refresh already has a CPU figure: the average since the agent started.
+    assert re.fullmatch(r"\d+%", row.split()[7]), row
     kernel.client().kill("serve", grace=5)
 
 

@@ -112,11 +112,11 @@ def test_restarts_and_failure_are_shown_and_fail_the_run(project: Path) -> None:
     assert out.count("crashy | exited (code 2)") == 2
     assert any(line.startswith("crashy | restarted after 0.01s (pid ") for line in out)
     assert "crashy | failed: ended (failed) after 1 restart(s) within 60s" in out
-    assert out[-1] == "every agent has ended; not cleanly: crashy"
+    assert out[-1] == "every agent has ended; not cleanly: crashy (restarts given up, expected exited)"
     assert_kernel_gone(project, result.stdout)
 
 
-def test_a_crash_without_restarts_is_the_agents_story_not_a_failed_run(project: Path) -> None:
+def test_an_unexpected_crash_fails_the_run_unless_exit_code_from_decides(project: Path) -> None:
     path = manifest(project, """\
         crashy:
           script: crash.py
@@ -127,8 +127,8 @@ def test_a_crash_without_restarts_is_the_agents_story_not_a_failed_run(project: 
           PLAIN
         """)
     result = agentos("up", path.name, cwd=project)
-    assert result.returncode == 0, result
-    assert lines(result.stdout)[-1] == "every agent has ended; not cleanly: crashy"
+    assert result.returncode == 1, result
+    assert lines(result.stdout)[-1] == "every agent has ended; not cleanly: crashy (exit 2, expected exited)"
     chosen = agentos("up", path.name, "--exit-code-from", "crashy", cwd=project)
     assert chosen.returncode == 2, chosen
     assert agentos("up", path.name, "--exit-code-from", "steady", cwd=project).returncode == 0
@@ -137,6 +137,30 @@ def test_a_crash_without_restarts_is_the_agents_story_not_a_failed_run(project: 
     assert lines(unknown.stderr) == [
         "agentos up: error: --exit-code-from nobody: no such agent in team.yaml (agents: crashy, steady)"]
     assert_kernel_gone(project, unknown.stdout)
+
+
+def test_an_expected_ending_is_a_clean_run_and_a_missed_one_is_not(project: Path) -> None:
+    path = manifest(project, """\
+        crashy:
+          script: crash.py
+          PLAIN
+          expect: failed
+        steady:
+          script: count.py
+          args: ["1"]
+          PLAIN
+          expect: any
+        """)
+    result = agentos("up", path.name, cwd=project)
+    assert result.returncode == 0, result
+    assert lines(result.stdout)[-1] == "every agent has ended; as expected: crashy (exit 2)"
+    # The same agents, each expected to end another way: both are reported, and the run fails.
+    path.write_text(path.read_text().replace("expect: failed", "expect: oom_killed")
+                    .replace("expect: any", "expect: failed"))
+    missed = agentos("up", path.name, cwd=project)
+    assert missed.returncode == 1, missed
+    assert lines(missed.stdout)[-1] == ("every agent has ended; not cleanly: crashy (exit 2, expected oom_killed), "
+                                        "steady (exit 0, expected failed)")
 
 
 def test_detached_team_keeps_running_until_down(project: Path) -> None:

@@ -5,13 +5,15 @@ import argparse
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ..client import AsyncClient, Client
-from ..errors import KernelNotRunning
+from ..errors import AgentOSError, KernelNotRunning
 from ..kernel.config import default_socket_path, default_state_dir
 from ..manifest import Manifest
 from ..units import parse_duration
@@ -42,6 +44,37 @@ def socket_path(explicit: Path | None, manifest: Manifest | None = None) -> Path
     return default_socket_path()
 
 
+class UnsafeRuntimeDir(AgentOSError):
+    """The per-user directory under /tmp exists but is not private to this user."""
+
+
+def private_runtime_dir(directory: Path | None = None) -> Path:
+    """``/tmp/agentos-UID``, made mode 0700 if missing, checked before a kernel starts: the socket's
+    home when ``XDG_RUNTIME_DIR`` is unset (su, sudo -u, cron, containers), and where every kernel's
+    sandboxes mount their root. The kernel refuses a shared one (another user could swap what is in
+    it) with an error its client never sees; this says what to do instead."""
+    uid = os.geteuid()
+    if directory is None:
+        directory = Path(os.path.realpath(tempfile.gettempdir())) / f"agentos-{uid}"
+    try:
+        os.mkdir(directory, 0o700)  # the umask can only take bits away
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeRuntimeDir(f"{directory} is not a directory: remove it (`rm {directory}`), or set "
+                               "XDG_RUNTIME_DIR or AGENTOS_SOCKET to a directory of your own")
+    if info.st_uid != uid:
+        raise UnsafeRuntimeDir(f"{directory} belongs to uid {info.st_uid}, not to you (uid {uid}): someone "
+                               "may be waiting for your agents there. Have root remove it "
+                               f"(`sudo rm -rf {directory}`), or set XDG_RUNTIME_DIR or AGENTOS_SOCKET "
+                               "to a directory of your own")
+    if info.st_mode & 0o077:
+        raise UnsafeRuntimeDir(f"{directory} is mode {stat.S_IMODE(info.st_mode):04o}; it must be private "
+                               f"to you: `chmod 700 {directory}`")
+    return directory
+
+
 def marker_path(socket: Path) -> Path:
     """Beside the socket: the pid of a kernel ``agentos up -d`` left running, for ``agentos down``."""
     return socket.with_name(socket.name + ".up")
@@ -51,6 +84,7 @@ class StartedKernel:
     """A kernel this command started: ``agentos kernel --manifest FILE`` in its own session."""
 
     def __init__(self, manifest: Manifest, socket: Path) -> None:
+        private_runtime_dir()
         state_dir = manifest.kernel.state_dir or default_state_dir()
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.socket = socket
@@ -67,16 +101,21 @@ class StartedKernel:
         return self.proc.pid
 
     async def connect(self) -> AsyncClient:
-        """Wait until the kernel listens; a kernel that dies or stays silent is an error with its log."""
+        """Wait until the kernel serves; a kernel that dies or stays silent is an error with its log."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
+            client = None
             try:
-                return await AsyncClient.connect(self.socket)
-            except KernelNotRunning:
-                pass
+                client = await AsyncClient.connect(self.socket)
+                # Its socket listens before its services have started (and before SIGTERM is handled
+                # gracefully): only an answer says it serves.
+                await client.hello()
+                return client
+            except (AgentOSError, OSError):
+                if client is not None:
+                    await client.close()
             if self.proc.poll() is not None:
-                raise KernelNotRunning(f"the kernel exited with status {self.proc.returncode} while starting:\n"
-                                       f"{self.log_tail()}")
+                raise self.failure("while starting")
             if time.monotonic() > deadline:
                 self.stop()
                 raise KernelNotRunning(f"the kernel did not listen on {self.socket} within {START_TIMEOUT:g}s:\n"
@@ -92,6 +131,21 @@ class StartedKernel:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait()
+
+    def exited(self, grace: float = 0.0) -> bool:
+        """Whether it has exited, given ``grace`` to finish dying (a dropped connection comes first)."""
+        if not grace:
+            return self.proc.poll() is not None
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def failure(self, when: str) -> KernelNotRunning:
+        """The kernel's own last words, for a kernel that exited ``when``."""
+        return KernelNotRunning(f"the kernel (pid {self.pid}) exited with status {self.proc.returncode} {when}; "
+                                f"the end of {self.log_path}:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:

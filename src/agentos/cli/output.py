@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 _RESET = "\033[0m"
 #: Colours given to agent names in turn (cyan, yellow, green, magenta, blue, then bright ones).
@@ -33,6 +33,39 @@ class Painter:
             return padded
         colour = self._names.setdefault(name, _NAME_COLOURS[len(self._names) % len(_NAME_COLOURS)])
         return f"\033[{colour}m{padded}{_RESET}"
+
+
+class PipeSafe:
+    """A stream whose reader may go away (``agentos up -d FILE | head -1``) without stopping the
+    work: after EPIPE everything written goes to /dev/null, and the command carries on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        # What the buffer still holds now drains into /dev/null.
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def size(value: int | None) -> str:

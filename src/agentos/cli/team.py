@@ -49,6 +49,31 @@ class Member:
     signal: int | None = None
     #: The kernel gave up restarting it (``agent.failed``): the team did not hold.
     gave_up: bool = False
+    #: What the kernel could not enforce for it (its SPAWN report's ``degraded``), as allow_degraded let it.
+    degraded: tuple[str, ...] = ()
+
+    @property
+    def ending(self) -> str:
+        """How it ended as ``expect`` names endings: ``exited`` is an exit 0, ``failed`` anything else
+        the agent did to itself (or restarts given up); ``killed`` someone stopped it."""
+        return "failed" if self.gave_up else self.status or "running"
+
+    @property
+    def as_expected(self) -> bool:
+        """Whether it ended as its manifest expects; a KILL someone asked for is never a failure."""
+        return self.ending == "killed" or self.spec.expect in ("any", self.ending)
+
+    def describe_ending(self) -> str:
+        """``exit 2``, ``signal 9``, ``oom_killed``, ``restarts given up``: for the summary line."""
+        if self.gave_up:
+            return "restarts given up"
+        if self.status == "oom_killed":
+            return "oom_killed"
+        if self.status == "killed":
+            return "killed"
+        if self.signal:
+            return f"signal {self.signal}"
+        return f"exit {self.exit_code if self.exit_code is not None else '?'}"
 
     @property
     def exit_status(self) -> int:
@@ -120,10 +145,15 @@ class Team:
         except AgentOSError as exc:
             raise TeamError(f"cannot start {member.name}: {exc}") from None
         member.id = info["id"]
+        member.degraded = tuple(info.get("isolation", {}).get("degraded", ()))
         self._follow(member)
         readiness = member.spec.readiness
         waiting = "" if readiness is None else f", waiting for {_describe_readiness(readiness)}"
         self.say(member.name, f"started (pid {info['pid']}){waiting}", "bold")
+        if member.degraded:
+            # allow_degraded let it start; the user still hears, every time, what does not hold.
+            self.say(member.name, f"DEGRADED: not enforced on this host: {', '.join(member.degraded)} "
+                     "(`agentos doctor` says why and how to get it)", "yellow")
         if readiness is not None:
             await self._wait_ready(member)
             self.say(member.name, "ready", "green")

@@ -104,7 +104,12 @@ class AgentSpec:
     permissions: tuple[str, ...] = _default(schema.AGENT, "permissions")
     #: Canonical allow entries; None inherits the spawner's list (the kernel's, under ``agentos up``).
     egress: tuple[str, ...] | None = _default(schema.AGENT, "egress")
+    #: Seconds after its start, and without a syscall, after which the kernel kills it (None: never).
+    timeout: float | None = _default(schema.AGENT, "timeout")
+    idle_timeout: float | None = _default(schema.AGENT, "idle_timeout")
     depends_on: tuple[str, ...] = _default(schema.AGENT, "depends_on")
+    #: Read by ``agentos up`` only: the kernel never sees it.
+    expect: str = _default(schema.AGENT, "expect")
     readiness: Readiness | None = None
 
     def instance_names(self) -> tuple[str, ...]:
@@ -145,6 +150,10 @@ class AgentSpec:
             request["hostname"] = self.sandbox.hostname
         if self.sandbox.workspace is not None:
             request["workspace"] = {"size": self.sandbox.workspace}
+        if self.timeout is not None:
+            request["timeout"] = self.timeout
+        if self.idle_timeout is not None:
+            request["idle_timeout"] = self.idle_timeout
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm

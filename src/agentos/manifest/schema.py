@@ -24,6 +24,8 @@ CAPABILITIES = (*(c.value for c in Capability), "state")
 DEFAULT_CAPABILITIES = tuple(c.value for c in Capability if c in DEFAULT_CHILD_CAPABILITIES)
 
 RESTART_POLICIES = ("never", "on-failure", "always")
+#: How an agent may end without failing `agentos up` (``exited``: exit 0; ``failed``: non-zero or a signal).
+EXPECTED_ENDINGS = ("exited", "failed", "oom_killed", "any")
 READINESS_KINDS = ("ready-call", "log-line", "delay")
 LLM_PROVIDERS = ("gemini", "openai")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -130,8 +132,9 @@ LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced 
 ))
 
 RESTART = Section("agents.<name>.restart", "What the kernel does when the agent exits.", (
-    Field("policy", Type.CHOICE, "`never`; `on-failure`: restart after a non-zero exit, a signal or an OOM kill "
-          "(a clean exit 0 is not a failure); `always`: restart after any exit.", "never", choices=RESTART_POLICIES),
+    Field("policy", Type.CHOICE, "`never`; `on-failure`: restart after a non-zero exit, a signal, an OOM kill "
+          "or a timeout (a clean exit 0 is not a failure); `always`: restart after any exit.", "never",
+          choices=RESTART_POLICIES),
     Field("max_restarts", Type.INT, "Restarts allowed within `window`; one more marks the agent failed.",
           5, minimum=1),
     Field("window", Type.DURATION, "The sliding window `max_restarts` counts in.", 60.0, default_doc="60s"),
@@ -183,7 +186,17 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
           "Each must be within the kernel's `egress.allow`. A name that resolves to a loopback, private or "
           "link-local address is refused unless that address is listed too (docs/egress.md).", None,
           default_doc="the kernel's `egress.allow`"),
+    Field("timeout", Type.DURATION, "The kernel kills the agent this long after it starts (paused time "
+          "counts); it ends `timed_out`, a failure to `restart`. A child agent never outlives its "
+          "spawner's timeout.", None, minimum=0.001, default_doc="none"),
+    Field("idle_timeout", Type.DURATION, "The kernel kills the agent after this long without a syscall of its "
+          "own starting or finishing (output is not activity; paused time does not count). It ends "
+          "`timed_out`, a failure to `restart`.", None, minimum=0.001, default_doc="none"),
     Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
+    Field("expect", Type.CHOICE, "How the agent is expected to end, for `agentos up`'s exit status: `exited` "
+          "(exit 0), `failed` (a non-zero exit, a signal, or restarts given up), `oom_killed` (killed at its "
+          "memory limit) or `any`. An agent that ends otherwise makes `up` exit 1; one stopped by KILL "
+          "is never a failure.", "exited", choices=EXPECTED_ENDINGS),
     Field("readiness", Type.SECTION, READINESS.doc, section=READINESS, default_doc="ready once spawned"),
 ), refused={"name": "the agent's name is its key under agents:, e.g. 'agents: {worker: {script: ...}}'"})
 

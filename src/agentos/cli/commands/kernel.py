@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ...kernel.config import KernelConfig
     from ...kernel.daemon import Kernel, KernelAlreadyRunning
+    from ..launch import private_runtime_dir
     from ..main import UserError
 
     config = KernelConfig()
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         config.state_dir = args.state_dir
     if args.max_payload:
         config.max_payload = args.max_payload
+    private_runtime_dir()
     try:
         Kernel(config).run()
     except KernelAlreadyRunning as exc:

@@ -27,34 +27,33 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     #: CPU microseconds and the time they were read, per agent id, for the percentage since last refresh.
     before: dict[str, tuple[int, float]] = {}
+    # Ctrl-C ends it as it ends `up` and `logs -f`: main() turns KeyboardInterrupt into 130.
     with connect(args) as client:
-        try:
-            while True:
-                hello = client.hello()
-                agents = order(client.list_agents(status="running"))
-                spending = spent_by_id(client.usage())
-                now = time.time()
-                header = (f"agentos {hello['version']} (pid {hello['pid']}, up {duration(hello['uptime'])}): "
-                          f"{len(agents)} agent(s) running")
-                rows = [row(info, spending, _cpu_percent(info, before, now), now) for info in agents]
-                body = table(PS_COLUMNS, rows) if rows else ""
-                sys.stdout.write((_CLEAR if redraw else "") + header + "\n" + (body + "\n" if body else ""))
-                sys.stdout.flush()
-                done += 1
-                if args.iterations and done >= args.iterations:
-                    return 0
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
+        while True:
+            hello = client.hello()
+            agents = order(client.list_agents(status="running"))
+            spending = spent_by_id(client.usage())
+            now = time.time()
+            header = (f"agentos {hello['version']} (pid {hello['pid']}, up {duration(hello['uptime'])}): "
+                      f"{len(agents)} agent(s) running")
+            rows = [row(info, spending, _cpu_percent(info, before, now), now) for info in agents]
+            body = table(PS_COLUMNS, rows) if rows else ""
+            sys.stdout.write((_CLEAR if redraw else "") + header + "\n" + (body + "\n" if body else ""))
+            sys.stdout.flush()
+            done += 1
+            if args.iterations and done >= args.iterations:
+                return 0
+            time.sleep(args.interval)
 
 
 def _cpu_percent(info: Mapping[str, Any], before: dict[str, tuple[int, float]], now: float) -> str:
-    """CPU use since the previous refresh, in percent of one core; ``-`` on the first one."""
+    """CPU use in percent of one core since the previous refresh, or on the first one since the
+    agent started; ``-`` only where the host cannot tell."""
     usec = (info.get("usage") or {}).get("cpu_usage_usec")
     if usec is None:
         return "-"
-    previous = before.get(info["id"])
+    previous = before.get(info["id"], (0, info["started_at"]))
     before[info["id"]] = (usec, now)
-    if previous is None or now <= previous[1]:
-        return "-"
+    if now <= previous[1]:
+        return "0%"
     return f"{(usec - previous[0]) / 1e6 / (now - previous[1]) * 100:.0f}%"

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 from ...manifest import Manifest
 from ...client import AsyncClient
-from ...errors import KernelNotRunning
+from ...errors import AgentOSError, KernelNotRunning
 from ..launch import StartedKernel, add_socket_option, duration_option, marker_path, socket_path
-from ..output import Painter, wants_colour
-from ..team import Team, TeamError
+from ..output import Painter, PipeSafe, wants_colour
+from ..team import Member, Team, TeamError
 from .validate import load_or_report
 
 T = TypeVar("T")
@@ -33,26 +33,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _outcome(members: list[Any], exit_code_from: str | None) -> int:
-    """Like ``docker compose up``: an agent's crash or OOM kill is its story, not a failed run.
-
-    The run fails only when the kernel gave up on an agent (restarts exhausted),
-    unless ``--exit-code-from`` names the agent whose status decides.
-    """
-    unclean = [m.name for m in members if m.status != "exited" or m.exit_code]
-    failed = [m.name for m in members if m.gave_up]
-    print("every agent has ended" + (f"; not cleanly: {', '.join(unclean)}" if unclean else ""),
-          flush=True)
+def _outcome(members: list[Member], exit_code_from: str | None) -> int:
+    """Status 0 only when every agent ended as its manifest's ``expect`` says (a clean exit unless
+    it says otherwise), else 1; ``--exit-code-from NAME`` hands the decision to that agent's status."""
+    expected = [m for m in members if m.as_expected and m.ending != "exited"]
+    unexpected = [m for m in members if not m.as_expected]
+    parts = []
+    if expected:
+        parts.append("as expected: " + ", ".join(f"{m.name} ({m.describe_ending()})" for m in expected))
+    if unexpected:
+        parts.append("not cleanly: " + ", ".join(
+            f"{m.name} ({m.describe_ending()}, expected {m.spec.expect}"
+            + (f"; not enforced here: {', '.join(m.degraded)}" if m.degraded else "") + ")"
+            for m in unexpected))
+    print("; ".join(["every agent has ended", *parts]), flush=True)
     if exit_code_from is not None:
         return next(m.exit_status for m in members if m.name == exit_code_from)
-    return 1 if failed else 0
+    return 1 if unexpected else 0
 
 
 def run(args: argparse.Namespace) -> int:
     manifest = load_or_report(args.file)
     if manifest is None:
         return 1
-    return asyncio.run(_up(manifest, args))
+    # A reader that goes away (`agentos up -d FILE | head -1`) must not stop the team or its kernel.
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)  # type: ignore[assignment]
+    try:
+        return asyncio.run(_up(manifest, args))
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
@@ -111,13 +121,31 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
         await team.stop(stopped)
         return 130
     except TeamError as exc:
+        if await _died(kernel, client):
+            raise kernel.failure("while the team was starting") from None  # type: ignore[union-attr]
         print(f"agentos up: error: {exc}", file=sys.stderr, flush=True)
         await team.stop(stopped)
         return 1
+    except (AgentOSError, OSError):
+        # A kernel we started that dies shows up here as a dropped connection: its log says why.
+        if await _died(kernel, client):
+            raise kernel.failure("while the team ran") from None  # type: ignore[union-attr]
+        raise
     finally:
         await client.close()
         if kernel is not None:
             kernel.stop()
+
+
+async def _died(kernel: StartedKernel | None, client: AsyncClient) -> bool:
+    """Whether the kernel this command started is gone (its connection no longer answers)."""
+    if kernel is None:
+        return False
+    try:
+        await client.noop(b"")
+        return False
+    except (AgentOSError, OSError):
+        return kernel.exited(grace=5.0)
 
 
 async def _unless(stop: asyncio.Event, work: Awaitable[T]) -> tuple[bool, T | None]:
