@@ -93,6 +93,8 @@ class Kernel:
         #: every peer accepts, unless this kernel is configured for less.
         self._default_reply_limit = min(config.max_payload, DEFAULT_MAX_PAYLOAD)
         self._stopping: asyncio.Event | None = None
+        #: Set as shutdown begins: from then on an agent that ends was killed by it, and none restarts.
+        self.shutting_down = False
         self.admission = Admission(config.connections)
         #: Tells which agent a process connecting by path belongs to (the processes service).
         self.peer_agent: PeerAgent | None = None
@@ -238,9 +240,16 @@ class Kernel:
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(err.to_payload()))
         else:
             conn.send(call.op, _STREAM_END if call.streamed else _REPLY, call.request_id, payload)
+        if self._observers:
+            # After the reply goes out (the reactor writes it as the next iteration starts):
+            # the audit record costs the caller no latency. The caller's next request is read
+            # in a later iteration still, so it never overtakes this record.
+            self.loop.call_soon(self._observe, call, outcome, time.perf_counter() - started)
+
+    def _observe(self, call: Call, outcome: str, latency: float) -> None:
         for observer in self._observers:
             try:
-                observer(call, outcome, time.perf_counter() - started)
+                observer(call, outcome, latency)
             except Exception:
                 log.exception("syscall observer failed")
 
@@ -295,6 +304,7 @@ class Kernel:
             await self._shutdown(started)
 
     async def _shutdown(self, started: list[Service]) -> None:
+        self.shutting_down = True
         # Clients first: no syscall may reach a service that is already stopping.
         self.reactor.stop_listening()
         for conn in self.reactor.connections:
