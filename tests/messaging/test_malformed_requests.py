@@ -29,7 +29,17 @@ CASES: list[tuple[Op, str]] = [
     (Op.RECV, f'{{"timeout": {BIG}}}'), (Op.RECV, '{"timeout": true}'), (Op.RECV, '{"timeout": "soon"}'),
     (Op.RECV, '{"timeout": 0, "name": [1]}'), (Op.RECV, f'{{"timeout": 0, "name": {LONE}}}'),
     (Op.RECV, '{"timeout": 0, "name": "bad name"}'), (Op.RECV, '{"timeout": 0, "ack": [1]}'),
-    (Op.RECV, '{"timeout": 0, "ack": "yes"}'),
+    (Op.RECV, '{"timeout": 0, "ack": "yes"}'), (Op.RECV, '{"timeout": 0, "max_deliveries": 0}'),
+    (Op.RECV, '{"timeout": 0, "max_deliveries": 1.5}'), (Op.RECV, '{"timeout": 0, "max_deliveries": true}'),
+    (Op.RECV, f'{{"timeout": 0, "max_deliveries": {BIG}}}'),
+    # DEAD_LETTERS
+    (Op.DEAD_LETTERS, '{"action": "eat"}'), (Op.DEAD_LETTERS, '{"action": 1}'),
+    (Op.DEAD_LETTERS, '{"limit": 0}'), (Op.DEAD_LETTERS, '{"limit": NaN}'), (Op.DEAD_LETTERS, '{"limit": "5"}'),
+    (Op.DEAD_LETTERS, '{"mailbox": ""}'), (Op.DEAD_LETTERS, f'{{"mailbox": {LONE}}}'),
+    (Op.DEAD_LETTERS, '{"mailbox": [1]}'), (Op.DEAD_LETTERS, '{"name": "bad name"}'),
+    (Op.DEAD_LETTERS, '{"action": "requeue"}'), (Op.DEAD_LETTERS, '{"action": "drop", "ids": []}'),
+    (Op.DEAD_LETTERS, f'{{"action": "requeue", "ids": [{BIG}]}}'),
+    (Op.DEAD_LETTERS, '{"action": "requeue", "ids": [true]}'), (Op.DEAD_LETTERS, '[1]'),
     # ACK
     (Op.ACK, f'{{"ids": [{BIG}]}}'), (Op.ACK, '{"ids": []}'), (Op.ACK, '{"ids": "1"}'),
     (Op.ACK, '{"ids": [-1]}'), (Op.ACK, '{"ids": [1.5]}'), (Op.ACK, '{"ids": [true]}'),

@@ -59,6 +59,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.BROADCAST: ("body",),
     Op.REGISTER: ("name",),
     Op.ACK: ("ids", "name"),
+    Op.DEAD_LETTERS: ("action", "mailbox", "name", "ids", "limit"),
     Op.STORE: ("key", "value", "ttl", "scope", "agent"),
     Op.FETCH: ("key", "scope", "agent"),
     Op.DELETE: ("key", "scope", "agent"),

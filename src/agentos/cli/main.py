@@ -21,6 +21,7 @@ COMMANDS = [
     "top",
     "doctor",
     "audit",
+    "mail",
     "fake_gemini",
 ]
 

@@ -198,16 +198,38 @@ class ClientMethods(abc.ABC):
         return reply["id"]
 
     def recv(self, timeout: float | None = None, *, name: str | None = None,
-             ack: bool = False) -> dict[str, Any]:
-        """The next message (``{"id", "from", "to", "body", "sent_at"}``), waiting up to
-        ``timeout`` seconds (forever if None); ``Timeout`` if none came. It stays stored until
-        ``ack(id)`` unless ``ack=True``. ``name`` reads a mailbox you registered."""
-        return self._call(Op.RECV, _messaging.recv_request(timeout, name, ack))
+             ack: bool = False, max_deliveries: int | None = None) -> dict[str, Any]:
+        """The next message (``{"id", "from", "to", "body", "sent_at", "deliveries"}``),
+        waiting up to ``timeout`` seconds (forever if None); ``Timeout`` if none came. It stays
+        stored until ``ack(id)`` unless ``ack=True``. ``name`` reads a mailbox you registered.
+        A message already delivered ``max_deliveries`` times without ACK (the kernel's
+        ``messaging.max_deliveries`` if None) goes to the dead letters instead."""
+        return self._call(Op.RECV, _messaging.recv_request(timeout, name, ack, max_deliveries))
 
     def ack(self, *ids: int, name: str | None = None) -> list[int]:
         """Delete delivered messages from your mailbox; returns the ids removed."""
         reply = self._call(Op.ACK, _messaging.ack_request(ids, name))
         return reply["acked"]
+
+    def dead_letters(self, mailbox: str | None = None, *, name: str | None = None,
+                     limit: int = 100) -> dict[str, Any]:
+        """The oldest ``limit`` dead letters (messages delivered ``max_deliveries`` times without
+        ACK): ``{"dead": [{"id", "from", "to", "body", "sent_at", "deliveries", "dead_at"}],
+        "more"}``. Your own mailbox's, or a name's you registered; ``mailbox="*"`` lists every
+        mailbox you manage. An admin may name anyone's ``mailbox`` (as ``send``'s ``to``)."""
+        request = _messaging.dead_letters_request("list", mailbox=mailbox, name=name, limit=limit)
+        return self._call(Op.DEAD_LETTERS, request)
+
+    def requeue(self, *ids: int) -> dict[str, Any]:
+        """Put dead letters back at the end of their mailbox with their delivery count reset:
+        ``{"requeued": [{"id", "new_id", "to"}], "missing", "full"}`` (a full mailbox keeps
+        its dead letter)."""
+        return self._call(Op.DEAD_LETTERS, _messaging.dead_letters_request("requeue", ids=ids))
+
+    def drop_dead_letters(self, *ids: int) -> list[int]:
+        """Delete dead letters for good; returns the ids deleted."""
+        reply = self._call(Op.DEAD_LETTERS, _messaging.dead_letters_request("drop", ids=ids))
+        return reply["dropped"]
 
     def broadcast(self, body: Any) -> dict[str, Any]:
         """``body`` to every live agent and registered name but you: ``{"delivered", "full"}``."""

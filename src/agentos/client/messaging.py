@@ -14,12 +14,28 @@ def send_request(to: str, body: Any) -> dict[str, Any]:
     return {"to": to, "body": body}
 
 
-def recv_request(timeout: float | None, name: str | None, ack: bool) -> dict[str, Any]:
+def recv_request(timeout: float | None, name: str | None, ack: bool,
+                 max_deliveries: int | None) -> dict[str, Any]:
     args: dict[str, Any] = {"ack": ack}
     if timeout is not None:
         args["timeout"] = timeout
     if name is not None:
         args["name"] = name
+    if max_deliveries is not None:
+        args["max_deliveries"] = max_deliveries
+    return args
+
+
+def dead_letters_request(action: str, *, mailbox: str | None = None, name: str | None = None,
+                         limit: int | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+    args: dict[str, Any] = {"action": action}
+    if action != "list":
+        if not ids:
+            raise InvalidArgument(f"{action}: give at least one dead letter id")
+        args["ids"] = list(ids)
+    for key, value in (("mailbox", mailbox), ("name", name), ("limit", limit)):
+        if value is not None:
+            args[key] = value
     return args
 
 

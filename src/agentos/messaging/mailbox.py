@@ -5,10 +5,17 @@ so a receiver that dies (or a kernel that is killed) before ACK gets it again.
 Which messages a reader has already been handed is the reader's cursor, kept
 by the caller (``after_id``), not here. A mailbox holds at most
 ``max_messages``; a send into a full one raises ``Busy`` and stores nothing.
+
+Every delivery is counted on disk. A message already delivered ``max_deliveries``
+times without an ACK is not delivered again: it moves to its mailbox's dead
+letters (the ``dead_letters`` table, at most ``max_messages`` per mailbox, the
+oldest dropped beyond), where its owner or an admin lists, requeues or drops it.
+So a message that crashes its receiver every time cannot crash-loop it.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -21,8 +28,12 @@ from ..errors import AlreadyExists, Busy, PermissionDenied, TooLarge
 from ..state.database import Database, encode_bounded
 from ..units import parse_bytes
 
+log = logging.getLogger("agentos.messaging")
+
 #: Names one caller (agent or client) may hold at once.
 MAX_NAMES_PER_OWNER = 256
+#: The most deliveries a message may be given before it is a dead letter (RECV's bound too).
+MAX_DELIVERIES = 1_000_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -30,9 +41,21 @@ CREATE TABLE IF NOT EXISTS messages (
     mailbox TEXT NOT NULL,
     sender TEXT NOT NULL,
     body TEXT NOT NULL,
-    sent_at REAL NOT NULL
+    sent_at REAL NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_mailbox ON messages(mailbox, id);
+-- A message keeps its id when it dies; requeueing it appends it again under a new id.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    mailbox TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    deliveries INTEGER NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_mailbox ON dead_letters(mailbox, id);
 -- Registered names before they had scopes: global, first come first served, so a
 -- squatter could take a future agent's name. They are not carried over.
 DROP TABLE IF EXISTS names;
@@ -60,18 +83,21 @@ class MailboxLimits:
 
     max_messages: int = 1000
     max_message_bytes: int = 256 * 1024
+    #: Deliveries without ACK after which a message goes to the dead letters (RECV may
+    #: choose another number for the message it asks for).
+    max_deliveries: int = 5
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> MailboxLimits:
-        """Read ``mailbox_size`` (a count) and ``max_message`` (a size like ``256Ki``)."""
+        """Read ``mailbox_size`` (a count), ``max_message`` (a size like ``256Ki``) and
+        ``max_deliveries`` (a count, at most ``MAX_DELIVERIES``)."""
         defaults = cls()
-        size = section.get("mailbox_size", defaults.max_messages)
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f"messaging.mailbox_size must be a positive integer, got {size!r}")
-        return cls(max_messages=size,
+        return cls(max_messages=_count(section, "mailbox_size", defaults.max_messages),
                    max_message_bytes=parse_bytes(section.get("max_message",
                                                              defaults.max_message_bytes),
-                                                 "messaging.max_message"))
+                                                 "messaging.max_message"),
+                   max_deliveries=_count(section, "max_deliveries", defaults.max_deliveries,
+                                         MAX_DELIVERIES))
 
 
 @dataclass(frozen=True)
@@ -83,10 +109,32 @@ class Message:
     sender: str
     body: Any
     sent_at: float
+    #: Times it has been handed out, this delivery included (0 when just sent).
+    deliveries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "to": self.mailbox, "from": self.sender, "body": self.body,
-                "sent_at": self.sent_at}
+                "sent_at": self.sent_at, "deliveries": self.deliveries}
+
+
+@dataclass(frozen=True)
+class DeadLetter(Message):
+    """A message taken out of delivery after ``deliveries`` deliveries without ACK."""
+
+    dead_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "dead_at": self.dead_at}
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What REQUEUE did: dead letter id -> the live message it became; ids that are not
+    dead letters of the given mailboxes; ids left dead because their mailbox is full."""
+
+    requeued: list[tuple[int, Message]]
+    missing: list[int]
+    full: list[int]
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,16 @@ class Mailboxes:
     def __init__(self, db: Database, limits: MailboxLimits | None = None) -> None:
         self._db = db
         self.limits = limits or MailboxLimits()
+
+    async def upgrade(self) -> None:
+        """Bring a mailboxes.db written before delivery counts up to this schema."""
+
+        def add_columns(conn: sqlite3.Connection) -> None:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+            if "deliveries" not in columns:
+                conn.execute("ALTER TABLE messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0")
+
+        await self._db.run(add_columns)
 
     def encode(self, body: Any) -> str:
         """The stored form of ``body``; raises TooLarge/InvalidArgument before any I/O."""
@@ -140,32 +198,110 @@ class Mailboxes:
 
         return await self._db.run(insert_all)
 
-    async def next(self, addresses: list[str], after_id: int = 0) -> Message | None:
-        """The oldest unacknowledged message to any of ``addresses`` with id > ``after_id``."""
+    async def next(self, addresses: list[str], after_id: int = 0, *,
+                   max_deliveries: int | None = None, remove: bool = False) -> Message | None:
+        """Deliver the oldest unacknowledged message to any of ``addresses`` with id >
+        ``after_id``, counting the delivery (or removing it, with ``remove``).
+
+        Messages already delivered ``max_deliveries`` times (the limits' by default) are
+        moved to the dead letters on the way instead.
+        """
         marks = ",".join("?" * len(addresses))
+        limit = self.limits.max_deliveries if max_deliveries is None else max_deliveries
 
-        def select(conn: sqlite3.Connection) -> Message | None:
-            row = conn.execute(
-                f"SELECT id, mailbox, sender, body, sent_at FROM messages "
-                f"WHERE mailbox IN ({marks}) AND id > ? ORDER BY id LIMIT 1",
-                (*addresses, after_id)).fetchone()
-            return None if row is None else Message(row[0], row[1], row[2],
-                                                    ujson.loads(row[3]), row[4])
+        def deliver(conn: sqlite3.Connection) -> Message | None:
+            cursor = after_id
+            while True:
+                row = conn.execute(
+                    f"SELECT id, mailbox, sender, body, sent_at, deliveries FROM messages "
+                    f"WHERE mailbox IN ({marks}) AND id > ? ORDER BY id LIMIT 1",
+                    (*addresses, cursor)).fetchone()
+                if row is None:
+                    return None
+                message_id, mailbox, sender, body, sent_at, deliveries = row
+                if deliveries >= limit:
+                    self._bury(conn, message_id, mailbox, deliveries)
+                    cursor = message_id
+                    continue
+                if remove:
+                    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                else:
+                    conn.execute("UPDATE messages SET deliveries = ? WHERE id = ?",
+                                 (deliveries + 1, message_id))
+                return Message(message_id, mailbox, sender, ujson.loads(body), sent_at,
+                               deliveries + 1)
 
-        return await self._db.run(select)
+        return await self._db.run(deliver)
 
     async def ack(self, addresses: list[str], ids: list[int]) -> list[int]:
-        """Remove messages ``ids`` if they are in one of ``addresses``; returns those removed."""
+        """Remove messages ``ids`` if they are in one of ``addresses``, live or dead (a
+        receiver that finished a message after it died has still handled it); returns
+        those removed."""
         marks = ",".join("?" * len(addresses))
 
         def delete(conn: sqlite3.Connection) -> list[int]:
             removed = []
             for message_id in ids:
-                row = conn.execute(f"DELETE FROM messages WHERE id = ? AND mailbox IN ({marks}) "
-                                   "RETURNING id", (message_id, *addresses)).fetchone()
-                if row is not None:
-                    removed.append(row[0])
+                for table in ("messages", "dead_letters"):
+                    row = conn.execute(f"DELETE FROM {table} WHERE id = ? AND mailbox IN ({marks}) "
+                                       "RETURNING id", (message_id, *addresses)).fetchone()
+                    if row is not None:
+                        removed.append(row[0])
+                        break
             return removed
+
+        return await self._db.run(delete)
+
+    # -- dead letters ------------------------------------------------------------------
+
+    async def dead(self, addresses: list[str] | None, limit: int) -> tuple[list[DeadLetter], bool]:
+        """The oldest ``limit`` dead letters of ``addresses`` (of every mailbox if None), and
+        whether there are more."""
+        where, params = _mailbox_filter(addresses)
+
+        def select(conn: sqlite3.Connection) -> tuple[list[DeadLetter], bool]:
+            rows = conn.execute(
+                f"SELECT id, mailbox, sender, body, sent_at, deliveries, dead_at FROM dead_letters "
+                f"{where} ORDER BY id LIMIT ?", (*params, limit + 1)).fetchall()
+            letters = [DeadLetter(r[0], r[1], r[2], ujson.loads(r[3]), r[4], r[5], r[6])
+                       for r in rows[:limit]]
+            return letters, len(rows) > limit
+
+        return await self._db.run(select)
+
+    async def requeue(self, ids: list[int], addresses: list[str] | None) -> Requeued:
+        """Put dead letters ``ids`` of ``addresses`` (any mailbox if None) back at the end of
+        their mailbox with no deliveries counted, unless that mailbox is full."""
+        where, params = _mailbox_filter(addresses, "AND")
+
+        def move(conn: sqlite3.Connection) -> Requeued:
+            done: list[tuple[int, Message]] = []
+            missing, full = [], []
+            for message_id in ids:
+                row = conn.execute(f"SELECT mailbox, sender, body, sent_at FROM dead_letters "
+                                   f"WHERE id = ? {where}", (message_id, *params)).fetchone()
+                if row is None:
+                    missing.append(message_id)
+                elif self._count(conn, row[0]) >= self.limits.max_messages:
+                    full.append(message_id)
+                else:
+                    mailbox, sender, text, sent_at = row
+                    conn.execute("DELETE FROM dead_letters WHERE id = ?", (message_id,))
+                    # sent_at stays the sender's; the new id puts it behind every reader's cursor.
+                    message = self._insert(conn, mailbox, sender, ujson.loads(text), text, sent_at)
+                    done.append((message_id, message))
+            return Requeued(done, missing, full)
+
+        return await self._db.run(move)
+
+    async def drop(self, ids: list[int], addresses: list[str] | None) -> list[int]:
+        """Delete dead letters ``ids`` of ``addresses`` (any mailbox if None); returns those deleted."""
+        where, params = _mailbox_filter(addresses, "AND")
+
+        def delete(conn: sqlite3.Connection) -> list[int]:
+            return [row[0] for message_id in ids for row in conn.execute(
+                f"DELETE FROM dead_letters WHERE id = ? {where} RETURNING id",
+                (message_id, *params)).fetchall()]
 
         return await self._db.run(delete)
 
@@ -227,6 +363,12 @@ class Mailboxes:
             (owner, name)).fetchone())
         return None if row is None else row[0]
 
+    async def owned_addresses(self, owner: str) -> list[str]:
+        """The addresses of every name ``owner`` registered."""
+        rows = await self._db.run(lambda conn: conn.execute(
+            "SELECT DISTINCT address FROM aliases WHERE owner = ?", (owner,)).fetchall())
+        return [row[0] for row in rows]
+
     async def addresses(self) -> list[str]:
         """Every registered address (the reach of a BROADCAST beyond live agents)."""
         rows = await self._db.run(lambda conn: conn.execute(
@@ -258,9 +400,41 @@ class Mailboxes:
         return conn.execute("SELECT COUNT(*) FROM messages WHERE mailbox = ?",
                             (address,)).fetchone()[0]
 
+    def _bury(self, conn: sqlite3.Connection, message_id: int, mailbox: str, deliveries: int) -> None:
+        """Move a live message to its mailbox's dead letters, dropping the oldest beyond the bound."""
+        conn.execute("INSERT INTO dead_letters (id, mailbox, sender, body, sent_at, deliveries, dead_at) "
+                     "SELECT id, mailbox, sender, body, sent_at, deliveries, ? FROM messages WHERE id = ?",
+                     (time.time(), message_id))
+        conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        log.warning("message %d to %s is a dead letter after %d deliveries without ACK",
+                    message_id, mailbox, deliveries)
+        overflow = conn.execute("SELECT COUNT(*) FROM dead_letters WHERE mailbox = ?",
+                                (mailbox,)).fetchone()[0] - self.limits.max_messages
+        if overflow > 0:
+            conn.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters "
+                         "WHERE mailbox = ? ORDER BY id LIMIT ?)", (mailbox, overflow))
+            log.warning("dropped the %d oldest dead letters of %s (more than %d)", overflow,
+                        mailbox, self.limits.max_messages)
+
     @staticmethod
     def _insert(conn: sqlite3.Connection, address: str, sender: str, body: Any, text: str,
                 now: float) -> Message:
         cursor = conn.execute("INSERT INTO messages (mailbox, sender, body, sent_at) "
                               "VALUES (?, ?, ?, ?)", (address, sender, text, now))
         return Message(int(cursor.lastrowid or 0), address, sender, body, now)
+
+
+def _count(section: dict[str, Any], key: str, default: int, most: int | None = None) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (
+            most is not None and value > most):
+        bound = "" if most is None else f" of at most {most}"
+        raise ValueError(f"messaging.{key} must be a positive integer{bound}, got {value!r}")
+    return value
+
+
+def _mailbox_filter(addresses: list[str] | None, keyword: str = "WHERE") -> tuple[str, tuple[str, ...]]:
+    """SQL restricting rows to ``addresses`` (nothing if None: every mailbox)."""
+    if addresses is None:
+        return "", ()
+    return f"{keyword} mailbox IN ({','.join('?' * len(addresses))})", tuple(addresses)

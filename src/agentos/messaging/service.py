@@ -10,6 +10,9 @@ registered name: the kernel remembers every principal an agent ever received at,
 so a name registered before the agent started (or while it was down, or before a
 kernel restart) never captures its mail. docs/messaging.md gives SEND's full
 resolution order.
+
+Dead letters (DEAD_LETTERS): a mailbox's owner manages its own, an admin everyone's;
+the permission model is RECV's.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..state.database import MAX_ADDRESS_BYTES, Database, check_text
 from ..units import MAX_SECONDS
-from .mailbox import SCHEMA, Mailboxes, MailboxLimits
+from .mailbox import MAX_DELIVERIES, SCHEMA, Mailboxes, MailboxLimits
 from .pubsub import PubSub, check_pattern, check_topic, is_system_topic
 
 if TYPE_CHECKING:
@@ -66,11 +69,13 @@ class MessagingService:
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SEND: self.send, Op.RECV: self.recv, Op.BROADCAST: self.broadcast,
-                Op.REGISTER: self.register, Op.ACK: self.ack, Op.SUBSCRIBE: self.subscribe,
+                Op.REGISTER: self.register, Op.ACK: self.ack, Op.DEAD_LETTERS: self.dead_letters,
+                Op.SUBSCRIBE: self.subscribe,
                 Op.UNSUBSCRIBE: self.unsubscribe, Op.PUBLISH: self.publish}
 
     async def start(self) -> None:
         await asyncio.to_thread(self.db.open)
+        await self.boxes.upgrade()
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -81,6 +86,7 @@ class MessagingService:
     def capabilities(self) -> Mapping[str, Any]:
         limits = self.boxes.limits
         return {"mailbox_size": limits.max_messages, "max_message_bytes": limits.max_message_bytes,
+                "max_deliveries": limits.max_deliveries,
                 "system_topics": ["agent.*", "kernel.*"]}
 
     def _on_started(self, topic: str, event: dict[str, Any]) -> None:
@@ -188,9 +194,11 @@ class MessagingService:
         return {"delivered": len(sent), "full": full}
 
     async def recv(self, call: Call) -> dict[str, Any]:
-        """``{timeout?, name?, ack?}``: the next message, waiting up to ``timeout`` seconds
-        (forever if absent). Without ``ack`` it stays stored until ACK; this connection
-        is not handed it twice. Timeout error if nothing arrives in time."""
+        """``{timeout?, name?, ack?, max_deliveries?}``: the next message, waiting up to
+        ``timeout`` seconds (forever if absent). Without ``ack`` it stays stored until ACK;
+        this connection is not handed it twice. A message already delivered
+        ``max_deliveries`` times goes to the dead letters instead. Timeout error if nothing
+        arrives in time."""
         args = call.args()
         timeout = args.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -200,6 +208,11 @@ class MessagingService:
         auto_ack = args.get("ack", False)
         if not isinstance(auto_ack, bool):
             raise InvalidArgument(f"ack must be true or false, got {auto_ack!r}", field="ack")
+        max_deliveries = args.get("max_deliveries", self.boxes.limits.max_deliveries)
+        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or not (
+                0 < max_deliveries <= MAX_DELIVERIES):
+            raise InvalidArgument(f"max_deliveries must be an integer from 1 to {MAX_DELIVERIES}, "
+                                  f"got {max_deliveries!r}", field="max_deliveries")
         address = await self._reader_address(call, args)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -208,12 +221,11 @@ class MessagingService:
             waiter = loop.create_future()
             self._waiters.setdefault(address, set()).add(waiter)
             try:
-                message = await self.boxes.next([address], cursors.get(address, 0))
+                message = await self.boxes.next([address], cursors.get(address, 0),
+                                                max_deliveries=max_deliveries, remove=auto_ack)
                 if message is not None:
                     cursors[address] = message.id
-                    if not auto_ack or await self.boxes.ack([address], [message.id]):
-                        return message.to_dict()
-                    continue  # another reader took it first
+                    return message.to_dict()
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise Timeout(f"no message for {address} within {timeout}s", timeout=timeout)
@@ -229,16 +241,71 @@ class MessagingService:
     async def ack(self, call: Call) -> dict[str, Any]:
         """``{ids, name?}``: delete these delivered messages from your mailbox."""
         args = call.args()
-        ids = args.get("ids", [args["id"]] if "id" in args else None)
-        # No mailbox holds more messages than its bound, so no ACK needs more ids.
-        if not isinstance(ids, list) or not 0 < len(ids) <= self.boxes.limits.max_messages or not all(
-                _is_id(i) for i in ids):
-            raise InvalidArgument(f"ACK needs 'ids', a list of 1 to {self.boxes.limits.max_messages} "
-                                  "message ids (integers), or one 'id'", field="ids")
+        ids = self._ids(args.get("ids", [args["id"]] if "id" in args else None), "ACK")
         address = await self._reader_address(call, args)
         acked = await self.boxes.ack([address], ids)
-        removed = set(acked)
-        return {"acked": acked, "missing": [i for i in ids if i not in removed]}
+        return {"acked": acked, "missing": _missing(ids, acked)}
+
+    def _ids(self, ids: Any, what: str) -> list[int]:
+        # No mailbox holds more messages (or dead letters) than its bound, so no call needs more.
+        most = self.boxes.limits.max_messages
+        if not isinstance(ids, list) or not 0 < len(ids) <= most or not all(_is_id(i) for i in ids):
+            raise InvalidArgument(f"{what} needs 'ids', a list of 1 to {most} message ids (integers)"
+                                  f"{', or one id' if what == 'ACK' else ''}", field="ids")
+        return ids
+
+    async def dead_letters(self, call: Call) -> dict[str, Any]:
+        """``{action?, mailbox?, name?, ids?, limit?}``: list (the default), requeue or drop
+        the dead letters of mailboxes you manage: your own (yours by ``name``; ``*`` is all
+        of yours), and for an admin anyone's (``mailbox`` resolved as SEND's ``to``; ``*``
+        is every mailbox)."""
+        args = call.args()
+        action = args.get("action", "list")
+        if action not in ("list", "requeue", "drop"):
+            raise InvalidArgument(f"action must be 'list', 'requeue' or 'drop', got {action!r}",
+                                  field="action")
+        if action == "list":
+            limit = args.get("limit", 100)
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 10_000:
+                raise InvalidArgument(f"limit must be an integer from 1 to 10000, got {limit!r}",
+                                      field="limit")
+            addresses = await self._managed(call, args, default_all=False)
+            letters, more = await self.boxes.dead(addresses, limit)
+            return {"dead": [letter.to_dict() for letter in letters], "more": more}
+        ids = self._ids(args.get("ids"), action)
+        addresses = await self._managed(call, args, default_all=True)
+        if action == "drop":
+            dropped = await self.boxes.drop(ids, addresses)
+            return {"dropped": dropped, "missing": _missing(ids, dropped)}
+        done = await self.boxes.requeue(ids, addresses)
+        for _, message in done.requeued:
+            self._wake(message.mailbox)
+        return {"requeued": [{"id": old, "new_id": message.id, "to": message.mailbox}
+                             for old, message in done.requeued],
+                "missing": done.missing, "full": done.full}
+
+    async def _managed(self, call: Call, args: dict[str, Any], *, default_all: bool) -> list[str] | None:
+        """The mailboxes a dead-letter call may touch; None for all of them (admins only).
+
+        Without ``mailbox`` or ``name``: all the caller manages if ``default_all``, else its
+        own mailbox, as RECV reads it."""
+        mailbox = args.get("mailbox")
+        if args.get("name") is not None or (mailbox is None and not default_all):
+            return [await self._reader_address(call, args)]
+        identity = call.identity
+        admin = self._permissions().is_admin(identity)
+        if mailbox is None or mailbox == "*":
+            return None if admin else await self._own_addresses(identity)
+        address = await self._resolve(identity, mailbox)
+        if not admin and address not in await self._own_addresses(identity):
+            raise PermissionDenied(f"{mailbox!r} is not your mailbox: only its owner or an admin "
+                                   "may see or move its dead letters", field="mailbox")
+        return [address]
+
+    async def _own_addresses(self, identity: Identity) -> list[str]:
+        """The caller's mailbox and those of the names it registered."""
+        own = self._permissions().principal(identity)
+        return sorted({own, *await self.boxes.owned_addresses(own)})
 
     async def register(self, call: Call) -> dict[str, Any]:
         """``{name}``: make ``name`` reach you (an alias for an agent, a mailbox for a client),
@@ -323,6 +390,11 @@ def _check_name(name: Any) -> str:
         raise InvalidArgument(f"name {name!r} is not valid: 1-64 letters, digits, '_', '.', '-', "
                               "starting with a letter or digit", field="name")
     return name
+
+
+def _missing(ids: list[int], done: list[int]) -> list[int]:
+    found = set(done)
+    return [i for i in ids if i not in found]
 
 
 def _is_id(value: Any) -> TypeGuard[int]:

@@ -30,6 +30,7 @@ REQUIRED: dict[Op, Capability] = {
     Op.BROADCAST: Capability.MESSAGE,
     Op.REGISTER: Capability.MESSAGE,
     Op.ACK: Capability.MESSAGE,
+    Op.DEAD_LETTERS: Capability.MESSAGE,
     Op.SUBSCRIBE: Capability.MESSAGE,
     Op.UNSUBSCRIBE: Capability.MESSAGE,
     Op.PUBLISH: Capability.MESSAGE,

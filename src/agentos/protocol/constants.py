@@ -48,6 +48,7 @@ class Op(enum.IntEnum):
     BROADCAST = 0x22
     REGISTER = 0x23
     ACK = 0x24
+    DEAD_LETTERS = 0x25
 
     STORE = 0x30
     FETCH = 0x31

@@ -283,6 +283,8 @@ class RecvRequest(Request):
     timeout: Annotated[float, Meta(ge=0, le=MAX_SECONDS)] | None | UnsetType = UNSET
     name: Alias | None | UnsetType = UNSET
     ack: bool | UnsetType = UNSET
+    #: Deliveries without ACK after which the next message is a dead letter instead.
+    max_deliveries: Annotated[int, Meta(ge=1, le=1_000_000)] | UnsetType = UNSET
 
 
 class BroadcastRequest(Request):
@@ -300,6 +302,18 @@ class AckRequest(Request):
     ids: Annotated[list[MessageId], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
     id: MessageId | UnsetType = UNSET
     name: Alias | None | UnsetType = UNSET
+
+
+class DeadLettersRequest(Request):
+    """List, requeue or drop dead letters (messages delivered too often without ACK)."""
+
+    op = Op.DEAD_LETTERS
+    action: Literal["list", "requeue", "drop"] | UnsetType = UNSET
+    #: Whose: ``*`` for every mailbox you manage, else resolved as SEND's ``to``.
+    mailbox: Annotated[str, Meta(min_length=1, max_length=4096)] | UnsetType = UNSET
+    name: Alias | None | UnsetType = UNSET
+    ids: Annotated[list[MessageId], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=10_000)] | UnsetType = UNSET
 
 
 _TOPIC = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -392,7 +406,7 @@ REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     PauseRequest, ResumeRequest,
     HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
     EmbedRequest, ModelsRequest,
-    SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest,
+    SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest, DeadLettersRequest,
     SubscribeRequest, UnsubscribeRequest, PublishRequest,
     StoreRequest, FetchRequest, DeleteRequest, KeysRequest, CasRequest,
     HttpRequest, AuditRequest,

@@ -3,6 +3,8 @@
 Steps (argv): ``register=NAME``, ``send=TO`` (the full SEND reply, so the address is
 visible), ``recv=TIMEOUT`` (acknowledged on delivery), ``ready``, ``await-ready=AGENT``, ``await=AGENT``, and
 ``spawn=NAME;STEP;STEP...`` (a sandboxed child running this script with those steps).
+Dead letters: ``take=TIMEOUT`` (RECV that tolerates one delivery, not acknowledged),
+``dead=MAILBOX`` (list; empty for its own), ``requeue=ID`` and ``drop=ID``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ def step(kernel: agentos.Client, spec: str) -> Any:
         return kernel._call(Op.SEND, {"to": arg, "body": {"from": kernel.get_perms()["principal"]}})
     if what == "recv":
         return kernel.recv(timeout=float(arg), ack=True)
+    if what == "take":
+        return kernel.recv(timeout=float(arg), max_deliveries=1)
+    if what == "dead":
+        return kernel.dead_letters(arg or None)
+    if what == "requeue":
+        return kernel.requeue(int(arg))
+    if what == "drop":
+        return kernel.drop_dead_letters(int(arg))
     if what == "ready":
         return kernel.ready()
     if what == "await-ready":

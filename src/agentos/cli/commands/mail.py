@@ -1,0 +1,81 @@
+"""``agentos mail``: dead letters, the messages a receiver was handed too often without
+acknowledging them (``mail dead [NAME]``, ``mail requeue ID...``, ``mail drop ID...``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ..launch import add_socket_option, connect
+from ..output import table
+
+#: Characters of a body shown in the table; --json prints it whole.
+_BODY_WIDTH = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("mail", help="dead letters: list, requeue or drop messages that were never acknowledged")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    dead = actions.add_parser("dead", help="list dead letters (every mailbox you manage, or NAME's)")
+    dead.add_argument("name", nargs="?", help="an agent's name, id or principal, or a registered name "
+                      "(another's needs admin); default: every mailbox you manage")
+    dead.add_argument("-n", "--limit", type=int, default=100, help="at most this many (default 100)")
+    dead.add_argument("--json", action="store_true", help="the kernel's records as JSON")
+    add_socket_option(dead)
+    dead.set_defaults(func=list_dead)
+    for action, text in (("requeue", "put dead letters back at the end of their mailbox, count reset"),
+                         ("drop", "delete dead letters for good")):
+        q = actions.add_parser(action, help=text)
+        q.add_argument("ids", nargs="+", type=int, metavar="ID", help="a dead letter's id (from mail dead)")
+        add_socket_option(q)
+        q.set_defaults(func=move)
+
+
+def list_dead(args: argparse.Namespace) -> int:
+    from ..main import UserError
+
+    if not 0 < args.limit <= 10_000:
+        raise UserError("--limit must be from 1 to 10000")
+    with connect(args) as client:
+        reply = client.dead_letters(args.name or "*", limit=args.limit)
+    letters = reply["dead"]
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+        return 0
+    print(table(["ID", "TO", "FROM", "DELIVERIES", "DIED", "BODY"], [_row(letter) for letter in letters]))
+    if reply["more"]:
+        print(f"(more than {len(letters)}; raise --limit)")
+    return 0
+
+
+def move(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if args.action == "requeue":
+            reply = client.requeue(*args.ids)
+            done = [f"{d['id']} requeued to {d['to']} as {d['new_id']}" for d in reply["requeued"]]
+            full, missing = reply["full"], reply["missing"]
+        else:
+            dropped = client.drop_dead_letters(*args.ids)
+            done = [f"{message_id} dropped" for message_id in dropped]
+            full, missing = [], [i for i in dict.fromkeys(args.ids) if i not in dropped]
+    for line in done:
+        print(line)
+    for message_id in full:
+        print(f"{message_id} not requeued: its mailbox is full", file=sys.stderr)
+    for message_id in missing:
+        print(f"{message_id}: no dead letter of yours has this id", file=sys.stderr)
+    return 1 if full or missing else 0
+
+
+def _row(letter: dict[str, Any]) -> list[str]:
+    body = json.dumps(letter["body"])
+    if len(body) > _BODY_WIDTH:
+        body = body[:_BODY_WIDTH - 3] + "..."
+    died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter["dead_at"]))
+    return [str(letter["id"]), letter["to"], letter["from"], str(letter["deliveries"]), died, body]
