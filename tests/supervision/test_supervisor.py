@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,28 @@ def test_an_invalid_restart_refuses_the_spawn(kernel, tmp_path: Path) -> None:  
         client._call(Op.SPAWN, {"name": "a", "script": str(script), "sandboxed": False,
                                 "restart": {"policy": "sometimes"}})
     assert client.list_agents() == []
+
+
+
+def test_at_shutdown_agents_are_killed_and_never_restarted(tmp_path: Path) -> None:
+    """The kernel drops its connections first, so an SDK agent blocked in a syscall sees its kernel
+    vanish and exits 1 before it is sent SIGTERM: still ``killed``, and no restart is scheduled."""
+    from agentos.testing.kernel import KernelProcess
+
+    kernel = KernelProcess(tmp_path / "k").start()
+    try:
+        client = kernel.client()
+        code = "import agentos\nprint('waiting', flush=True)\nagentos.Client().recv(timeout=3600)\n"
+        agents = [spawn_from_manifest(client, tmp_path, name, code, f"{{policy: {policy}, backoff: 10ms}}")
+                  for name, policy in (("blocked", "on-failure"), ("looping", "always"))]
+        for agent in agents:
+            while "waiting" not in client.logs(id=agent["id"]):
+                assert client.list_agents(name=agent["name"])[0]["status"] == "running"
+                time.sleep(0.02)
+    finally:
+        kernel.stop_checked()
+    log = kernel.log()
+    for agent in agents:
+        assert f"agent {agent['name']} ({agent['id']}) killed" in log, log
+        assert f"agent {agent['name']} ({agent['id']}) failed" not in log, log
+    assert "restarting in" not in log and "restarted as" not in log, log

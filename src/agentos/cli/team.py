@@ -56,7 +56,9 @@ class Member:
     def ending(self) -> str:
         """How it ended as ``expect`` names endings: ``exited`` is an exit 0, ``failed`` anything else
         the agent did to itself (or restarts given up); ``killed`` someone stopped it."""
-        return "failed" if self.gave_up else self.status or "running"
+        if self.gave_up or self.status not in ("exited", "oom_killed", "killed", None):
+            return "failed"  # a non-zero exit, a signal, a timeout
+        return self.status or "running"
 
     @property
     def as_expected(self) -> bool:
@@ -69,8 +71,8 @@ class Member:
             return "restarts given up"
         if self.status == "oom_killed":
             return "oom_killed"
-        if self.status == "killed":
-            return "killed"
+        if self.status in ("killed", "timed_out"):
+            return self.status
         if self.signal:
             return f"signal {self.signal}"
         return f"exit {self.exit_code if self.exit_code is not None else '?'}"

@@ -104,7 +104,7 @@ class SupervisorService:
         self.kernel.loop.call_soon(self._decide, event)
 
     def _decide(self, event: dict[str, Any]) -> None:
-        if self._stopping:
+        if self._stopping or self.kernel.shutting_down:
             return
         agent = self._agent(event["id"])
         if agent is None:
@@ -129,6 +129,8 @@ class SupervisorService:
 
     def _start_restart(self, agent: Agent, delay: float) -> None:
         self._waiting.pop(agent.name, None)
+        if self.kernel.shutting_down:
+            return
         task = self.kernel.loop.create_task(self._restart(agent, delay))
         self._restarting.add(task)
         task.add_done_callback(self._restarting.discard)
