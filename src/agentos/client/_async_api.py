@@ -8,12 +8,14 @@ abstract methods below. Docstrings serve both clients, so they name no flavour.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
 from ..protocol.payload import decode_json, encode_payload
+from . import exec as _exec
 from . import messaging as _messaging
 from . import processes as _processes
 from . import state as _state
@@ -53,8 +55,9 @@ class AsyncClientMethods(abc.ABC):
         """``_request`` for many payloads at once: one write, replies in order."""
 
     @abc.abstractmethod
-    def _stream(self, op: int, args: Any = None) -> AsyncIterator[Any]:
-        """Each STREAM chunk of a streamed reply (JSON), then the END payload if it has one."""
+    def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> AsyncIterator[Any]:
+        """Each STREAM chunk of a streamed reply (JSON; with ``raw`` its bytes), then the END
+        payload (JSON) if it has one."""
 
     async def _call(self, op: int, args: Any = None) -> Any:
         """Send a JSON request, return the JSON reply."""
@@ -142,6 +145,74 @@ class AsyncClientMethods(abc.ABC):
     async def ready(self) -> dict[str, Any]:
         """Tell the kernel this agent is up (WAIT ``until="ready"`` and supervisors see it)."""
         return await self._call(Op.READY)
+
+    # -- exec ------------------------------------------------------------------------
+
+    async def exec(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+                   stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+                   cwd: str | None = None, timeout: float | str | None = None) -> _exec.ExecResult:
+        """Run ``command`` (an argv list, or a string for ``/bin/sh -c``) inside the running agent
+        ``agent`` (or ``id``), confined as the agent is, and wait for it: its stdout, stderr,
+        exit code or signal. ``timeout`` seconds of wall time kill its process group
+        (``timed_out``). ``env`` adds to the agent's environment; ``cwd`` is in the agent's view."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd, timeout=timeout)
+        return await self._exec_collect(request)
+
+    def exec_stream(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+                    stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+                    cwd: str | None = None, timeout: float | str | None = None,
+                    pty: tuple[int, int] | None = None) -> _exec.AsyncExecStream:
+        """``exec`` as a stream of ``(stream, bytes)`` pairs as the command writes them;
+        ``.result`` afterwards. Leaving it early kills the command."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd,
+                                     timeout=timeout, pty=pty)
+        return _exec.AsyncExecStream(self._stream(Op.EXEC, request, raw=True))
+
+    async def exec_start(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+                         stdin: bytes | str | None = None, stdin_open: bool = False,
+                         env: Mapping[str, str] | None = None, cwd: str | None = None,
+                         timeout: float | str | None = None,
+                         pty: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Start ``command`` in the background: its handle (``id``) at once. Its latest output is
+        kept until someone attaches; ``stdin_open`` keeps stdin open for ``exec_input``."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, stdin_open=stdin_open, env=env,
+                                     cwd=cwd, timeout=timeout, background=True, pty=pty)
+        return await self._call(Op.EXEC, request)
+
+    def exec_attach(self, exec_id: str) -> _exec.AsyncExecStream:
+        """The output of a background exec (what is kept, then as it comes) until it ends."""
+        return _exec.AsyncExecStream(self._stream(Op.EXEC, {"attach": exec_id}, raw=True))
+
+    async def exec_wait(self, exec_id: str) -> _exec.ExecResult:
+        """Wait for a background exec to end; its result, with the output from now on."""
+        return await self._exec_collect({"attach": exec_id})
+
+    async def exec_input(self, exec_id: str, data: bytes | str = b"", *, eof: bool = False) -> dict[str, Any]:
+        """Write ``data`` to a running exec's stdin (answered once it took it all); ``eof`` closes it."""
+        return await self._call(Op.EXEC_INPUT, _exec.input_request(exec_id, data, eof))
+
+    async def exec_signal(self, exec_id: str, signal: int | str = "TERM", *,
+                          group: bool = True) -> dict[str, Any]:
+        """Send ``signal`` to the exec's process group (``group=False``: its main process only)."""
+        return await self._call(Op.EXEC_SIGNAL, {"exec": exec_id, "signal": signal, "group": group})
+
+    async def exec_resize(self, exec_id: str, rows: int, cols: int) -> dict[str, Any]:
+        """Resize a ``pty`` exec's terminal."""
+        return await self._call(Op.EXEC_RESIZE, {"exec": exec_id, "rows": rows, "cols": cols})
+
+    async def exec_list(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended execs you may reach (of one agent, if named)."""
+        request: dict[str, Any] = {"list": True} if agent is None else {"list": True, "name": agent}
+        return (await self._call(Op.EXEC, request))["execs"]
+
+    async def _exec_collect(self, request: dict[str, Any]) -> _exec.ExecResult:
+        stream = _exec.AsyncExecStream(self._stream(Op.EXEC, request, raw=True))
+        output = {"stdout": bytearray(), "stderr": bytearray()}
+        async for name, data in stream:
+            output[name] += data
+        assert stream.result is not None
+        return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
+                                   stderr=bytes(output["stderr"]))
 
     # -- think -----------------------------------------------------------------------
 

@@ -111,16 +111,16 @@ def connection_error(exc: BaseException | None) -> SyscallError | ConnectionClos
     return ConnectionClosed(f"connection to the kernel closed{f': {exc}' if exc else ''}")
 
 
-def stream_item(frame: Any) -> tuple[bool, Any]:
+def stream_item(frame: Any, raw: bool = False) -> tuple[bool, Any]:
     """One frame of a streamed reply: ``(is_last, value)``; an ERROR frame raises.
 
     The END frame's payload (or a plain REPLY's) is the last value; an empty one is
-    ``None`` and is not yielded.
+    ``None`` and is not yielded. With ``raw`` a STREAM chunk is its bytes, not JSON.
     """
     if frame.flags & ERROR:
         raise_error(frame.payload)
     last = bool(frame.flags & END or not frame.flags & STREAM)
-    return last, decode_json(frame.payload)
+    return last, bytes(frame.payload) if raw and not last else decode_json(frame.payload)
 
 
 def read_pending(fd: int) -> list[bytes]:

@@ -10,12 +10,14 @@ abstract methods below. Docstrings serve both clients, so they name no flavour.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
-from collections.abc import Iterator, Iterable, Sequence
+from collections.abc import Iterator, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
 from ..protocol.payload import decode_json, encode_payload
+from . import exec as _exec
 from . import messaging as _messaging
 from . import processes as _processes
 from . import state as _state
@@ -55,8 +57,9 @@ class ClientMethods(abc.ABC):
         """``_request`` for many payloads at once: one write, replies in order."""
 
     @abc.abstractmethod
-    def _stream(self, op: int, args: Any = None) -> Iterator[Any]:
-        """Each STREAM chunk of a streamed reply (JSON), then the END payload if it has one."""
+    def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> Iterator[Any]:
+        """Each STREAM chunk of a streamed reply (JSON; with ``raw`` its bytes), then the END
+        payload (JSON) if it has one."""
 
     def _call(self, op: int, args: Any = None) -> Any:
         """Send a JSON request, return the JSON reply."""
@@ -144,6 +147,74 @@ class ClientMethods(abc.ABC):
     def ready(self) -> dict[str, Any]:
         """Tell the kernel this agent is up (WAIT ``until="ready"`` and supervisors see it)."""
         return self._call(Op.READY)
+
+    # -- exec ------------------------------------------------------------------------
+
+    def exec(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+             stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+             cwd: str | None = None, timeout: float | str | None = None) -> _exec.ExecResult:
+        """Run ``command`` (an argv list, or a string for ``/bin/sh -c``) inside the running agent
+        ``agent`` (or ``id``), confined as the agent is, and wait for it: its stdout, stderr,
+        exit code or signal. ``timeout`` seconds of wall time kill its process group
+        (``timed_out``). ``env`` adds to the agent's environment; ``cwd`` is in the agent's view."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd, timeout=timeout)
+        return self._exec_collect(request)
+
+    def exec_stream(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+                    stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
+                    cwd: str | None = None, timeout: float | str | None = None,
+                    pty: tuple[int, int] | None = None) -> _exec.ExecStream:
+        """``exec`` as a stream of ``(stream, bytes)`` pairs as the command writes them;
+        ``.result`` afterwards. Leaving it early kills the command."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd,
+                                     timeout=timeout, pty=pty)
+        return _exec.ExecStream(self._stream(Op.EXEC, request, raw=True))
+
+    def exec_start(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
+                   stdin: bytes | str | None = None, stdin_open: bool = False,
+                   env: Mapping[str, str] | None = None, cwd: str | None = None,
+                   timeout: float | str | None = None,
+                   pty: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Start ``command`` in the background: its handle (``id``) at once. Its latest output is
+        kept until someone attaches; ``stdin_open`` keeps stdin open for ``exec_input``."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, stdin_open=stdin_open, env=env,
+                                     cwd=cwd, timeout=timeout, background=True, pty=pty)
+        return self._call(Op.EXEC, request)
+
+    def exec_attach(self, exec_id: str) -> _exec.ExecStream:
+        """The output of a background exec (what is kept, then as it comes) until it ends."""
+        return _exec.ExecStream(self._stream(Op.EXEC, {"attach": exec_id}, raw=True))
+
+    def exec_wait(self, exec_id: str) -> _exec.ExecResult:
+        """Wait for a background exec to end; its result, with the output from now on."""
+        return self._exec_collect({"attach": exec_id})
+
+    def exec_input(self, exec_id: str, data: bytes | str = b"", *, eof: bool = False) -> dict[str, Any]:
+        """Write ``data`` to a running exec's stdin (answered once it took it all); ``eof`` closes it."""
+        return self._call(Op.EXEC_INPUT, _exec.input_request(exec_id, data, eof))
+
+    def exec_signal(self, exec_id: str, signal: int | str = "TERM", *,
+                    group: bool = True) -> dict[str, Any]:
+        """Send ``signal`` to the exec's process group (``group=False``: its main process only)."""
+        return self._call(Op.EXEC_SIGNAL, {"exec": exec_id, "signal": signal, "group": group})
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> dict[str, Any]:
+        """Resize a ``pty`` exec's terminal."""
+        return self._call(Op.EXEC_RESIZE, {"exec": exec_id, "rows": rows, "cols": cols})
+
+    def exec_list(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended execs you may reach (of one agent, if named)."""
+        request: dict[str, Any] = {"list": True} if agent is None else {"list": True, "name": agent}
+        return (self._call(Op.EXEC, request))["execs"]
+
+    def _exec_collect(self, request: dict[str, Any]) -> _exec.ExecResult:
+        stream = _exec.ExecStream(self._stream(Op.EXEC, request, raw=True))
+        output = {"stdout": bytearray(), "stderr": bytearray()}
+        for name, data in stream:
+            output[name] += data
+        assert stream.result is not None
+        return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
+                                   stderr=bytes(output["stderr"]))
 
     # -- think -----------------------------------------------------------------------
 

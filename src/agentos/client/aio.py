@@ -165,7 +165,7 @@ class AsyncClient(AsyncClientMethods):
                 if fut.done() and not fut.cancelled():
                     fut.exception()  # one failure is raised; the others are not logged as lost
 
-    async def _stream(self, op: int, args: Any = None) -> AsyncIterator[Any]:
+    async def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> AsyncIterator[Any]:
         queue: asyncio.Queue[Frame] = asyncio.Queue()
         rid = self._send(op, encode_payload(args), queue)
         try:
@@ -174,7 +174,7 @@ class AsyncClient(AsyncClientMethods):
                                else asyncio.wait_for(queue.get(), self._timeout))
                 if isinstance(frame, BaseException):
                     raise frame
-                last, value = stream_item(frame)
+                last, value = stream_item(frame, raw)
                 if not last or value is not None:
                     yield value
                 if last:

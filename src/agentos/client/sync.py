@@ -151,11 +151,11 @@ class Client(ClientMethods):
             for rid in rids:
                 self._queues.pop(rid, None)
 
-    def _stream(self, op: int, args: Any = None) -> Iterator[Any]:
+    def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> Iterator[Any]:
         rid = self._send(op, encode_payload(args))
         try:
             while True:
-                last, value = stream_item(self._next_frame(rid))
+                last, value = stream_item(self._next_frame(rid), raw)
                 if not last or value is not None:
                     yield value
                 if last:

@@ -20,6 +20,12 @@ REQUIRED: dict[Op, Capability] = {
     Op.EMBED: Capability.THINK,
     Op.MODELS: Capability.THINK,
     Op.SPAWN: Capability.SPAWN,
+    # A process in a running agent, confined as it is: what SPAWN of that agent could start.
+    # The target must also be the caller or its descendant: the process service checks that.
+    Op.EXEC: Capability.SPAWN,
+    Op.EXEC_INPUT: Capability.SPAWN,
+    Op.EXEC_SIGNAL: Capability.SPAWN,
+    Op.EXEC_RESIZE: Capability.SPAWN,
     # KILL also needs the target to be a descendant: the process service checks that.
     Op.KILL: Capability.KILL,
     # Freezing an agent stops it as surely as killing it: the same capability, the same target rule.

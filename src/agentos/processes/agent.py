@@ -77,6 +77,8 @@ class Agent:
     spawner: Identity | None = None
     #: How many times the supervisor restarted this agent before this process (0 for the first).
     restarts: int = 0
+    #: Where a process exec'd into it starts from (``sandbox.Launched.entry``, a ``Plan``).
+    entry: Any = None
     #: Whose PAUSE keeps it frozen: the ids of the paused agents it is (or descends from).
     holds: set[str] = field(default_factory=set)
     #: Seconds from start, and without a syscall, after which the kernel kills it (None: never).

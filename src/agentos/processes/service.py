@@ -41,6 +41,7 @@ from ..protocol.requests import KillRequest, ListRequest, LogsRequest, SpawnRequ
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from .agent import END_TOPICS, Agent, Status
+from .exec import Execs
 from .launcher import start_process
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
@@ -81,6 +82,7 @@ class ProcessService:
         self.workspaces = Workspaces(kernel.config.state_dir)
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
+        self.execs = Execs(self)
         self.lifecycle = Lifecycle(self)
 
     # -- service lifecycle ---------------------------------------------------------
@@ -88,7 +90,7 @@ class ProcessService:
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
                 Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready,
-                Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume}
+                Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume, **self.execs.syscalls()}
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -127,6 +129,7 @@ class ProcessService:
         await asyncio.gather(*(asyncio.shield(agent.ended) for agent in running))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self.execs.close()
         self.launcher.close()
         self.workspaces.close()
         self.driver.stop()
@@ -253,7 +256,8 @@ class ProcessService:
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
-                      spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid))
+                      spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid),
+                      entry=launched.entry)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
         self.table.add(agent)
         self.lifecycle.started(agent, request, parent)
@@ -486,6 +490,9 @@ class ProcessService:
 
     def _end(self, agent: Agent) -> None:
         usage = agent.final_usage
+        if agent.stop_reason is None and self.kernel.shutting_down:
+            # Its connection was closed (or it was signalled) by the shutdown: however it exited, it was killed.
+            agent.stop_reason = "shutdown"
         if agent.stop_reason in TIMEOUT_REASONS:
             agent.status = Status.TIMED_OUT
         elif agent.stop_reason is not None:

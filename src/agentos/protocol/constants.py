@@ -40,6 +40,10 @@ class Op(enum.IntEnum):
     WAIT = 0x13
     LOGS = 0x14
     READY = 0x15
+    EXEC = 0x16
+    EXEC_INPUT = 0x17
+    EXEC_SIGNAL = 0x18
+    EXEC_RESIZE = 0x19
     PAUSE = 0x1A
     RESUME = 0x1B
 
@@ -84,4 +88,8 @@ KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
 
 def op_name(op: int) -> str:
     """The syscall's name (``SPAWN``), or its hex for an opcode that has none (``0xf1``)."""
-    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
+    # A dict lookup: every syscall's audit record names its op (Op(op) costs an enum call).
+    return _OP_NAMES.get(op) or f"0x{op:02x}"
+
+
+_OP_NAMES: dict[int, str] = {int(member): str(member.name) for member in Op}

@@ -129,8 +129,7 @@ class SpawnRequestWire(Request):
     script: Path | None | UnsetType = UNSET
     command: Path | list[Path] | None | UnsetType = UNSET
     args: list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]] | None | UnsetType = UNSET
-    env: dict[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")],
-              Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]] | None | UnsetType = UNSET
+    env: dict[_EnvName, _EnvValue] | None | UnsetType = UNSET
     cwd: Path | None | UnsetType = UNSET
     sandboxed: bool | None | UnsetType = UNSET
     network: bool | None | UnsetType = UNSET
@@ -200,6 +199,74 @@ class LogsRequest(_AgentRef, kw_only=True):
 
 class ReadyRequest(Request):
     op = Op.READY
+
+
+#: Environment variable names (SPAWN's and EXEC's ``env``) and their values.
+_EnvName: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
+_EnvValue: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]
+#: An EXEC handle, as the kernel made it.
+ExecId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+_Base64: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX * 2)]
+
+
+_TerminalSide: TypeAlias = Annotated[int, Meta(ge=1, le=65535)]
+
+
+class TerminalWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``pty`` of EXEC: the terminal's size."""
+
+    rows: _TerminalSide = 24
+    cols: _TerminalSide = 80
+
+
+class ExecRequest(_AgentRef, kw_only=True):
+    """EXEC: run ``argv`` (or ``cmd`` through ``/bin/sh -c``) inside the agent ``id``/``name``;
+    or ``attach`` to a running or ended exec; or ``list`` the execs the caller may see."""
+
+    op = Op.EXEC
+    argv: Annotated[list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]],
+                    Meta(min_length=1, max_length=4096)] | None | UnsetType = UNSET
+    cmd: Annotated[str, Meta(min_length=1, max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")] | None | UnsetType = UNSET
+    env: dict[_EnvName, _EnvValue] | None | UnsetType = UNSET
+    cwd: Path | None | UnsetType = UNSET
+    stdin: Text | None | UnsetType = UNSET
+    stdin_base64: _Base64 | None | UnsetType = UNSET
+    #: Keep stdin open after ``stdin`` for EXEC_INPUT (else it is closed: the process reads EOF).
+    stdin_open: bool | UnsetType = UNSET
+    timeout: Seconds | None | UnsetType = UNSET
+    background: bool | UnsetType = UNSET
+    pty: TerminalWire | None | UnsetType = UNSET
+    attach: ExecId | None | UnsetType = UNSET
+    #: ``list`` on the wire (a field named so would hide the type in this class).
+    listing: bool | UnsetType = msgspec.field(default=UNSET, name="list")
+
+
+class ExecInputRequest(Request):
+    """EXEC_INPUT: more stdin for a running exec, and/or its end."""
+
+    op = Op.EXEC_INPUT
+    exec: ExecId
+    data: Text | None | UnsetType = UNSET
+    data_base64: _Base64 | None | UnsetType = UNSET
+    eof: bool | UnsetType = UNSET
+
+
+class ExecSignalRequest(Request):
+    """EXEC_SIGNAL: a signal to a running exec's process group (or only its process)."""
+
+    op = Op.EXEC_SIGNAL
+    exec: ExecId
+    signal: Annotated[int, Meta(ge=1, le=64)] | Annotated[str, Meta(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}$")]
+    group: bool | UnsetType = UNSET
+
+
+class ExecResizeRequest(Request):
+    """EXEC_RESIZE: a new size for a ``pty`` exec's terminal."""
+
+    op = Op.EXEC_RESIZE
+    exec: ExecId
+    rows: _TerminalSide
+    cols: _TerminalSide
 
 
 # -- core and permissions --------------------------------------------------------------
@@ -403,6 +470,7 @@ class AuditRequest(Request):
 
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
+    ExecRequest, ExecInputRequest, ExecSignalRequest, ExecResizeRequest,
     PauseRequest, ResumeRequest,
     HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
     EmbedRequest, ModelsRequest,

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import sys
+import termios
 import threading
 import traceback
 import types
@@ -31,9 +32,11 @@ from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import symlink_refused
 
-__all__ = ["ERROR", "GO", "READY", "run"]
+__all__ = ["ENTERED", "ERROR", "GO", "READY", "enter", "run"]
 
 READY = b"R"
+#: ``P`` + the pid of the process inside: a joined pid namespace holds only children.
+ENTERED = b"P"
 GO = b"G"
 ERROR = b"E"
 #: Exit status of a child whose setup failed (the parent reports the step instead).
@@ -58,6 +61,8 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
     child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, *(idmaps or ())])
+    if plan.terminal:
+        step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
     if plan.view:
         step("mounts", _build_view, plan.view, tuple(idmaps))
     for fd in idmaps:
@@ -69,6 +74,43 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     step("wait for parent", child.ready_and_wait)
     if plan.cgroup_namespace:
         step("cgroup namespace", namespaces.enter_cgroup_namespace)
+    _confine(plan, child)
+    if script is not None:
+        _run_script(plan, script, child.fd)
+    step("exec", _exec, plan)
+    raise AssertionError("unreachable")
+
+
+def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
+    """Start a process inside the running agent whose namespaces ``plan.join`` names (EXEC).
+
+    ``fds`` are the descriptors to arrange, then the agent's pidfd. The namespaces are
+    joined, not made, and the view is the agent's own; from the cgroup on, the process is
+    confined by the same steps as the agent (``_confine``), so it never holds more.
+    """
+    *fds, target = fds
+    child = _Child(handshake)
+    step = child.step
+    plan.argv, plan.env = step("request", child.receive_request)
+    child.fd, target = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, target])
+    # One call, user namespace first: in it a rootless kernel holds what joining the others needs.
+    step("join namespaces", syscalls.setns, target, plan.join)
+    os.close(target)
+    step("enter pid namespace", child.fork_inside)
+    step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
+    step("session", os.setsid)
+    if plan.terminal:
+        step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
+    step("wait for parent", child.ready_and_wait)
+    _confine(plan, child)
+    step("exec", _exec, plan)
+    raise AssertionError("unreachable")
+
+
+def _confine(plan: Plan, child: _Child) -> None:
+    """The irreversible steps, after the cgroup move: what the agent, and anything exec'd
+    into it, may hold from now on."""
+    step = child.step
     if plan.sandboxed:
         uid, gid = plan.run_as or (-1, -1)
         step("capabilities", syscalls.drop_capabilities, plan.drop_bounding, uid, gid)
@@ -82,10 +124,6 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
             step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
         if plan.seccomp_program:
             step("seccomp", seccomp.install, plan.seccomp_program)
-    if script is not None:
-        _run_script(plan, script, child.fd)
-    step("exec", _exec, plan)
-    raise AssertionError("unreachable")
 
 
 class _Child:
@@ -123,6 +161,16 @@ class _Child:
         poller.register(self.fd, select.POLLIN | select.POLLRDHUP)
         if poller.poll(0):
             os._exit(SETUP_FAILED)
+
+    def fork_inside(self) -> None:
+        """Continue in a child: joining a pid namespace places only children in it. The child is
+        the kernel's (``CLONE_PARENT``), which reaps it; this process tells the kernel its pid
+        and leaves."""
+        pid, _ = syscalls.clone3(syscalls.CLONE_PARENT)
+        if pid == 0:
+            return
+        os.write(self.fd, ENTERED + str(pid).encode())
+        os._exit(0)
 
     def ready_and_wait(self) -> None:
         os.write(self.fd, READY)

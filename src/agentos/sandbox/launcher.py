@@ -21,16 +21,19 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Self
+from typing import Any, Self
 
 from agentos.sandbox import child
 from agentos.sandbox._syscalls import syscalls
-from agentos.sandbox.plan import make_plan
+from agentos.sandbox.plan import Plan, entry_plan, make_plan
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import Launched, SandboxError, SandboxSpec
 from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote
 
 __all__ = ["Launcher"]
+
+#: waitid's __WALL: a child with no exit signal (forked with CLONE_PARENT) is reaped only with it.
+_WALL = 0x40000000
 
 
 class _Owner(threading.Thread):
@@ -140,6 +143,27 @@ class Launcher:
         plan, report = make_plan(spec, self.support, self._new_root)
         report["spawn"] = "zygote" if spec.python_script else "exec"
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
+        launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report)
+        launched.entry = entry_plan(plan)
+        return launched
+
+    def enter(self, entry: Plan, target_pidfd: int, argv: list[str], env: dict[str, str], cwd: str, *,
+              stdin_fd: int, stdout_fd: int, stderr_fd: int, terminal: bool = False,
+              before_exec: Callable[[int], None] | None = None) -> Launched:
+        """Start ``argv`` inside a running agent (EXEC): ``entry`` is its ``Launched.entry``,
+        ``target_pidfd`` its pidfd. The process joins the agent's namespaces and is confined as
+        the agent is; ``before_exec(pid)`` places it in the agent's cgroup. The caller reaps it.
+
+        ``terminal``: the three descriptors are a terminal, made the controlling one.
+        Raises ``SandboxError`` as ``launch`` does (``cwd``, ``exec``: the agent's view has no
+        such directory or program).
+        """
+        plan = dataclasses.replace(entry, argv=list(argv), env=dict(env), cwd=cwd, terminal=terminal)
+        fds = [stdin_fd, stdout_fd, stderr_fd, *([target_pidfd] if plan.join else [])]
+        return self._start(plan, fds, before_exec, {"entered": True})
+
+    def _start(self, plan: Plan, fds: list[int], before_exec: Callable[[int], None] | None,
+               report: dict[str, Any]) -> Launched:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             # The agent's argv and env go to the child directly, never through the zygote: whatever
@@ -150,38 +174,34 @@ class Launcher:
                 if not self._zygote.alive and self._owner is not None:
                     self._zygote.close()
                     self._owner.call(self._zygote.start)  # the zygote died: a new one
-                pid, pidfd = self._zygote.spawn(private, [theirs.fileno(), *io, *spec.pass_fds])
+                pid, pidfd = self._zygote.spawn(private, [theirs.fileno(), *fds])
             launched = Launched(pid=pid, pidfd=pidfd, isolation=report)
             try:
-                self._handshake(ours, launched, spec)
+                ours.settimeout(self.setup_timeout)
+                if plan.join:
+                    launched = _inside(ours, launched)
+                self._handshake(ours, launched, before_exec)
             except BaseException:
                 _discard(launched)
                 raise
         return launched
 
-    def _handshake(self, sock: socket.socket, launched: Launched, spec: SandboxSpec) -> None:
-        sock.settimeout(self.setup_timeout)
-        if spec.before_exec is None:
+    def _handshake(self, sock: socket.socket, launched: Launched,
+                   before_exec: Callable[[int], None] | None) -> None:
+        if before_exec is None:
             self._go(sock)  # nothing to do in between: spare the child the round trip
-        try:
-            message = _receive(sock)
-            if not message:
-                # End of file before READY: the child died in setup without a report (killed).
-                status = launched.wait()
-                raise SandboxError("setup", 0, f"child died during setup (return code {status})")
-            if message == child.READY:
-                if spec.before_exec is not None:
-                    spec.before_exec(launched.pid)
-                    self._go(sock)
-                # End of file now means the exec happened (or the script is about to run).
-                message = _receive(sock)
-        except TimeoutError:
-            raise SandboxError("handshake", errno.ETIMEDOUT,
-                               f"child {launched.pid} not ready after {self.setup_timeout} s") from None
-        if message.startswith(child.ERROR):
-            raise _explained(SandboxError(*json.loads(message[1:])), launched.isolation)
-        if message:
-            raise SandboxError("handshake", errno.EPROTO, f"unexpected message {message[:16]!r}")
+        message = _receive(sock, launched)
+        if not message:
+            # End of file before READY: the child died in setup without a report (killed).
+            status = launched.wait()
+            raise SandboxError("setup", 0, f"child died during setup (return code {status})")
+        if message == child.READY:
+            if before_exec is not None:
+                before_exec(launched.pid)
+                self._go(sock)
+            # End of file now means the exec happened (or the script is about to run).
+            message = _receive(sock, launched)
+        _check_final(message, launched)
 
 
     @staticmethod
@@ -238,14 +258,45 @@ def _explained(error: SandboxError, isolation: dict[str, object]) -> SandboxErro
     return error
 
 
-def _receive(sock: socket.socket) -> bytes:
+def _receive(sock: socket.socket, launched: Launched) -> bytes:
     """One handshake message ('' at end of file)."""
     try:
-        return sock.recv(4096)
-    except ConnectionResetError:
-        # The child exited without reading our GO: the socket reports that first, then
-        # still hands over the error record the child sent before it exited.
-        return sock.recv(4096)
+        try:
+            return sock.recv(4096)
+        except ConnectionResetError:
+            # The child exited without reading our GO: the socket reports that first, then
+            # still hands over the error record the child sent before it exited.
+            return sock.recv(4096)
+    except TimeoutError:
+        raise SandboxError("handshake", errno.ETIMEDOUT,
+                           f"child {launched.pid} not ready after {sock.gettimeout()} s") from None
+
+
+def _check_final(message: bytes, launched: Launched) -> None:
+    """The child's last word: end of file (it runs), or why it could not."""
+    if message.startswith(child.ERROR):
+        raise _explained(SandboxError(*json.loads(message[1:])), launched.isolation)
+    if message:
+        raise SandboxError("handshake", errno.EPROTO, f"unexpected message {message[:16]!r}")
+
+
+def _inside(sock: socket.socket, joiner: Launched) -> Launched:
+    """The process a joiner forked inside the agent's pid namespace, once the joiner is reaped."""
+    message = _receive(sock, joiner)
+    if not message.startswith(child.ENTERED):
+        joiner.wait()
+        _check_final(message or child.ERROR + b'["setup", 0, "child died before entering the agent"]', joiner)
+    pid = int(message[len(child.ENTERED):])
+    joiner.wait()
+    joiner.close()
+    try:
+        pidfd = syscalls.pidfd_open(pid)
+    except OSError:
+        # Ours to reap (CLONE_PARENT), whatever went wrong.
+        os.kill(pid, signal.SIGKILL)
+        os.waitid(os.P_PID, pid, os.WEXITED | _WALL)
+        raise
+    return Launched(pid=pid, pidfd=pidfd, isolation=joiner.isolation)
 
 
 def _discard(launched: Launched) -> None:

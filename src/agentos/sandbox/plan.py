@@ -8,6 +8,7 @@ reason goes into the isolation report. The child then only executes the plan.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ from typing import Any
 
 from agentos.sandbox import seccomp, userns
 from agentos.sandbox.mounts import plan_mounts, view_program
-from agentos.sandbox.namespaces import clone_flags
+from agentos.sandbox.namespaces import NAMESPACES, clone_flags
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import WORKSPACE_PATH, SandboxError, SandboxSpec
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Plan", "entry_plan", "make_plan"]
 
 _SANDBOX_NAMESPACES = ("pid", "mount", "uts", "ipc", "net", "cgroup")
 #: Hostname of an agent whose spec names none (never the host's own name).
@@ -63,6 +64,11 @@ class Plan:
     seccomp_program: bytes | None = None
     #: Empty the bounding set too (needs CAP_SETPCAP: root, or inside a user namespace).
     drop_bounding: bool = True
+    #: Namespaces (CLONE_NEW* flags) of a running agent to join, through its pidfd handed
+    #: over after the descriptors, instead of making new ones (a process exec'd into it).
+    join: int = 0
+    #: stdin is a terminal: make it the controlling terminal of the new session.
+    terminal: bool = False
 
 
 def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tuple[Plan, dict[str, Any]]:
@@ -149,6 +155,21 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
         plan.seccomp_program = seccomp.default_filter()
         report["seccomp"] = True
     return plan, report
+
+
+def entry_plan(plan: Plan) -> Plan:
+    """The plan of a process started later inside the agent of ``plan`` (EXEC).
+
+    It is confined exactly as the agent is (uid, capabilities, no_new_privs, Landlock with
+    the same writable paths, seccomp) and holds nothing more: the agent's namespaces are
+    joined instead of made, its view is used as it is instead of built, its environment is
+    the starting point. It keeps the agent's environment, so it stays with the kernel:
+    like every plan, it crosses to the zygote without it.
+    """
+    joined = plan.clone_flags | (NAMESPACES["cgroup"] if plan.cgroup_namespace else 0)
+    return dataclasses.replace(plan, argv=[], python_script=None, fd_targets=[0, 1, 2], clone_flags=0,
+                               user_map=None, view=b"", idmaps=(), hostname=None, loopback=False,
+                               cgroup_namespace=False, join=joined)
 
 
 def _writable(spec: SandboxSpec, *, with_mount_ns: bool) -> list[str]:

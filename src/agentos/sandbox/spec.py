@@ -201,6 +201,8 @@ class Launched:
     pidfd: int
     isolation: dict[str, Any]
     returncode: int | None = None
+    #: What a process exec'd into this agent starts from (``Launcher.enter``): a ``Plan``.
+    entry: Any = None
 
     def poll(self) -> int | None:
         """Reap the agent if it has exited; its return code (negative: killed by signal)."""

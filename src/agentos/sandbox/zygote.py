@@ -361,7 +361,10 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
             sock.detach()
             if embryo is not None:
                 embryo.channel.detach()
-            child.run(plan, io, handshake, script, idmaps)
+            if plan.join:
+                child.enter(plan, io, handshake)
+            else:
+                child.run(plan, io, handshake, script, idmaps)
         finally:
             os._exit(child.SETUP_FAILED)  # a child must never fall back into the zygote's loop
     return ("ok", pid), pidfd, False

@@ -1,0 +1,631 @@
+"""EXEC: run a command inside a running agent, confined exactly as the agent is.
+
+The process is forked by the zygote like an agent, joins the agent's namespaces
+(``Launcher.enter``), is moved into the agent's cgroup leaf (so the agent's limits
+bound both together) and then takes the agent's own confinement steps: its uid, no
+capabilities, no_new_privs, Landlock, seccomp. It never holds more than the agent.
+
+Each exec is its own session and process group. It ends when its main process
+ends; what is left of its group is then killed (an exec that must outlive its
+command is a background exec of its own). Its stdout and stderr are pipes read on
+the loop into bounded buffers: while a client is attached, a full buffer stops the
+reading (the process blocks on its next write); a background exec with nobody
+attached keeps the latest output and counts what it dropped.
+
+Wire: EXEC streams one chunk ``0x00`` + JSON ``{id, pid, agent}``, then output
+chunks ``0x01`` (stdout) or ``0x02`` (stderr) + raw bytes, then END with the result.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import fcntl
+import functools
+import json
+import logging
+import os
+import secrets
+import signal
+import struct
+import termios
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from msgspec import UNSET
+
+from ..errors import Busy, InvalidArgument, NotFound, Unavailable
+from ..kernel.identity import Identity
+from ..kernel.syscalls import Call, Handler
+from ..permissions.principal import caller_id
+from ..protocol import Op
+from ..protocol.requests import ExecInputRequest, ExecRequest, ExecResizeRequest, ExecSignalRequest
+from ..sandbox import SandboxError
+from ..units import parse_duration
+from .agent import Agent
+from .request import RESERVED_ENV
+
+if TYPE_CHECKING:
+    from .service import ProcessService
+
+log = logging.getLogger("agentos.processes.exec")
+
+#: Output chunk tags: the first byte of every EXEC stream chunk.
+INFO, STDOUT, STDERR = 0, 1, 2
+#: One read; with its tag it fits the smallest frame limit a client may declare (64 KiB).
+_CHUNK = 64 * 1024 - 1
+#: What one stream of one exec may hold in the kernel.
+_BUFFER = 256 * 1024
+#: Reads that empty a pipe whose writers are gone (an escaped writer cannot keep the loop here).
+_FINAL_READS = 64
+#: Running execs per agent (each holds a few descriptors and two buffers in the kernel).
+MAX_RUNNING = 64
+#: Ended execs kept for ``attach`` and ``list`` (their results and last output).
+KEEP_ENDED = 256
+#: Environment an exec'd process never gets from the agent's: it has no kernel connection.
+_NOT_INHERITED = ("AGENTOS_FD",)
+_SHELL = "/bin/sh"
+
+
+class Output:
+    """One pipe (or a terminal's master side) of an exec'd process, read on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.buffer = bytearray()
+        self.dropped = 0
+        self.eof = False
+        #: A client takes the output: a full buffer pauses reading instead of dropping.
+        self.attached = False
+        #: The process group is gone: an empty pipe now is the end (whoever escaped the group
+        #: and still holds it is not waited for).
+        self.finishing = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading = True
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        self._read()
+        if len(self.buffer) >= _BUFFER and not self.eof:
+            if self.attached:
+                self._pause()
+            else:
+                excess = len(self.buffer) - _BUFFER
+                del self.buffer[:excess]
+                self.dropped += excess
+
+    def _read(self) -> bool:
+        """One read; False when the pipe is empty for now."""
+        try:
+            data = os.read(self.fd, _CHUNK)
+        except BlockingIOError:
+            if self.finishing:
+                self.close()
+            return False
+        except OSError:  # EIO: a terminal whose last slave closed
+            data = b""
+        if data:
+            self.buffer += data
+        else:
+            self.close()
+        self._wake()
+        return bool(data)
+
+    async def take(self) -> bytes | None:
+        """The next output, waiting for it; None at the end."""
+        while not self.buffer:
+            if self.eof:
+                return None
+            if self.finishing and self._read():
+                continue
+            if self.eof:
+                return None
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self.buffer[:_CHUNK])
+        del self.buffer[:len(data)]
+        if not self._reading and not self.eof:
+            self._reading = True
+            self.loop.add_reader(self.fd, self._readable)
+        return data
+
+    def finish(self) -> None:
+        """The process group is gone: read what it left (a pipe's worth), then the end."""
+        self.finishing = True
+        for _ in range(_FINAL_READS):
+            if self.eof or not self._reading:
+                break
+            self._readable()
+        self._wake()
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.fd)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        if not self.eof:
+            self.eof = True
+            self._pause()
+            os.close(self.fd)
+            self._wake()
+
+
+@dataclasses.dataclass(eq=False)
+class Exec:
+    """One process started by EXEC, until it is forgotten."""
+
+    id: str
+    agent: Agent
+    argv: list[str]
+    pid: int
+    pidfd: int
+    #: Its pid in the agent's view.
+    vpid: int | None
+    #: Output by tag (a terminal has one: stdout).
+    outputs: dict[int, Output]
+    stdin: int
+    #: The terminal's master side while a ``pty`` exec runs (for EXEC_RESIZE), else -1.
+    terminal: int
+    pty: bool
+    background: bool
+    started_at: float = dataclasses.field(default_factory=time.time)
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    timer: asyncio.TimerHandle | None = None
+    attached: bool = False
+    ended: asyncio.Future[None] = dataclasses.field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+    input_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    @property
+    def running(self) -> bool:
+        return self.ended_at is None
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "agent": self.agent.id, "name": self.agent.name, "argv": self.argv,
+                "pid": self.vpid, "status": "running" if self.running else "ended",
+                "background": self.background, "pty": self.pty,
+                "started_at": self.started_at, "ended_at": self.ended_at, "exit_code": self.exit_code,
+                "signal": self.signal, "timed_out": self.timed_out,
+                "dropped": {_NAMES[tag]: out.dropped for tag, out in self.outputs.items()}}
+
+
+_NAMES = {STDOUT: "stdout", STDERR: "stderr"}
+
+
+class Execs:
+    """The EXEC syscalls of the processes service, and every exec it started."""
+
+    def __init__(self, service: ProcessService) -> None:
+        self.service = service
+        self._execs: dict[str, Exec] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.service.kernel.loop
+
+    def syscalls(self) -> dict[Op, Handler]:
+        return {Op.EXEC: self.exec, Op.EXEC_INPUT: self.input, Op.EXEC_SIGNAL: self.signal,
+                Op.EXEC_RESIZE: self.resize}
+
+    def close(self) -> None:
+        """At shutdown, once every agent has ended: nothing of an exec may outlive the kernel."""
+        for ex in list(self._execs.values()):
+            if ex.running:
+                _killpg(ex, signal.SIGKILL)
+                self.loop.remove_reader(ex.pidfd)
+                os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED)
+                self._reaped(ex, None)
+            self._forget(ex)
+
+    # -- syscalls --------------------------------------------------------------------
+
+    async def exec(self, call: Call) -> Any:
+        """Start a process in an agent (streamed, or ``background``), ``attach`` to one, or ``list``."""
+        request = cast(ExecRequest, call.request)
+        if request.listing is True:
+            return self._list(call.identity, request)
+        if request.attach not in (UNSET, None):
+            ex = self._find(call.identity, cast(str, request.attach))
+            return await self._attach(call, ex)
+        ex = await self._start(call.identity, request)
+        if ex.background:
+            return ex.info()
+        try:
+            return await self._attach(call, ex)
+        finally:
+            # A client that goes away takes its foreground command with it.
+            if ex.running:
+                _killpg(ex, signal.SIGKILL)
+
+    async def input(self, call: Call) -> dict[str, Any]:
+        """Write to a running exec's stdin, in order, as fast as it reads; ``eof`` closes it."""
+        request = cast(ExecInputRequest, call.request)
+        ex = self._find(call.identity, request.exec)
+        data = _bytes(request.data, request.data_base64, "data")
+        async with ex.input_lock:
+            written = await self._write(ex, data)
+            if request.eof is True and ex.stdin >= 0:
+                if ex.pty:
+                    await self._write(ex, b"\x04")  # a terminal's end of input is its EOF character
+                else:
+                    self._close_stdin(ex)
+        return {"id": ex.id, "written": written, "closed": ex.stdin < 0}
+
+    async def signal(self, call: Call) -> dict[str, Any]:
+        """A signal to the exec's process group (``group: false``: its main process only)."""
+        request = cast(ExecSignalRequest, call.request)
+        ex = self._find(call.identity, request.exec)
+        number = _signal_number(request.signal)
+        delivered = False
+        if ex.running:
+            if request.group is False:
+                try:
+                    signal.pidfd_send_signal(ex.pidfd, number)
+                    delivered = True
+                except ProcessLookupError:
+                    pass
+            else:
+                delivered = _killpg(ex, number)
+        return {"id": ex.id, "signal": number, "delivered": delivered}
+
+    async def resize(self, call: Call) -> dict[str, Any]:
+        """A new size for a ``pty`` exec's terminal (its process group gets SIGWINCH)."""
+        request = cast(ExecResizeRequest, call.request)
+        ex = self._find(call.identity, request.exec)
+        if not ex.pty:
+            raise InvalidArgument(f"exec {ex.id} has no terminal (start it with pty)", field="exec")
+        if ex.terminal >= 0:
+            _set_size(ex.terminal, request.rows, request.cols)
+        return {"id": ex.id, "rows": request.rows, "cols": request.cols}
+
+    # -- starting --------------------------------------------------------------------
+
+    async def _start(self, identity: Identity, request: ExecRequest) -> Exec:
+        agent = self._target(identity, request.fields())
+        argv = _argv(request)
+        env = _env(request)
+        stdin = _bytes(request.stdin, request.stdin_base64, "stdin")
+        timeout = None if request.timeout in (UNSET, None) else _timeout(request.timeout)
+        if not agent.running or agent.pidfd < 0:
+            raise Unavailable(f"agent {agent.name!r} is not running ({agent.status})", id=agent.id,
+                              status=agent.status)
+        if agent.holds:
+            raise Unavailable(f"agent {agent.name!r} is paused: RESUME it first (a process joining its "
+                              "frozen cgroup would freeze before it starts)", id=agent.id, status="paused")
+        entry = agent.entry
+        if entry is None:
+            raise Unavailable(f"agent {agent.name!r} was not started by this kernel's launcher", id=agent.id)
+        if sum(1 for ex in self._execs.values() if ex.agent is agent and ex.running) >= MAX_RUNNING:
+            raise Busy(f"agent {agent.name!r} already runs {MAX_RUNNING} execs", limit=MAX_RUNNING)
+        cwd = entry.cwd if request.cwd in (UNSET, None) else os.path.join(entry.cwd, cast(str, request.cwd))
+        pty = request.pty if request.pty not in (UNSET, None) else None
+        ours, theirs = _plumbing(pty is not None)
+        if pty is not None:
+            _set_size(ours[0], pty.rows, pty.cols)
+        # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
+        target = os.dup(agent.pidfd)
+        start = functools.partial(
+            self.service.launcher.enter, entry, target, argv, {**_inherited(entry.env), **env}, cwd,
+            stdin_fd=theirs[0], stdout_fd=theirs[1], stderr_fd=theirs[2], terminal=pty is not None,
+            before_exec=agent.cgroup.attach)
+        try:
+            launched = await self.loop.run_in_executor(None, start)
+        except SandboxError as exc:
+            for fd in ours:
+                os.close(fd)
+            raise _refused(exc, agent) from None
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            os.close(target)
+            for fd in set(theirs):
+                os.close(fd)
+        if pty is not None:
+            master = ours[0]
+            outputs = {STDOUT: Output(self.loop, os.dup(master))}
+            stdin_fd, terminal = master, os.dup(master)
+        else:
+            outputs = {STDOUT: Output(self.loop, ours[1]), STDERR: Output(self.loop, ours[2])}
+            stdin_fd, terminal = ours[0], -1
+        os.set_blocking(stdin_fd, False)
+        ex = Exec(id=secrets.token_hex(8), agent=agent, argv=argv, pid=launched.pid, pidfd=launched.pidfd,
+                  vpid=_inner_pid(launched.pid), outputs=outputs, stdin=stdin_fd, terminal=terminal,
+                  pty=pty is not None, background=request.background is True)
+        self._execs[ex.id] = ex
+        self.loop.add_reader(ex.pidfd, self._on_exit, ex)
+        agent.ended.add_done_callback(functools.partial(self._agent_ended, ex))
+        if timeout is not None:
+            ex.timer = self.loop.call_later(timeout, self._time_out, ex)
+        log.info("exec %s in agent %s (%s): pid %d, %s", ex.id, agent.name, agent.id, ex.pid, argv)
+        if stdin or request.stdin_open is not True:
+            self.service._spawn_background(self._initial_input(ex, stdin, request.stdin_open is True))
+        return ex
+
+    async def _initial_input(self, ex: Exec, data: bytes, keep_open: bool) -> None:
+        async with ex.input_lock:
+            await self._write(ex, data)
+            if not keep_open and not ex.pty:
+                self._close_stdin(ex)
+
+    # -- attached clients ------------------------------------------------------------
+
+    async def _attach(self, call: Call, ex: Exec) -> dict[str, Any]:
+        """Stream the exec's output (what is buffered, then as it comes) and end with its result."""
+        if ex.attached:
+            raise Busy(f"exec {ex.id} already has a client attached", id=ex.id)
+        call.open_stream()
+        ex.attached = True
+        for output in ex.outputs.values():
+            output.attached = True
+        try:
+            await call.stream(bytes([INFO]) + json.dumps(
+                {"id": ex.id, "pid": ex.vpid, "agent": ex.agent.id}).encode())
+            pumps = [asyncio.ensure_future(self._pump(call, tag, output)) for tag, output in ex.outputs.items()]
+            try:
+                await asyncio.gather(*pumps)
+            finally:
+                # A client gone mid-stream stops every pump, not only the one that saw it go.
+                for pump in pumps:
+                    pump.cancel()
+            await asyncio.shield(ex.ended)
+        finally:
+            ex.attached = False
+            for output in ex.outputs.values():
+                output.attached = False
+        return ex.info()
+
+    @staticmethod
+    async def _pump(call: Call, tag: int, output: Output) -> None:
+        prefix = bytes([tag])
+        while (data := await output.take()) is not None:
+            await call.stream(prefix + data)  # waits while the client does not read
+
+    # -- stdin -----------------------------------------------------------------------
+
+    async def _write(self, ex: Exec, data: bytes) -> int:
+        view = memoryview(data)
+        written = 0
+        while written < len(view) and ex.stdin >= 0:
+            try:
+                written += os.write(ex.stdin, view[written:written + 65536])
+            except BlockingIOError:
+                await self._writable(ex)
+            except (BrokenPipeError, OSError):
+                self._close_stdin(ex)
+        return written
+
+    async def _writable(self, ex: Exec) -> None:
+        fd = ex.stdin
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_writer(fd, writable)
+        ended = asyncio.ensure_future(asyncio.shield(ex.ended))
+        try:
+            await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if ex.stdin == fd:
+                self.loop.remove_writer(fd)
+
+    def _close_stdin(self, ex: Exec) -> None:
+        if ex.stdin >= 0:
+            self.loop.remove_writer(ex.stdin)
+            os.close(ex.stdin)
+            ex.stdin = -1
+
+    # -- the end ---------------------------------------------------------------------
+
+    def _time_out(self, ex: Exec) -> None:
+        ex.timer = None
+        if ex.running:
+            ex.timed_out = True
+            log.info("exec %s ran past its timeout: SIGKILL to its group", ex.id)
+            _killpg(ex, signal.SIGKILL)
+
+    def _agent_ended(self, ex: Exec, _: object) -> None:
+        # Its pid namespace or cgroup took it already; without them its group has to go.
+        if ex.running:
+            _killpg(ex, signal.SIGKILL)
+
+    def _on_exit(self, ex: Exec) -> None:
+        # Still a zombie: its group id cannot be reused while the rest of the group is killed.
+        _killpg(ex, signal.SIGKILL)
+        try:
+            result = os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            result = None
+        else:
+            if result is None:
+                return
+        self.loop.remove_reader(ex.pidfd)
+        self._reaped(ex, result)
+
+    def _reaped(self, ex: Exec, result: Any) -> None:
+        os.close(ex.pidfd)
+        ex.pidfd = -1
+        if result is not None:
+            if result.si_code == os.CLD_EXITED:
+                ex.exit_code = result.si_status
+            else:
+                ex.signal = result.si_status
+        ex.ended_at = time.time()
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        self._close_stdin(ex)
+        if ex.terminal >= 0:
+            os.close(ex.terminal)
+            ex.terminal = -1
+        for output in ex.outputs.values():
+            output.finish()
+        ex.ended.set_result(None)
+        log.info("exec %s ended: exit code %s, signal %s%s", ex.id, ex.exit_code, ex.signal,
+                 " (timed out)" if ex.timed_out else "")
+        self._prune()
+
+    def _prune(self) -> None:
+        ended = [ex for ex in self._execs.values() if not ex.running and not ex.attached]
+        for ex in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            self._forget(ex)
+
+    def _forget(self, ex: Exec) -> None:
+        self._execs.pop(ex.id, None)
+        for output in ex.outputs.values():
+            output.close()
+
+    # -- who may do what -------------------------------------------------------------
+
+    def _may_enter(self, identity: Identity) -> Callable[[Agent], bool]:
+        """Into which agents ``identity`` may exec: itself and its descendants; all for an admin.
+        ``observe`` is not enough: seeing an agent is not acting inside it."""
+        permissions = self.service._permissions()
+        if permissions is None or permissions.is_admin(identity):
+            return lambda agent: True
+        me = caller_id(identity)
+        return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)
+
+    def _target(self, identity: Identity, ref: dict[str, Any]) -> Agent:
+        agent = self.service.table.find(ref)
+        if not self._may_enter(identity)(agent):
+            raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} that you may exec into "
+                           "(yourself and your descendants)",
+                           **{k: v for k, v in ref.items() if k in ("id", "name")})
+        return agent
+
+    def _find(self, identity: Identity, exec_id: str) -> Exec:
+        ex = self._execs.get(exec_id)
+        if ex is None or not self._may_enter(identity)(ex.agent):
+            raise NotFound(f"no exec {exec_id!r} that you may reach", exec=exec_id)
+        return ex
+
+    def _list(self, identity: Identity, request: ExecRequest) -> dict[str, Any]:
+        may = self._may_enter(identity)
+        agent = None
+        if request.id not in (UNSET, None) or request.name not in (UNSET, None):
+            agent = self._target(identity, request.fields())
+        return {"execs": [ex.info() for ex in self._execs.values()
+                          if may(ex.agent) and (agent is None or ex.agent is agent)]}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _argv(request: ExecRequest) -> list[str]:
+    argv, cmd = request.argv, request.cmd
+    if (argv in (UNSET, None)) == (cmd in (UNSET, None)):
+        raise InvalidArgument("EXEC takes exactly one of argv (a list) and cmd (a shell command)",
+                              field="argv")
+    return list(cast(list[str], argv)) if cmd in (UNSET, None) else [_SHELL, "-c", cast(str, cmd)]
+
+
+def _inherited(env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in env.items() if name not in _NOT_INHERITED}
+
+
+def _env(request: ExecRequest) -> dict[str, str]:
+    env = {} if request.env in (UNSET, None) else dict(cast(dict[str, str], request.env))
+    for name in env:
+        if name in RESERVED_ENV:
+            raise InvalidArgument(f"env: {name} is the kernel's", field=f"env.{name}")
+    return env
+
+
+def _bytes(text: Any, encoded: Any, field: str) -> bytes:
+    given_text, given_b64 = text not in (UNSET, None), encoded not in (UNSET, None)
+    if given_text and given_b64:
+        raise InvalidArgument(f"give {field} or {field}_base64, not both", field=field)
+    if given_b64:
+        try:
+            return base64.b64decode(cast(str, encoded), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"{field}_base64 is not base64", field=f"{field}_base64") from None
+    return cast(str, text).encode() if given_text else b""
+
+
+def _timeout(value: Any) -> float:
+    try:
+        seconds = parse_duration(value, "timeout")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="timeout") from None
+    if seconds <= 0:
+        raise InvalidArgument(f"timeout: must be more than 0 seconds, got {value!r}", field="timeout")
+    return seconds
+
+
+def _signal_number(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    name = value if value.startswith("SIG") else f"SIG{value}"
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"signal: no signal named {value!r}", field="signal") from None
+
+
+def _plumbing(terminal: bool) -> tuple[list[int], list[int]]:
+    """(the kernel's ends, the process's ends) of stdin, stdout, stderr."""
+    if terminal:
+        master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        os.set_inheritable(slave, False)
+        return [master], [slave, slave, slave]
+    stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    return [stdin_w, out_r, err_r], [stdin_r, out_w, err_w]
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _killpg(ex: Exec, sig: int) -> bool:
+    """Signal the exec's process group; only while its leader is unreaped (its id is ours)."""
+    if ex.pidfd < 0:
+        return False
+    try:
+        os.killpg(ex.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _inner_pid(pid: int) -> int | None:
+    """``pid`` as the agent's processes see it (the last NSpid)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _refused(exc: SandboxError, agent: Agent) -> Exception:
+    """A launch failure as the client's error: a missing directory or program is its request's."""
+    if exc.step == "cwd":
+        return InvalidArgument(f"cwd: {exc.message} (in agent {agent.name!r}'s view)", field="cwd")
+    if exc.step == "exec":
+        return InvalidArgument(f"argv: {exc.message} (in agent {agent.name!r}'s view)", field="argv")
+    return Unavailable(f"cannot exec in agent {agent.name!r}: {exc}", id=agent.id, step=exc.step)
