@@ -67,19 +67,24 @@ class AuditLog:
             self.flush()
             return
         self._flush_scheduled = True
-        loop.call_soon(self.flush)
+        loop.call_soon(self._write_buffered)
 
     def flush(self) -> int:
         """Write everything buffered; returns the file's size afterwards."""
-        self._flush_scheduled = False
         if self._fd is None:
             # Closed: close() flushed, and records since were written directly.
+            self._flush_scheduled = False
             return self.path.stat().st_size if self.path.exists() else 0
-        if self._buffer:
+        self._write_buffered()
+        return os.fstat(self._fd).st_size
+
+    def _write_buffered(self) -> None:
+        # The loop's flush: one write, no fstat (only follow() needs the size).
+        self._flush_scheduled = False
+        if self._buffer and self._fd is not None:
             data = b"".join(self._buffer)
             self._buffer.clear()
             _write_all(self._fd, data)
-        return os.fstat(self._fd).st_size
 
     def follow(self, follower: Follower) -> tuple[int, Callable[[], None]]:
         """Flush, then send every later record to ``follower``.

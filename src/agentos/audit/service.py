@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 FOLLOW_BACKLOG = 10_000
 #: Most past records one AUDIT replays.
 MAX_LIMIT = 1_000_000
+#: Every record names its op: a cached name is a dict lookup, ``Op(op)`` an enum call each time.
+_op_name = functools.lru_cache(maxsize=256)(op_name)  # opcodes are one byte
 
 
 class AuditService:
@@ -64,7 +66,7 @@ class AuditService:
             "name": self._name_of(identity.agent_id),
             "uid": identity.uid,
             "pid": identity.pid,
-            "op": op_name(call.op),
+            "op": _op_name(call.op),
             "outcome": outcome,
             "latency_ms": round(latency_s * 1000, 3),
         })
