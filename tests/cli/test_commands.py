@@ -1,6 +1,7 @@
 """``agentos spawn, logs, kill, top, think, doctor`` against a real kernel, run as the CLI runs them."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -100,13 +101,35 @@ def test_top_once(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-unt
     kernel.client().kill("serve", grace=5)
 
 
-def test_doctor_reports_the_host_and_the_kernel(kernel, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def keyless_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
+    """A kernel that holds no LLM key, whatever the environment of the tests holds."""
+    with KernelProcess(tmp_path / "k", env={"GEMINI_API_KEY": "", "GOOGLE_API_KEY": "", "OPENAI_API_KEY": ""}) as k:
+        yield k
+
+
+def test_doctor_reports_the_host_and_the_kernel(keyless_kernel: KernelProcess, capsys) -> None:  # type: ignore[no-untyped-def]
+    kernel = keyless_kernel
     code, out, _ = cli(capsys, "doctor", "--socket", str(kernel.socket_path))
     checks = {line.split(":", 1)[0].split(None, 1)[1]: line.split(None, 1)[0] for line in out.splitlines()}
     assert set(checks) >= {"python", "compiled modules", "cgroups", "namespaces", "seccomp", "landlock", "kernel",
-                           "LLM keys"}
+                           "LLM key"}
     assert checks["python"] == checks["kernel"] == "ok"
     assert code == (1 if "FAIL" in checks.values() else 0)
+    # The same findings for scripts, and the kernel's own answers: its cgroups, its key, its uid.
+    code, out, _ = cli(capsys, "doctor", "--json", "--socket", str(kernel.socket_path))
+    report = json.loads(out)
+    assert report["ok"] == (code == 0) and report["uid"] == os.geteuid()
+    by_check = {check["check"]: check for check in report["checks"]}
+    hello = kernel.client().hello()["capabilities"]
+    cgroups = by_check["cgroups"]
+    assert cgroups["enforced"] == hello["processes"]["cgroups"]["enforceable"]
+    assert kernel.proc is not None and cgroups["detail"].startswith(f"the running kernel (pid {kernel.proc.pid})")
+    # The test kernel holds no LLM key, whatever this shell's environment says.
+    assert by_check["LLM key"]["level"] == "warn"
+    assert by_check["LLM key"]["detail"].startswith("the running kernel has no key for gemini")
+    # A root kernel: unsandboxed agents would run as root, and doctor says so.
+    assert (by_check.get("root", {}).get("level") == "warn") == (os.geteuid() == 0)
 
 
 @pytest.fixture

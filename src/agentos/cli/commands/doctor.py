@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ...errors import AgentOSError
@@ -16,29 +18,44 @@ _BROKEN = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("doctor", help="check this host's isolation support, cgroups, kernel and LLM keys")
+    p = sub.add_parser("doctor", help="check what a kernel run by this user enforces: isolation, cgroups, "
+                       "the kernel, LLM keys")
+    p.add_argument("--json", action="store_true", help="one JSON object: {ok, uid, checks: [{check, level, "
+                   "detail, ...}]}, for scripts")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
 class _Report:
-    def __init__(self) -> None:
-        self.failed = False
+    """The checks' findings, printed as they come (text) or as one object at the end (``--json``)."""
 
-    def line(self, level: str, what: str, detail: str) -> None:
+    def __init__(self, as_json: bool) -> None:
+        self.failed = False
+        self.as_json = as_json
+        self.checks: list[dict[str, Any]] = []
+
+    def line(self, level: str, what: str, detail: str, **data: Any) -> None:
         self.failed |= level == "FAIL"
-        print(f"{level:<4}  {what}: {detail}")
+        self.checks.append({"check": what, "level": level.lower(), "detail": detail, **data})
+        if not self.as_json:
+            print(f"{level:<4}  {what}: {detail}")
+
+    def finish(self) -> int:
+        if self.as_json:
+            print(json.dumps({"ok": not self.failed, "uid": os.geteuid(), "checks": self.checks}, indent=2))
+        return _BROKEN if self.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
-    report = _Report()
+    report = _Report(args.json)
     _python(report)
-    _cgroups(report)
-    _sandbox(report)
     hello = _kernel(report, args)
-    _llm_keys(report)
+    _cgroups(report, hello)
+    _sandbox(report)
+    _root(report, hello)
+    _llm_keys(report, hello)
     _llm_endpoint(report, hello)
-    return _BROKEN if report.failed else 0
+    return report.finish()
 
 
 def _python(report: _Report) -> None:
@@ -55,17 +72,68 @@ def _python(report: _Report) -> None:
         report.line("ok", "compiled modules", ", ".join(sorted(EXTENSIONS_LOADED)) or "none needed yet")
 
 
-def _cgroups(report: _Report) -> None:
-    from ...cgroups import detect, open_driver
+#: The limits a manifest asks for by default; a kernel that cannot enforce them runs agents degraded.
+_LIMITS = frozenset({"memory", "pids", "cpu"})
 
-    layout = detect()
-    driver = open_driver(layout)
-    enforceable = sorted(driver.enforceable)
-    if set(enforceable) >= {"memory", "pids", "cpu"}:
-        report.line("ok", "cgroups", f"{layout.kind} host, {driver.name} driver enforces {', '.join(enforceable)}")
+
+def _cgroups(report: _Report, hello: dict[str, Any] | None) -> None:
+    """What the kernel will enforce: the running kernel's own answer, else a trial run of what a
+    kernel started by this user does (make, then remove, its cgroup directories)."""
+    if hello is not None:
+        described = hello.get("capabilities", {}).get("processes", {}).get("cgroups", {})
+        who = f"the running kernel (pid {hello['pid']})"
+        driver, roots = described.get("driver", "none"), [Path(r) for r in described.get("roots", [])]
+        enforced, reason = frozenset(described.get("enforceable", [])), described.get("reason")
     else:
-        report.line("warn", "cgroups", f"{layout.kind} host: only {', '.join(enforceable) or 'nothing'} can be "
-                    "enforced; spawns asking for other limits fail unless allow_degraded")
+        who = f"a kernel run by uid {os.geteuid()}"
+        driver, roots, enforced, reason = _trial_cgroups()
+    data = {"driver": driver, "enforced": sorted(enforced), "not_enforced": sorted(_LIMITS - enforced)}
+    if enforced >= _LIMITS:
+        report.line("ok", "cgroups", f"{who} enforces {', '.join(sorted(enforced))} ({driver} driver)", **data)
+        return
+    missing = ", ".join(sorted(_LIMITS - enforced))
+    report.line("warn", "cgroups", f"{who} will NOT enforce {missing}"
+                + (f" ({reason})" if reason else f" (the {driver} driver cannot here)")
+                + "; an agent asking for them fails to start unless it sets allow_degraded, and then runs "
+                "without them (`agentos up` prints DEGRADED). " + _how_to_get_cgroups(driver, roots),
+                **data, **({"reason": reason} if reason else {}))
+
+
+def _trial_cgroups() -> tuple[str, list[Path], frozenset[str], str | None]:
+    from ...cgroups import NoDriver, detect, open_driver
+
+    driver = open_driver(detect())
+    if isinstance(driver, NoDriver):
+        return driver.name, [], frozenset(), driver.reason
+    try:
+        driver.start()
+    except OSError as exc:
+        return driver.name, driver.roots, frozenset(), (f"cannot create cgroups under "
+                                                       f"{', '.join(map(str, driver.roots))}: {exc.strerror}")
+    enforceable = driver.enforceable
+    driver.stop()
+    return driver.name, driver.roots, enforceable, None
+
+
+def _how_to_get_cgroups(driver: str, roots: list[Path]) -> str:
+    """The concrete commands that give this user's kernel its cgroups."""
+    if os.geteuid() == 0:
+        return "Run `agentos kernel` as root on a host with the memory, pids and cpu controllers mounted."
+    from ...cgroups import TOP
+
+    user = os.environ.get("USER") or str(os.geteuid())
+    if driver == "v1":
+        tops = " ".join(str(root / TOP) for root in roots)
+        return (f"cgroup v1 hierarchies are not delegated to users (systemd's Delegate= covers only v2): "
+                f"have root delegate a subtree in each, once: `sudo mkdir -p {tops} && sudo chown {user} {tops}`; "
+                "or run the kernel as root.")
+    if driver == "v2":
+        return (f"cgroup v2: this kernel makes its cgroups under {roots[0] / TOP if roots else TOP}, which "
+                "needs root or a subtree delegated there; a user systemd scope "
+                "(`systemd-run --user --scope -p Delegate=yes agentos up FILE`) delegates one under the "
+                "user's slice instead, which this kernel does not use yet; run the kernel as root "
+                "(`sudo agentos kernel`) for limits.")
+    return "No cgroup hierarchy is mounted: mount cgroup2 on /sys/fs/cgroup (root), or run as root."
 
 
 def _sandbox(report: _Report) -> None:
@@ -105,12 +173,35 @@ def _kernel(report: _Report, args: argparse.Namespace) -> dict[str, Any] | None:
     return hello
 
 
-def _llm_keys(report: _Report) -> None:
+def _root(report: _Report, hello: dict[str, Any] | None) -> None:
+    """A root kernel runs sandboxed agents as a dedicated uid, but an unsandboxed one as root."""
+    root = (hello.get("capabilities", {}).get("processes", {}).get("sandbox", {}).get("root")
+            if hello is not None else os.geteuid() == 0)
+    if not root:
+        return
+    who = "the running kernel runs" if hello is not None else "a kernel started here would run"
+    report.line("warn", "root", f"{who} as root: an agent with `sandbox: {{enabled: false}}` runs as root and "
+                "can read every file on this host (/etc/shadow, ssh and API keys); keep agents sandboxed "
+                "(they then run as processes.agent_uid and see host files only read-only, as that uid), or "
+                "run the kernel as a normal user")
+
+
+def _llm_keys(report: _Report, hello: dict[str, Any] | None) -> None:
+    if hello is not None:
+        llm = hello.get("capabilities", {}).get("llm", {})
+        if llm.get("configured"):
+            report.line("ok", "LLM key", f"the running kernel holds a key for {llm.get('provider')}")
+        else:
+            report.line("warn", "LLM key", f"the running kernel has no key for {llm.get('provider')}: THINK "
+                        "fails until it is restarted with GEMINI_API_KEY (or OPENAI_API_KEY) in its environment")
+        return
     found = [name for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY") if os.environ.get(name)]
     if found:
-        report.line("ok", "LLM keys", f"{', '.join(found)} set here (the kernel reads its own environment)")
+        report.line("ok", "LLM key", f"{', '.join(found)} set in this environment, which a kernel "
+                    "`agentos up` starts from here inherits")
     else:
-        report.line("warn", "LLM keys", "none set here; export GEMINI_API_KEY where the kernel runs to use THINK")
+        report.line("warn", "LLM key", "none set in this environment, so a kernel `agentos up` starts from here "
+                    "has none: export GEMINI_API_KEY first to use THINK")
 
 
 def _llm_endpoint(report: _Report, hello: dict[str, Any] | None) -> None:
