@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
 from .errors import ErrorKind, LLMError
 
@@ -42,19 +41,39 @@ class Deadline:
                         f"no answer within the call's deadline of {self.seconds:g}s (the THINK's "
                         "timeout, else llm.deadline), queueing and retries included")
 
-    @asynccontextmanager
-    async def within(self) -> AsyncIterator[None]:
+    def within(self) -> _Within:
         """Run the block until the deadline, then cancel it (closing any request it has open)
         and raise ``exceeded()``; a block that has no time left is not started."""
-        left = self.left()
+        return _Within(self)
+
+
+class _Within:
+    """``Deadline.within()``: a class, not an ``asynccontextmanager`` generator, because every
+    attempt of every THINK enters one (half the cost)."""
+
+    __slots__ = ("_deadline", "_timeout")
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+        self._timeout: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        left = self._deadline.left()
         if left <= 0:
-            raise self.exceeded()
-        timeout = asyncio.timeout(left)
+            raise self._deadline.exceeded()
+        self._timeout = asyncio.timeout(left)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._timeout is not None
         try:
-            async with timeout:
-                yield
+            await self._timeout.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            # Only our own expiry: a TimeoutError from inside the block is the block's to report.
-            if timeout.expired():
-                raise self.exceeded() from None
-            raise
+            expired = True
+        else:
+            # The block may have turned our cancellation into a TimeoutError of its own.
+            expired = exc_type is not None and issubclass(exc_type, TimeoutError)
+        # Only our own expiry: a TimeoutError from inside the block is the block's to report.
+        if expired and self._timeout.expired():
+            raise self._deadline.exceeded() from None

@@ -42,8 +42,9 @@ class ModelChain:
             raise ValueError("a model chain needs at least one model")
         self.models = tuple(models)
         self._gate_for = gate_for
-        #: One attempt, no waiting: what a model with a successor gets.
-        self._eager = replace(policy, max_attempts=1, max_wait=0.0)
+        #: One attempt, no waiting: what a model with a successor gets (most calls name one model).
+        self._eager = (replace(policy, max_attempts=1, max_wait=0.0) if len(self.models) > 1
+                       else policy)
         #: ``[{model, error}]``: the models given up on, in order (the reply's ``fallbacks``).
         self.failed: list[dict[str, Any]] = []
         #: The model tried last: the one that answered, or whose error ended the call.
