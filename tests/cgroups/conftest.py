@@ -51,7 +51,9 @@ class FakeCgroupfs:
             return
         controllers = self.enabled(path.parent)
         files = {"cgroup.procs": "", "cgroup.subtree_control": "", "cgroup.kill": "",
-                 "cgroup.controllers": " ".join(sorted(controllers)) + "\n"}
+                 "cgroup.controllers": " ".join(sorted(controllers)) + "\n",
+                 # Core files: the freezer needs no controller (the test plays the kernel for "frozen").
+                 "cgroup.freeze": "0\n", "cgroup.events": "populated 0\nfrozen 0\n"}
         for controller in controllers:
             files.update(_CONTROL_FILES.get(controller, {}))
         for name, text in files.items():

@@ -10,6 +10,8 @@ from .output import duration, size
 
 #: Columns of ``agentos ps``; ``top`` shows CPU as a percentage instead of seconds.
 PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD")
+#: Statuses of an agent whose process is alive (a paused one is frozen, not gone).
+LIVE = frozenset({"running", "paused"})
 
 
 def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -23,7 +25,7 @@ def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _rank(info: Mapping[str, Any]) -> tuple[bool, float]:
-    return info["status"] == "running", info["started_at"]
+    return info["status"] in LIVE, info["started_at"]
 
 
 @dataclass(frozen=True)
@@ -46,20 +48,23 @@ def usd(amount: float) -> str:
 
 
 def status_text(info: Mapping[str, Any]) -> str:
-    """``running``, ``exited (0)``, ``failed (1)``, ``failed (signal 11)``, ``oom_killed``, ``killed``."""
+    """``running``, ``paused``, ``exited (0)``, ``failed (1)``, ``failed (signal 11)``, ``oom_killed``,
+    ``killed``, ``timed_out (timeout)``."""
     status = info["status"]
     if status in ("exited", "failed"):
         if info.get("exit_code") is not None:
             return f"{status} ({info['exit_code']})"
         if info.get("signal") is not None:
             return f"{status} (signal {info['signal']})"
+    if status == "timed_out" and info.get("reason"):
+        return f"{status} ({info['reason']})"
     return str(status)
 
 
 def row(info: Mapping[str, Any], spending: Mapping[str, Spent], cpu: str, now: float | None = None) -> list[str]:
     """One agent in PS_COLUMNS order; ``cpu`` is already formatted (seconds for ps, percent for top)."""
     now = time.time() if now is None else now
-    running = info["status"] == "running"
+    running = info["status"] in LIVE
     usage = info.get("usage") or {}
     memory = usage.get("memory_current") if running else None
     spent = spending.get(info["id"], Spent())
@@ -77,4 +82,4 @@ def cpu_seconds(info: Mapping[str, Any]) -> str:
 
 def order(agents: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Running agents first, then by start time."""
-    return sorted(agents, key=lambda info: (info["status"] != "running", info["started_at"]))
+    return sorted(agents, key=lambda info: (info["status"] not in LIVE, info["started_at"]))

@@ -16,6 +16,7 @@ COMMANDS = [
     "ps",
     "logs",
     "kill",
+    "pause",
     "spawn",
     "think",
     "top",

@@ -1,4 +1,4 @@
-"""Says READY, then prints the body of every message it receives, one line each, until killed.
+"""Says READY, then prints (the start of) every message it receives, one line each, until killed.
 
 With an argument, it first sends itself a NOOP every few milliseconds for that many rounds
 (activity for ``idle_timeout``), prints ``active``, then only waits for mail.
@@ -16,4 +16,4 @@ with agentos.Client() as kernel:
     print("active" if len(sys.argv) > 1 else "listening", flush=True)
     while True:
         message = kernel.recv(ack=True)
-        print(f"mail {message['body']}", flush=True)
+        print(f"mail {str(message['body'])[:60]}", flush=True)
