@@ -5,7 +5,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -13,7 +13,7 @@ from typing import Any, Self
 import ujson
 from aiohttp import web
 
-from .script import Reply
+from .script import Match, Prompt, Reply
 
 
 @dataclass
@@ -46,7 +46,10 @@ class FakeServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
+        #: The shared queue: replies for any request no matcher claims.
         self.replies: deque[Reply] = deque()
+        #: Queues for the requests their ``Match`` accepts, consulted first, oldest first.
+        self.rules: list[tuple[Match, deque[Reply]]] = []
         self.requests: list[RecordedRequest] = []
         #: Default latency added to every unscripted answer (benchmarks, contention demos).
         self.delay = 0.0
@@ -57,15 +60,30 @@ class FakeServer:
 
     # --- scripting -------------------------------------------------------------------------
 
-    def script(self, *replies: Reply) -> None:
-        """Queue replies; each request takes the next one, then unscripted defaults resume."""
-        self.replies.extend(replies)
+    def script(self, *replies: Reply, model: str | None = None, user: str | None = None,
+               system: str | None = None, history: str | None = None,
+               when: Callable[[Prompt], bool] | None = None) -> None:
+        """Queue replies. Without conditions they go to the shared queue: each request takes
+        the next one. With conditions (``Match``'s) they answer, in order, only requests
+        that meet them all; such queues are consulted first, in the order scripted, and
+        the shared queue, then the unscripted defaults, serve whatever none claims."""
+        match = Match(model=model, user=user, system=system, history=history, when=when)
+        if match:
+            self.rules.append((match, deque(replies)))
+        else:
+            self.replies.extend(replies)
 
     def reset(self) -> None:
         self.replies.clear()
+        self.rules.clear()
         self.requests.clear()
 
-    def next_reply(self) -> Reply | None:
+    def next_reply(self, prompt: Prompt) -> Reply | None:
+        """The reply scripted for ``prompt``: its first matching queue's next, else the shared
+        queue's next, else None (the default answer)."""
+        for match, queue in list(self.rules):
+            if queue and match(prompt):
+                return queue.popleft()
         try:
             return self.replies.popleft()
         except IndexError:
@@ -200,12 +218,14 @@ class FakeServer:
         raw = await request.json()
         try:
             replies = [Reply.from_dict(r) for r in raw.get("replies", [])]
+            match = Match.from_dict(raw.get("match", {}))
         except (TypeError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         if "delay" in raw:
             self.delay = float(raw["delay"])
-        self.script(*replies)
-        return web.json_response({"queued": len(self.replies)})
+        self.script(*replies, model=match.model, user=match.user, system=match.system,
+                    history=match.history)
+        return web.json_response({"queued": len(self.replies) + sum(len(q) for _, q in self.rules)})
 
     async def _control_models(self, request: web.Request) -> web.Response:
         raw = await request.json()

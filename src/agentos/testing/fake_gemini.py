@@ -44,7 +44,7 @@ from ._gemini_wire import (ACTION_METHODS, DEFAULT_MESSAGES, DEFAULT_MODELS, EMB
                            page, parse_duration, parse_time, part_text, prompt_tokens, rfc3339, stop_cut)
 from ._server import FakeServer, RecordedRequest
 from ._vectors import embedding_vector
-from .script import Reply, count_tokens, safety_ratings, sample_args, split_text
+from .script import Prompt, Reply, count_tokens, safety_ratings, sample_args, split_text
 
 __all__ = ["FakeGemini", "camelize", "decode_bytes", "error_response", "prompt_tokens"]
 
@@ -167,7 +167,7 @@ class FakeGemini(FakeServer):
         if self.strict:
             self._check_function_turns(body["contents"])
         full, cached = self._with_cache(body, model)
-        reply = self.next_reply() or self._default_reply(full)
+        reply = self.next_reply(_prompt(full, model, request.headers)) or self._default_reply(full)
         if not await self.delay_answer(reply):
             return error_response(503, "shutting down")
         if reply.status is not None:
@@ -539,6 +539,21 @@ def _merge(events: list[dict[str, Any]]) -> dict[str, Any]:
             whole["content"] = {"parts": found, "role": "model"}
         candidates.append(whole)
     return {**events[-1], "candidates": candidates}
+
+
+def _prompt(body: dict[str, Any], model: str, headers: Any) -> Prompt:
+    """A generate request as script matchers see it; a user turn of function results only is ``tool``."""
+    system = body.get("systemInstruction")
+    turns = []
+    for content in body["contents"]:
+        parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
+        role = content.get("role") or "user"
+        if role == "user" and parts and all("functionResponse" in p for p in parts):
+            role = "tool"
+        turns.append((role, " ".join(part_text(p) for p in parts)))
+    system_parts = system.get("parts") or [] if isinstance(system, dict) else []
+    return Prompt(model=model, system=" ".join(part_text(p) for p in system_parts), turns=tuple(turns),
+                  headers=dict(headers), body=body)
 
 
 def _listing(key: str, items: list[Any], following: str) -> dict[str, Any]:

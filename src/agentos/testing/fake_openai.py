@@ -32,7 +32,7 @@ from aiohttp import web
 
 from ._server import FakeServer
 from ._vectors import embedding_vector
-from .script import Reply, count_tokens, sample_args, split_text
+from .script import Prompt, Reply, count_tokens, sample_args, split_text
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 429: "rate_limit_error"}
@@ -138,7 +138,7 @@ class FakeOpenAI(FakeServer):
             choices, stops = _check_chat(body)
         except RequestError as error:
             return error_response(400, error.message, param=error.param, code=error.code)
-        reply = self.next_reply() or _default_reply(body)
+        reply = self.next_reply(_prompt(body, request.headers)) or _default_reply(body)
         if not await self.delay_answer(reply):
             return error_response(503, "shutting down")
         if reply.status is not None:
@@ -333,6 +333,27 @@ def _default_reply(body: dict[str, Any]) -> Reply:
     if last.get("role") == "tool":
         return Reply(text=f"Function results: {last.get('content')}")
     return Reply(text=f"echo: {_text(last.get('content'))}")
+
+
+_ROLES = {"user": "user", "assistant": "model", "tool": "tool", "function": "tool"}
+
+
+def _prompt(body: dict[str, Any], headers: Any) -> Prompt:
+    """A chat request as script matchers see it: system and developer messages are the system
+    instruction; an assistant's tool call is its name followed by its arguments."""
+    system, turns = [], []
+    for message in body["messages"]:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(_text(message.get("content")))
+        elif role in _ROLES:
+            calls = [str(call.get("function", {}).get("name", "")) + str(call.get("function", {}).get("arguments", ""))
+                     for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+            turns.append((_ROLES[role], " ".join([_text(message.get("content")), *calls]).strip()))
+    return Prompt(model=str(body.get("model", "")), system=" ".join(system), turns=tuple(turns),
+                  headers=dict(headers), body=body)
 
 
 def _text(content: Any) -> str:

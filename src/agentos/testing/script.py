@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -59,6 +60,73 @@ class Reply:
         unknown = set(raw) - names
         if unknown:
             raise ValueError(f"unknown reply fields {sorted(unknown)} (known: {sorted(names)})")
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A generate (chat) request as a script matcher sees it, the same for both fakes.
+
+    The fakes see no agent ids: an agent shows in what the kernel sends for it, its
+    system instruction (SPAWN's ``llm.system``, THINK's ``system``) and its context's
+    replayed turns.
+    """
+
+    model: str
+    #: The system instruction's text ('' without one).
+    system: str
+    #: Every turn in order as ``(role, text)``; roles ``user``, ``model`` (OpenAI's
+    #: ``assistant``) and ``tool`` (function results). A function call or result is its
+    #: name followed by the compact JSON of its arguments or result.
+    turns: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    #: The request body as sent (Gemini's with a ``cachedContent`` prepended).
+    body: Any
+
+    @property
+    def user(self) -> str:
+        """The last user turn's text ('' if there is none)."""
+        return next((text for role, text in reversed(self.turns) if role == "user"), "")
+
+    @property
+    def history(self) -> str:
+        """Every turn's text, one per line: what the kernel replays of a context."""
+        return "\n".join(text for _, text in self.turns)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which requests a scripted queue answers: every condition given must hold.
+
+    ``model`` is the model id; ``user``, ``system`` and ``history`` are substrings of
+    the last user text, the system instruction and the whole conversation; ``when``
+    is any test on the ``Prompt``.
+    """
+
+    model: str | None = None
+    user: str | None = None
+    system: str | None = None
+    history: str | None = None
+    when: Callable[[Prompt], bool] | None = None
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in (self.model, self.user, self.system, self.history,
+                                                   self.when))
+
+    def __call__(self, prompt: Prompt) -> bool:
+        return ((self.model is None or prompt.model == self.model)
+                and (self.user is None or self.user in prompt.user)
+                and (self.system is None or self.system in prompt.system)
+                and (self.history is None or self.history in prompt.history)
+                and (self.when is None or bool(self.when(prompt))))
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Match:
+        """Build from JSON (the control endpoint): string conditions only, unknown keys an error."""
+        known = ("model", "user", "system", "history")
+        if not isinstance(raw, dict) or set(raw) - set(known) or not all(
+                isinstance(raw[key], str) for key in raw):
+            raise ValueError(f"match must be an object of strings with keys among {list(known)}, got {raw!r}")
         return cls(**raw)
 
 
