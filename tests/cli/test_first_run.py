@@ -102,14 +102,15 @@ def test_readme_main_command_as_a_normal_user_without_a_runtime_dir(user: User, 
         assert result.returncode == 0, story
     else:
         # Honest: every agent says what this host did not enforce, the hog and the fork bomb say
-        # nobody stopped them, and the run fails because the hog's expected ending did not happen.
+        # nobody stopped them, and the hog's expected OOM kill is reported as not verifiable here,
+        # which the manifest's allow_degraded accepted: the run succeeds and says so.
         for name in NAMES:
             assert said(out, name, r"DEGRADED: not enforced on this host: .*limits\.memory"), story
         assert said(out, "hog", "reached 512 MiB and nobody stopped me"), story
         assert said(out, "forkbomb", "forked 500 processes and was never refused"), story
-        assert out[-1] == ("every agent has ended; not cleanly: hog (exit 0, expected oom_killed; not enforced "
-                           "here: limits.cpu, limits.memory, limits.pids)"), story
-        assert result.returncode == 1, story
+        assert out[-1] == ("every agent has ended; not verifiable here: hog (exit 0, expected oom_killed; "
+                           "limits.memory not enforced)"), story
+        assert result.returncode == 0, story
 
 
 def test_hello_example_as_a_normal_user(user: User, runtime_dir: Path) -> None:

@@ -281,3 +281,22 @@ def test_the_hello_example_runs_with_the_secure_defaults(kernel, tmp_path: Path)
     assert out[-2:] == ["hello | exited (code 0)", "every agent has ended"]
     [info] = kernel.client().list_agents(name="hello")
     assert info["sandboxed"] and info["limits"] == {"memory": 512 * 2**20, "pids": 128, "cpu": 1.0}
+
+
+def test_an_expected_oom_kill_a_degraded_host_could_not_give_is_reported_not_failed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from agentos.cli.commands.up import _outcome
+    from agentos.cli.team import Member
+    from agentos.manifest import AgentSpec
+
+    def hog(status: str, exit_code: int, degraded: tuple[str, ...]) -> Member:
+        spec = AgentSpec("hog", script=Path("/hog.py"), expect="oom_killed")
+        return Member(spec, "hog", status=status, exit_code=exit_code, final=True, degraded=degraded)
+
+    assert _outcome([hog("exited", 0, ("limits.cpu", "limits.memory"))], None) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "every agent has ended; not verifiable here: hog (exit 0, expected oom_killed; "
+        "limits.memory not enforced)")
+    # Enforced memory, or a crash, is no excuse: the expectation was checkable and missed.
+    assert _outcome([hog("exited", 0, ("limits.cpu",))], None) == 1
+    assert _outcome([hog("failed", 3, ("limits.memory",))], None) == 1

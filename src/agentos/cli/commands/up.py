@@ -35,12 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _outcome(members: list[Member], exit_code_from: str | None) -> int:
     """Status 0 only when every agent ended as its manifest's ``expect`` says (a clean exit unless
-    it says otherwise), else 1; ``--exit-code-from NAME`` hands the decision to that agent's status."""
+    it says otherwise) or could not be checked on this degraded host, else 1; ``--exit-code-from
+    NAME`` hands the decision to that agent's status."""
     expected = [m for m in members if m.as_expected and m.ending != "exited"]
-    unexpected = [m for m in members if not m.as_expected]
+    unverifiable = [m for m in members if not m.as_expected and m.unverifiable]
+    unexpected = [m for m in members if not m.as_expected and not m.unverifiable]
     parts = []
     if expected:
         parts.append("as expected: " + ", ".join(f"{m.name} ({m.describe_ending()})" for m in expected))
+    if unverifiable:
+        parts.append("not verifiable here: " + ", ".join(
+            f"{m.name} ({m.describe_ending()}, expected {m.spec.expect}; {m.unverifiable} not enforced)"
+            for m in unverifiable))
     if unexpected:
         parts.append("not cleanly: " + ", ".join(
             f"{m.name} ({m.describe_ending()}, expected {m.spec.expect}"
