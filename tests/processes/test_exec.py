@@ -3,6 +3,8 @@ timeout, signals, background handles, a terminal, and its confinement (the agent
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -223,3 +225,16 @@ def _cmd(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def test_the_cli(shared_kernel: KernelProcess, box: dict[str, Any]) -> None:
+    base = [sys.executable, "-m", "agentos", "exec", "--socket", str(shared_kernel.socket_path)]
+    ran = subprocess.run([*base, box["name"], "--", "sh", "-c", "echo out; echo err >&2; exit 5"],
+                         capture_output=True, timeout=120)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (5, b"out\n", b"err\n")
+    piped = subprocess.run([*base, "-i", "-e", "X=y", box["name"], "--", "sh", "-c", "tr a-z A-Z; echo $X"],
+                           input=b"hello\n", capture_output=True, timeout=120)
+    assert (piped.returncode, piped.stdout) == (0, b"HELLO\ny\n")
+    stopped = subprocess.run([*base, "--timeout", "0.3", box["name"], "--", "sleep", "100000"],
+                             capture_output=True, timeout=120)
+    assert stopped.returncode == 124

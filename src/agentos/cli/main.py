@@ -16,6 +16,7 @@ COMMANDS = [
     "ps",
     "logs",
     "kill",
+    "exec",
     "pause",
     "spawn",
     "think",
