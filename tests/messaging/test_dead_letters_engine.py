@@ -11,14 +11,6 @@ from agentos.messaging.mailbox import SCHEMA, Mailboxes, MailboxLimits
 from agentos.state.database import Database
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    database = Database(tmp_path / "mailboxes.db", SCHEMA)
-    database.open()
-    yield database
-    database.close()
-
-
 def run(coro):
     return asyncio.run(coro)
 
