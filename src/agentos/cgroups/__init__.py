@@ -9,6 +9,8 @@ cover one agent's own processes, never its child agents'.
 """
 from __future__ import annotations
 
+import asyncio
+
 from .base import (
     LEAF,
     TOP,
@@ -22,13 +24,13 @@ from .detect import Layout, detect
 from .freezer import freeze, thaw
 from .limits import Limits
 from .none import NoDriver
-from .reap import destroy
+from .reap import Cleanup, destroy, remove_stale
 from .v1 import V1Driver
 from .v2 import V2Driver
 
-__all__ = ["LEAF", "TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Layout", "Limits",
-           "NoDriver", "V1Driver", "V2Driver", "destroy", "detect", "freeze", "instance_name", "open_driver",
-           "thaw"]
+__all__ = ["LEAF", "TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Cleanup", "Layout",
+           "Limits", "NoDriver", "V1Driver", "V2Driver", "clean_dead_kernels", "destroy", "detect", "freeze",
+           "instance_name", "open_driver", "remove_stale", "thaw"]
 
 
 def open_driver(layout: Layout | None = None, instance: str | None = None) -> CgroupDriver:
@@ -41,3 +43,10 @@ def open_driver(layout: Layout | None = None, instance: str | None = None) -> Cg
     if choice == "v1":
         return V1Driver(layout.v1_mounts, instance)
     return NoDriver("no cgroup hierarchy is mounted", instance)
+
+
+def clean_dead_kernels(driver: CgroupDriver | None = None) -> Cleanup:
+    """Outside any kernel (``agentos down``, ``doctor --fix``): remove the cgroups kernels that
+    died left behind, as a starting kernel does. Live kernels' subtrees are never touched."""
+    driver = open_driver() if driver is None else driver
+    return asyncio.run(remove_stale(driver, driver.stale()))

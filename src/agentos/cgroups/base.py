@@ -197,11 +197,22 @@ class CgroupDriver(ABC):
         return False
 
     def start(self) -> list[AgentCgroup]:
-        """Make this kernel's subtree; return the agent cgroups dead kernels left behind.
+        """Make this kernel's subtree; return the agent cgroups dead kernels left behind
+        (``stale()``), for the caller to destroy before calling ``prune()``."""
+        stale = self.stale()
+        for root in self.roots:
+            mkdir(root / TOP, exist_ok=True)
+            mkdir(root / TOP / self.instance, exist_ok=True)
+        return stale
 
-        Nested ones come with their parents linked, so destroying all of them (in
-        any order, ``reap.destroy``) removes each tree depth-first. The caller
-        then calls ``prune()``.
+    def stale(self) -> list[AgentCgroup]:
+        """The agent cgroups that kernels no longer running left under ``agentos/``; makes nothing.
+
+        Only instance directories (``<pid>-<start time>``) whose kernel process is gone
+        count: a live kernel's subtree, this driver's own and any other name are never
+        touched. Nested ones come with their parents linked, so destroying all of them
+        (in any order, ``reap.destroy``) removes each tree depth-first; ``prune()`` then
+        removes the emptied instance directories. ``reap.remove_stale`` does both.
         """
         names: set[str] = set()
         for root in self.roots:
@@ -212,11 +223,7 @@ class CgroupDriver(ABC):
                 if entry.is_dir() and entry.name != self.instance and instance_is_dead(entry.name):
                     names.add(entry.name)
         self._stale_instances = sorted(names)
-        stale = [cgroup for name in self._stale_instances for cgroup in self._stale_tree(name)]
-        for root in self.roots:
-            mkdir(root / TOP, exist_ok=True)
-            mkdir(root / TOP / self.instance, exist_ok=True)
-        return stale
+        return [cgroup for name in self._stale_instances for cgroup in self._stale_tree(name)]
 
     def _stale_tree(self, instance: str) -> list[AgentCgroup]:
         """Every agent cgroup under a dead instance, parents before their children."""
@@ -241,7 +248,7 @@ class CgroupDriver(ABC):
         return found
 
     def prune(self) -> None:
-        """Remove the (now empty) subtrees of dead kernels found by ``start()``."""
+        """Remove the (now empty) subtrees of dead kernels found by ``stale()``."""
         for name in self._stale_instances:
             self._rmdirs(root / TOP / name for root in self.roots)
         self._stale_instances = []

@@ -1,10 +1,12 @@
-"""Kill and remove a cgroup from inside the event loop, without ever blocking it."""
+"""Kill and remove cgroups from inside the event loop, without ever blocking it: one agent's
+when it ends, and every cgroup that kernels which died (``kill -9``) left behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-from .base import AgentCgroup, log
+from .base import AgentCgroup, CgroupDriver, log
 
 #: Retry delays grow to this; together the attempts span a few seconds.
 _MAX_DELAY = 0.2
@@ -33,3 +35,26 @@ async def destroy(cgroup: AgentCgroup, on_empty: Callable[[], None] | None = Non
         delay = min(delay * 2, _MAX_DELAY)
     log.error("cgroup of agent %s still busy after kill: %s", cgroup.agent_id, cgroup.procs())
     return False
+
+
+@dataclass
+class Cleanup:
+    """What ``remove_stale`` did: agent cgroups of dead kernels removed, and those it could not."""
+
+    removed: list[str] = field(default_factory=list)
+    #: ``<agent id>: <why>`` for each one left (still busy, or not ours to remove).
+    failed: list[str] = field(default_factory=list)
+
+
+async def remove_stale(driver: CgroupDriver, stale: Sequence[AgentCgroup]) -> Cleanup:
+    """Kill what runs in ``stale`` (``driver.stale()``'s answer), remove those cgroups and then
+    the dead kernels' emptied instance directories. One failure never stops the others."""
+    results = await asyncio.gather(*(destroy(cgroup) for cgroup in stale), return_exceptions=True)
+    report = Cleanup()
+    for cgroup, result in zip(stale, results):
+        if result is True:
+            report.removed.append(cgroup.agent_id)
+        else:
+            report.failed.append(f"{cgroup.agent_id}: {result if isinstance(result, BaseException) else 'busy'}")
+    driver.prune()
+    return report

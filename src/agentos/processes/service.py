@@ -29,6 +29,7 @@ from ..cgroups import (
     destroy,
     detect,
     open_driver,
+    remove_stale,
 )
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout, Unavailable
 from ..kernel.identity import Identity
@@ -115,8 +116,9 @@ class ProcessService:
         self.driver = driver
         if stale:
             log.info("removing %d agent cgroup(s) left by a kernel that died", len(stale))
-            await asyncio.gather(*(destroy(cgroup) for cgroup in stale))
-        driver.prune()
+        cleanup = await remove_stale(driver, stale)
+        for failure in cleanup.failed:
+            log.warning("cgroup of a dead kernel's agent not removed: %s", failure)
         log.info("cgroups: %s driver on a %s host, enforcing %s", driver.name, self.layout.kind,
                  ", ".join(sorted(driver.enforceable)) or "nothing")
 

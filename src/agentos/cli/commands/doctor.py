@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        "the kernel, LLM keys")
     p.add_argument("--json", action="store_true", help="one JSON object: {ok, uid, checks: [{check, level, "
                    "detail, ...}]}, for scripts")
+    p.add_argument("--fix", action="store_true", help="also remove the cgroups kernels that died (kill -9) "
+                   "left behind, killing what still runs in them")
     add_socket_option(p)
     p.set_defaults(func=run)
 
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     _python(report)
     hello = _kernel(report, args)
     _cgroups(report, hello)
+    _leftovers(report, args.fix)
     _sandbox(report)
     _root(report, hello)
     _llm_keys(report, hello)
@@ -70,6 +73,33 @@ def _python(report: _Report) -> None:
                     "(slower); reinstall agentos to build them")
     else:
         report.line("ok", "compiled modules", ", ".join(sorted(EXTENSIONS_LOADED)) or "none needed yet")
+
+
+def _leftovers(report: _Report, fix: bool) -> None:
+    """Cgroups of kernels that died (their agents' processes may still run in them): named, or
+    with ``--fix`` removed. A live kernel's are never counted."""
+    from ...cgroups import clean_dead_kernels, open_driver
+
+    try:
+        driver = open_driver()
+        stale = sorted(cgroup.agent_id for cgroup in driver.stale())
+        if stale and fix:
+            cleanup = clean_dead_kernels(driver)
+            if cleanup.failed:
+                report.line("warn", "dead kernels' cgroups", f"removed {len(cleanup.removed)}, could not remove "
+                            f"{'; '.join(cleanup.failed)}", removed=cleanup.removed, failed=cleanup.failed)
+            else:
+                report.line("ok", "dead kernels' cgroups", f"removed {len(cleanup.removed)} "
+                            f"({', '.join(cleanup.removed)})", removed=cleanup.removed)
+            return
+    except OSError as exc:
+        report.line("warn", "dead kernels' cgroups", f"cannot look for them: {exc}")
+        return
+    if stale:
+        report.line("warn", "dead kernels' cgroups", f"{len(stale)} agent cgroup(s) of a kernel that died remain "
+                    f"({', '.join(stale)}); `agentos doctor --fix` or `agentos down` removes them", stale=stale)
+    else:
+        report.line("ok", "dead kernels' cgroups", "none left behind")
 
 
 #: The limits a manifest asks for by default; a kernel that cannot enforce them runs agents degraded.

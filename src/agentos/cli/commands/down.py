@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from ...cgroups import clean_dead_kernels
 from ...client import Client
 from ...errors import KernelNotRunning, NotFound
 from ..launch import add_socket_option, duration_option, marker_path, socket_path, stop_kernel_pid
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except KernelNotRunning:
         print(f"no kernel is running on {socket}: nothing to stop")
         marker_path(socket).unlink(missing_ok=True)
+        _clean_dead_kernels()
         return 0
     with client:
         if manifest is not None:
@@ -50,4 +53,19 @@ def run(args: argparse.Namespace) -> int:
         stop_kernel_pid(kernel_pid)
         print(f"stopped the kernel (pid {kernel_pid})")
     marker.unlink(missing_ok=True)
+    _clean_dead_kernels()
     return 0
+
+
+def _clean_dead_kernels() -> None:
+    """A kernel killed with -9 left its agents' cgroups (and what ran in them): remove them now,
+    not at the next kernel's start. Live kernels' cgroups are never touched."""
+    try:
+        cleanup = clean_dead_kernels()
+    except OSError as exc:
+        print(f"agentos down: cannot look for cgroups of kernels that died: {exc}", file=sys.stderr)
+        return
+    if cleanup.removed:
+        print(f"removed {len(cleanup.removed)} cgroup(s) a kernel that died left behind")
+    for failure in cleanup.failed:
+        print(f"agentos down: cannot remove a dead kernel's cgroup: {failure}", file=sys.stderr)
