@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-
 from .config import LLMConfig
+from .http import HttpSession
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import gemini_declarations
@@ -27,11 +26,11 @@ BLOCKING_FINISH_REASONS = frozenset({
 
 
 class GeminiProvider(Provider):
-    """Google's Gemini API over the kernel's pooled aiohttp session."""
+    """Google's Gemini API over the kernel's pooled HTTP session."""
 
     name = "gemini"
 
-    def __init__(self, config: LLMConfig, session: aiohttp.ClientSession,
+    def __init__(self, config: LLMConfig, session: HttpSession,
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(config, session)
         self.prefix_cache = prefix_cache

@@ -6,12 +6,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from .config import LLMConfig
 from .deadline import Deadline
 from .errors import ErrorKind, LLMError
-from .http import HttpClient
+from .http import HttpClient, HttpSession
 from .retry import UNGATED, Gate, RetryPolicy, with_retries
 from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo,
                     ModelRequest)
@@ -29,7 +27,7 @@ class Provider(ABC):
 
     name: str
 
-    def __init__(self, config: LLMConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: LLMConfig, session: HttpSession) -> None:
         self.config = config
         self.http = HttpClient(session, config, self.name)
 
@@ -133,7 +131,7 @@ class Provider(ABC):
         """One attempt at listing the models, every page."""
 
 
-def make_provider(config: LLMConfig, session: aiohttp.ClientSession,
+def make_provider(config: LLMConfig, session: HttpSession,
                   prefix_cache: PrefixCache | None = None) -> Provider:
     """The provider ``config.provider`` names; only Gemini uses a prefix cache."""
     if config.provider == "openai":

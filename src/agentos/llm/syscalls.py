@@ -16,8 +16,6 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..protocol import Op
 from ..protocol.payload import encode_payload
@@ -29,7 +27,7 @@ from .contexts import ContextStore
 from .deadline import Deadline
 from .errors import ErrorKind, LLMError
 from .fallback import ModelChain
-from .http import HttpClient, new_session
+from .http import HttpClient, HttpSession, new_session
 from .prefix_cache import GeminiCacheStore, PrefixCache
 from .probe import EndpointCheck
 from .provider import Provider, make_provider
@@ -62,7 +60,7 @@ class LLMService:
         self.budgets = Budgets(self.config.prices)
         self.contexts = ContextStore(kernel.config.state_dir / "llm" / "contexts", self.config.context)
         self.callers = Callers(self.config)
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpSession | None = None
         self._provider: Provider | None = None
         self._prefix_cache: PrefixCache | None = None
         self.endpoint = EndpointCheck(self.config)
@@ -109,7 +107,7 @@ class LLMService:
             await self._session.close()
             self._session = None
 
-    def _make_prefix_cache(self, session: aiohttp.ClientSession) -> PrefixCache | None:
+    def _make_prefix_cache(self, session: HttpSession) -> PrefixCache | None:
         cfg = self.config
         if not cfg.cache.enabled:
             return None
