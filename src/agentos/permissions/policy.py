@@ -20,12 +20,23 @@ REQUIRED: dict[Op, Capability] = {
     Op.EMBED: Capability.THINK,
     Op.MODELS: Capability.THINK,
     Op.SPAWN: Capability.SPAWN,
+    # Starts a process again: the target must also be the caller's descendant (processes checks).
+    Op.START: Capability.SPAWN,
     # A process in a running agent, confined as it is: what SPAWN of that agent could start.
     # The target must also be the caller or its descendant: the process service checks that.
     Op.EXEC: Capability.SPAWN,
     Op.EXEC_INPUT: Capability.SPAWN,
     Op.EXEC_SIGNAL: Capability.SPAWN,
     Op.EXEC_RESIZE: Capability.SPAWN,
+    # A forwarded port reaches what an exec running a client inside the agent already reaches;
+    # the target rule is EXEC's (the process service checks it).
+    Op.EXPOSE: Capability.SPAWN,
+    Op.UNEXPOSE: Capability.SPAWN,
+    # Files of a running agent, read and written by a worker confined as it is: what an exec
+    # into it could do. The same target rule as EXEC (the process service checks it).
+    **{op: Capability.SPAWN for op in (Op.FILE_READ, Op.FILE_WRITE, Op.FILE_LIST, Op.FILE_STAT,
+                                       Op.FILE_MKDIR, Op.FILE_REMOVE, Op.FILE_RENAME, Op.FILE_UPLOAD,
+                                       Op.FILE_DOWNLOAD, Op.FILE_WATCH, Op.FILE_DATA)},
     # KILL also needs the target to be a descendant: the process service checks that.
     Op.KILL: Capability.KILL,
     # Freezing an agent stops it as surely as killing it: the same capability, the same target rule.

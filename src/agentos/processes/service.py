@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -38,14 +39,23 @@ from ..kernel.syscalls import Call, Handler
 from ..permissions.capabilities import Capability
 from ..permissions.principal import caller_id
 from ..protocol import Op
-from ..protocol.requests import KillRequest, ListRequest, LogsRequest, SpawnRequestWire, WaitRequest
+from ..protocol.requests import (
+    KillRequest,
+    ListRequest,
+    LogsRequest,
+    SpawnRequestWire,
+    StartRequest,
+    WaitRequest,
+)
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
+from .files import Files, FileSettings
 from .launcher import start_process
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
+from .ports import Ports
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
@@ -84,14 +94,21 @@ class ProcessService:
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
         self.execs = Execs(self)
+        try:
+            files = FileSettings.from_section(kernel.config.section("processes").get("files"))
+        except ValueError as exc:
+            raise ValueError(f"kernel configuration: {exc}") from None
+        self.files = Files(self, files)
+        self.ports = Ports(self)
         self.lifecycle = Lifecycle(self)
 
     # -- service lifecycle ---------------------------------------------------------
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
-                Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready,
-                Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume, **self.execs.syscalls()}
+                Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready, Op.START: self.start_again,
+                Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume, **self.execs.syscalls(),
+                **self.ports.syscalls(), **self.files.syscalls()}
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,7 +148,9 @@ class ProcessService:
         await asyncio.gather(*(asyncio.shield(agent.ended) for agent in running))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self.ports.close()
         self.execs.close()
+        self.files.close()
         self.launcher.close()
         self.workspaces.close()
         self.driver.stop()
@@ -140,6 +159,9 @@ class ProcessService:
         no_disk = self.workspaces.no_disk
         return {"cgroups": self.driver.describe(), "layout": self.layout.to_dict(),
                 "sandbox": self.launcher.support.as_dict(),
+                # The interpreter agents' scripts run in, bound into every sandbox's view:
+                # what a client execs to run Python inside an agent (run_code).
+                "python": sys.executable,
                 "workspace": {"disk_quota": no_disk is None, **({"reason": no_disk} if no_disk else {})}}
 
     # -- syscalls --------------------------------------------------------------------
@@ -294,6 +316,25 @@ class ProcessService:
             if request.wait is not False:
                 await asyncio.shield(agent.ended)
         return {**agent.info(), "killed": was_running}
+
+    async def start_again(self, call: Call) -> dict[str, Any]:
+        """START: spawn an ended agent again from its remembered SPAWN request, as the caller.
+
+        The table keeps each ended agent's request (up to ``keep_ended`` of them, for the life of
+        the kernel). It is replayed under the caller's identity, so every field is checked against
+        what the caller holds now, as a SPAWN of its own would be; and only the agent's ancestors
+        (or an admin) may replay it, as only they may KILL it. A running agent is left alone.
+        """
+        agent = self._find_visible(call.identity, cast(StartRequest, call.request).fields())
+        permissions = self._permissions()
+        if permissions is not None and not permissions.is_admin(call.identity) \
+                and not permissions.is_descendant(agent.id, caller_id(call.identity)):
+            raise PermissionDenied(f"{permissions.describe_caller(call.identity)} may start only agents "
+                                   f"it spawned (or their descendants), not {agent.id}", target=agent.id)
+        current = self.table.find({"name": agent.name})
+        if current.running:
+            return {**current.info(), "started": False}
+        return {**await self.spawn_as(call.identity, agent.request), "started": True}
 
     async def list(self, call: Call) -> dict[str, Any]:
         """The agents the caller may observe (running and recently ended), optionally filtered."""

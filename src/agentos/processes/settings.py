@@ -9,7 +9,8 @@ from ..sandbox.spec import DEFAULT_AGENT_UID
 from ..units import parse_bytes, parse_duration
 from .launcher import PASSED_ENV
 
-_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid")
+_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid",
+         "exposures_per_agent", "connections_per_exposure", "files")
 _MAX_UID = 0xFFFFFFFE
 
 
@@ -32,6 +33,10 @@ class ProcessSettings:
     #: The host uid and gid sandboxed agents of a root kernel run as (never 0); a kernel
     #: that is not root runs them as its own uid. See docs/sandbox.md.
     agent_uid: int = DEFAULT_AGENT_UID
+    #: EXPOSEs open at once on one agent (each holds a helper process and a socket file).
+    exposures_per_agent: int = 16
+    #: Forwarded connections open at once through one exposure; more are closed at accept.
+    connections_per_exposure: int = 64
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ProcessSettings:
@@ -52,11 +57,17 @@ class ProcessSettings:
         if isinstance(agent_uid, bool) or not isinstance(agent_uid, int) or not 0 < agent_uid <= _MAX_UID:
             raise ValueError(f"processes.agent_uid must be a uid in 1..{_MAX_UID} (agents never run as root), "
                              f"got {agent_uid!r}")
+        counts = {}
+        for name in ("exposures_per_agent", "connections_per_exposure"):
+            value = section.get(name, getattr(defaults, name))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"processes.{name} must be a positive integer, got {value!r}")
+            counts[name] = value
         return cls(
             log_max_bytes=parse_bytes(section.get("log_max_bytes", defaults.log_max_bytes),
                                       "processes.log_max_bytes"),
             kill_grace=parse_duration(section.get("kill_grace", defaults.kill_grace), "processes.kill_grace"),
             stop_grace=parse_duration(section.get("stop_grace", defaults.stop_grace), "processes.stop_grace"),
             keep_ended=keep, cgroups=cgroups,
-            pass_env=tuple(dict.fromkeys((*PASSED_ENV, *extra))), agent_uid=agent_uid,
+            pass_env=tuple(dict.fromkeys((*PASSED_ENV, *extra))), agent_uid=agent_uid, **counts,
         )

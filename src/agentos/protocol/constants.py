@@ -23,7 +23,7 @@ DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
 class Op(enum.IntEnum):
     """Syscall opcodes. Ranges: 0x00 core/LLM, 0x10 processes, 0x20 messaging,
-    0x30 state, 0x40 permissions, 0x50 egress, 0x60 events, 0x70 audit."""
+    0x30 state, 0x40 permissions, 0x50 egress, 0x60 events, 0x70 audit, 0x80 files."""
 
     NOOP = 0x00
     THINK = 0x01
@@ -46,6 +46,9 @@ class Op(enum.IntEnum):
     EXEC_RESIZE = 0x19
     PAUSE = 0x1A
     RESUME = 0x1B
+    EXPOSE = 0x1D
+    UNEXPOSE = 0x1E
+    START = 0x1C
 
     SEND = 0x20
     RECV = 0x21
@@ -71,6 +74,18 @@ class Op(enum.IntEnum):
 
     AUDIT = 0x70
 
+    FILE_READ = 0x80
+    FILE_WRITE = 0x81
+    FILE_LIST = 0x82
+    FILE_STAT = 0x83
+    FILE_MKDIR = 0x84
+    FILE_REMOVE = 0x85
+    FILE_RENAME = 0x86
+    FILE_UPLOAD = 0x87
+    FILE_DOWNLOAD = 0x88
+    FILE_WATCH = 0x89
+    FILE_DATA = 0x8A
+
 
 class Flag(enum.IntFlag):
     """Frame flags. A request carries none; every reply carries REPLY."""
@@ -88,8 +103,4 @@ KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
 
 def op_name(op: int) -> str:
     """The syscall's name (``SPAWN``), or its hex for an opcode that has none (``0xf1``)."""
-    # A dict lookup: every syscall's audit record names its op (Op(op) costs an enum call).
-    return _OP_NAMES.get(op) or f"0x{op:02x}"
-
-
-_OP_NAMES: dict[int, str] = {int(member): str(member.name) for member in Op}
+    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"

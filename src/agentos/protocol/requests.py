@@ -179,6 +179,12 @@ class ResumeRequest(_AgentRef, kw_only=True):
     op = Op.RESUME
 
 
+class StartRequest(_AgentRef, kw_only=True):
+    """START: spawn an ended agent again from the SPAWN request the kernel remembers of it."""
+
+    op = Op.START
+
+
 class ListRequest(Request):
     op = Op.LIST
     status: _STATUS | list[_STATUS] | None | UnsetType = UNSET
@@ -267,6 +273,126 @@ class ExecResizeRequest(Request):
     exec: ExecId
     rows: _TerminalSide
     cols: _TerminalSide
+
+
+#: An EXPOSE handle, as the kernel made it.
+ExposureId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+
+
+class ExposeRequest(_AgentRef, kw_only=True):
+    """EXPOSE: forward a host address to ``port`` on the loopback of the agent ``id``/``name``,
+    for as long as the stream is open; or ``list`` the exposures the caller may see."""
+
+    op = Op.EXPOSE
+    port: Annotated[int, Meta(ge=1, le=65535)] | UnsetType = UNSET
+    #: Also a 127.0.0.1 port (opt-in: see docs/processes.md for who may connect to it).
+    tcp: bool | UnsetType = UNSET
+    listing: bool | UnsetType = msgspec.field(default=UNSET, name="list")
+
+
+class UnexposeRequest(Request):
+    """UNEXPOSE: end an exposure (its EXPOSE stream ends with its counts)."""
+
+    op = Op.UNEXPOSE
+    exposure: ExposureId
+
+
+# -- files ----------------------------------------------------------------------------
+
+_FileMode: TypeAlias = Annotated[int, Meta(ge=0, le=0o777)]
+_Offset: TypeAlias = Annotated[int, Meta(ge=0, le=(1 << 62))]
+#: A streamed write's or upload's handle, as the kernel made it.
+_FileHandle: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+
+
+class _FileRequest(_AgentRef, kw_only=True):
+    """A path of the agent's view (relative: to the agent's working directory)."""
+
+    path: Path
+
+
+class FileReadRequest(_FileRequest, kw_only=True):
+    """FILE_READ: a file's bytes, streamed; ``length`` from ``offset`` (default: to its end)."""
+
+    op = Op.FILE_READ
+    offset: _Offset | None | UnsetType = UNSET
+    length: _Offset | None | UnsetType = UNSET
+
+
+class FileWriteRequest(_FileRequest, kw_only=True):
+    """FILE_WRITE: ``data`` into a file (created, truncated unless ``append`` or ``offset``);
+    ``more`` keeps it open for FILE_DATA."""
+
+    op = Op.FILE_WRITE
+    data: Text | None | UnsetType = UNSET
+    data_base64: _Base64 | None | UnsetType = UNSET
+    append: bool | UnsetType = UNSET
+    offset: _Offset | None | UnsetType = UNSET
+    create: bool | UnsetType = UNSET
+    exclusive: bool | UnsetType = UNSET
+    mode: _FileMode | None | UnsetType = UNSET
+    more: bool | UnsetType = UNSET
+
+
+class FileListRequest(_AgentRef, kw_only=True):
+    """FILE_LIST: a directory's entries, ``depth`` levels down (1: its own)."""
+
+    op = Op.FILE_LIST
+    path: Path | None | UnsetType = UNSET
+    depth: Annotated[int, Meta(ge=1, le=64)] | None | UnsetType = UNSET
+
+
+class FileStatRequest(_FileRequest, kw_only=True):
+    op = Op.FILE_STAT
+    follow: bool | UnsetType = UNSET
+
+
+class FileMkdirRequest(_FileRequest, kw_only=True):
+    op = Op.FILE_MKDIR
+    parents: bool | UnsetType = UNSET
+    mode: _FileMode | None | UnsetType = UNSET
+
+
+class FileRemoveRequest(_FileRequest, kw_only=True):
+    op = Op.FILE_REMOVE
+    recursive: bool | UnsetType = UNSET
+
+
+class FileRenameRequest(_FileRequest, kw_only=True):
+    op = Op.FILE_RENAME
+    to: Path
+    overwrite: bool | UnsetType = UNSET
+
+
+class FileUploadRequest(_FileRequest, kw_only=True):
+    """FILE_UPLOAD: a tar archive unpacked into the directory ``path``; ``more``: FILE_DATA follows."""
+
+    op = Op.FILE_UPLOAD
+    data_base64: _Base64 | None | UnsetType = UNSET
+    more: bool | UnsetType = UNSET
+
+
+class FileDownloadRequest(_FileRequest, kw_only=True):
+    """FILE_DOWNLOAD: the directory ``path`` as one tar archive, streamed."""
+
+    op = Op.FILE_DOWNLOAD
+
+
+class FileWatchRequest(_FileRequest, kw_only=True):
+    """FILE_WATCH: changes under the directory ``path``, streamed as events."""
+
+    op = Op.FILE_WATCH
+    recursive: bool | UnsetType = UNSET
+
+
+class FileDataRequest(Request):
+    """FILE_DATA: the next chunk of a streamed FILE_WRITE or FILE_UPLOAD (the last without ``more``)."""
+
+    op = Op.FILE_DATA
+    handle: _FileHandle
+    data: Text | None | UnsetType = UNSET
+    data_base64: _Base64 | None | UnsetType = UNSET
+    more: bool | UnsetType = UNSET
 
 
 # -- core and permissions --------------------------------------------------------------
@@ -471,13 +597,17 @@ class AuditRequest(Request):
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
     ExecRequest, ExecInputRequest, ExecSignalRequest, ExecResizeRequest,
-    PauseRequest, ResumeRequest,
+    ExposeRequest, UnexposeRequest,
+    PauseRequest, ResumeRequest, StartRequest,
     HelloRequest, GetPermsRequest, SetPermsRequest, ContextRequest, UsageRequest,
     EmbedRequest, ModelsRequest,
     SendRequest, RecvRequest, BroadcastRequest, RegisterRequest, AckRequest, DeadLettersRequest,
     SubscribeRequest, UnsubscribeRequest, PublishRequest,
     StoreRequest, FetchRequest, DeleteRequest, KeysRequest, CasRequest,
     HttpRequest, AuditRequest,
+    FileReadRequest, FileWriteRequest, FileListRequest, FileStatRequest, FileMkdirRequest,
+    FileRemoveRequest, FileRenameRequest, FileUploadRequest, FileDownloadRequest, FileWatchRequest,
+    FileDataRequest,
 )}
 
 _DECODERS: dict[int, msgspec.json.Decoder[Any]] = {int(op): msgspec.json.Decoder(cls)
