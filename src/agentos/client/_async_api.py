@@ -10,14 +10,17 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from ..errors import ConnectionClosed, NotFound, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
 from ..protocol.payload import decode_json, encode_payload
 from . import exec as _exec
 from . import messaging as _messaging
 from . import processes as _processes
+from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
 from ._common import check_echo
@@ -214,6 +217,25 @@ class AsyncClientMethods(abc.ABC):
         return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
                                    stderr=bytes(output["stderr"]))
 
+    # -- sandboxes ---------------------------------------------------------------------
+
+    def sandbox(self, template: str | None = None, *, name: str | None = None,
+                limits: Mapping[str, Any] | None = None, network: bool = False,
+                timeout: float | str | None = "10m", idle_timeout: float | str | None = None,
+                env: Mapping[str, str] | None = None, writable_paths: Sequence[str] = (),
+                readonly_paths: Sequence[str] = (),
+                workspace: int | str | Mapping[str, Any] | None = None,
+                allow_degraded: bool = False) -> AsyncSandbox:
+        """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
+        and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
+        and ``kill()``). A unique name unless ``name``; ``template`` must be None (none exist yet).
+        Options as ``spawn``'s."""
+        request = _sandbox.sandbox_request(
+            template, name=name, limits=limits, network=network, timeout=timeout,
+            idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
+            readonly_paths=readonly_paths, workspace=workspace, allow_degraded=allow_degraded)
+        return AsyncSandbox(self, request)
+
     # -- think -----------------------------------------------------------------------
 
     async def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
@@ -390,3 +412,162 @@ class AsyncClientMethods(abc.ABC):
         if follow:
             await records.__anext__()  # the confirmation: nothing logged from now on is missed
         return records
+
+
+class AsyncSandbox:
+    """A sandbox (``client.sandbox()``): an agent that idles until driven. ``exec`` runs commands
+    in it; ``run_code`` runs Python cells in one long-lived interpreter inside it, whose names
+    outlive each cell. Both are confined as the sandbox is. Leaving ``with`` kills it all."""
+
+    def __init__(self, client: AsyncClientMethods, request: dict[str, Any]) -> None:
+        self._client = client
+        self._request = request
+        #: The agent, as SPAWN answered (``{}`` until started).
+        self.info: dict[str, Any] = {}
+        self._interpreter: _sandbox.AsyncReader | None = None
+        self._cells = 0
+        #: An interpreter of this sandbox has ended: the next one starts with nothing defined.
+        self._lost = False
+
+    async def start(self) -> Self:
+        """Spawn the sandbox (``with`` does); it is running once this returns."""
+        if not self.info:
+            self.info = await self._client._call(Op.SPAWN, self._request)
+        return self
+
+    @property
+    def id(self) -> str:
+        """The sandbox's agent id."""
+        return self.info["id"]
+
+    @property
+    def name(self) -> str:
+        """The sandbox's agent name (``sandbox-<hex>`` unless given)."""
+        return self.info["name"]
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """What confines it, as SPAWN reports for any agent (namespaces, seccomp, cgroup...)."""
+        return self.info["isolation"]
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
+
+    async def exec(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+                   env: Mapping[str, str] | None = None, cwd: str | None = None,
+                   timeout: float | str | None = None) -> _exec.ExecResult:
+        """Run ``command`` (argv list, or a string for ``/bin/sh -c``) in the sandbox and wait:
+        stdout, stderr, exit code or signal (the client's ``exec``)."""
+        return await self._client.exec(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
+                                       timeout=timeout)
+
+    def exec_stream(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+                    env: Mapping[str, str] | None = None, cwd: str | None = None,
+                    timeout: float | str | None = None,
+                    pty: tuple[int, int] | None = None) -> _exec.AsyncExecStream:
+        """``exec`` as ``(stream, bytes)`` pairs as the command writes them (``exec_stream``)."""
+        return self._client.exec_stream(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
+                                        timeout=timeout, pty=pty)
+
+    async def exec_start(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+                         stdin_open: bool = False, env: Mapping[str, str] | None = None,
+                         cwd: str | None = None, timeout: float | str | None = None,
+                         pty: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Start ``command`` in the background: its handle for the client's ``exec_attach``,
+        ``exec_input``, ``exec_signal`` and ``exec_wait``."""
+        return await self._client.exec_start(None, command, id=self.id, stdin=stdin,
+                                             stdin_open=stdin_open, env=env, cwd=cwd,
+                                             timeout=timeout, pty=pty)
+
+    async def pause(self) -> dict[str, Any]:
+        """Freeze the sandbox, its execs and its interpreter (no CPU) until ``resume``."""
+        return await self._client.pause(id=self.id)
+
+    async def resume(self) -> dict[str, Any]:
+        """Thaw what ``pause`` froze."""
+        return await self._client.resume(id=self.id)
+
+    async def kill(self) -> dict[str, Any]:
+        """End the sandbox now, with everything running in it; its final state."""
+        await self._close_interpreter()
+        return await self._client.kill(id=self.id, grace=0)
+
+    async def run_code(self, code: str, *, timeout: float | None = None,
+                       stdin: bytes | str | None = None, max_output: int = _sandbox.MAX_OUTPUT,
+                       on_stdout: _sandbox.OutputCallback | None = None,
+                       on_stderr: _sandbox.OutputCallback | None = None) -> _sandbox.Execution:
+        """Run a Python cell in the sandbox's interpreter (started on first use), which keeps its
+        names between cells. Returns its stdout, stderr, ``result`` (the last expression's MIME
+        bundle), ``displays``, ``error`` (name, value, traceback). ``on_stdout``/``on_stderr``
+        get text as it is written (they may call ``interrupt``). Past ``timeout`` seconds the
+        interpreter is killed (``timed_out``) and the next cell starts a new one (``state_lost``).
+        ``stdin`` is the cell's standard input; output past ``max_output`` bytes per stream is
+        counted in ``dropped``, not kept."""
+        limit = _sandbox.cell_timeout(timeout)
+        if self._interpreter is None:
+            await self._start_interpreter()
+        interpreter = self._interpreter
+        assert interpreter is not None and interpreter.id is not None
+        self._cells += 1
+        interpreter.cells += 1
+        cell = _sandbox.Cell(self._cells, code, stdin=stdin, max_output=max_output,
+                             on_stdout=on_stdout, on_stderr=on_stderr,
+                             state_lost=self._lost and interpreter.cells == 1)
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            await self._client.exec_input(interpreter.id, cell.frame)
+            while True:
+                item = await interpreter.next(deadline)
+                if item is None:
+                    break
+                for message in interpreter.take(item):
+                    if cell.take(message):
+                        return cell.execution
+        except TimeoutError:
+            assert limit is not None
+            await self._close_interpreter()
+            return cell.timed_out(limit)
+        except _sandbox.BrokenInterpreter as exc:
+            await self._close_interpreter()
+            return cell.ended(f"the interpreter broke its protocol: {exc}")
+        except SyscallError:
+            await self._close_interpreter()
+            raise
+        await self._close_interpreter()
+        return cell.ended(interpreter.how_it_ended(), interpreter.stderr.decode(errors="replace"))
+
+    async def interrupt(self) -> bool:
+        """SIGINT to the running cell: ``KeyboardInterrupt`` in it, the interpreter's names kept.
+        False if no interpreter runs."""
+        interpreter = self._interpreter
+        if interpreter is None or interpreter.id is None:
+            return False
+        reply = await self._client.exec_signal(interpreter.id, "INT", group=False)
+        return bool(reply["delivered"])
+
+    async def _start_interpreter(self) -> None:
+        python = (await self._client.hello())["capabilities"]["processes"]["python"]
+        items = self._client._stream(Op.EXEC, _sandbox.interpreter_request(self.id, python), raw=True)
+        interpreter = _sandbox.AsyncReader(items, self._client)
+        self._interpreter = interpreter
+        first = await interpreter.next(None)  # the exec's handle, sent as it starts
+        interpreter.take(first)
+        if interpreter.id is None:
+            self._interpreter = None
+            raise ConnectionClosed("the interpreter's exec ended before it started")
+
+    async def _close_interpreter(self) -> None:
+        """Kill the interpreter (if any) and forget it: its state is lost."""
+        interpreter, self._interpreter = self._interpreter, None
+        if interpreter is None:
+            return
+        self._lost = True
+        await interpreter.close()
+        if interpreter.result is None and interpreter.id is not None:
+            try:
+                await self._client.exec_signal(interpreter.id, "KILL")
+            except NotFound:
+                pass  # it ended (with its sandbox) in the meantime

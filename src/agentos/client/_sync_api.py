@@ -12,14 +12,17 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import time
 from collections.abc import Iterator, Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from ..errors import ConnectionClosed, NotFound, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
 from ..protocol.payload import decode_json, encode_payload
 from . import exec as _exec
 from . import messaging as _messaging
 from . import processes as _processes
+from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
 from ._common import check_echo
@@ -216,6 +219,25 @@ class ClientMethods(abc.ABC):
         return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
                                    stderr=bytes(output["stderr"]))
 
+    # -- sandboxes ---------------------------------------------------------------------
+
+    def sandbox(self, template: str | None = None, *, name: str | None = None,
+                limits: Mapping[str, Any] | None = None, network: bool = False,
+                timeout: float | str | None = "10m", idle_timeout: float | str | None = None,
+                env: Mapping[str, str] | None = None, writable_paths: Sequence[str] = (),
+                readonly_paths: Sequence[str] = (),
+                workspace: int | str | Mapping[str, Any] | None = None,
+                allow_degraded: bool = False) -> Sandbox:
+        """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
+        and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
+        and ``kill()``). A unique name unless ``name``; ``template`` must be None (none exist yet).
+        Options as ``spawn``'s."""
+        request = _sandbox.sandbox_request(
+            template, name=name, limits=limits, network=network, timeout=timeout,
+            idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
+            readonly_paths=readonly_paths, workspace=workspace, allow_degraded=allow_degraded)
+        return Sandbox(self, request)
+
     # -- think -----------------------------------------------------------------------
 
     def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
@@ -392,3 +414,162 @@ class ClientMethods(abc.ABC):
         if follow:
             records.__next__()  # the confirmation: nothing logged from now on is missed
         return records
+
+
+class Sandbox:
+    """A sandbox (``client.sandbox()``): an agent that idles until driven. ``exec`` runs commands
+    in it; ``run_code`` runs Python cells in one long-lived interpreter inside it, whose names
+    outlive each cell. Both are confined as the sandbox is. Leaving ``with`` kills it all."""
+
+    def __init__(self, client: ClientMethods, request: dict[str, Any]) -> None:
+        self._client = client
+        self._request = request
+        #: The agent, as SPAWN answered (``{}`` until started).
+        self.info: dict[str, Any] = {}
+        self._interpreter: _sandbox.Reader | None = None
+        self._cells = 0
+        #: An interpreter of this sandbox has ended: the next one starts with nothing defined.
+        self._lost = False
+
+    def start(self) -> Self:
+        """Spawn the sandbox (``with`` does); it is running once this returns."""
+        if not self.info:
+            self.info = self._client._call(Op.SPAWN, self._request)
+        return self
+
+    @property
+    def id(self) -> str:
+        """The sandbox's agent id."""
+        return self.info["id"]
+
+    @property
+    def name(self) -> str:
+        """The sandbox's agent name (``sandbox-<hex>`` unless given)."""
+        return self.info["name"]
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """What confines it, as SPAWN reports for any agent (namespaces, seccomp, cgroup...)."""
+        return self.info["isolation"]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def exec(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+             env: Mapping[str, str] | None = None, cwd: str | None = None,
+             timeout: float | str | None = None) -> _exec.ExecResult:
+        """Run ``command`` (argv list, or a string for ``/bin/sh -c``) in the sandbox and wait:
+        stdout, stderr, exit code or signal (the client's ``exec``)."""
+        return self._client.exec(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
+                                 timeout=timeout)
+
+    def exec_stream(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+                    env: Mapping[str, str] | None = None, cwd: str | None = None,
+                    timeout: float | str | None = None,
+                    pty: tuple[int, int] | None = None) -> _exec.ExecStream:
+        """``exec`` as ``(stream, bytes)`` pairs as the command writes them (``exec_stream``)."""
+        return self._client.exec_stream(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
+                                        timeout=timeout, pty=pty)
+
+    def exec_start(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
+                   stdin_open: bool = False, env: Mapping[str, str] | None = None,
+                   cwd: str | None = None, timeout: float | str | None = None,
+                   pty: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Start ``command`` in the background: its handle for the client's ``exec_attach``,
+        ``exec_input``, ``exec_signal`` and ``exec_wait``."""
+        return self._client.exec_start(None, command, id=self.id, stdin=stdin,
+                                       stdin_open=stdin_open, env=env, cwd=cwd,
+                                       timeout=timeout, pty=pty)
+
+    def pause(self) -> dict[str, Any]:
+        """Freeze the sandbox, its execs and its interpreter (no CPU) until ``resume``."""
+        return self._client.pause(id=self.id)
+
+    def resume(self) -> dict[str, Any]:
+        """Thaw what ``pause`` froze."""
+        return self._client.resume(id=self.id)
+
+    def kill(self) -> dict[str, Any]:
+        """End the sandbox now, with everything running in it; its final state."""
+        self._close_interpreter()
+        return self._client.kill(id=self.id, grace=0)
+
+    def run_code(self, code: str, *, timeout: float | None = None,
+                 stdin: bytes | str | None = None, max_output: int = _sandbox.MAX_OUTPUT,
+                 on_stdout: _sandbox.OutputCallback | None = None,
+                 on_stderr: _sandbox.OutputCallback | None = None) -> _sandbox.Execution:
+        """Run a Python cell in the sandbox's interpreter (started on first use), which keeps its
+        names between cells. Returns its stdout, stderr, ``result`` (the last expression's MIME
+        bundle), ``displays``, ``error`` (name, value, traceback). ``on_stdout``/``on_stderr``
+        get text as it is written (they may call ``interrupt``). Past ``timeout`` seconds the
+        interpreter is killed (``timed_out``) and the next cell starts a new one (``state_lost``).
+        ``stdin`` is the cell's standard input; output past ``max_output`` bytes per stream is
+        counted in ``dropped``, not kept."""
+        limit = _sandbox.cell_timeout(timeout)
+        if self._interpreter is None:
+            self._start_interpreter()
+        interpreter = self._interpreter
+        assert interpreter is not None and interpreter.id is not None
+        self._cells += 1
+        interpreter.cells += 1
+        cell = _sandbox.Cell(self._cells, code, stdin=stdin, max_output=max_output,
+                             on_stdout=on_stdout, on_stderr=on_stderr,
+                             state_lost=self._lost and interpreter.cells == 1)
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            self._client.exec_input(interpreter.id, cell.frame)
+            while True:
+                item = interpreter.next(deadline)
+                if item is None:
+                    break
+                for message in interpreter.take(item):
+                    if cell.take(message):
+                        return cell.execution
+        except TimeoutError:
+            assert limit is not None
+            self._close_interpreter()
+            return cell.timed_out(limit)
+        except _sandbox.BrokenInterpreter as exc:
+            self._close_interpreter()
+            return cell.ended(f"the interpreter broke its protocol: {exc}")
+        except SyscallError:
+            self._close_interpreter()
+            raise
+        self._close_interpreter()
+        return cell.ended(interpreter.how_it_ended(), interpreter.stderr.decode(errors="replace"))
+
+    def interrupt(self) -> bool:
+        """SIGINT to the running cell: ``KeyboardInterrupt`` in it, the interpreter's names kept.
+        False if no interpreter runs."""
+        interpreter = self._interpreter
+        if interpreter is None or interpreter.id is None:
+            return False
+        reply = self._client.exec_signal(interpreter.id, "INT", group=False)
+        return bool(reply["delivered"])
+
+    def _start_interpreter(self) -> None:
+        python = (self._client.hello())["capabilities"]["processes"]["python"]
+        items = self._client._stream(Op.EXEC, _sandbox.interpreter_request(self.id, python), raw=True)
+        interpreter = _sandbox.Reader(items, self._client)
+        self._interpreter = interpreter
+        first = interpreter.next(None)  # the exec's handle, sent as it starts
+        interpreter.take(first)
+        if interpreter.id is None:
+            self._interpreter = None
+            raise ConnectionClosed("the interpreter's exec ended before it started")
+
+    def _close_interpreter(self) -> None:
+        """Kill the interpreter (if any) and forget it: its state is lost."""
+        interpreter, self._interpreter = self._interpreter, None
+        if interpreter is None:
+            return
+        self._lost = True
+        interpreter.close()
+        if interpreter.result is None and interpreter.id is not None:
+            try:
+                self._client.exec_signal(interpreter.id, "KILL")
+            except NotFound:
+                pass  # it ended (with its sandbox) in the meantime

@@ -511,12 +511,15 @@ class Execs:
             raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} that you may exec into "
                            "(yourself and your descendants)",
                            **{k: v for k, v in ref.items() if k in ("id", "name")})
+        # Being driven from outside is activity: a sandbox in use is not idle.
+        self.service.lifecycle.touch(agent.id)
         return agent
 
     def _find(self, identity: Identity, exec_id: str) -> Exec:
         ex = self._execs.get(exec_id)
         if ex is None or not self._may_enter(identity)(ex.agent):
             raise NotFound(f"no exec {exec_id!r} that you may reach", exec=exec_id)
+        self.service.lifecycle.touch(ex.agent.id)
         return ex
 
     def _list(self, identity: Identity, request: ExecRequest) -> dict[str, Any]:
