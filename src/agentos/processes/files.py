@@ -326,6 +326,7 @@ class Files:
             call.open_stream()
             await call.stream(_json(payload))
             ended: asyncio.Future[None] = asyncio.ensure_future(asyncio.shield(agent.ended))
+            frame: asyncio.Future[tuple[bytes, bytes]] | None = None
             try:
                 while True:
                     frame = asyncio.ensure_future(worker.receive())
@@ -343,6 +344,9 @@ class Files:
                     raise _failure(_json(payload), agent) if kind == b"X" else WorkerGone(f"unexpected {kind!r}")
             finally:
                 ended.cancel()
+                if frame is not None:
+                    # A client gone mid-watch: its read dies with the worker, unawaited.
+                    frame.cancel()
 
     # -- doing it --------------------------------------------------------------------
 

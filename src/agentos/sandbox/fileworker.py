@@ -253,7 +253,8 @@ class Worker:
             flags |= os.O_APPEND
         elif request.get("offset") is None:
             flags |= os.O_TRUNC
-        fd = self.view.open(request["path"], flags, request.get("mode", 0o644))
+        # openat2 refuses a mode without O_CREAT.
+        fd = self.view.open(request["path"], flags, request.get("mode", 0o644) if flags & os.O_CREAT else 0)
         try:
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), request["path"])
