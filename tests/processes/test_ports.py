@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +222,20 @@ def _until(condition: Any, limit: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never held"
         time.sleep(0.02)
+
+
+def test_the_cli_holds_an_exposure_until_ctrl_c(shared_kernel: KernelProcess, kernel: Client,
+                                                 server: dict[str, Any]) -> None:
+    command = subprocess.Popen([sys.executable, "-m", "agentos", "expose", server["name"], "8000",
+                                "--socket", str(shared_kernel.socket_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert command.stdout is not None
+        path = command.stdout.readline().strip()
+        assert _http(path, "GET", "/hello") == b"hello from web"
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=60) == 130
+    finally:
+        command.kill()
+        command.wait()
+    _until(lambda: not Path(path).exists())

@@ -17,6 +17,7 @@ COMMANDS = [
     "logs",
     "kill",
     "exec",
+    "expose",
     "pause",
     "spawn",
     "think",

@@ -20,7 +20,9 @@ from ..errors import ConnectionClosed, NotFound, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, FrameDecoder, Op
 from ..protocol.payload import decode_json, encode_payload
 from . import exec as _exec
+from . import files as _files
 from . import messaging as _messaging
+from . import ports as _ports
 from . import processes as _processes
 from . import sandbox as _sandbox
 from . import state as _state
@@ -122,6 +124,12 @@ class ClientMethods(abc.ABC):
         """Thaw what ``pause`` of this agent froze (an agent another pause holds stays frozen)."""
         return self._call(Op.RESUME, _processes.target(agent, id=id))
 
+    def start(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
+        """Spawn an ended agent again from the SPAWN request the kernel remembers of it (its last
+        process's, or ``id``'s), as this caller; a running one is left alone. The answer is
+        SPAWN's, with ``started`` false when it was already running."""
+        return self._call(Op.START, _processes.target(agent, id=id))
+
     def list_agents(self, status: str | list[str] | None = None,
                     name: str | None = None) -> list[dict[str, Any]]:
         """Running and recently ended agents, with status, exit code and cgroup usage."""
@@ -219,6 +227,32 @@ class ClientMethods(abc.ABC):
         return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
                                    stderr=bytes(output["stderr"]))
 
+    # -- ports -----------------------------------------------------------------------
+
+    def expose(self, agent: str | None, port: int, *, id: str | None = None,
+               tcp: bool = False) -> _ports.Exposure:
+        """Make ``port`` on the agent's own loopback reachable from this host, by this caller
+        only: ``.path`` is a Unix socket in a directory only you may enter, ``.address`` that
+        or, with ``tcp``, a ``127.0.0.1`` port (connections from other uids are closed). It lasts
+        until ``close()``, the agent's end or this connection's; the agent's network is unchanged."""
+        items = self._stream(Op.EXPOSE, _ports.expose_request(agent, port, id=id, tcp=tcp))
+        info = items.__next__()
+        return _ports.Exposure(self, items, info)
+
+    def unexpose(self, exposure: str | _ports.Exposure) -> dict[str, Any]:
+        """End an exposure (by its id, from any connection that may reach its agent): its counts."""
+        exposure_id = exposure if isinstance(exposure, str) else exposure.id
+        return self._call(Op.UNEXPOSE, {"exposure": exposure_id})
+
+    def exposures(self, agent: str | None = None, *, id: str | None = None) -> list[dict[str, Any]]:
+        """Open exposures you may reach (of one agent, if named): address, connections, bytes."""
+        request: dict[str, Any] = {"list": True}
+        if id is not None:
+            request["id"] = id
+        elif agent is not None:
+            request["name"] = agent
+        return (self._call(Op.EXPOSE, request))["exposures"]
+
     # -- sandboxes ---------------------------------------------------------------------
 
     def sandbox(self, template: str | None = None, *, name: str | None = None,
@@ -237,6 +271,118 @@ class ClientMethods(abc.ABC):
             idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
             readonly_paths=readonly_paths, workspace=workspace, allow_degraded=allow_degraded)
         return Sandbox(self, request)
+
+    # -- files -----------------------------------------------------------------------
+    # Paths are the agent's (relative: to its working directory); done inside it, as it.
+
+    def read_file(self, agent: str | None, path: str, *, id: str | None = None, offset: int = 0,
+                  length: int | None = None, text: bool = False,
+                  encoding: str = "utf-8") -> bytes | str:
+        """A file of the agent's (``length`` bytes from ``offset``, default: to its end), as
+        bytes or, with ``text``, decoded. Larger than ``processes.files.max_bytes``: read in parts."""
+        data = bytearray()
+        for chunk in self.read_file_stream(agent, path, id=id, offset=offset, length=length):
+            data += chunk
+        return data.decode(encoding) if text else bytes(data)
+
+    def read_file_stream(self, agent: str | None, path: str, *, id: str | None = None,
+                         offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """``read_file`` as the chunks arrive (64 KiB at most each)."""
+        request: dict[str, Any] = {**_files.target(agent, id), "path": path, "offset": offset}
+        if length is not None:
+            request["length"] = length
+        for chunk in self._stream(Op.FILE_READ, request, raw=True):
+            if isinstance(chunk, bytes):
+                yield chunk
+
+    def write_file(self, agent: str | None, path: str, data: bytes | str, *, id: str | None = None,
+                   append: bool = False, offset: int | None = None, create: bool = True,
+                   exclusive: bool = False, mode: int | None = None) -> dict[str, Any]:
+        """Write ``data`` (text as UTF-8) to a file of the agent's, as the agent: created (``mode``,
+        default 0644; ``exclusive``: it must not exist) and truncated, unless ``append`` or
+        ``offset``. Large data goes in 1 MiB requests. ``{path, written, size}``."""
+        request = _files.write_request(agent, path, id=id, append=append, offset=offset, create=create,
+                                       exclusive=exclusive, mode=mode)
+        return self._send_data(Op.FILE_WRITE, request, data.encode() if isinstance(data, str) else data)
+
+    def list_dir(self, agent: str | None, path: str = ".", *, id: str | None = None,
+                 depth: int = 1) -> list[_files.FileEntry]:
+        """A directory's entries (``depth`` levels down; paths relative to it), at most 10,000."""
+        request = {**_files.target(agent, id), "path": path, "depth": depth}
+        reply = self._call(Op.FILE_LIST, request)
+        return [_files.FileEntry.from_payload(entry) for entry in reply["entries"]]
+
+    def stat(self, agent: str | None, path: str, *, id: str | None = None,
+             follow: bool = False) -> _files.FileEntry:
+        """One entry of the agent's view (a symlink itself unless ``follow``)."""
+        request = {**_files.target(agent, id), "path": path, "follow": follow}
+        return _files.FileEntry.from_payload(self._call(Op.FILE_STAT, request))
+
+    def mkdir(self, agent: str | None, path: str, *, id: str | None = None, parents: bool = False,
+              mode: int | None = None) -> dict[str, Any]:
+        """Make a directory (``parents``: and those missing above it; none made is no error)."""
+        request: dict[str, Any] = {**_files.target(agent, id), "path": path, "parents": parents}
+        if mode is not None:
+            request["mode"] = mode
+        return self._call(Op.FILE_MKDIR, request)
+
+    def remove(self, agent: str | None, path: str, *, id: str | None = None,
+               recursive: bool = False) -> dict[str, Any]:
+        """Remove a file, a symlink (not what it points to) or an empty directory (``recursive``: any)."""
+        request = {**_files.target(agent, id), "path": path, "recursive": recursive}
+        return self._call(Op.FILE_REMOVE, request)
+
+    def rename(self, agent: str | None, path: str, to: str, *, id: str | None = None,
+               overwrite: bool = True) -> dict[str, Any]:
+        """Rename within the agent's view (one file system; ``overwrite=False``: ``to`` must not exist)."""
+        request = {**_files.target(agent, id), "path": path, "to": to, "overwrite": overwrite}
+        return self._call(Op.FILE_RENAME, request)
+
+    def upload_dir(self, agent: str | None, source: str | os.PathLike[str] | bytes, path: str, *,
+                   id: str | None = None) -> dict[str, Any]:
+        """Copy a local directory's contents (or ``source`` bytes: a tar archive) into the agent's
+        directory ``path`` (made if missing) as one tar stream; ``{path, files, dirs, symlinks, bytes}``."""
+        archive = source if isinstance(source, bytes) else _files.tar_directory(source)
+        self.mkdir(agent, path, id=id, parents=True)
+        return self._send_data(Op.FILE_UPLOAD, {**_files.target(agent, id), "path": path}, archive)
+
+    def download_dir(self, agent: str | None, path: str,
+                     destination: str | os.PathLike[str] | None = None, *,
+                     id: str | None = None) -> bytes:
+        """The agent's directory ``path`` as one tar archive (returned), unpacked into the local
+        ``destination`` if given (safely: nothing in it leaves ``destination``)."""
+        data = bytearray()
+        for chunk in self._stream(Op.FILE_DOWNLOAD, {**_files.target(agent, id), "path": path},
+                                  raw=True):
+            if isinstance(chunk, bytes):
+                data += chunk
+        if destination is not None:
+            _files.untar(bytes(data), destination)
+        return bytes(data)
+
+    def watch(self, agent: str | None, path: str, *, id: str | None = None,
+              recursive: bool = False) -> Iterator[_files.FileEvent]:
+        """Changes under the agent's directory ``path`` as they happen: first a ``ready`` event (from
+        then on nothing is missed), then ``created``, ``modified``, ``deleted``, ``moved``, and
+        ``overflow`` when events were dropped because they were not read in time. Ends when the
+        directory goes (or the agent does); stop it by leaving the loop and closing the iterator."""
+        request = {**_files.target(agent, id), "path": path, "recursive": recursive}
+        for item in self._stream(Op.FILE_WATCH, request):
+            if "event" in item:
+                yield _files.FileEvent.from_payload(item)
+
+    def _send_data(self, op: int, request: dict[str, Any], data: bytes) -> dict[str, Any]:
+        """A write or upload: one request, or a streamed one (FILE_DATA for the rest)."""
+        pieces = _files.chunks(data)
+        first = next(pieces)
+        more = len(data) > len(first)
+        reply = self._call(op, {**request, "data_base64": _files.encoded(first), "more": more})
+        handle = reply.get("handle")
+        for piece in pieces:
+            more = reply["written"] + len(piece) < len(data)
+            reply = self._call(Op.FILE_DATA, {"handle": handle, "data_base64": _files.encoded(piece),
+                                              "more": more})
+        return reply
 
     # -- think -----------------------------------------------------------------------
 
