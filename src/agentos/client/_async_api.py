@@ -641,6 +641,11 @@ class AsyncSandbox:
         await self._close_interpreter()
         return await self._client.kill(id=self.id, grace=0)
 
+    async def expose(self, port: int, *, tcp: bool = False) -> _ports.AsyncExposure:
+        """``port`` on the sandbox's own loopback, reachable from this host by this caller only
+        (``expose`` of the client): ``.address``, ``close()``."""
+        return await self._client.expose(None, port, id=self.id, tcp=tcp)
+
     async def run_code(self, code: str, *, timeout: float | None = None,
                        stdin: bytes | str | None = None, max_output: int = _sandbox.MAX_OUTPUT,
                        on_stdout: _sandbox.OutputCallback | None = None,

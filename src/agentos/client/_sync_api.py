@@ -643,6 +643,11 @@ class Sandbox:
         self._close_interpreter()
         return self._client.kill(id=self.id, grace=0)
 
+    def expose(self, port: int, *, tcp: bool = False) -> _ports.Exposure:
+        """``port`` on the sandbox's own loopback, reachable from this host by this caller only
+        (``expose`` of the client): ``.address``, ``close()``."""
+        return self._client.expose(None, port, id=self.id, tcp=tcp)
+
     def run_code(self, code: str, *, timeout: float | None = None,
                  stdin: bytes | str | None = None, max_output: int = _sandbox.MAX_OUTPUT,
                  on_stdout: _sandbox.OutputCallback | None = None,
