@@ -3,6 +3,8 @@ and watched by a worker inside it (sandboxed and not); bounds; malformed fields;
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import os
 import tarfile
 import threading
@@ -259,3 +261,27 @@ def _workers(kernel_pid: int) -> list[int]:
         if ppid == kernel_pid and b"fileworker.py" in cmdline:
             found.append(int(entry))
     return found
+
+
+def test_cli_cp_and_ls(kernel: Client, kernel_process: KernelProcess, tmp_path: Path) -> None:
+    agent = kernel.spawn("fcli", command=["/bin/sleep", "100000"])
+    try:
+        tree = tmp_path / "tree"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "f.txt").write_text("f")
+        (tmp_path / "one.txt").write_text("one")
+
+        def agentos(*argv: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "agentos", *argv, "--socket",
+                                   str(kernel_process.socket_path)], capture_output=True, text=True, check=True)
+            return done.stdout
+
+        agentos("cp", str(tree), "fcli:/tmp/copied")
+        agentos("cp", str(tmp_path / "one.txt"), "fcli:/tmp/copied/")
+        assert agentos("ls", "fcli", "/tmp/copied", "-R", "2").split() == ["one.txt", "sub/", "sub/f.txt"]
+        agentos("cp", "fcli:/tmp/copied", str(tmp_path / "back"))
+        agentos("cp", "fcli:/tmp/copied/one.txt", str(tmp_path / "one-back.txt"))
+        assert (tmp_path / "back" / "sub" / "f.txt").read_text() == "f"
+        assert (tmp_path / "one-back.txt").read_text() == "one"
+    finally:
+        kernel.kill(id=agent["id"], grace=0)

@@ -17,6 +17,7 @@ COMMANDS = [
     "logs",
     "kill",
     "exec",
+    "cp",
     "expose",
     "pause",
     "spawn",
