@@ -46,9 +46,9 @@ class Op(enum.IntEnum):
     EXEC_RESIZE = 0x19
     PAUSE = 0x1A
     RESUME = 0x1B
+    START = 0x1C
     EXPOSE = 0x1D
     UNEXPOSE = 0x1E
-    START = 0x1C
 
     SEND = 0x20
     RECV = 0x21

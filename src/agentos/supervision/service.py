@@ -5,7 +5,7 @@ service sees it (a guard), listens for agents ending on ``kernel.events``, and
 spawns the same request again through the process service after the backoff.
 It publishes ``agent.restarted`` for each restart and ``agent.failed`` when it
 gives up (too many restarts in the window, or the restart itself failed).
-A KILL of the agent, by name or id, cancels a restart that is waiting.
+A KILL of the agent, by name or id, cancels a restart that is waiting, as does a START.
 """
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ class SupervisorService:
             raise InvalidArgument(str(exc)) from None
 
     def _after_call(self, call: Call, outcome: str, latency: float) -> None:
-        """A successful KILL of an agent waiting to be restarted cancels the restart."""
-        if call.op != Op.KILL or outcome != "ok" or not self._waiting:
+        """A successful KILL of an agent waiting to be restarted cancels the restart; so does a
+        START (``agentos start``), which has already started it."""
+        if call.op not in (Op.KILL, Op.START) or outcome != "ok" or not self._waiting:
             return
         args = call.args()
         name = args.get("name")
@@ -94,7 +95,7 @@ class SupervisorService:
         if timer is not None:
             timer.cancel()
             self.histories.pop(name, None)  # type: ignore[arg-type]
-            log.info("agent %s: restart cancelled by KILL", name)
+            log.info("agent %s: restart cancelled by %s", name, Op(call.op).name)
 
     def _on_killed(self, topic: str, event: dict[str, Any]) -> None:
         self.histories.pop(event["name"], None)
