@@ -16,6 +16,7 @@ COMMANDS = [
     "ps",
     "logs",
     "kill",
+    "start",
     "exec",
     "cp",
     "expose",
