@@ -27,7 +27,8 @@ __all__ = ["AREAS", "FORMATS", "Format", "area_markdown", "formats_markdown", "b
 
 #: Areas by the high nibble of their opcodes (docs/protocol.md, "Opcodes").
 AREAS: dict[int, str] = {0x0: "core", 0x1: "processes", 0x2: "messaging", 0x3: "state",
-                         0x4: "permissions", 0x5: "egress", 0x6: "events", 0x7: "audit"}
+                         0x4: "permissions", 0x5: "egress", 0x6: "events", 0x7: "audit",
+                         0x8: "files"}
 
 #: The heading of the formats table in docs/protocol.md, which the request tables link to.
 FORMATS_ANCHOR = "value-formats"
