@@ -239,3 +239,21 @@ def test_the_cli_holds_an_exposure_until_ctrl_c(shared_kernel: KernelProcess, ke
         command.kill()
         command.wait()
     _until(lambda: not Path(path).exists())
+
+
+def test_a_sandbox_exposes_a_server_it_runs(kernel: Client) -> None:
+    with kernel.sandbox(limits={"pids": 32}) as sb:
+        sb.exec_start(["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/etc"])
+        with sb.expose(8000) as exposure:
+            _until(lambda: _answers(exposure.path))
+            assert b"hostname" in _http(exposure.path, "GET", "/")
+
+
+def _answers(path: str) -> bool:
+    """Whether the server answers yet (before it listens, the kernel hangs up on the request)."""
+    with _connect(path) as sock:
+        try:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return _read_all(sock).startswith(b"HTTP/1.0 200")
+        except ConnectionResetError:
+            return False
