@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgument
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op, op_name
+from .arguments import requested
 from .log import AuditLog, Record, matches, read_records
 
 if TYPE_CHECKING:
@@ -58,9 +59,10 @@ class AuditService:
         return {"path": str(self.log.path)}
 
     def observe(self, call: Call, outcome: str, latency_s: float) -> None:
-        """Log one finished syscall: who, what, how it ended, how long it took; no payload."""
+        """Log one finished syscall: who, what (its key arguments, ``arguments.requested``; never
+        content), how it ended, how long it took."""
         identity = call.identity
-        self.log.record({
+        record: Record = {
             "ts": round(time.time(), 6),
             "agent": identity.agent_id,
             "name": self._name_of(identity.agent_id),
@@ -69,7 +71,11 @@ class AuditService:
             "op": _op_name(call.op),
             "outcome": outcome,
             "latency_ms": round(latency_s * 1000, 3),
-        })
+        }
+        args = requested(call.op, call.request)
+        if args is not None:
+            record["args"] = args
+        self.log.record(record)
 
     def _name_of(self, agent_id: str | None) -> str | None:
         if agent_id is None:

@@ -21,14 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def format_record(record: dict[str, Any]) -> str:
-    """One human line: time, caller, syscall, outcome, latency."""
+    """One human line: time, caller, syscall, outcome, latency, then what it asked (``key=value``)."""
     if "dropped" in record:
         return f"... {record['dropped']} records dropped (the reader fell behind)"
     ts = record.get("ts", 0.0)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
     who = record.get("name") or record.get("agent") or f"uid:{record.get('uid')}"
+    asked = " ".join(f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                     for key, value in (record.get("args") or {}).items())
     return (f"{stamp}  {who:<20} {record.get('op', '?'):<12} {record.get('outcome', '?'):<18} "
-            f"{record.get('latency_ms', 0):.3f}ms")
+            f"{record.get('latency_ms', 0):>9.3f}ms  {asked}").rstrip()
 
 
 def run(args: argparse.Namespace) -> int:
