@@ -166,8 +166,16 @@ class _Child:
         """Continue in a child: joining a pid namespace places only children in it. The child is
         the kernel's (``CLONE_PARENT``), which reaps it; this process tells the kernel its pid
         and leaves."""
+        # The child may run first: its READY must not reach the kernel before our ENTERED (the
+        # kernel would refuse the exec and never learn the pid of its own child, which then
+        # keeps the agent's pid namespace, and its KILL, from ending). It waits for this
+        # pipe's end of file: our exit, after the ENTERED.
+        reported, report = os.pipe()
         pid, _ = syscalls.clone3(syscalls.CLONE_PARENT)
         if pid == 0:
+            os.close(report)
+            os.read(reported, 1)
+            os.close(reported)
             return
         os.write(self.fd, ENTERED + str(pid).encode())
         os._exit(0)
