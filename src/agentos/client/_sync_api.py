@@ -660,15 +660,14 @@ class Sandbox:
         ``stdin`` is the cell's standard input; output past ``max_output`` bytes per stream is
         counted in ``dropped``, not kept."""
         limit = _sandbox.cell_timeout(timeout)
+        cell = _sandbox.Cell(self._cells + 1, code, stdin=stdin, max_output=max_output,
+                             on_stdout=on_stdout, on_stderr=on_stderr,
+                             state_lost=self._lost and self._interpreter is None)
         if self._interpreter is None:
             self._start_interpreter()
         interpreter = self._interpreter
         assert interpreter is not None and interpreter.id is not None
         self._cells += 1
-        interpreter.cells += 1
-        cell = _sandbox.Cell(self._cells, code, stdin=stdin, max_output=max_output,
-                             on_stdout=on_stdout, on_stderr=on_stderr,
-                             state_lost=self._lost and interpreter.cells == 1)
         deadline = None if limit is None else time.monotonic() + limit
         try:
             self._client.exec_input(interpreter.id, cell.frame)

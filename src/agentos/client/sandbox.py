@@ -246,12 +246,11 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class _Interpreter:
-    """A running interpreter: its exec handle, its frames, its cells so far."""
+    """A running interpreter: its exec handle, its frames, how it ended."""
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.frames = Frames()
-        self.cells = 0
         self.stderr = bytearray()  # what it wrote before taking fd 2 over: why it could not start
         self.result: dict[str, Any] | None = None
 

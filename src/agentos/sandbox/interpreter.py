@@ -29,7 +29,7 @@ import struct
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -162,10 +162,14 @@ class Interpreter:
         code = cell["code"]
         try:
             linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-            tree = ast.parse(code, filename, "exec")
-            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            # compile() rather than ast.parse: a SyntaxError's traceback then has no frame of ours.
+            tree = cast(ast.Module, compile(code, filename, "exec", ast.PyCF_ONLY_AST))
+            last = tree.body[-1] if tree.body else None
+            tail = None
+            if isinstance(last, ast.Expr):  # its value is the cell's result, as in a notebook
+                tree.body.pop()
+                tail = compile(ast.Expression(last.value), filename, "eval")
             body = compile(tree, filename, "exec")
-            tail = compile(ast.Expression(last.value), filename, "eval") if last else None
             self.running = True
             try:
                 exec(body, self.namespace)
