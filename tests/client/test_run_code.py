@@ -221,3 +221,14 @@ def test_malformed_arguments_are_named(sb: Sandbox, kwargs: dict[str, Any], fiel
     with pytest.raises(InvalidArgument) as refused:
         sb.run_code(**kwargs)
     assert refused.value.details.get("field") == field
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_leaves_nothing(sb: Sandbox) -> None:
+    bomb = sb.run_code("import os\nwhile True:\n    os.fork()", timeout=60)
+    assert bomb.error is not None and bomb.error.name == "BlockingIOError" and not bomb.timed_out
+
+    def recovered() -> bool:  # the bomb's children reaped: forking works again
+        return sb.run_code("import subprocess; subprocess.run(['true']).returncode").text == "0"
+
+    assert eventually(recovered)
+    assert sb.exec("echo alive").stdout == b"alive\n"

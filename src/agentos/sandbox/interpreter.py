@@ -124,6 +124,14 @@ class Interpreter:
         self.captures = [Capture(1, "stdout", channel), Capture(2, "stderr", channel)]
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
                                           "display": self.display}
+        # Each child a cell forks (os.fork, multiprocessing) reports its pid here, so that once
+        # it has ended it is reaped: zombies would count in the sandbox's pids limit (a fork
+        # bomb's would fill it for good).
+        self.forks, self.fork_report = os.pipe()
+        os.set_blocking(self.forks, False)
+        os.set_blocking(self.fork_report, False)
+        self.children: set[int] = set()
+        self.forked_child = False
         signal.signal(signal.SIGINT, self._interrupt)
         os.register_at_fork(after_in_child=self._forked)
 
@@ -132,10 +140,34 @@ class Interpreter:
             raise KeyboardInterrupt
 
     def _forked(self) -> None:
+        if self.forked_child:
+            return  # a grandchild: its parent closed these already
+        self.forked_child = True
+        if os.getppid() == self.pid:
+            try:
+                os.write(self.fork_report, struct.pack("i", os.getpid()))
+            except OSError:
+                pass  # a full pipe: thousands of children, the pids limit reaps them with the sandbox
         # A child forked by a cell must not read the next cell or answer for its parent.
-        for fd in (self.proto_in, self.channel.fd):
+        for fd in (self.proto_in, self.channel.fd, self.forks, self.fork_report):
             os.close(fd)
         self.running = False
+
+    def _reap_forked(self) -> None:
+        """Reap the children cells forked that have ended (a cell's own ``wait`` came first)."""
+        while True:
+            try:
+                data = os.read(self.forks, 65536)
+            except BlockingIOError:
+                break
+            self.children.update(pid for (pid,) in struct.iter_unpack("i", data))
+        for pid in list(self.children):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            except ChildProcessError:
+                pass
+            self.children.discard(pid)
 
     def display(self, *objects: Any) -> None:
         """Send each object's MIME bundle now, as a rich output of the running cell."""
@@ -186,6 +218,7 @@ class Interpreter:
             _flush()
             os._exit(0 if error is None else 1)
         self._figures()
+        self._reap_forked()
         _flush()
         for capture in self.captures:
             capture.drain()
