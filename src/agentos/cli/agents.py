@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .output import duration, size
+from .output import Painter, duration, size
 
 #: Columns of ``agentos ps``; ``top`` shows CPU as a percentage instead of seconds.
 PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD")
@@ -80,6 +80,45 @@ def cpu_seconds(info: Mapping[str, Any]) -> str:
     return "-" if usec is None else f"{usec / 1e6:.2f}s"
 
 
-def order(agents: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Running agents first, then by start time."""
-    return sorted(agents, key=lambda info: (info["status"] not in LIVE, info["started_at"]))
+def order(agents: Sequence[Mapping[str, Any]], by: str = "started",
+          spending: Mapping[str, Spent] | None = None) -> list[Mapping[str, Any]]:
+    """Running agents first, then by ``by`` (one of SORT_KEYS; the biggest first for amounts)."""
+    spent = spending or {}
+    value = SORT_KEYS[by]
+    return sorted(agents, key=lambda info: (info["status"] not in LIVE, value(info, spent.get(info["id"], Spent()))))
+
+
+def _usage(name: str) -> Any:
+    return lambda info, spent: -((info.get("usage") or {}).get(name) or 0)
+
+
+#: ``--sort`` keys of ps and top: how each orders agents (amounts descending, the rest ascending).
+SORT_KEYS: dict[str, Any] = {
+    "started": lambda info, spent: info["started_at"],
+    "name": lambda info, spent: info["name"],
+    "status": lambda info, spent: status_text(info),
+    "restarts": lambda info, spent: -info.get("restarts", 0),
+    "memory": _usage("memory_current"),
+    "cpu": _usage("cpu_usage_usec"),
+    "tokens": lambda info, spent: -spent.tokens,
+    "usd": lambda info, spent: -spent.usd,
+}
+
+#: How a status looks on a terminal.
+STATUS_STYLES = {"running": "green", "paused": "yellow", "failed": "red", "oom_killed": "red",
+                 "timed_out": "red", "exited": "dim", "killed": "dim"}
+
+
+def paint_status(text: str, infos: Sequence[Mapping[str, Any]], paint: Painter) -> str:
+    """``table(PS_COLUMNS, ...)`` of ``infos`` with each STATUS cell coloured (after the table has
+    aligned the plain text: escape codes have no width)."""
+    if not paint.enabled:
+        return text
+    header, *lines = text.split("\n")
+    start = header.index("STATUS")
+    painted = [header]
+    for line, info in zip(lines, infos):
+        cell = status_text(info)
+        painted.append(line[:start] + paint.style(cell, STATUS_STYLES.get(info["status"], "bold"))
+                       + line[start + len(cell):])
+    return "\n".join(painted)

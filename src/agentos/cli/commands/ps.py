@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from ..agents import PS_COLUMNS, Spent, cpu_seconds, latest, order, row, spent_by_id
+from ..agents import PS_COLUMNS, SORT_KEYS, Spent, cpu_seconds, latest, order, paint_status, row, spent_by_id
 from ..launch import add_socket_option, connect
-from ..output import table
+from ..output import Painter, table, wants_colour
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,16 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="every process the kernel remembers, earlier restarts included (default: one line "
                    "per agent name, its current or last process)")
     p.add_argument("--running", action="store_true", help="only running agents")
+    add_sort_option(p)
     p.add_argument("--json", action="store_true", help="the kernel's records as JSON, tokens and usd included")
     add_socket_option(p)
     p.set_defaults(func=run)
+
+
+def add_sort_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sort", choices=sorted(SORT_KEYS), default="started",
+                   help="order of the running agents (and then of the ended ones): memory, cpu, restarts, "
+                   "tokens and usd biggest first; default: started")
 
 
 def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
         agents = client.list_agents(status="running" if args.running else None)
         spending = spent_by_id(client.usage())
-    shown = order(agents if args.all else latest(agents))
+    shown = order(agents if args.all else latest(agents), args.sort, spending)
     if args.json:
         print(json.dumps([{**info, "tokens": spending.get(info["id"], Spent()).tokens,
                            "usd": spending.get(info["id"], Spent()).usd} for info in shown], indent=2))
@@ -34,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         print("no agents")
         return 0
     now = time.time()
-    print(table(PS_COLUMNS, [row(info, spending, cpu_seconds(info), now) for info in shown]))
+    text = table(PS_COLUMNS, [row(info, spending, cpu_seconds(info), now) for info in shown])
+    print(paint_status(text, shown, Painter(wants_colour(sys.stdout))))
     return 0

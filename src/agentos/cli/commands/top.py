@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..agents import PS_COLUMNS, order, row, spent_by_id
+from ..agents import PS_COLUMNS, Spent, order, paint_status, row, spent_by_id
 from ..launch import add_socket_option, connect, duration_option
-from ..output import duration, table
+from ..output import Painter, duration, table, wants_colour
+from .ps import add_sort_option
 
 _CLEAR = "\033[H\033[2J"
 
@@ -18,12 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("top", help="watch running agents' memory, CPU and tasks")
     p.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many refreshes (0: until Ctrl-C)")
     p.add_argument("--interval", type=duration_option, default="2s", help="time between refreshes (default 2s)")
+    add_sort_option(p)
+    p.add_argument("--json", action="store_true", help="one JSON object a line per refresh: {kernel, agents}, "
+                   "each agent's record with cpu_percent, tokens and usd")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    redraw = sys.stdout.isatty()
+    redraw = sys.stdout.isatty() and not args.json
+    paint = Painter(wants_colour(sys.stdout) and not args.json)
     done = 0
     #: CPU microseconds and the time they were read, per agent id, for the percentage since last refresh.
     before: dict[str, tuple[int, float]] = {}
@@ -31,14 +37,23 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
         while True:
             hello = client.hello()
-            agents = order(client.list_agents(status="running"))
             spending = spent_by_id(client.usage())
+            agents = order(client.list_agents(status="running"), args.sort, spending)
             now = time.time()
-            header = (f"agentos {hello['version']} (pid {hello['pid']}, up {duration(hello['uptime'])}): "
-                      f"{len(agents)} agent(s) running")
-            rows = [row(info, spending, _cpu_percent(info, before, now), now) for info in agents]
-            body = table(PS_COLUMNS, rows) if rows else ""
-            sys.stdout.write((_CLEAR if redraw else "") + header + "\n" + (body + "\n" if body else ""))
+            cpu = [_cpu_percent(info, before, now) for info in agents]
+            if args.json:
+                sys.stdout.write(json.dumps({
+                    "kernel": {key: hello[key] for key in ("version", "pid", "uptime")},
+                    "agents": [{**info, "cpu_percent": None if percent == "-" else float(percent.rstrip("%")),
+                                "tokens": spending.get(info["id"], Spent()).tokens,
+                                "usd": spending.get(info["id"], Spent()).usd}
+                               for info, percent in zip(agents, cpu)]}) + "\n")
+            else:
+                header = (f"agentos {hello['version']} (pid {hello['pid']}, up {duration(hello['uptime'])}): "
+                          f"{len(agents)} agent(s) running")
+                rows = [row(info, spending, percent, now) for info, percent in zip(agents, cpu)]
+                body = paint_status(table(PS_COLUMNS, rows), agents, paint) if rows else ""
+                sys.stdout.write((_CLEAR if redraw else "") + header + "\n" + (body + "\n" if body else ""))
             sys.stdout.flush()
             done += 1
             if args.iterations and done >= args.iterations:
