@@ -24,9 +24,9 @@ import selectors
 from agentos.errors import ProtocolError
 from agentos.protocol.codec import header_error
 from agentos.protocol.constants import DEFAULT_MAX_PAYLOAD
-from agentos.kernel.reactor import (KeyMap, MAX_REFUSALS, fileobj_to_fd, log_accept_paused,
-                                    log_accept_resumed, protocol_error_payload, refusal_frame,
-                                    to_epoll)
+from agentos.kernel.reactor import (DEFAULT_BATCH, KeyMap, MAX_REFUSALS, fileobj_to_fd,
+                                    log_accept_paused, log_accept_resumed, protocol_error_payload,
+                                    refusal_frame, to_epoll)
 
 log = logging.getLogger("agentos.reactor")
 
@@ -141,6 +141,8 @@ cdef class Connection:
     cdef Py_ssize_t out_start, out_end, out_cap
     cdef uint32_t mask
     cdef bint read_eof, closing, throttled, dirty
+    # In the reactor's backlog: whole frames wait in ``inbuf`` for the next select().
+    cdef bint backlogged
     cdef object __weakref__
 
     def __cinit__(self):
@@ -254,6 +256,7 @@ cdef class Connection:
 
     cdef int _fail(self, exc) except -1:
         """A bad frame: answer with a protocol error, flush it, then close."""
+        self.in_len = 0  # Nothing after a bad frame is served, even from the backlog.
         self.close_with_error(protocol_error_payload(exc))
         return 0
 
@@ -264,7 +267,8 @@ cdef class Connection:
         cdef epoll_event ev
         if self.closed:
             return 0
-        if (self.closing or self.read_eof) and not pending and (self.closing or self.inflight <= 0):
+        if (self.closing or self.read_eof) and not pending and (
+                self.closing or (self.inflight <= 0 and not self.backlogged)):
             reactor._close(self)
             return 0
         if self.throttled and pending <= reactor.low_water:
@@ -276,7 +280,8 @@ cdef class Connection:
         elif pending > reactor.high_water:
             self.throttled = True
         mask = 0
-        if not (self.closing or self.read_eof or self.throttled
+        # Frames still waiting for a batch: read no more until they are served.
+        if not (self.closing or self.read_eof or self.throttled or self.backlogged
                 or self.inflight >= reactor.max_inflight):
             mask |= EPOLLIN
         if pending:
@@ -289,13 +294,9 @@ cdef class Connection:
         return 0
 
     cdef int _on_readable(self) except -1:
-        """Read and split frames: answer NOOPs here, hand other frames to ``on_frame``."""
+        """Read, then serve what was read."""
         cdef Reactor reactor = self.reactor
         cdef ssize_t n
-        cdef Py_ssize_t pos = 0
-        cdef Header h
-        cdef int status
-        cdef const char* p
         if self.read_eof:
             # Reading is off, so this is EPOLLHUP/ERR: the peer is gone for good, and a
             # level-triggered HUP would otherwise fire on every round until we close.
@@ -314,6 +315,16 @@ cdef class Connection:
             self._update_interest()
             return 0
         self.in_len += n
+        return self._serve_input()
+
+    cdef int _serve_input(self) except -1:
+        """Split frames, in order: answer NOOPs here, hand others to ``on_frame`` while the
+        reactor's batch for this round lasts; the rest stay in ``inbuf`` for a later round."""
+        cdef Reactor reactor = self.reactor
+        cdef Py_ssize_t pos = 0
+        cdef Header h
+        cdef int status
+        cdef const char* p
         while self.in_len - pos >= HEADER_SIZE:
             p = self.inbuf + pos
             read_header(p, &h)
@@ -337,7 +348,13 @@ cdef class Connection:
                 break
             if h.opcode == 0:
                 self._queue(0, FLAG_REPLY, h.request_id, p + HEADER_SIZE, h.length)
+            elif reactor.budget <= 0:
+                if not self.backlogged:
+                    self.backlogged = True
+                    reactor.backlog.append(self)
+                break
             else:
+                reactor.budget -= 1
                 self.inflight += 1
                 reactor.woke = True
                 payload = PyBytes_FromStringAndSize(p + HEADER_SIZE, h.length)
@@ -390,6 +407,18 @@ cdef class Reactor:
     cdef list dirty
     # Set whenever a callback ran: it may have scheduled work, so select() must return.
     cdef bint woke
+    #: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
+    cdef readonly int batch
+    # Frames this round may still hand to ``on_frame``.
+    cdef int budget
+    # Connections holding frames for a later round, oldest first.
+    cdef list backlog
+    # asyncio's fds found ready and not yet returned (fd -> epoll events), oldest first.
+    cdef dict ready_fds
+    # When clients were last served (select() or serve_clients()), monotonic.
+    cdef double served_at
+    #: ``select()`` calls so far: the loop's iterations, for the loop to count its callbacks by.
+    cdef readonly unsigned long long rounds
     cdef epoll_event events[MAX_EVENTS]
 
     def __cinit__(self):
@@ -400,7 +429,9 @@ cdef class Reactor:
 
     def __init__(self, on_frame, on_close, on_drain, *, max_payload=DEFAULT_MAX_PAYLOAD,
                  high_water=4 * 1024 * 1024, low_water=1024 * 1024, max_inflight=4096,
-                 accept_backoff=0.5):
+                 accept_backoff=0.5, batch=DEFAULT_BATCH):
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         self.on_frame = on_frame
         self.on_close = on_close
         self.on_drain = on_drain
@@ -410,6 +441,10 @@ cdef class Reactor:
         self.low_water = low_water
         self.max_inflight = max_inflight
         self.accept_backoff = accept_backoff
+        self.batch = batch
+        self.budget = batch
+        self.backlog = []
+        self.ready_fds = {}
         self.keys = {}
         self.conns = {}
         self.dirty = []
@@ -581,6 +616,45 @@ cdef class Reactor:
         self.on_close(conn)
         return 0
 
+    cdef int _serve_backlog(self) except -1:
+        """Serve connections whose frames waited for this round, oldest first."""
+        cdef list waiting = self.backlog
+        cdef Connection conn
+        cdef Py_ssize_t i
+        self.backlog = []
+        for i in range(len(waiting)):
+            if self.budget <= 0:
+                # Not reached this round: they stay ahead of those served just now.
+                self.backlog[:0] = waiting[i:]
+                return 0
+            conn = <Connection>waiting[i]
+            conn.backlogged = False
+            if not conn.closed:
+                conn._serve_input()
+        return 0
+
+    cdef list _take_ready(self):
+        """Up to ``batch`` of asyncio's ready fds, oldest first; the rest wait for the next round."""
+        cdef list ready = []
+        cdef dict pending = self.ready_fds
+        cdef uint32_t ev
+        cdef int mask
+        while pending and len(ready) < self.batch:
+            fd = next(iter(pending))
+            ev = pending.pop(fd)
+            key = self.keys.get(fd)
+            if key is None:
+                continue  # Unregistered while it waited.
+            mask = 0
+            if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                mask |= EVENT_READ
+            if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+                mask |= EVENT_WRITE
+            mask &= key.events
+            if mask:
+                ready.append((key, mask))
+        return ready
+
     cdef int _flush_dirty(self) except -1:
         cdef Connection conn
         while self.dirty:
@@ -610,6 +684,7 @@ cdef class Reactor:
             key = self.keys.pop(fd)
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
+        self.ready_fds.pop(fd, None)  # Its fd number may come back as someone else's.
         # Fails harmlessly if the owner already closed the fd (epoll dropped it then).
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, NULL)
         return key
@@ -632,13 +707,57 @@ cdef class Reactor:
     def get_map(self):
         return KeyMap(self.keys)
 
-    def select(self, timeout=None):
-        cdef int n, i, kind, fd, ms, wait_ms
+    cdef int _handle(self, int n) except -1:
+        """Serve the clients among the first ``n`` events; asyncio's fds join ``ready_fds``."""
+        cdef int i, kind, fd
         cdef uint32_t ev
-        cdef double deadline = 0
         cdef Connection conn
+        cdef dict ready_fds = self.ready_fds
+        for i in range(n):
+            ev = self.events[i].events
+            kind = <int>(self.events[i].data.u64 >> 32)
+            fd = <int><uint32_t>self.events[i].data.u64
+            if kind == KIND_CONN:
+                if fd >= self.by_fd_cap or self.by_fd[fd] == NULL:
+                    continue
+                conn = <Connection>self.by_fd[fd]
+                if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                    conn._on_readable()
+                if not conn.closed and ev & EPOLLOUT:
+                    conn._flush()
+            elif kind == KIND_PY:
+                if fd in self.keys:
+                    # Still ready if it waited: epoll reports it again, merged with its turn.
+                    ready_fds[fd] = ready_fds.get(fd, 0) | ev
+            elif kind == KIND_LISTENER and fd == self.listen_fd:
+                self._accept()
+        return 0
+
+    def serve_clients(self, double min_gap=0.0):
+        """Serve clients now, between two of the loop's callbacks (see the Python twin)."""
+        cdef int n
+        cdef double now = _now()
+        if now - self.served_at < min_gap:
+            return False
+        self.served_at = now
+        self._flush_dirty()
+        n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
+        if n < 0:
+            if errno != EINTR:
+                raise OSError(errno, "epoll_wait failed")
+            n = 0
+        self._handle(n)
+        self._flush_dirty()
+        self.woke = False
+        return True
+
+    def select(self, timeout=None):
+        cdef int n, ms, wait_ms
+        cdef double deadline = 0
         cdef list ready
+        cdef dict ready_fds = self.ready_fds
         cdef bint single
+        self.rounds += 1
         self._flush_dirty()
         if self.woke:
             # That flush called back into the loop (a drain, a close): its callbacks are due
@@ -646,13 +765,18 @@ cdef class Reactor:
             # sleep through them (a stream stalled for good on a drained connection).
             self.woke = False
             return []
-        if timeout is None:
+        self.budget = self.batch
+        if self.backlog:
+            self._serve_backlog()
+        if self.woke or self.backlog or ready_fds:
+            # Frames just handed over, or work left over from earlier rounds, are due now.
+            ms = 0
+        elif timeout is None:
             ms = -1
         else:
             # Round up, as selectors.EpollSelector does, so a short wait never spins.
             ms = <int>(max(0.0, timeout) * 1000.0 + 0.999)
             deadline = _now() + ms / 1000.0
-        ready = []
         # Asked once per call: within it only callbacks run Python, and any callback makes
         # this call return before the next wait, so no thread can appear in between.
         single = _only_thread()
@@ -669,36 +793,17 @@ cdef class Reactor:
                     raise OSError(errno, "epoll_wait failed")
                 PyErr_CheckSignals()
                 n = 0
-            for i in range(n):
-                ev = self.events[i].events
-                kind = <int>(self.events[i].data.u64 >> 32)
-                fd = <int><uint32_t>self.events[i].data.u64
-                if kind == KIND_CONN:
-                    if fd >= self.by_fd_cap or self.by_fd[fd] == NULL:
-                        continue
-                    conn = <Connection>self.by_fd[fd]
-                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-                        conn._on_readable()
-                    if not conn.closed and ev & EPOLLOUT:
-                        conn._flush()
-                elif kind == KIND_PY:
-                    key = self.keys.get(fd)
-                    if key is not None:
-                        mask = 0
-                        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-                            mask |= EVENT_READ
-                        if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
-                            mask |= EVENT_WRITE
-                        ready.append((key, mask & key.events))
-                elif kind == KIND_LISTENER and fd == self.listen_fd:
-                    self._accept()
+            self._handle(n)
+            ready = self._take_ready() if ready_fds else []
             self._flush_dirty()
             if ready or self.woke or ms == 0:
                 self.woke = False
+                self.served_at = _now()
                 return ready
             if ms > 0:
                 ms = <int>((deadline - _now()) * 1000.0 + 0.999)
                 if ms <= 0:
+                    self.served_at = _now()
                     return ready
 
     def close(self):

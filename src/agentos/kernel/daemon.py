@@ -24,6 +24,7 @@ from .admission import Admission
 from .config import KernelConfig
 from .events import EventBus
 from .identity import Identity
+from .loop import ReactorLoop
 from .peers import PeerGone, peer_pidfd
 from .service import Service
 from .syscalls import Call, SyscallTable
@@ -276,7 +277,7 @@ class Kernel:
                  f" (soft limit raised from {before})" if before != limit else "")
         listener = bind_socket(self.config.socket_path, self.config.socket_mode)
         try:
-            with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(self.reactor)) as runner:
+            with asyncio.Runner(loop_factory=lambda: ReactorLoop(self.reactor)) as runner:
                 runner.run(self._main(listener))
         finally:
             _unlink_socket(self.config.socket_path, listener)

@@ -12,6 +12,17 @@ own, a frame or event handed to a callback, or the timeout the loop asked for), 
 never enters the loop at all. Replies queued by handlers are flushed at the
 next ``select()``, batching many replies into one ``send``.
 
+Short loop iterations: clients are served only inside ``select()``, so a NOOP waits
+for every callback of the loop iteration it arrives in. Each ``select()`` therefore
+hands the loop at most ``batch`` frames and at most ``batch`` of asyncio's ready fds.
+The rest wait, in order, for the next ``select()``, which then does not block: frames
+stay in their connection (which is not read meanwhile), fds in an ordered backlog
+merged with what epoll reports again (it is level-triggered). A burst of 1000
+requests, or 32 model answers landing together, thus becomes many short iterations
+with clients served between them, instead of one long one. Within an iteration that
+still runs long, the kernel's loop (``kernel/loop.py``) calls ``serve_clients()``
+between callbacks.
+
 Bounded memory: a connection whose unsent replies pass ``high_water`` bytes, or
 that has ``max_inflight`` syscalls running, is not read until it drains.
 
@@ -31,13 +42,14 @@ import select as _select
 import selectors
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import ujson
 
 from ..errors import Busy, ProtocolError
-from ..protocol.codec import FrameDecoder, append_frame, encode_frame
+from ..protocol.codec import Frame, FrameDecoder, append_frame, encode_frame
 from ..protocol.constants import DEFAULT_MAX_PAYLOAD, ErrorCode, Flag
 
 log = logging.getLogger("agentos.reactor")
@@ -58,6 +70,8 @@ _END_OF_STREAM = int(Flag.STREAM | Flag.END)
 _ACCEPT_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
 MAX_REFUSALS = 256
+#: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
+DEFAULT_BATCH = 4
 
 FrameHandler = Callable[["Connection", int, int, int, bytes], None]
 ConnectionHandler = Callable[["Connection"], None]
@@ -115,7 +129,7 @@ class Connection:
 
     __slots__ = ("fd", "peer_pid", "peer_uid", "peer_gid", "context", "closed", "inflight",
                  "_reactor", "_sock", "_decoder", "_out", "_mask", "_read_eof", "_closing",
-                 "_throttled", "__weakref__")
+                 "_throttled", "_input", "_failure", "_backlogged", "__weakref__")
 
     def __init__(self, reactor: Reactor, sock: socket.socket) -> None:
         self._reactor = reactor
@@ -138,6 +152,11 @@ class Connection:
         self._read_eof = False
         self._closing = False
         self._throttled = False
+        #: Frames read and not yet served (the batch ran out), then the error that ended them.
+        self._input: deque[Frame] = deque()
+        self._failure: ProtocolError | None = None
+        #: In the reactor's backlog: frames wait in ``_input`` for the next ``select()``.
+        self._backlogged = False
 
     @property
     def write_buffered(self) -> int:
@@ -189,34 +208,51 @@ class Connection:
             self._read_eof = True
             self._update_interest()
             return
-        failure: ProtocolError | None = None
         try:
-            frames = self._decoder.feed(data)
+            self._input.extend(self._decoder.feed(data))
         except ProtocolError as exc:
             # Frames ahead of the bad header are served first, as the compiled twin does.
-            failure, frames = exc, exc.frames
-        for frame in frames:
+            self._input.extend(exc.frames)
+            self._failure = exc
+        self._serve_input()
+
+    def _serve_input(self) -> None:
+        """Serve the frames read, in order, until the reactor's batch for this round is spent."""
+        reactor = self._reactor
+        pending = self._input
+        while pending:
+            frame = pending[0]
             if frame.flags:
                 self._fail(ProtocolError(
                     f"request {frame.request_id} has flags 0x{frame.flags:x}; requests carry none"))
                 return
             if frame.opcode == 0:
+                pending.popleft()
                 append_frame(self._out, 0, frame.request_id, frame.payload, _REPLY)
                 reactor._dirty.add(self)
-            else:
-                self.inflight += 1
-                reactor._woke = True
-                reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id,
-                                 bytes(frame.payload))
-                if self.closed:
-                    return
-        if failure is not None:
-            self._fail(failure)
-            return
+                continue
+            if reactor._budget <= 0:
+                if not self._backlogged:
+                    self._backlogged = True
+                    reactor._backlog.append(self)
+                break
+            reactor._budget -= 1
+            pending.popleft()
+            self.inflight += 1
+            reactor._woke = True
+            reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id, bytes(frame.payload))
+            if self.closed:
+                return
+        else:
+            if self._failure is not None:
+                self._fail(self._failure)
+                return
         self._update_interest()
 
     def _fail(self, exc: Exception) -> None:
         """A bad frame: answer with a protocol error, flush it, then close."""
+        self._input.clear()  # Nothing after a bad frame is served, even from the backlog.
+        self._failure = None
         self.close_with_error(protocol_error_payload(exc))
 
     def _flush(self) -> None:
@@ -236,7 +272,8 @@ class Connection:
             return
         reactor = self._reactor
         pending = len(self._out)
-        if (self._closing or self._read_eof) and not pending and (self._closing or self.inflight <= 0):
+        if (self._closing or self._read_eof) and not pending and (
+                self._closing or (self.inflight <= 0 and not self._input)):
             reactor._close(self)
             return
         if self._throttled and pending <= reactor.low_water:
@@ -245,7 +282,8 @@ class Connection:
             reactor.on_drain(self)
         elif pending > reactor.high_water:
             self._throttled = True
-        want_read = not (self._closing or self._read_eof or self._throttled
+        # Frames still waiting for a batch: read no more until they are served.
+        want_read = not (self._closing or self._read_eof or self._throttled or self._input
                          or self.inflight >= reactor.max_inflight)
         mask = (_EPOLLIN if want_read else 0) | (_EPOLLOUT if pending else 0)
         if mask != self._mask:
@@ -259,7 +297,10 @@ class Reactor(selectors.BaseSelector):
     def __init__(self, on_frame: FrameHandler, on_close: ConnectionHandler,
                  on_drain: ConnectionHandler, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
                  high_water: int = 4 * 1024 * 1024, low_water: int = 1024 * 1024,
-                 max_inflight: int = 4096, accept_backoff: float = 0.5) -> None:
+                 max_inflight: int = 4096, accept_backoff: float = 0.5,
+                 batch: int = DEFAULT_BATCH) -> None:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         self.on_frame = on_frame
         self.on_close = on_close
         self.on_drain = on_drain
@@ -270,6 +311,8 @@ class Reactor(selectors.BaseSelector):
         self.max_inflight = max_inflight
         #: Seconds accepting stays paused after running out of fds (unless a connection closes).
         self.accept_backoff = accept_backoff
+        #: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
+        self.batch = batch
         self._epoll = _select.epoll()
         self._keys: dict[int, selectors.SelectorKey] = {}
         self._conns: dict[int, Connection] = {}
@@ -282,6 +325,16 @@ class Reactor(selectors.BaseSelector):
         self._dirty: set[Connection] = set()
         #: Set whenever a callback ran: it may have scheduled work, so select() must return.
         self._woke = False
+        #: Frames this round may still hand to ``on_frame``.
+        self._budget = batch
+        #: Connections holding frames for a later round, oldest first.
+        self._backlog: list[Connection] = []
+        #: asyncio's fds found ready and not yet returned (fd -> epoll events), oldest first.
+        self._ready_fds: dict[int, int] = {}
+        #: When clients were last served (``select()`` or ``serve_clients()``), monotonic.
+        self._served_at = 0.0
+        #: ``select()`` calls so far: the loop's iterations, for the loop to count its callbacks by.
+        self.rounds = 0
 
     # -- serving --------------------------------------------------------------
 
@@ -386,6 +439,7 @@ class Reactor(selectors.BaseSelector):
             return
         conn.closed = True
         self._dirty.discard(conn)
+        conn._input.clear()
         del self._conns[conn.fd]
         # Out of epoll before close: the fd number may be reused at once.
         self._epoll.unregister(conn.fd)
@@ -395,6 +449,38 @@ class Reactor(selectors.BaseSelector):
             self._resume()  # Its fd is free for the next client.
         self._woke = True
         self.on_close(conn)
+
+    def _serve_backlog(self) -> None:
+        """Serve connections whose frames waited for this round, oldest first."""
+        waiting, self._backlog = self._backlog, []
+        for i, conn in enumerate(waiting):
+            if self._budget <= 0:
+                # Not reached this round: they stay ahead of those served just now.
+                self._backlog[:0] = waiting[i:]
+                return
+            conn._backlogged = False
+            if not conn.closed:
+                conn._serve_input()
+
+    def _take_ready(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """Up to ``batch`` of asyncio's ready fds, oldest first; the rest wait for the next round."""
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        pending = self._ready_fds
+        while pending and len(ready) < self.batch:
+            fd = next(iter(pending))
+            ev = pending.pop(fd)
+            key = self._keys.get(fd)
+            if key is None:
+                continue  # Unregistered while it waited.
+            mask = 0
+            if ev & (_EPOLLIN | _EPOLLERR_HUP):
+                mask |= EVENT_READ
+            if ev & (_EPOLLOUT | _EPOLLERR_HUP):
+                mask |= EVENT_WRITE
+            mask &= key.events
+            if mask:
+                ready.append((key, mask))
+        return ready
 
     def _flush_dirty(self) -> None:
         while self._dirty:
@@ -422,6 +508,7 @@ class Reactor(selectors.BaseSelector):
             key = self._keys.pop(fd)
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
+        self._ready_fds.pop(fd, None)  # Its fd number may come back as someone else's.
         try:
             self._epoll.unregister(fd)
         except OSError:
@@ -444,6 +531,7 @@ class Reactor(selectors.BaseSelector):
         return KeyMap(self._keys)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.rounds += 1
         self._flush_dirty()
         if self._woke:
             # That flush called back into the loop (a drain, a close): its callbacks are due
@@ -451,42 +539,75 @@ class Reactor(selectors.BaseSelector):
             # sleep through them (a stream stalled for good on a drained connection).
             self._woke = False
             return []
+        self._budget = self.batch
+        if self._backlog:
+            self._serve_backlog()
         poll = self._epoll.poll
         remaining = -1.0 if timeout is None else max(0.0, timeout)
+        if self._woke or self._backlog or self._ready_fds:
+            # Frames just handed over, or work left over from earlier rounds, are due now.
+            remaining = 0.0
         deadline = None if timeout is None else _monotonic() + remaining
+        ready_fds = self._ready_fds
         while True:
             try:
                 events = poll(remaining if self._resume_at is None else self._accept_wait(remaining),
                               _MAX_EVENTS)
             except InterruptedError:
                 events = []
-            ready: list[tuple[selectors.SelectorKey, int]] = []
-            for fd, ev in events:
-                conn = self._conns.get(fd)
-                if conn is not None:
-                    if ev & (_EPOLLIN | _EPOLLERR_HUP):
-                        conn._on_readable()
-                    if not conn.closed and ev & _EPOLLOUT:
-                        self._dirty.add(conn)
-                    continue
-                key = self._keys.get(fd)
-                if key is not None:
-                    mask = 0
-                    if ev & (_EPOLLIN | _EPOLLERR_HUP):
-                        mask |= EVENT_READ
-                    if ev & (_EPOLLOUT | _EPOLLERR_HUP):
-                        mask |= EVENT_WRITE
-                    ready.append((key, mask & key.events))
-                elif self._listener is not None and fd == self._listener.fileno():
-                    self._accept()
+            self._handle(events)
+            ready = self._take_ready() if ready_fds else []
             self._flush_dirty()
-            if ready or self._woke:
+            if ready or self._woke or remaining == 0:
                 self._woke = False
+                self._served_at = _monotonic()
                 return ready
             if deadline is not None:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
+                    self._served_at = _monotonic()
                     return ready
+
+    def _handle(self, events: list[tuple[int, int]]) -> None:
+        """Serve the clients among ``events``; asyncio's fds join ``_ready_fds``."""
+        ready_fds = self._ready_fds
+        for fd, ev in events:
+            conn = self._conns.get(fd)
+            if conn is not None:
+                if ev & (_EPOLLIN | _EPOLLERR_HUP):
+                    conn._on_readable()
+                if not conn.closed and ev & _EPOLLOUT:
+                    self._dirty.add(conn)
+                continue
+            if fd in self._keys:
+                # Still ready if it waited: epoll reports it again, merged with its turn.
+                ready_fds[fd] = ready_fds.get(fd, 0) | ev
+            elif self._listener is not None and fd == self._listener.fileno():
+                self._accept()
+
+    def serve_clients(self, min_gap: float = 0.0) -> bool:
+        """Serve clients now, between two of the loop's callbacks, unless they were served
+        less than ``min_gap`` seconds ago; True if it did.
+
+        One epoll_wait that does not block: replies queued so far are sent, clients read,
+        NOOPs answered, accepted, frames handed to ``on_frame`` while this round's batch lasts.
+        asyncio's ready fds are only noted: ``select()`` returns them (its callbacks may run
+        only when the loop asks). What the callbacks run here schedule is already in the
+        loop's queue, so the next ``select()`` need not return early for it.
+        """
+        now = _monotonic()
+        if now - self._served_at < min_gap:
+            return False
+        self._served_at = now
+        self._flush_dirty()
+        try:
+            events = self._epoll.poll(0, _MAX_EVENTS)
+        except InterruptedError:
+            events = []
+        self._handle(events)
+        self._flush_dirty()
+        self._woke = False
+        return True
 
     def close(self) -> None:
         for conn in list(self._conns.values()):

@@ -1,0 +1,63 @@
+"""The kernel's event loop: asyncio's own, with the reactor's clients served between callbacks.
+
+The reactor serves clients inside ``select()``, which runs between loop iterations, and
+one iteration runs every callback that was due when it started. ``select()`` hands the
+loop only a small batch of fds and frames, but it cannot bound what one callback wakes:
+a read or a timer that wakes 32 THINK tasks at once makes one iteration of 32 steps of
+~150 us each, and a NOOP arriving meanwhile would wait for all of them.
+
+So once an iteration has scheduled more than ``FREE`` callbacks with ``call_soon`` (every
+task step and future callback goes through it), this loop adds a checkpoint to its queue
+after every ``CHECK_EVERY`` more; a checkpoint serves the reactor's clients if they have
+waited ``SLICE`` seconds or more. Short iterations, the common case, pay only a counter.
+Only public API is used: ``call_soon`` is the method asyncio's tasks and futures call on
+their loop, whatever its class.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextvars import Context
+from typing import Any, TypeVarTuple, Unpack
+
+#: Callbacks an iteration schedules before checkpoints start.
+FREE = 4
+#: Callbacks scheduled between two checkpoints after that.
+CHECK_EVERY = 2
+#: Longest clients wait for the reactor while callbacks run (seconds), checkpoints allowing.
+SLICE = 0.0003
+
+_Ts = TypeVarTuple("_Ts")
+
+
+class ReactorLoop(asyncio.SelectorEventLoop):
+    """A ``SelectorEventLoop`` on the reactor that lets it serve clients during long iterations."""
+
+    def __init__(self, reactor: Any, *, free: int = FREE, check_every: int = CHECK_EVERY,
+                 slice_s: float = SLICE) -> None:
+        if free < 0 or check_every < 1:
+            raise ValueError("free must be >= 0 and check_every >= 1")
+        super().__init__(reactor)
+        # Private names (mangled): asyncio's loops keep state in single-underscore attributes.
+        self.__reactor = reactor
+        self.__free = free
+        self.__check_every = check_every
+        self.__slice = slice_s
+        self.__round = -1
+        self.__scheduled = 0
+
+    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+                  context: Context | None = None) -> asyncio.Handle:
+        handle = super().call_soon(callback, *args, context=context)
+        rounds = self.__reactor.rounds
+        if rounds != self.__round:
+            # A new iteration: what it schedules runs in the next one, counted afresh.
+            self.__round = rounds
+            self.__scheduled = 0
+        self.__scheduled += 1
+        if self.__scheduled > self.__free and not self.__scheduled % self.__check_every:
+            super().call_soon(self.__checkpoint)
+        return handle
+
+    def __checkpoint(self) -> None:
+        self.__reactor.serve_clients(self.__slice)
