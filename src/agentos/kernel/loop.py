@@ -21,11 +21,11 @@ from contextvars import Context
 from typing import Any, TypeVarTuple, Unpack
 
 #: Callbacks an iteration schedules before checkpoints start.
-FREE = 4
+FREE = 2
 #: Callbacks scheduled between two checkpoints after that.
-CHECK_EVERY = 2
+CHECK_EVERY = 1
 #: Longest clients wait for the reactor while callbacks run (seconds), checkpoints allowing.
-SLICE = 0.0003
+SLICE = 0.0002
 
 _Ts = TypeVarTuple("_Ts")
 

@@ -71,7 +71,7 @@ _ACCEPT_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
 MAX_REFUSALS = 256
 #: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
-DEFAULT_BATCH = 4
+DEFAULT_BATCH = 2
 
 FrameHandler = Callable[["Connection", int, int, int, bytes], None]
 ConnectionHandler = Callable[["Connection"], None]
