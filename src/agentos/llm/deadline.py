@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from .errors import ErrorKind, LLMError
@@ -22,10 +22,13 @@ class Deadline:
 
     at: float
     seconds: float
+    #: The loop the call runs on, when whoever set the deadline has it at hand: on Python 3.11
+    #: finding the running loop costs a getpid() syscall, and every attempt would look it up.
+    loop: asyncio.AbstractEventLoop | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds, seconds)
+    def after(cls, seconds: float, loop: asyncio.AbstractEventLoop | None = None) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds, loop)
 
     def left(self) -> float:
         """Seconds until it passes; 0 once it has."""
@@ -48,32 +51,40 @@ class Deadline:
 
 
 class _Within:
-    """``Deadline.within()``: a class, not an ``asynccontextmanager`` generator, because every
-    attempt of every THINK enters one (half the cost)."""
+    """``Deadline.within()``: a class, not an ``asynccontextmanager`` generator, and its own
+    timer instead of an ``asyncio.timeout`` inside, because every attempt of every THINK enters
+    one. The cancellation is ``asyncio.timeout``'s exactly: the timer cancels the task, and only
+    a cancellation that was ours alone (``uncancel``) becomes ``exceeded()``."""
 
-    __slots__ = ("_deadline", "_timeout")
+    __slots__ = ("_deadline", "_task", "_cancelling", "_timer", "_expired")
 
     def __init__(self, deadline: Deadline) -> None:
         self._deadline = deadline
-        self._timeout: asyncio.Timeout | None = None
+        self._expired = False
 
     async def __aenter__(self) -> None:
-        left = self._deadline.left()
-        if left <= 0:
-            raise self._deadline.exceeded()
-        self._timeout = asyncio.timeout(left)
-        await self._timeout.__aenter__()
+        deadline = self._deadline
+        if deadline.left() <= 0:
+            raise deadline.exceeded()
+        task = asyncio.current_task(deadline.loop)
+        if task is None:
+            raise RuntimeError("Deadline.within() must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._timer = task.get_loop().call_at(deadline.at, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        assert self._timeout is not None
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            expired = True
-        else:
-            # The block may have turned our cancellation into a TimeoutError of its own.
-            expired = exc_type is not None and issubclass(exc_type, TimeoutError)
-        # Only our own expiry: a TimeoutError from inside the block is the block's to report.
-        if expired and self._timeout.expired():
+        self._timer.cancel()
+        if not self._expired:
+            return  # a TimeoutError from inside the block is the block's to report
+        # Our cancellation is spent here whatever the block did with it. It ends the block as
+        # the deadline when nobody else cancelled too, or when the block turned it into a
+        # TimeoutError of its own.
+        if (self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError
+                or exc_type is not None and issubclass(exc_type, TimeoutError)):
             raise self._deadline.exceeded() from None

@@ -80,7 +80,9 @@ class ModelChain:
             completion.fallbacks = self.failed
             return completion
         self.model = self.models[-1]
-        completion = await generate(replace(request, model=self.model), sink,
+        # Most calls name one model, which the request names already: no copy for them.
+        completion = await generate(request if request.model == self.model
+                                    else replace(request, model=self.model), sink,
                                     self._gate_for(self.model), None)
         completion.fallbacks = self.failed
         return completion

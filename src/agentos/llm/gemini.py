@@ -34,16 +34,26 @@ class GeminiProvider(Provider):
                  prefix_cache: PrefixCache | None = None) -> None:
         super().__init__(config, session)
         self.prefix_cache = prefix_cache
+        # The config is frozen: every call's URL (by model and action) and headers are the same
+        # strings, built once instead of on every THINK.
+        self._urls: dict[tuple[str | None, str], str] = {}
+        self._header_map = request_headers(config)
 
     def check_functions(self, functions: Sequence[dict[str, Any]]) -> None:
         gemini_declarations(functions)
 
     def _url(self, model: str | None, action: str) -> str:
-        model = (model or self.config.model).removeprefix("models/")
-        return f"{api_root(self.config)}/models/{quote(model, safe='.-_')}:{action}"
+        url = self._urls.get((model, action))
+        if url is None:
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()  # models a call may name are a handful in practice
+            name = (model or self.config.model).removeprefix("models/")
+            url = self._urls[model, action] = (f"{api_root(self.config)}/models/"
+                                               f"{quote(name, safe='.-_')}:{action}")
+        return url
 
     def _headers(self) -> dict[str, str]:
-        return request_headers(self.config)
+        return self._header_map
 
     async def _generate_once(self, request: ModelRequest, on_chunk: ChunkSink | None) -> Completion:
         body = build_body(request)
@@ -127,6 +137,8 @@ def request_headers(config: LLMConfig) -> dict[str, str]:
 
 #: What countTokens counts of a GenerateContentRequest: the input (output settings count nothing).
 _COUNTED = ("contents", "systemInstruction", "tools", "toolConfig")
+#: Cached request URLs (models x actions) kept at most.
+_MAX_URLS = 1024
 #: models.list's largest page; a model list is a handful of pages at most.
 _PAGE_SIZE = 1000
 _MAX_PAGES = 50

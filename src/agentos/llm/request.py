@@ -95,6 +95,10 @@ _DEFAULT_OPTIONS = GenerationOptions()
 
 
 def parse_json(args: dict[str, Any]) -> ThinkArgs:
+    if len(args) == 1 and type(args.get("prompt")) is str:
+        # What ``think("...")`` sends, most calls: the checks below would all pass on it.
+        return ThinkArgs(turns=[{"role": "user", "parts": [{"text": args["prompt"]}]}],
+                         options=_DEFAULT_OPTIONS)
     unknown = sorted(args.keys() - _FIELDS)
     if unknown:
         raise InvalidArgument(f"THINK: unknown fields {unknown}; known: {', '.join(FIELDS)}")

@@ -47,6 +47,8 @@ def parse_safety(raw: Any, where: str) -> SafetySettings:
 
 def merge_safety(base: SafetySettings, override: SafetySettings) -> SafetySettings:
     """``base`` with each category ``override`` sets replaced."""
+    if not override:
+        return base  # one pair per category already (parse_safety): nothing to merge
     merged = dict(base)
     merged.update(override)
     return tuple(merged.items())

@@ -68,6 +68,12 @@ class LLMService:
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         self._killed: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Any] = []
+        #: Each caller's gate to each model, by (agent key, priority, model): built once, not
+        #: on every THINK (a gate holds no state of its own).
+        self._gates: dict[tuple[str, int, str], ModelGate] = {}
+        #: The loop THINKs run on, passed where asyncio would look it up: on Python 3.11 each
+        #: lookup of the running loop is a getpid() syscall.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- Service protocol ----------------------------------------------------------------
 
@@ -78,6 +84,7 @@ class LLMService:
                 **catalog.syscalls()}
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._session = new_session(self.config)
         self._prefix_cache = self._make_prefix_cache(self._session)
         self._provider = make_provider(self.config, self._session, self._prefix_cache)
@@ -143,9 +150,12 @@ class LLMService:
             self.contexts.get(caller.owner, args.context)  # NotFound before a budgeted call
         if args.functions and self._provider is not None:
             self._provider.check_functions(args.functions)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None
-        self._calls.setdefault(caller.key, set()).add(task)
+        calls = self._calls.get(caller.key)
+        if calls is None:
+            calls = self._calls[caller.key] = set()
+        calls.add(task)
         try:
             return await self._think(call, args, caller)
         except asyncio.CancelledError:
@@ -185,29 +195,36 @@ class LLMService:
 
     def _gate(self, caller: Caller, model: str) -> ModelGate:
         """Each attempt takes a slot in the agent's turn; a call waiting to retry holds none."""
-        return self.rate_limits.gate(model_key(self.config.base_url, model), self.scheduler,
-                                     caller.key, caller.policy.priority)
+        key = (caller.key, caller.policy.priority, model)
+        gate = self._gates.get(key)
+        if gate is None:
+            if len(self._gates) >= _MAX_GATES:
+                self._gates.clear()  # agents come and go; the live ones build theirs again
+            gate = self._gates[key] = self.rate_limits.gate(
+                model_key(self.config.base_url, model), self.scheduler, caller.key,
+                caller.policy.priority)
+        return gate
 
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
         # From arrival: waiting for the context's lock counts too.
-        deadline = Deadline.after(self.config.deadline_for(args.timeout))
+        deadline = Deadline.after(self.config.deadline_for(args.timeout), self._loop)
         chain = self._chain(args, caller)
         reservation: Reservation | None = None
         try:
             if args.context is None:
-                reservation, args = await self._reserve(args, caller, chain, [], args.system)
-                completion = await self._generate(call, args, caller, chain, deadline, [],
-                                                  args.system)
+                reservation, request = await self._reserve(
+                    self._request(args, chain, args.turns, args.system), caller, chain)
+                completion = await self._generate(call, args, request, caller, chain, deadline)
                 reply = self._deliver(call, args, completion, reservation)
                 self.budgets.model_used(caller.key, chain.model, completion.usage)
                 return reply
             async with self.contexts.lock(caller.owner, args.context):
                 context = self.contexts.get(caller.owner, args.context)
                 # Inside the lock: the reservation counts the history this call will send.
-                reservation, args = await self._reserve(args, caller, chain, context.contents,
-                                                        args.system or context.system)
-                completion = await self._generate(call, args, caller, chain, deadline,
-                                                  context.contents, args.system or context.system)
+                reservation, request = await self._reserve(
+                    self._request(args, chain, [*context.contents, *args.turns],
+                                  args.system or context.system), caller, chain)
+                completion = await self._generate(call, args, request, caller, chain, deadline)
                 # Before the context keeps it: a refused answer leaves no trace.
                 reply = self._deliver(call, args, completion, reservation)
                 self.budgets.model_used(caller.key, chain.model, completion.usage)
@@ -227,34 +244,43 @@ class LLMService:
             self.budgets.cut_off(reservation)
             raise
 
-    async def _reserve(self, args: ThinkArgs, caller: Caller, chain: ModelChain,
-                       history: list[dict[str, Any]],
-                       system: str | None) -> tuple[Reservation, ThinkArgs]:
-        """Admit the call against its budgets (priced at the dearest model of its chain); ``args``
-        with the output limit they leave it.
+    def _request(self, args: ThinkArgs, chain: ModelChain, contents: list[Content],
+                 system: str | None) -> ModelRequest:
+        """The call's one model request, for its first model (a chain's next ones differ
+        only in ``model``)."""
+        return ModelRequest(contents=contents, system=system, options=args.options,
+                            functions=args.functions, function_mode=args.function_mode,
+                            allowed_functions=args.allowed_functions,
+                            safety=merge_safety(self.config.safety, args.safety),
+                            model=chain.models[0])
+
+    async def _reserve(self, request: ModelRequest, caller: Caller,
+                       chain: ModelChain) -> tuple[Reservation, ModelRequest]:
+        """Admit the call against its budgets (priced at the dearest model of its chain);
+        ``request`` with the output limit they leave it.
 
         Media (a PDF's pages, a video's seconds, a large image's tiles) is billed by what it
         holds, which no local estimate bounds: under a budget the provider counts such a
         prompt first, so the reservation covers it.
         """
-        request = ModelRequest(contents=[*history, *args.turns], system=system,
-                               options=args.options, functions=args.functions)
         counted = None
         policy = caller.policy
         if (policy.max_tokens is not None or policy.max_usd is not None) and has_media(request):
             assert self._provider is not None, "THINK before the llm service started"
             try:
-                counted = await self._provider.count_tokens(replace(request, model=chain.models[0]),
-                                                            self._gate(caller, chain.models[0]))
+                # The prompt as billed: its turns, system and declarations, not how to call them.
+                counted = await self._provider.count_tokens(
+                    replace(request, function_mode=None, allowed_functions=()),
+                    self._gate(caller, chain.models[0]))
             except LLMError as error:
                 if error.kind is not ErrorKind.UNSUPPORTED:
                     raise
         reservation = self.budgets.admit(caller.key, caller.owner, policy, chain.models, request,
                                          counted)
         if reservation.max_output_tokens is not None:
-            args = replace(args, options=replace(args.options,
-                                                 max_output_tokens=reservation.max_output_tokens))
-        return reservation, args
+            request = replace(request, options=replace(
+                request.options, max_output_tokens=reservation.max_output_tokens))
+        return reservation, request
 
     def _deliver(self, call: Call, args: ThinkArgs, completion: Completion,
                  reservation: Reservation) -> bytes:
@@ -274,14 +300,9 @@ class LLMService:
         self.budgets.settle(reservation, usage)
         return payload
 
-    async def _generate(self, call: Call, args: ThinkArgs, caller: Caller, chain: ModelChain,
-                        deadline: Deadline, history: list[dict[str, Any]],
-                        system: str | None) -> Completion:
+    async def _generate(self, call: Call, args: ThinkArgs, request: ModelRequest,
+                        caller: Caller, chain: ModelChain, deadline: Deadline) -> Completion:
         assert self._provider is not None, "THINK before the llm service started"
-        request = ModelRequest(contents=[*history, *args.turns], system=system, options=args.options,
-                               functions=args.functions, function_mode=args.function_mode,
-                               allowed_functions=args.allowed_functions,
-                               safety=merge_safety(self.config.safety, args.safety))
         try:
             # Every model of the chain shares the call's one deadline.
             return await chain.generate(partial(self._provider.generate, deadline=deadline),
@@ -423,6 +444,8 @@ def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != key}
 
 
+#: Gates kept at most (agents x models x priorities).
+_MAX_GATES = 4096
 #: A failed call's ``tokens``: the failure is not charged.
 _NOTHING_SPENT = Usage(cost_usd=0.0).to_dict()
 

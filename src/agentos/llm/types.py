@@ -127,6 +127,8 @@ MAX_TOKEN_COUNT = 2**31 - 1
 def token_count(value: Any) -> int:
     """``value`` as a token count from a provider's answer, 0 when it is not one (missing,
     negative, fractional, not a number, above ``MAX_TOKEN_COUNT``)."""
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value  # what providers send: seven counts per answer take this way
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
