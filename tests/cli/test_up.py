@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentos import Client
+from agentos.manifest import project_name
 
 #: Unsandboxed and without cgroup limits, so the team runs the same on any host.
 PLAIN = "sandbox: {enabled: false}\n  limits: {memory: unlimited, cpu: unlimited, pids: unlimited}"
@@ -176,7 +177,9 @@ def test_detached_team_keeps_running_until_down(project: Path) -> None:
         """)
     up = agentos("up", "-d", path.name, cwd=project)
     assert up.returncode == 0, up
-    assert lines(up.stdout)[-1] == "2 agent(s) up; `agentos ps` lists them, `agentos down team.yaml` stops them"
+    name = project_name(project.name)
+    assert lines(up.stdout)[-1] == (f"2 agent(s) of project {name} up; `agentos ps -p {name}` lists them, "
+                                    "`agentos down team.yaml` stops them")
     with Client(project / "run" / "k.sock") as client:
         assert sorted(a["name"] for a in client.list_agents(status="running")) == ["server", "worker"]
     down = agentos("down", path.name, cwd=project)

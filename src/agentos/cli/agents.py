@@ -15,12 +15,15 @@ LIVE = frozenset({"running", "paused"})
 
 
 def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One row per name: the running process, else the one that started last (earlier restarts hidden)."""
-    chosen: dict[str, Mapping[str, Any]] = {}
+    """One row per agent (name within its project): the running process, else the one that started
+    last (earlier restarts hidden)."""
+    chosen: dict[tuple[str | None, str], Mapping[str, Any]] = {}
     for info in agents:
-        current = chosen.get(info["name"])
+        # Two projects' agents of one name are two agents.
+        key = info.get("project"), info["name"]
+        current = chosen.get(key)
         if current is None or _rank(info) > _rank(current):
-            chosen[info["name"]] = info
+            chosen[key] = info
     return list(chosen.values())
 
 

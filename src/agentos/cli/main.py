@@ -13,6 +13,7 @@ COMMANDS = [
     "validate",
     "up",
     "down",
+    "purge",
     "ps",
     "logs",
     "kill",

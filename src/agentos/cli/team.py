@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from ..client import AsyncClient
 from ..client.messaging import AsyncSubscription
 from ..errors import AgentOSError, NotFound
 from ..manifest import AgentSpec, Manifest
 from ..protocol import Op
+from ..protocol.requests import SpawnRequestWire
 from ..supervision.policy import RestartPolicy
 from .output import Painter, size
 
@@ -33,6 +37,10 @@ _ENDINGS = frozenset({"agent.exited", "agent.killed", "agent.oom_killed"})
 
 class TeamError(AgentOSError):
     """The team could not be started as the manifest says."""
+
+
+class TeamConflict(TeamError):
+    """Agents of the team's names already run in its project with another spec; nothing was started."""
 
 
 @dataclasses.dataclass
@@ -105,8 +113,12 @@ class Team:
     """The agents of ``manifest`` on the kernel behind ``client``."""
 
     def __init__(self, manifest: Manifest, client: AsyncClient, socket: Path, painter: Painter,
-                 out: TextIO | None = None, show_output: bool = True, grace: float = 10.0) -> None:
+                 out: TextIO | None = None, show_output: bool = True, grace: float = 10.0,
+                 project: str | None = None, force_recreate: bool = False) -> None:
         self.manifest = manifest
+        #: Its agents' names are unique within it, and only its agents are adopted or stopped.
+        self.project = project or manifest.project
+        self.force_recreate = force_recreate
         self.client = client
         self.socket = socket
         self.paint = painter
@@ -128,9 +140,29 @@ class Team:
 
     # -- starting --------------------------------------------------------------------
 
+    def qualified(self, name: str) -> str:
+        """How the kernel names the member ``name``: within this team's project."""
+        return f"{self.project}/{name}"
+
     async def start(self) -> None:
-        """Start every agent not already running, each after its dependencies are ready."""
-        running = {a["name"]: a for a in await self.client.list_agents(status="running")}
+        """Start every agent not already running, each after its dependencies are ready.
+
+        An agent of the project already running with the manifest's spec is adopted; one with
+        another spec is a ``TeamConflict`` (with what differs), before anything starts, unless
+        ``force_recreate``: then it is stopped and started again as the manifest says."""
+        running = {a["name"]: a for a in await self.client.list_agents(status="running", project=self.project)
+                   if a["name"] in self.members}
+        changed = {name: diff for name, info in running.items()
+                   if (diff := spec_diff(self.members[name].spec.to_spawn_request(name, self.project), info))}
+        if changed and not self.force_recreate:
+            raise TeamConflict("; ".join(
+                f"{self.qualified(name)} already runs with another spec ({', '.join(diff)})"
+                for name, diff in changed.items()) + ": stop it (agentos down), or replace it with "
+                "agentos up --force-recreate")
+        for name in changed:
+            await self.client.kill(self.qualified(name), grace=self.grace)
+            self.say(name, "recreated: its spec changed", "yellow")
+            del running[name]
         try:
             async with asyncio.TaskGroup() as group:
                 for spec in self.order:
@@ -153,7 +185,7 @@ class Team:
             self._follow(member)
             return
         try:
-            info = await self.client._call(Op.SPAWN, member.spec.to_spawn_request(member.name))
+            info = await self.client._call(Op.SPAWN, member.spec.to_spawn_request(member.name, self.project))
         except AgentOSError as exc:
             raise TeamError(f"cannot start {member.name}: {exc}") from None
         member.id = info["id"]
@@ -230,7 +262,7 @@ class Team:
         """Print lifecycle events until every member has ended for good; return the members."""
         async for event in events:
             member = self.members.get(event.get("name", ""))
-            if member is None:
+            if member is None or event.get("project") != self.project:
                 continue
             follower = self._followers.get(member.name)
             if event["topic"] in _ENDINGS and event["id"] == member.id and follower is not None:
@@ -276,7 +308,7 @@ class Team:
         for spec in reversed(self.order):
             await asyncio.gather(*(self._kill(name, on_stopped) for name in spec.instance_names()))
         # A restart that was already on its way when we passed: catch it too.
-        for agent in await self.client.list_agents(status="running"):
+        for agent in await self.client.list_agents(status="running", project=self.project):
             if agent["name"] in self.members:
                 await self._kill(agent["name"], on_stopped)
         for task in self._followers.values():
@@ -285,7 +317,7 @@ class Team:
 
     async def _kill(self, name: str, on_stopped: Callable[[str, dict[str, Any]], None] | None) -> None:
         try:
-            info = await self.client.kill(name, grace=self.grace)
+            info = await self.client.kill(self.qualified(name), grace=self.grace)
         except NotFound:
             return
         if info.get("killed") and on_stopped is not None:
@@ -304,6 +336,39 @@ _HANDLERS: dict[str, Callable[[Team, Member, dict[str, Any]], None]] = {
 
 def _ignore(team: Team, member: Member, event: dict[str, Any]) -> None:
     pass
+
+
+def spec_diff(request: dict[str, Any], running: dict[str, Any]) -> list[str]:
+    """What differs between the SPAWN ``request`` and what a running agent was spawned with (LIST's
+    ``spec``), one entry per field: ``script: a.py -> b.py``; of ``env`` only the names (its values
+    may be secrets). ``[]`` when they are the same, or when the kernel does not show the spec (an
+    agent this caller did not spawn: it is not adopted blindly, so that is a difference too)."""
+    spec = running.get("spec")
+    if spec is None:
+        return [f"spawned by someone else (id {running.get('id')})"]
+    wanted = {k: v for k, v in msgspec.convert(request, SpawnRequestWire).fields().items()
+              if k not in ("name", "project")}
+    diff = []
+    for key in sorted(set(wanted) | set(spec)):
+        old, new = spec.get(key), wanted.get(key)
+        if old == new:
+            continue
+        if key == "env":
+            old, new = old or {}, new or {}
+            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            diff.append("env " + ", ".join(f"{k} ({_change(k, old, new)})" for k in names))
+        else:
+            diff.append(f"{key}: {_short(old)} -> {_short(new)}")
+    return diff
+
+
+def _change(key: str, old: dict[str, Any], new: dict[str, Any]) -> str:
+    return "added" if key not in old else "removed" if key not in new else "value differs"
+
+
+def _short(value: Any) -> str:
+    text = "(none)" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

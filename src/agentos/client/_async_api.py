@@ -129,10 +129,16 @@ class AsyncClientMethods(abc.ABC):
         return await self._call(Op.START, _processes.target(agent, id=id))
 
     async def list_agents(self, status: str | list[str] | None = None,
-                          name: str | None = None) -> list[dict[str, Any]]:
-        """Running and recently ended agents, with status, exit code and cgroup usage."""
-        reply = await self._call(Op.LIST, _processes.list_request(status, name))
+                          name: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended agents, with status, exit code and cgroup usage; only
+        ``project``'s if given (``""``: those of no project). ``name`` may be ``project/name``."""
+        reply = await self._call(Op.LIST, _processes.list_request(status, name, project))
         return reply["agents"]
+
+    async def purge(self, project: str) -> dict[str, Any]:
+        """Remove ``project``'s mailboxes, state and registered names (yours; an admin's: every
+        uid's). Its agents must have ended. Returns what was removed, by kind."""
+        return await self._call(Op.PURGE, {"project": project})
 
     async def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
         """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds."""

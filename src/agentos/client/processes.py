@@ -21,17 +21,21 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   egress: Sequence[str] | None = None,
                   workspace: int | str | Mapping[str, Any] | None = None,
                   timeout: float | str | None = None,
-                  idle_timeout: float | str | None = None) -> dict[str, Any]:
+                  idle_timeout: float | str | None = None,
+                  project: str | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path).
 
     ``workspace``: its size (``"256Mi"``) or the whole ``{"size": ...}``, for a private
     writable directory at /workspace with that disk quota. ``timeout``: the kernel kills
     the agent that long after its start; ``idle_timeout``: after that long without a
-    syscall of its own (seconds, or ``"10m"``).
+    syscall of its own (seconds, or ``"10m"``). ``project``: the team it belongs to (its
+    name is unique there; an agent's children are always in its own).
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
         payload["name"] = name
+    if project is not None:
+        payload["project"] = project
     if script is not None:
         payload["script"] = os.path.abspath(script)
     if command is not None:
@@ -95,8 +99,11 @@ def kill_request(agent: str | None = None, *, id: str | None = None, name: str |
     return payload
 
 
-def list_request(status: str | Sequence[str] | None = None, name: str | None = None) -> dict[str, Any]:
+def list_request(status: str | Sequence[str] | None = None, name: str | None = None,
+                 project: str | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {}
+    if project is not None:
+        payload["project"] = project
     if status is not None:
         payload["status"] = status if isinstance(status, str) else list(status)
     if name is not None:

@@ -12,11 +12,12 @@ from pathlib import Path
 from .errors import ManifestError, Mark, Problem
 from .loader import compose, read
 from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
-                    Sandbox)
+                    Sandbox, project_name)
 from .validate import validate
 
 __all__ = ["load", "loads", "Manifest", "AgentSpec", "KernelSection", "KernelLLM", "Sandbox", "Limits",
-           "Restart", "AgentLLM", "Readiness", "ManifestError", "Problem", "Mark"]
+           "Restart", "AgentLLM", "Readiness", "ManifestError", "Problem", "Mark",
+           "project_name"]
 
 
 def load(path: str | os.PathLike[str]) -> Manifest:

@@ -8,6 +8,7 @@ directory), sizes are bytes, cpu is cores and durations are seconds.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +119,15 @@ class AgentSpec:
             return (self.name,)
         return tuple(f"{self.name}-{i}" for i in range(1, self.replicas + 1))
 
-    def to_spawn_request(self, instance: str | None = None) -> dict[str, Any]:
-        """The SPAWN payload for one replica (the first when ``instance`` is None)."""
+    def to_spawn_request(self, instance: str | None = None, project: str | None = None) -> dict[str, Any]:
+        """The SPAWN payload for one replica (the first when ``instance`` is None), in ``project``."""
         names = self.instance_names()
         name = names[0] if instance is None else instance
         if name not in names:
             raise ValueError(f"{name!r} is not a replica of agent {self.name!r} (replicas: {', '.join(names)})")
         request: dict[str, Any] = {"name": name}
+        if project is not None:
+            request["project"] = project
         if self.script is not None:
             request["script"] = str(self.script)
         if self.command is not None:
@@ -229,11 +232,17 @@ class Manifest:
     agents: tuple[AgentSpec, ...]
     kernel: KernelSection = dataclasses.field(default_factory=KernelSection)
     version: int = _default(schema.MANIFEST, "version")
+    name: str | None = _default(schema.MANIFEST, "name")
 
     @property
     def directory(self) -> Path:
         """Where relative paths in the manifest were resolved from."""
         return self.path.parent
+
+    @property
+    def project(self) -> str:
+        """The team's project: ``name``, else the manifest's directory name made a valid one."""
+        return self.name or project_name(self.directory.name)
 
     def agent(self, name: str) -> AgentSpec:
         """The agent declared as ``name``; KeyError if none."""
@@ -270,11 +279,19 @@ class Manifest:
             config.sections["llm"]["agents"] = policies
         return config
 
-    def spawn_requests(self) -> Iterator[dict[str, Any]]:
-        """SPAWN payloads for every replica of every agent, in start order."""
+    def spawn_requests(self, project: str | None = None) -> Iterator[dict[str, Any]]:
+        """SPAWN payloads for every replica of every agent, in start order, in ``project`` (the
+        manifest's own by default)."""
         for spec in self.start_order():
             for name in spec.instance_names():
-                yield spec.to_spawn_request(name)
+                yield spec.to_spawn_request(name, project or self.project)
+
+
+def project_name(text: str) -> str:
+    """``text`` (a directory's name) as a project name, as compose makes one: lower case, every
+    run of other characters a ``-``; ``default`` if nothing is left."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+    return name or "default"
 
 
 #: Limits that go to the agent's cgroup; the LLM ones go to the gateway.

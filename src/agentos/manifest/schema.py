@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
-from ..protocol.requests import AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS
+from ..protocol.requests import AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, PROJECT_PATTERN
 
 #: Agent names: the wire's rule, so a name SPAWN takes is a name a manifest takes.
 NAME_PATTERN = AGENT_NAME_PATTERN
+
+#: Project names: a short DNS label (``agentos up -p`` takes the same).
+PROJECT_NAME_PATTERN = PROJECT_PATTERN
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
 CAPABILITIES = (*(c.value for c in Capability), "state")
@@ -243,6 +246,11 @@ KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is runnin
 
 MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignored, to hold YAML anchors.", (
     Field("version", Type.INT, "Manifest format version.", 1, minimum=1, maximum=1),
+    Field("name", Type.STRING, "The project: the team's name on the kernel. Agent names are unique within a "
+          "project, and its mail, state and registered names are its own (`agentos down --volumes` wipes "
+          "them). Lower-case letters, digits and `-`, at most 63, starting with a letter or digit. "
+          "`agentos up -p NAME` overrides it.", None,
+          default_doc="the manifest's directory name, lower-cased, other characters as `-`"),
     Field("kernel", Type.SECTION, KERNEL.doc, section=KERNEL),
     Field("agents", Type.AGENTS, "The agents, by name, in the order they are declared.", None, required=True,
           default_doc="required"),

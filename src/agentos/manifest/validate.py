@@ -29,6 +29,7 @@ from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manif
 from .schema import Field, Section, Type
 
 _NAME = re.compile(schema.NAME_PATTERN)
+_PROJECT = re.compile(schema.PROJECT_NAME_PATTERN)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV_PREFIX = "AGENTOS_"
 
@@ -199,6 +200,10 @@ class _Validator:
         value = self.scalar(node, where, (str,), "a string", "'text'")
         if not value.strip():
             raise self.invalid(node.mark, f"{where}: must not be empty", f"give a value or remove {f.key!r}")
+        if where == "name" and not _PROJECT.match(value):
+            raise self.invalid(node.mark, f"name: {value!r} is not a valid project name",
+                               "use lower-case letters, digits and '-', at most 63, starting with a "
+                               "letter or digit")
         if f.key == "hostname" and not _NAME.match(value):
             raise self.invalid(node.mark, f"{where}: {value!r} is not a valid hostname",
                                "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")

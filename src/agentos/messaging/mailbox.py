@@ -393,6 +393,23 @@ class Mailboxes:
             "SELECT 1 FROM agents WHERE principal = ?", (principal,)).fetchone())
         return row is not None
 
+    async def purge(self, root: str) -> dict[str, int]:
+        """Remove every mailbox, dead letter, registered name and remembered agent at or beneath
+        the principal glob ``root`` (a project's part: ``uid:1000/@team``, or ``*/@team``)."""
+        under = (root, f"{root}/*")
+
+        def wipe(conn: sqlite3.Connection) -> dict[str, int]:
+            def delete(table: str, column: str) -> int:
+                return conn.execute(f"DELETE FROM {table} WHERE {column} GLOB ? OR {column} GLOB ?",
+                                    under).rowcount
+
+            return {"messages": delete("messages", "mailbox"), "dead_letters": delete("dead_letters", "mailbox"),
+                    # An alias goes with its owner, and with the scope it was registered in.
+                    "names": delete("aliases", "owner") + delete("aliases", "scope"),
+                    "agents": delete("agents", "principal")}
+
+        return await self._db.run(wipe)
+
     # -- on the database thread ---------------------------------------------------
 
     @staticmethod

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout
 from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
+from ..permissions.principal import project_segment
 from ..permissions.registry import Permissions
 from ..permissions.service import permissions_of
 from ..protocol import Op
@@ -41,6 +42,8 @@ log = logging.getLogger("agentos.messaging")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _UID = re.compile(r"uid:\d{1,10}")
+#: ``PROJECT/NAME``: an agent of another project (docs/messaging.md).
+_PROJECT_REF = re.compile(r"[a-z0-9][a-z0-9-]{0,62}/[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")
 _ENDED = ("agent.exited", "agent.killed", "agent.oom_killed", "agent.failed")
 #: The scope of names every caller can reach (registered by admins only).
 GLOBAL = ""
@@ -123,10 +126,16 @@ class MessagingService:
         if "/" in target:
             if permissions.find_path(target) is not None or await self.boxes.is_agent(target):
                 return target
+            in_project = await self._in_project(identity, target)
+            if in_project is not None:
+                return in_project
             raise NotFound(f"no agent receives at {target!r}", to=target)
         scopes = _scopes(permissions.principal(identity))
         found = await self.boxes.lookup(target, [*scopes, GLOBAL])
         live = [agent_id for agent_id in permissions.agents() if permissions.name_of(agent_id) == target]
+        # The sender's own project first: another team's agent of that name only if it has none.
+        project = permissions.project_of(identity.agent_id) if identity.agent_id is not None else None
+        live = [a for a in live if permissions.project_of(a) == project] or live
         known = {permissions.agent_principal(agent_id) for agent_id in live} | set(found.agents)
         for scope in scopes:
             if f"{scope}/{target}" in known:
@@ -139,6 +148,22 @@ class MessagingService:
         if found.alias is not None:
             return found.alias
         raise NotFound(f"no agent or registered name {target!r}", to=target)
+
+    async def _in_project(self, identity: Identity, target: str) -> str | None:
+        """The principal of ``PROJECT/NAME``: that project's agent of that name (the running one,
+        else the newest), or, while none is known, the sender's uid's top-level agent there."""
+        if not _PROJECT_REF.fullmatch(target):
+            return None
+        project, _, name = target.partition("/")
+        permissions = self._permissions()
+        known = [a for a in permissions.agents()
+                 if permissions.name_of(a) == name and permissions.project_of(a) == project]
+        running = [a for a in known if a in self._live_agents]
+        if running or known:
+            return permissions.agent_principal((running or known)[-1])
+        root = permissions.principal(identity).partition("/")[0]
+        principal = f"{root}/{project_segment(project)}/{name}"
+        return principal if await self.boxes.is_agent(principal) else None
 
     async def _reader_address(self, call: Call, args: dict[str, Any]) -> str:
         """The mailbox a RECV/ACK reads: one of the caller's names, else its default mailbox."""
@@ -328,6 +353,11 @@ class MessagingService:
         address = owner if is_agent else f"name:{f'{scope}/' if scope else ''}{name}"
         await self.boxes.register(scope, name, address, owner)
         return {"name": name, "address": address, "scope": scope or "global"}
+
+    async def purge(self, root: str) -> dict[str, int]:
+        """Remove the mailboxes, dead letters and names at or beneath the principal glob ``root``
+        (a project's part, for PURGE); its agents' names stop shadowing registrations."""
+        return await self.boxes.purge(root)
 
     # -- pub/sub ---------------------------------------------------------------------
 

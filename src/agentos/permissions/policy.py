@@ -42,6 +42,9 @@ REQUIRED: dict[Op, Capability] = {
     # Freezing an agent stops it as surely as killing it: the same capability, the same target rule.
     Op.PAUSE: Capability.KILL,
     Op.RESUME: Capability.KILL,
+    # Wiping a project's mail, state and names destroys more than a KILL: only admins and the
+    # uid whose project it is (the processes service checks the owner).
+    Op.PURGE: Capability.KILL,
     Op.SEND: Capability.MESSAGE,
     Op.RECV: Capability.MESSAGE,
     Op.BROADCAST: Capability.MESSAGE,

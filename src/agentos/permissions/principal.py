@@ -11,3 +11,9 @@ def caller_id(identity: Identity) -> str:
     mailboxes) is keyed by ``Permissions.principal``, which survives restarts.
     """
     return identity.agent_id if identity.agent_id is not None else f"uid:{identity.uid}"
+
+
+def project_segment(project: str) -> str:
+    """The segment of a principal that holds a project: ``@team`` in ``uid:0/@team/worker``.
+    No agent name starts with ``@``, so it never collides with an agent's own segment."""
+    return f"@{project}"

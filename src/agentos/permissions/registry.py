@@ -15,7 +15,7 @@ from .capabilities import (
     names,
     parse_capabilities,
 )
-from .principal import caller_id
+from .principal import caller_id, project_segment
 
 
 @dataclass
@@ -30,7 +30,11 @@ class AgentRecord:
     #: Its durable principal: the spawner's principal, ``/``, its name (``uid:0/team/worker``).
     #: A restarted agent, or the same tree started again after a kernel restart, gets the
     #: same path and so the same state and mailbox; another spawner's same-named child does not.
+    #: An outside client's agent of a project has the project in its path (``uid:0/@team/worker``),
+    #: so two teams' agents of one name never share mail, state or registered names.
     path: str
+    #: The project it belongs to (None: none).
+    project: str | None = None
 
 
 class Permissions:
@@ -172,14 +176,22 @@ class Permissions:
         return wanted
 
     def register_agent(self, agent_id: str, capabilities: Iterable[Capability],
-                       parent: Identity | None, name: str | None = None) -> AgentRecord:
+                       parent: Identity | None, name: str | None = None,
+                       project: str | None = None) -> AgentRecord:
         """Record a spawned agent (call after ``child_capabilities`` approved its set)."""
         spawner = self.principal(parent) if parent is not None else "kernel"
+        if project is not None and (parent is None or parent.agent_id is None):
+            # An agent's children inherit the project, and with it this segment of their path.
+            spawner = f"{spawner}/{project_segment(project)}"
         record = AgentRecord(agent_id, name, frozenset(capabilities),
                              caller_id(parent) if parent is not None else None,
-                             f"{spawner}/{name or agent_id}")
+                             f"{spawner}/{name or agent_id}", project)
         self._agents[agent_id] = record
         return record
+
+    def project_of(self, agent_id: str) -> str | None:
+        record = self._agents.get(agent_id)
+        return record.project if record is not None else None
 
     def forget_agent(self, agent_id: str) -> None:
         """Drop an agent that will not come back. Its children keep their own records."""

@@ -40,6 +40,11 @@ END_TOPICS = {Status.EXITED: "agent.exited", Status.FAILED: "agent.exited",
               Status.TIMED_OUT: "agent.exited"}
 
 
+def qualified(project: str | None, name: str) -> str:
+    """How an agent is named from outside its project: ``project/name`` (just ``name`` without one)."""
+    return f"{project}/{name}" if project else name
+
+
 @dataclass(eq=False)
 class Agent:
     """The agent table's row; runtime handles live here until the agent is reaped."""
@@ -84,6 +89,12 @@ class Agent:
     #: Seconds from start, and without a syscall, after which the kernel kills it (None: never).
     timeout: float | None = None
     idle_timeout: float | None = None
+    #: The team it belongs to (a manifest's project); None for an agent started outside any.
+    project: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return qualified(self.project, self.name)
 
     @property
     def running(self) -> bool:
@@ -102,8 +113,8 @@ class Agent:
     def info(self) -> dict[str, Any]:
         """The agent as SPAWN, LIST, WAIT and KILL answer it."""
         return {
-            "id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
-            "argv": self.argv,
+            "id": self.id, "name": self.name, "project": self.project, "pid": self.pid,
+            "parent": self.parent, "argv": self.argv,
             "status": self.shown_status, "exit_code": self.exit_code, "signal": self.signal,
             "reason": self.stop_reason,
             "started_at": self.started_at, "ended_at": self.ended_at,
@@ -113,6 +124,6 @@ class Agent:
         }
 
     def end_event(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "pid": self.pid, "parent": self.parent,
-                "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
+        return {"id": self.id, "name": self.name, "project": self.project, "pid": self.pid,
+                "parent": self.parent, "status": self.status, "exit_code": self.exit_code, "signal": self.signal,
                 "reason": self.stop_reason}

@@ -506,8 +506,9 @@ class Execs:
         return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)
 
     def _target(self, identity: Identity, ref: dict[str, Any]) -> Agent:
-        agent = self.service.table.find(ref)
-        if not self._may_enter(identity)(agent):
+        may_enter = self._may_enter(identity)
+        agent = self.service.lookup(identity, ref, may_enter)
+        if not may_enter(agent):
             raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} that you may exec into "
                            "(yourself and your descendants)",
                            **{k: v for k, v in ref.items() if k in ("id", "name")})

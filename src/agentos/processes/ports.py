@@ -390,8 +390,9 @@ class Ports:
     # -- opening ---------------------------------------------------------------------
 
     def _target(self, identity: Identity, ref: dict[str, Any]) -> Agent:
-        agent = self.service.table.find(ref)
-        if not self.service.execs._may_enter(identity)(agent):
+        may_enter = self.service.execs._may_enter(identity)
+        agent = self.service.lookup(identity, ref, may_enter)
+        if not may_enter(agent):
             raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} whose ports you may expose "
                            "(yourself and your descendants)",
                            **{k: v for k, v in ref.items() if k in ("id", "name")})

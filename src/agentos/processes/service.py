@@ -56,6 +56,7 @@ from .launcher import start_process
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
 from .ports import Ports
+from .projects import Projects
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
@@ -100,6 +101,7 @@ class ProcessService:
             raise ValueError(f"kernel configuration: {exc}") from None
         self.files = Files(self, files)
         self.ports = Ports(self)
+        self.projects = Projects(self)
         self.lifecycle = Lifecycle(self)
 
     # -- service lifecycle ---------------------------------------------------------
@@ -107,6 +109,7 @@ class ProcessService:
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
                 Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready, Op.START: self.start_again,
+                **self.projects.syscalls(),
                 Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume, **self.execs.syscalls(),
                 **self.ports.syscalls(), **self.files.syscalls()}
 
@@ -184,7 +187,8 @@ class ProcessService:
                    if permissions is not None else None)
         egress = self._egress()
         allow = egress.child_allow(caller, request.egress) if egress is not None else None
-        self.table.check_name_free(request.name)
+        project = self._spawn_project(parent, wire)
+        self.table.check_name_free(request.name, project)
         missing = [name for name in request.limits.requested()
                    if name not in self.driver.enforceable and name not in request.default_limits]
         if missing and not request.allow_degraded:
@@ -193,7 +197,8 @@ class ProcessService:
                 "set allow_degraded to run the agent without them", limits=missing,
                 driver=self.driver.name)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
-        task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow))
+        task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow,
+                                                             project))
         self._starting.add(task)
         task.add_done_callback(self._start_done)
         agent = await asyncio.shield(task)
@@ -207,6 +212,28 @@ class ProcessService:
         if agent is None or not agent.running:
             raise PermissionDenied("the spawning agent has ended", agent=caller.agent_id)
         return agent
+
+    @staticmethod
+    def _spawn_project(parent: Agent | None, wire: SpawnRequestWire) -> str | None:
+        """The project of a new agent: the one asked for, or its spawning agent's, which it can never leave."""
+        asked = None if wire.project is UNSET else wire.project
+        if parent is None:
+            return asked
+        if asked is not None and asked != parent.project:
+            raise PermissionDenied(f"an agent's children belong to its own project "
+                                   f"({parent.project or 'none'}), not {asked!r}", field="project")
+        return parent.project
+
+    def project_of(self, identity: Identity) -> str | None:
+        """The project a caller's names are looked up in: an agent's own; None for an outside client."""
+        agent = self.table.get(identity.agent_id) if identity.agent_id is not None else None
+        return agent.project if agent is not None else None
+
+    def lookup(self, identity: Identity, ref: dict[str, Any],
+               visible: Callable[[Agent], bool] | None = None) -> Agent:
+        """The agent ``ref`` (``{id}`` or ``{name}``) names for this caller: every syscall that takes an
+        agent's name finds it here, within the caller's project first (``AgentTable.find``)."""
+        return self.table.find(ref, self.project_of(identity), visible)
 
     def _confinement(self, caller: Identity, parent: Agent | None) -> Confinement:
         if parent is not None:
@@ -235,7 +262,7 @@ class ProcessService:
 
     async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                            parent: Agent | None, granted: frozenset[Capability] | None,
-                           allow: tuple[str, ...] | None) -> Agent:
+                           allow: tuple[str, ...] | None, project: str | None) -> Agent:
         agent_id = secrets.token_hex(6)
         try:
             cgroup = self.driver.create(agent_id, request.limits,
@@ -281,7 +308,7 @@ class ProcessService:
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
                       spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid),
-                      entry=launched.entry)
+                      entry=launched.entry, project=project)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
         self.table.add(agent)
         self.lifecycle.started(agent, request, parent)
@@ -289,7 +316,7 @@ class ProcessService:
             # Before the connection is served: the agent may call the kernel at once.
             permissions = self._permissions()
             assert permissions is not None
-            permissions.register_agent(agent_id, granted, caller, request.name)
+            permissions.register_agent(agent_id, granted, caller, request.name, project)
         egress = self._egress()
         if egress is not None and allow is not None:
             egress.assign(agent_id, allow)
@@ -298,7 +325,7 @@ class ProcessService:
         self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
-                                                     "pid": agent.pid, "parent": agent.parent,
+                                                     "project": agent.project, "pid": agent.pid, "parent": agent.parent,
                                                      **({"llm": request.llm} if request.llm else {})})
         return agent
 
@@ -331,7 +358,7 @@ class ProcessService:
                 and not permissions.is_descendant(agent.id, caller_id(call.identity)):
             raise PermissionDenied(f"{permissions.describe_caller(call.identity)} may start only agents "
                                    f"it spawned (or their descendants), not {agent.id}", target=agent.id)
-        current = self.table.find({"name": agent.name})
+        current = self.table.latest(agent.name, agent.project) or agent
         if current.running:
             return {**current.info(), "started": False}
         return {**await self.spawn_as(call.identity, agent.request), "started": True}
@@ -343,12 +370,19 @@ class ProcessService:
         wanted = None if statuses is UNSET or statuses is None else (
             {statuses} if isinstance(statuses, str) else set(statuses))
         name = None if request.name is UNSET else request.name
+        # A filter, not a lookup: a bare name lists that name in every project; `""` is no project.
+        project = None if request.project is UNSET else request.project
+        if name is not None and "/" in name:
+            project, _, name = name.rpartition("/")
         visible = self._observer(call.identity)
+        spawned = self._ancestor_of(call.identity)
         # "running" selects every live agent, paused ones included; "paused" only those.
-        return {"agents": [agent.info() for agent in self.table
+        return {"agents": [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {})}
+                           for agent in self.table
                            if (wanted is None or agent.shown_status in wanted
                                or (agent.running and Status.RUNNING in wanted))
-                           and (name is None or agent.name == name) and visible(agent)]}
+                           and (name is None or agent.name == name)
+                           and (project is None or (agent.project or "") == project) and visible(agent)]}
 
     async def wait(self, call: Call) -> dict[str, Any]:
         """Block this request (only) until the agent ends, or with ``until: "ready"`` until READY."""
@@ -405,10 +439,19 @@ class ProcessService:
         me = caller_id(identity)
         return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)
 
+    def _ancestor_of(self, identity: Identity) -> Callable[[Agent], bool]:
+        """Which agents ``identity`` spawned (or descend from what it spawned); all for an admin."""
+        permissions = self._permissions()
+        if permissions is None or permissions.is_admin(identity):
+            return lambda agent: True
+        me = caller_id(identity)
+        return lambda agent: permissions.is_descendant(agent.id, me)
+
     def _find_visible(self, identity: Identity, ref: dict[str, Any]) -> Agent:
         """The agent ``ref`` names, as NotFound when the caller may not see it (no existence leak)."""
-        agent = self.table.find(ref)
-        if not self._observer(identity)(agent):
+        observer = self._observer(identity)
+        agent = self.lookup(identity, ref, observer)
+        if not observer(agent):
             raise NotFound(f"no agent {ref.get('id') or ref.get('name')!r} that you may observe "
                            "(yours and your descendants; others need the 'observe' capability)",
                            **{k: v for k, v in ref.items() if k in ("id", "name")})
@@ -648,3 +691,9 @@ class ProcessService:
         from ..permissions.service import permissions_of
 
         return permissions_of(self.kernel)
+
+
+def _spec(agent: Agent) -> dict[str, Any]:
+    """What the agent was spawned with (LIST's ``spec``: its spawner and admins only, for env
+    values): how ``agentos up`` tells a team's agent from a changed one."""
+    return {k: v for k, v in agent.request.fields().items() if k not in ("name", "project")}

@@ -49,6 +49,7 @@ class Op(enum.IntEnum):
     START = 0x1C
     EXPOSE = 0x1D
     UNEXPOSE = 0x1E
+    PURGE = 0x1F
 
     SEND = 0x20
     RECV = 0x21

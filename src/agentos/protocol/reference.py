@@ -21,7 +21,8 @@ import msgspec
 from msgspec import inspect
 
 from .constants import Op
-from .requests import AGENT_NAME_PATTERN, CPU_PATTERN, DURATION_PATTERN, REQUESTS, SIZE_PATTERN
+from .requests import (AGENT_NAME_PATTERN, AGENT_REF_PATTERN, CPU_PATTERN, DURATION_PATTERN, PROJECT_PATTERN,
+                       REQUESTS, SIZE_PATTERN)
 
 __all__ = ["AREAS", "FORMATS", "Format", "area_markdown", "formats_markdown", "blocks", "splice"]
 
@@ -50,6 +51,11 @@ FORMATS: tuple[Format, ...] = (
     Format("agent name", AGENT_NAME_PATTERN,
            "1-60 letters, digits, `_`, `.`, `-`, starting with a letter or digit",
            ("worker", "team.a-1", "x")),
+    Format("agent reference", AGENT_REF_PATTERN,
+           "an agent name, looked up in the caller's project first, or `project/name` for another project's",
+           ("worker", "research/worker")),
+    Format("project", PROJECT_PATTERN, "1-63 lower-case letters, digits and `-`, starting with a letter or digit",
+           ("research", "team-2")),
     Format("duration", DURATION_PATTERN,
            "seconds, or a number with a unit `ms`, `s`, `m`, `h`", ("30", "1.5s", "250ms", "5m", "2h")),
     Format("size", SIZE_PATTERN,

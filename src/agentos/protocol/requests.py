@@ -28,11 +28,15 @@ from ..errors import InvalidArgument
 from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
 from .constants import Op, op_name
 
-__all__ = ["AGENT_NAME_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
+__all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
            "REQUESTS", "Request", "SpawnRequestWire", "decode_object", "decode_request"]
 
 #: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+#: Project names (a team, as compose has them): a short DNS label, lower case.
+PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+#: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
+AGENT_REF_PATTERN = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
 #: Registered mail names and state keys' neighbours: the same alphabet, a little longer.
 _ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: Durations as text: ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h`` (units.parse_duration reads them).
@@ -57,6 +61,8 @@ Size: TypeAlias = Annotated[int, Meta(gt=0, le=MAX_BYTES)] | Annotated[str, Meta
 Cores: TypeAlias = Annotated[float, Meta(gt=0, le=MAX_CORES)] | Annotated[str, Meta(pattern=CPU_PATTERN)]
 Count: TypeAlias = Annotated[int, Meta(ge=1, le=1 << 31)]
 AgentName: TypeAlias = Annotated[str, Meta(pattern=AGENT_NAME_PATTERN)]
+AgentRefName: TypeAlias = Annotated[str, Meta(pattern=AGENT_REF_PATTERN)]
+ProjectName: TypeAlias = Annotated[str, Meta(pattern=PROJECT_PATTERN)]
 Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
 AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
 Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*$")]
@@ -149,13 +155,15 @@ class SpawnRequestWire(Request):
     timeout: Seconds | None | UnsetType = UNSET
     #: Time without a syscall of the agent's after which the kernel kills it (paused time does not count).
     idle_timeout: Seconds | None | UnsetType = UNSET
+    #: The team it belongs to (an agent's children are always in its own).
+    project: ProjectName | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):
     """Names one agent by ``id`` or ``name``."""
 
     id: AgentId | None | UnsetType = UNSET
-    name: AgentName | None | UnsetType = UNSET
+    name: AgentRefName | None | UnsetType = UNSET
 
 
 class KillRequest(_AgentRef, kw_only=True):
@@ -188,7 +196,9 @@ class StartRequest(_AgentRef, kw_only=True):
 class ListRequest(Request):
     op = Op.LIST
     status: _STATUS | list[_STATUS] | None | UnsetType = UNSET
-    name: AgentName | None | UnsetType = UNSET
+    name: AgentRefName | None | UnsetType = UNSET
+    #: Only this project's agents; ``""`` only agents of no project.
+    project: ProjectName | Literal[""] | None | UnsetType = UNSET
 
 
 class WaitRequest(_AgentRef, kw_only=True):
@@ -205,6 +215,13 @@ class LogsRequest(_AgentRef, kw_only=True):
 
 class ReadyRequest(Request):
     op = Op.READY
+
+
+class PurgeRequest(Request):
+    """PURGE: remove a project's mailboxes, state and registered names (its agents must have ended)."""
+
+    op = Op.PURGE
+    project: ProjectName
 
 
 #: Environment variable names (SPAWN's and EXEC's ``env``) and their values.
@@ -595,7 +612,7 @@ class AuditRequest(Request):
 
 
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
-    SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest,
+    SpawnRequestWire, KillRequest, ListRequest, WaitRequest, LogsRequest, ReadyRequest, PurgeRequest,
     ExecRequest, ExecInputRequest, ExecSignalRequest, ExecResizeRequest,
     ExposeRequest, UnexposeRequest,
     PauseRequest, ResumeRequest, StartRequest,

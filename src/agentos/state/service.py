@@ -68,6 +68,11 @@ class StateService:
                 if purged:
                     log.debug("swept %d expired state entries", purged)
 
+    async def purge(self, root: str) -> dict[str, int]:
+        """Remove the own stores of every principal at or beneath the glob ``root`` (a project's
+        part, for PURGE). The shared store belongs to no project and stays."""
+        return {"keys": await self.kv.purge((f"own:{root}", f"own:{root}/*"))}
+
     def _namespace(self, call: Call, args: dict[str, Any]) -> str:
         """``shared``, the caller's own namespace, or (admin only) another agent's."""
         if state_scope(args) == "shared":

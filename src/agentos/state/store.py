@@ -156,6 +156,18 @@ class KVStore:
 
         return await self._db.run(purge)
 
+    async def purge(self, patterns: tuple[str, ...]) -> int:
+        """Delete every key of the namespaces matching any of the GLOB ``patterns``, with their
+        byte counts; returns how many keys."""
+        where = " OR ".join("ns GLOB ?" for _ in patterns)
+
+        def wipe(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(f"DELETE FROM kv WHERE {where}", patterns).rowcount
+            conn.execute(f"DELETE FROM usage WHERE {where}", patterns)
+            return int(removed)
+
+        return await self._db.run(wipe)
+
     # -- validation -------------------------------------------------------------
 
     def _check_key(self, key: Any) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AgentOSError, InvalidArgument
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
-from ..processes.agent import Status
+from ..processes.agent import Status, qualified
 from .policy import RestartHistory, RestartPolicy
 
 if TYPE_CHECKING:
@@ -86,19 +86,19 @@ class SupervisorService:
         START (``agentos start``), which has already started it."""
         if call.op not in (Op.KILL, Op.START) or outcome != "ok" or not self._waiting:
             return
-        args = call.args()
-        name = args.get("name")
-        if name is None:
-            agent = self._agent(args.get("id"))
-            name = agent.name if agent is not None else None
-        timer = self._waiting.pop(name, None) if isinstance(name, str) else None
+        try:
+            agent: Agent | None = self._processes().lookup(call.identity, call.args())
+        except AgentOSError:
+            agent = None
+        name = agent.qualified_name if agent is not None else None
+        timer = self._waiting.pop(name, None) if name is not None else None
         if timer is not None:
             timer.cancel()
             self.histories.pop(name, None)  # type: ignore[arg-type]
             log.info("agent %s: restart cancelled by %s", name, Op(call.op).name)
 
     def _on_killed(self, topic: str, event: dict[str, Any]) -> None:
-        self.histories.pop(event["name"], None)
+        self.histories.pop(qualified(event.get("project"), event["name"]), None)
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
         # Decided once this event has reached every listener, so nobody sees agent.failed before it.
@@ -112,11 +112,11 @@ class SupervisorService:
             return
         policy = RestartPolicy.from_request(agent.request.fields().get("restart"))
         if not policy.restarts_after(event["status"]):
-            self.histories.pop(agent.name, None)
+            self.histories.pop(agent.qualified_name, None)
             return
-        history = self.histories.get(agent.name)
+        history = self.histories.get(agent.qualified_name)
         if history is None or history.policy != policy:
-            history = self.histories[agent.name] = RestartHistory(policy)
+            history = self.histories[agent.qualified_name] = RestartHistory(policy)
         delay = history.next_delay(self.kernel.loop.time())
         if delay is None:
             self._give_up(agent, f"ended ({event['status']}) after {policy.max_restarts} restart(s) "
@@ -124,12 +124,12 @@ class SupervisorService:
             return
         log.info("agent %s (%s) %s: restarting in %gs (restart %d within %gs)", agent.name, agent.id,
                  event["status"], delay, history.recent, policy.window)
-        self._waiting[agent.name] = self.kernel.loop.call_later(delay, self._start_restart, agent, delay)
+        self._waiting[agent.qualified_name] = self.kernel.loop.call_later(delay, self._start_restart, agent, delay)
 
     # -- restarting ------------------------------------------------------------------
 
     def _start_restart(self, agent: Agent, delay: float) -> None:
-        self._waiting.pop(agent.name, None)
+        self._waiting.pop(agent.qualified_name, None)
         if self.kernel.shutting_down:
             return
         task = self.kernel.loop.create_task(self._restart(agent, delay))
@@ -137,7 +137,7 @@ class SupervisorService:
         task.add_done_callback(self._restarting.discard)
 
     async def _restart(self, agent: Agent, delay: float) -> None:
-        history = self.histories.get(agent.name)
+        history = self.histories.get(agent.qualified_name)
         if agent.spawner is None:
             self._give_up(agent, "could not be restarted: the process table does not say who spawned it")
             return
@@ -151,16 +151,17 @@ class SupervisorService:
         if restarted is not None:
             restarted.restarts = agent.restarts + 1
         self.kernel.events.publish("agent.restarted", {
-            "id": info["id"], "name": agent.name, "pid": info["pid"], "previous_id": agent.id,
+            "id": info["id"], "name": agent.name, "project": agent.project, "pid": info["pid"],
+            "previous_id": agent.id,
             "restarts": history.total if history is not None else 1, "delay": delay})
 
     def _give_up(self, agent: Agent, reason: str, **details: Any) -> None:
-        history = self.histories.pop(agent.name, None)
+        history = self.histories.pop(agent.qualified_name, None)
         # LIST shows the agent failed even when its last run ended cleanly (policy always).
         agent.status = Status.FAILED
         log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
         self.kernel.events.publish("agent.failed", {
-            "id": agent.id, "name": agent.name, "reason": reason,
+            "id": agent.id, "name": agent.name, "project": agent.project, "reason": reason,
             "restarts": history.total if history is not None else 0, **details})
 
     # -- helpers ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``agentos down [FILE]``: stop a team (or every agent), and a kernel ``agentos up -d`` started."""
+"""``agentos down [FILE]``: stop a team (its project's agents, or every agent), and the kernel
+``agentos up -d`` started once nothing else runs on it."""
 from __future__ import annotations
 
 import argparse
@@ -7,16 +8,20 @@ from pathlib import Path
 
 from ...cgroups import clean_dead_kernels
 from ...client import Client
-from ...errors import KernelNotRunning, NotFound
+from ...errors import AgentOSError, KernelNotRunning, NotFound
 from ..launch import add_socket_option, duration_option, marker_path, socket_path, stop_kernel_pid
+from ..projects import add_project_option, describe_running
 from .validate import load_or_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("down", help="stop a manifest's agents (all agents without FILE) and a kernel "
-                       "`agentos up -d` started")
-    p.add_argument("file", type=Path, nargs="?", help="the manifest whose agents to stop")
+    p = sub.add_parser("down", help="stop a manifest's project (every agent without FILE or -p), and a "
+                       "kernel `agentos up -d` started once nothing else runs on it")
+    p.add_argument("file", type=Path, nargs="?", help="the manifest whose project to stop")
     p.add_argument("--grace", type=duration_option, default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="also remove the project's mailboxes, state and registered names (agentos purge)")
+    add_project_option(p)
     add_socket_option(p)
     p.set_defaults(func=run)
 
@@ -27,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         manifest = load_or_report(args.file)
         if manifest is None:
             return 1
+    project = args.project or (manifest.project if manifest is not None else None)
+    if args.volumes and project is None:
+        print("agentos down: error: --volumes needs a project: give FILE or -p NAME", file=sys.stderr)
+        return 2
     socket = socket_path(args.socket, manifest)
     try:
         client = Client(socket)
@@ -35,26 +44,49 @@ def run(args: argparse.Namespace) -> int:
         marker_path(socket).unlink(missing_ok=True)
         _clean_dead_kernels()
         return 0
+    status = 0
     with client:
-        if manifest is not None:
-            names = [name for spec in reversed(manifest.start_order()) for name in spec.instance_names()]
-        else:
-            names = [agent["name"] for agent in client.list_agents(status="running")]
-        for name in names:
+        running = client.list_agents(status="running", project=project)
+        # The manifest's agents dependents first, then whatever else of the project still runs
+        # (by id: without a project, names of two teams may be the same).
+        declared = [name for spec in reversed(manifest.start_order()) for name in spec.instance_names()] \
+            if manifest is not None else []
+        targets = [{"agent": f"{project}/{name}"} for name in declared]
+        targets += [{"id": a["id"]} for a in running if a["name"] not in declared]
+        for target in targets:
             try:
-                info = client.kill(name, grace=args.grace)
+                info = client.kill(**target, grace=args.grace)
             except NotFound:
                 continue
             if info["killed"]:
-                print(f"stopped {name} ({info['status']})")
+                print(f"stopped {info['name']} ({info['status']})")
+        if args.volumes:
+            assert project is not None
+            try:
+                removed = client.purge(project)
+            except AgentOSError as exc:
+                print(f"agentos down: error: cannot remove project {project}'s data: {exc}", file=sys.stderr)
+                status = 1
+            else:
+                print(f"removed project {project}'s data: {_removed(removed)}")
         kernel_pid = client.hello()["pid"]
+        others = client.list_agents(status="running")
     marker = marker_path(socket)
     if marker.exists() and marker.read_text().strip() == str(kernel_pid):
+        if others:
+            # Started for this team, but others run on it now: not this command's to stop.
+            print(f"kernel left running (pid {kernel_pid}): {describe_running(others)}")
+            return status
         stop_kernel_pid(kernel_pid)
         print(f"stopped the kernel (pid {kernel_pid})")
     marker.unlink(missing_ok=True)
     _clean_dead_kernels()
-    return 0
+    return status
+
+
+def _removed(counts: dict[str, object]) -> str:
+    kinds = ("messages", "dead_letters", "names", "keys")
+    return ", ".join(f"{counts.get(kind, 0)} {kind.replace('_', ' ')}" for kind in kinds)
 
 
 def _clean_dead_kernels() -> None:

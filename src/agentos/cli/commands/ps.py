@@ -8,6 +8,7 @@ import time
 
 from ..agents import PS_COLUMNS, SORT_KEYS, Spent, cpu_seconds, latest, order, paint_status, row, spent_by_id
 from ..launch import add_socket_option, connect
+from ..projects import add_project_option
 from ..output import Painter, table, wants_colour
 
 
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="every process the kernel remembers, earlier restarts included (default: one line "
                    "per agent name, its current or last process)")
     p.add_argument("--running", action="store_true", help="only running agents")
+    add_project_option(p, what="every project's; a manifest's is its")
     add_sort_option(p)
     p.add_argument("--json", action="store_true", help="the kernel's records as JSON, tokens and usd included")
     add_socket_option(p)
@@ -31,7 +33,7 @@ def add_sort_option(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        agents = client.list_agents(status="running" if args.running else None)
+        agents = client.list_agents(status="running" if args.running else None, project=args.project)
         spending = spent_by_id(client.usage())
     shown = order(agents if args.all else latest(agents), args.sort, spending)
     if args.json:
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print("no agents")
         return 0
     now = time.time()
-    text = table(PS_COLUMNS, [row(info, spending, cpu_seconds(info), now) for info in shown])
+    columns: tuple[str, ...] = PS_COLUMNS
+    rows = [row(info, spending, cpu_seconds(info), now) for info in shown]
+    if any(info.get("project") for info in shown):
+        columns, rows = ("PROJECT", *columns), [[info.get("project") or "-", *r] for info, r in zip(shown, rows)]
+    text = table(columns, rows)
     print(paint_status(text, shown, Painter(wants_colour(sys.stdout))))
     return 0

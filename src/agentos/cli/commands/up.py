@@ -13,8 +13,9 @@ from ...manifest import Manifest
 from ...client import AsyncClient
 from ...errors import AgentOSError, KernelNotRunning
 from ..launch import StartedKernel, add_socket_option, duration_option, marker_path, socket_path
+from ..projects import add_project_option
 from ..output import Painter, PipeSafe, wants_colour
-from ..team import Member, Team, TeamError
+from ..team import Member, Team, TeamConflict, TeamError
 from .validate import load_or_report
 
 T = TypeVar("T")
@@ -29,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "stops (default 10s)")
     p.add_argument("--exit-code-from", metavar="NAME",
                    help="exit with this agent's exit status once the team has ended")
+    add_project_option(p)
+    p.add_argument("--force-recreate", action="store_true",
+                   help="replace agents of the project that run with another spec than the manifest's "
+                   "(without it, up refuses and shows what differs)")
     add_socket_option(p)
     p.set_defaults(func=run)
 
@@ -93,7 +98,7 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
             return 130
         client = connected
     team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
-                grace=args.grace)
+                grace=args.grace, project=args.project, force_recreate=args.force_recreate)
     if args.exit_code_from is not None and args.exit_code_from not in team.members:
         await client.close()
         if kernel is not None:
@@ -116,8 +121,8 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
             if kernel is not None:
                 marker_path(socket).write_text(f"{kernel.pid}\n")
                 kernel = None  # It stays up for the team; `agentos down` stops it.
-            print(f"{len(team.members)} agent(s) up; `agentos ps` lists them, `agentos down {args.file}` "
-                  "stops them", flush=True)
+            print(f"{len(team.members)} agent(s) of project {team.project} up; `agentos ps -p {team.project}` "
+                  f"lists them, `agentos down {args.file}` stops them", flush=True)
             return 0
         assert events is not None
         finished, members = await _unless(stop, team.watch(events))
@@ -126,6 +131,10 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
         print("stopping the team", flush=True)
         await team.stop(stopped)
         return 130
+    except TeamConflict as exc:
+        # Nothing was started, and what runs is not this command's to stop.
+        print(f"agentos up: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     except TeamError as exc:
         if await _died(kernel, client):
             raise kernel.failure("while the team was starting") from None  # type: ignore[union-attr]
