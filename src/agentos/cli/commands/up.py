@@ -13,7 +13,7 @@ from ...manifest import Manifest
 from ...client import AsyncClient
 from ...errors import AgentOSError, KernelNotRunning
 from ..launch import StartedKernel, add_socket_option, duration_option, marker_path, socket_path
-from ..projects import add_project_option
+from ..projects import add_project_option, describe_running
 from ..output import Painter, PipeSafe, wants_colour
 from ..team import Member, Team, TeamConflict, TeamError
 from .validate import load_or_report
@@ -147,9 +147,22 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
             raise kernel.failure("while the team ran") from None  # type: ignore[union-attr]
         raise
     finally:
+        if kernel is not None and (others := await _still_running(client)):
+            # Started for this team, but other projects run on it now: not this command's to stop.
+            marker_path(socket).write_text(f"{kernel.pid}\n")
+            print(f"kernel left running (pid {kernel.pid}): {describe_running(others)}", flush=True)
+            kernel = None
         await client.close()
         if kernel is not None:
             kernel.stop()
+
+
+async def _still_running(client: AsyncClient) -> list[dict[str, Any]]:
+    """The agents that still run on the kernel (none if it no longer answers)."""
+    try:
+        return await client.list_agents(status="running")
+    except (AgentOSError, OSError):
+        return []
 
 
 async def _died(kernel: StartedKernel | None, client: AsyncClient) -> bool:
