@@ -39,8 +39,12 @@ def test_a_manifests_agents_prefixed(kernel, tmp_path: Path, capsys) -> None:  #
     other = tmp_path / "other.py"
     other.write_text("print('not of this team')\n")
     client.spawn("outsider", str(other), sandboxed=False)
-    for spec in load(tmp_path / "team.yaml").agents:
-        client._call(Op.SPAWN, spec.to_spawn_request())
+    # Another project's agent of a name the manifest uses is not of this team either.
+    client.spawn("alpha", str(other), sandboxed=False, project="elsewhere")
+    # As `up` starts them: in the manifest's project; the outsider is in none.
+    manifest = load(tmp_path / "team.yaml")
+    for request in manifest.spawn_requests(manifest.project):
+        client._call(Op.SPAWN, request)
     follower = subprocess.Popen([sys.executable, "-m", "agentos", "logs", "-f", *socket, str(tmp_path / "team.yaml")],
                                 stdout=subprocess.PIPE, text=True)
     assert follower.stdout is not None

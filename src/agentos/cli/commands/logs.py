@@ -57,36 +57,47 @@ def _run_many(args: argparse.Namespace) -> int:
     from .validate import load_or_report
 
     names: set[str] | None = None
+    project: str | None = None
     socket = socket_path(args.socket)
     if not args.all:
         manifest = load_or_report(Path(args.name))
         if manifest is None:
             return 1
         names = {name for spec in manifest.agents for name in spec.instance_names()}
+        project = manifest.project
         socket = socket_path(args.socket, manifest)
-    asyncio.run(_Prefixed(names, args.tail, Painter(wants_colour(sys.stdout))).show(socket, args.follow))
+    painter = Painter(wants_colour(sys.stdout))
+    asyncio.run(_Prefixed(names, project, args.tail, painter).show(socket, args.follow))
     return 0
 
 
 class _Prefixed:
     """Several agents' output as ``name | line``, names aligned and, on a terminal, coloured."""
 
-    def __init__(self, names: set[str] | None, tail: int | None, painter: Painter) -> None:
+    def __init__(self, names: set[str] | None, project: str | None, tail: int | None,
+                 painter: Painter) -> None:
         self.names = names
+        #: A manifest's agents are its project's: another project's agent of the same name is not.
+        self.project = project
         self.tail = tail
         self.paint = painter
         self.width = max(map(len, names)) if names else 0
         self._following: dict[str, asyncio.Task[None]] = {}
 
-    def _wanted(self, name: str) -> bool:
-        return self.names is None or name in self.names
+    def _wanted(self, name: str, project: str | None = None) -> bool:
+        if self.names is None:
+            return True
+        if self.project is not None and project is not None and project != self.project:
+            return False
+        return name in self.names or name in (f"{self.project}/{n}" for n in self.names)
 
     def _say(self, name: str, line: str) -> None:
         print(f"{self.paint.name(name, self.width)} | {line}", flush=True)
 
     async def show(self, socket: Path, follow: bool) -> None:
         async with await AsyncClient.connect(socket) as client:
-            agents = order([a for a in latest(await client.list_agents()) if self._wanted(a["name"])])
+            agents = order([a for a in latest(await client.list_agents(project=self.project))
+                            if self._wanted(a["name"])])
             if self.names is None:
                 self.width = max((len(a["name"]) for a in agents), default=0)
             if not follow:
@@ -101,7 +112,7 @@ class _Prefixed:
                     # Judged by the listing taken before any output: what ended since is in `events`.
                     if await self._still_going(client, [a for a in agents if a["status"] in LIVE]):
                         async for event in events:
-                            if not self._wanted(event.get("name", "")):
+                            if not self._wanted(event.get("name", ""), event.get("project")):
                                 continue
                             if event["topic"] == "agent.started":
                                 self._follow(client, event)
@@ -123,7 +134,8 @@ class _Prefixed:
     async def _still_going(self, client: AsyncClient, running: list[Mapping[str, Any]] | None = None) -> bool:
         """Whether any of the agents runs (``running``, else asked now), or waits for its restart."""
         if running is None:
-            running = [a for a in await client.list_agents(status="running") if self._wanted(a["name"])]
+            running = [a for a in await client.list_agents(status="running", project=self.project)
+                       if self._wanted(a["name"])]
         restarting = (await client.hello())["capabilities"].get("supervisor", {}).get("restarting", [])
         return bool(running) or any(self._wanted(name) for name in restarting)
 
