@@ -196,8 +196,7 @@ class Kernel:
         tasks = self._tasks.get(conn)
         if tasks is None:
             tasks = self._tasks[conn] = set()
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks.add(task)  # _run takes it out as it ends: no done callback (a loop turn) per syscall
 
     def _on_close(self, conn: Any) -> None:
         if conn.context is not None:  # None: refused before it had an identity.
@@ -241,6 +240,9 @@ class Kernel:
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(err.to_payload()))
         else:
             conn.send(call.op, _STREAM_END if call.streamed else _REPLY, call.request_id, payload)
+        tasks = self._tasks.get(conn)
+        if tasks is not None:  # None: the connection closed, which forgot its tasks
+            tasks.discard(asyncio.current_task(self.loop))
         if self._observers:
             # After the reply goes out (the reactor writes it as the next iteration starts):
             # the audit record costs the caller no latency. The caller's next request is read

@@ -117,8 +117,8 @@ class PrefixCache:
         self._refreshes: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def generate(self, model: str, body: dict[str, Any],
-                       send: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+    def generate(self, model: str, body: dict[str, Any],
+                 send: Callable[[dict[str, Any]], Awaitable[T]]) -> Awaitable[T]:
         """``send(body)``, its prefix replaced by ``cachedContent`` when the prefix is long enough.
 
         A cache the server no longer knows is made again once; when that fails too, or no
@@ -126,7 +126,12 @@ class PrefixCache:
         """
         prefix = {field: body[field] for field in PREFIX_FIELDS if field in body}
         if not prefix or self._closed:
-            return await send(body)
+            # Not a coroutine of its own: most calls have no prefix, and this is every THINK's way.
+            return send(body)
+        return self._generate_cached(model, body, prefix, send)
+
+    async def _generate_cached(self, model: str, body: dict[str, Any], prefix: dict[str, Any],
+                               send: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
         canonical = ujson.dumps(prefix, ensure_ascii=False, sort_keys=True,
                                 escape_forward_slashes=False)
         if len(canonical) < self._policy.min_tokens * CHARS_PER_TOKEN:
