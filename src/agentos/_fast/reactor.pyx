@@ -740,14 +740,13 @@ cdef class Reactor:
         if now - self.served_at < min_gap:
             return False
         self.served_at = now
-        self._flush_dirty()
         n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
         if n < 0:
             if errno != EINTR:
                 raise OSError(errno, "epoll_wait failed")
             n = 0
+        # A connection read is flushed as it is served; the others' replies wait for select().
         self._handle(n)
-        self._flush_dirty()
         self.woke = False
         return True
 

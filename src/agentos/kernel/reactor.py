@@ -589,23 +589,25 @@ class Reactor(selectors.BaseSelector):
         """Serve clients now, between two of the loop's callbacks, unless they were served
         less than ``min_gap`` seconds ago; True if it did.
 
-        One epoll_wait that does not block: replies queued so far are sent, clients read,
-        NOOPs answered, accepted, frames handed to ``on_frame`` while this round's batch lasts.
-        asyncio's ready fds are only noted: ``select()`` returns them (its callbacks may run
-        only when the loop asks). What the callbacks run here schedule is already in the
-        loop's queue, so the next ``select()`` need not return early for it.
+        One epoll_wait that does not block: clients read, NOOPs answered, accepted, frames
+        handed to ``on_frame`` while this round's batch lasts, and what that queued sent. Other replies wait for ``select()``, which sends each connection's in one
+        ``send`` (flushing them all here too would cost a send and a wake-up of the client
+        per reply). asyncio's ready fds are only noted: ``select()`` returns them (their
+        callbacks may run only when the loop asks). What the callbacks run here schedule
+        is already in the loop's queue, so the next ``select()`` need not return early.
         """
         now = _monotonic()
         if now - self._served_at < min_gap:
             return False
         self._served_at = now
-        self._flush_dirty()
         try:
             events = self._epoll.poll(0, _MAX_EVENTS)
         except InterruptedError:
             events = []
+        waiting, self._dirty = self._dirty, set()
         self._handle(events)
         self._flush_dirty()
+        self._dirty = waiting
         self._woke = False
         return True
 
