@@ -25,7 +25,7 @@ from . import processes as _processes
 from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
-from ._common import check_echo
+from ._common import check_echo, takes
 
 
 class AsyncClientMethods(abc.ABC):
@@ -99,19 +99,17 @@ class AsyncClientMethods(abc.ABC):
 
     # -- processes -------------------------------------------------------------------
 
-    async def spawn(self, name: str | None = None,
-                    script: str | os.PathLike[str] | None = None,
-                    **options: Any) -> dict[str, Any]:
-        """Start an agent: a Python ``script``, or ``command=[...]``; options as
-        ``agentos.client.processes.spawn_request`` (limits, sandboxed, env, restart, llm,
-        egress, workspace, ...). Returns ``{id, name, pid, status, isolation, ...}``."""
-        request = _processes.spawn_request(name, script, **options)
+    @takes(_processes.spawn_request)
+    async def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Start an agent: a Python ``script``, or a ``command``. Returns
+        ``{id, name, pid, status, isolation, ...}``."""
         return await self._call(Op.SPAWN, request)
 
-    async def kill(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+    @takes(_processes.kill_request)
+    async def kill(self, request: dict[str, Any]) -> dict[str, Any]:
         """Stop an agent by name (or ``id=``): SIGTERM, SIGKILL after ``grace``; returns
         its final state."""
-        return await self._call(Op.KILL, _processes.kill_request(agent, **options))
+        return await self._call(Op.KILL, request)
 
     async def pause(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
         """Freeze the agent and its descendants (cgroup freezer) until ``resume``: they use no
@@ -140,9 +138,11 @@ class AsyncClientMethods(abc.ABC):
         uid's). Its agents must have ended. Returns what was removed, by kind."""
         return await self._call(Op.PURGE, {"project": project})
 
-    async def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
-        """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds."""
-        return await self._call(Op.WAIT, _processes.wait_request(agent, **options))
+    @takes(_processes.wait_request)
+    async def wait(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds;
+        returns its state."""
+        return await self._call(Op.WAIT, request)
 
     async def logs(self, agent: str | None = None, *, id: str | None = None,
                    tail: int | None = None) -> str:
@@ -390,17 +390,18 @@ class AsyncClientMethods(abc.ABC):
 
     # -- think -----------------------------------------------------------------------
 
-    async def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
-        """Ask the model; options as ``agentos.client.think.OPTIONS`` (messages, system,
-        temperature, functions, context, json, images, ...). Failures are in ``reply.error``."""
-        reply = await self._call(Op.THINK, _think.think_request(prompt, **options))
+    @takes(_think.think_request)
+    async def think(self, request: dict[str, Any]) -> _think.ThinkReply:
+        """Ask the model. Failures are in ``reply.error`` (``reply.raise_for_error()``
+        raises them)."""
+        reply = await self._call(Op.THINK, request)
         return _think.ThinkReply.from_payload(reply)
 
-    def think_stream(self, prompt: str | None = None,
-                     **options: Any) -> _think.AsyncThinkStream:
-        """Iterate the answer's text as it is generated; ``.reply`` has the final answer."""
-        request = _think.think_request(prompt, stream=True, **options)
-        return _think.AsyncThinkStream(self._stream(Op.THINK, request))
+    @takes(_think.think_request)
+    def think_stream(self, request: dict[str, Any]) -> _think.AsyncThinkStream:
+        """``think``, iterating the answer's text as it is generated; ``.reply`` has the final
+        answer."""
+        return _think.AsyncThinkStream(self._stream(Op.THINK, {**request, "stream": True}))
 
     async def context(self, op: str, context_id: str | None = None, *,
                       system: str | None = None, new_id: str | None = None) -> Any:
@@ -412,11 +413,11 @@ class AsyncClientMethods(abc.ABC):
         """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
         return await self._call(Op.USAGE)
 
-    async def count_tokens(self, prompt: str | None = None,
-                           **options: Any) -> _think.TokenCount:
+    @takes(_think.think_request)
+    async def count_tokens(self, request: dict[str, Any]) -> _think.TokenCount:
         """The input tokens a ``think`` with the same arguments would be billed (``context``
         included); ``ThinkError`` if the model API cannot say (``unsupported`` on openai)."""
-        reply = await self._call(Op.COUNT, _think.think_request(prompt, **options))
+        reply = await self._call(Op.COUNT, request)
         return _think.TokenCount.from_payload(reply)
 
     async def embed(self, texts: str | Sequence[str], *, model: str | None = None,
@@ -481,6 +482,8 @@ class AsyncClientMethods(abc.ABC):
     async def register(self, name: str) -> dict[str, Any]:
         """Make ``name`` reach you (for an outside client: a mailbox read with ``recv(name=)``)."""
         return await self._call(Op.REGISTER, {"name": name})
+
+    # -- events ----------------------------------------------------------------------
 
     async def subscribe(self, *topics: str) -> _messaging.AsyncSubscription:
         """The events on ``topics`` (``"jobs.done"``, ``"agent.*"``, ``"*"``) as they happen, to
@@ -552,6 +555,8 @@ class AsyncClientMethods(abc.ABC):
         args = {"url": url, "method": method, "headers": headers, "body": body,
                 "timeout": timeout, "max_bytes": max_bytes}
         return await self._call(Op.HTTP, {k: v for k, v in args.items() if v is not None})
+
+    # -- audit -----------------------------------------------------------------------
 
     async def audit(self, agent: str | None = None, *, follow: bool = False,
                     limit: int = 100) -> AsyncIterator[dict[str, Any]]:

@@ -1,10 +1,14 @@
 """What both clients share: finding the kernel, request ids, reading replies."""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 
 from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
@@ -138,3 +142,49 @@ def read_pending(fd: int) -> list[bytes]:
     finally:
         sock.detach()
     return chunks
+
+
+_P = ParamSpec("_P")
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+#: Google-style docstring headings that come after ``Args:``.
+_AFTER_ARGS = re.compile(r"^(Returns|Yields|Raises):", re.MULTILINE)
+
+
+def takes(build: Callable[_P, _T]) -> Callable[[Callable[[_S, _T], _R]], Callable[Concatenate[_S, _P], _R]]:
+    """A client method that takes ``build``'s parameters; its body gets ``build``'s result.
+
+    A method with many options (``spawn``, ``think``) declares them once, on the request
+    builder, typed and with an ``Args:`` section: the method's signature (for mypy through
+    ``ParamSpec``, for ``inspect``, editors and docs/sdk.md through ``__signature__``) and the
+    ``Args:`` of its docstring come from there. Spelling them out on the method too would be
+    a third list of the same names, besides the builder's and the wire struct's, and lists
+    that are copied drift. An unknown keyword is the ``TypeError`` Python raises for
+    ``build`` (on an async client, when the call is awaited: the request is built then, as
+    it always was).
+    """
+    parameters = list(inspect.signature(build).parameters.values())
+    built = inspect.getdoc(build) or ""
+    start = built.find("Args:")
+    end = _AFTER_ARGS.search(built, max(start, 0))
+    args = built[start:end.start() if end else None].rstrip() if start >= 0 else ""
+
+    def decorate(method: Callable[[_S, _T], _R]) -> Callable[Concatenate[_S, _P], _R]:
+        call: Any
+        if inspect.iscoroutinefunction(method):
+            async def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+                return await method(self, build(*args, **kwargs))  # type: ignore[misc]
+        else:
+            def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+                return method(self, build(*args, **kwargs))
+        functools.update_wrapper(call, method)
+        own = inspect.signature(method)
+        self_parameter = next(iter(own.parameters.values()))
+        call.__signature__ = own.replace(parameters=[self_parameter, *parameters])
+        doc = inspect.cleandoc(method.__doc__ or "")
+        after = _AFTER_ARGS.search(doc)
+        split = after.start() if after else len(doc)
+        call.__doc__ = "\n\n".join(part for part in (doc[:split].rstrip(), args, doc[split:]) if part)
+        return call  # type: ignore[no-any-return]
+    return decorate

@@ -27,7 +27,7 @@ from . import processes as _processes
 from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
-from ._common import check_echo
+from ._common import check_echo, takes
 
 
 class ClientMethods(abc.ABC):
@@ -101,19 +101,17 @@ class ClientMethods(abc.ABC):
 
     # -- processes -------------------------------------------------------------------
 
-    def spawn(self, name: str | None = None,
-              script: str | os.PathLike[str] | None = None,
-              **options: Any) -> dict[str, Any]:
-        """Start an agent: a Python ``script``, or ``command=[...]``; options as
-        ``agentos.client.processes.spawn_request`` (limits, sandboxed, env, restart, llm,
-        egress, workspace, ...). Returns ``{id, name, pid, status, isolation, ...}``."""
-        request = _processes.spawn_request(name, script, **options)
+    @takes(_processes.spawn_request)
+    def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Start an agent: a Python ``script``, or a ``command``. Returns
+        ``{id, name, pid, status, isolation, ...}``."""
         return self._call(Op.SPAWN, request)
 
-    def kill(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
+    @takes(_processes.kill_request)
+    def kill(self, request: dict[str, Any]) -> dict[str, Any]:
         """Stop an agent by name (or ``id=``): SIGTERM, SIGKILL after ``grace``; returns
         its final state."""
-        return self._call(Op.KILL, _processes.kill_request(agent, **options))
+        return self._call(Op.KILL, request)
 
     def pause(self, agent: str | None = None, *, id: str | None = None) -> dict[str, Any]:
         """Freeze the agent and its descendants (cgroup freezer) until ``resume``: they use no
@@ -142,9 +140,11 @@ class ClientMethods(abc.ABC):
         uid's). Its agents must have ended. Returns what was removed, by kind."""
         return self._call(Op.PURGE, {"project": project})
 
-    def wait(self, agent: str | None = None, **options: Any) -> dict[str, Any]:
-        """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds."""
-        return self._call(Op.WAIT, _processes.wait_request(agent, **options))
+    @takes(_processes.wait_request)
+    def wait(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Wait until the agent ends (or ``until="ready"``), at most ``timeout`` seconds;
+        returns its state."""
+        return self._call(Op.WAIT, request)
 
     def logs(self, agent: str | None = None, *, id: str | None = None,
              tail: int | None = None) -> str:
@@ -392,17 +392,18 @@ class ClientMethods(abc.ABC):
 
     # -- think -----------------------------------------------------------------------
 
-    def think(self, prompt: str | None = None, **options: Any) -> _think.ThinkReply:
-        """Ask the model; options as ``agentos.client.think.OPTIONS`` (messages, system,
-        temperature, functions, context, json, images, ...). Failures are in ``reply.error``."""
-        reply = self._call(Op.THINK, _think.think_request(prompt, **options))
+    @takes(_think.think_request)
+    def think(self, request: dict[str, Any]) -> _think.ThinkReply:
+        """Ask the model. Failures are in ``reply.error`` (``reply.raise_for_error()``
+        raises them)."""
+        reply = self._call(Op.THINK, request)
         return _think.ThinkReply.from_payload(reply)
 
-    def think_stream(self, prompt: str | None = None,
-                     **options: Any) -> _think.ThinkStream:
-        """Iterate the answer's text as it is generated; ``.reply`` has the final answer."""
-        request = _think.think_request(prompt, stream=True, **options)
-        return _think.ThinkStream(self._stream(Op.THINK, request))
+    @takes(_think.think_request)
+    def think_stream(self, request: dict[str, Any]) -> _think.ThinkStream:
+        """``think``, iterating the answer's text as it is generated; ``.reply`` has the final
+        answer."""
+        return _think.ThinkStream(self._stream(Op.THINK, {**request, "stream": True}))
 
     def context(self, op: str, context_id: str | None = None, *,
                 system: str | None = None, new_id: str | None = None) -> Any:
@@ -414,11 +415,11 @@ class ClientMethods(abc.ABC):
         """LLM calls and tokens per agent (all agents for an admin), and the scheduler's load."""
         return self._call(Op.USAGE)
 
-    def count_tokens(self, prompt: str | None = None,
-                     **options: Any) -> _think.TokenCount:
+    @takes(_think.think_request)
+    def count_tokens(self, request: dict[str, Any]) -> _think.TokenCount:
         """The input tokens a ``think`` with the same arguments would be billed (``context``
         included); ``ThinkError`` if the model API cannot say (``unsupported`` on openai)."""
-        reply = self._call(Op.COUNT, _think.think_request(prompt, **options))
+        reply = self._call(Op.COUNT, request)
         return _think.TokenCount.from_payload(reply)
 
     def embed(self, texts: str | Sequence[str], *, model: str | None = None,
@@ -483,6 +484,8 @@ class ClientMethods(abc.ABC):
     def register(self, name: str) -> dict[str, Any]:
         """Make ``name`` reach you (for an outside client: a mailbox read with ``recv(name=)``)."""
         return self._call(Op.REGISTER, {"name": name})
+
+    # -- events ----------------------------------------------------------------------
 
     def subscribe(self, *topics: str) -> _messaging.Subscription:
         """The events on ``topics`` (``"jobs.done"``, ``"agent.*"``, ``"*"``) as they happen, to
@@ -554,6 +557,8 @@ class ClientMethods(abc.ABC):
         args = {"url": url, "method": method, "headers": headers, "body": body,
                 "timeout": timeout, "max_bytes": max_bytes}
         return self._call(Op.HTTP, {k: v for k, v in args.items() if v is not None})
+
+    # -- audit -----------------------------------------------------------------------
 
     def audit(self, agent: str | None = None, *, follow: bool = False,
               limit: int = 100) -> Iterator[dict[str, Any]]:

@@ -54,6 +54,7 @@ class Exposure(_ExposureState):
         return self.result
 
     def close(self) -> dict[str, Any]:
+        """End the exposure (``unexpose``) and wait for its end: its counts."""
         if self.result is None:
             try:
                 self._client.unexpose(self.id)
@@ -84,6 +85,7 @@ class AsyncExposure(_ExposureState):
         return self.result
 
     async def close(self) -> dict[str, Any]:
+        """End the exposure (``unexpose``) and wait for its end: its counts."""
         if self.result is None:
             try:
                 await self._client.unexpose(self.id)

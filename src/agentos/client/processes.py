@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 
 def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None = None, *,
@@ -23,13 +23,36 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   timeout: float | str | None = None,
                   idle_timeout: float | str | None = None,
                   project: str | None = None) -> dict[str, Any]:
-    """The SPAWN payload: a Python ``script`` or a ``command`` (argv list or program path).
+    """The SPAWN payload: a Python ``script`` or a ``command``.
 
-    ``workspace``: its size (``"256Mi"``) or the whole ``{"size": ...}``, for a private
-    writable directory at /workspace with that disk quota. ``timeout``: the kernel kills
-    the agent that long after its start; ``idle_timeout``: after that long without a
-    syscall of its own (seconds, or ``"10m"``). ``project``: the team it belongs to (its
-    name is unique there; an agent's children are always in its own).
+    Args:
+        name: The agent's name, unique in its project (default: the script's file name).
+        script: A Python file to run (made absolute here).
+        command: A program to run instead of ``script``: an argv list, or one string (no shell).
+        args: Arguments after ``script`` or ``command``.
+        env: Variables added to the agent's environment.
+        cwd: Its working directory (made absolute here; default: the sandbox's).
+        sandboxed: Run it in the sandbox (namespaces, seccomp, Landlock); False: admins only.
+        network: Give a sandboxed agent the host's network (otherwise only ``lo``).
+        limits: Resource limits of it and its subtree: ``memory``, ``pids``/``max_pids``,
+            ``cpu``/``cpu_quota``, ``tmp`` (sizes as ``"512Mi"``, CPU as ``"500m"``).
+        allow_degraded: Run even when a limit or sandbox layer asked for cannot be enforced.
+        capabilities: What it may do (default: ``permissions.default_child``), at most the
+            spawner's.
+        hostname: Its hostname in its own UTS namespace (sandboxed agents only).
+        writable_paths: Host paths it may write (made absolute here).
+        readonly_paths: Host paths it may read (made absolute here).
+        restart: The supervisor's policy: ``policy`` (never, on-failure, always),
+            ``max_restarts``, ``window``, ``backoff``, ``backoff_max``.
+        llm: Its THINK defaults and budgets: ``provider``, ``model``, ``system``,
+            ``temperature``, ``tokens``, ``calls_per_minute``, ``usd``.
+        egress: Hosts it may fetch through HTTP (default: the spawner's list).
+        workspace: A private writable /workspace with this disk quota: a size
+            (``"256Mi"``) or ``{"size": ...}``.
+        timeout: Wall time from its start after which the kernel kills it (seconds or
+            ``"10m"``).
+        idle_timeout: Time without a syscall of its own after which the kernel kills it.
+        project: The team it belongs to (an agent's children are always in its own).
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -91,6 +114,16 @@ def target(agent: str | None = None, *, id: str | None = None, name: str | None 
 
 def kill_request(agent: str | None = None, *, id: str | None = None, name: str | None = None,
                  grace: float | str | None = None, wait: bool = True) -> dict[str, Any]:
+    """The KILL payload.
+
+    Args:
+        agent: The agent's name (or ``project/name``), as ``name``.
+        id: The agent's id, instead of its name.
+        name: The agent's name, instead of ``agent``.
+        grace: Time between SIGTERM and SIGKILL (seconds or ``"5s"``; the kernel's default
+            if None).
+        wait: Answer once the agent has ended (False: once it has been signalled).
+    """
     payload = target(agent, id=id, name=name)
     if grace is not None:
         payload["grace"] = grace
@@ -112,7 +145,18 @@ def list_request(status: str | Sequence[str] | None = None, name: str | None = N
 
 
 def wait_request(agent: str | None = None, *, id: str | None = None, name: str | None = None,
-                 timeout: float | str | None = None, until: str = "exit") -> dict[str, Any]:
+                 timeout: float | str | None = None,
+                 until: Literal["exit", "ready"] = "exit") -> dict[str, Any]:
+    """The WAIT payload.
+
+    Args:
+        agent: The agent's name (or ``project/name``), as ``name``.
+        id: The agent's id, instead of its name.
+        name: The agent's name, instead of ``agent``.
+        timeout: Wait at most this long (seconds or ``"30s"``; forever if None), then
+            ``Timeout``.
+        until: ``"exit"``: until the agent ends; ``"ready"``: until it calls ``ready()``.
+    """
     payload = target(agent, id=id, name=name)
     if timeout is not None:
         payload["timeout"] = timeout

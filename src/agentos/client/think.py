@@ -13,15 +13,10 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import AgentOSError
 
-#: Keyword options ``think`` accepts besides the prompt (sent as-is in the JSON form).
-OPTIONS = ("messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
-           "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
-           "response_schema", "images", "functions", "function_mode", "allowed_functions",
-           "function_responses", "context", "model", "safety", "candidates", "timeout")
 CONTEXT_OPS = ("create", "get", "list", "clear", "fork", "delete")
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
           (b"%PDF", "application/pdf"))
@@ -113,20 +108,73 @@ def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != key}
 
 
-def think_request(prompt: str | None = None, *, stream: bool = False, **options: Any) -> dict[str, Any]:
-    """The JSON form of a THINK. Functions may be Python callables, images paths or bytes."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TypeError(f"think() got unknown options {unknown}; known: {', '.join(OPTIONS)}")
-    request: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-    if prompt is not None:
-        request["prompt"] = prompt
-    if stream:
-        request["stream"] = True
-    if "functions" in request:
-        request["functions"] = [_declaration(f) for f in request["functions"]]
-    if "images" in request:
-        request["images"] = [image_part(i) for i in request["images"]]
+def think_request(
+        prompt: str | None = None, *,
+        messages: Sequence[dict[str, Any]] | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_output_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        thinking_budget: int | None = None,
+        thinking_level: Literal["minimal", "low", "medium", "high"] | None = None,
+        include_thoughts: bool | None = None,
+        json: bool | None = None,
+        response_schema: dict[str, Any] | None = None,
+        images: Sequence[str | os.PathLike[str] | bytes | dict[str, Any]] | None = None,
+        functions: Sequence[Callable[..., Any] | dict[str, Any]] | None = None,
+        function_mode: Literal["auto", "any", "none"] | None = None,
+        allowed_functions: Sequence[str] | None = None,
+        function_responses: Sequence[dict[str, Any]] | None = None,
+        context: str | None = None,
+        model: str | Sequence[str] | None = None,
+        safety: dict[str, str] | Sequence[dict[str, str]] | None = None,
+        candidates: int | None = None,
+        timeout: float | None = None) -> dict[str, Any]:
+    """The JSON form of a THINK (and of a COUNT); an argument left None is not sent.
+
+    Args:
+        prompt: The user's text, the last turn of the conversation.
+        messages: Earlier turns: ``{role, content}`` or ``{role, parts}`` (role user,
+            model, assistant or system), before ``prompt``.
+        system: The system instruction (the agent's ``llm.system`` if None).
+        temperature: Sampling temperature, 0 to 2.
+        top_p: Nucleus sampling: the probability mass sampled from, 0 to 1.
+        top_k: Sample from the ``top_k`` likeliest tokens only.
+        max_output_tokens: The most tokens the answer may have.
+        stop: A string, or up to 5, that end the answer where generated.
+        seed: Sample reproducibly, where the provider can.
+        thinking_budget: Tokens the model may think for (0: none, -1: it decides).
+        thinking_level: How much it thinks, instead of ``thinking_budget``.
+        include_thoughts: Return the model's thought summaries in ``turn``.
+        json: Answer in JSON (``content`` is a JSON text).
+        response_schema: A JSON Schema the JSON answer follows.
+        images: Images (or PDFs) for the model to read: paths, raw bytes (type sniffed),
+            or ``{mime_type, data}`` with base64 data.
+        functions: Functions the model may call: Python callables (declared from their
+            signature and docstring) or declarations ``{name, description, parameters}``.
+        function_mode: ``"auto"``: the model decides; ``"any"``: it must call one;
+            ``"none"``: it may not.
+        allowed_functions: With ``function_mode="any"``: the functions it may choose from.
+        function_responses: The results of the calls it asked for:
+            ``[{id?, name, response}]``, sent as the last user turn.
+        context: A kernel-held conversation (``context("create")``) to continue and extend.
+        model: A model, or a fallback chain tried in order (the agent's default if None).
+        safety: Blocking thresholds: ``{category: threshold}`` or
+            ``[{category, threshold}]``.
+        candidates: Answers to generate (1 to 8; in ``reply.candidates``); not streamed.
+        timeout: Seconds the whole call may take, retries included (``llm.deadline`` if
+            None).
+    """
+    # The parameters, in their declared order: naming them again here would be one more
+    # list of the options to keep in step.
+    request: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    if functions is not None:
+        request["functions"] = [_declaration(f) for f in functions]
+    if images is not None:
+        request["images"] = [image_part(i) for i in images]
     return request
 
 

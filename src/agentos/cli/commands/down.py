@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ...cgroups import clean_dead_kernels
 from ...client import Client
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         # (by id: without a project, names of two teams may be the same).
         declared = [name for spec in reversed(manifest.start_order()) for name in spec.instance_names()] \
             if manifest is not None else []
-        targets = [{"agent": f"{project}/{name}"} for name in declared]
+        targets: list[dict[str, Any]] = [{"agent": f"{project}/{name}"} for name in declared]
         targets += [{"id": a["id"]} for a in running if a["name"] not in declared]
         for target in targets:
             try:
