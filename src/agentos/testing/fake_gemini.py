@@ -44,7 +44,7 @@ from ._gemini_wire import (ACTION_METHODS, DEFAULT_MESSAGES, DEFAULT_MODELS, EMB
                            page, parse_duration, parse_time, part_text, prompt_tokens, rfc3339, stop_cut)
 from ._server import FakeServer, RecordedRequest
 from ._vectors import embedding_vector
-from .script import Prompt, Reply, count_tokens, safety_ratings, sample_args, split_text
+from .script import Prompt, Reply, count_tokens, safety_ratings, sample_args, split_text, tokens_for
 
 __all__ = ["FakeGemini", "camelize", "decode_bytes", "error_response", "prompt_tokens"]
 
@@ -445,13 +445,17 @@ class FakeGemini(FakeServer):
                       for index in range(config.get("candidateCount", 1))]
         steps = max(1, *(len(groups) for groups, _ in candidates))
         events: list[dict[str, Any]] = []
+        # Characters of each candidate's answer so far: an event reports the tokens to date,
+        # and summing every earlier group again would make a long stream quadratic.
+        sent = [0] * len(candidates)
         for step in range(steps):
             last = step == steps - 1
             entries: list[dict[str, Any]] = []
             output = 0
             for index, (groups, finish) in enumerate(candidates):
-                output += count_tokens("".join(part_text(p) for g in groups[:step + 1] for p in g
-                                               if not p.get("thought")))
+                if step < len(groups):
+                    sent[index] += sum(len(part_text(p)) for p in groups[step] if not p.get("thought"))
+                output += tokens_for(sent[index])
                 parts = groups[step] if step < len(groups) else []
                 if not parts and not last:
                     continue

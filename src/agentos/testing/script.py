@@ -169,7 +169,12 @@ def safety_ratings(blocked: str) -> list[dict[str, Any]]:
 
 def count_tokens(text: str) -> int:
     """Deterministic stand-in for a tokenizer: one token per 4 characters, rounded up."""
-    return math.ceil(len(text) / 4)
+    return tokens_for(len(text))
+
+
+def tokens_for(characters: int) -> int:
+    """``count_tokens`` of a text of that many characters."""
+    return math.ceil(characters / 4)
 
 
 def split_text(text: str, pieces: int) -> list[str]:
