@@ -43,6 +43,7 @@ from ..permissions.principal import caller_id
 from ..protocol import Op
 from ..protocol.requests import ExecInputRequest, ExecRequest, ExecResizeRequest, ExecSignalRequest
 from ..sandbox import SandboxError
+from ..sandbox.spec import Ending, reap
 from ..units import parse_duration
 from .agent import Agent
 from .request import RESERVED_ENV
@@ -451,24 +452,17 @@ class Execs:
     def _on_exit(self, ex: Exec) -> None:
         # Still a zombie: its group id cannot be reused while the rest of the group is killed.
         _killpg(ex, signal.SIGKILL)
-        try:
-            result = os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            result = None
-        else:
-            if result is None:
-                return
+        ending = reap(ex.pidfd)
+        if ending is None:
+            return
         self.loop.remove_reader(ex.pidfd)
-        self._reaped(ex, result)
+        self._reaped(ex, ending)
 
-    def _reaped(self, ex: Exec, result: Any) -> None:
+    def _reaped(self, ex: Exec, ending: Ending | None) -> None:
         os.close(ex.pidfd)
         ex.pidfd = -1
-        if result is not None:
-            if result.si_code == os.CLD_EXITED:
-                ex.exit_code = result.si_status
-            else:
-                ex.signal = result.si_status
+        if ending is not None:
+            ex.exit_code, ex.signal = ending.exit_code, ending.signal
         ex.ended_at = time.time()
         if ex.timer is not None:
             ex.timer.cancel()

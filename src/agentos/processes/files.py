@@ -60,6 +60,7 @@ from ..protocol.requests import (
     FileWriteRequest,
 )
 from ..sandbox import SandboxError, fileworker
+from ..sandbox.spec import reap
 from ..units import parse_bytes, parse_duration
 from .agent import Agent
 
@@ -541,13 +542,8 @@ class Files:
             worker.kill()
 
     def _on_exit(self, worker: Worker) -> None:
-        try:
-            result = os.waitid(os.P_PIDFD, worker.pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            result = None
-        else:
-            if result is None:
-                return
+        if reap(worker.pidfd) is None:
+            return
         self.loop.remove_reader(worker.pidfd)
         self._reaped(worker)
 

@@ -49,6 +49,7 @@ from ..protocol.requests import (
 )
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
+from ..sandbox.spec import reap
 from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
@@ -531,22 +532,15 @@ class ProcessService:
         """The agent's main process ended: reap it, then finish the agent in the background."""
         if not agent.cgroup.tracks_tree:
             self._signal_group(agent, signal.SIGKILL)
-        try:
-            result = os.waitid(os.P_PIDFD, agent.pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            result = None
+        ending = reap(agent.pidfd)
+        if ending is None:
+            return
+        if ending.lost:
             log.error("agent %s (%s): pid %d was reaped by someone else", agent.name, agent.id, agent.pid)
-        else:
-            if result is None:
-                return
         self.kernel.loop.remove_reader(agent.pidfd)
         os.close(agent.pidfd)
         agent.pidfd = -1
-        if result is not None:
-            if result.si_code == os.CLD_EXITED:
-                agent.exit_code = result.si_status
-            else:
-                agent.signal = result.si_status
+        agent.exit_code, agent.signal = ending.exit_code, ending.signal
         self._spawn_background(self._finish(agent))
 
     async def _finish(self, agent: Agent) -> None:

@@ -234,6 +234,29 @@ class Launched:
             self.returncode = returncode(result)
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a reaped child ended: its exit code, or the signal that killed it."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    #: Someone else reaped it first, so how it ended is unknown.
+    lost: bool = False
+
+
+def reap(pidfd: int) -> Ending | None:
+    """Reap the child behind ``pidfd`` if it has ended; None while it runs."""
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return Ending(lost=True)
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return Ending(exit_code=result.si_status)
+    return Ending(signal=result.si_status)
+
+
 def returncode(result: os.waitid_result) -> int:
     """subprocess-style return code of a waitid result: exit status, or -signal."""
     if result.si_code == os.CLD_EXITED:
