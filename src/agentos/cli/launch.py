@@ -35,6 +35,14 @@ def duration_option(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
 
 
+def env_option(text: str) -> tuple[str, str]:
+    """An argparse ``type`` for ``--env NAME=VALUE``; without ``=`` it is argparse's usage error."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    return name, value
+
+
 def socket_path(explicit: Path | None, manifest: Manifest | None = None) -> Path:
     """``--socket``, else the manifest's ``kernel.socket``, else the environment's default."""
     if explicit is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...client.exec import ExecResult
 from ...errors import AgentOSError
-from ..launch import add_socket_option, connect, duration_option
+from ..launch import add_socket_option, connect, duration_option, env_option
 from ..main import UserError
 
 #: timeout(1)'s status for a command it stopped.
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", help="the agent's name (its id with --id)")
     p.add_argument("--id", action="store_true", help="NAME is an agent id")
     p.add_argument("-i", "--interactive", action="store_true", help="pass our stdin to the command")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("-e", "--env", action="append", default=[], type=env_option, metavar="NAME=VALUE",
                    help="add a variable to the agent's environment (repeatable)")
     p.add_argument("-w", "--workdir", help="working directory, in the agent's view")
     p.add_argument("--timeout", type=duration_option, help="kill the command after this long (exit 124)")
@@ -40,12 +40,7 @@ def run(args: argparse.Namespace) -> int:
     argv = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not argv:
         raise UserError("name the command to run: agentos exec NAME -- COMMAND [ARGS...]")
-    env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--env {item!r}: expected NAME=VALUE")
-        env[name] = value
+    env = dict(args.env)
     target: dict[str, Any] = {"id": args.name} if args.id else {}
     agent = None if args.id else args.name
     options = {**target, "env": env, "cwd": args.workdir, "timeout": args.timeout}

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from ...manifest import AgentSpec, Limits, Restart, Sandbox, schema
 from ...protocol import Op
 from ...units import parse_bytes, parse_cpu
-from ..launch import add_socket_option, connect
+from ..launch import add_socket_option, connect, env_option
 
 T = TypeVar("T")
 
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-sandbox", action="store_true", help="run as a plain child process")
     p.add_argument("--writable", action="append", default=[], metavar="PATH", help="bind PATH read-write")
     p.add_argument("--readonly", action="append", default=[], metavar="PATH", help="bind PATH read-only")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set a variable")
+    p.add_argument("--env", action="append", default=[], type=env_option, metavar="NAME=VALUE",
+                   help="set a variable")
     p.add_argument("--permissions", help="capabilities, comma separated (default: "
                    f"{','.join(schema.DEFAULT_CAPABILITIES)})")
     p.add_argument("--restart", choices=schema.RESTART_POLICIES, default="never", help="restart policy")
@@ -64,12 +65,7 @@ def _spec(args: argparse.Namespace) -> AgentSpec:
     else:
         program = {"script": Path(os.path.abspath(args.script))}
     name = args.name or Path(args.script).stem
-    env = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--env {item!r}: expected NAME=VALUE")
-        env[key] = value
+    env = dict(args.env)
     defaults = Limits()
     limits = Limits(memory=_limit(args.memory, parse_bytes, "--memory", defaults.memory),
                     cpu=_limit(args.cpu, parse_cpu, "--cpu", defaults.cpu),
