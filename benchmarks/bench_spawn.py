@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import bwrap_argv
 
 from agentos.sandbox import Launched, Launcher, SandboxSpec, seccomp
-from agentos.sandbox.mounts import default_system_ops
 
 HERE = Path(__file__).resolve().parent
 AGENT = str(HERE / "spawn_agent.py")
@@ -135,19 +135,8 @@ def test_spawn_to_ready(benchmark: Any, launcher: Launcher, case: str, zygote: b
 
 
 def _bwrap_argv(ready_fd: int, seccomp_fd: int) -> list[str]:
-    """bubblewrap with the launcher's default view, namespaces and seccomp filter (no Landlock)."""
-    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "agent",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv"]
-    for op in default_system_ops():
-        if op.kind == "symlink":
-            argv += ["--symlink", str(op.source), op.dest]
-        else:
-            argv += ["--ro-bind", str(op.source), op.dest]
-    argv += ["--ro-bind", str(HERE), str(HERE), "--ro-bind", DEV_SITE, DEV_SITE]
-    for key, value in {**ENV, "READY_FD": str(ready_fd)}.items():
-        argv += ["--setenv", key, value]
-    return [*argv, "--seccomp", str(seccomp_fd), "--", sys.executable, AGENT]
+    return bwrap_argv([sys.executable, AGENT], seccomp_fd=seccomp_fd, readonly=[str(HERE), DEV_SITE],
+                      env={**ENV, "READY_FD": str(ready_fd)})
 
 
 def test_spawn_to_ready_bwrap(benchmark: Any, launcher: Launcher) -> None:

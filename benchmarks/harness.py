@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,34 @@ class Goals:
         width = max(len(row["name"]) for row in self.rows)
         return [f"{row['name']:<{width}}  {row['measured']:>18}  goal {row['goal']:<10} "
                 f"{'met' if row['met'] else 'NOT MET':<7}  {row['detail']}" for row in self.rows]
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bwrap_argv(command: list[str], *, seccomp_fd: int, readonly: Sequence[str] = (),
+               env: dict[str, str] | None = None) -> list[str]:
+    """bubblewrap with the launcher's default view, namespaces and seccomp filter (no Landlock,
+    no cgroup): the reference a sandboxed start is compared with."""
+    from agentos.sandbox.mounts import default_system_ops  # lazy: tests load this file by path
+
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--hostname", "agent", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--clearenv"]
+    for op in default_system_ops():
+        if op.kind == "symlink":
+            argv += ["--symlink", str(op.source), op.dest]
+        else:
+            argv += ["--ro-bind", str(op.source), op.dest]
+    for path in readonly:
+        argv += ["--ro-bind", path, path]
+    for key, value in (env or {}).items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--seccomp", str(seccomp_fd), "--", *command]
 
 
 def _workdir(name: str) -> Path:
