@@ -95,6 +95,9 @@ class ProcessService:
         self.workspaces = Workspaces(kernel.config.state_dir)
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
+        #: Agents whose process may run before the table has them (the launch is awaited in a
+        #: thread): a connection one makes by path then is still that agent, never its uid.
+        self._launching: set[str] = set()
         self.execs = Execs(self)
         try:
             files = FileSettings.from_section(kernel.config.section("processes").get("files"))
@@ -270,6 +273,17 @@ class ProcessService:
                                         parent=parent.cgroup if parent is not None else None)
         except OSError as exc:
             raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
+        self._launching.add(agent_id)
+        try:
+            return await self._launch(request, wire, caller, parent, granted, allow, project, agent_id,
+                                      cgroup)
+        finally:
+            self._launching.discard(agent_id)
+
+    async def _launch(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
+                      parent: Agent | None, granted: frozenset[Capability] | None,
+                      allow: tuple[str, ...] | None, project: str | None, agent_id: str,
+                      cgroup: AgentCgroup) -> Agent:
         capture = LogCapture(self.log_dir / f"{request.name}-{agent_id}.log", self.settings.log_max_bytes)
         output_fd = capture.pipe()
         kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -674,7 +688,8 @@ class ProcessService:
     def agent_of_peer(self, pid: int, pidfd: int | None) -> str | None:
         """The running agent process ``pid`` belongs to (for connections made by path); raises
         ``PeerGone`` if the process is no longer the one that connected."""
-        return agent_of_pid(pid, self.table.running_ids(), self.table.running_pids(), pidfd)
+        return agent_of_pid(pid, self.table.running_ids() | self._launching, self.table.running_pids(),
+                            pidfd)
 
     def _egress(self) -> EgressService | None:
         return cast("EgressService | None", self.kernel.services.get("egress"))
