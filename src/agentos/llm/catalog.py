@@ -35,10 +35,8 @@ from .config import LLMConfig
 from .contexts import ContextStore
 from .errors import LLMError
 from .provider import Provider
-from .ratelimits import RateLimits, model_key
 from .request import parse_think
 from .retry import Gate
-from .scheduler import FairScheduler
 from .types import (EmbeddingRequest, Embeddings, GenerationOptions, ModelInfo, ModelRequest,
                     Usage)
 
@@ -53,7 +51,7 @@ class Catalog:
     """The COUNT, EMBED and MODELS handlers, with the collaborators they share with THINK."""
 
     def __init__(self, config: LLMConfig, callers: Callers, budgets: Budgets,
-                 contexts: ContextStore, scheduler: FairScheduler, rate_limits: RateLimits,
+                 contexts: ContextStore, gate: Callable[[Caller, str], Gate],
                  provider: Callable[[], Provider | None],
                  check_reply: Callable[[Call, bytes], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,8 +59,8 @@ class Catalog:
         self.callers = callers
         self.budgets = budgets
         self.contexts = contexts
-        self.scheduler = scheduler
-        self.rate_limits = rate_limits
+        #: THINK's way to a model: its rate limit, then a slot in the caller's turn.
+        self._gate = gate
         #: The provider exists once the service has started (it needs the HTTP session).
         self._provider = provider
         self._check_reply = check_reply
@@ -196,10 +194,6 @@ class Catalog:
             raise PermissionDenied(f"model {model!r} is not allowed for this agent "
                                    "(llm.agents.<name>.models in the kernel configuration)",
                                    model=model)
-
-    def _gate(self, caller: Caller, model: str) -> Gate:
-        return self.rate_limits.gate(model_key(self.config.base_url, model), self.scheduler,
-                                     caller.key, caller.policy.priority)
 
     def _require_provider(self) -> Provider:
         provider = self._provider()

@@ -78,8 +78,8 @@ class LLMService:
     # --- Service protocol ----------------------------------------------------------------
 
     def syscalls(self) -> Mapping[Op, Any]:
-        catalog = Catalog(self.config, self.callers, self.budgets, self.contexts, self.scheduler,
-                          self.rate_limits, lambda: self._provider, self.kernel.check_reply)
+        catalog = Catalog(self.config, self.callers, self.budgets, self.contexts, self._gate,
+                          lambda: self._provider, self.kernel.check_reply)
         return {Op.THINK: self.think, Op.CONTEXT: self.context, Op.USAGE: self.usage,
                 **catalog.syscalls()}
 
