@@ -199,28 +199,34 @@ class Mailboxes:
         return await self._db.run(insert_all)
 
     async def next(self, addresses: list[str], after_id: int = 0, *,
-                   max_deliveries: int | None = None, remove: bool = False) -> Message | None:
+                   max_deliveries: int | None = None, remove: bool = False,
+                   buried: list[DeadLetter] | None = None) -> Message | None:
         """Deliver the oldest unacknowledged message to any of ``addresses`` with id >
         ``after_id``, counting the delivery (or removing it, with ``remove``).
 
         Messages already delivered ``max_deliveries`` times (the limits' by default) are
-        moved to the dead letters on the way instead.
+        moved to the dead letters on the way instead, and appended to ``buried`` once
+        committed (so an event about them never announces a move that was rolled back).
         """
         marks = ",".join("?" * len(addresses))
         limit = self.limits.max_deliveries if max_deliveries is None else max_deliveries
 
-        def deliver(conn: sqlite3.Connection) -> Message | None:
+        def deliver(conn: sqlite3.Connection) -> tuple[Message | None, list[DeadLetter]]:
             cursor = after_id
+            dead: list[DeadLetter] = []
             while True:
                 row = conn.execute(
                     f"SELECT id, mailbox, sender, body, sent_at, deliveries FROM messages "
                     f"WHERE mailbox IN ({marks}) AND id > ? ORDER BY id LIMIT 1",
                     (*addresses, cursor)).fetchone()
                 if row is None:
-                    return None
+                    return None, dead
                 message_id, mailbox, sender, body, sent_at, deliveries = row
                 if deliveries >= limit:
-                    self._bury(conn, message_id, mailbox, deliveries)
+                    dead_at = time.time()
+                    self._bury(conn, message_id, mailbox, deliveries, dead_at)
+                    dead.append(DeadLetter(message_id, mailbox, sender, ujson.loads(body), sent_at,
+                                           deliveries, dead_at))
                     cursor = message_id
                     continue
                 if remove:
@@ -229,9 +235,12 @@ class Mailboxes:
                     conn.execute("UPDATE messages SET deliveries = ? WHERE id = ?",
                                  (deliveries + 1, message_id))
                 return Message(message_id, mailbox, sender, ujson.loads(body), sent_at,
-                               deliveries + 1)
+                               deliveries + 1), dead
 
-        return await self._db.run(deliver)
+        message, dead = await self._db.run(deliver)
+        if buried is not None:
+            buried.extend(dead)
+        return message
 
     async def ack(self, addresses: list[str], ids: list[int]) -> list[int]:
         """Remove messages ``ids`` if they are in one of ``addresses``, live or dead (a
@@ -417,11 +426,12 @@ class Mailboxes:
         return conn.execute("SELECT COUNT(*) FROM messages WHERE mailbox = ?",
                             (address,)).fetchone()[0]
 
-    def _bury(self, conn: sqlite3.Connection, message_id: int, mailbox: str, deliveries: int) -> None:
+    def _bury(self, conn: sqlite3.Connection, message_id: int, mailbox: str, deliveries: int,
+              dead_at: float) -> None:
         """Move a live message to its mailbox's dead letters, dropping the oldest beyond the bound."""
         conn.execute("INSERT INTO dead_letters (id, mailbox, sender, body, sent_at, deliveries, dead_at) "
                      "SELECT id, mailbox, sender, body, sent_at, deliveries, ? FROM messages WHERE id = ?",
-                     (time.time(), message_id))
+                     (dead_at, message_id))
         conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
         log.warning("message %d to %s is a dead letter after %d deliveries without ACK",
                     message_id, mailbox, deliveries)

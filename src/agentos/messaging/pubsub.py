@@ -2,7 +2,8 @@
 
 A subscriber that does not keep up loses the oldest events, never kernel
 memory: its queue holds at most ``backlog`` events and the next frame it gets
-says how many were dropped.
+says how many were dropped. A subscription gets only the events its ``visible``
+rule lets it see (``mail.dead`` is for the mailbox's owner and admins).
 """
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+#: Whether a subscriber may see an event: ``visible(topic, event)``.
+Visibility = Callable[[str, dict[str, Any]], bool]
+
 from ..errors import InvalidArgument
 from ..kernel.events import EventBus
 
 _TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
-#: Topics only the kernel (or an admin) publishes: lifecycle events must not be forged.
-SYSTEM_PREFIXES = ("agent.", "kernel.")
+#: Topics only the kernel (or an admin) publishes: lifecycle and mail events must not be forged.
+SYSTEM_PREFIXES = ("agent.", "kernel.", "mail.")
 
 
 def check_topic(topic: Any) -> str:
@@ -48,10 +52,11 @@ class Subscription:
     """One SUBSCRIBE: the patterns, the owner, and the events waiting to be streamed."""
 
     def __init__(self, bus: EventBus, sub_id: int, owner: str, patterns: list[str],
-                 backlog: int) -> None:
+                 backlog: int, visible: Visibility) -> None:
         self.id = sub_id
         self.owner = owner
         self.patterns = patterns
+        self.visible = visible
         self.dropped = 0
         self.closed = False
         self._events: deque[dict[str, Any]] = deque(maxlen=backlog)
@@ -60,6 +65,8 @@ class Subscription:
             bus.subscribe(pattern, self.deliver) for pattern in dict.fromkeys(patterns)]
 
     def deliver(self, topic: str, event: dict[str, Any]) -> None:
+        if not self.visible(topic, event):
+            return
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
         self._events.append(event)
@@ -96,8 +103,8 @@ class PubSub:
         self._ids = itertools.count(1)
         self._subs: dict[int, Subscription] = {}
 
-    def open(self, owner: str, patterns: list[str]) -> Subscription:
-        sub = Subscription(self.bus, next(self._ids), owner, patterns, self.backlog)
+    def open(self, owner: str, patterns: list[str], visible: Visibility) -> Subscription:
+        sub = Subscription(self.bus, next(self._ids), owner, patterns, self.backlog, visible)
         self._subs[sub.id] = sub
         return sub
 

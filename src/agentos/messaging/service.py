@@ -12,7 +12,8 @@ kernel restart) never captures its mail. docs/messaging.md gives SEND's full
 resolution order.
 
 Dead letters (DEAD_LETTERS): a mailbox's owner manages its own, an admin everyone's;
-the permission model is RECV's.
+the permission model is RECV's. A message moved to the dead letters is announced on
+``mail.dead``, which only that mailbox's owner and admins see.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..state.database import MAX_ADDRESS_BYTES, Database, check_text
 from ..units import MAX_SECONDS
-from .mailbox import MAX_DELIVERIES, SCHEMA, Mailboxes, MailboxLimits
+from .mailbox import MAX_DELIVERIES, SCHEMA, DeadLetter, Mailboxes, MailboxLimits
 from .pubsub import PubSub, check_pattern, check_topic, is_system_topic
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ _UID = re.compile(r"uid:\d{1,10}")
 #: ``PROJECT/NAME``: an agent of another project (docs/messaging.md).
 _PROJECT_REF = re.compile(r"[a-z0-9][a-z0-9-]{0,62}/[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")
 _ENDED = ("agent.exited", "agent.killed", "agent.oom_killed", "agent.failed")
+#: A message went to its mailbox's dead letters; seen by that mailbox's owner and admins only.
+MAIL_DEAD = "mail.dead"
 #: The scope of names every caller can reach (registered by admins only).
 GLOBAL = ""
 #: Message and subscription ids fit in 64 bits, as SQLite integers do.
@@ -90,7 +93,7 @@ class MessagingService:
         limits = self.boxes.limits
         return {"mailbox_size": limits.max_messages, "max_message_bytes": limits.max_message_bytes,
                 "max_deliveries": limits.max_deliveries,
-                "system_topics": ["agent.*", "kernel.*"]}
+                "system_topics": ["agent.*", "kernel.*", "mail.*"]}
 
     def _on_started(self, topic: str, event: dict[str, Any]) -> None:
         agent_id, name = event.get("id"), event.get("name")
@@ -246,8 +249,12 @@ class MessagingService:
             waiter = loop.create_future()
             self._waiters.setdefault(address, set()).add(waiter)
             try:
+                buried: list[DeadLetter] = []
                 message = await self.boxes.next([address], cursors.get(address, 0),
-                                                max_deliveries=max_deliveries, remove=auto_ack)
+                                                max_deliveries=max_deliveries, remove=auto_ack,
+                                                buried=buried)
+                for letter in buried:
+                    self._announce_dead(call.identity, letter)
                 if message is not None:
                     cursors[address] = message.id
                     return message.to_dict()
@@ -262,6 +269,15 @@ class MessagingService:
                     waiters.discard(waiter)
                     if not waiters:
                         del self._waiters[address]
+
+    def _announce_dead(self, reader: Identity, letter: DeadLetter) -> None:
+        """Publish ``mail.dead`` for a letter RECV moved. The reader is the mailbox's owner:
+        RECV reads only the caller's own mailbox or one of its registered names."""
+        permissions = self._permissions()
+        self.kernel.events.publish(MAIL_DEAD, {
+            "mailbox": letter.mailbox, "principal": permissions.principal(reader), "id": letter.id,
+            "deliveries": letter.deliveries, "sender": letter.sender,
+            "project": permissions.project_of(reader.agent_id) if reader.agent_id is not None else None})
 
     async def ack(self, call: Call) -> dict[str, Any]:
         """``{ids, name?}``: delete these delivered messages from your mailbox."""
@@ -370,7 +386,16 @@ class MessagingService:
         if not isinstance(topics, list) or not topics or len(topics) > 64:
             raise InvalidArgument("SUBSCRIBE needs 'topics': 1-64 topics or patterns ('agent.*')")
         patterns = [check_pattern(t) for t in topics]
-        sub = self.pubsub.open(self._principal(call), patterns)
+        owner = self._principal(call)
+        identity = call.identity
+        permissions = self._permissions()
+
+        def visible(topic: str, event: dict[str, Any]) -> bool:
+            # A mailbox's events follow DEAD_LETTERS' rule: its owner and admins (now, not at
+            # SUBSCRIBE: SET_PERMS may have changed who is one).
+            return topic != MAIL_DEAD or event.get("principal") == owner or permissions.is_admin(identity)
+
+        sub = self.pubsub.open(owner, patterns, visible)
         try:
             await call.stream({"subscribed": sub.id, "topics": patterns})
             while (event := await sub.next()) is not None:
