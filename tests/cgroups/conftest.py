@@ -1,6 +1,7 @@
 """Helpers for cgroup tests: held children, a fake v2 cgroupfs, and this host's hierarchies."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentos.cgroups import CgroupDriver, V1Driver, V2Driver, base, detect, instance_name
+from agentos.cgroups import v2 as v2_module
 
 #: Files a v2 kernel shows in a new cgroup for each controller its parent enables.
 _CONTROL_FILES = {
@@ -20,14 +22,23 @@ _CONTROL_FILES = {
 }
 
 
+#: Writes outside the fake tree (and of files the kernel gives no rules) go to disk as they are.
+_REAL_WRITE = base.write
+
+
 class FakeCgroupfs:
     """A directory tree that acts as a cgroup v2 hierarchy where the driver can tell.
 
     ``mkdir`` fills a new cgroup with the control files a kernel would show, given
     the controllers its parent enables in ``cgroup.subtree_control``; ``rmdir``
     refuses (returns False, as for EBUSY) while the cgroup has child cgroups or
-    processes, and otherwise takes its files with it. The test plays the kernel for
-    the counters (memory.current, cpu.stat ...): it writes them itself.
+    processes, and otherwise takes its files with it. ``write`` keeps the kernel's
+    rules for the two files that have them: a pid written to ``cgroup.procs`` leaves
+    every other cgroup; ``cgroup.subtree_control`` takes ``+name``/``-name``, refuses a
+    controller the cgroup is not offered (ENOENT), enabling one in a cgroup that holds
+    processes ("no internal processes", EBUSY, the root excepted) and disabling one a
+    child still enables (EBUSY), and offers the change to the children. The test plays
+    the kernel for the counters (memory.current, cpu.stat ...): it writes them itself.
     """
 
     def __init__(self, root: Path) -> None:
@@ -42,6 +53,11 @@ class FakeCgroupfs:
         """The controllers ``directory`` delegates to its children."""
         return {word.lstrip("+") for word in (directory / "cgroup.subtree_control").read_text().split()}
 
+    @staticmethod
+    def procs(directory: Path) -> list[int]:
+        """The pids in ``directory``'s own ``cgroup.procs``."""
+        return [int(word) for word in (directory / "cgroup.procs").read_text().split()]
+
     def mkdir(self, path: Path, exist_ok: bool = False) -> None:
         try:
             os.mkdir(path)
@@ -49,15 +65,71 @@ class FakeCgroupfs:
             if not exist_ok:
                 raise
             return
-        controllers = self.enabled(path.parent)
-        files = {"cgroup.procs": "", "cgroup.subtree_control": "", "cgroup.kill": "",
-                 "cgroup.controllers": " ".join(sorted(controllers)) + "\n",
-                 # Core files: the freezer needs no controller (the test plays the kernel for "frozen").
-                 "cgroup.freeze": "0\n", "cgroup.events": "populated 0\nfrozen 0\n"}
-        for controller in controllers:
-            files.update(_CONTROL_FILES.get(controller, {}))
-        for name, text in files.items():
+        for name, text in {"cgroup.procs": "", "cgroup.subtree_control": "", "cgroup.kill": "",
+                           # Core files: the freezer needs no controller (the test plays the kernel
+                           # for "frozen").
+                           "cgroup.freeze": "0\n", "cgroup.events": "populated 0\nfrozen 0\n"}.items():
             (path / name).write_text(text)
+        self._offer(path, self.enabled(path.parent))
+
+    @staticmethod
+    def _offer(path: Path, controllers: set[str]) -> None:
+        """Give ``path`` what its parent enables: its ``cgroup.controllers`` and their files."""
+        (path / "cgroup.controllers").write_text(" ".join(sorted(controllers)) + "\n")
+        for controller in controllers:
+            for name, text in _CONTROL_FILES.get(controller, {}).items():
+                if not (path / name).exists():
+                    (path / name).write_text(text)
+
+    def write(self, path: Path, value: str) -> None:
+        cgroup = path.parent
+        if not path.is_relative_to(self.root) or path.name not in ("cgroup.procs", "cgroup.subtree_control"):
+            _REAL_WRITE(path, value)
+        elif path.name == "cgroup.procs":
+            if cgroup != self.root and self.enabled(cgroup):
+                raise OSError(errno.EBUSY, "a cgroup that enables controllers holds no process", str(path))
+            pid = value.strip()
+            for procs in self.root.rglob("cgroup.procs"):
+                words = procs.read_text().split()
+                if pid in words:
+                    procs.write_text("".join(f"{word}\n" for word in words if word != pid))
+            with open(path, "a") as f:
+                f.write(f"{pid}\n")
+        else:
+            self._control(cgroup, value.split())
+
+    def _control(self, cgroup: Path, words: list[str]) -> None:
+        enabled = self.enabled(cgroup)
+        offered = set((cgroup / "cgroup.controllers").read_text().split())
+        children = [entry for entry in cgroup.iterdir() if entry.is_dir()]
+        for word in words:
+            name = word[1:]
+            if word.startswith("+"):
+                if name not in offered:
+                    raise OSError(errno.ENOENT, f"{name} is not offered to this cgroup", str(cgroup))
+                if cgroup != self.root and self.procs(cgroup):
+                    raise OSError(errno.EBUSY, "no internal processes", str(cgroup))
+                enabled.add(name)
+            else:
+                if any(name in self.enabled(child) for child in children):
+                    raise OSError(errno.EBUSY, f"a child still enables {name}", str(cgroup))
+                enabled.discard(name)
+        (cgroup / "cgroup.subtree_control").write_text(" ".join(sorted(enabled)) + ("\n" if enabled else ""))
+        for child in children:
+            self._offer(child, enabled)
+
+    def delegate(self, directory: Path, uid: int) -> None:
+        """What systemd's ``Delegate=yes`` does: ``uid`` may write the directory and the files a
+        delegatee writes. By owner when the test may chown, else by the mode's other-write bit
+        (the detection counts both)."""
+        for path in [directory, *(directory / name for name in ("cgroup.procs", "cgroup.subtree_control",
+                                                                 "cgroup.threads"))]:
+            if not path.exists():
+                continue
+            if os.geteuid() == 0:
+                os.chown(path, uid, -1)
+            else:
+                path.chmod(path.stat().st_mode | (0o003 if path.is_dir() else 0o002))
 
     def rmdir(self, path: Path) -> bool:
         if not path.exists():
@@ -80,6 +152,8 @@ def cgroupfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCgroupfs:
     fake = FakeCgroupfs(tmp_path / "cgroup")
     monkeypatch.setattr(base, "mkdir", fake.mkdir)
     monkeypatch.setattr(base, "rmdir", fake.rmdir)
+    for module in (base, v2_module):
+        monkeypatch.setattr(module, "write", fake.write)
     return fake
 
 

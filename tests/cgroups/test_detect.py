@@ -36,7 +36,7 @@ def test_pure_v2(tmp_path: Path) -> None:
     assert layout.v2_mount == root
     assert {"memory", "pids", "cpu"} <= layout.v2_controllers
     assert layout.driver_name() == "v2"
-    assert isinstance(open_driver(layout), V2Driver)
+    assert isinstance(open_driver(layout, uid=0), V2Driver)
 
 
 def test_pure_v1_with_comounted_cpu(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_pure_v1_with_comounted_cpu(tmp_path: Path) -> None:
     assert layout.v1_mounts["cpu"] == layout.v1_mounts["cpuacct"] == Path("/sys/fs/cgroup/cpu,cpuacct")
     assert layout.v1_mounts["memory"] == Path("/sys/fs/cgroup/memory")
     assert "systemd" not in layout.v1_mounts  # a named hierarchy, not a controller
-    driver = open_driver(layout)
+    driver = open_driver(layout, uid=0)
     assert isinstance(driver, V1Driver)
     assert driver.enforceable == {"memory", "pids", "cpu"}
     # cpu and cpuacct share one directory: it is made, joined and removed once.
@@ -75,7 +75,7 @@ def test_hybrid_with_controllers_on_v2(tmp_path: Path) -> None:
 def test_v2_without_controllers_still_beats_nothing(tmp_path: Path) -> None:
     root = fake_v2_root(tmp_path, "")
     layout = detect(write_mountinfo(tmp_path, f"41 31 0:38 / {root} rw - cgroup2 cgroup2 rw\n"))
-    driver = open_driver(layout)
+    driver = open_driver(layout, uid=0)
     assert isinstance(driver, V2Driver)
     assert driver.enforceable == frozenset()
 
@@ -83,7 +83,7 @@ def test_v2_without_controllers_still_beats_nothing(tmp_path: Path) -> None:
 def test_none(tmp_path: Path) -> None:
     layout = detect(write_mountinfo(tmp_path, ""))
     assert layout.kind == "none"
-    driver = open_driver(layout)
+    driver = open_driver(layout, uid=0)
     assert isinstance(driver, NoDriver)
     assert driver.enforceable == frozenset()
     assert detect(tmp_path / "missing").kind == "none"

@@ -54,8 +54,8 @@ def test_an_agent_is_a_directory_of_limits_around_a_leaf_of_processes(cgroupfs: 
     assert (path / LEAF / "memory.oom.group").read_text() == "1"
     assert (path / "memory.oom.group").read_text() == "0\n"
     cgroup.attach(1234)
-    assert (path / LEAF / "cgroup.procs").read_text() == "1234"
-    assert (path / "cgroup.procs").read_text() == ""
+    assert cgroupfs.procs(path / LEAF) == [1234]
+    assert cgroupfs.procs(path) == []
 
 
 def test_a_child_agent_nests_inside_its_parent(cgroupfs: FakeCgroupfs) -> None:
@@ -79,7 +79,7 @@ def test_only_the_controllers_the_driver_has_are_delegated(cgroupfs: FakeCgroupf
     assert driver.enforceable == {"cpu"}
     cgroup = driver.create("a1", Limits(memory=MiB, pids=4, cpu=1.0))
     assert cgroup.enforced == {"memory": False, "pids": False, "cpu": True}
-    assert (cgroup.dirs[0] / "cgroup.subtree_control").read_text() == "+cpu"
+    assert cgroupfs.enabled(cgroup.dirs[0]) == {"cpu"}
     assert not (cgroup.dirs[0] / "memory.max").exists()
     assert not (cgroup.leaves[0] / "memory.oom.group").exists()
 
@@ -180,7 +180,7 @@ def test_an_existing_directory_is_never_taken_over(cgroupfs: FakeCgroupfs) -> No
     first.attach(4242)
     with pytest.raises(FileExistsError):
         driver.create("a1", Limits(pids=1))
-    assert (first.leaves[0] / "cgroup.procs").read_text() == "4242"
+    assert cgroupfs.procs(first.leaves[0]) == [4242]
     assert (first.dirs[0] / "pids.max").read_text() == "max\n"
 
 

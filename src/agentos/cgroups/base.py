@@ -13,7 +13,9 @@ agent's own processes live in ``self`` beside its children; v1 uses the same
 layout so both drivers behave alike. ``<instance>`` names the kernel process
 (``<pid>-<start time>``), so a later kernel can tell a subtree left by a dead
 kernel from one a live kernel owns, and clean only those. Nothing outside
-``agentos/`` is ever written.
+``agentos/`` is ever written, but for a normal user's kernel: it roots ``agentos/``
+in the cgroup systemd delegated to it (``delegate.py``) and keeps that cgroup's
+processes in a leaf beside it.
 """
 from __future__ import annotations
 
@@ -179,6 +181,8 @@ class CgroupDriver(ABC):
     name: ClassVar[str]
     #: The class of the cgroups this driver makes (a parent must be one of them).
     cgroup_type: ClassVar[type[AgentCgroup]]
+    #: True when ``roots`` is a cgroup delegated to this (normal) user, not a hierarchy's root.
+    delegated = False
 
     def __init__(self, roots: Sequence[Path], instance: str | None = None) -> None:
         #: Hierarchy directories under which ``agentos/`` lives (one per mounted hierarchy).
@@ -205,11 +209,12 @@ class CgroupDriver(ABC):
             mkdir(root / TOP / self.instance, exist_ok=True)
         return stale
 
-    def stale(self) -> list[AgentCgroup]:
+    def stale(self, instance: str | None = None) -> list[AgentCgroup]:
         """The agent cgroups that kernels no longer running left under ``agentos/``; makes nothing.
 
         Only instance directories (``<pid>-<start time>``) whose kernel process is gone
-        count: a live kernel's subtree, this driver's own and any other name are never
+        count (with ``instance``, only that one: a dead kernel's guardian cleaning after it):
+        a live kernel's subtree, this driver's own and any other name are never
         touched. Nested ones come with their parents linked, so destroying all of them
         (in any order, ``reap.destroy``) removes each tree depth-first; ``prune()`` then
         removes the emptied instance directories. ``reap.remove_stale`` does both.
@@ -220,7 +225,8 @@ class CgroupDriver(ABC):
             if not top.is_dir():
                 continue
             for entry in top.iterdir():
-                if entry.is_dir() and entry.name != self.instance and instance_is_dead(entry.name):
+                if (entry.is_dir() and entry.name != self.instance and instance in (None, entry.name)
+                        and instance_is_dead(entry.name)):
                     names.add(entry.name)
         self._stale_instances = sorted(names)
         return [cgroup for name in self._stale_instances for cgroup in self._stale_tree(name)]
@@ -299,20 +305,20 @@ class CgroupDriver(ABC):
         """
         if not self.roots:
             return None
-        instance = PurePath("/", TOP, self.instance)
         for line in (read_text(Path(f"/proc/{pid}/cgroup")) or "").splitlines():
-            path = PurePath(line.split(":", 2)[-1])
-            if path.name == LEAF:
-                path = path.parent
-            if path != instance and path.is_relative_to(instance):
-                return path.name
+            # Wherever the roots are in the hierarchy (a delegated cgroup): the instance names the kernel.
+            parts = PurePath(line.split(":", 2)[-1]).parts
+            for at in range(len(parts) - 2):
+                if parts[at] == TOP and parts[at + 1] == self.instance:
+                    agents = [part for part in parts[at + 2:] if part != LEAF]
+                    return agents[-1] if agents else None
         return None
 
     def describe(self) -> dict[str, Any]:
         """For HELLO and the isolation report."""
         return {"driver": self.name, "roots": [str(r) for r in self.roots],
                 "instance": self.instance, "enforceable": sorted(self.enforceable),
-                "freezer": self.freezer}
+                "freezer": self.freezer, "delegated": self.delegated}
 
     def instance_dirs(self) -> list[Path]:
         return [root / TOP / self.instance for root in self.roots]
@@ -346,6 +352,11 @@ def instance_name(pid: int | None = None) -> str:
     """``<pid>-<start time in clock ticks>``: unique for the life of the boot."""
     pid = os.getpid() if pid is None else pid
     return f"{pid}-{process_start_time(pid)}"
+
+
+def is_instance_name(name: str) -> bool:
+    """Whether ``name`` has the form of an instance directory's (``<pid>-<start time>``)."""
+    return _INSTANCE.match(name) is not None
 
 
 def instance_is_dead(name: str) -> bool:

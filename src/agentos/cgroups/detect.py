@@ -3,11 +3,14 @@
 A hybrid host (systemd's old default, and this project's CI machine) binds the
 resource controllers to v1 hierarchies and mounts a v2 hierarchy elsewhere
 (often ``/sys/fs/cgroup/unified``) with few or no controllers.
+
+It also reads which v2 cgroup this process is in (``/proc/self/cgroup``'s ``0::`` line): a
+normal user's kernel may use it when systemd delegated it (``delegate.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 #: Controllers agentos uses to enforce limits, and the limit each one enforces.
 LIMIT_CONTROLLERS = {"memory": "memory", "pids": "pids", "cpu": "cpu"}
@@ -28,6 +31,20 @@ class Layout:
     v2_controllers: frozenset[str] = frozenset()
     #: v1 controller name -> mount point of the hierarchy it is bound to.
     v1_mounts: dict[str, Path] = field(default_factory=dict)
+    #: The cgroup of the v2 hierarchy the mount shows at its mount point (mountinfo's root field).
+    v2_mount_root: str = "/"
+    #: This process's v2 cgroup as ``/proc/self/cgroup`` names it (its ``0::`` line), if any.
+    v2_own: str | None = None
+
+    @property
+    def v2_own_dir(self) -> Path | None:
+        """This process's v2 cgroup as a directory under the mount, if the mount shows it."""
+        if self.v2_mount is None or self.v2_own is None:
+            return None
+        own, root = PurePosixPath(self.v2_own), PurePosixPath(self.v2_mount_root)
+        if not own.is_relative_to(root):
+            return None
+        return self.v2_mount / own.relative_to(root)
 
     @property
     def kind(self) -> str:
@@ -58,24 +75,26 @@ class Layout:
             "v2_mount": str(self.v2_mount) if self.v2_mount else None,
             "v2_controllers": sorted(self.v2_controllers),
             "v1_mounts": {name: str(path) for name, path in sorted(self.v1_mounts.items())},
+            "v2_own_cgroup": str(self.v2_own_dir) if self.v2_own_dir else None,
         }
 
 
-def detect(mountinfo: Path = Path("/proc/self/mountinfo")) -> Layout:
-    """Read the mount table and the v2 root's controller list."""
+def detect(mountinfo: Path = Path("/proc/self/mountinfo"), cgroup: Path = Path("/proc/self/cgroup")) -> Layout:
+    """Read the mount table, the v2 root's controller list and this process's v2 cgroup."""
     try:
         text = mountinfo.read_text()
     except OSError:
         return Layout()
     v2_mount: Path | None = None
+    v2_mount_root = "/"
     v1_mounts: dict[str, Path] = {}
     for line in text.splitlines():
         parsed = _parse_mountinfo_line(line)
         if parsed is None:
             continue
-        mount_point, fstype, super_options = parsed
+        mount_root, mount_point, fstype, super_options = parsed
         if fstype == "cgroup2" and v2_mount is None:
-            v2_mount = mount_point
+            v2_mount, v2_mount_root = mount_point, mount_root
         elif fstype == "cgroup":
             for option in super_options.split(","):
                 if option in _V1_CONTROLLERS:
@@ -86,11 +105,24 @@ def detect(mountinfo: Path = Path("/proc/self/mountinfo")) -> Layout:
             v2_controllers = frozenset((v2_mount / "cgroup.controllers").read_text().split())
         except OSError:
             v2_controllers = frozenset()
-    return Layout(v2_mount=v2_mount, v2_controllers=v2_controllers, v1_mounts=v1_mounts)
+    return Layout(v2_mount=v2_mount, v2_controllers=v2_controllers, v1_mounts=v1_mounts,
+                  v2_mount_root=v2_mount_root, v2_own=own_cgroup(cgroup))
 
 
-def _parse_mountinfo_line(line: str) -> tuple[Path, str, str] | None:
-    """(mount point, fs type, super options) of one /proc/self/mountinfo line."""
+def own_cgroup(cgroup: Path = Path("/proc/self/cgroup")) -> str | None:
+    """The v2 cgroup of the process whose ``/proc/<pid>/cgroup`` this is (its ``0::`` line)."""
+    try:
+        text = cgroup.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:] or None
+    return None
+
+
+def _parse_mountinfo_line(line: str) -> tuple[str, Path, str, str] | None:
+    """(root, mount point, fs type, super options) of one /proc/self/mountinfo line."""
     # Fields: id parent major:minor root mount-point options [optional...] - fstype source super
     head, sep, tail = line.partition(" - ")
     if not sep:
@@ -98,7 +130,7 @@ def _parse_mountinfo_line(line: str) -> tuple[Path, str, str] | None:
     fields, rest = head.split(), tail.split()
     if len(fields) < 5 or len(rest) < 3:
         return None
-    return Path(_unescape(fields[4])), rest[0], rest[2]
+    return _unescape(fields[3]), Path(_unescape(fields[4])), rest[0], rest[2]
 
 
 def _unescape(path: str) -> str:

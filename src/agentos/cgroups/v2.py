@@ -16,6 +16,7 @@ from .base import (
     signal_all,
     write,
 )
+from .delegate import enter_leaf, leave_leaf
 from .detect import LIMIT_CONTROLLERS
 from .limits import CPU_PERIOD_US, Limits, cpu_quota_us, pids_max
 
@@ -73,16 +74,25 @@ class V2Cgroup(AgentCgroup):
 
 
 class V2Driver(CgroupDriver):
-    """Agents under ``<mount>/agentos/<instance>/``, controllers delegated down to them."""
+    """Agents under ``<root>/agentos/<instance>/``, controllers delegated down to them.
+
+    ``root`` is the hierarchy's mount point or, with ``delegated``, the cgroup systemd
+    delegated to this normal user (``delegate.py``), whose processes ``start()`` first
+    moves into a leaf.
+    """
 
     name = "v2"
     cgroup_type = V2Cgroup
 
-    def __init__(self, mount: Path, controllers: frozenset[str], instance: str | None = None) -> None:
-        super().__init__([mount], instance)
-        self.mount = mount
-        #: Controllers the hierarchy offers; ``start()`` narrows this to what it could delegate.
+    def __init__(self, root: Path, controllers: frozenset[str], instance: str | None = None, *,
+                 delegated: bool = False) -> None:
+        super().__init__([root], instance)
+        self.root = root
+        self.delegated = delegated
+        #: Controllers ``root`` offers; ``start()`` narrows this to what it could delegate.
         self._controllers = frozenset(controllers) & set(LIMIT_CONTROLLERS.values())
+        #: Controllers ``start()`` turned on in a delegated root, for ``stop()`` to turn off.
+        self._turned_on: frozenset[str] = frozenset()
 
     @property
     def enforceable(self) -> frozenset[str]:
@@ -91,17 +101,37 @@ class V2Driver(CgroupDriver):
     @property
     def freezer(self) -> bool:
         # Linux >= 5.2; a core file, so it needs no controller and comes with a delegated subtree.
-        return (self.mount / TOP / self.instance / "cgroup.freeze").exists()
+        return (self.root / TOP / self.instance / "cgroup.freeze").exists()
 
     def start(self) -> list[AgentCgroup]:
+        if not self.delegated:
+            return self._start()
+        before = _enabled(self.root)
+        try:
+            # A cgroup holding processes may not enable controllers for its children.
+            enter_leaf(self.root)
+            stale = self._start()
+        except BaseException:
+            self._turned_on = frozenset(_enabled(self.root) - before)
+            self.stop()
+            raise
+        self._turned_on = frozenset(_enabled(self.root) - before)
+        return stale
+
+    def _start(self) -> list[AgentCgroup]:
         stale = super().start()
-        # A controller reaches an agent only if every ancestor below the mount enables it.
-        for directory in (self.mount, self.mount / TOP, self.mount / TOP / self.instance):
+        # A controller reaches an agent only if every ancestor below the root enables it.
+        for directory in (self.root, self.root / TOP, self.root / TOP / self.instance):
             self._controllers = self._delegate(directory, self._controllers)
         return stale
 
+    def stop(self) -> None:
+        super().stop()
+        if self.delegated:
+            leave_leaf(self.root, self._turned_on)
+
     def _delegate(self, directory: Path, wanted: frozenset[str]) -> frozenset[str]:
-        enabled = {word.lstrip("+") for word in (read_text(directory / "cgroup.subtree_control") or "").split()}
+        enabled = _enabled(directory)
         missing = sorted(wanted - enabled)
         if not missing:
             return wanted
@@ -120,7 +150,7 @@ class V2Driver(CgroupDriver):
         return wanted & enabled
 
     def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> V2Cgroup:
-        base = self.mount / TOP / instance if parent is None else parent.dirs[0]
+        base = self.root / TOP / instance if parent is None else parent.dirs[0]
         return V2Cgroup(agent_id, [base / agent_id], {}, parent)
 
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
@@ -151,3 +181,8 @@ class V2Driver(CgroupDriver):
             # An OOM kill takes all of the agent's own processes, never leaves it half
             # alive; its child agents are OOM units of their own.
             write(oom_group, "1")
+
+
+def _enabled(directory: Path) -> set[str]:
+    """The controllers ``directory`` enables for its children (its ``cgroup.subtree_control``)."""
+    return {word.lstrip("+") for word in (read_text(directory / "cgroup.subtree_control") or "").split()}
