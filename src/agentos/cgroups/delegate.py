@@ -124,19 +124,21 @@ def find_delegation(layout: Layout, uid: int, groups: Collection[int] = ()) -> D
     return Delegation(root=own, controllers=offered & set(LIMIT_CONTROLLERS.values()))
 
 
-def enter_leaf(root: Path) -> Path:
-    """Move every process of the delegated cgroup ``root`` into its ``kernel`` leaf; returns it.
+def enter_leaf(root: Path) -> bool:
+    """Move every process of the delegated cgroup ``root`` into its ``kernel`` leaf; False when
+    an earlier kernel of the scope made the leaf (and arranged ``root``) already.
 
     Processes started before the cgroup driver (the launcher's zygote and the children it
     forks ahead) are in ``root`` too; what they fork after their move lands in the leaf,
     so the passes end.
     """
     leaf = root / KERNEL_LEAF
+    made = not leaf.exists()
     base.mkdir(leaf, exist_ok=True)
     for _ in range(_MOVE_PASSES):
         pids = read_ints(root / "cgroup.procs")
         if not pids:
-            return leaf
+            return made
         for pid in pids:
             try:
                 base.write(leaf / "cgroup.procs", str(pid))

@@ -107,16 +107,23 @@ class V2Driver(CgroupDriver):
         if not self.delegated:
             return self._start()
         before = _enabled(self.root)
+        made = False
         try:
             # A cgroup holding processes may not enable controllers for its children.
-            enter_leaf(self.root)
+            made = enter_leaf(self.root)
             stale = self._start()
         except BaseException:
-            self._turned_on = frozenset(_enabled(self.root) - before)
+            self._note_turned_on(before, made)
             self.stop()
             raise
-        self._turned_on = frozenset(_enabled(self.root) - before)
+        self._note_turned_on(before, made)
         return stale
+
+    def _note_turned_on(self, before: set[str], made: bool) -> None:
+        after = _enabled(self.root)
+        # Found arranged by an earlier kernel of the scope, the arrangement is this kernel's to
+        # undo too, should it stop last: a kernel enables nothing but limit controllers there.
+        self._turned_on = frozenset(after - before if made else after & set(LIMIT_CONTROLLERS.values()))
 
     def _start(self) -> list[AgentCgroup]:
         stale = super().start()
