@@ -1,4 +1,5 @@
-"""``agentos spawn SCRIPT [ARGS...]``: start one agent with a manifest agent's secure defaults."""
+"""``agentos spawn [-p PROJECT] SCRIPT [ARGS...]``: start one agent with a manifest agent's secure
+defaults, in a project if asked (as ``up -p`` starts a team's)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from ...manifest import AgentSpec, Limits, Restart, Sandbox, schema
 from ...protocol import Op
 from ...units import parse_bytes, parse_cpu
 from ..launch import add_socket_option, connect, env_option
+from ..projects import project_option
 
 T = TypeVar("T")
 
@@ -22,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the agent")
     p.add_argument("--command", dest="is_command", action="store_true",
                    help="SCRIPT is a program, not a Python file")
-    p.add_argument("--name", help="the agent's name (default: the file's name)")
+    p.add_argument("--name", help="the agent's name (default: the file's name), unique in its project")
+    p.add_argument("-p", "--project", type=project_option, metavar="NAME",
+                   help="start it in this project, as `agentos up -p NAME` starts a team's agents "
+                   "(default: no project)")
     p.add_argument("--memory", help="memory limit, e.g. 256Mi, or 'unlimited'")
     p.add_argument("--cpu", help="CPU limit in cores, e.g. 0.5 or 500m, or 'unlimited'")
     p.add_argument("--pids", help="most processes and threads, or 'unlimited'")
@@ -49,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     with connect(args) as client:
-        info = client._call(Op.SPAWN, spec.to_spawn_request())
-    print(f"{info['name']} started: id {info['id']}, pid {info['pid']}")
+        info = client._call(Op.SPAWN, spec.to_spawn_request(project=args.project))
+    where = f"{info['project']}/" if info.get("project") else ""
+    print(f"{where}{info['name']} started: id {info['id']}, pid {info['pid']}")
     degraded = (info.get("isolation") or {}).get("degraded")
     if degraded:
         print(f"not enforced here: {', '.join(degraded)}")
