@@ -22,7 +22,7 @@ import pytest
 
 from agentos.errors import InvalidArgument, PermissionDenied, SyscallError
 from agentos.processes.request import HOST, Confinement, SpawnRequest, outside_user
-from agentos.processes.workspace import mounts_under
+from agentos.processes.workspace import loop_backings, mounts_under
 from agentos.protocol import Op
 from agentos.protocol.requests import SpawnRequestWire, decode_request
 from agentos.testing.kernel import KernelProcess
@@ -32,22 +32,12 @@ from .conftest import agent
 SIZE = 16 * 1024 * 1024
 
 
-def _loop_backings() -> list[str]:
-    found = []
-    for entry in Path("/sys/block").glob("loop*"):
-        try:
-            found.append((entry / "loop" / "backing_file").read_text().strip())
-        except FileNotFoundError:
-            pass  # not attached
-    return found
-
-
 def leftovers(state_dir: Path) -> dict[str, list[str]]:
     """Everything of a workspace still there: loop devices on images in ``state_dir``, mounts
     and files below the instance directories (which a running kernel keeps, empty)."""
     root = state_dir / "workspaces"
     return {
-        "loops": [b for b in _loop_backings() if b.startswith(str(state_dir))],
+        "loops": [b for b in loop_backings() if b.startswith(str(state_dir))],
         "mounts": [str(m) for m in mounts_under(root) if m.parent != root],
         "files": [str(p) for p in root.rglob("*") if p.parent != root] if root.exists() else [],
     }
@@ -107,7 +97,7 @@ def test_the_quota_holds_inside_and_the_image_is_bounded_outside(kernel: KernelP
         held = image.stat()
         assert stat.S_IMODE(held.st_mode) == 0o600 and held.st_uid == 0
         assert held.st_size == SIZE and held.st_blocks * 512 <= SIZE
-        assert str(image) in _loop_backings()
+        assert str(image) in loop_backings()
         assert image.with_suffix("") in mounts_under(image.parent)
     finally:
         client.kill(id=info["id"], grace=0)

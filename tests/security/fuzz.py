@@ -49,7 +49,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.MODELS: (),
     Op.SPAWN: ("name", "script", "command", "args", "env", "cwd", "sandboxed", "network", "limits",
                "allow_degraded", "capabilities", "writable_paths", "readonly_paths", "hostname", "egress",
-               "timeout", "idle_timeout", "project"),
+               "timeout", "idle_timeout", "project", "workspace", "volumes"),
     Op.KILL: ("id", "name", "grace", "wait"),
     Op.PAUSE: ("id", "name"),
     Op.RESUME: ("id", "name"),
@@ -96,6 +96,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.FILE_DOWNLOAD: ("id", "name", "path"),
     Op.FILE_WATCH: ("id", "name", "path", "recursive"),
     Op.FILE_DATA: ("handle", "data", "data_base64", "more"),
+    Op.VOLUMES: ("action", "name", "project", "uid"),
 }
 SUBFIELDS = ("memory", "pids", "cpu", "max_pids", "cpu_quota", "role", "content", "X-Test", "parts", "text",
              "name", "parameters", "response", "category", "threshold", "mime_type", "data", "$ref", "$defs",

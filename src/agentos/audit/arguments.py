@@ -50,6 +50,7 @@ _FIELDS: dict[int, tuple[str, ...]] = {
     Op.EXPOSE: (*_REF, "port", "tcp", "listing"),
     Op.UNEXPOSE: ("exposure",),
     Op.PURGE: ("project",),
+    Op.VOLUMES: ("action", "name", "project", "uid"),
     Op.FILE_READ: _FILE,
     Op.FILE_WRITE: (*_FILE, "append", "offset"),
     Op.FILE_LIST: _FILE,

@@ -14,6 +14,7 @@ COMMANDS = [
     "up",
     "down",
     "purge",
+    "volume",
     "ps",
     "logs",
     "kill",

@@ -134,9 +134,26 @@ class AsyncClientMethods(abc.ABC):
         return reply["agents"]
 
     async def purge(self, project: str) -> dict[str, Any]:
-        """Remove ``project``'s mailboxes, state and registered names (yours; an admin's: every
-        uid's). Its agents must have ended. Returns what was removed, by kind."""
+        """Remove ``project``'s mailboxes, state, registered names and volumes (yours; an admin's:
+        every uid's). Its agents must have ended. Returns what was removed, by kind."""
         return await self._call(Op.PURGE, {"project": project})
+
+    async def list_volumes(self, project: str | None = None, *, uid: int | None = None) -> list[dict[str, Any]]:
+        """Named volumes: yours (an admin's: every uid's, or ``uid``'s), only ``project``'s if
+        given (``""``: those of no project); an agent sees those it has mounted. Each is
+        ``{name, project, uid, kind, size, in_use, allocated?, used?, free?}``."""
+        reply = await self._call(Op.VOLUMES, _processes.volumes_request("ls", None, project, uid))
+        return reply["volumes"]
+
+    async def inspect_volume(self, name: str, *, project: str | None = None,
+                             uid: int | None = None) -> dict[str, Any]:
+        """One named volume, as ``list_volumes`` shows it (``project`` when several have the name)."""
+        return await self._call(Op.VOLUMES, _processes.volumes_request("inspect", name, project, uid))
+
+    async def remove_volume(self, name: str, *, project: str | None = None,
+                            uid: int | None = None) -> dict[str, Any]:
+        """Delete a named volume and its data (no agent may be using it); returns ``{removed}``."""
+        return await self._call(Op.VOLUMES, _processes.volumes_request("rm", name, project, uid))
 
     @takes(_processes.wait_request)
     async def wait(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +282,7 @@ class AsyncClientMethods(abc.ABC):
                 env: Mapping[str, str] | None = None, writable_paths: Sequence[str] = (),
                 readonly_paths: Sequence[str] = (),
                 workspace: int | str | Mapping[str, Any] | None = None,
+                volumes: Sequence[Mapping[str, Any]] | None = None,
                 allow_degraded: bool = False) -> AsyncSandbox:
         """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
         and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
@@ -273,7 +291,7 @@ class AsyncClientMethods(abc.ABC):
         request = _sandbox.sandbox_request(
             template, name=name, limits=limits, network=network, timeout=timeout,
             idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
-            readonly_paths=readonly_paths, workspace=workspace, allow_degraded=allow_degraded)
+            readonly_paths=readonly_paths, workspace=workspace, volumes=volumes, allow_degraded=allow_degraded)
         return AsyncSandbox(self, request)
 
     # -- files -----------------------------------------------------------------------

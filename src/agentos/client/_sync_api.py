@@ -136,9 +136,26 @@ class ClientMethods(abc.ABC):
         return reply["agents"]
 
     def purge(self, project: str) -> dict[str, Any]:
-        """Remove ``project``'s mailboxes, state and registered names (yours; an admin's: every
-        uid's). Its agents must have ended. Returns what was removed, by kind."""
+        """Remove ``project``'s mailboxes, state, registered names and volumes (yours; an admin's:
+        every uid's). Its agents must have ended. Returns what was removed, by kind."""
         return self._call(Op.PURGE, {"project": project})
+
+    def list_volumes(self, project: str | None = None, *, uid: int | None = None) -> list[dict[str, Any]]:
+        """Named volumes: yours (an admin's: every uid's, or ``uid``'s), only ``project``'s if
+        given (``""``: those of no project); an agent sees those it has mounted. Each is
+        ``{name, project, uid, kind, size, in_use, allocated?, used?, free?}``."""
+        reply = self._call(Op.VOLUMES, _processes.volumes_request("ls", None, project, uid))
+        return reply["volumes"]
+
+    def inspect_volume(self, name: str, *, project: str | None = None,
+                       uid: int | None = None) -> dict[str, Any]:
+        """One named volume, as ``list_volumes`` shows it (``project`` when several have the name)."""
+        return self._call(Op.VOLUMES, _processes.volumes_request("inspect", name, project, uid))
+
+    def remove_volume(self, name: str, *, project: str | None = None,
+                      uid: int | None = None) -> dict[str, Any]:
+        """Delete a named volume and its data (no agent may be using it); returns ``{removed}``."""
+        return self._call(Op.VOLUMES, _processes.volumes_request("rm", name, project, uid))
 
     @takes(_processes.wait_request)
     def wait(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +284,7 @@ class ClientMethods(abc.ABC):
                 env: Mapping[str, str] | None = None, writable_paths: Sequence[str] = (),
                 readonly_paths: Sequence[str] = (),
                 workspace: int | str | Mapping[str, Any] | None = None,
+                volumes: Sequence[Mapping[str, Any]] | None = None,
                 allow_degraded: bool = False) -> Sandbox:
         """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
         and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
@@ -275,7 +293,7 @@ class ClientMethods(abc.ABC):
         request = _sandbox.sandbox_request(
             template, name=name, limits=limits, network=network, timeout=timeout,
             idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
-            readonly_paths=readonly_paths, workspace=workspace, allow_degraded=allow_degraded)
+            readonly_paths=readonly_paths, workspace=workspace, volumes=volumes, allow_degraded=allow_degraded)
         return Sandbox(self, request)
 
     # -- files -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   restart: Mapping[str, Any] | None = None, llm: Mapping[str, Any] | None = None,
                   egress: Sequence[str] | None = None,
                   workspace: int | str | Mapping[str, Any] | None = None,
+                  volumes: Sequence[Mapping[str, Any]] | None = None,
                   timeout: float | str | None = None,
                   idle_timeout: float | str | None = None,
                   project: str | None = None) -> dict[str, Any]:
@@ -49,6 +50,9 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         egress: Hosts it may fetch through HTTP (default: the spawner's list).
         workspace: A private writable /workspace with this disk quota: a size
             (``"256Mi"``) or ``{"size": ...}``.
+        volumes: Named volumes of its project to mount, each ``{"name": "data", "path": "/data",
+            "size": "1Gi", "read_only": False}`` (``size`` and ``read_only`` optional; ``size`` is
+            the quota of a volume this creates). A volume at ``/workspace`` is its cwd.
         timeout: Wall time from its start after which the kernel kills it (seconds or
             ``"10m"``).
         idle_timeout: Time without a syscall of its own after which the kernel kills it.
@@ -89,10 +93,21 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["egress"] = list(egress)
     if workspace is not None:
         payload["workspace"] = dict(workspace) if isinstance(workspace, Mapping) else {"size": workspace}
+    if volumes is not None:
+        payload["volumes"] = [dict(volume) for volume in volumes]
     if timeout is not None:
         payload["timeout"] = timeout
     if idle_timeout is not None:
         payload["idle_timeout"] = idle_timeout
+    return payload
+
+
+def volumes_request(action: str, name: str | None, project: str | None, uid: int | None) -> dict[str, Any]:
+    """The VOLUMES payload."""
+    payload: dict[str, Any] = {"action": action}
+    for key, value in (("name", name), ("project", project), ("uid", uid)):
+        if value is not None:
+            payload[key] = value
     return payload
 
 

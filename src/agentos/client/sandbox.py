@@ -46,7 +46,8 @@ def sandbox_request(template: str | None, *, name: str | None,
                     timeout: float | str | None, idle_timeout: float | str | None,
                     env: Mapping[str, str] | None, writable_paths: Sequence[str],
                     readonly_paths: Sequence[str], workspace: int | str | Mapping[str, Any] | None,
-                    allow_degraded: bool) -> dict[str, Any]:
+                    allow_degraded: bool,
+                    volumes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The SPAWN of a sandbox: the idle program, sandboxed, under a unique name."""
     if template is not None and template not in TEMPLATES:
         raise InvalidArgument(f"template {template!r}: no such template (known: {sorted(TEMPLATES)})",
@@ -55,7 +56,7 @@ def sandbox_request(template: str | None, *, name: str | None,
         name or f"sandbox-{secrets.token_hex(6)}", IDLE, sandboxed=True, network=network,
         limits=limits, timeout=timeout, idle_timeout=idle_timeout, env=env,
         writable_paths=writable_paths, readonly_paths=readonly_paths, workspace=workspace,
-        allow_degraded=allow_degraded)
+        volumes=volumes, allow_degraded=allow_degraded)
 
 
 def interpreter_request(sandbox_id: str, python: str) -> dict[str, Any]:

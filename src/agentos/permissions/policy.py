@@ -45,6 +45,8 @@ REQUIRED: dict[Op, Capability] = {
     # Wiping a project's mail, state and names destroys more than a KILL: only admins and the
     # uid whose project it is (the processes service checks the owner).
     Op.PURGE: Capability.KILL,
+    # Removing a volume wipes its data as PURGE does; the processes service checks the owner.
+    Op.VOLUMES: Capability.KILL,
     Op.SEND: Capability.MESSAGE,
     Op.RECV: Capability.MESSAGE,
     Op.BROADCAST: Capability.MESSAGE,

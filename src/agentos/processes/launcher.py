@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ..sandbox import Launched, Launcher, SandboxSpec
-from ..sandbox.spec import DEFAULT_AGENT_UID
+from ..sandbox.spec import DEFAULT_AGENT_UID, VolumeBind
 from .request import SpawnRequest
 
 #: The fd number an agent finds its kernel connection on (``AGENTOS_FD``).
@@ -36,13 +36,13 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
                   kernel_fd: int, before_exec: Callable[[int], None],
                   passed_env: tuple[str, ...] = PASSED_ENV, masked_paths: Sequence[str] = (),
                   tmp_size: int | None = None, agent_uid: int = DEFAULT_AGENT_UID,
-                  workspace: str | int | None = None) -> Launched:
+                  workspace: str | int | None = None, volumes: Sequence[VolumeBind] = ()) -> Launched:
     """Launch the agent with ``output_fd`` as stdout and stderr and ``kernel_fd`` as fd 3.
 
     ``masked_paths`` are hidden from the agent whatever it binds (a bind at or inside
     one is refused), ``tmp_size`` bounds its private /tmp, ``agent_uid`` is the uid a
     root kernel's sandboxed agent runs as, ``workspace`` what appears at /workspace (a host
-    directory, or a tmpfs's size).
+    directory, or a tmpfs's size), ``volumes`` the named volumes' directories and mount points.
 
     Blocks for the sandbox handshake (milliseconds; longer on a loaded host), so
     the service calls it from a worker thread. Raises ``SandboxError`` when the
@@ -66,6 +66,7 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         allow_degraded=request.allow_degraded,
         tmp_size=tmp_size,
         workspace=workspace,
+        volumes=list(volumes),
         masked_paths=list(masked_paths),
         agent_uid=agent_uid,
         before_exec=before_exec,

@@ -1,11 +1,12 @@
-"""PURGE: wipe a project's mailboxes, state and registered names (``agentos down --volumes``).
+"""PURGE: wipe a project's mailboxes, state, registered names and volumes (``agentos down --volumes``).
 
 A project's durable data is everything kept under its agents' principals, which hold
 the project as a segment of their path: ``uid:1000/@team/worker``. A uid's purge
 removes what lives under ``uid:<its uid>/@team``, so one user never wipes another's
 team of the same name; an admin's removes the project's data of every uid. What an
 agent of the project registered (its aliases, scoped under its spawner's principal)
-goes with it; the kernel-wide ``shared`` state store is nobody's project and stays.
+goes with it; the kernel-wide ``shared`` state store is nobody's project and stays. Its named
+volumes (``processes.volumes``) are kept by uid too: the caller's own, or every uid's for an admin.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Projects:
         return {Op.PURGE: self.purge}
 
     async def purge(self, call: Call) -> dict[str, Any]:
-        """``{project}`` -> ``{project, roots, messages, dead_letters, names, agents, keys}``.
+        """``{project}`` -> ``{project, roots, messages, dead_letters, names, agents, keys, volumes}``.
 
         Only an admin, or an outside client for its own uid's part of the project; an agent
         that is not an admin may not, whatever project it is in (it would wipe its own team's
@@ -63,4 +64,5 @@ class Projects:
         state = cast("StateService | None", kernel.services.get("state"))
         if state is not None:
             removed.update(await state.purge(root))
+        removed["volumes"] = await self.service.volumes.purge(None if admin else identity.uid, project)
         return removed

@@ -28,9 +28,12 @@ from ..protocol.requests import (
     KillRequest,
     LimitsWire,
     SpawnRequestWire,
+    VolumeWire,
     WorkspaceWire,
 )
 from ..sandbox.mounts import inside
+from ..sandbox.spec import WORKSPACE_PATH
+from .volumes import VolumeGrant, VolumeMount
 from ..units import parse_bytes, parse_cpu, parse_duration
 
 #: Kernel-set variables an agent may not override (its connection and identity).
@@ -73,6 +76,9 @@ class Confinement:
     workspace: int | None = None
     #: When (``time.monotonic()``) the agent's ``timeout`` kills it; no child outlives it. None: never.
     deadline: float | None = None
+    #: The named volumes it has mounted, the only ones its children may mount; None (an outside
+    #: client): any of its own uid's.
+    volumes: tuple[VolumeGrant, ...] | None = None
 
     def sees(self, path: str) -> bool:
         return _reaches(self.readable, path, write=False)
@@ -140,12 +146,18 @@ class SpawnRequest:
     deadline: float | None = None
     #: Seconds without a syscall before the kernel kills it.
     idle_timeout: float | None = None
+    #: Named volumes to mount, and whose they are: the uid of the spawner's own volumes (an
+    #: agent's), None for an outside client's own.
+    volumes: list[VolumeMount] = field(default_factory=list)
+    volume_owner: int | None = None
 
-    def confinement(self, system: Iterable[str], agent_uid: int | None) -> Confinement:
+    def confinement(self, system: Iterable[str], agent_uid: int | None,
+                    volumes: tuple[VolumeGrant, ...] = ()) -> Confinement:
         """What the started agent holds (its children are checked against it).
 
         ``system``: the host paths every sandboxed agent sees read-only; ``agent_uid``: the
-        host uid a sandboxed agent runs as (None when it keeps the kernel's own).
+        host uid a sandboxed agent runs as (None when it keeps the kernel's own); ``volumes``
+        what it mounted.
         """
         if not self.sandboxed:
             readable: tuple[Bind, ...] = (("/", None),)
@@ -163,7 +175,7 @@ class SpawnRequest:
         return Confinement(sandboxed=self.sandboxed, network=self.network,
                            allow_degraded=self.allow_degraded, readable=readable, writable=writable,
                            limits=self.limits, llm_budget=budget, workspace=self.workspace or 0,
-                           deadline=self.deadline)
+                           deadline=self.deadline, volumes=volumes)
 
     @classmethod
     def parse(cls, wire: SpawnRequestWire, parent: Confinement) -> SpawnRequest:
@@ -221,6 +233,7 @@ class SpawnRequest:
                                   field="hostname")
         limits, defaults, tmp_size = _limits(_given(wire.limits), parent.limits)
         workspace = _workspace(_given(wire.workspace), sandboxed, parent.workspace)
+        volumes, volume_owner = _volumes(_given(wire.volumes), sandboxed, workspace is not None, parent.volumes)
         llm = msgspec.to_builtins(wire.llm) if wire.llm else None
         _check_llm_budget(llm, parent.llm_budget)
         restart = msgspec.to_builtins(wire.restart) if wire.restart else None
@@ -231,7 +244,8 @@ class SpawnRequest:
                    allow_degraded=allow_degraded, writable_paths=writable, readonly_paths=readonly,
                    hostname=hostname, llm=llm, capabilities=_given(wire.capabilities),
                    egress=_given(wire.egress), restart=restart, workspace=workspace,
-                   timeout=timeout, deadline=deadline, idle_timeout=idle_timeout)
+                   timeout=timeout, deadline=deadline, idle_timeout=idle_timeout, volumes=volumes,
+                   volume_owner=volume_owner)
 
 
 def parse_grace(request: KillRequest, default: float) -> float:
@@ -369,6 +383,52 @@ def _workspace(wire: WorkspaceWire | None, sandboxed: bool, ceiling: int | None)
         raise PermissionDenied(f"workspace.size: {size} is more than the spawner's workspace ({ceiling})",
                                field="workspace.size")
     return size
+
+
+def _volumes(wire: list[VolumeWire] | None, sandboxed: bool, workspace: bool,
+             held: tuple[VolumeGrant, ...] | None) -> tuple[list[VolumeMount], int | None]:
+    """The volumes to mount, checked in shape and against what the spawner holds (``held``),
+    and the uid whose volumes they are (None: the caller's own)."""
+    if not wire:
+        return [], None
+    if not sandboxed:
+        raise InvalidArgument("volumes need sandboxed: they are bound into the agent's own view", field="volumes")
+    mounts: list[VolumeMount] = []
+    owner = None
+    for i, entry in enumerate(wire):
+        where = f"volumes[{i}]"
+        path = entry.path
+        if not path.startswith("/") or os.path.normpath(path) != path or path == "/":
+            raise InvalidArgument(f"{where}.path: {path!r} must be an absolute, normalized path below / "
+                                  "(no '..', '.', '//' or trailing '/')", field=f"{where}.path", path=path)
+        if path == WORKSPACE_PATH and workspace:
+            raise InvalidArgument(f"{where}.path: {WORKSPACE_PATH} is the agent's own workspace; give the "
+                                  "volume another path, or drop workspace", field=f"{where}.path")
+        for other in mounts:
+            if other.name == entry.name:
+                raise InvalidArgument(f"{where}.name: volume {entry.name!r} is listed twice",
+                                      field=f"{where}.name")
+            if inside(path, other.path) or inside(other.path, path):
+                raise InvalidArgument(f"{where}.path: {path} overlaps {other.path}", field=f"{where}.path")
+        size = None if entry.size is msgspec.UNSET else _unit(parse_bytes, entry.size, f"{where}.size")
+        if size is not None and size < MIN_WORKSPACE:
+            raise InvalidArgument(f"{where}.size: {size} is less than {MIN_WORKSPACE} bytes (1Mi), the room "
+                                  "its file system needs for itself", field=f"{where}.size")
+        read_only = entry.read_only is True
+        if held is not None:
+            grant = next((g for g in held if g.name == entry.name), None)
+            if grant is None:
+                raise PermissionDenied(f"{where}.name: the spawner has not mounted volume {entry.name!r}, so "
+                                       "its child cannot", field=f"{where}.name", volume=entry.name)
+            if not read_only and not grant.writable:
+                raise PermissionDenied(f"{where}.read_only: the spawner has volume {entry.name!r} read-only, "
+                                       "so its child must too", field=f"{where}.read_only")
+            if size is not None and size > grant.size:
+                raise PermissionDenied(f"{where}.size: {size} is more than the spawner's volume "
+                                       f"({grant.size})", field=f"{where}.size")
+            owner = grant.uid
+        mounts.append(VolumeMount(entry.name, path, size, read_only))
+    return mounts, owner
 
 
 def _timeout(value: Any, ceiling: float | None) -> tuple[float | None, float | None]:

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from msgspec import UNSET
@@ -49,7 +49,7 @@ from ..protocol.requests import (
 )
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
-from ..sandbox.spec import reap
+from ..sandbox.spec import WORKSPACE_PATH, reap
 from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
@@ -61,6 +61,7 @@ from .projects import Projects
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable
+from .volumes import Attached, Volumes, VolumeStore, check_mount_points
 from .workspace import Workspace, Workspaces, stale_embryo
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class ProcessService:
         self.driver: CgroupDriver = NoDriver("not started")
         self.launcher = Launcher()
         self.workspaces = Workspaces(kernel.config.state_dir)
+        self.volume_store = VolumeStore(kernel.config.state_dir, self.workspaces)
         self._background: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[Agent]] = set()
         #: Agents whose process may run before the table has them (the launch is awaited in a
@@ -106,6 +108,7 @@ class ProcessService:
         self.files = Files(self, files)
         self.ports = Ports(self)
         self.projects = Projects(self)
+        self.volumes = Volumes(self)
         self.lifecycle = Lifecycle(self)
 
     # -- service lifecycle ---------------------------------------------------------
@@ -113,7 +116,7 @@ class ProcessService:
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SPAWN: self.spawn, Op.KILL: self.kill, Op.LIST: self.list,
                 Op.WAIT: self.wait, Op.LOGS: self.logs, Op.READY: self.ready, Op.START: self.start_again,
-                **self.projects.syscalls(),
+                **self.projects.syscalls(), **self.volumes.syscalls(),
                 Op.PAUSE: self.lifecycle.pause, Op.RESUME: self.lifecycle.resume, **self.execs.syscalls(),
                 **self.ports.syscalls(), **self.files.syscalls()}
 
@@ -159,6 +162,7 @@ class ProcessService:
         self.execs.close()
         self.files.close()
         self.launcher.close()
+        self.volume_store.close()
         self.workspaces.close()
         self.driver.stop()
 
@@ -186,6 +190,7 @@ class ProcessService:
         parent = self._spawning_agent(caller)
         request = SpawnRequest.parse(wire, self._confinement(caller, parent))
         self._check_no_mask_is_writable(request)
+        check_mount_points(request.volumes, self._view_paths(request))
         permissions = self._permissions()
         granted = (permissions.child_capabilities(caller, request.capabilities)
                    if permissions is not None else None)
@@ -258,6 +263,16 @@ class ProcessService:
                 raise PermissionDenied(f"writable_paths: {path} holds {held}, which no agent may see "
                                        "or move", field="writable_paths", path=path)
 
+    def _view_paths(self, request: SpawnRequest) -> dict[str, str]:
+        """The paths of ``request``'s view a volume may not share (what each is)."""
+        paths = {p: "the system view" for p in self._system_view}
+        paths.update({p: "the kernel's" for p in self._masked()})
+        paths.update({p: "readonly_paths" for p in request.readonly_paths})
+        paths.update({p: "writable_paths" for p in request.writable_paths})
+        if request.script is not None:
+            paths[os.path.dirname(request.script)] = "the script's directory"
+        return paths
+
     def _masked(self) -> list[str]:
         """Host paths no agent may see: the kernel's socket and state (agents reach them only by
         syscalls, under their own identity)."""
@@ -288,7 +303,13 @@ class ProcessService:
         output_fd = capture.pipe()
         kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         workspace: Workspace | None = None
+        volumes: list[Attached] = []
         try:
+            if request.volumes:
+                volumes = await self.kernel.loop.run_in_executor(None, functools.partial(
+                    self.volume_store.attach, agent_id, request.volumes,
+                    caller.uid if request.volume_owner is None else request.volume_owner, project,
+                    allow_degraded=request.allow_degraded))
             if request.workspace is not None:
                 # mkfs and mount block: a worker thread, and only for agents that ask.
                 workspace = await self.kernel.loop.run_in_executor(None, functools.partial(
@@ -300,19 +321,21 @@ class ProcessService:
                 kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
                 passed_env=self.settings.pass_env, masked_paths=self._masked(),
                 tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid,
-                workspace=workspace.view if workspace is not None else None)
+                workspace=workspace.view if workspace is not None else None,
+                volumes=[v.bind for v in volumes])
             try:
                 launched = await self.kernel.loop.run_in_executor(None, start)
             except SandboxError as exc:
-                if workspace is None or not stale_embryo(exc):
+                mounted = [v.bind.dest for v in volumes] + ([WORKSPACE_PATH] if workspace is not None else [])
+                if not stale_embryo(exc, mounted):
                     raise
                 log.debug("agent %s: its sandbox was forked before any workspace existed; once more", agent_id)
                 launched = await self.kernel.loop.run_in_executor(None, start)
         except SandboxError as exc:
-            self._abandon(cgroup, capture, kernel_end, workspace)
+            self._abandon(cgroup, capture, kernel_end, workspace, agent_id)
             raise Unavailable(f"cannot start agent {request.name!r}: {exc}") from None
         except BaseException:
-            self._abandon(cgroup, capture, kernel_end, workspace)
+            self._abandon(cgroup, capture, kernel_end, workspace, agent_id)
             raise
         finally:
             os.close(output_fd)
@@ -322,9 +345,10 @@ class ProcessService:
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
-                      spawner=caller, confinement=request.confinement(self._system_view, self._agent_uid),
+                      spawner=caller, confinement=request.confinement(
+                          self._system_view, self._agent_uid, tuple(v.grant for v in volumes)),
                       entry=launched.entry, project=project)
-        agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace)
+        agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace, volumes)
         self.table.add(agent)
         self.lifecycle.started(agent, request, parent)
         if granted is not None:
@@ -577,6 +601,8 @@ class ProcessService:
                 snapshot()
             if self.workspaces.get(agent.id) is not None:
                 await self._remove_workspace(agent.id)
+            if self.volume_store.held(agent.id):
+                await self._detach_volumes(agent.id)
             await agent.log.wait_eof(_LOG_DRAIN_S)
         finally:
             agent.log.close()
@@ -617,7 +643,7 @@ class ProcessService:
     # -- helpers ---------------------------------------------------------------------
 
     def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
-                 workspace: Workspace | None) -> None:
+                 workspace: Workspace | None, agent_id: str) -> None:
         """Undo a SPAWN whose process never started."""
         kernel_end.close()
         capture.close()
@@ -625,6 +651,11 @@ class ProcessService:
         self._spawn_background(self._remove_cgroup(cgroup))
         if workspace is not None:
             self._spawn_background(self._remove_workspace(workspace.agent_id))
+        if self.volume_store.held(agent_id):
+            self._spawn_background(self._detach_volumes(agent_id))
+
+    async def _detach_volumes(self, agent_id: str) -> None:
+        await self.kernel.loop.run_in_executor(None, self.volume_store.detach, agent_id)
 
     async def _remove_workspace(self, agent_id: str) -> None:
         await self.kernel.loop.run_in_executor(None, self.workspaces.remove, agent_id)
@@ -650,13 +681,15 @@ class ProcessService:
             log.error("process supervision task failed", exc_info=task.exception())
 
     def _isolation(self, cgroup: AgentCgroup, sandbox: Mapping[str, Any], request: SpawnRequest,
-                   workspace: Workspace | None) -> dict[str, Any]:
+                   workspace: Workspace | None, volumes: Sequence[Attached]) -> dict[str, Any]:
         not_enforced = sorted(name for name, ok in cgroup.enforced.items() if not ok)
         degraded = [f"limits.{name}" + (" (default)" if name in request.default_limits else "")
                     for name in not_enforced]
         degraded += list(sandbox.get("degraded", []))
         if workspace is not None:
             degraded += self.workspaces.degraded(workspace)
+        for volume in volumes:
+            degraded += self.volume_store.degraded(volume)
         return {
             "cgroup": {"driver": self.driver.name, "layout": self.layout.kind,
                        "enforced": sorted(name for name, ok in cgroup.enforced.items() if ok),
@@ -666,6 +699,7 @@ class ProcessService:
                           if isinstance(self.driver, NoDriver) else {})},
             "sandbox": dict(sandbox),
             **({"workspace": workspace.report()} if workspace is not None else {}),
+            **({"volumes": [v.report() for v in volumes]} if volumes else {}),
             "degraded": degraded,
         }
 

@@ -42,6 +42,7 @@ import shutil
 import struct
 import subprocess
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,8 @@ class Workspaces:
             self.remove(agent_id)
         with self._lock:
             if self._shared:
-                _unmount(self.dir)
-                _rmdir(self.dir)
+                unmount(self.dir)
+                rmdir_quietly(self.dir)
                 self._shared = False
 
     def get(self, agent_id: str) -> Workspace | None:
@@ -186,8 +187,9 @@ class Workspaces:
         if workspace is not None:
             _dismantle(workspace)
 
-    def _share(self) -> None:
-        """Make the instance directory, a shared mount, once."""
+    def share(self) -> None:
+        """Make the instance directory, a shared mount, once (mounts made below it, workspaces'
+        and volumes', reach sandboxes forked before them)."""
         with self._lock:
             if self._shared:
                 return
@@ -196,14 +198,24 @@ class Workspaces:
                 syscalls.mount(str(self.dir), str(self.dir), None, syscalls.MS_BIND)
                 syscalls.mount(None, str(self.dir), None, _MS_SHARED)
             except OSError:
-                _unmount(self.dir)
-                _rmdir(self.dir)
+                unmount(self.dir)
+                rmdir_quietly(self.dir)
                 raise
             self._shared = True
 
+    def make_filesystem(self, image: Path, *, journal: bool) -> None:
+        """ext4 on the file ``image`` (its size already set); no blocks reserved for root."""
+        assert self._mkfs is not None
+        features = [] if journal else ["-O", "^has_journal"]
+        made = subprocess.run([self._mkfs, "-q", "-F", *features, "-m", "0", "-E", "nodiscard", str(image)],
+                              env={"PATH": _TOOL_PATH}, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, check=False)
+        if made.returncode != 0:
+            raise OSError(errno.EIO, f"mkfs.ext4 failed: {made.stderr.strip() or made.returncode}")
+
     def _make(self, workspace: Workspace, parent: Workspace | None) -> None:
         assert workspace.image is not None and workspace.mountpoint is not None and self._mkfs is not None
-        self._share()
+        self.share()
         if parent is not None:
             workspace.reservation = parent.reserve(workspace.agent_id, workspace.size)
         fd = os.open(workspace.image, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -212,13 +224,9 @@ class Workspaces:
         finally:
             os.close(fd)
         # No journal: the image dies with its agent, so nothing needs replaying after a crash.
-        made = subprocess.run([self._mkfs, "-q", "-F", "-O", "^has_journal", "-m", "0", "-E", "nodiscard",
-                               str(workspace.image)], env={"PATH": _TOOL_PATH}, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False)
-        if made.returncode != 0:
-            raise OSError(errno.EIO, f"mkfs.ext4 failed: {made.stderr.strip() or made.returncode}")
+        self.make_filesystem(workspace.image, journal=False)
         workspace.mountpoint.mkdir(mode=0o700)
-        _mount_image(workspace.image, workspace.mountpoint)
+        mount_image(workspace.image, workspace.mountpoint)
         for name in (DATA, RESERVED):
             (workspace.mountpoint / name).mkdir(mode=0o700)
 
@@ -233,7 +241,7 @@ def _why_no_disk(mkfs: str | None) -> str | None:
     return None
 
 
-def _mount_image(image: Path, mountpoint: Path) -> None:
+def mount_image(image: Path, mountpoint: Path) -> None:
     backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
     try:
         loop, device = _attach(backing, str(image))
@@ -269,11 +277,22 @@ def _attach(backing: int, name: str) -> tuple[int, str]:
     raise OSError(errno.EBUSY, "no free loop device")
 
 
+def loop_backings() -> set[str]:
+    """The files loop devices are attached to now (as their real paths)."""
+    found = set()
+    for entry in Path("/sys/block").glob("loop*"):
+        try:
+            found.add((entry / "loop" / "backing_file").read_text().strip())
+        except OSError:
+            pass  # not attached, or detaching as we read (ENODEV)
+    return found
+
+
 def _dismantle(workspace: Workspace) -> None:
     """Undo whatever of ``workspace`` exists; each step independent of the others having worked."""
     if workspace.mountpoint is not None:
-        _unmount(workspace.mountpoint)
-        _rmdir(workspace.mountpoint)
+        unmount(workspace.mountpoint)
+        rmdir_quietly(workspace.mountpoint)
     if workspace.image is not None:
         workspace.image.unlink(missing_ok=True)
     if workspace.reservation is not None:
@@ -281,7 +300,7 @@ def _dismantle(workspace: Workspace) -> None:
         workspace.reservation.unlink(missing_ok=True)
 
 
-def _unmount(path: Path) -> None:
+def unmount(path: Path) -> None:
     """Detach the mount on ``path`` if there is one (lazily: an agent's view may still hold it a
     moment). Asked of the kernel, not ``os.path.ismount``: a bind of a directory on itself is on
     the same device as its parent."""
@@ -292,7 +311,7 @@ def _unmount(path: Path) -> None:
             log.warning("cannot unmount %s: %s", path, exc)
 
 
-def _rmdir(path: Path) -> None:
+def rmdir_quietly(path: Path) -> None:
     try:
         path.rmdir()
     except FileNotFoundError:
@@ -353,7 +372,8 @@ def _remove_instance(instance: Path) -> None:
     instance.rmdir()
 
 
-def stale_embryo(error: SandboxError) -> bool:
-    """Whether a launch failed because its sandbox was forked before the workspaces' shared
-    mount existed (it finds no workspace to bind); the next sandbox is forked after."""
-    return error.step.endswith(f" {WORKSPACE_PATH}") and error.errno == errno.ENOENT
+def stale_embryo(error: SandboxError, dests: Iterable[str]) -> bool:
+    """Whether a launch failed because its sandbox was forked before the instance directory's
+    shared mount existed (it finds nothing to bind at one of ``dests``, the view paths of its
+    workspace and volumes); the next sandbox is forked after."""
+    return error.errno == errno.ENOENT and any(error.step.endswith(f" {dest}") for dest in dests)

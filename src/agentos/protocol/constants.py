@@ -86,6 +86,7 @@ class Op(enum.IntEnum):
     FILE_DOWNLOAD = 0x88
     FILE_WATCH = 0x89
     FILE_DATA = 0x8A
+    VOLUMES = 0x8B
 
 
 class Flag(enum.IntFlag):

@@ -37,6 +37,8 @@ AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 #: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
 AGENT_REF_PATTERN = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+#: Named volumes (a file name under the kernel's state dir, so never ``.`` or ``..``).
+VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 #: Registered mail names and state keys' neighbours: the same alphabet, a little longer.
 _ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: Durations as text: ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h`` (units.parse_duration reads them).
@@ -63,6 +65,7 @@ Count: TypeAlias = Annotated[int, Meta(ge=1, le=1 << 31)]
 AgentName: TypeAlias = Annotated[str, Meta(pattern=AGENT_NAME_PATTERN)]
 AgentRefName: TypeAlias = Annotated[str, Meta(pattern=AGENT_REF_PATTERN)]
 ProjectName: TypeAlias = Annotated[str, Meta(pattern=PROJECT_PATTERN)]
+VolumeName: TypeAlias = Annotated[str, Meta(pattern=VOLUME_NAME_PATTERN)]
 Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
 AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
 Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*$")]
@@ -101,6 +104,21 @@ class WorkspaceWire(Struct, forbid_unknown_fields=True, kw_only=True):
 
     #: The quota: the size of the file system behind the workspace (at least 1Mi).
     size: Size
+
+
+class VolumeWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of SPAWN's ``volumes``: a named volume of the caller's project, mounted in the view."""
+
+    name: VolumeName
+    #: Where the agent sees it: an absolute, normalized path of its view.
+    path: Path
+    #: The quota of a volume this SPAWN creates (one that exists keeps its own).
+    size: Size | UnsetType = UNSET
+    read_only: bool | UnsetType = UNSET
+
+
+#: Volumes one agent may mount.
+MAX_VOLUMES = 32
 
 
 class RestartWire(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -151,6 +169,8 @@ class SpawnRequestWire(Request):
     egress: list[Word] | None | UnsetType = UNSET
     #: A private writable directory with a disk quota (sandboxed agents only).
     workspace: WorkspaceWire | None | UnsetType = UNSET
+    #: Named volumes of its project, each with a disk quota, mounted where it says (sandboxed agents only).
+    volumes: Annotated[list[VolumeWire], Meta(max_length=MAX_VOLUMES)] | None | UnsetType = UNSET
     #: Wall time from start after which the kernel kills the agent (paused time counts).
     timeout: Seconds | None | UnsetType = UNSET
     #: Time without a syscall of the agent's after which the kernel kills it (paused time does not count).
@@ -172,7 +192,7 @@ class KillRequest(_AgentRef, kw_only=True):
     wait: bool | UnsetType = UNSET
 
 
-_STATUS = Literal["running", "paused", "exited", "failed", "killed", "oom_killed", "timed_out"]
+_STATUS = Literal["running", "paused", "exited", "failed", "killed", "oom_killed", "timed_out", "lost"]
 
 
 class PauseRequest(_AgentRef, kw_only=True):
@@ -589,6 +609,21 @@ class CasRequest(_StateRequest, kw_only=True):
     ttl: _TTL | None | UnsetType = UNSET
 
 
+# -- volumes --------------------------------------------------------------------------------
+
+class VolumesRequest(Request):
+    """VOLUMES: list (``ls``), describe (``inspect``) or remove (``rm``) named volumes."""
+
+    op = Op.VOLUMES
+    action: Literal["ls", "inspect", "rm"] | UnsetType = UNSET
+    #: The volume (``inspect``, ``rm``).
+    name: VolumeName | UnsetType = UNSET
+    #: Its project; ``""`` is no project. ``ls`` without it lists every project's.
+    project: ProjectName | Literal[""] | None | UnsetType = UNSET
+    #: Another uid's volumes (admins only); the caller's own when absent.
+    uid: Annotated[int, Meta(ge=0, le=0xFFFFFFFE)] | UnsetType = UNSET
+
+
 # -- egress and audit ----------------------------------------------------------------------
 
 class HttpRequest(Request):
@@ -624,7 +659,7 @@ REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     HttpRequest, AuditRequest,
     FileReadRequest, FileWriteRequest, FileListRequest, FileStatRequest, FileMkdirRequest,
     FileRemoveRequest, FileRenameRequest, FileUploadRequest, FileDownloadRequest, FileWatchRequest,
-    FileDataRequest,
+    FileDataRequest, VolumesRequest,
 )}
 
 _DECODERS: dict[int, msgspec.json.Decoder[Any]] = {int(op): msgspec.json.Decoder(cls)

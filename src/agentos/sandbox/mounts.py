@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentos.sandbox._syscalls import syscalls
-from agentos.sandbox.spec import WORKSPACE_PATH
+from agentos.sandbox.spec import WORKSPACE_PATH, VolumeBind
 
 __all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops", "inside",
            "plan_mounts", "python_paths", "view_program"]
@@ -117,14 +117,16 @@ def default_system_ops() -> tuple[MountOp, ...]:
 
 def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], writable_paths: list[str],
                 workdir: str | None, tmp_size: int | None, masked_paths: Iterable[str] = (),
-                agent_ids: tuple[int, int] | None = None, workspace: str | int | None = None) -> View:
+                agent_ids: tuple[int, int] | None = None, workspace: str | int | None = None,
+                volumes: Iterable[VolumeBind] = ()) -> View:
     """The ordered mount ops of one agent's view; parents always come before children.
 
     ``agent_ids``: the (uid, gid) the agent runs as when that is not the caller's own
     (a root kernel): a bind the agent could not use as that user is idmapped, its
     owner shown as the agent (every writable one, and read-only ones closed to others).
     ``workspace``: a host directory bound writable at ``WORKSPACE_PATH``, or the size of a
-    private tmpfs there.
+    private tmpfs there. ``volumes``: the kernel's directories of named volumes, each bound at its
+    own path (read-only or not), idmapped as any bind.
     """
     if system_paths is None:
         system = list(default_system_ops())
@@ -143,8 +145,10 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
         # Mounted before the agent becomes its own uid: owned by it from the start.
         owner = f",uid={agent_ids[0]},gid={agent_ids[1]}" if agent_ids is not None else ""
         user.append(MountOp("tmpfs", WORKSPACE_PATH, readonly=False, options=f"mode=0700,size={workspace}{owner}"))
-    # One op per destination, the later winning: workspace over work dir over writable over read-only
-    # over the private /tmp over the system view.
+    # The kernel's own directories too, resolved here; after the workspace, so never under it.
+    user += [_user_bind(os.path.realpath(v.source), v.read_only, agent_ids, owners, dest=v.dest) for v in volumes]
+    # One op per destination, the later winning: volumes over workspace over work dir over writable
+    # over read-only over the private /tmp over the system view.
     merged = {op.dest: op for op in [*system, MountOp("tmpfs", "/tmp", readonly=False, options=tmp_options), *user]}
     if merged.get("/", MountOp("none", "/")).kind == "bind":
         # The symlinked system dirs are at the top: a bind of / shows the host's own links there.

@@ -112,6 +112,8 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
         names.remove("mount")
     if spec.workspace is not None and "mount" not in names:
         unavailable("workspace", "it is bound into the agent's own mount namespace, which it has not")
+    if spec.volumes and "mount" not in names:
+        unavailable("volumes", "they are bound into the agent's own mount namespace, which it has not")
     plan.clone_flags = clone_flags(names)
     report["namespaces"] = names
     if "user" in names:
@@ -134,11 +136,13 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
             raise SandboxError("plan", errno.ENOENT, f"no directory to build the new root on: {new_root!r}")
         view = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
                            writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size,
-                           masked_paths=spec.masked_paths, agent_ids=plan.run_as, workspace=spec.workspace)
+                           masked_paths=spec.masked_paths, agent_ids=plan.run_as, workspace=spec.workspace,
+                           volumes=spec.volumes)
         plan.view = view_program(view.ops, new_root)
         plan.idmaps = view.idmaps
         report["masked"] = list(view.masked)
-        if spec.workspace is not None and spec.cwd is None:
+        at_workspace = spec.workspace is not None or any(v.dest == WORKSPACE_PATH for v in spec.volumes)
+        if at_workspace and spec.cwd is None:
             plan.cwd = WORKSPACE_PATH
     if "uts" in names:
         plan.hostname = spec.hostname or _DEFAULT_HOSTNAME
@@ -181,5 +185,6 @@ def _writable(spec: SandboxSpec, *, with_mount_ns: bool) -> list[str]:
         paths += ["/tmp", "/dev/shm"]
         if spec.workspace is not None:
             paths.append(WORKSPACE_PATH)
+        paths += [v.dest for v in spec.volumes if not v.read_only]
     return paths
 

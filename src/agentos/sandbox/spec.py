@@ -15,7 +15,8 @@ from typing import Any
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec", "symlink_refused"]
+__all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec", "VolumeBind",
+           "symlink_refused"]
 
 #: Longest hostname the UTS namespace accepts (HOST_NAME_MAX).
 _HOSTNAME_MAX = 64
@@ -45,6 +46,16 @@ class SandboxError(AgentOSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (SandboxError, (self.step, self.errno, self.message))
+
+
+@dataclass(frozen=True)
+class VolumeBind:
+    """A directory of the caller's own (a mounted volume's, inside its masked state dir) bound at
+    ``dest`` in the view: like the workspace, exempt from the masks, named by nothing an agent sends."""
+
+    source: str
+    dest: str
+    read_only: bool = False
 
 
 @dataclass
@@ -86,6 +97,9 @@ class SandboxSpec:
     #: the caller's own (the kernel's mounted disk image, inside its masked state dir), so the
     #: masks do not apply to it; nothing of an agent's request may name it.
     workspace: str | int | None = None
+    #: Named volumes: host directories bound at paths of the view (the default cwd is a volume
+    #: at ``WORKSPACE_PATH``, when there is no ``workspace``).
+    volumes: list[VolumeBind] = field(default_factory=list)
     writable_paths: list[str] = field(default_factory=list)
     readonly_paths: list[str] = field(default_factory=list)
     #: Read-only host view; None means the system dirs plus this Python installation.
@@ -145,6 +159,7 @@ class SandboxSpec:
             _bad("workspace must be a directory or a positive number of bytes")
         if self.workspace is not None and not self.sandboxed:
             _bad("workspace needs sandboxed=True (it is bound into the agent's own view)")
+        self._check_volumes()
         for path in self.writable_paths:
             _exists(path, "writable_paths")
         for path in self.readonly_paths:
@@ -163,6 +178,22 @@ class SandboxSpec:
         if self.before_exec is not None and not callable(self.before_exec):
             _bad("before_exec must be callable")
 
+
+    def _check_volumes(self) -> None:
+        if self.volumes and not self.sandboxed:
+            _bad("volumes need sandboxed=True (they are bound into the agent's own view)")
+        dests: list[str] = [WORKSPACE_PATH] if self.workspace is not None else []
+        for volume in self.volumes:
+            _dir(volume.source, "volumes")
+            _absolute(volume.dest, "volumes")
+            if os.path.normpath(volume.dest) != volume.dest or volume.dest == "/":
+                _bad(f"volumes: {volume.dest!r} is not a normalized path below /")
+            # Nested, the outer one would hold the inner one's mount point (made in its file system).
+            clash = next((d for d in dests if d == volume.dest or d.startswith(volume.dest + "/")
+                          or volume.dest.startswith(d + "/")), None)
+            if clash is not None:
+                _bad(f"volumes: {volume.dest} overlaps {clash}")
+            dests.append(volume.dest)
 
     def _check_masks(self) -> None:
         """Refuse a bind that would show a masked path itself (a bind of a parent is masked)."""

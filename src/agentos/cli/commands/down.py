@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", type=Path, nargs="?", help="the manifest whose project to stop")
     p.add_argument("--grace", type=duration_option, default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
     p.add_argument("-v", "--volumes", action="store_true",
-                   help="also remove the project's mailboxes, state and registered names (agentos purge)")
+                   help="also remove the project's mailboxes, state, registered names and volumes (agentos purge)")
     add_project_option(p)
     add_socket_option(p)
     p.set_defaults(func=run)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _removed(counts: dict[str, object]) -> str:
-    kinds = ("messages", "dead_letters", "names", "keys")
+    kinds = ("messages", "dead_letters", "names", "keys", "volumes")
     return ", ".join(f"{counts.get(kind, 0)} {kind.replace('_', ' ')}" for kind in kinds)
 
 
