@@ -12,11 +12,11 @@ from pathlib import Path
 from .errors import ManifestError, Mark, Problem
 from .loader import compose, read
 from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
-                    Sandbox, project_name)
+                    Sandbox, Volume, project_name)
 from .validate import validate
 
 __all__ = ["load", "loads", "Manifest", "AgentSpec", "KernelSection", "KernelLLM", "Sandbox", "Limits",
-           "Restart", "AgentLLM", "Readiness", "ManifestError", "Problem", "Mark",
+           "Restart", "AgentLLM", "Readiness", "Volume", "ManifestError", "Problem", "Mark",
            "project_name"]
 
 

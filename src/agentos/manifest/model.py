@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..kernel.config import KernelConfig
+from ..sandbox.spec import WORKSPACE_PATH
 from . import schema
 
 
@@ -41,6 +42,26 @@ class Sandbox:
     def has_network(self) -> bool:
         """Whether the agent reaches the host's network: without a sandbox nothing cuts it off."""
         return self.network or not self.enabled
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One named volume an agent mounts (schema: an entry of ``agents.<name>.volumes``)."""
+
+    name: str
+    #: Where the agent sees it.
+    path: str
+    #: Its quota in bytes, if this agent may be the one creating it (None: the kernel's default).
+    size: int | None = None
+    read_only: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"name": self.name, "path": self.path}
+        if self.size is not None:
+            wire["size"] = self.size
+        if self.read_only:
+            wire["read_only"] = True
+        return wire
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,9 @@ class AgentSpec:
     #: Seconds after its start, and without a syscall, after which the kernel kills it (None: never).
     timeout: float | None = _default(schema.AGENT, "timeout")
     idle_timeout: float | None = _default(schema.AGENT, "idle_timeout")
+    #: A volume's name, mounted at /workspace as the agent's cwd.
+    workspace: str | None = _default(schema.AGENT, "workspace")
+    volumes: tuple[Volume, ...] = _default(schema.AGENT, "volumes")
     depends_on: tuple[str, ...] = _default(schema.AGENT, "depends_on")
     #: Read by ``agentos up`` only: the kernel never sees it.
     expect: str = _default(schema.AGENT, "expect")
@@ -153,6 +177,9 @@ class AgentSpec:
             request["hostname"] = self.sandbox.hostname
         if self.sandbox.workspace is not None:
             request["workspace"] = {"size": self.sandbox.workspace}
+        volumes = [*self.volumes, *([Volume(self.workspace, WORKSPACE_PATH)] if self.workspace else [])]
+        if volumes:
+            request["volumes"] = [volume.to_wire() for volume in volumes]
         if self.timeout is not None:
             request["timeout"] = self.timeout
         if self.idle_timeout is not None:

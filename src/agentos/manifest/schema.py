@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
-from ..protocol.requests import AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, PROJECT_PATTERN
+from ..protocol.requests import (AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, PROJECT_PATTERN,
+                                 VOLUME_NAME_PATTERN)
 
 #: Agent names: the wire's rule, so a name SPAWN takes is a name a manifest takes.
 NAME_PATTERN = AGENT_NAME_PATTERN
 
 #: Project names: a short DNS label (``agentos up -p`` takes the same).
 PROJECT_NAME_PATTERN = PROJECT_PATTERN
+
+#: Named volumes: the wire's rule.
+VOLUME_PATTERN = VOLUME_NAME_PATTERN
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
 CAPABILITIES = (*(c.value for c in Capability), "state")
@@ -56,6 +60,8 @@ class Type(enum.Enum):
     CHOICE = "one of"
     CHOICES = "list, each one of"
     NAMES = "list of agent names"
+    VOLUME = "volume name"
+    VOLUMES = "list of volume mounts"
     HOSTS = "list of egress entries"
     SECTION = "mapping"
     AGENTS = "mapping of names to agents"
@@ -195,6 +201,15 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
     Field("idle_timeout", Type.DURATION, "The kernel kills the agent after this long without a syscall of its "
           "own starting or finishing (output is not activity; paused time does not count). It ends "
           "`timed_out`, a failure to `restart`.", None, minimum=0.001, default_doc="none"),
+    Field("workspace", Type.VOLUME, "A named volume of the project as the agent's working directory: mounted "
+          "at /workspace (its cwd unless `cwd` is set), created on first use with a 1Gi disk quota (for another "
+          "size, list it under `volumes` with `path: /workspace`). Shared by every agent that names it, kept "
+          "after they end (`agentos volume rm`, `agentos down --volumes` remove it). Not with "
+          "`sandbox.workspace`.", None, default_doc="none"),
+    Field("volumes", Type.VOLUMES, "Named volumes of the project, each `NAME:/path` (`:ro` for read-only) or "
+          "`{name, path, size, read_only}`: directories with a disk quota (`size`, set when the volume is "
+          "created: default 1Gi) that outlive the agent and the kernel. Needs a root kernel (a rootless "
+          "one gives a plain directory without a quota, only with `allow_degraded`).", (), default_doc="[]"),
     Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
     Field("expect", Type.CHOICE, "How the agent is expected to end, for `agentos up`'s exit status: `exited` "
           "(exit 0), `failed` (a non-zero exit, a signal, or restarts given up), `oom_killed` (killed at its "

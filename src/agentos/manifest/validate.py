@@ -21,15 +21,23 @@ from typing import Any
 from .. import units
 from ..egress.allowlist import ENTRY_FORMS, parse_entry
 from ..llm.request import MAX_CHAIN, model_chain
+from ..processes.request import MIN_WORKSPACE
+from ..processes.volumes import path_problem
+from ..sandbox.mounts import inside
+from ..sandbox.spec import WORKSPACE_PATH
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
 from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
-                    Sandbox)
+                    Sandbox, Volume)
 from .schema import Field, Section, Type
 
 _NAME = re.compile(schema.NAME_PATTERN)
 _PROJECT = re.compile(schema.PROJECT_NAME_PATTERN)
+_VOLUME = re.compile(schema.VOLUME_PATTERN)
+#: The keys of a volume written as a mapping, and how its size is read.
+_VOLUME_KEYS = ("name", "path", "size", "read_only")
+_VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creates it.")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV_PREFIX = "AGENTOS_"
 
@@ -176,6 +184,10 @@ class _Validator:
             return _FINISH[f.section.path](self, inner, where)
         if f.type is Type.AGENTS:
             return self.agents(node, where)
+        if f.type is Type.VOLUMES:
+            items = self.items(node, where)
+            parsed.item_marks[f.key] = [item.mark for item in items]
+            return self.volumes(items, where)
         if f.type in (Type.PATHS, Type.STRINGS, Type.CHOICES, Type.NAMES, Type.HOSTS):
             items = self.items(node, where)
             parsed.item_marks[f.key] = [item.mark for item in items]
@@ -207,6 +219,15 @@ class _Validator:
         if f.key == "hostname" and not _NAME.match(value):
             raise self.invalid(node.mark, f"{where}: {value!r} is not a valid hostname",
                                "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")
+        return value
+
+    def volume_name(self, f: Field, node: Node, where: str) -> str:
+        return self.checked_volume_name(self.scalar(node, where, (str,), "a volume name", "data"), node.mark, where)
+
+    def checked_volume_name(self, value: str, mark: Mark, where: str) -> str:
+        if not _VOLUME.match(value):
+            raise self.invalid(mark, f"{where}: {value!r} is not a valid volume name",
+                               "use letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit")
         return value
 
     def boolean(self, f: Field, node: Node, where: str) -> bool:
@@ -370,6 +391,62 @@ class _Validator:
             values.append(value)
         return tuple(values)
 
+    def volumes(self, items: list[Node], where: str) -> tuple[Volume, ...]:
+        """``NAME:/path[:ro]`` or ``{name, path, size, read_only}`` each; names and paths apart."""
+        volumes: list[Volume] = []
+        for i, item in enumerate(items):
+            item_where = f"{where}[{i}]"
+            try:
+                volume = self.volume(item, item_where)
+            except _Invalid:
+                continue
+            clash = next((v for v in volumes if v.name == volume.name or inside(v.path, volume.path)
+                          or inside(volume.path, v.path)), None)
+            if clash is not None:
+                what = f"volume {volume.name!r} is listed twice" if clash.name == volume.name else \
+                    f"{volume.path} overlaps {clash.path} (volume {clash.name!r})"
+                self.error(item.mark, f"{item_where}: {what}", "give each volume once, at a path of its own")
+                continue
+            volumes.append(volume)
+        return tuple(volumes)
+
+    def volume(self, node: Node, where: str) -> Volume:
+        fix = "write NAME:/path (NAME:/path:ro for read-only) or {name: NAME, path: /path, size: 1Gi}"
+        if isinstance(node, MapNode):
+            fields: dict[str, Node] = {}
+            for key, entry in node.entries.items():
+                if key not in _VOLUME_KEYS:
+                    close = _suggest(key, _VOLUME_KEYS)
+                    raise self.invalid(entry.key_mark, f"{where}: unknown key {key!r}",
+                                       f"did you mean {close!r}?" if close else f"use {', '.join(_VOLUME_KEYS)}")
+                fields[key] = entry.value
+            missing = [key for key in ("name", "path") if key not in fields]
+            if missing:
+                raise self.invalid(node.mark, f"{where}: missing {' and '.join(missing)}", fix)
+            name = self.volume_name(_VOLUME_SIZE, fields["name"], f"{where}.name")
+            path_node = fields["path"]
+            path = self.scalar(path_node, f"{where}.path", (str,), "a path", "/data")
+            size = None
+            if "size" in fields:
+                size = self.unit(_VOLUME_SIZE, fields["size"], f"{where}.size")
+                if size < MIN_WORKSPACE:
+                    raise self.invalid(fields["size"].mark, f"{where}.size: {size} bytes is less than 1Mi",
+                                       "give at least 1Mi: the volume's file system needs room for itself")
+            read_only = False
+            if "read_only" in fields:
+                read_only = self.scalar(fields["read_only"], f"{where}.read_only", (bool,), "true or false", "true")
+        else:
+            text = self.scalar(node, where, (str,), "a volume", "data:/data")
+            parts = text.split(":")
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise self.invalid(node.mark, f"{where}: {text!r} is not NAME:/path or NAME:/path:ro", fix)
+            name = self.checked_volume_name(parts[0], node.mark, where)
+            path, size, read_only, path_node = parts[1], None, parts[2:] == ["ro"], node
+        problem = path_problem(path)
+        if problem is not None:
+            raise self.invalid(path_node.mark, f"{where}: {path!r} {problem}", "give an absolute path such as /data")
+        return Volume(name, path, size, read_only)
+
     def egress_entry(self, node: Node, where: str) -> str:
         text = self.scalar(node, where, (str,), "a host", "example.com")
         try:
@@ -422,7 +499,28 @@ class _Validator:
         if parsed.given("egress") and held is not None and not {"http", "admin"} & set(held):
             self.conflict(parsed, "egress", where, "has no effect without the 'http' permission",
                           "add http to permissions, or remove egress")
+        self.check_volumes(parsed, where)
         return AgentSpec(name=name, **values)
+
+    def check_volumes(self, parsed: _Parsed, where: str) -> None:
+        """``workspace`` and ``volumes`` against each other and the sandbox."""
+        values = parsed.values
+        box: Sandbox | None = values.get("sandbox")
+        for key in ("workspace", "volumes"):
+            if parsed.given(key) and box is not None and not box.enabled:
+                self.conflict(parsed, key, where, "needs the sandbox, but sandbox.enabled is false",
+                              f"remove {key}, or set enabled: true")
+        if values.get("workspace") is None:
+            return
+        if box is not None and box.workspace is not None:
+            self.conflict(parsed, "workspace", where, "and sandbox.workspace both want /workspace",
+                          "keep one: workspace names a shared volume, sandbox.workspace a private directory")
+        for volume in values.get("volumes", ()):
+            if volume.name == values.get("workspace") or inside(volume.path, WORKSPACE_PATH) \
+                    or inside(WORKSPACE_PATH, volume.path):
+                self.conflict(parsed, "workspace", where, f"mounts {values.get('workspace')} at {WORKSPACE_PATH}, "
+                              f"which clashes with volumes' {volume.name}:{volume.path}",
+                              "mount that volume elsewhere, or drop workspace and list the volume at /workspace")
 
     def check_dependencies(self, specs: list[AgentSpec], parsed: dict[str, _Parsed], where: str) -> None:
         names = [spec.name for spec in specs]
@@ -559,6 +657,7 @@ _CONVERTERS: dict[Type, Callable[[_Validator, Field, Node, str], Any]] = {
     Type.DURATION: _Validator.unit,
     Type.PATH: _Validator.path,
     Type.CHOICE: _Validator.choice,
+    Type.VOLUME: _Validator.volume_name,
     Type.COMMAND: _Validator.command,
     Type.MODELS: _Validator.models,
     Type.ENV: _Validator.env,

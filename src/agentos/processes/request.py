@@ -33,7 +33,7 @@ from ..protocol.requests import (
 )
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
-from .volumes import VolumeGrant, VolumeMount
+from .volumes import VolumeGrant, VolumeMount, path_problem
 from ..units import parse_bytes, parse_cpu, parse_duration
 
 #: Kernel-set variables an agent may not override (its connection and identity).
@@ -398,9 +398,9 @@ def _volumes(wire: list[VolumeWire] | None, sandboxed: bool, workspace: bool,
     for i, entry in enumerate(wire):
         where = f"volumes[{i}]"
         path = entry.path
-        if not path.startswith("/") or os.path.normpath(path) != path or path == "/":
-            raise InvalidArgument(f"{where}.path: {path!r} must be an absolute, normalized path below / "
-                                  "(no '..', '.', '//' or trailing '/')", field=f"{where}.path", path=path)
+        problem = path_problem(path)
+        if problem is not None:
+            raise InvalidArgument(f"{where}.path: {path!r} {problem}", field=f"{where}.path", path=path)
         if path == WORKSPACE_PATH and workspace:
             raise InvalidArgument(f"{where}.path: {WORKSPACE_PATH} is the agent's own workspace; give the "
                                   "volume another path, or drop workspace", field=f"{where}.path")

@@ -374,15 +374,22 @@ def _wait_detached(image: Path, name: str) -> None:
         time.sleep(0.02)
 
 
+def path_problem(path: str) -> str | None:
+    """Why ``path`` can never be a volume's mount point (None: it may be, apart from the view's
+    other paths): what SPAWN and the manifest both check."""
+    if not path.startswith("/") or os.path.normpath(path) != path or path == "/":
+        return "must be an absolute, normalized path below / (no '..', '.', '//' or trailing '/')"
+    reserved = next((r for r in RESERVED_PATHS if inside(path, r)), None)
+    if reserved is not None:
+        return f"is in {reserved}, which the sandbox provides itself; mount the volume elsewhere"
+    return None
+
+
 def check_mount_points(mounts: Sequence[VolumeMount], taken: Mapping[str, str]) -> None:
-    """``InvalidArgument`` for a volume path over a system or kernel directory, or over (or
-    under) another path of the agent's view; ``taken`` maps those view paths to what they are."""
+    """``InvalidArgument`` for a volume path over (or under) another path of the agent's view;
+    ``taken`` maps those view paths to what they are."""
     for i, mount in enumerate(mounts):
         where = f"volumes[{i}].path"
-        for reserved in RESERVED_PATHS:
-            if inside(mount.path, reserved):
-                raise InvalidArgument(f"{where}: {mount.path} is in {reserved}, which the sandbox provides "
-                                      "itself; mount the volume elsewhere", field=where, path=mount.path)
         for path, what in taken.items():
             if inside(mount.path, path) or inside(path, mount.path):
                 raise InvalidArgument(f"{where}: {mount.path} overlaps {path} ({what}); a volume's path "

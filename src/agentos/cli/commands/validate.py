@@ -61,6 +61,11 @@ def _describe(spec: AgentSpec, base: Path) -> str:
     limits = spec.limits
     parts.append(f"memory {size(limits.memory)}, cpu {amount(limits.cpu)}, pids {amount(limits.pids)}")
     parts.append(f"restart {spec.restart.policy}")
+    if spec.workspace is not None:
+        parts.append(f"workspace {spec.workspace}")
+    if spec.volumes:
+        parts.append("volumes " + ", ".join(f"{v.name}:{v.path}" + (":ro" if v.read_only else "")
+                                            for v in spec.volumes))
     if spec.depends_on:
         parts.append("after " + ", ".join(spec.depends_on))
     return "; ".join(parts)
