@@ -1,9 +1,11 @@
 """Who is thinking: an agent or an outside client, with the policy and defaults that apply.
 
 An agent the kernel spawned is ``agent:<id>`` for scheduling and usage reports,
-and owns contexts and budgets by name (``name:<name>``, so a restarted agent
-finds its conversations again and cannot start over with a fresh budget);
-its policy comes from ``llm.agents`` (by id, then name) and
+and owns contexts and budgets by name within its project (``name:<name>``, or
+``name:<project>/<name>`` for an agent of a project: two teams' ``worker``s never share
+a budget or a conversation), so a restarted agent finds its conversations again and
+cannot start over with a fresh budget; its policy comes from ``llm.agents`` (by id,
+then ``project/name``, then name) and
 from its manifest's ``llm`` section, which the processes service passes as
 ``llm`` on the ``agent.started`` event. An outside client is scheduled per
 process (``client:<uid>:<pid>``) and owns contexts and budgets per user (``uid:<uid>``).
@@ -92,6 +94,7 @@ class Callers:
 
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
+        #: An agent's name, as ``project/name`` for an agent of a project.
         self._names: dict[str, str] = {}
         self._defaults: dict[str, AgentDefaults] = {}
         #: The agent that spawned each agent (agents an outside client spawned have none).
@@ -100,7 +103,7 @@ class Callers:
     def of(self, identity: Identity) -> Caller:
         if identity.agent_id is not None:
             key = agent_key(identity.agent_id)
-            # Contexts and budgets belong to the agent's name, which outlives its id.
+            # Contexts and budgets belong to the agent's name (in its project), which outlives its id.
             name = self._names.get(identity.agent_id)
             return Caller(key=key, owner=f"name:{name}" if name else key, policy=self.policy_of(key),
                           admin=False, defaults=self._defaults.get(identity.agent_id))
@@ -113,7 +116,8 @@ class Callers:
         if not key.startswith("agent:"):
             return self.config.defaults
         agent_id = key.removeprefix("agent:")
-        policy = self.config.policy_for(agent_id, self._names.get(agent_id))
+        name = self._names.get(agent_id)
+        policy = self.config.policy_for(agent_id, name, name and name.rpartition("/")[2])
         defaults = self._defaults.get(agent_id)
         if defaults is not None:
             policy = defaults.apply(policy)
@@ -134,7 +138,8 @@ class Callers:
     def agent_started(self, event: Mapping[str, Any]) -> None:
         agent_id = str(event["id"])
         if event.get("name"):
-            self._names[agent_id] = str(event["name"])
+            project = event.get("project")
+            self._names[agent_id] = f"{project}/{event['name']}" if project else str(event["name"])
         if event.get("parent"):
             self._parents[agent_id] = str(event["parent"])
         llm = event.get("llm")

@@ -176,7 +176,8 @@ class LLMConfig:
         return self.deadline if timeout is None else min(timeout, self.max_deadline)
 
     def policy_for(self, *names: str | None) -> AgentPolicy:
-        """The first per-agent policy matching one of ``names`` (id, name), else the defaults."""
+        """The first per-agent policy matching one of ``names`` (id, ``project/name``, name), else
+        the defaults."""
         for name in names:
             if name is not None and name in self.agents:
                 return self.agents[name]

@@ -298,13 +298,10 @@ class Manifest:
         return order
 
     def kernel_config(self) -> KernelConfig:
-        """The kernel section as a KernelConfig, with the agents' LLM budgets as the gateway's policies."""
-        config = self.kernel.to_config()
-        policies = {name: spec.llm_budget() for spec in self.agents if spec.llm_budget()
-                    for name in spec.instance_names()}
-        if policies:
-            config.sections["llm"]["agents"] = policies
-        return config
+        """The kernel section as a KernelConfig. The agents' LLM budgets are not in it: each
+        travels in its agent's SPAWN request (``llm``), so a kernel shared by several projects
+        never applies one team's budget to another team's agent of the same name."""
+        return self.kernel.to_config()
 
     def spawn_requests(self, project: str | None = None) -> Iterator[dict[str, Any]]:
         """SPAWN payloads for every replica of every agent, in start order, in ``project`` (the
