@@ -9,7 +9,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class Kernel:
         self.loop: asyncio.AbstractEventLoop
         self._guards: list[Guard] = []
         self._observers: list[Observer] = []
+        self._when_started: list[Callable[[], Awaitable[None]]] = []
         self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         #: The largest reply payload each connection declared in HELLO it accepts.
@@ -114,6 +115,10 @@ class Kernel:
     def add_observer(self, observer: Observer) -> None:
         """Call ``observer(call, outcome, latency_s)`` after every dispatched syscall."""
         self._observers.append(observer)
+
+    def when_started(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await ``hook()`` once every service has started, before the socket takes clients."""
+        self._when_started.append(hook)
 
     def adopt(self, fd: int, identity: Identity) -> Any:
         """Serve a connected socket fd (ours from now on) as a client with ``identity``."""
@@ -297,6 +302,8 @@ class Kernel:
                 await service.start()
                 started.append(service)
                 self.services[service.name] = service
+            for hook in self._when_started:
+                await hook()
             self.reactor.listen(listener)
             log.info("agentos kernel %s listening on %s (pid %d, extensions: %s)", __version__,
                      self.config.socket_path, os.getpid(),

@@ -29,15 +29,17 @@ class Status:
     TIMED_OUT = "timed_out"
     #: Shown (never stored) for a running agent that PAUSE froze, itself or through an ancestor.
     PAUSED = "paused"
+    #: It was running when its kernel died: a later kernel found it gone, exit code unknown.
+    LOST = "lost"
 
-    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED, TIMED_OUT})
+    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED, TIMED_OUT, LOST})
 
 
 #: The kernel.events topic published when an agent ends with each status; a timed-out agent
 #: ended on the kernel's own terms, as a failure: ``agent.exited`` with its status.
 END_TOPICS = {Status.EXITED: "agent.exited", Status.FAILED: "agent.exited",
               Status.KILLED: "agent.killed", Status.OOM_KILLED: "agent.oom_killed",
-              Status.TIMED_OUT: "agent.exited"}
+              Status.TIMED_OUT: "agent.exited", Status.LOST: "agent.lost"}
 
 
 def qualified(project: str | None, name: str) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import os
 from pathlib import Path
+from io import FileIO
 
 from ..state.private import private_opener
 
@@ -21,7 +22,9 @@ _READ_SIZE = 64 * 1024
 class LogCapture:
     """The read end of an agent's output pipe and the file it lands in."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    _file: FileIO
+
+    def __init__(self, path: Path, max_bytes: int, *, append: bool = True) -> None:
         self.path = path
         self.rotated = path.with_name(path.name + ".1")
         self.max_bytes = max_bytes
@@ -30,13 +33,21 @@ class LogCapture:
         self.file_start = 0
         #: Offset where ``rotated`` starts (it ends at ``file_start``), if it exists.
         self.rotated_start: int | None = None
-        self.closed = False
+        self.closed = not append
         self._fd = -1
-        # Opened for the agent's life; 0600: an agent's output is nobody else's to read.
-        self._file = open(path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._eof = asyncio.Event()
+        if append:
+            # Opened for the agent's life; 0600: an agent's output is nobody else's to read.
+            self._file = open(path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
+        else:
+            # An earlier kernel's agent's log (``ledger``): read as it was left, never written.
+            rotated = _size(self.rotated)
+            if rotated is not None:
+                self.rotated_start, self.file_start = 0, rotated
+            self.size = self.file_start + (_size(path) or 0)
+            self._eof.set()
 
     def pipe(self) -> int:
         """Make the pipe, start reading it; returns the write end for the agent (caller closes it)."""
@@ -129,6 +140,13 @@ class LogCapture:
         if len(out) < limit and offset + len(out) >= self.file_start:
             out += _read_at(self.path, offset + len(out) - self.file_start, limit - len(out))
         return offset, bytes(out)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _read_at(path: Path, position: int, length: int) -> bytes:

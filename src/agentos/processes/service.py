@@ -54,6 +54,7 @@ from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
 from .launcher import start_process
+from .ledger import Ledger, recover
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
 from .ports import Ports
@@ -90,6 +91,8 @@ class ProcessService:
             raise ValueError(f"kernel configuration: {exc}") from None
         self.table = AgentTable(self.settings.keep_ended)
         self.log_dir = kernel.config.state_dir / "logs"
+        #: What runs, on disk: the next kernel restores or reports it (``ledger``).
+        self.ledger = Ledger(kernel.config.state_dir / "agents.db")
         self.layout = Layout()
         self.driver: CgroupDriver = NoDriver("not started")
         self.launcher = Launcher()
@@ -122,6 +125,9 @@ class ProcessService:
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = self.ledger.open()
+        # Once every service runs (a restore is a SPAWN, checked by all of them), before clients come.
+        self.kernel.when_started(functools.partial(recover, self, found))
         self.kernel.peer_agent = self.agent_of_peer
         self.lifecycle.start()
         # Before the launcher: every sandbox's mount table must have the workspaces' shared mount.
@@ -165,6 +171,7 @@ class ProcessService:
         self.volume_store.close()
         self.workspaces.close()
         self.driver.stop()
+        self.ledger.close()
 
     def capabilities(self) -> Mapping[str, Any]:
         no_disk = self.workspaces.no_disk
@@ -350,6 +357,7 @@ class ProcessService:
                       entry=launched.entry, project=project)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace, volumes)
         self.table.add(agent)
+        self.ledger.spawned(agent)
         self.lifecycle.started(agent, request, parent)
         if granted is not None:
             # Before the connection is served: the agent may call the kernel at once.
@@ -624,23 +632,30 @@ class ProcessService:
         else:
             agent.status = Status.FAILED
         agent.ended_at = time.time()
+        self.ledger.ended(agent)
         self.lifecycle.forget(agent)
         for conn in self.kernel.connections_of(agent.id):
             conn.close()
         for child in self.table.children(agent):
             self._terminate(child, self.settings.kill_grace, "parent")
-        permissions, egress = self._permissions(), self._egress()
-        for forgotten in self.table.prune():
-            if permissions is not None:
-                permissions.forget_agent(forgotten.id)
-            if egress is not None:
-                egress.forget(forgotten.id)
+        self.forget_pruned()
         log.info("agent %s (%s) %s: exit code %s, signal %s", agent.name, agent.id, agent.status,
                  agent.exit_code, agent.signal)
         self.kernel.events.publish(END_TOPICS[agent.status], agent.end_event())
         agent.ended.set_result(None)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def forget_pruned(self) -> None:
+        """Drop the ended agents past ``keep_ended`` from the table, the ledger and the services."""
+        forgotten = self.table.prune()
+        self.ledger.forget(agent.id for agent in forgotten)
+        permissions, egress = self._permissions(), self._egress()
+        for old in forgotten:
+            if permissions is not None:
+                permissions.forget_agent(old.id)
+            if egress is not None:
+                egress.forget(old.id)
 
     def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
                  workspace: Workspace | None, agent_id: str) -> None:

@@ -159,6 +159,8 @@ class SupervisorService:
         history = self.histories.pop(agent.qualified_name, None)
         # LIST shows the agent failed even when its last run ended cleanly (policy always).
         agent.status = Status.FAILED
+        # And the next kernel does not bring it back as a restart still owed.
+        self._processes().ledger.ended(agent, gave_up=True)
         log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
         self.kernel.events.publish("agent.failed", {
             "id": agent.id, "name": agent.name, "project": agent.project, "reason": reason,
