@@ -114,55 +114,80 @@ def _cgroups(report: _Report, hello: dict[str, Any] | None) -> None:
         who = f"the running kernel (pid {hello['pid']})"
         driver, roots = described.get("driver", "none"), [Path(r) for r in described.get("roots", [])]
         enforced, reason = frozenset(described.get("enforceable", [])), described.get("reason")
+        delegated = bool(described.get("delegated"))
     else:
         who = f"a kernel run by uid {os.geteuid()}"
-        driver, roots, enforced, reason = _trial_cgroups()
-    data = {"driver": driver, "enforced": sorted(enforced), "not_enforced": sorted(_LIMITS - enforced)}
+        driver, roots, enforced, reason, delegated = _trial_cgroups()
+    where = f"{who}: delegated v2 subtree at {roots[0]}," if delegated else who
+    data = {"driver": driver, "enforced": sorted(enforced), "not_enforced": sorted(_LIMITS - enforced),
+            "delegated": str(roots[0]) if delegated else None}
     if enforced >= _LIMITS:
-        report.line("ok", "cgroups", f"{who} enforces {', '.join(sorted(enforced))} ({driver} driver)", **data)
+        report.line("ok", "cgroups", f"{where} enforces {', '.join(sorted(enforced))} ({driver} driver)", **data)
         return
     missing = ", ".join(sorted(_LIMITS - enforced))
-    report.line("warn", "cgroups", f"{who} will NOT enforce {missing}"
+    if reason is None and delegated:
+        reason = f"{roots[0] / 'cgroup.controllers'} offers none of their controllers"
+    report.line("warn", "cgroups", f"{where} will NOT enforce {missing}"
                 + (f" ({reason})" if reason else f" (the {driver} driver cannot here)")
                 + "; an agent asking for them fails to start unless it sets allow_degraded, and then runs "
-                "without them (`agentos up` prints DEGRADED). " + _how_to_get_cgroups(driver, roots),
+                "without them (`agentos up` prints DEGRADED). " + _how_to_get_cgroups(driver, roots, delegated),
                 **data, **({"reason": reason} if reason else {}))
 
 
-def _trial_cgroups() -> tuple[str, list[Path], frozenset[str], str | None]:
+def _trial_cgroups() -> tuple[str, list[Path], frozenset[str], str | None, bool]:
+    """What a kernel started here gets: its driver made (a delegated cgroup arranged), then undone."""
     from ...cgroups import NoDriver, detect, open_driver
 
     driver = open_driver(detect())
     if isinstance(driver, NoDriver):
-        return driver.name, [], frozenset(), driver.reason
+        return driver.name, [], frozenset(), driver.reason, False
     try:
         driver.start()
     except OSError as exc:
         return driver.name, driver.roots, frozenset(), (f"cannot create cgroups under "
-                                                       f"{', '.join(map(str, driver.roots))}: {exc.strerror}")
+                                                       f"{', '.join(map(str, driver.roots))}: {exc.strerror}"), False
     enforceable = driver.enforceable
     driver.stop()
-    return driver.name, driver.roots, enforceable, None
+    return driver.name, driver.roots, enforceable, None, driver.delegated
 
 
-def _how_to_get_cgroups(driver: str, roots: list[Path]) -> str:
+#: A normal user's way to a delegated cgroup v2 subtree.
+_SCOPE = "`systemd-run --user --scope -p Delegate=yes agentos up FILE`"
+
+
+def _how_to_get_cgroups(driver: str, roots: list[Path], delegated: bool) -> str:
     """The concrete commands that give this user's kernel its cgroups."""
     if os.geteuid() == 0:
         return "Run `agentos kernel` as root on a host with the memory, pids and cpu controllers mounted."
-    from ...cgroups import TOP
+    from ...cgroups import TOP, V1Driver, detect
 
+    layout = detect()
+    if driver == "none" and layout.kind != "none":
+        # Refused at the root and not delegated: the advice is the hierarchy root would use's.
+        driver = layout.driver_name()
+        roots = V1Driver(layout.v1_mounts).roots if driver == "v1" else [Path(str(layout.v2_mount))]
     user = os.environ.get("USER") or str(os.geteuid())
+    if delegated:
+        if not _LIMITS <= layout.v2_controllers:
+            held = ", ".join(sorted(_LIMITS & layout.v2_controllers)) or "none"
+            return (f"This host's cgroup v2 hierarchy ({layout.v2_mount}) holds {held} of the limit controllers, "
+                    "so no delegation can offer more"
+                    + (" (a hybrid host: the rest are bound to v1 hierarchies)" if layout.kind == "hybrid" else "")
+                    + "; run the kernel as root for limits.")
+        return ("systemd delegates to users only the controllers user@.service names: give them more with a "
+                "drop-in (root, once), /etc/systemd/system/user@.service.d/delegate.conf holding `[Service]` "
+                "and `Delegate=cpu memory pids`, then `sudo systemctl daemon-reload` and a new login.")
+    if driver == "v2":
+        # Not "chown <mount>/agentos": v2 moves a process only by a cgroup.procs the mover may write
+        # in the common ancestor, so the kernel itself must be inside what it is given.
+        return (f"cgroup v2: run the kernel in a cgroup systemd delegates to you: {_SCOPE} (or "
+                "`agentos kernel` the same way), which needs a systemd user session (`loginctl enable-linger "
+                f"{user}` for one without a login); or run the kernel as root.")
     if driver == "v1":
         tops = " ".join(str(root / TOP) for root in roots)
-        return (f"cgroup v1 hierarchies are not delegated to users (systemd's Delegate= covers only v2): "
-                f"have root delegate a subtree in each, once: `sudo mkdir -p {tops} && sudo chown {user} {tops}`; "
-                "or run the kernel as root.")
-    if driver == "v2":
-        return (f"cgroup v2: this kernel makes its cgroups under {roots[0] / TOP if roots else TOP}, which "
-                "needs root or a subtree delegated there; a user systemd scope "
-                "(`systemd-run --user --scope -p Delegate=yes agentos up FILE`) delegates one under the "
-                "user's slice instead, which this kernel does not use yet; run the kernel as root "
-                "(`sudo agentos kernel`) for limits.")
+        return (f"cgroup v1 hierarchies are not delegated to users (systemd's Delegate= covers only v2, and "
+                f"this host's v2 hierarchy holds none of the limit controllers): have root delegate a subtree in "
+                f"each, once: `sudo mkdir -p {tops} && sudo chown {user} {tops}`; or run the kernel as root.")
     return "No cgroup hierarchy is mounted: mount cgroup2 on /sys/fs/cgroup (root), or run as root."
 
 
