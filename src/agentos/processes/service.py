@@ -152,7 +152,10 @@ class ProcessService:
         cleanup = await remove_stale(driver, stale)
         for failure in cleanup.failed:
             log.warning("cgroup of a dead kernel's agent not removed: %s", failure)
-        log.info("cgroups: %s driver on a %s host, enforcing %s", driver.name, self.layout.kind,
+        if isinstance(driver, NoDriver):
+            log.warning("agents will run without cgroups: %s", driver.reason)
+        log.info("cgroups: %s driver on a %s host%s, enforcing %s", driver.name, self.layout.kind,
+                 f", in the cgroup delegated to it ({driver.roots[0]})" if driver.delegated else "",
                  ", ".join(sorted(driver.enforceable)) or "nothing")
 
     async def stop(self) -> None:
