@@ -13,14 +13,13 @@ import pytest
 from agentos import Client, NotFound
 from agentos.protocol import Op
 from agentos.testing.kernel import KernelProcess
-from tests.cli.test_up import PLAIN as PLAIN_SPEC
-from tests.cli.test_up import agentos
+from tests.cli.test_up import PLAIN, agentos
 
 LATECOMER = str(Path(__file__).with_name("agents") / "latecomer.py")
-PLAIN, MEMBER = "uid:0/plain", "uid:0/@team/member"
+PLAIN_AT, MEMBER_AT = "uid:0/plain", "uid:0/@team/member"
 #: Every address that names each agent, and what SEND must resolve it to.
-ADDRESSES = [("plain", PLAIN), (PLAIN, PLAIN),
-             ("member", MEMBER), ("team/member", MEMBER), (MEMBER, MEMBER)]
+ADDRESSES = [("plain", PLAIN_AT), (PLAIN_AT, PLAIN_AT),
+             ("member", MEMBER_AT), ("team/member", MEMBER_AT), (MEMBER_AT, MEMBER_AT)]
 UNKNOWN = ["never", "team/never", "uid:0/never", "uid:0/@team/never", "other/member"]
 
 
@@ -33,12 +32,12 @@ class Team:
         self.kernel, self.directory = kernel, directory
         self.flag = directory / "read-now"
         self.counts = {name: rounds * [p for _, p in ADDRESSES].count(principal)
-                       for name, principal in (("plain", PLAIN), ("member", MEMBER))}
+                       for name, principal in (("plain", PLAIN_AT), ("member", MEMBER_AT))}
         self.manifest = directory / "team.yaml"
         self.manifest.write_text(
             f"name: team\nagents:\n  member:\n    script: {LATECOMER}\n"
             f"    args: ['{self.flag}', '{self.counts['member']}']\n"
-            f"    {PLAIN_SPEC.replace(chr(10), chr(10) + '  ')}\n")
+            f"    {PLAIN.replace(chr(10), chr(10) + '  ')}\n")
 
     def cli(self, *args: str) -> str:
         done = agentos(*args, "--socket", str(self.kernel.socket_path), cwd=self.directory)
@@ -58,7 +57,7 @@ class Team:
 def send_all(client: Client, tag: str) -> dict[str, list[str]]:
     """Mail to both agents by every address that names them (each body ``tag:address``), and
     to names no agent ever had; the bodies sent, by principal, in order."""
-    sent: dict[str, list[str]] = {PLAIN: [], MEMBER: []}
+    sent: dict[str, list[str]] = {PLAIN_AT: [], MEMBER_AT: []}
     for to, principal in ADDRESSES:
         reply = client._call(Op.SEND, {"to": to, "body": f"{tag}:{to}"})
         assert reply["to"] == principal, (to, reply)
