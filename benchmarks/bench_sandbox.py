@@ -169,9 +169,9 @@ def test_exec_round_trip(benchmark: Any, client: Client, kernel: KernelProcess, 
         calls = {"sandbox": lambda: sb.exec(ECHO).stdout,
                  "nsenter": lambda: subprocess.run(nsenter, capture_output=True, check=True).stdout}
         assert kernel.proc is not None
-        cpu_before = process_cpu_ns(kernel.proc.pid)
+        cpu_before = process_cpu_ns(kernel.pid)
         samples = _alternate(benchmark, calls, EXEC_ROUNDS)
-        kernel_cpu = (process_cpu_ns(kernel.proc.pid) - cpu_before) / (EXEC_ROUNDS + WARMUP)
+        kernel_cpu = (process_cpu_ns(kernel.pid) - cpu_before) / (EXEC_ROUNDS + WARMUP)
     p50, ref = statistics.median(samples["sandbox"]), statistics.median(samples["nsenter"])
     RESULTS["exec round trip"] = {"sandbox": _summary(samples["sandbox"]),
                                   "nsenter": _summary(samples["nsenter"]),
@@ -221,7 +221,7 @@ def test_idle_sandboxes_memory(benchmark: Any, client: Client, kernel: KernelPro
     """IDLE_SANDBOXES idle sandboxes at once, scaled down from the issue's 10,000."""
     assert kernel.proc is not None
     sandboxes: list[Any] = []
-    kernel_before = _rss_kib(kernel.proc.pid)
+    kernel_before = _rss_kib(kernel.pid)
     try:
         def start_all() -> None:
             for _ in range(IDLE_SANDBOXES):
@@ -234,7 +234,7 @@ def test_idle_sandboxes_memory(benchmark: Any, client: Client, kernel: KernelPro
         uss, pss = zip(*(_memory_kib(sb.info["pid"]) for sb in sandboxes))
         ids = {sb.id for sb in sandboxes}
         cgroup = [a["usage"]["memory_current"] for a in client.list_agents("running") if a["id"] in ids]
-        kernel_growth = _rss_kib(kernel.proc.pid) - kernel_before
+        kernel_growth = _rss_kib(kernel.pid) - kernel_before
     finally:
         for sb in sandboxes:
             sb.kill()

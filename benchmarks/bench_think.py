@@ -218,14 +218,14 @@ def test_kernel_added_think_latency(benchmark: Any, setup: Any, goals: Goals) ->
             # Alternate call by call so load from the rest of the machine hits both alike.
             direct_s: list[list[float]] = []
             kernel_s: list[list[float]] = []
-            cpu_before = process_cpu_ns(kernel.proc.pid)  # type: ignore[union-attr]
+            cpu_before = process_cpu_ns(kernel.pid)  # type: ignore[union-attr]
             for _ in range(LATENCY_BLOCKS):
                 direct_s.append([])
                 kernel_s.append([])
                 for _ in range(LATENCY_PAIRS):
                     direct_s[-1].append(await direct(session))
                     kernel_s[-1].append(await through_kernel(client))
-            kernel_cpu = process_cpu_ns(kernel.proc.pid) - cpu_before  # type: ignore[union-attr]
+            kernel_cpu = process_cpu_ns(kernel.pid) - cpu_before  # type: ignore[union-attr]
             return direct_s, kernel_s, kernel_cpu / (LATENCY_BLOCKS * LATENCY_PAIRS) / 1e9
 
     direct_s, kernel_s, cpu_per_think = asyncio.run(measure())

@@ -90,6 +90,7 @@ class Server:
         except BaseException:
             self.stop(check=False)
             raise
+        self.pid = self._serving_pid()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _STARTUP_TIMEOUT
@@ -109,7 +110,19 @@ class Server:
 
     def cpu_ns(self) -> int:
         """CPU time the server has used so far, all threads, in ns (from schedstat)."""
-        return process_cpu_ns(self.proc.pid)
+        return process_cpu_ns(self.pid)
+
+    def _serving_pid(self) -> int:
+        """The serving process: ``agentos kernel`` is the kernel's guardian, the kernel its child."""
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                            return int(entry)
+                except OSError:
+                    continue
+        return self.proc.pid
 
     def log(self) -> str:
         try:

@@ -124,7 +124,7 @@ def test_doctor_reports_the_host_and_the_kernel(keyless_kernel: KernelProcess, c
     hello = kernel.client().hello()["capabilities"]
     cgroups = by_check["cgroups"]
     assert cgroups["enforced"] == hello["processes"]["cgroups"]["enforceable"]
-    assert kernel.proc is not None and cgroups["detail"].startswith(f"the running kernel (pid {kernel.proc.pid})")
+    assert kernel.proc is not None and cgroups["detail"].startswith(f"the running kernel (pid {kernel.pid})")
     # The test kernel holds no LLM key, whatever this shell's environment says.
     assert by_check["LLM key"]["level"] == "warn"
     assert by_check["LLM key"]["detail"].startswith("the running kernel has no key for gemini")

@@ -1,6 +1,7 @@
-"""After ``kill -9`` of a kernel its agents' cgroups, and what an unsandboxed agent left running in
-them, remain until a kernel starts: ``agentos doctor`` names them, ``doctor --fix`` and
-``agentos down`` remove them (killing what runs there), without touching a live kernel's."""
+"""After ``kill -9`` of a kernel together with its guardian, its agents' cgroups, and what an
+unsandboxed agent left running in them, remain until a kernel starts: ``agentos doctor`` names
+them, ``doctor --fix`` and ``agentos down`` remove them (killing what runs there), without touching
+a live kernel's."""
 from __future__ import annotations
 
 import os
@@ -48,7 +49,7 @@ def _crashed_kernel_with_an_orphan(root: Path) -> tuple[list[Path], int]:
                         limits={"memory": None, "cpu": None, "pids": None})
     dirs = _cgroup_dirs(client, info["id"])
     escaped = _pid_of(pidfile)
-    dead.kill()
+    dead.kill_with_guardian()  # its guardian too: nothing cleans up after it
     assert all(d.exists() for d in dirs) and _alive(escaped)
     return dirs, escaped
 

@@ -30,7 +30,7 @@ def test_sort_json_and_plain_output(kernel, tmp_path: Path, capsys) -> None:  # 
     assert main(["top", *socket, "-n", "1", "--json", "--sort", "cpu"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     view = json.loads(line)
-    assert view["kernel"]["pid"] == kernel.proc.pid
+    assert view["kernel"]["pid"] == kernel.pid
     agents = view["agents"]
     if os.geteuid() == 0:  # a cgroup measures each agent's CPU from its first refresh
         assert agents[0]["name"] == "zz-busy" and all(isinstance(a["cpu_percent"], float) for a in agents)

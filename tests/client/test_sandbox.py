@@ -46,7 +46,7 @@ def kernel_children(k: KernelProcess, path: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == k.proc.pid and path.encode() in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == k.pid and path.encode() in cmdline:
             found.append(int(entry.name))
     return found
 

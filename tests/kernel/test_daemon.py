@@ -89,4 +89,6 @@ def test_hello_reports_identity_and_syscalls(kernel) -> None:  # type: ignore[no
     assert info["you"]["pid"] == os.getpid()
     assert info["you"]["uid"] == os.geteuid()
     assert {"NOOP", "HELLO"} <= set(info["syscalls"])
-    assert info["pid"] == kernel.proc.pid
+    # ``agentos kernel`` is the kernel's guardian: the kernel is its child.
+    with open(f"/proc/{info['pid']}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == kernel.proc.pid

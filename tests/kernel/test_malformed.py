@@ -79,14 +79,14 @@ def _settled_fds(kernel) -> int:  # type: ignore[no-untyped-def]
         warm.hello()
         warm.noop(b"warm")
     count = -1
-    while count != kernel_fds(kernel.proc.pid):
-        count = kernel_fds(kernel.proc.pid)
+    while count != kernel_fds(kernel.pid):
+        count = kernel_fds(kernel.pid)
         time.sleep(0.2)
     return count
 
 
 def test_truncated_frame_then_hangup(kernel, raw) -> None:  # type: ignore[no-untyped-def]
-    pid = kernel.proc.pid
+    pid = kernel.pid
     baseline = _settled_fds(kernel)
     for cut in (1, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 3):
         c = raw()
@@ -112,7 +112,7 @@ def test_slowloris_does_not_delay_others(kernel, raw) -> None:  # type: ignore[n
 
 
 def test_client_that_never_reads_is_throttled(kernel, raw) -> None:  # type: ignore[no-untyped-def]
-    pid = kernel.proc.pid
+    pid = kernel.pid
     rss_before = kernel_rss(pid)
     hog = raw()
     hog.sock.setblocking(False)
@@ -137,7 +137,7 @@ def test_client_that_never_reads_is_throttled(kernel, raw) -> None:  # type: ign
 
 
 def test_many_connections_leave_no_fds(kernel) -> None:  # type: ignore[no-untyped-def]
-    pid = kernel.proc.pid
+    pid = kernel.pid
     baseline = _settled_fds(kernel)
     socks = []
     for _ in range(200):

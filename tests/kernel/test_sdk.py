@@ -69,12 +69,12 @@ def test_other_calls_while_a_stream_is_open(demo_kernel) -> None:  # type: ignor
 def test_slow_stream_reader_is_backpressured(demo_kernel) -> None:  # type: ignore[no-untyped-def]
     from .conftest import kernel_rss
     c = demo_kernel.client()
-    rss0 = kernel_rss(demo_kernel.proc.pid)
+    rss0 = kernel_rss(demo_kernel.pid)
     # 2000 chunks of 64 KiB = 128 MiB if the kernel buffered them all.
     stream = c._stream(STREAM, {"count": 2000, "pad": 65536})
     next(stream)
     time.sleep(1.0)  # let the kernel run ahead as far as it will
-    growth = kernel_rss(demo_kernel.proc.pid) - rss0
+    growth = kernel_rss(demo_kernel.pid) - rss0
     assert growth < 48 * 1024 * 1024, f"kernel buffered {growth} bytes for a stalled stream"
     assert sum(1 for _ in stream) == 2000  # the rest, then END
 

@@ -163,7 +163,7 @@ def test_unknown_handles(kernel: Client, box: dict[str, Any]) -> None:
 def test_nothing_leaks(shared_kernel: KernelProcess, kernel: Client, box: dict[str, Any]) -> None:
     assert shared_kernel.proc is not None
     kernel.exec(box["name"], ["/bin/true"])
-    before = len(os.listdir(f"/proc/{shared_kernel.proc.pid}/fd"))
+    before = len(os.listdir(f"/proc/{shared_kernel.pid}/fd"))
     pids = []
     for _ in range(5):
         result = kernel.exec(box["name"], "echo $$")
@@ -172,10 +172,10 @@ def test_nothing_leaks(shared_kernel: KernelProcess, kernel: Client, box: dict[s
         kernel.exec_signal(handle["id"], "KILL")
         kernel.exec_wait(handle["id"])
     kernel.exec_list()  # a round trip: every exec above has been reaped
-    assert len(os.listdir(f"/proc/{shared_kernel.proc.pid}/fd")) == before
+    assert len(os.listdir(f"/proc/{shared_kernel.pid}/fd")) == before
     assert _only_the_agent_left(box)
     children = [p for p in os.listdir("/proc") if p.isdigit() and pid_alive(int(p))
-                and _ppid(int(p)) == shared_kernel.proc.pid]
+                and _ppid(int(p)) == shared_kernel.pid]
     assert all(_cmd(int(p)) != "sh" for p in children)
 
 

@@ -105,7 +105,7 @@ def test_kernel_sigterm_leaves_nothing_behind(tmp_path, sandboxed) -> None:  # t
         # Host pids (a sandboxed agent sees its own pid namespace): from the cgroups.
         pids = _cgroup_procs(kernel, stubborn["id"]) + _cgroup_procs(kernel, sleeper["id"])
         assert len(pids) == 3
-        cgroup_dirs = kernel_cgroup_dirs(kernel.proc.pid)
+        cgroup_dirs = kernel_cgroup_dirs(kernel.pid)
     finally:
         assert kernel.stop() == 0, kernel.log()
     assert "Traceback" not in kernel.log()
@@ -123,9 +123,9 @@ def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:  # typ
         info = client.spawn("orphan", agent("stubborn"), sandboxed=False, limits={"pids": 8})
         client.wait(id=info["id"], until="ready", timeout=60)
         pids = [int(p) for p in client.logs(id=info["id"]).split()[1:3]]
-        stale = kernel_cgroup_dirs(first.proc.pid)
+        stale = kernel_cgroup_dirs(first.pid)
     finally:
-        first.kill()  # a crash: no cleanup ran
+        first.kill_with_guardian()  # a crash its guardian cannot clean up after: no cleanup ran
     assert any(d.exists() for d in stale)
     with KernelProcess(tmp_path / "k2") as second:
         second.client().echo("up")  # started: stale subtrees are gone before it listens
@@ -145,7 +145,7 @@ def _first_report(client, agent_id: str) -> dict:  # type: ignore[no-untyped-def
 
 def _cgroup_procs(kernel, agent_id: str) -> list[int]:  # type: ignore[no-untyped-def]
     pids: set[int] = set()
-    for directory in kernel_cgroup_dirs(kernel.proc.pid):
+    for directory in kernel_cgroup_dirs(kernel.pid):
         pids.update(int(p) for p in (directory / agent_id / LEAF / "cgroup.procs").read_text().split())
     return sorted(pids)
 

@@ -227,14 +227,14 @@ def test_workers_are_reaped_when_idle_and_with_their_agent(kernel: Client,
     agent = kernel.spawn("fworkers", command=["/bin/sleep", "100000"])
     try:
         kernel.write_file("fworkers", "/tmp/x", b"x")
-        assert _workers(kernel_process.proc.pid)
+        assert _workers(kernel_process.pid)
         deadline = time.monotonic() + 60  # bounds a broken run only
-        while _workers(kernel_process.proc.pid):  # idle_timeout is 0.5 s here
+        while _workers(kernel_process.pid):  # idle_timeout is 0.5 s here
             assert time.monotonic() < deadline
             time.sleep(0.05)
         stream = kernel.watch("fworkers", "/tmp")
         assert next(iter(stream)).event == "ready"
-        pids = _workers(kernel_process.proc.pid)
+        pids = _workers(kernel_process.pid)
         assert len(pids) == 1
     finally:
         kernel.kill(id=agent["id"], grace=0)

@@ -83,7 +83,7 @@ def test_killing_a_paused_agent_completes_and_leaves_no_cgroup(client: Client,
     ended = client.kill("spin-kill", grace=5)
     assert ended["killed"] and ended["status"] == "killed"
     assert shared_kernel.proc is not None
-    for directory in kernel_cgroup_dirs(shared_kernel.proc.pid):
+    for directory in kernel_cgroup_dirs(shared_kernel.pid):
         assert not (directory / spinner["id"]).exists()
     assert client.pause(id=spinner["id"])["paused"] is False  # ended: nothing to pause
 

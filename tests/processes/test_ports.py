@@ -148,7 +148,7 @@ def test_an_agent_killed_mid_connection(kernel: Client) -> None:
 def test_unexpose_and_a_caller_hanging_up_leave_nothing(shared_kernel: KernelProcess, kernel: Client,
                                                         server: dict[str, Any]) -> None:
     assert shared_kernel.proc is not None
-    kernel_pid = shared_kernel.proc.pid
+    kernel_pid = shared_kernel.pid
     kernel.exposures()  # a round trip: earlier tests' exposures are gone
     before = len(os.listdir(f"/proc/{kernel_pid}/fd"))
     exposure = kernel.expose(server["name"], 8000, tcp=True)

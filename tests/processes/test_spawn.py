@@ -150,10 +150,10 @@ def test_limits_are_applied_and_reported(shared_kernel) -> None:  # type: ignore
     client.wait(id=info["id"], until="ready", timeout=60)
     usage = client.list_agents(name="limited")[0]["usage"]
     assert usage["pids_current"] >= 1 and usage["memory_current"] > 0
-    for directory in kernel_cgroup_dirs(shared_kernel.proc.pid):
+    for directory in kernel_cgroup_dirs(shared_kernel.pid):
         assert (directory / info["id"]).is_dir()
     client.kill(id=info["id"], grace=5)
-    for directory in kernel_cgroup_dirs(shared_kernel.proc.pid):
+    for directory in kernel_cgroup_dirs(shared_kernel.pid):
         assert not (directory / info["id"]).exists(), "the agent's cgroup outlived it"
 
 
@@ -233,7 +233,7 @@ def test_logs_are_size_capped(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_reaped_agents_leave_no_descriptors_in_the_kernel(shared_kernel) -> None:  # type: ignore[no-untyped-def]
     client = shared_kernel.client()
-    fd_dir = f"/proc/{shared_kernel.proc.pid}/fd"
+    fd_dir = f"/proc/{shared_kernel.pid}/fd"
     client.echo("accepted")  # our own connection is open on the kernel's side before counting
     before = len(os.listdir(fd_dir))
     infos = [client.spawn(f"fd-{i}", agent("printer"), args=["1", "0", "0"],

@@ -201,7 +201,7 @@ class HostileKernel:
     @property
     def pid(self) -> int:
         assert self.process.proc is not None
-        return self.process.proc.pid
+        return self.process.pid
 
     def script(self, name: str) -> str:
         return str(self.scripts / f"{name}.py")

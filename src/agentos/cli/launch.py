@@ -137,7 +137,7 @@ class StartedKernel:
             try:
                 return self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                kill_kernel_group(self.pid)
         return self.proc.wait()
 
     def exited(self, grace: float = 0.0) -> bool:
@@ -176,8 +176,22 @@ def stop_kernel_pid(pid: int, timeout: float = 30.0) -> bool:
         except ProcessLookupError:
             return True
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+    kill_kernel_group(pid)
     return True
+
+
+def kill_kernel_group(pid: int) -> None:
+    """SIGKILL a kernel deaf to SIGTERM. ``pid`` is its guardian (``agentos kernel``), whose death
+    only sends the kernel SIGTERM again: kill its process group (``up`` starts it in a session of
+    its own), the kernel with it. What its agents leave is for ``down``'s or the next kernel's
+    clean-up of dead kernels' cgroups."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def connect(args: argparse.Namespace) -> Client:

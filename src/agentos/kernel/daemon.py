@@ -292,7 +292,10 @@ class Kernel:
     async def _main(self, listener: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        stops = [signal.SIGTERM, signal.SIGINT]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+            stops.append(signal.SIGHUP)  # its terminal closed (the guardian passes it on too)
+        for sig in stops:
             self.loop.add_signal_handler(sig, self._stopping.set)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         started: list[Service] = []

@@ -31,7 +31,10 @@ class KernelProcess:
         #: What runs the kernel: ``agentos kernel`` unless a test wraps it.
         self.command = command or [sys.executable, "-m", "agentos", "kernel"]
         self.start_timeout = start_timeout
+        #: What the command started: ``agentos kernel`` is the kernel's guardian (kernel/guardian.py).
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The kernel's own pid (HELLO's), once started: not ``proc.pid`` under a guardian.
+        self.pid = 0
         self._clients: list[Client] = []
 
     def start(self) -> KernelProcess:
@@ -52,6 +55,8 @@ class KernelProcess:
                 self.kill()
                 raise RuntimeError(f"kernel did not listen within {self.start_timeout}s:\n{self.log()}")
             time.sleep(0.02)
+        with Client(self.socket_path, timeout=self.start_timeout) as hello:
+            self.pid = int(hello.hello()["pid"])
         return self
 
     def _connectable(self) -> bool:
@@ -105,10 +110,29 @@ class KernelProcess:
         assert allow_tracebacks or "Traceback" not in log, f"kernel logged a traceback:\n{log}"
 
     def kill(self) -> None:
-        """SIGKILL the kernel (a crash), leaving whatever it leaves."""
+        """SIGKILL the kernel (a crash); returns once its guardian has killed what it left and exited."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            if self.pid and self.pid != self.proc.pid:
+                os.kill(self.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()  # not started yet, or no guardian
             self.proc.wait()
+
+    def kill_with_guardian(self) -> None:
+        """SIGKILL the kernel and its guardian at once (its process group): nothing cleans up
+        after them, so what the kernel's agents left stays for the next kernel, ``down`` or
+        ``doctor --fix``."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            # Orphaned by its guardian, the kernel is pid 1's to reap; until then it is not dead
+            # to the next kernel (its instance's start time still reads the same).
+            deadline = time.monotonic() + self.start_timeout
+            while os.path.exists(f"/proc/{self.pid}"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the killed kernel (pid {self.pid}) was not reaped within "
+                                       f"{self.start_timeout}s")
+                time.sleep(0.02)
 
     def restart(self) -> KernelProcess:
         self.stop()

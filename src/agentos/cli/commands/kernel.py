@@ -1,4 +1,6 @@
-"""``agentos kernel``: run the kernel daemon in the foreground."""
+"""``agentos kernel``: run the kernel daemon in the foreground, under its guardian
+(``kernel/guardian.py``): this process waits for the kernel, a child of its own, and kills
+whatever the kernel leaves when it exits."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ...kernel.config import KernelConfig
     from ...kernel.daemon import Kernel, KernelAlreadyRunning
+    from ...kernel.guardian import guard_this_kernel
     from ..launch import private_runtime_dir
     from ..main import UserError
 
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_payload:
         config.max_payload = args.max_payload
     private_runtime_dir()
+    # From here on this process is the kernel's guardian, and the kernel its child.
+    guard_this_kernel(config.log_json)
     try:
         Kernel(config).run()
     except KernelAlreadyRunning as exc:
