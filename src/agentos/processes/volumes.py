@@ -158,14 +158,13 @@ class VolumeStore:
     def detach(self, agent_id: str) -> None:
         """``agent_id`` has ended: unmount each of its volumes no other agent uses."""
         with self._lock:
-            for volume in self._held.pop(agent_id, []):
-                key = (volume.grant.uid, volume.grant.project, volume.grant.name)
-                mounted = self._mounted.get(key)
-                if mounted is None:
-                    continue
-                mounted.users.discard(agent_id)
-                if not mounted.users:
-                    self._unmount(key)
+            self._held.pop(agent_id, None)
+            # By the mounts' users, not the agent's list: an attach that failed half-way counts too.
+            for key, mounted in list(self._mounted.items()):
+                if agent_id in mounted.users:
+                    mounted.users.discard(agent_id)
+                    if not mounted.users:
+                        self._unmount(key)
 
     def close(self) -> None:
         """Unmount everything (the kernel stops; its agents have ended)."""
@@ -187,6 +186,10 @@ class VolumeStore:
             self._create(image, directory, mount.size or DEFAULT_VOLUME_SIZE, where, allow_degraded)
         if image.exists():
             size = image.stat().st_size
+            if mount.size is not None and mount.size != size:
+                raise InvalidArgument(f"{where}.size: volume {mount.name!r} exists with {size} bytes, not "
+                                      f"{mount.size} (a volume keeps the size it was created with; remove it to "
+                                      "change that)", field=f"{where}.size")
             kind, source = "disk", self._mount(agent_id, (uid, project, mount.name), image)
         else:
             if not allow_degraded:
@@ -194,10 +197,6 @@ class VolumeStore:
                                   "(made by a kernel that had none); set allow_degraded to mount it",
                                   field=f"{where}.name")
             size, kind, source = mount.size or 0, "directory", directory
-        if mount.size is not None and kind == "disk" and mount.size != size:
-            raise InvalidArgument(f"{where}.size: volume {mount.name!r} exists with {size} bytes, not {mount.size} "
-                                  "(a volume keeps the size it was created with; remove it to change that)",
-                                  field=f"{where}.size")
         grant = VolumeGrant(uid, project, mount.name, size, not mount.read_only)
         return Attached(grant, VolumeBind(str(source), mount.path, mount.read_only), kind)
 
@@ -377,7 +376,8 @@ def _wait_detached(image: Path, name: str) -> None:
 def path_problem(path: str) -> str | None:
     """Why ``path`` can never be a volume's mount point (None: it may be, apart from the view's
     other paths): what SPAWN and the manifest both check."""
-    if not path.startswith("/") or os.path.normpath(path) != path or path == "/":
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system): refused by hand.
+    if not path.startswith("/") or os.path.normpath(path) != path or path == "/" or "//" in path:
         return "must be an absolute, normalized path below / (no '..', '.', '//' or trailing '/')"
     reserved = next((r for r in RESERVED_PATHS if inside(path, r)), None)
     if reserved is not None:
