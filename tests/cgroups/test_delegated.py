@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def systemd_scope(cgroupfs: FakeCgroupfs, offered: tuple[str, ...] = ALL, procs:
     for pid in procs:
         cgroupfs.write(directory / "cgroup.procs", str(pid))
     if delegated:
-        cgroupfs.delegate(directory, USER)
+        cgroupfs.delegate(directory)
     return directory
 
 
@@ -65,14 +66,19 @@ def layout_in(cgroupfs: FakeCgroupfs, own: str = SCOPE) -> Layout:
                   v2_own=f"/{own}")
 
 
-def user_driver(cgroupfs: FakeCgroupfs, own: str = SCOPE) -> V2Driver:
-    driver = open_driver(layout_in(cgroupfs, own), instance="1-1", uid=USER)
+def user_driver(cgroupfs: FakeCgroupfs, own: str = SCOPE, uid: int = USER) -> V2Driver:
+    driver = open_driver(layout_in(cgroupfs, own), instance="1-1", uid=uid)
     assert isinstance(driver, V2Driver), getattr(driver, "reason", driver)
     return driver
 
 
-def under(cgroupfs: FakeCgroupfs, directory: Path) -> list[str]:
+def under(directory: Path) -> list[str]:
+    """Every cgroup below ``directory``, relative to it."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_dir())
+
+
+def remove_stale_now(driver: V2Driver, stale: list[AgentCgroup]) -> bool:
+    return asyncio.run(remove_stale(driver, stale)).failed == []
 
 
 def test_the_kernels_own_cgroup_is_read_from_proc(tmp_path: Path) -> None:
@@ -117,12 +123,12 @@ def test_a_delegated_scope_gets_the_agents_and_every_limit(cgroupfs: FakeCgroupf
     assert (path / "cpu.max").read_text() == "50000 100000"
     agent.attach(2001)
     assert cgroupfs.procs(agent.leaves[0]) == [2001]
-    assert under(cgroupfs, scope) == sorted([KERNEL_LEAF, TOP, f"{TOP}/1-1", f"{TOP}/1-1/a1", f"{TOP}/1-1/a1/self"])
+    assert under(scope) == sorted([KERNEL_LEAF, TOP, f"{TOP}/1-1", f"{TOP}/1-1/a1", f"{TOP}/1-1/a1/self"])
     (agent.leaves[0] / "cgroup.procs").write_text("")  # the agent ended
     assert agent.remove()
     driver.stop()
     # As systemd made it: the processes back in the scope, no controller left on, nothing below.
-    assert under(cgroupfs, scope) == []
+    assert under(scope) == []
     assert sorted(cgroupfs.procs(scope)) == sorted(PROCS)
     assert cgroupfs.enabled(scope) == set()
 
@@ -139,7 +145,7 @@ def test_only_the_controllers_the_delegation_offers_are_enabled(cgroupfs: FakeCg
     assert not (agent.dirs[0] / "cpu.max").exists()
     assert agent.remove()
     driver.stop()
-    assert under(cgroupfs, scope) == [] and cgroupfs.enabled(scope) == set()
+    assert under(scope) == [] and cgroupfs.enabled(scope) == set()
 
 
 def test_a_delegation_without_controllers_still_tracks_and_freezes(cgroupfs: FakeCgroupfs) -> None:
@@ -155,7 +161,7 @@ def test_a_delegation_without_controllers_still_tracks_and_freezes(cgroupfs: Fak
     assert (agent.leaves[0] / "cgroup.freeze").read_text() == "1"
     assert agent.remove()
     driver.stop()
-    assert under(cgroupfs, scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)
+    assert under(scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)
 
 
 def test_an_undelegated_cgroup_is_left_alone_and_says_why(cgroupfs: FakeCgroupfs) -> None:
@@ -163,15 +169,14 @@ def test_an_undelegated_cgroup_is_left_alone_and_says_why(cgroupfs: FakeCgroupfs
     scope = systemd_scope(cgroupfs, delegated=False)
     driver = open_driver(layout_in(cgroupfs), instance="1-1", uid=USER)
     assert isinstance(driver, NoDriver)
+    mode = stat.S_IMODE(scope.stat().st_mode)
     assert driver.reason == (f"uid {USER} may not create cgroups in {cgroupfs.root / TOP}, and its own cgroup "
-                             f"{scope} is not delegated to uid {USER} (owned by uid {os.geteuid()}, mode 0755)")
+                             f"{scope} is not delegated to uid {USER} (owned by uid {os.geteuid()}, mode {mode:04o})")
     # Half a delegation (the directory, not its cgroup.subtree_control) is none either.
-    cgroupfs.delegate(scope, USER)
+    cgroupfs.delegate(scope)
     (scope / "cgroup.subtree_control").chmod(0o644)
-    if os.geteuid() == 0:
-        os.chown(scope / "cgroup.subtree_control", 0, -1)
     assert find_delegation(layout_in(cgroupfs), USER).root is None
-    assert sorted(cgroupfs.procs(scope)) == sorted(PROCS) and under(cgroupfs, scope) == []
+    assert sorted(cgroupfs.procs(scope)) == sorted(PROCS) and under(scope) == []
 
 
 def test_a_cgroup_an_agentos_kernel_made_for_an_agent_is_not_a_delegation(cgroupfs: FakeCgroupfs) -> None:
@@ -179,29 +184,23 @@ def test_a_cgroup_an_agentos_kernel_made_for_an_agent_is_not_a_delegation(cgroup
     outer = user_driver(cgroupfs)
     outer.start()
     agent = outer.create("a1", Limits())
-    cgroupfs.delegate(agent.leaves[0], USER)
+    cgroupfs.delegate(agent.leaves[0])
     # An agent running `agentos kernel`: rearranging its leaf would hide its processes from `outer`.
     inner = open_driver(layout_in(cgroupfs, f"{SCOPE}/{TOP}/1-1/a1/self"), instance="2-2", uid=USER)
     assert isinstance(inner, NoDriver)
     assert inner.reason.endswith(f"its own cgroup {agent.leaves[0]} is an agent's, made by an agentos kernel")
     assert agent.remove()
     outer.stop()
-    assert under(cgroupfs, scope) == []
+    assert under(scope) == []
 
 
 def test_root_and_a_user_given_agentos_keep_the_hierarchys_root(cgroupfs: FakeCgroupfs) -> None:
     systemd_scope(cgroupfs)
-    assert user_driver_for(cgroupfs, uid=0).roots == [cgroupfs.root]
+    assert user_driver(cgroupfs, uid=0).roots == [cgroupfs.root]
     cgroupfs.mkdir(cgroupfs.root / TOP)
-    cgroupfs.delegate(cgroupfs.root / TOP, USER)
-    driver = user_driver_for(cgroupfs, uid=USER)
+    cgroupfs.delegate(cgroupfs.root / TOP)
+    driver = user_driver(cgroupfs)
     assert driver.roots == [cgroupfs.root] and not driver.delegated
-
-
-def user_driver_for(cgroupfs: FakeCgroupfs, uid: int) -> V2Driver:
-    driver = open_driver(layout_in(cgroupfs), instance="1-1", uid=uid)
-    assert isinstance(driver, V2Driver)
-    return driver
 
 
 def test_a_second_kernel_of_the_scope_shares_its_tree_and_cleans_a_dead_ones(cgroupfs: FakeCgroupfs) -> None:
@@ -215,13 +214,9 @@ def test_a_second_kernel_of_the_scope_shares_its_tree_and_cleans_a_dead_ones(cgr
     stale = later.start()
     assert [cgroup.agent_id for cgroup in stale] == ["lost"]
     assert remove_stale_now(later, stale)
-    assert under(cgroupfs, scope / TOP) == ["1-1"]
+    assert under(scope / TOP) == ["1-1"]
     later.stop()
-    assert under(cgroupfs, scope) == []
-
-
-def remove_stale_now(driver: V2Driver, stale: list[AgentCgroup]) -> bool:
-    return asyncio.run(remove_stale(driver, stale)).failed == []
+    assert under(scope) == []
 
 
 def test_another_cgroup_in_the_scope_keeps_the_leaf(cgroupfs: FakeCgroupfs) -> None:
@@ -233,9 +228,9 @@ def test_another_cgroup_in_the_scope_keeps_the_leaf(cgroupfs: FakeCgroupfs) -> N
     first.stop()
     # The second kernel's agents still need the controllers and the leaf arrangement.
     assert cgroupfs.enabled(scope) == set(ALL) and cgroupfs.procs(scope) == []
-    assert under(cgroupfs, scope) == sorted([KERNEL_LEAF, TOP, f"{TOP}/2-2"])
+    assert under(scope) == sorted([KERNEL_LEAF, TOP, f"{TOP}/2-2"])
     second.stop()
-    assert under(cgroupfs, scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)
+    assert under(scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)
 
 
 @pytest.mark.parametrize("module, name", [(base, "write"), (v2_module, "write"), (base, "mkdir")],
@@ -256,7 +251,7 @@ def test_every_failure_of_start_leaves_the_scope_as_systemd_made_it(cgroupfs: Fa
             fail_at(patch, module, name, at)
             with pytest.raises(OverflowError):
                 user_driver(cgroupfs).start()
-        assert under(cgroupfs, scope) == [], f"call {at} of {name}"
+        assert under(scope) == [], f"call {at} of {name}"
         assert sorted(cgroupfs.procs(scope)) == sorted(PROCS), f"call {at} of {name}"
         assert cgroupfs.enabled(scope) == set(), f"call {at} of {name}"
 
@@ -276,4 +271,4 @@ def test_a_process_that_cannot_be_moved_fails_the_start_with_its_pid(cgroupfs: F
     with pytest.raises(CgroupError, match=f"cannot move process 1002 from the delegated cgroup {scope}"):
         user_driver(cgroupfs).start()
     # ... and what had moved is back.
-    assert under(cgroupfs, scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)
+    assert under(scope) == [] and sorted(cgroupfs.procs(scope)) == sorted(PROCS)

@@ -111,7 +111,7 @@ def find_delegation(layout: Layout, uid: int, groups: Collection[int] = ()) -> D
     if own is None:
         return Delegation(reason=f"its own cgroup ({layout.v2_own or 'none'}) is not under the v2 mount "
                                  f"{layout.v2_mount}")
-    if own.name == KERNEL_LEAF and own.parent != layout.v2_mount and is_delegated(own.parent, uid, groups):
+    if own.name == KERNEL_LEAF and is_delegated(own.parent, uid, groups):
         own = own.parent
     parts = PurePosixPath(own).parts
     if any(part == TOP and base.is_instance_name(after) for part, after in zip(parts, parts[1:])):
