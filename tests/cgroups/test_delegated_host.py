@@ -12,8 +12,10 @@ a v1/v2 hybrid: ``/sys/fs/cgroup/unified``): the kernel's choice of the v2 drive
 its delegated cgroup over the v1 hierarchies it may not write, its move of itself and its
 zygote into the ``kernel`` leaf, agents' processes in their own leaves below, PAUSE (the
 freezer is a core file, no controller needed), KILL of a whole tree (``cgroup.kill``), the
-isolation report and ``doctor`` saying the limits are NOT enforced, and that nothing remains
-once the kernel stops. The controllers themselves (enabling memory, pids and cpu in the
+isolation report and ``doctor`` saying the limits are NOT enforced, that nothing remains
+once the kernel stops, and that after a ``kill -9`` (guardian included) the next kernel, started
+in the leaf as the scope's shell would be, roots itself in the delegated cgroup, removes the dead
+kernel's tree and, stopping last, puts the cgroup back as it was. The controllers themselves (enabling memory, pids and cpu in the
 delegated cgroup, limits written, partial delegations) are covered by test_delegated.py on the
 fake cgroupfs only. On a host whose hierarchy offers controllers below ``agentos/``, the same
 test expects those enforced.
@@ -61,9 +63,13 @@ class Delegated:
         assert mount is not None
         return f"/{self.path.relative_to(mount)}"
 
-    def command(self, *argv: str) -> list[str]:
-        """``argv`` run as the user, from inside the delegated cgroup."""
-        return ["/bin/sh", "-c", _ENTER, str(self.path), *wrapper(self.user.uid, self.user.gid), *argv]
+    def command(self, *argv: str, within: str = "") -> list[str]:
+        """``argv`` run as the user, from inside the delegated cgroup (or its cgroup ``within``)."""
+        return ["/bin/sh", "-c", _ENTER, str(self.path / within), *wrapper(self.user.uid, self.user.gid), *argv]
+
+    def kernel(self, within: str = "") -> KernelProcess:
+        return KernelProcess(self.home, command=self.command(sys.executable, "-m", "agentos", "kernel", within=within),
+                             env={"GEMINI_API_KEY": "", "GOOGLE_API_KEY": "", "OPENAI_API_KEY": ""})
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +171,7 @@ def assert_as_delegated(delegated: Delegated) -> None:
 
 def test_a_normal_users_kernel_runs_its_agents_in_its_delegated_cgroup(delegated: Delegated) -> None:
     enforced = offered(delegated)
-    kernel = KernelProcess(delegated.home, command=delegated.command(sys.executable, "-m", "agentos", "kernel"),
-                           env={"GEMINI_API_KEY": "", "GOOGLE_API_KEY": "", "OPENAI_API_KEY": ""})
+    kernel = delegated.kernel()
     kernel.start()
     try:
         assert kernel.proc is not None
@@ -233,4 +238,28 @@ def test_doctor_run_there_without_a_kernel_tries_it_and_leaves_it_as_it_was(dele
                                       f"{delegated.path},"), check
     assert check["enforced"] == offered(delegated), check
     # The doctor's shell has exited; its trial kernel cgroups and leaf are gone with it.
+    assert_as_delegated(delegated)
+
+
+def test_the_next_kernel_of_the_scope_cleans_what_a_killed_one_left(delegated: Delegated) -> None:
+    crashed = delegated.kernel()
+    crashed.start()
+    with crashed.client(timeout=120) as client:
+        dead = client.hello()["capabilities"]["processes"]["cgroups"]["instance"]
+        client.spawn("tree", command=["/bin/sh", "-c", "sleep 1000 & exec sleep 1001"], allow_degraded=True,
+                     limits=LIMITS)
+    crashed.kill_with_guardian()  # nothing cleans up after it
+    assert [p.name for p in (delegated.path / TOP / dead).iterdir() if p.is_dir()] != []
+    # The scope's processes are in the leaf the killed kernel made: the next kernel starts there,
+    # takes the delegated cgroup (the leaf's parent) for its root, and finds the dead kernel's tree.
+    kernel = delegated.kernel(within=KERNEL_LEAF)
+    kernel.start()
+    try:
+        with kernel.client(timeout=120) as client:
+            cgroups = client.hello()["capabilities"]["processes"]["cgroups"]
+            assert cgroups["roots"] == [str(delegated.path)] and cgroups["delegated"] is True, cgroups
+            assert sorted(p.name for p in (delegated.path / TOP).iterdir() if p.is_dir()) == [cgroups["instance"]]
+    finally:
+        kernel.stop_checked()
+    # It found the leaf made and undid the arrangement as the last kernel of the scope.
     assert_as_delegated(delegated)
