@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout
 from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
+from ..permissions.capabilities import Capability
 from ..permissions.principal import project_segment
 from ..permissions.registry import Permissions
 from ..permissions.service import permissions_of
@@ -391,9 +392,17 @@ class MessagingService:
         permissions = self._permissions()
 
         def visible(topic: str, event: dict[str, Any]) -> bool:
-            # A mailbox's events follow DEAD_LETTERS' rule: its owner and admins (now, not at
-            # SUBSCRIBE: SET_PERMS may have changed who is one).
-            return topic != MAIL_DEAD or event.get("principal") == owner or permissions.is_admin(identity)
+            # Decided per event, not at SUBSCRIBE: SET_PERMS may have changed who may see what.
+            if topic == MAIL_DEAD:
+                # A mailbox's events follow DEAD_LETTERS' rule: its owner and admins.
+                return event.get("principal") == owner or permissions.is_admin(identity)
+            if topic.startswith("agent."):
+                # LIST's rule, so an agent's existence leaks through events no more than there.
+                agent_id = event.get("id")
+                if isinstance(agent_id, str):
+                    return permissions.may_observe(identity, agent_id)
+                return permissions.holds(identity, Capability.OBSERVE)
+            return True
 
         sub = self.pubsub.open(owner, patterns, visible)
         try:

@@ -208,6 +208,13 @@ class Permissions:
             current = self._agents.get(current.parent)
         return False
 
+    def may_observe(self, identity: Identity, agent_id: str) -> bool:
+        """Whether ``identity`` may see the agent ``agent_id`` (in LIST, WAIT, LOGS and its
+        ``agent.*`` events): itself and its descendants, any agent with ``observe``."""
+        if agent_id == identity.agent_id or self.holds(identity, Capability.OBSERVE):
+            return True
+        return self.is_descendant(agent_id, caller_id(identity))
+
     def check_kill(self, identity: Identity, target_agent_id: str, action: str = "kill") -> None:
         """Raise PermissionDenied unless ``identity`` may kill (or ``action``: pause, resume)
         ``target_agent_id``: admins may do it to anything, others only to their own descendants."""

@@ -486,8 +486,7 @@ class ProcessService:
         permissions = self._permissions()
         if permissions is None or permissions.holds(identity, Capability.OBSERVE):
             return lambda agent: True
-        me = caller_id(identity)
-        return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)
+        return lambda agent: permissions.may_observe(identity, agent.id)
 
     def _ancestor_of(self, identity: Identity) -> Callable[[Agent], bool]:
         """Which agents ``identity`` spawned (or descend from what it spawned); all for an admin."""
