@@ -10,6 +10,7 @@ images, mounts below the instance directories.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any, cast
 
 import pytest
 
-from agentos import Client
+from agentos import AsyncClient, Client
 from agentos.errors import InvalidArgument, PermissionDenied, SyscallError
 from agentos.processes.request import HOST, SpawnRequest, outside_user
 from agentos.processes.volumes import VolumeGrant
@@ -222,6 +223,29 @@ def test_the_cli_lists_and_removes_volumes_and_down_volumes_removes_the_projects
     assert down.returncode == 0 and "1 volumes" in down.stdout, down
     assert client.list_volumes("cli") == []
     assert not (kernel.state_dir / "volumes" / "0" / "cli").exists()
+
+
+def test_a_sandboxs_session_outlives_it_through_both_clients(kernel: KernelProcess) -> None:
+    """A sandbox keeps a cell's files in a volume at /workspace (its cwd); the next sandbox,
+    started by the other client, finds them; both clients list and remove the volume."""
+    volume = data("notebook", "/workspace", size="8Mi")
+    with kernel.client() as client, client.sandbox(volumes=volume) as sb:
+        assert sb.exec("pwd").stdout == b"/workspace\n"
+        assert sb.run_code("open('state.txt', 'w').write('kept')").error is None
+
+    async def later() -> tuple[str | None, list[dict[str, Any]], dict[str, Any]]:
+        async with await AsyncClient.connect(kernel.socket_path, timeout=60) as aclient:
+            async with aclient.sandbox(volumes=data("notebook", "/workspace")) as sb:
+                text = (await sb.run_code("open('state.txt').read()")).text
+            await asyncio.to_thread(wait_unmounted, kernel.state_dir)
+            listed = await aclient.list_volumes("")
+            return text, listed, await aclient.remove_volume("notebook", project="")
+
+    text, listed, removed = asyncio.run(later())
+    assert text == "'kept'"
+    assert [v["name"] for v in listed] == ["notebook"] and listed[0]["project"] is None
+    assert [v["name"] for v in removed["removed"]] == ["notebook"]
+    assert kernel.client().list_volumes("") == []
 
 
 def test_a_volume_outlives_a_kernel_restart(tmp_path: Path) -> None:

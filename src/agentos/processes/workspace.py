@@ -14,8 +14,11 @@ allocated in the parent's file system (where the parent agent cannot see it), so
 a parent's size bounds its whole subtree on disk, as its memory limit does in
 memory. A reservation goes when its child ends.
 
+Named volumes (``processes.volumes``) are mounted in the same instance directory, with the
+same helpers, and their leftovers go the same way.
+
 The instance directory becomes a shared mount (a bind of itself) when the first
-workspace is made: embryo sandboxes are forked, with a copy of the host's mount
+workspace or volume is mounted: embryo sandboxes are forked, with a copy of the host's mount
 table, before the workspace they will bind exists, and only propagation shows it
 to them; a workspace's unmount reaches those copies the same way. An embryo
 forked before the shared mount itself existed cannot see any workspace: its

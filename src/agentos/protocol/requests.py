@@ -618,8 +618,9 @@ class VolumesRequest(Request):
     action: Literal["ls", "inspect", "rm"] | UnsetType = UNSET
     #: The volume (``inspect``, ``rm``).
     name: VolumeName | UnsetType = UNSET
-    #: Its project; ``""`` is no project. ``ls`` without it lists every project's.
-    project: ProjectName | Literal[""] | None | UnsetType = UNSET
+    #: Its project; ``""`` is no project. ``ls`` without it lists every project's. (One pattern:
+    #: msgspec tries only one of several str types, so ``Literal[""]`` beside it never matched.)
+    project: Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?$")] | None | UnsetType = UNSET
     #: Another uid's volumes (admins only); the caller's own when absent.
     uid: Annotated[int, Meta(ge=0, le=0xFFFFFFFE)] | UnsetType = UNSET
 
