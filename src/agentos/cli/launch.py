@@ -99,14 +99,18 @@ class StartedKernel:
         self.log_path = state_dir / "kernel.log"
         with open(self.log_path, "ab") as log:
             # Its own session: Ctrl-C in this terminal is ours to handle, and -d leaves it running.
+            # ``proc`` is the kernel's guardian (kernel/guardian.py); the kernel is its child.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agentos", "kernel", "--manifest", str(manifest.path),
                  "--socket", str(socket)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        #: The kernel's own pid, from its HELLO once it serves.
+        self.kernel_pid: int | None = None
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The kernel's pid once it serves (what ``down`` and ``ps`` show), its guardian's before."""
+        return self.kernel_pid or self.proc.pid
 
     async def connect(self) -> AsyncClient:
         """Wait until the kernel serves; a kernel that dies or stays silent is an error with its log."""
@@ -117,7 +121,7 @@ class StartedKernel:
                 client = await AsyncClient.connect(self.socket)
                 # Its socket listens before its services have started (and before SIGTERM is handled
                 # gracefully): only an answer says it serves.
-                await client.hello()
+                self.kernel_pid = int((await client.hello())["pid"])
                 return client
             except (AgentOSError, OSError):
                 if client is not None:
@@ -137,7 +141,14 @@ class StartedKernel:
             try:
                 return self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                kill_kernel_group(self.pid)
+                try:
+                    if self.kernel_pid is not None:
+                        os.kill(self.kernel_pid, signal.SIGKILL)  # its guardian then kills what it left
+                    else:
+                        # Both: the guardian's death would only ask the kernel to stop once more.
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         return self.proc.wait()
 
     def exited(self, grace: float = 0.0) -> bool:
@@ -176,22 +187,8 @@ def stop_kernel_pid(pid: int, timeout: float = 30.0) -> bool:
         except ProcessLookupError:
             return True
         time.sleep(0.05)
-    kill_kernel_group(pid)
+    os.kill(pid, signal.SIGKILL)  # its guardian then kills what it left
     return True
-
-
-def kill_kernel_group(pid: int) -> None:
-    """SIGKILL a kernel deaf to SIGTERM. ``pid`` is its guardian (``agentos kernel``), whose death
-    only sends the kernel SIGTERM again: kill its process group (``up`` starts it in a session of
-    its own), the kernel with it. What its agents leave is for ``down``'s or the next kernel's
-    clean-up of dead kernels' cgroups."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def connect(args: argparse.Namespace) -> Client:

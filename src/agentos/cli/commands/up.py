@@ -87,7 +87,6 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
         client = await AsyncClient.connect(socket)
     except KernelNotRunning:
         kernel = StartedKernel(manifest, socket)
-        print(f"started a kernel (pid {kernel.pid}) on {socket}, logging to {kernel.log_path}", flush=True)
         try:
             finished, connected = await _unless(stop, kernel.connect())
         except BaseException:
@@ -97,6 +96,8 @@ async def _up(manifest: Manifest, args: argparse.Namespace) -> int:
             kernel.stop()
             return 130
         client = connected
+        # Once it serves: its pid (HELLO's, not its guardian's) is what down and ps show.
+        print(f"started a kernel (pid {kernel.pid}) on {socket}, logging to {kernel.log_path}", flush=True)
     team = Team(manifest, client, socket, Painter(wants_colour(sys.stdout)), show_output=not args.detach,
                 grace=args.grace, project=args.project, force_recreate=args.force_recreate)
     if args.exit_code_from is not None and args.exit_code_from not in team.members:
