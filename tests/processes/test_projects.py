@@ -42,6 +42,9 @@ def test_two_projects_run_an_agent_of_the_same_name(kernel) -> None:  # type: ig
     with pytest.raises(AlreadyExists):
         client.spawn("runner", SLEEPER, project="alpha")
     assert [a["id"] for a in client.list_agents(project="alpha")] == [alpha["id"]]
+    loose = client.spawn("loose-runner", SLEEPER)
+    assert [a["id"] for a in client.list_agents(project="", status="running")] == [loose["id"]]
+    client.kill(id=loose["id"], grace=1)
     assert [a["id"] for a in client.list_agents(name="beta/runner")] == [beta["id"]]
     assert {a["id"] for a in client.list_agents(name="runner")} == {alpha["id"], beta["id"]}
 

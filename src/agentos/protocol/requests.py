@@ -65,6 +65,9 @@ Count: TypeAlias = Annotated[int, Meta(ge=1, le=1 << 31)]
 AgentName: TypeAlias = Annotated[str, Meta(pattern=AGENT_NAME_PATTERN)]
 AgentRefName: TypeAlias = Annotated[str, Meta(pattern=AGENT_REF_PATTERN)]
 ProjectName: TypeAlias = Annotated[str, Meta(pattern=PROJECT_PATTERN)]
+#: A project, or ``""`` for no project. One pattern: msgspec tries only one of several str
+#: types, so ``Literal[""]`` beside ``ProjectName`` never matched.
+ProjectFilter: TypeAlias = Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?$")]
 VolumeName: TypeAlias = Annotated[str, Meta(pattern=VOLUME_NAME_PATTERN)]
 Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
 AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -218,7 +221,7 @@ class ListRequest(Request):
     status: _STATUS | list[_STATUS] | None | UnsetType = UNSET
     name: AgentRefName | None | UnsetType = UNSET
     #: Only this project's agents; ``""`` only agents of no project.
-    project: ProjectName | Literal[""] | None | UnsetType = UNSET
+    project: ProjectFilter | None | UnsetType = UNSET
 
 
 class WaitRequest(_AgentRef, kw_only=True):
@@ -618,9 +621,8 @@ class VolumesRequest(Request):
     action: Literal["ls", "inspect", "rm"] | UnsetType = UNSET
     #: The volume (``inspect``, ``rm``).
     name: VolumeName | UnsetType = UNSET
-    #: Its project; ``""`` is no project. ``ls`` without it lists every project's. (One pattern:
-    #: msgspec tries only one of several str types, so ``Literal[""]`` beside it never matched.)
-    project: Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?$")] | None | UnsetType = UNSET
+    #: Its project; ``""`` is no project. ``ls`` without it lists every project's.
+    project: ProjectFilter | None | UnsetType = UNSET
     #: Another uid's volumes (admins only); the caller's own when absent.
     uid: Annotated[int, Meta(ge=0, le=0xFFFFFFFE)] | UnsetType = UNSET
 
