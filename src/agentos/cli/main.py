@@ -26,6 +26,7 @@ COMMANDS = [
     "spawn",
     "think",
     "top",
+    "dashboard",
     "doctor",
     "audit",
     "mail",
