@@ -91,7 +91,7 @@ def test_names_are_unique_unless_given_and_templates_are_refused(client: Client)
         first.kill()
         second.kill()
     with pytest.raises(InvalidArgument) as refused:
-        client.sandbox(template="datascience")
+        client.sandbox(template="datascience").start()  # the kernel has no such template
     assert refused.value.details.get("field") == "template"
 
 

@@ -49,7 +49,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.MODELS: (),
     Op.SPAWN: ("name", "script", "command", "args", "env", "cwd", "sandboxed", "network", "limits",
                "allow_degraded", "capabilities", "writable_paths", "readonly_paths", "hostname", "egress",
-               "timeout", "idle_timeout", "project", "workspace", "volumes"),
+               "timeout", "idle_timeout", "project", "workspace", "volumes", "template"),
     Op.KILL: ("id", "name", "grace", "wait"),
     Op.PAUSE: ("id", "name"),
     Op.RESUME: ("id", "name"),

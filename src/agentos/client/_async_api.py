@@ -184,33 +184,37 @@ class AsyncClientMethods(abc.ABC):
 
     async def exec(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
                    stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
-                   cwd: str | None = None, timeout: float | str | None = None) -> _exec.ExecResult:
+                   cwd: str | None = None, timeout: float | str | None = None,
+                   user: int | str | None = None) -> _exec.ExecResult:
         """Run ``command`` (an argv list, or a string for ``/bin/sh -c``) inside the running agent
         ``agent`` (or ``id``), confined as the agent is, and wait for it: its stdout, stderr,
-        exit code or signal. ``timeout`` seconds of wall time kill its process group
-        (``timed_out``). ``env`` adds to the agent's environment; ``cwd`` is in the agent's view."""
-        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd, timeout=timeout)
+        exit code or signal. ``timeout`` seconds of wall time kill its process tree
+        (``timed_out``). ``env`` adds to the agent's environment; ``cwd`` is in the agent's view.
+        ``user``: the agent's own (default) or ``"nobody"`` (a lesser uid, where the agent's
+        isolation allows it); any other is ``permission_denied``."""
+        request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd, timeout=timeout,
+                                     user=user)
         return await self._exec_collect(request)
 
     def exec_stream(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
                     stdin: bytes | str | None = None, env: Mapping[str, str] | None = None,
                     cwd: str | None = None, timeout: float | str | None = None,
-                    pty: tuple[int, int] | None = None) -> _exec.AsyncExecStream:
+                    pty: tuple[int, int] | None = None, user: int | str | None = None) -> _exec.AsyncExecStream:
         """``exec`` as a stream of ``(stream, bytes)`` pairs as the command writes them;
         ``.result`` afterwards. Leaving it early kills the command."""
         request = _exec.exec_request(agent, command, id=id, stdin=stdin, env=env, cwd=cwd,
-                                     timeout=timeout, pty=pty)
+                                     timeout=timeout, pty=pty, user=user)
         return _exec.AsyncExecStream(self._stream(Op.EXEC, request, raw=True))
 
     async def exec_start(self, agent: str | None, command: str | Sequence[str], *, id: str | None = None,
                          stdin: bytes | str | None = None, stdin_open: bool = False,
                          env: Mapping[str, str] | None = None, cwd: str | None = None,
                          timeout: float | str | None = None,
-                         pty: tuple[int, int] | None = None) -> dict[str, Any]:
+                         pty: tuple[int, int] | None = None, user: int | str | None = None) -> dict[str, Any]:
         """Start ``command`` in the background: its handle (``id``) at once. Its latest output is
         kept until someone attaches; ``stdin_open`` keeps stdin open for ``exec_input``."""
         request = _exec.exec_request(agent, command, id=id, stdin=stdin, stdin_open=stdin_open, env=env,
-                                     cwd=cwd, timeout=timeout, background=True, pty=pty)
+                                     cwd=cwd, timeout=timeout, background=True, pty=pty, user=user)
         return await self._call(Op.EXEC, request)
 
     def exec_attach(self, exec_id: str) -> _exec.AsyncExecStream:
@@ -286,8 +290,8 @@ class AsyncClientMethods(abc.ABC):
                 allow_degraded: bool = False) -> AsyncSandbox:
         """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
         and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
-        and ``kill()``). A unique name unless ``name``; ``template`` must be None (none exist yet).
-        Options as ``spawn``'s."""
+        and ``kill()``). A unique name unless ``name``; ``template`` one of the kernel's templates
+        (its root under the view, its modules preloaded). Options as ``spawn``'s."""
         request = _sandbox.sandbox_request(
             template, name=name, limits=limits, network=network, timeout=timeout,
             idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
@@ -633,29 +637,30 @@ class AsyncSandbox:
 
     async def exec(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
                    env: Mapping[str, str] | None = None, cwd: str | None = None,
-                   timeout: float | str | None = None) -> _exec.ExecResult:
+                   timeout: float | str | None = None, user: int | str | None = None) -> _exec.ExecResult:
         """Run ``command`` (argv list, or a string for ``/bin/sh -c``) in the sandbox and wait:
-        stdout, stderr, exit code or signal (the client's ``exec``)."""
+        stdout, stderr, exit code or signal (the client's ``exec``; ``user="nobody"`` for a
+        lesser uid)."""
         return await self._client.exec(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
-                                       timeout=timeout)
+                                       timeout=timeout, user=user)
 
     def exec_stream(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
                     env: Mapping[str, str] | None = None, cwd: str | None = None,
                     timeout: float | str | None = None,
-                    pty: tuple[int, int] | None = None) -> _exec.AsyncExecStream:
+                    pty: tuple[int, int] | None = None, user: int | str | None = None) -> _exec.AsyncExecStream:
         """``exec`` as ``(stream, bytes)`` pairs as the command writes them (``exec_stream``)."""
         return self._client.exec_stream(None, command, id=self.id, stdin=stdin, env=env, cwd=cwd,
-                                        timeout=timeout, pty=pty)
+                                        timeout=timeout, pty=pty, user=user)
 
     async def exec_start(self, command: str | Sequence[str], *, stdin: bytes | str | None = None,
                          stdin_open: bool = False, env: Mapping[str, str] | None = None,
                          cwd: str | None = None, timeout: float | str | None = None,
-                         pty: tuple[int, int] | None = None) -> dict[str, Any]:
+                         pty: tuple[int, int] | None = None, user: int | str | None = None) -> dict[str, Any]:
         """Start ``command`` in the background: its handle for the client's ``exec_attach``,
         ``exec_input``, ``exec_signal`` and ``exec_wait``."""
         return await self._client.exec_start(None, command, id=self.id, stdin=stdin,
                                              stdin_open=stdin_open, env=env, cwd=cwd,
-                                             timeout=timeout, pty=pty)
+                                             timeout=timeout, pty=pty, user=user)
 
     async def pause(self) -> dict[str, Any]:
         """Freeze the sandbox, its execs and its interpreter (no CPU) until ``resume``."""

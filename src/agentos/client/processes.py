@@ -23,7 +23,7 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   volumes: Sequence[Mapping[str, Any]] | None = None,
                   timeout: float | str | None = None,
                   idle_timeout: float | str | None = None,
-                  project: str | None = None) -> dict[str, Any]:
+                  project: str | None = None, template: str | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command``.
 
     Args:
@@ -57,6 +57,9 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
             ``"10m"``).
         idle_timeout: Time without a syscall of its own after which the kernel kills it.
         project: The team it belongs to (an agent's children are always in its own).
+        template: One of the kernel's templates (``sandbox.templates``, listed in HELLO's
+            ``capabilities.processes.templates``): its root directory read-only under the view,
+            and forked by its zygote with its ``preload`` modules already imported.
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -99,6 +102,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["timeout"] = timeout
     if idle_timeout is not None:
         payload["idle_timeout"] = idle_timeout
+    if template is not None:
+        payload["template"] = template
     return payload
 
 

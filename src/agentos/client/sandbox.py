@@ -28,8 +28,6 @@ from . import processes as _processes
 IDLE = str(Path(__file__).resolve().parents[1] / "sandbox" / "idle.py")
 #: The interpreter ``run_code`` starts inside a sandbox (by EXEC, with the kernel's Python).
 INTERPRETER = str(Path(__file__).resolve().parents[1] / "sandbox" / "interpreter.py")
-#: Templates the kernel prepares (none yet: the templates work is its own).
-TEMPLATES: frozenset[str] = frozenset()
 #: Bytes of stdout and of stderr a cell keeps by default; the rest is counted in ``dropped``.
 MAX_OUTPUT = 1 << 20
 #: Bytes of rich outputs (``display``, figures) one cell may bring back.
@@ -48,15 +46,13 @@ def sandbox_request(template: str | None, *, name: str | None,
                     readonly_paths: Sequence[str], workspace: int | str | Mapping[str, Any] | None,
                     allow_degraded: bool,
                     volumes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The SPAWN of a sandbox: the idle program, sandboxed, under a unique name."""
-    if template is not None and template not in TEMPLATES:
-        raise InvalidArgument(f"template {template!r}: no such template (known: {sorted(TEMPLATES)})",
-                              field="template")
+    """The SPAWN of a sandbox: the idle program, sandboxed, under a unique name, from ``template``
+    (one of the kernel's ``sandbox.templates``, which checks it) if named."""
     return _processes.spawn_request(
         name or f"sandbox-{secrets.token_hex(6)}", IDLE, sandboxed=True, network=network,
         limits=limits, timeout=timeout, idle_timeout=idle_timeout, env=env,
         writable_paths=writable_paths, readonly_paths=readonly_paths, workspace=workspace,
-        volumes=volumes, allow_degraded=allow_degraded)
+        volumes=volumes, allow_degraded=allow_degraded, template=template)
 
 
 def interpreter_request(sandbox_id: str, python: str) -> dict[str, Any]:

@@ -132,6 +132,8 @@ class AgentSpec:
     #: A volume's name, mounted at /workspace as the agent's cwd.
     workspace: str | None = _default(schema.AGENT, "workspace")
     volumes: tuple[Volume, ...] = _default(schema.AGENT, "volumes")
+    #: One of the kernel's templates (``sandbox.templates``).
+    template: str | None = _default(schema.AGENT, "template")
     depends_on: tuple[str, ...] = _default(schema.AGENT, "depends_on")
     #: Read by ``agentos up`` only: the kernel never sees it.
     expect: str = _default(schema.AGENT, "expect")
@@ -184,6 +186,8 @@ class AgentSpec:
             request["timeout"] = self.timeout
         if self.idle_timeout is not None:
             request["idle_timeout"] = self.idle_timeout
+        if self.template is not None:
+            request["template"] = self.template
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
 from ..protocol.requests import (AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, PROJECT_PATTERN,
-                                 VOLUME_NAME_PATTERN)
+                                 TEMPLATE_NAME_PATTERN, VOLUME_NAME_PATTERN)
 
 #: Agent names: the wire's rule, so a name SPAWN takes is a name a manifest takes.
 NAME_PATTERN = AGENT_NAME_PATTERN
@@ -25,6 +25,9 @@ PROJECT_NAME_PATTERN = PROJECT_PATTERN
 
 #: Named volumes: the wire's rule.
 VOLUME_PATTERN = VOLUME_NAME_PATTERN
+
+#: Templates (the kernel's ``sandbox.templates``): the wire's rule.
+TEMPLATE_PATTERN = TEMPLATE_NAME_PATTERN
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
 CAPABILITIES = (*(c.value for c in Capability), "state")
@@ -210,6 +213,11 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
           "`{name, path, size, read_only}`: directories with a disk quota (`size`, set when the volume is "
           "created: default 1Gi) that outlive the agent and the kernel. Needs a root kernel (a rootless "
           "one gives a plain directory without a quota, only with `allow_degraded`).", (), default_doc="[]"),
+    Field("template", Type.STRING, "One of the kernel's templates (`kernel.sandbox.templates`): the agent "
+          "sees the template's `root` read-only under its usual view, and a script agent is forked with the "
+          "template's `preload` modules already imported (docs/sandboxes.md, Templates). The kernel refuses a "
+          "name it does not have, and one whose root lies outside what the spawner may read.", None,
+          default_doc="none"),
     Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
     Field("expect", Type.CHOICE, "How the agent is expected to end, for `agentos up`'s exit status: `exited` "
           "(exit 0), `failed` (a non-zero exit, a signal, or restarts given up), `oom_killed` (killed at its "
@@ -247,6 +255,11 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
 
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
 SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision")
+_SUBSYSTEM_DOCS = {
+    "sandbox": "Templates: `templates: {NAME: {root, preload, python_path, env, eager}}`, "
+               "`template_zygotes` (4) and `template_zygote_memory` (1Gi); see Templates below. Checked here, "
+               "relative paths from the manifest's directory.",
+}
 
 KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is running.", (
     Field("socket", Type.PATH, "Unix socket the kernel listens on.", None,
@@ -255,8 +268,8 @@ KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is runnin
           default_doc="$AGENTOS_STATE_DIR, /var/lib/agentos for root, else ~/.local/state/agentos"),
     Field("log_level", Type.CHOICE, "Kernel log level.", "INFO", choices=LOG_LEVELS),
     Field("llm", Type.SECTION, KERNEL_LLM.doc, section=KERNEL_LLM),
-    *(Field(name, Type.SETTINGS, f"Settings for the {name} subsystem, passed through unchanged.", {},
-            default_doc="{}") for name in SUBSYSTEMS),
+    *(Field(name, Type.SETTINGS, _SUBSYSTEM_DOCS.get(name, f"Settings for the {name} subsystem, passed "
+            "through unchanged."), {}, default_doc="{}") for name in SUBSYSTEMS),
 ))
 
 MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignored, to hold YAML anchors.", (

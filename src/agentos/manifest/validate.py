@@ -25,6 +25,7 @@ from ..processes.request import MIN_WORKSPACE
 from ..processes.volumes import path_problem
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
+from ..sandbox.templates import TemplateSettings, absolute_paths
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
@@ -34,6 +35,7 @@ from .schema import Field, Section, Type
 
 _NAME = re.compile(schema.NAME_PATTERN)
 _PROJECT = re.compile(schema.PROJECT_NAME_PATTERN)
+_TEMPLATE = re.compile(schema.TEMPLATE_PATTERN)
 _VOLUME = re.compile(schema.VOLUME_PATTERN)
 #: The keys of a volume written as a mapping, and how its size is read.
 _VOLUME_KEYS = ("name", "path", "size", "read_only")
@@ -216,6 +218,9 @@ class _Validator:
             raise self.invalid(node.mark, f"name: {value!r} is not a valid project name",
                                "use lower-case letters, digits and '-', at most 63, starting with a "
                                "letter or digit")
+        if f.key == "template" and not _TEMPLATE.match(value):
+            raise self.invalid(node.mark, f"{where}: {value!r} is not a valid template name",
+                               "use letters, digits, '-', '_' and '.', at most 63, starting with a letter or digit")
         if f.key == "hostname" and not _NAME.match(value):
             raise self.invalid(node.mark, f"{where}: {value!r} is not a valid hostname",
                                "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")
@@ -563,6 +568,18 @@ class _Validator:
                 self.error(mark, f"{where}: {path} is both writable and readonly", "list it in only one of them")
         return Sandbox(**values)
 
+    def finish_kernel(self, parsed: _Parsed, where: str) -> KernelSection:
+        """The sandbox settings checked as the kernel will check them, relative paths made absolute."""
+        values = parsed.values
+        if "sandbox" in values:
+            values["sandbox"] = absolute_paths(values["sandbox"], self.base_dir)
+            try:
+                TemplateSettings.from_section(values["sandbox"])
+            except ValueError as exc:
+                self.error(parsed.value_marks["sandbox"], f"kernel.{exc}",
+                           "fix it (docs/sandboxes.md, Templates); relative paths start at the manifest's directory")
+        return KernelSection(**values)
+
     def finish_restart(self, parsed: _Parsed, where: str) -> Restart:
         values = parsed.values
         if values.get("policy") == "never" or not parsed.given("policy"):
@@ -676,5 +693,5 @@ _FINISH: dict[str, Callable[[_Validator, _Parsed, str], Any]] = {
     schema.AGENT_LLM.path: _build(AgentLLM),
     schema.READINESS.path: _Validator.finish_readiness,
     schema.KERNEL_LLM.path: _build(KernelLLM),
-    schema.KERNEL.path: _build(KernelSection),
+    schema.KERNEL.path: _Validator.finish_kernel,
 }

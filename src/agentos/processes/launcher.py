@@ -16,7 +16,8 @@ PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "PYT
 
 
 def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PASSED_ENV) -> dict[str, str]:
-    """The agent's environment: a few host variables, the request's, then the kernel's own."""
+    """The agent's environment: a few host variables, its template's, the request's, then the
+    kernel's own."""
     env = {key: os.environ[key] for key in passed if key in os.environ}
     env.setdefault("PATH", os.defpath)
     # Unbuffered so LOGS shows output as it happens, not when a buffer fills.
@@ -26,6 +27,8 @@ def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PA
         # /tmp is the one place it may always write. TMPDIR likewise names a host directory.
         env["HOME"] = "/tmp"
         env.pop("TMPDIR", None)
+    if request.template is not None:
+        env = request.template.agent_env(env)
     env.update(request.env)
     env.update({"AGENTOS_FD": str(AGENT_FD), "AGENTOS_AGENT_ID": agent_id,
                 "AGENTOS_AGENT_NAME": request.name})
@@ -71,4 +74,4 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         agent_uid=agent_uid,
         before_exec=before_exec,
     )
-    return launcher.launch(spec)
+    return launcher.launch(spec, request.template.name if request.template is not None else None)

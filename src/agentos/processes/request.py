@@ -13,7 +13,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..protocol.requests import (
 )
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
+from ..sandbox.templates import Template
 from .volumes import VolumeGrant, VolumeMount, path_problem
 from ..units import parse_bytes, parse_cpu, parse_duration
 
@@ -150,6 +151,8 @@ class SpawnRequest:
     #: agent's), None for an outside client's own.
     volumes: list[VolumeMount] = field(default_factory=list)
     volume_owner: int | None = None
+    #: The kernel's template it starts from (``sandbox.templates``), if it named one.
+    template: Template | None = None
 
     def confinement(self, system: Iterable[str], agent_uid: int | None,
                     volumes: tuple[VolumeGrant, ...] = ()) -> Confinement:
@@ -163,10 +166,12 @@ class SpawnRequest:
             readable: tuple[Bind, ...] = (("/", None),)
             writable: tuple[Bind, ...] = (("/", None),)
         else:
-            own = [*self.readonly_paths]
+            own = [*self.readonly_paths, *(self.template.python_path if self.template else ())]
             if self.script is not None:
                 own.append(os.path.dirname(self.script))
-            readable = (*((p, agent_uid) for p in system),
+            # A template's root is shown as it is, never idmapped: the agent reads it as one of the others.
+            base = [self.template.root] if self.template is not None and self.template.root is not None else []
+            readable = (*((p, agent_uid) for p in [*system, *base]),
                         *((p, _acts_as(p, agent_uid, readonly=True)) for p in own),
                         *((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths))
             writable = tuple((p, _acts_as(p, agent_uid, readonly=False)) for p in self.writable_paths)
@@ -178,8 +183,10 @@ class SpawnRequest:
                            deadline=self.deadline, volumes=volumes)
 
     @classmethod
-    def parse(cls, wire: SpawnRequestWire, parent: Confinement) -> SpawnRequest:
-        """Resolve ``wire`` on this host and check it is no looser than ``parent``."""
+    def parse(cls, wire: SpawnRequestWire, parent: Confinement,
+              templates: Mapping[str, Template] | None = None) -> SpawnRequest:
+        """Resolve ``wire`` on this host and check it is no looser than ``parent``; ``templates``
+        are the kernel's (``sandbox.templates``)."""
         sandboxed = _flag(wire.sandboxed, True)
         if not sandboxed and parent is not HOST:
             raise PermissionDenied("sandboxed: only an admin (an outside client of the kernel's uid) "
@@ -239,13 +246,14 @@ class SpawnRequest:
         restart = msgspec.to_builtins(wire.restart) if wire.restart else None
         timeout, deadline = _timeout(_given(wire.timeout), parent.deadline)
         idle_timeout = _seconds(_given(wire.idle_timeout), "idle_timeout")
+        template = _template(_given(wire.template), sandboxed, parent, templates or {})
         return cls(name=name, argv=argv, script=path, env=env, cwd=cwd, limits=limits,
                    default_limits=defaults, tmp_size=tmp_size, sandboxed=sandboxed, network=network,
                    allow_degraded=allow_degraded, writable_paths=writable, readonly_paths=readonly,
                    hostname=hostname, llm=llm, capabilities=_given(wire.capabilities),
                    egress=_given(wire.egress), restart=restart, workspace=workspace,
                    timeout=timeout, deadline=deadline, idle_timeout=idle_timeout, volumes=volumes,
-                   volume_owner=volume_owner)
+                   volume_owner=volume_owner, template=template)
 
 
 def parse_grace(request: KillRequest, default: float) -> float:
@@ -429,6 +437,27 @@ def _volumes(wire: list[VolumeWire] | None, sandboxed: bool, workspace: bool,
             owner = grant.uid
         mounts.append(VolumeMount(entry.name, path, size, read_only))
     return mounts, owner
+
+
+def _template(name: str | None, sandboxed: bool, parent: Confinement,
+              templates: Mapping[str, Template]) -> Template | None:
+    """The template asked for: one of the kernel's, whose root and python_path the spawner could
+    ask for itself as readonly_paths (so a template never shows a child more than its spawner
+    sees: an agent may use its own template, and any other within its view)."""
+    if name is None:
+        return None
+    template = templates.get(name)
+    if template is None:
+        raise InvalidArgument(f"template: no template {name!r} (the kernel's: {sorted(templates) or 'none'})",
+                              field="template", template=name)
+    if template.root is not None and not sandboxed:
+        raise InvalidArgument(f"template: {name!r} has a root, shown in a sandboxed agent's own view only; "
+                              "drop sandboxed: false", field="template")
+    for path in [*([template.root] if template.root is not None else []), *template.python_path]:
+        if not parent.sees(path):
+            raise PermissionDenied(f"template: {name!r} shows {path}, which is outside the spawner's view",
+                                   field="template", template=name)
+    return template
 
 
 def _timeout(value: Any, ceiling: float | None) -> tuple[float | None, float | None]:

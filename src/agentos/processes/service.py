@@ -50,6 +50,7 @@ from ..protocol.requests import (
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from ..sandbox.spec import WORKSPACE_PATH, reap
+from ..sandbox.templates import TemplateSettings
 from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
@@ -95,7 +96,11 @@ class ProcessService:
         self.ledger = Ledger(kernel.config.state_dir / "agents.db")
         self.layout = Layout()
         self.driver: CgroupDriver = NoDriver("not started")
-        self.launcher = Launcher()
+        try:
+            templates = TemplateSettings.from_section(kernel.config.section("sandbox"))
+        except ValueError as exc:
+            raise ValueError(f"kernel configuration: {exc}") from None
+        self.launcher = Launcher(templates=templates)
         self.workspaces = Workspaces(kernel.config.state_dir)
         self.volume_store = VolumeStore(kernel.config.state_dir, self.workspaces)
         self._background: set[asyncio.Task[None]] = set()
@@ -183,6 +188,8 @@ class ProcessService:
                 # The interpreter agents' scripts run in, bound into every sandbox's view:
                 # what a client execs to run Python inside an agent (run_code).
                 "python": sys.executable,
+                # Each template of sandbox.templates, and its zygote's pid, rss and pss while one runs.
+                "templates": self.launcher.templates.report(),
                 "workspace": {"disk_quota": no_disk is None, **({"reason": no_disk} if no_disk else {})}}
 
     # -- syscalls --------------------------------------------------------------------
@@ -198,7 +205,7 @@ class ProcessService:
         its confinement (sandbox, network, view, limits, budgets), capabilities and egress.
         """
         parent = self._spawning_agent(caller)
-        request = SpawnRequest.parse(wire, self._confinement(caller, parent))
+        request = SpawnRequest.parse(wire, self._confinement(caller, parent), self.launcher.templates.templates)
         self._check_no_mask_is_writable(request)
         check_mount_points(request.volumes, self._view_paths(request))
         permissions = self._permissions()

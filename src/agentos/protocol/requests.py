@@ -29,10 +29,12 @@ from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
 from .constants import Op, op_name
 
 __all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
-           "REQUESTS", "Request", "SpawnRequestWire", "decode_object", "decode_request"]
+           "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request"]
 
 #: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+#: Template names (``sandbox.templates`` of the kernel configuration).
+TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 #: Project names (a team, as compose has them): a short DNS label, lower case.
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 #: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
@@ -180,6 +182,8 @@ class SpawnRequestWire(Request):
     idle_timeout: Seconds | None | UnsetType = UNSET
     #: The team it belongs to (an agent's children are always in its own).
     project: ProjectName | None | UnsetType = UNSET
+    #: A template of the kernel's (``sandbox.templates``): its root under the view, its modules preloaded.
+    template: Annotated[str, Meta(pattern=TEMPLATE_NAME_PATTERN)] | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):
@@ -265,6 +269,11 @@ class TerminalWire(Struct, forbid_unknown_fields=True, kw_only=True):
     cols: _TerminalSide = 80
 
 
+#: An exec's ``user``: a uid, or a user name (letters, digits, ``_.-``) or a uid as text.
+ExecUser: TypeAlias = (Annotated[int, Meta(ge=0, le=0xFFFFFFFE)]
+                       | Annotated[str, Meta(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$")])
+
+
 class ExecRequest(_AgentRef, kw_only=True):
     """EXEC: run ``argv`` (or ``cmd`` through ``/bin/sh -c``) inside the agent ``id``/``name``;
     or ``attach`` to a running or ended exec; or ``list`` the execs the caller may see."""
@@ -283,6 +292,8 @@ class ExecRequest(_AgentRef, kw_only=True):
     background: bool | UnsetType = UNSET
     pty: TerminalWire | None | UnsetType = UNSET
     attach: ExecId | None | UnsetType = UNSET
+    #: Who to run as: the agent's user (default), or ``nobody``/65534 where that widens nothing.
+    user: ExecUser | None | UnsetType = UNSET
     #: ``list`` on the wire (a field named so would hide the type in this class).
     listing: bool | UnsetType = msgspec.field(default=UNSET, name="list")
 

@@ -28,6 +28,7 @@ from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan, entry_plan, make_plan
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import Launched, SandboxError, SandboxSpec
+from agentos.sandbox.templates import Template, TemplateSettings, TemplateZygotes
 from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote
 
 __all__ = ["Launcher"]
@@ -81,11 +82,13 @@ class Launcher:
     """
 
     def __init__(self, *, preload: tuple[str, ...] = DEFAULT_PRELOAD, setup_timeout: float = 30.0,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, templates: TemplateSettings | None = None) -> None:
         """``env`` is the zygote's whole environment (default: the base variables of
-        ``zygote.BASE_ENV``); every agent descends from it. Agents get their spec's."""
+        ``zygote.BASE_ENV``); every agent descends from it. Agents get their spec's.
+        ``templates``: the templates ``launch`` may be asked for, each with a zygote of its own."""
         self.setup_timeout = setup_timeout
         self._zygote = Zygote(preload, env=env)
+        self.templates = TemplateZygotes(templates or TemplateSettings(), env)
         self._owner: _Owner | None = None
         self._lock = threading.Lock()
         self._devnull = -1
@@ -107,7 +110,7 @@ class Launcher:
     def embryo_pids(self) -> list[int]:
         """Children the zygote forked ahead of time for the next agents (reaped by ``close``)."""
         with self._lock:
-            return self._zygote.embryo_pids
+            return [*self._zygote.embryo_pids, *self.templates.embryo_pids()]
 
     def start(self) -> None:
         """Start the zygote (about 0.1-0.3 s, once)."""
@@ -119,10 +122,17 @@ class Launcher:
             self._owner = _Owner()
             self._owner.start()
         self._owner.call(self._zygote.start)
+        self.templates.start_eager(self._start_zygote)
+
+    def _start_zygote(self, zygote: Zygote) -> None:
+        # On the owner thread, as every zygote: its agents' parent-death signal is tied to it.
+        assert self._owner is not None
+        self._owner.call(zygote.start)
 
     def close(self) -> None:
-        """Stop the zygote; agents still running get SIGKILL (their parent-death signal)."""
+        """Stop the zygotes; agents still running get SIGKILL (their parent-death signal)."""
         self._zygote.close()
+        self.templates.close()
         if self._owner is not None:
             self._owner.stop()
             self._owner = None
@@ -137,44 +147,68 @@ class Launcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def launch(self, spec: SandboxSpec) -> Launched:
-        """Start one agent as ``spec`` says; raises ``SandboxError(step, errno, message)``
+    def launch(self, spec: SandboxSpec, template: str | None = None) -> Launched:
+        """Start one agent as ``spec`` says, from ``template`` if named (its root under the view,
+        its python_path bound, forked by its zygote); raises ``SandboxError(step, errno, message)``
         for any failure before the agent runs (nothing is left behind then)."""
-        plan, report = make_plan(spec, self.support, self._new_root)
+        chosen: Template | None = None
+        if template is not None:
+            chosen = self.templates.templates.get(template)
+            if chosen is None:
+                raise SandboxError("template", errno.ENOENT, f"no template {template!r}")
+            spec = dataclasses.replace(spec, readonly_paths=[*spec.readonly_paths, *chosen.python_path])
+        plan, report = make_plan(spec, self.support, self._new_root, base=chosen.root if chosen else None)
         report["spawn"] = "zygote" if spec.python_script else "exec"
+        if chosen is not None:
+            report["template"] = chosen.name
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
-        launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report)
+        launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report, template)
         launched.entry = entry_plan(plan)
         return launched
 
     def enter(self, entry: Plan, target_pidfd: int, argv: list[str], env: dict[str, str], cwd: str, *,
               stdin_fd: int, stdout_fd: int, stderr_fd: int, terminal: bool = False,
-              before_exec: Callable[[int], None] | None = None) -> Launched:
+              before_exec: Callable[[int], None] | None = None, run_as: tuple[int, int] | None = None,
+              control_fd: int | None = None) -> Launched:
         """Start ``argv`` inside a running agent (EXEC): ``entry`` is its ``Launched.entry``,
         ``target_pidfd`` its pidfd. The process joins the agent's namespaces and is confined as
         the agent is; ``before_exec(pid)`` places it in the agent's cgroup. The caller reaps it.
 
         ``terminal``: the three descriptors are a terminal, made the controlling one.
+        ``run_as``: (uid, gid) instead of the agent's (the caller decided it is no wider).
+        ``control_fd``: the process stays as the command's subreaper, driven over this socket
+        (``sandbox/subreaper.py``).
         Raises ``SandboxError`` as ``launch`` does (``cwd``, ``exec``: the agent's view has no
         such directory or program).
         """
-        plan = dataclasses.replace(entry, argv=list(argv), env=dict(env), cwd=cwd, terminal=terminal)
-        fds = [stdin_fd, stdout_fd, stderr_fd, *([target_pidfd] if plan.join else [])]
+        plan = dataclasses.replace(entry, argv=list(argv), env=dict(env), cwd=cwd, terminal=terminal,
+                                   run_as=run_as or entry.run_as, subreaper=control_fd is not None)
+        fds = [stdin_fd, stdout_fd, stderr_fd, *([control_fd] if control_fd is not None else []),
+               *([target_pidfd] if plan.join else [])]
         return self._start(plan, fds, before_exec, {"entered": True})
 
     def _start(self, plan: Plan, fds: list[int], before_exec: Callable[[int], None] | None,
-               report: dict[str, Any]) -> Launched:
+               report: dict[str, Any], template: str | None = None) -> Launched:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             # The agent's argv and env go to the child directly, never through the zygote: whatever
             # the zygote once held stays in its memory, which every later agent is forked from.
             _send_request(ours, plan.argv, plan.env)
             private = dataclasses.replace(plan, argv=[], env={})
-            with theirs, self._lock:
-                if not self._zygote.alive and self._owner is not None:
-                    self._zygote.close()
-                    self._owner.call(self._zygote.start)  # the zygote died: a new one
-                pid, pidfd = self._zygote.spawn(private, [theirs.fileno(), *fds])
+            with theirs:
+                if template is None:
+                    with self._lock:
+                        if not self._zygote.alive and self._owner is not None:
+                            self._zygote.close()
+                            self._owner.call(self._zygote.start)  # the zygote died: a new one
+                        pid, pidfd = self._zygote.spawn(private, [theirs.fileno(), *fds])
+                else:
+                    # Started (or replaced, when it died) here; its lock held through the spawn.
+                    zygote, lock = self.templates.acquire(template, self._start_zygote)
+                    try:
+                        pid, pidfd = zygote.spawn(private, [theirs.fileno(), *fds])
+                    finally:
+                        lock.release()
             launched = Launched(pid=pid, pidfd=pidfd, isolation=report)
             try:
                 ours.settimeout(self.setup_timeout)

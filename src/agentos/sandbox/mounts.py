@@ -118,7 +118,7 @@ def default_system_ops() -> tuple[MountOp, ...]:
 def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], writable_paths: list[str],
                 workdir: str | None, tmp_size: int | None, masked_paths: Iterable[str] = (),
                 agent_ids: tuple[int, int] | None = None, workspace: str | int | None = None,
-                volumes: Iterable[VolumeBind] = ()) -> View:
+                volumes: Iterable[VolumeBind] = (), base: str | None = None) -> View:
     """The ordered mount ops of one agent's view; parents always come before children.
 
     ``agent_ids``: the (uid, gid) the agent runs as when that is not the caller's own
@@ -126,7 +126,8 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     owner shown as the agent (every writable one, and read-only ones closed to others).
     ``workspace``: a host directory bound writable at ``WORKSPACE_PATH``, or the size of a
     private tmpfs there. ``volumes``: the kernel's directories of named volumes, each bound at its
-    own path (read-only or not), idmapped as any bind.
+    own path (read-only or not), idmapped as any bind. ``base``: a template's root directory
+    shown read-only under all of it (``_base_ops``).
     """
     if system_paths is None:
         system = list(default_system_ops())
@@ -153,6 +154,8 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     if merged.get("/", MountOp("none", "/")).kind == "bind":
         # The symlinked system dirs are at the top: a bind of / shows the host's own links there.
         merged = {dest: op for dest, op in merged.items() if op.kind != "symlink"}
+    if base is not None:
+        merged.update({op.dest: op for op in _base_ops(base, [*merged, "/proc", "/dev"])})
     binds = [op for op in merged.values() if op.kind == "bind"]
     # Resolved like the caller's: a mask lands where the secret really is, on a path the
     # child reaches without following a symlink.
@@ -165,6 +168,35 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     ops = [MountOp("proc", "/proc"), MountOp("dev", "/dev"), *_by_depth(under), *_by_depth(hidden),
            *_by_depth(sheltered), *_by_depth(forced)]
     return View(tuple(ops), tuple(owners), tuple(sorted(op.dest for op in [*hidden, *forced])))
+
+
+def _base_ops(base: str, taken: list[str]) -> list[MountOp]:
+    """A template root under the view: each entry of ``base`` bound read-only at the same path
+    under /, except where the view has a path of its own (``taken``), which wins with all that
+    is beneath it. A directory holding a path of the view is not bound but gone into, so its
+    other entries show around it, and no mount point is ever made inside the template.
+    Symlinks are made again as symlinks (resolved in the view); sockets, FIFOs and devices
+    are left out."""
+    ops: list[MountOp] = []
+
+    def walk(relative: str) -> None:
+        try:
+            entries = sorted(os.scandir(base + relative), key=lambda e: e.name)
+        except OSError:
+            return  # gone, or unreadable even for us: nothing to show
+        for entry in entries:
+            dest = f"{relative}/{entry.name}"
+            if any(inside(dest, path) for path in taken):
+                continue
+            if entry.is_symlink():
+                ops.append(MountOp("symlink", dest, os.readlink(entry.path)))
+            elif entry.is_dir(follow_symlinks=False) and any(inside(path, dest) for path in taken):
+                walk(dest)
+            elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                ops.append(MountOp("bind", dest, entry.path))
+
+    walk("")
+    return ops
 
 
 def default_masks(binds: list[MountOp]) -> list[str]:

@@ -69,12 +69,17 @@ class Plan:
     join: int = 0
     #: stdin is a terminal: make it the controlling terminal of the new session.
     terminal: bool = False
+    #: Stay as the command's child subreaper (``sandbox/subreaper.py``, EXEC): a control
+    #: socket follows the three descriptors.
+    subreaper: bool = False
 
 
-def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tuple[Plan, dict[str, Any]]:
+def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "",
+              base: str | None = None) -> tuple[Plan, dict[str, Any]]:
     """Validate ``spec`` against this host; the plan and its isolation report.
 
-    ``new_root`` is the empty directory a mount namespace builds its root on.
+    ``new_root`` is the empty directory a mount namespace builds its root on; ``base`` a
+    template's read-only root, shown under the view (``mounts.plan_mounts``).
     """
     spec.validate()
     cwd = spec.cwd or spec.workdir or "/"
@@ -114,6 +119,8 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
         unavailable("workspace", "it is bound into the agent's own mount namespace, which it has not")
     if spec.volumes and "mount" not in names:
         unavailable("volumes", "they are bound into the agent's own mount namespace, which it has not")
+    if base is not None and "mount" not in names:
+        unavailable("template root", "it is shown in the agent's own mount namespace, which it has not")
     plan.clone_flags = clone_flags(names)
     report["namespaces"] = names
     if "user" in names:
@@ -137,7 +144,7 @@ def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "") -> tu
         view = plan_mounts(system_paths=spec.system_paths, readonly_paths=readonly,
                            writable_paths=spec.writable_paths, workdir=spec.workdir, tmp_size=spec.tmp_size,
                            masked_paths=spec.masked_paths, agent_ids=plan.run_as, workspace=spec.workspace,
-                           volumes=spec.volumes)
+                           volumes=spec.volumes, base=base)
         plan.view = view_program(view.ops, new_root)
         plan.idmaps = view.idmaps
         report["masked"] = list(view.masked)

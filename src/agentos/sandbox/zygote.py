@@ -78,6 +78,8 @@ class Zygote:
         #: The zygote's whole environment (None: ``base_env()`` when it starts).
         self.env = env
         self.support: HostSupport | None = None
+        #: Preloaded modules that failed to import (their agents import them, or fail, themselves).
+        self.missing: tuple[str, ...] = ()
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         #: Children forked ahead of time (ours to reap if never used). Pids, not pidfds, so an
@@ -116,8 +118,21 @@ class Zygote:
             status = self._process.wait()
             self.close()
             raise SandboxError("zygote", errno.ECHILD, f"zygote exited during start (status {status})")
-        _, _, support = pickle.loads(message)
-        self.support = support
+        _, _, support, missing = pickle.loads(message)
+        self.support, self.missing = support, tuple(missing)
+
+    def memory(self) -> dict[str, int]:
+        """The zygote's resident memory, ``rss`` and ``pss`` in bytes (its pages shared with the
+        agents it forked count once in all of theirs); empty when it is not running."""
+        if self._process is None:
+            return {}
+        try:
+            with open(f"/proc/{self._process.pid}/smaps_rollup") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines()[1:] if ":" in line)
+        except OSError:
+            return {}
+        return {key: int(fields[name].split()[0]) * 1024 for key, name in (("rss", "Rss"), ("pss", "Pss"))
+                if name in fields}
 
     @property
     def embryo_pids(self) -> list[int]:
@@ -221,16 +236,17 @@ def main() -> None:
     # Terminal signals are the kernel's to handle; agents reset them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
+    missing = []
     for name in filter(None, preload.split(",")):
         try:
             importlib.import_module(name)
         except ImportError:
-            pass  # a preload is an optimisation: the agent imports it (or fails) itself
+            missing.append(name)  # a preload is an optimisation: the agent imports it (or fails) itself
     support = probe()
     sys.stdout.flush()
     gc.collect()
     gc.freeze()
-    sock.send(pickle.dumps(("ready", os.getpid(), support)))
+    sock.send(pickle.dumps(("ready", os.getpid(), support, missing)))
     _serve(sock)
 
 
