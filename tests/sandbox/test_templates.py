@@ -17,7 +17,7 @@ from agentos import Client
 from agentos.errors import InvalidArgument
 from agentos.manifest import ManifestError, loads
 from agentos.sandbox.templates import TemplateSettings
-from tests.security.conftest import MODES, HostileKernel, Users, hostile_kernel_in, users  # noqa: F401 - fixture
+from tests.security.conftest import API_KEY, MODES, HostileKernel, Users, hostile_kernel_in, users  # noqa: F401
 
 AGENTS = Path(__file__).parent / "agents"
 #: What the guardian logs when the kernel left processes behind (kernel/guardian.py).
@@ -153,6 +153,9 @@ def test_preloaded_modules_are_in_the_agent_and_it_never_imported_them(kernel: H
     assert seen["env"] == "ds" and seen["pythonpath"].startswith(str(Path(kernel.scripts).parent / "ds" / "py"))
     assert seen["_agent"]["status"] == "exited"
     assert zygote["rss"] > 0 and 0 < zygote["pss"] <= zygote["rss"]
+    # Its environment block, which every agent it forks keeps, is the base one: not the kernel's key.
+    environ = Path(f"/proc/{zygote['pid']}/environ").read_bytes()
+    assert API_KEY.encode() not in environ and b"GEMINI_API_KEY" not in environ
     plain = _probe(kernel, "plain")
     assert plain["marker_imported_in"] is None and plain["env"] is None
 
