@@ -11,7 +11,7 @@ import pytest
 from agentos.permissions.capabilities import Capability
 from agentos.permissions.policy import STATE_OPS, required_capability
 from agentos.protocol import Op
-from agentos.protocol.reference import AREAS, FORMATS, blocks, main, splice
+from agentos.protocol.reference import AREAS, COMMON_FIELDS, FORMATS, blocks, main, splice
 from agentos.protocol.requests import REQUESTS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -73,7 +73,13 @@ def test_every_declared_field_has_a_row() -> None:
         section = _area_sections()[AREAS[op >> 4]]
         table = section.split(f"**{op.name}** (`0x{int(op):02x}`) request", 1)[1].split("\n**", 1)[0]
         for path in paths(info):
-            assert f"| `{path}` |" in table, f"{op.name}.{path}"
+            where = _common_block() if path in COMMON_FIELDS else table
+            assert f"| `{path}` |" in where, f"{op.name}.{path}"
+
+
+def _common_block() -> str:
+    """The table of the fields every request takes (``Request``'s own), shown once."""
+    return DOC.split("<!-- requests:common:start -->", 1)[1].split("<!-- requests:common:end -->", 1)[0]
 
 
 def test_needs_column_is_what_the_permission_guard_requires() -> None:

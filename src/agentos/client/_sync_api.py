@@ -13,7 +13,7 @@ import abc
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Iterable, Mapping, Sequence
+from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from ..errors import ConnectionClosed, NotFound, SyscallError
@@ -68,7 +68,22 @@ class ClientMethods(abc.ABC):
 
     def _call(self, op: int, args: Any = None) -> Any:
         """Send a JSON request, return the JSON reply."""
-        return decode_json(self._request(op, encode_payload(args)))
+        return decode_json(self._request(op, encode_payload(self._traced(args))))
+
+    #: What ``trace_with`` set: a ``traceparent``, or a callable returning the current one.
+    _traceparent: str | Callable[[], str | None] | None = None
+
+    def trace_with(self, traceparent: str | Callable[[], str | None] | None) -> None:
+        """Send a W3C ``traceparent`` with every JSON request from now on, so the kernel's spans
+        of them join that trace (docs/observability.md); a callable is asked before each request
+        (the current span of the caller's own tracing), None stops. A malformed one is refused
+        by the kernel with ``invalid_argument``."""
+        self._traceparent = traceparent
+
+    def _traced(self, args: Any) -> Any:
+        """``args`` (a JSON request's fields) with the ``traceparent`` ``trace_with`` asks for."""
+        value = self._traceparent() if callable(self._traceparent) else self._traceparent
+        return args if value is None else {**(args or {}), "traceparent": value}
 
     def __enter__(self) -> Self:
         return self
@@ -425,7 +440,7 @@ class ClientMethods(abc.ABC):
     def think_stream(self, request: dict[str, Any]) -> _think.ThinkStream:
         """``think``, iterating the answer's text as it is generated; ``.reply`` has the final
         answer."""
-        return _think.ThinkStream(self._stream(Op.THINK, {**request, "stream": True}))
+        return _think.ThinkStream(self._stream(Op.THINK, self._traced({**request, "stream": True})))
 
     def context(self, op: str, context_id: str | None = None, *,
                 system: str | None = None, new_id: str | None = None) -> Any:

@@ -55,6 +55,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     from ..egress.service import EgressService
     from ..llm.syscalls import LLMService
     from ..messaging.service import MessagingService
+    from ..observability.telemetry import TelemetryService
     from ..permissions.service import PermissionService
     from ..processes import ProcessService
     from ..state.service import StateService
@@ -63,6 +64,8 @@ def build_services(kernel: Kernel) -> list[Service]:
 
     return [
         CoreService(kernel),
+        # Early: it stops late, so the spans of the other services' last syscalls are exported.
+        TelemetryService(kernel),
         PermissionService(kernel),
         ProcessService(kernel),
         SupervisorService(kernel),

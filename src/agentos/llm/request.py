@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..protocol.payload import decode_json
+from ..protocol.requests import TRACEPARENT_PATTERN
 from ..units import MAX_SECONDS
 from .safety import SafetySettings, parse_safety
 from .types import Content, GenerationOptions
@@ -32,7 +33,9 @@ MAX_STOP = 5
 FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_output_tokens",
           "stop", "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
           "response_schema", "images", "functions", "function_mode", "allowed_functions",
-          "function_responses", "context", "stream", "model", "safety", "candidates", "timeout")
+          "function_responses", "context", "stream", "model", "safety", "candidates", "timeout",
+          "traceparent")
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
 @dataclass
@@ -55,6 +58,8 @@ class ThinkArgs:
     timeout: float | None = None
     #: The seed's plain-text form, answered as ``{content, tokens, error}``.
     plain: bool = False
+    #: The caller's W3C trace context: the kernel's span of the call joins its trace.
+    traceparent: str | None = None
 
 
 def parse_think(payload: bytes) -> ThinkArgs:
@@ -144,7 +149,14 @@ def parse_json(args: dict[str, Any]) -> ThinkArgs:
         allowed_functions=tuple(allowed),
         context=_opt_str(args, "context"), stream=stream,
         model=chain[0] if chain else None, fallbacks=chain[1:], safety=safety,
-        timeout=_timeout(args.get("timeout")))
+        timeout=_timeout(args.get("timeout")), traceparent=_traceparent(args.get("traceparent")))
+
+
+def _traceparent(value: Any) -> str | None:
+    if value is not None and not (isinstance(value, str) and _TRACEPARENT.match(value)):
+        raise InvalidArgument(f"THINK: traceparent must be a W3C trace context "
+                              f"(00-<32 hex>-<16 hex>-<2 hex>), got {value!r:.80}", field="traceparent")
+    return value
 
 
 def _timeout(value: Any) -> float | None:

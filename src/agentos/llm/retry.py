@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from ..observability import notes
 from .deadline import Deadline
 from .errors import ConnectFailed, ErrorKind, LLMError
 
@@ -107,6 +108,7 @@ async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryP
                     ErrorKind.RATE_LIMITED, f"the model is rate limited by its server for another "
                     f"{hold:.1f}s, longer than this call may wait (retry.max_wait, its deadline)",
                     retry_after=hold)
+            notes.event("gen_ai.wait", {"agentos.wait_s": hold, "agentos.reason": "rate_limited"})
             waited += await _pause(hold)
             continue
         async with _within(deadline), gate.slot():
@@ -134,6 +136,8 @@ async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryP
             raise last
         if on_retry is not None:
             on_retry(last, delay)
+        notes.event("gen_ai.retry", {"error.type": last.kind.value, "agentos.attempt": attempt,
+                                     "agentos.wait_s": delay})
         waited += await _pause(delay)
         attempt += 1
 

@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
+from ..observability import notes
 from ..protocol import Op
 from ..protocol.payload import encode_payload
 from .budgets import Budgets, Reservation, has_media, team_totals
@@ -140,6 +141,7 @@ class LLMService:
         if args.stream:
             # An answer found before any text (no key, no budget) still ends the stream with END.
             call.open_stream()
+        notes.traceparent(args.traceparent)
         if caller.defaults is not None:
             args = caller.defaults.fill(args)
         self._check_models(args, caller)
@@ -238,6 +240,7 @@ class LLMService:
             return encode_payload(_answer_error(args, error, chain.model, chain.failed))
         except TooLarge:
             self.budgets.failed(caller.key, reservation)
+            notes.failed(error, chain.model)
             self.budgets.model_used(caller.key, chain.model, None)
             raise
         except asyncio.CancelledError:
@@ -301,6 +304,7 @@ class LLMService:
         return payload
 
     async def _generate(self, call: Call, args: ThinkArgs, request: ModelRequest,
+        notes.answered(completion)
                         caller: Caller, chain: ModelChain, deadline: Deadline) -> Completion:
         assert self._provider is not None, "THINK before the llm service started"
         try:

@@ -234,6 +234,7 @@ class KernelSection:
     egress: dict[str, Any] = _default(schema.KERNEL, "egress")
     audit: dict[str, Any] = _default(schema.KERNEL, "audit")
     supervision: dict[str, Any] = _default(schema.KERNEL, "supervision")
+    telemetry: dict[str, Any] = _default(schema.KERNEL, "telemetry")
 
     def sections(self) -> dict[str, dict[str, Any]]:
         """Per-subsystem settings for KernelConfig.sections (``llm`` plus the pass-through ones)."""

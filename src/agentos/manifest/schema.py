@@ -254,8 +254,12 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
 ), refused={"api_key": "export GEMINI_API_KEY or OPENAI_API_KEY in the kernel's environment instead"})
 
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
-SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision")
+SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision",
+              "telemetry")
 _SUBSYSTEM_DOCS = {
+    "telemetry": "Traces and metrics (docs/observability.md): `traces` (true/false; unset: on when "
+                 "OTEL_* variables name an exporter), `metrics` (`HOST:PORT` of a Prometheus endpoint, "
+                 "loopback unless `metrics_remote: true`). Checked when the kernel starts.",
     "sandbox": "Templates: `templates: {NAME: {root, preload, python_path, env, eager}}`, "
                "`template_zygotes` (4) and `template_zygote_memory` (1Gi); see Templates below. Checked here, "
                "relative paths from the manifest's directory.",

@@ -36,6 +36,7 @@ from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout, Unava
 from ..kernel.identity import Identity
 from ..kernel.peers import agent_of_pid
 from ..kernel.syscalls import Call, Handler
+from ..observability import notes
 from ..permissions.capabilities import Capability
 from ..permissions.principal import caller_id
 from ..protocol import Op
@@ -222,6 +223,8 @@ class ProcessService:
                 f"limits {missing} cannot be enforced on this host ({self._cgroup_situation()}); "
                 "set allow_degraded to run the agent without them", limits=missing,
                 driver=self.driver.name)
+        notes.step("plan")
+        notes.trace_environment(request.env)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
         task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow,
                                                              project))
@@ -305,6 +308,7 @@ class ProcessService:
                                         parent=parent.cgroup if parent is not None else None)
         except OSError as exc:
             raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
+        notes.step("cgroup")
         self._launching.add(agent_id)
         try:
             return await self._launch(request, wire, caller, parent, granted, allow, project, agent_id,
@@ -327,11 +331,13 @@ class ProcessService:
                     self.volume_store.attach, agent_id, request.volumes,
                     caller.uid if request.volume_owner is None else request.volume_owner, project,
                     allow_degraded=request.allow_degraded))
+                notes.step("volumes")
             if request.workspace is not None:
                 # mkfs and mount block: a worker thread, and only for agents that ask.
                 workspace = await self.kernel.loop.run_in_executor(None, functools.partial(
                     self.workspaces.create, agent_id, request.workspace,
                     parent=parent.id if parent is not None else None, allow_degraded=request.allow_degraded))
+                notes.step("workspace")
             # The sandbox handshake blocks: a worker thread waits for it, not the loop.
             start = functools.partial(
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
@@ -357,6 +363,7 @@ class ProcessService:
         finally:
             os.close(output_fd)
             agent_end.close()
+        notes.step("sandbox")  # the zygote's fork, the sandbox's steps, the cgroup attach, exec
 
         argv = [request.script, *request.argv[1:]] if request.script else request.argv
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,

@@ -22,9 +22,9 @@ from msgspec import inspect
 
 from .constants import Op
 from .requests import (AGENT_NAME_PATTERN, AGENT_REF_PATTERN, CPU_PATTERN, DURATION_PATTERN, PROJECT_PATTERN,
-                       REQUESTS, SIZE_PATTERN)
+                       REQUESTS, SIZE_PATTERN, TRACEPARENT_PATTERN, Request)
 
-__all__ = ["AREAS", "FORMATS", "Format", "area_markdown", "formats_markdown", "blocks", "splice"]
+__all__ = ["AREAS", "COMMON_FIELDS", "FORMATS", "Format", "area_markdown", "formats_markdown", "blocks", "splice"]
 
 #: Areas by the high nibble of their opcodes (docs/protocol.md, "Opcodes").
 AREAS: dict[int, str] = {0x0: "core", 0x1: "processes", 0x2: "messaging", 0x3: "state",
@@ -64,6 +64,9 @@ FORMATS: tuple[Format, ...] = (
            ("1048576", "512Mi", "1G", "64KiB")),
     Format("cpu", CPU_PATTERN, "cores, millicores (`m`) or percent of one core (`%`)",
            ("0.5", "500m", "50%")),
+    Format("trace context", TRACEPARENT_PATTERN,
+           "a W3C `traceparent`: version, trace id, parent span id and flags in lower-case hex, "
+           "neither id all zeros", ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",)),
 )
 _FORMATS = {f.pattern: f for f in FORMATS}
 
@@ -163,12 +166,34 @@ def _structs(t: inspect.Type) -> Iterator[inspect.StructType]:
             yield from _structs(member)
 
 
+def _row(field: inspect.Field, path: str) -> str:
+    return f"| `{path}` | {_cell(_type(field.type))} | {'yes' if field.required else 'no'} |"
+
+
 def _rows(struct: inspect.StructType, prefix: str = "") -> Iterator[str]:
     for field in struct.fields:
+        if not prefix and field.name in COMMON_FIELDS:
+            continue  # in the table of what every request takes
         path = prefix + field.encode_name
-        yield f"| `{path}` | {_cell(_type(field.type))} | {'yes' if field.required else 'no'} |"
+        yield _row(field, path)
         for nested in _structs(field.type):
             yield from _rows(nested, path + ".")
+
+
+def _common() -> inspect.StructType:
+    struct = inspect.type_info(Request)
+    assert isinstance(struct, inspect.StructType)
+    return struct
+
+
+#: The fields every request declares (``Request``'s own): one table, not a row in each.
+COMMON_FIELDS = frozenset(field.name for field in _common().fields)
+
+
+def common_markdown() -> str:
+    """The table of the fields every JSON request (THINK's included) may carry."""
+    return "\n".join(["| field | type | required |", "| --- | --- | --- |",
+                      *(_row(field, field.encode_name) for field in _common().fields), ""])
 
 
 def request_markdown(op: Op) -> str:
@@ -176,7 +201,7 @@ def request_markdown(op: Op) -> str:
     struct = inspect.type_info(REQUESTS[op])
     assert isinstance(struct, inspect.StructType)
     title = f"**{op.name}** (`0x{int(op):02x}`) request"
-    if not struct.fields:
+    if not any(field.name not in COMMON_FIELDS for field in struct.fields):
         return f"{title}: `{{}}`, no fields.\n"
     return "\n".join([f"{title}:", "", "| field | type | required |", "| --- | --- | --- |",
                       *_rows(struct), ""])
@@ -200,7 +225,7 @@ def formats_markdown() -> str:
 
 def blocks() -> dict[str, str]:
     """Every generated block of docs/protocol.md, by marker name."""
-    return {"formats": formats_markdown(), **{area: area_markdown(area) for area in AREAS.values()
+    return {"formats": formats_markdown(), "common": common_markdown(), **{area: area_markdown(area) for area in AREAS.values()
                                               if area_markdown(area)}}
 
 

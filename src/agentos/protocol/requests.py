@@ -35,6 +35,9 @@ __all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAUL
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
 #: Template names (``sandbox.templates`` of the kernel configuration).
 TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+#: A W3C trace context (``traceparent``): version, trace id, parent span id, flags, in lower-case
+#: hex; the ids never all zeros and the version never ff, as the W3C recommendation has it.
+TRACEPARENT_PATTERN = r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
 #: Project names (a team, as compose has them): a short DNS label, lower case.
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 #: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
@@ -83,10 +86,14 @@ class Request(Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every syscall's request. ``op`` is the opcode it belongs to."""
 
     op: ClassVar[Op]
+    #: The caller's trace context: the kernel's span of this syscall joins its trace.
+    traceparent: Annotated[str, Meta(pattern=TRACEPARENT_PATTERN)] | UnsetType = UNSET
 
     def fields(self) -> dict[str, Any]:
-        """The fields the client sent, as plain values (nested requests as mappings)."""
+        """The fields the client sent, as plain values (nested requests as mappings), without
+        ``traceparent`` (what the call is about, not how it is traced)."""
         result: dict[str, Any] = msgspec.to_builtins(self)
+        result.pop("traceparent", None)
         return result
 
 

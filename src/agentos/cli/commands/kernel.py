@@ -6,9 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ...kernel.config import KernelConfig
 
 
 class _JsonFormatter(logging.Formatter):
@@ -46,7 +51,35 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--manifest", type=Path, help="take settings (socket, state dir, llm ...) from this "
                    "manifest's kernel section; the options above override them")
     p.add_argument("--max-payload", type=int, help="largest request payload accepted, bytes")
+    p.add_argument("--otel", action="store_true", help="export traces (OpenTelemetry, the "
+                   "agentos[otel] extra), configured by the standard OTEL_* variables "
+                   "(docs/observability.md)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at "
+                   "http://HOST:PORT/metrics (loopback only unless --metrics-remote)")
+    p.add_argument("--metrics-remote", action="store_true",
+                   help="allow --metrics on an address other than loopback")
     p.set_defaults(func=run)
+
+
+def _telemetry_options(config: KernelConfig, args: argparse.Namespace) -> None:
+    """``--otel`` and ``--metrics`` over the manifest's ``telemetry`` section, checked here: a
+    bad address is the user's mistake, reported before the kernel starts."""
+    from ...observability.telemetry import TelemetrySettings
+    from ..main import UserError
+
+    telemetry = config.section("telemetry")
+    if args.otel:
+        telemetry["traces"] = True
+    if args.metrics:
+        telemetry["metrics"] = args.metrics
+    if args.metrics_remote:
+        telemetry["metrics_remote"] = True
+    try:
+        TelemetrySettings.from_section(telemetry, os.environ)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if telemetry:
+        config.sections["telemetry"] = telemetry
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         config.state_dir = args.state_dir
     if args.max_payload:
         config.max_payload = args.max_payload
+    _telemetry_options(config, args)
     private_runtime_dir()
     # From here on this process is the kernel's guardian, and the kernel its child.
     guard_this_kernel(config.log_json)

@@ -1,0 +1,230 @@
+"""The kernel's metrics, named once here (``docs/observability.md`` lists them; the names are
+stable): counted as syscalls end (the observer, after each reply has gone out), sampled from
+the kernel's state when scraped (agents by status, queues, budgets, mailboxes).
+
+prometheus_client holds them: its counters and histograms cost a dict lookup and an add, and it
+writes the exposition format Prometheus reads. The process's memory, CPU and fds are its
+``ProcessCollector``'s standard ``process_*`` metrics.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
+                               disable_created_metrics, generate_latest)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..permissions.policy import STATE_OPS, required_capability
+from ..processes.agent import Status
+from ..protocol import Op, op_name
+from .telemetry import caller_of
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+    from ..kernel.syscalls import Call
+    from .notes import Notes
+    from .telemetry import Caller
+
+# One series per name: the ``_created`` twins prometheus_client adds by default double them.
+disable_created_metrics()
+
+#: Every status LIST shows: each is exported, 0 included, so a series never vanishes.
+STATUSES = (Status.RUNNING, Status.PAUSED, Status.EXITED, Status.FAILED, Status.KILLED,
+            Status.OOM_KILLED, Status.TIMED_OUT, Status.LOST)
+#: Syscalls take from microseconds (HELLO) to minutes (WAIT, RECV, a long THINK).
+SYSCALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+SPAWN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+THINK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+#: How often the loop's lag is measured (a timer's lateness), seconds.
+LAG_INTERVAL = 0.5
+_op_name = functools.lru_cache(maxsize=256)(op_name)
+
+
+class KernelMetrics:
+    """The registry the Prometheus endpoint renders."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.registry = registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=registry)
+        self.syscalls = Counter("agentos_syscalls", "Syscalls served (NOOP excepted), by outcome: "
+                                "ok, an error code, or cancelled", ["op", "outcome"], registry=registry)
+        self.syscall_seconds = Histogram("agentos_syscall_duration_seconds", "Syscall latency in the "
+                                         "kernel, from dispatch to reply", ["op"],
+                                         buckets=SYSCALL_BUCKETS, registry=registry)
+        self.denials = Counter("agentos_denials", "Syscalls refused with permission_denied, by the "
+                               "capability their opcode needs", ["capability", "op"], registry=registry)
+        self.spawn_seconds = Histogram("agentos_spawn_duration_seconds", "Latency of SPAWNs that "
+                                       "started an agent", buckets=SPAWN_BUCKETS, registry=registry)
+        self.spawn_step_seconds = Histogram("agentos_spawn_step_duration_seconds", "Each step of "
+                                            "those SPAWNs", ["step"], buckets=SPAWN_BUCKETS,
+                                            registry=registry)
+        self.think_seconds = Histogram("agentos_think_duration_seconds", "THINK latency, model "
+                                       "included", ["model", "agent"], buckets=THINK_BUCKETS,
+                                       registry=registry)
+        self.think_calls = Counter("agentos_think_calls", "THINK calls by outcome: ok, or the "
+                                   "error's type (rate_limited, budget_exhausted ...)",
+                                   ["model", "agent", "outcome"], registry=registry)
+        self.think_tokens = Counter("agentos_think_tokens", "Tokens of answered THINKs, by type "
+                                    "(input, output)", ["model", "agent", "type"], registry=registry)
+        self.think_cost = Counter("agentos_think_cost_usd", "US dollars of answered THINKs (by the "
+                                  "kernel's llm.prices)", ["model", "agent"], registry=registry)
+        self.loop_lag = Histogram("agentos_kernel_loop_lag_seconds", "How late the kernel's event "
+                                  f"loop runs a timer, sampled every {LAG_INTERVAL}s",
+                                  buckets=LAG_BUCKETS, registry=registry)
+        self._state = _KernelState(kernel)
+        registry.register(self._state)
+        self._lag_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._lag_task = self.kernel.loop.create_task(self._measure_lag())
+
+    async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            await asyncio.gather(self._lag_task, return_exceptions=True)
+
+    async def render(self) -> bytes:
+        """The exposition text, with the kernel's state sampled now."""
+        await self._state.sample()
+        return generate_latest(self.registry)
+
+    def syscall(self, call: Call, outcome: str, latency_s: float, notes: Notes | None,
+                caller: Caller) -> None:
+        op = _op_name(call.op)
+        self.syscalls.labels(op, outcome).inc()
+        self.syscall_seconds.labels(op).observe(latency_s)
+        if outcome == "permission_denied":
+            needed = required_capability(call.op, call.args() if call.op in STATE_OPS else None)
+            self.denials.labels(needed.value if needed is not None else "none", op).inc()
+        if notes is None:
+            return
+        if call.op == Op.SPAWN and outcome == "ok":
+            self.spawn_seconds.observe(latency_s)
+            for step, start_ns, end_ns in notes.steps:
+                self.spawn_step_seconds.labels(step).observe((end_ns - start_ns) / 1e9)
+        elif call.op == Op.THINK:
+            self._think(outcome, latency_s, notes, caller.label)
+
+    def _think(self, outcome: str, latency_s: float, notes: Notes, agent: str) -> None:
+        completion = notes.answer
+        if completion is not None:
+            model = completion.model
+            usage = completion.usage
+            self.think_tokens.labels(model, agent, "input").inc(usage.prompt)
+            self.think_tokens.labels(model, agent, "output").inc(usage.output)
+            if usage.cost_usd:
+                self.think_cost.labels(model, agent).inc(usage.cost_usd)
+            result = "ok" if outcome == "ok" else outcome
+        else:
+            model = notes.model or self._default_model()
+            result = notes.error.kind.value if notes.error is not None else outcome
+        self.think_calls.labels(model, agent, result).inc()
+        self.think_seconds.labels(model, agent).observe(latency_s)
+
+    def _default_model(self) -> str:
+        llm = self.kernel.services.get("llm")
+        return str(llm.config.model) if llm is not None else ""  # type: ignore[attr-defined]
+
+    async def _measure_lag(self) -> None:
+        loop = self.kernel.loop
+        while True:
+            due = loop.time() + LAG_INTERVAL
+            await asyncio.sleep(LAG_INTERVAL)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
+
+
+class _KernelState(Collector):
+    """What is sampled when scraped rather than counted as it happens."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._families: list[Metric] = []
+
+    async def sample(self) -> None:
+        kernel = self.kernel
+        families: list[Metric] = []
+        by_status = dict.fromkeys(STATUSES, 0)
+        processes: Any = kernel.services.get("processes")
+        for agent in (processes.table if processes is not None else ()):
+            by_status[agent.shown_status] = by_status.get(agent.shown_status, 0) + 1
+        agents = GaugeMetricFamily("agentos_agents", "Agents the kernel knows, by status (ended "
+                                   "ones until pruned)", labels=["status"])
+        for status, count in by_status.items():
+            agents.add_metric([status], count)
+        families.append(agents)
+        families += self._llm()
+        families += await self._mailboxes()
+        rounds = CounterMetricFamily("agentos_kernel_loop_iterations", "Event loop iterations "
+                                     "(reactor select() calls; NOOPs are answered inside them)")
+        rounds.add_metric([], kernel.reactor.rounds)
+        families.append(rounds)
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+    def _llm(self) -> list[Metric]:
+        llm: Any = self.kernel.services.get("llm")
+        if llm is None:
+            return []
+        queued = GaugeMetricFamily("agentos_llm_queue_depth", "THINK calls waiting for a "
+                                   "scheduler slot", value=llm.scheduler.queued())
+        in_flight = GaugeMetricFamily("agentos_llm_in_flight", "THINK calls holding a scheduler "
+                                      "slot (llm.max_inflight at most)", value=llm.scheduler.in_flight)
+        families: list[Metric] = [queued, in_flight]
+        labels = ["agent"]
+        used_tokens = GaugeMetricFamily("agentos_llm_budget_used_tokens", "Tokens spent and "
+                                        "reserved against a token budget", labels=labels)
+        limit_tokens = GaugeMetricFamily("agentos_llm_budget_limit_tokens", "Token budgets",
+                                         labels=labels)
+        used_usd = GaugeMetricFamily("agentos_llm_budget_used_usd", "US dollars spent and "
+                                     "reserved against a USD budget", labels=labels)
+        limit_usd = GaugeMetricFamily("agentos_llm_budget_limit_usd", "USD budgets", labels=labels)
+        for key in llm.budgets.agents():
+            budget = llm.budgets.report(key, llm.callers.policy_of(key))["budget"]
+            if budget["tokens"] is None and budget["usd"] is None:
+                continue
+            label = [self._agent_label(key)]
+            if budget["tokens"] is not None:
+                limit_tokens.add_metric(label, budget["tokens"])
+                used_tokens.add_metric(label, budget["tokens"] - budget["tokens_left"])
+            if budget["usd"] is not None:
+                limit_usd.add_metric(label, budget["usd"])
+                used_usd.add_metric(label, budget["usd"] - budget["usd_left"])
+        return [*families, used_tokens, limit_tokens, used_usd, limit_usd]
+
+    def _agent_label(self, key: str) -> str:
+        """A budget's key (``agent:ID``, ``client:UID:PID``) as the ``agent`` label THINK's use."""
+        kind, _, rest = key.partition(":")
+        if kind == "agent":
+            return caller_of(self.kernel, -1, rest).label
+        return f"uid:{rest.partition(':')[0]}" if kind == "client" else key
+
+    async def _mailboxes(self) -> list[Metric]:
+        messaging: Any = self.kernel.services.get("messaging")
+        if messaging is None:
+            return []
+
+        def count(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            live = conn.execute("SELECT mailbox, COUNT(*) FROM messages GROUP BY mailbox").fetchall()
+            dead = conn.execute("SELECT mailbox, COUNT(*) FROM dead_letters GROUP BY mailbox").fetchall()
+            return live, dead
+
+        live, dead = await messaging.db.run(count)
+        depth = GaugeMetricFamily("agentos_mailbox_depth", "Messages waiting (unacknowledged) in "
+                                  "each mailbox", labels=["mailbox"])
+        for mailbox, n in live:
+            depth.add_metric([mailbox], n)
+        letters = GaugeMetricFamily("agentos_mailbox_dead_letters", "Dead letters kept for each "
+                                    "mailbox", labels=["mailbox"])
+        for mailbox, n in dead:
+            letters.add_metric([mailbox], n)
+        return [depth, letters]

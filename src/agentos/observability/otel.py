@@ -1,0 +1,231 @@
+"""Spans of syscalls, with OpenTelemetry's SDK and its OTLP/HTTP exporter.
+
+One span per syscall (NOOP excepted: the reactor answers it in C), made by the kernel's
+observer after the reply has gone out, from the call's start and latency: tracing adds no
+work before a reply. SPAWN's span is the exception: it starts before the agent does, because
+the agent inherits its context (``TRACEPARENT`` in its environment, and its syscalls' spans
+are its children unless they send a ``traceparent`` of their own).
+
+Exporters come from the standard variables: ``OTEL_TRACES_EXPORTER`` (``otlp``, the default,
+``console`` or ``none``; a comma-separated list for several), ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``. A program that embeds
+the kernel and has set up its own SDK ``TracerProvider`` keeps it: the kernel's spans go there.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .. import __version__
+from ..protocol import Op, op_name
+from .notes import Notes
+
+if TYPE_CHECKING:
+    from ..kernel.syscalls import Call
+    from .telemetry import Caller
+
+#: ``service.name`` when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
+SERVICE = "agentos-kernel"
+#: ``gen_ai.provider.name`` of each ``llm.provider`` (GenAI semantic conventions' values).
+GEN_AI_PROVIDERS = {"gemini": "gcp.gemini", "openai": "openai"}
+#: The trailing step of a SPAWN that started its agent: the table, ledger, permissions, its connection.
+REGISTER_STEP = "register"
+_PROTOCOL = "http/protobuf"
+_ROOT = Context()
+_propagator = TraceContextTextMapPropagator()
+
+
+def exporters(environ: Mapping[str, str]) -> Iterator[SpanExporter]:
+    """The exporters ``OTEL_TRACES_EXPORTER`` names; ValueError naming the variable otherwise."""
+    names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")]
+    for name in filter(None, names):
+        if name == "otlp":
+            for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+                protocol = environ.get(variable, "").strip()
+                if protocol and protocol != _PROTOCOL:
+                    raise ValueError(f"{variable}: the kernel exports OTLP over HTTP "
+                                     f"({_PROTOCOL}), not {protocol!r}")
+            yield OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
+        elif name == "console":
+            yield ConsoleSpanExporter()
+        elif name != "none":
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} "
+                             "(expected otlp, console or none)")
+
+
+def traceparent_of(span: Span) -> str:
+    """``span``'s context as a W3C ``traceparent`` header."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, trace.set_span_in_context(span))
+    return carrier["traceparent"]
+
+
+class Tracing:
+    """Makes the spans; ``describe()`` says where they go."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        current = trace.get_tracer_provider()
+        self._owned = not isinstance(current, TracerProvider)
+        if isinstance(current, TracerProvider):
+            self.provider = current
+            self._where = "the TracerProvider of the program running the kernel"
+        else:
+            resource = Resource.create({SERVICE_VERSION: __version__})
+            if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+                resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))
+            self.provider = TracerProvider(resource=resource)
+            chosen = list(exporters(environ))
+            for exporter in chosen:
+                self.provider.add_span_processor(BatchSpanProcessor(exporter))
+            self._where = ", ".join(_describe(e) for e in chosen) or "nowhere (OTEL_TRACES_EXPORTER=none)"
+        self.tracer = self.provider.get_tracer("agentos.kernel", __version__)
+        #: Each running agent's default parent: the span of the SPAWN that started it.
+        self._agents: dict[str, Context] = {}
+
+    def describe(self) -> str:
+        return self._where
+
+    def shutdown(self) -> None:
+        if self._owned:
+            self.provider.shutdown()
+        else:
+            self.provider.force_flush()
+
+    # -- agents' contexts -------------------------------------------------------------------
+
+    def agent_started(self, agent_id: str, notes: Notes) -> None:
+        if notes.span is not None:
+            self._agents[agent_id] = trace.set_span_in_context(
+                NonRecordingSpan(notes.span.get_span_context()))
+
+    def agent_ended(self, agent_id: str) -> None:
+        self._agents.pop(agent_id, None)
+
+    def _parent(self, call: Call, notes: Notes | None, caller: Caller) -> Context:
+        """The caller's ``traceparent``, else (an agent) the SPAWN that started it, else none."""
+        value = notes.traceparent if notes is not None and notes.traceparent else getattr(
+            call.request, "traceparent", None)
+        if isinstance(value, str):  # an absent field is msgspec's UNSET
+            context = _propagator.extract({"traceparent": value})
+            if trace.get_current_span(context).get_span_context().is_valid:
+                return context
+        if caller.agent_id is not None:
+            return self._agents.get(caller.agent_id, _ROOT)
+        return _ROOT
+
+    # -- spans ------------------------------------------------------------------------------
+
+    def begin_spawn(self, call: Call, notes: Notes, caller: Caller) -> None:
+        """Start SPAWN's span now: the agent it starts is given its context."""
+        notes.span = self.tracer.start_span("SPAWN", context=self._parent(call, notes, caller),
+                                            kind=SpanKind.SERVER, start_time=notes.mark_ns)
+        notes.child_traceparent = traceparent_of(notes.span)
+
+    def syscall(self, call: Call, outcome: str, latency_s: float, end_ns: int,
+                notes: Notes | None, caller: Caller, llm_provider: str | None = None) -> None:
+        """The span of one finished syscall (and its children: SPAWN's steps, THINK's tool
+        calls); ``llm_provider`` is the kernel's ``llm.provider`` (THINK's spans name it)."""
+        attributes = _attributes(call, outcome, caller)
+        kind = SpanKind.SERVER
+        name = op_name(call.op)
+        if call.op == Op.THINK and notes is not None:
+            attributes.update(_gen_ai(notes, llm_provider))
+            kind = SpanKind.CLIENT  # GenAI: the kernel is the model's client
+            model = attributes.get("gen_ai.request.model")
+            name = f"chat {model}" if model else "chat"
+        if notes is not None and notes.span is not None:
+            span = notes.span
+            span.set_attributes(attributes)
+        else:
+            span = self.tracer.start_span(name, context=self._parent(call, notes, caller), kind=kind,
+                                          attributes=attributes,
+                                          start_time=end_ns - int(latency_s * 1e9))
+        if outcome != "ok":
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        elif "error.type" in attributes:
+            span.set_status(Status(StatusCode.ERROR, str(attributes["error.type"])))
+        if notes is not None:
+            self._children(span, call, outcome, notes, end_ns)
+        span.end(end_time=end_ns)
+
+    def _children(self, span: Span, call: Call, outcome: str, notes: Notes, end_ns: int) -> None:
+        for event, time_ns, event_attributes in notes.events:
+            span.add_event(event, event_attributes, timestamp=time_ns)
+        parent = trace.set_span_in_context(span)
+        steps = list(notes.steps)
+        if call.op == Op.SPAWN and outcome == "ok":
+            steps.append((REGISTER_STEP, notes.mark_ns, end_ns))
+        for step, start_ns, step_end_ns in steps:
+            self.tracer.start_span(f"spawn.{step}", context=parent, start_time=start_ns,
+                                   attributes={"agentos.spawn.step": step}).end(step_end_ns)
+        if notes.spawned is not None:
+            span.set_attributes({"agentos.spawned.id": str(notes.spawned["id"]),
+                                 "agentos.spawned.name": str(notes.spawned["name"]),
+                                 "agentos.spawned.pid": int(notes.spawned["pid"])})
+        completion = notes.answer
+        if completion is None:
+            return
+        for fallback in completion.fallbacks:
+            span.add_event("gen_ai.fallback", {"gen_ai.request.model": fallback["model"],
+                                               "error.type": fallback["error"]["type"]})
+        # The model asked for these; the agent runs them (its own spans, joined by traceparent).
+        for index, function_call in enumerate(completion.function_calls):
+            tool = str(function_call.get("name", ""))
+            tool_attributes: dict[str, Any] = {"gen_ai.tool.name": tool, "gen_ai.tool.type": "function",
+                                               "agentos.tool_call.index": index}
+            if function_call.get("id"):
+                tool_attributes["gen_ai.tool.call.id"] = str(function_call["id"])
+            self.tracer.start_span(f"tool_call {tool}", context=parent, start_time=end_ns,
+                                   attributes=tool_attributes).end(end_ns)
+
+
+def _gen_ai(notes: Notes, provider: str | None) -> dict[str, Any]:
+    """THINK's attributes by the GenAI semantic conventions (docs/observability.md)."""
+    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat"}
+    if provider is not None:
+        attributes["gen_ai.provider.name"] = GEN_AI_PROVIDERS.get(provider, provider)
+    completion = notes.answer
+    if completion is not None:
+        usage = completion.usage
+        requested = completion.fallbacks[0]["model"] if completion.fallbacks else completion.model
+        reasons = [c.finish_reason for c in completion.candidates] or [completion.finish_reason]
+        attributes.update({
+            "gen_ai.request.model": requested, "gen_ai.response.model": completion.model,
+            "gen_ai.usage.input_tokens": usage.prompt, "gen_ai.usage.output_tokens": usage.output,
+            "gen_ai.response.finish_reasons": reasons})
+        if usage.cost_usd is not None:
+            attributes["agentos.llm.cost_usd"] = usage.cost_usd
+    elif notes.error is not None:
+        attributes["error.type"] = notes.error.kind.value
+        if notes.model:
+            attributes["gen_ai.request.model"] = notes.model
+    return attributes
+
+
+def _attributes(call: Call, outcome: str, caller: Caller) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"agentos.syscall": op_name(call.op), "agentos.outcome": outcome,
+                                  "agentos.request_id": call.request_id, "agentos.caller.uid": caller.uid}
+    if caller.agent_id is not None:
+        attributes["agentos.agent.id"] = caller.agent_id
+    if caller.name is not None:
+        attributes["agentos.agent.name"] = caller.name
+    if caller.project is not None:
+        attributes["agentos.project"] = caller.project
+    if outcome != "ok":
+        attributes["error.type"] = outcome
+    return attributes
+
+
+def _describe(exporter: SpanExporter) -> str:
+    endpoint = getattr(exporter, "_endpoint", None)
+    return f"OTLP/HTTP {endpoint}" if endpoint else type(exporter).__name__
