@@ -176,7 +176,9 @@ class Dashboard:
             hello, agents = await asyncio.gather(client.hello(), client.list_agents())
             return views.agents_view(hello, agents, self.history, self.guard.csrf)
         if view == "think":
-            return views.think_view(await client.usage(), self.history)
+            usage = await client.usage()
+            self.history.usage_allowed = True
+            return views.think_view(usage, self.history)
         dead: dict[str, Any] | None = None
         refusal = None
         try:

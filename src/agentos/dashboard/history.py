@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import AsyncClient
-from ..errors import AgentOSError, ConnectionClosed
+from ..errors import AgentOSError, ConnectionClosed, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ class History:
         self.tokens: dict[str, Series] = {}
         self.usd: dict[str, Series] = {}
         self.topics: dict[str, TopicSeen] = {}
-        #: What the last sample could not read, said on the page rather than hidden.
+        #: What the last LIST could not read, said on the page rather than hidden.
         self.problem: str | None = None
+        #: Whether USAGE answered this user (it needs `think`); the THINK view sets it again.
+        self.usage_allowed = True
 
     def _series(self, table: dict[str, Series], key: str) -> Series:
         series = table.get(key)
@@ -87,8 +89,8 @@ class History:
 
     def record_usage(self, usage: Mapping[str, Any], at: float) -> None:
         for key, account in (usage.get("agents") or {}).items():
-            self._series(self.tokens, key).add(at, account.get("total_tokens", 0))
-            self._series(self.usd, key).add(at, account.get("usd", 0.0))
+            self._series(self.tokens, key).add(at, account["tokens"]["total"])
+            self._series(self.usd, key).add(at, account["cost_usd"])
 
     def record_event(self, event: Mapping[str, Any]) -> None:
         seen = self.topics.setdefault(str(event.get("topic")), TopicSeen())
@@ -98,15 +100,21 @@ class History:
     async def sample(self, client: AsyncClient) -> None:
         """Every ``interval``: LIST and USAGE into the series (until cancelled)."""
         while True:
+            now = time.time()
             try:
-                now = time.time()
                 self.record_agents(await client.list_agents(), now)
-                self.record_usage(await client.usage(), now)
                 self.problem = None
             except ConnectionClosed:
                 raise  # the dashboard ends with its kernel
             except AgentOSError as exc:
                 self.problem = str(exc)
+            if self.usage_allowed:
+                try:
+                    self.record_usage(await client.usage(), now)
+                except PermissionDenied:
+                    # A user without `think` has no spending to chart; asking again every sample
+                    # would fill the audit log with denials. The THINK view asks when opened.
+                    self.usage_allowed = False
             await asyncio.sleep(self.interval)
 
     async def watch_topics(self, client: AsyncClient) -> None:

@@ -107,14 +107,17 @@ def _agent_row(agent: Mapping[str, Any], depth: int, history: History, csrf: str
     uptime = duration((ended or now) - started) if started else "-"
     memory = history.memory.get(agent["id"])
     cpu = history.cpu.get(agent["id"])
-    mem_now = usage.get("memory_current")
-    mem_label = f"memory {_bytes(mem_now)} of {_bytes(limits.get('memory'))}"
+    live = status in LIVE
+    # An ended agent's cgroup is gone: its peak says more than the last reading.
+    mem_now = usage.get("memory_current") if live else usage.get("memory_peak")
+    mem_text = _bytes(mem_now) if live else f"peak {_bytes(mem_now)}"
+    mem_label = f"memory {mem_text} of {_bytes(limits.get('memory'))}"
     cpu_rates = [rate / 1e4 for rate in cpu.rates()] if cpu else []  # µs per s -> % of a core
-    cpu_label = f"CPU {cpu_rates[-1]:.0f}% of a core" if cpu_rates else "CPU -"
+    cpu_label = f"CPU {cpu_rates[-1]:.0f}%" if cpu_rates else "CPU -"
     detail = e(status)
     if agent.get("reason"):
         detail += f" ({e(agent['reason'])})"
-    if agent.get("exit_code") is not None and status not in LIVE:
+    if agent.get("exit_code") is not None and not live:
         detail += f" <small>code {e(agent['exit_code'])}</small>"
     if agent.get("signal"):
         detail += f" <small>signal {e(agent['signal'])}</small>"
@@ -126,9 +129,9 @@ def _agent_row(agent: Mapping[str, Any], depth: int, history: History, csrf: str
             f'<a href="/logs?id={e(agent["id"])}">{e(agent["name"])}</a> <small>{e(agent["id"])}</small></td>'
             f'<td><span class="status s-{e(status)}">{detail}</span></td>'
             f'<td>{e(uptime)}</td><td>{e(agent.get("restarts", 0))}</td>'
-            f'<td>{sparkline(memory.values() if memory else [], label=mem_label, ceiling=limits.get("memory"))}'
-            f' <small>{e(_bytes(mem_now))}</small></td>'
-            f'<td>{sparkline(cpu_rates, label=cpu_label, ceiling=100.0 * (limits.get("cpu") or 1))}'
+            f'<td class="chart">{sparkline(memory.values() if memory else [], label=mem_label, ceiling=limits.get("memory"))}'
+            f' <small>{e(mem_text)}</small></td>'
+            f'<td class="chart">{sparkline(cpu_rates, label=cpu_label, ceiling=100.0 * (limits.get("cpu") or 1))}'
             f' <small>{e(cpu_label.removeprefix("CPU "))}</small></td>'
             f'<td>{isolation_summary(agent)}</td>'
             f'<td class="actions">{_actions(agent, csrf)}</td></tr>')
@@ -203,27 +206,31 @@ def think_view(usage: Mapping[str, Any], history: History) -> str:
     for key in sorted(accounts):
         account = accounts[key]
         budget = account.get("budget") or {}
-        tokens, usd = account.get("total_tokens", 0), account.get("usd", 0.0)
+        tokens, usd = account["tokens"]["total"], account["cost_usd"]
         token_series, usd_series = history.tokens.get(key), history.usd.get(key)
-        models = ", ".join(f'{e(model)}: {e(m.get("calls", 0))} call(s), {e(m.get("total_tokens", 0))} tokens'
+        models = ", ".join(f'{e(model)}: {e(m.get("calls", 0))} call(s), {e(m["tokens"]["total"])} tokens'
                            for model, m in sorted((account.get("models") or {}).items()))
         rows.append(
             f'<tr data-account="{e(key)}"><td>{e(key)}<br><small>{e(account.get("team") or "")}</small></td>'
             f'<td>{e(account.get("in_flight", 0))}</td><td>{e(account.get("queued", 0))}</td>'
             f'<td>{e(account.get("calls", 0))} <small>{e(account.get("errors", 0))} failed</small></td>'
-            f'<td>{sparkline(token_series.values() if token_series else [], label=f"{tokens} tokens")} '
+            f'<td class="chart">{sparkline(token_series.values() if token_series else [], label=f"{tokens} tokens")} '
             f'<span class="tokens">{e(tokens)}</span></td>'
-            f'<td>{sparkline(usd_series.values() if usd_series else [], label=f"${usd:.4f}")} ${usd:.4f}</td>'
-            f'<td>{_budget(tokens, budget.get("tokens"), "tokens")}{_budget(usd, budget.get("usd"), "USD")}</td>'
+            f'<td class="chart">{sparkline(usd_series.values() if usd_series else [], label=f"${usd:.4f}")} ${usd:.4f}</td>'
+            f'<td>{_budget(budget, "tokens", "tokens")}{_budget(budget, "usd", "USD")}</td>'
             f'<td><small>{models}</small></td></tr>')
     return (head + '<table><thead><tr><th>account</th><th>in flight</th><th>queued</th><th>calls</th>'
             '<th>tokens</th><th>cost</th><th>budget</th><th>by model</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
-def _budget(used: float, limit: float | None, unit: str) -> str:
+def _budget(budget: Mapping[str, Any], key: str, unit: str) -> str:
+    """A bar of what the account's budget has used: spent and reserved (in flight) alike, which is
+    what the kernel checks a new call against (the account may be a team's, shared)."""
+    limit = budget.get(key)
     if limit is None:
         return f'<div class="budget">{e(unit)}: no budget</div>'
+    used = limit - (budget.get(f"{key}_left") or 0)
     return (f'<div class="budget">{bar(used, limit, label=f"{used} of {limit} {unit}")} '
             f'<small>{e(round(used, 4))} / {e(limit)} {e(unit)}</small></div>')
 
