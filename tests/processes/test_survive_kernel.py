@@ -271,3 +271,20 @@ def test_a_ledger_another_user_could_have_written_is_set_aside_unread(
     third = kernel_on()
     assert [a["name"] for a in third.client().list_agents(status="running")] == ["again"]
     third.stop_checked()
+
+
+def test_a_second_kernel_on_the_same_state_dir_leaves_the_first_ones_agents_alone(
+        kernel_on: Callable[[], KernelProcess], tmp_path: Path) -> None:
+    team = Team(tmp_path)
+    first = kernel_on()
+    keeper = team.spawn(first.client(), "keeper", ALWAYS)
+    # Its own socket, the first one's state dir (the last --state-dir is the one taken).
+    second = KernelProcess(tmp_path / "second", args=["--state-dir", str(first.state_dir)]).start()
+    try:
+        assert second.client().list_agents() == []
+        assert "of a kernel still running on this state dir" in second.log()
+    finally:
+        second.stop_checked()
+    assert pid_alive(keeper["pid"])
+    assert [a["id"] for a in first.client().list_agents(status="running")] == [keeper["id"]]
+    first.stop_checked()

@@ -41,7 +41,7 @@ import msgspec
 import ujson
 
 from ..cgroups import CgroupStats, Limits
-from ..cgroups.base import process_start_time
+from ..cgroups.base import instance_is_dead, instance_name, process_start_time
 from ..cgroups.none import NoCgroup
 from ..errors import AgentOSError, PermissionDenied
 from ..kernel.identity import Identity
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS agents (
     pid INTEGER NOT NULL,
     -- /proc/<pid>/stat starttime: tells the agent's process from a later one with its pid.
     pid_start INTEGER,
-    kernel_pid INTEGER NOT NULL,
+    -- The kernel that ran it: its cgroup instance name, <pid>-<start time>.
+    kernel TEXT NOT NULL,
     log TEXT NOT NULL,
     cgroup TEXT NOT NULL,
     sandboxed INTEGER NOT NULL,
@@ -111,7 +112,7 @@ class Entry:
     argv: list[str]
     pid: int
     pid_start: int | None
-    kernel_pid: int
+    kernel: str
     log: str
     sandboxed: bool
     limits: dict[str, Any]
@@ -141,7 +142,7 @@ class Entry:
             request = None
         return cls(seq=row["seq"], id=row["id"], name=row["name"], project=row["project"],
                    parent=row["parent"], argv=ujson.loads(row["argv"]), pid=row["pid"],
-                   pid_start=row["pid_start"], kernel_pid=row["kernel_pid"], log=row["log"],
+                   pid_start=row["pid_start"], kernel=row["kernel"], log=row["log"],
                    sandboxed=bool(row["sandboxed"]), limits=ujson.loads(row["limits"]),
                    policy=row["policy"], request=request, spawner_uid=row["spawner_uid"],
                    spawner_gid=row["spawner_gid"], spawner_agent=row["spawner_agent"],
@@ -167,6 +168,8 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = Database(path, SCHEMA)
+        #: This kernel's instance name (``cgroups.instance_name``), on each of its rows.
+        self.kernel = ""
         #: Why the file found at start was not trusted (it was set aside unread), if it was not.
         self.refused: str | None = None
 
@@ -182,6 +185,7 @@ class Ledger:
                     os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
                 except FileNotFoundError:
                     pass
+        self.kernel = instance_name()
         self.db.open()
         return self.db.call(_read_all)
 
@@ -194,14 +198,14 @@ class Ledger:
     def spawned(self, agent: Agent) -> None:
         spawner = agent.spawner
         row = (agent.id, agent.name, agent.project, agent.parent, ujson.dumps(agent.argv), agent.pid,
-               _start_time(agent.pid), os.getpid(), str(agent.log.path),
+               _start_time(agent.pid), self.kernel, str(agent.log.path),
                ujson.dumps([str(d) for d in agent.cgroup.dirs]), int(agent.sandboxed),
                ujson.dumps(agent.limits.to_dict()), _policy(agent.request), msgspec.json.encode(agent.request),
                spawner.uid if spawner is not None else None, spawner.gid if spawner is not None else None,
                spawner.agent_id if spawner is not None else None, agent.status, agent.started_at,
                agent.restarts)
         self._write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO agents (id, name, project, parent, argv, pid, pid_start, kernel_pid, log, "
+            "INSERT OR REPLACE INTO agents (id, name, project, parent, argv, pid, pid_start, kernel, log, "
             "cgroup, sandboxed, limits, policy, request, spawner_uid, spawner_gid, spawner_agent, status, "
             "started_at, restarts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
 
@@ -282,6 +286,14 @@ async def recover(service: ProcessService, entries: list[Entry]) -> None:
     """Bring back what earlier kernels left: history into the table, ``lost`` agents reported,
     restart-policy agents spawned again. Runs once, after every service started and before
     the socket takes clients (so ``agentos up`` finds its team restored, not missing)."""
+    live = [entry for entry in entries if entry.kernel != service.ledger.kernel
+            and not instance_is_dead(entry.kernel)]
+    if live:
+        # Another kernel on this state dir (with another socket) still runs them: not ours to judge.
+        log.warning("ledger: %d agent(s) of a kernel still running on this state dir (%s) left alone",
+                    len(live), ", ".join(sorted({entry.kernel for entry in live})))
+        others = {entry.id for entry in live}
+        entries = [entry for entry in entries if entry.id not in others]
     if not entries:
         return
     now = time.time()
@@ -359,8 +371,8 @@ def _kill_leftover(entry: Entry) -> None:
     try:
         if _start_time(entry.pid) != entry.pid_start:
             return
-        log.warning("agent %s (%s) of the kernel (pid %d) that died still runs as pid %d: killing it",
-                    entry.name, entry.id, entry.kernel_pid, entry.pid)
+        log.warning("agent %s (%s) of the kernel %s that died still runs as pid %d: killing it",
+                    entry.name, entry.id, entry.kernel, entry.pid)
         # Its process group first (it leads it, so the group id is still its pid), then itself.
         try:
             os.killpg(entry.pid, signal.SIGKILL)
