@@ -35,20 +35,27 @@ def client(kernel_process: KernelProcess) -> Client:
 
 
 def kernel_children(k: KernelProcess, path: str) -> list[int]:
-    """Host pids of the kernel's children running ``path`` (execs are the kernel's children)."""
+    """Host pids of exec'd commands running ``path``: children of the kernel's children (an
+    exec is the kernel's child, the subreaper whose child is the command)."""
     assert k.proc is not None
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == k.pid and path.encode() in cmdline:
+        if path.encode() in cmdline and _ppid(_ppid(int(entry.name))) == k.pid:
             found.append(int(entry.name))
     return found
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return -1
 
 
 def eventually(check, tries: int = 200):  # type: ignore[no-untyped-def]

@@ -98,8 +98,10 @@ def test_env_adds_to_the_agents_and_cwd_is_in_its_view(kernel: Client, box: dict
 def test_confined_as_the_agent(kernel: Client, box: dict[str, Any]) -> None:
     handle = kernel.exec_start(box["name"], ["/bin/sleep", "100000"])
     try:
-        (pid,) = [p for p in _cgroup_procs(box["pid"]) if p != box["pid"]]
-        assert _confinement(pid) == _confinement(box["pid"])
+        # The exec's subreaper and its command: both hold exactly what the agent holds.
+        pids = [p for p in _cgroup_procs(box["pid"]) if p != box["pid"]]
+        assert len(pids) == 2
+        assert all(_confinement(pid) == _confinement(box["pid"]) for pid in pids)
         # Its own Landlock domain: it cannot inspect the agent (nor the agent it).
         denied = kernel.exec(box["name"], "readlink /proc/1/ns/pid") if box["sandboxed"] else None
         assert denied is None or denied.exit_code != 0

@@ -59,7 +59,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.LOGS: ("id", "name", "tail", "follow"),
     Op.READY: (),
     Op.EXEC: ("id", "name", "argv", "cmd", "env", "cwd", "stdin", "stdin_base64", "stdin_open", "timeout",
-              "background", "pty", "attach", "list"),
+              "background", "pty", "attach", "user", "list"),
     Op.EXEC_INPUT: ("exec", "data", "data_base64", "eof"),
     Op.EXEC_SIGNAL: ("exec", "signal", "group"),
     Op.EXEC_RESIZE: ("exec", "rows", "cols"),

@@ -40,11 +40,12 @@ def exec_request(agent: str | None, command: str | Sequence[str], *, id: str | N
                  stdin: bytes | str | None = None, stdin_open: bool = False,
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
                  timeout: float | str | None = None, background: bool = False,
-                 pty: tuple[int, int] | None = None) -> dict[str, Any]:
+                 pty: tuple[int, int] | None = None, user: int | str | None = None) -> dict[str, Any]:
     """The EXEC payload: ``command`` is an argv list, or a string run by ``/bin/sh -c``.
 
     ``cwd`` is a path in the agent's view (relative: to the agent's own working directory),
     never made absolute here. ``pty``: ``(rows, cols)`` of a terminal instead of pipes.
+    ``user``: the agent's own (None) or ``"nobody"``; the kernel refuses any other.
     """
     payload: dict[str, Any] = {"id": id} if id is not None else {"name": agent}
     if isinstance(command, str):
@@ -67,6 +68,8 @@ def exec_request(agent: str | None, command: str | Sequence[str], *, id: str | N
         payload["background"] = True
     if pty is not None:
         payload["pty"] = {"rows": pty[0], "cols": pty[1]}
+    if user is not None:
+        payload["user"] = user
     return payload
 
 

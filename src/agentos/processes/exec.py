@@ -5,12 +5,17 @@ The process is forked by the zygote like an agent, joins the agent's namespaces
 bound both together) and then takes the agent's own confinement steps: its uid, no
 capabilities, no_new_privs, Landlock, seccomp. It never holds more than the agent.
 
-Each exec is its own session and process group. It ends when its main process
-ends; what is left of its group is then killed (an exec that must outlive its
+Each exec is its own session and process group, led by a small subreaper
+(``sandbox/subreaper.py``) whose child is the command: what the command orphans is
+reaped there, never left to the agent's pid 1 (which may not reap). It ends when the
+command ends; what is left of its tree is then killed (an exec that must outlive its
 command is a background exec of its own). Its stdout and stderr are pipes read on
 the loop into bounded buffers: while a client is attached, a full buffer stops the
 reading (the process blocks on its next write); a background exec with nobody
 attached keeps the latest output and counts what it dropped.
+
+``user`` runs the command as the agent's own user (the default) or as ``nobody``
+(65534), a lesser one, where that takes nothing the agent lacks (``_run_as``).
 
 Wire: EXEC streams one chunk ``0x00`` + JSON ``{id, pid, agent}``, then output
 chunks ``0x01`` (stdout) or ``0x02`` (stderr) + raw bytes, then END with the result.
@@ -26,8 +31,10 @@ import functools
 import json
 import logging
 import os
+import pwd
 import secrets
 import signal
+import socket
 import struct
 import termios
 import time
@@ -36,13 +43,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from msgspec import UNSET
 
-from ..errors import Busy, InvalidArgument, NotFound, Unavailable
+from ..errors import Busy, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
 from ..permissions.principal import caller_id
 from ..protocol import Op
 from ..protocol.requests import ExecInputRequest, ExecRequest, ExecResizeRequest, ExecSignalRequest
 from ..sandbox import SandboxError
+from ..sandbox.namespaces import NAMESPACES
+from ..sandbox.plan import Plan
 from ..sandbox.spec import Ending, reap
 from ..units import parse_duration
 from .agent import Agent
@@ -68,6 +77,14 @@ KEEP_ENDED = 256
 #: Environment an exec'd process never gets from the agent's: it has no kernel connection.
 _NOT_INHERITED = ("AGENTOS_FD",)
 _SHELL = "/bin/sh"
+#: The one user an exec may take instead of its agent's: nobody/nogroup, the overflow ids.
+NOBODY = 65534
+#: Namespaces that must be the agent's own for ``nobody`` to reach nothing the agent cannot:
+#: outside them it would meet the host's processes, IPC objects, files and sockets of nobody.
+_LESSER_USER_NEEDS = ("pid", "mount", "ipc", "net")
+#: How long an exec's subreaper has to kill its tree once told (it is the exec's own, so the
+#: command may have stopped it) before the kernel kills its process group itself.
+_STOP_GRACE = 5.0
 
 
 class Output:
@@ -181,6 +198,12 @@ class Exec:
     terminal: int
     pty: bool
     background: bool
+    #: The uid the command runs as.
+    uid: int
+    #: The kernel's end of the subreaper's control socket (None: the command is the exec's
+    #: process itself, when the agent had no pid left for a subreaper).
+    control: socket.socket | None = None
+    stop_timer: asyncio.TimerHandle | None = None
     started_at: float = dataclasses.field(default_factory=time.time)
     ended_at: float | None = None
     exit_code: int | None = None
@@ -198,7 +221,7 @@ class Exec:
 
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "agent": self.agent.id, "name": self.agent.name, "argv": self.argv,
-                "pid": self.vpid, "status": "running" if self.running else "ended",
+                "pid": self.vpid, "user": self.uid, "status": "running" if self.running else "ended",
                 "background": self.background, "pty": self.pty,
                 "started_at": self.started_at, "ended_at": self.ended_at, "exit_code": self.exit_code,
                 "signal": self.signal, "timed_out": self.timed_out,
@@ -250,8 +273,7 @@ class Execs:
             return await self._attach(call, ex)
         finally:
             # A client that goes away takes its foreground command with it.
-            if ex.running:
-                _killpg(ex, signal.SIGKILL)
+            self._stop(ex)
 
     async def input(self, call: Call) -> dict[str, Any]:
         """Write to a running exec's stdin, in order, as fast as it reads; ``eof`` closes it."""
@@ -275,13 +297,12 @@ class Execs:
         delivered = False
         if ex.running:
             if request.group is False:
-                try:
-                    signal.pidfd_send_signal(ex.pidfd, number)
-                    delivered = True
-                except ProcessLookupError:
-                    pass
+                delivered = _signal_command(ex, number)
+            elif number == signal.SIGKILL:
+                # Its whole tree, setsid'd daemons too: the subreaper knows them all.
+                delivered = self._stop(ex)
             else:
-                delivered = _killpg(ex, number)
+                delivered = _killpg(ex, number)  # the subreaper ignores it; its group gets it
         return {"id": ex.id, "signal": number, "delivered": delivered}
 
     async def resize(self, call: Call) -> dict[str, Any]:
@@ -313,31 +334,39 @@ class Execs:
             raise Unavailable(f"agent {agent.name!r} was not started by this kernel's launcher", id=agent.id)
         if sum(1 for ex in self._execs.values() if ex.agent is agent and ex.running) >= MAX_RUNNING:
             raise Busy(f"agent {agent.name!r} already runs {MAX_RUNNING} execs", limit=MAX_RUNNING)
+        run_as = _run_as(request.user, entry)
         cwd = entry.cwd if request.cwd in (UNSET, None) else os.path.join(entry.cwd, cast(str, request.cwd))
         pty = request.pty if request.pty not in (UNSET, None) else None
         ours, theirs = _plumbing(pty is not None)
         if pty is not None:
             _set_size(ours[0], pty.rows, pty.cols)
+        control, control_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
         target = os.dup(agent.pidfd)
         start = functools.partial(
             self.service.launcher.enter, entry, target, argv, {**_inherited(entry.env), **env}, cwd,
             stdin_fd=theirs[0], stdout_fd=theirs[1], stderr_fd=theirs[2], terminal=pty is not None,
-            before_exec=agent.cgroup.attach)
+            before_exec=agent.cgroup.attach, run_as=run_as, control_fd=control_theirs.fileno())
         try:
             launched = await self.loop.run_in_executor(None, start)
         except SandboxError as exc:
             for fd in ours:
                 os.close(fd)
-            raise _refused(exc, agent) from None
+            control.close()
+            raise _refused(exc, agent, run_as) from None
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            control.close()
             raise
         finally:
             os.close(target)
+            control_theirs.close()
             for fd in set(theirs):
                 os.close(fd)
+        command_vpid = _subreaper_report(control)
+        if command_vpid is None:
+            control.close()
         if pty is not None:
             master = ours[0]
             outputs = {STDOUT: Output(self.loop, os.dup(master))}
@@ -347,8 +376,10 @@ class Execs:
             stdin_fd, terminal = ours[0], -1
         os.set_blocking(stdin_fd, False)
         ex = Exec(id=secrets.token_hex(8), agent=agent, argv=argv, pid=launched.pid, pidfd=launched.pidfd,
-                  vpid=_inner_pid(launched.pid), outputs=outputs, stdin=stdin_fd, terminal=terminal,
-                  pty=pty is not None, background=request.background is True)
+                  vpid=_inner_pid(launched.pid) if command_vpid is None else command_vpid,
+                  outputs=outputs, stdin=stdin_fd, terminal=terminal, pty=pty is not None,
+                  background=request.background is True, uid=_own_uid(entry) if run_as is None else run_as[0],
+                  control=None if command_vpid is None else control)
         self._execs[ex.id] = ex
         self.loop.add_reader(ex.pidfd, self._on_exit, ex)
         agent.ended.add_done_callback(functools.partial(self._agent_ended, ex))
@@ -441,13 +472,30 @@ class Execs:
         ex.timer = None
         if ex.running:
             ex.timed_out = True
-            log.info("exec %s ran past its timeout: SIGKILL to its group", ex.id)
-            _killpg(ex, signal.SIGKILL)
+            log.info("exec %s ran past its timeout: its tree is killed", ex.id)
+            self._stop(ex)
 
     def _agent_ended(self, ex: Exec, _: object) -> None:
-        # Its pid namespace or cgroup took it already; without them its group has to go.
-        if ex.running:
-            _killpg(ex, signal.SIGKILL)
+        # Its pid namespace or cgroup took it already; without them its tree has to go.
+        self._stop(ex)
+
+    def _stop(self, ex: Exec) -> bool:
+        """SIGKILL the exec's whole tree: told to its subreaper, which kills and reaps every
+        descendant and dies of SIGKILL; its process group is killed if it is slow (stopped)
+        or absent. False if the exec had ended."""
+        if not ex.running:
+            return False
+        if ex.stop_timer is not None:
+            return True  # told already
+        if ex.control is not None:
+            try:
+                ex.control.send(b"K")
+            except OSError:
+                pass  # gone already: its group is all there is to kill
+            else:
+                ex.stop_timer = self.loop.call_later(_STOP_GRACE, _killpg, ex, signal.SIGKILL)
+                return True
+        return _killpg(ex, signal.SIGKILL)
 
     def _on_exit(self, ex: Exec) -> None:
         # Still a zombie: its group id cannot be reused while the rest of the group is killed.
@@ -464,9 +512,13 @@ class Execs:
         if ending is not None:
             ex.exit_code, ex.signal = ending.exit_code, ending.signal
         ex.ended_at = time.time()
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        for timer in (ex.timer, ex.stop_timer):
+            if timer is not None:
+                timer.cancel()
+        ex.timer = ex.stop_timer = None
+        if ex.control is not None:
+            ex.control.close()
+            ex.control = None
         self._close_stdin(ex)
         if ex.terminal >= 0:
             os.close(ex.terminal)
@@ -597,6 +649,101 @@ def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def _run_as(user: Any, entry: Plan) -> tuple[int, int] | None:
+    """The (uid, gid) an exec's ``user`` names; None for the agent's own user.
+
+    An exec never holds more than its agent: it may be the agent's user or ``nobody``, and
+    nobody only where that uid reaches nothing the agent cannot (``_no_lesser_user``).
+    """
+    if user in (UNSET, None):
+        return None
+    own = _own_uid(entry)
+    uid = _uid_of(user, own)
+    if uid == own:
+        return None
+    if uid != NOBODY:
+        raise PermissionDenied(
+            f"user {user!r}: an exec runs as its agent's user (uid {own}) or as nobody ({NOBODY}), never as "
+            f"{'root' if uid == 0 else f'another user (uid {uid})'}: that would hold what the agent does not",
+            field="user", uid=uid)
+    why = _no_lesser_user(entry, own)
+    if why:
+        raise PermissionDenied(f"user {user!r}: not in this agent: {why}", field="user", uid=uid)
+    return NOBODY, NOBODY
+
+
+def _own_uid(entry: Plan) -> int:
+    """The uid the agent (and a default exec) runs as: ``agent_uid`` for a root kernel's
+    sandboxed agents, else the kernel's own (inside a rootless agent's user namespace too)."""
+    return entry.run_as[0] if entry.run_as else os.geteuid()
+
+
+def _uid_of(user: int | str, own: int) -> int:
+    """``user`` as a uid: a number, ``root``, ``nobody`` or the agent's own user's name."""
+    if isinstance(user, int):
+        return user
+    if user.isdigit():
+        if int(user) > 0xFFFFFFFE:
+            raise InvalidArgument(f"user: {user} is not a uid (at most 4294967294)", field="user")
+        return int(user)
+    names = {"root": 0, "nobody": NOBODY}
+    own_name = _user_name(own)
+    if own_name is not None:
+        names[own_name] = own
+    if user in names:
+        return names[user]
+    raise PermissionDenied(f"user {user!r}: an exec runs as its agent's user ({own_name or 'uid'} {own}) or "
+                           f"as nobody ({NOBODY}), no other user", field="user")
+
+
+@functools.cache
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _no_lesser_user(entry: Plan, own: int) -> str | None:
+    """Why ``nobody`` would reach something the agent cannot, or cannot be had at all; None if fine."""
+    if entry.join & NAMESPACES["user"]:
+        return (f"its user namespace (a kernel that is not root) maps only uid {own}, so no other "
+                "user exists in it")
+    if os.geteuid() != 0:
+        return "the kernel is not root, so it cannot give an exec another uid"
+    if not entry.sandboxed:
+        return None  # the agent is root: nobody holds less
+    shared = [name for name in _LESSER_USER_NEEDS if not entry.join & NAMESPACES[name]]
+    if shared:
+        return (f"it shares the host's {', '.join(shared)} namespace{'s' if len(shared) > 1 else ''}, where "
+                f"uid {NOBODY} would reach the host's processes, files or sockets of nobody, which uid "
+                f"{own} cannot")
+    return None
+
+
+def _subreaper_report(control: socket.socket) -> int | None:
+    """The command's pid in the agent's view, as the exec's subreaper said before the launch
+    was done; None if there is no subreaper (no pid was left for it: the process is the command)."""
+    control.setblocking(False)
+    try:
+        message = control.recv(64)
+    except OSError:
+        return None
+    return int(message[1:]) if message.startswith(b"P") and message[1:].isdigit() else None
+
+
+def _signal_command(ex: Exec, number: int) -> bool:
+    """``number`` to the command alone (through its subreaper, its parent)."""
+    try:
+        if ex.control is not None:
+            ex.control.send(b"S%d" % number)
+        else:
+            signal.pidfd_send_signal(ex.pidfd, number)
+    except OSError:
+        return False
+    return True
+
+
 def _killpg(ex: Exec, sig: int) -> bool:
     """Signal the exec's process group; only while its leader is unreaped (its id is ours)."""
     if ex.pidfd < 0:
@@ -620,10 +767,11 @@ def _inner_pid(pid: int) -> int | None:
     return None
 
 
-def _refused(exc: SandboxError, agent: Agent) -> Exception:
+def _refused(exc: SandboxError, agent: Agent, run_as: tuple[int, int] | None) -> Exception:
     """A launch failure as the client's error: a missing directory or program is its request's."""
+    who = "" if run_as is None else f", as uid {run_as[0]}"
     if exc.step == "cwd":
-        return InvalidArgument(f"cwd: {exc.message} (in agent {agent.name!r}'s view)", field="cwd")
+        return InvalidArgument(f"cwd: {exc.message} (in agent {agent.name!r}'s view{who})", field="cwd")
     if exc.step == "exec":
-        return InvalidArgument(f"argv: {exc.message} (in agent {agent.name!r}'s view)", field="argv")
+        return InvalidArgument(f"argv: {exc.message} (in agent {agent.name!r}'s view{who})", field="argv")
     return Unavailable(f"cannot exec in agent {agent.name!r}: {exc}", id=agent.id, step=exc.step)

@@ -276,9 +276,10 @@ class TerminalWire(Struct, forbid_unknown_fields=True, kw_only=True):
     cols: _TerminalSide = 80
 
 
-#: An exec's ``user``: a uid, or a user name (letters, digits, ``_.-``) or a uid as text.
+#: An exec's ``user``: a uid, or a user name (letters, digits, ``_.-``) or a uid as text
+#: (``\Z``: ``$`` would let a final newline through).
 ExecUser: TypeAlias = (Annotated[int, Meta(ge=0, le=0xFFFFFFFE)]
-                       | Annotated[str, Meta(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})$")])
+                       | Annotated[str, Meta(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})\Z")])
 
 
 class ExecRequest(_AgentRef, kw_only=True):

@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
-from agentos.sandbox import landlock, namespaces, seccomp, userns
+from agentos.sandbox import landlock, namespaces, seccomp, subreaper, userns
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import symlink_refused
@@ -60,7 +60,10 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     # Dies with its parent (the kernel), so nothing survives a kernel crash.
     step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
-    child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, *(idmaps or ())])
+    fds, control = _split_control(plan, fds)
+    child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets,
+                             [handshake, *(idmaps or ()), *control])
+    control = [idmaps.pop()] if control else []
     if plan.terminal:
         step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
     if plan.view:
@@ -77,6 +80,8 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     _confine(plan, child)
     if script is not None:
         _run_script(plan, script, child.fd)
+    if control:
+        _exec_under_subreaper(plan, child, control[0])
     step("exec", _exec, plan)
     raise AssertionError("unreachable")
 
@@ -89,10 +94,12 @@ def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
     confined by the same steps as the agent (``_confine``), so it never holds more.
     """
     *fds, target = fds
+    fds, control = _split_control(plan, fds)
     child = _Child(handshake)
     step = child.step
     plan.argv, plan.env = step("request", child.receive_request)
-    child.fd, target = step("descriptors", _arrange_fds, fds, plan.fd_targets, [handshake, target])
+    child.fd, target, *control = step("descriptors", _arrange_fds, fds, plan.fd_targets,
+                                      [handshake, target, *control])
     # One call, user namespace first: in it a rootless kernel holds what joining the others needs.
     step("join namespaces", syscalls.setns, target, plan.join)
     os.close(target)
@@ -103,22 +110,56 @@ def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
         step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
     step("wait for parent", child.ready_and_wait)
     _confine(plan, child)
+    if control:
+        _exec_under_subreaper(plan, child, control[0])
     step("exec", _exec, plan)
     raise AssertionError("unreachable")
 
 
+def _split_control(plan: Plan, fds: list[int]) -> tuple[list[int], list[int]]:
+    """(the descriptors to arrange, [the subreaper's control socket] or [])."""
+    return (fds[:-1], fds[-1:]) if plan.subreaper else (fds, [])
+
+
+def _exec_under_subreaper(plan: Plan, child: _Child, control: int) -> None:
+    """Fork: the child goes on to exec the command, this process becomes its subreaper
+    (``subreaper.serve``, never returns). Returns in the child, or here when no process can
+    be forked (the agent is at its ``pids`` limit): then the command runs as the exec's
+    process itself, without a subreaper, as the kernel learns from the missing ``P`` message."""
+    syscalls.set_child_subreaper(True)
+    verdict, report = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except OSError:
+        syscalls.set_child_subreaper(False)
+        os.close(verdict)
+        os.close(report)
+        os.close(control)
+        return
+    if pid == 0:
+        os.close(verdict)
+        os.close(control)
+        os.close(child.fd)
+        # A failed exec's record goes to the subreaper, which passes it on.
+        child.fd = report
+        return
+    os.close(report)
+    subreaper.serve(pid, control, child.fd, verdict, SETUP_FAILED)
+
+
 def _confine(plan: Plan, child: _Child) -> None:
     """The irreversible steps, after the cgroup move: what the agent, and anything exec'd
-    into it, may hold from now on."""
+    into it, may hold from now on. A ``run_as`` of an exec into an unsandboxed agent (a
+    lesser user than the agent's root) is taken the same way."""
     step = child.step
-    if plan.sandboxed:
+    if plan.sandboxed or plan.run_as:
         uid, gid = plan.run_as or (-1, -1)
         step("capabilities", syscalls.drop_capabilities, plan.drop_bounding, uid, gid)
         if plan.run_as:
             step("pdeathsig", child.rearm_pdeathsig)
     # As the agent's own user: a directory it cannot enter is an error now, not at its first open.
     step("cwd", os.chdir, plan.cwd)
-    if plan.sandboxed:
+    if plan.sandboxed or plan.run_as:
         step("no_new_privs", syscalls.set_no_new_privs)
         if plan.landlock_abi:
             step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)

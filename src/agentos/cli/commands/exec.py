@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-e", "--env", action="append", default=[], type=env_option, metavar="NAME=VALUE",
                    help="add a variable to the agent's environment (repeatable)")
     p.add_argument("-w", "--workdir", help="working directory, in the agent's view")
+    p.add_argument("-u", "--user", help="run as the agent's own user (default) or 'nobody' (a lesser uid, "
+                   "where the agent's isolation allows it); any other is refused")
     p.add_argument("--timeout", type=duration_option, help="kill the command after this long (exit 124)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the program and its arguments")
     add_socket_option(p)
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     env = dict(args.env)
     target: dict[str, Any] = {"id": args.name} if args.id else {}
     agent = None if args.id else args.name
-    options = {**target, "env": env, "cwd": args.workdir, "timeout": args.timeout}
+    options = {**target, "env": env, "cwd": args.workdir, "timeout": args.timeout, "user": args.user}
     with connect(args) as client:
         if not args.interactive:
             stream = client.exec_stream(agent, argv, **options)
