@@ -122,7 +122,7 @@ class KernelMetrics:
             self.think_tokens.labels(model, agent, "output").inc(usage.output)
             if usage.cost_usd:
                 self.think_cost.labels(model, agent).inc(usage.cost_usd)
-            result = "ok" if outcome == "ok" else outcome
+            result = outcome
         else:
             model = notes.model or self._default_model()
             result = notes.error.kind.value if notes.error is not None else outcome
