@@ -23,6 +23,7 @@ COMMANDS = [
     "cp",
     "expose",
     "pause",
+    "sandbox",
     "spawn",
     "think",
     "top",

@@ -304,15 +304,17 @@ class ClientMethods(abc.ABC):
                 readonly_paths: Sequence[str] = (),
                 workspace: int | str | Mapping[str, Any] | None = None,
                 volumes: Sequence[Mapping[str, Any]] | None = None,
-                allow_degraded: bool = False) -> Sandbox:
+                allow_degraded: bool = False, project: str | None = None) -> Sandbox:
         """A sandbox: an agent that idles until driven (``exec``, ``run_code``), isolated, limited
         and timed out as any agent. ``with`` starts it and kills it at the end (or ``start()``
         and ``kill()``). A unique name unless ``name``; ``template`` one of the kernel's templates
-        (its root under the view, its modules preloaded). Options as ``spawn``'s."""
+        (its root under the view, its modules preloaded). Options as ``spawn``'s (``project``
+        too: its name is unique there)."""
         request = _sandbox.sandbox_request(
             template, name=name, limits=limits, network=network, timeout=timeout,
             idle_timeout=idle_timeout, env=env, writable_paths=writable_paths,
-            readonly_paths=readonly_paths, workspace=workspace, volumes=volumes, allow_degraded=allow_degraded)
+            readonly_paths=readonly_paths, workspace=workspace, volumes=volumes, allow_degraded=allow_degraded,
+            project=project)
         return Sandbox(self, request)
 
     # -- files -----------------------------------------------------------------------

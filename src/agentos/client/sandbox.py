@@ -45,14 +45,15 @@ def sandbox_request(template: str | None, *, name: str | None,
                     env: Mapping[str, str] | None, writable_paths: Sequence[str],
                     readonly_paths: Sequence[str], workspace: int | str | Mapping[str, Any] | None,
                     allow_degraded: bool,
-                    volumes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The SPAWN of a sandbox: the idle program, sandboxed, under a unique name, from ``template``
-    (one of the kernel's ``sandbox.templates``, which checks it) if named."""
+                    volumes: Sequence[Mapping[str, Any]] | None = None,
+                    project: str | None = None) -> dict[str, Any]:
+    """The SPAWN of a sandbox: the idle program, sandboxed, under a unique name (in ``project``
+    if named), from ``template`` (one of the kernel's ``sandbox.templates``, which checks it)."""
     return _processes.spawn_request(
         name or f"sandbox-{secrets.token_hex(6)}", IDLE, sandboxed=True, network=network,
         limits=limits, timeout=timeout, idle_timeout=idle_timeout, env=env,
         writable_paths=writable_paths, readonly_paths=readonly_paths, workspace=workspace,
-        volumes=volumes, allow_degraded=allow_degraded, template=template)
+        volumes=volumes, allow_degraded=allow_degraded, template=template, project=project)
 
 
 def interpreter_request(sandbox_id: str, python: str) -> dict[str, Any]:
