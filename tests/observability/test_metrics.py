@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,8 +21,11 @@ from .conftest import agent, llm_env
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def scrape(telemetry: dict[str, str], url: str | None = None) -> Samples:
+    """Scrape as Prometheus would, with the bearer token from the kernel's token file."""
+    token = Path(telemetry["metrics_token_file"]).read_text().strip()
+    request = urllib.request.Request(url or telemetry["metrics"], headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = response.read().decode()
     return {(s.name, frozenset(s.labels.items())): s.value
@@ -42,9 +46,10 @@ def test_scraped_values_match_what_was_done(tmp_path: Path, fake: FakeGemini, tw
     kernel = KernelProcess(tmp_path / "k", env=env, args=["--metrics", "127.0.0.1:0"]).start()
     try:
         with kernel.client(timeout=60) as client:
-            url = client.hello()["capabilities"]["telemetry"]["metrics"]
+            telemetry = client.hello()["capabilities"]["telemetry"]
+            url = telemetry["metrics"]
             assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
-            before = scrape(url)
+            before = scrape(telemetry)
             for n in range(3):
                 _ended(client, client.spawn(f"quick-{n}", command=["true"])["id"])
             denied = client.spawn("denied", agent("denied"))
@@ -52,7 +57,7 @@ def test_scraped_values_match_what_was_done(tmp_path: Path, fake: FakeGemini, tw
             assert "denied" in client.logs(id=denied["id"])
             answers = [client.think(f"question {n}") for n in range(2)]
             client.noop_batch([b"x"] * 100)
-            after = scrape(url)
+            after = scrape(telemetry)
     finally:
         kernel.stop_checked()
 
@@ -86,11 +91,11 @@ def test_mailbox_depth_is_what_waits(tmp_path: Path) -> None:
     kernel = KernelProcess(tmp_path / "k", args=["--metrics", "localhost:0"]).start()
     try:
         with kernel.client(timeout=60) as client:
-            url = client.hello()["capabilities"]["telemetry"]["metrics"]
+            telemetry = client.hello()["capabilities"]["telemetry"]
             sleeper = client.spawn("inbox", command=["sleep", "60"])
             for n in range(3):
                 client.send("inbox", {"n": n})
-            samples = scrape(url)
+            samples = scrape(telemetry)
             client.kill(id=sleeper["id"], grace=0)
     finally:
         kernel.stop_checked()
@@ -121,9 +126,64 @@ def test_remote_when_asked(tmp_path: Path) -> None:
     kernel = KernelProcess(tmp_path / "k", args=["--metrics", "0.0.0.0:0", "--metrics-remote"]).start()
     try:
         with kernel.client() as client:
-            url = client.hello()["capabilities"]["telemetry"]["metrics"]
+            telemetry = client.hello()["capabilities"]["telemetry"]
+        url = telemetry["metrics"]
         assert url.startswith("http://0.0.0.0:")
-        samples = scrape(url.replace("0.0.0.0", "127.0.0.1"))
+        samples = scrape(telemetry, url.replace("0.0.0.0", "127.0.0.1"))
         assert value(samples, "agentos_syscalls_total", op="HELLO", outcome="ok") >= 1
     finally:
         kernel.stop_checked()
+
+
+def _status(url: str, authorization: str | None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _read_as_nobody(path: Path) -> str:
+    """What uid 65534 gets reading ``path``: its text, or the error's name."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                answer = path.read_text()
+            except OSError as exc:
+                answer = type(exc).__name__
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_a_scrape_needs_the_token_only_the_kernels_uid_can_read(tmp_path: Path) -> None:
+    """Another local user reaches the loopback port, but not the metrics: every uid's agent
+    names, projects, models and budgets are more than LIST or USAGE show it."""
+    tokens = []
+    for _ in range(2):  # the token outlives a restart, so a configured Prometheus goes on scraping
+        kernel = KernelProcess(tmp_path / "k", args=["--metrics", "127.0.0.1:0"]).start()
+        try:
+            with kernel.client() as client:
+                telemetry = client.hello()["capabilities"]["telemetry"]
+            url, token_file = telemetry["metrics"], Path(telemetry["metrics_token_file"])
+            token = token_file.read_text().strip()
+            tokens.append(token)
+            assert token_file.stat().st_mode & 0o777 == 0o600
+            assert _read_as_nobody(token_file) == "PermissionError"
+            assert _status(url, None) == 401
+            assert _status(url, "Bearer " + "x" * len(token)) == 401
+            assert _status(url, f"Basic {token}") == 401
+            assert _status(url, f"Bearer {token}") == 200
+        finally:
+            kernel.stop_checked()
+    assert tokens[0] == tokens[1] and len(tokens[0]) >= 32

@@ -1,15 +1,24 @@
 """The Prometheus endpoint: ``GET /metrics`` in the text exposition format, on the kernel's loop.
 
 Served by the kernel's own aiohttp (already loaded for the LLM gateway), so no thread and no
-second HTTP stack. Loopback only unless ``telemetry.metrics_remote`` says otherwise: the
-metrics name agents, projects and models, and the endpoint asks for no credentials.
+second HTTP stack. The metrics name every uid's agents, projects, models and budgets, more than
+LIST or USAGE show any one caller, and on a shared host every local user reaches a loopback
+port: so a scrape must carry a bearer token (Prometheus' ``authorization: credentials_file``),
+kept in a 0600 file beside the kernel's state, and the address is loopback unless
+``telemetry.metrics_remote`` says otherwise.
 """
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import os
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from ..state.private import open_private
 
 if TYPE_CHECKING:
     from .metrics import KernelMetrics
@@ -41,12 +50,29 @@ def parse_address(text: object, remote: bool) -> tuple[str, int]:
     return str(address), int(port_text)
 
 
-class MetricsServer:
-    """``GET /metrics`` on ``address``; ``url`` says where once started (port 0 is resolved)."""
+def load_token(path: Path) -> str:
+    """The scrape token kept in ``path`` (0600), made on first use and kept across restarts so a
+    Prometheus configured with the file goes on scraping."""
+    fd = open_private(path, os.O_RDWR)
+    with os.fdopen(fd, "r+") as file:
+        token = file.read().strip()
+        if len(token) < 32:
+            token = secrets.token_urlsafe(32)
+            file.seek(0)
+            file.truncate()
+            file.write(token + "\n")
+    return token
 
-    def __init__(self, metrics: KernelMetrics, address: str, remote: bool) -> None:
+
+class MetricsServer:
+    """``GET /metrics`` on ``address`` for a bearer of the token in ``token_file``; ``url`` says
+    where once started (port 0 is resolved)."""
+
+    def __init__(self, metrics: KernelMetrics, address: str, remote: bool, token_file: Path) -> None:
         self.metrics = metrics
         self.host, self.port = parse_address(address, remote)
+        self.token_file = token_file
+        self._expected = b""
         self._runner: web.AppRunner | None = None
 
     @property
@@ -55,6 +81,7 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     async def start(self) -> None:
+        self._expected = f"Bearer {load_token(self.token_file)}".encode()
         app = web.Application()
         app.router.add_get("/metrics", self._scrape)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -69,5 +96,9 @@ class MetricsServer:
             self._runner = None
 
     async def _scrape(self, request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            return web.Response(status=401, text=f"a bearer token is needed: the one in {self.token_file}\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="agentos"'})
         body = await self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

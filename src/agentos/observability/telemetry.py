@@ -40,6 +40,8 @@ _EXPORTER_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES
 #: The syscalls that note what happens inside them (``notes``).
 _NOTED = frozenset({int(Op.SPAWN), int(Op.THINK)})
 _INSTALL = "pip install 'agentos[otel]'"
+#: The Prometheus scrape token's file in the state dir.
+METRICS_TOKEN = "metrics.token"
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,8 @@ class TelemetryService:
 
             assert self.settings.metrics is not None
             self.metrics.start()
-            self._server = MetricsServer(self.metrics, self.settings.metrics,
-                                         self.settings.metrics_remote)
+            self._server = MetricsServer(self.metrics, self.settings.metrics, self.settings.metrics_remote,
+                                         self.kernel.config.state_dir / METRICS_TOKEN)
             await self._server.start()
             log.info("telemetry: Prometheus metrics at %s", self._server.url)
 
@@ -168,7 +170,8 @@ class TelemetryService:
 
     def capabilities(self) -> Mapping[str, Any]:
         return {"traces": self.tracing is not None,
-                "metrics": self._server.url if self._server is not None else None}
+                "metrics": self._server.url if self._server is not None else None,
+                "metrics_token_file": str(self._server.token_file) if self._server is not None else None}
 
     # -- the hooks ------------------------------------------------------------------------
 
