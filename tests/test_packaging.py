@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata
 
 import pytest
@@ -24,3 +25,12 @@ def test_wheel_has_stubs_and_no_sources() -> None:
     for so in compiled:
         stub = so.split(".")[0] + ".pyi"
         assert stub in files, f"{so} ships without {stub}"
+
+
+def test_wheel_has_the_sandbox_init_program() -> None:
+    """agentos-init (a sandbox's pid 1, docs/sandboxes.md) is installed beside the compiled
+    modules, executable: pip keeps the mode the wheel records."""
+    files = _installed_files()
+    assert "agentos/_fast/agentos-init" in files
+    program = metadata.distribution("agentos").locate_file("agentos/_fast/agentos-init")
+    assert os.access(str(program), os.X_OK), program

@@ -13,7 +13,7 @@ import os
 
 from agentos.sandbox._syscalls import syscalls
 
-__all__ = ["abi", "restrict", "write_rights"]
+__all__ = ["abi", "restrict", "rules", "write_rights"]
 
 # LANDLOCK_ACCESS_FS_* (linux/landlock.h), by the ABI that introduced them.
 _WRITE_FILE = 1 << 1
@@ -57,21 +57,28 @@ def write_rights(version: int) -> int:
     return rights
 
 
+def rules(version: int, writable: list[str]) -> tuple[int, int, int, list[tuple[str, bool]]]:
+    """The ruleset of an agent: (rights handled, scopes, the rights a file is given, and each
+    path with whether it must exist). A directory is given every handled right beneath it, a
+    file (a writable file, a device) only the rights files have. The one home of the rules: the
+    agent's setup (``restrict``) and a sandbox's init (``initd``, one layer per exec) apply it."""
+    handled = write_rights(version)
+    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if version >= 6 else 0
+    paths = [(path, True) for path in writable] + [(path, False) for path in _WRITABLE_DEVICES]
+    return handled, scoped, handled & _FILE_WRITES, paths
+
+
 def restrict(version: int, writable: list[str]) -> None:
     """Allow writes only beneath ``writable`` and to the usual devices (runs in the child).
 
     Must follow no_new_privs; paths are resolved in the sandbox's own view.
     """
-    handled = write_rights(version)
-    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if version >= 6 else 0
+    handled, scoped, file_rights, paths = rules(version, writable)
     ruleset = syscalls.landlock_create_ruleset(handled, 0, scoped)
     try:
-        for path in writable:
-            # A writable file (not a directory) can only be granted the rights files have.
-            _allow(ruleset, path, handled if os.path.isdir(path) else handled & _FILE_WRITES)
-        for path in _WRITABLE_DEVICES:
-            if os.path.exists(path):
-                _allow(ruleset, path, handled & _FILE_WRITES)
+        for path, required in paths:
+            if required or os.path.exists(path):
+                _allow(ruleset, path, handled if os.path.isdir(path) else file_rights)
         syscalls.landlock_restrict_self(ruleset)
     finally:
         os.close(ruleset)

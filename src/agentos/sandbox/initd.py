@@ -1,0 +1,274 @@
+"""The kernel's side of ``agentos-init``, the pid 1 of a sandbox (``_fast/init/agentos_init.c``).
+
+A sandbox's main program is this small C program instead of an idle interpreter. It is exec'd
+at the end of the sandbox's usual setup, so it holds the sandbox's namespaces, cgroup, uid,
+seccomp filter, Landlock domain and no_new_privs; it reaps the orphans of its pid namespace and
+starts the EXECs into the sandbox: per exec, one fork (the exec's leader: session, process
+group, child subreaper, a Landlock layer of its own with the agent's rules) and one execve. No
+zygote, no namespace joining, no cgroup move, no Python: the kernel sends one message.
+
+``InitChannel`` is the kernel's end of init's control socket (a ``SOCK_SEQPACKET`` socketpair
+made at spawn: unnamed, close-on-exec in init, never in an exec's descriptors). The protocol is
+described in the C file; each exec's own control socket speaks ``subreaper.py``'s (``P<vpid>``,
+``S<signal>``, ``K``, end of file), plus ``E`` step NUL errno NUL when the command could not
+be started. Init reports each leader's end (``X``) with its raw wait status: the leader is
+init's child, not the kernel's, so the kernel cannot reap it itself.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import errno
+import functools
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentos.sandbox import landlock
+from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox.plan import Plan
+from agentos.sandbox.spec import Ending, SandboxError
+
+__all__ = ["IDLE", "InitChannel", "Started", "binary", "command"]
+
+#: The program a sandbox is spawned with (``Client.sandbox``); the kernel runs init in its place.
+IDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle.py")
+#: The control socket's descriptor number in the sandbox.
+CONTROL_FD = 4
+_MAX_REPLY = 256
+
+
+def binary() -> str | None:
+    """agentos-init's path: next to the compiled syscall module (in the wheel, and in an editable
+    install's build tree), so inside every sandbox's view; None where it was not built."""
+    path = os.path.join(os.path.dirname(os.path.abspath(str(syscalls.__file__))), "agentos-init")
+    return path if os.access(path, os.X_OK) else None
+
+
+def command(path: str, connection_fd: int) -> list[str]:
+    """The argv of init: its control socket, then the agent's kernel connection (whose end, as
+    the control socket's, ends the sandbox)."""
+    return [path, str(CONTROL_FD), str(connection_fd)]
+
+
+@dataclass(frozen=True)
+class Started:
+    """An exec's leader, forked by init, once its command is exec'd."""
+
+    #: The leader's pid on the host, and a pidfd of it (the caller closes it).
+    pid: int
+    pidfd: int
+    #: The command's pid in the sandbox.
+    vpid: int
+
+
+def _fields(*values: str | bytes) -> bytes:
+    out = bytearray()
+    for value in values:
+        data = value.encode() if isinstance(value, str) else value
+        if b"\0" in data:
+            raise SandboxError("spec", errno.EINVAL, "argv, env and cwd may not hold a NUL byte")
+        out += data + b"\0"
+    return bytes(out)
+
+
+class InitChannel:
+    """The kernel's end of one sandbox init's control socket."""
+
+    def __init__(self, sock: socket.socket, entry: Plan) -> None:
+        """``entry`` is the sandbox's entry plan: each exec's Landlock layer takes its rules."""
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Replies awaited, by exec token.
+        self._starts: dict[str, asyncio.Future[tuple[bytes, list[int]]]] = {}
+        #: Execs whose end is reported: their callback, or their ending while none is set yet.
+        self._ends: dict[str, Callable[[Ending], None] | Ending | None] = {}
+        self.closed = False
+        if entry.landlock_abi:
+            handled, scoped, file_rights, paths = landlock.rules(entry.landlock_abi, entry.writable)
+            sock.send(b"L" + _fields(str(handled), str(scoped), str(file_rights),
+                                     *(("w" if required else "d") + path for path, required in paths)))
+        sock.setblocking(False)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read init's messages on ``loop`` from now on (the end of the sandbox closes the channel)."""
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self._readable)
+
+    async def start(self, token: str, argv: Sequence[str], env: dict[str, str], cwd: str, stdio: Sequence[int],
+                    control: socket.socket, leader_control: int, *, terminal: bool, timeout: float) -> Started:
+        """Start ``argv`` in the sandbox as exec ``token``: ``stdio`` its three descriptors,
+        ``control`` the kernel's end of the exec's control socket (made non-blocking) and
+        ``leader_control`` the leader's (sent; the caller closes its copy after). Raises ``SandboxError`` (``cwd``,
+        ``exec``: no such directory or program in the sandbox's view)."""
+        if self.closed or self._loop is None:
+            raise SandboxError("init", errno.EPIPE, "the sandbox's init has ended")
+        message = b"E" + _fields(token, "t" if terminal else "", cwd, str(len(argv)), *argv, str(len(env)),
+                                 *(f"{name}={value}" for name, value in env.items()))
+        reply = self._loop.create_future()
+        self._starts[token] = reply
+        self._ends[token] = None
+        control.setblocking(False)
+        try:
+            await self._send(message, [*stdio, leader_control])
+            async with asyncio.timeout(timeout):
+                kind, fds = await reply
+                fields = kind[1:].split(b"\0")
+                if kind[:1] == b"F":
+                    step, err = fields[1].decode(), int(fields[2])
+                    raise SandboxError(step, err, f"init could not start it: {os.strerror(err)}")
+                pidfd = fds[0] if fds else -1
+                try:
+                    pid = _host_pid(pidfd)
+                    report = await self._loop.sock_recv(control, _MAX_REPLY)
+                except BaseException:
+                    if pidfd >= 0:
+                        os.close(pidfd)
+                    raise
+        except TimeoutError:
+            self._ends.pop(token, None)
+            raise SandboxError("handshake", errno.ETIMEDOUT, f"init did not start it within {timeout} s") from None
+        except BaseException:
+            self._ends.pop(token, None)
+            raise
+        finally:
+            self._starts.pop(token, None)
+        if report.startswith(b"P") and report[1:].isdigit():
+            return Started(pid=pid, pidfd=pidfd, vpid=int(report[1:]))
+        self._ends.pop(token, None)
+        if pidfd >= 0:
+            os.close(pidfd)
+        raise _refusal(report, argv, cwd)
+
+    def on_end(self, token: str, callback: Callable[[Ending], None]) -> None:
+        """Call ``callback`` with how exec ``token``'s leader ended (at once if it has)."""
+        ending = self._ends.get(token)
+        if isinstance(ending, Ending):
+            del self._ends[token]
+            assert self._loop is not None
+            self._loop.call_soon(callback, ending)
+        else:
+            self._ends[token] = callback
+
+    def signal_group(self, token: str, number: int) -> bool:
+        """``number`` to exec ``token``'s process group, by init (which knows its leader unreaped,
+        so the group id is still the exec's); False if the exec has ended."""
+        if self.closed or not callable(self._ends.get(token)):
+            return False
+        try:
+            self._sock.send(b"G" + _fields(token, str(number)))
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop reading; every exec still running ends as killed (its pid namespace took it)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        gone = SandboxError("init", errno.EPIPE, "the sandbox's init ended")
+        for reply in self._starts.values():
+            if not reply.done():
+                reply.set_exception(gone)
+        ends, self._ends = self._ends, {}
+        for callback in ends.values():
+            if callable(callback):
+                callback(Ending(signal=signal.SIGKILL))
+
+    async def _send(self, message: bytes, fds: list[int]) -> None:
+        assert self._loop is not None
+        while True:
+            try:
+                socket.send_fds(self._sock, [message], fds)
+                return
+            except BlockingIOError:
+                writable = self._loop.create_future()
+                self._loop.add_writer(self._sock.fileno(), functools.partial(_done, writable))
+                try:
+                    await writable
+                finally:
+                    self._loop.remove_writer(self._sock.fileno())
+            except OSError as exc:
+                raise SandboxError("init", exc.errno or errno.EPIPE, f"the sandbox's init is gone: {exc}") from None
+
+    def _readable(self) -> None:
+        while not self.closed:
+            try:
+                message, fds = _receive(self._sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                self.close()
+                return
+            self._dispatch(message, fds)
+
+    def _dispatch(self, message: bytes, fds: list[int]) -> None:
+        fields = message[1:].split(b"\0")
+        token = fields[0].decode(errors="replace")
+        kind = message[:1]
+        reply = self._starts.get(token)
+        if kind in (b"S", b"F") and reply is not None and not reply.done():
+            reply.set_result((message, fds))
+            return
+        for fd in fds:
+            os.close(fd)
+        if kind == b"X" and token in self._ends and len(fields) > 1 and fields[1].isdigit():
+            ending = _ending(int(fields[1]))
+            callback = self._ends.pop(token)
+            if callable(callback):
+                callback(ending)
+            else:
+                self._ends[token] = ending
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One message of init's and the descriptor it carries, close-on-exec from the start."""
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(_MAX_REPLY, socket.CMSG_LEN(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _ending(status: int) -> Ending:
+    if os.WIFSIGNALED(status):
+        return Ending(signal=os.WTERMSIG(status))
+    return Ending(exit_code=os.WEXITSTATUS(status))
+
+
+def _host_pid(pidfd: int) -> int:
+    """The pid behind ``pidfd`` as this process sees it (0 if unknown)."""
+    if pidfd < 0:
+        return 0
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return max(0, int(line.split()[1]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _refusal(report: bytes, argv: Sequence[str], cwd: str) -> SandboxError:
+    """The leader's ``E`` record (or its silent death) as the launcher's error."""
+    fields = report[1:].split(b"\0") if report.startswith(b"E") else []
+    if len(fields) < 2 or not fields[1].isdigit():
+        return SandboxError("setup", 0, "the exec's leader died before its command started")
+    step, err = fields[0].decode(errors="replace"), int(fields[1])
+    subject: Any = {"exec": argv[0], "cwd": cwd}.get(step)
+    return SandboxError(step, err, os.strerror(err) + (f": {subject}" if subject is not None else ""))
