@@ -46,7 +46,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(kernel) -> None:
     outcomes = asyncio.run(burst())
     assert outcomes[0] is None
     assert all(isinstance(o, AgentOSError) for o in outcomes[1:]), outcomes
-    assert kernel.proc.returncode == -9
+    assert kernel.proc.returncode == 128 + 9  # the guardian exits as a shell reports a SIGKILL
 
     kernel.start()
     c = kernel.client()
