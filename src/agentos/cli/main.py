@@ -28,6 +28,7 @@ COMMANDS = [
     "think",
     "top",
     "dashboard",
+    "mcp",
     "doctor",
     "audit",
     "mail",
