@@ -119,3 +119,32 @@ def test_up_after_a_kernel_sigkill_finds_its_team_restored_and_starts_only_the_r
         plain_kernel.stop()
         for pid in pids:
             stop_kernel_pid(pid, timeout=10)
+
+
+def test_down_while_no_kernel_runs_keeps_the_next_kernel_from_restoring_the_team(tmp_path: Path) -> None:
+    (tmp_path / "worker.py").write_text(WORKER)
+    path = manifest(tmp_path, TEAM.replace("{root}", str(tmp_path)))
+    socket = tmp_path / "run" / "k.sock"
+    pids: list[int] = []
+    plain_kernel = KernelProcess(tmp_path / "run")
+    try:
+        up = agentos("up", "-d", path.name, cwd=tmp_path)
+        assert up.returncode == 0, up
+        pids.append(kernel_pid(up.stdout))
+        wait_for("the team to work", lambda: starts(tmp_path, "keeper") and starts(tmp_path, "plain"))
+        crash(socket, pids[-1])
+
+        down = agentos("down", path.name, cwd=tmp_path)
+        assert down.returncode == 0, down
+        assert "will not be restored" in down.stdout, down.stdout
+
+        plain_kernel.start()
+        client = plain_kernel.client()
+        assert client.list_agents(status="running") == []
+        assert {a["name"] for a in client.list_agents(status="lost")} == {"keeper", "plain"}
+        assert len(starts(tmp_path, "keeper")) == 1, "keeper was brought back"
+        plain_kernel.stop_checked()
+    finally:
+        plain_kernel.stop()
+        for pid in pids:
+            stop_kernel_pid(pid, timeout=10)

@@ -109,7 +109,7 @@ SORT_KEYS: dict[str, Any] = {
 
 #: How a status looks on a terminal.
 STATUS_STYLES = {"running": "green", "paused": "yellow", "failed": "red", "oom_killed": "red",
-                 "timed_out": "red", "exited": "dim", "killed": "dim"}
+                 "timed_out": "red", "lost": "red", "exited": "dim", "killed": "dim"}
 
 
 def paint_status(text: str, infos: Sequence[Mapping[str, Any]], paint: Painter) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import signal
@@ -237,6 +238,23 @@ class Ledger:
             log.error("ledger %s is closed: a change was not recorded", self.path)
 
 
+#: The ledger's file in the kernel's state dir.
+LEDGER_FILE = "agents.db"
+
+
+def stand_down(state_dir: Path, project: str | None) -> int:
+    """Outside any kernel (``agentos down`` after the kernel died): mark ``project``'s agents
+    (None: every agent) as never to be restored, so the next kernel reports them lost instead
+    of bringing back a team its user took down. Returns how many rows it marked; a missing or
+    untrusted ledger is left alone (0)."""
+    path = state_dir / LEDGER_FILE
+    if not path.exists() or untrusted(path) is not None:
+        return 0
+    where, args = ("", ()) if project is None else (" AND project IS ?", (project,))
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+        return int(conn.execute(f"UPDATE agents SET gave_up = 1 WHERE gave_up = 0{where}", args).rowcount)
+
+
 def untrusted(path: Path) -> str | None:
     """Why the ledger at ``path`` must not be read, or None: it (and its SQLite sidecars and its
     directory) must belong to the kernel's uid, be writable by no other, and not be a symlink."""
@@ -325,15 +343,16 @@ def _to_restore(entries: list[Entry]) -> set[str]:
     Per agent (name within its project), only its latest process counts; only one an outside
     client spawned (an agent's children are its own to spawn again); only with a restart
     policy; and only if it was running when its kernel died or stopped, or it had ended on its
-    own and the supervisor would have restarted it (not given up). KILL, ``stop``, ``down``, a
-    timeout or its parent's end stopped it on purpose: never.
+    own and the supervisor would have restarted it (not given up, nor taken down by ``down``
+    while no kernel ran). KILL, ``stop``, ``down``, a timeout or its parent's end stopped it on
+    purpose: never.
     """
     latest: dict[tuple[str | None, str], Entry] = {}
     for entry in entries:
         latest[(entry.project, entry.name)] = entry
     chosen = set()
     for entry in latest.values():
-        if entry.spawner_agent is not None or entry.parent is not None or entry.request is None:
+        if entry.gave_up or entry.spawner_agent is not None or entry.parent is not None or entry.request is None:
             continue
         policy = RestartPolicy.from_request(entry.request.fields().get("restart"))
         if policy.policy == "never":

@@ -56,7 +56,7 @@ from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
 from .launcher import start_process
-from .ledger import Ledger, recover
+from .ledger import LEDGER_FILE, Ledger, recover
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture
 from .ports import Ports
@@ -94,7 +94,7 @@ class ProcessService:
         self.table = AgentTable(self.settings.keep_ended)
         self.log_dir = kernel.config.state_dir / "logs"
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
-        self.ledger = Ledger(kernel.config.state_dir / "agents.db")
+        self.ledger = Ledger(kernel.config.state_dir / LEDGER_FILE)
         self.layout = Layout()
         self.driver: CgroupDriver = NoDriver("not started")
         try:
@@ -371,7 +371,9 @@ class ProcessService:
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
                       spawner=caller, confinement=request.confinement(
                           self._system_view, self._agent_uid, tuple(v.grant for v in volumes)),
-                      entry=launched.entry, project=project)
+                      entry=launched.entry, init=launched.init, project=project)
+        if launched.init is not None:
+            launched.init.attach(self.kernel.loop)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace, volumes)
         self.table.add(agent)
         self.ledger.spawned(agent)
@@ -602,6 +604,8 @@ class ProcessService:
         self.kernel.loop.remove_reader(agent.pidfd)
         os.close(agent.pidfd)
         agent.pidfd = -1
+        if agent.init is not None:
+            agent.init.close()  # its execs ended with its pid namespace
         agent.exit_code, agent.signal = ending.exit_code, ending.signal
         self._spawn_background(self._finish(agent))
 

@@ -10,6 +10,8 @@ from typing import Any
 from ...cgroups import clean_dead_kernels
 from ...client import Client
 from ...errors import AgentOSError, KernelNotRunning, NotFound
+from ...kernel.config import default_state_dir
+from ...processes.ledger import stand_down
 from ..launch import add_socket_option, duration_option, marker_path, socket_path, stop_kernel_pid
 from ..projects import add_project_option, describe_running
 from .validate import load_or_report
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         client = Client(socket)
     except KernelNotRunning:
         print(f"no kernel is running on {socket}: nothing to stop")
+        # A kernel that died still has the team in its ledger: the next one must not bring it back.
+        state_dir = (manifest.kernel.state_dir if manifest is not None else None) or default_state_dir()
+        if stand_down(state_dir, project):
+            print(f"{'project ' + project if project else 'its agents'} will not be restored by the next kernel")
         marker_path(socket).unlink(missing_ok=True)
         _clean_dead_kernels()
         return 0
