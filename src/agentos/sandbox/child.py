@@ -122,29 +122,17 @@ def _split_control(plan: Plan, fds: list[int]) -> tuple[list[int], list[int]]:
 
 
 def _exec_under_subreaper(plan: Plan, child: _Child, control: int) -> None:
-    """Fork: the child goes on to exec the command, this process becomes its subreaper
-    (``subreaper.serve``, never returns). Returns in the child, or here when no process can
-    be forked (the agent is at its ``pids`` limit): then the command runs as the exec's
-    process itself, without a subreaper, as the kernel learns from the missing ``P`` message."""
+    """Start the command as this process's child and become its subreaper (``subreaper.serve``,
+    never returns). Returns when no process can be made (the agent is at its ``pids`` limit):
+    then the command runs as the exec's process itself, without a subreaper, as the kernel
+    learns from the missing ``P`` message."""
     syscalls.set_child_subreaper(True)
-    verdict, report = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = os.fork()
-    except OSError:
+    command = child.step("exec", _spawn, plan)
+    if command is None:
         syscalls.set_child_subreaper(False)
-        os.close(verdict)
-        os.close(report)
         os.close(control)
         return
-    if pid == 0:
-        os.close(verdict)
-        os.close(control)
-        os.close(child.fd)
-        # A failed exec's record goes to the subreaper, which passes it on.
-        child.fd = report
-        return
-    os.close(report)
-    subreaper.serve(pid, control, child.fd, verdict, SETUP_FAILED)
+    subreaper.serve(command, control, child.fd)
 
 
 def _confine(plan: Plan, child: _Child) -> None:
@@ -265,11 +253,31 @@ def _arrange_fds(fds: list[int], targets: list[int], private: list[int]) -> list
     return private
 
 
+#: Python ignores these; an exec'd program expects the default dispositions.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
+
+
 def _exec(plan: Plan) -> None:
-    # Python ignores these; an exec'd program expects the default dispositions.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+    for sig in _DEFAULT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     os.execvpe(plan.argv[0], plan.argv, plan.env)
+
+
+def _spawn(plan: Plan) -> int | None:
+    """``_exec`` in a child of this process, its pid; None when no process can be made.
+
+    ``posix_spawn`` (a vfork): nothing of this interpreter is copied or run in the child, and
+    a failed exec raises here, as ``_exec``'s would.
+    """
+    # posix_spawnp searches this process's PATH, as execvpe searches the agent's.
+    if "PATH" in plan.env:
+        os.environ["PATH"] = plan.env["PATH"]
+    else:
+        os.environ.pop("PATH", None)
+    try:
+        return os.posix_spawnp(plan.argv[0], plan.argv, plan.env, setsigdef=_DEFAULT_SIGNALS)
+    except BlockingIOError:
+        return None
 
 
 def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:

@@ -4,9 +4,9 @@ An exec'd process lives in its agent's pid namespace, whose pid 1 is the agent's
 program. What the command orphans (a double fork, a ``setsid`` daemon) would be handed to
 that pid 1, and a pid 1 that never waits (``sleep``, a script) would keep each as a zombie,
 counted in the agent's ``pids`` limit, until the agent ends. So the exec child, confined
-already, forks: the child execs the command, and this process stays as its parent, a child
-subreaper (``PR_SET_CHILD_SUBREAPER``) that adopts and reaps every orphan of the command's
-tree. When the command ends, it kills what is left of that tree (setsid'd daemons too),
+already, starts the command as its own child (``posix_spawn``) and stays as its parent, a
+child subreaper (``PR_SET_CHILD_SUBREAPER``) that adopts and reaps every orphan of the
+command's tree. When the command ends, it kills what is left of that tree (setsid'd daemons too),
 reaps it and exits with the command's status (a signal's death is re-raised), so the kernel
 reaps one process and sees the command's ending.
 
@@ -35,13 +35,10 @@ _FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.S
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 
-def serve(command: int, control: int, handshake: int, verdict: int, setup_failed: int) -> NoReturn:
-    """Run as the subreaper of ``command`` (a child just forked) until it ends; never returns.
-
-    ``verdict`` is the read end of a close-on-exec pipe whose write end the command's process
-    holds: end of file with nothing in it is a successful exec; otherwise it holds the error
-    record, passed on over ``handshake`` (the launch fails, status ``setup_failed``).
-    """
+def serve(command: int, control: int, handshake: int) -> NoReturn:
+    """Run as the subreaper of ``command`` (a child already exec'd) until it ends; never
+    returns. Closing ``handshake``, the launch's socket, tells the kernel it runs, once the
+    ``P`` message is sent."""
     for sig in signal.valid_signals():
         if sig not in _FAULTS | _UNCATCHABLE | {signal.SIGCHLD}:
             try:
@@ -54,11 +51,6 @@ def serve(command: int, control: int, handshake: int, verdict: int, setup_failed
     # The output pipes and the terminal are the command's: their end is its tree's end.
     for fd in (0, 1, 2):
         os.close(fd)
-    record = _read_all(verdict)
-    if record:
-        os.write(handshake, record)
-        _end_tree()
-        os._exit(setup_failed)
     try:
         os.write(control, b"P%d" % command)
     except OSError:
@@ -158,11 +150,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    os.close(fd)
-    return data
