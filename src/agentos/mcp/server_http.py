@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import stat
 from collections.abc import Callable, Iterator, Mapping
@@ -183,6 +184,17 @@ async def serve(server: SandboxServer, listen: Listen, tokens: Mapping[str, str]
         config = uvicorn.Config(Guard(app, tokens, hosts, origins), log_level="warning", access_log=False,
                                 lifespan="on", timeout_graceful_shutdown=5)
         http = uvicorn.Server(config)
-        ready(url)
-        await http.serve(sockets=[sock])
+        # uvicorn shuts down on SIGINT/SIGTERM, then raises the signal again under the handler it
+        # found; a handler that does nothing lets this process go on to kill its sessions' sandboxes.
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            ready(url)
+            await http.serve(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """The signal uvicorn raises again once it has stopped serving: already handled."""
 

@@ -79,7 +79,7 @@ SANDBOX_TOOLS: dict[str, tuple[str, dict[str, Any], types.ToolAnnotations]] = {
                  "length": {"type": "integer", "minimum": 0, "maximum": 8 << 20}}, ("sandbox", "path")),
         types.ToolAnnotations(title="Read a file", read_only_hint=True, open_world_hint=False)),
     "files_write": (
-        "Write a file in a sandbox (created or replaced; `append` adds to its end).",
+        "Write a file in a sandbox (created with its directories, or replaced; `append` adds to its end).",
         _closed({"sandbox": _SANDBOX, "path": _PATH,
                  "content": {"type": "string", "maxLength": 16 << 20},
                  "encoding": {"enum": ["utf-8", "base64"]},
