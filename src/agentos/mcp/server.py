@@ -406,16 +406,16 @@ class SandboxServer:
                 raise ToolError("invalid arguments: content: not base64") from None
         else:
             data = args["content"].encode()
-        write = {"id": owned.sandbox.id, "append": bool(args.get("append", False))}
+        sandbox_id, append = owned.sandbox.id, bool(args.get("append", False))
         try:
-            reply = await self.client.write_file(None, args["path"], data, **write)
+            reply = await self.client.write_file(None, args["path"], data, id=sandbox_id, append=append)
         except NotFound:
             # A model writes src/app/main.py before any src/app exists: make the directories, once.
             parent = posixpath.dirname(args["path"].rstrip("/"))
             if not parent:
                 raise
-            await self.client.mkdir(None, parent, id=owned.sandbox.id, parents=True)
-            reply = await self.client.write_file(None, args["path"], data, **write)
+            await self.client.mkdir(None, parent, id=sandbox_id, parents=True)
+            reply = await self.client.write_file(None, args["path"], data, id=sandbox_id, append=append)
         return _result({"path": reply["path"], "written": reply["written"], "size": reply["size"]})
 
     async def _tool_files_list(self, session: Session, args: dict[str, Any]) -> types.CallToolResult:
