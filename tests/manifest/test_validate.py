@@ -74,8 +74,8 @@ def test_key_of_a_subsection_says_where_it_belongs(errors) -> None:  # type: ign
 
 
 def test_unknown_key_without_a_close_match_lists_the_known_ones(errors) -> None:  # type: ignore[no-untyped-def]
-    assert errors("agents: {a: {script: agent.py}}\nservices: {}\n") == [
-        (2, 1, "unknown key 'services'", "remove it; known keys: version, name, kernel, agents")]
+    assert errors("agents: {a: {script: agent.py}}\nplugins: {}\n") == [
+        (2, 1, "unknown key 'plugins'", "remove it; known keys: version, name, kernel, agents, mcp_servers")]
 
 
 def test_refused_keys_explain_themselves(errors) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ BLOCKING = frozenset({Op.RECV.name, Op.WAIT.name})
 THINK_FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_output_tokens", "stop",
                 "seed", "thinking_budget", "thinking_level", "include_thoughts", "json", "response_schema",
                 "images", "functions", "function_mode", "allowed_functions", "function_responses", "context",
-                "stream", "model", "safety", "candidates", "timeout")
+                "stream", "model", "safety", "candidates", "timeout", "tools")
 #: Each opcode's request fields (docs/*.md), so junk reaches past "unknown field" checks.
 FIELDS: dict[Op, tuple[str, ...]] = {
     Op.NOOP: (),
@@ -49,7 +49,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.MODELS: (),
     Op.SPAWN: ("name", "script", "command", "args", "env", "cwd", "sandboxed", "network", "limits",
                "allow_degraded", "capabilities", "writable_paths", "readonly_paths", "hostname", "egress",
-               "timeout", "idle_timeout", "project", "workspace", "volumes", "template"),
+               "timeout", "idle_timeout", "project", "workspace", "volumes", "template", "tools"),
     Op.KILL: ("id", "name", "grace", "wait"),
     Op.PAUSE: ("id", "name"),
     Op.RESUME: ("id", "name"),
@@ -97,6 +97,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.FILE_WATCH: ("id", "name", "path", "recursive"),
     Op.FILE_DATA: ("handle", "data", "data_base64", "more"),
     Op.VOLUMES: ("action", "name", "project", "uid"),
+    Op.APPROVALS: ("action", "id", "reason"),
 }
 SUBFIELDS = ("memory", "pids", "cpu", "max_pids", "cpu_quota", "role", "content", "X-Test", "parts", "text",
              "name", "parameters", "response", "category", "threshold", "mime_type", "data", "$ref", "$defs",

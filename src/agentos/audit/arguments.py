@@ -51,6 +51,7 @@ _FIELDS: dict[int, tuple[str, ...]] = {
     Op.UNEXPOSE: ("exposure",),
     Op.PURGE: ("project",),
     Op.VOLUMES: ("action", "name", "project", "uid"),
+    Op.APPROVALS: ("action", "id"),
     Op.FILE_READ: _FILE,
     Op.FILE_WRITE: (*_FILE, "append", "offset"),
     Op.FILE_LIST: _FILE,

@@ -54,6 +54,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     from ..audit.service import AuditService
     from ..egress.service import EgressService
     from ..llm.syscalls import LLMService
+    from ..mcp.service import McpService
     from ..messaging.service import MessagingService
     from ..observability.telemetry import TelemetryService
     from ..permissions.service import PermissionService
@@ -74,6 +75,8 @@ def build_services(kernel: Kernel) -> list[Service]:
         EgressService(kernel),
         AuditService(kernel),
         LLMService(kernel),
+        # After processes (its servers are agents) and audit (it records tool calls and approvals).
+        McpService(kernel),
     ]
 
 

@@ -18,9 +18,9 @@ from .safety import SafetySettings, parse_safety
 from .types import Content, GenerationOptions
 
 #: Gemini's rule for function names (letters, digits, ``_ . : -``; at most 128).
-_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}\Z")
 #: Standard or URL-safe base64, padded or not (what proto3 JSON accepts for bytes).
-_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}\Z")
 _THINKING_LEVELS = ("minimal", "low", "medium", "high")
 _FUNCTION_MODES = ("auto", "any", "none")
 _ROLES = {"user": "user", "model": "model", "assistant": "model"}
@@ -34,7 +34,7 @@ FIELDS = ("prompt", "messages", "system", "temperature", "top_p", "top_k", "max_
           "stop", "seed", "thinking_budget", "thinking_level", "include_thoughts", "json",
           "response_schema", "images", "functions", "function_mode", "allowed_functions",
           "function_responses", "context", "stream", "model", "safety", "candidates", "timeout",
-          "traceparent")
+          "traceparent", "tools")
 _TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 
 
@@ -60,6 +60,8 @@ class ThinkArgs:
     plain: bool = False
     #: The caller's W3C trace context: the kernel's span of the call joins its trace.
     traceparent: str | None = None
+    #: ``tools: "mcp"``: the kernel offers the agent's MCP tools and runs the tool loop (mcp/routing.py).
+    mcp_tools: bool = False
 
 
 def parse_think(payload: bytes) -> ThinkArgs:
@@ -149,7 +151,22 @@ def parse_json(args: dict[str, Any]) -> ThinkArgs:
         allowed_functions=tuple(allowed),
         context=_opt_str(args, "context"), stream=stream,
         model=chain[0] if chain else None, fallbacks=chain[1:], safety=safety,
-        timeout=_timeout(args.get("timeout")), traceparent=_traceparent(args.get("traceparent")))
+        timeout=_timeout(args.get("timeout")), traceparent=_traceparent(args.get("traceparent")),
+        mcp_tools=_mcp_tools(args))
+
+
+def _mcp_tools(args: dict[str, Any]) -> bool:
+    value = args.get("tools")
+    if value is None:
+        return False
+    if value != "mcp":
+        raise InvalidArgument(f"THINK: tools must be \"mcp\" (the agent's MCP tools), got {value!r:.80}",
+                              field="tools")
+    if args.get("functions") or args.get("function_responses"):
+        # The kernel runs the loop: the agent's own functions would need answers it never sees.
+        raise InvalidArgument("THINK: tools \"mcp\" cannot be combined with functions or "
+                              "function_responses", field="tools")
+    return True
 
 
 def _traceparent(value: Any) -> str | None:

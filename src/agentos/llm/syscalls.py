@@ -159,6 +159,9 @@ class LLMService:
             calls = self._calls[caller.key] = set()
         calls.add(task)
         try:
+            if args.mcp_tools:
+                from ..mcp.routing import think_with_tools  # the tool loop: only for tools "mcp"
+                return await think_with_tools(self, call, args, caller)
             return await self._think(call, args, caller)
         except asyncio.CancelledError:
             # Killed agent: answer (its connection may outlive it). Any other cancellation

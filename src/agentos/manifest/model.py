@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..kernel.config import KernelConfig
+from ..mcp.policy import to_wire
 from ..sandbox.spec import WORKSPACE_PATH
 from . import schema
 
@@ -134,6 +135,8 @@ class AgentSpec:
     volumes: tuple[Volume, ...] = _default(schema.AGENT, "volumes")
     #: One of the kernel's templates (``sandbox.templates``).
     template: str | None = _default(schema.AGENT, "template")
+    #: MCP tools its THINKs may call (``mcp.policy.ToolRule``s); none by default.
+    tools: tuple[Any, ...] = _default(schema.AGENT, "tools")
     depends_on: tuple[str, ...] = _default(schema.AGENT, "depends_on")
     #: Read by ``agentos up`` only: the kernel never sees it.
     expect: str = _default(schema.AGENT, "expect")
@@ -188,6 +191,8 @@ class AgentSpec:
             request["idle_timeout"] = self.idle_timeout
         if self.template is not None:
             request["template"] = self.template
+        if self.tools:
+            request["tools"] = to_wire(self.tools)
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm
@@ -235,6 +240,7 @@ class KernelSection:
     audit: dict[str, Any] = _default(schema.KERNEL, "audit")
     supervision: dict[str, Any] = _default(schema.KERNEL, "supervision")
     telemetry: dict[str, Any] = _default(schema.KERNEL, "telemetry")
+    mcp: dict[str, Any] = _default(schema.KERNEL, "mcp")
 
     def sections(self) -> dict[str, dict[str, Any]]:
         """Per-subsystem settings for KernelConfig.sections (``llm`` plus the pass-through ones)."""
@@ -265,6 +271,8 @@ class Manifest:
     kernel: KernelSection = dataclasses.field(default_factory=KernelSection)
     version: int = _default(schema.MANIFEST, "version")
     name: str | None = _default(schema.MANIFEST, "name")
+    #: The MCP servers the kernel runs (``mcp.config``), relative paths already made absolute.
+    mcp_servers: dict[str, Any] = _default(schema.MANIFEST, "mcp_servers")
 
     @property
     def directory(self) -> Path:
@@ -306,7 +314,10 @@ class Manifest:
         """The kernel section as a KernelConfig. The agents' LLM budgets are not in it: each
         travels in its agent's SPAWN request (``llm``), so a kernel shared by several projects
         never applies one team's budget to another team's agent of the same name."""
-        return self.kernel.to_config()
+        config = self.kernel.to_config()
+        if self.mcp_servers:
+            config.sections["mcp"] = {**config.sections.get("mcp", {}), "servers": self.mcp_servers}
+        return config
 
     def spawn_requests(self, project: str | None = None) -> Iterator[dict[str, Any]]:
         """SPAWN payloads for every replica of every agent, in start order, in ``project`` (the

@@ -66,6 +66,7 @@ class Type(enum.Enum):
     VOLUME = "volume name"
     VOLUMES = "list of volume mounts"
     HOSTS = "list of egress entries"
+    TOOLS = "list of MCP tools"
     SECTION = "mapping"
     AGENTS = "mapping of names to agents"
     SETTINGS = "mapping, passed through"
@@ -218,6 +219,10 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
           "template's `preload` modules already imported (docs/sandboxes.md, Templates). The kernel refuses a "
           "name it does not have, and one whose root lies outside what the spawner may read.", None,
           default_doc="none"),
+    Field("tools", Type.TOOLS, "The MCP tools its THINKs with `tools: mcp` may call (docs/mcp.md): "
+          "`server.tool` or a pattern such as `fs.*`, each plain or `{tool: fs.write_file, approve: true}` "
+          "(every call then waits for a human: `agentos approve`). A child agent gets only tools its "
+          "spawner has.", (), default_doc="none"),
     Field("depends_on", Type.NAMES, "Agents that must be ready before this one starts (all their replicas).", ()),
     Field("expect", Type.CHOICE, "How the agent is expected to end, for `agentos up`'s exit status: `exited` "
           "(exit 0), `failed` (a non-zero exit, a signal, or restarts given up), `oom_killed` (killed at its "
@@ -255,7 +260,7 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
 
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
 SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision",
-              "telemetry")
+              "telemetry", "mcp")
 _SUBSYSTEM_DOCS = {
     "telemetry": "Traces and metrics (docs/observability.md): `traces` (true/false; unset: on when "
                  "OTEL_* variables name an exporter), `metrics` (`HOST:PORT` of a Prometheus endpoint, "
@@ -263,6 +268,8 @@ _SUBSYSTEM_DOCS = {
     "sandbox": "Templates: `templates: {NAME: {root, preload, python_path, env, eager}}`, "
                "`template_zygotes` (4) and `template_zygote_memory` (1Gi); see Templates below. Checked here, "
                "relative paths from the manifest's directory.",
+    "mcp": "Tool routing (docs/mcp.md): `approval_timeout` (5m), `max_steps` (8), `start_timeout` (60s); "
+           "the servers are the top-level `mcp_servers`.",
 }
 
 KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is running.", (
@@ -286,6 +293,10 @@ MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignore
     Field("kernel", Type.SECTION, KERNEL.doc, section=KERNEL),
     Field("agents", Type.AGENTS, "The agents, by name, in the order they are declared.", None, required=True,
           default_doc="required"),
+    Field("mcp_servers", Type.SETTINGS, "MCP servers the kernel runs, each as a sandboxed agent `mcp/<name>`: "
+          "`{NAME: {command, env, cwd, network (false), writable_paths, readonly_paths, limits, restart, "
+          "approve, call_timeout, egress}}` (docs/mcp.md). Their tools are `<name>.<tool>`.", {},
+          default_doc="{}"),
 ))
 
 SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS)

@@ -21,6 +21,8 @@ from typing import Any
 from .. import units
 from ..egress.allowlist import ENTRY_FORMS, parse_entry
 from ..llm.request import MAX_CHAIN, model_chain
+from ..mcp.config import resolve_servers
+from ..mcp.policy import parse_rules
 from ..processes.request import MIN_WORKSPACE
 from ..processes.volumes import path_problem
 from ..sandbox.mounts import inside
@@ -40,7 +42,7 @@ _VOLUME = re.compile(schema.VOLUME_PATTERN)
 #: The keys of a volume written as a mapping, and how its size is read.
 _VOLUME_KEYS = ("name", "path", "size", "read_only")
 _VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creates it.")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED_ENV_PREFIX = "AGENTOS_"
 
 
@@ -126,6 +128,13 @@ class _Validator:
         parsed = self.section(root, schema.MANIFEST, "", start)
         if self.problems or parsed is None:
             raise ManifestError(self.problems)
+        if "mcp_servers" in parsed.values:
+            try:
+                parsed.values["mcp_servers"] = resolve_servers(parsed.values["mcp_servers"], self.base_dir)
+            except ValueError as exc:
+                raise ManifestError([Problem(parsed.value_marks["mcp_servers"], str(exc),
+                                             "fix it (docs/mcp.md); relative paths start at the "
+                                             "manifest's directory")]) from None
         return Manifest(path=self.manifest_path, **parsed.values)
 
     # --- sections -----------------------------------------------------------------------
@@ -186,6 +195,12 @@ class _Validator:
             return _FINISH[f.section.path](self, inner, where)
         if f.type is Type.AGENTS:
             return self.agents(node, where)
+        if f.type is Type.TOOLS:
+            try:
+                return parse_rules(_plain(node), where)
+            except ValueError as exc:
+                raise self.invalid(node.mark, str(exc), "list tools as server.tool, server.* or "
+                                   "{tool: server.tool, approve: true}") from None
         if f.type is Type.VOLUMES:
             items = self.items(node, where)
             parsed.item_marks[f.key] = [item.mark for item in items]

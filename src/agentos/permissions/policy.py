@@ -9,7 +9,10 @@ from .capabilities import Capability
 
 #: Syscalls anyone admitted may make: introspection of oneself and the kernel.
 OPEN: frozenset[Op] = frozenset({Op.NOOP, Op.HELLO, Op.GET_PERMS, Op.READY, Op.LIST, Op.WAIT,
-                                 Op.LOGS})
+                                 Op.LOGS,
+                                 # Settling needs no capability but who one is: the waiting agent's
+                                 # owner (an outside client) or an admin; the mcp service checks it.
+                                 Op.APPROVALS})
 
 REQUIRED: dict[Op, Capability] = {
     Op.THINK: Capability.THINK,

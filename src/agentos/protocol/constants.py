@@ -88,6 +88,8 @@ class Op(enum.IntEnum):
     FILE_DATA = 0x8A
     VOLUMES = 0x8B
 
+    APPROVALS = 0x90
+
 
 class Flag(enum.IntFlag):
     """Frame flags. A request carries none; every reply carries REPLY."""

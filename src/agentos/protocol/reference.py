@@ -29,12 +29,12 @@ __all__ = ["AREAS", "COMMON_FIELDS", "FORMATS", "Format", "area_markdown", "form
 #: Areas by the high nibble of their opcodes (docs/protocol.md, "Opcodes").
 AREAS: dict[int, str] = {0x0: "core", 0x1: "processes", 0x2: "messaging", 0x3: "state",
                          0x4: "permissions", 0x5: "egress", 0x6: "events", 0x7: "audit",
-                         0x8: "files"}
+                         0x8: "files", 0x9: "approvals"}
 
 #: The heading of the formats table in docs/protocol.md, which the request tables link to.
 FORMATS_ANCHOR = "value-formats"
 #: A string that holds no NUL byte (paths, argv, environment values).
-_NO_NUL = r"^[^\x00]*$"
+_NO_NUL = r"^[^\x00]*\Z"
 
 
 @dataclass(frozen=True)

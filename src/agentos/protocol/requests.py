@@ -32,26 +32,26 @@ __all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAUL
            "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request"]
 
 #: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
-AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\Z"
 #: Template names (``sandbox.templates`` of the kernel configuration).
-TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
 #: A W3C trace context (``traceparent``): version, trace id, parent span id, flags, in lower-case
 #: hex; the ids never all zeros and the version never ff, as the W3C recommendation has it.
-TRACEPARENT_PATTERN = r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
+TRACEPARENT_PATTERN = r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}\Z"
 #: Project names (a team, as compose has them): a short DNS label, lower case.
-PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}\Z"
 #: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
-AGENT_REF_PATTERN = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"
+AGENT_REF_PATTERN = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\Z"
 #: Named volumes (a file name under the kernel's state dir, so never ``.`` or ``..``).
-VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
 #: Registered mail names and state keys' neighbours: the same alphabet, a little longer.
-_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
 #: Durations as text: ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h`` (units.parse_duration reads them).
-DURATION_PATTERN = r"^\s*\d{1,9}(?:\.\d{1,9})?\s*(?:ms|s|m|h)?\s*$"
+DURATION_PATTERN = r"^\s*\d{1,9}(?:\.\d{1,9})?\s*(?:ms|s|m|h)?\s*\Z"
 #: Sizes as text: ``512Mi``, ``1G``, ``1048576`` (units.parse_bytes reads them).
-SIZE_PATTERN = r"^\s*\d{1,15}(?:\.\d{1,9})?\s*(?:[KMGTkmgt]i?)?[bB]?\s*$"
+SIZE_PATTERN = r"^\s*\d{1,15}(?:\.\d{1,9})?\s*(?:[KMGTkmgt]i?)?[bB]?\s*\Z"
 #: CPU as text: ``0.5``, ``500m`` (millicores), ``50%`` (units.parse_cpu reads them).
-CPU_PATTERN = r"^\s*\d{1,6}(?:\.\d{1,9})?\s*(?:m|%)?\s*$"
+CPU_PATTERN = r"^\s*\d{1,6}(?:\.\d{1,9})?\s*(?:m|%)?\s*\Z"
 
 #: What every SPAWN gets for a limit it does not mention (the manifest's defaults too).
 DEFAULT_MEMORY = 512 * 1024 * 1024
@@ -72,11 +72,11 @@ AgentRefName: TypeAlias = Annotated[str, Meta(pattern=AGENT_REF_PATTERN)]
 ProjectName: TypeAlias = Annotated[str, Meta(pattern=PROJECT_PATTERN)]
 #: A project, or ``""`` for no project. One pattern: msgspec tries only one of several str
 #: types, so ``Literal[""]`` beside ``ProjectName`` never matched.
-ProjectFilter: TypeAlias = Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?$")]
+ProjectFilter: TypeAlias = Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?\Z")]
 VolumeName: TypeAlias = Annotated[str, Meta(pattern=VOLUME_NAME_PATTERN)]
 Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
 AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
-Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*$")]
+Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*\Z")]
 Text: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX)]
 Word: TypeAlias = Annotated[str, Meta(min_length=1, max_length=256)]
 MessageId: TypeAlias = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
@@ -157,6 +157,19 @@ class LLMWire(Struct, forbid_unknown_fields=True, kw_only=True):
     usd: Annotated[float, Meta(gt=0, le=1e9)] | UnsetType = UNSET
 
 
+#: An MCP tool an agent may use: ``server.tool``, or a pattern whose ``*`` matches any run of characters.
+TOOL_PATTERN = r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_.*:-]{1,128}\Z"
+ToolPattern: TypeAlias = Annotated[str, Meta(pattern=TOOL_PATTERN)]
+MAX_TOOL_RULES = 256
+
+
+class ToolRuleWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """An entry of SPAWN's ``tools`` that asks a human to approve each call (``approve: true``)."""
+
+    tool: ToolPattern
+    approve: bool | UnsetType = UNSET
+
+
 class SpawnRequestWire(Request):
     """SPAWN: start an agent. Exactly one of ``script`` and ``command``."""
 
@@ -164,7 +177,7 @@ class SpawnRequestWire(Request):
     name: AgentName | None | UnsetType = UNSET
     script: Path | None | UnsetType = UNSET
     command: Path | list[Path] | None | UnsetType = UNSET
-    args: list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]] | None | UnsetType = UNSET
+    args: list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*\Z")]] | None | UnsetType = UNSET
     env: dict[_EnvName, _EnvValue] | None | UnsetType = UNSET
     cwd: Path | None | UnsetType = UNSET
     sandboxed: bool | None | UnsetType = UNSET
@@ -173,7 +186,7 @@ class SpawnRequestWire(Request):
     allow_degraded: bool | None | UnsetType = UNSET
     writable_paths: list[Path] | None | UnsetType = UNSET
     readonly_paths: list[Path] | None | UnsetType = UNSET
-    hostname: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")] | None | UnsetType = UNSET
+    hostname: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")] | None | UnsetType = UNSET
     restart: RestartWire | None | UnsetType = UNSET
     llm: LLMWire | None | UnsetType = UNSET
     capabilities: list[Word] | None | UnsetType = UNSET
@@ -191,6 +204,8 @@ class SpawnRequestWire(Request):
     project: ProjectName | None | UnsetType = UNSET
     #: A template of the kernel's (``sandbox.templates``): its root under the view, its modules preloaded.
     template: Annotated[str, Meta(pattern=TEMPLATE_NAME_PATTERN)] | None | UnsetType = UNSET
+    #: The MCP tools its THINKs may use (``server.tool`` or a ``*`` pattern), each within its spawner's.
+    tools: Annotated[list[ToolPattern | ToolRuleWire], Meta(max_length=MAX_TOOL_RULES)] | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):
@@ -259,10 +274,10 @@ class PurgeRequest(Request):
 
 
 #: Environment variable names (SPAWN's and EXEC's ``env``) and their values.
-_EnvName: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
-_EnvValue: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]
+_EnvName: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}\Z")]
+_EnvValue: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*\Z")]
 #: An EXEC handle, as the kernel made it.
-ExecId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+ExecId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}\Z")]
 _Base64: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX * 2)]
 
 
@@ -287,9 +302,9 @@ class ExecRequest(_AgentRef, kw_only=True):
     or ``attach`` to a running or ended exec; or ``list`` the execs the caller may see."""
 
     op = Op.EXEC
-    argv: Annotated[list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")]],
+    argv: Annotated[list[Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*\Z")]],
                     Meta(min_length=1, max_length=4096)] | None | UnsetType = UNSET
-    cmd: Annotated[str, Meta(min_length=1, max_length=_TEXT_MAX, pattern=r"^[^\x00]*$")] | None | UnsetType = UNSET
+    cmd: Annotated[str, Meta(min_length=1, max_length=_TEXT_MAX, pattern=r"^[^\x00]*\Z")] | None | UnsetType = UNSET
     env: dict[_EnvName, _EnvValue] | None | UnsetType = UNSET
     cwd: Path | None | UnsetType = UNSET
     stdin: Text | None | UnsetType = UNSET
@@ -321,7 +336,7 @@ class ExecSignalRequest(Request):
 
     op = Op.EXEC_SIGNAL
     exec: ExecId
-    signal: Annotated[int, Meta(ge=1, le=64)] | Annotated[str, Meta(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}$")]
+    signal: Annotated[int, Meta(ge=1, le=64)] | Annotated[str, Meta(pattern=r"^(SIG)?[A-Z0-9+-]{2,12}\Z")]
     group: bool | UnsetType = UNSET
 
 
@@ -335,7 +350,7 @@ class ExecResizeRequest(Request):
 
 
 #: An EXPOSE handle, as the kernel made it.
-ExposureId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+ExposureId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}\Z")]
 
 
 class ExposeRequest(_AgentRef, kw_only=True):
@@ -361,7 +376,7 @@ class UnexposeRequest(Request):
 _FileMode: TypeAlias = Annotated[int, Meta(ge=0, le=0o777)]
 _Offset: TypeAlias = Annotated[int, Meta(ge=0, le=(1 << 62))]
 #: A streamed write's or upload's handle, as the kernel made it.
-_FileHandle: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}$")]
+_FileHandle: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}\Z")]
 
 
 class _FileRequest(_AgentRef, kw_only=True):
@@ -646,6 +661,19 @@ class VolumesRequest(Request):
     uid: Annotated[int, Meta(ge=0, le=0xFFFFFFFE)] | UnsetType = UNSET
 
 
+# -- approvals -------------------------------------------------------------------------------
+
+class ApprovalsRequest(Request):
+    """APPROVALS: list the tool calls waiting for a human (``list``), or settle one."""
+
+    op = Op.APPROVALS
+    action: Literal["list", "approve", "deny"] | UnsetType = UNSET
+    #: The approval (``approve``, ``deny``).
+    id: Annotated[str, Meta(pattern=r"^[0-9a-f]{16}\Z")] | UnsetType = UNSET
+    #: Why it was denied (or approved), kept in the audit log and told to the model.
+    reason: Annotated[str, Meta(max_length=1024)] | None | UnsetType = UNSET
+
+
 # -- egress and audit ----------------------------------------------------------------------
 
 class HttpRequest(Request):
@@ -681,7 +709,7 @@ REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
     HttpRequest, AuditRequest,
     FileReadRequest, FileWriteRequest, FileListRequest, FileStatRequest, FileMkdirRequest,
     FileRemoveRequest, FileRenameRequest, FileUploadRequest, FileDownloadRequest, FileWatchRequest,
-    FileDataRequest, VolumesRequest,
+    FileDataRequest, VolumesRequest, ApprovalsRequest,
 )}
 
 _DECODERS: dict[int, msgspec.json.Decoder[Any]] = {int(op): msgspec.json.Decoder(cls)
