@@ -38,8 +38,8 @@ log = logging.getLogger("agentos.cgroups")
 TOP = "agentos"
 #: The leaf inside each agent's directory that holds the agent's own processes.
 LEAF = "self"
-_INSTANCE = re.compile(r"^(\d+)-(\d+)$")
-_AGENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_INSTANCE = re.compile(r"^(\d+)-(\d+)\Z")
+_AGENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 #: Errors of reading a control file whose cgroup (or process) is going away.
 _GONE = frozenset({errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EACCES, errno.EPERM})
 

@@ -39,8 +39,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_ENTRIES = 256
 _MAX_ENTRY_CHARS = 300
 
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_PORT = re.compile(r"^[0-9]{1,5}\Z")
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 #: Local-use NAT64 (RFC 8215): translated inside the site, so never public.

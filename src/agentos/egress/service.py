@@ -29,7 +29,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 _NOTHING = Allowlist()
 #: RFC 9110 token characters: what a header name may be made of.
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: Control characters other than tab, which a header value may not hold.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 

@@ -26,7 +26,7 @@ from ..state.private import private_dir
 from .config import ContextPolicy
 from .types import Content
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 @dataclass

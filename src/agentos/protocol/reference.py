@@ -105,12 +105,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _shown(pattern: str) -> str:
+    """A pattern as the docs show it: ``$`` for Python's ``\\Z`` (the end of the text, as ``$``
+    means in JSON Schema; Python's ``$`` would let a trailing newline through)."""
+    return pattern[:-2] + "$" if pattern.endswith("\\Z") else pattern
+
+
 def _string(t: inspect.StrType) -> str:
     rules = []
     if t.pattern is not None:
         known = _FORMATS.get(t.pattern)
         rules.append(f"[{known.name}](#{FORMATS_ANCHOR})" if known is not None
-                     else "no NUL" if t.pattern == _NO_NUL else f"matching `{t.pattern}`")
+                     else "no NUL" if t.pattern == _NO_NUL else f"matching `{_shown(t.pattern)}`")
     length = _count(t.min_length, t.max_length, "characters")
     if length:
         rules.append(length)
@@ -219,7 +225,7 @@ def formats_markdown() -> str:
     lines = ["| format | rule | examples |", "| --- | --- | --- |"]
     for f in FORMATS:
         examples = ", ".join(f"`{e}`" for e in f.examples)
-        lines.append(f"| {f.name} | {_cell(f.meaning)}: `{_cell(f.pattern)}` | {examples} |")
+        lines.append(f"| {f.name} | {_cell(f.meaning)}: `{_cell(_shown(f.pattern))}` | {examples} |")
     return "\n".join(lines) + "\n"
 
 

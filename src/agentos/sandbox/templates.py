@@ -40,8 +40,8 @@ from agentos.units import parse_bytes
 __all__ = ["Template", "TemplateSettings", "TemplateZygotes", "absolute_paths"]
 
 _NAME = re.compile(TEMPLATE_NAME_PATTERN)
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _SECTION_KEYS = ("templates", "template_zygotes", "template_zygote_memory")
 _TEMPLATE_KEYS = ("root", "preload", "python_path", "env", "eager")
 #: Variables the kernel sets for every agent: a template cannot change them.
