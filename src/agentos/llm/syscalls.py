@@ -304,10 +304,10 @@ class LLMService:
         if not call.streamed:
             self.kernel.check_reply(call, payload)
         self.budgets.settle(reservation, usage)
+        notes.answered(completion)
         return payload
 
     async def _generate(self, call: Call, args: ThinkArgs, request: ModelRequest,
-        notes.answered(completion)
                         caller: Caller, chain: ModelChain, deadline: Deadline) -> Completion:
         assert self._provider is not None, "THINK before the llm service started"
         try:
