@@ -35,8 +35,9 @@ def client(kernel_process: KernelProcess) -> Client:
 
 
 def kernel_children(k: KernelProcess, path: str) -> list[int]:
-    """Host pids of exec'd commands running ``path``: children of the kernel's children (an
-    exec is the kernel's child, the subreaper whose child is the command)."""
+    """Host pids of exec'd commands running ``path``: the kernel's descendants (in a sandbox
+    served by agentos-init: the kernel's child is the sandbox's init, whose child is the exec's
+    leader, whose child is the command; elsewhere the leader is the kernel's child)."""
     assert k.proc is not None
     found = []
     for entry in Path("/proc").iterdir():
@@ -46,8 +47,15 @@ def kernel_children(k: KernelProcess, path: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if path.encode() in cmdline and _ppid(_ppid(int(entry.name))) == k.pid:
+        if path.encode() in cmdline and k.pid in _ancestors(int(entry.name)):
             found.append(int(entry.name))
+    return found
+
+
+def _ancestors(pid: int) -> list[int]:
+    found = []
+    while (pid := _ppid(pid)) > 1:
+        found.append(pid)
     return found
 
 

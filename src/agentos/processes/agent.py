@@ -9,6 +9,7 @@ from typing import Any
 from ..cgroups import AgentCgroup, CgroupStats, Limits
 from ..kernel.identity import Identity
 from ..protocol.requests import SpawnRequestWire
+from ..sandbox.initd import InitChannel
 from .logs import LogCapture
 from .request import Confinement
 
@@ -86,6 +87,8 @@ class Agent:
     restarts: int = 0
     #: Where a process exec'd into it starts from (``sandbox.Launched.entry``, a ``Plan``).
     entry: Any = None
+    #: A sandbox's init, which starts its execs (``sandbox.Launched.init``); None otherwise.
+    init: InitChannel | None = None
     #: Whose PAUSE keeps it frozen: the ids of the paused agents it is (or descends from).
     holds: set[str] = field(default_factory=set)
     #: Seconds from start, and without a syscall, after which the kernel kills it (None: never).

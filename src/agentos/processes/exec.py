@@ -4,6 +4,9 @@ The process is forked by the zygote like an agent, joins the agent's namespaces
 (``Launcher.enter``), is moved into the agent's cgroup leaf (so the agent's limits
 bound both together) and then takes the agent's own confinement steps: its uid, no
 capabilities, no_new_privs, Landlock, seccomp. It never holds more than the agent.
+In a sandbox whose pid 1 is agentos-init (``sandbox/initd.py``), init forks it instead: it
+is born inside, holding all of that, and takes a Landlock layer of its own; one message and
+one fork instead of a zygote fork, a namespace join and the confinement steps again.
 
 Each exec is its own session and process group, led by a small subreaper
 (``sandbox/subreaper.py``) whose child is the command: what the command orphans is
@@ -50,6 +53,7 @@ from ..permissions.principal import caller_id
 from ..protocol import Op
 from ..protocol.requests import ExecInputRequest, ExecRequest, ExecResizeRequest, ExecSignalRequest
 from ..sandbox import SandboxError
+from ..sandbox.initd import InitChannel
 from ..sandbox.namespaces import NAMESPACES
 from ..sandbox.plan import Plan
 from ..sandbox.spec import Ending, reap
@@ -203,6 +207,8 @@ class Exec:
     #: The kernel's end of the subreaper's control socket (None: the command is the exec's
     #: process itself, when the agent had no pid left for a subreaper).
     control: socket.socket | None = None
+    #: The sandbox's init that started it and reaps its leader (None: the kernel's own child).
+    init: InitChannel | None = None
     stop_timer: asyncio.TimerHandle | None = None
     started_at: float = dataclasses.field(default_factory=time.time)
     ended_at: float | None = None
@@ -251,8 +257,9 @@ class Execs:
         for ex in list(self._execs.values()):
             if ex.running:
                 _killpg(ex, signal.SIGKILL)
-                self.loop.remove_reader(ex.pidfd)
-                os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED)
+                if ex.init is None:
+                    self.loop.remove_reader(ex.pidfd)
+                    os.waitid(os.P_PIDFD, ex.pidfd, os.WEXITED)
                 self._reaped(ex, None)
             self._forget(ex)
 
@@ -341,14 +348,31 @@ class Execs:
         if pty is not None:
             _set_size(ours[0], pty.rows, pty.cols)
         control, control_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
-        target = os.dup(agent.pidfd)
-        start = functools.partial(
-            self.service.launcher.enter, entry, target, argv, {**_inherited(entry.env), **env}, cwd,
-            stdin_fd=theirs[0], stdout_fd=theirs[1], stderr_fd=theirs[2], terminal=pty is not None,
-            before_exec=agent.cgroup.attach, run_as=run_as, control_fd=control_theirs.fileno())
+        exec_id = secrets.token_hex(8)
+        full_env = {**_inherited(entry.env), **env}
+        # A sandbox's init starts it with one fork inside (sandbox/initd.py); another user than
+        # the agent's takes the zygote's way, since init holds no privilege to become one.
+        init = agent.init if run_as is None and agent.init is not None and not agent.init.closed else None
+        command_vpid: int | None = None
         try:
-            launched = await self.loop.run_in_executor(None, start)
+            if init is not None:
+                try:
+                    started = await init.start(exec_id, argv, full_env, cwd, theirs, control, control_theirs.fileno(),
+                                               terminal=pty is not None, timeout=self.service.launcher.setup_timeout)
+                except SandboxError as exc:
+                    if exc.step != "fork":
+                        raise
+                    # The sandbox is at its pids limit: the zygote's way still gets in (its process is
+                    # forked outside the sandbox's cgroup, then moved in), as it did before init.
+                    init = None
+                    control.close()
+                    control_theirs.close()
+                    control, control_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                else:
+                    pid, pidfd, command_vpid = started.pid, started.pidfd, started.vpid
+            if init is None:
+                pid, pidfd = await self._enter(agent, entry, argv, full_env, cwd, theirs, pty is not None, run_as,
+                                               control_theirs.fileno())
         except SandboxError as exc:
             for fd in ours:
                 os.close(fd)
@@ -360,13 +384,13 @@ class Execs:
             control.close()
             raise
         finally:
-            os.close(target)
             control_theirs.close()
             for fd in set(theirs):
                 os.close(fd)
-        command_vpid = _subreaper_report(control)
-        if command_vpid is None:
-            control.close()
+        if init is None:
+            command_vpid = _subreaper_report(control)
+            if command_vpid is None:
+                control.close()
         if pty is not None:
             master = ours[0]
             outputs = {STDOUT: Output(self.loop, os.dup(master))}
@@ -375,13 +399,16 @@ class Execs:
             outputs = {STDOUT: Output(self.loop, ours[1]), STDERR: Output(self.loop, ours[2])}
             stdin_fd, terminal = ours[0], -1
         os.set_blocking(stdin_fd, False)
-        ex = Exec(id=secrets.token_hex(8), agent=agent, argv=argv, pid=launched.pid, pidfd=launched.pidfd,
-                  vpid=_inner_pid(launched.pid) if command_vpid is None else command_vpid,
+        ex = Exec(id=exec_id, agent=agent, argv=argv, pid=pid, pidfd=pidfd,
+                  vpid=_inner_pid(pid) if command_vpid is None else command_vpid,
                   outputs=outputs, stdin=stdin_fd, terminal=terminal, pty=pty is not None,
                   background=request.background is True, uid=_own_uid(entry) if run_as is None else run_as[0],
-                  control=None if command_vpid is None else control)
+                  control=None if command_vpid is None else control, init=init)
         self._execs[ex.id] = ex
-        self.loop.add_reader(ex.pidfd, self._on_exit, ex)
+        if init is not None:
+            init.on_end(ex.id, functools.partial(self._init_reaped, ex))
+        else:
+            self.loop.add_reader(ex.pidfd, self._on_exit, ex)
         agent.ended.add_done_callback(functools.partial(self._agent_ended, ex))
         if timeout is not None:
             ex.timer = self.loop.call_later(timeout, self._time_out, ex)
@@ -389,6 +416,22 @@ class Execs:
         if stdin or request.stdin_open is not True:
             self.service._spawn_background(self._initial_input(ex, stdin, request.stdin_open is True))
         return ex
+
+    async def _enter(self, agent: Agent, entry: Plan, argv: list[str], env: dict[str, str], cwd: str,
+                     stdio: list[int], terminal: bool, run_as: tuple[int, int] | None,
+                     control: int) -> tuple[int, int]:
+        """Start the exec the zygote's way (``Launcher.enter``): its (pid, pidfd), our child."""
+        # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
+        target = os.dup(agent.pidfd)
+        start = functools.partial(
+            self.service.launcher.enter, entry, target, argv, env, cwd, stdin_fd=stdio[0], stdout_fd=stdio[1],
+            stderr_fd=stdio[2], terminal=terminal, before_exec=agent.cgroup.attach, run_as=run_as,
+            control_fd=control)
+        try:
+            launched = await self.loop.run_in_executor(None, start)
+        finally:
+            os.close(target)
+        return launched.pid, launched.pidfd
 
     async def _initial_input(self, ex: Exec, data: bytes, keep_open: bool) -> None:
         async with ex.input_lock:
@@ -505,6 +548,11 @@ class Execs:
             return
         self.loop.remove_reader(ex.pidfd)
         self._reaped(ex, ending)
+
+    def _init_reaped(self, ex: Exec, ending: Ending) -> None:
+        # Its init reaped its leader (after killing what its group left), or ended itself.
+        if ex.running:
+            self._reaped(ex, ending)
 
     def _reaped(self, ex: Exec, ending: Ending | None) -> None:
         os.close(ex.pidfd)
@@ -745,9 +793,12 @@ def _signal_command(ex: Exec, number: int) -> bool:
 
 
 def _killpg(ex: Exec, sig: int) -> bool:
-    """Signal the exec's process group; only while its leader is unreaped (its id is ours)."""
+    """Signal the exec's process group; only while its leader is unreaped (its id is ours, or,
+    for a leader a sandbox's init reaps, init's to signal)."""
     if ex.pidfd < 0:
         return False
+    if ex.init is not None:
+        return ex.init.signal_group(ex.id, sig)
     try:
         os.killpg(ex.pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 
-from ..sandbox import Launched, Launcher, SandboxSpec
+from ..sandbox import Launched, Launcher, SandboxSpec, initd
 from ..sandbox.spec import DEFAULT_AGENT_UID, VolumeBind
 from .request import SpawnRequest
 
@@ -51,9 +52,12 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
     the service calls it from a worker thread. Raises ``SandboxError`` when the
     sandbox cannot be set up; nothing is left running then.
     """
+    # A sandbox's idle program is agentos-init, which also serves its execs (sandbox/initd.py).
+    init = initd.binary() if request.sandboxed and request.script == initd.IDLE else None
+    kernel_init, agent_init = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if init else (None, None)
     spec = SandboxSpec(
-        argv=request.argv,
-        python_script=request.script,
+        argv=initd.command(init, AGENT_FD) if init else request.argv,
+        python_script=None if init else request.script,
         env=agent_env(request, agent_id, passed_env),
         cwd=request.cwd,
         # The UTS namespace that makes a hostname private exists only in the sandbox.
@@ -61,7 +65,7 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         stdin_fd=None,
         stdout_fd=output_fd,
         stderr_fd=output_fd,
-        pass_fds={kernel_fd: AGENT_FD},
+        pass_fds={kernel_fd: AGENT_FD, **({agent_init.fileno(): initd.CONTROL_FD} if agent_init else {})},
         sandboxed=request.sandboxed,
         network=request.network,
         writable_paths=request.writable_paths,
@@ -74,4 +78,16 @@ def start_process(launcher: Launcher, request: SpawnRequest, agent_id: str, *, o
         agent_uid=agent_uid,
         before_exec=before_exec,
     )
-    return launcher.launch(spec, request.template.name if request.template is not None else None)
+    try:
+        launched = launcher.launch(spec, request.template.name if request.template is not None else None)
+    except BaseException:
+        if kernel_init is not None:
+            kernel_init.close()
+        raise
+    finally:
+        if agent_init is not None:
+            agent_init.close()
+    if kernel_init is not None:
+        launched.init = initd.InitChannel(kernel_init, launched.entry)
+        launched.isolation["init"] = "agentos-init"
+    return launched

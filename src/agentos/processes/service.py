@@ -371,7 +371,9 @@ class ProcessService:
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
                       spawner=caller, confinement=request.confinement(
                           self._system_view, self._agent_uid, tuple(v.grant for v in volumes)),
-                      entry=launched.entry, project=project)
+                      entry=launched.entry, init=launched.init, project=project)
+        if launched.init is not None:
+            launched.init.attach(self.kernel.loop)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace, volumes)
         self.table.add(agent)
         self.ledger.spawned(agent)
@@ -602,6 +604,8 @@ class ProcessService:
         self.kernel.loop.remove_reader(agent.pidfd)
         os.close(agent.pidfd)
         agent.pidfd = -1
+        if agent.init is not None:
+            agent.init.close()  # its execs ended with its pid namespace
         agent.exit_code, agent.signal = ending.exit_code, ending.signal
         self._spawn_background(self._finish(agent))
 

@@ -35,7 +35,7 @@ from agentos.sandbox.spec import Ending, SandboxError
 __all__ = ["IDLE", "InitChannel", "Started", "binary", "command"]
 
 #: The program a sandbox is spawned with (``Client.sandbox``); the kernel runs init in its place.
-IDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle.py")
+IDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "idle.py")
 #: The control socket's descriptor number in the sandbox.
 CONTROL_FD = 4
 _MAX_REPLY = 256
@@ -120,13 +120,14 @@ class InitChannel:
                 if kind[:1] == b"F":
                     step, err = fields[1].decode(), int(fields[2])
                     raise SandboxError(step, err, f"init could not start it: {os.strerror(err)}")
-                pidfd = fds[0] if fds else -1
+                if not fds:
+                    raise SandboxError("init", errno.ESRCH, "init could not give the exec's pidfd")
+                pidfd = fds[0]
                 try:
                     pid = _host_pid(pidfd)
                     report = await self._loop.sock_recv(control, _MAX_REPLY)
                 except BaseException:
-                    if pidfd >= 0:
-                        os.close(pidfd)
+                    os.close(pidfd)
                     raise
         except TimeoutError:
             self._ends.pop(token, None)
@@ -139,8 +140,7 @@ class InitChannel:
         if report.startswith(b"P") and report[1:].isdigit():
             return Started(pid=pid, pidfd=pidfd, vpid=int(report[1:]))
         self._ends.pop(token, None)
-        if pidfd >= 0:
-            os.close(pidfd)
+        os.close(pidfd)
         raise _refusal(report, argv, cwd)
 
     def on_end(self, token: str, callback: Callable[[Ending], None]) -> None:
@@ -252,8 +252,6 @@ def _ending(status: int) -> Ending:
 
 def _host_pid(pidfd: int) -> int:
     """The pid behind ``pidfd`` as this process sees it (0 if unknown)."""
-    if pidfd < 0:
-        return 0
     try:
         with open(f"/proc/self/fdinfo/{pidfd}") as f:
             for line in f:

@@ -10,10 +10,13 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentos.errors import AgentOSError
 from agentos.sandbox._syscalls import syscalls
+
+if TYPE_CHECKING:
+    from agentos.sandbox.initd import InitChannel
 
 __all__ = ["DEFAULT_AGENT_UID", "WORKSPACE_PATH", "Launched", "SandboxError", "SandboxSpec", "VolumeBind",
            "symlink_refused"]
@@ -234,6 +237,9 @@ class Launched:
     returncode: int | None = None
     #: What a process exec'd into this agent starts from (``Launcher.enter``): a ``Plan``.
     entry: Any = None
+    #: The kernel's end of its init's control socket when the agent is a sandbox served by
+    #: agentos-init; None otherwise.
+    init: InitChannel | None = None
 
     def poll(self) -> int | None:
         """Reap the agent if it has exited; its return code (negative: killed by signal)."""

@@ -14,9 +14,10 @@
  * over a SOCK_SEQPACKET socket handed over at spawn (argv[1]: its number). That socket is
  * close-on-exec, unnamed (a socketpair: nothing can connect to it) and never in any exec's
  * descriptors; init is not dumpable, so no process of the sandbox can open /proc/1/fd or
- * ptrace it, and each exec runs in a Landlock domain nested below init's, which (Landlock
- * ABI 6) can neither signal init nor connect to its abstract sockets. The kernel is trusted;
- * its messages are still checked, since a bad one must not take the sandbox down.
+ * ptrace it; it ends at a SIGTERM from outside the sandbox only; and each exec runs in a
+ * Landlock domain nested below init's, which (Landlock ABI 6) can neither signal init nor
+ * connect to its abstract sockets. The kernel is trusted; its messages are still checked,
+ * since a bad one must not take the sandbox down.
  *
  * argv[2], if given, is the agent's kernel connection (AGENTOS_FD): its end of file, like
  * that of the control socket or a SIGTERM, ends init and with it the sandbox. A crash of
@@ -605,9 +606,12 @@ int main(int argc, char **argv)
         }
         if (p[0].revents) {
             struct signalfd_siginfo info;
+            /* KILL's SIGTERM ends pid 1, and the sandbox with it; only from outside the pid
+             * namespace (a sender the namespace cannot see has pid 0) or from the kernel, its
+             * parent: no process of the sandbox ends it so. */
             while (read(signals, &info, sizeof info) == (ssize_t)sizeof info)
-                if (info.ssi_signo == SIGTERM)
-                    return 0; /* KILL: pid 1 ending takes the whole sandbox */
+                if (info.ssi_signo == SIGTERM && (info.ssi_pid == 0 || (pid_t)info.ssi_pid == getppid()))
+                    return 0;
             reap();
         }
         if (p[1].revents)
