@@ -63,6 +63,11 @@ def test_the_front_door(server: HttpServer) -> None:
     assert post(server.url, {**good, "Origin": f"http://127.0.0.1:{port}"}).status_code == 200
     assert post(server.url, {**good, "Host": f"localhost:{port}"}).status_code == 200
 
+    # A session is bound to the token that opened it: another token presenting its id finds none.
+    opened = post(server.url, good)
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    assert post(server.url, {**session, "Authorization": f"Bearer {TOKENS[1]}"}).status_code == 404
+
     async def unauthorized() -> None:
         async with http(server.url, None):
             pass

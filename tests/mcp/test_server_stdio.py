@@ -3,6 +3,7 @@ protocol eras, the tools end to end, strict schemas, and sessions that cannot re
 sandboxes and leave none behind."""
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import mcp_types as types
@@ -129,10 +130,26 @@ def test_a_session_cannot_reach_another_sessions_sandbox_and_leaves_none_behind(
                 theirs = structured(await other.call_tool("sandbox_create", {}))["sandbox"]
                 assert "sandbox_kill one first" in refused(await other.call_tool("sandbox_create", {}))
             # The other session ended (its client closed stdin): its sandbox with it.
-            until(lambda: agent_status(mcp_kernel, theirs) == "killed", f"{theirs} killed with its session")
+            await asyncio.to_thread(until, lambda: agent_status(mcp_kernel, theirs) == "killed",
+                                    f"{theirs} killed with its session")
             read = structured(await owner.call_tool("files_read", {"sandbox": mine, "path": "/tmp/secret"}))
             assert read["content"] == "s3cret"
             return mine, theirs
 
     mine, _ = run(scenario())
     until(lambda: agent_status(mcp_kernel, mine) == "killed", f"{mine} killed when its client disconnected")
+
+
+def test_an_idle_sandbox_is_killed(mcp_kernel: KernelProcess) -> None:
+    async def scenario() -> str:
+        async with stdio(mcp_kernel, "--idle-timeout", "1s") as client:
+            name = structured(await client.call_tool("sandbox_create", {}))["sandbox"]
+            # A command running longer than the idle timeout keeps its sandbox in use.
+            ran = structured(await client.call_tool("exec", {"sandbox": name, "cmd": "sleep 2; echo still"}))
+            assert ran["stdout"] == "still\n"
+            await asyncio.to_thread(until, lambda: agent_status(mcp_kernel, name) == "killed", f"idle {name} killed")
+            assert f"no sandbox {name!r}" in refused(await client.call_tool("exec", {"sandbox": name, "cmd": "true"}))
+            assert structured(await client.call_tool("sandbox_list", {}))["sandboxes"] == []
+            return name
+
+    run(scenario())
