@@ -18,6 +18,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 EXTENSION = "io.modelcontextprotocol/tasks"
 #: How often a client is asked to poll, and how long a finished task's result is kept.
@@ -70,9 +71,11 @@ class Tasks:
 
     @staticmethod
     def wanted(ctx: Any) -> bool:
-        """The request declared the extension (a task may only be answered to such a request)."""
+        """The request declared the extension (a task may only be answered to such a request), at a
+        revision that has it: a task handle cannot be delivered on a handshake-era connection."""
         capabilities = ctx.session.client_capabilities
-        return bool(capabilities is not None and capabilities.extensions and EXTENSION in capabilities.extensions)
+        return bool(ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and capabilities is not None
+                    and capabilities.extensions and EXTENSION in capabilities.extensions)
 
     def start(self, owner: str, work: Coroutine[Any, Any, types.CallToolResult]) -> dict[str, Any]:
         """Run ``work`` as a task of ``owner``; its ``CreateTaskResult``."""
