@@ -29,6 +29,7 @@ COMMANDS = [
     "top",
     "dashboard",
     "mcp",
+    "approvals",
     "doctor",
     "audit",
     "mail",

@@ -188,3 +188,11 @@ def takes(build: Callable[_P, _T]) -> Callable[[Callable[[_S, _T], _R]], Callabl
         call.__doc__ = "\n\n".join(part for part in (doc[:split].rstrip(), args, doc[split:]) if part)
         return call  # type: ignore[no-any-return]
     return decorate
+
+
+def approval_request(action: str, approval_id: str, reason: str | None) -> dict[str, Any]:
+    """An APPROVALS request settling one approval (``approve`` or ``deny``)."""
+    request: dict[str, Any] = {"action": action, "id": approval_id}
+    if reason is not None:
+        request["reason"] = reason
+    return request

@@ -27,7 +27,7 @@ from . import processes as _processes
 from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
-from ._common import check_echo, takes
+from ._common import approval_request, check_echo, takes
 
 
 class ClientMethods(abc.ABC):
@@ -596,6 +596,23 @@ class ClientMethods(abc.ABC):
         args = {"url": url, "method": method, "headers": headers, "body": body,
                 "timeout": timeout, "max_bytes": max_bytes}
         return self._call(Op.HTTP, {k: v for k, v in args.items() if v is not None})
+
+    # -- approvals -------------------------------------------------------------------
+
+    def approvals(self) -> list[dict[str, Any]]:
+        """MCP tool calls waiting for a human that you may see (an admin: all; a user: those of
+        its agents; an agent: its own). Each is ``{id, agent, name, tool, arguments, expires_at,
+        ...}``."""
+        reply = self._call(Op.APPROVALS, {"action": "list"})
+        return reply["approvals"]
+
+    def approve(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Let the waiting tool call run (its agent's owner or an admin only, never an agent)."""
+        return self._call(Op.APPROVALS, approval_request("approve", approval_id, reason))
+
+    def deny(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Refuse the waiting tool call; the model is told, with ``reason``."""
+        return self._call(Op.APPROVALS, approval_request("deny", approval_id, reason))
 
     # -- audit -----------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   volumes: Sequence[Mapping[str, Any]] | None = None,
                   timeout: float | str | None = None,
                   idle_timeout: float | str | None = None,
-                  project: str | None = None, template: str | None = None) -> dict[str, Any]:
+                  project: str | None = None, template: str | None = None,
+                  tools: Sequence[str | Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command``.
 
     Args:
@@ -60,6 +61,9 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         template: One of the kernel's templates (``sandbox.templates``, listed in HELLO's
             ``capabilities.processes.templates``): its root directory read-only under the view,
             and forked by its zygote with its ``preload`` modules already imported.
+        tools: The MCP tools its ``think(tools="mcp")`` may call (docs/mcp.md): ``server.tool``
+            or a ``*`` pattern, or ``{"tool": ..., "approve": True}`` to have a human approve
+            each call; within the spawner's own.
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -104,6 +108,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["idle_timeout"] = idle_timeout
     if template is not None:
         payload["template"] = template
+    if tools is not None:
+        payload["tools"] = [t if isinstance(t, str) else dict(t) for t in tools]
     return payload
 
 

@@ -46,6 +46,7 @@ AREAS: tuple[tuple[str, tuple[str, ...], tuple[type, ...]], ...] = (
      (Sandbox, Execution, CellError, ExecResult, ExecStream, FileEntry, FileEvent, Exposure)),
     ("Events", ("events",), (Subscription,)),
     ("Audit", ("audit",), ()),
+    ("MCP tool approvals", ("approvals",), ()),
 )
 #: Members of reply types that only build them from the wire.
 _INTERNAL = frozenset({"from_payload"})

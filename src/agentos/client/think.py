@@ -132,7 +132,8 @@ def think_request(
         model: str | Sequence[str] | None = None,
         safety: dict[str, str] | Sequence[dict[str, str]] | None = None,
         candidates: int | None = None,
-        timeout: float | None = None) -> dict[str, Any]:
+        timeout: float | None = None,
+        tools: Literal["mcp"] | None = None) -> dict[str, Any]:
     """The JSON form of a THINK (and of a COUNT); an argument left None is not sent.
 
     Args:
@@ -167,6 +168,8 @@ def think_request(
         candidates: Answers to generate (1 to 8; in ``reply.candidates``); not streamed.
         timeout: Seconds the whole call may take, retries included (``llm.deadline`` if
             None).
+        tools: ``"mcp"``: offer the agent's MCP tools; the kernel runs the calls and answers
+            once the model is done (``reply.tool_calls``; docs/mcp.md).
     """
     # The parameters, in their declared order: naming them again here would be one more
     # list of the options to keep in step.

@@ -117,7 +117,8 @@ class ApprovalQueue:
         return await asyncio.shield(waiter)
 
     def settle(self, record: Approval, status: str, by: dict[str, Any] | None,
-               reason: str | None) -> Approval:
+               reason: str | None) -> dict[str, Any]:
+        """Decide ``record``; the decision as made (a waiting call then marks it used)."""
         record.status = status
         record.decided_by = by
         record.decided_at = time.time()
@@ -129,6 +130,7 @@ class ApprovalQueue:
         if timer is not None:
             timer.cancel()
         self.on_settled(record)
+        decided = record.to_dict()
         waiter = self._waiters.pop(record.id, None)
         if waiter is not None and not waiter.done():
             if status == APPROVED:
@@ -136,7 +138,7 @@ class ApprovalQueue:
             waiter.set_result(record)
         self._prune()
         self._save()
-        return record
+        return decided
 
     def _arm(self, record: Approval) -> None:
         loop = asyncio.get_running_loop()

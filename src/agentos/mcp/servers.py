@@ -102,6 +102,7 @@ class McpServer:
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """The tool's result as the model gets it; ToolFailed when there is none."""
         from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
 
         client = self._client
         if client is None:
@@ -124,7 +125,7 @@ class McpServer:
         try:
             result = call.result()
         except MCPError as exc:
-            if self._ex.ended.done():
+            if exc.code == CONNECTION_CLOSED or self._ex.ended.done():
                 raise ToolFailed("server_crashed", f"MCP server {self.spec.name!r} ended during the "
                                  f"call: {exc}") from None
             raise ToolFailed("tool_error", f"{self.spec.name}.{tool}: {exc}") from None

@@ -158,8 +158,7 @@ class McpService:
                                 status=record.status)
         reason = request.reason if isinstance(request.reason, str) else None
         by = {"uid": identity.uid, "pid": identity.pid, "admin": identity.admin}
-        settled = self.queue.settle(record, APPROVED if action == "approve" else DENIED, by, reason)
-        return settled.to_dict()
+        return self.queue.settle(record, APPROVED if action == "approve" else DENIED, by, reason)
 
     def _may_see(self, identity: Identity, record: Approval) -> bool:
         if identity.agent_id is not None:
