@@ -13,6 +13,7 @@ import yaml
 from agentos import Client
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
+from tests.llm.conftest import endpoint_check
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "agents" / "examples" / "mcp"
@@ -38,6 +39,9 @@ class McpKernel:
     def start(self, servers: tuple[str, ...]) -> McpKernel:
         self.process.start()
         self.wait_servers(servers)
+        with self.client() as c:
+            endpoint_check(c)
+        self.fake.reset()  # the kernel's own endpoint check is not the tests' traffic
         return self
 
     def client(self) -> Client:
