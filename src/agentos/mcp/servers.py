@@ -95,7 +95,9 @@ class McpServer:
     def info(self) -> dict[str, Any]:
         return {"status": self.status, "agent": self.agent.id if self.agent is not None else None,
                 "protocol_version": self.protocol_version, "restarts": self.restarts,
-                "tools": sorted(self.tools), "command": list(self.spec.command)}
+                "tools": sorted(self.tools), "command": list(self.spec.command),
+                # What confines it: its agent's isolation report (namespaces, Landlock, seccomp, cgroup).
+                "isolation": self.agent.isolation if self.agent is not None else None}
 
     # -- calls -----------------------------------------------------------------------------
 
