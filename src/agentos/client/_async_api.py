@@ -495,12 +495,14 @@ class AsyncClientMethods(abc.ABC):
         return reply["acked"]
 
     async def dead_letters(self, mailbox: str | None = None, *, name: str | None = None,
-                           limit: int = 100) -> dict[str, Any]:
+                           limit: int = 100, project: str | None = None) -> dict[str, Any]:
         """The oldest ``limit`` dead letters (messages delivered ``max_deliveries`` times without
         ACK): ``{"dead": [{"id", "from", "to", "body", "sent_at", "deliveries", "dead_at"}],
         "more"}``. Your own mailbox's, or a name's you registered; ``mailbox="*"`` lists every
-        mailbox you manage. An admin may name anyone's ``mailbox`` (as ``send``'s ``to``)."""
-        request = _messaging.dead_letters_request("list", mailbox=mailbox, name=name, limit=limit)
+        mailbox you manage. An admin may name anyone's ``mailbox`` (as ``send``'s ``to``).
+        ``project``: only that project's agents' mailboxes."""
+        request = _messaging.dead_letters_request("list", mailbox=mailbox, name=name, limit=limit,
+                                                  project=project)
         return await self._call(Op.DEAD_LETTERS, request)
 
     async def requeue(self, *ids: int) -> dict[str, Any]:

@@ -27,13 +27,14 @@ def recv_request(timeout: float | None, name: str | None, ack: bool,
 
 
 def dead_letters_request(action: str, *, mailbox: str | None = None, name: str | None = None,
-                         limit: int | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+                         limit: int | None = None, ids: tuple[int, ...] = (),
+                         project: str | None = None) -> dict[str, Any]:
     args: dict[str, Any] = {"action": action}
     if action != "list":
         if not ids:
             raise InvalidArgument(f"{action}: give at least one dead letter id")
         args["ids"] = list(ids)
-    for key, value in (("mailbox", mailbox), ("name", name), ("limit", limit)):
+    for key, value in (("mailbox", mailbox), ("name", name), ("limit", limit), ("project", project)):
         if value is not None:
             args[key] = value
     return args

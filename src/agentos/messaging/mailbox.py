@@ -263,10 +263,14 @@ class Mailboxes:
 
     # -- dead letters ------------------------------------------------------------------
 
-    async def dead(self, addresses: list[str] | None, limit: int) -> tuple[list[DeadLetter], bool]:
-        """The oldest ``limit`` dead letters of ``addresses`` (of every mailbox if None), and
-        whether there are more."""
+    async def dead(self, addresses: list[str] | None, limit: int,
+                   under: str | None = None) -> tuple[list[DeadLetter], bool]:
+        """The oldest ``limit`` dead letters of ``addresses`` (of every mailbox if None), only
+        those at or beneath the principal glob ``under`` if given, and whether there are more."""
         where, params = _mailbox_filter(addresses)
+        if under is not None:
+            where = f"{where} {'AND' if where else 'WHERE'} (mailbox GLOB ? OR mailbox GLOB ?)"
+            params = (*params, under, f"{under}/*")
 
         def select(conn: sqlite3.Connection) -> tuple[list[DeadLetter], bool]:
             rows = conn.execute(

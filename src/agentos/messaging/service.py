@@ -297,10 +297,10 @@ class MessagingService:
         return ids
 
     async def dead_letters(self, call: Call) -> dict[str, Any]:
-        """``{action?, mailbox?, name?, ids?, limit?}``: list (the default), requeue or drop
-        the dead letters of mailboxes you manage: your own (yours by ``name``; ``*`` is all
+        """``{action?, mailbox?, name?, ids?, limit?, project?}``: list (the default), requeue or
+        drop the dead letters of mailboxes you manage: your own (yours by ``name``; ``*`` is all
         of yours), and for an admin anyone's (``mailbox`` resolved as SEND's ``to``; ``*``
-        is every mailbox)."""
+        is every mailbox); a list narrowed to ``project``'s agents' mailboxes."""
         args = call.args()
         action = args.get("action", "list")
         if action not in ("list", "requeue", "drop"):
@@ -312,7 +312,9 @@ class MessagingService:
                 raise InvalidArgument(f"limit must be an integer from 1 to 10000, got {limit!r}",
                                       field="limit")
             addresses = await self._managed(call, args, default_all=False)
-            letters, more = await self.boxes.dead(addresses, limit)
+            project = args.get("project")
+            root = f"*/{project_segment(project)}" if isinstance(project, str) else None
+            letters, more = await self.boxes.dead(addresses, limit, under=root)
             return {"dead": [letter.to_dict() for letter in letters], "more": more}
         ids = self._ids(args.get("ids"), action)
         addresses = await self._managed(call, args, default_all=True)

@@ -581,6 +581,8 @@ class DeadLettersRequest(Request):
     name: Alias | None | UnsetType = UNSET
     ids: Annotated[list[MessageId], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
     limit: Annotated[int, Meta(ge=1, le=10_000)] | UnsetType = UNSET
+    #: ``list`` only this project's agents' mailboxes (among those the call may see).
+    project: ProjectName | UnsetType = UNSET
 
 
 _TOPIC = Annotated[str, Meta(min_length=1, max_length=256)]

@@ -1,16 +1,19 @@
 """``agentos mail``: dead letters, the messages a receiver was handed too often without
-acknowledging them (``mail dead [NAME]``, ``mail requeue ID...``, ``mail drop ID...``)."""
+acknowledging them (``mail dead [PROJECT|NAME]``, ``mail requeue ID...``, ``mail drop ID...``)."""
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Any
 
+from ...protocol.requests import PROJECT_PATTERN
 from ..launch import add_socket_option, connect
 from ..output import table
 
+PROJECT = re.compile(PROJECT_PATTERN)
 #: Characters of a body shown in the table; --json prints it whole.
 _BODY_WIDTH = 60
 
@@ -19,9 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("mail", help="dead letters: list, requeue or drop messages that were never acknowledged")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    dead = actions.add_parser("dead", help="list dead letters (every mailbox you manage, or NAME's)")
-    dead.add_argument("name", nargs="?", help="an agent's name, id or principal, or a registered name "
-                      "(another's needs admin); default: every mailbox you manage")
+    dead = actions.add_parser("dead", help="list dead letters (every mailbox you manage, a project's, or NAME's)")
+    dead.add_argument("name", nargs="?", help="a project (with its agents' dead letters), or with -p or "
+                      "--mailbox an agent's name, id or principal, or a registered name (another's needs "
+                      "admin); default: every mailbox you manage")
+    dead.add_argument("-p", "--project", help="only this project's agents' mailboxes")
+    dead.add_argument("--mailbox", action="store_true", help="NAME is a mailbox, never a project")
     dead.add_argument("-n", "--limit", type=int, default=100, help="at most this many (default 100)")
     dead.add_argument("--json", action="store_true", help="the kernel's records as JSON")
     add_socket_option(dead)
@@ -39,8 +45,14 @@ def list_dead(args: argparse.Namespace) -> int:
 
     if not 0 < args.limit <= 10_000:
         raise UserError("--limit must be from 1 to 10000")
+    project, mailbox = args.project, args.name
     with connect(args) as client:
-        reply = client.dead_letters(args.name or "*", limit=args.limit)
+        if mailbox is not None and project is None and not args.mailbox \
+                and PROJECT.fullmatch(mailbox) and client.list_agents(project=mailbox):
+            # `agentos mail dead PROJECT`, compose-style: a name that is a project the kernel
+            # knows means its agents' mailboxes, unless --mailbox says it is a mailbox.
+            project, mailbox = mailbox, None
+        reply = client.dead_letters(mailbox or "*", limit=args.limit, project=project)
     letters = reply["dead"]
     if args.json:
         print(json.dumps(letters, indent=2))
