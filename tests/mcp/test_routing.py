@@ -3,6 +3,8 @@ the loop, a refused tool, allowlists narrowing down the tree, approvals granted,
 out (and who may not approve), and a server crashing mid-call."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,15 +139,26 @@ def test_a_denied_call_tells_the_model_why(kernel: McpKernel) -> None:
         agent = kernel.actor(c, "denied", {"do": "think", "prompt": "save"},
                              [{"tool": "notes.*", "approve": True}])
         pending = _approval(kernel, agent["id"])
-        denied = c.deny(pending["id"], reason="not today")
+        listed = cli(kernel, "approvals")
+        denied = cli(kernel, "deny", pending["id"], "--reason", "not today")
         with pytest.raises(Exception, match="already denied"):
             c.approve(pending["id"])
         end = chunks(kernel.outcome(c, agent))[-1]
-    assert denied["status"] == "denied"
+    row = next(line for line in listed.splitlines() if line.startswith(pending["id"]))
+    assert row.split()[1:4] == ["denied", "notes.write_note", '{"name":'], listed
+    assert denied == f"{pending['id']} denied: notes.write_note for denied\n"
     error = responses(kernel.fake.requests[1].body)[0]["response"]["error"]
     assert error == {"type": "denied", "message": "a human did not approve notes.write_note: not today"}
     assert end["tool_calls"][0]["error"]["type"] == "denied"
     assert not (kernel.root / "notes" / "x.txt").exists()
+
+
+def cli(kernel: McpKernel, *args: str) -> str:
+    """``agentos ARGS`` against the kernel: its output (exit 0 checked)."""
+    done = subprocess.run([sys.executable, "-m", "agentos", *args, "--socket", str(kernel.process.socket_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_a_server_crash_mid_call_is_a_typed_error_and_it_restarts(kernel: McpKernel) -> None:
