@@ -12,7 +12,8 @@ from ..errors import InvalidArgument
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op, op_name
 from .arguments import requested
-from .log import AuditLog, Record, matches, read_records
+from .log import AuditLog, Position, Record, matches
+from .settings import AuditSettings
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -21,18 +22,25 @@ if TYPE_CHECKING:
 FOLLOW_BACKLOG = 10_000
 #: Most past records one AUDIT replays.
 MAX_LIMIT = 1_000_000
+#: Seconds between checks whether the log is due for rotation by age, or has files to age out.
+MAINTAIN_EVERY = 60.0
 #: Every record names its op: a cached name is a dict lookup, ``Op(op)`` an enum call each time.
 _op_name = functools.lru_cache(maxsize=256)(op_name)  # opcodes are one byte
 
 
 class AuditService:
-    """Appends one record per syscall to ``<state_dir>/audit.log``."""
+    """Appends one record per syscall to ``<state_dir>/audit.log`` (rotated: ``log``)."""
 
     name = "audit"
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.log = AuditLog(kernel.config.state_dir / "audit.log")
+        try:
+            settings = AuditSettings.from_section(kernel.config.section("audit"))
+        except ValueError as exc:
+            raise ValueError(f"kernel configuration: {exc}") from None
+        self.log = AuditLog(kernel.config.state_dir / "audit.log", settings)
+        self._maintenance: asyncio.TimerHandle | None = None
         # AUDIT reads queue on a thread of their own: a burst of them never holds the
         # loop's shared executor, which SPAWN's sandbox handshakes wait on.
         self._reader: ThreadPoolExecutor | None = None
@@ -42,18 +50,27 @@ class AuditService:
         return {Op.AUDIT: self.audit}
 
     async def start(self) -> None:
-        self.log.open()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-reader")
+        # Off the loop: it reads the current file once to index it, and finishes a crash's rotation.
+        await asyncio.get_running_loop().run_in_executor(self._reader, self.log.open)
+        self._maintain()
 
     async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
         if self._reader is not None:
             self._reader.shutdown(cancel_futures=True)
         self.log.close()
 
-    async def _read(self, agent: str | None, limit: int, size: int) -> list[Record]:
+    def _maintain(self) -> None:
+        self.log.maintain()
+        self._maintenance = asyncio.get_running_loop().call_later(MAINTAIN_EVERY, self._maintain)
+
+    async def _read(self, agent: str | None, limit: int, since: float | None, until: float | None,
+                    end: Position) -> list[Record]:
         assert self._reader is not None
         return await asyncio.get_running_loop().run_in_executor(
-            self._reader, functools.partial(read_records, self.log.path, agent, limit, size))
+            self._reader, functools.partial(self.log.read, agent, limit, since, until, end))
 
     def capabilities(self) -> Mapping[str, Any]:
         return {"path": str(self.log.path)}
@@ -98,11 +115,14 @@ class AuditService:
         follow = args.get("follow", False)
         if not isinstance(follow, bool):
             raise InvalidArgument(f"follow must be true or false, got {follow!r}", field="follow")
+        since, until = _time(args, "since"), _time(args, "until")
+        if since is not None and until is not None and until < since:
+            raise InvalidArgument(f"until ({until}) is before since ({since})", field="until")
         # A stream even when nothing matches: the request ends with END, never a plain reply.
         call.open_stream()
         if not follow:
-            size = self.log.flush()
-            for record in await self._read(agent, limit, size):
+            end = self.log.flush()
+            for record in await self._read(agent, limit, since, until, end):
                 await call.stream(record)
             return
         queue: asyncio.Queue[Record] = asyncio.Queue(FOLLOW_BACKLOG)
@@ -110,18 +130,18 @@ class AuditService:
 
         def deliver(record: Record) -> None:
             nonlocal dropped
-            if not matches(record, agent):
+            if not matches(record, agent) or (until is not None and record["ts"] >= until):
                 return
             try:
                 queue.put_nowait(record)
             except asyncio.QueueFull:
                 dropped += 1
 
-        size, stop = self.log.follow(deliver)
+        end, stop = self.log.follow(deliver)
         try:
             # Confirms that every later record will reach this stream (the SDK waits for it).
             await call.stream({"following": True})
-            for record in await self._read(agent, limit, size):
+            for record in await self._read(agent, limit, since, until, end):
                 await call.stream(record)
             while True:
                 record = await queue.get()
@@ -131,3 +151,13 @@ class AuditService:
                 await call.stream(record)
         finally:
             stop()
+
+
+def _time(args: Mapping[str, Any], key: str) -> float | None:
+    """``since``/``until``: Unix seconds (the request struct has checked the type)."""
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidArgument(f"{key} must be a time in Unix seconds, got {value!r}", field=key)
+    return float(value)

@@ -618,13 +618,18 @@ class ClientMethods(abc.ABC):
 
     # -- audit -----------------------------------------------------------------------
 
-    def audit(self, agent: str | None = None, *, follow: bool = False,
-              limit: int = 100) -> Iterator[dict[str, Any]]:
+    def audit(self, agent: str | None = None, *, follow: bool = False, limit: int = 100,
+              since: float | None = None, until: float | None = None) -> Iterator[dict[str, Any]]:
         """Admin only: the last ``limit`` audit records (of ``agent``: a name, id or
-        ``uid:<n>``); with ``follow``, then every new one as it happens."""
+        ``uid:<n>``; logged at ``since`` or later and before ``until``, Unix seconds), read
+        across the rotated files too; with ``follow``, then every new one as it happens."""
         args: dict[str, Any] = {"follow": follow, "limit": limit}
         if agent is not None:
             args["agent"] = agent
+        if since is not None:
+            args["since"] = since
+        if until is not None:
+            args["until"] = until
         records = self._stream(Op.AUDIT, args)
         if follow:
             records.__next__()  # the confirmation: nothing logged from now on is missed

@@ -696,6 +696,9 @@ class AuditRequest(Request):
     agent: Word | None | UnsetType = UNSET
     limit: Annotated[int, Meta(ge=0, le=1_000_000)] | UnsetType = UNSET
     follow: bool | UnsetType = UNSET
+    #: Only records with ``since <= ts < until`` (Unix seconds).
+    since: Annotated[float, Meta(ge=0, le=1e11)] | None | UnsetType = UNSET
+    until: Annotated[float, Meta(ge=0, le=1e11)] | None | UnsetType = UNSET
 
 
 REQUESTS: dict[Op, type[Request]] = {cls.op: cls for cls in (
