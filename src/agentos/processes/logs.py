@@ -1,22 +1,44 @@
-"""Capture an agent's stdout and stderr into a size-capped log file, read and followed by LOGS.
+"""Capture an agent's stdout and stderr into a size-capped log file, read and followed by LOGS;
+keep ended agents' logs only as long as ``processes.logs`` says.
 
 The agent writes both streams into one pipe (ordered as a terminal would show
 them); the kernel reads it from the event loop and appends to
-``<state_dir>/logs/<name>-<id>.log``. When the file reaches the cap it becomes
-``.log.1`` (replacing the previous one), so an agent never holds more than two
-caps of disk. Offsets count every byte the agent ever wrote.
+``<state_dir>/logs/<name>-<id>.log`` (``logs/<project>/...`` for an agent of a project).
+When the file reaches the cap (``processes.log_max_bytes``) it becomes ``.log.1``
+(replacing the previous one), so an agent never holds more than two caps of disk.
+Offsets count every byte the agent ever wrote.
+
+Once an agent has ended, its log is kept while its project has fewer than ``keep``
+newer ended agents' logs and for ``max_age`` (``LogRetention``): each end queues its log
+(oldest first, per project), a queue past ``keep`` deletes its oldest, and a sweep now and
+then deletes those past ``max_age``, so neither costs more than what it deletes. A kernel
+reads the directory once as it starts (in a thread), which also applies the settings
+to what earlier kernels left.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from io import FileIO
+from typing import Any
 
-from ..state.private import private_opener
+from ..state.private import private_dir, private_opener
+from ..units import parse_duration
+
+log = logging.getLogger("agentos.processes")
 
 _READ_SIZE = 64 * 1024
+#: Seconds between sweeps for logs past their ``max_age``.
+SWEEP_EVERY = 60.0
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 class LogCapture:
@@ -110,6 +132,11 @@ class LogCapture:
         except TimeoutError:
             return False
 
+    @property
+    def pruned(self) -> bool:
+        """An ended agent's log whose files are gone: log retention deleted them."""
+        return self.closed and _size(self.path) is None and _size(self.rotated) is None
+
     def close(self) -> None:
         """Stop capturing (the agent is reaped); the file stays for LOGS."""
         self._stop_reading()
@@ -160,3 +187,170 @@ def _read_at(path: Path, position: int, length: int) -> bytes:
         return os.pread(fd, length, position)
     finally:
         os.close(fd)
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many ended agents' logs one project keeps, and for how long (None: no limit)."""
+
+    keep: int | None = 1000
+    max_age: float | None = 30 * 24 * 3600.0
+
+    @classmethod
+    def from_section(cls, section: Any, where: str, default: Retention) -> Retention:
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{where}: expected a mapping with keep and max_age, got {section!r}")
+        unknown = sorted(set(section) - {"keep", "max_age"})
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {unknown}; known: ['keep', 'max_age']")
+        keep = section.get("keep", default.keep)
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+            raise ValueError(f"{where}.keep: expected a number of logs (or null: no limit), got {keep!r}")
+        max_age = section.get("max_age", default.max_age)
+        if max_age is not None:
+            max_age = parse_duration(max_age, f"{where}.max_age")
+        return cls(keep, max_age)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The ``processes.logs`` section: retention of ended agents' logs, with per-project overrides."""
+
+    default: Retention = Retention()
+    projects: Mapping[str, Retention] = field(default_factory=dict)
+
+    @classmethod
+    def from_section(cls, section: Any) -> LogSettings:
+        if section is None:
+            return cls()
+        if not isinstance(section, Mapping):
+            raise ValueError(f"processes.logs: expected a mapping, got {section!r}")
+        projects = section.get("projects") or {}
+        if not isinstance(projects, Mapping):
+            raise ValueError(f"processes.logs.projects: expected project: {{keep, max_age}}, got {projects!r}")
+        default = Retention.from_section({k: v for k, v in section.items() if k != "projects"},
+                                         "processes.logs", Retention())
+        overrides = {}
+        for name, value in projects.items():
+            if not isinstance(name, str) or not _PROJECT.match(name):
+                raise ValueError(f"processes.logs.projects: {name!r} is not a project name")
+            overrides[name] = Retention.from_section(value, f"processes.logs.projects.{name}", default)
+        return cls(default, overrides)
+
+    def of(self, project: str | None) -> Retention:
+        return self.projects.get(project, self.default) if project is not None else self.default
+
+
+class LogRetention:
+    """Ended agents' logs, oldest first per project; deletes those the settings no longer keep."""
+
+    def __init__(self, directory: Path, settings: LogSettings) -> None:
+        self.directory = directory
+        self.settings = settings
+        #: Per project (None: agents of none): (when the agent ended, its log's path), oldest first.
+        self._ended: dict[str | None, deque[tuple[float, Path]]] = {}
+        self._made: set[str] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        #: Logs deleted so far (their agents' ``.log`` and ``.log.1`` together count one).
+        self.deleted = 0
+
+    def path_for(self, name: str, agent_id: str, project: str | None) -> Path:
+        """Where a new agent's log goes: a project's logs share a directory, retained together."""
+        if project is None:
+            return self.directory / f"{name}-{agent_id}.log"
+        directory = self.directory / project
+        if project not in self._made:
+            private_dir(directory)
+            self._made.add(project)
+        return directory / f"{name}-{agent_id}.log"
+
+    def load(self, now: float | None = None) -> None:
+        """Queue the logs earlier kernels left (by their last write), deleting what the settings
+        do not keep. Blocking, O(files): once, in a thread, before any agent runs."""
+        found: dict[str | None, list[tuple[float, Path]]] = {}
+        for project, directory in self._directories():
+            newest: dict[Path, float] = {}
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    base = entry.name[:-2] if entry.name.endswith(".log.1") else entry.name
+                    if not base.endswith(".log") or not entry.is_file(follow_symlinks=False):
+                        continue
+                    path = directory / base
+                    newest[path] = max(newest.get(path, 0.0), entry.stat(follow_symlinks=False).st_mtime)
+            found[project] = sorted((mtime, path) for path, mtime in newest.items())
+        for project, logs in found.items():
+            self._ended[project] = deque(logs)
+            doomed = self._overflow(project) + self._expired(project, time.time() if now is None else now)
+            self.deleted += len(doomed)
+            _remove(doomed)
+
+    def ended(self, path: Path, project: str | None, at: float) -> None:
+        """An agent ended: its log is queued, and the project's oldest past ``keep`` goes now
+        (one log per end: two unlinks, so WAIT's answer finds it gone)."""
+        self._ended.setdefault(project, deque()).append((at, path))
+        doomed = self._overflow(project)
+        self.deleted += len(doomed)
+        _remove(doomed)
+
+    def sweep(self, now: float | None = None) -> None:
+        """Delete the logs past their project's ``max_age``; O(projects + what it deletes), the
+        deleting in a thread (an idle day may age out many at once)."""
+        now = time.time() if now is None else now
+        doomed = [path for project in list(self._ended) for path in self._expired(project, now)]
+        if not doomed:
+            return
+        self.deleted += len(doomed)
+        try:
+            asyncio.get_running_loop().run_in_executor(None, _remove, doomed)
+        except RuntimeError:
+            _remove(doomed)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.sweep()
+            self._sweeper = loop.call_later(SWEEP_EVERY, tick)
+
+        self._sweeper = loop.call_later(SWEEP_EVERY, tick)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _directories(self) -> list[tuple[str | None, Path]]:
+        found: list[tuple[str | None, Path]] = [(None, self.directory)]
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and _PROJECT.match(entry.name):
+                    found.append((entry.name, Path(entry.path)))
+                    self._made.add(entry.name)
+        return found
+
+    def _overflow(self, project: str | None) -> list[Path]:
+        queue, keep = self._ended[project], self.settings.of(project).keep
+        return [queue.popleft()[1] for _ in range(len(queue) - keep)] if keep is not None else []
+
+    def _expired(self, project: str | None, now: float) -> list[Path]:
+        queue, max_age = self._ended[project], self.settings.of(project).max_age
+        doomed: list[Path] = []
+        while max_age is not None and queue and now - queue[0][0] > max_age:
+            doomed.append(queue.popleft()[1])
+        if not queue:
+            del self._ended[project]
+        return doomed
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        for victim in (path, path.with_name(path.name + ".1")):
+            try:
+                os.unlink(victim)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("agent log %s past its retention not deleted: %s", victim, exc)

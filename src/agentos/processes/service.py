@@ -58,7 +58,7 @@ from .files import Files, FileSettings
 from .launcher import start_process
 from .ledger import LEDGER_FILE, Ledger, recover
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
-from .logs import LogCapture
+from .logs import LogCapture, LogRetention
 from .ports import Ports
 from .projects import Projects
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
@@ -93,6 +93,7 @@ class ProcessService:
             raise ValueError(f"kernel configuration: {exc}") from None
         self.table = AgentTable(self.settings.keep_ended)
         self.log_dir = kernel.config.state_dir / "logs"
+        self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
         self.ledger = Ledger(kernel.config.state_dir / LEDGER_FILE)
         self.layout = Layout()
@@ -131,6 +132,8 @@ class ProcessService:
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.kernel.loop.run_in_executor(None, self.log_retention.load)  # O(files): not on the loop
+        self.log_retention.start()
         found = self.ledger.open()
         # Once every service runs (a restore is a SPAWN, checked by all of them), before clients come.
         self.kernel.when_started(functools.partial(recover, self, found))
@@ -165,6 +168,7 @@ class ProcessService:
                  ", ".join(sorted(driver.enforceable)) or "nothing")
 
     async def stop(self) -> None:
+        self.log_retention.stop()
         if self._starting:
             await asyncio.gather(*self._starting, return_exceptions=True)
         running = self.table.running()
@@ -320,7 +324,8 @@ class ProcessService:
                       parent: Agent | None, granted: frozenset[Capability] | None,
                       allow: tuple[str, ...] | None, project: str | None, agent_id: str,
                       cgroup: AgentCgroup) -> Agent:
-        capture = LogCapture(self.log_dir / f"{request.name}-{agent_id}.log", self.settings.log_max_bytes)
+        capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
+                             self.settings.log_max_bytes)
         output_fd = capture.pipe()
         kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         workspace: Workspace | None = None
@@ -470,6 +475,10 @@ class ProcessService:
         tail = 64 * 1024 if request.tail is UNSET else request.tail
         follow = request.follow is True
         capture = agent.log
+        if capture.pruned:
+            raise NotFound(f"agent {agent.qualified_name!r} ({agent.id}) ended and its log was pruned "
+                           "by log retention (processes.logs: keep, max_age)", id=agent.id,
+                           name=agent.name, status=agent.status, pruned=True)
         offset, data = capture.read(max(0, capture.size - tail), tail)
         head = {"id": agent.id, "name": agent.name, "path": str(capture.path)}
         if not follow:
@@ -653,6 +662,7 @@ class ProcessService:
             agent.status = Status.FAILED
         agent.ended_at = time.time()
         self.ledger.ended(agent)
+        self.log_retention.ended(agent.log.path, agent.project, agent.ended_at)
         self.lifecycle.forget(agent)
         for conn in self.kernel.connections_of(agent.id):
             conn.close()

@@ -8,8 +8,9 @@ from typing import Any
 from ..sandbox.spec import DEFAULT_AGENT_UID
 from ..units import parse_bytes, parse_duration
 from .launcher import PASSED_ENV
+from .logs import LogSettings
 
-_KEYS = ("log_max_bytes", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid",
+_KEYS = ("log_max_bytes", "logs", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid",
          "exposures_per_agent", "connections_per_exposure", "files")
 _MAX_UID = 0xFFFFFFFE
 
@@ -20,6 +21,8 @@ class ProcessSettings:
 
     #: Cap of one agent log file; one older file of the same size is kept beside it.
     log_max_bytes: int = 8 * 1024 * 1024
+    #: How many ended agents' logs are kept, and how long, per project (``logs.py``).
+    logs: LogSettings = LogSettings()
     #: Seconds between KILL's SIGTERM and SIGKILL, unless the request gives ``grace``.
     kill_grace: float = 5.0
     #: The same at kernel shutdown, for every agent at once.
@@ -66,6 +69,7 @@ class ProcessSettings:
         return cls(
             log_max_bytes=parse_bytes(section.get("log_max_bytes", defaults.log_max_bytes),
                                       "processes.log_max_bytes"),
+            logs=LogSettings.from_section(section.get("logs")),
             kill_grace=parse_duration(section.get("kill_grace", defaults.kill_grace), "processes.kill_grace"),
             stop_grace=parse_duration(section.get("stop_grace", defaults.stop_grace), "processes.stop_grace"),
             keep_ended=keep, cgroups=cgroups,

@@ -151,7 +151,8 @@ class _Prefixed:
                 *lines, pending = (await client.logs(id=info["id"], tail=self.tail)).split("\n")
                 for line in lines:
                     self._say(name, line)
-        except NotFound:
-            pass
+        except NotFound as exc:
+            if exc.details.get("pruned"):
+                self._say(name, "(its log was pruned by the kernel's log retention)")
         if pending:
             self._say(name, pending)
