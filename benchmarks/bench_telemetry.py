@@ -180,6 +180,7 @@ def _serve_sink() -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_post("/v1/traces", export)
+        app.router.add_post("/v1/metrics", export)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

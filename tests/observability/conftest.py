@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
+                                                                          ExportMetricsServiceResponse)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                       ExportTraceServiceResponse)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -50,12 +52,15 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    """``POST /v1/traces`` on 127.0.0.1, in a thread of its own: each request's protobuf body is
-    decoded by opentelemetry-proto's schema (a body that is not one fails the request and the
-    test) and its spans kept, flattened, in ``spans``."""
+    """``POST /v1/traces`` and ``/v1/metrics`` on 127.0.0.1, in a thread of its own: each
+    request's protobuf body is decoded by opentelemetry-proto's schema (a body that is not one
+    fails the request and the test); spans are kept, flattened, in ``spans``, and each metrics
+    export as ``{name: {"kind", "resource", "points": [{"attributes", "value" | histogram
+    fields}]}}`` in ``exports``."""
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.exports: list[dict[str, dict[str, Any]]] = []
         self.failures: list[str] = []
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -77,6 +82,7 @@ class OtlpReceiver:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
+        app.router.add_post("/v1/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -87,13 +93,48 @@ class OtlpReceiver:
         assert self._runner is not None
         await self._runner.cleanup()
 
-    async def _traces(self, request: web.Request) -> web.Response:
+    async def _body(self, request: web.Request) -> bytes | None:
         body = await request.read()
         if request.content_type != "application/x-protobuf":
             self.failures.append(f"content type {request.content_type}")
+            return None
+        return gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
             return web.Response(status=415)
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
+        message = ExportMetricsServiceRequest.FromString(body)
+        export: dict[str, dict[str, Any]] = {}
+        for resource_metrics in message.resource_metrics:
+            resource = _attributes(resource_metrics.resource.attributes)
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    data = getattr(metric, kind)
+                    points = []
+                    for point in data.data_points:
+                        entry: dict[str, Any] = {"attributes": _attributes(point.attributes),
+                                                 "start": point.start_time_unix_nano,
+                                                 "time": point.time_unix_nano}
+                        if kind == "histogram":
+                            entry.update(count=point.count, sum=point.sum, buckets=list(point.bucket_counts),
+                                         bounds=list(point.explicit_bounds))
+                        else:
+                            entry["value"] = getattr(point, point.WhichOneof("value"))
+                        points.append(entry)
+                    export[metric.name] = {
+                        "kind": kind, "resource": resource, "scope": scope_metrics.scope.name, "points": points,
+                        "monotonic": data.is_monotonic if kind == "sum" else None,
+                        "temporality": getattr(data, "aggregation_temporality", None)}
+        self.exports.append(export)
+        return web.Response(body=ExportMetricsServiceResponse().SerializeToString(),
+                            content_type="application/x-protobuf")
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if body is None:
+            return web.Response(status=415)
         message = ExportTraceServiceRequest.FromString(body)
         for resource_spans in message.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)

@@ -2,12 +2,15 @@
 the values match what was done. Both twins (the compiled reactor and its pure-Python one)."""
 from __future__ import annotations
 
-import subprocess
+import json
 import os
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentos import Client
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
+from tests.permissions.identities import LAUNCHER as CONFIGURED_KERNEL
 
 from .conftest import agent, llm_env
 
@@ -187,3 +191,48 @@ def test_a_scrape_needs_the_token_only_the_kernels_uid_can_read(tmp_path: Path) 
         finally:
             kernel.stop_checked()
     assert tokens[0] == tokens[1] and len(tokens[0]) >= 32
+
+
+def test_ended_agents_series_go_after_the_grace(tmp_path: Path, fake: FakeGemini) -> None:
+    """Per-agent series follow the agents alive: N agents that THINK, then end, leave none of
+    theirs behind (grace 0 here; 300 s by default), while an agent that runs keeps its own."""
+    config = tmp_path / "sections.json"
+    config.write_text(json.dumps({"telemetry": {"metrics": "127.0.0.1:0", "series_grace": 0}}))
+    kernel = KernelProcess(tmp_path / "k", env=llm_env(fake),
+                           command=[sys.executable, str(CONFIGURED_KERNEL), str(config)]).start()
+    try:
+        with kernel.client(timeout=60) as client:
+            telemetry = client.hello()["capabilities"]["telemetry"]
+            keeper = _ready(client, client.spawn("keeper", agent("thinker"), capabilities=["think"]))
+            for round_ in range(3):
+                thinkers = [_ready(client, client.spawn(f"t{round_}-{n}", agent("thinker"), capabilities=["think"]))
+                            for n in range(4)]
+                during = _agent_labels(scrape(telemetry))
+                assert {f"t{round_}-{n}" for n in range(4)} | {"keeper"} <= during, during
+                for thinker in thinkers:
+                    client.kill(id=thinker["id"], grace=0)
+                    client.wait(id=thinker["id"], timeout=60)
+                assert _poll(lambda: _agent_labels(scrape(telemetry)) == {"keeper"}), \
+                    _agent_labels(scrape(telemetry))
+            client.kill(id=keeper["id"], grace=0)
+    finally:
+        kernel.stop_checked()
+
+
+def _ready(client: Client, spawned: dict[str, Any]) -> dict[str, Any]:
+    assert _poll(lambda: any(a["id"] == spawned["id"] and a["ready"] for a in client.list_agents())), \
+        client.logs(id=spawned["id"])
+    return spawned
+
+
+def _agent_labels(samples: Samples) -> set[str]:
+    return {dict(labels)["agent"] for (_, labels) in samples if "agent" in dict(labels)}
+
+
+def _poll(condition: Any, timeout: float = 30.0) -> bool:
+    give_up = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(0.05)
+    return True

@@ -1,5 +1,5 @@
 """Without the agentos[otel] extra: a kernel imports none of it and serves as always, OTEL_*
-variables meant for other programs only log that traces are off, and asking for traces or
+variables meant for other programs only log that traces and metrics are off, and asking for traces or
 metrics stops the kernel at start with how to install them.
 
 The kernel runs under ``blocked_kernel.py``, which makes every import of OpenTelemetry or
@@ -31,7 +31,8 @@ def test_nothing_is_imported_and_think_is_served(tmp_path: Path, fake: FakeGemin
     kernel = _kernel(tmp_path, fake, {}).start()
     try:
         with kernel.client() as client:
-            assert client.hello()["capabilities"]["telemetry"] == {"traces": False, "metrics": None}
+            assert client.hello()["capabilities"]["telemetry"] == {
+                "traces": False, "metrics": None, "metrics_token_file": None, "otlp_metrics": False}
             assert client.think("hello").error is None
     finally:
         kernel.stop_checked()
@@ -42,11 +43,13 @@ def test_otel_variables_alone_leave_traces_off(tmp_path: Path, fake: FakeGemini)
     kernel = _kernel(tmp_path, fake, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}).start()
     try:
         with kernel.client() as client:
-            assert client.hello()["capabilities"]["telemetry"]["traces"] is False
+            telemetry = client.hello()["capabilities"]["telemetry"]
+            assert telemetry["traces"] is False and telemetry["otlp_metrics"] is False
             assert client.think("hello").error is None
     finally:
         kernel.stop_checked()
     assert "traces are off (pip install 'agentos[otel]')" in kernel.log()
+    assert "metrics are off (pip install 'agentos[otel]')" in kernel.log()
 
 
 @pytest.mark.parametrize("option", [["--otel"], ["--metrics", "127.0.0.1:0"]])

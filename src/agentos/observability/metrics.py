@@ -1,10 +1,15 @@
 """The kernel's metrics, named once here (``docs/observability.md`` lists them; the names are
 stable): counted as syscalls end (the observer, after each reply has gone out), sampled from
-the kernel's state when scraped (agents by status, queues, budgets, mailboxes).
+the kernel's state when read (agents by status, queues, budgets, mailboxes).
 
 prometheus_client holds them: its counters and histograms cost a dict lookup and an add, and it
 writes the exposition format Prometheus reads. The process's memory, CPU and fds are its
-``ProcessCollector``'s standard ``process_*`` metrics.
+``ProcessCollector``'s standard ``process_*`` metrics. The same registry is what
+``otlp_metrics`` exports over OTLP: one set of counters, read by both.
+
+Series labelled by ``agent`` go some time after their agent ended (``series_grace``), unless an
+agent of the same name runs again by then: the series count follows the agents alive, not
+every agent the kernel ever ran.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from prometheus_client.registry import Collector
 from ..permissions.policy import STATE_OPS, required_capability
 from ..processes.agent import Status
 from ..protocol import Op, op_name
+from ..state.database import DatabaseClosed
 from .telemetry import caller_of
 
 if TYPE_CHECKING:
@@ -42,16 +48,21 @@ SYSCALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 SPAWN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 THINK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-#: How often the loop's lag is measured (a timer's lateness), seconds.
+#: How often the loop's lag is measured (a timer's lateness), seconds; ended agents' series are
+#: looked at as often.
 LAG_INTERVAL = 0.5
+#: How long an ended agent's series stay (seconds) unless ``telemetry.series_grace`` says: long
+#: enough for a scrape or an export every minute to see its last values.
+SERIES_GRACE = 300.0
 _op_name = functools.lru_cache(maxsize=256)(op_name)
 
 
 class KernelMetrics:
     """The registry the Prometheus endpoint renders."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, series_grace: float = SERIES_GRACE) -> None:
         self.kernel = kernel
+        self.series_grace = series_grace
         self.registry = registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=registry)
         self.syscalls = Counter("agentos_syscalls", "Syscalls served (NOOP excepted), by outcome: "
@@ -79,6 +90,10 @@ class KernelMetrics:
         self.loop_lag = Histogram("agentos_kernel_loop_lag_seconds", "How late the kernel's event "
                                   f"loop runs a timer, sampled every {LAG_INTERVAL}s",
                                   buckets=LAG_BUCKETS, registry=registry)
+        #: The metrics with an ``agent`` label (the budget gauges are sampled from live budgets).
+        self._per_agent = (self.think_seconds, self.think_calls, self.think_tokens, self.think_cost)
+        #: ``agent`` labels of ended agents -> when their series go (the loop's time).
+        self._ended: dict[str, float] = {}
         self._state = _KernelState(kernel)
         registry.register(self._state)
         self._lag_task: asyncio.Task[None] | None = None
@@ -91,10 +106,36 @@ class KernelMetrics:
             self._lag_task.cancel()
             await asyncio.gather(self._lag_task, return_exceptions=True)
 
+    async def sample(self) -> None:
+        """Sample the kernel's state into the registry (before it is read)."""
+        self.forget_ended()
+        await self._state.sample()
+
     async def render(self) -> bytes:
         """The exposition text, with the kernel's state sampled now."""
-        await self._state.sample()
+        await self.sample()
         return generate_latest(self.registry)
+
+    def agent_ended(self, label: str) -> None:
+        """The agent labelled ``label`` ended: its series go after the grace period."""
+        self._ended[label] = self.kernel.loop.time() + self.series_grace
+
+    def forget_ended(self) -> None:
+        """Drop the series of ended agents whose grace is over, unless one of that name runs again."""
+        if not self._ended:
+            return
+        now = self.kernel.loop.time()
+        due = [label for label, at in self._ended.items() if at <= now]
+        if not due:
+            return
+        processes: Any = self.kernel.services.get("processes")
+        alive = {agent.qualified_name for agent in (processes.table if processes is not None else ())
+                 if agent.shown_status in (Status.RUNNING, Status.PAUSED)}
+        for label in due:
+            del self._ended[label]
+            if label not in alive:
+                for metric in self._per_agent:
+                    metric.remove_by_labels({"agent": label})
 
     def syscall(self, call: Call, outcome: str, latency_s: float, notes: Notes | None,
                 caller: Caller) -> None:
@@ -139,6 +180,7 @@ class KernelMetrics:
             due = loop.time() + LAG_INTERVAL
             await asyncio.sleep(LAG_INTERVAL)
             self.loop_lag.observe(max(0.0, loop.time() - due))
+            self.forget_ended()
 
 
 class _KernelState(Collector):
@@ -218,7 +260,10 @@ class _KernelState(Collector):
             dead = conn.execute("SELECT mailbox, COUNT(*) FROM dead_letters GROUP BY mailbox").fetchall()
             return live, dead
 
-        live, dead = await messaging.db.run(count)
+        try:
+            live, dead = await messaging.db.run(count)
+        except DatabaseClosed:
+            return []  # the kernel is stopping: the last export has no mailboxes to sample
         depth = GaugeMetricFamily("agentos_mailbox_depth", "Messages waiting (unacknowledged) in "
                                   "each mailbox", labels=["mailbox"])
         for mailbox, n in live:

@@ -50,17 +50,29 @@ def exporters(environ: Mapping[str, str]) -> Iterator[SpanExporter]:
     names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")]
     for name in filter(None, names):
         if name == "otlp":
-            for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-                protocol = environ.get(variable, "").strip()
-                if protocol and protocol != _PROTOCOL:
-                    raise ValueError(f"{variable}: the kernel exports OTLP over HTTP "
-                                     f"({_PROTOCOL}), not {protocol!r}")
+            check_protocol(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             yield OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
         elif name == "console":
             yield ConsoleSpanExporter()
         elif name != "none":
             raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} "
                              "(expected otlp, console or none)")
+
+
+def check_protocol(environ: Mapping[str, str], signal_variable: str) -> None:
+    """ValueError naming the variable that asks for an OTLP protocol other than ours."""
+    for variable in (signal_variable, "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(variable, "").strip()
+        if protocol and protocol != _PROTOCOL:
+            raise ValueError(f"{variable}: the kernel exports OTLP over HTTP ({_PROTOCOL}), not {protocol!r}")
+
+
+def kernel_resource() -> Resource:
+    """The kernel's resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else ``agentos-kernel``."""
+    resource = Resource.create({SERVICE_VERSION: __version__})
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))
+    return resource
 
 
 def traceparent_of(span: Span) -> str:
@@ -80,10 +92,7 @@ class Tracing:
             self.provider = current
             self._where = "the TracerProvider of the program running the kernel"
         else:
-            resource = Resource.create({SERVICE_VERSION: __version__})
-            if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-                resource = resource.merge(Resource({SERVICE_NAME: SERVICE}))
-            self.provider = TracerProvider(resource=resource)
+            self.provider = TracerProvider(resource=kernel_resource())
             chosen = list(exporters(environ))
             for exporter in chosen:
                 self.provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -5,7 +5,10 @@ Traces are on when the kernel configuration says so (``telemetry.traces``, ``age
 --otel``) or, when it says nothing, when the kernel's environment names an exporter the standard
 way (``OTEL_TRACES_EXPORTER`` other than ``none``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; ``OTEL_SDK_DISABLED=true`` turns that off). The
-Prometheus endpoint is on when ``telemetry.metrics`` (``--metrics HOST:PORT``) names an address.
+Prometheus endpoint is on when ``telemetry.metrics`` (``--metrics HOST:PORT``) names an address;
+metrics are exported over OTLP when the environment asks the standard way
+(``OTEL_METRICS_EXPORTER`` other than ``none``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``).
 
 Asked for explicitly, a missing ``agentos[otel]`` extra stops the kernel at start; implied by
 ``OTEL_*`` variables meant for other programs, it is logged and traces stay off. With both off,
@@ -30,13 +33,16 @@ if TYPE_CHECKING:
     from ..kernel.syscalls import Call, Handler
     from .metrics import KernelMetrics
     from .otel import Tracing
+    from .otlp_metrics import OtlpMetrics
     from .prometheus import MetricsServer
 
 log = logging.getLogger("agentos.telemetry")
 
-SECTION_KEYS = ("traces", "metrics", "metrics_remote")
-#: The environment variables that ask for traces when the configuration does not say.
-_EXPORTER_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+SECTION_KEYS = ("traces", "metrics", "metrics_remote", "series_grace")
+#: The environment variables that ask for traces, or metrics over OTLP, when the configuration
+#: does not say.
+_TRACES_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_METRICS_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
 #: The syscalls that note what happens inside them (``notes``).
 _NOTED = frozenset({int(Op.SPAWN), int(Op.THINK)})
 _INSTALL = "pip install 'agentos[otel]'"
@@ -55,6 +61,10 @@ class TelemetrySettings:
     metrics: str | None = None
     #: Serve metrics on an address other than loopback (they name agents, projects and models).
     metrics_remote: bool = False
+    #: Export metrics over OTLP (the environment asks for it).
+    otlp_metrics: bool = False
+    #: Seconds an ended agent's series stay (``None``: ``metrics.SERIES_GRACE``).
+    series_grace: float | None = None
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], environ: Mapping[str, str]) -> TelemetrySettings:
@@ -70,20 +80,34 @@ class TelemetrySettings:
             from .prometheus import parse_address
 
             parse_address(metrics, bool(section.get("metrics_remote", False)))
+        grace = section.get("series_grace")
+        if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0):
+            raise ValueError(f"telemetry.series_grace: expected seconds (0 or more), got {grace!r}")
         traces = section.get("traces")
         return cls(traces=traces if traces is not None else traces_from_environment(environ),
                    traces_asked=bool(traces), metrics=metrics,
-                   metrics_remote=bool(section.get("metrics_remote", False)))
+                   metrics_remote=bool(section.get("metrics_remote", False)),
+                   otlp_metrics=metrics_from_environment(environ),
+                   series_grace=float(grace) if grace is not None else None)
 
 
 def traces_from_environment(environ: Mapping[str, str]) -> bool:
     """Whether the standard OTEL_* variables ask this process for traces."""
+    return _asked(environ, "OTEL_TRACES_EXPORTER", _TRACES_VARIABLES)
+
+
+def metrics_from_environment(environ: Mapping[str, str]) -> bool:
+    """Whether the standard OTEL_* variables ask this process for metrics over OTLP."""
+    return _asked(environ, "OTEL_METRICS_EXPORTER", _METRICS_VARIABLES)
+
+
+def _asked(environ: Mapping[str, str], exporter_variable: str, endpoints: tuple[str, ...]) -> bool:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    exporter = environ.get(exporter_variable, "").strip().lower()
     if exporter:
         return exporter != "none"
-    return any(environ.get(name) for name in _EXPORTER_VARIABLES)
+    return any(environ.get(name) for name in endpoints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +137,17 @@ class TelemetryService:
         self.settings = TelemetrySettings.from_section(kernel.config.section("telemetry"), os.environ)
         self.tracing: Tracing | None = None
         self.metrics: KernelMetrics | None = None
+        self.otlp_metrics: OtlpMetrics | None = None
         self._server: MetricsServer | None = None
         self._unsubscribe: list[Any] = []
         if self.settings.traces:
             self.tracing = self._load_tracing()
-        if self.settings.metrics is not None:
-            try:
-                from .metrics import KernelMetrics
-            except ImportError as exc:
-                raise RuntimeError(f"telemetry.metrics needs prometheus_client ({exc}): {_INSTALL}") from None
-            self.metrics = KernelMetrics(kernel)
+        if self.settings.metrics is not None or self.settings.otlp_metrics:
+            self.metrics = self._load_metrics()
+        if self.metrics is not None and self.settings.otlp_metrics:
+            from .otlp_metrics import OtlpMetrics
+
+            self.otlp_metrics = OtlpMetrics(self.metrics, os.environ)
         if self.tracing is not None or self.metrics is not None:
             kernel.add_guard(self._guard)
             kernel.add_observer(self._observe)
@@ -138,6 +163,21 @@ class TelemetryService:
             return None
         return Tracing(os.environ)
 
+    def _load_metrics(self) -> KernelMetrics | None:
+        try:
+            from .metrics import KernelMetrics
+            if self.settings.otlp_metrics:
+                from . import otlp_metrics  # noqa: F401 - OpenTelemetry's SDK, checked now
+        except ImportError as exc:
+            if self.settings.metrics is not None:
+                raise RuntimeError(f"telemetry.metrics needs prometheus_client ({exc}): {_INSTALL}") from None
+            log.warning("OTEL_* variables ask for metrics, but OpenTelemetry or prometheus_client is not "
+                        "installed (%s); metrics are off (%s)", exc, _INSTALL)
+            return None
+        if self.settings.series_grace is None:
+            return KernelMetrics(self.kernel)
+        return KernelMetrics(self.kernel, self.settings.series_grace)
+
     def syscalls(self) -> Mapping[Op, Handler]:
         return {}
 
@@ -148,20 +188,27 @@ class TelemetryService:
                                   for topic in set(END_TOPICS.values())]
             log.info("telemetry: traces on, exported to %s", self.tracing.describe())
         if self.metrics is not None:
+            self._unsubscribe += [self.kernel.events.subscribe(topic, self._on_metrics_ended)
+                                  for topic in set(END_TOPICS.values())]
+            self.metrics.start()
+        if self.metrics is not None and self.settings.metrics is not None:
             from .prometheus import MetricsServer
 
-            assert self.settings.metrics is not None
-            self.metrics.start()
             self._server = MetricsServer(self.metrics, self.settings.metrics, self.settings.metrics_remote,
                                          self.kernel.config.state_dir / METRICS_TOKEN)
             await self._server.start()
             log.info("telemetry: Prometheus metrics at %s", self._server.url)
+        if self.otlp_metrics is not None:
+            self.otlp_metrics.start()
+            log.info("telemetry: metrics exported to %s", self.otlp_metrics.describe())
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._server is not None:
             await self._server.stop()
+        if self.otlp_metrics is not None:
+            await self.otlp_metrics.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         if self.tracing is not None:
@@ -171,6 +218,7 @@ class TelemetryService:
     def capabilities(self) -> Mapping[str, Any]:
         return {"traces": self.tracing is not None,
                 "metrics": self._server.url if self._server is not None else None,
+                "otlp_metrics": self.otlp_metrics is not None,
                 "metrics_token_file": str(self._server.token_file) if self._server is not None else None}
 
     # -- the hooks ------------------------------------------------------------------------
@@ -204,6 +252,10 @@ class TelemetryService:
         if notes is not None and self.tracing is not None:
             notes.spawned = event
             self.tracing.agent_started(str(event["id"]), notes)
+
+    def _on_metrics_ended(self, topic: str, event: dict[str, Any]) -> None:
+        if self.metrics is not None and event.get("name"):
+            self.metrics.agent_ended(qualified(event.get("project"), str(event["name"])))
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
         if self.tracing is not None and "id" in event:
