@@ -125,7 +125,8 @@ def test_an_indexed_read_gives_what_a_full_read_gives(tmp_path, block) -> None: 
     for trial in range(12):
         directory = tmp_path / str(trial)
         log = AuditLog(directory / "audit.log", AuditSettings(max_size=rng.choice([300, 2000, 1 << 20]),
-                                                              compress=trial % 2 == 0), block_size=block)
+                                                              compress=trial % 2 == 0, keep=10_000),
+                       block_size=block)
         log.open()
         records = [{"ts": float(i), "agent": rng.choice(["a", "b"]), "uid": rng.randint(1, 3),
                     "pad": "x" * rng.randint(0, 300)} for i in range(rng.randint(0, 120))]

@@ -63,13 +63,16 @@ class Index:
     blocks: list[Block] = field(default_factory=list)
     keys: dict[str, list[int]] = field(default_factory=dict)
     block_size: int = BLOCK
-
-    @property
-    def oldest(self) -> float | None:
-        return min((block.lo for block in self.blocks), default=None)
+    #: The earliest and latest ``ts`` of the file (None while it is empty).
+    lo: float | None = None
+    hi: float | None = None
 
     def add(self, offset: int, length: int, ts: float, who: Iterable[str]) -> None:
         """One record of ``length`` bytes at ``offset`` (appended after every earlier one)."""
+        if self.lo is None or ts < self.lo:
+            self.lo = ts
+        if self.hi is None or ts > self.hi:
+            self.hi = ts
         blocks = self.blocks
         if not blocks or blocks[-1].length >= self.block_size:
             blocks.append(Block(offset, 0, ts, ts, raw=offset))
@@ -102,14 +105,29 @@ class Index:
                 continue
             yield block
 
+    def overlaps(self, since: float | None, until: float | None) -> bool:
+        """Whether the file may hold a record in [since, until)."""
+        return self.lo is not None and self.hi is not None and (since is None or self.hi >= since) \
+            and (until is None or self.lo < until)
+
     def dump(self) -> bytes:
-        return ujson.dumps({"version": 1, "block_size": self.block_size,
-                            "blocks": [block.row() for block in self.blocks], "keys": self.keys}).encode()
+        """A first line with the file's span (read alone by ``span``), then the blocks and keys."""
+        return ujson.dumps({"version": 1, "lo": self.lo, "hi": self.hi}).encode() + b"\n" + ujson.dumps(
+            {"block_size": self.block_size, "blocks": [block.row() for block in self.blocks],
+             "keys": self.keys}).encode()
 
     @classmethod
     def load(cls, data: bytes) -> Index:
-        raw = ujson.loads(data)
-        return cls([Block(*row) for row in raw["blocks"]], raw["keys"], raw["block_size"])
+        head, _, body = data.partition(b"\n")
+        span, raw = ujson.loads(head), ujson.loads(body)
+        return cls([Block(*row) for row in raw["blocks"]], raw["keys"], raw["block_size"], span["lo"], span["hi"])
+
+    @classmethod
+    def span(cls, path: Path) -> Index:
+        """An index of ``path``'s span only (its first line): enough to skip the file."""
+        with open(path, "rb") as f:
+            head = ujson.loads(f.readline())
+        return cls(lo=head["lo"], hi=head["hi"])
 
 
 def scan(path: Path, block_size: int = BLOCK) -> tuple[Index, int]:
@@ -156,7 +174,7 @@ def compress(source: Path, index: Index, target: Path) -> Index:
     finally:
         if fd >= 0:
             os.close(fd)
-    return Index(blocks, index.keys, index.block_size)
+    return Index(blocks, index.keys, index.block_size, index.lo, index.hi)
 
 
 def decompress(source: Path, target: Path) -> None:

@@ -18,12 +18,13 @@ the oldest rotated files past ``audit.keep`` or ``audit.max_age``, data file fir
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ from ..state.private import open_private, private_dir
 from .index import BLOCK, Index, compress, decompress, identities, read_block, scan, write_private
 from .settings import AuditSettings
 
+log = logging.getLogger("agentos.audit")
 _APPEND = os.O_WRONLY | os.O_APPEND
 #: Rotated files whose index a reader keeps loaded at once (the current file's is always).
 _LOADED = 4
@@ -67,6 +69,8 @@ class Segment:
         self.index = index
         #: Its index is on disk too (so the one in memory may be dropped).
         self.saved = index is None
+        #: Its time span while ``index`` is not loaded: a query outside it skips the file unread.
+        self.span: Index | None = None
         self.deleted = False
 
     @property
@@ -116,8 +120,8 @@ class AuditLog:
         self._fd, self._size, self._next = fd, size, size
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-rotate")
         for segment in unfinished:
-            self._worker.submit(self._finish, segment)
-        self._worker.submit(self._retain)
+            self._submit(self._finish, segment)
+        self._submit(self._retain)
 
     def close(self) -> None:
         if self._fd is None:
@@ -191,7 +195,8 @@ class AuditLog:
             os.close(self._fd)
             self._fd, self._size, self._next = fd, 0, 0
             self._segments.append(Segment(current.seq + 1, self.path, Index(block_size=self.block_size)))
-        self._worker.submit(self._finish, current)
+        self._submit(self._finish, current)
+        self._submit(self._retain)
 
     def maintain(self, now: float | None = None) -> None:
         """Rotate the current file if it is old enough, and apply retention (the loop calls it
@@ -199,16 +204,20 @@ class AuditLog:
         now = time.time() if now is None else now
         every = self.settings.rotate_every
         current = self._segments[-1] if self._segments else None
-        oldest = current.index.oldest if current is not None and current.index is not None else None
+        oldest = current.index.lo if current is not None and current.index is not None else None
         if every is not None and oldest is not None and now - oldest >= every:
             self.rotate()
         if self._worker is not None:
-            self._worker.submit(self._retain, now)
+            self._submit(self._retain, now)
 
     def settle(self) -> None:
-        """Wait until the worker has done what it was given (tests, and a stopping kernel)."""
+        """Wait until the worker has done what it was given."""
         if self._worker is not None:
             self._worker.submit(lambda: None).result()
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._worker is not None
+        self._worker.submit(fn, *args).add_done_callback(_report)
 
     def follow(self, follower: Follower) -> tuple[Position, Callable[[], None]]:
         """Flush, then send every later record to ``follower``.
@@ -238,6 +247,9 @@ class AuditLog:
         for segment in reversed(segments):
             if limit is not None and len(found) >= limit:
                 break
+            known = segment.index if segment.index is not None else segment.span
+            if known is not None and not known.overlaps(since, until):
+                continue
             opened = self._open(segment)
             if opened is None:
                 continue
@@ -296,7 +308,8 @@ class AuditLog:
         self._loaded.append(segment)
         if len(self._loaded) > _LOADED:
             oldest = self._loaded.pop(0)
-            if oldest.saved and oldest not in self._loaded:
+            if oldest.saved and oldest.index is not None and oldest not in self._loaded:
+                oldest.span = Index(lo=oldest.index.lo, hi=oldest.index.hi)
                 oldest.index = None
 
     # -- the worker: compression and retention ---------------------------------------------
@@ -372,7 +385,7 @@ class AuditLog:
             if {".gz", ".gz.idx"} <= have:
                 for stale in ("", ".idx"):
                     _unlink(Path(f"{plain}{stale}"))  # compressed and in place: the plain was not yet deleted
-                segments.append(Segment(seq, gz, None))
+                segments.append(_rotated(seq, gz))
                 continue
             _unlink(Path(f"{gz}.idx"))  # an index whose data file never arrived
             if "" not in have and ".gz" in have:
@@ -383,7 +396,7 @@ class AuditLog:
                 _unlink(Path(f"{plain}.idx"))
                 continue
             if ".idx" in have and not self.settings.compress:
-                segments.append(Segment(seq, plain, None))
+                segments.append(_rotated(seq, plain))
                 continue
             _unlink(gz)
             segment = Segment(seq, plain, scan(plain, self.block_size)[0])
@@ -391,6 +404,18 @@ class AuditLog:
             segments.append(segment)
             unfinished.append(segment)
         return segments, unfinished
+
+
+def _report(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("audit log rotation: %s", future.exception(), exc_info=future.exception())
+
+
+def _rotated(seq: int, path: Path) -> Segment:
+    """A rotated file found complete at start: its span read now, its index when a query needs it."""
+    segment = Segment(seq, path, None)
+    segment.span = Index.span(Path(f"{path}.idx"))
+    return segment
 
 
 def _publish(path: Path, data: bytes) -> None:
