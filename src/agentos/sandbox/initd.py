@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentos.sandbox import landlock
+from agentos.sandbox import child, landlock
 from agentos.sandbox._syscalls import syscalls
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import Ending, SandboxError
@@ -65,12 +65,13 @@ class Started:
     vpid: int
 
 
-def _fields(*values: str | bytes) -> bytes:
+def _fields(*values: str, step: str = "spec") -> bytes:
+    """``values`` each ended by a NUL; one holding a NUL is refused at ``step``."""
     out = bytearray()
     for value in values:
-        data = value.encode() if isinstance(value, str) else value
+        data = value.encode()
         if b"\0" in data:
-            raise SandboxError("spec", errno.EINVAL, "argv, env and cwd may not hold a NUL byte")
+            raise SandboxError(step, errno.EINVAL, f"{value[:60]!r} holds a NUL byte")
         out += data + b"\0"
     return bytes(out)
 
@@ -106,8 +107,12 @@ class InitChannel:
         ``exec``: no such directory or program in the sandbox's view)."""
         if self.closed or self._loop is None:
             raise SandboxError("init", errno.EPIPE, "the sandbox's init has ended")
-        message = b"E" + _fields(token, "t" if terminal else "", cwd, str(len(argv)), *argv, str(len(env)),
-                                 *(f"{name}={value}" for name, value in env.items()))
+        message = (b"E" + _fields(token, "t" if terminal else "") + _fields(cwd, step="cwd")
+                   + _fields(str(len(argv)), *argv, str(len(env)), *(f"{name}={value}" for name, value in env.items()),
+                             step="exec"))
+        if len(message) > child.MAX_REQUEST:
+            raise SandboxError("spec", errno.E2BIG, f"argv and env take {len(message)} bytes, more than the "
+                               f"{child.MAX_REQUEST} an exec is started with")
         reply = self._loop.create_future()
         self._starts[token] = reply
         self._ends[token] = None

@@ -521,11 +521,16 @@ static void serve_request(void)
                 memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
         }
     }
+    char *end = message + n, *cur = message + 1;
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        close_all(fds, nfds); /* never from our kernel: dropped */
+        /* Never from our kernel (it sends less): refused, and answered if it can be. */
+        close_all(fds, nfds);
+        message[MAX_MESSAGE] = 0;
+        char *token = message[0] == 'E' ? field(&cur, end) : NULL;
+        if (token && token_ok(token))
+            reply_number("F", token, "request", EMSGSIZE, -1);
         return;
     }
-    char *end = message + n, *cur = message + 1;
     switch (message[0]) {
     case 'E':
         start_exec(cur, end, fds, nfds);
