@@ -3,6 +3,7 @@ received over OTLP/HTTP by a receiver decoding the protobuf schema; W3C trace co
 client, and from a parent agent to its children."""
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentos import Client, InvalidArgument
+from agentos import AsyncClient, Client, InvalidArgument
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
 from agentos.testing.script import Reply
@@ -117,8 +118,17 @@ def test_otlp_export_and_trace_context_through_agents(tmp_path: Path, receiver: 
     [outer] = [s for s in spawns if s["parent_id"] == PARENT_SPAN]
     assert outer["trace_id"] == TRACE_ID
     assert outer["attributes"]["agentos.spawned.id"] == parent["id"]
-    steps = {s["name"] for s in spans if s["parent_id"] == outer["span_id"]}
-    assert {"spawn.plan", "spawn.cgroup", "spawn.sandbox", "spawn.register"} <= steps
+    steps = {s["name"]: s for s in spans if s["parent_id"] == outer["span_id"]}
+    assert {"spawn.plan", "spawn.cgroup", "spawn.sandbox", "spawn.register"} <= set(steps)
+    # The sandbox's own steps, timed in its child, in order inside spawn.sandbox.
+    sandbox = steps["spawn.sandbox"]
+    inner = sorted((s for s in spans if s["parent_id"] == sandbox["span_id"]), key=lambda s: s["start"])
+    names = [s["name"].removeprefix("spawn.sandbox.") for s in inner]
+    assert names[0] == "fork" and names[-1] == "exec", names
+    assert {"request", "mounts", "wait for parent", "seccomp"} <= set(names), names
+    assert all(s["attributes"] == {"agentos.spawn.step": s["name"].removeprefix("spawn.")} for s in inner)
+    assert sandbox["start"] == inner[0]["start"] and inner[-1]["end"] <= sandbox["end"]
+    assert all(a["end"] == b["start"] for a, b in zip(inner, inner[1:]))
     [inner] = [s for s in spawns if s is not outer]
     assert (inner["trace_id"], inner["parent_id"]) == (TRACE_ID, outer["span_id"])
     assert inner["attributes"]["agentos.agent.id"] == parent["id"]
@@ -141,4 +151,54 @@ def _child_of(client: Client, parent_id: str) -> dict[str, Any]:
         if children:
             return children[0]
         assert time.monotonic() < give_up, "the parent agent never spawned its child"
+        time.sleep(0.05)
+
+
+def test_scheduler_waits_and_a_restart_continues_the_trace(tmp_path: Path, fake: FakeGemini,
+                                                          receiver: OtlpReceiver) -> None:
+    env = {**llm_env(fake), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_METRICS_EXPORTER": "none"}
+    kernel = KernelProcess(tmp_path / "k", env=env).start()
+    try:
+        async def two_at_once() -> None:
+            async with await AsyncClient.connect(kernel.socket_path) as client:
+                # One caller's second call queues behind its first (held by the model a while).
+                await asyncio.gather(client.think("first"), client.think("second"))
+        fake.script(Reply(text="slow", delay=1.0), Reply(text="quick"))
+        asyncio.run(two_at_once())
+
+        with kernel.client(timeout=60) as client:
+            client.trace_with(TRACEPARENT)
+            first = client.spawn("phoenix", agent("child"),
+                                 restart={"policy": "always", "max_restarts": 1, "backoff": "10ms"})
+            client.trace_with(None)
+            runs = _poll_until(lambda: [a for a in client.list_agents() if a["name"] == "phoenix"
+                                        and a["status"] not in ("running", "paused")], 2)
+    finally:
+        kernel.stop_checked()
+    spans = receiver.spans
+
+    thinks = [s for s in spans if s["attributes"].get("agentos.syscall") == "THINK"]
+    assert len(thinks) == 2
+    waits = [e for s in thinks for e in s["events"] if e["name"] == "agentos.scheduler.wait"]
+    assert len(waits) == 1 and waits[0]["attributes"]["agentos.wait_s"] >= 0
+
+    [spawn] = [s for s in spans if s["name"] == "SPAWN"]
+    assert (spawn["trace_id"], spawn["parent_id"]) == (TRACE_ID, PARENT_SPAN)
+    restarted = [a for a in runs if a["id"] != first["id"]]
+    assert len(restarted) == 1
+    for run in (first, restarted[0]):
+        calls = [s for s in spans if s["attributes"].get("agentos.agent.id") == run["id"]]
+        assert {s["name"] for s in calls} >= {"HELLO", "READY"}, run
+        for span in calls:
+            assert (span["trace_id"], span["parent_id"]) == (TRACE_ID, spawn["span_id"])
+
+
+def _poll_until(found: Any, count: int) -> list[dict[str, Any]]:
+    give_up = time.monotonic() + 60
+    while True:
+        got = found()
+        if len(got) >= count:
+            return list(got)
+        assert time.monotonic() < give_up, got
         time.sleep(0.05)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from ..observability import notes
+
 
 class FairScheduler:
     """Grants at most ``limit`` concurrent slots, fairly across agent keys."""
@@ -58,6 +60,7 @@ class FairScheduler:
         queue.append(future)
         if self.in_flight < self.limit and self._handout is None:
             self._handout = loop.call_soon(self._hand_out)
+        queued_at = loop.time()
         try:
             await future
         except asyncio.CancelledError:
@@ -66,6 +69,8 @@ class FairScheduler:
             else:
                 self._forget(agent, future)
             raise
+        # Only a call that queued: the usual one that finds a slot free pays nothing here.
+        notes.event("agentos.scheduler.wait", {"agentos.wait_s": loop.time() - queued_at})
 
     def release(self, agent: str) -> None:
         """Give back a slot ``acquire`` granted to ``agent``."""

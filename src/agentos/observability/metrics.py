@@ -14,9 +14,9 @@ every agent the kernel ever ran.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
@@ -26,9 +26,9 @@ from prometheus_client.registry import Collector
 
 from ..permissions.policy import STATE_OPS, required_capability
 from ..processes.agent import Status
-from ..protocol import Op, op_name
+from ..protocol import Op
 from ..state.database import DatabaseClosed
-from .telemetry import caller_of
+from .telemetry import caller_of, syscall_name
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -54,7 +54,6 @@ LAG_INTERVAL = 0.5
 #: How long an ended agent's series stay (seconds) unless ``telemetry.series_grace`` says: long
 #: enough for a scrape or an export every minute to see its last values.
 SERIES_GRACE = 300.0
-_op_name = functools.lru_cache(maxsize=256)(op_name)
 
 
 class KernelMetrics:
@@ -94,6 +93,9 @@ class KernelMetrics:
         self._per_agent = (self.think_seconds, self.think_calls, self.think_tokens, self.think_cost)
         #: ``agent`` labels of ended agents -> when their series go (the loop's time).
         self._ended: dict[str, float] = {}
+        #: The children of the labelled metrics that every syscall or THINK updates.
+        self._syscall_series: dict[tuple[int, str], tuple[Any, Any]] = {}
+        self._think_series: dict[tuple[str, str], _ThinkSeries] = {}
         self._state = _KernelState(kernel)
         registry.register(self._state)
         self._lag_task: asyncio.Task[None] | None = None
@@ -134,41 +136,66 @@ class KernelMetrics:
         for label in due:
             del self._ended[label]
             if label not in alive:
+                for key in [key for key in self._think_series if key[1] == label]:
+                    del self._think_series[key]
                 for metric in self._per_agent:
                     metric.remove_by_labels({"agent": label})
 
     def syscall(self, call: Call, outcome: str, latency_s: float, notes: Notes | None,
                 caller: Caller) -> None:
-        op = _op_name(call.op)
-        self.syscalls.labels(op, outcome).inc()
-        self.syscall_seconds.labels(op).observe(latency_s)
+        key = (call.op, outcome)
+        series = self._syscall_series.get(key)
+        if series is None:
+            op = syscall_name(call.op)
+            series = self._syscall_series[key] = (self.syscalls.labels(op, outcome),
+                                                  self.syscall_seconds.labels(op))
+        series[0].inc()
+        series[1].observe(latency_s)
         if outcome == "permission_denied":
             needed = required_capability(call.op, call.args() if call.op in STATE_OPS else None)
-            self.denials.labels(needed.value if needed is not None else "none", op).inc()
+            self.denials.labels(needed.value if needed is not None else "none", syscall_name(call.op)).inc()
         if notes is None:
             return
         if call.op == Op.SPAWN and outcome == "ok":
             self.spawn_seconds.observe(latency_s)
             for step, start_ns, end_ns in notes.steps:
                 self.spawn_step_seconds.labels(step).observe((end_ns - start_ns) / 1e9)
+            for step, inner in (notes.inner or {}).items():
+                for name, start_ns, end_ns in inner:
+                    self.spawn_step_seconds.labels(f"{step}.{name}").observe((end_ns - start_ns) / 1e9)
         elif call.op == Op.THINK:
             self._think(outcome, latency_s, notes, caller.label)
 
     def _think(self, outcome: str, latency_s: float, notes: Notes, agent: str) -> None:
         completion = notes.answer
         if completion is not None:
-            model = completion.model
+            series = self._think_of(completion.model, agent)
             usage = completion.usage
-            self.think_tokens.labels(model, agent, "input").inc(usage.prompt)
-            self.think_tokens.labels(model, agent, "output").inc(usage.output)
+            series.input_tokens.inc(usage.prompt)
+            series.output_tokens.inc(usage.output)
             if usage.cost_usd:
-                self.think_cost.labels(model, agent).inc(usage.cost_usd)
+                if series.cost is None:  # made with the first priced answer: no $0 series for others
+                    series.cost = self.think_cost.labels(series.model, agent)
+                series.cost.inc(usage.cost_usd)
             result = outcome
         else:
-            model = notes.model or self._default_model()
+            series = self._think_of(notes.model or self._default_model(), agent)
             result = notes.error.kind.value if notes.error is not None else outcome
-        self.think_calls.labels(model, agent, result).inc()
-        self.think_seconds.labels(model, agent).observe(latency_s)
+        calls = series.calls.get(result)
+        if calls is None:
+            calls = series.calls[result] = self.think_calls.labels(series.model, agent, result)
+        calls.inc()
+        series.seconds.observe(latency_s)
+
+    def _think_of(self, model: str, agent: str) -> _ThinkSeries:
+        """The THINK series of ``model`` and ``agent``, looked up once (``labels()`` takes a lock
+        and formats the label values on every call)."""
+        series = self._think_series.get((model, agent))
+        if series is None:
+            series = self._think_series[(model, agent)] = _ThinkSeries(
+                model, self.think_seconds.labels(model, agent), self.think_tokens.labels(model, agent, "input"),
+                self.think_tokens.labels(model, agent, "output"))
+        return series
 
     def _default_model(self) -> str:
         llm = self.kernel.services.get("llm")
@@ -181,6 +208,18 @@ class KernelMetrics:
             await asyncio.sleep(LAG_INTERVAL)
             self.loop_lag.observe(max(0.0, loop.time() - due))
             self.forget_ended()
+
+
+@dataclass(slots=True)
+class _ThinkSeries:
+    """One model's and agent's THINK series (``calls`` by outcome, as they come)."""
+
+    model: str
+    seconds: Any
+    input_tokens: Any
+    output_tokens: Any
+    cost: Any = None
+    calls: dict[str, Any] = field(default_factory=dict)
 
 
 class _KernelState(Collector):

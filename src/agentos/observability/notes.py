@@ -8,6 +8,7 @@ is no ``Notes`` and each call is one ContextVar lookup. Nothing here imports Ope
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -19,8 +20,8 @@ TRACEPARENT_ENV = "TRACEPARENT"
 class Notes:
     """What one SPAWN or THINK noted while it ran."""
 
-    __slots__ = ("call", "live", "mark_ns", "steps", "events", "answer", "error", "model", "traceparent",
-                 "span", "child_traceparent", "spawned")
+    __slots__ = ("call", "live", "mark_ns", "steps", "inner", "events", "answer", "error", "model",
+                 "traceparent", "span", "child_traceparent", "spawned")
 
     def __init__(self, call: Any) -> None:
         #: The syscall these notes are of. Tasks inherit their context, so another call's
@@ -33,6 +34,8 @@ class Notes:
         self.mark_ns = time.time_ns()
         #: ``(step, start_ns, end_ns)`` in order.
         self.steps: list[tuple[str, int, int]] = []
+        #: A step's own steps, by its name (the sandbox's, timed in its child): ``(name, start_ns, end_ns)``.
+        self.inner: dict[str, list[tuple[str, int, int]]] | None = None
         #: ``(name, time_ns, attributes)``: a retry, a wait.
         self.events: list[tuple[str, int, dict[str, Any]]] = []
         #: THINK: the model's answer (a ``Completion``), or the ``LLMError`` that ended the call
@@ -58,11 +61,24 @@ def current() -> Notes | None:
     return notes if notes is not None and notes.live else None
 
 
-def step(name: str) -> None:
-    """The step ``name`` ended now; it began where the previous step ended (or the call began)."""
+def step(name: str, inner: Sequence[tuple[str, int]] = ()) -> None:
+    """The step ``name`` ended now; it began where the previous step ended (or the call began).
+
+    ``inner``: the steps it took, each ``(name, time.monotonic_ns() when it ended)`` in order (the
+    sandbox's child reports its own so); each began where the previous one ended, the first when
+    ``name`` began."""
     notes = current()
     if notes is not None:
         now = time.time_ns()
+        if inner:
+            # The monotonic clock is the system's, the child's as ours: shifted to wall time here.
+            offset = now - time.monotonic_ns()
+            begun = notes.mark_ns
+            spans = []
+            for inner_name, ended in inner:
+                spans.append((inner_name, begun, min(ended + offset, now)))
+                begun = spans[-1][2]
+            notes.inner = {**(notes.inner or {}), name: spans}
         notes.steps.append((name, notes.mark_ns, now))
         notes.mark_ns = now
 

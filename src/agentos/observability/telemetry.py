@@ -16,6 +16,7 @@ this service adds no guard and no observer: the kernel runs exactly as without i
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..processes.agent import END_TOPICS, qualified
-from ..protocol import Op
+from ..protocol import Op, op_name
 from .notes import NOTES, Notes, current
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ _NOTED = frozenset({int(Op.SPAWN), int(Op.THINK)})
 _INSTALL = "pip install 'agentos[otel]'"
 #: The Prometheus scrape token's file in the state dir.
 METRICS_TOKEN = "metrics.token"
+#: An opcode's name, as spans and metrics give it (``op_name`` builds it on every call).
+syscall_name = functools.lru_cache(maxsize=256)(op_name)
 
 
 @dataclass(frozen=True)
@@ -182,14 +185,13 @@ class TelemetryService:
         return {}
 
     async def start(self) -> None:
-        if self.tracing is not None:
-            self._unsubscribe.append(self.kernel.events.subscribe("agent.started", self._on_started))
+        if self.tracing is not None or self.metrics is not None:
             self._unsubscribe += [self.kernel.events.subscribe(topic, self._on_ended)
                                   for topic in set(END_TOPICS.values())]
+        if self.tracing is not None:
+            self._unsubscribe.append(self.kernel.events.subscribe("agent.started", self._on_started))
             log.info("telemetry: traces on, exported to %s", self.tracing.describe())
         if self.metrics is not None:
-            self._unsubscribe += [self.kernel.events.subscribe(topic, self._on_metrics_ended)
-                                  for topic in set(END_TOPICS.values())]
             self.metrics.start()
         if self.metrics is not None and self.settings.metrics is not None:
             from .prometheus import MetricsServer
@@ -247,19 +249,22 @@ class TelemetryService:
             self.metrics.syscall(call, outcome, latency_s, notes, caller)
 
     def _on_started(self, topic: str, event: dict[str, Any]) -> None:
-        # Published inside SPAWN's task: its notes learn which agent it started.
+        # Published inside SPAWN's task: its notes learn which agent it started. Without notes,
+        # a restart (the supervisor's, or a restore at start) started it.
         notes = current()
-        if notes is not None and self.tracing is not None:
+        if notes is not None:
             notes.spawned = event
-            self.tracing.agent_started(str(event["id"]), notes)
-
-    def _on_metrics_ended(self, topic: str, event: dict[str, Any]) -> None:
-        if self.metrics is not None and event.get("name"):
-            self.metrics.agent_ended(qualified(event.get("project"), str(event["name"])))
+        if self.tracing is not None:
+            self.tracing.agent_started(str(event["id"]), qualified(event.get("project"), str(event["name"])), notes)
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
-        if self.tracing is not None and "id" in event:
-            self.tracing.agent_ended(str(event["id"]))
+        if "id" not in event or "name" not in event:
+            return
+        name = qualified(event.get("project"), str(event["name"]))
+        if self.tracing is not None:
+            self.tracing.agent_ended(str(event["id"]), name)
+        if self.metrics is not None:
+            self.metrics.agent_ended(name)
 
     def caller(self, identity: Identity) -> Caller:
         return caller_of(self.kernel, identity.uid, identity.agent_id)

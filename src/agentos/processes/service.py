@@ -368,7 +368,8 @@ class ProcessService:
         finally:
             os.close(output_fd)
             agent_end.close()
-        notes.step("sandbox")  # the zygote's fork, the sandbox's steps, the cgroup attach, exec
+        # The zygote's fork, the sandbox's steps (its child timed them), the cgroup attach, exec.
+        notes.step("sandbox", launched.steps or ())
 
         argv = [request.script, *request.argv[1:]] if request.script else request.argv
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,

@@ -22,6 +22,7 @@ import signal
 import sys
 import termios
 import threading
+import time
 import traceback
 import types
 from collections.abc import Callable
@@ -35,6 +36,9 @@ from agentos.sandbox.spec import symlink_refused
 __all__ = ["ENTERED", "ERROR", "GO", "READY", "enter", "run"]
 
 READY = b"R"
+#: ``T`` + JSON ``[[step, time.monotonic_ns() at its end], ...]``: the steps' timings, sent just
+#: before the agent starts (the kernel's trace shows each step as a span).
+TIMINGS = b"T"
 #: ``P`` + the pid of the process inside: a joined pid namespace holds only children.
 ENTERED = b"P"
 GO = b"G"
@@ -78,6 +82,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     if plan.cgroup_namespace:
         step("cgroup namespace", namespaces.enter_cgroup_namespace)
     _confine(plan, child)
+    child.report_timings()
     if script is not None:
         _run_script(plan, script, child.fd)
     if control:
@@ -160,16 +165,23 @@ class _Child:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        #: When each step ended; "fork": when this process began to run.
+        self.timings: list[tuple[str, int]] = [("fork", time.monotonic_ns())]
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return fn(*args)
+            result = fn(*args)
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename is not None else ""
             # A step of a compiled program (the view) names itself.
             self.fail(getattr(exc, "step", name), exc.errno or 0, f"{exc.strerror or exc}{where}")
         except BaseException as exc:  # noqa: BLE001 - a setup bug must still reach the parent as a report
             self.fail(name, 0, f"{type(exc).__name__}: {exc}")
+        self.timings.append((name, time.monotonic_ns()))
+        return result
+
+    def report_timings(self) -> None:
+        os.write(self.fd, TIMINGS + json.dumps(self.timings).encode())
 
     def fail(self, name: str, err: int, message: str) -> NoReturn:
         try:

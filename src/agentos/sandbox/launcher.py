@@ -19,6 +19,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Self
@@ -235,6 +236,10 @@ class Launcher:
                 self._go(sock)
             # End of file now means the exec happened (or the script is about to run).
             message = _receive(sock, launched)
+        if message.startswith(child.TIMINGS):
+            steps = json.loads(message[1:])
+            message = _receive(sock, launched)
+            launched.steps = [*steps, ("exec", time.monotonic_ns())]
         _check_final(message, launched)
 
 

@@ -240,6 +240,9 @@ class Launched:
     #: The kernel's end of its init's control socket when the agent is a sandbox served by
     #: agentos-init; None otherwise.
     init: InitChannel | None = None
+    #: Its setup's steps as its child timed them, each ``(name, time.monotonic_ns() at its end)``
+    #: in order, the last ``exec`` (None: the child reported none).
+    steps: list[tuple[str, int]] | None = None
 
     def poll(self) -> int | None:
         """Reap the agent if it has exited; its return code (negative: killed by signal)."""
