@@ -20,7 +20,8 @@ from ...protocol.requests import AGENT_NAME_PATTERN
 from ..launch import add_socket_option, connect
 from ..main import UserError
 
-_REMOTE = re.compile(AGENT_NAME_PATTERN.rstrip("$") + ":")
+#: ``NAME:`` at the start of a path: the agent name pattern without its end anchor.
+_REMOTE = re.compile(AGENT_NAME_PATTERN.removesuffix(r"\Z") + ":")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
