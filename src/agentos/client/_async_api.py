@@ -142,10 +142,12 @@ class AsyncClientMethods(abc.ABC):
         return await self._call(Op.START, _processes.target(agent, id=id))
 
     async def list_agents(self, status: str | list[str] | None = None,
-                          name: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+                          name: str | None = None, project: str | None = None, *,
+                          include: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Running and recently ended agents, with status, exit code and cgroup usage; only
-        ``project``'s if given (``""``: those of no project). ``name`` may be ``project/name``."""
-        reply = await self._call(Op.LIST, _processes.list_request(status, name, project))
+        ``project``'s if given (``""``: those of no project). ``name`` may be ``project/name``.
+        ``include=["isolation"]`` adds each agent's isolation report (as SPAWN answered it)."""
+        reply = await self._call(Op.LIST, _processes.list_request(status, name, project, include))
         return reply["agents"]
 
     async def purge(self, project: str) -> dict[str, Any]:
@@ -502,6 +504,16 @@ class AsyncClientMethods(abc.ABC):
         mailbox you manage. An admin may name anyone's ``mailbox`` (as ``send``'s ``to``).
         ``project``: only that project's agents' mailboxes."""
         request = _messaging.dead_letters_request("list", mailbox=mailbox, name=name, limit=limit,
+                                                  project=project)
+        return await self._call(Op.DEAD_LETTERS, request)
+
+    async def mailbox_stats(self, mailbox: str | None = "*", *, name: str | None = None,
+                            limit: int = 100, project: str | None = None) -> dict[str, Any]:
+        """How many messages wait (unacknowledged) and dead letters are kept in each mailbox
+        you manage that holds any, deepest first: ``{"mailboxes": [{"mailbox", "depth",
+        "dead"}], "more"}``. ``mailbox``, ``name`` and ``project`` choose as for
+        ``dead_letters`` (``None``: your own mailbox only)."""
+        request = _messaging.dead_letters_request("stats", mailbox=mailbox, name=name, limit=limit,
                                                   project=project)
         return await self._call(Op.DEAD_LETTERS, request)
 

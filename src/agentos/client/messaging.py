@@ -30,7 +30,7 @@ def dead_letters_request(action: str, *, mailbox: str | None = None, name: str |
                          limit: int | None = None, ids: tuple[int, ...] = (),
                          project: str | None = None) -> dict[str, Any]:
     args: dict[str, Any] = {"action": action}
-    if action != "list":
+    if action not in ("list", "stats"):
         if not ids:
             raise InvalidArgument(f"{action}: give at least one dead letter id")
         args["ids"] = list(ids)

@@ -159,8 +159,10 @@ def kill_request(agent: str | None = None, *, id: str | None = None, name: str |
 
 
 def list_request(status: str | Sequence[str] | None = None, name: str | None = None,
-                 project: str | None = None) -> dict[str, Any]:
+                 project: str | None = None, include: Sequence[str] = ()) -> dict[str, Any]:
     payload: dict[str, Any] = {}
+    if include:
+        payload["include"] = list(include)
     if project is not None:
         payload["project"] = project
     if status is not None:

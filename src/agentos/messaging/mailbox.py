@@ -282,6 +282,27 @@ class Mailboxes:
 
         return await self._db.run(select)
 
+    async def depths(self, addresses: list[str] | None,
+                     under: str | None = None) -> dict[str, tuple[int, int]]:
+        """``{mailbox: (messages waiting, dead letters)}`` of ``addresses`` (every mailbox if
+        None; at or beneath the principal glob ``under`` if given) that hold any: counted on
+        the mailbox indexes."""
+        where, params = _mailbox_filter(addresses)
+        if under is not None:
+            where = f"{where} {'AND' if where else 'WHERE'} (mailbox GLOB ? OR mailbox GLOB ?)"
+            params = (*params, under, f"{under}/*")
+
+        def count(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            found: dict[str, tuple[int, int]] = {}
+            for mailbox, n in conn.execute(f"SELECT mailbox, COUNT(*) FROM messages {where} GROUP BY mailbox", params):
+                found[mailbox] = (n, 0)
+            for mailbox, n in conn.execute(f"SELECT mailbox, COUNT(*) FROM dead_letters {where} GROUP BY mailbox",
+                                           params):
+                found[mailbox] = (found.get(mailbox, (0, 0))[0], n)
+            return found
+
+        return await self._db.run(count)
+
     async def requeue(self, ids: list[int], addresses: list[str] | None) -> Requeued:
         """Put dead letters ``ids`` of ``addresses`` (any mailbox if None) back at the end of
         their mailbox with no deliveries counted, unless that mailbox is full."""

@@ -298,15 +298,16 @@ class MessagingService:
 
     async def dead_letters(self, call: Call) -> dict[str, Any]:
         """``{action?, mailbox?, name?, ids?, limit?, project?}``: list (the default), requeue or
-        drop the dead letters of mailboxes you manage: your own (yours by ``name``; ``*`` is all
+        drop the dead letters of mailboxes you manage, or ``stats``: how many messages wait and
+        how many dead letters are kept in each (those holding any, deepest first): your own (yours by ``name``; ``*`` is all
         of yours), and for an admin anyone's (``mailbox`` resolved as SEND's ``to``; ``*``
         is every mailbox); a list narrowed to ``project``'s agents' mailboxes."""
         args = call.args()
         action = args.get("action", "list")
-        if action not in ("list", "requeue", "drop"):
-            raise InvalidArgument(f"action must be 'list', 'requeue' or 'drop', got {action!r}",
+        if action not in ("list", "requeue", "drop", "stats"):
+            raise InvalidArgument(f"action must be 'list', 'requeue', 'drop' or 'stats', got {action!r}",
                                   field="action")
-        if action == "list":
+        if action in ("list", "stats"):
             limit = args.get("limit", 100)
             if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 10_000:
                 raise InvalidArgument(f"limit must be an integer from 1 to 10000, got {limit!r}",
@@ -314,6 +315,12 @@ class MessagingService:
             addresses = await self._managed(call, args, default_all=False)
             project = args.get("project")
             root = f"*/{project_segment(project)}" if isinstance(project, str) else None
+            if action == "stats":
+                # The deepest first: what a page of mailboxes should show when there are many.
+                found = sorted((await self.boxes.depths(addresses, under=root)).items(),
+                               key=lambda item: (-item[1][0], -item[1][1], item[0]))
+                return {"mailboxes": [{"mailbox": box, "depth": depth, "dead": dead}
+                                      for box, (depth, dead) in found[:limit]], "more": len(found) > limit}
             letters, more = await self.boxes.dead(addresses, limit, under=root)
             return {"dead": [letter.to_dict() for letter in letters], "more": more}
         ids = self._ids(args.get("ids"), action)

@@ -14,7 +14,6 @@ every agent the kernel ever ran.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -294,21 +293,17 @@ class _KernelState(Collector):
         if messaging is None:
             return []
 
-        def count(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            live = conn.execute("SELECT mailbox, COUNT(*) FROM messages GROUP BY mailbox").fetchall()
-            dead = conn.execute("SELECT mailbox, COUNT(*) FROM dead_letters GROUP BY mailbox").fetchall()
-            return live, dead
-
         try:
-            live, dead = await messaging.db.run(count)
+            found = await messaging.boxes.depths(None)
         except DatabaseClosed:
             return []  # the kernel is stopping: the last export has no mailboxes to sample
         depth = GaugeMetricFamily("agentos_mailbox_depth", "Messages waiting (unacknowledged) in "
                                   "each mailbox", labels=["mailbox"])
-        for mailbox, n in live:
-            depth.add_metric([mailbox], n)
         letters = GaugeMetricFamily("agentos_mailbox_dead_letters", "Dead letters kept for each "
                                     "mailbox", labels=["mailbox"])
-        for mailbox, n in dead:
-            letters.add_metric([mailbox], n)
+        for mailbox, (waiting, dead) in found.items():
+            if waiting:
+                depth.add_metric([mailbox], waiting)
+            if dead:
+                letters.add_metric([mailbox], dead)
         return [depth, letters]

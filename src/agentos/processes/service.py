@@ -448,8 +448,10 @@ class ProcessService:
             project, _, name = name.rpartition("/")
         visible = self._observer(call.identity)
         spawned = self._ancestor_of(call.identity)
+        isolation = request.include is not UNSET and "isolation" in request.include
         # "running" selects every live agent, paused ones included; "paused" only those.
-        return {"agents": [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {})}
+        return {"agents": [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {}),
+                            **({"isolation": agent.isolation} if isolation else {})}
                            for agent in self.table
                            if (wanted is None or agent.shown_status in wanted
                                or (agent.running and Status.RUNNING in wanted))

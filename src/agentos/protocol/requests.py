@@ -248,6 +248,8 @@ class ListRequest(Request):
     name: AgentRefName | None | UnsetType = UNSET
     #: Only this project's agents; ``""`` only agents of no project.
     project: ProjectFilter | None | UnsetType = UNSET
+    #: Entries carry these too (left out by default: a LIST of thousands stays small).
+    include: list[Literal["isolation"]] | UnsetType = UNSET
 
 
 class WaitRequest(_AgentRef, kw_only=True):
@@ -572,16 +574,18 @@ class AckRequest(Request):
 
 
 class DeadLettersRequest(Request):
-    """List, requeue or drop dead letters (messages delivered too often without ACK)."""
+    """List, requeue or drop dead letters (messages delivered too often without ACK), or count
+    what each mailbox holds."""
 
     op = Op.DEAD_LETTERS
-    action: Literal["list", "requeue", "drop"] | UnsetType = UNSET
+    #: ``stats``: messages waiting and dead letters kept per mailbox (those holding any).
+    action: Literal["list", "requeue", "drop", "stats"] | UnsetType = UNSET
     #: Whose: ``*`` for every mailbox you manage, else resolved as SEND's ``to``.
     mailbox: Annotated[str, Meta(min_length=1, max_length=4096)] | UnsetType = UNSET
     name: Alias | None | UnsetType = UNSET
     ids: Annotated[list[MessageId], Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
     limit: Annotated[int, Meta(ge=1, le=10_000)] | UnsetType = UNSET
-    #: ``list`` only this project's agents' mailboxes (among those the call may see).
+    #: ``list``/``stats`` only this project's agents' mailboxes (among those the call may see).
     project: ProjectName | UnsetType = UNSET
 
 
