@@ -84,6 +84,11 @@ def test_agents_appear_change_status_and_oom_kills_show(kernel: KernelProcess, r
         expect(row(page, worker["id"])).to_have_attribute("data-status", "running")
         # The sampler has drawn the memory line once a second sample came.
         expect(row(page, parent["id"]).locator("svg.spark polyline").first).to_be_attached()
+        # Its isolation report, as SPAWN answered it (LIST include: isolation), behind its summary.
+        report = row(page, parent["id"]).locator("details pre")
+        expect(report).to_contain_text('"isolation"')
+        for key in parent["isolation"]:
+            expect(report).to_contain_text(f'"{key}"')
         hog = client.spawn("hog", MEMORY_HOG, project="demo", limits={"memory": "48Mi"})
         expect(row(page, hog["id"])).to_have_attribute("data-status", "oom_killed")
         expect(row(page, hog["id"]).locator(".status")).to_contain_text("OOM kill")
@@ -137,9 +142,20 @@ def test_think_usage_and_dead_letters(kernel: KernelProcess, root_session: Sessi
             reader.recv(timeout=5, name="dashboard-inbox", max_deliveries=1)
         with Client(kernel.socket_path) as reader, pytest.raises(Timeout):
             reader.recv(timeout=0, name="dashboard-inbox", max_deliveries=1)
+        # Two messages wait in another mailbox: its depth (DEAD_LETTERS stats), beside the dead one.
+        client.register("dashboard-queue")
+        for job in (1, 2):
+            client.send("dashboard-queue", {"job": job})
         page.goto(root_session.base + "/mail")
         expect(page.locator("main")).to_contain_text('{"job": 42}')
         expect(page.locator('tr[data-topic="mail.dead"]')).to_have_count(1)
+        queue = page.locator('#mailboxes tr[data-mailbox$="dashboard-queue"]')
+        expect(queue.locator(".depth")).to_have_text("2")
+        expect(page.locator('#mailboxes tr[data-mailbox$="dashboard-inbox"] .dead')).to_have_text("1")
+        with Client(kernel.socket_path) as reader:
+            for _ in range(2):
+                reader.recv(timeout=5, name="dashboard-queue", ack=True)
+        expect(queue).to_have_count(0)  # an emptied mailbox leaves the table
         screenshot(page, tmp_path, "mail")
         page.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..client import AsyncClient
-from ..errors import AgentOSError, SyscallError
+from ..errors import AgentOSError, ConnectionClosed, SyscallError
 from . import views
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Guard, Listen
 from .history import History
@@ -43,6 +44,13 @@ _HEADERS = {
 }
 #: A comment line on an idle stream, so that a browser gone away is noticed.
 _HEARTBEAT = 15.0
+#: Seconds before trying the kernel's socket again once it went away, doubling up to the most.
+RECONNECT_FIRST = 0.2
+RECONNECT_MOST = 2.0
+
+
+class KernelDown(AgentOSError):
+    """The kernel went away; the dashboard is reconnecting."""
 
 
 class Dashboard:
@@ -54,34 +62,62 @@ class Dashboard:
         self.guard = Guard(token)
         self.history = History(interval)
         self.client: AsyncClient | None = None
+        #: Since when the kernel is gone (``time.time()``), while the dashboard reconnects.
+        self.down_since: float | None = None
         self.url = ""
 
     # --- running ----------------------------------------------------------------------------
 
     async def run(self, ready: Callable[[str], None]) -> None:
-        """Serve until cancelled or the kernel connection closes (ConnectionClosed); ``ready``
-        gets the URL with the token once listening."""
-        async with await AsyncClient.connect(self.socket) as client:
-            self.client = client
-            runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        """Serve until cancelled; ``ready`` gets the URL with the token once listening. The
+        first connection must succeed (a wrong ``--socket`` is an error); after that, a kernel
+        that goes away (a restart, an upgrade) is waited for and reconnected to, the page
+        saying so meanwhile."""
+        client = await AsyncClient.connect(self.socket)
+        runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        try:
             await runner.setup()
+            site = web.TCPSite(runner, self.listen.host, self.listen.port)
+            await site.start()
+            port = runner.addresses[0][1]
+            self.guard.bind(self.listen, port)
+            self.url = f"http://{self.listen.url_host}:{port}/?token={self.guard.token}"
+            ready(self.url)
+            while True:
+                await self._serve(client)
+                self.down_since = time.time()
+                log.warning("dashboard: the kernel closed its connection; reconnecting to %s", self.socket)
+                client = await self._reconnect()
+                self.down_since = None
+                log.warning("dashboard: connected to the kernel again")
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    async def _serve(self, client: AsyncClient) -> None:
+        """Sample the kernel over ``client`` until its connection closes."""
+        self.client = client
+        sampler = asyncio.ensure_future(self.history.sample(client))
+        topics = asyncio.ensure_future(self.history.watch_topics(client))
+        try:
+            await sampler  # ends only by the kernel going away (or this task's cancel)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.client = None
+            for task in (sampler, topics):
+                task.cancel()
+            await asyncio.gather(sampler, topics, return_exceptions=True)
+            await client.close()
+
+    async def _reconnect(self) -> AsyncClient:
+        delay = RECONNECT_FIRST
+        while True:
+            await asyncio.sleep(delay)
             try:
-                site = web.TCPSite(runner, self.listen.host, self.listen.port)
-                await site.start()
-                port = runner.addresses[0][1]
-                self.guard.bind(self.listen, port)
-                self.url = f"http://{self.listen.url_host}:{port}/?token={self.guard.token}"
-                ready(self.url)
-                sampler = asyncio.ensure_future(self.history.sample(client))
-                topics = asyncio.ensure_future(self.history.watch_topics(client))
-                try:
-                    await sampler  # ends only by the kernel going away (or this task's cancel)
-                finally:
-                    for task in (sampler, topics):
-                        task.cancel()
-                    await asyncio.gather(sampler, topics, return_exceptions=True)
-            finally:
-                await runner.cleanup()
+                return await AsyncClient.connect(self.socket)
+            except (AgentOSError, OSError):
+                delay = min(delay * 2, RECONNECT_MOST)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._secure])
@@ -89,7 +125,7 @@ class Dashboard:
             web.get("/", self._root),
             web.get("/agents", self._page), web.get("/think", self._page), web.get("/mail", self._page),
             web.get("/audit", self._page), web.get("/logs", self._logs_page),
-            web.get("/partial/{view}", self._partial),
+            web.get("/partial/{view}", self._partial), web.get("/status", self._status),
             web.get("/stream/logs", self._stream_logs), web.get("/stream/audit", self._stream_audit),
             web.post("/action/{verb}", self._action),
             web.get("/static/{name}", self._static),
@@ -127,6 +163,18 @@ class Dashboard:
             return await handler(request)
         except web.HTTPException as exc:
             return exc
+        except (KernelDown, ConnectionClosed):
+            # Down now, or went down during this request: the page says so and retries.
+            if request.method != "GET":
+                return web.json_response({"ok": False, "code": "unavailable", "message": views.DOWN}, status=503)
+            down = views.kernel_down(self.down_since)
+            if request.path.startswith("/partial/"):
+                return web.Response(status=503, text=down, content_type="text/html")
+            view = request.path.strip("/")
+            if view not in dict(views.VIEWS):
+                view = "agents"
+            return web.Response(status=503, text=views.page(view, down, csrf=self.guard.csrf, refresh=view != "audit"),
+                                content_type="text/html")
 
     async def _csrf_refusal(self, request: web.Request) -> str | None:
         if not self.guard.same_origin(request.headers.get("Origin")):
@@ -142,8 +190,14 @@ class Dashboard:
 
     @property
     def kernel(self) -> AsyncClient:
-        assert self.client is not None, "the dashboard serves only while connected"
+        if self.client is None:
+            raise KernelDown(views.DOWN)
         return self.client
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        """Whether the kernel is there: the page's script shows a banner while it is not."""
+        return web.json_response({"kernel": "down" if self.client is None else "up",
+                                  "down_since": self.down_since})
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/agents")
@@ -173,19 +227,20 @@ class Dashboard:
     async def _render_from_kernel(self, view: str) -> str:
         client = self.kernel
         if view == "agents":
-            hello, agents = await asyncio.gather(client.hello(), client.list_agents())
+            hello, agents = await asyncio.gather(client.hello(), client.list_agents(include=["isolation"]))
             return views.agents_view(hello, agents, self.history, self.guard.csrf)
         if view == "think":
             usage = await client.usage()
             self.history.usage_allowed = True
             return views.think_view(usage, self.history)
         dead: dict[str, Any] | None = None
+        stats: dict[str, Any] | None = None
         refusal = None
         try:
-            dead = await client.dead_letters("*")
+            stats, dead = await asyncio.gather(client.mailbox_stats("*"), client.dead_letters("*"))
         except SyscallError as exc:
-            refusal = f"dead letters: {exc.code.value}: {exc.message}"
-        return views.mail_view(dead, refusal, self.history)
+            refusal = f"mailboxes: {exc.code.value}: {exc.message}"
+        return views.mail_view(stats, dead, refusal, self.history)
 
     @staticmethod
     def _html(text: str) -> web.Response:

@@ -21,6 +21,8 @@ ACTIONS = {"running": ("pause", "kill"), "paused": ("resume", "kill")}
 #: An ended agent can be started again (START) from the request the kernel remembers.
 ENDED_ACTIONS = ("restart",)
 LIVE = ("running", "paused")
+#: What the page says while the kernel is gone.
+DOWN = "kernel down, reconnecting"
 
 
 def e(value: Any) -> str:
@@ -37,8 +39,16 @@ def page(view: str, body: str, *, csrf: str, refresh: bool) -> str:
             f'<meta name="csrf" content="{e(csrf)}">'
             f'<link rel="stylesheet" href="/static/dashboard.css"><script src="/static/dashboard.js" defer></script>'
             f'</head><body><header><strong>agentos</strong><nav>{nav}</nav></header>'
+            f'<div id="kernel-state" role="alert" hidden>{DOWN}…</div>'
             f'<div id="flash" role="status" aria-live="polite"></div>'
             f'<main id="view" data-view="{view}"{partial}>{body}</main></body></html>')
+
+
+def kernel_down(since: float | None, now: float | None = None) -> str:
+    """A view's content while the kernel is gone (the banner above says it too)."""
+    now = time.time() if now is None else now
+    ago = f" (gone {duration(max(0.0, now - since))} ago)" if since is not None else ""
+    return f'<p class="problem kernel-down">{DOWN}{e(ago)}: what shows here comes back with it.</p>'
 
 
 def unauthorized() -> str:
@@ -237,29 +247,34 @@ def _budget(budget: Mapping[str, Any], key: str, unit: str) -> str:
 
 # --- mail -------------------------------------------------------------------------------------
 
-def mail_view(dead: Mapping[str, Any] | None, refusal: str | None, history: History,
-              now: float | None = None) -> str:
+def mail_view(stats: Mapping[str, Any] | None, dead: Mapping[str, Any] | None, refusal: str | None,
+              history: History, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    parts = ['<h2>Dead letters</h2>']
+    parts = ['<h2>Mailboxes</h2>']
     if refusal is not None:
         parts.append(f'<p class="problem">{e(refusal)}</p>')
-    elif dead is not None:
+    if stats is not None:
+        boxes = stats.get("mailboxes") or []
+        rows = "".join(
+            f'<tr data-mailbox="{e(box["mailbox"])}"><td>{e(box["mailbox"])}</td>'
+            f'<td class="depth">{e(box["depth"])}</td><td class="dead">{e(box["dead"])}</td></tr>' for box in boxes)
+        parts.append('<table id="mailboxes"><thead><tr><th>mailbox</th><th>waiting</th><th>dead letters</th>'
+                     f'</tr></thead><tbody>{rows}</tbody></table>'
+                     + ('<p><small>(the deepest shown; there are more)</small></p>' if stats.get("more") else '')
+                     if rows else '<p class="empty">No messages waiting in the mailboxes you manage.</p>')
+    parts.append('<h2>Dead letters</h2>')
+    if dead is not None:
         letters = dead.get("dead") or []
-        per_mailbox: dict[str, int] = {}
-        for letter in letters:
-            per_mailbox[str(letter.get("to"))] = per_mailbox.get(str(letter.get("to")), 0) + 1
-        if per_mailbox:
-            parts.append('<p>' + " · ".join(f"{e(box)}: {count}" for box, count in sorted(per_mailbox.items()))
-                         + (" (and more)" if dead.get("more") else "") + '</p>')
         rows = "".join(
             f'<tr><td>{e(letter.get("id"))}</td><td>{e(letter.get("to"))}</td><td>{e(letter.get("from"))}</td>'
             f'<td>{e(letter.get("deliveries"))}</td><td>{e(duration(now - (letter.get("dead_at") or now)))} ago</td>'
             f'<td><code>{e(_preview(letter.get("body")))}</code></td></tr>' for letter in letters)
         parts.append('<table><thead><tr><th>id</th><th>mailbox</th><th>from</th><th>deliveries</th>'
-                     f'<th>dead</th><th>body</th></tr></thead><tbody>{rows}</tbody></table>' if rows
-                     else '<p class="empty">No dead letters in the mailboxes you manage.</p>')
+                     f'<th>dead</th><th>body</th></tr></thead><tbody>{rows}</tbody></table>'
+                     + ('<p><small>(the oldest shown; there are more)</small></p>' if dead.get("more") else '')
+                     if rows else '<p class="empty">No dead letters in the mailboxes you manage.</p>')
     parts.append('<h2>Topics</h2><p><small>Events seen since the dashboard started (only those the kernel '
-                 'shows you). The kernel has no syscall telling a mailbox\'s depth yet.</small></p>')
+                 'shows you).</small></p>')
     if history.topics:
         parts.append('<table><thead><tr><th>topic</th><th>events</th><th>last</th></tr></thead><tbody>' + "".join(
             f'<tr data-topic="{e(topic)}"><td>{e(topic)}</td><td>{seen.count}</td>'

@@ -38,6 +38,25 @@
   }
   if (view.dataset.refresh) setInterval(refresh, 1000);
 
+  // --- the kernel: a banner while it is gone; the streams start again when it is back -------
+  const banner = document.getElementById("kernel-state");
+  let wasDown = false;
+  async function watchKernel() {
+    let down;
+    try {
+      const answer = await fetch("/status", {credentials: "same-origin", cache: "no-store"});
+      if (!answer.ok) return;
+      down = (await answer.json()).kernel === "down";
+    } catch (err) {
+      return;  // the dashboard itself does not answer: refresh() says so
+    }
+    banner.hidden = !down;
+    if (wasDown && !down && !view.dataset.refresh) location.reload();  // logs, audit: stream again
+    wasDown = down;
+  }
+  watchKernel();
+  setInterval(watchKernel, 1000);
+
   // --- actions: POST with the CSRF token in a header ----------------------------------------
   document.addEventListener("submit", async (event) => {
     const form = event.target;
