@@ -152,11 +152,11 @@ def test_think_usage_and_dead_letters(kernel: KernelProcess, root_session: Sessi
         queue = page.locator('#mailboxes tr[data-mailbox$="dashboard-queue"]')
         expect(queue.locator(".depth")).to_have_text("2")
         expect(page.locator('#mailboxes tr[data-mailbox$="dashboard-inbox"] .dead')).to_have_text("1")
+        screenshot(page, tmp_path, "mail")
         with Client(kernel.socket_path) as reader:
             for _ in range(2):
                 reader.recv(timeout=5, name="dashboard-queue", ack=True)
         expect(queue).to_have_count(0)  # an emptied mailbox leaves the table
-        screenshot(page, tmp_path, "mail")
         page.close()
 
 

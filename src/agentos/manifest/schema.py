@@ -264,7 +264,9 @@ SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egre
 _SUBSYSTEM_DOCS = {
     "telemetry": "Traces and metrics (docs/observability.md): `traces` (true/false; unset: on when "
                  "OTEL_* variables name an exporter), `metrics` (`HOST:PORT` of a Prometheus endpoint, "
-                 "loopback unless `metrics_remote: true`). Checked when the kernel starts.",
+                 "loopback unless `metrics_remote: true`), `series_grace` (seconds an ended agent's "
+                 "metric series stay; 300). Metrics over OTLP follow the OTEL_* variables. Checked when "
+                 "the kernel starts.",
     "sandbox": "Templates: `templates: {NAME: {root, preload, python_path, env, eager}}`, "
                "`template_zygotes` (4) and `template_zygote_memory` (1Gi); see Templates below. Checked here, "
                "relative paths from the manifest's directory.",
