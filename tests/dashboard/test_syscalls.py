@@ -3,18 +3,15 @@
 them, refusals naming their field."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agentos import Client, InvalidArgument
-from agentos.testing.kernel import KernelProcess
 from tests.permissions.identities import NOBODY, configured_kernel, run_as
 
 
-def test_list_carries_isolation_only_when_asked(tmp_path: Path) -> None:
-    kernel = KernelProcess(tmp_path / "k").start()
-    try:
+def test_list_carries_isolation_only_when_asked() -> None:
+    sections = {"permissions": {"uids": {str(NOBODY): ["observe", "spawn"]}}}
+    with configured_kernel(sections, world_reachable=True) as kernel:
         with kernel.client(timeout=60) as client:
             spawned = client.spawn("boxed", command=["sleep", "60"])
             [plain] = client.list_agents(name="boxed")
@@ -27,9 +24,14 @@ def test_list_carries_isolation_only_when_asked(tmp_path: Path) -> None:
                 with pytest.raises(InvalidArgument) as refused:
                     client._call(0x12, {"include": bad})  # noqa: SLF001 - the SDK sends only valid ones
                 assert refused.value.details["field"].startswith("include"), refused.value.details
+            # Another user who may observe every agent sees root's, but not how it is held (its
+            # volumes and workspace are in it, as in the SPAWN request only spawners see); its own, yes.
+            seen = run_as(NOBODY, kernel.socket_path, lambda c: [
+                c.spawn("own", command=["true"]), c.list_agents(include=["isolation"])])["ok"][1]
+            by_name = {agent["name"]: agent for agent in seen}
+            assert "isolation" not in by_name["boxed"] and "spec" not in by_name["boxed"]
+            assert "sandbox" in by_name["own"]["isolation"]
             client.kill(id=spawned["id"], grace=0)
-    finally:
-        kernel.stop_checked()
 
 
 def test_mailbox_stats_count_what_waits_for_whom_may_see_it() -> None:

@@ -451,7 +451,8 @@ class ProcessService:
         isolation = request.include is not UNSET and "isolation" in request.include
         # "running" selects every live agent, paused ones included; "paused" only those.
         return {"agents": [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {}),
-                            **({"isolation": agent.isolation} if isolation else {})}
+                            # Its volumes and workspace, as ``spec``: its spawners' and admins'.
+                            **({"isolation": agent.isolation} if isolation and spawned(agent) else {})}
                            for agent in self.table
                            if (wanted is None or agent.shown_status in wanted
                                or (agent.running and Status.RUNNING in wanted))
