@@ -1,6 +1,6 @@
 """What telemetry costs: the same THINK and NOOP through a kernel without it and through one with
-traces on (exported over OTLP/HTTP to a local sink) and the Prometheus endpoint on, side by side
-in one run.
+traces on (exported over OTLP/HTTP to a local sink), the Prometheus endpoint on and metrics
+exported over OTLP too (the same sink, every 60 s), side by side in one run.
 
 - THINK: p50 through each kernel, alternating call by call (the model is ``fake_models.py`` in
   its own process, shared); the traced kernel's extra p50 is the median over blocks of the
