@@ -138,10 +138,10 @@ class LLMService:
         """The answer, encoded here: measured against what the client accepts before it is charged."""
         caller = self.callers.of(call.identity)
         args = parse_think(call.payload)
+        notes.traceparent(args.traceparent)
         if args.stream:
             # An answer found before any text (no key, no budget) still ends the stream with END.
             call.open_stream()
-        notes.traceparent(args.traceparent)
         if caller.defaults is not None:
             args = caller.defaults.fill(args)
         self._check_models(args, caller)
@@ -240,10 +240,10 @@ class LLMService:
                 return reply
         except LLMError as error:
             self.budgets.failed(caller.key, reservation)
+            notes.failed(error, chain.model)
             return encode_payload(_answer_error(args, error, chain.model, chain.failed))
         except TooLarge:
             self.budgets.failed(caller.key, reservation)
-            notes.failed(error, chain.model)
             self.budgets.model_used(caller.key, chain.model, None)
             raise
         except asyncio.CancelledError:
