@@ -77,8 +77,9 @@ def test_the_builders_parameters_are_the_wire_fields() -> None:
     # ``agent`` is a positional spelling of ``name``.
     assert parameters(processes.kill_request) - {"agent"} == wire_fields(KillRequest)
     assert parameters(processes.wait_request) - {"agent"} == wire_fields(WaitRequest)
-    # ``stream`` is think_stream's, not an option.
-    assert parameters(think.think_request) | {"stream"} == set(THINK_FIELDS)
+    # ``stream`` is think_stream's, not an option; ``traceparent`` rides on every request
+    # (``Client.trace_with``), as SpawnRequestWire's common fields do.
+    assert parameters(think.think_request) | {"stream", "traceparent"} == set(THINK_FIELDS)
 
 
 @pytest.mark.parametrize("cls", [Client, AsyncClient])

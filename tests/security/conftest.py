@@ -80,6 +80,10 @@ def _remove_stale_users() -> None:
 @contextmanager
 def throwaway_user(role: str, home_parent: Path) -> Iterator[User]:
     name = f"aossec{role}{os.getpid()}"
+    # This process makes it once: one that exists already is an earlier process's of the same
+    # pid that died before its cleanup (its group too, or useradd --user-group fails).
+    _userdel(name)
+    subprocess.run(["groupdel", name], check=False, capture_output=True)
     subprocess.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir",
                     str(home_parent / name), "--shell", "/usr/sbin/nologin", name],
                    check=True, capture_output=True)
