@@ -14,7 +14,7 @@ import pytest
 from agentos import AsyncClient, Client
 from agentos.client import processes, think
 from agentos.llm.request import FIELDS as THINK_FIELDS
-from agentos.protocol.requests import KillRequest, SpawnRequestWire, WaitRequest
+from agentos.protocol.requests import KillRequest, Request, SpawnRequestWire, WaitRequest
 
 #: Each method with a misspelt option, and the arguments it needs besides.
 TYPOS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
@@ -66,7 +66,9 @@ def test_a_typed_call_sends_what_the_builder_builds(kernel, tmp_path) -> None:  
 
 
 def wire_fields(struct: type) -> set[str]:
-    return set(struct.__struct_fields__)
+    """A request's own fields: not the ones every request carries (``Request``'s, such as the
+    ``traceparent`` that ``Client.trace_with`` adds)."""
+    return set(struct.__struct_fields__) - set(Request.__struct_fields__)
 
 
 def test_the_builders_parameters_are_the_wire_fields() -> None:
@@ -77,9 +79,8 @@ def test_the_builders_parameters_are_the_wire_fields() -> None:
     # ``agent`` is a positional spelling of ``name``.
     assert parameters(processes.kill_request) - {"agent"} == wire_fields(KillRequest)
     assert parameters(processes.wait_request) - {"agent"} == wire_fields(WaitRequest)
-    # ``stream`` is think_stream's, not an option; ``traceparent`` rides on every request
-    # (``Client.trace_with``), as SpawnRequestWire's common fields do.
-    assert parameters(think.think_request) | {"stream", "traceparent"} == set(THINK_FIELDS)
+    # ``stream`` is think_stream's, not an option; ``traceparent`` rides on every request.
+    assert parameters(think.think_request) | {"stream", *Request.__struct_fields__} == set(THINK_FIELDS)
 
 
 @pytest.mark.parametrize("cls", [Client, AsyncClient])
