@@ -24,7 +24,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
                   timeout: float | str | None = None,
                   idle_timeout: float | str | None = None,
                   project: str | None = None, template: str | None = None,
-                  tools: Sequence[str | Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                  tools: Sequence[str | Mapping[str, Any]] | None = None,
+                  placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The SPAWN payload: a Python ``script`` or a ``command``.
 
     Args:
@@ -64,6 +65,9 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         tools: The MCP tools its ``think(tools="mcp")`` may call (docs/mcp.md): ``server.tool``
             or a ``*`` pattern, or ``{"tool": ..., "approve": True}`` to have a human approve
             each call; within the spawner's own.
+        placement: Where on a cluster it runs (a kernel with ``--cluster``; docs/cluster.md):
+            ``labels`` its node must carry, custom ``resources``, ``gpus``, ``cpus``, and how long
+            it may wait for a node (``timeout``). A kernel without a cluster runs it here.
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:
@@ -108,6 +112,8 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
         payload["idle_timeout"] = idle_timeout
     if template is not None:
         payload["template"] = template
+    if placement is not None:
+        payload["placement"] = dict(placement)
     if tools is not None:
         payload["tools"] = [t if isinstance(t, str) else dict(t) for t in tools]
     return payload

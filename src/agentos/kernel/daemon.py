@@ -52,6 +52,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     """Every subsystem of this kernel, in start order (each adds its syscalls)."""
     # Imported here: these pull in the whole kernel, which clients never need.
     from ..audit.service import AuditService
+    from ..cluster import cluster_service
     from ..egress.service import EgressService
     from ..llm.syscalls import LLMService
     from ..mcp.service import McpService
@@ -68,6 +69,8 @@ def build_services(kernel: Kernel) -> list[Service]:
         # Early: it stops late, so the spans of the other services' last syscalls are exported.
         TelemetryService(kernel),
         PermissionService(kernel),
+        # Before processes: agents placed on a node (a restored one too) need the cluster.
+        *([cluster_service(kernel)] if kernel.config.section("cluster") else []),
         ProcessService(kernel),
         SupervisorService(kernel),
         StateService(kernel),

@@ -96,6 +96,8 @@ class Agent:
     idle_timeout: float | None = None
     #: The team it belongs to (a manifest's project); None for an agent started outside any.
     project: str | None = None
+    #: Its host on a cluster node (``cluster.backend.RemoteAgent``); None when it runs here.
+    remote: Any = None
 
     @property
     def qualified_name(self) -> str:
@@ -126,6 +128,7 @@ class Agent:
             "ready": self.ready_at is not None, "sandboxed": self.sandboxed, "restarts": self.restarts,
             "timeout": self.timeout, "idle_timeout": self.idle_timeout,
             "limits": self.limits.to_dict(), "usage": self.usage().to_dict(),
+            "node": self.remote.node.get("id") if self.remote is not None else None,
         }
 
     def end_event(self) -> dict[str, Any]:

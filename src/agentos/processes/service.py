@@ -32,6 +32,7 @@ from ..cgroups import (
     open_driver,
     remove_stale,
 )
+from ..cluster.settings import LaunchSettings
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout, Unavailable
 from ..kernel.identity import Identity
 from ..kernel.peers import agent_of_pid
@@ -44,6 +45,7 @@ from ..protocol.requests import (
     KillRequest,
     ListRequest,
     LogsRequest,
+    PlacementWire,
     SpawnRequestWire,
     StartRequest,
     WaitRequest,
@@ -68,6 +70,7 @@ from .volumes import Attached, Volumes, VolumeStore, check_mount_points
 from .workspace import Workspace, Workspaces, stale_embryo
 
 if TYPE_CHECKING:
+    from ..cluster.backend import ClusterService, RemoteAgent
     from ..egress.service import EgressService
     from ..kernel.daemon import Kernel
     from ..permissions import Permissions
@@ -307,23 +310,25 @@ class ProcessService:
                            parent: Agent | None, granted: frozenset[Capability] | None,
                            allow: tuple[str, ...] | None, project: str | None) -> Agent:
         agent_id = secrets.token_hex(6)
+        remote = self._place(agent_id, request, wire, parent)
         try:
-            cgroup = self.driver.create(agent_id, request.limits,
-                                        parent=parent.cgroup if parent is not None else None)
+            # A placed agent's cgroup is made on its node, by its host.
+            cgroup = remote.cgroup if remote is not None else self.driver.create(
+                agent_id, request.limits, parent=parent.cgroup if parent is not None else None)
         except OSError as exc:
             raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
         notes.step("cgroup")
         self._launching.add(agent_id)
         try:
             return await self._launch(request, wire, caller, parent, granted, allow, project, agent_id,
-                                      cgroup)
+                                      cgroup, remote)
         finally:
             self._launching.discard(agent_id)
 
     async def _launch(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                       parent: Agent | None, granted: frozenset[Capability] | None,
                       allow: tuple[str, ...] | None, project: str | None, agent_id: str,
-                      cgroup: AgentCgroup) -> Agent:
+                      cgroup: AgentCgroup, remote: RemoteAgent | None = None) -> Agent:
         capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
                              self.settings.log_max_bytes)
         output_fd = capture.pipe()
@@ -352,7 +357,11 @@ class ProcessService:
                 workspace=workspace.view if workspace is not None else None,
                 volumes=[v.bind for v in volumes])
             try:
-                launched = await self.kernel.loop.run_in_executor(None, start)
+                launched = await (remote.launch(
+                    request, output_fd=output_fd, kernel_sock=agent_end, settings=LaunchSettings(
+                        self.settings.pass_env, self._masked(), self.settings.agent_uid),
+                    spawner=caller.agent_id, project=project)
+                    if remote is not None else self.kernel.loop.run_in_executor(None, start))
             except SandboxError as exc:
                 mounted = [v.bind.dest for v in volumes] + ([WORKSPACE_PATH] if workspace is not None else [])
                 if not stale_embryo(exc, mounted):
@@ -377,10 +386,14 @@ class ProcessService:
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
                       spawner=caller, confinement=request.confinement(
                           self._system_view, self._agent_uid, tuple(v.grant for v in volumes)),
-                      entry=launched.entry, init=launched.init, project=project)
+                      entry=launched.entry, init=launched.init, project=project, remote=remote)
         if launched.init is not None:
             launched.init.attach(self.kernel.loop)
         agent.isolation = self._isolation(cgroup, launched.isolation, request, workspace, volumes)
+        if remote is not None:
+            agent.isolation.update(cgroup=remote.cgroup_report, node=remote.node)
+        elif isinstance(wire.placement, PlacementWire):
+            agent.isolation["placement"] = "ignored: this kernel drives no cluster (agentos kernel --cluster)"
         self.table.add(agent)
         self.ledger.spawned(agent)
         self.lifecycle.started(agent, request, parent)
@@ -394,7 +407,10 @@ class ProcessService:
             egress.assign(agent_id, allow)
         self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
                                                          gid=os.getgid(), agent_id=agent_id))
-        self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
+        if remote is not None:
+            remote.watch(functools.partial(self._ended, agent))
+        else:
+            self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
                                                      "project": agent.project, "pid": agent.pid, "parent": agent.parent,
@@ -450,14 +466,24 @@ class ProcessService:
         spawned = self._ancestor_of(call.identity)
         isolation = request.include is not UNSET and "isolation" in request.include
         # "running" selects every live agent, paused ones included; "paused" only those.
-        return {"agents": [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {}),
-                            # Its volumes and workspace, as ``spec``: its spawners' and admins'.
-                            **({"isolation": agent.isolation} if isolation and spawned(agent) else {})}
-                           for agent in self.table
-                           if (wanted is None or agent.shown_status in wanted
-                               or (agent.running and Status.RUNNING in wanted))
-                           and (name is None or agent.name == name)
-                           and (project is None or (agent.project or "") == project) and visible(agent)]}
+        agents = [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {}),
+                   # Its volumes and workspace, as ``spec``: its spawners' and admins'.
+                   **({"isolation": agent.isolation} if isolation and spawned(agent) else {})}
+                  for agent in self.table
+                  if (wanted is None or agent.shown_status in wanted
+                      or (agent.running and Status.RUNNING in wanted))
+                  and (name is None or agent.name == name)
+                  and (project is None or (agent.project or "") == project) and visible(agent)]
+        cluster = self._cluster()
+        if cluster is not None and (wanted is None or "pending" in wanted):
+            # Agents still waiting for a node: to their spawner and to those who observe all.
+            permissions = self._permissions()
+            sees_all = permissions is None or permissions.holds(call.identity, Capability.OBSERVE)
+            agents += [dict(row) for row in cluster.pending.values()
+                       if (sees_all or row["parent"] == call.identity.agent_id)
+                       and (name is None or row["name"] == name)
+                       and (project is None or (row["project"] or "") == project)]
+        return {"agents": agents}
 
     async def wait(self, call: Call) -> dict[str, Any]:
         """Block this request (only) until the agent ends, or with ``until: "ready"`` until READY."""
@@ -574,6 +600,9 @@ class ProcessService:
             self._signal_tree(agent, signal.SIGKILL)
 
     def _signal_tree(self, agent: Agent, sig: int) -> None:
+        if agent.remote is not None:
+            agent.remote.signal(sig)  # its host signals the tree on its node
+            return
         if agent.pidfd >= 0:
             try:
                 signal.pidfd_send_signal(agent.pidfd, sig)
@@ -617,9 +646,13 @@ class ProcessService:
         self.kernel.loop.remove_reader(agent.pidfd)
         os.close(agent.pidfd)
         agent.pidfd = -1
+        self._ended(agent, ending.exit_code, ending.signal)
+
+    def _ended(self, agent: Agent, exit_code: int | None, sig: int | None) -> None:
+        """Its main process ended (here or on its node): finish the agent in the background."""
         if agent.init is not None:
             agent.init.close()  # its execs ended with its pid namespace
-        agent.exit_code, agent.signal = ending.exit_code, ending.signal
+        agent.exit_code, agent.signal = exit_code, sig
         self._spawn_background(self._finish(agent))
 
     async def _finish(self, agent: Agent) -> None:
@@ -773,6 +806,22 @@ class ProcessService:
         ``PeerGone`` if the process is no longer the one that connected."""
         return agent_of_pid(pid, self.table.running_ids() | self._launching, self.table.running_pids(),
                             pidfd)
+
+    def _place(self, agent_id: str, request: SpawnRequest, wire: SpawnRequestWire,
+               parent: Agent | None) -> RemoteAgent | None:
+        """The node ``request`` runs on, through the cluster service; None: here. A placed agent's
+        children run on the cluster too (each placed on its own), as their spawner does."""
+        cluster = self._cluster()
+        if cluster is None:
+            if isinstance(wire.placement, PlacementWire):
+                log.info("agent %s: placement ignored, this kernel drives no cluster (agentos kernel --cluster)",
+                         request.name)
+            return None
+        inherited = parent.remote.placement if parent is not None and parent.remote is not None else None
+        return cluster.place(agent_id, request, wire, inherited)
+
+    def _cluster(self) -> ClusterService | None:
+        return cast("ClusterService | None", self.kernel.services.get("cluster"))
 
     def _egress(self) -> EgressService | None:
         return cast("EgressService | None", self.kernel.services.get("egress"))

@@ -28,8 +28,8 @@ class AgentTable:
         return {a.id for a in self._agents.values() if a.running}
 
     def running_pids(self) -> dict[int, str]:
-        """Main pid -> id of every running agent."""
-        return {a.pid: a.id for a in self._agents.values() if a.running}
+        """Main pid -> id of every running agent on this host (a placed agent's pid is its node's)."""
+        return {a.pid: a.id for a in self._agents.values() if a.running and a.remote is None}
 
     def check_name_free(self, name: str, project: str | None = None) -> None:
         """Names are unique among the running agents of one project (and among those of none)."""

@@ -118,6 +118,25 @@ class WorkspaceWire(Struct, forbid_unknown_fields=True, kw_only=True):
     size: Size
 
 
+#: A Ray node label's key or value, and a custom resource's name (docs/cluster.md).
+_Label: TypeAlias = Annotated[str, Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*\Z")]
+_Amount: TypeAlias = Annotated[float, Meta(ge=0, le=1_000_000)]
+
+
+class PlacementWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``placement`` of SPAWN: run the agent on a cluster node (a kernel with ``--cluster``); a
+    kernel without a cluster runs it here and says so (docs/cluster.md)."""
+
+    #: Node labels the node must carry (Ray's ``label_selector``).
+    labels: Annotated[dict[_Label, _Label], Meta(max_length=32)] | None | UnsetType = UNSET
+    #: Custom resources it reserves on its node (Ray's ``resources``).
+    resources: Annotated[dict[_Label, _Amount], Meta(max_length=32)] | None | UnsetType = UNSET
+    gpus: _Amount | None | UnsetType = UNSET
+    cpus: _Amount | None | UnsetType = UNSET
+    #: How long it may wait for a node before SPAWN fails ``unavailable``.
+    timeout: Seconds | None | UnsetType = UNSET
+
+
 class VolumeWire(Struct, forbid_unknown_fields=True, kw_only=True):
     """One entry of SPAWN's ``volumes``: a named volume of the caller's project, mounted in the view."""
 
@@ -206,6 +225,8 @@ class SpawnRequestWire(Request):
     template: Annotated[str, Meta(pattern=TEMPLATE_NAME_PATTERN)] | None | UnsetType = UNSET
     #: The MCP tools its THINKs may use (``server.tool`` or a ``*`` pattern), each within its spawner's.
     tools: Annotated[list[ToolPattern | ToolRuleWire], Meta(max_length=MAX_TOOL_RULES)] | None | UnsetType = UNSET
+    #: Where on a cluster it runs (node labels, resources, gpus, cpus); ignored without one.
+    placement: PlacementWire | None | UnsetType = UNSET
 
 
 class _AgentRef(Request):
@@ -221,7 +242,9 @@ class KillRequest(_AgentRef, kw_only=True):
     wait: bool | UnsetType = UNSET
 
 
-_STATUS = Literal["running", "paused", "exited", "failed", "killed", "oom_killed", "timed_out", "lost"]
+#: ``pending``: placed on a cluster and still waiting for a node (docs/cluster.md).
+_STATUS = Literal["running", "paused", "exited", "failed", "killed", "oom_killed", "timed_out", "lost",
+                  "pending"]
 
 
 class PauseRequest(_AgentRef, kw_only=True):

@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "http://HOST:PORT/metrics (loopback only unless --metrics-remote)")
     p.add_argument("--metrics-remote", action="store_true",
                    help="allow --metrics on an address other than loopback")
+    p.add_argument("--cluster", metavar="ray://ADDR|ADDR|auto", help="drive this Ray cluster and run "
+                   "agents that ask for a node (placement) there (the agentos[ray] extra; docs/cluster.md)")
     p.set_defaults(func=run)
 
 
@@ -80,6 +82,17 @@ def _telemetry_options(config: KernelConfig, args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
     if telemetry:
         config.sections["telemetry"] = telemetry
+
+
+def _check_cluster(config: KernelConfig) -> None:
+    """The cluster section, checked before the kernel starts (a mistake is the user's)."""
+    from ...cluster.settings import ClusterSettings
+    from ..main import UserError
+
+    try:
+        ClusterSettings.from_section(config.section("cluster"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_payload:
         config.max_payload = args.max_payload
     _telemetry_options(config, args)
+    if args.cluster:
+        config.sections["cluster"] = {**config.section("cluster"), "address": args.cluster}
+    if config.section("cluster"):
+        _check_cluster(config)
     private_runtime_dir()
     # From here on this process is the kernel's guardian, and the kernel its child.
     guard_this_kernel(config.log_json)

@@ -1,0 +1,326 @@
+"""The kernel's side of a Ray cluster: the ``cluster`` service (the kernel is Ray's driver) and
+one ``RemoteAgent`` per agent placed on a node, which bridges that agent's kernel connection
+and output between its ``AgentHost`` actor and the kernel's ordinary machinery.
+
+The bridge ends in a socketpair the processes service adopts as the agent's connection, with
+the agent's identity, exactly as for a local agent: dispatch, permissions, budgets, the audit
+log, backpressure and closing all stay the kernel's own code. Only this module imports Ray.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+
+from ..cgroups import AgentCgroup, CgroupStats
+from ..errors import Unavailable
+from ..kernel.syscalls import Handler
+from ..processes.request import SpawnRequest, parse_timeout
+from ..protocol import Op
+from ..protocol.requests import PlacementWire, SpawnRequestWire
+from ..sandbox.spec import Launched
+from . import NAMESPACE
+from .host import AgentHost, LaunchRefused
+from .settings import ClusterSettings, LaunchSettings
+
+if TYPE_CHECKING:
+    from ..kernel.daemon import Kernel
+
+log = logging.getLogger("agentos.cluster")
+
+_READ = 256 * 1024
+#: The actor class, declared with Ray once: the kernel's Ray-side name for ``AgentHost``.
+_HOST = ray.remote(AgentHost)
+
+
+class ClusterService:
+    """Connects the kernel to a Ray cluster as its driver, and places agents that ask for it."""
+
+    name = "cluster"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        try:
+            self.settings = ClusterSettings.from_section(kernel.config.section("cluster"))
+        except ValueError as exc:
+            raise ValueError(f"kernel configuration: {exc}") from None
+        #: Agents waiting for a node: id -> what LIST shows of them.
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.remotes: set[RemoteAgent] = set()
+
+    def syscalls(self) -> Mapping[Op, Handler]:
+        return {}
+
+    async def start(self) -> None:
+        # Ray's init replaces SIGTERM's handler with one that exits the process: the kernel's own
+        # (a graceful shutdown, set by the loop) is put back.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        address = self.settings.address
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        log.info("cluster: the kernel drives the Ray cluster at %s (%d nodes alive)", address,
+                 len(self.nodes()))
+
+    async def stop(self) -> None:
+        # The processes service stopped first and ended every agent; a host still here is one whose
+        # end never came back (a node lost mid-shutdown): its actor goes with the driver anyway.
+        for remote in list(self.remotes):
+            remote.discard()
+        ray.shutdown()
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {"backend": "ray", "address": self.settings.address, "ray": ray.__version__,
+                "nodes": self.nodes()}
+
+    @staticmethod
+    def nodes() -> list[dict[str, Any]]:
+        """The alive nodes: id, address, labels and total resources."""
+        return [{"id": n["NodeID"], "ip": n["NodeManagerAddress"],
+                 "labels": {k: v for k, v in n.get("Labels", {}).items() if not k.startswith("ray.io/")},
+                 "resources": n["Resources"]} for n in ray.nodes() if n["Alive"]]
+
+    def place(self, agent_id: str, request: SpawnRequest, wire: SpawnRequestWire,
+              parent_placement: PlacementWire | None) -> RemoteAgent | None:
+        """The remote agent for a SPAWN that asks for a node (or whose spawner runs on one); None
+        when it runs on the kernel's host."""
+        placement = wire.placement if isinstance(wire.placement, PlacementWire) else parent_placement
+        if placement is None:
+            return None
+        for field, asked in (("workspace", request.workspace), ("volumes", request.volumes),
+                             ("template", request.template)):
+            if asked:
+                raise Unavailable(f"{field} is not available to an agent placed on a cluster node yet "
+                                  "(docs/cluster.md)", field=field)
+        timeout = parse_timeout(placement.timeout) if placement.timeout else None
+        return RemoteAgent(self, agent_id, request, placement,
+                           self.settings.placement_timeout if timeout is None else timeout)
+
+
+def actor_options(agent_id: str, request: SpawnRequest, placement: PlacementWire) -> dict[str, Any]:
+    """Ray's options for an agent's host: its name, what it reserves, where it may run."""
+    options: dict[str, Any] = {"name": agent_id, "namespace": NAMESPACE, "max_restarts": 0,
+                               "num_cpus": placement.cpus or 0}
+    if request.limits.memory is not None:
+        # Admission only (Ray does not enforce it); the agent's cgroup on its node does.
+        options["memory"] = request.limits.memory
+    if placement.gpus:
+        options["num_gpus"] = placement.gpus
+    if placement.resources:
+        options["resources"] = dict(placement.resources)
+    if placement.labels:
+        options["label_selector"] = dict(placement.labels)
+    return options
+
+
+def why_pending(options: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str:
+    """What no alive node offers: each node's first shortfall, in words."""
+    needs = {"CPU": options.get("num_cpus") or 0, "GPU": options.get("num_gpus") or 0,
+             "memory": options.get("memory") or 0, **options.get("resources", {})}
+    labels = options.get("label_selector", {})
+    reasons = []
+    for node in nodes:
+        wrong = {k: node["labels"].get(k) for k, v in labels.items() if node["labels"].get(k) != v}
+        if wrong:
+            reasons.append(f"node {node['id'][:8]} has labels {wrong}")
+            continue
+        short = [f"{name} {_amount(name, amount)} (it has {_amount(name, node['resources'].get(name, 0))})"
+                 for name, amount in needs.items() if amount and node["resources"].get(name, 0) < amount]
+        reasons.append(f"node {node['id'][:8]} " + (f"lacks {', '.join(short)}" if short
+                                                       else "has room but is busy"))
+    wanted = ", ".join([f"{k} {_amount(k, v)}" for k, v in needs.items() if v] + [f"label {k}={v}" for k, v in labels.items()])
+    return f"waiting for a node with {wanted or 'room'}: " + ("; ".join(reasons) or "no node is alive")
+
+
+def _amount(resource: str, amount: float) -> str:
+    return f"{amount / 2**30:.1f}Gi" if resource == "memory" else f"{amount:g}"
+
+
+class RemoteCgroup(AgentCgroup):
+    """A placed agent's cgroup as the kernel sees it: it lives on the node, which kills and
+    measures; here are the last counters the node reported."""
+
+    def __init__(self, agent_id: str, remote: RemoteAgent) -> None:
+        super().__init__(agent_id, [], {})
+        self._remote = remote
+        self.last = CgroupStats()
+
+    def attach(self, pid: int) -> None:
+        raise NotImplementedError("a placed agent's cgroup is joined on its node")
+
+    def procs(self) -> list[int]:
+        return []
+
+    def _kill_leaf(self) -> int:
+        self._remote.signal(signal.SIGKILL)
+        return 0
+
+    def stats(self) -> CgroupStats:
+        self._remote.refresh_stats()
+        return self.last
+
+    def oom_killed(self) -> bool:
+        return bool(self.last.oom_kills)
+
+
+class RemoteAgent:
+    """One agent on a node: its ``AgentHost`` actor and the bridge to its kernel connection."""
+
+    def __init__(self, service: ClusterService, agent_id: str, request: SpawnRequest,
+                 placement: PlacementWire, timeout: float) -> None:
+        self.service = service
+        self.agent_id = agent_id
+        self.name = request.name
+        #: What it asked for: its children that ask for nothing are placed the same way.
+        self.placement = placement
+        self.options = actor_options(agent_id, request, placement)
+        self.timeout = timeout
+        self.cgroup = RemoteCgroup(agent_id, self)
+        #: Where it runs (``AgentHost.launch``'s ``node``), and the node's cgroup report.
+        self.node: dict[str, Any] = {}
+        self.cgroup_report: dict[str, Any] = {}
+        self.handle: Any = None
+        self._sock: socket.socket | None = None
+        self._output: asyncio.WriteTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ended = False
+        self._refreshing = False
+
+    async def launch(self, request: SpawnRequest, *, output_fd: int, kernel_sock: socket.socket,
+                     settings: LaunchSettings, spawner: str | None, project: str | None) -> Launched:
+        """Create the agent's actor, wait until a node takes it (``timeout``), start the agent there."""
+        loop = asyncio.get_running_loop()
+        self.handle = _HOST.options(**self.options).remote()
+        self.service.pending[self.agent_id] = {
+            "id": self.agent_id, "name": self.name, "project": project, "parent": spawner,
+            "status": "pending", "since": time.time(),
+            "reason": why_pending(self.options, self.service.nodes())}
+        try:
+            reply = await asyncio.wait_for(asyncio.wrap_future(
+                self.handle.launch.remote(request, self.agent_id, settings).future()), self.timeout)
+        except asyncio.TimeoutError:
+            reason = self.service.pending[self.agent_id]["reason"]
+            self.discard()
+            raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
+                              pending=True, reason=reason) from None
+        except RayTaskError as exc:
+            self.discard()
+            cause = exc.as_instanceof_cause()
+            message = str(cause.args[0]) if isinstance(cause, LaunchRefused) and cause.args else str(exc)
+            raise Unavailable(f"cannot start agent {self.name!r} on its node: {message}") from None
+        except BaseException:
+            self.discard()
+            raise
+        finally:
+            self.service.pending.pop(self.agent_id, None)
+        self.node = reply["node"]
+        self.cgroup_report = reply["cgroup"]
+        self.cgroup.enforced = reply["enforced"]
+        # Ours from here: the service closes the originals when the launch returns.
+        self._sock = socket.socket(fileno=os.dup(kernel_sock.fileno()))
+        self._sock.setblocking(False)
+        self._output, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(output_fd), "wb", 0))
+        self.service.remotes.add(self)
+        # The node's monotonic clock is not ours: its setup steps cannot be placed on our trace.
+        return Launched(pid=reply["pid"], pidfd=-1, isolation=reply["sandbox"])
+
+    def watch(self, on_end: Callable[[int | None, int | None], None]) -> None:
+        """Start the bridge; ``on_end(exit_code, signal)`` once the agent ended or its node was lost."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._pull(on_end)), loop.create_task(self._push())]
+
+    def signal(self, sig: int) -> None:
+        if not self._ended and self.handle is not None:
+            self.handle.signal.remote(sig)
+
+    def refresh_stats(self) -> None:
+        """Ask the node for fresh counters; ``cgroup.stats()`` shows them from then on."""
+        if self._ended or self._refreshing or self.handle is None:
+            return
+        self._refreshing = True
+        asyncio.get_running_loop().create_task(self._fetch_stats())
+
+    async def _fetch_stats(self) -> None:
+        try:
+            self.cgroup.last = await self.handle.stats.remote()
+        except RayError:
+            pass  # its end (or its node's loss) reaches _pull
+        finally:
+            self._refreshing = False
+
+    def discard(self) -> None:
+        """Kill the actor (with its agent: the agent dies with its host) and close the bridge."""
+        self._ended = True
+        for task in self._tasks:
+            task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        if self._output is not None:
+            self._output.close()
+        if self.handle is not None:
+            ray.kill(self.handle, no_restart=True)
+        self.service.remotes.discard(self)
+
+    async def _pull(self, on_end: Callable[[int | None, int | None], None]) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None and self._output is not None
+        while True:
+            try:
+                events = await self.handle.pull.remote()
+            except RayActorError as exc:
+                log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id,
+                            str(exc).splitlines()[0])
+                self.node["lost"] = True
+                self._close(on_end, None, signal.SIGKILL)
+                return
+            for event in events:
+                kind = event[0]
+                if kind == "in":
+                    await self._to_kernel(loop, event[1])
+                elif kind == "out":
+                    self._output.write(event[1])
+                else:
+                    self.cgroup.last = event[3]
+                    try:
+                        await self.handle.close.remote()
+                    except RayError:
+                        pass  # the zygote and cgroup instance go with the actor's process anyway
+                    self._close(on_end, event[1], event[2])
+                    return
+
+    async def _to_kernel(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
+        assert self._sock is not None
+        try:
+            if data:
+                await loop.sock_sendall(self._sock, data)
+            else:
+                self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the kernel closed the agent's connection: what the agent sends now goes nowhere
+
+    async def _push(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            try:
+                data = await loop.sock_recv(self._sock, _READ)
+            except OSError:
+                data = b""
+            # Not awaited: Ray runs one caller's calls on an actor in order, so replies keep theirs.
+            self.handle.push.remote(data)
+            if not data:
+                return
+
+    def _close(self, on_end: Callable[[int | None, int | None], None], exit_code: int | None,
+               sig: int | None) -> None:
+        self._tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        self.discard()
+        on_end(exit_code, sig)

@@ -1,0 +1,271 @@
+"""``AgentHost``: the Ray actor that runs one agent on its node, through the node's own sandbox
+and cgroups, and carries the agent's kernel connection and output to the kernel.
+
+The kernel drives it (``launch``, then ``pull`` in a loop and ``push`` per reply): every byte
+the agent writes to its kernel connection (fd 3, as on one host) comes back as the answer to a
+``pull`` the kernel issued on this actor's handle. The kernel never takes an agent id from a host:
+a frame is the agent's because it came from the actor the kernel created for that agent, so a
+host (compromised or not) can speak only as its own agent. This module imports Ray nowhere: the
+kernel wraps the class with ``ray.remote`` (``backend.py``), and the nodes import it by name.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import os
+import signal
+import socket
+from typing import Any
+
+from ..cgroups import AgentCgroup, CgroupDriver, CgroupStats, NoDriver, destroy, detect, open_driver, remove_stale
+from ..processes.launcher import start_process
+from ..processes.request import SpawnRequest
+from ..sandbox import Launcher, SandboxError
+from ..sandbox.spec import Launched, reap
+from .settings import LaunchSettings
+
+#: Bytes of the agent's kernel connection buffered here while the kernel does not pull: past
+#: this the agent is not read (it blocks in its own write), as the kernel's reactor does.
+HIGH_WATER = 4 * 1024 * 1024
+_READ = 256 * 1024
+
+
+class LaunchRefused(Exception):
+    """The agent cannot start on this node (its sandbox or its limits); the message says why."""
+
+
+class AgentHost:
+    """One agent on one node: its sandbox, its cgroup, and the two streams the kernel pulls."""
+
+    def __init__(self) -> None:
+        self._launcher: Launcher | None = None
+        self._driver: CgroupDriver = NoDriver("not started")
+        self._cgroup: AgentCgroup | None = None
+        self._launched: Launched | None = None
+        self._sock: socket.socket | None = None
+        self._output = -1
+        self._events: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._buffered = 0
+        self._wake = asyncio.Event()
+        self._outbox = bytearray()
+        self._writing = False
+        self._close_after_write = False
+        self._ended = False
+
+    # -- called by the kernel -----------------------------------------------------------
+
+    async def launch(self, request: SpawnRequest, agent_id: str, settings: LaunchSettings) -> dict[str, Any]:
+        """Start the agent in a sandbox and cgroup of this node; answers its pid, isolation and node."""
+        import ray  # on a node Ray is there: this runs inside a Ray worker
+
+        loop = asyncio.get_running_loop()
+        self._launcher = Launcher()
+        await loop.run_in_executor(None, self._launcher.start)
+        self._driver = await self._open_driver()
+        missing = [name for name in request.limits.requested()
+                   if name not in self._driver.enforceable and name not in request.default_limits]
+        if missing and not request.allow_degraded:
+            raise LaunchRefused(f"limits {missing} cannot be enforced on this node ({self._situation()}); "
+                                "set allow_degraded to run the agent without them")
+        try:
+            self._cgroup = self._driver.create(agent_id, request.limits)
+        except OSError as exc:
+            raise LaunchRefused(f"cannot create the agent's cgroup on this node: {exc}") from None
+        host_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_output, write_output = os.pipe2(os.O_CLOEXEC)
+        start = functools.partial(start_process, self._launcher, request, agent_id, output_fd=write_output,
+                                  kernel_fd=agent_end.fileno(), before_exec=self._cgroup.attach,
+                                  passed_env=settings.passed_env, masked_paths=settings.masked_paths,
+                                  tmp_size=request.tmp_size, agent_uid=settings.agent_uid)
+        try:
+            self._launched = await loop.run_in_executor(None, start)
+        except SandboxError as exc:
+            host_end.close()
+            os.close(read_output)
+            await destroy(self._cgroup)
+            raise LaunchRefused(str(exc)) from None
+        finally:
+            agent_end.close()
+            os.close(write_output)
+        self._sock, self._output = host_end, read_output
+        host_end.setblocking(False)
+        os.set_blocking(read_output, False)
+        loop.add_reader(host_end.fileno(), self._read_agent)
+        loop.add_reader(read_output, self._read_output)
+        loop.add_reader(self._launched.pidfd, self._on_exit)
+        context = ray.get_runtime_context()
+        node_id = context.get_node_id()
+        labels: dict[str, str] = next((n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node_id), {})
+        return {"pid": self._launched.pid, "steps": self._launched.steps,
+                "sandbox": self._launched.isolation, "cgroup": self._cgroup_report(),
+                "enforced": dict(self._cgroup.enforced), "tracks_tree": self._cgroup.tracks_tree,
+                "node": {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+                         "labels": {k: v for k, v in labels.items() if not k.startswith("ray.io/")},
+                         "actor_pid": os.getpid()}}
+
+    async def pull(self) -> list[tuple[Any, ...]]:
+        """The next events, waiting for one: ``("in", bytes)`` from the agent's connection (``b""``:
+        it closed), ``("out", bytes)`` of its output, and last ``("end", exit code, signal, stats)``."""
+        while not self._events:
+            self._wake.clear()
+            await self._wake.wait()
+        events = list(self._events)
+        self._events.clear()
+        if self._buffered > HIGH_WATER and self._sock is not None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._read_agent)
+        self._buffered = 0
+        return events
+
+    def push(self, data: bytes) -> None:
+        """Bytes from the kernel for the agent, in the order the kernel sent them (``b""``: the kernel
+        closed the connection). Not a coroutine: Ray starts an actor's calls from one caller in
+        order, so appending here keeps the stream's order."""
+        if self._sock is None:
+            return
+        if not data:
+            self._close_after_write = True
+        self._outbox += data
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write())
+
+    def signal(self, sig: int) -> None:
+        """Signal the agent's tree: the main process, then everything in its cgroup."""
+        if self._launched is None or self._ended:
+            return
+        if sig == signal.SIGKILL and self._cgroup is not None and self._cgroup.tracks_tree:
+            self._cgroup.kill()
+        try:
+            signal.pidfd_send_signal(self._launched.pidfd, sig)
+        except ProcessLookupError:
+            return
+        if self._cgroup is not None and self._cgroup.tracks_tree:
+            for pid in self._cgroup.procs():
+                if pid != self._launched.pid:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+
+    def stats(self) -> CgroupStats:
+        return self._cgroup.stats() if self._cgroup is not None else CgroupStats()
+
+    async def close(self) -> None:
+        """After the end: the launcher's zygote and this actor's cgroup instance go."""
+        if self._launcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._launcher.close)
+            self._launcher = None
+        self._driver.stop()
+
+    # -- this node's side ---------------------------------------------------------------
+
+    async def _open_driver(self) -> CgroupDriver:
+        driver = open_driver(detect())
+        try:
+            stale = driver.start()
+        except OSError as exc:
+            return NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
+        await remove_stale(driver, stale)
+        return driver
+
+    def _situation(self) -> str:
+        if isinstance(self._driver, NoDriver):
+            return f"no cgroups: {self._driver.reason}"
+        return f"the {self._driver.name} cgroup driver enforces only {sorted(self._driver.enforceable) or 'nothing'}"
+
+    def _cgroup_report(self) -> dict[str, Any]:
+        assert self._cgroup is not None
+        enforced = self._cgroup.enforced
+        return {"driver": self._driver.name, "layout": detect().kind,
+                "enforced": sorted(name for name, ok in enforced.items() if ok),
+                "not_enforced": sorted(name for name, ok in enforced.items() if not ok),
+                "tracks_tree": self._cgroup.tracks_tree, "pause": False,
+                **({"reason": self._driver.reason} if isinstance(self._driver, NoDriver) else {})}
+
+    def _emit(self, *event: Any) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    def _read_agent(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        loop = asyncio.get_running_loop()
+        if not data:
+            loop.remove_reader(self._sock.fileno())
+        self._emit("in", data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            loop.remove_reader(self._sock.fileno())
+
+    def _read_output(self) -> None:
+        try:
+            data = os.read(self._output, _READ)
+        except BlockingIOError:
+            return
+        if not data:
+            asyncio.get_running_loop().remove_reader(self._output)
+            return
+        self._emit("out", data)
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._outbox and self._sock is not None:
+                data = bytes(self._outbox)
+                self._outbox.clear()
+                await loop.sock_sendall(self._sock, data)
+            if self._close_after_write and self._sock is not None:
+                self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the agent is gone: its end arrives through its pidfd
+        finally:
+            self._writing = False
+
+    def _on_exit(self) -> None:
+        assert self._launched is not None
+        ending = reap(self._launched.pidfd)
+        if ending is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._launched.pidfd)
+        os.close(self._launched.pidfd)
+        self._launched.pidfd = -1
+        loop.create_task(self._finish(ending.exit_code, ending.signal))
+
+    async def _finish(self, exit_code: int | None, sig: int | None) -> None:
+        """What is left of the tree is killed, the last counters read, the cgroup removed, then the end."""
+        self._ended = True
+        assert self._cgroup is not None
+        final = CgroupStats()
+
+        def snapshot() -> None:
+            nonlocal final
+            assert self._cgroup is not None
+            final = dataclasses.replace(self._cgroup.stats(), pids_current=0)
+
+        if self._cgroup.tracks_tree:
+            await destroy(self._cgroup, on_empty=snapshot)
+        else:
+            snapshot()
+        # The output's writers are dead now: what they wrote is read to its end.
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._output)
+        while True:
+            try:
+                data = os.read(self._output, _READ)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self._emit("out", data)
+        os.close(self._output)
+        if self._sock is not None:
+            loop.remove_reader(self._sock.fileno())
+        self._emit("end", exit_code, sig, final)

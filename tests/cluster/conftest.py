@@ -1,0 +1,86 @@
+"""A two-node Ray cluster for the session (head: the kernel's node, with ``llm_gateway``; a worker
+labelled ``pool=agents`` with ``agent_slots``), and kernels that drive it against a fake Gemini.
+
+Ray binds the host's routable address unless the machine has no other: these tests run only in
+a loopback-only network namespace (``.ci/run``'s ray stage: ``unshare --net``), and fail
+elsewhere rather than open Ray's ports on a shared machine's network.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentos.testing import FakeGemini
+from agentos.testing.kernel import KernelProcess
+
+AGENTS = Path(__file__).parent / "agents"
+MiB = 1024 * 1024
+
+
+def agent(name: str) -> str:
+    return str(AGENTS / f"{name}.py")
+
+
+@dataclass
+class RayCluster:
+    cluster: Any
+    head: Any
+    worker: Any
+
+    @property
+    def address(self) -> str:
+        return str(self.cluster.address)
+
+    def add_node(self, **options: Any) -> Any:
+        return self.cluster.add_node(object_store_memory=100 * MiB, num_cpus=1, **options)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    interfaces = sorted(name for _, name in socket.if_nameindex())
+    if interfaces != ["lo"]:
+        pytest.fail(f"the ray tests run in a loopback-only network namespace (unshare --net), not with "
+                    f"interfaces {interfaces}: see .ci/run's ray stage")
+    from ray.cluster_utils import Cluster
+
+    token = tmp_path_factory.mktemp("ray") / "token"
+    token.write_text(secrets.token_hex(16))
+    token.chmod(0o600)
+    # Read by every Ray process the cluster starts, and by the kernels (children of this one).
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"llm_gateway": 1}, "object_store_memory": 100 * MiB,
+        "labels": {"pool": "gateway"}})
+    try:
+        worker = cluster.add_node(num_cpus=2, resources={"agent_slots": 8}, labels={"pool": "agents"},
+                                  object_store_memory=100 * MiB)
+        cluster.wait_for_nodes()
+        yield RayCluster(cluster, cluster.head_node, worker)
+    finally:
+        # Only the nodes this session started (never `ray stop`: other clusters may share the machine).
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini().running_in_thread() as f:
+        yield f
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, ray_cluster: RayCluster, fake: FakeGemini) -> Iterator[KernelProcess]:
+    """A kernel driving the session's cluster, its LLM gateway on the fake Gemini."""
+    k = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address], env={
+        "AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,
+        "AGENTOS_GEMINI_MODEL": "gemini-test", "GOOGLE_API_KEY": ""}).start()
+    try:
+        yield k
+    finally:
+        k.stop_checked()

@@ -1,0 +1,197 @@
+"""Agents on a two-node Ray cluster, driven by a kernel on this machine (both "nodes" are this
+machine, so each test can look at an agent's process and cgroup directly)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentos.errors import Unavailable
+from agentos.manifest.schema import DEFAULT_CAPABILITIES
+from agentos.testing import FakeGemini
+from agentos.testing.kernel import KernelProcess
+
+from .conftest import RayCluster, agent
+
+pytestmark = pytest.mark.ray
+
+WORKER = {"labels": {"pool": "agents"}}
+HEAD = {"labels": {"pool": "gateway"}}
+#: The defaults, and the shared state store the couriers meet in.
+SHARING = [*DEFAULT_CAPABILITIES, "state_shared"]
+
+
+def until(check: Any, what: str, timeout: float = 60.0) -> Any:
+    """Poll ``check()`` until it returns something true (a bound on waiting, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists (or is a zombie nobody will run again)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def cgroup_dirs(pid: int) -> list[Path]:
+    """The directories of ``pid``'s cgroups that agentos made (v1: one per hierarchy; v2: one)."""
+    dirs = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "/agentos/" not in path:
+            continue
+        base = Path("/sys/fs/cgroup")
+        if controllers:
+            base /= next(c for c in controllers.split(",") if c)
+            if not base.exists():
+                base = Path("/sys/fs/cgroup") / controllers
+        dirs.append(base / path.lstrip("/"))
+    return dirs
+
+
+def test_placement_by_label_and_ps_shows_the_node(kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+    with kernel.client() as client:
+        on_worker = client.spawn("w", agent("sleeper"), placement=WORKER)
+        on_head = client.spawn("h", agent("sleeper"), placement=HEAD)
+        assert on_worker["node"] == on_worker["isolation"]["node"]["id"] == ray_cluster.worker.node_id
+        assert on_worker["isolation"]["node"]["labels"] == {"pool": "agents"}
+        assert on_head["node"] == ray_cluster.head.node_id
+        local = client.spawn("l", agent("sleeper"))
+        assert local["node"] is None
+        for name in ("w", "h", "l"):
+            client.wait(name, until="ready", timeout=60)
+        nodes = {a["name"]: a["node"] for a in client.list_agents(status="running")}
+        assert nodes == {"w": ray_cluster.worker.node_id, "h": ray_cluster.head.node_id, "l": None}
+        assert "up as pid" in client.logs("w")
+        for name in ("w", "h", "l"):
+            assert client.kill(name, grace=5)["status"] == "killed"
+
+
+def test_more_memory_than_any_node_stays_pending(kernel: KernelProcess) -> None:
+    outcome: dict[str, Any] = {}
+
+    def spawn() -> None:
+        with kernel.client() as spawner:
+            try:
+                spawner.spawn("big", agent("sleeper"), limits={"memory": "4000Gi"},
+                              placement={**WORKER, "timeout": "8s"})
+            except Unavailable as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    try:
+        with kernel.client() as client:
+            pending = until(lambda: client.list_agents(status="pending"), "the agent listed as pending")
+    finally:
+        thread.join()
+    assert [row["name"] for row in pending] == ["big"]
+    assert pending[0]["status"] == "pending"
+    assert "memory" in pending[0]["reason"] and "lacks memory" in pending[0]["reason"]
+    error = outcome["error"]
+    assert "found no node within 8s" in str(error) and error.details["pending"] is True
+    with kernel.client() as client:
+        assert client.list_agents(status="pending") == []
+        assert client.list_agents(name="big") == []
+
+
+def test_think_from_the_worker_goes_through_the_kernels_gateway(kernel: KernelProcess, fake: FakeGemini,
+                                                              ray_cluster: RayCluster) -> None:
+    seen = len(fake.requests)
+    with kernel.client() as client:
+        spawned = client.spawn("thinker", agent("thinker"), placement=WORKER, capabilities=SHARING)
+        assert spawned["node"] == ray_cluster.worker.node_id
+        ended = client.wait("thinker", timeout=60)
+        assert ended["status"] == "exited", client.logs("thinker")
+        assert "answer: " in client.logs("thinker")
+        assert client.fetch("answer", scope="shared") == "echo: say hello from the worker node"
+    # The agent holds no key: the kernel's gateway made the call, with the kernel's key.
+    calls = [r for r in fake.requests[seen:] if "say hello from the worker node" in str(r.body)]
+    assert len(calls) == 1
+
+
+def test_state_and_mail_between_agents_on_different_nodes(kernel: KernelProcess) -> None:
+    with kernel.client() as client:
+        client.spawn("receiver", agent("courier"), args=["receive"], placement=WORKER,
+                     capabilities=SHARING)
+        client.wait("receiver", until="ready", timeout=60)
+        client.spawn("sender", agent("courier"), args=["send", "receiver", "parcel-42"], placement=HEAD,
+                     capabilities=SHARING)
+        assert client.wait("sender", timeout=60)["status"] == "exited", client.logs("sender")
+        assert client.wait("receiver", timeout=60)["status"] == "exited", client.logs("receiver")
+        log = client.logs("receiver")
+    assert f"mail: parcel-42 from uid:{os.getuid()}/sender" in log
+    assert "state: parcel-42" in log
+
+
+def test_an_agent_on_a_removed_node_restarts_on_another(kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+    first = ray_cluster.add_node(labels={"pool": "spot"})
+    second = None
+    try:
+        with kernel.client() as client:
+            spawned = client.spawn("spot", agent("sleeper"), placement={"labels": {"pool": "spot"}},
+                                   restart={"policy": "on-failure", "backoff": 0.1})
+            assert spawned["node"] == first.node_id
+            client.wait("spot", until="ready", timeout=60)
+            second = ray_cluster.add_node(labels={"pool": "spot"})
+            ray_cluster.cluster.remove_node(first)
+            again = until(lambda: [a for a in client.list_agents(name="spot", status="running")
+                                   if a["restarts"] == 1 and a["ready"]], "the agent restarted and ready", 120)
+            assert again[0]["node"] == second.node_id
+            ended = [a for a in client.list_agents(name="spot") if a["status"] != "running"]
+            assert ended and ended[0]["status"] == "failed" and ended[0]["signal"] == signal.SIGKILL
+            client.kill("spot", grace=5)
+    finally:
+        for node in (first, second):
+            if node is not None and node in ray_cluster.cluster.worker_nodes:
+                ray_cluster.cluster.remove_node(node)
+
+
+def test_kill_leaves_no_process_and_no_cgroup_on_the_node(kernel: KernelProcess) -> None:
+    with kernel.client() as client:
+        spawned = client.spawn("victim", agent("sleeper"), placement=WORKER)
+        client.wait("victim", until="ready", timeout=60)
+        pid, host = spawned["pid"], spawned["isolation"]["node"]["actor_pid"]
+        dirs = cgroup_dirs(pid)
+        assert dirs and all(d.exists() for d in dirs)
+        assert client.kill("victim", grace=5)["status"] == "killed"
+    until(lambda: gone(pid), "the agent's process gone")
+    until(lambda: gone(host), "its AgentHost actor's process gone")
+    until(lambda: not any(d.exists() for d in dirs), "its cgroup removed")
+
+
+def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(kernel: KernelProcess) -> None:
+    with kernel.client() as client:
+        spawned = client.spawn("plain", agent("sleeper"), placement=WORKER)
+        client.wait("plain", until="ready", timeout=60)
+        pid = spawned["pid"]
+        isolation = spawned["isolation"]
+        assert isolation["degraded"] == []
+        assert isolation["cgroup"]["enforced"] == ["cpu", "memory", "pids"]
+        sandbox = isolation["sandbox"]
+        assert sandbox["seccomp"] and sandbox["no_new_privs"] and sandbox["network"] == "loopback"
+        assert {"pid", "mount", "net", "user"} - set(sandbox["namespaces"]) <= {"user"}
+        limits = {}
+        # The limits are on the agent's directory; its processes sit in the leaf below it.
+        for directory in {leaf.parent for leaf in cgroup_dirs(pid)}:
+            for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+                if (directory / name).exists():
+                    limits[name.split(".")[0]] = int((directory / name).read_text())
+        assert limits == {"memory": 512 * 1024 * 1024, "pids": 128}
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        assert int(uid) == sandbox["uid"] != 0
+        client.kill("plain", grace=5)
