@@ -245,14 +245,19 @@ LEDGER_FILE = "agents.db"
 def stand_down(state_dir: Path, project: str | None) -> int:
     """Outside any kernel (``agentos down`` after the kernel died): mark ``project``'s agents
     (None: every agent) as never to be restored, so the next kernel reports them lost instead
-    of bringing back a team its user took down. Returns how many rows it marked; a missing or
-    untrusted ledger is left alone (0)."""
+    of bringing back a team its user took down. Returns how many the next kernel would have
+    restored; a missing or untrusted ledger is left alone (0)."""
     path = state_dir / LEDGER_FILE
     if not path.exists() or untrusted(path) is not None:
         return 0
-    where, args = ("", ()) if project is None else (" AND project IS ?", (project,))
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
-        return int(conn.execute(f"UPDATE agents SET gave_up = 1 WHERE gave_up = 0{where}", args).rowcount)
+        ours = [entry for entry in _read_all(conn) if project is None or entry.project == project]
+        for entry in ours:
+            if entry.status == Status.RUNNING:
+                entry.status = Status.LOST  # as the next kernel will find it
+        restoring = _to_restore(ours)
+        conn.executemany("UPDATE agents SET gave_up = 1 WHERE id = ?", [(e.id,) for e in ours if not e.gave_up])
+    return len(restoring)
 
 
 def untrusted(path: Path) -> str | None:
