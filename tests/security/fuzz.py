@@ -54,7 +54,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
     Op.PAUSE: ("id", "name"),
     Op.RESUME: ("id", "name"),
     Op.START: ("id", "name"),
-    Op.LIST: ("status", "name", "project", "include"),
+    Op.LIST: ("status", "name", "project", "include", "limit", "cursor", "stream"),
     Op.WAIT: ("id", "name", "until", "timeout"),
     Op.LOGS: ("id", "name", "tail", "follow"),
     Op.READY: (),

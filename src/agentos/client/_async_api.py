@@ -143,12 +143,37 @@ class AsyncClientMethods(abc.ABC):
 
     async def list_agents(self, status: str | list[str] | None = None,
                           name: str | None = None, project: str | None = None, *,
-                          include: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Running and recently ended agents, with status, exit code and cgroup usage; only
-        ``project``'s if given (``""``: those of no project). ``name`` may be ``project/name``.
-        ``include=["isolation"]`` adds each agent's isolation report (as SPAWN answered it)."""
-        reply = await self._call(Op.LIST, _processes.list_request(status, name, project, include))
-        return reply["agents"]
+                          include: Sequence[str] = (), limit: int | None = None,
+                          cursor: str | None = None) -> list[dict[str, Any]]:
+        """Running and recently ended agents, with status, exit code and cgroup usage (and
+        ``usage_age``, how many seconds ago it was read); only ``project``'s if given (``""``:
+        those of no project). ``name`` may be ``project/name``. ``include=["isolation"]`` adds
+        each agent's isolation report (as SPAWN answered it). All of them (at most ``limit``,
+        after a page's ``cursor``), fetched a page at a time (``iter_agents``)."""
+        return [agent async for agent in self.iter_agents(status, name, project, include=include, limit=limit,
+                                                          cursor=cursor)]
+
+    async def iter_agents(self, status: str | list[str] | None = None,
+                          name: str | None = None, project: str | None = None, *,
+                          include: Sequence[str] = (), limit: int | None = None,
+                          cursor: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Each agent ``list_agents`` returns, as its page arrives: one LIST whose reply the
+        kernel streams a page (``processes.list_page`` agents) at a time."""
+        request = _processes.list_request(status, name, project, include, limit=limit, cursor=cursor,
+                                          stream=True)
+        async for chunk in self._stream(Op.LIST, request):
+            for agent in chunk.get("agents", ()):
+                yield agent
+
+    async def list_page(self, status: str | list[str] | None = None,
+                        name: str | None = None, project: str | None = None, *,
+                        include: Sequence[str] = (), limit: int | None = None,
+                        cursor: str | None = None) -> dict[str, Any]:
+        """One page of ``list_agents``: ``{"agents": [...], "cursor": ...}``, at most ``limit``
+        (and ``processes.list_page``) agents; pass its ``cursor`` for the next page (None: the
+        last page)."""
+        return await self._call(Op.LIST, _processes.list_request(status, name, project, include,
+                                                                 limit=limit, cursor=cursor))
 
     async def purge(self, project: str) -> dict[str, Any]:
         """Remove ``project``'s mailboxes, state, registered names and volumes (yours; an admin's:

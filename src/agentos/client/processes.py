@@ -165,8 +165,15 @@ def kill_request(agent: str | None = None, *, id: str | None = None, name: str |
 
 
 def list_request(status: str | Sequence[str] | None = None, name: str | None = None,
-                 project: str | None = None, include: Sequence[str] = ()) -> dict[str, Any]:
+                 project: str | None = None, include: Sequence[str] = (), *, limit: int | None = None,
+                 cursor: str | None = None, stream: bool = False) -> dict[str, Any]:
     payload: dict[str, Any] = {}
+    if limit is not None:
+        payload["limit"] = limit
+    if cursor is not None:
+        payload["cursor"] = cursor
+    if stream:
+        payload["stream"] = True
     if include:
         payload["include"] = list(include)
     if project is not None:

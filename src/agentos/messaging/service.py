@@ -123,7 +123,7 @@ class MessagingService:
         sender first; a registered name, nearest scope first, global last."""
         target = check_text(target, "to", MAX_ADDRESS_BYTES)
         permissions = self._permissions()
-        if target in permissions.agents():
+        if permissions.knows(target):
             return permissions.agent_principal(target)
         if _UID.fullmatch(target):
             return target
@@ -136,7 +136,7 @@ class MessagingService:
             raise NotFound(f"no agent receives at {target!r}", to=target)
         scopes = _scopes(permissions.principal(identity))
         found = await self.boxes.lookup(target, [*scopes, GLOBAL])
-        live = [agent_id for agent_id in permissions.agents() if permissions.name_of(agent_id) == target]
+        live = permissions.ids_named(target)
         # The sender's own project first: another team's agent of that name only if it has none.
         project = permissions.project_of(identity.agent_id) if identity.agent_id is not None else None
         live = [a for a in live if permissions.project_of(a) == project] or live
@@ -160,8 +160,7 @@ class MessagingService:
             return None
         project, _, name = target.partition("/")
         permissions = self._permissions()
-        known = [a for a in permissions.agents()
-                 if permissions.name_of(a) == name and permissions.project_of(a) == project]
+        known = [a for a in permissions.ids_named(name) if permissions.project_of(a) == project]
         running = [a for a in known if a in self._live_agents]
         if running or known:
             return permissions.agent_principal((running or known)[-1])
@@ -369,8 +368,8 @@ class MessagingService:
         # The database refuses the name of every agent that ever started here; this also covers
         # one whose start is still being recorded. By principal, not id: a restarted agent may
         # register its own name again.
-        for agent_id in permissions.agents():
-            if permissions.name_of(agent_id) == name and permissions.agent_principal(agent_id) != owner:
+        for agent_id in permissions.ids_named(name):
+            if permissions.agent_principal(agent_id) != owner:
                 raise PermissionDenied(f"{name!r} is the name of agent {agent_id}: an agent's name "
                                        "always reaches that agent", field="name", name=name)
         # Siblings share a scope (an agent's is its spawner's principal; a client's, its own).

@@ -53,6 +53,10 @@ class Permissions:
         self._uids: dict[int, frozenset[Capability]] = dict(uid_capabilities or {})
         self.default_child = default_child
         self._agents: dict[str, AgentRecord] = {}
+        #: Name -> ids, principal path -> ids, each oldest first: what SEND, REGISTER and
+        #: name lookups ask, answered without walking every agent.
+        self._named: dict[str, dict[str, None]] = {}
+        self._paths: dict[str, dict[str, None]] = {}
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> Permissions:
@@ -107,15 +111,23 @@ class Permissions:
 
     def id_of(self, name: str) -> str | None:
         """The id of the live agent called ``name`` (the newest, if several share it)."""
-        found = None
-        for record in self._agents.values():
-            if record.name == name:
-                found = record.agent_id
-        return found
+        ids = self.ids_named(name)
+        return ids[-1] if ids else None
+
+    def ids_named(self, name: str) -> list[str]:
+        """Ids of the registered agents called ``name``, oldest first."""
+        return list(self._named.get(name, ()))
+
+    def knows(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` is registered (and not forgotten)."""
+        return agent_id in self._agents
 
     def agents(self) -> list[str]:
         """Ids of every agent registered (and not forgotten)."""
         return list(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
 
     def principal(self, identity: Identity) -> str:
         """The durable name of ``identity``'s own state and mailbox: an agent's spawn path,
@@ -130,11 +142,8 @@ class Permissions:
 
     def find_path(self, path: str) -> str | None:
         """The id of the newest agent whose principal is ``path``."""
-        found = None
-        for record in self._agents.values():
-            if record.path == path:
-                found = record.agent_id
-        return found
+        ids = self._paths.get(path)
+        return next(reversed(ids)) if ids else None
 
     def describe(self, identity: Identity) -> dict[str, Any]:
         """GET_PERMS' answer for ``identity``."""
@@ -186,7 +195,11 @@ class Permissions:
         record = AgentRecord(agent_id, name, frozenset(capabilities),
                              caller_id(parent) if parent is not None else None,
                              f"{spawner}/{name or agent_id}", project)
+        self._unindex(agent_id)
         self._agents[agent_id] = record
+        if name is not None:
+            self._named.setdefault(name, {})[agent_id] = None
+        self._paths.setdefault(record.path, {})[agent_id] = None
         return record
 
     def project_of(self, agent_id: str) -> str | None:
@@ -195,7 +208,19 @@ class Permissions:
 
     def forget_agent(self, agent_id: str) -> None:
         """Drop an agent that will not come back. Its children keep their own records."""
+        self._unindex(agent_id)
         self._agents.pop(agent_id, None)
+
+    def _unindex(self, agent_id: str) -> None:
+        record = self._agents.get(agent_id)
+        if record is None:
+            return
+        for index, key in ((self._named, record.name), (self._paths, record.path)):
+            ids = index.get(key) if key is not None else None
+            if key is not None and ids is not None:
+                ids.pop(agent_id, None)
+                if not ids:
+                    del index[key]
 
     def is_descendant(self, agent_id: str, ancestor: str) -> bool:
         """True if ``ancestor`` (a ``caller_id``) spawned ``agent_id`` or one of its ancestors."""

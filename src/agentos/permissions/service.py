@@ -54,7 +54,7 @@ class PermissionService:
             return self.permissions.describe(call.identity)
         if not self.permissions.is_admin(call.identity):
             raise PermissionDenied("only an admin may read another agent's permissions")
-        if not isinstance(target, str) or target not in self.permissions.agents():
+        if not isinstance(target, str) or not self.permissions.knows(target):
             raise NotFound(f"no agent {target!r} is registered", agent=target)
         return self.permissions.describe_agent(target)
 

@@ -117,8 +117,11 @@ class Agent:
             return self.final_usage
         return self.cgroup.stats()
 
-    def info(self) -> dict[str, Any]:
-        """The agent as SPAWN, LIST, WAIT and KILL answer it."""
+    def info(self, usage: tuple[CgroupStats, float | None] | None = None) -> dict[str, Any]:
+        """The agent as SPAWN, LIST, WAIT and KILL answer it: with ``usage`` as given (LIST's, from
+        ``UsageCache``: the figures and their age in seconds), else read from its cgroup now."""
+        stats, age = usage if usage is not None else (
+            self.usage(), None if self.final_usage is not None else 0.0)
         return {
             "id": self.id, "name": self.name, "project": self.project, "pid": self.pid,
             "parent": self.parent, "argv": self.argv,
@@ -127,7 +130,7 @@ class Agent:
             "started_at": self.started_at, "ended_at": self.ended_at,
             "ready": self.ready_at is not None, "sandboxed": self.sandboxed, "restarts": self.restarts,
             "timeout": self.timeout, "idle_timeout": self.idle_timeout,
-            "limits": self.limits.to_dict(), "usage": self.usage().to_dict(),
+            "limits": self.limits.to_dict(), "usage": stats.to_dict(), "usage_age": age,
             "node": self.remote.node.get("id") if self.remote is not None else None,
         }
 

@@ -65,7 +65,8 @@ from .ports import Ports
 from .projects import Projects
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
-from .table import AgentTable
+from .table import AgentTable, AnyOf
+from .usage import UsageCache
 from .volumes import Attached, Volumes, VolumeStore, check_mount_points
 from .workspace import Workspace, Workspaces, stale_embryo
 
@@ -81,6 +82,9 @@ log = logging.getLogger("agentos.processes")
 _LOG_DRAIN_S = 2.0
 _LOG_CHUNK = 64 * 1024
 _MAX_TAIL = 16 * 1024 * 1024
+#: LIST entries built between two returns to the loop (~20 us each), and table rows scanned.
+_LIST_SLICE = 32
+_LIST_SCAN = 1024
 
 
 class ProcessService:
@@ -95,6 +99,7 @@ class ProcessService:
         except ValueError as exc:
             raise ValueError(f"kernel configuration: {exc}") from None
         self.table = AgentTable(self.settings.keep_ended)
+        self.usage = UsageCache()
         self.log_dir = kernel.config.state_dir / "logs"
         self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
@@ -232,11 +237,14 @@ class ProcessService:
                 driver=self.driver.name)
         notes.step("plan")
         notes.trace_environment(request.env)
+        # Held until the agent is in the table: an overlapping SPAWN of the name is refused.
+        self.table.reserve(request.name, project)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
         task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow,
                                                              project))
         self._starting.add(task)
         task.add_done_callback(self._start_done)
+        task.add_done_callback(lambda _: self.table.release(request.name, project))
         agent = await asyncio.shield(task)
         return {**agent.info(), "isolation": agent.isolation}
 
@@ -312,9 +320,11 @@ class ProcessService:
         agent_id = secrets.token_hex(6)
         remote = self._place(agent_id, request, wire, parent)
         try:
-            # A placed agent's cgroup is made on its node, by its host.
-            cgroup = remote.cgroup if remote is not None else self.driver.create(
-                agent_id, request.limits, parent=parent.cgroup if parent is not None else None)
+            # A placed agent's cgroup is made on its node, by its host. Here, in a thread: mkdir of
+            # a (v1 memory) cgroup costs the host more the more cgroups exist, and the loop never waits.
+            cgroup = remote.cgroup if remote is not None else await self.kernel.loop.run_in_executor(
+                None, functools.partial(self.driver.create, agent_id, request.limits,
+                                        parent=parent.cgroup if parent is not None else None))
         except OSError as exc:
             raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
         notes.step("cgroup")
@@ -452,7 +462,12 @@ class ProcessService:
         return {**await self.spawn_as(call.identity, agent.request), "started": True}
 
     async def list(self, call: Call) -> dict[str, Any]:
-        """The agents the caller may observe (running and recently ended), optionally filtered."""
+        """The agents the caller may observe (running and recently ended), optionally filtered:
+        a page (``limit``, ``cursor``), or with ``stream`` every page as a STREAM chunk.
+
+        Nothing per agent runs on the loop in one go: the table is walked a slice at a time,
+        cgroup usage is read in a worker thread (``UsageCache``), and the loop serves everyone
+        else between slices and between pages."""
         request = cast(ListRequest, call.request)
         statuses = request.status
         wanted = None if statuses is UNSET or statuses is None else (
@@ -465,25 +480,78 @@ class ProcessService:
         visible = self._observer(call.identity)
         spawned = self._ancestor_of(call.identity)
         isolation = request.include is not UNSET and "isolation" in request.include
-        # "running" selects every live agent, paused ones included; "paused" only those.
-        agents = [{**agent.info(), **({"spec": _spec(agent)} if spawned(agent) else {}),
-                   # Its volumes and workspace, as ``spec``: its spawners' and admins'.
-                   **({"isolation": agent.isolation} if isolation and spawned(agent) else {})}
-                  for agent in self.table
-                  if (wanted is None or agent.shown_status in wanted
-                      or (agent.running and Status.RUNNING in wanted))
-                  and (name is None or agent.name == name)
-                  and (project is None or (agent.project or "") == project) and visible(agent)]
+        stream = request.stream is True
+        page = self.settings.list_page
+        limit = None if request.limit is UNSET else request.limit
+        if not stream:
+            limit = min(limit or page, page)
+        after = 0 if request.cursor is UNSET else int(request.cursor)
+
+        def keep(agent: Agent) -> bool:
+            # "running" selects every live agent, paused ones included; "paused" only those.
+            return ((wanted is None or agent.shown_status in wanted
+                     or (agent.running and Status.RUNNING in wanted))
+                    and (project is None or (agent.project or "") == project) and visible(agent))
+
+        if stream:
+            call.open_stream()
+        agents: list[dict[str, Any]] = []
+        sent, more = 0, True
+        while more and (limit is None or sent < limit):
+            found, after, more = await self._select(after, page if limit is None else min(page, limit - sent),
+                                                    keep, name)
+            await self.usage.refresh(found)
+            entries = []
+            for chunk in range(0, len(found), _LIST_SLICE):
+                if chunk:
+                    await asyncio.sleep(0)
+                entries += [{**agent.info(self.usage.usage(agent)),
+                             **({"spec": _spec(agent)} if spawned(agent) else {}),
+                             # Its volumes and workspace, as ``spec``: its spawners' and admins'.
+                             **({"isolation": agent.isolation} if isolation and spawned(agent) else {})}
+                            for agent in found[chunk:chunk + _LIST_SLICE]]
+            sent += len(entries)
+            if not stream:
+                agents = entries
+                break
+            if entries:
+                await call.stream({"agents": entries})
+            await asyncio.sleep(0)  # between pages, the loop serves everyone else
+        cursor = str(after) if more else None
         cluster = self._cluster()
-        if cluster is not None and (wanted is None or "pending" in wanted):
+        if cursor is None and cluster is not None and (wanted is None or "pending" in wanted):
             # Agents still waiting for a node: to their spawner and to those who observe all.
             permissions = self._permissions()
             sees_all = permissions is None or permissions.holds(call.identity, Capability.OBSERVE)
-            agents += [dict(row) for row in cluster.pending.values()
+            pending = [dict(row) for row in cluster.pending.values()
                        if (sees_all or row["parent"] == call.identity.agent_id)
                        and (name is None or row["name"] == name)
                        and (project is None or (row["project"] or "") == project)]
-        return {"agents": agents}
+            if stream and pending:
+                await call.stream({"agents": pending})
+            agents += pending
+            sent += len(pending)
+        if stream:
+            return {"cursor": cursor, "count": sent}
+        return {"agents": agents, "cursor": cursor}
+
+    async def _select(self, after: int, count: int, keep: Callable[[Agent], bool],
+                      name: str | None) -> tuple[Sequence[Agent], int, bool]:
+        """Up to ``count`` agents after position ``after`` that ``keep`` keeps (of ``name`` only,
+        if given), scanned a slice at a time; the position scanned to; whether any follow it."""
+        found: list[Agent] = []
+        while len(found) < count:
+            chunk = self.table.page(after, _LIST_SCAN, name)
+            for position, agent in chunk:
+                after = position
+                if keep(agent):
+                    found.append(agent)
+                    if len(found) == count:
+                        break
+            if len(chunk) < _LIST_SCAN or len(found) == count:
+                break
+            await asyncio.sleep(0)
+        return found, after, bool(self.table.page(after, 1, name))
 
     async def wait(self, call: Call) -> dict[str, Any]:
         """Block this request (only) until the agent ends, or with ``until: "ready"`` until READY."""
@@ -698,6 +766,8 @@ class ProcessService:
         else:
             agent.status = Status.FAILED
         agent.ended_at = time.time()
+        self.table.ended(agent)
+        self.usage.forget(agent.id)
         self.ledger.ended(agent)
         self.log_retention.ended(agent.log.path, agent.project, agent.ended_at)
         self.lifecycle.forget(agent)
@@ -716,6 +786,8 @@ class ProcessService:
     def forget_pruned(self) -> None:
         """Drop the ended agents past ``keep_ended`` from the table, the ledger and the services."""
         forgotten = self.table.prune()
+        if not forgotten:
+            return
         self.ledger.forget(agent.id for agent in forgotten)
         permissions, egress = self._permissions(), self._egress()
         for old in forgotten:
@@ -723,6 +795,12 @@ class ProcessService:
                 permissions.forget_agent(old.id)
             if egress is not None:
                 egress.forget(old.id)
+        # Every other service that keeps something per agent id lets it go at the same moment.
+        ids = [old.id for old in forgotten]
+        for service in self.kernel.services.values():
+            forget = getattr(service, "forget_agents", None)
+            if forget is not None:
+                forget(ids)
 
     def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
                  workspace: Workspace | None, agent_id: str) -> None:
@@ -804,7 +882,7 @@ class ProcessService:
     def agent_of_peer(self, pid: int, pidfd: int | None) -> str | None:
         """The running agent process ``pid`` belongs to (for connections made by path); raises
         ``PeerGone`` if the process is no longer the one that connected."""
-        return agent_of_pid(pid, self.table.running_ids() | self._launching, self.table.running_pids(),
+        return agent_of_pid(pid, AnyOf(self.table.running_ids(), self._launching), self.table.running_pids(),
                             pidfd)
 
     def _place(self, agent_id: str, request: SpawnRequest, wire: SpawnRequestWire,

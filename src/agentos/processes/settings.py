@@ -11,7 +11,7 @@ from .launcher import PASSED_ENV
 from .logs import LogSettings
 
 _KEYS = ("log_max_bytes", "logs", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid",
-         "exposures_per_agent", "connections_per_exposure", "files")
+         "exposures_per_agent", "connections_per_exposure", "files", "list_page")
 _MAX_UID = 0xFFFFFFFE
 
 
@@ -40,6 +40,8 @@ class ProcessSettings:
     exposures_per_agent: int = 16
     #: Forwarded connections open at once through one exposure; more are closed at accept.
     connections_per_exposure: int = 64
+    #: Entries in one LIST page: its ``limit`` when none is given, and the most it may ask for.
+    list_page: int = 500
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ProcessSettings:
@@ -61,7 +63,7 @@ class ProcessSettings:
             raise ValueError(f"processes.agent_uid must be a uid in 1..{_MAX_UID} (agents never run as root), "
                              f"got {agent_uid!r}")
         counts = {}
-        for name in ("exposures_per_agent", "connections_per_exposure"):
+        for name in ("exposures_per_agent", "connections_per_exposure", "list_page"):
             value = section.get(name, getattr(defaults, name))
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"processes.{name} must be a positive integer, got {value!r}")

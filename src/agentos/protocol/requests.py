@@ -273,6 +273,13 @@ class ListRequest(Request):
     project: ProjectFilter | None | UnsetType = UNSET
     #: Entries carry these too (left out by default: a LIST of thousands stays small).
     include: list[Literal["isolation"]] | UnsetType = UNSET
+    #: At most this many entries (default, and at most, the kernel's ``processes.list_page``);
+    #: with ``stream``, in all, sent a page at a time (default: every one).
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] | UnsetType = UNSET
+    #: Go on after the page whose reply gave this ``cursor``.
+    cursor: Annotated[str, Meta(min_length=1, max_length=20, pattern=r"^[0-9]+\Z")] | UnsetType = UNSET
+    #: Send the entries as STREAM chunks of a page each, the END carrying the ``cursor``.
+    stream: bool | UnsetType = UNSET
 
 
 class WaitRequest(_AgentRef, kw_only=True):

@@ -1,0 +1,90 @@
+"""Running agents' cgroup usage as LIST shows it: read in a worker thread, kept with its age.
+
+A LIST of thousands of agents must not read thousands of control files on the event loop
+(on cgroup v1, about ten files an agent). LIST asks ``refresh`` for the agents of its page:
+those read more than ``max_age`` ago are read again, in one batch on a worker thread, while
+the loop serves everyone else; the rest are answered from here. Each entry says how old
+it is (``usage_age``), so a reader can tell a figure of a moment ago from a fresh one.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from ..cgroups import AgentCgroup, CgroupStats
+from .agent import Agent
+
+#: Usage read this recently (seconds) is answered as it is.
+MAX_AGE = 1.0
+
+
+class UsageCache:
+    """The last usage read of each running agent, and when (``time.monotonic``)."""
+
+    def __init__(self, max_age: float = MAX_AGE) -> None:
+        self.max_age = max_age
+        self._read: dict[str, tuple[CgroupStats, float]] = {}
+        #: The batch being read, by agent id: a second LIST waits for it instead of reading again.
+        self._reading: dict[str, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._read)
+
+    async def refresh(self, agents: Sequence[Agent]) -> None:
+        """Read again, off the loop, the usage of those ``agents`` read longer than ``max_age`` ago."""
+        now = time.monotonic()
+        stale: list[Agent] = []
+        waits: set[asyncio.Future[None]] = set()
+        for agent in agents:
+            if not agent.running:
+                continue
+            pending = self._reading.get(agent.id)
+            if pending is not None:
+                waits.add(pending)
+                continue
+            entry = self._read.get(agent.id)
+            if entry is None or now - entry[1] > self.max_age:
+                stale.append(agent)
+        if stale:
+            waits.add(asyncio.ensure_future(self._read_batch(stale)))
+        if waits:
+            await asyncio.gather(*waits)
+
+    async def _read_batch(self, agents: list[Agent]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        for agent in agents:
+            self._reading[agent.id] = done
+        try:
+            # A placed agent's figures come from its node (its cgroup object asks there, on the loop).
+            local = [agent for agent in agents if agent.remote is None]
+            stats = dict(zip((a.id for a in local),
+                             await loop.run_in_executor(None, _read_all, [a.cgroup for a in local])))
+            stats.update((agent.id, agent.cgroup.stats()) for agent in agents if agent.remote is not None)
+            at = time.monotonic()
+            for agent in agents:
+                if agent.running:  # one that ended meanwhile has its final usage
+                    self._read[agent.id] = (stats[agent.id], at)
+        finally:
+            for agent in agents:
+                self._reading.pop(agent.id, None)
+            done.set_result(None)
+
+    def usage(self, agent: Agent) -> tuple[CgroupStats, float | None]:
+        """What LIST shows of ``agent``: its final usage once ended (age None), else the last
+        read and its age in seconds (empty and None if never read)."""
+        if agent.final_usage is not None:
+            return agent.final_usage, None
+        entry = self._read.get(agent.id)
+        if entry is None:
+            return CgroupStats(), None
+        return entry[0], round(time.monotonic() - entry[1], 3)
+
+    def forget(self, agent_id: str) -> None:
+        """The agent ended: its final usage is on the agent from now on."""
+        self._read.pop(agent_id, None)
+
+
+def _read_all(cgroups: list[AgentCgroup]) -> list[CgroupStats]:
+    return [cgroup.stats() for cgroup in cgroups]
