@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +186,12 @@ class Budgets:
 
     def agents(self) -> list[str]:
         return list(self._usage)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Usage of callers that will not call again (agents the kernel forgot); their accounts,
+        which belong to names, stay."""
+        for key in keys:
+            self._usage.pop(key, None)
 
     def admit(self, key: str, account: str, policy: AgentPolicy, models: Sequence[str],
               request: ModelRequest, counted: int | None = None) -> Reservation:

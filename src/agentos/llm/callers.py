@@ -13,7 +13,7 @@ process (``client:<uid>:<pid>``) and owns contexts and budgets per user (``uid:<
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +149,17 @@ class Callers:
             if provider and provider != self.config.provider:
                 log.warning("agent %s asks for LLM provider %r; this kernel serves %r only",
                             event.get("name") or agent_id, provider, self.config.provider)
+
+
+    def forget(self, agent_ids: Iterable[str]) -> None:
+        """Agents the kernel forgot (ended, past ``processes.keep_ended``)."""
+        for agent_id in agent_ids:
+            self._names.pop(agent_id, None)
+            self._defaults.pop(agent_id, None)
+            self._parents.pop(agent_id, None)
+
+    def __len__(self) -> int:
+        return len(self._names.keys() | self._defaults.keys() | self._parents.keys())
 
 
 def agent_key(agent_id: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -329,6 +329,11 @@ class LLMService:
             self.callers.agent_started(event)
         elif topic in _GONE:
             self.cancel_agent(str(agent_id))
+
+    def forget_agents(self, agent_ids: Sequence[str]) -> None:
+        """Agents the process table forgot (``processes.keep_ended``): what was kept per id goes."""
+        self.callers.forget(agent_ids)
+        self.budgets.forget(agent_key(agent_id) for agent_id in agent_ids)
 
     def cancel_agent(self, agent_id: str) -> int:
         """Cancel every THINK of an agent, queued or in flight; returns how many."""
