@@ -18,8 +18,8 @@ def test_list_carries_isolation_only_when_asked() -> None:
             [detailed] = client.list_agents(name="boxed", include=["isolation"])
             assert "isolation" not in plain
             assert detailed["isolation"] == spawned["isolation"] and "sandbox" in detailed["isolation"]
-            assert {k: v for k, v in detailed.items() if k not in ("isolation", "usage")} == {
-                k: v for k, v in plain.items() if k != "usage"}
+            assert {k: v for k, v in detailed.items() if k not in ("isolation", "usage", "usage_age")} == {
+                k: v for k, v in plain.items() if k not in ("usage", "usage_age")}
             for bad in (["spec"], "isolation", [1]):
                 with pytest.raises(InvalidArgument) as refused:
                     client._call(0x12, {"include": bad})  # noqa: SLF001 - the SDK sends only valid ones

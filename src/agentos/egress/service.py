@@ -91,6 +91,9 @@ class EgressService:
         """Drop an agent that will not come back."""
         self._agents.pop(agent_id, None)
 
+    def registry_sizes(self) -> Mapping[str, int]:
+        return {"agents": len(self._agents)}
+
     # -- the HTTP syscall --------------------------------------------------------------
 
     async def http(self, call: Call) -> dict[str, Any]:

@@ -335,6 +335,9 @@ class LLMService:
         self.callers.forget(agent_ids)
         self.budgets.forget(agent_key(agent_id) for agent_id in agent_ids)
 
+    def registry_sizes(self) -> Mapping[str, int]:
+        return {"callers": len(self.callers), "usage": len(self.budgets.agents())}
+
     def cancel_agent(self, agent_id: str) -> int:
         """Cancel every THINK of an agent, queued or in flight; returns how many."""
         calls = list(self._calls.get(agent_key(agent_id), ()))

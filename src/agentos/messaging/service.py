@@ -106,6 +106,9 @@ class MessagingService:
             principal = self._permissions().agent_principal(agent_id)
             self.boxes.remember_agent(principal, name).add_done_callback(_log_failure)
 
+    def registry_sizes(self) -> Mapping[str, int]:
+        return {"live_agents": len(self._live_agents)}
+
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
         self._live_agents.discard(event.get("id"))  # type: ignore[arg-type]
 

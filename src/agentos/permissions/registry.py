@@ -126,8 +126,9 @@ class Permissions:
         """Ids of every agent registered (and not forgotten)."""
         return list(self._agents)
 
-    def __len__(self) -> int:
-        return len(self._agents)
+    def sizes(self) -> dict[str, int]:
+        """Entries per index (each bounded by the agents the process table keeps)."""
+        return {"agents": len(self._agents), "names": len(self._named), "paths": len(self._paths)}
 
     def principal(self, identity: Identity) -> str:
         """The durable name of ``identity``'s own state and mailbox: an agent's spawn path,

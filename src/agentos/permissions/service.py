@@ -37,6 +37,9 @@ class PermissionService:
     def capabilities(self) -> Mapping[str, Any]:
         return {"capabilities": names(Capability)}
 
+    def registry_sizes(self) -> Mapping[str, int]:
+        return self.permissions.sizes()
+
     def guard(self, call: Call) -> None:
         """Refuse ``call`` unless its caller holds the capability its opcode needs."""
         args = call.args() if call.op in STATE_OPS else None

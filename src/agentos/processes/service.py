@@ -486,6 +486,10 @@ class ProcessService:
         if not stream:
             limit = min(limit or page, page)
         after = 0 if request.cursor is UNSET else int(request.cursor)
+        registries = request.include is not UNSET and "registries" in request.include
+        permissions = self._permissions()
+        if registries and permissions is not None and not permissions.is_admin(call.identity):
+            raise PermissionDenied("include: registries is for admins only", field="include")
 
         def keep(agent: Agent) -> bool:
             # "running" selects every live agent, paused ones included; "paused" only those.
@@ -531,9 +535,10 @@ class ProcessService:
                 await call.stream({"agents": pending})
             agents += pending
             sent += len(pending)
+        extra = {"registries": self._registries()} if registries else {}
         if stream:
-            return {"cursor": cursor, "count": sent}
-        return {"agents": agents, "cursor": cursor}
+            return {"cursor": cursor, "count": sent, **extra}
+        return {"agents": agents, "cursor": cursor, **extra}
 
     async def _select(self, after: int, count: int, keep: Callable[[Agent], bool],
                       name: str | None) -> tuple[Sequence[Agent], int, bool]:
@@ -801,6 +806,16 @@ class ProcessService:
             forget = getattr(service, "forget_agents", None)
             if forget is not None:
                 forget(ids)
+
+    def _registries(self) -> dict[str, dict[str, int]]:
+        """How many entries each per-agent registry holds, by service: every one is bounded by
+        the running agents and the ``keep_ended`` ended ones (LIST ``include: registries``)."""
+        sizes = {"processes": {**self.table.sizes(), "usage": len(self.usage), "launching": len(self._launching)}}
+        for name, service in self.kernel.services.items():
+            report = getattr(service, "registry_sizes", None)
+            if report is not None:
+                sizes[name] = dict(report())
+        return sizes
 
     def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
                  workspace: Workspace | None, agent_id: str) -> None:

@@ -271,8 +271,9 @@ class ListRequest(Request):
     name: AgentRefName | None | UnsetType = UNSET
     #: Only this project's agents; ``""`` only agents of no project.
     project: ProjectFilter | None | UnsetType = UNSET
-    #: Entries carry these too (left out by default: a LIST of thousands stays small).
-    include: list[Literal["isolation"]] | UnsetType = UNSET
+    #: Entries carry these too (left out by default: a LIST of thousands stays small);
+    #: ``registries`` (admins only): the reply says how big each per-agent registry is.
+    include: list[Literal["isolation", "registries"]] | UnsetType = UNSET
     #: At most this many entries (default, and at most, the kernel's ``processes.list_page``);
     #: with ``stream``, in all, sent a page at a time (default: every one).
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] | UnsetType = UNSET
