@@ -75,7 +75,7 @@ def fake() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture
-def kernel(tmp_path: Path, ray_cluster: RayCluster, fake: FakeGemini) -> Iterator[KernelProcess]:
+def ray_kernel(tmp_path: Path, ray_cluster: RayCluster, fake: FakeGemini) -> Iterator[KernelProcess]:
     """A kernel driving the session's cluster, its LLM gateway on the fake Gemini."""
     k = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address], env={
         "AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -62,8 +64,8 @@ def cgroup_dirs(pid: int) -> list[Path]:
     return dirs
 
 
-def test_placement_by_label_and_ps_shows_the_node(kernel: KernelProcess, ray_cluster: RayCluster) -> None:
-    with kernel.client() as client:
+def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+    with ray_kernel.client() as client:
         on_worker = client.spawn("w", agent("sleeper"), placement=WORKER)
         on_head = client.spawn("h", agent("sleeper"), placement=HEAD)
         assert on_worker["node"] == on_worker["isolation"]["node"]["id"] == ray_cluster.worker.node_id
@@ -76,15 +78,20 @@ def test_placement_by_label_and_ps_shows_the_node(kernel: KernelProcess, ray_clu
         nodes = {a["name"]: a["node"] for a in client.list_agents(status="running")}
         assert nodes == {"w": ray_cluster.worker.node_id, "h": ray_cluster.head.node_id, "l": None}
         assert "up as pid" in client.logs("w")
+        ps = subprocess.run([sys.executable, "-m", "agentos", "ps", "--socket", str(ray_kernel.socket_path)],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+        assert ps[0].split()[-1] == "NODE"
+        shown = {line.split()[0]: line.split()[-1] for line in ps[1:]}
+        assert shown == {"w": ray_cluster.worker.node_id[:8], "h": ray_cluster.head.node_id[:8], "l": "-"}
         for name in ("w", "h", "l"):
             assert client.kill(name, grace=5)["status"] == "killed"
 
 
-def test_more_memory_than_any_node_stays_pending(kernel: KernelProcess) -> None:
+def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> None:
     outcome: dict[str, Any] = {}
 
     def spawn() -> None:
-        with kernel.client() as spawner:
+        with ray_kernel.client() as spawner:
             try:
                 spawner.spawn("big", agent("sleeper"), limits={"memory": "4000Gi"},
                               placement={**WORKER, "timeout": "8s"})
@@ -94,7 +101,7 @@ def test_more_memory_than_any_node_stays_pending(kernel: KernelProcess) -> None:
     thread = threading.Thread(target=spawn)
     thread.start()
     try:
-        with kernel.client() as client:
+        with ray_kernel.client() as client:
             pending = until(lambda: client.list_agents(status="pending"), "the agent listed as pending")
     finally:
         thread.join()
@@ -103,15 +110,15 @@ def test_more_memory_than_any_node_stays_pending(kernel: KernelProcess) -> None:
     assert "memory" in pending[0]["reason"] and "lacks memory" in pending[0]["reason"]
     error = outcome["error"]
     assert "found no node within 8s" in str(error) and error.details["pending"] is True
-    with kernel.client() as client:
+    with ray_kernel.client() as client:
         assert client.list_agents(status="pending") == []
         assert client.list_agents(name="big") == []
 
 
-def test_think_from_the_worker_goes_through_the_kernels_gateway(kernel: KernelProcess, fake: FakeGemini,
+def test_think_from_the_worker_goes_through_the_kernels_gateway(ray_kernel: KernelProcess, fake: FakeGemini,
                                                               ray_cluster: RayCluster) -> None:
     seen = len(fake.requests)
-    with kernel.client() as client:
+    with ray_kernel.client() as client:
         spawned = client.spawn("thinker", agent("thinker"), placement=WORKER, capabilities=SHARING)
         assert spawned["node"] == ray_cluster.worker.node_id
         ended = client.wait("thinker", timeout=60)
@@ -123,8 +130,8 @@ def test_think_from_the_worker_goes_through_the_kernels_gateway(kernel: KernelPr
     assert len(calls) == 1
 
 
-def test_state_and_mail_between_agents_on_different_nodes(kernel: KernelProcess) -> None:
-    with kernel.client() as client:
+def test_state_and_mail_between_agents_on_different_nodes(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
         client.spawn("receiver", agent("courier"), args=["receive"], placement=WORKER,
                      capabilities=SHARING)
         client.wait("receiver", until="ready", timeout=60)
@@ -137,11 +144,11 @@ def test_state_and_mail_between_agents_on_different_nodes(kernel: KernelProcess)
     assert "state: parcel-42" in log
 
 
-def test_an_agent_on_a_removed_node_restarts_on_another(kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+def test_an_agent_on_a_removed_node_restarts_on_another(ray_kernel: KernelProcess, ray_cluster: RayCluster) -> None:
     first = ray_cluster.add_node(labels={"pool": "spot"})
     second = None
     try:
-        with kernel.client() as client:
+        with ray_kernel.client() as client:
             spawned = client.spawn("spot", agent("sleeper"), placement={"labels": {"pool": "spot"}},
                                    restart={"policy": "on-failure", "backoff": 0.1})
             assert spawned["node"] == first.node_id
@@ -160,8 +167,8 @@ def test_an_agent_on_a_removed_node_restarts_on_another(kernel: KernelProcess, r
                 ray_cluster.cluster.remove_node(node)
 
 
-def test_kill_leaves_no_process_and_no_cgroup_on_the_node(kernel: KernelProcess) -> None:
-    with kernel.client() as client:
+def test_kill_leaves_no_process_and_no_cgroup_on_the_node(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
         spawned = client.spawn("victim", agent("sleeper"), placement=WORKER)
         client.wait("victim", until="ready", timeout=60)
         pid, host = spawned["pid"], spawned["isolation"]["node"]["actor_pid"]
@@ -173,8 +180,8 @@ def test_kill_leaves_no_process_and_no_cgroup_on_the_node(kernel: KernelProcess)
     until(lambda: not any(d.exists() for d in dirs), "its cgroup removed")
 
 
-def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(kernel: KernelProcess) -> None:
-    with kernel.client() as client:
+def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
         spawned = client.spawn("plain", agent("sleeper"), placement=WORKER)
         client.wait("plain", until="ready", timeout=60)
         pid = spawned["pid"]

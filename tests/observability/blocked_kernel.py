@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-BLOCKED = ("opentelemetry", "prometheus_client", "google.protobuf")
+#: The top-level packages refused: the otel extra's, or those ``$BLOCKED_MODULES`` names (comma-separated).
+BLOCKED = tuple(os.environ.get("BLOCKED_MODULES", "opentelemetry,prometheus_client,google.protobuf").split(","))
 
 
 class Blocker:

@@ -201,8 +201,8 @@ class RemoteAgent:
         self.handle = _HOST.options(**self.options).remote()
         self.service.pending[self.agent_id] = {
             "id": self.agent_id, "name": self.name, "project": project, "parent": spawner,
-            "status": "pending", "since": time.time(),
-            "reason": why_pending(self.options, self.service.nodes())}
+            "status": "pending", "started_at": time.time(), "pid": 0, "restarts": 0, "ready": False,
+            "usage": {}, "node": None, "reason": why_pending(self.options, self.service.nodes())}
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(
                 self.handle.launch.remote(request, self.agent_id, settings).future()), self.timeout)

@@ -110,6 +110,20 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where on a cluster the agent runs (schema: ``agents.<name>.placement``)."""
+
+    labels: dict[str, Any] = _default(schema.PLACEMENT, "labels")
+    resources: dict[str, Any] = _default(schema.PLACEMENT, "resources")
+    gpus: float | None = _default(schema.PLACEMENT, "gpus")
+    cpus: float | None = _default(schema.PLACEMENT, "cpus")
+    timeout: float | None = _default(schema.PLACEMENT, "timeout")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {})}
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """One declared agent (schema: ``agents.<name>``); exactly one of ``script`` and ``command`` is set."""
 
@@ -141,6 +155,8 @@ class AgentSpec:
     #: Read by ``agentos up`` only: the kernel never sees it.
     expect: str = _default(schema.AGENT, "expect")
     readiness: Readiness | None = None
+    #: Where on a cluster it runs; None: on the kernel's machine.
+    placement: Placement | None = None
 
     def instance_names(self) -> tuple[str, ...]:
         """The names the replicas run under: the agent's name, or ``name-1`` ... ``name-N``."""
@@ -193,6 +209,8 @@ class AgentSpec:
             request["template"] = self.template
         if self.tools:
             request["tools"] = to_wire(self.tools)
+        if self.placement is not None:
+            request["placement"] = self.placement.to_wire()
         llm = {**_without_none(self.llm), **self.llm_budget()}
         if llm:
             request["llm"] = llm
@@ -241,6 +259,7 @@ class KernelSection:
     supervision: dict[str, Any] = _default(schema.KERNEL, "supervision")
     telemetry: dict[str, Any] = _default(schema.KERNEL, "telemetry")
     mcp: dict[str, Any] = _default(schema.KERNEL, "mcp")
+    cluster: dict[str, Any] = _default(schema.KERNEL, "cluster")
 
     def sections(self) -> dict[str, dict[str, Any]]:
         """Per-subsystem settings for KernelConfig.sections (``llm`` plus the pass-through ones)."""

@@ -176,6 +176,23 @@ READINESS = Section("agents.<name>.readiness", "When the agent counts as started
           default_doc="30s"),
 ))
 
+PLACEMENT = Section("agents.<name>.placement", "Where it runs when the kernel drives a Ray cluster (`kernel.cluster`, "
+                    "docs/cluster.md): on a node that has these labels and resources. A kernel without a "
+                    "cluster runs the agent on its own machine and says so in its isolation report "
+                    "(`placement`). `placement: {}` asks for any node.", (
+    Field("labels", Type.SETTINGS, "Node labels its node must carry, label to value (`pool: gpu`): Ray's "
+          "`label_selector`.", {}, default_doc="{}"),
+    Field("resources", Type.SETTINGS, "Custom resources it reserves on its node, name to amount "
+          "(`agent_slots: 1`), as `ray start --resources` declared them.", {}, default_doc="{}"),
+    Field("gpus", Type.NUMBER, "GPUs it reserves on its node.", None, minimum=0, default_doc="none"),
+    Field("cpus", Type.NUMBER, "CPUs it reserves in Ray's accounting (its cgroup's `limits.cpu` is what "
+          "bounds it). Its `limits.memory` is reserved as Ray's `memory`.", None, minimum=0,
+          default_doc="none"),
+    Field("timeout", Type.DURATION, "How long it may wait for a node; then its SPAWN fails `unavailable` "
+          "(meanwhile `agentos ps` shows it `pending`, with why).", None,
+          default_doc="the kernel's `cluster.placement_timeout` (60s)"),
+))
+
 AGENT = Section("agents.<name>", "One agent. The key is its name.", (
     Field("script", Type.PATH, "Python file run with the agent SDK available. Exactly one of `script` and "
           "`command`.", None, exists="file"),
@@ -229,6 +246,7 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
           "memory limit) or `any`. An agent that ends otherwise makes `up` exit 1; one stopped by KILL "
           "is never a failure.", "exited", choices=EXPECTED_ENDINGS),
     Field("readiness", Type.SECTION, READINESS.doc, section=READINESS, default_doc="ready once spawned"),
+    Field("placement", Type.SECTION, PLACEMENT.doc, section=PLACEMENT, default_doc="the kernel's machine"),
 ), refused={"name": "the agent's name is its key under agents:, e.g. 'agents: {worker: {script: ...}}'"})
 
 KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go in a manifest: the kernel reads "
@@ -260,7 +278,7 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
 
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
 SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision",
-              "telemetry", "mcp")
+              "telemetry", "mcp", "cluster")
 _SUBSYSTEM_DOCS = {
     "telemetry": "Traces and metrics (docs/observability.md): `traces` (true/false; unset: on when "
                  "OTEL_* variables name an exporter), `metrics` (`HOST:PORT` of a Prometheus endpoint, "
@@ -272,6 +290,9 @@ _SUBSYSTEM_DOCS = {
                "relative paths from the manifest's directory.",
     "mcp": "Tool routing (docs/mcp.md): `approval_timeout` (5m), `max_steps` (8), `start_timeout` (60s); "
            "the servers are the top-level `mcp_servers`.",
+    "cluster": "Drive a Ray cluster (docs/cluster.md, the `agentos[ray]` extra): `address` (`HOST:PORT` of its "
+               "head, `ray://HOST:PORT`, or `auto`), `placement_timeout` (60s). Agents with a `placement` run "
+               "on its nodes. `agentos kernel --cluster ADDR` sets `address`.",
 }
 
 KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is running.", (
@@ -301,7 +322,7 @@ MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignore
           default_doc="{}"),
 ))
 
-SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS)
+SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS, PLACEMENT)
 
 
 def _default_text(f: Field) -> str:

@@ -31,8 +31,8 @@ from ..sandbox.templates import TemplateSettings, absolute_paths
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
-from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
-                    Sandbox, Volume)
+from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Placement, Readiness,
+                    Restart, Sandbox, Volume)
 from .schema import Field, Section, Type
 
 _NAME = re.compile(schema.NAME_PATTERN)
@@ -707,6 +707,7 @@ _FINISH: dict[str, Callable[[_Validator, _Parsed, str], Any]] = {
     schema.RESTART.path: _Validator.finish_restart,
     schema.AGENT_LLM.path: _build(AgentLLM),
     schema.READINESS.path: _Validator.finish_readiness,
+    schema.PLACEMENT.path: _build(Placement),
     schema.KERNEL_LLM.path: _build(KernelLLM),
     schema.KERNEL.path: _Validator.finish_kernel,
 }

@@ -1,4 +1,5 @@
-"""``agentos ps``: the kernel's agents, one line each (name, id, pid, status, uptime, restarts, usage)."""
+"""``agentos ps``: the kernel's agents, one line each (name, id, pid, status, uptime, restarts, usage;
+the node of agents on a cluster)."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     rows = [row(info, spending, cpu_seconds(info), now) for info in shown]
     if any(info.get("project") for info in shown):
         columns, rows = ("PROJECT", *columns), [[info.get("project") or "-", *r] for info, r in zip(shown, rows)]
+    if any(info.get("node") for info in shown):
+        # Placed on a cluster (agentos kernel --cluster): the first characters of its node's id.
+        columns, rows = (*columns, "NODE"), [[*r, (info.get("node") or "-")[:8]] for info, r in zip(shown, rows)]
     text = table(columns, rows)
     print(paint_status(text, shown, Painter(wants_colour(sys.stdout))))
     return 0

@@ -1,0 +1,71 @@
+"""Without the agentos[ray] extra (or without ``--cluster``): a kernel imports no Ray, runs an agent
+that asks for a node here and says so, and asking for a cluster stops the kernel at start with how
+to install it. Configuration and SPAWN mistakes are named. These run in the default test run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentos.cluster.settings import ClusterSettings
+from agentos.errors import InvalidArgument
+from agentos.testing.kernel import KernelProcess
+
+from .conftest import agent
+
+BLOCKED_KERNEL = Path(__file__).parent.parent / "observability" / "blocked_kernel.py"
+
+
+def _blocked(tmp_path: Path) -> dict[str, str]:
+    return {"BLOCKED_MODULES": "ray", "BLOCKED_IMPORTS_LOG": str(tmp_path / "attempts")}
+
+
+def test_a_placed_agent_runs_here_on_a_kernel_without_a_cluster(tmp_path: Path) -> None:
+    kernel = KernelProcess(tmp_path / "k", env=_blocked(tmp_path),
+                           command=[sys.executable, str(BLOCKED_KERNEL), "kernel"]).start()
+    try:
+        with kernel.client() as client:
+            assert "cluster" not in client.hello()["capabilities"]
+            spawned = client.spawn("here", agent("sleeper"), placement={"labels": {"pool": "agents"}})
+            assert spawned["node"] is None
+            assert spawned["isolation"]["placement"].startswith("ignored: this kernel drives no cluster")
+            client.wait("here", until="ready", timeout=60)
+            client.kill("here", grace=5)
+    finally:
+        kernel.stop_checked()
+    assert not (tmp_path / "attempts").exists(), (tmp_path / "attempts").read_text()
+
+
+def test_asking_for_a_cluster_without_ray_stops_the_kernel(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(BLOCKED_KERNEL), "kernel", "--socket", str(tmp_path / "s"),
+                             "--state-dir", str(tmp_path / "state"), "--cluster", "127.0.0.1:6379"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**__import__("os").environ, **_blocked(tmp_path)})
+    assert result.returncode != 0
+    assert "cluster needs Ray" in result.stderr and "pip install 'agentos[ray]'" in result.stderr
+    assert (tmp_path / "attempts").read_text().splitlines()[0] == "ray"
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ({}, "cluster.address"),
+    ({"address": 7}, "cluster.address"),
+    ({"address": "auto", "placement_timeout": "soon"}, "cluster.placement_timeout"),
+    ({"address": "auto", "placement_timeout": [1]}, "cluster.placement_timeout"),
+    ({"address": "auto", "nodes": 2}, "'nodes'"),
+])
+def test_configuration_mistakes_name_their_key(section: dict[str, object], key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        ClusterSettings.from_section(section)
+
+
+def test_placement_values_are_checked_by_field(kernel: KernelProcess) -> None:
+    with kernel.client() as client:
+        for placement, field in [({"labels": {"no spaces": "x"}}, "placement.labels"),
+                                 ({"gpus": -1}, "placement.gpus"),
+                                 ({"resources": {"slots": "many"}}, "placement.resources"),
+                                 ({"zone": "a"}, "placement")]:
+            with pytest.raises(InvalidArgument) as caught:
+                client.spawn("bad", agent("sleeper"), placement=placement)
+            assert caught.value.details["field"].startswith(field), caught.value.details
