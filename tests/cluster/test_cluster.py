@@ -202,3 +202,15 @@ def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(ray_kernel: Kerne
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
         assert int(uid) == sandbox["uid"] != 0
         client.kill("plain", grace=5)
+
+
+def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:
+    token = os.environ["RAY_AUTH_TOKEN_PATH"]
+    assert os.path.getsize(token) > 0
+    with ray_kernel.client() as client:
+        spawned = client.spawn("reader", agent("reader"), args=[token], placement=WORKER,
+                               readonly_paths=[os.path.dirname(token)])
+        # The node masks it (and Ray's temp dir) in every agent's view that would show it.
+        assert token in spawned["isolation"]["sandbox"]["masked"]
+        assert client.wait("reader", timeout=60)["status"] == "exited"
+        assert client.logs("reader") in ("read 0 bytes\n", "cannot read: Permission denied\n")

@@ -32,6 +32,16 @@ HIGH_WATER = 4 * 1024 * 1024
 _READ = 256 * 1024
 
 
+def ray_secrets() -> list[str]:
+    """This node's Ray paths no agent may see, whatever it binds: the cluster's token (with it, a
+    process that reaches Ray's ports could drive the cluster) and Ray's temp dir (its sockets)."""
+    paths = [os.path.expanduser("~/.ray"), os.environ.get("RAY_TMPDIR") or "/tmp/ray"]
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if token:
+        paths.append(token)
+    return [os.path.abspath(p) for p in paths]
+
+
 class LaunchRefused(Exception):
     """The agent cannot start on this node (its sandbox or its limits); the message says why."""
 
@@ -77,7 +87,8 @@ class AgentHost:
         read_output, write_output = os.pipe2(os.O_CLOEXEC)
         start = functools.partial(start_process, self._launcher, request, agent_id, output_fd=write_output,
                                   kernel_fd=agent_end.fileno(), before_exec=self._cgroup.attach,
-                                  passed_env=settings.passed_env, masked_paths=settings.masked_paths,
+                                  passed_env=settings.passed_env,
+                                  masked_paths=[*settings.masked_paths, *ray_secrets()],
                                   tmp_size=request.tmp_size, agent_uid=settings.agent_uid)
         try:
             self._launched = await loop.run_in_executor(None, start)
