@@ -102,6 +102,19 @@ def test_noops_ahead_of_a_waiting_frame_are_answered_at_once(served: Served) -> 
     assert served.replies() == [5]
 
 
+def test_replies_wait_for_select_until_the_last_one_in_flight(served: Served) -> None:
+    served.client.sendall(encode_frame(THINKISH, 1) + encode_frame(THINKISH, 2))
+    served.reactor.select(0)
+    assert served.frames == [1, 2]
+    # Another syscall still runs: this reply waits for select(), to go out with the next.
+    served.conn.send(THINKISH, 0x01, 1, b"one")
+    assert served.replies() == []
+    # The connection's last syscall: nothing can join the batch, so it goes out at once.
+    served.conn.send(THINKISH, 0x01, 2, b"two")
+    assert served.replies() == [1, 2]
+    assert served.conn.inflight == 0
+
+
 @pytest.mark.parametrize("twin", sorted(TWINS))
 def test_select_returns_at_most_batch_of_asyncios_fds_each_in_turn(twin: str) -> None:
     reactor = TWINS[twin].Reactor(lambda *a: None, lambda conn: None, lambda conn: None, batch=2)

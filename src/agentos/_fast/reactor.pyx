@@ -176,6 +176,11 @@ cdef class Connection:
             self.throttled = True
         if _ends_request(flags):
             self.inflight -= 1
+            if self.inflight == 0 and not (self.read_eof or self.closing or self.throttled):
+                # The connection's last syscall answered: no other reply can join this one
+                # in a batch, so it goes now instead of at the next select(), a loop pass on.
+                self._flush()
+                return
         if not self.dirty:
             self.dirty = True
             self.reactor.dirty.append(self)

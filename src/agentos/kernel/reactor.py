@@ -10,7 +10,9 @@ NOOP itself and queues replies; any other frame goes to ``on_frame``. It
 returns to the loop only when asyncio has something to do (a ready fd of its
 own, a frame or event handed to a callback, or the timeout the loop asked for), so NOOP traffic
 never enters the loop at all. Replies queued by handlers are flushed at the
-next ``select()``, batching many replies into one ``send``.
+next ``select()``, batching many replies into one ``send``; a connection's last
+syscall in flight is answered at once instead (nothing could join its batch, and the
+caller would wait for the rest of the loop iteration).
 
 Short loop iterations: clients are served only inside ``select()``, so a NOOP waits
 for every callback of the loop iteration it arrives in. Each ``select()`` therefore
@@ -174,6 +176,11 @@ class Connection:
         if flags & _REPLY and (not flags & Flag.STREAM or flags & _END_OF_STREAM == _END_OF_STREAM
                                or flags & Flag.ERROR):
             self.inflight -= 1
+            if not self.inflight and not (self._read_eof or self._closing or self._throttled):
+                # The connection's last syscall answered: no other reply can join this one
+                # in a batch, so it goes now instead of at the next select(), a loop pass on.
+                self._flush()
+                return
         self._reactor._dirty.add(self)
 
     def close(self) -> None:
