@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .deadline import Alarms
+
 #: The status line and headers of one answer, at most (aiohttp allowed 128 lines of 8190 bytes;
 #: model APIs send a few hundred bytes).
 MAX_HEAD = 64 * 1024
@@ -276,11 +278,12 @@ class _Connection(asyncio.Protocol):
                 yield chunk
             if self.complete:
                 return
-            timer = self.loop.call_later(idle_timeout, self.expire)
+            alarms = self.session.alarms
+            alarm = alarms.at(self.loop.time() + idle_timeout, self.expire)
             try:
                 await self._wait()
             finally:
-                timer.cancel()
+                alarms.cancel(alarm)
 
     async def _wait(self) -> None:
         if self.error is not None:
@@ -340,6 +343,8 @@ class LeanSession:
 
     def __init__(self, max_idle: int = 32) -> None:
         self.loop = asyncio.get_running_loop()
+        #: Every exchange's timeout and every stream's idle timeout.
+        self.alarms = Alarms(self.loop)
         self._max_idle = max_idle
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -406,7 +411,8 @@ class LeanSession:
 
     async def _send(self, conn: _Connection, payload: bytes, deadline: float,
                     whole: bool) -> Answer:
-        timer = self.loop.call_at(deadline, conn.expire)
+        alarms = self.alarms
+        alarm = alarms.at(deadline, conn.expire)
         try:
             conn.send(payload, not whole)
             if whole:
@@ -419,7 +425,7 @@ class LeanSession:
             conn.close()  # cancelled (a killed agent), timed out or broken: hang up now
             raise
         finally:
-            timer.cancel()
+            alarms.cancel(alarm)
 
     # --- the pool ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .callers import Caller, Callers, agent_key
 from .catalog import Catalog
 from .config import LLMConfig, environment_section
 from .contexts import ContextStore
-from .deadline import Deadline
+from .deadline import Alarms, Deadline
 from .errors import ErrorKind, LLMError
 from .fallback import ModelChain
 from .http import HttpClient, HttpSession, new_session
@@ -75,6 +75,8 @@ class LLMService:
         #: The loop THINKs run on, passed where asyncio would look it up: on Python 3.11 each
         #: lookup of the running loop is a getpid() syscall.
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Every THINK's deadline alarm, on that loop (``deadline.Alarms``).
+        self._alarms: Alarms | None = None
 
     # --- Service protocol ----------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class LLMService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._alarms = Alarms(self._loop)
         self._session = new_session(self.config)
         self._prefix_cache = self._make_prefix_cache(self._session)
         self._provider = make_provider(self.config, self._session, self._prefix_cache)
@@ -212,7 +215,7 @@ class LLMService:
 
     async def _think(self, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
         # From arrival: waiting for the context's lock counts too.
-        deadline = Deadline.after(self.config.deadline_for(args.timeout), self._loop)
+        deadline = Deadline.after(self.config.deadline_for(args.timeout), self._alarms)
         chain = self._chain(args, caller)
         reservation: Reservation | None = None
         try:
