@@ -28,6 +28,7 @@ CHECK_EVERY = 1
 SLICE = 0.0002
 
 _Ts = TypeVarTuple("_Ts")
+_call_soon = asyncio.SelectorEventLoop.call_soon
 
 
 class ReactorLoop(asyncio.SelectorEventLoop):
@@ -48,15 +49,18 @@ class ReactorLoop(asyncio.SelectorEventLoop):
 
     def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
                   context: Context | None = None) -> asyncio.Handle:
-        handle = super().call_soon(callback, *args, context=context)
+        # Every task step and future callback comes through here: the base method is called
+        # directly (no super() object) and the counter is a local.
+        handle = _call_soon(self, callback, *args, context=context)
         rounds = self.__reactor.rounds
-        if rounds != self.__round:
+        if rounds == self.__round:
+            scheduled = self.__scheduled = self.__scheduled + 1
+        else:
             # A new iteration: what it schedules runs in the next one, counted afresh.
             self.__round = rounds
-            self.__scheduled = 0
-        self.__scheduled += 1
-        if self.__scheduled > self.__free and not self.__scheduled % self.__check_every:
-            super().call_soon(self.__checkpoint)
+            scheduled = self.__scheduled = 1
+        if scheduled > self.__free and not scheduled % self.__check_every:
+            _call_soon(self, self.__checkpoint)
         return handle
 
     def __checkpoint(self) -> None:
