@@ -156,3 +156,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     for value in (0, -1, "5", True):
         with pytest.raises(ValueError, match="processes.list_page"):
             ProcessSettings.from_section({"list_page": value})
+
+
+def test_usage_figures_are_every_counter() -> None:
+    from dataclasses import fields
+
+    from agentos.cgroups import CgroupStats
+
+    stats = CgroupStats(*range(len(fields(CgroupStats))))
+    assert stats.to_dict() == {f.name: getattr(stats, f.name) for f in fields(CgroupStats)}

@@ -26,7 +26,7 @@ import re
 import signal
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
@@ -67,7 +67,11 @@ class CgroupStats:
     oom_kills: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
-        return asdict(self)
+        # Not dataclasses.asdict: LIST calls this for every agent, and asdict deep-copies each field.
+        return {"memory_current": self.memory_current, "memory_peak": self.memory_peak,
+                "cpu_usage_usec": self.cpu_usage_usec, "cpu_nr_periods": self.cpu_nr_periods,
+                "cpu_nr_throttled": self.cpu_nr_throttled, "cpu_throttled_usec": self.cpu_throttled_usec,
+                "pids_current": self.pids_current, "oom_kills": self.oom_kills}
 
 
 class AgentCgroup(ABC):

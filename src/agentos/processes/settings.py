@@ -41,7 +41,7 @@ class ProcessSettings:
     #: Forwarded connections open at once through one exposure; more are closed at accept.
     connections_per_exposure: int = 64
     #: Entries in one LIST page: its ``limit`` when none is given, and the most it may ask for.
-    list_page: int = 500
+    list_page: int = 100
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> ProcessSettings:
