@@ -214,3 +214,25 @@ def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel
         assert token in spawned["isolation"]["sandbox"]["masked"]
         assert client.wait("reader", timeout=60)["status"] == "exited"
         assert client.logs("reader") in ("read 0 bytes\n", "cannot read: Permission denied\n")
+
+
+def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
+        client.spawn("printer", agent("printer"), args=["20", "0.02"], placement=WORKER)
+        followed = "".join(client.follow_logs("printer"))
+        ended = client.wait("printer", timeout=60)
+    assert followed == "".join(f"line {i}\n" for i in range(20))
+    assert ended["status"] == "failed" and ended["exit_code"] == 3
+    assert ended["usage"]["cpu_usage_usec"] and ended["usage"]["pids_current"] == 0
+
+
+def test_a_stopping_kernel_ends_its_placed_agents(tmp_path: Path, ray_cluster: RayCluster) -> None:
+    kernel = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address]).start()
+    try:
+        with kernel.client() as client:
+            spawned = client.spawn("left", agent("sleeper"), placement=WORKER)
+            client.wait("left", until="ready", timeout=60)
+    finally:
+        kernel.stop_checked()
+    until(lambda: gone(spawned["pid"]), "the agent's process gone")
+    until(lambda: gone(spawned["isolation"]["node"]["actor_pid"]), "its AgentHost actor's process gone")

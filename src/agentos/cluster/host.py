@@ -62,6 +62,8 @@ class AgentHost:
         self._outbox = bytearray()
         self._writing = False
         self._close_after_write = False
+        #: The agent closed its end of the connection: nothing more to read from it.
+        self._agent_closed = False
         self._ended = False
 
     # -- called by the kernel -----------------------------------------------------------
@@ -124,7 +126,7 @@ class AgentHost:
             await self._wake.wait()
         events = list(self._events)
         self._events.clear()
-        if self._buffered > HIGH_WATER and self._sock is not None:
+        if self._buffered > HIGH_WATER and self._sock is not None and not self._agent_closed and not self._ended:
             asyncio.get_running_loop().add_reader(self._sock.fileno(), self._read_agent)
         self._buffered = 0
         return events
@@ -209,6 +211,7 @@ class AgentHost:
             data = b""
         loop = asyncio.get_running_loop()
         if not data:
+            self._agent_closed = True
             loop.remove_reader(self._sock.fileno())
         self._emit("in", data)
         self._buffered += len(data)
