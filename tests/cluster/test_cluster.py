@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agentos.errors import Unavailable
+from agentos.errors import InvalidArgument, Unavailable
 from agentos.manifest.schema import DEFAULT_CAPABILITIES
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
@@ -236,3 +236,11 @@ def test_a_stopping_kernel_ends_its_placed_agents(tmp_path: Path, ray_cluster: R
         kernel.stop_checked()
     until(lambda: gone(spawned["pid"]), "the agent's process gone")
     until(lambda: gone(spawned["isolation"]["node"]["actor_pid"]), "its AgentHost actor's process gone")
+
+
+def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
+        with pytest.raises(InvalidArgument) as caught:
+            client.spawn("late", agent("sleeper"), placement={**WORKER, "timeout": "99999999h"})
+        assert caught.value.details["field"] == "placement.timeout"
+        assert client.list_agents(name="late") == []

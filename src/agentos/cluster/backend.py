@@ -21,12 +21,13 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from ..cgroups import AgentCgroup, CgroupStats
-from ..errors import Unavailable
+from ..errors import InvalidArgument, Unavailable
 from ..kernel.syscalls import Handler
-from ..processes.request import SpawnRequest, parse_timeout
+from ..processes.request import SpawnRequest
 from ..protocol import Op
 from ..protocol.requests import PlacementWire, SpawnRequestWire
 from ..sandbox.spec import Launched
+from ..units import parse_duration
 from . import NAMESPACE
 from .host import AgentHost, LaunchRefused
 from .settings import ClusterSettings, LaunchSettings
@@ -100,9 +101,13 @@ class ClusterService:
             if asked:
                 raise Unavailable(f"{field} is not available to an agent placed on a cluster node yet "
                                   "(docs/cluster.md)", field=field)
-        timeout = parse_timeout(placement.timeout) if placement.timeout else None
-        return RemoteAgent(self, agent_id, request, placement,
-                           self.settings.placement_timeout if timeout is None else timeout)
+        timeout = self.settings.placement_timeout
+        if isinstance(placement.timeout, (int, float, str)):
+            try:
+                timeout = parse_duration(placement.timeout, "placement.timeout")
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field="placement.timeout") from None
+        return RemoteAgent(self, agent_id, request, placement, timeout)
 
 
 def actor_options(agent_id: str, request: SpawnRequest, placement: PlacementWire) -> dict[str, Any]:

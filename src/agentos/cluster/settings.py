@@ -36,11 +36,6 @@ class ClusterSettings:
         return cls(address=address.strip(), placement_timeout=seconds)
 
 
-def enabled(sections: Mapping[str, Any]) -> bool:
-    """Whether a kernel with these settings drives a cluster."""
-    return bool(sections.get("cluster"))
-
-
 @dataclass(frozen=True)
 class LaunchSettings:
     """What the kernel decides for every agent, handed to its node with each launch."""
