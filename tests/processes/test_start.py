@@ -38,10 +38,14 @@ def spawn_declared(client: Any, tmp_path: Path, restart: str) -> dict[str, Any]:
 
 
 def output_of(client: Any, agent_id: str, text: str) -> str:
+    """The agent's output until it has printed ``text``: an unbuffered print of several
+    arguments is several writes, so ``text`` may come in more than one chunk."""
+    seen = ""
     for chunk in client.follow_logs(id=agent_id):
-        if text in chunk:
-            return chunk
-    raise AssertionError(f"{agent_id} ended without printing {text!r}")
+        seen += chunk
+        if text in seen:
+            return seen
+    raise AssertionError(f"{agent_id} ended without printing {text!r}: {seen!r}")
 
 
 def test_a_stopped_agent_starts_again_as_it_was_asked(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
