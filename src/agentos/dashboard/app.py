@@ -33,6 +33,8 @@ _STATUS = {"permission_denied": 403, "not_found": 404, "invalid_argument": 400, 
            "already_exists": 409, "unavailable": 503, "timeout": 504}
 #: How an action button maps to a syscall of the SDK.
 _VERBS = {"kill": "kill", "pause": "pause", "resume": "resume", "restart": "start"}
+#: The views whose content the page fetches again (``/partial/<view>``) while it is open.
+_PARTIALS = ("agents", "think", "approvals", "mail")
 #: The static files the page loads, served from the package (no CDN, no build step).
 _STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 #: Sent with every answer: nothing embeds the page, loads foreign code, or leaks the token.
@@ -124,10 +126,11 @@ class Dashboard:
         app.add_routes([
             web.get("/", self._root),
             web.get("/agents", self._page), web.get("/think", self._page), web.get("/mail", self._page),
+            web.get("/approvals", self._page),
             web.get("/audit", self._page), web.get("/logs", self._logs_page),
             web.get("/partial/{view}", self._partial), web.get("/status", self._status),
             web.get("/stream/logs", self._stream_logs), web.get("/stream/audit", self._stream_audit),
-            web.post("/action/{verb}", self._action),
+            web.post("/action/{verb}", self._action), web.post("/approval/{verb}", self._settle),
             web.get("/static/{name}", self._static),
         ])
         return app
@@ -214,7 +217,7 @@ class Dashboard:
 
     async def _partial(self, request: web.Request) -> web.StreamResponse:
         view = request.match_info["view"]
-        if view not in ("agents", "think", "mail"):
+        if view not in _PARTIALS:
             raise web.HTTPNotFound()
         return self._html(await self._render(view))
 
@@ -233,6 +236,8 @@ class Dashboard:
             usage = await client.usage()
             self.history.usage_allowed = True
             return views.think_view(usage, self.history)
+        if view == "approvals":
+            return views.approvals_view(await client.approvals(), self.guard.csrf)
         dead: dict[str, Any] | None = None
         stats: dict[str, Any] | None = None
         refusal = None
@@ -269,10 +274,31 @@ class Dashboard:
             # The kernel checks this uid's permission on the agent, as for `agentos kill` etc.
             answer = await method(id=agent_id)
         except SyscallError as exc:
-            return web.json_response({"ok": False, "code": exc.code.value, "message": exc.message},
-                                     status=_STATUS.get(exc.code.value, 500))
+            return _refused(exc)
         return web.json_response({"ok": True, "message": f"{verb}: {answer.get('name')} {answer.get('status')}",
                                   "agent": {k: answer.get(k) for k in ("id", "name", "status")}})
+
+    async def _settle(self, request: web.Request) -> web.StreamResponse:
+        """Approve or deny a waiting MCP tool call, as ``agentos approve``/``deny`` would."""
+        verb = request.match_info["verb"]
+        if verb not in ("approve", "deny"):
+            raise web.HTTPNotFound()
+        form = await request.post()
+        approval_id = str(form.get("id", ""))
+        if not approval_id:
+            return web.json_response({"ok": False, "code": "invalid_argument", "message": "id: missing"},
+                                     status=400)
+        reason = str(form.get("reason", "")).strip() or None
+        method = self.kernel.approve if verb == "approve" else self.kernel.deny
+        try:
+            # The kernel decides who may: the agent's owner (this uid) or an admin, never an agent.
+            record = await method(approval_id, reason)
+        except SyscallError as exc:
+            return _refused(exc)
+        whose = record.get("name") or f"uid:{record.get('owner_uid')}"
+        return web.json_response({"ok": True, "message": f"{record['id']} {record['status']}: "
+                                                         f"{record['tool']} for {whose}",
+                                  "approval": {k: record.get(k) for k in ("id", "status", "tool", "reason")}})
 
     # --- streams (Server-Sent Events) ---------------------------------------------------------
 
@@ -308,6 +334,12 @@ class Dashboard:
             await _send(response, "problem", {"code": "unavailable", "message": str(exc)})
         except ConnectionResetError:
             pass  # the browser left
+
+
+def _refused(exc: SyscallError) -> web.Response:
+    """An action the kernel refused, with its code and message for the page to show."""
+    return web.json_response({"ok": False, "code": exc.code.value, "message": exc.message},
+                             status=_STATUS.get(exc.code.value, 500))
 
 
 async def _sse(request: web.Request) -> web.StreamResponse:

@@ -15,7 +15,8 @@ from .history import History
 from .svg import bar, sparkline
 
 #: Navigation: path, title.
-VIEWS = [("agents", "Agents"), ("logs", "Logs"), ("think", "THINK"), ("mail", "Mail"), ("audit", "Audit")]
+VIEWS = [("agents", "Agents"), ("logs", "Logs"), ("think", "THINK"), ("approvals", "Approvals"),
+         ("mail", "Mail"), ("audit", "Audit")]
 #: What a button does to an agent of a status, in the order shown.
 ACTIONS = {"running": ("pause", "kill"), "paused": ("resume", "kill")}
 #: An ended agent can be started again (START) from the request the kernel remembers.
@@ -243,6 +244,42 @@ def _budget(budget: Mapping[str, Any], key: str, unit: str) -> str:
     used = limit - (budget.get(f"{key}_left") or 0)
     return (f'<div class="budget">{bar(used, limit, label=f"{used} of {limit} {unit}")} '
             f'<small>{e(round(used, 4))} / {e(limit)} {e(unit)}</small></div>')
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+def approvals_view(pending: Sequence[Mapping[str, Any]], csrf: str, now: float | None = None) -> str:
+    """The MCP tool calls waiting for a human that the kernel shows this user (its agents', or
+    everyone's for an admin), each with an Approve and a Deny (with a reason for the model)."""
+    now = time.time() if now is None else now
+    head = ('<p class="kernel">MCP tool calls waiting for a human: the agent\'s owner or an admin may '
+            'settle them; an unsettled one is denied at its deadline.</p>')
+    if not pending:
+        return head + '<p class="empty">No tool call is waiting for your approval.</p>'
+    rows = "".join(_approval_row(approval, csrf, now) for approval in sorted(pending, key=lambda a: a["created_at"]))
+    return (head + '<table id="approvals"><thead><tr><th>agent</th><th>tool</th><th>arguments</th><th>waiting</th>'
+            f'<th>deadline</th><th></th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def _approval_row(approval: Mapping[str, Any], csrf: str, now: float) -> str:
+    approval_id = e(approval["id"])
+    agent = (f'{e(approval["name"])} <small>{e(approval["agent"])}</small>' if approval.get("agent")
+             else f'uid:{e(approval.get("owner_uid"))} <small>its own THINK</small>')
+    expires = approval["expires_at"]
+    hidden = (f'<input type="hidden" name="id" value="{approval_id}">'
+              f'<input type="hidden" name="{CSRF_FIELD}" value="{e(csrf)}">')
+    return (f'<tr class="approval" data-approval-id="{approval_id}"><td class="name">{agent}</td>'
+            f'<td><code>{e(approval["tool"])}</code></td>'
+            f'<td><pre class="arguments">{e(json.dumps(approval.get("arguments"), indent=1, ensure_ascii=False))}'
+            f'</pre></td><td>{e(duration(now - approval["created_at"]))}</td>'
+            f'<td title="{e(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires)))}">'
+            f'in {e(duration(expires - now))}</td>'
+            f'<td class="actions"><form method="post" action="/approval/approve" class="action">{hidden}'
+            '<button type="submit" value="approve">approve</button></form>'
+            f'<form method="post" action="/approval/deny" class="action deny">{hidden}'
+            f'<input name="reason" data-key="reason-{approval_id}" placeholder="reason (the model reads it)" '
+            'aria-label="reason for denying" maxlength="1024">'
+            '<button type="submit" value="deny">deny</button></form></td></tr>')
 
 
 # --- mail -------------------------------------------------------------------------------------

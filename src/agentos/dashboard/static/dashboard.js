@@ -11,7 +11,7 @@
     flash.className = ok ? "ok" : "error";
   }
 
-  // --- partials: fetched again every second, open <details> kept open -----------------------
+  // --- partials: fetched again every second, open <details> and typed text kept --------------
   let busy = false;
   async function refresh() {
     const url = view.dataset.refresh;
@@ -23,11 +23,24 @@
       const html = await answer.text();
       if (html !== view.dataset.last) {
         const open = [...view.querySelectorAll("details[open]")].map(d => d.dataset.key);
+        // A deny reason being typed survives the row's ticking age redrawing it.
+        const typed = [...view.querySelectorAll("input[data-key]")].map(i => [i.dataset.key, i.value]);
+        const active = document.activeElement;
+        const focused = active && active.dataset.key;
+        const caret = focused ? [active.selectionStart, active.selectionEnd] : null;
         view.innerHTML = html;
         view.dataset.last = html;
         for (const key of open) {
           const again = view.querySelector(`details[data-key="${CSS.escape(key)}"]`);
           if (again) again.open = true;
+        }
+        for (const [key, value] of typed) {
+          const again = view.querySelector(`input[data-key="${CSS.escape(key)}"]`);
+          if (again) again.value = value;
+        }
+        if (focused) {
+          const again = view.querySelector(`input[data-key="${CSS.escape(focused)}"]`);
+          if (again) { again.focus(); again.setSelectionRange(...caret); }
         }
       }
     } catch (err) {
