@@ -247,10 +247,8 @@ class Kernel:
         except (asyncio.CancelledError, ConnectionClosed):
             outcome = "cancelled"
         except Exception as exc:
-            outcome = "internal"
-            log.exception("syscall %s failed", op_name(call.op))
-            err = InternalError(f"{op_name(call.op)} failed inside the kernel: "
-                                f"{type(exc).__name__}: {exc}")
+            err = self._unexpected(call, exc)
+            outcome = err.code.value
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(err.to_payload()))
         else:
             conn.send(call.op, _STREAM_END if call.streamed else _REPLY, call.request_id, payload)
@@ -262,6 +260,15 @@ class Kernel:
             # the audit record costs the caller no latency. The caller's next request is read
             # in a later iteration still, so it never overtakes this record.
             self.loop.call_soon(self._observe, call, outcome, time.perf_counter() - started)
+
+    def _unexpected(self, call: Call, exc: Exception) -> SyscallError:
+        """The error a syscall's unforeseen exception is answered with."""
+        if isinstance(exc, OSError) and exc.errno in reactor_py.OUT_OF_FILES:
+            # Not a bug but the fd limit (a SPAWN needs several): retry once clients close some.
+            log.warning("syscall %s: out of open files (%s)", op_name(call.op), exc)
+            return reactor_py.out_of_files(exc.errno, self.reactor.accept_backoff)
+        log.exception("syscall %s failed", op_name(call.op))
+        return InternalError(f"{op_name(call.op)} failed inside the kernel: {type(exc).__name__}: {exc}")
 
     def _observe(self, call: Call, outcome: str, latency: float) -> None:
         for observer in self._observers:

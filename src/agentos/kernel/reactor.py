@@ -95,21 +95,29 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def refusal_frame(err: int, retry_after: float) -> bytes:
-    """The connection-level ``busy`` frame for a client the kernel has no fd for."""
+#: The errnos of an fd that could not be had: the kernel's limit, then the host's.
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+
+
+def out_of_files(err: int, retry_after: float) -> Busy:
+    """The ``busy`` error for work the kernel had no fd for (``err``: one of OUT_OF_FILES)."""
     if err == errno.EMFILE:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        busy = Busy(f"the kernel has all {limit} of its open files in use; retry later",
+        return Busy(f"the kernel has all {limit} of its open files in use; retry later",
                     cap="open_files", limit=limit, retry_after=retry_after)
-    else:
-        busy = Busy("the system is out of open files; retry later", cap="system_open_files",
-                    retry_after=retry_after)
+    return Busy("the system is out of open files; retry later", cap="system_open_files",
+                retry_after=retry_after)
+
+
+def refusal_frame(err: int, retry_after: float) -> bytes:
+    """The connection-level ``busy`` frame for a client the kernel has no fd for."""
+    busy = out_of_files(err, retry_after)
     return encode_frame(0, 0, ujson.dumps(busy.to_payload()).encode(), _ERROR_REPLY)
 
 
 def log_accept_paused(err: int, backoff: float) -> None:
     # Out of memory there is no fd to free for a refusal: those clients wait in the backlog.
-    waiting = "refusing them with busy" if err in (errno.EMFILE, errno.ENFILE) else "they wait"
+    waiting = "refusing them with busy" if err in OUT_OF_FILES else "they wait"
     log.warning("cannot accept clients (%s: %s); %s, retrying every %.1fs and whenever a "
                 "connection closes", errno.errorcode.get(err, err), os.strerror(err), waiting, backoff)
 
@@ -402,7 +410,7 @@ class Reactor(selectors.BaseSelector):
         if self._refused is None:
             self._refused = 0
             log_accept_paused(err, self.accept_backoff)
-        if err in (errno.EMFILE, errno.ENFILE) and self._spare >= 0:
+        if err in OUT_OF_FILES and self._spare >= 0:
             self._refuse_waiting(err)
         self._epoll.unregister(self._listener.fileno())
         self._resume_at = _monotonic() + self.accept_backoff
@@ -662,5 +670,6 @@ class KeyMap(Mapping[Any, selectors.SelectorKey]):
 
 
 __all__ = ["Reactor", "Connection", "KeyMap", "EVENT_READ", "EVENT_WRITE", "fileobj_to_fd",
-           "protocol_error_payload", "raise_fd_limit", "refusal_frame", "open_spare",
+           "protocol_error_payload", "raise_fd_limit", "refusal_frame", "out_of_files",
+           "OUT_OF_FILES", "open_spare",
            "log_accept_paused", "log_accept_resumed"]
