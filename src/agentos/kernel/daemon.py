@@ -100,6 +100,8 @@ class Kernel:
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         #: The largest reply payload each connection declared in HELLO it accepts.
         self._reply_limits: dict[Any, int] = {}
+        #: Each agent's open connections: an ending agent's are closed without a walk of all.
+        self._agent_conns: dict[str, dict[Any, None]] = {}
         #: What a connection that declared nothing accepts: the protocol's default, which
         #: every peer accepts, unless this kernel is configured for less.
         self._default_reply_limit = min(config.max_payload, DEFAULT_MAX_PAYLOAD)
@@ -139,8 +141,11 @@ class Kernel:
         return conn
 
     def connections_of(self, agent_id: str) -> list[Any]:
-        return [c for c in self.reactor.connections
-                if c.context is not None and c.context.agent_id == agent_id]
+        return list(self._agent_conns.get(agent_id, ()))
+
+    def connected_agents(self) -> int:
+        """How many agents hold a connection (LIST ``include: registries``)."""
+        return len(self._agent_conns)
 
     def set_reply_limit(self, conn: Any, limit: int) -> None:
         """Remember the largest payload ``conn`` accepts (its HELLO said so)."""
@@ -194,6 +199,8 @@ class Kernel:
     def _admit(self, conn: Any, *, refusable: bool = True) -> None:
         """Count a new connection against its agent's or uid's cap; past it, refuse it with busy."""
         refusal = self.admission.admit(conn.context)
+        if conn.context.agent_id is not None:
+            self._agent_conns.setdefault(conn.context.agent_id, {})[conn] = None
         if refusal is not None and refusable:
             conn.close_with_error(encode_payload(refusal.to_payload()))
 
@@ -215,6 +222,11 @@ class Kernel:
     def _on_close(self, conn: Any) -> None:
         if conn.context is not None:  # None: refused before it had an identity.
             self.admission.release(conn.context)
+            agent_id = conn.context.agent_id
+            if agent_id is not None and agent_id in self._agent_conns:
+                self._agent_conns[agent_id].pop(conn, None)
+                if not self._agent_conns[agent_id]:
+                    del self._agent_conns[agent_id]
         self._reply_limits.pop(conn, None)
         # A client that hangs up cancels what it asked for.
         for task in self._tasks.pop(conn, ()):

@@ -813,7 +813,8 @@ class ProcessService:
     def _registries(self) -> dict[str, dict[str, int]]:
         """How many entries each per-agent registry holds, by service: every one is bounded by
         the running agents and the ``keep_ended`` ended ones (LIST ``include: registries``)."""
-        sizes = {"processes": {**self.table.sizes(), "usage": len(self.usage), "launching": len(self._launching)}}
+        sizes = {"processes": {**self.table.sizes(), "usage": len(self.usage), "launching": len(self._launching)},
+                 "kernel": {"agent_connections": self.kernel.connected_agents()}}
         for name, service in self.kernel.services.items():
             report = getattr(service, "registry_sizes", None)
             if report is not None:
