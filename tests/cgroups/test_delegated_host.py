@@ -39,7 +39,7 @@ import pytest
 from agentos import Client
 from agentos.cgroups import KERNEL_LEAF, LEAF, TOP, detect
 from agentos.testing.kernel import KernelProcess
-from tests.security.conftest import User, _remove_cgroup_tree, _remove_stale_users, throwaway_user
+from tests.security.conftest import User, _remove_cgroup_tree, module_user
 from tests.unprivileged import wrapper
 
 LIMITS = {"memory": "64Mi", "pids": 32, "cpu": 0.5}
@@ -74,16 +74,7 @@ class Delegated:
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates a throwaway user and delegates a cgroup to it")
-    _remove_stale_users()
-    homes = Path(tempfile.mkdtemp(prefix="agentos-delegated-"))
-    try:
-        homes.chmod(0o755)
-        with throwaway_user("d", homes) as made:
-            yield made
-    finally:
-        shutil.rmtree(homes, ignore_errors=True)
+    yield from module_user("d", "creates a throwaway user and delegates a cgroup to it")
 
 
 @pytest.fixture

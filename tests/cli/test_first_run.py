@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_showcase import NAMES, said
-from tests.security.conftest import User, _remove_stale_users, throwaway_user
+from tests.security.conftest import User, module_user
 from tests.unprivileged import DEV_SITE, become
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates a throwaway user")
-    _remove_stale_users()
-    homes = Path(tempfile.mkdtemp(prefix="agentos-first-run-"))
-    try:
-        homes.chmod(0o755)
-        with throwaway_user("u", homes) as made:
-            yield made
-    finally:
-        shutil.rmtree(homes, ignore_errors=True)
+    yield from module_user("u", "creates a throwaway user")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from agentos.testing.kernel import KernelProcess
-from tests.security.conftest import User, _remove_stale_users, throwaway_user
+from tests.security.conftest import User, module_user
 from tests.unprivileged import wrapper
 
 #: An agent that starts a background ``sleep`` in a session of its own, whose parent exits at
@@ -38,17 +38,9 @@ MODES = ["root", "unprivileged"]
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates a throwaway user")
-    _remove_stale_users()
-    homes = Path(tempfile.mkdtemp(prefix="agentos-guardian-"))
-    try:
-        homes.chmod(0o755)
-        with throwaway_user("g", homes) as made:
-            yield made
+    for made in module_user("g", "creates a throwaway user"):
+        yield made
         shutil.rmtree(Path(tempfile.gettempdir()).resolve() / f"agentos-{made.uid}", ignore_errors=True)
-    finally:
-        shutil.rmtree(homes, ignore_errors=True)
 
 
 class Team:

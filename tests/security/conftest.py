@@ -94,6 +94,21 @@ def throwaway_user(role: str, home_parent: Path) -> Iterator[User]:
         _userdel(name)
 
 
+def module_user(role: str, why: str) -> Iterator[User]:
+    """A throwaway user for a test module's fixture (``yield from module_user(...)``): skipped
+    (a failure under AGENTOS_REQUIRE_PRIVILEGED) without root; its home and itself removed."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: {why}")
+    _remove_stale_users()
+    homes = Path(tempfile.mkdtemp(prefix=f"agentos-user-{role}-"))
+    try:
+        homes.chmod(0o755)
+        with throwaway_user(role, homes) as made:
+            yield made
+    finally:
+        shutil.rmtree(homes, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Users:
     #: Runs the unprivileged kernel.

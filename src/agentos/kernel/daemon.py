@@ -106,6 +106,8 @@ class Kernel:
         #: every peer accepts, unless this kernel is configured for less.
         self._default_reply_limit = min(config.max_payload, DEFAULT_MAX_PAYLOAD)
         self._stopping: asyncio.Event | None = None
+        #: What asked the kernel to stop, for the log: a signal's name, else ``stop()``.
+        self._stopped_by = "stop()"
         #: Set as shutdown begins: from then on an agent that ends was killed by it, and none restarts.
         self.shutting_down = False
         self.admission = Admission(config.connections)
@@ -317,6 +319,10 @@ class Kernel:
         finally:
             _unlink_socket(self.config.socket_path, listener)
 
+    def _stop_on(self, sig: int) -> None:
+        self._stopped_by = signal.Signals(sig).name
+        self.stop()
+
     async def _main(self, listener: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
@@ -324,7 +330,7 @@ class Kernel:
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
             stops.append(signal.SIGHUP)  # its terminal closed (the guardian passes it on too)
         for sig in stops:
-            self.loop.add_signal_handler(sig, self._stopping.set)
+            self.loop.add_signal_handler(sig, self._stop_on, sig)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         started: list[Service] = []
         try:
@@ -340,7 +346,7 @@ class Kernel:
                      self.config.socket_path, os.getpid(),
                      ", ".join(f"{k}={'on' if v else 'off'}" for k, v in EXTENSIONS_LOADED.items()))
             await self._stopping.wait()
-            log.info("shutting down")
+            log.info("shutting down (%s)", self._stopped_by)
         finally:
             await self._shutdown(started)
 
