@@ -76,17 +76,24 @@ def kernel_pid(output: str) -> int:
     return int(found[1])
 
 
-def test_up_after_a_kernel_sigkill_finds_its_team_restored_and_starts_only_the_rest(tmp_path: Path) -> None:
+def up_team(tmp_path: Path, pids: list[int]) -> Path:
+    """``agentos up -d`` of TEAM in ``tmp_path`` (its kernel's pid added to ``pids``), once both
+    agents work; returns the manifest's path."""
     (tmp_path / "worker.py").write_text(WORKER)
     path = manifest(tmp_path, TEAM.replace("{root}", str(tmp_path)))
+    up = agentos("up", "-d", path.name, cwd=tmp_path)
+    assert up.returncode == 0, up
+    pids.append(kernel_pid(up.stdout))
+    wait_for("the team to work", lambda: starts(tmp_path, "keeper") and starts(tmp_path, "plain"))
+    return path
+
+
+def test_up_after_a_kernel_sigkill_finds_its_team_restored_and_starts_only_the_rest(tmp_path: Path) -> None:
     socket = tmp_path / "run" / "k.sock"
     pids: list[int] = []
     plain_kernel = KernelProcess(tmp_path / "run")
     try:
-        up = agentos("up", "-d", path.name, cwd=tmp_path)
-        assert up.returncode == 0, up
-        pids.append(kernel_pid(up.stdout))
-        wait_for("the team to work", lambda: starts(tmp_path, "keeper") and starts(tmp_path, "plain"))
+        path = up_team(tmp_path, pids)
         [old_plain] = starts(tmp_path, "plain")
         crash(socket, pids[-1])
 
@@ -122,16 +129,11 @@ def test_up_after_a_kernel_sigkill_finds_its_team_restored_and_starts_only_the_r
 
 
 def test_down_while_no_kernel_runs_keeps_the_next_kernel_from_restoring_the_team(tmp_path: Path) -> None:
-    (tmp_path / "worker.py").write_text(WORKER)
-    path = manifest(tmp_path, TEAM.replace("{root}", str(tmp_path)))
     socket = tmp_path / "run" / "k.sock"
     pids: list[int] = []
     plain_kernel = KernelProcess(tmp_path / "run")
     try:
-        up = agentos("up", "-d", path.name, cwd=tmp_path)
-        assert up.returncode == 0, up
-        pids.append(kernel_pid(up.stdout))
-        wait_for("the team to work", lambda: starts(tmp_path, "keeper") and starts(tmp_path, "plain"))
+        path = up_team(tmp_path, pids)
         crash(socket, pids[-1])
 
         down = agentos("down", path.name, cwd=tmp_path)
