@@ -307,6 +307,8 @@ def _serve(sock: socket.socket) -> None:
             message, fds = _recv_fds(sock, _MAX_FDS)
         except InterruptedError:
             continue
+        except ConnectionError:
+            os._exit(0)  # the kernel died with a message unread (ECONNRESET): as at end of file
         if not message:
             os._exit(0)  # the kernel closed its end (an embryo sees its channel close and exits)
         plan = None
