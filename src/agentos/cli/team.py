@@ -368,7 +368,8 @@ def _change(key: str, old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     text = "(none)" if value is None else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    # The end of a long value tells most (a path's file name), so that is what stays.
+    return text if len(text) <= 80 else "..." + text[-77:]
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

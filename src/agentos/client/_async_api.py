@@ -62,7 +62,7 @@ class AsyncClientMethods(abc.ABC):
     @abc.abstractmethod
     def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> AsyncIterator[Any]:
         """Each STREAM chunk of a streamed reply (JSON; with ``raw`` its bytes), then the END
-        payload (JSON) if it has one."""
+        payload (JSON) if it has one; the request carries ``trace_with``'s context."""
 
     async def _call(self, op: int, args: Any = None) -> Any:
         """Send a JSON request, return the JSON reply."""
@@ -467,7 +467,7 @@ class AsyncClientMethods(abc.ABC):
     def think_stream(self, request: dict[str, Any]) -> _think.AsyncThinkStream:
         """``think``, iterating the answer's text as it is generated; ``.reply`` has the final
         answer."""
-        return _think.AsyncThinkStream(self._stream(Op.THINK, self._traced({**request, "stream": True})))
+        return _think.AsyncThinkStream(self._stream(Op.THINK, {**request, "stream": True}))
 
     async def context(self, op: str, context_id: str | None = None, *,
                       system: str | None = None, new_id: str | None = None) -> Any:

@@ -167,7 +167,7 @@ class AsyncClient(AsyncClientMethods):
 
     async def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> AsyncIterator[Any]:
         queue: asyncio.Queue[Frame] = asyncio.Queue()
-        rid = self._send(op, encode_payload(args), queue)
+        rid = self._send(op, encode_payload(self._traced(args)), queue)
         try:
             while True:
                 frame = await (queue.get() if self._timeout is None

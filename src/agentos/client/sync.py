@@ -152,7 +152,7 @@ class Client(ClientMethods):
                 self._queues.pop(rid, None)
 
     def _stream(self, op: int, args: Any = None, *, raw: bool = False) -> Iterator[Any]:
-        rid = self._send(op, encode_payload(args))
+        rid = self._send(op, encode_payload(self._traced(args)))
         try:
             while True:
                 last, value = stream_item(self._next_frame(rid), raw)
