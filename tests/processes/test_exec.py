@@ -99,7 +99,7 @@ def test_confined_as_the_agent(kernel: Client, box: dict[str, Any]) -> None:
     handle = kernel.exec_start(box["name"], ["/bin/sleep", "100000"])
     try:
         # The exec's subreaper and its command: both hold exactly what the agent holds.
-        pids = [p for p in _cgroup_procs(box["pid"]) if p != box["pid"]]
+        pids = [p for p in cgroup_procs(box["pid"]) if p != box["pid"]]
         assert len(pids) == 2
         assert all(_confinement(pid) == _confinement(box["pid"]) for pid in pids)
         # Its own Landlock domain: it cannot inspect the agent (nor the agent it).
@@ -189,14 +189,15 @@ def _only_the_agent_left(box: dict[str, Any], limit: float = 30.0) -> bool:
     """Whether the agent's cgroup leaf soon holds the agent alone (SIGKILLed processes take a
     moment to leave it; the limit only bounds a broken run)."""
     deadline = time.monotonic() + limit
-    while _cgroup_procs(box["pid"]) != [box["pid"]]:
+    while cgroup_procs(box["pid"]) != [box["pid"]]:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
 
 
-def _cgroup_procs(pid: int) -> list[int]:
+def cgroup_procs(pid: int) -> list[int]:
+    """The processes of ``pid``'s cgroup (its pids hierarchy on v1), as the host sees them."""
     with open(f"/proc/{pid}/cgroup") as f:
         lines = f.read().splitlines()
     for line in lines:

@@ -21,6 +21,7 @@ from agentos.errors import InvalidArgument, PermissionDenied
 from agentos.protocol import Op
 from agentos.testing.kernel import KernelProcess
 from tests.security.conftest import User, _remove_stale_users, throwaway_user
+from tests.processes.test_exec import cgroup_procs
 from tests.unprivileged import wrapper
 
 AGENT_UID = 65533
@@ -86,7 +87,7 @@ def test_nobody_is_uid_65534_and_holds_no_capability(kernel: Client, box: dict[s
 def test_nobody_is_seen_so_from_the_host_in_the_agents_namespaces(kernel: Client, box: dict[str, Any]) -> None:
     handle = kernel.exec_start(box["name"], ["/bin/sleep", "100000"], user="nobody")
     try:
-        mine = [pid for pid in _cgroup_procs(box["pid"]) if _uid(pid) == NOBODY]
+        mine = [pid for pid in cgroup_procs(box["pid"]) if _uid(pid) == NOBODY]
         assert mine, "no process of uid 65534 in the agent's cgroup"
         for pid in mine:
             assert _namespaces(pid) == _namespaces(box["pid"])
@@ -240,18 +241,6 @@ def test_a_rootless_kernels_exec_is_only_its_agents_user(rootless: tuple[Client,
 
 
 # --- host-side views --------------------------------------------------------------------------
-
-def _cgroup_procs(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/cgroup") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers in ("", "pids") or "pids" in controllers.split(","):
-            root = "/sys/fs/cgroup" if controllers == "" else "/sys/fs/cgroup/pids"
-            with open(f"{root}{path}/cgroup.procs") as f:
-                return [int(p) for p in f.read().split()]
-    raise AssertionError("no cgroup")
-
 
 def _uid(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
