@@ -48,7 +48,7 @@ def list_dead(args: argparse.Namespace) -> int:
     project, mailbox = args.project, args.name
     with connect(args) as client:
         if mailbox is not None and project is None and not args.mailbox \
-                and PROJECT.fullmatch(mailbox) and client.list_agents(project=mailbox):
+                and PROJECT.fullmatch(mailbox) and client.list_page(project=mailbox, limit=1)["agents"]:
             # `agentos mail dead PROJECT`, compose-style: a name that is a project the kernel
             # knows means its agents' mailboxes, unless --mailbox says it is a mailbox.
             project, mailbox = mailbox, None
