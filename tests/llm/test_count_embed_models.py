@@ -23,7 +23,7 @@ from agentos.llm.budgets import estimate_input_tokens
 from agentos.llm.errors import ErrorKind, LLMError
 from agentos.llm.http import new_session
 from agentos.llm.provider import Provider, make_provider
-from agentos.llm.syscalls import LLMService
+from agentos.llm.service import LLMService
 from agentos.llm.types import EmbeddingRequest, GenerationOptions, ModelRequest
 from agentos.protocol import Op
 from agentos.testing import FakeGemini, FakeOpenAI, count_tokens

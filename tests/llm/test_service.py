@@ -13,7 +13,7 @@ from agentos.kernel.config import KernelConfig
 from agentos.kernel.events import EventBus
 from agentos.kernel.identity import Identity
 from agentos.kernel.syscalls import Call
-from agentos.llm.syscalls import LLMService
+from agentos.llm.service import LLMService
 from agentos.protocol import Op
 from agentos.testing import FakeGemini, Reply
 

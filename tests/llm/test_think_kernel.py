@@ -11,7 +11,7 @@ import pytest
 from agentos import AsyncClient
 from agentos.client.think import ThinkError
 from agentos.errors import InvalidArgument, NotFound
-from agentos.llm.tools import Toolbox
+from agentos.client.tools import Toolbox
 from agentos.protocol import Op
 from agentos.testing import Reply, call_reply, count_tokens, error_reply, text_reply
 
@@ -157,7 +157,7 @@ def test_function_calling_in_a_context_keeps_the_history_in_the_kernel(llm_kerne
 
 
 def test_step_limit_stops_a_model_that_keeps_calling(llm_kernel) -> None:
-    from agentos.llm.tools import StepLimitExceeded
+    from agentos.client.tools import StepLimitExceeded
 
     llm_kernel.fake.script(*[call_reply(("get_weather", {"city": "Paris"}))] * 3)
     with llm_kernel.client() as c, pytest.raises(StepLimitExceeded):

@@ -9,7 +9,7 @@ import pytest
 from agentos.client.think import image_part, think_request
 from agentos.errors import InvalidArgument
 from agentos.llm.request import parse_think
-from agentos.llm.tools import Toolbox, declaration
+from agentos.client.tools import Toolbox, declaration
 
 
 class Unit(enum.Enum):

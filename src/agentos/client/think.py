@@ -214,7 +214,7 @@ def image_part(image: str | os.PathLike[str] | bytes | dict[str, Any]) -> dict[s
 def _declaration(function: Callable[..., Any] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(function, dict):
         return function
-    from ..llm.tools import declaration
+    from .tools import declaration
     return declaration(function)
 
 

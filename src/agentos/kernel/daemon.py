@@ -54,7 +54,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     from ..audit.service import AuditService
     from ..cluster import cluster_service
     from ..egress.service import EgressService
-    from ..llm.syscalls import LLMService
+    from ..llm.service import LLMService
     from ..mcp.service import McpService
     from ..messaging.service import MessagingService
     from ..observability.telemetry import TelemetryService

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..protocol.function_calls import function_response_parts
 from ..protocol.payload import decode_json
 from ..protocol.requests import TRACEPARENT_PATTERN
 from ..units import MAX_SECONDS
@@ -269,27 +270,6 @@ def _messages(raw: Any) -> tuple[list[Content], str | None]:
         else:
             raise InvalidArgument(f"{where} needs text 'content' or a 'parts' list")
     return turns, "\n\n".join(system) or None
-
-
-def function_response_parts(raw: Any) -> list[dict[str, Any]]:
-    """``[{id?, name, response}]`` as Gemini ``functionResponse`` parts (shared with the SDK)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidArgument("THINK: function_responses must be a list of {id?, name, response}")
-    parts = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidArgument(f"THINK: function_responses[{index}] needs a 'name'")
-        response = item.get("response")
-        answer: dict[str, Any] = {"name": item["name"],
-                                  # Gemini wants an object; scalars and lists are wrapped as the SDK does.
-                                  "response": response if isinstance(response, dict)
-                                  else {"result": response}}
-        if item.get("id"):
-            answer["id"] = str(item["id"])
-        parts.append({"functionResponse": answer})
-    return parts
 
 
 def _images(raw: Any) -> list[dict[str, Any]]:

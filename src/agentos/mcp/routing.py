@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..client.think import full_turn
 from ..errors import InvalidArgument
 from ..protocol.payload import decode_json, encode_payload
-from ..llm.request import function_response_parts
+from ..protocol.function_calls import function_response_parts
 from .approvals import APPROVED, USED
 from .servers import ToolFailed
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..kernel.syscalls import Call
     from ..llm.callers import Caller
     from ..llm.request import ThinkArgs
-    from ..llm.syscalls import LLMService
+    from ..llm.service import LLMService
     from .service import McpService
 
 log = logging.getLogger("agentos.mcp")

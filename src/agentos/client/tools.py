@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentOSError
-from .request import function_response_parts
+from ..protocol.function_calls import function_response_parts
 
 if TYPE_CHECKING:
-    from ..client.aio import AsyncClient
-    from ..client.sync import Client
-    from ..client.think import ThinkReply
+    from .aio import AsyncClient
+    from .sync import Client
+    from .think import ThinkReply
 
 _PRIMITIVES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
