@@ -11,7 +11,7 @@ REQUIRE_PRIVILEGED = os.environ.get("AGENTOS_REQUIRE_PRIVILEGED", "") not in (""
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if REQUIRE_PRIVILEGED and report.skipped and not hasattr(report, "wasxfail"):
@@ -22,7 +22,7 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def kernel(tmp_path):  # type: ignore[no-untyped-def]
+def kernel(tmp_path):
     """A kernel subprocess on a temp socket; must exit 0 and leave no socket behind."""
     k = KernelProcess(tmp_path / "k").start()
     try:

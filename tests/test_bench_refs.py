@@ -23,18 +23,18 @@ _spec.loader.exec_module(harness)
 
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def references(tmp_path_factory: pytest.TempPathFactory):
     return harness.build_references(tmp_path_factory.mktemp("refs"))
 
 
 @pytest.fixture(scope="module")
-def echo(references) -> Iterator:  # type: ignore[no-untyped-def]
+def echo(references) -> Iterator:
     server = harness.start_c_echo(references)
     yield server
     server.stop()  # raises if it had to be killed or left its socket
 
 
-def connect(server) -> socket.socket:  # type: ignore[no-untyped-def]
+def connect(server) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(str(server.socket_path))
@@ -52,7 +52,7 @@ def read_frames(sock: socket.socket, count: int) -> list:
     return frames
 
 
-def test_noop_echo_through_python_codec(echo) -> None:  # type: ignore[no-untyped-def]
+def test_noop_echo_through_python_codec(echo) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB, more than one read on either side
     with connect(echo) as sock:
         sock.sendall(codec_py.encode_frame(Op.NOOP, 7, b"hello")
@@ -67,7 +67,7 @@ def test_noop_echo_through_python_codec(echo) -> None:  # type: ignore[no-untype
     assert (third.request_id, bytes(third.payload)) == (0xFFFFFFFF, big)
 
 
-def test_bad_header_closes_only_that_connection(echo) -> None:  # type: ignore[no-untyped-def]
+def test_bad_header_closes_only_that_connection(echo) -> None:
     with connect(echo) as bad:
         bad.sendall(b"XX" + codec_py.encode_frame(Op.NOOP, 1)[2:])
         assert bad.recv(HEADER_SIZE) == b""
@@ -82,14 +82,14 @@ def test_bad_header_closes_only_that_connection(echo) -> None:  # type: ignore[n
     ({"mode": "sequential", "procs": 2, "requests": 50}, 100),
     ({"mode": "pipelined", "batch": 64, "payload": 3000, "requests": 640}, 640),
 ], ids=["sequential", "two-procs", "pipelined"])
-def test_load_client_verifies_replies(references, echo, options, frames) -> None:  # type: ignore[no-untyped-def]
+def test_load_client_verifies_replies(references, echo, options, frames) -> None:
     result = harness.run_load_client(references, echo.socket_path, warmup=0, verify=True,
                                      **options)
     assert result["frames"] == frames
     assert result["frames_per_s"] > 0 and 0 < result["p50_ns"] <= result["p99_ns"]
 
 
-def test_load_client_fails_on_a_server_that_does_not_echo(references, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_load_client_fails_on_a_server_that_does_not_echo(references, tmp_path) -> None:
     # A server that reads the request and hangs up: the client must fail, not report results.
     path = tmp_path / "closer.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:

@@ -38,7 +38,7 @@ def test_fake_v2_dead_kernels_trees_go_live_and_foreign_ones_stay(cgroupfs: Fake
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])
-def test_on_this_host_a_dead_kernels_agents_are_killed_and_removed(kind: str, held, request) -> None:  # type: ignore[no-untyped-def]
+def test_on_this_host_a_dead_kernels_agents_are_killed_and_removed(kind: str, held, request) -> None:
     make: Callable[[str | None], CgroupDriver]
     if kind == "v1":
         make = functools.partial(V1Driver, request.getfixturevalue("v1_mounts"))

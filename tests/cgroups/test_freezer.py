@@ -23,7 +23,7 @@ def _cpu(cgroup: AgentCgroup) -> int:
     return usage
 
 
-def _spinning(cgroup: AgentCgroup, held) -> object:  # type: ignore[no-untyped-def]
+def _spinning(cgroup: AgentCgroup, held) -> object:
     child = held(SPIN)
     cgroup.attach(child.pid)
     child.release()
@@ -44,7 +44,7 @@ def _frozen_stays_still_then_thaws(cgroup: AgentCgroup) -> None:
         pass
 
 
-def test_v1_a_frozen_agent_uses_no_cpu_until_thawed(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_a_frozen_agent_uses_no_cpu_until_thawed(v1: V1Driver, held) -> None:
     assert v1.freezer and v1.describe()["freezer"] is True
     cgroup = v1.create("spin", Limits())
     child = _spinning(cgroup, held)
@@ -53,7 +53,7 @@ def test_v1_a_frozen_agent_uses_no_cpu_until_thawed(v1: V1Driver, held) -> None:
     assert child.wait() == -signal.SIGKILL  # type: ignore[attr-defined]
 
 
-def test_v1_killing_a_frozen_agent_completes(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_killing_a_frozen_agent_completes(v1: V1Driver, held) -> None:
     cgroup = v1.create("frozen", Limits())
     child = _spinning(cgroup, held)
     asyncio.run(freeze([cgroup]))
@@ -63,7 +63,7 @@ def test_v1_killing_a_frozen_agent_completes(v1: V1Driver, held) -> None:  # typ
     assert all(not d.exists() for d in cgroup.dirs)
 
 
-def test_v1_freezing_a_parent_agent_leaves_its_child_agent_running(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_freezing_a_parent_agent_leaves_its_child_agent_running(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits())
     child = v1.create("child", Limits(), parent=parent)
     procs = [_spinning(parent, held), _spinning(child, held)]
@@ -85,7 +85,7 @@ def test_v1_without_the_freezer_hierarchy_has_no_freezer(v1_mounts: dict[str, Pa
     assert not NoDriver("none here").freezer
 
 
-def test_v2_a_frozen_agent_uses_no_cpu_until_thawed(v2: V2Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v2_a_frozen_agent_uses_no_cpu_until_thawed(v2: V2Driver, held) -> None:
     assert v2.freezer
     cgroup = v2.create("spin", Limits())
     child = _spinning(cgroup, held)

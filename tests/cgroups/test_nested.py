@@ -33,7 +33,7 @@ def destroy_all(*cgroups: AgentCgroup) -> list[bool]:
     return asyncio.run(run())
 
 
-def test_v1_a_parents_pids_limit_bounds_its_children_together(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_a_parents_pids_limit_bounds_its_children_together(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits(pids=16))
     # Each child alone may have 16 tasks; together with the parent they may not.
     kids = [v1.create(f"kid{i}", Limits(pids=16), parent=parent) for i in range(2)]
@@ -56,7 +56,7 @@ def test_v1_a_parents_pids_limit_bounds_its_children_together(v1: V1Driver, held
         assert all(destroy_all(parent, *kids))
 
 
-def test_v1_a_parents_memory_limit_bounds_its_children_together(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_a_parents_memory_limit_bounds_its_children_together(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits(memory=64 * MiB))
     kids = [v1.create(f"kid{i}", Limits(memory=64 * MiB), parent=parent) for i in range(2)]
     # Pages are charged to the cgroup that first touches them: these are touched after attach.
@@ -82,7 +82,7 @@ def test_v1_a_parents_memory_limit_bounds_its_children_together(v1: V1Driver, he
         assert all(destroy_all(parent, *kids))
 
 
-def test_v1_a_parents_cpu_limit_throttles_its_children(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_a_parents_cpu_limit_throttles_its_children(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits(cpu=0.1))
     kid = v1.create("kid", Limits(), parent=parent)
     # v1 refuses a quota above an ancestor's (EINVAL): the driver writes the smaller one, as v2 would use.
@@ -103,7 +103,7 @@ def test_v1_a_parents_cpu_limit_throttles_its_children(v1: V1Driver, held) -> No
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])
-def test_killing_and_removing_a_parent_spares_its_children(kind: str, held, request) -> None:  # type: ignore[no-untyped-def]
+def test_killing_and_removing_a_parent_spares_its_children(kind: str, held, request) -> None:
     driver: CgroupDriver = request.getfixturevalue(kind)
     parent = driver.create("parent", Limits(pids=8))
     child = driver.create("child", Limits(), parent=parent)
@@ -127,7 +127,7 @@ def test_killing_and_removing_a_parent_spares_its_children(kind: str, held, requ
     assert not any(directory.exists() for directory in parent.dirs)
 
 
-def test_agent_of_names_the_innermost_agent(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_agent_of_names_the_innermost_agent(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits())
     child = v1.create("child", Limits(), parent=parent)
     outer, inner = held(), held()
@@ -173,7 +173,7 @@ def test_v1_create_never_removes_a_directory_it_did_not_make(v1: V1Driver) -> No
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])
-def test_nested_trees_of_a_dead_kernel_are_killed_and_removed(kind: str, held, request) -> None:  # type: ignore[no-untyped-def]
+def test_nested_trees_of_a_dead_kernel_are_killed_and_removed(kind: str, held, request) -> None:
     if kind == "v1":
         mounts: dict[str, Path] = request.getfixturevalue("v1_mounts")
         dead: CgroupDriver = V1Driver(mounts, dead_instance())

@@ -39,7 +39,7 @@ def test_v1_the_largest_limits_are_accepted_by_the_kernel(v1: V1Driver) -> None:
     assert cgroup.remove()
 
 
-def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:
     cgroup = v1.create("tree", Limits(pids=32))
     child = held("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)")
     cgroup.attach(child.pid)
@@ -53,7 +53,7 @@ def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:  # type: ignor
     assert all(not d.exists() for d in cgroup.dirs)
 
 
-def test_v1_oom_kill_is_detected(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_oom_kill_is_detected(v1: V1Driver, held) -> None:
     cgroup = v1.create("hog", Limits(memory=32 * MiB))
     hog = held("chunks = []\nwhile True:\n    chunks.append(bytearray(4 * 1024 * 1024))")
     cgroup.attach(hog.pid)
@@ -67,7 +67,7 @@ def test_v1_oom_kill_is_detected(v1: V1Driver, held) -> None:  # type: ignore[no
     assert cgroup.remove()
 
 
-def test_v1_pids_limit_stops_forks(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_pids_limit_stops_forks(v1: V1Driver, held) -> None:
     cgroup = v1.create("forks", Limits(pids=5))
     code = ("import os, time\nforked = 0\n"
             "for _ in range(50):\n"
@@ -82,7 +82,7 @@ def test_v1_pids_limit_stops_forks(v1: V1Driver, held) -> None:  # type: ignore[
     asyncio.run(destroy(cgroup))
 
 
-def test_v1_cpu_quota_throttles(v1: V1Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v1_cpu_quota_throttles(v1: V1Driver, held) -> None:
     cgroup = v1.create("spin", Limits(cpu=0.1))
     spin = held("import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass")
     cgroup.attach(spin.pid)
@@ -96,7 +96,7 @@ def test_v1_cpu_quota_throttles(v1: V1Driver, held) -> None:  # type: ignore[no-
     assert cgroup.remove()
 
 
-def test_v2_tracks_and_kills_a_tree(v2: V2Driver, held) -> None:  # type: ignore[no-untyped-def]
+def test_v2_tracks_and_kills_a_tree(v2: V2Driver, held) -> None:
     cgroup = v2.create("tree", Limits())
     child = held("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)")
     cgroup.attach(child.pid)
@@ -131,7 +131,7 @@ def test_v2_delegation_is_checked_against_the_kernel(v2_mount: tuple[Path, froze
 
 
 @pytest.mark.parametrize("driver_kind", ["v1", "v2"])
-def test_start_cleans_only_dead_agentos_subtrees(driver_kind: str, held, request) -> None:  # type: ignore[no-untyped-def]
+def test_start_cleans_only_dead_agentos_subtrees(driver_kind: str, held, request) -> None:
     make: Callable[[str | None], CgroupDriver]
     if driver_kind == "v1":
         mounts = request.getfixturevalue("v1_mounts")

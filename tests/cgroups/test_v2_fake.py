@@ -142,7 +142,7 @@ def test_kill_uses_the_leafs_cgroup_kill(cgroupfs: FakeCgroupfs) -> None:
     assert (child.leaves[0] / "cgroup.kill").read_text() == ""
 
 
-def test_kill_without_cgroup_kill_signals_each_process(cgroupfs: FakeCgroupfs, held) -> None:  # type: ignore[no-untyped-def]
+def test_kill_without_cgroup_kill_signals_each_process(cgroupfs: FakeCgroupfs, held) -> None:
     cgroup = started(cgroupfs.root).create("a1", Limits())
     (cgroup.leaves[0] / "cgroup.kill").unlink()
     child, stray = held(), held()

@@ -30,13 +30,13 @@ def scripts(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_spawn_logs_kill(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_logs_kill(kernel, scripts: Path, capsys) -> None:
     socket = ["--socket", str(kernel.socket_path)]
     code, out, _ = cli(capsys, "spawn", *socket, *PLAIN, "--name", "talk", str(scripts / "count.py"), "3")
     assert code == 0 and out.startswith("talk started: id ")
@@ -57,7 +57,7 @@ def test_spawn_logs_kill(kernel, scripts: Path, capsys) -> None:  # type: ignore
     assert (code, out) == (1, "") and err == "agentos kill: error: no agent named 'ghost'\n"
 
 
-def test_spawn_a_program(kernel, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_a_program(kernel, capsys) -> None:
     socket = ["--socket", str(kernel.socket_path)]
     code, out, _ = cli(capsys, "spawn", *socket, *PLAIN, "--command", "--name", "greet", "--env", "WHO=there",
                        "sh", "-c", "echo hi $WHO")
@@ -66,7 +66,7 @@ def test_spawn_a_program(kernel, capsys) -> None:  # type: ignore[no-untyped-def
     assert cli(capsys, "logs", *socket, "greet") == (0, "hi there\n", "")
 
 
-def test_spawn_refuses_bad_options_in_one_line(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_refuses_bad_options_in_one_line(kernel, scripts: Path, capsys) -> None:
     socket = ["--socket", str(kernel.socket_path)]
     code, out, err = cli(capsys, "spawn", *socket, "--memory", "12XB", str(scripts / "serve.py"))
     assert (code, out) == (2, "")
@@ -76,7 +76,7 @@ def test_spawn_refuses_bad_options_in_one_line(kernel, scripts: Path, capsys) ->
     assert kernel.client().list_agents() == []
 
 
-def test_spawn_defaults_are_the_secure_ones(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_defaults_are_the_secure_ones(kernel, scripts: Path, capsys) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: a sandbox with cgroup limits")
     code, out, _ = cli(capsys, "spawn", "--socket", str(kernel.socket_path), str(scripts / "serve.py"))
@@ -87,7 +87,7 @@ def test_spawn_defaults_are_the_secure_ones(kernel, scripts: Path, capsys) -> No
     kernel.client().kill("serve", grace=5)
 
 
-def test_top_once(kernel, scripts: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_top_once(kernel, scripts: Path, capsys) -> None:
     socket = ["--socket", str(kernel.socket_path)]
     assert cli(capsys, "spawn", *socket, *PLAIN, str(scripts / "serve.py"))[0] == 0
     code, out, _ = cli(capsys, "top", *socket, "-n", "1")
@@ -108,7 +108,7 @@ def keyless_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
         yield k
 
 
-def test_doctor_reports_the_host_and_the_kernel(keyless_kernel: KernelProcess, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_doctor_reports_the_host_and_the_kernel(keyless_kernel: KernelProcess, capsys) -> None:
     kernel = keyless_kernel
     code, out, _ = cli(capsys, "doctor", "--socket", str(kernel.socket_path))
     checks = {line.split(":", 1)[0].split(None, 1)[1]: line.split(None, 1)[0] for line in out.splitlines()}
@@ -149,13 +149,13 @@ def llm_kernel(tmp_path: Path, gemini: FakeGemini) -> Iterator[KernelProcess]:
         assert kernel.stop() == 0, kernel.log()
 
 
-def test_think(llm_kernel: KernelProcess, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_think(llm_kernel: KernelProcess, capsys) -> None:
     socket = ["--socket", str(llm_kernel.socket_path)]
     assert cli(capsys, "think", *socket, "hello there") == (0, "echo: hello there\n", "")
     assert cli(capsys, "think", *socket, "--no-stream", "again") == (0, "echo: again\n", "")
 
 
-def test_think_without_a_key_is_one_clear_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_think_without_a_key_is_one_clear_line(tmp_path: Path, capsys) -> None:
     kernel = KernelProcess(tmp_path / "k", env={"GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}).start()
     try:
         code, out, err = cli(capsys, "think", "--socket", str(kernel.socket_path), "hello")
@@ -166,7 +166,7 @@ def test_think_without_a_key_is_one_clear_line(tmp_path: Path, capsys) -> None: 
 
 
 def test_a_manifest_agents_llm_section_reaches_the_model(llm_kernel: KernelProcess, gemini: FakeGemini,
-                                                         tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path, capsys) -> None:
     (tmp_path / "asker.py").write_text("import agentos\n"
                                        "with agentos.Client() as kernel:\n"
                                        "    print(kernel.think('hi').content, flush=True)\n")

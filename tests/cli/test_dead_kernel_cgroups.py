@@ -18,7 +18,7 @@ from agentos.testing.kernel import KernelProcess
 _ESCAPE = "setsid sleep 300 & echo $! > {pidfile}; exec sleep 300"
 
 
-def _cgroup_dirs(client, agent_id: str) -> list[Path]:  # type: ignore[no-untyped-def]
+def _cgroup_dirs(client, agent_id: str) -> list[Path]:
     described = client.hello()["capabilities"]["processes"]["cgroups"]
     return [Path(root) / "agentos" / described["instance"] / agent_id for root in described["roots"]]
 
@@ -55,7 +55,7 @@ def _crashed_kernel_with_an_orphan(root: Path) -> tuple[list[Path], int]:
 
 
 @pytest.mark.parametrize("command", [["down"], ["doctor", "--fix"]])
-def test_a_crashed_kernels_cgroups_are_removed(command: list[str], tmp_path: Path, kernel, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_crashed_kernels_cgroups_are_removed(command: list[str], tmp_path: Path, kernel, capsys) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: cgroups")
     live = kernel.client()

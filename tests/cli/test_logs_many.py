@@ -27,7 +27,7 @@ agents:
 """
 
 
-def test_a_manifests_agents_prefixed(kernel, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_manifests_agents_prefixed(kernel, tmp_path: Path, capsys) -> None:
     # Each prints two lines; beta fails (and is restarted once), its first run only after `go` exists.
     (tmp_path / "say.py").write_text(
         "import os, sys, time\nprint(sys.argv[1], 'one', flush=True)\n"

@@ -49,7 +49,7 @@ def kernel(tmp_path: Path) -> Iterator[KernelProcess]:
     assert not k.socket_path.exists()
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
@@ -67,7 +67,7 @@ def rows(table: str) -> list[dict[str, str]]:
     return parsed
 
 
-def eventually(check, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def eventually(check, what: str, timeout: float = 60.0):
     """Poll ``check()`` until it is truthy; a bound against hanging, not a speed assertion."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -77,7 +77,7 @@ def eventually(check, what: str, timeout: float = 60.0):  # type: ignore[no-unty
     return result
 
 
-def test_ps_shows_restarts_usage_and_tokens(kernel: KernelProcess, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_ps_shows_restarts_usage_and_tokens(kernel: KernelProcess, tmp_path: Path, capsys) -> None:
     socket = ["--socket", str(kernel.socket_path)]
     (tmp_path / "crash_twice.py").write_text(CRASH_TWICE)
     (tmp_path / "think_once.py").write_text(THINK_ONCE)
@@ -115,7 +115,7 @@ def test_ps_shows_restarts_usage_and_tokens(kernel: KernelProcess, tmp_path: Pat
     assert f"${records[0]['usd']:.4f}" == thinker["USD"] and records[1]["usd"] == 0
 
 
-def test_ps_without_a_kernel_is_one_line_on_stderr(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_ps_without_a_kernel_is_one_line_on_stderr(tmp_path: Path, capsys) -> None:
     code, out, err = cli(capsys, "ps", "--socket", str(tmp_path / "none.sock"))
     assert (code, out) == (1, "")
     assert err.startswith(f"agentos ps: error: no agentos kernel at {tmp_path}/none.sock") and err.count("\n") == 1

@@ -11,7 +11,7 @@ from agentos.cli.main import main
 from agentos.cli.output import Painter, table
 
 
-def test_sort_json_and_plain_output(kernel, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_sort_json_and_plain_output(kernel, tmp_path: Path, capsys) -> None:
     busy, idle = tmp_path / "busy.py", tmp_path / "idle.py"
     busy.write_text("while True:\n    pass\n")
     idle.write_text("import time\ntime.sleep(300)\n")

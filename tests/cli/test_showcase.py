@@ -123,7 +123,7 @@ def test_ctrl_c_stops_the_showcase_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fake_gemini():  # type: ignore[no-untyped-def]
+def fake_gemini():
     """A fake Gemini API on 127.0.0.1 (it echoes prompts): its URL, stopped afterwards."""
     proc = subprocess.Popen([sys.executable, "-m", "agentos", "fake-gemini", "--port", "0", "--api-key", "k"],
                             stdout=subprocess.PIPE, text=True)

@@ -19,13 +19,13 @@ agents:
 """
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_stop_start_restart(kernel, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_stop_start_restart(kernel, tmp_path: Path, capsys) -> None:
     (tmp_path / "echo.py").write_text("import os, time\nprint(os.environ['GREETING'], flush=True)\ntime.sleep(300)\n")
     (tmp_path / "team.yaml").write_text(MANIFEST)
     socket = ["--socket", str(kernel.socket_path)]
@@ -53,7 +53,7 @@ def test_stop_start_restart(kernel, tmp_path: Path, capsys) -> None:  # type: ig
     assert len(client.list_agents(name="echo", status="running")) == 1
 
 
-def test_start_after_the_kernel_forgot_needs_the_manifest(kernel, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_start_after_the_kernel_forgot_needs_the_manifest(kernel, tmp_path: Path, capsys) -> None:
     (tmp_path / "echo.py").write_text("import time\ntime.sleep(300)\n")
     (tmp_path / "team.yaml").write_text(MANIFEST)
     socket = ["--socket", str(kernel.socket_path)]

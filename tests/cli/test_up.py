@@ -254,7 +254,7 @@ def test_invalid_manifest_starts_nothing(project: Path) -> None:
     assert not (project / "run").exists()
 
 
-def test_up_and_down_on_a_kernel_that_already_runs(kernel, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_up_and_down_on_a_kernel_that_already_runs(kernel, project: Path) -> None:
     path = manifest(project, """\
         server:
           script: serve.py
@@ -272,7 +272,7 @@ def test_up_and_down_on_a_kernel_that_already_runs(kernel, project: Path) -> Non
     assert kernel.client().list_agents(status="running") == []
 
 
-def test_the_hello_example_runs_with_the_secure_defaults(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_hello_example_runs_with_the_secure_defaults(kernel, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the default sandbox and cgroup limits")
     example = Path(__file__).resolve().parents[2] / "agents" / "examples" / "hello.yaml"

@@ -44,7 +44,7 @@ def starts(project: Path, name: str) -> list[str]:
         return []
 
 
-def wait_for(what: str, check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def wait_for(what: str, check, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while not (value := check()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -66,7 +66,7 @@ def _ppid(pid: int) -> int:
         return -1
 
 
-def eventually(check, tries: int = 200):  # type: ignore[no-untyped-def]
+def eventually(check, tries: int = 200):
     """``check()``'s first true value, polling: what is awaited here happens asynchronously."""
     for _ in range(tries):
         value = check()

@@ -25,7 +25,7 @@ def restarted(events: list[dict[str, Any]], name: str) -> bool:
     return any(e["topic"] == "agent.restarted" and e.get("name") == name for e in events)
 
 
-def test_spawn_takes_restart_and_llm_on_the_blocking_client(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_takes_restart_and_llm_on_the_blocking_client(kernel, tmp_path: Path) -> None:
     c = kernel.client()
     crashy = script(tmp_path, "crashy", "import sys; sys.exit(3)\n")
     with pytest.raises(InvalidArgument, match=r"\$\.restart\.policy"):
@@ -42,7 +42,7 @@ def test_spawn_takes_restart_and_llm_on_the_blocking_client(kernel, tmp_path: Pa
     assert restarted(seen, "crashy")
 
 
-def test_spawn_takes_restart_and_llm_on_the_async_client(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_takes_restart_and_llm_on_the_async_client(kernel, tmp_path: Path) -> None:
     crashy = script(tmp_path, "crashy", "import sys; sys.exit(3)\n")
 
     async def main() -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def test_spawn_takes_restart_and_llm_on_the_async_client(kernel, tmp_path: Path)
     assert restarted(asyncio.run(main()), "crashy")
 
 
-def test_noop_batch_fileno_and_connect_on_both(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_noop_batch_fileno_and_connect_on_both(kernel) -> None:
     payloads = [str(i).encode() for i in range(2000)]
     with Client.connect(kernel.socket_path, max_payload=1 << 16) as c:
         assert c.fileno() >= 0
@@ -84,7 +84,7 @@ def test_noop_batch_fileno_and_connect_on_both(kernel) -> None:  # type: ignore[
     asyncio.run(main())
 
 
-def test_a_timeout_raises_and_the_connection_goes_on(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_timeout_raises_and_the_connection_goes_on(kernel, tmp_path: Path) -> None:
     sleeper = script(tmp_path, "sleeper", "import time; time.sleep(600)\n")
     c = kernel.client(timeout=0.2)
     c.spawn("sleeper", sleeper, sandboxed=False)

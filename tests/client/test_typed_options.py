@@ -31,7 +31,7 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
     "think_stream": think.think_request, "count_tokens": think.think_request}
 
 
-def test_a_typo_is_a_type_error_on_the_blocking_client(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_a_typo_is_a_type_error_on_the_blocking_client(kernel) -> None:
     with kernel.client() as c:
         for method, args, typo in TYPOS:
             with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(typo))}'"):
@@ -41,7 +41,7 @@ def test_a_typo_is_a_type_error_on_the_blocking_client(kernel) -> None:  # type:
         assert c.list_agents() == []  # nothing was sent, and the connection still serves
 
 
-def test_a_typo_is_a_type_error_on_the_async_client(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_a_typo_is_a_type_error_on_the_async_client(kernel) -> None:
     async def main() -> list[dict[str, Any]]:
         async with await AsyncClient.connect(kernel.socket_path) as c:
             for method, args, typo in TYPOS:
@@ -54,7 +54,7 @@ def test_a_typo_is_a_type_error_on_the_async_client(kernel) -> None:  # type: ig
     assert asyncio.run(main()) == []
 
 
-def test_a_typed_call_sends_what_the_builder_builds(kernel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_typed_call_sends_what_the_builder_builds(kernel, tmp_path) -> None:
     path = tmp_path / "sleeper.py"
     path.write_text("import time\ntime.sleep(60)\n")
     with kernel.client() as c:

@@ -15,7 +15,7 @@ DEMO = Path(__file__).with_name("demo_kernel.py")
 
 
 @pytest.fixture
-def demo_kernel(tmp_path):  # type: ignore[no-untyped-def]
+def demo_kernel(tmp_path):
     """A kernel with the test service of demo_kernel.py; may log tracebacks (FAIL does)."""
     k = KernelProcess(tmp_path / "k", command=[sys.executable, str(DEMO)]).start()
     try:
@@ -40,7 +40,7 @@ class RawConn:
     def request(self, op: int, rid: int, payload: bytes = b"") -> None:
         self.send(encode_frame(op, rid, payload))
 
-    def read_frame(self):  # type: ignore[no-untyped-def]
+    def read_frame(self):
         while not self.frames:
             data = self.sock.recv(65536)
             if not data:
@@ -62,7 +62,7 @@ class RawConn:
 
 
 @pytest.fixture
-def raw(kernel):  # type: ignore[no-untyped-def]
+def raw(kernel):
     conns: list[RawConn] = []
 
     def connect() -> RawConn:

@@ -20,11 +20,11 @@ SLEEP, STREAM, FAIL, RAISE_NOT_FOUND, CANCEL_LOG = 0xF0, 0xF1, 0xF2, 0xF3, 0xF4
 class DemoService:
     name = "demo"
 
-    def __init__(self, kernel):  # type: ignore[no-untyped-def]
+    def __init__(self, kernel):
         self.kernel = kernel
         self.cancelled: list[str] = []
 
-    def syscalls(self):  # type: ignore[no-untyped-def]
+    def syscalls(self):
         return {SLEEP: self.sleep, STREAM: self.stream, FAIL: self.fail,
                 RAISE_NOT_FOUND: self.not_found, CANCEL_LOG: self.cancel_log}
 
@@ -34,10 +34,10 @@ class DemoService:
     async def stop(self) -> None:
         pass
 
-    def capabilities(self):  # type: ignore[no-untyped-def]
+    def capabilities(self):
         return {"demo": True}
 
-    async def sleep(self, call):  # type: ignore[no-untyped-def]
+    async def sleep(self, call):
         args = call.args()
         try:
             await asyncio.sleep(args["seconds"])
@@ -46,26 +46,26 @@ class DemoService:
             raise
         return {"slept": args["seconds"], "tag": args.get("tag")}
 
-    async def stream(self, call):  # type: ignore[no-untyped-def]
+    async def stream(self, call):
         args = call.args()
         for i in range(args["count"]):
             await call.stream({"i": i, "pad": "x" * args.get("pad", 0)})
         return {"done": args["count"]}
 
-    async def fail(self, call):  # type: ignore[no-untyped-def]
+    async def fail(self, call):
         raise RuntimeError("deliberate handler bug")
 
-    async def not_found(self, call):  # type: ignore[no-untyped-def]
+    async def not_found(self, call):
         raise NotFound("no such thing", name="thing")
 
-    async def cancel_log(self, call):  # type: ignore[no-untyped-def]
+    async def cancel_log(self, call):
         return {"cancelled": self.cancelled}
 
 
 _build = daemon.build_services
 
 
-def build_services(kernel):  # type: ignore[no-untyped-def]
+def build_services(kernel):
     return [*_build(kernel), DemoService(kernel)]
 
 

@@ -14,7 +14,7 @@ FIELDS = {
 
 
 @pytest.mark.parametrize("payload", list(FIELDS), ids=list(FIELDS.values()))
-def test_a_wrong_value_is_named_by_its_path(kernel, raw, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_value_is_named_by_its_path(kernel, raw, payload: bytes) -> None:
     c = raw()
     c.request(Op.SPAWN, 1, payload)
     err = c.read_error()
@@ -23,14 +23,14 @@ def test_a_wrong_value_is_named_by_its_path(kernel, raw, payload: bytes) -> None
 
 @pytest.mark.parametrize("payload", [b'{"timeout": NaN}', b'{"timeout": Infinity}', b'{"name": "\\udfff"}',
                                      b'{"name": "\xff"}', b'{"timeout": 1} {}'])
-def test_a_payload_that_is_not_strict_json_has_no_details(kernel, raw, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_a_payload_that_is_not_strict_json_has_no_details(kernel, raw, payload: bytes) -> None:
     c = raw()
     c.request(Op.RECV, 1, payload)
     err = c.read_error()
     assert err["code"] == "invalid_argument" and "details" not in err
 
 
-def test_ready_from_an_outside_client_is_invalid_argument(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_ready_from_an_outside_client_is_invalid_argument(kernel, raw) -> None:
     c = raw()
     c.request(Op.READY, 1)
     err = c.read_error()

@@ -18,7 +18,7 @@ def test_compiled_modules_loaded_when_they_should_be() -> None:
         assert protocol.codec.__name__ == "agentos._fast.codec"
 
 
-def test_kernel_runs_the_expected_twins(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_runs_the_expected_twins(kernel) -> None:
     ext = kernel.client().hello()["capabilities"]["core"]["extensions"]
     expected = os.environ.get("AGENTOS_NO_EXTENSIONS", "") in ("", "0")
     assert ext == {"codec": expected, "reactor": expected}

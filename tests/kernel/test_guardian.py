@@ -112,7 +112,7 @@ class Team:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _await(probe, what: str):  # type: ignore[no-untyped-def]
+def _await(probe, what: str):
     deadline = time.monotonic() + DEADLINE
     while not (result := probe()):
         assert time.monotonic() < deadline, f"still waiting for {what}"

@@ -25,7 +25,7 @@ BAD_HEADERS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_HEADERS))
-def test_bad_frame_gets_protocol_error_then_disconnect(kernel, raw, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_frame_gets_protocol_error_then_disconnect(kernel, raw, name) -> None:
     data, message = BAD_HEADERS[name]
     bystander = kernel.client()
     bad = raw()
@@ -38,13 +38,13 @@ def test_bad_frame_gets_protocol_error_then_disconnect(kernel, raw, name) -> Non
     assert kernel.client().hello()["kernel"] == "agentos"
 
 
-def test_huge_length_refused_before_payload_is_sent(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_huge_length_refused_before_payload_is_sent(kernel, raw) -> None:
     bad = raw()
     bad.send(encode_frame(0, 1, b"")[:12] + (64 * 1024 * 1024).to_bytes(4, "little"))
     assert bad.read_error()["code"] == "protocol_error"
 
 
-def test_frames_before_the_bad_one_are_answered(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_frames_before_the_bad_one_are_answered(kernel, raw) -> None:
     c = raw()
     c.send(encode_frame(0, 1, b"a") + encode_frame(0, 2, b"b") + b"XXXX" + bytes(12))
     assert [bytes(c.read_frame().payload) for _ in range(2)] == [b"a", b"b"]
@@ -52,7 +52,7 @@ def test_frames_before_the_bad_one_are_answered(kernel, raw) -> None:  # type: i
     assert c.at_eof()
 
 
-def test_unknown_opcode_is_not_implemented_and_connection_lives(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_opcode_is_not_implemented_and_connection_lives(kernel, raw) -> None:
     c = raw()
     c.request(0xEE, 5, b"{}")
     frame = c.read_frame()
@@ -64,7 +64,7 @@ def test_unknown_opcode_is_not_implemented_and_connection_lives(kernel, raw) -> 
 
 @pytest.mark.parametrize("payload", [b"{not json", b'{"x": NaN}', b'{"x": Infinity}', b"[1]",
                                      b'"\\udfff"', b'{"unknown": 1}'])
-def test_invalid_json_payload_is_invalid_argument(kernel, raw, payload) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_json_payload_is_invalid_argument(kernel, raw, payload) -> None:
     c = raw()
     c.request(0x02, 1, payload)
     # Every payload is strict JSON of the syscall's declared shape, HELLO's (empty) too.
@@ -73,7 +73,7 @@ def test_invalid_json_payload_is_invalid_argument(kernel, raw, payload) -> None:
     assert json.loads(bytes(frame.payload))["code"] == "invalid_argument"
 
 
-def _settled_fds(kernel) -> int:  # type: ignore[no-untyped-def]
+def _settled_fds(kernel) -> int:
     """The kernel's fd count once every service has opened what it opens on first use."""
     with kernel.client() as warm:
         warm.hello()
@@ -85,7 +85,7 @@ def _settled_fds(kernel) -> int:  # type: ignore[no-untyped-def]
     return count
 
 
-def test_truncated_frame_then_hangup(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_frame_then_hangup(kernel, raw) -> None:
     pid = kernel.pid
     baseline = _settled_fds(kernel)
     for cut in (1, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 3):
@@ -98,7 +98,7 @@ def test_truncated_frame_then_hangup(kernel, raw) -> None:  # type: ignore[no-un
     _wait_for(lambda: kernel_fds(pid) == baseline, f"fds back to {baseline}")
 
 
-def test_slowloris_does_not_delay_others(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_slowloris_does_not_delay_others(kernel, raw) -> None:
     slow = [raw() for _ in range(20)]
     wire = encode_frame(0, 1, b"x" * 100)
     for i, c in enumerate(slow):
@@ -111,7 +111,7 @@ def test_slowloris_does_not_delay_others(kernel, raw) -> None:  # type: ignore[n
         assert bytes(c.read_frame().payload) == b"x" * 100
 
 
-def test_client_that_never_reads_is_throttled(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_client_that_never_reads_is_throttled(kernel, raw) -> None:
     pid = kernel.pid
     rss_before = kernel_rss(pid)
     hog = raw()
@@ -136,7 +136,7 @@ def test_client_that_never_reads_is_throttled(kernel, raw) -> None:  # type: ign
     assert other.noop(b"unaffected") == b"unaffected"
 
 
-def test_many_connections_leave_no_fds(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_many_connections_leave_no_fds(kernel) -> None:
     pid = kernel.pid
     baseline = _settled_fds(kernel)
     socks = []
@@ -153,7 +153,7 @@ def test_many_connections_leave_no_fds(kernel) -> None:  # type: ignore[no-untyp
     _wait_for(lambda: kernel_fds(pid) == baseline, f"fds back to {baseline}")
 
 
-def _wait_for(cond, what: str, limit: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(cond, what: str, limit: float = 20.0) -> None:
     # Waiting for the kernel to notice hang-ups; the limit only bounds a broken run.
     deadline = time.monotonic() + limit
     while not cond():

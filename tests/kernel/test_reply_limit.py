@@ -18,7 +18,7 @@ from agentos.protocol.requests import MIN_DECLARED_PAYLOAD
 BIG = "x" * (200 * 1024)
 
 
-def _json(frame) -> dict:  # type: ignore[no-untyped-def]
+def _json(frame) -> dict:
     return ujson.loads(bytes(frame.payload))
 
 

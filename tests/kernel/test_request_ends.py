@@ -16,7 +16,7 @@ def _json(payload: bytes) -> dict:
     return json.loads(bytes(payload)) if len(payload) else None  # type: ignore[return-value]
 
 
-def test_duplicate_in_flight_request_ids_are_both_served(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_in_flight_request_ids_are_both_served(kernel, raw) -> None:
     c = raw()
     c.request(Op.RECV, 7, b'{"timeout": 60}')       # stays in flight until mail arrives
     c.request(Op.HELLO, 7)                          # same id, while RECV waits
@@ -33,7 +33,7 @@ def test_duplicate_in_flight_request_ids_are_both_served(kernel, raw) -> None:  
     assert bytes(c.read_frame().payload) == b"still served"
 
 
-def test_audit_with_no_record_to_replay_ends_with_end(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_audit_with_no_record_to_replay_ends_with_end(kernel, raw) -> None:
     c = raw()
     c.request(Op.AUDIT, 1, b'{"limit": 0}')
     frame = c.read_frame()
@@ -41,7 +41,7 @@ def test_audit_with_no_record_to_replay_ends_with_end(kernel, raw) -> None:  # t
     assert bytes(frame.payload) == b""
 
 
-def test_audit_streams_records_then_end(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_audit_streams_records_then_end(kernel, raw) -> None:
     c = raw()
     for rid in (1, 2):
         c.request(Op.HELLO, rid)
@@ -56,7 +56,7 @@ def test_audit_streams_records_then_end(kernel, raw) -> None:  # type: ignore[no
     assert (end.flags, bytes(end.payload)) == (END, b"")
 
 
-def test_following_the_logs_of_a_silent_ended_agent_ends_with_end(kernel, raw) -> None:  # type: ignore[no-untyped-def]
+def test_following_the_logs_of_a_silent_ended_agent_ends_with_end(kernel, raw) -> None:
     with kernel.client() as admin:
         agent = admin.spawn("silent", command=["/bin/true"], sandboxed=False)
         admin.wait(id=agent["id"], timeout=60)

@@ -12,7 +12,7 @@ from agentos.protocol import Op
 from .demo_kernel import CANCEL_LOG, FAIL, RAISE_NOT_FOUND, SLEEP, STREAM
 
 
-def test_sync_roundtrips(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_sync_roundtrips(kernel) -> None:
     c = kernel.client()
     assert c.noop() == b""
     assert c.echo("héllo") == "héllo"
@@ -22,7 +22,7 @@ def test_sync_roundtrips(kernel) -> None:  # type: ignore[no-untyped-def]
         [str(i).encode() for i in range(10000)]
 
 
-def test_async_many_in_flight(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_async_many_in_flight(kernel) -> None:
     async def main() -> None:
         async with await AsyncClient.connect(kernel.socket_path) as c:
             replies = await asyncio.gather(*(c.noop(str(i).encode()) for i in range(5000)))
@@ -32,7 +32,7 @@ def test_async_many_in_flight(kernel) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(main())
 
 
-def test_replies_arrive_out_of_order(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_replies_arrive_out_of_order(demo_kernel) -> None:
     async def main() -> None:
         async with await AsyncClient.connect(demo_kernel.socket_path) as c:
             order: list[str] = []
@@ -46,7 +46,7 @@ def test_replies_arrive_out_of_order(demo_kernel) -> None:  # type: ignore[no-un
     asyncio.run(main())
 
 
-def test_stream_sync_and_async(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_stream_sync_and_async(demo_kernel) -> None:
     c = demo_kernel.client()
     items = list(c._stream(STREAM, {"count": 50}))
     assert [i["i"] for i in items[:-1]] == list(range(50)) and items[-1] == {"done": 50}
@@ -58,7 +58,7 @@ def test_stream_sync_and_async(demo_kernel) -> None:  # type: ignore[no-untyped-
     asyncio.run(main())
 
 
-def test_other_calls_while_a_stream_is_open(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_other_calls_while_a_stream_is_open(demo_kernel) -> None:
     c = demo_kernel.client()
     stream = c._stream(STREAM, {"count": 5})
     assert next(stream)["i"] == 0
@@ -66,7 +66,7 @@ def test_other_calls_while_a_stream_is_open(demo_kernel) -> None:  # type: ignor
     assert [x.get("i") for x in stream] == [1, 2, 3, 4, None]
 
 
-def test_slow_stream_reader_is_backpressured(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_slow_stream_reader_is_backpressured(demo_kernel) -> None:
     from .conftest import kernel_rss
     c = demo_kernel.client()
     rss0 = kernel_rss(demo_kernel.pid)
@@ -79,7 +79,7 @@ def test_slow_stream_reader_is_backpressured(demo_kernel) -> None:  # type: igno
     assert sum(1 for _ in stream) == 2000  # the rest, then END
 
 
-def test_errors_map_to_typed_exceptions(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_errors_map_to_typed_exceptions(demo_kernel) -> None:
     c = demo_kernel.client()
     with pytest.raises(NotFound, match="no such thing") as info:
         c._call(RAISE_NOT_FOUND)
@@ -89,7 +89,7 @@ def test_errors_map_to_typed_exceptions(demo_kernel) -> None:  # type: ignore[no
     assert c.noop(b"alive") == b"alive"
 
 
-def test_disconnect_cancels_calls_in_flight(demo_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_disconnect_cancels_calls_in_flight(demo_kernel) -> None:
     async def main() -> None:
         c = await AsyncClient.connect(demo_kernel.socket_path)
         task = asyncio.ensure_future(c._call(SLEEP, {"seconds": 3600, "tag": "abandoned"}))
@@ -105,7 +105,7 @@ def test_disconnect_cancels_calls_in_flight(demo_kernel) -> None:  # type: ignor
         time.sleep(0.02)
 
 
-def test_client_sees_kernel_exit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_client_sees_kernel_exit(tmp_path) -> None:
     from agentos import ConnectionClosed
     from agentos.testing.kernel import KernelProcess
     k = KernelProcess(tmp_path / "k").start()

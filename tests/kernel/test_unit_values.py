@@ -20,7 +20,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_out_of_range_unit_text_is_invalid_argument(kernel, raw, case: str) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_unit_text_is_invalid_argument(kernel, raw, case: str) -> None:
     op, fields, field = CASES[case]
     with kernel.client() as admin:
         target = admin.spawn("target", command=["/bin/sleep", "60"], sandboxed=False)

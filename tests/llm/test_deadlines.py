@@ -271,7 +271,7 @@ def test_think_timeout_field() -> None:
 
 # --- through the kernel ---------------------------------------------------------------------
 
-def test_a_think_timeout_ends_the_call_with_deadline_exceeded(llm_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_a_think_timeout_ends_the_call_with_deadline_exceeded(llm_kernel) -> None:
     llm_kernel.fake.script(Reply(text="late", delay=30),
                            text_reply("first second", chunks=2, chunk_delay=30))
     with llm_kernel.client() as c:
@@ -290,7 +290,7 @@ def test_a_think_timeout_ends_the_call_with_deadline_exceeded(llm_kernel) -> Non
 
 
 @pytest.mark.llm_env(AGENTOS_GEMINI_BASE_URL=f"http://127.0.0.1:{closed_port()}")
-def test_a_kernel_whose_endpoint_refuses_connections_answers_unavailable(llm_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_a_kernel_whose_endpoint_refuses_connections_answers_unavailable(llm_kernel) -> None:
     with llm_kernel.client() as c:
         reply = c.think("anyone there?")
     assert not reply.success and reply.error is not None

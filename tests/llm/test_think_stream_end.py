@@ -18,7 +18,7 @@ from agentos.testing import call_reply, text_reply
 REPLY, ERROR, STREAM, END = 0x01, 0x03, 0x05, 0x0D
 
 
-def _think(llm_kernel, payload: bytes) -> list:  # type: ignore[no-untyped-def]
+def _think(llm_kernel, payload: bytes) -> list:
     """Every frame of one THINK, up to and including its final frame."""
     frames: list = []
     decoder = FrameDecoder()

@@ -44,7 +44,7 @@ def test_declaration_from_hints_and_docstring() -> None:
 
 
 def test_declaration_refuses_what_it_cannot_describe() -> None:
-    def untyped(x):  # type: ignore[no-untyped-def]
+    def untyped(x):
         return x
 
     def variadic(*args: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from agentos.cli.main import main
 
 
-def test_valid_manifest_prints_a_summary_in_start_order(project: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_valid_manifest_prints_a_summary_in_start_order(project: Path, capsys, monkeypatch) -> None:
     (project / "team.yaml").write_text(
         "agents:\n"
         "  worker: {script: agent.py, replicas: 2, depends_on: [db], restart: {policy: on-failure}}\n"
@@ -26,13 +26,13 @@ def test_valid_manifest_prints_a_summary_in_start_order(project: Path, capsys, m
     ]
 
 
-def test_quiet_prints_nothing(project: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_quiet_prints_nothing(project: Path, capsys) -> None:
     (project / "m.yaml").write_text("agents: {a: {script: agent.py}}\n")
     assert main(["validate", "-q", str(project / "m.yaml")]) == 0
     assert capsys.readouterr() == ("", "")
 
 
-def test_errors_are_one_line_each_on_stderr(project: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_errors_are_one_line_each_on_stderr(project: Path, capsys, monkeypatch) -> None:
     (project / "bad.yaml").write_text("agents:\n  a:\n    script: gone.py\n    replicas: -1\n")
     monkeypatch.chdir(project)
     assert main(["validate", "bad.yaml"]) == 1

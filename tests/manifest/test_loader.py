@@ -101,7 +101,7 @@ def test_merge_of_a_scalar_points_at_the_merge_key() -> None:
         (3, 3, "'<<' merges only mappings", "merge an anchored mapping: '<<: *defaults'")]
 
 
-def test_read_reports_unreadable_files_as_problems(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_read_reports_unreadable_files_as_problems(tmp_path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ManifestError) as info:
         read(missing)

@@ -149,7 +149,7 @@ def test_kernel_config_carries_the_sections_the_subsystems_read() -> None:
     assert llm.agents == {} and llm.policy_for("w-1") == llm.defaults
 
 
-def test_kernel_config_defaults_come_from_the_environment(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_config_defaults_come_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AGENTOS_SOCKET", str(tmp_path / "env.sock"))
     config = team(agent("a")).kernel_config()
     assert config.socket_path == tmp_path / "env.sock"

@@ -8,34 +8,34 @@ from agentos.manifest.schema import DEFAULT_CAPABILITIES
 # --- the document ------------------------------------------------------------------------
 
 
-def test_empty_manifest(errors) -> None:  # type: ignore[no-untyped-def]
+def test_empty_manifest(errors) -> None:
     assert errors("# nothing yet\n") == [
         (1, 1, "the manifest is empty", "declare at least one agent: 'agents: {hello: {script: hello.py}}'")]
 
 
-def test_top_level_must_be_a_mapping(errors) -> None:  # type: ignore[no-untyped-def]
+def test_top_level_must_be_a_mapping(errors) -> None:
     assert errors("- hello\n") == [
         (1, 1, "the manifest: expected a mapping, got a list", "start the file with 'agents:'")]
 
 
-def test_missing_agents(errors) -> None:  # type: ignore[no-untyped-def]
+def test_missing_agents(errors) -> None:
     assert errors("kernel: {log_level: INFO}\n") == [
         (1, 1, "the manifest: missing required key 'agents'",
          "add 'agents:' (the agents, by name, in the order they are declared.)")]
 
 
-def test_empty_agents(errors) -> None:  # type: ignore[no-untyped-def]
+def test_empty_agents(errors) -> None:
     assert errors("agents: {}\n") == [
         (1, 9, "agents: expected a mapping of agent names to agents, got an empty mapping",
          "declare agents by name: 'agents: {hello: {script: hello.py}}'")]
 
 
-def test_version_is_checked(errors) -> None:  # type: ignore[no-untyped-def]
+def test_version_is_checked(errors) -> None:
     assert errors("version: 2\nagents: {a: {script: agent.py}}\n") == [
         (1, 10, "version: must be exactly 1, got 2", "set version to a value exactly 1")]
 
 
-def test_extension_keys_are_ignored_and_anchors_work(valid) -> None:  # type: ignore[no-untyped-def]
+def test_extension_keys_are_ignored_and_anchors_work(valid) -> None:
     manifest = valid("""\
         x-limits: &small {memory: 64Mi, pids: 16}
         agents:
@@ -48,7 +48,7 @@ def test_extension_keys_are_ignored_and_anchors_work(valid) -> None:  # type: ig
 # --- unknown keys ------------------------------------------------------------------------
 
 
-def test_unknown_key_suggests_the_closest(errors) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_suggests_the_closest(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -60,7 +60,7 @@ def test_unknown_key_suggests_the_closest(errors) -> None:  # type: ignore[no-un
     ]
 
 
-def test_key_of_a_subsection_says_where_it_belongs(errors) -> None:  # type: ignore[no-untyped-def]
+def test_key_of_a_subsection_says_where_it_belongs(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -73,12 +73,12 @@ def test_key_of_a_subsection_says_where_it_belongs(errors) -> None:  # type: ign
     ]
 
 
-def test_unknown_key_without_a_close_match_lists_the_known_ones(errors) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_without_a_close_match_lists_the_known_ones(errors) -> None:
     assert errors("agents: {a: {script: agent.py}}\nplugins: {}\n") == [
         (2, 1, "unknown key 'plugins'", "remove it; known keys: version, name, kernel, agents, mcp_servers")]
 
 
-def test_refused_keys_explain_themselves(errors) -> None:  # type: ignore[no-untyped-def]
+def test_refused_keys_explain_themselves(errors) -> None:
     assert errors("""\
         kernel:
           llm: {api_key: sk-123}
@@ -95,7 +95,7 @@ def test_refused_keys_explain_themselves(errors) -> None:  # type: ignore[no-unt
 # --- wrong types -------------------------------------------------------------------------
 
 
-def test_wrong_types(errors) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_types(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -121,13 +121,13 @@ def test_wrong_types(errors) -> None:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_numbers_in_args_and_env_are_taken_as_written(valid) -> None:  # type: ignore[no-untyped-def]
+def test_numbers_in_args_and_env_are_taken_as_written(valid) -> None:
     spec = valid("agents: {a: {script: agent.py, args: [--port, 8080, 0.5], env: {PORT: 8080}}}\n").agents[0]
     assert spec.args == ("--port", "8080", "0.5")
     assert spec.env == {"PORT": "8080"}
 
 
-def test_choice_suggests_the_closest(errors) -> None:  # type: ignore[no-untyped-def]
+def test_choice_suggests_the_closest(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -142,7 +142,7 @@ def test_choice_suggests_the_closest(errors) -> None:  # type: ignore[no-untyped
     ]
 
 
-def test_repeated_list_entries(errors) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_list_entries(errors) -> None:
     assert errors("agents: {a: {script: agent.py, permissions: [think, think]}}\n") == [
         (1, 53, "agents.a.permissions: think is listed twice", "remove the repeated entry")]
 
@@ -150,7 +150,7 @@ def test_repeated_list_entries(errors) -> None:  # type: ignore[no-untyped-def]
 # --- units and ranges --------------------------------------------------------------------
 
 
-def test_bad_units(errors) -> None:  # type: ignore[no-untyped-def]
+def test_bad_units(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -169,7 +169,7 @@ def test_bad_units(errors) -> None:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_units_and_unlimited(valid) -> None:  # type: ignore[no-untyped-def]
+def test_units_and_unlimited(valid) -> None:
     spec = valid("""\
         agents:
           a:
@@ -181,7 +181,7 @@ def test_units_and_unlimited(valid) -> None:  # type: ignore[no-untyped-def]
     assert (spec.restart.window, spec.restart.backoff) == (300.0, 0.25)
 
 
-def test_ranges(errors) -> None:  # type: ignore[no-untyped-def]
+def test_ranges(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -198,7 +198,7 @@ def test_ranges(errors) -> None:  # type: ignore[no-untyped-def]
 # --- files and paths ---------------------------------------------------------------------
 
 
-def test_missing_script_and_wrong_kinds_of_path(errors, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_script_and_wrong_kinds_of_path(errors, project: Path) -> None:
     assert errors("""\
         agents:
           a: {script: missing.py}
@@ -215,7 +215,7 @@ def test_missing_script_and_wrong_kinds_of_path(errors, project: Path) -> None: 
     ]
 
 
-def test_relative_paths_resolve_against_the_manifest_directory(project: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_relative_paths_resolve_against_the_manifest_directory(project: Path, monkeypatch) -> None:
     from agentos.manifest import load
 
     (project / "team").mkdir()
@@ -233,7 +233,7 @@ def test_relative_paths_resolve_against_the_manifest_directory(project: Path, mo
     assert manifest.kernel.state_dir == project / "state"
 
 
-def test_commands(errors, valid, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_commands(errors, valid, project: Path) -> None:
     manifest = valid("""\
         agents:
           a: {command: "sh -c 'echo hi there'"}
@@ -261,7 +261,7 @@ def test_commands(errors, valid, project: Path) -> None:  # type: ignore[no-unty
 # --- environment -------------------------------------------------------------------------
 
 
-def test_env_names(errors) -> None:  # type: ignore[no-untyped-def]
+def test_env_names(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -280,7 +280,7 @@ def test_env_names(errors) -> None:  # type: ignore[no-untyped-def]
 # --- conflicting options -----------------------------------------------------------------
 
 
-def test_script_and_command_both_set_points_at_the_later(errors) -> None:  # type: ignore[no-untyped-def]
+def test_script_and_command_both_set_points_at_the_later(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -290,7 +290,7 @@ def test_script_and_command_both_set_points_at_the_later(errors) -> None:  # typ
                   "keep one: script runs a Python file, command runs any program")]
 
 
-def test_sandbox_options_need_the_sandbox(errors) -> None:  # type: ignore[no-untyped-def]
+def test_sandbox_options_need_the_sandbox(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -313,7 +313,7 @@ def test_sandbox_options_need_the_sandbox(errors) -> None:  # type: ignore[no-un
     ]
 
 
-def test_network_without_sandbox_is_fine_and_is_reported_as_on(valid) -> None:  # type: ignore[no-untyped-def]
+def test_network_without_sandbox_is_fine_and_is_reported_as_on(valid) -> None:
     manifest = valid("""\
         agents:
           a: {script: agent.py, sandbox: {enabled: false, network: true}}
@@ -322,17 +322,17 @@ def test_network_without_sandbox_is_fine_and_is_reported_as_on(valid) -> None:  
     assert [spec.to_spawn_request()["network"] for spec in manifest.agents] == [True, True]
 
 
-def test_allow_degraded_without_sandbox_still_covers_limits(valid) -> None:  # type: ignore[no-untyped-def]
+def test_allow_degraded_without_sandbox_still_covers_limits(valid) -> None:
     spec = valid("agents: {a: {script: agent.py, sandbox: {enabled: false, allow_degraded: true}}}\n").agents[0]
     assert spec.to_spawn_request()["allow_degraded"] is True
 
 
-def test_path_both_writable_and_readonly(errors, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_path_both_writable_and_readonly(errors, project: Path) -> None:
     assert errors("agents: {a: {script: agent.py, sandbox: {writable: [data], readonly: [./data]}}}\n") == [
         (1, 71, f"agents.a.sandbox: {project}/data is both writable and readonly", "list it in only one of them")]
 
 
-def test_restart_options_need_a_policy(errors) -> None:  # type: ignore[no-untyped-def]
+def test_restart_options_need_a_policy(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -352,7 +352,7 @@ def test_restart_options_need_a_policy(errors) -> None:  # type: ignore[no-untyp
     ]
 
 
-def test_readiness_options_follow_the_kind(errors) -> None:  # type: ignore[no-untyped-def]
+def test_readiness_options_follow_the_kind(errors) -> None:
     assert errors("""\
         agents:
           a:
@@ -388,7 +388,7 @@ def test_readiness_options_follow_the_kind(errors) -> None:  # type: ignore[no-u
 # --- agents against each other -----------------------------------------------------------
 
 
-def test_dependency_cycle_points_at_the_entry_that_closes_it(errors) -> None:  # type: ignore[no-untyped-def]
+def test_dependency_cycle_points_at_the_entry_that_closes_it(errors) -> None:
     assert errors("""\
         agents:
           a: {script: agent.py, depends_on: [c]}
@@ -397,7 +397,7 @@ def test_dependency_cycle_points_at_the_entry_that_closes_it(errors) -> None:  #
         """) == [(3, 38, "agents: dependency cycle: a -> c -> b -> a", "remove one of these depends_on entries")]
 
 
-def test_dependency_on_itself_unknown_or_twice(errors) -> None:  # type: ignore[no-untyped-def]
+def test_dependency_on_itself_unknown_or_twice(errors) -> None:
     assert errors("""\
         agents:
           parser: {script: agent.py}
@@ -409,7 +409,7 @@ def test_dependency_on_itself_unknown_or_twice(errors) -> None:  # type: ignore[
     ]
 
 
-def test_agent_names(errors) -> None:  # type: ignore[no-untyped-def]
+def test_agent_names(errors) -> None:
     assert errors("""\
         agents:
           -bad: {script: agent.py}
@@ -425,7 +425,7 @@ def test_agent_names(errors) -> None:  # type: ignore[no-untyped-def]
 # --- the kernel section ------------------------------------------------------------------
 
 
-def test_kernel_section(errors, valid) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_section(errors, valid) -> None:
     manifest = valid("""\
         kernel:
           log_level: DEBUG
@@ -449,13 +449,13 @@ def test_kernel_section(errors, valid) -> None:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_permissions_default_and_alias(valid) -> None:  # type: ignore[no-untyped-def]
+def test_permissions_default_and_alias(valid) -> None:
     manifest = valid("agents: {a: {script: agent.py}, b: {script: agent.py, permissions: [state, http]}}\n")
     assert manifest.agents[0].permissions == DEFAULT_CAPABILITIES
     assert manifest.agents[1].permissions == ("state", "http")
 
 
-def test_every_problem_is_reported_in_file_order(errors) -> None:  # type: ignore[no-untyped-def]
+def test_every_problem_is_reported_in_file_order(errors) -> None:
     found = errors("""\
         agents:
           b: {script: agent.py, depends_on: [a], limits: {memory: lots}}

@@ -11,7 +11,7 @@ WRITE = {"tool": "notes.write_note", "approve": True}
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_an_approval_nobody_gives_times_out_as_a_denial(twin: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_approval_nobody_gives_times_out_as_a_denial(twin: str, tmp_path) -> None:
     with FakeGemini().running_in_thread() as fake:
         kernel = start(twin, tmp_path, fake, approval_timeout="1s")
         try:
@@ -33,7 +33,7 @@ def test_an_approval_nobody_gives_times_out_as_a_denial(twin: str, tmp_path) -> 
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
-def test_a_pending_approval_survives_a_kernel_restart_and_serves_the_same_call(twin: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pending_approval_survives_a_kernel_restart_and_serves_the_same_call(twin: str, tmp_path) -> None:
     call = ("notes.write_note", {"name": "kept", "text": "after the restart"})
     with FakeGemini().running_in_thread() as fake:
         kernel = start(twin, tmp_path, fake, approval_timeout="10m")

@@ -9,7 +9,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "agents" / "examples"
 PROBER = Path(__file__).resolve().parents[1] / "permissions" / "agents" / "prober.py"
 
 
-def load(path: Path):  # type: ignore[no-untyped-def]
+def load(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -94,7 +94,7 @@ def test_the_cli_shows_them() -> None:
                          "capabilities=think,message")
 
 
-def test_a_real_kernel_records_what_each_call_asked(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_real_kernel_records_what_each_call_asked(kernel, tmp_path: Path) -> None:
     script = tmp_path / "quiet.py"
     script.write_text("")
     client = kernel.client()

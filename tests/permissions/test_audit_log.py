@@ -10,7 +10,7 @@ import pytest
 from agentos.audit import AuditLog
 
 
-def read_records(path: Path, agent: str | None = None, limit: int | None = None, end=None) -> list:  # type: ignore[no-untyped-def]
+def read_records(path: Path, agent: str | None = None, limit: int | None = None, end=None) -> list:
     """What a fresh kernel's log would answer (it indexes the file as it opens it)."""
     log = AuditLog(path)
     log.open()
@@ -113,7 +113,7 @@ def test_records_after_close_still_reach_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("block", [7, 100, 65536])
-def test_an_indexed_read_gives_what_a_full_read_gives(tmp_path, block) -> None:  # type: ignore[no-untyped-def]
+def test_an_indexed_read_gives_what_a_full_read_gives(tmp_path, block) -> None:
     """The last ``limit`` records up to ``end`` by ``agent`` in [since, until), read through the
     index a block at a time across rotated files, equal a filter of every record written,
     whatever the block size, the record sizes and the file size."""

@@ -151,7 +151,7 @@ class Crash(BaseException):
 
 
 @pytest.mark.parametrize("step", range(9))
-def test_a_crash_at_any_step_of_a_rotation_loses_and_repeats_nothing(tmp_path: Path, monkeypatch, step: int) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_at_any_step_of_a_rotation_loses_and_repeats_nothing(tmp_path: Path, monkeypatch, step: int) -> None:
     """Each file operation of the worker's compression (fsyncs, renames, unlinks), in turn, is
     where the process dies; a new log on the same directory has every record exactly once."""
     log = opened(tmp_path / "audit.log", max_size=1 << 30)
@@ -159,8 +159,8 @@ def test_a_crash_at_any_step_of_a_rotation_loses_and_repeats_nothing(tmp_path: P
     calls = {"n": 0}
     real = {name: getattr(os, name) for name in ("fsync", "rename", "unlink")}
 
-    def dying(name: str):  # type: ignore[no-untyped-def]
-        def call(*args):  # type: ignore[no-untyped-def]
+    def dying(name: str):
+        def call(*args):
             calls["n"] += 1
             if calls["n"] > step:
                 raise Crash(name)

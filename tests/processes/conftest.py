@@ -46,7 +46,7 @@ def sandboxed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shared_kernel(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def shared_kernel(tmp_path_factory: pytest.TempPathFactory):
     """One kernel for a whole test module (tests name their agents apart); checked like ``kernel``."""
     k = KernelProcess(tmp_path_factory.mktemp("shared") / "k").start()
     try:

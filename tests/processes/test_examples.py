@@ -9,7 +9,7 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parents[2] / "agents" / "examples"
 
 
-def test_spawn_test_example(kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_test_example(kernel, sandboxed) -> None:
     args = [] if sandboxed else ["--unsandboxed"]
     env = {**os.environ, "AGENTOS_SOCKET": str(kernel.socket_path)}
     env.pop("AGENTOS_FD", None)

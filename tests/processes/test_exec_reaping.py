@@ -135,7 +135,7 @@ def _parent_in_view(kernel: Client, info: dict[str, Any]) -> int:
 
 # --- the host's view -----------------------------------------------------------------------
 
-def _await(probe, what: str):  # type: ignore[no-untyped-def]
+def _await(probe, what: str):
     deadline = time.monotonic() + DEADLINE
     while not (result := probe()):
         assert time.monotonic() < deadline, f"still waiting for {what}"

@@ -20,7 +20,7 @@ from .conftest import (
 MiB = 1024 * 1024
 
 
-def test_memory_hog_is_oom_killed_and_others_carry_on(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_memory_hog_is_oom_killed_and_others_carry_on(shared_kernel, sandboxed) -> None:
     require_cgroup_limits()
     client = shared_kernel.client()
     mode = "sandboxed" if sandboxed else "plain"
@@ -37,7 +37,7 @@ def test_memory_hog_is_oom_killed_and_others_carry_on(shared_kernel, sandboxed) 
     assert client.echo("kernel alive") == "kernel alive"
 
 
-def test_fork_bomb_stops_at_pids(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_fork_bomb_stops_at_pids(shared_kernel, sandboxed) -> None:
     require_cgroup_limits()
     client = shared_kernel.client()
     name = f"bomb-{'sandboxed' if sandboxed else 'plain'}"
@@ -56,7 +56,7 @@ def test_fork_bomb_stops_at_pids(shared_kernel, sandboxed) -> None:  # type: ign
     assert [pid for pid in tree if pid_alive(pid)] == []  # the whole tree went with it
 
 
-def test_cpu_hog_is_throttled_to_its_quota(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_cpu_hog_is_throttled_to_its_quota(shared_kernel) -> None:
     require_cgroup_limits()
     client = shared_kernel.client()
     hog = client.spawn("spinner", adversarial("cpu_hog"), args=["600"], sandboxed=False,
@@ -72,7 +72,7 @@ def test_cpu_hog_is_throttled_to_its_quota(shared_kernel) -> None:  # type: igno
     client.kill(id=hog["id"], grace=1)
 
 
-def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(shared_kernel) -> None:
     killer, other = shared_kernel.client(), shared_kernel.client()
     stubborn = killer.spawn("stubborn", agent("stubborn"), sandboxed=False)
     killer.wait(id=stubborn["id"], until="ready", timeout=60)
@@ -93,7 +93,7 @@ def test_kill_of_a_stubborn_agent_does_not_delay_other_clients(shared_kernel) ->
     assert not pid_alive(main_pid) and not pid_alive(grandchild)
 
 
-def test_kernel_sigterm_leaves_nothing_behind(tmp_path, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_sigterm_leaves_nothing_behind(tmp_path, sandboxed) -> None:
     mounts_before = _mount_points()
     kernel = KernelProcess(tmp_path / "k").start()
     try:
@@ -115,7 +115,7 @@ def test_kernel_sigterm_leaves_nothing_behind(tmp_path, sandboxed) -> None:  # t
     assert _mount_points() == mounts_before
 
 
-def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:
     require_cgroup_limits()
     first = KernelProcess(tmp_path / "k1").start()
     try:
@@ -143,7 +143,7 @@ def _first_report(client, agent_id: str) -> dict:  # type: ignore[no-untyped-def
     raise AssertionError(f"agent ended without a report: {text!r}")
 
 
-def _cgroup_procs(kernel, agent_id: str) -> list[int]:  # type: ignore[no-untyped-def]
+def _cgroup_procs(kernel, agent_id: str) -> list[int]:
     pids: set[int] = set()
     for directory in kernel_cgroup_dirs(kernel.pid):
         pids.update(int(p) for p in (directory / agent_id / LEAF / "cgroup.procs").read_text().split())

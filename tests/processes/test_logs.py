@@ -8,7 +8,7 @@ from pathlib import Path
 from agentos.processes.logs import LogCapture
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(coro)
 
 

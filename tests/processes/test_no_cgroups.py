@@ -22,7 +22,7 @@ agents:
 
 
 @pytest.fixture
-def bare_kernel(tmp_path: Path):  # type: ignore[no-untyped-def]
+def bare_kernel(tmp_path: Path):
     manifest = tmp_path / "kernel.yaml"
     manifest.write_text(MANIFEST)
     with KernelProcess(tmp_path / "k", args=["--manifest", str(manifest)]) as kernel:
@@ -30,7 +30,7 @@ def bare_kernel(tmp_path: Path):  # type: ignore[no-untyped-def]
     assert "Traceback" not in kernel.log()
 
 
-def test_limits_are_refused_not_silently_dropped(bare_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_limits_are_refused_not_silently_dropped(bare_kernel) -> None:
     client = bare_kernel.client()
     assert client.hello()["capabilities"]["processes"]["cgroups"]["driver"] == "none"
     with pytest.raises(Unavailable, match=r"limits \['memory'\] cannot be enforced"):
@@ -38,7 +38,7 @@ def test_limits_are_refused_not_silently_dropped(bare_kernel) -> None:  # type: 
     assert client.list_agents() == []
 
 
-def test_allow_degraded_runs_and_reports(bare_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_allow_degraded_runs_and_reports(bare_kernel) -> None:
     client = bare_kernel.client()
     info = client.spawn("x", agent("stubborn"), sandboxed=False, limits={"memory": "64Mi", "pids": 8},
                         allow_degraded=True)

@@ -17,7 +17,7 @@ from .test_no_cgroups import bare_kernel  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
-def client(shared_kernel: KernelProcess):  # type: ignore[no-untyped-def]
+def client(shared_kernel: KernelProcess):
     require_cgroup_limits()
     with shared_kernel.client(timeout=60) as c:
         yield c

@@ -34,7 +34,7 @@ def probe(client: Any, name: str, project: str | None, steps: list[list[Any]],
     raise AssertionError(f"{name} ended before finishing its steps: {results}")
 
 
-def test_two_projects_run_an_agent_of_the_same_name(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_two_projects_run_an_agent_of_the_same_name(kernel) -> None:
     client = kernel.client()
     alpha = client.spawn("runner", SLEEPER, project="alpha")
     beta = client.spawn("runner", SLEEPER, project="beta")
@@ -60,7 +60,7 @@ def test_two_projects_run_an_agent_of_the_same_name(kernel) -> None:  # type: ig
     client.kill("beta/runner", grace=1)
 
 
-def test_names_resolve_in_the_callers_project_and_children_stay_in_it(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_names_resolve_in_the_callers_project_and_children_stay_in_it(kernel) -> None:
     client = kernel.client()
     client.spawn("worker", SLEEPER, project="beta")
     results = probe(client, "lead", "alpha", [
@@ -77,7 +77,7 @@ def test_names_resolve_in_the_callers_project_and_children_stay_in_it(kernel) ->
         client.kill(id=agent["id"], grace=1)
 
 
-def test_mail_state_and_names_are_the_projects_own(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_mail_state_and_names_are_the_projects_own(kernel) -> None:
     client = kernel.client()
     alpha = probe(client, "runner", "alpha", [["store", "k", "alpha's"], ["register", "db"],
                                                ["send", "db", "to myself"]])
@@ -103,7 +103,7 @@ def test_mail_state_and_names_are_the_projects_own(kernel) -> None:  # type: ign
     assert client.purge("beta")["messages"] == 2
 
 
-def test_an_agent_may_not_purge_even_its_own_project(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_an_agent_may_not_purge_even_its_own_project(kernel) -> None:
     client = kernel.client()
     assert probe(client, "wiper", "alpha", [["purge", "alpha"], ["purge", "beta"]]) == [
         "error permission_denied", "error permission_denied"]

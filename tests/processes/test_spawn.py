@@ -12,7 +12,7 @@ from agentos.testing.kernel import KernelProcess
 from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limits
 
 
-def test_spawn_answers_the_seed_shape_and_more(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_spawn_answers_the_seed_shape_and_more(shared_kernel, sandboxed) -> None:
     client = shared_kernel.client()
     name = f"sleepy-{'sandboxed' if sandboxed else 'plain'}"
     info = client.spawn(name, agent("sleeper"), sandboxed=sandboxed)
@@ -36,7 +36,7 @@ def test_spawn_answers_the_seed_shape_and_more(shared_kernel, sandboxed) -> None
     assert not pid_alive(info["pid"])
 
 
-def test_exit_codes_and_logs(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_exit_codes_and_logs(shared_kernel) -> None:
     client = shared_kernel.client()
     ok = client.spawn("ok", agent("printer"), args=["4", "0", "0"], sandboxed=False)
     bad = client.spawn("bad", agent("printer"), args=["3", "7", "0"], sandboxed=False)
@@ -56,7 +56,7 @@ def test_exit_codes_and_logs(shared_kernel) -> None:  # type: ignore[no-untyped-
     assert bad["id"] != ok["id"]
 
 
-def test_follow_streams_until_the_agent_ends(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_follow_streams_until_the_agent_ends(shared_kernel) -> None:
     client = shared_kernel.client()
     info = client.spawn("talker", agent("printer"), args=["6", "0", "0.05"], sandboxed=False)
     text = "".join(client.follow_logs(id=info["id"]))
@@ -64,7 +64,7 @@ def test_follow_streams_until_the_agent_ends(shared_kernel) -> None:  # type: ig
     assert client.list_agents(name="talker")[0]["status"] == "exited"
 
 
-def test_command_agents_and_environment(shared_kernel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_command_agents_and_environment(shared_kernel, tmp_path) -> None:
     client = shared_kernel.client()
     script = 'echo "$GREETING $AGENTOS_AGENT_NAME $PWD"; echo "secret=${AGENTOS_TEST_SECRET:-none}"; exit 3'
     info = client.spawn("shell", command=["sh", "-c", script], env={"GREETING": "hi"}, cwd=tmp_path,
@@ -76,7 +76,7 @@ def test_command_agents_and_environment(shared_kernel, tmp_path) -> None:  # typ
     assert out.splitlines()[1] == "secret=none"
 
 
-def test_kernel_environment_does_not_leak(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_environment_does_not_leak(tmp_path) -> None:
     with KernelProcess(tmp_path / "k", env={"AGENTOS_TEST_SECRET": "s3cr3t"}) as kernel:
         client = kernel.client()
         info = client.spawn("env", command=["sh", "-c", 'echo "secret=${AGENTOS_TEST_SECRET:-none}"'],
@@ -85,7 +85,7 @@ def test_kernel_environment_does_not_leak(tmp_path) -> None:  # type: ignore[no-
         assert client.logs(id=info["id"]) == "secret=none\n"
 
 
-def test_bad_requests_are_refused_clearly(shared_kernel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_are_refused_clearly(shared_kernel, tmp_path) -> None:
     client = shared_kernel.client()
     with pytest.raises(InvalidArgument, match="exactly one of script"):
         client.spawn("x", sandboxed=False)
@@ -111,7 +111,7 @@ def test_bad_requests_are_refused_clearly(shared_kernel, tmp_path) -> None:  # t
     assert client.echo("still here") == "still here"
 
 
-def test_names_are_unique_among_running_agents(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_names_are_unique_among_running_agents(shared_kernel) -> None:
     client = shared_kernel.client()
     first = client.spawn("solo", agent("sleeper"), sandboxed=False)
     with pytest.raises(AlreadyExists):
@@ -123,7 +123,7 @@ def test_names_are_unique_among_running_agents(shared_kernel) -> None:  # type: 
     client.wait(id=second["id"], until="ready", timeout=60)
 
 
-def test_hello_reports_what_this_host_can_isolate(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_hello_reports_what_this_host_can_isolate(shared_kernel) -> None:
     caps = shared_kernel.client().hello()["capabilities"]["processes"]
     assert caps["cgroups"]["driver"] in ("v1", "v2", "none")
     assert caps["layout"]["kind"] in ("v1", "v2", "hybrid", "none")
@@ -131,7 +131,7 @@ def test_hello_reports_what_this_host_can_isolate(shared_kernel) -> None:  # typ
     assert {"SPAWN", "KILL", "LIST", "WAIT", "LOGS", "READY"} <= set(shared_kernel.client().hello()["syscalls"])
 
 
-def test_wait_timeout_answers_only_that_request(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_wait_timeout_answers_only_that_request(shared_kernel) -> None:
     client = shared_kernel.client()
     info = client.spawn("waiter", agent("sleeper"), sandboxed=False)
     with pytest.raises(Timeout):
@@ -140,7 +140,7 @@ def test_wait_timeout_answers_only_that_request(shared_kernel) -> None:  # type:
     client.wait(id=info["id"], until="ready", timeout=60)
 
 
-def test_limits_are_applied_and_reported(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_limits_are_applied_and_reported(shared_kernel) -> None:
     require_cgroup_limits()
     client = shared_kernel.client()
     info = client.spawn("limited", agent("sleeper"), sandboxed=False,
@@ -157,7 +157,7 @@ def test_limits_are_applied_and_reported(shared_kernel) -> None:  # type: ignore
         assert not (directory / info["id"]).exists(), "the agent's cgroup outlived it"
 
 
-def test_agents_spawn_children_and_the_tree_is_recorded(shared_kernel, sandboxed) -> None:  # type: ignore[no-untyped-def]
+def test_agents_spawn_children_and_the_tree_is_recorded(shared_kernel, sandboxed) -> None:
     client = shared_kernel.client()
     mode = "sandboxed" if sandboxed else "plain"
     parent = client.spawn(f"parent-{mode}", agent("spawner"), sandboxed=sandboxed,
@@ -172,7 +172,7 @@ def test_agents_spawn_children_and_the_tree_is_recorded(shared_kernel, sandboxed
     assert end["status"] == "killed", "a child agent outlived its parent"
 
 
-def test_lifecycle_events_are_published(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_lifecycle_events_are_published(shared_kernel) -> None:
     watcher = shared_kernel.client()
     client = shared_kernel.client()
     with watcher.subscribe("agent.*") as events:
@@ -188,7 +188,7 @@ def test_lifecycle_events_are_published(shared_kernel) -> None:  # type: ignore[
     assert seen[1]["name"] == "evented"
 
 
-def test_async_client(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_async_client(shared_kernel) -> None:
     import asyncio
 
     async def main() -> None:
@@ -202,7 +202,7 @@ def test_async_client(shared_kernel) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(main())
 
 
-def test_sandboxed_agent_gets_its_own_hostname(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_sandboxed_agent_gets_its_own_hostname(shared_kernel) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: the full sandbox (namespaces, seccomp, Landlock)")
     client = shared_kernel.client()
@@ -214,7 +214,7 @@ def test_sandboxed_agent_gets_its_own_hostname(shared_kernel) -> None:  # type: 
     assert client.logs(id=default["id"]) == "h2\n"
 
 
-def test_logs_are_size_capped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_logs_are_size_capped(tmp_path) -> None:
     manifest = tmp_path / "kernel.yaml"
     manifest.write_text("version: 1\nkernel:\n  processes: {log_max_bytes: 1Ki}\n"
                         "agents:\n  unused: {command: [sh, -c, 'true']}\n")
@@ -231,7 +231,7 @@ def test_logs_are_size_capped(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert tail["offset"] + len(tail["data"]) == tail["size"]
 
 
-def test_reaped_agents_leave_no_descriptors_in_the_kernel(shared_kernel) -> None:  # type: ignore[no-untyped-def]
+def test_reaped_agents_leave_no_descriptors_in_the_kernel(shared_kernel) -> None:
     client = shared_kernel.client()
     fd_dir = f"/proc/{shared_kernel.pid}/fd"
     client.echo("accepted")  # our own connection is open on the kernel's side before counting

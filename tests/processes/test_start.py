@@ -48,7 +48,7 @@ def output_of(client: Any, agent_id: str, text: str) -> str:
     raise AssertionError(f"{agent_id} ended without printing {text!r}: {seen!r}")
 
 
-def test_a_stopped_agent_starts_again_as_it_was_asked(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_stopped_agent_starts_again_as_it_was_asked(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     first = spawn_declared(client, tmp_path, "{policy: always, backoff: 20ms}")
     assert output_of(client, first["id"], "hello twice")
@@ -74,7 +74,7 @@ def test_a_stopped_agent_starts_again_as_it_was_asked(kernel, tmp_path: Path) ->
     client.kill("echo", grace=5)
 
 
-def test_start_takes_over_a_waiting_restart(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_start_takes_over_a_waiting_restart(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     first = spawn_declared(client, tmp_path, "{policy: always, backoff: 1h, backoff_max: 1h}")
     client._call(Op.KILL, {"id": first["id"], "wait": True, "grace": 5})
@@ -89,12 +89,12 @@ def test_start_takes_over_a_waiting_restart(kernel, tmp_path: Path) -> None:  # 
     client.kill("echo", grace=5)
 
 
-def test_an_unknown_agent_is_not_found(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_agent_is_not_found(kernel) -> None:
     with pytest.raises(NotFound, match="no agent named 'ghost'"):
         kernel.client().start("ghost")
 
 
-def test_only_an_ancestor_may_start_an_agent_again(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_only_an_ancestor_may_start_an_agent_again(kernel) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: agents spawn sandboxed children")
     client = kernel.client()

@@ -20,7 +20,7 @@ from .conftest import agent, require_cgroup_limits
 
 
 @pytest.fixture(scope="module")
-def client(shared_kernel: KernelProcess):  # type: ignore[no-untyped-def]
+def client(shared_kernel: KernelProcess):
     with shared_kernel.client(timeout=60) as c:
         yield c
 

@@ -8,7 +8,7 @@ from agentos.protocol import codec_py
 
 
 @pytest.fixture(params=["python", "compiled"])
-def codec(request):  # type: ignore[no-untyped-def]
+def codec(request):
     """Each codec test runs against both twins; the compiled one must be built."""
     if request.param == "python":
         return codec_py

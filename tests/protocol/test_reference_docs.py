@@ -59,7 +59,7 @@ def test_every_opcode_has_a_row_in_its_area_table(op: Op) -> None:
 
 
 def test_every_declared_field_has_a_row() -> None:
-    def paths(struct: msgspec.inspect.StructType, prefix: str = ""):  # type: ignore[no-untyped-def]
+    def paths(struct: msgspec.inspect.StructType, prefix: str = ""):
         for field in struct.fields:
             yield prefix + field.encode_name
             members = getattr(field.type, "types", (field.type,))
@@ -97,7 +97,7 @@ def test_needs_column_is_what_the_permission_guard_requires() -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=[f.name for f in FORMATS])
-def test_format_examples_are_accepted_by_their_rule(fmt) -> None:  # type: ignore[no-untyped-def]
+def test_format_examples_are_accepted_by_their_rule(fmt) -> None:
     for example in fmt.examples:
         assert re.search(fmt.pattern, example), (fmt.name, example)
 

@@ -30,7 +30,7 @@ def test_doc_has_vectors() -> None:
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_vector_encodes_and_decodes(codec, vec) -> None:  # type: ignore[no-untyped-def]
+def test_vector_encodes_and_decodes(codec, vec) -> None:
     wire = bytes.fromhex(vec["hex"])
     payload = ujson.loads(vec["payload"]).encode("latin-1")
     opcode, flags, rid = int(vec["opcode"], 16), int(vec["flags"], 16), int(vec["request_id"])
@@ -41,7 +41,7 @@ def test_vector_encodes_and_decodes(codec, vec) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("vec", INVALID, ids=[v["name"] for v in INVALID])
-def test_invalid_header_raises_its_error(codec, vec) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_header_raises_its_error(codec, vec) -> None:
     exc_type = getattr(errors, vec["error"])
     with pytest.raises(exc_type):
         codec.FrameDecoder().feed(bytes.fromhex(vec["hex"]))

@@ -43,7 +43,7 @@ def events_until(subscription: Any, name: str, last_topic: str) -> list[dict[str
     raise AssertionError(f"subscription ended before {last_topic}: {seen}")
 
 
-def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     with client.subscribe("agent.*") as events:
         first = spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
@@ -67,7 +67,7 @@ def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Pa
     assert sorted(a["id"] for a in client.list_agents(name="crashy")) == sorted(ids)
 
 
-def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     info = spawn_from_manifest(client, tmp_path, "done", "print('done')\n", "{policy: on-failure, backoff: 20ms}")
     assert client.wait(id=info["id"], timeout=60)["status"] == "exited"
@@ -76,7 +76,7 @@ def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:  # type: i
     assert len(client.list_agents(name="done")) == 1
 
 
-def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     info = spawn_from_manifest(client, tmp_path, "loop", "print('bye')\n", "{policy: always, backoff: 1h, backoff_max: 1h}")
     client.wait(id=info["id"], timeout=60)
@@ -86,7 +86,7 @@ def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path
     assert len(client.list_agents(name="loop")) == 1
 
 
-def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     with client.subscribe("agent.*") as events:
         spawn_from_manifest(client, tmp_path, "quick", "print('done')\n",
@@ -99,7 +99,7 @@ def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:  # ty
     assert rows[-1]["restarts"] == 1
 
 
-def test_an_oom_killed_agent_is_restarted(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_oom_killed_agent_is_restarted(kernel, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: a cgroup memory limit")
     hog = ("chunks = []\n"
@@ -117,7 +117,7 @@ def test_an_oom_killed_agent_is_restarted(kernel, tmp_path: Path) -> None:  # ty
     assert seen[-1]["status"] == "oom_killed"
 
 
-def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     spawn_from_manifest(client, tmp_path, "steady", "import time\nwhile True: time.sleep(1)\n",
                         "{policy: always, backoff: 20ms}")
@@ -125,7 +125,7 @@ def test_an_agent_that_is_killed_stays_down(kernel, tmp_path: Path) -> None:  # 
     assert waiting_restarts(client) == []
 
 
-def test_an_invalid_restart_refuses_the_spawn(kernel, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_invalid_restart_refuses_the_spawn(kernel, tmp_path: Path) -> None:
     client = kernel.client()
     script = tmp_path / "a.py"
     script.write_text("")
