@@ -5,6 +5,7 @@ What is in C here: epoll, accept, recv, frame splitting, the NOOP answer, the
 per-connection write queues and send. Python is entered only for frames that
 need a handler, for the fds asyncio watches, and for connection lifecycle.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
@@ -13,62 +14,25 @@ from libc.errno cimport errno, EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove
-from posix.fcntl cimport open, O_RDONLY, O_CLOEXEC
 
 from agentos._fast.frame cimport (Header, read_header, header_status, write_header, HEADER_SIZE,
                                   HEADER_OK, FLAG_REPLY, FLAG_ERROR, FLAG_STREAM, FLAG_END)
+from agentos._fast.includes.python cimport (PyInterpreterState_Get, PyInterpreterState_ThreadHead,
+                                            PyThreadState, PyThreadState_Next)
+from agentos._fast.includes.system cimport (
+    open, close, O_RDONLY, O_CLOEXEC, timespec, clock_gettime, CLOCK_MONOTONIC,
+    socklen_t, ucred, accept4, recv, send, getsockopt, SOL_SOCKET, SO_PEERCRED, MSG_NOSIGNAL,
+    MSG_DONTWAIT, SOCK_NONBLOCK, SOCK_CLOEXEC, epoll_event, epoll_create1, epoll_ctl, epoll_wait,
+    EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL, EPOLL_CLOEXEC)
 
-import logging
 import selectors
 
 from agentos.errors import ProtocolError
 from agentos.protocol.codec import header_error
 from agentos.protocol.constants import DEFAULT_MAX_PAYLOAD
-from agentos.kernel.reactor import (DEFAULT_BATCH, KeyMap, MAX_REFUSALS, fileobj_to_fd,
-                                    log_accept_paused, log_accept_resumed, protocol_error_payload,
-                                    refusal_frame, to_epoll)
-
-log = logging.getLogger("agentos.reactor")
-
-cdef extern from "<sys/epoll.h>" nogil:
-    ctypedef union epoll_data_t:
-        void* ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    enum:
-        EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL,
-        EPOLL_CLOEXEC
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
-    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct ucred:
-        int pid
-        int uid
-        int gid
-    enum:
-        SOL_SOCKET, SO_PEERCRED, MSG_NOSIGNAL, MSG_DONTWAIT, SOCK_NONBLOCK, SOCK_CLOEXEC
-    ssize_t recv(int fd, void* buf, size_t n, int flags)
-    ssize_t send(int fd, const void* buf, size_t n, int flags)
-    int accept4(int fd, void* addr, socklen_t* addrlen, int flags)
-    int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen)
-
-cdef extern from "<unistd.h>" nogil:
-    int close(int fd)
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    enum:
-        CLOCK_MONOTONIC
-    int clock_gettime(int clk, timespec* ts)
+from agentos._reactor_common import (DEFAULT_BATCH, KeyMap, MAX_REFUSALS, fileobj_to_fd,
+                                     log, log_accept_paused, log_accept_resumed,
+                                     protocol_error_payload, refusal_frame, to_epoll)
 
 cdef enum:
     MAX_EVENTS = 256
@@ -83,14 +47,6 @@ cdef enum:
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
-
-
-cdef extern from "Python.h":
-    ctypedef struct PyInterpreterState
-    ctypedef struct PyThreadState
-    PyInterpreterState* PyInterpreterState_Get()
-    PyThreadState* PyInterpreterState_ThreadHead(PyInterpreterState* interp)
-    PyThreadState* PyThreadState_Next(PyThreadState* tstate)
 
 
 cdef inline bint _only_thread() noexcept:
@@ -122,6 +78,7 @@ cdef inline bint _ends_request(int flags) noexcept nogil:
     return (flags & FLAG_END) != 0
 
 
+@cython.final
 cdef class Connection:
     """One client socket: its input buffer, its write queue and its accounting."""
 
@@ -382,6 +339,7 @@ cdef class Connection:
         return 0
 
 
+@cython.final
 cdef class Reactor:
     """An epoll selector that also serves agentos clients.
 

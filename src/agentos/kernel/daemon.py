@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
+from .._reactor_common import OUT_OF_FILES, out_of_files
 from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
 from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, op_name
 from ..protocol.payload import encode_payload
@@ -277,10 +278,10 @@ class Kernel:
 
     def _unexpected(self, call: Call, exc: Exception) -> SyscallError:
         """The error a syscall's unforeseen exception is answered with."""
-        if isinstance(exc, OSError) and exc.errno in reactor_py.OUT_OF_FILES:
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_FILES:
             # Not a bug but the fd limit (a SPAWN needs several): retry once clients close some.
             log.warning("syscall %s: out of open files (%s)", op_name(call.op), exc)
-            return reactor_py.out_of_files(exc.errno, self.reactor.accept_backoff)
+            return out_of_files(exc.errno, self.reactor.accept_backoff)
         log.exception("syscall %s failed", op_name(call.op))
         return InternalError(f"{op_name(call.op)} failed inside the kernel: {type(exc).__name__}: {exc}")
 

@@ -37,7 +37,6 @@ reserve so that, meanwhile, each waiting client is accepted on it, told
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import resource
 import select as _select
@@ -48,13 +47,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import ujson
-
-from ..errors import Busy, ProtocolError
-from ..protocol.codec import Frame, FrameDecoder, append_frame, encode_frame
-from ..protocol.constants import DEFAULT_MAX_PAYLOAD, ErrorCode, Flag
-
-log = logging.getLogger("agentos.reactor")
+from .._reactor_common import (DEFAULT_BATCH, MAX_REFUSALS, OUT_OF_FILES, KeyMap, fileobj_to_fd,
+                               log_accept_paused, log_accept_resumed, protocol_error_payload,
+                               refusal_frame, to_epoll)
+from ..errors import ProtocolError
+from ..protocol.codec import Frame, FrameDecoder, append_frame
+from ..protocol.constants import DEFAULT_MAX_PAYLOAD, Flag
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -70,17 +68,9 @@ _ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
 _END_OF_STREAM = int(Flag.STREAM | Flag.END)
 #: accept() errors that mean "no room for one more client": pause accepting, never spin.
 _ACCEPT_STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-#: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
-MAX_REFUSALS = 256
-#: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
-DEFAULT_BATCH = 2
 
 FrameHandler = Callable[["Connection", int, int, int, bytes], None]
 ConnectionHandler = Callable[["Connection"], None]
-
-
-def protocol_error_payload(exc: Exception) -> bytes:
-    return ujson.dumps({"code": ErrorCode.PROTOCOL_ERROR.value, "message": str(exc)}).encode()
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -93,37 +83,6 @@ def raise_fd_limit() -> tuple[int, int]:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return soft, hard
-
-
-#: The errnos of an fd that could not be had: the kernel's limit, then the host's.
-OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
-
-
-def out_of_files(err: int, retry_after: float) -> Busy:
-    """The ``busy`` error for work the kernel had no fd for (``err``: one of OUT_OF_FILES)."""
-    if err == errno.EMFILE:
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return Busy(f"the kernel has all {limit} of its open files in use; retry later",
-                    cap="open_files", limit=limit, retry_after=retry_after)
-    return Busy("the system is out of open files; retry later", cap="system_open_files",
-                retry_after=retry_after)
-
-
-def refusal_frame(err: int, retry_after: float) -> bytes:
-    """The connection-level ``busy`` frame for a client the kernel has no fd for."""
-    busy = out_of_files(err, retry_after)
-    return encode_frame(0, 0, ujson.dumps(busy.to_payload()).encode(), _ERROR_REPLY)
-
-
-def log_accept_paused(err: int, backoff: float) -> None:
-    # Out of memory there is no fd to free for a refusal: those clients wait in the backlog.
-    waiting = "refusing them with busy" if err in OUT_OF_FILES else "they wait"
-    log.warning("cannot accept clients (%s: %s); %s, retrying every %.1fs and whenever a "
-                "connection closes", errno.errorcode.get(err, err), os.strerror(err), waiting, backoff)
-
-
-def log_accept_resumed(refused: int) -> None:
-    log.info("accepting clients again (%d refused meanwhile)", refused)
 
 
 def open_spare() -> int:
@@ -637,39 +596,4 @@ class Reactor(selectors.BaseSelector):
 _monotonic = __import__("time").monotonic
 
 
-def to_epoll(events: int) -> int:
-    return (_EPOLLIN if events & EVENT_READ else 0) | (_EPOLLOUT if events & EVENT_WRITE else 0)
-
-
-def fileobj_to_fd(fileobj: Any) -> int:
-    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    return fd
-
-
-class KeyMap(Mapping[Any, selectors.SelectorKey]):
-    """The read-only fileobj -> key view asyncio expects from ``get_map()``."""
-
-    __slots__ = ("_keys",)
-
-    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
-        self._keys = keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
-        try:
-            return self._keys[fileobj_to_fd(fileobj)]
-        except (KeyError, ValueError, TypeError, AttributeError):
-            raise KeyError(f"{fileobj!r} is not registered") from None
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._keys)
-
-
-__all__ = ["Reactor", "Connection", "KeyMap", "EVENT_READ", "EVENT_WRITE", "fileobj_to_fd",
-           "protocol_error_payload", "raise_fd_limit", "refusal_frame", "out_of_files",
-           "OUT_OF_FILES", "open_spare",
-           "log_accept_paused", "log_accept_resumed"]
+__all__ = ["Reactor", "Connection", "EVENT_READ", "EVENT_WRITE", "raise_fd_limit", "open_spare"]

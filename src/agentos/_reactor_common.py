@@ -1,0 +1,97 @@
+"""What both reactor twins share: the selector plumbing asyncio sees, their limits, and the
+frames and log lines they answer trouble with.
+
+The twins are ``agentos.kernel.reactor`` (Python) and ``agentos._fast.reactor`` (Cython).
+This module sits below both, so the compiled one never imports the kernel package whose
+twin it is.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import select
+import selectors
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import ujson
+
+from .errors import Busy
+from .protocol.codec import encode_frame
+from .protocol.constants import ErrorCode, Flag
+
+log = logging.getLogger("agentos.reactor")
+
+#: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
+MAX_REFUSALS = 256
+#: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
+DEFAULT_BATCH = 2
+#: The errnos of an fd that could not be had: the kernel's limit, then the host's.
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+
+
+def to_epoll(events: int) -> int:
+    """The epoll mask of a selector's ``EVENT_READ``/``EVENT_WRITE`` bits."""
+    return ((select.EPOLLIN if events & selectors.EVENT_READ else 0)
+            | (select.EPOLLOUT if events & selectors.EVENT_WRITE else 0))
+
+
+def fileobj_to_fd(fileobj: Any) -> int:
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class KeyMap(Mapping[Any, selectors.SelectorKey]):
+    """The read-only fileobj -> key view asyncio expects from ``get_map()``."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self._keys[fileobj_to_fd(fileobj)]
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+
+def protocol_error_payload(exc: Exception) -> bytes:
+    return ujson.dumps({"code": ErrorCode.PROTOCOL_ERROR.value, "message": str(exc)}).encode()
+
+
+def out_of_files(err: int, retry_after: float) -> Busy:
+    """The ``busy`` error for work the kernel had no fd for (``err``: one of OUT_OF_FILES)."""
+    if err == errno.EMFILE:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return Busy(f"the kernel has all {limit} of its open files in use; retry later",
+                    cap="open_files", limit=limit, retry_after=retry_after)
+    return Busy("the system is out of open files; retry later", cap="system_open_files",
+                retry_after=retry_after)
+
+
+def refusal_frame(err: int, retry_after: float) -> bytes:
+    """The connection-level ``busy`` frame for a client the kernel has no fd for."""
+    busy = out_of_files(err, retry_after)
+    return encode_frame(0, 0, ujson.dumps(busy.to_payload()).encode(), Flag.REPLY | Flag.ERROR)
+
+
+def log_accept_paused(err: int, backoff: float) -> None:
+    # Out of memory there is no fd to free for a refusal: those clients wait in the backlog.
+    waiting = "refusing them with busy" if err in OUT_OF_FILES else "they wait"
+    log.warning("cannot accept clients (%s: %s); %s, retrying every %.1fs and whenever a "
+                "connection closes", errno.errorcode.get(err, err), os.strerror(err), waiting, backoff)
+
+
+def log_accept_resumed(refused: int) -> None:
+    log.info("accepting clients again (%d refused meanwhile)", refused)
