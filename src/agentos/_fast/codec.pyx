@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled twin of ``agentos.protocol.codec``: same names, same behaviour, C speed."""
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -16,6 +17,9 @@ from agentos.protocol.codec import header_error
 cdef unsigned long long U32_MAX = 0xFFFFFFFF
 
 
+# Frames come and go by the batch (one per request): reuse their memory instead of a malloc each.
+@cython.freelist(256)
+@cython.final
 cdef class Frame:
     """One decoded frame. ``payload`` is a read-only ``memoryview`` (zero-copy)."""
 
@@ -91,6 +95,7 @@ def append_frame(bytearray buf, long long opcode, long long request_id, payload=
         PyBuffer_Release(&view)
 
 
+@cython.final
 cdef class FrameDecoder:
     """Incremental decoder: feed it chunks of any size, get whole frames back.
 
