@@ -54,6 +54,7 @@ from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from ..sandbox.spec import WORKSPACE_PATH, reap
 from ..sandbox.templates import TemplateSettings
+from . import pid1
 from .agent import END_TOPICS, Agent, Status
 from .exec import Execs
 from .files import Files, FileSettings
@@ -679,6 +680,10 @@ class ProcessService:
         if agent.remote is not None:
             agent.remote.signal(sig)  # its host signals the tree on its node
             return
+        if agent.pid > 0 and pid1.dropped(agent.pid, sig):
+            # A sandboxed main process without a handler would keep running until the grace
+            # period's SIGKILL: end it now, as the signal ends any other process.
+            sig = signal.SIGKILL
         if agent.pidfd >= 0:
             try:
                 signal.pidfd_send_signal(agent.pidfd, sig)
