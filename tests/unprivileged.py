@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from agentos.sandbox import mounts
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 #: sitecustomize that keeps a dev (editable) install from rebuilding as an unprivileged uid.
 DEV_SITE = str(Path(__file__).parent / "sandbox" / "agents" / "dev_site")
@@ -43,16 +43,16 @@ def become(uid: int, gid: int, argv: list[str], env: Mapping[str, str], reachabl
     """In a forked child of root: make this interpreter and ``reachable`` traversable,
     bind each ``(source, target)`` (e.g. a delegated cgroup over its hierarchy's root),
     drop to ``uid``/``gid`` with no supplementary groups, exec ``argv``. Never returns."""
-    syscalls.unshare(syscalls.CLONE_NEWNS)
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     for source, target in binds:
-        syscalls.mount(source, target, None, syscalls.MS_BIND)
+        linux.mount(source, target, None, linux.MS_BIND)
     for directory, entries in blocked_ancestors([*mounts.python_paths(), *reachable]).items():
         keep = {entry: os.open(f"{directory}/{entry}", os.O_PATH) for entry in entries}
-        syscalls.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
+        linux.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
         for entry, fd in keep.items():
             os.mkdir(f"{directory}/{entry}")
-            syscalls.mount(f"/proc/self/fd/{fd}", f"{directory}/{entry}", None, syscalls.MS_BIND | syscalls.MS_REC)
+            linux.mount(f"/proc/self/fd/{fd}", f"{directory}/{entry}", None, linux.MS_BIND | linux.MS_REC)
             os.close(fd)
     os.setgroups([])
     os.setresgid(gid, gid, gid)

@@ -31,5 +31,5 @@ def load_twin(name: str, twin: ModuleType) -> ModuleType:
 
 
 def load_required(name: str) -> ModuleType:
-    """Import a compiled module that has no twin (the sandbox syscalls): it raises, never degrades."""
+    """Import a compiled module that has no twin (the sandbox's ``linux``): it raises, never degrades."""
     return importlib.import_module(f"agentos._fast.{name}")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentos.sandbox import Launcher, SandboxSpec
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 AGENTS = Path(__file__).parent / "agents"
 ADVERSARIAL = Path(__file__).parents[2] / "agents" / "examples" / "adversarial"
@@ -118,7 +118,7 @@ def run_agent(launcher: Launcher, tmp_path: Path, *, script: str | None = None, 
 def in_child(fn: Callable[[], Any], flags: int = 0) -> Any:
     """Run ``fn`` in a child born in ``flags``' namespaces; its return value, or re-raise its exception."""
     r, w = os.pipe()
-    pid, pidfd = syscalls.clone3(flags)
+    pid, pidfd = linux.clone3(flags)
     if pid == 0:
         os.close(r)
         try:

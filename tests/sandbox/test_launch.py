@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentos.sandbox import Launcher, SandboxError, SandboxSpec
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from tests.sandbox.conftest import ENV, run_agent
 
 
@@ -179,8 +179,8 @@ def test_a_dead_zygote_is_replaced_on_the_next_launch(tmp_path: Path) -> None:
     with Launcher() as own:
         first = own.zygote_pid
         assert first is not None
-        pidfd = syscalls.pidfd_open(first)
-        syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+        pidfd = linux.pidfd_open(first)
+        linux.pidfd_send_signal(pidfd, signal.SIGKILL)
         select.select([pidfd], [], [])  # readable once it has exited
         os.close(pidfd)
         result = run_agent(own, tmp_path, argv=["true"])
@@ -201,7 +201,7 @@ def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
         "time.sleep(1000)\n")
     before = _children()
     # As a subreaper, this test inherits the orphans and can reap them instead of init.
-    syscalls.set_child_subreaper(True)
+    linux.set_child_subreaper(True)
     try:
         kernel = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
         assert kernel.stdout is not None
@@ -213,7 +213,7 @@ def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
         kernel.stdout.close()
         statuses = _reap(orphans)
     finally:
-        syscalls.set_child_subreaper(False)
+        linux.set_child_subreaper(False)
     assert statuses[agent] == (os.CLD_KILLED, signal.SIGKILL)
     # The zygote may see its socket close before the signal lands; nothing survives either way.
     assert all(status in ((os.CLD_KILLED, signal.SIGKILL), (os.CLD_EXITED, 0)) for status in statuses.values())
@@ -244,13 +244,13 @@ def _parents() -> dict[int, int]:
 
 def _reap(pids: set[int]) -> dict[int, tuple[int, int]]:
     """Wait for each (now our child) to exit; SIGKILL any still alive after 30 s (a liveness guard)."""
-    pidfds = {pid: syscalls.pidfd_open(pid) for pid in pids}
+    pidfds = {pid: linux.pidfd_open(pid) for pid in pids}
     try:
         deadline, pending = time.monotonic() + 30, set(pidfds.values())
         while pending and time.monotonic() < deadline:
             pending -= set(select.select(list(pending), [], [], deadline - time.monotonic())[0])
         for fd in pending:
-            syscalls.pidfd_send_signal(fd, signal.SIGKILL)
+            linux.pidfd_send_signal(fd, signal.SIGKILL)
         statuses = {}
         for pid, fd in pidfds.items():
             result = os.waitid(os.P_PIDFD, fd, os.WEXITED)

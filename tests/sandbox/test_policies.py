@@ -19,7 +19,7 @@ from agentos.sandbox import (
     probe,
     seccomp,
 )
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import make_plan
 from tests.sandbox.conftest import in_child, require, require_root
 
@@ -30,7 +30,7 @@ _libc.syscall.restype = ctypes.c_long
 def _errno_of(name: str, *args: int) -> int:
     """errno of a raw syscall (0 if it succeeded)."""
     ctypes.set_errno(0)
-    result = _libc.syscall(ctypes.c_long(syscalls.SYSCALL_NUMBERS[name]), *[ctypes.c_long(a) for a in args])
+    result = _libc.syscall(ctypes.c_long(linux.SYSCALL_NUMBERS[name]), *[ctypes.c_long(a) for a in args])
     return ctypes.get_errno() if result < 0 else 0
 
 
@@ -45,7 +45,7 @@ def test_the_filter_turns_kernel_errors_into_eperm() -> None:
 
     def errors() -> tuple[dict[str, int], dict[str, int], int, int]:
         before = {name: _errno_of(name, *args) for name, args in PROBES}
-        syscalls.set_no_new_privs()
+        linux.set_no_new_privs()
         seccomp.install(seccomp.default_filter())
         after = {name: _errno_of(name, *args) for name, args in PROBES}
         clone3 = _errno_of("clone3", 0, 0)
@@ -53,7 +53,7 @@ def test_the_filter_turns_kernel_errors_into_eperm() -> None:
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
-        return before, after, clone3, syscalls.seccomp_mode()
+        return before, after, clone3, linux.seccomp_mode()
 
     before, after, clone3, mode = in_child(errors)
     assert all(code != errno.EPERM for code in before.values()), before
@@ -64,16 +64,16 @@ def test_the_filter_turns_kernel_errors_into_eperm() -> None:
 
 def test_clone_with_a_namespace_flag_is_denied_without_one_allowed() -> None:
     def clone_errors() -> tuple[int, int]:
-        syscalls.set_no_new_privs()
+        linux.set_no_new_privs()
         seccomp.install(seccomp.default_filter())
-        return _errno_of("unshare", syscalls.CLONE_NEWUTS), _errno_of("unshare", 0)
+        return _errno_of("unshare", linux.CLONE_NEWUTS), _errno_of("unshare", 0)
 
     assert in_child(clone_errors) == (errno.EPERM, errno.EPERM)  # unshare is denied whatever its flags
 
 
 def test_vsock_sockets_are_denied_other_families_not() -> None:
     def families() -> tuple[int, int]:
-        syscalls.set_no_new_privs()
+        linux.set_no_new_privs()
         seccomp.install(seccomp.default_filter())
         return _errno_of("socket", socket.AF_VSOCK, socket.SOCK_STREAM, 0), _errno_of(
             "socket", socket.AF_UNIX, socket.SOCK_STREAM, 0)
@@ -87,8 +87,8 @@ def test_every_denied_name_this_arch_has_is_in_the_filter() -> None:
     program = seccomp.default_filter()
     constants = {int.from_bytes(program[i + 4:i + 8], "little") for i in range(0, len(program), 8)}
     for name in seccomp.DENIED:
-        if name in syscalls.SYSCALL_NUMBERS:
-            assert syscalls.SYSCALL_NUMBERS[name] in constants, name
+        if name in linux.SYSCALL_NUMBERS:
+            assert linux.SYSCALL_NUMBERS[name] in constants, name
 
 
 def test_landlock_allows_writes_only_beneath_writable_paths(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_landlock_allows_writes_only_beneath_writable_paths(tmp_path: Path) -> N
     (denied / "existing").write_text("readable")
 
     def outcomes() -> dict[str, str]:
-        syscalls.set_no_new_privs()
+        linux.set_no_new_privs()
         landlock.restrict(version, [str(allowed)])
         results = {}
         for name, action in {
@@ -131,7 +131,7 @@ def test_landlock_allows_writes_only_beneath_writable_paths(tmp_path: Path) -> N
 
 
 def _support(**changes: object) -> HostSupport:
-    full = HostSupport(arch=syscalls.ARCH, root=True, user_namespaces=True, mount_setattr=True, seccomp=True,
+    full = HostSupport(arch=linux.ARCH, root=True, user_namespaces=True, mount_setattr=True, seccomp=True,
                        landlock_abi=3, namespaces=dict.fromkeys(("user", "pid", "mount", "uts", "ipc", "net",
                                                                  "cgroup"), True))
     return dataclasses.replace(full, **changes)  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ def test_a_missing_namespace_degrades_only_that_namespace() -> None:
     plan, report = make_plan(SandboxSpec(argv=["true"], allow_degraded=True), no_net, "/")
     assert "net" not in report["namespaces"] and "pid" in report["namespaces"]
     assert report["network"] == "host" and report["degraded"] == ["net namespace: refused"]
-    assert not plan.clone_flags & syscalls.CLONE_NEWNET
+    assert not plan.clone_flags & linux.CLONE_NEWNET
 
 
 def test_network_true_needs_no_net_namespace() -> None:
@@ -172,4 +172,4 @@ def test_probe_finds_what_the_launcher_uses(launcher: Launcher) -> None:
     require(launcher, "pid", "mount")
     here = probe().as_dict()
     assert here == launcher.support.as_dict()  # the zygote probed the same host
-    assert here["arch"] == syscalls.ARCH and here["mount_setattr"] is True
+    assert here["arch"] == linux.ARCH and here["mount_setattr"] is True

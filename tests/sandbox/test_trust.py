@@ -19,7 +19,7 @@ import pytest
 
 from agentos.processes.settings import ProcessSettings
 from agentos.sandbox import HostSupport, Launcher, SandboxError, SandboxSpec
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import make_plan
 from agentos.sandbox.spec import DEFAULT_AGENT_UID
 from agentos.sandbox import mounts
@@ -319,7 +319,7 @@ def test_tmp_size_bounds_the_private_tmp(launcher: Launcher, tmp_path: Path) -> 
 
 def _no_user_namespaces() -> HostSupport:
     note = "a child in these namespaces could not set up: No space left on device"
-    return HostSupport(arch=syscalls.ARCH, root=False, user_namespaces=False, mount_setattr=False,
+    return HostSupport(arch=linux.ARCH, root=False, user_namespaces=False, mount_setattr=False,
                        seccomp=True, landlock_abi=3,
                        namespaces=dict.fromkeys(("user", "pid", "mount", "uts", "ipc", "net", "cgroup"), False),
                        notes={"user": note})
@@ -378,21 +378,21 @@ def _run_without_user_namespaces(argv: list[str], tmp_path: Path) -> str:
 
     out = tmp_path / "out"
     r, w = os.pipe()
-    pid, pidfd = syscalls.clone3(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+    pid, pidfd = linux.clone3(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
     if pid == 0:
         try:
             os.close(w)
             os.read(r, 1)  # until the parent has mapped us
             with open("/proc/sys/user/max_user_namespaces", "w") as f:
                 f.write("0")
-            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
             for directory, entries in blocked_ancestors(mounts.python_paths()).items():
                 keep = {e: os.open(f"{directory}/{e}", os.O_PATH) for e in entries}
-                syscalls.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
+                linux.mount("tmpfs", directory, "tmpfs", 0, "mode=0755")
                 for entry, fd in keep.items():
                     os.mkdir(f"{directory}/{entry}")
-                    syscalls.mount(f"/proc/self/fd/{fd}", f"{directory}/{entry}", None,
-                                   syscalls.MS_BIND | syscalls.MS_REC)
+                    linux.mount(f"/proc/self/fd/{fd}", f"{directory}/{entry}", None,
+                                   linux.MS_BIND | linux.MS_REC)
             fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o666)
             os.dup2(fd, 1)
             os.dup2(fd, 2)

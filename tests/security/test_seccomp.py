@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.seccomp import DENIED
 
 from .conftest import HostileKernel
 
-FILTERED = [name for name in DENIED if name in syscalls.SYSCALL_NUMBERS]
+FILTERED = [name for name in DENIED if name in linux.SYSCALL_NUMBERS]
 BY_ARGUMENT = {"ioctl TIOCSTI": "EPERM", "ioctl TIOCLINUX": "EPERM", "clone with a new user namespace": "EPERM",
                "clone3": "ENOSYS", "socket AF_VSOCK": "EPERM"}
 

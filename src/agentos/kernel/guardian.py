@@ -42,10 +42,10 @@ def guard_this_kernel(log_json: bool = False) -> None:
     guardian and never returns (it exits with the kernel's status)."""
     # Imported here: the guardian's own process is replaced by a small one before it waits.
     from ..cgroups import instance_name
-    from ..sandbox._syscalls import syscalls
+    from ..sandbox._linux import linux
 
     # Before the fork: no process of the kernel's can be orphaned before its guardian adopts it.
-    syscalls.set_child_subreaper(True)
+    linux.set_child_subreaper(True)
     # Held back until the guardian can pass them on; the kernel takes them as it always did.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     sys.stdout.flush()
@@ -54,7 +54,7 @@ def guard_this_kernel(log_json: bool = False) -> None:
     kernel = os.fork()
     if kernel == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        syscalls.set_pdeathsig(signal.SIGTERM)
+        linux.set_pdeathsig(signal.SIGTERM)
         if os.getppid() != guardian:
             os._exit(128 + signal.SIGTERM)  # the guardian died before the line above took effect
         return

@@ -46,7 +46,7 @@ from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
 from ..protocol.requests import ExposeRequest, UnexposeRequest
 from ..sandbox import netns
-from ..sandbox._syscalls import syscalls
+from ..sandbox._linux import linux
 from ..sandbox.zygote import base_env
 from .agent import Agent
 
@@ -57,7 +57,7 @@ log = logging.getLogger("agentos.processes.ports")
 
 _HELPER = str(Path(netns.__file__).resolve())
 #: The namespaces the helper joins, of those the agent has: the user one only to be allowed the other.
-_JOINED = syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET
+_JOINED = linux.CLONE_NEWUSER | linux.CLONE_NEWNET
 _PEERCRED = struct.Struct("3i")
 #: 127.0.0.1 as /proc/net/tcp prints it: the address's bytes read as a native-endian u32.
 _LOOPBACK = f"{struct.unpack('=I', socket.inet_aton('127.0.0.1'))[0]:08X}"
@@ -420,7 +420,7 @@ class Ports:
                             max_connections=settings.connections_per_exposure,
                             peer_agent=self.service.agent_of_peer)
         try:
-            if namespaces & syscalls.CLONE_NEWNET:
+            if namespaces & linux.CLONE_NEWNET:
                 await maker.start(agent.pidfd, namespaces)
             await self._listen(exposure, tcp)
         except BaseException as exc:

@@ -52,7 +52,7 @@ from typing import Any
 
 from ..cgroups.base import instance_is_dead, instance_name
 from ..errors import PermissionDenied, Unavailable
-from ..sandbox._syscalls import syscalls
+from ..sandbox._linux import linux
 from ..sandbox.spec import WORKSPACE_PATH, SandboxError
 
 log = logging.getLogger("agentos.processes.workspace")
@@ -68,7 +68,7 @@ _LOOP_CONFIGURE = 0x4C0A  # Linux >= 5.8; the sandbox's mount_setattr needs 5.12
 _LO_FLAGS_AUTOCLEAR = 4
 #: Another attacher may take the device LOOP_CTL_GET_FREE named first (EBUSY): ask again.
 _ATTACH_TRIES = 32
-#: The syscalls module exports the flags the sandbox uses; shared propagation is ours alone.
+#: The linux module exports the flags the sandbox uses; shared propagation is ours alone.
 _MS_SHARED = 1 << 20
 
 
@@ -198,8 +198,8 @@ class Workspaces:
                 return
             self.dir.mkdir(mode=0o700, exist_ok=True)
             try:
-                syscalls.mount(str(self.dir), str(self.dir), None, syscalls.MS_BIND)
-                syscalls.mount(None, str(self.dir), None, _MS_SHARED)
+                linux.mount(str(self.dir), str(self.dir), None, linux.MS_BIND)
+                linux.mount(None, str(self.dir), None, _MS_SHARED)
             except OSError:
                 unmount(self.dir)
                 rmdir_quietly(self.dir)
@@ -251,7 +251,7 @@ def mount_image(image: Path, mountpoint: Path) -> None:
     finally:
         os.close(backing)
     try:
-        syscalls.mount(device, str(mountpoint), "ext4", syscalls.MS_NOSUID | syscalls.MS_NODEV, None)
+        linux.mount(device, str(mountpoint), "ext4", linux.MS_NOSUID | linux.MS_NODEV, None)
     finally:
         # The mount holds the device now; without one, this close detaches it (autoclear).
         os.close(loop)
@@ -308,7 +308,7 @@ def unmount(path: Path) -> None:
     moment). Asked of the kernel, not ``os.path.ismount``: a bind of a directory on itself is on
     the same device as its parent."""
     try:
-        syscalls.umount2(str(path), syscalls.MNT_DETACH)
+        linux.umount2(str(path), linux.MNT_DETACH)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not a mount point, or never made
             log.warning("cannot unmount %s: %s", path, exc)
@@ -364,7 +364,7 @@ def remove_stale(root: Path) -> list[str]:
 
 def _remove_instance(instance: Path) -> None:
     for point in mounts_under(instance):
-        syscalls.umount2(str(point), syscalls.MNT_DETACH)
+        linux.umount2(str(point), linux.MNT_DETACH)
     # Only empty directories are removed (rmdir): nothing is ever deleted through a mount.
     for item in os.listdir(instance):
         path = instance / item

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TextIO
 
 from agentos.sandbox import landlock, namespaces, seccomp, subreaper, userns
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import symlink_refused
 
@@ -62,7 +62,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     if plan.user_map:
         step("user namespace", userns.map_self, *plan.user_map)
     # Dies with its parent (the kernel), so nothing survives a kernel crash.
-    step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
+    step("pdeathsig", linux.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
     fds, control = _split_control(plan, fds)
     child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets,
@@ -106,10 +106,10 @@ def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
     child.fd, target, *control = step("descriptors", _arrange_fds, fds, plan.fd_targets,
                                       [handshake, target, *control])
     # One call, user namespace first: in it a rootless kernel holds what joining the others needs.
-    step("join namespaces", syscalls.setns, target, plan.join)
+    step("join namespaces", linux.setns, target, plan.join)
     os.close(target)
     step("enter pid namespace", child.fork_inside)
-    step("pdeathsig", syscalls.set_pdeathsig, signal.SIGKILL)
+    step("pdeathsig", linux.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
     if plan.terminal:
         step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
@@ -131,10 +131,10 @@ def _exec_under_subreaper(plan: Plan, child: _Child, control: int) -> None:
     never returns). Returns when no process can be made (the agent is at its ``pids`` limit):
     then the command runs as the exec's process itself, without a subreaper, as the kernel
     learns from the missing ``P`` message."""
-    syscalls.set_child_subreaper(True)
+    linux.set_child_subreaper(True)
     command = child.step("exec", _spawn, plan)
     if command is None:
-        syscalls.set_child_subreaper(False)
+        linux.set_child_subreaper(False)
         os.close(control)
         return
     subreaper.serve(command, control, child.fd)
@@ -147,13 +147,13 @@ def _confine(plan: Plan, child: _Child) -> None:
     step = child.step
     if plan.sandboxed or plan.run_as:
         uid, gid = plan.run_as or (-1, -1)
-        step("capabilities", syscalls.drop_capabilities, plan.drop_bounding, uid, gid)
+        step("capabilities", linux.drop_capabilities, plan.drop_bounding, uid, gid)
         if plan.run_as:
             step("pdeathsig", child.rearm_pdeathsig)
     # As the agent's own user: a directory it cannot enter is an error now, not at its first open.
     step("cwd", os.chdir, plan.cwd)
     if plan.sandboxed or plan.run_as:
-        step("no_new_privs", syscalls.set_no_new_privs)
+        step("no_new_privs", linux.set_no_new_privs)
         if plan.landlock_abi:
             step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
         if plan.seccomp_program:
@@ -197,7 +197,7 @@ class _Child:
     def rearm_pdeathsig(self) -> None:
         """Changing uid cleared the parent-death signal: set it again, and leave if the parent
         died in between (it holds the handshake socket's other end until the agent starts)."""
-        syscalls.set_pdeathsig(signal.SIGKILL)
+        linux.set_pdeathsig(signal.SIGKILL)
         poller = select.poll()
         poller.register(self.fd, select.POLLIN | select.POLLRDHUP)
         if poller.poll(0):
@@ -212,7 +212,7 @@ class _Child:
         # keeps the agent's pid namespace, and its KILL, from ending). It waits for this
         # pipe's end of file: our exit, after the ENTERED.
         reported, report = os.pipe()
-        pid, _ = syscalls.clone3(syscalls.CLONE_PARENT)
+        pid, _ = linux.clone3(linux.CLONE_PARENT)
         if pid == 0:
             os.close(report)
             os.read(reported, 1)
@@ -238,8 +238,8 @@ class _Refused(OSError):
 
 def _build_view(view: bytes, idmaps: tuple[int, ...]) -> None:
     try:
-        syscalls.run_view(bytearray(view), idmaps)
-    except syscalls.StepError as exc:
+        linux.run_view(bytearray(view), idmaps)
+    except linux.StepError as exc:
         if exc.errno != errno.ELOOP:
             raise
         raise _Refused(exc.step, exc.errno, symlink_refused(exc.filename)) from None
@@ -259,9 +259,9 @@ def _arrange_fds(fds: list[int], targets: list[int], private: list[int]) -> list
     start = 0
     for fd in keep:
         if fd > start:
-            syscalls.close_range(start, fd - 1)
+            linux.close_range(start, fd - 1)
         start = fd + 1
-    syscalls.close_range(start)
+    linux.close_range(start)
     return private
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentos.sandbox import child, landlock
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import Ending, SandboxError
 
@@ -44,7 +44,7 @@ _MAX_REPLY = 256
 def binary() -> str | None:
     """agentos-init's path: next to the compiled syscall module (in the wheel, and in an editable
     install's build tree), so inside every sandbox's view; None where it was not built."""
-    path = os.path.join(os.path.dirname(os.path.abspath(str(syscalls.__file__))), "agentos-init")
+    path = os.path.join(os.path.dirname(os.path.abspath(str(linux.__file__))), "agentos-init")
     return path if os.access(path, os.X_OK) else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 __all__ = ["abi", "restrict", "rules", "write_rights"]
 
@@ -42,7 +42,7 @@ _WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty")
 def abi() -> int:
     """The kernel's Landlock ABI version, 0 if Landlock is unavailable."""
     try:
-        return syscalls.landlock_abi()
+        return linux.landlock_abi()
     except OSError:
         return 0
 
@@ -74,12 +74,12 @@ def restrict(version: int, writable: list[str]) -> None:
     Must follow no_new_privs; paths are resolved in the sandbox's own view.
     """
     handled, scoped, file_rights, paths = rules(version, writable)
-    ruleset = syscalls.landlock_create_ruleset(handled, 0, scoped)
+    ruleset = linux.landlock_create_ruleset(handled, 0, scoped)
     try:
         for path, required in paths:
             if required or os.path.exists(path):
                 _allow(ruleset, path, handled if os.path.isdir(path) else file_rights)
-        syscalls.landlock_restrict_self(ruleset)
+        linux.landlock_restrict_self(ruleset)
     finally:
         os.close(ruleset)
 
@@ -87,6 +87,6 @@ def restrict(version: int, writable: list[str]) -> None:
 def _allow(ruleset: int, path: str, rights: int) -> None:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
-        syscalls.landlock_add_path_rule(ruleset, fd, rights)
+        linux.landlock_add_path_rule(ruleset, fd, rights)
     finally:
         os.close(fd)

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from typing import Any, Self
 
 from agentos.sandbox import child
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan, entry_plan, make_plan
 from agentos.sandbox.probe import HostSupport
 from agentos.sandbox.spec import Launched, SandboxError, SandboxSpec
@@ -329,7 +329,7 @@ def _inside(sock: socket.socket, joiner: Launched) -> Launched:
     joiner.wait()
     joiner.close()
     try:
-        pidfd = syscalls.pidfd_open(pid)
+        pidfd = linux.pidfd_open(pid)
     except OSError:
         # Ours to reap (CLONE_PARENT), whatever went wrong.
         os.kill(pid, signal.SIGKILL)
@@ -343,7 +343,7 @@ def _discard(launched: Launched) -> None:
     try:
         if launched.returncode is None:
             try:
-                syscalls.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+                linux.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             launched.wait()

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.spec import WORKSPACE_PATH, VolumeBind
 
 __all__ = ["DEFAULT_MASKS", "SYSTEM_DIRS", "MountOp", "View", "default_masks", "default_system_ops", "inside",
@@ -54,7 +54,7 @@ _DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 _DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
               ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 
-_MOUNT_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV
+_MOUNT_FLAGS = linux.MS_NOSUID | linux.MS_NODEV
 
 #: Host files and directories no agent sees, whatever it binds (besides other users' homes).
 DEFAULT_MASKS = ("/root", "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
@@ -99,7 +99,7 @@ def python_paths() -> list[str]:
 
     # The package and its compiled modules may live apart (an editable install).
     code = [os.path.dirname(os.path.abspath(agentos.__path__[0])),
-            os.path.dirname(os.path.abspath(str(syscalls.__file__)))]
+            os.path.dirname(os.path.abspath(str(linux.__file__)))]
     interpreter = [sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     candidates = interpreter + code
     # sys.path[0] is the caller's script directory (or cwd), not part of the installation.
@@ -309,7 +309,7 @@ def inside(path: str, parent: str) -> bool:
 # --- the view program: the ops as primitive steps, run by the child in C ---
 
 class _Program:
-    """Encodes view instructions for ``syscalls.run_view`` (header, then five strings)."""
+    """Encodes view instructions for ``linux.run_view`` (header, then five strings)."""
 
     def __init__(self) -> None:
         self.code = bytearray()
@@ -317,29 +317,29 @@ class _Program:
     def add(self, step: str, op: int, *strings: str | None, n1: int = 0, n2: int = 0, flags: int = 0) -> None:
         self.code += struct.pack("<BBQQ", op, flags, n1, n2)
         for text in (step, *strings, *[None] * (4 - len(strings))):
-            self.code += bytes([syscalls.VIEW_NULL, 0]) if text is None else os.fsencode(text) + b"\0"
+            self.code += bytes([linux.VIEW_NULL, 0]) if text is None else os.fsencode(text) + b"\0"
 
     def mount(self, step: str, source: str | None, target: str, fstype: str | None, flags: int,
               data: str | None = None, *, optional: bool = False, make: bool = False) -> None:
         """mount(2) on the directory ``target``, made first if ``make`` and missing."""
-        self.add(step, syscalls.VIEW_MOUNT, source, target, fstype, data, n1=flags,
-                 flags=(syscalls.VIEW_OPTIONAL if optional else 0) | (syscalls.VIEW_TARGET_DIR if make else 0))
+        self.add(step, linux.VIEW_MOUNT, source, target, fstype, data, n1=flags,
+                 flags=(linux.VIEW_OPTIONAL if optional else 0) | (linux.VIEW_TARGET_DIR if make else 0))
 
     def mkdirs(self, step: str, path: str) -> None:
-        self.add(step, syscalls.VIEW_MKDIRS, path)
+        self.add(step, linux.VIEW_MKDIRS, path)
 
     def bind(self, step: str, source: str, target: str, *, recursive: bool, idmap: int = -1,
              optional: bool = False, make: int = 0) -> None:
         """``source`` on ``target``, through the user namespace ``idmap`` (an index) unless -1;
         ``make`` (VIEW_TARGET_DIR or VIEW_TARGET_FILE) makes a missing target first."""
-        flags = (syscalls.VIEW_RECURSIVE if recursive else 0) | (syscalls.VIEW_OPTIONAL if optional else 0) | make
+        flags = (linux.VIEW_RECURSIVE if recursive else 0) | (linux.VIEW_OPTIONAL if optional else 0) | make
         self.add(step if idmap < 0 else f"idmap {step.removeprefix('mount ')}",
-                 syscalls.VIEW_BIND if idmap < 0 else syscalls.VIEW_IDMAP, source, target,
+                 linux.VIEW_BIND if idmap < 0 else linux.VIEW_IDMAP, source, target,
                  n1=max(idmap, 0), flags=flags)
 
     def setattr(self, step: str, path: str, set_: int, clear: int = 0, *, recursive: bool) -> None:
-        self.add(step, syscalls.VIEW_SETATTR, path, n1=set_, n2=clear,
-                 flags=syscalls.VIEW_RECURSIVE if recursive else 0)
+        self.add(step, linux.VIEW_SETATTR, path, n1=set_, n2=clear,
+                 flags=linux.VIEW_RECURSIVE if recursive else 0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -356,21 +356,21 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
     """
     p = _Program()
     # Our changes must never propagate back to the host, host unmounts still reach us.
-    p.mount("mount propagation", None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+    p.mount("mount propagation", None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     p.mount("new root", "tmpfs", root, "tmpfs", _MOUNT_FLAGS, "mode=0755")
     for op in ops:
         _PLAN[op.kind](p, op, root)
-    p.setattr("read-only view", root, syscalls.MOUNT_ATTR_RDONLY | syscalls.MOUNT_ATTR_NOSUID
-              | syscalls.MOUNT_ATTR_NODEV, recursive=True)
+    p.setattr("read-only view", root, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
+              | linux.MOUNT_ATTR_NODEV, recursive=True)
     masked = {op.dest for op in ops if op.kind == "mask"}
     for op in ops:
         # A mask on a writable bind's own path is what the path shows: it stays read-only.
         if op.kind in ("bind", "tmpfs") and not op.readonly and op.dest not in masked:
-            p.setattr("read-only view", root + op.dest, 0, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+            p.setattr("read-only view", root + op.dest, 0, linux.MOUNT_ATTR_RDONLY, recursive=False)
     for op in ops:
         if op.kind == "dev":
             _dev(p, op, root)
-    p.add("pivot_root", syscalls.VIEW_PIVOT, root)
+    p.add("pivot_root", linux.VIEW_PIVOT, root)
     return bytes(p.code)
 
 
@@ -384,7 +384,7 @@ def _bind(p: _Program, op: MountOp, root: str) -> None:
             return
         directory = True  # the mount below reports the missing source
     p.bind(step, op.source, target, recursive=True, idmap=op.idmap,
-           make=syscalls.VIEW_TARGET_DIR if directory else syscalls.VIEW_TARGET_FILE)
+           make=linux.VIEW_TARGET_DIR if directory else linux.VIEW_TARGET_FILE)
 
 
 def _mask(p: _Program, op: MountOp, root: str) -> None:
@@ -392,7 +392,7 @@ def _mask(p: _Program, op: MountOp, root: str) -> None:
     # gone since planning means nothing left to hide, a symlink in its way fails the launch.
     step, target = f"mask {op.dest}", root + op.dest
     if op.source == "dir":
-        p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | syscalls.MS_NOEXEC, op.options, optional=True)
+        p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | linux.MS_NOEXEC, op.options, optional=True)
     else:
         p.bind(step, "/dev/null", target, recursive=False, optional=True)
 
@@ -402,14 +402,14 @@ def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
 
 
 def _symlink(p: _Program, op: MountOp, root: str) -> None:
-    p.add(f"mount {op.dest}", syscalls.VIEW_SYMLINK, op.source, root + op.dest)
+    p.add(f"mount {op.dest}", linux.VIEW_SYMLINK, op.source, root + op.dest)
 
 
 def _proc(p: _Program, op: MountOp, root: str) -> None:
     step, target = f"mount {op.dest}", root + op.dest
     # Read-only as a whole: /proc/sys, /proc/sysrq-trigger and /proc/irq are writable by
     # uid 0 by file mode alone, capabilities or not.
-    p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | syscalls.MS_NOEXEC | syscalls.MS_RDONLY, make=True)
+    p.mount(step, "proc", target, "proc", _MOUNT_FLAGS | linux.MS_NOEXEC | linux.MS_RDONLY, make=True)
     for name in _PROC_MASKED:
         p.bind(step, "/dev/null", f"{target}/{name}", recursive=False, optional=True)
 
@@ -420,14 +420,14 @@ def _dev_mountpoint(p: _Program, op: MountOp, root: str) -> None:
 
 def _dev(p: _Program, op: MountOp, root: str) -> None:
     step, target = f"mount {op.dest}", root + op.dest
-    p.mount(step, "tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=0755")
+    p.mount(step, "tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
-        p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False, make=syscalls.VIEW_TARGET_FILE)
+        p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False, make=linux.VIEW_TARGET_FILE)
     for name, link in _DEV_LINKS:
-        p.add(step, syscalls.VIEW_SYMLINK, link, f"{target}/{name}")
+        p.add(step, linux.VIEW_SYMLINK, link, f"{target}/{name}")
     p.mount(step, "tmpfs", f"{target}/shm", "tmpfs", _MOUNT_FLAGS, "mode=1777", make=True)
     # Nothing new can be created in /dev itself; the nodes and /dev/shm stay usable.
-    p.setattr(step, target, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+    p.setattr(step, target, linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
 _PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev_mountpoint,

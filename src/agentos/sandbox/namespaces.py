@@ -8,19 +8,19 @@ the parent has moved it into its cgroup, so that cgroup becomes its root.
 """
 from __future__ import annotations
 
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 __all__ = ["NAMESPACES", "clone_flags", "enter_cgroup_namespace", "loopback_up", "set_hostname"]
 
 #: Namespace name -> its CLONE_NEW* flag, in the order reported by ``isolation``.
 NAMESPACES = {
-    "user": syscalls.CLONE_NEWUSER,
-    "pid": syscalls.CLONE_NEWPID,
-    "mount": syscalls.CLONE_NEWNS,
-    "uts": syscalls.CLONE_NEWUTS,
-    "ipc": syscalls.CLONE_NEWIPC,
-    "net": syscalls.CLONE_NEWNET,
-    "cgroup": syscalls.CLONE_NEWCGROUP,
+    "user": linux.CLONE_NEWUSER,
+    "pid": linux.CLONE_NEWPID,
+    "mount": linux.CLONE_NEWNS,
+    "uts": linux.CLONE_NEWUTS,
+    "ipc": linux.CLONE_NEWIPC,
+    "net": linux.CLONE_NEWNET,
+    "cgroup": linux.CLONE_NEWCGROUP,
 }
 
 
@@ -35,14 +35,14 @@ def clone_flags(names: list[str]) -> int:
 
 def enter_cgroup_namespace() -> None:
     """Make the current cgroup the root of this process's cgroup view (runs in the child)."""
-    syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+    linux.unshare(linux.CLONE_NEWCGROUP)
 
 
 def set_hostname(name: str) -> None:
     """Set the hostname of the agent's own UTS namespace (runs in the child)."""
-    syscalls.sethostname(name)
+    linux.sethostname(name)
 
 
 def loopback_up() -> None:
     """A new network namespace starts with loopback down; bring it up (runs in the child)."""
-    syscalls.set_link_up("lo")
+    linux.set_link_up("lo")

@@ -50,7 +50,7 @@ class Plan:
     user_map: tuple[int, int] | None = None
     #: (uid, gid) to become once the sandbox is built (a root launcher's agents); None: stay.
     run_as: tuple[int, int] | None = None
-    #: The file-system view as a program for ``syscalls.run_view`` (empty: no mount namespace).
+    #: The file-system view as a program for ``linux.run_view`` (empty: no mount namespace).
     view: bytes = b""
     #: Owners (uid, gid) of the view's idmapped binds, shown to the agent as ``run_as``.
     idmaps: tuple[tuple[int, int], ...] = ()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agentos.sandbox import landlock, seccomp, userns
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.namespaces import NAMESPACES
 
 __all__ = ["HostSupport", "probe"]
@@ -46,11 +46,11 @@ def probe() -> HostSupport:
     notes: dict[str, str] = {}
     root = os.geteuid() == 0
     rootless = userns.wants_user_namespace(None)
-    base = syscalls.CLONE_NEWUSER if rootless else 0
+    base = linux.CLONE_NEWUSER if rootless else 0
     namespaces: dict[str, bool] = {}
     # One child tries it all (the common case: everything works); only a failure costs more forks.
-    everything = _try_child(base | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS
-                            | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP,
+    everything = _try_child(base | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS
+                            | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP,
                             setattr_probe=True)
     for name, flag in NAMESPACES.items():
         if name == "user":
@@ -60,24 +60,24 @@ def probe() -> HostSupport:
         if error:
             notes[name] = error
     # Rootless, "everything" already ran inside a user namespace.
-    user_error = "" if rootless and not everything else _try_child(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+    user_error = "" if rootless and not everything else _try_child(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
     if user_error:
         notes["user"] = user_error
     namespaces["user"] = not user_error
-    mount_error = everything and _try_child(base | syscalls.CLONE_NEWNS, setattr_probe=True)
+    mount_error = everything and _try_child(base | linux.CLONE_NEWNS, setattr_probe=True)
     if mount_error:
         notes["mount_setattr"] = mount_error
     seccomp_ok = seccomp.supported() and _seccomp_available(notes)
     abi = landlock.abi()
     if not abi:
         notes["landlock"] = "Landlock is not enabled in this kernel (or it is off at boot)"
-    return HostSupport(arch=syscalls.ARCH, root=root, namespaces=namespaces, user_namespaces=not user_error,
+    return HostSupport(arch=linux.ARCH, root=root, namespaces=namespaces, user_namespaces=not user_error,
                        mount_setattr=not mount_error, seccomp=seccomp_ok, landlock_abi=abi, notes=notes)
 
 
 def _seccomp_available(notes: dict[str, str]) -> bool:
     try:
-        return syscalls.seccomp_action_available(syscalls.SECCOMP_RET_ERRNO)
+        return linux.seccomp_action_available(linux.SECCOMP_RET_ERRNO)
     except OSError as exc:
         notes["seccomp"] = str(exc)
         return False
@@ -87,7 +87,7 @@ def _try_child(flags: int, *, setattr_probe: bool = False) -> str:
     """Create a child in ``flags``' namespaces; '' if it could work there, else why not."""
     uid, gid = os.geteuid(), os.getegid()
     try:
-        pid, pidfd = syscalls.clone3(flags)
+        pid, pidfd = linux.clone3(flags)
     except OSError as exc:
         return str(exc)
     if pid == 0:
@@ -104,17 +104,17 @@ def _try_child(flags: int, *, setattr_probe: bool = False) -> str:
 
 def _child_checks(flags: int, uid: int, gid: int, setattr_probe: bool) -> int:
     try:
-        if flags & syscalls.CLONE_NEWUSER:
+        if flags & linux.CLONE_NEWUSER:
             userns.map_self(uid, gid)
-        if flags & syscalls.CLONE_NEWNS:
-            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
-            syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV)
+        if flags & linux.CLONE_NEWNS:
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+            linux.mount("tmpfs", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV)
             if setattr_probe:
-                syscalls.mount_setattr("/tmp", syscalls.MOUNT_ATTR_RDONLY)
-        if flags & syscalls.CLONE_NEWNET:
-            syscalls.set_link_up("lo")
-        if flags & syscalls.CLONE_NEWUTS:
-            syscalls.sethostname("probe")
+                linux.mount_setattr("/tmp", linux.MOUNT_ATTR_RDONLY)
+        if flags & linux.CLONE_NEWNET:
+            linux.set_link_up("lo")
+        if flags & linux.CLONE_NEWUTS:
+            linux.sethostname("probe")
         return 0
     except OSError as exc:
         return exc.errno or 1

@@ -17,7 +17,7 @@ import errno
 import functools
 import struct
 
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 __all__ = ["DENIED", "default_filter", "install", "supported"]
 
@@ -41,9 +41,9 @@ DENIED = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "stime",
 )
 
-_NAMESPACE_FLAGS = (syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUSER
-                    | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNET | syscalls.CLONE_NEWCGROUP)
-_DENIED_IOCTLS = (syscalls.TIOCSTI, syscalls.TIOCLINUX)
+_NAMESPACE_FLAGS = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWUSER
+                    | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP)
+_DENIED_IOCTLS = (linux.TIOCSTI, linux.TIOCLINUX)
 #: vsock is not network-namespaced: in a VM it would reach the hypervisor's services.
 _AF_VSOCK = 40
 
@@ -58,12 +58,12 @@ _ARCH = 4
 _ARG_LOW = (16, 24, 32, 40, 48, 56)  # low 32 bits of args[i] (little endian)
 _X32_SYSCALL_BIT = 0x40000000
 
-_ALLOW = syscalls.SECCOMP_RET_ALLOW
-_KILL = syscalls.SECCOMP_RET_KILL_PROCESS
+_ALLOW = linux.SECCOMP_RET_ALLOW
+_KILL = linux.SECCOMP_RET_KILL_PROCESS
 
 
 def _errno(code: int) -> int:
-    return syscalls.SECCOMP_RET_ERRNO | code
+    return linux.SECCOMP_RET_ERRNO | code
 
 
 class _Program:
@@ -102,19 +102,19 @@ class _Program:
 
 def supported() -> bool:
     """Whether this build's architecture can be filtered (its audit arch is known)."""
-    return syscalls.AUDIT_ARCH != 0
+    return linux.AUDIT_ARCH != 0
 
 
 @functools.lru_cache(maxsize=1)
 def default_filter() -> bytes:
     """The default deny-list filter as packed ``struct sock_filter``s."""
     if not supported():
-        raise OSError(errno.ENOTSUP, f"no seccomp policy for architecture {syscalls.ARCH}")
-    numbers = syscalls.SYSCALL_NUMBERS
+        raise OSError(errno.ENOTSUP, f"no seccomp policy for architecture {linux.ARCH}")
+    numbers = linux.SYSCALL_NUMBERS
     denied = sorted({numbers[name] for name in DENIED if name in numbers})
     p = _Program()
     p.load(_ARCH)
-    p.jump(_JEQ_K, syscalls.AUDIT_ARCH, 0, "kill")
+    p.jump(_JEQ_K, linux.AUDIT_ARCH, 0, "kill")
     p.load(_NR)
     p.jump(_JGE_K, _X32_SYSCALL_BIT, "deny", 0)
     p.jump(_JEQ_K, numbers["clone"], "clone", 0)
@@ -165,4 +165,4 @@ def _search(p: _Program, numbers: list[int]) -> None:
 
 def install(program: bytes) -> None:
     """Install ``program`` on this process (runs in the child, after no_new_privs)."""
-    syscalls.seccomp_set_filter(program)
+    linux.seccomp_set_filter(program)

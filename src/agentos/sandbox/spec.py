@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentos.errors import AgentOSError
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 
 if TYPE_CHECKING:
     from agentos.sandbox.initd import InitChannel
@@ -260,7 +260,7 @@ class Launched:
     def send_signal(self, sig: int) -> None:
         """Signal the agent through its pidfd (never a recycled pid)."""
         if self.returncode is None:
-            syscalls.pidfd_send_signal(self.pidfd, sig)
+            linux.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
         """Close the pidfd (after the agent was reaped, or to stop tracking it)."""

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from agentos.sandbox import child
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.probe import HostSupport, probe
 from agentos.sandbox.spec import SandboxError, symlink_refused
@@ -202,11 +202,11 @@ class Zygote:
             self._process = None
         for pid in self._embryos:
             try:
-                pidfd = syscalls.pidfd_open(pid)
+                pidfd = linux.pidfd_open(pid)
             except ProcessLookupError:
                 continue  # someone reaped it already
             try:
-                syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+                linux.pidfd_send_signal(pidfd, signal.SIGKILL)
                 os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
             finally:
                 os.close(pidfd)
@@ -230,7 +230,7 @@ def _recv_fds(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
 def main() -> None:
     """Entry point of the zygote process: ``<socket fd> <kernel pid> <preload,...>``."""
     fd, kernel_pid, preload = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    syscalls.set_pdeathsig(signal.SIGKILL)
+    linux.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != kernel_pid:
         os._exit(1)  # the kernel died before the line above took effect
     # Terminal signals are the kernel's to handle; agents reset them.
@@ -262,13 +262,13 @@ class _Embryo:
     def __init__(self, flags: int, control: socket.socket) -> None:
         self.flags = flags
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.pid, self.pidfd = syscalls.clone3(flags | syscalls.CLONE_PARENT)
+        self.pid, self.pidfd = linux.clone3(flags | linux.CLONE_PARENT)
         if self.pid == 0:
             try:
                 # The kernel must see end of file when the zygote dies: hold no copy of its socket.
                 os.close(control.detach())
                 self.channel.close()
-                syscalls.set_pdeathsig(signal.SIGKILL)
+                linux.set_pdeathsig(signal.SIGKILL)
                 _develop(theirs)
             finally:
                 os._exit(child.SETUP_FAILED)
@@ -370,7 +370,7 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
     if embryo is not None and embryo.flags == plan.clone_flags and embryo.hand_over(plan, script, fds + idmaps):
         return ("ok", embryo.pid), embryo.pidfd, True
     try:
-        pid, pidfd = syscalls.clone3(plan.clone_flags | syscalls.CLONE_PARENT)
+        pid, pidfd = linux.clone3(plan.clone_flags | linux.CLONE_PARENT)
     except OSError as exc:
         return ("error", "clone", exc.errno or 0, exc.strerror or str(exc)), None, False
     if pid == 0:
@@ -404,7 +404,7 @@ def _userns(owner: tuple[int, int], agent: tuple[int, int]) -> int:
         return fd
     r, w = os.pipe()
     try:
-        pid, pidfd = syscalls.clone3(syscalls.CLONE_NEWUSER)
+        pid, pidfd = linux.clone3(linux.CLONE_NEWUSER)
     except OSError:
         os.close(r)
         os.close(w)
@@ -443,7 +443,7 @@ def _compiled(path: str) -> types.CodeType:
     must not choose what the kernel reads) and without blocking (nor a FIFO stall the zygote).
     """
     try:
-        fd = syscalls.open_real(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = linux.open_real(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(exc.errno, symlink_refused(path)) from None

@@ -1,4 +1,4 @@
-"""The compiled syscall layer: each call does what it says or raises OSError naming what it did."""
+"""The compiled Linux layer: each call does what it says or raises OSError naming what it did."""
 from __future__ import annotations
 
 import errno
@@ -9,40 +9,40 @@ import socket
 import pytest
 
 from agentos._extensions import load_required
-from agentos.sandbox._syscalls import syscalls
+from agentos.sandbox._linux import linux
 from tests.sandbox.conftest import in_child, require_root
 
 
 def test_the_module_is_compiled_and_has_no_twin() -> None:
-    assert syscalls.__file__.endswith(".so")
+    assert linux.__file__.endswith(".so")
     with pytest.raises(ImportError):
         load_required("no_such_module")
 
 
 def test_errors_carry_errno_and_what_was_being_done() -> None:
     with pytest.raises(OSError) as info:
-        syscalls.mount("/nonexistent-source", "/nonexistent-target", None, syscalls.MS_BIND)
+        linux.mount("/nonexistent-source", "/nonexistent-target", None, linux.MS_BIND)
     assert info.value.errno in (errno.ENOENT, errno.EPERM)
     assert "mount /nonexistent-source on /nonexistent-target" in str(info.value)
     with pytest.raises(ProcessLookupError) as lookup:
-        syscalls.pidfd_open(2**22 + 1)
+        linux.pidfd_open(2**22 + 1)
     assert "pidfd_open" in str(lookup.value)
 
 
 def test_paths_with_nul_bytes_are_refused_before_the_kernel() -> None:
     with pytest.raises(ValueError):
-        syscalls.umount2("/tmp/\0x")
+        linux.umount2("/tmp/\0x")
 
 
 def test_clone3_child_is_pid_1_of_its_pid_namespace() -> None:
     require_root("creates a pid namespace")
-    assert in_child(os.getpid, syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS) == 1
+    assert in_child(os.getpid, linux.CLONE_NEWPID | linux.CLONE_NEWNS) == 1
 
 
 def test_clone3_parent_flag_makes_the_child_a_sibling() -> None:
     def start_sibling() -> tuple[int, int]:
         r, w = os.pipe()
-        pid, pidfd = syscalls.clone3(syscalls.CLONE_PARENT)
+        pid, pidfd = linux.clone3(linux.CLONE_PARENT)
         if pid == 0:
             os.write(w, str(os.getppid()).encode())
             os._exit(7)
@@ -60,26 +60,26 @@ def test_clone3_parent_flag_makes_the_child_a_sibling() -> None:
 
 
 def test_pidfd_send_signal_kills_by_pidfd() -> None:
-    pid, pidfd = syscalls.clone3(0)
+    pid, pidfd = linux.clone3(0)
     if pid == 0:
         signal.pause()
         os._exit(0)
     try:
-        syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)
+        linux.pidfd_send_signal(pidfd, signal.SIGKILL)
         result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         assert (result.si_code, result.si_status) == (os.CLD_KILLED, signal.SIGKILL)
         with pytest.raises(ProcessLookupError):
-            syscalls.pidfd_send_signal(pidfd, signal.SIGKILL)  # reaped: the pidfd never hits a new process
+            linux.pidfd_send_signal(pidfd, signal.SIGKILL)  # reaped: the pidfd never hits a new process
     finally:
         os.close(pidfd)
 
 
 def test_prctl_flags_apply_to_the_calling_process() -> None:
     def flags() -> tuple[bool, bool, int]:
-        before = syscalls.get_no_new_privs()
-        syscalls.set_no_new_privs()
-        syscalls.set_pdeathsig(signal.SIGKILL)
-        return before, syscalls.get_no_new_privs(), syscalls.get_pdeathsig()
+        before = linux.get_no_new_privs()
+        linux.set_no_new_privs()
+        linux.set_pdeathsig(signal.SIGKILL)
+        return before, linux.get_no_new_privs(), linux.get_pdeathsig()
 
     assert in_child(flags) == (False, True, signal.SIGKILL)
 
@@ -88,7 +88,7 @@ def test_drop_capabilities_empties_every_set() -> None:
     require_root("holds capabilities to drop")
 
     def drop() -> dict[str, str]:
-        syscalls.drop_capabilities()
+        linux.drop_capabilities()
         with open("/proc/self/status") as f:
             return {k: v.strip() for k, v in (line.split(":", 1) for line in f) if k.startswith("Cap")}
 
@@ -100,13 +100,13 @@ def test_uts_and_net_namespaces() -> None:
     require_root("creates uts and net namespaces")
 
     def inside() -> tuple[str, list[str]]:
-        syscalls.sethostname("sandboxed-host")
-        syscalls.set_link_up("lo")
+        linux.sethostname("sandboxed-host")
+        linux.set_link_up("lo")
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         return socket.gethostname(), [name for _, name in socket.if_nameindex()]
 
-    hostname, links = in_child(inside, syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNET)
+    hostname, links = in_child(inside, linux.CLONE_NEWUTS | linux.CLONE_NEWNET)
     assert hostname == "sandboxed-host" != socket.gethostname()
     assert links == ["lo"]
 
@@ -116,14 +116,14 @@ def test_mount_pivot_root_and_mount_setattr_in_a_mount_namespace(tmp_path) -> No
     (tmp_path / "new").mkdir()
 
     def inside() -> tuple[list[str], int]:
-        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
         new = str(tmp_path / "new")
-        syscalls.mount("tmpfs", new, "tmpfs", 0, "mode=0755")
+        linux.mount("tmpfs", new, "tmpfs", 0, "mode=0755")
         os.mkdir(new + "/inside")
-        syscalls.mount_setattr(new, syscalls.MOUNT_ATTR_RDONLY, recursive=False)
+        linux.mount_setattr(new, linux.MOUNT_ATTR_RDONLY, recursive=False)
         os.chdir(new)
-        syscalls.pivot_root(".", ".")
-        syscalls.umount2(".", syscalls.MNT_DETACH)
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
         os.chdir("/")
         try:
             os.mkdir("/x")
@@ -131,25 +131,25 @@ def test_mount_pivot_root_and_mount_setattr_in_a_mount_namespace(tmp_path) -> No
             return os.listdir("/"), exc.errno
         return os.listdir("/"), 0
 
-    assert in_child(inside, syscalls.CLONE_NEWNS) == (["inside"], errno.EROFS)
+    assert in_child(inside, linux.CLONE_NEWNS) == (["inside"], errno.EROFS)
 
 
 def test_pivot_root_outside_a_mount_point_is_einval() -> None:
     require_root("creates a mount namespace")
 
     def inside() -> None:
-        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-        syscalls.pivot_root("/proc/self", "/proc/self")
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        linux.pivot_root("/proc/self", "/proc/self")
 
     with pytest.raises(OSError) as info:
-        in_child(inside, syscalls.CLONE_NEWNS)
+        in_child(inside, linux.CLONE_NEWNS)
     assert info.value.errno in (errno.EINVAL, errno.ENOTDIR, errno.EBUSY)
     assert "pivot_root" in str(info.value)
 
 
 def test_close_range_closes_the_range() -> None:
     fds = [os.dup(0) for _ in range(3)]
-    syscalls.close_range(fds[0], fds[-1])
+    linux.close_range(fds[0], fds[-1])
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
@@ -157,14 +157,14 @@ def test_close_range_closes_the_range() -> None:
 
 def test_seccomp_rejects_malformed_programs_before_the_kernel() -> None:
     with pytest.raises(ValueError):
-        syscalls.seccomp_set_filter(b"\0" * 7)
+        linux.seccomp_set_filter(b"\0" * 7)
     with pytest.raises(ValueError):
-        syscalls.seccomp_set_filter(b"")
+        linux.seccomp_set_filter(b"")
 
 
 def test_landlock_abi_is_reported_or_refused() -> None:
     try:
-        abi = syscalls.landlock_abi()
+        abi = linux.landlock_abi()
     except OSError as exc:
         assert exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP)
     else:
@@ -172,8 +172,8 @@ def test_landlock_abi_is_reported_or_refused() -> None:
 
 
 def test_syscall_table_knows_this_architecture() -> None:
-    assert syscalls.ARCH in ("x86_64", "aarch64")
-    assert {"mount", "ptrace", "unshare", "bpf", "keyctl", "clone", "clone3", "ioctl"} <= set(syscalls.SYSCALL_NUMBERS)
+    assert linux.ARCH in ("x86_64", "aarch64")
+    assert {"mount", "ptrace", "unshare", "bpf", "keyctl", "clone", "clone3", "ioctl"} <= set(linux.SYSCALL_NUMBERS)
 
 
 def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> None:
@@ -188,12 +188,12 @@ def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> 
 
     def build() -> tuple[str, int, str]:
         try:
-            syscalls.run_view(bytearray(view_program(ops, str(root))))
-        except syscalls.StepError as exc:
+            linux.run_view(bytearray(view_program(ops, str(root))))
+        except linux.StepError as exc:
             return exc.step, exc.errno, exc.filename
         return "", 0, ""
 
-    step, err, path = in_child(build, syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID)
+    step, err, path = in_child(build, linux.CLONE_NEWNS | linux.CLONE_NEWPID)
     assert (step, err) == ("mount /missing", errno.ENOENT)
     assert path == "/nonexistent-source"  # the path that failed: the bind's source here
     assert os.listdir(root) == []  # all of it happened in the child's mount namespace

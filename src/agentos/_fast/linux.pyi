@@ -1,4 +1,4 @@
-"""Raw Linux syscalls for the sandbox (compiled; no pure-Python twin)."""
+"""Raw Linux calls for the sandbox (compiled; no pure-Python twin)."""
 
 CLONE_NEWNS: int
 CLONE_NEWUTS: int
