@@ -197,3 +197,28 @@ def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> 
     assert (step, err) == ("mount /missing", errno.ENOENT)
     assert path == "/nonexistent-source"  # the path that failed: the bind's source here
     assert os.listdir(root) == []  # all of it happened in the child's mount namespace
+
+
+def _malformed_tail(kind: str) -> bytes:
+    from agentos.sandbox.mounts import _Program
+
+    program = _Program()
+    if kind == "a path its opcode needs is NULL":
+        program.add("mount /x", linux.VIEW_MOUNT, "tmpfs", None, "tmpfs")
+        return bytes(program.code)
+    program.mkdirs("mkdirs /y", "/y")
+    code = bytes(program.code)
+    return code[:linux.VIEW_HEADER - 1] if kind == "header cut short" else code[:-1]
+
+
+@pytest.mark.parametrize("kind", ["header cut short", "last string without its NUL",
+                                  "a path its opcode needs is NULL"])
+def test_run_view_refuses_a_malformed_program_before_its_first_step(tmp_path, kind: str) -> None:
+    from agentos.sandbox.mounts import _Program
+
+    made = tmp_path / "made"
+    program = _Program()
+    program.mkdirs(f"mkdirs {made}", str(made))
+    with pytest.raises(ValueError, match=f"instruction at byte {len(program.code)} of"):
+        linux.run_view(program.code + _malformed_tail(kind))
+    assert not made.exists()  # decoded whole before anything ran

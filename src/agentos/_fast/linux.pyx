@@ -11,7 +11,7 @@ from libc.errno cimport errno, EEXIST, EINVAL, ENOENT
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset, strlen, strncpy
+from libc.string cimport memchr, memcpy, memset, strlen, strncpy
 
 cimport agentos._fast.includes.system as system
 from agentos._fast.includes.compat cimport *

@@ -210,11 +210,57 @@ cdef int _pivot(char *root) noexcept nogil:
     return 0
 
 
-cdef char *_string(char **cursor, char *end, bint *null) noexcept nogil:
+cdef struct _Instruction:
+    unsigned char op
+    unsigned char flags
+    uint64_t n1
+    uint64_t n2
+    char *step
+    char *a
+    char *b
+    char *c
+    char *d
+
+
+cdef bint _string(char **cursor, char *end, char **out) noexcept nogil:
+    """Point ``out`` at the string at ``cursor`` (NULL if it says so) and move past its NUL;
+    False if no NUL ends it before ``end``."""
     cdef char *s = cursor[0]
-    null[0] = (<unsigned char>s[0]) == _NULL_STRING
-    cursor[0] = s + strlen(s) + 1
-    return NULL if null[0] else s
+    cdef char *nul
+    if s >= end:
+        return False
+    nul = <char *>memchr(s, 0, end - s)
+    if nul == NULL:
+        return False
+    out[0] = NULL if (<unsigned char>s[0]) == _NULL_STRING else s
+    cursor[0] = nul + 1
+    return True
+
+
+cdef bint _instruction(char **cursor, char *end, _Instruction *ins) noexcept nogil:
+    """Decode the instruction at ``cursor`` and move past it; False if it is malformed: cut
+    short, or missing a path its opcode needs (the steps would dereference it)."""
+    cdef char *p = cursor[0]
+    if end - p < _HEADER:
+        return False
+    ins.op = <unsigned char>p[0]
+    ins.flags = <unsigned char>p[1]
+    memcpy(&ins.n1, p + 2, 8)
+    memcpy(&ins.n2, p + 10, 8)
+    cursor[0] = p + _HEADER
+    if not (_string(cursor, end, &ins.step) and _string(cursor, end, &ins.a)
+            and _string(cursor, end, &ins.b) and _string(cursor, end, &ins.c)
+            and _string(cursor, end, &ins.d)):
+        return False
+    if ins.step == NULL:
+        return False
+    if ins.op == _MOUNT:
+        return ins.b != NULL
+    if ins.op == _SYMLINK or ins.op == _BIND or ins.op == _IDMAP:
+        return ins.a != NULL and ins.b != NULL
+    if ins.op == _MKDIRS or ins.op == _SETATTR or ins.op == _PIVOT:
+        return ins.a != NULL
+    return True  # an unknown opcode fails as its step does, with EINVAL
 
 
 def open_real(path, int flags=O_RDONLY):
@@ -238,64 +284,61 @@ def run_view(bytearray program, tuple userns_fds=()):
     follows a symlink anywhere in its paths (sources and targets are real paths; one that
     has a symlink was changed after it was checked): such a step fails with ELOOP.
 
-    No Python object is touched between instructions, so a freshly forked child
-    does not copy interpreter pages just to build its mounts. The first failing
-    instruction raises ``StepError`` naming its step and the path that failed. ``program``
-    is modified while paths are walked (hence a bytearray: pass a copy you own).
+    The whole program is decoded before its first step runs: a malformed one (an
+    instruction cut short, a string without its NUL, a missing path) raises ValueError
+    and changes nothing. No Python object is touched between instructions, so a freshly
+    forked child does not copy interpreter pages just to build its mounts. The first
+    failing instruction raises ``StepError`` naming its step and the path that failed.
+    ``program`` is modified while paths are walked (hence a bytearray: pass a copy you own).
     """
-    cdef char *p = program
-    cdef char *end = p + len(program)
-    cdef unsigned char op, flags
-    cdef uint64_t n1, n2
-    cdef char *step
-    cdef char *a
-    cdef char *b
-    cdef char *c
-    cdef char *d
+    cdef char *start = program
+    cdef char *end = start + len(program)
+    cdef char *p = start
+    cdef char *here
+    cdef _Instruction ins
     cdef char *where
-    cdef bint null
     cdef bint at_source
     cdef int r
     cdef int err
     cdef int userns
     cdef int make
     while p < end:
-        op = <unsigned char>p[0]
-        flags = <unsigned char>p[1]
-        memcpy(&n1, p + 2, 8)
-        memcpy(&n2, p + 10, 8)
-        p += _HEADER
-        step = _string(&p, end, &null)
-        a = _string(&p, end, &null)
-        b = _string(&p, end, &null)
-        c = _string(&p, end, &null)
-        d = _string(&p, end, &null)
-        userns = userns_fds[n1] if op == _IDMAP and n1 < <uint64_t>len(userns_fds) else -1
+        here = p
+        if not _instruction(&p, end, &ins):
+            raise ValueError(f"view program: the instruction at byte {here - start} of "
+                             f"{end - start} is malformed")
+    p = start
+    while p < end:
+        _instruction(&p, end, &ins)
+        userns = userns_fds[ins.n1] if ins.op == _IDMAP and ins.n1 < <uint64_t>len(userns_fds) else -1
         at_source = False
-        make = _MAKE_DIR if flags & _TARGET_DIR else (_MAKE_FILE if flags & _TARGET_FILE else _MAKE_NOTHING)
+        make = (_MAKE_DIR if ins.flags & _TARGET_DIR
+                else (_MAKE_FILE if ins.flags & _TARGET_FILE else _MAKE_NOTHING))
         with nogil:
-            if op == _MKDIRS:
-                r = _reach(a, _MAKE_DIR)
+            if ins.op == _MKDIRS:
+                r = _reach(ins.a, _MAKE_DIR)
                 if r >= 0:
                     close(r)
                     r = 0
-            elif op == _MOUNT:
-                r = _mount_on(a, b, c, <unsigned long>n1, d, make)
-            elif op == _SYMLINK:
-                r = _symlink(a, b)
-            elif op == _SETATTR:
-                r = _setattr(a, n1, n2, flags & _RECURSIVE)
-            elif op == _PIVOT:
-                r = _pivot(a)
-            elif op == _BIND:
-                r = _bind(a, b, flags & _RECURSIVE, -1, make, &at_source)
-            elif op == _IDMAP:
-                r = _bind(a, b, flags & _RECURSIVE, userns, make, &at_source) if userns >= 0 else -EINVAL
+            elif ins.op == _MOUNT:
+                r = _mount_on(ins.a, ins.b, ins.c, <unsigned long>ins.n1, ins.d, make)
+            elif ins.op == _SYMLINK:
+                r = _symlink(ins.a, ins.b)
+            elif ins.op == _SETATTR:
+                r = _setattr(ins.a, ins.n1, ins.n2, ins.flags & _RECURSIVE)
+            elif ins.op == _PIVOT:
+                r = _pivot(ins.a)
+            elif ins.op == _BIND:
+                r = _bind(ins.a, ins.b, ins.flags & _RECURSIVE, -1, make, &at_source)
+            elif ins.op == _IDMAP:
+                r = (_bind(ins.a, ins.b, ins.flags & _RECURSIVE, userns, make, &at_source)
+                     if userns >= 0 else -EINVAL)
             else:
                 r = -EINVAL  # unknown opcode
         if r != 0:
             err = -r
-            if flags & _OPTIONAL and err == ENOENT:
+            if ins.flags & _OPTIONAL and err == ENOENT:
                 continue
-            where = a if at_source or op not in (_MOUNT, _SYMLINK, _BIND, _IDMAP) else b
-            raise StepError(err, step.decode(), _os.fsdecode(<bytes>where) if where != NULL else "")
+            where = ins.a if at_source or ins.op not in (_MOUNT, _SYMLINK, _BIND, _IDMAP) else ins.b
+            raise StepError(err, ins.step.decode(),
+                            _os.fsdecode(<bytes>where) if where != NULL else "")
