@@ -7,6 +7,10 @@ import pytest
 
 from agentos.testing.kernel import KernelProcess
 
+# tests/testing runs agent authors' test files through the pytest plugin; a non-root conftest
+# may not name plugins.
+pytest_plugins = ["pytester"]
+
 REQUIRE_PRIVILEGED = os.environ.get("AGENTOS_REQUIRE_PRIVILEGED", "") not in ("", "0")
 
 

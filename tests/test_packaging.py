@@ -8,12 +8,16 @@ from importlib import metadata
 import pytest
 
 
-def _installed_files() -> list[str]:
+def _installed() -> metadata.Distribution:
     dist = metadata.distribution("agentos")
     direct = dist.read_text("direct_url.json")
     if direct and json.loads(direct).get("dir_info", {}).get("editable"):
         pytest.skip("editable install: the wheel's contents are checked on a regular install (CI)")
-    return [str(f) for f in dist.files or []]
+    return dist
+
+
+def _installed_files() -> list[str]:
+    return [str(f) for f in _installed().files or []]
 
 
 def test_wheel_has_stubs_and_no_sources() -> None:
@@ -34,3 +38,10 @@ def test_wheel_has_the_sandbox_init_program() -> None:
     assert "agentos/_fast/agentos-init" in files
     program = metadata.distribution("agentos").locate_file("agentos/_fast/agentos-init")
     assert os.access(str(program), os.X_OK), program
+
+
+def test_installing_registers_the_pytest_plugin(pytestconfig: pytest.Config) -> None:
+    """The wheel's pytest11 entry point (docs/testing.md): this very run loaded the plugin."""
+    [entry] = [e for e in _installed().entry_points if e.group == "pytest11"]
+    assert (entry.name, entry.value) == ("agentos", "agentos.testing.pytest_plugin")
+    assert pytestconfig.pluginmanager.get_plugin("agentos") is entry.load()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +14,8 @@ from agentos.llm.config import LLMConfig
 from agentos.llm.http import new_session
 from agentos.llm.provider import Provider, make_provider
 from agentos.llm.retry import RetryPolicy
-from agentos.testing import FakeGemini, FakeServer
-from agentos.testing.kernel import KernelProcess
+from agentos.testing import FakeGemini
+from agentos.testing.kernel import KernelProcess, start_against
 
 T = TypeVar("T")
 
@@ -65,10 +64,10 @@ class LLMKernel:
         return self.process.client()
 
     def start(self) -> None:
-        checked(self.process, self.fake, self.process.start)
+        start_against(self.process, self.fake)
 
     def restart(self) -> None:
-        checked(self.process, self.fake, self.process.restart)
+        start_against(self.process, self.fake, self.process.restart)
 
     def log(self) -> str:
         return self.process.log()
@@ -98,28 +97,6 @@ def llm_kernel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LLMKe
     assert status == 0, f"kernel exited with {status}:\n{log}"
     assert not kernel.process.socket_path.exists(), "kernel left its socket file behind"
     assert "Traceback" not in log, f"kernel logged a traceback:\n{log}"
-
-
-def checked(process: KernelProcess, fake: FakeServer, start: Callable[[], Any]) -> dict[str, Any]:
-    """``start()`` the kernel and wait for its endpoint check, whose models-list request is then
-    dropped from ``fake.requests``: it is the kernel's own, not the test's. Returns the check."""
-    before = len(fake.requests)
-    start()
-    with process.client() as client:
-        status = endpoint_check(client)
-    del fake.requests[before:]
-    return status
-
-
-def endpoint_check(client: Client) -> dict[str, Any]:
-    """HELLO's ``capabilities.llm.endpoint`` once the kernel's start-up check has ended."""
-    give_up = time.monotonic() + 60
-    while True:
-        status: dict[str, Any] = client.hello()["capabilities"]["llm"]["endpoint"]
-        if status["checked_at"] is not None or status["error"] is not None:
-            return status
-        assert time.monotonic() < give_up, "the kernel never finished checking its LLM endpoint"
-        time.sleep(0.02)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,9 +14,9 @@ from agentos.llm.config import LLMConfig
 from agentos.llm.probe import EndpointStatus, probe, probe_config
 from agentos.llm.provider import make_provider
 from agentos.testing import FakeGemini, FakeOpenAI
-from agentos.testing.kernel import KernelProcess
+from agentos.testing.kernel import KernelProcess, endpoint_check
 
-from .conftest import config_for, endpoint_check
+from .conftest import config_for
 from .test_deadlines import Silent, closed_port
 
 

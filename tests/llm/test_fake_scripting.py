@@ -14,9 +14,7 @@ import aiohttp
 import pytest
 
 from agentos.testing import FakeGemini, FakeOpenAI, FakeServer, Prompt, call_reply, text_reply
-from agentos.testing.kernel import KernelProcess
-
-from .conftest import checked
+from agentos.testing.kernel import KernelProcess, start_against
 
 Ask = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -241,7 +239,7 @@ def test_two_agents_in_one_kernel_each_get_their_own_answers_openai(tmp_path: Pa
         env = {"AGENTOS_LLM_PROVIDER": "openai", "AGENTOS_OPENAI_BASE_URL": fake.base_url,
                "AGENTOS_OPENAI_MODEL": "llama-test", "GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}
         kernel = KernelProcess(tmp_path / "k", env=env)
-        checked(kernel, fake, kernel.start)
+        start_against(kernel, fake)
         try:
             with kernel.client() as client:
                 answers = run_two_agents(client, tmp_path, fake)

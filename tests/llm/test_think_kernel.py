@@ -10,12 +10,10 @@ import pytest
 
 from agentos import AsyncClient
 from agentos.client.think import ThinkError
-from agentos.errors import InvalidArgument, NotFound
 from agentos.client.tools import Toolbox
+from agentos.errors import InvalidArgument, NotFound
 from agentos.protocol import Op
 from agentos.testing import Reply, call_reply, count_tokens, error_reply, text_reply
-
-from .conftest import checked
 
 
 def test_seed_plain_text_prompt(llm_kernel) -> None:
@@ -301,14 +299,14 @@ def test_the_api_key_never_reaches_clients_or_logs(llm_kernel) -> None:
 
 def test_openai_compatible_provider_selected_by_configuration(tmp_path) -> None:
     from agentos.testing import FakeOpenAI
-    from agentos.testing.kernel import KernelProcess
+    from agentos.testing.kernel import KernelProcess, start_against
 
     with FakeOpenAI().running_in_thread() as fake:
         fake.script(text_reply("local model says hi", chunks=2))
         env = {"AGENTOS_LLM_PROVIDER": "openai", "AGENTOS_OPENAI_BASE_URL": fake.base_url,
                "AGENTOS_OPENAI_MODEL": "llama-test", "GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}
         kernel = KernelProcess(tmp_path / "k", env=env)
-        endpoint = checked(kernel, fake, kernel.start)
+        endpoint = start_against(kernel, fake)
         try:
             with kernel.client() as c:
                 stream = c.think_stream("hello", system="Be brief.")

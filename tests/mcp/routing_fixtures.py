@@ -12,8 +12,7 @@ import yaml
 
 from agentos import Client
 from agentos.testing import FakeGemini
-from agentos.testing.kernel import KernelProcess
-from tests.llm.conftest import endpoint_check
+from agentos.testing.kernel import KernelProcess, endpoint_check
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "agents" / "examples" / "mcp"

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..client import Client
 from ..protocol import HEADER_SIZE, encode_frame
+from ._server import FakeServer
 
 
 class KernelProcess:
@@ -143,3 +145,28 @@ class KernelProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_against(process: KernelProcess, fake: FakeServer,
+                  start: Callable[[], object] | None = None) -> dict[str, Any]:
+    """``start()`` (``process.start`` by default) a kernel whose LLM endpoint is ``fake`` and wait
+    for its start-up endpoint check, whose requests are then dropped from ``fake.requests``: they
+    are the kernel's own, not the test's. Returns the check (``endpoint_check``)."""
+    before = len(fake.requests)
+    (start or process.start)()
+    with process.client() as client:
+        status = endpoint_check(client)
+    del fake.requests[before:]
+    return status
+
+
+def endpoint_check(client: Client, timeout: float = 60.0) -> dict[str, Any]:
+    """HELLO's ``capabilities.llm.endpoint`` once the kernel's start-up check has ended."""
+    give_up = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.hello()["capabilities"]["llm"]["endpoint"]
+        if status["checked_at"] is not None or status["error"] is not None:
+            return status
+        if time.monotonic() > give_up:
+            raise RuntimeError(f"the kernel did not finish checking its LLM endpoint in {timeout}s")
+        time.sleep(0.02)
