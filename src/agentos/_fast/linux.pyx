@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: language_level=3, wraparound=False
 """Raw Linux calls for the sandbox: namespaces, mounts, prctl, pidfds, seccomp, Landlock.
 
 This module has no pure-Python twin and no fallback: every function either does

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, wraparound=False, cdivision=True
 """Compiled twin of ``agentos.kernel.reactor`` (read its docstring for the design).
 
 What is in C here: epoll, accept, recv, frame splitting, the NOOP answer, the
