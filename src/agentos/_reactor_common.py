@@ -39,7 +39,15 @@ def to_epoll(events: int) -> int:
 
 
 def fileobj_to_fd(fileobj: Any) -> int:
-    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    """The fd of an int or of an object with ``fileno()``; ValueError for anything else, as
+    the selectors module raises (asyncio and tests/kernel/test_reactor_twins.py expect it)."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
@@ -59,7 +67,7 @@ class KeyMap(Mapping[Any, selectors.SelectorKey]):
     def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
         try:
             return self._keys[fileobj_to_fd(fileobj)]
-        except (KeyError, ValueError, TypeError, AttributeError):
+        except (KeyError, ValueError):
             raise KeyError(f"{fileobj!r} is not registered") from None
 
     def __iter__(self) -> Iterator[int]:
