@@ -308,8 +308,7 @@ def run_view(bytearray program, tuple userns_fds=()):
             raise ValueError(f"view program: the instruction at byte {here - start} of "
                              f"{end - start} is malformed")
     p = start
-    while p < end:
-        _instruction(&p, end, &ins)
+    while _instruction(&p, end, &ins):  # each is whole (checked above); False at the end
         userns = userns_fds[ins.n1] if ins.op == _IDMAP and ins.n1 < <uint64_t>len(userns_fds) else -1
         at_source = False
         make = (_MAKE_DIR if ins.flags & _TARGET_DIR
