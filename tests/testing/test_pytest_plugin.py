@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes.conftest import pid_alive
+
 # Loaded by name, as the installed entry point would load it; `no:agentos` keeps an installed
 # one (a regular install, CI) from registering the same module twice.
 PLUGIN = ("-p", "no:agentos", "-p", "agentos.testing.pytest_plugin")
@@ -79,18 +81,9 @@ def test_a_failed_test_leaves_nothing_behind_and_reports_the_logs(pytester: pyte
     left = json.loads((pytester.path / "left.json").read_text())
     assert not Path(left["root"]).exists(), "the kernel's directory (socket, state) was left behind"
     give_up = time.monotonic() + 30
-    while alive := [pid for pid in left["pids"] if running(pid)]:
+    while alive := [pid for pid in left["pids"] if pid_alive(pid)]:
         assert time.monotonic() < give_up, f"still running after the test: {alive}"
         time.sleep(0.05)
-
-
-def running(pid: int) -> bool:
-    """Not gone and not a zombie (an orphan waits for pid 1 to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_importing_agentos_testing_does_not_import_pytest() -> None:
