@@ -25,7 +25,7 @@ from . import processes as _processes
 from . import sandbox as _sandbox
 from . import state as _state
 from . import think as _think
-from ._common import approval_request, check_echo, takes
+from ._common import approval_request, check_echo, reply_field, reply_object, takes
 
 
 class AsyncClientMethods(abc.ABC):
@@ -64,9 +64,9 @@ class AsyncClientMethods(abc.ABC):
         """Each STREAM chunk of a streamed reply (JSON; with ``raw`` its bytes), then the END
         payload (JSON) if it has one; the request carries ``trace_with``'s context."""
 
-    async def _call(self, op: int, args: Any = None) -> Any:
+    async def _call(self, op: int, args: Any = None) -> dict[str, Any]:
         """Send a JSON request, return the JSON reply."""
-        return decode_json(await self._request(op, encode_payload(self._traced(args))))
+        return reply_object(decode_json(await self._request(op, encode_payload(self._traced(args)))))
 
     #: What ``trace_with`` set: a ``traceparent``, or a callable returning the current one.
     _traceparent: str | Callable[[], str | None] | None = None
@@ -185,7 +185,7 @@ class AsyncClientMethods(abc.ABC):
         given (``""``: those of no project); an agent sees those it has mounted. Each is
         ``{name, project, uid, kind, size, in_use, allocated?, used?, free?}``."""
         reply = await self._call(Op.VOLUMES, _processes.volumes_request("ls", None, project, uid))
-        return reply["volumes"]
+        return reply_field(reply, "volumes", list)
 
     async def inspect_volume(self, name: str, *, project: str | None = None,
                              uid: int | None = None) -> dict[str, Any]:
@@ -208,7 +208,7 @@ class AsyncClientMethods(abc.ABC):
         """The agent's captured stdout and stderr (the last ``tail`` bytes, 64 KiB by
         default)."""
         reply = await self._call(Op.LOGS, _processes.logs_request(agent, id=id, tail=tail))
-        return reply["data"]
+        return reply_field(reply, "data", str)
 
     async def follow_logs(self, agent: str | None = None, *, id: str | None = None,
                           tail: int | None = None) -> AsyncIterator[str]:
@@ -283,7 +283,7 @@ class AsyncClientMethods(abc.ABC):
     async def exec_list(self, agent: str | None = None) -> list[dict[str, Any]]:
         """Running and recently ended execs you may reach (of one agent, if named)."""
         request: dict[str, Any] = {"list": True} if agent is None else {"list": True, "name": agent}
-        return (await self._call(Op.EXEC, request))["execs"]
+        return reply_field(await self._call(Op.EXEC, request), "execs", list)
 
     async def _exec_collect(self, request: dict[str, Any]) -> _exec.ExecResult:
         stream = _exec.AsyncExecStream(self._stream(Op.EXEC, request, raw=True))
@@ -318,7 +318,7 @@ class AsyncClientMethods(abc.ABC):
             request["id"] = id
         elif agent is not None:
             request["name"] = agent
-        return (await self._call(Op.EXPOSE, request))["exposures"]
+        return reply_field(await self._call(Op.EXPOSE, request), "exposures", list)
 
     # -- sandboxes ---------------------------------------------------------------------
 
@@ -505,7 +505,7 @@ class AsyncClientMethods(abc.ABC):
         """Put ``body`` (any JSON) in the mailbox of ``to`` (agent name, id or registered name);
         returns the message id. ``Busy`` if that mailbox is full."""
         reply = await self._call(Op.SEND, _messaging.send_request(to, body))
-        return reply["id"]
+        return reply_field(reply, "id", int)
 
     async def recv(self, timeout: float | None = None, *, name: str | None = None,
                    ack: bool = False, max_deliveries: int | None = None) -> dict[str, Any]:
@@ -519,7 +519,7 @@ class AsyncClientMethods(abc.ABC):
     async def ack(self, *ids: int, name: str | None = None) -> list[int]:
         """Delete delivered messages from your mailbox; returns the ids removed."""
         reply = await self._call(Op.ACK, _messaging.ack_request(ids, name))
-        return reply["acked"]
+        return reply_field(reply, "acked", list)
 
     async def dead_letters(self, mailbox: str | None = None, *, name: str | None = None,
                            limit: int = 100, project: str | None = None) -> dict[str, Any]:
@@ -551,7 +551,7 @@ class AsyncClientMethods(abc.ABC):
     async def drop_dead_letters(self, *ids: int) -> list[int]:
         """Delete dead letters for good; returns the ids deleted."""
         reply = await self._call(Op.DEAD_LETTERS, _messaging.dead_letters_request("drop", ids=ids))
-        return reply["dropped"]
+        return reply_field(reply, "dropped", list)
 
     async def broadcast(self, body: Any) -> dict[str, Any]:
         """``body`` to every live agent and registered name but you: ``{"delivered", "full"}``."""
@@ -586,7 +586,7 @@ class AsyncClientMethods(abc.ABC):
         """Durably set ``key`` to ``value`` (JSON), expiring after ``ttl`` seconds if given;
         returns its new version. ``scope="shared"`` uses the store shared between agents."""
         reply = await self._call(Op.STORE, _state.store_request(key, value, ttl, scope, agent))
-        return reply["version"]
+        return reply_field(reply, "version", int)
 
     async def fetch(self, key: str, *, scope: str = "own", agent: str | None = None) -> Any:
         """The value of ``key``; ``NotFound`` if it is missing or expired."""
@@ -596,13 +596,13 @@ class AsyncClientMethods(abc.ABC):
     async def delete(self, key: str, *, scope: str = "own", agent: str | None = None) -> bool:
         """Remove ``key``; True if it existed."""
         reply = await self._call(Op.DELETE, _state.key_request(key, scope, agent))
-        return reply["deleted"]
+        return reply_field(reply, "deleted", bool)
 
     async def keys(self, prefix: str = "", *, limit: int = 1000, scope: str = "own",
                    agent: str | None = None) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
         reply = await self._call(Op.KEYS, _state.keys_request(prefix, limit, scope, agent))
-        return reply["keys"]
+        return reply_field(reply, "keys", list)
 
     async def cas(self, key: str, expected: Any, value: Any, *, ttl: float | None = None,
                   scope: str = "own", agent: str | None = None) -> bool:
@@ -610,7 +610,7 @@ class AsyncClientMethods(abc.ABC):
         (``agentos.client.state.ABSENT``: only if it does not exist); True if it was set."""
         request = _state.cas_request(key, expected, value, ttl, scope, agent)
         reply = await self._call(Op.CAS, request)
-        return reply["swapped"]
+        return reply_field(reply, "swapped", bool)
 
     # -- permissions, outside world ----------------------------------------------------
 
@@ -641,7 +641,7 @@ class AsyncClientMethods(abc.ABC):
         its agents; an agent: its own). Each is ``{id, agent, name, tool, arguments, expires_at,
         ...}``."""
         reply = await self._call(Op.APPROVALS, {"action": "list"})
-        return reply["approvals"]
+        return reply_field(reply, "approvals", list)
 
     async def approve(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
         """Let the waiting tool call run (its agent's owner or an admin only, never an agent)."""
@@ -695,17 +695,17 @@ class AsyncSandbox:
     @property
     def id(self) -> str:
         """The sandbox's agent id."""
-        return self.info["id"]
+        return reply_field(self.info, "id", str)
 
     @property
     def name(self) -> str:
         """The sandbox's agent name (``sandbox-<hex>`` unless given)."""
-        return self.info["name"]
+        return reply_field(self.info, "name", str)
 
     @property
     def isolation(self) -> dict[str, Any]:
         """What confines it, as SPAWN reports for any agent (namespaces, seccomp, cgroup...)."""
-        return self.info["isolation"]
+        return reply_field(self.info, "isolation", dict)
 
     async def __aenter__(self) -> Self:
         return await self.start()

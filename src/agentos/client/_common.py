@@ -6,7 +6,7 @@ import inspect
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -115,6 +115,21 @@ def connection_error(exc: BaseException | None) -> SyscallError | ConnectionClos
     return ConnectionClosed(f"connection to the kernel closed{f': {exc}' if exc else ''}")
 
 
+def reply_object(value: Any) -> dict[str, Any]:
+    """A decoded JSON reply, checked to be the object every JSON syscall answers."""
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(f"kernel sent a reply that is not a JSON object: {value!r:.200}")
+    return value
+
+
+def reply_field(reply: Mapping[str, Any], key: str, kind: type[_T]) -> _T:
+    """``reply[key]``, checked to be the ``kind`` the syscall's reply declares for it."""
+    value = reply.get(key)
+    if not isinstance(value, kind):
+        raise RemoteProtocolError(f"kernel's reply has no {kind.__name__} {key!r}: {reply!r:.200}")
+    return value
+
+
 def stream_item(frame: Any, raw: bool = False) -> tuple[bool, Any]:
     """One frame of a streamed reply: ``(is_last, value)``; an ERROR frame raises.
 
@@ -174,7 +189,7 @@ def takes(build: Callable[_P, _T]) -> Callable[[Callable[[_S, _T], _R]], Callabl
         call: Any
         if inspect.iscoroutinefunction(method):
             async def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-                return await method(self, build(*args, **kwargs))  # type: ignore[misc]
+                return await method(self, build(*args, **kwargs))
         else:
             def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
                 return method(self, build(*args, **kwargs))

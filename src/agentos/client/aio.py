@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -76,7 +77,7 @@ class AsyncClient(AsyncClientMethods):
         sock = connect_socket(socket_path, fd)
         self._loop = asyncio.get_running_loop()
         transport, _ = await self._loop.create_unix_connection(lambda: _Protocol(self), sock=sock)
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         return self
 
     async def close(self) -> None:
@@ -87,7 +88,8 @@ class AsyncClient(AsyncClientMethods):
     def fileno(self) -> int:
         if self._transport is None or self._transport.is_closing():
             return -1
-        return self._transport.get_extra_info("socket").fileno()
+        sock: socket.socket = self._transport.get_extra_info("socket")
+        return sock.fileno()
 
     # -- plumbing --------------------------------------------------------------------
 

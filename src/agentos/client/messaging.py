@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Self
 
 from ..errors import InvalidArgument
+from ._common import reply_object
 
 
 def send_request(to: str, body: Any) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class Subscription:
     def __next__(self) -> dict[str, Any]:
         if self._ended:
             raise StopIteration
-        frame = next(self._frames)
+        frame = reply_object(next(self._frames))
         if "unsubscribed" in frame and "topic" not in frame:
             self._ended = True
             raise StopIteration
@@ -113,7 +114,7 @@ class AsyncSubscription:
     async def __anext__(self) -> dict[str, Any]:
         if self._ended:
             raise StopAsyncIteration
-        frame = await self._frames.__anext__()
+        frame = reply_object(await self._frames.__anext__())
         if "unsubscribed" in frame and "topic" not in frame:
             self._ended = True
             raise StopAsyncIteration

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import units
 from ..egress.allowlist import ENTRY_FORMS, parse_entry
@@ -45,6 +45,8 @@ _VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creat
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED_ENV_PREFIX = "AGENTOS_"
 
+#: What a scalar of the manifest is read as (the kinds ``scalar`` is asked for).
+_V = TypeVar("_V")
 
 class _Invalid(Exception):
     """A value that cannot be converted; already recorded as a problem."""
@@ -213,7 +215,7 @@ class _Validator:
             return None
         return _CONVERTERS[f.type](self, f, node, where)
 
-    def scalar(self, node: Node, where: str, kinds: tuple[type, ...], expected: str, example: str) -> Any:
+    def scalar(self, node: Node, where: str, kinds: tuple[type[_V], ...], expected: str, example: str) -> _V:
         value = node.value if isinstance(node, Scalar) else None
         if isinstance(node, Scalar) and isinstance(value, kinds) and not (
                 isinstance(value, bool) and bool not in kinds):
@@ -255,7 +257,7 @@ class _Validator:
 
     def number(self, f: Field, node: Node, where: str) -> int | float:
         integer = f.type is Type.INT
-        kinds: tuple[type, ...] = (int,) if integer else (int, float)
+        kinds: tuple[type[int | float], ...] = (int,) if integer else (int, float)
         suffix = " or 'unlimited'" if f.unlimited else ""
         value = self.scalar(node, where, kinds, ("an integer" if integer else "a number") + suffix,
                             str(f.default if f.default is not None else (f.minimum or 1)))

@@ -20,7 +20,7 @@ import os
 import posixpath
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -473,7 +473,7 @@ class SandboxServer:
 
 
 @contextlib.asynccontextmanager
-async def running(socket: str | os.PathLike[str] | None, policy: Policy):  # type: ignore[no-untyped-def]
+async def running(socket: str | os.PathLike[str] | None, policy: Policy) -> AsyncIterator[SandboxServer]:
     """A ``SandboxServer`` on a kernel connection, its idle reaper running, everything ended on exit."""
     client = await AsyncClient.connect(socket)
     try:

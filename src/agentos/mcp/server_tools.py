@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import mcp_types as types
 
 #: Where a tool's ``sandbox`` argument comes from: the name ``sandbox_create`` answered.

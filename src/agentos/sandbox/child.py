@@ -324,7 +324,7 @@ def _run_script(plan: Plan, code: types.CodeType, handshake: int) -> NoReturn:
 
 def _unbuffered(stream: TextIO | None, fd: int) -> TextIO:
     encoding, errors = (stream.encoding, stream.errors) if stream is not None else ("utf-8", "strict")
-    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=encoding,  # type: ignore[arg-type]
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=encoding,
                             errors=errors, write_through=True)
 
 

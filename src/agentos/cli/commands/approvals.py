@@ -13,7 +13,7 @@ from ..output import duration, table
 _ARGS_WIDTH = 60
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("approvals", help="list the MCP tool calls waiting for your approval")
     p.add_argument("--json", action="store_true", help="print the approvals as JSON")
     add_socket_option(p)

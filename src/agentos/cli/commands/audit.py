@@ -13,7 +13,7 @@ from typing import Any
 from ...units import parse_duration
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("audit", help="show the syscall audit log (admin)")
     p.add_argument("--agent", help="only this agent (name or id) or outside uid ('uid:1000')")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new records")

@@ -24,7 +24,7 @@ from ..main import UserError
 _REMOTE = re.compile(AGENT_NAME_PATTERN.removesuffix(r"\Z") + ":")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cp", help="copy files or directories between this host and an agent (NAME:PATH)")
     p.add_argument("source", help="a local path or NAME:PATH")
     p.add_argument("destination", help="a local path or NAME:PATH (exactly one side is an agent's)")

@@ -13,7 +13,7 @@ import sys
 from ..launch import add_socket_option, duration_option, socket_path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dashboard", help="serve a live web page of the kernel on a loopback port (prints its URL)")
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                    help="a loopback address and port (default 127.0.0.1:0: a free port)")

@@ -17,7 +17,7 @@ from ..launch import add_socket_option, connect, socket_path
 _BROKEN = 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check what a kernel run by this user enforces: isolation, cgroups, "
                        "the kernel, LLM keys")
     p.add_argument("--json", action="store_true", help="one JSON object: {ok, uid, checks: [{check, level, "

@@ -17,7 +17,7 @@ from ..projects import add_project_option, describe_running
 from .validate import load_or_report
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("down", help="stop a manifest's project (every agent without FILE or -p), and a "
                        "kernel `agentos up -d` started once nothing else runs on it")
     p.add_argument("file", type=Path, nargs="?", help="the manifest whose project to stop")

@@ -22,7 +22,7 @@ from ..main import UserError
 TIMED_OUT = 124
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("exec", help="run a command inside a running agent, confined as the agent is")
     p.add_argument("name", help="the agent's name (its id with --id)")
     p.add_argument("--id", action="store_true", help="NAME is an agent id")

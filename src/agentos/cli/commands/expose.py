@@ -13,7 +13,7 @@ import sys
 from ..launch import add_socket_option, connect
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("expose", help="reach PORT on an agent's own loopback from this host, until Ctrl-C")
     p.add_argument("name", help="the agent's name (its id with --id)")
     p.add_argument("port", type=int, help="the port the agent listens on, on its 127.0.0.1")

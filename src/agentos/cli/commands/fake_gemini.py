@@ -5,7 +5,7 @@ import argparse
 import asyncio
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fake-gemini", help="serve a fake Gemini API on 127.0.0.1 for offline tests",
                        description="Serve a fake Gemini API on 127.0.0.1. Point the kernel at it with "
                        "AGENTOS_GEMINI_BASE_URL=http://127.0.0.1:PORT and GEMINI_API_KEY=<key>. "

@@ -39,7 +39,7 @@ def setup_logging(level: str, as_json: bool) -> None:
     root.setLevel(level.upper())
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kernel", help="run the agentos kernel in the foreground")
     p.add_argument("--socket", type=Path, help="socket path (default: $AGENTOS_SOCKET, "
                    "else /run/agentos/kernel.sock for root, else the user runtime dir)")

@@ -6,7 +6,7 @@ import argparse
 from ..launch import add_socket_option, connect, duration_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kill", help="stop an agent and its whole process tree")
     p.add_argument("name", help="the agent's name (its id with --id)")
     p.add_argument("--id", action="store_true", help="NAME is an agent id")

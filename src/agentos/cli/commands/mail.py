@@ -18,7 +18,7 @@ PROJECT = re.compile(PROJECT_PATTERN)
 _BODY_WIDTH = 60
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mail", help="dead letters: list, requeue or drop messages that were never acknowledged")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

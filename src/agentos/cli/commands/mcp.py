@@ -16,7 +16,7 @@ from typing import Any
 from ..launch import add_socket_option, duration_option, socket_path
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mcp", help="serve sandboxes as MCP tools (stdio by default; --http or --unix)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--http", metavar="HOST:PORT",

@@ -6,7 +6,7 @@ import argparse
 from ..launch import add_socket_option, connect
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, doc in (("pause", "freeze an agent and its descendants (cgroup freezer): no CPU until resumed"),
                       ("resume", "thaw an agent paused with `agentos pause`")):
         p = sub.add_parser(verb, help=doc)

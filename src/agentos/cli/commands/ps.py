@@ -13,7 +13,7 @@ from ..projects import add_project_option
 from ..output import Painter, table, wants_colour
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ps", help="list agents: name, id, pid, status, uptime, restarts, memory, cpu, tokens, usd")
     p.add_argument("-a", "--all", action="store_true",
                    help="every process the kernel remembers, earlier restarts included (default: one line "

@@ -9,7 +9,7 @@ from ..launch import add_socket_option, connect
 from ..projects import project_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("purge", help="remove a project's mailboxes, state, registered names and volumes (its "
                        "agents must have ended; yours, or every uid's for an admin)")
     p.add_argument("project", type=project_option, help="the project")

@@ -17,7 +17,7 @@ from ..projects import project_option
 T = TypeVar("T")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("spawn", help="start one agent (sandboxed, no network, 512Mi, 128 pids, 1 core "
                        "unless told otherwise)")
     p.add_argument("script", help="the Python file to run (a program with --command)")

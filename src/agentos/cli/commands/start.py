@@ -20,7 +20,7 @@ from ..launch import add_socket_option, duration_option, socket_path
 from .validate import load_or_report
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, doc in (
             ("start", "start a stopped agent again, as it was last started (or as -f FILE declares it)"),
             ("stop", "stop an agent (SIGTERM, then SIGKILL after --grace); its restart policy does not "

@@ -15,7 +15,7 @@ from ...client.think import ModelList, ThinkError
 from ..launch import add_socket_option, connect
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("think", help="send a prompt through the kernel's LLM gateway")
     p.add_argument("prompt", nargs="?", help="what to ask")
     p.add_argument("--system", help="system instruction")

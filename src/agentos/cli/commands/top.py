@@ -16,7 +16,7 @@ from .ps import add_sort_option
 _CLEAR = "\033[H\033[2J"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("top", help="watch running agents' memory, CPU and tasks")
     p.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many refreshes (0: until Ctrl-C)")
     p.add_argument("--interval", type=duration_option, default="2s", help="time between refreshes (default 2s)")

@@ -21,7 +21,7 @@ from .validate import load_or_report
 T = TypeVar("T")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="start a manifest's agents in dependency order and follow their output")
     p.add_argument("file", type=Path, help="the manifest (YAML)")
     p.add_argument("-d", "--detach", action="store_true",
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # A reader that goes away (`agentos up -d FILE | head -1`) must not stop the team or its kernel.
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)
     try:
         return asyncio.run(_up(manifest, args))
     finally:

@@ -11,7 +11,7 @@ from ...manifest import AgentSpec, Manifest, ManifestError, load
 from ..output import amount, size
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check a manifest: every error with file:line:column and its fix")
     p.add_argument("file", type=Path, help="the manifest (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing when the manifest is valid")

@@ -10,7 +10,7 @@ from ..output import size, table
 from ..projects import project_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("volume", help="list, inspect or remove named volumes (a project's directories with a "
                        "disk quota that outlive its agents)")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
