@@ -37,7 +37,7 @@ def test_spawn_takes_restart_and_llm_on_the_blocking_client(kernel, tmp_path: Pa
         c.spawn("crashy", crashy, sandboxed=False, restart=RESTART, llm=LLM)
         for event in events:
             seen.append(event)
-            if event["topic"] == "agent.failed" and event.get("name") == "crashy":
+            if event["topic"] == "agent.given_up" and event.get("name") == "crashy":
                 break
     assert restarted(seen, "crashy")
 
@@ -56,7 +56,7 @@ def test_spawn_takes_restart_and_llm_on_the_async_client(kernel, tmp_path: Path)
                 await c.spawn("crashy", crashy, sandboxed=False, restart=RESTART, llm=LLM)
                 async for event in events:
                     seen.append(event)
-                    if event["topic"] == "agent.failed" and event.get("name") == "crashy":
+                    if event["topic"] == "agent.given_up" and event.get("name") == "crashy":
                         break
             return seen
 

@@ -273,7 +273,7 @@ def test_env_names(errors) -> None:
         """) == [
         (5, 7, "agents.a.env: AGENTOS_FD is set by the kernel", "rename it; names starting AGENTOS_ are reserved"),
         (6, 7, "agents.a.env: '1ST' is not a valid variable name",
-         "use letters, digits and '_', not starting with a digit"),
+         "use letters, digits and '_', at most 256, not starting with a digit"),
     ]
 
 

@@ -229,7 +229,7 @@ def test_an_agent_the_supervisor_gave_up_on_is_not_restored(
     client = first.client()
     crasher = client.spawn("crasher", tmp_path / "crash.py", sandboxed=False, project="team",
                            restart={"policy": "on-failure", "max_restarts": 1, "backoff": 0.01})
-    wait_for("the supervisor to give up", lambda: events(tmp_path, "agent.failed"))
+    wait_for("the supervisor to give up", lambda: events(tmp_path, "agent.given_up"))
     first.kill()
 
     second = kernel_on()

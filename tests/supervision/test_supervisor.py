@@ -48,12 +48,12 @@ def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Pa
     with client.subscribe("agent.*") as events:
         first = spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
                                     "{policy: on-failure, max_restarts: 2, window: 1h, backoff: 20ms}")
-        seen = events_until(events, "crashy", "agent.failed")
+        seen = events_until(events, "crashy", "agent.given_up")
     assert [e["topic"] for e in seen] == [
         "agent.started", "agent.exited",
         "agent.started", "agent.restarted", "agent.exited",
         "agent.started", "agent.restarted", "agent.exited",
-        "agent.failed"]
+        "agent.given_up"]
     ids = [e["id"] for e in seen if e["topic"] == "agent.started"]
     assert ids[0] == first["id"] and len(set(ids)) == 3
     restarted = [e for e in seen if e["topic"] == "agent.restarted"]
@@ -91,7 +91,7 @@ def test_giving_up_marks_the_agent_failed(kernel, tmp_path: Path) -> None:
     with client.subscribe("agent.*") as events:
         spawn_from_manifest(client, tmp_path, "quick", "print('done')\n",
                             "{policy: always, max_restarts: 1, backoff: 10ms}")
-        seen = events_until(events, "quick", "agent.failed")
+        seen = events_until(events, "quick", "agent.given_up")
     assert [e["status"] for e in seen if e["topic"] == "agent.exited"] == ["exited", "exited"]
     assert seen[-1]["status"] == "exited"
     rows = sorted(client.list_agents(name="quick"), key=lambda a: a["started_at"])
@@ -111,9 +111,9 @@ def test_an_oom_killed_agent_is_restarted(kernel, tmp_path: Path) -> None:
     with client.subscribe("agent.*") as events:
         spawn_from_manifest(client, tmp_path, "hog", hog, "{policy: on-failure, max_restarts: 1, backoff: 10ms}",
                             limits="{memory: 48Mi, cpu: unlimited, pids: unlimited}")
-        seen = events_until(events, "hog", "agent.failed")
+        seen = events_until(events, "hog", "agent.given_up")
     assert [e["topic"] for e in seen] == ["agent.started", "agent.oom_killed", "agent.started", "agent.restarted",
-                                          "agent.oom_killed", "agent.failed"]
+                                          "agent.oom_killed", "agent.given_up"]
     assert seen[-1]["status"] == "oom_killed"
 
 

@@ -24,8 +24,6 @@ FOLLOW_BACKLOG = 10_000
 MAX_LIMIT = 1_000_000
 #: Seconds between checks whether the log is due for rotation by age, or has files to age out.
 MAINTAIN_EVERY = 60.0
-#: Every record names its op: a cached name is a dict lookup, ``Op(op)`` an enum call each time.
-_op_name = functools.lru_cache(maxsize=256)(op_name)  # opcodes are one byte
 
 
 class AuditService:
@@ -87,7 +85,7 @@ class AuditService:
             "name": self._name_of(identity.agent_id),
             "uid": identity.uid,
             "pid": identity.pid,
-            "op": _op_name(call.op),
+            "op": op_name(call.op),
             "outcome": outcome,
             "latency_ms": int(latency_s * 1e6) / 1e3,
         }

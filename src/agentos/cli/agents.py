@@ -6,12 +6,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol.lifecycle import Status
 from .output import Painter, duration, size
 
 #: Columns of ``agentos ps``; ``top`` shows CPU as a percentage instead of seconds.
 PS_COLUMNS = ("NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS", "USD")
-#: Statuses of an agent whose process is alive (a paused one is frozen, not gone).
-LIVE = frozenset({"running", "paused"})
 
 
 def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -28,7 +27,7 @@ def latest(agents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _rank(info: Mapping[str, Any]) -> tuple[bool, float]:
-    return info["status"] in LIVE, info["started_at"]
+    return info["status"] in Status.LIVE, info["started_at"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def status_text(info: Mapping[str, Any]) -> str:
 def row(info: Mapping[str, Any], spending: Mapping[str, Spent], cpu: str, now: float | None = None) -> list[str]:
     """One agent in PS_COLUMNS order; ``cpu`` is already formatted (seconds for ps, percent for top)."""
     now = time.time() if now is None else now
-    running = info["status"] in LIVE
+    running = info["status"] in Status.LIVE
     usage = info.get("usage") or {}
     memory = usage.get("memory_current") if running else None
     spent = spending.get(info["id"], Spent())
@@ -88,7 +87,7 @@ def order(agents: Sequence[Mapping[str, Any]], by: str = "started",
     """Running agents first, then by ``by`` (one of SORT_KEYS; the biggest first for amounts)."""
     spent = spending or {}
     value = SORT_KEYS[by]
-    return sorted(agents, key=lambda info: (info["status"] not in LIVE, value(info, spent.get(info["id"], Spent()))))
+    return sorted(agents, key=lambda info: (info["status"] not in Status.LIVE, value(info, spent.get(info["id"], Spent()))))
 
 
 def _usage(name: str) -> Any:

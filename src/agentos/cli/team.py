@@ -24,6 +24,7 @@ from ..client.messaging import AsyncSubscription
 from ..errors import AgentOSError, NotFound
 from ..manifest import AgentSpec, Manifest
 from ..protocol import Op
+from ..protocol.lifecycle import ENDED_TOPICS, Topic
 from ..protocol.requests import SpawnRequestWire
 from ..supervision.policy import RestartPolicy
 from .output import Painter, size
@@ -32,7 +33,6 @@ from .output import Painter, size
 _FROM_START = 1024 * 1024
 #: How long an ended agent's last output may take to arrive before its exit is printed anyway.
 _DRAIN_S = 5.0
-_ENDINGS = frozenset({"agent.exited", "agent.killed", "agent.oom_killed"})
 
 
 class TeamError(AgentOSError):
@@ -55,7 +55,7 @@ class Member:
     status: str | None = None
     exit_code: int | None = None
     signal: int | None = None
-    #: The kernel gave up restarting it (``agent.failed``): the team did not hold.
+    #: The kernel gave up restarting it (``agent.given_up``): the team did not hold.
     gave_up: bool = False
     #: What the kernel could not enforce for it (its SPAWN report's ``degraded``), as allow_degraded let it.
     degraded: tuple[str, ...] = ()
@@ -265,7 +265,7 @@ class Team:
             if member is None or event.get("project") != self.project:
                 continue
             follower = self._followers.get(member.name)
-            if event["topic"] in _ENDINGS and event["id"] == member.id and follower is not None:
+            if event["topic"] in ENDED_TOPICS and event["id"] == member.id and follower is not None:
                 # Its last lines first, then the news that it ended.
                 await asyncio.wait({follower}, timeout=_DRAIN_S)
             _HANDLERS.get(event["topic"], _ignore)(self, member, event)
@@ -284,10 +284,10 @@ class Team:
             return
         member.status, member.exit_code = event["status"], event.get("exit_code")
         member.signal = event.get("signal")
-        member.final = event["topic"] == "agent.killed" or not member.policy.restarts_after(member.status)
-        if event["topic"] == "agent.oom_killed":
+        member.final = event["topic"] == Topic.KILLED or not member.policy.restarts_after(member.status)
+        if event["topic"] == Topic.OOM_KILLED:
             self.say(member.name, f"OOM-killed (memory limit {size(member.spec.limits.memory)})", "red")
-        elif event["topic"] == "agent.killed":
+        elif event["topic"] == Topic.KILLED:
             self.say(member.name, "killed", "yellow")
         else:
             style = "dim" if member.status == "exited" else "red"
@@ -297,7 +297,7 @@ class Team:
         self.say(member.name, f"restarted after {event['delay']:g}s (pid {event['pid']}, restart "
                  f"{event['restarts']})", "yellow")
 
-    def _on_failed(self, member: Member, event: dict[str, Any]) -> None:
+    def _on_given_up(self, member: Member, event: dict[str, Any]) -> None:
         member.final, member.status, member.gave_up = True, "failed", True
         self.say(member.name, f"failed: {event.get('reason', 'gave up')}", "red")
 
@@ -325,12 +325,10 @@ class Team:
 
 
 _HANDLERS: dict[str, Callable[[Team, Member, dict[str, Any]], None]] = {
-    "agent.started": Team._on_started,
-    "agent.exited": Team._on_ended,
-    "agent.killed": Team._on_ended,
-    "agent.oom_killed": Team._on_ended,
-    "agent.restarted": Team._on_restarted,
-    "agent.failed": Team._on_failed,
+    Topic.STARTED: Team._on_started,
+    **dict.fromkeys(ENDED_TOPICS, Team._on_ended),
+    Topic.RESTARTED: Team._on_restarted,
+    Topic.GIVEN_UP: Team._on_given_up,
 }
 
 

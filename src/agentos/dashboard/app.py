@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..client import AsyncClient
 from ..errors import AgentOSError, ConnectionClosed, SyscallError
+from ..protocol.lifecycle import Topic
 from . import views
 from .auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Guard, Listen
 from .history import History
@@ -395,7 +396,7 @@ async def _follow_project(client: AsyncClient, response: web.StreamResponse, pro
                 _follow(client, response, agent["id"], agent["name"]))
 
     try:
-        async with await client.subscribe("agent.started") as events:
+        async with await client.subscribe(Topic.STARTED) as events:
             for agent in await client.list_agents(project=project):
                 follow(agent)
             async for event in _with_heartbeat(events, response):

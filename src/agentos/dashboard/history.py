@@ -16,6 +16,7 @@ from typing import Any
 
 from ..client import AsyncClient
 from ..errors import AgentOSError, ConnectionClosed, PermissionDenied
+from ..protocol.lifecycle import Status
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class History:
         for agent in agents:
             usage = agent.get("usage") or {}
             live.add(agent["id"])
-            if agent.get("status") in ("running", "paused"):
+            if agent.get("status") in Status.LIVE:
                 if usage.get("memory_current") is not None:
                     self._series(self.memory, agent["id"]).add(at, usage["memory_current"])
                 if usage.get("cpu_usage_usec") is not None:

@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 
 from ..cli.output import duration
+from ..protocol.lifecycle import Status
 from .auth import CSRF_FIELD
 from .history import History
 from .svg import bar, sparkline
@@ -18,10 +19,9 @@ from .svg import bar, sparkline
 VIEWS = [("agents", "Agents"), ("logs", "Logs"), ("think", "THINK"), ("approvals", "Approvals"),
          ("mail", "Mail"), ("audit", "Audit")]
 #: What a button does to an agent of a status, in the order shown.
-ACTIONS = {"running": ("pause", "kill"), "paused": ("resume", "kill")}
+ACTIONS = {Status.RUNNING: ("pause", "kill"), Status.PAUSED: ("resume", "kill")}
 #: An ended agent can be started again (START) from the request the kernel remembers.
 ENDED_ACTIONS = ("restart",)
-LIVE = ("running", "paused")
 #: What the page says while the kernel is gone.
 DOWN = "kernel down, reconnecting"
 
@@ -80,7 +80,7 @@ def agents_view(hello: Mapping[str, Any], agents: Sequence[Mapping[str, Any]], h
     for project in sorted(by_project):
         rows = "".join(_agent_row(agent, depth, history, csrf, now)
                        for agent, depth in spawn_tree(by_project[project]))
-        live = sum(1 for a in by_project[project] if a["status"] in LIVE)
+        live = sum(1 for a in by_project[project] if a["status"] in Status.LIVE)
         name = e(project) if project else "(no project)"
         logs = f' <a href="/logs?project={e(project)}">logs</a>' if project else ""
         sections.append(
@@ -118,7 +118,7 @@ def _agent_row(agent: Mapping[str, Any], depth: int, history: History, csrf: str
     uptime = duration((ended or now) - started) if started else "-"
     memory = history.memory.get(agent["id"])
     cpu = history.cpu.get(agent["id"])
-    live = status in LIVE
+    live = status in Status.LIVE
     # An ended agent's cgroup is gone: its peak says more than the last reading.
     mem_now = usage.get("memory_current") if live else usage.get("memory_peak")
     mem_text = _bytes(mem_now) if live else f"peak {_bytes(mem_now)}"

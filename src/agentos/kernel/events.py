@@ -1,8 +1,8 @@
 """The kernel's in-process event bus: lifecycle events fan out to whoever listens.
 
-Subsystems publish (``agent.started``, ``agent.exited`` ...); the pub/sub syscalls
-and supervision subscribe. Topics are dotted names; a pattern ending in ``.*``
-or equal to ``*`` matches a prefix.
+Subsystems publish (``agent.started``, ``agent.exited`` ...: ``protocol.lifecycle.Topic``);
+the pub/sub syscalls and supervision subscribe. Topics are dotted names; a pattern
+ending in ``.*`` or equal to ``*`` matches a prefix.
 """
 from __future__ import annotations
 

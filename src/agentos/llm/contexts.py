@@ -22,11 +22,12 @@ from urllib.parse import quote
 import ujson
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..protocol.requests import ALIAS_PATTERN
 from ..state.private import private_dir
 from .config import ContextPolicy
 from .types import Content
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_ID = re.compile(ALIAS_PATTERN)
 
 
 @dataclass

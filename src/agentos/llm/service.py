@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..observability import notes
 from ..protocol import Op
+from ..protocol.lifecycle import ENDED_TOPICS, Topic
 from ..protocol.payload import encode_payload
 from .budgets import Budgets, Reservation, has_media, team_totals
 from .callers import Caller, Callers, agent_key
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from ..kernel.syscalls import Call
 
 log = logging.getLogger("agentos.llm")
-
-#: Lifecycle topics after which an agent's calls are cancelled.
-_GONE = ("agent.killed", "agent.exited", "agent.oom_killed", "agent.failed")
 
 
 class LLMService:
@@ -328,9 +326,9 @@ class LLMService:
         agent_id = event.get("id")
         if agent_id is None:
             return
-        if topic == "agent.started":
+        if topic == Topic.STARTED:
             self.callers.agent_started(event)
-        elif topic in _GONE:
+        elif topic in ENDED_TOPICS:
             self.cancel_agent(str(agent_id))
 
     def forget_agents(self, agent_ids: Sequence[str]) -> None:

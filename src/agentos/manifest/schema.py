@@ -13,31 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..llm.config import PROVIDERS
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
-from ..protocol.requests import (AGENT_NAME_PATTERN, DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, PROJECT_PATTERN,
-                                 TEMPLATE_NAME_PATTERN, VOLUME_NAME_PATTERN)
-
-#: Agent names: the wire's rule, so a name SPAWN takes is a name a manifest takes.
-NAME_PATTERN = AGENT_NAME_PATTERN
-
-#: Project names: a short DNS label (``agentos up -p`` takes the same).
-PROJECT_NAME_PATTERN = PROJECT_PATTERN
-
-#: Named volumes: the wire's rule.
-VOLUME_PATTERN = VOLUME_NAME_PATTERN
-
-#: Templates (the kernel's ``sandbox.templates``): the wire's rule.
-TEMPLATE_PATTERN = TEMPLATE_NAME_PATTERN
+from ..protocol.requests import DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS
+from ..supervision.policy import POLICIES
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
 CAPABILITIES = (*(c.value for c in Capability), "state")
 DEFAULT_CAPABILITIES = tuple(c.value for c in Capability if c in DEFAULT_CHILD_CAPABILITIES)
 
-RESTART_POLICIES = ("never", "on-failure", "always")
 #: How an agent may end without failing `agentos up` (``exited``: exit 0; ``failed``: non-zero or a signal).
 EXPECTED_ENDINGS = ("exited", "failed", "oom_killed", "any")
 READINESS_KINDS = ("ready-call", "log-line", "delay")
-LLM_PROVIDERS = ("gemini", "openai")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 #: Value a size, cores or count limit takes to mean "no limit".
@@ -147,7 +134,7 @@ LIMITS = Section("agents.<name>.limits", "Resources the agent may use, enforced 
 RESTART = Section("agents.<name>.restart", "What the kernel does when the agent exits.", (
     Field("policy", Type.CHOICE, "`never`; `on-failure`: restart after a non-zero exit, a signal, an OOM kill "
           "or a timeout (a clean exit 0 is not a failure); `always`: restart after any exit.", "never",
-          choices=RESTART_POLICIES),
+          choices=POLICIES),
     Field("max_restarts", Type.INT, "Restarts allowed within `window`; one more marks the agent failed.",
           5, minimum=1),
     Field("window", Type.DURATION, "The sliding window `max_restarts` counts in.", 60.0, default_doc="60s"),
@@ -157,7 +144,7 @@ RESTART = Section("agents.<name>.restart", "What the kernel does when the agent 
 ))
 
 AGENT_LLM = Section("agents.<name>.llm", "Defaults for the agent's THINK calls.", (
-    Field("provider", Type.CHOICE, "LLM provider.", None, choices=LLM_PROVIDERS, default_doc="the kernel's"),
+    Field("provider", Type.CHOICE, "LLM provider.", None, choices=PROVIDERS, default_doc="the kernel's"),
     Field("model", Type.MODELS, "Model id, or a fallback chain: a list of model ids tried in order when one "
           "is rate limited, failing or too slow (docs/llm.md).", None, default_doc="the kernel's"),
     Field("system", Type.STRING, "System instruction sent with every call.", None, default_doc="none"),
@@ -251,7 +238,7 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
 
 KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go in a manifest: the kernel reads "
                      "GEMINI_API_KEY (or GOOGLE_API_KEY) or OPENAI_API_KEY from its environment.", (
-    Field("provider", Type.CHOICE, "Provider used when an agent names none.", "gemini", choices=LLM_PROVIDERS),
+    Field("provider", Type.CHOICE, "Provider used when an agent names none.", "gemini", choices=PROVIDERS),
     Field("model", Type.MODELS, "Default model id, or a fallback chain (a list tried in order).", None,
           default_doc="the provider's default"),
     Field("embedding_model", Type.STRING, "Model EMBED uses when a call names none.", None,

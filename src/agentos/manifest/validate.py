@@ -25,6 +25,8 @@ from ..mcp.config import resolve_servers
 from ..mcp.policy import parse_rules
 from ..processes.request import MIN_WORKSPACE
 from ..processes.volumes import path_problem
+from ..protocol.requests import (AGENT_NAME_PATTERN, ENV_NAME_PATTERN, HOSTNAME_PATTERN, PROJECT_PATTERN,
+                                 RESERVED_ENV_PREFIX, TEMPLATE_NAME_PATTERN, VOLUME_NAME_PATTERN)
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
 from ..sandbox.templates import TemplateSettings, absolute_paths
@@ -35,15 +37,15 @@ from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manif
                     Restart, Sandbox, Volume)
 from .schema import Field, Section, Type
 
-_NAME = re.compile(schema.NAME_PATTERN)
-_PROJECT = re.compile(schema.PROJECT_NAME_PATTERN)
-_TEMPLATE = re.compile(schema.TEMPLATE_PATTERN)
-_VOLUME = re.compile(schema.VOLUME_PATTERN)
+_NAME = re.compile(AGENT_NAME_PATTERN)
+_PROJECT = re.compile(PROJECT_PATTERN)
+_TEMPLATE = re.compile(TEMPLATE_NAME_PATTERN)
+_VOLUME = re.compile(VOLUME_NAME_PATTERN)
+_HOSTNAME = re.compile(HOSTNAME_PATTERN)
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 #: The keys of a volume written as a mapping, and how its size is read.
 _VOLUME_KEYS = ("name", "path", "size", "read_only")
 _VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creates it.")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED_ENV_PREFIX = "AGENTOS_"
 
 #: What a scalar of the manifest is read as (the kinds ``scalar`` is asked for).
 _V = TypeVar("_V")
@@ -238,9 +240,9 @@ class _Validator:
         if f.key == "template" and not _TEMPLATE.match(value):
             raise self.invalid(node.mark, f"{where}: {value!r} is not a valid template name",
                                "use letters, digits, '-', '_' and '.', at most 63, starting with a letter or digit")
-        if f.key == "hostname" and not _NAME.match(value):
+        if f.key == "hostname" and not _HOSTNAME.match(value):
             raise self.invalid(node.mark, f"{where}: {value!r} is not a valid hostname",
-                               "use letters, digits, '-', '_' and '.', at most 60, starting with a letter or digit")
+                               "use letters, digits, '-' and '.', at most 63, starting with a letter or digit")
         return value
 
     def volume_name(self, f: Field, node: Node, where: str) -> str:
@@ -364,10 +366,10 @@ class _Validator:
         for name, entry in node.entries.items():
             if not _ENV_NAME.match(name):
                 self.error(entry.key_mark, f"{where}: {name!r} is not a valid variable name",
-                           "use letters, digits and '_', not starting with a digit")
-            elif name.startswith(_RESERVED_ENV_PREFIX):
+                           "use letters, digits and '_', at most 256, not starting with a digit")
+            elif name.startswith(RESERVED_ENV_PREFIX):
                 self.error(entry.key_mark, f"{where}: {name} is set by the kernel",
-                           f"rename it; names starting {_RESERVED_ENV_PREFIX} are reserved")
+                           f"rename it; names starting {RESERVED_ENV_PREFIX} are reserved")
             else:
                 try:
                     env[name] = self.word(entry.value, f"{where}.{name}")
@@ -496,6 +498,12 @@ class _Validator:
                 continue
             spec = self.agent(name, parsed, _join(where, name), entry.key_mark)
             for instance in spec.instance_names():
+                if not _NAME.match(instance):
+                    # Replicas run as name-1 ... name-N: SPAWN checks those names, not the one declared.
+                    self.error(entry.key_mark, f"{where}: agent {name!r} would run as {instance!r}, "
+                               "longer than an agent name may be", "shorten the name: at most 60 "
+                               "characters with its replica number")
+                    break
                 if instance in instances:
                     self.error(entry.key_mark, f"{where}: agent {name!r} would run as {instance!r}, "
                                f"which agent {instances[instance]!r} already uses", "rename one of them")

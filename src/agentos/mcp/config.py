@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..protocol.requests import MCP_SERVER_PATTERN
 from ..supervision.policy import RestartPolicy
 from ..units import parse_bytes, parse_cpu, parse_duration
 
 #: A server's name is the first part of its tools' names (``fs.read_file``).
-SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SERVER_NAME = re.compile(MCP_SERVER_PATTERN)
 TRANSPORTS = ("stdio",)
 _SERVER_KEYS = ("command", "env", "cwd", "network", "writable_paths", "readonly_paths", "limits",
                 "restart", "approve", "call_timeout", "transport", "egress", "allow_degraded")

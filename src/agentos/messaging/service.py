@@ -32,6 +32,8 @@ from ..permissions.principal import project_segment
 from ..permissions.registry import Permissions
 from ..permissions.service import permissions_of
 from ..protocol import Op
+from ..protocol.lifecycle import ENDED_TOPICS, Topic
+from ..protocol.requests import AGENT_REF_PATTERN, ALIAS_PATTERN
 from ..state.database import MAX_ADDRESS_BYTES, Database, check_text
 from ..units import MAX_SECONDS
 from .mailbox import MAX_DELIVERIES, SCHEMA, DeadLetter, Mailboxes, MailboxLimits
@@ -42,11 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentos.messaging")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME = re.compile(ALIAS_PATTERN)
 _UID = re.compile(r"uid:\d{1,10}")
-#: ``PROJECT/NAME``: an agent of another project (docs/messaging.md).
-_PROJECT_REF = re.compile(r"[a-z0-9][a-z0-9-]{0,62}/[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")
-_ENDED = ("agent.exited", "agent.killed", "agent.oom_killed", "agent.failed")
+#: ``PROJECT/NAME``: an agent of another project (docs/messaging.md), once ``/`` is seen in it.
+_PROJECT_REF = re.compile(AGENT_REF_PATTERN)
 #: A message went to its mailbox's dead letters; seen by that mailbox's owner and admins only.
 MAIL_DEAD = "mail.dead"
 #: The scope of names every caller can reach (registered by admins only).
@@ -71,8 +72,8 @@ class MessagingService:
         #: Per connection and address, the last message id handed out and not yet ACKed.
         self._cursors: dict[Any, dict[str, int]] = {}
         self._live_agents: set[str] = set()
-        self._unsubscribe = [kernel.events.subscribe("agent.started", self._on_started),
-                             *(kernel.events.subscribe(t, self._on_ended) for t in _ENDED)]
+        self._unsubscribe = [kernel.events.subscribe(Topic.STARTED, self._on_started),
+                             *(kernel.events.subscribe(t, self._on_ended) for t in ENDED_TOPICS)]
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.SEND: self.send, Op.RECV: self.recv, Op.BROADCAST: self.broadcast,

@@ -24,10 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..permissions.policy import STATE_OPS, required_capability
-from ..processes.agent import Status
-from ..protocol import Op
+from ..protocol import Op, op_name
+from ..protocol.lifecycle import Status
 from ..state.database import DatabaseClosed
-from .telemetry import caller_of, syscall_name
+from .telemetry import caller_of
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 # One series per name: the ``_created`` twins prometheus_client adds by default double them.
 disable_created_metrics()
 
-#: Every status LIST shows: each is exported, 0 included, so a series never vanishes.
-STATUSES = (Status.RUNNING, Status.PAUSED, Status.EXITED, Status.FAILED, Status.KILLED,
-            Status.OOM_KILLED, Status.TIMED_OUT, Status.LOST)
 #: Syscalls take from microseconds (HELLO) to minutes (WAIT, RECV, a long THINK).
 SYSCALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -131,7 +128,7 @@ class KernelMetrics:
             return
         processes: Any = self.kernel.services.get("processes")
         alive = {agent.qualified_name for agent in (processes.table if processes is not None else ())
-                 if agent.shown_status in (Status.RUNNING, Status.PAUSED)}
+                 if agent.shown_status in Status.LIVE}
         for label in due:
             del self._ended[label]
             if label not in alive:
@@ -145,14 +142,14 @@ class KernelMetrics:
         key = (call.op, outcome)
         series = self._syscall_series.get(key)
         if series is None:
-            op = syscall_name(call.op)
+            op = op_name(call.op)
             series = self._syscall_series[key] = (self.syscalls.labels(op, outcome),
                                                   self.syscall_seconds.labels(op))
         series[0].inc()
         series[1].observe(latency_s)
         if outcome == "permission_denied":
             needed = required_capability(call.op, call.args() if call.op in STATE_OPS else None)
-            self.denials.labels(needed.value if needed is not None else "none", syscall_name(call.op)).inc()
+            self.denials.labels(needed.value if needed is not None else "none", op_name(call.op)).inc()
         if notes is None:
             return
         if call.op == Op.SPAWN and outcome == "ok":
@@ -231,7 +228,8 @@ class _KernelState(Collector):
     async def sample(self) -> None:
         kernel = self.kernel
         families: list[Metric] = []
-        by_status = dict.fromkeys(STATUSES, 0)
+        # Every status is exported, 0 included, so a series never vanishes.
+        by_status = dict.fromkeys(Status.ALL, 0)
         processes: Any = kernel.services.get("processes")
         for agent in (processes.table if processes is not None else ()):
             by_status[agent.shown_status] = by_status.get(agent.shown_status, 0) + 1

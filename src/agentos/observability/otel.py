@@ -28,9 +28,8 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, S
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__
-from ..protocol import Op
+from ..protocol import Op, op_name
 from .notes import Notes
-from .telemetry import syscall_name
 
 if TYPE_CHECKING:
     from ..kernel.syscalls import Call
@@ -175,7 +174,7 @@ class Tracing:
         calls); ``llm_provider`` is the kernel's ``llm.provider`` (THINK's spans name it)."""
         attributes = _attributes(call, outcome, caller)
         kind = SpanKind.SERVER
-        name = syscall_name(call.op)
+        name = op_name(call.op)
         events: Sequence[tuple[str, int, Mapping[str, Any]]] = ()
         completion = notes.answer if notes is not None else None
         if notes is not None:
@@ -301,7 +300,7 @@ def _gen_ai(attributes: dict[str, Any], notes: Notes, provider: str | None) -> N
 
 
 def _attributes(call: Call, outcome: str, caller: Caller) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"agentos.syscall": syscall_name(call.op), "agentos.outcome": outcome,
+    attributes: dict[str, Any] = {"agentos.syscall": op_name(call.op), "agentos.outcome": outcome,
                                   "agentos.request_id": call.request_id, "agentos.caller.uid": caller.uid}
     if caller.agent_id is not None:
         attributes["agentos.agent.id"] = caller.agent_id

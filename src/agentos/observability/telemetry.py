@@ -16,7 +16,6 @@ this service adds no guard and no observer: the kernel runs exactly as without i
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -24,8 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..processes.agent import END_TOPICS, qualified
-from ..protocol import Op, op_name
+from ..processes.agent import qualified
+from ..protocol import Op
+from ..protocol.lifecycle import ENDED_TOPICS, Topic
 from .notes import NOTES, Notes, current
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ _NOTED = frozenset({int(Op.SPAWN), int(Op.THINK)})
 _INSTALL = "pip install 'agentos[otel]'"
 #: The Prometheus scrape token's file in the state dir.
 METRICS_TOKEN = "metrics.token"
-#: An opcode's name, as spans and metrics give it (``op_name`` builds it on every call).
-syscall_name = functools.lru_cache(maxsize=256)(op_name)
 
 
 @dataclass(frozen=True)
@@ -187,9 +185,9 @@ class TelemetryService:
     async def start(self) -> None:
         if self.tracing is not None or self.metrics is not None:
             self._unsubscribe += [self.kernel.events.subscribe(topic, self._on_ended)
-                                  for topic in set(END_TOPICS.values())]
+                                  for topic in ENDED_TOPICS]
         if self.tracing is not None:
-            self._unsubscribe.append(self.kernel.events.subscribe("agent.started", self._on_started))
+            self._unsubscribe.append(self.kernel.events.subscribe(Topic.STARTED, self._on_started))
             log.info("telemetry: traces on, exported to %s", self.tracing.describe())
         if self.metrics is not None:
             self.metrics.start()

@@ -8,39 +8,11 @@ from typing import Any
 
 from ..cgroups import AgentCgroup, CgroupStats, Limits
 from ..kernel.identity import Identity
+from ..protocol.lifecycle import Status
 from ..protocol.requests import SpawnRequestWire
 from ..sandbox.initd import InitChannel
 from .logs import LogCapture
 from .request import Confinement
-
-
-class Status:
-    """An agent's status as LIST reports it."""
-
-    RUNNING = "running"
-    #: Ended on its own with exit code 0.
-    EXITED = "exited"
-    #: Ended on its own with a non-zero code, or died of a signal nobody in agentos sent.
-    FAILED = "failed"
-    #: Ended after KILL, its parent agent ending, or the kernel shutting down.
-    KILLED = "killed"
-    #: The cgroup's OOM killer took it (memory limit).
-    OOM_KILLED = "oom_killed"
-    #: Killed by the kernel at its ``timeout`` or ``idle_timeout`` (``reason`` says which).
-    TIMED_OUT = "timed_out"
-    #: Shown (never stored) for a running agent that PAUSE froze, itself or through an ancestor.
-    PAUSED = "paused"
-    #: It was running when its kernel died: a later kernel found it gone, exit code unknown.
-    LOST = "lost"
-
-    ENDED = frozenset({EXITED, FAILED, KILLED, OOM_KILLED, TIMED_OUT, LOST})
-
-
-#: The kernel.events topic published when an agent ends with each status; a timed-out agent
-#: ended on the kernel's own terms, as a failure: ``agent.exited`` with its status.
-END_TOPICS = {Status.EXITED: "agent.exited", Status.FAILED: "agent.exited",
-              Status.KILLED: "agent.killed", Status.OOM_KILLED: "agent.oom_killed",
-              Status.TIMED_OUT: "agent.exited", Status.LOST: "agent.lost"}
 
 
 def qualified(project: str | None, name: str) -> str:

@@ -51,7 +51,8 @@ from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
 from ..permissions.principal import caller_id
 from ..protocol import Op
-from ..protocol.requests import ExecInputRequest, ExecRequest, ExecResizeRequest, ExecSignalRequest
+from ..protocol.requests import (RESERVED_ENV_PREFIX, ExecInputRequest, ExecRequest, ExecResizeRequest,
+                                 ExecSignalRequest)
 from ..sandbox import SandboxError
 from ..sandbox.initd import InitChannel
 from ..sandbox.namespaces import NAMESPACES
@@ -59,7 +60,6 @@ from ..sandbox.plan import Plan
 from ..sandbox.spec import Ending, reap
 from ..units import parse_duration
 from .agent import Agent
-from .request import RESERVED_ENV
 
 if TYPE_CHECKING:
     from .service import ProcessService
@@ -643,8 +643,9 @@ def _inherited(env: dict[str, str]) -> dict[str, str]:
 def _env(request: ExecRequest) -> dict[str, str]:
     env = {} if request.env in (UNSET, None) else dict(cast(dict[str, str], request.env))
     for name in env:
-        if name in RESERVED_ENV:
-            raise InvalidArgument(f"env: {name} is the kernel's", field=f"env.{name}")
+        if name.startswith(RESERVED_ENV_PREFIX):
+            raise InvalidArgument(f"env: {name}: names starting {RESERVED_ENV_PREFIX} are the kernel's",
+                                  field=f"env.{name}")
     return env
 
 

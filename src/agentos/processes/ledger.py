@@ -46,11 +46,12 @@ from ..cgroups.base import instance_is_dead, instance_name, process_start_time
 from ..cgroups.none import NoCgroup
 from ..errors import AgentOSError, PermissionDenied
 from ..kernel.identity import Identity
+from ..protocol.lifecycle import END_TOPICS, Status, Topic
 from ..protocol.requests import SpawnRequestWire
 from ..state.database import Database, DatabaseClosed
 from ..state.private import SQLITE_SIDECARS
 from ..supervision.policy import RestartPolicy
-from .agent import END_TOPICS, Agent, Status
+from .agent import Agent
 from .logs import LogCapture
 from .request import Confinement
 
@@ -429,8 +430,8 @@ async def _restore(service: ProcessService, agent: Agent, gate: asyncio.Semaphor
                 _report_lost(service, agent, why)
             else:
                 log.warning("agent %s (%s) %s", agent.qualified_name, agent.id, why)
-                service.kernel.events.publish("agent.failed", {"id": agent.id, "name": agent.name,
-                                                               "project": agent.project, "reason": why})
+                service.kernel.events.publish(Topic.GIVEN_UP, {"id": agent.id, "name": agent.name,
+                                                              "project": agent.project, "reason": why})
             return
     restored = service.table.get(info["id"])
     if restored is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from io import FileIO
 from typing import Any
 
+from ..protocol.requests import PROJECT_PATTERN
 from ..state.private import private_dir, private_opener
 from ..units import parse_duration
 
@@ -38,7 +39,7 @@ log = logging.getLogger("agentos.processes")
 _READ_SIZE = 64 * 1024
 #: Seconds between sweeps for logs past their ``max_age``.
 SWEEP_EVERY = 60.0
-_PROJECT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+_PROJECT = re.compile(PROJECT_PATTERN)
 
 
 class LogCapture:

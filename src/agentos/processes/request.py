@@ -25,6 +25,7 @@ from ..protocol.requests import (
     DEFAULT_CPU,
     DEFAULT_MEMORY,
     DEFAULT_PIDS,
+    RESERVED_ENV_PREFIX,
     KillRequest,
     LimitsWire,
     SpawnRequestWire,
@@ -37,8 +38,6 @@ from ..sandbox.templates import Template
 from .volumes import VolumeGrant, VolumeMount, path_problem
 from ..units import parse_bytes, parse_cpu, parse_duration
 
-#: Kernel-set variables an agent may not override (its connection and identity).
-RESERVED_ENV = frozenset({"AGENTOS_FD", "AGENTOS_AGENT_ID", "AGENTOS_AGENT_NAME"})
 #: The private /tmp of an agent without a memory limit.
 _TMP_UNLIMITED = 1 << 30
 #: Share of the memory limit the private /tmp gets by default (tmpfs pages count as memory).
@@ -204,10 +203,10 @@ class SpawnRequest:
             cwd = _resolve(cwd, None, "cwd")
             _require_seen(parent, cwd, "cwd")
         env = dict(_given(wire.env) or {})
-        reserved = sorted(RESERVED_ENV & set(env))
+        reserved = sorted(name for name in env if name.startswith(RESERVED_ENV_PREFIX))
         if reserved:
-            raise InvalidArgument(f"env: {reserved[0]} is set by the kernel and cannot be overridden",
-                                  field=f"env.{reserved[0]}")
+            raise InvalidArgument(f"env: {reserved[0]}: names starting {RESERVED_ENV_PREFIX} are set by the "
+                                  "kernel and cannot be given", field=f"env.{reserved[0]}")
         extra = list(_given(wire.args) or [])
         script, command = _given(wire.script), _given(wire.command)
         if (script is None) == (command is None):

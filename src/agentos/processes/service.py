@@ -41,6 +41,7 @@ from ..observability import notes
 from ..permissions.capabilities import Capability
 from ..permissions.principal import caller_id
 from ..protocol import Op
+from ..protocol.lifecycle import END_TOPICS, Status, Topic
 from ..protocol.requests import (
     KillRequest,
     ListRequest,
@@ -55,7 +56,7 @@ from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from ..sandbox.spec import WORKSPACE_PATH, reap
 from ..sandbox.templates import TemplateSettings
 from . import pid1
-from .agent import END_TOPICS, Agent, Status
+from .agent import Agent
 from .exec import Execs
 from .files import Files, FileSettings
 from .launcher import start_process
@@ -425,9 +426,9 @@ class ProcessService:
         else:
             self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
-        self.kernel.events.publish("agent.started", {"id": agent.id, "name": agent.name,
-                                                     "project": agent.project, "pid": agent.pid, "parent": agent.parent,
-                                                     **({"llm": request.llm} if request.llm else {})})
+        self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
+                                                   "project": agent.project, "pid": agent.pid, "parent": agent.parent,
+                                                   **({"llm": request.llm} if request.llm else {})})
         return agent
 
     async def kill(self, call: Call) -> dict[str, Any]:

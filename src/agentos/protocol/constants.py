@@ -105,6 +105,11 @@ class Flag(enum.IntFlag):
 KNOWN_FLAGS = int(Flag.REPLY | Flag.ERROR | Flag.STREAM | Flag.END)
 
 
+#: Every audit record, span and metric names its op: a dict lookup, where ``Op(op)`` is an
+#: enum call each time.
+_OP_NAMES = {int(op): op.name for op in Op}
+
+
 def op_name(op: int) -> str:
     """The syscall's name (``SPAWN``), or its hex for an opcode that has none (``0xf1``)."""
-    return Op(op).name if op in Op._value2member_map_ else f"0x{op:02x}"
+    return _OP_NAMES.get(op) or f"0x{op:02x}"

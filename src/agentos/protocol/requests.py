@@ -31,21 +31,38 @@ from .constants import Op, op_name
 __all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
            "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request"]
 
-#: Agent names: usable as a hostname, a cgroup and a file name. The manifest uses the same rule.
-AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\Z"
+#: The name rules, each written once here and anchored below; a pattern that combines two
+#: (``project/name``) is built from them, so neither can drift. Every rule ends in ``\Z``:
+#: ``$`` would let a trailing newline through.
+_AGENT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}"
+_PROJECT = r"[a-z0-9][a-z0-9-]{0,62}"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,255}"
+_MCP_SERVER = r"[A-Za-z0-9_-]{1,64}"
+#: Agent names: usable as a hostname, a cgroup and a file name. The manifest, the CLI and
+#: every service check names with this one pattern (tests/protocol/test_names.py).
+AGENT_NAME_PATTERN = rf"^{_AGENT_NAME}\Z"
 #: Template names (``sandbox.templates`` of the kernel configuration).
 TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
 #: A W3C trace context (``traceparent``): version, trace id, parent span id, flags, in lower-case
 #: hex; the ids never all zeros and the version never ff, as the W3C recommendation has it.
 TRACEPARENT_PATTERN = r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}\Z"
 #: Project names (a team, as compose has them): a short DNS label, lower case.
-PROJECT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}\Z"
+PROJECT_PATTERN = rf"^{_PROJECT}\Z"
 #: An agent named by a request: ``name`` within the caller's project first, or ``project/name``.
-AGENT_REF_PATTERN = r"^(?:[a-z0-9][a-z0-9-]{0,62}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\Z"
+AGENT_REF_PATTERN = rf"^(?:{_PROJECT}/)?{_AGENT_NAME}\Z"
+#: A host name (SPAWN's ``hostname``, the manifest's): one DNS label, dots allowed, no ``_``.
+HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z"
+#: Environment variable names (SPAWN's and EXEC's ``env``, a manifest's, a template's).
+ENV_NAME_PATTERN = rf"^{_ENV_NAME}\Z"
+#: Variables the kernel sets for every agent (its connection, its identity) start with this;
+#: the whole prefix is the kernel's, so a variable it adds later cannot be forged either.
+RESERVED_ENV_PREFIX = "AGENTOS_"
+#: An MCP server's name (``mcp.servers`` of the kernel configuration).
+MCP_SERVER_PATTERN = rf"^{_MCP_SERVER}\Z"
 #: Named volumes (a file name under the kernel's state dir, so never ``.`` or ``..``).
 VOLUME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z"
-#: Registered mail names and state keys' neighbours: the same alphabet, a little longer.
-_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
+#: Registered mail names and CONTEXT ids: the agent names' alphabet, a little longer.
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
 #: Durations as text: ``30``, ``1.5s``, ``250ms``, ``5m``, ``2h`` (units.parse_duration reads them).
 DURATION_PATTERN = r"^\s*\d{1,9}(?:\.\d{1,9})?\s*(?:ms|s|m|h)?\s*\Z"
 #: Sizes as text: ``512Mi``, ``1G``, ``1048576`` (units.parse_bytes reads them).
@@ -72,9 +89,9 @@ AgentRefName: TypeAlias = Annotated[str, Meta(pattern=AGENT_REF_PATTERN)]
 ProjectName: TypeAlias = Annotated[str, Meta(pattern=PROJECT_PATTERN)]
 #: A project, or ``""`` for no project. One pattern: msgspec tries only one of several str
 #: types, so ``Literal[""]`` beside ``ProjectName`` never matched.
-ProjectFilter: TypeAlias = Annotated[str, Meta(pattern=r"^(?:[a-z0-9][a-z0-9-]{0,62})?\Z")]
+ProjectFilter: TypeAlias = Annotated[str, Meta(pattern=rf"^(?:{_PROJECT})?\Z")]
 VolumeName: TypeAlias = Annotated[str, Meta(pattern=VOLUME_NAME_PATTERN)]
-Alias: TypeAlias = Annotated[str, Meta(pattern=_ALIAS_PATTERN)]
+Alias: TypeAlias = Annotated[str, Meta(pattern=ALIAS_PATTERN)]
 AgentId: TypeAlias = Annotated[str, Meta(min_length=1, max_length=64)]
 Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, pattern=r"^[^\x00]*\Z")]
 Text: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX)]
@@ -177,7 +194,7 @@ class LLMWire(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 #: An MCP tool an agent may use: ``server.tool``, or a pattern whose ``*`` matches any run of characters.
-TOOL_PATTERN = r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_.*:-]{1,128}\Z"
+TOOL_PATTERN = rf"^{_MCP_SERVER}\.[A-Za-z0-9_.*:-]{{1,128}}\Z"
 ToolPattern: TypeAlias = Annotated[str, Meta(pattern=TOOL_PATTERN)]
 MAX_TOOL_RULES = 256
 
@@ -205,7 +222,7 @@ class SpawnRequestWire(Request):
     allow_degraded: bool | None | UnsetType = UNSET
     writable_paths: list[Path] | None | UnsetType = UNSET
     readonly_paths: list[Path] | None | UnsetType = UNSET
-    hostname: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")] | None | UnsetType = UNSET
+    hostname: Annotated[str, Meta(pattern=HOSTNAME_PATTERN)] | None | UnsetType = UNSET
     restart: RestartWire | None | UnsetType = UNSET
     llm: LLMWire | None | UnsetType = UNSET
     capabilities: list[Word] | None | UnsetType = UNSET
@@ -307,7 +324,7 @@ class PurgeRequest(Request):
 
 
 #: Environment variable names (SPAWN's and EXEC's ``env``) and their values.
-_EnvName: TypeAlias = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}\Z")]
+_EnvName: TypeAlias = Annotated[str, Meta(pattern=ENV_NAME_PATTERN)]
 _EnvValue: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX, pattern=r"^[^\x00]*\Z")]
 #: An EXEC handle, as the kernel made it.
 ExecId: TypeAlias = Annotated[str, Meta(pattern=r"^[0-9a-f]{1,32}\Z")]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentos.protocol.requests import TEMPLATE_NAME_PATTERN
+from agentos.protocol.requests import ENV_NAME_PATTERN, RESERVED_ENV_PREFIX, TEMPLATE_NAME_PATTERN
 from agentos.sandbox.spec import SandboxError
 from agentos.sandbox.zygote import DEFAULT_PRELOAD, Zygote, base_env
 from agentos.units import parse_bytes
@@ -41,11 +41,9 @@ __all__ = ["Template", "TemplateSettings", "TemplateZygotes", "absolute_paths"]
 
 _NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 _SECTION_KEYS = ("templates", "template_zygotes", "template_zygote_memory")
 _TEMPLATE_KEYS = ("root", "preload", "python_path", "env", "eager")
-#: Variables the kernel sets for every agent: a template cannot change them.
-_RESERVED_ENV = ("AGENTOS_FD", "AGENTOS_AGENT_ID", "AGENTOS_AGENT_NAME")
 
 
 @dataclass(frozen=True)
@@ -167,9 +165,10 @@ def _template(name: str, body: Any, where: str) -> Template:
     if not isinstance(env, Mapping) or not all(isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str)
                                                for k, v in env.items()):
         raise ValueError(f"{where}.env must map variable names to strings")
-    reserved = sorted(set(env) & set(_RESERVED_ENV))
+    reserved = sorted(name for name in env if name.startswith(RESERVED_ENV_PREFIX))
     if reserved:
-        raise ValueError(f"{where}.env: {reserved[0]} is set by the kernel for every agent")
+        raise ValueError(f"{where}.env: {reserved[0]}: names starting {RESERVED_ENV_PREFIX} are set by "
+                         "the kernel for every agent")
     eager = body.get("eager", False)
     if not isinstance(eager, bool):
         raise ValueError(f"{where}.eager must be true or false, got {eager!r}")

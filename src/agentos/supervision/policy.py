@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol.lifecycle import Status
 from ..units import parse_duration
 
 POLICIES = ("never", "on-failure", "always")
-#: End statuses (as LIST reports them) that count as failures; a clean exit 0 is not one.
-FAILURES = frozenset({"failed", "oom_killed", "timed_out"})
-#: End statuses the agent reached on its own; ``killed`` (KILL, parent, shutdown) never restarts.
-SELF_ENDED = FAILURES | {"exited"}
+#: End statuses that count as failures; a clean exit 0 is not one.
+FAILURES = Status.SELF_ENDED - {Status.EXITED}
 
 _KEYS = ("policy", "max_restarts", "window", "backoff", "backoff_max")
 
@@ -60,7 +59,7 @@ class RestartPolicy:
     def restarts_after(self, status: str) -> bool:
         """Whether an agent that ended with ``status`` is to be restarted at all."""
         if self.policy == "always":
-            return status in SELF_ENDED
+            return status in Status.SELF_ENDED
         if self.policy == "on-failure":
             return status in FAILURES
         return False

@@ -3,7 +3,7 @@
 It owns no syscalls. It checks SPAWN's ``restart`` field before the process
 service sees it (a guard), listens for agents ending on ``kernel.events``, and
 spawns the same request again through the process service after the backoff.
-It publishes ``agent.restarted`` for each restart and ``agent.failed`` when it
+It publishes ``agent.restarted`` for each restart and ``agent.given_up`` when it
 gives up (too many restarts in the window, or the restart itself failed).
 A KILL of the agent, by name or id, cancels a restart that is waiting, as does a START.
 """
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentOSError, InvalidArgument
 from ..kernel.syscalls import Call, Handler
-from ..protocol import Op
-from ..processes.agent import Status, qualified
+from ..processes.agent import qualified
+from ..protocol import Op, op_name
+from ..protocol.lifecycle import SELF_ENDED_TOPICS, Status, Topic
 from .policy import RestartHistory, RestartPolicy
 
 if TYPE_CHECKING:
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from ..processes.service import ProcessService
 
 log = logging.getLogger("agentos.supervision")
-
-#: Topics of agents ending on their own; ``agent.killed`` is an ending someone asked for.
-_ENDINGS = ("agent.exited", "agent.oom_killed")
 
 
 class SupervisorService:
@@ -54,8 +52,8 @@ class SupervisorService:
     async def start(self) -> None:
         self.kernel.add_guard(self._check_spawn)
         self.kernel.add_observer(self._after_call)
-        self._unsubscribe = [self.kernel.events.subscribe(topic, self._on_ended) for topic in _ENDINGS]
-        self._unsubscribe.append(self.kernel.events.subscribe("agent.killed", self._on_killed))
+        self._unsubscribe = [self.kernel.events.subscribe(topic, self._on_ended) for topic in SELF_ENDED_TOPICS]
+        self._unsubscribe.append(self.kernel.events.subscribe(Topic.KILLED, self._on_killed))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -95,13 +93,13 @@ class SupervisorService:
         if timer is not None:
             timer.cancel()
             self.histories.pop(name, None)  # type: ignore[arg-type]
-            log.info("agent %s: restart cancelled by %s", name, Op(call.op).name)
+            log.info("agent %s: restart cancelled by %s", name, op_name(call.op))
 
     def _on_killed(self, topic: str, event: dict[str, Any]) -> None:
         self.histories.pop(qualified(event.get("project"), event["name"]), None)
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
-        # Decided once this event has reached every listener, so nobody sees agent.failed before it.
+        # Decided once this event has reached every listener, so nobody sees agent.given_up before it.
         self.kernel.loop.call_soon(self._decide, event)
 
     def _decide(self, event: dict[str, Any]) -> None:
@@ -150,7 +148,7 @@ class SupervisorService:
         restarted = self._agent(info["id"])
         if restarted is not None:
             restarted.restarts = agent.restarts + 1
-        self.kernel.events.publish("agent.restarted", {
+        self.kernel.events.publish(Topic.RESTARTED, {
             "id": info["id"], "name": agent.name, "project": agent.project, "pid": info["pid"],
             "previous_id": agent.id,
             "restarts": history.total if history is not None else 1, "delay": delay})
@@ -162,7 +160,7 @@ class SupervisorService:
         # And the next kernel does not bring it back as a restart still owed.
         self._processes().ledger.ended(agent, gave_up=True)
         log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
-        self.kernel.events.publish("agent.failed", {
+        self.kernel.events.publish(Topic.GIVEN_UP, {
             "id": agent.id, "name": agent.name, "project": agent.project, "reason": reason,
             "restarts": history.total if history is not None else 0, **details})
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from ...client import AsyncClient
 from ...errors import NotFound
-from ..agents import LIVE, latest, order
+from ...protocol.lifecycle import ENDED_TOPICS, Status, Topic
+from ..agents import latest, order
 from ..launch import add_socket_option, connect, socket_path
 from ..output import Painter, wants_colour
 
@@ -104,17 +105,16 @@ class _Prefixed:
                 for info in agents:
                     await self._print(client, info, follow=False)
                 return
-            async with await client.subscribe("agent.started", "agent.exited", "agent.killed",
-                                              "agent.oom_killed", "agent.failed") as events:
+            async with await client.subscribe(Topic.STARTED, *ENDED_TOPICS, Topic.GIVEN_UP) as events:
                 try:
                     for info in agents:
                         self._follow(client, info)
                     # Judged by the listing taken before any output: what ended since is in `events`.
-                    if await self._still_going(client, [a for a in agents if a["status"] in LIVE]):
+                    if await self._still_going(client, [a for a in agents if a["status"] in Status.LIVE]):
                         async for event in events:
                             if not self._wanted(event.get("name", ""), event.get("project")):
                                 continue
-                            if event["topic"] == "agent.started":
+                            if event["topic"] == Topic.STARTED:
                                 self._follow(client, event)
                             elif not await self._still_going(client):
                                 break

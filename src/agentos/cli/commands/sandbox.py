@@ -29,7 +29,8 @@ from typing import Any
 
 from ...client.sandbox import IDLE
 from ...errors import AgentOSError, NotFound
-from ..agents import LIVE, status_text
+from ...protocol.lifecycle import Status
+from ..agents import status_text
 from ..launch import add_socket_option, connect, env_option
 from ..main import UserError
 from ..output import duration, size, table
@@ -118,7 +119,7 @@ def is_sandbox(info: Mapping[str, Any]) -> bool:
 
 def _sandboxes(client: Any, project: str | None, everything: bool) -> list[Mapping[str, Any]]:
     rows = [info for info in client.list_agents(project=project) if is_sandbox(info)]
-    return rows if everything else [info for info in rows if info["status"] in LIVE]
+    return rows if everything else [info for info in rows if info["status"] in Status.LIVE]
 
 
 def run_ls(args: argparse.Namespace) -> int:
@@ -136,7 +137,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def _row(info: Mapping[str, Any], now: float) -> list[str]:
-    live = info["status"] in LIVE
+    live = info["status"] in Status.LIVE
     memory = (info.get("usage") or {}).get("memory_current") if live else None
     timeout = info.get("timeout")
     expires = duration(info["started_at"] + timeout - now) if live and timeout else "-"
@@ -169,7 +170,7 @@ def run_kill(args: argparse.Namespace) -> int:
 
 
 def _kill(client: Any, name: str) -> dict[str, Any]:
-    running = [info for info in client.list_agents(name=name) if info["status"] in LIVE]
+    running = [info for info in client.list_agents(name=name) if info["status"] in Status.LIVE]
     if not running:
         raise NotFound(f"no running sandbox {name!r}")
     if len(running) > 1:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from ...manifest import AgentSpec, Limits, Restart, Sandbox, schema
 from ...protocol import Op
+from ...supervision.policy import POLICIES
 from ...units import parse_bytes, parse_cpu
 from ..launch import add_socket_option, connect, env_option
 from ..projects import project_option
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="set a variable")
     p.add_argument("--permissions", help="capabilities, comma separated (default: "
                    f"{','.join(schema.DEFAULT_CAPABILITIES)})")
-    p.add_argument("--restart", choices=schema.RESTART_POLICIES, default="never", help="restart policy")
+    p.add_argument("--restart", choices=POLICIES, default="never", help="restart policy")
     p.add_argument("--allow-degraded", action="store_true",
                    help="start even if an isolation layer or limit cannot be enforced here")
     add_socket_option(p)

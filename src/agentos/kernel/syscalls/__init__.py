@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...protocol import Op
+from ...protocol import Op, op_name
 from ...protocol.requests import Request, decode_object, decode_request
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class SyscallTable:
 
     def add(self, op: Op, handler: Handler) -> None:
         if int(op) in self._handlers:
-            raise ValueError(f"syscall {Op(op).name} is already registered")
+            raise ValueError(f"syscall {op_name(op)} is already registered")
         self._handlers[int(op)] = handler
 
     def add_all(self, handlers: Mapping[Op, Handler]) -> None:
