@@ -34,7 +34,6 @@ import re
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from typing import Any
 
 from bench_scale import Bystander, cpu_times, fd_limit, open_fds, rss_mb
 from harness import PYTHON, Goals, build_references, start_c_echo
+from soak import Child
 
 from agentos.protocol import HEADER_SIZE, FrameDecoder, Op, encode_frame
 from agentos.protocol.constants import Flag
@@ -64,7 +64,7 @@ def main(kernel_env: dict[str, str]) -> dict[str, Any]:
     root.chmod(0o755)  # the holders' uids reach the socket; the kernel's own checks decide
     kernel = KernelProcess(root / "k", env=kernel_env, args=["--log-level", "INFO", "--socket-mode", "666"])
     figures: dict[str, Any] = {"asked": ASK, "holders": HOLDERS, "kernel_env": kernel_env}
-    holders: list[Holder] = []
+    holders: list[Child] = []
     bystanders: list[Bystander] = []
     echo = start_c_echo(build_references(root / "refs"))
     try:
@@ -79,8 +79,9 @@ def main(kernel_env: dict[str, str]) -> dict[str, Any]:
         phase(bystanders, "opening")
         started = time.monotonic()
         each, extra = divmod(ASK, HOLDERS)
-        holders = [Holder(FIRST_UID + i, each + (i < extra), kernel.socket_path) for i in range(HOLDERS)]
-        results = [holder.result() for holder in holders]
+        holders = [Child([*PYTHON, __file__, "--holder", str(FIRST_UID + i), str(each + (i < extra)),
+                          str(kernel.socket_path)], f"holder {i}") for i in range(HOLDERS)]
+        results = [json.loads(holder.line()) for holder in holders]
         figures["open_s"] = time.monotonic() - started
         figures["held"] = sum(r["held"] for r in results)
         figures["refused"] = dict(sum((Counter(r["refused"]) for r in results), Counter()))
@@ -97,7 +98,7 @@ def main(kernel_env: dict[str, str]) -> dict[str, Any]:
         figures["cpu_full_2s"] = sum(cpu_times(kernel.pid)) - before
         started = time.monotonic()
         for holder in holders:
-            holder.close()
+            holder.close(60)
         # The kernel sees the closes on its own time: wait for its fd table to be back.
         while open_fds(kernel.pid) > fds_idle + 8 and time.monotonic() < started + 120:
             time.sleep(0.2)
@@ -141,30 +142,6 @@ def memory(pid: int) -> dict[str, float]:
         elif fields[0] == "Rss:":
             where[name] += int(fields[1])
     return {"rss_mb": rss_mb(pid), **{f"{k}_mb": round(v / 1024, 1) for k, v in sorted(where.items())}}
-
-
-class Holder:
-    """A ``--holder`` process: ``count`` connections as ``uid``, held until ``close()``."""
-
-    def __init__(self, uid: int, count: int, socket_path: Path) -> None:
-        self.proc = subprocess.Popen([*PYTHON, __file__, "--holder", str(uid), str(count), str(socket_path)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-
-    def result(self) -> dict[str, Any]:
-        # Other lines are not ours: an editable install logs its rebuild to stdout on import.
-        for line in self.proc.stdout:  # type: ignore[union-attr]
-            if line.startswith("{"):
-                return json.loads(line)  # type: ignore[no-any-return]
-        raise RuntimeError(f"holder {self.proc.pid} exited with {self.proc.wait()}")
-
-    def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        self.proc.wait(60)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def holder(uid: int, count: int, socket_path: str) -> None:

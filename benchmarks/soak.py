@@ -60,8 +60,8 @@ from agentos.testing.kernel import KernelProcess
 LOOPS = ("spawn-sandboxed", "spawn-plain", "store", "send-recv", "think")
 #: Agents each spawn loop keeps running (it kills the oldest when it starts one more).
 LIVE = 4
-#: A number no other process on the box sleeps for: how leftover agents are found.
-MARK = "1700017"
+#: Seconds the agents sleep, unique to a run (its pid): how its leftover agents are found.
+MARK = str(1_700_000_000 + os.getpid())
 #: Growth allowed per hour, fitted over the second half of the run.
 BOUNDS = {"rss_mb": 5.0, "fds": 10.0, "cgroups": 10.0, "zombies": 2.0}
 #: Largest max - min after the warm-up. The spawn loops move the kernel's fds and cgroups as their
@@ -80,10 +80,11 @@ def main() -> int:
     parser.add_argument("--samples", type=Path, default=Path(".benchmarks/soak.jsonl"))
     parser.add_argument("--png", type=Path, default=Path(".benchmarks/soak.png"))
     parser.add_argument("--plot", type=Path, metavar="SAMPLES.jsonl", help="only re-plot a finished run")
-    parser.add_argument("--worker", nargs=3, metavar=("LOOP", "SOCKET", "PAUSE"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("LOOP", "SOCKET", "PAUSE", "MARK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        asyncio.run(worker(args.worker[0], args.worker[1], float(args.worker[2])))
+        loop, socket_path, pause, mark = args.worker
+        asyncio.run(worker(loop, socket_path, float(pause), mark))
         return 0
     if args.plot:
         samples, end = load(args.plot)
@@ -141,7 +142,7 @@ def soak(seconds: float, interval: float, pause: float, path: Path) -> tuple[lis
             kernel.kill()
             end["exit_status"] = "killed"
         fake.stop()
-    end["left_processes"] = len(subprocess.run(["pgrep", "-f", f"sleep {MARK}"], capture_output=True,
+    end["left_processes"] = len(subprocess.run(["pgrep", "-f", f"^sleep {MARK}$"], capture_output=True,
                                                text=True, check=False).stdout.split())
     end["left_cgroups"] = [str(p) for p in kernel_cgroups(kernel.pid)] if kernel.pid else []
     with path.open("a") as out:
@@ -229,30 +230,25 @@ class Bystander:
         self.conn.close()
 
 
-class Worker:
-    """One loop in a ``soak.py --worker`` process; ``take()`` asks for its figures since the last."""
+class Child:
+    """A helper process told what to do by stdin lines, answering in JSON lines on stdout."""
 
-    def __init__(self, loop: str, socket_path: Path, pause: float) -> None:
-        self.loop = loop
-        self.proc = subprocess.Popen([*PYTHON, __file__, "--worker", loop, str(socket_path), str(pause)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.line("ready")
+    def __init__(self, argv: list[str], what: str) -> None:
+        self.what = what
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def line(self, expect: str | None = None) -> str:
+        """The next JSON line (or the line ``expect``)."""
         # Other lines are not ours: an editable install logs its rebuild to stdout on import.
         for line in self.proc.stdout:  # type: ignore[union-attr]
             if expect is None and line.startswith("{") or line.strip() == expect:
                 return line
-        raise RuntimeError(f"the {self.loop} worker exited with {self.proc.wait()}")
+        raise RuntimeError(f"the {self.what} exited with {self.proc.wait()}")
 
-    def take(self) -> dict[str, Any]:
-        self.proc.stdin.write("take\n")  # type: ignore[union-attr]
-        return json.loads(self.line())
-
-    def close(self) -> None:
-        """End the loop; the worker kills the agents it left running and exits."""
+    def close(self, timeout: float = 120) -> None:
+        """Close its stdin, its signal to finish, and wait for it to exit."""
         self.proc.stdin.close()  # type: ignore[union-attr]
-        self.proc.wait(120)
+        self.proc.wait(timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -260,10 +256,25 @@ class Worker:
             self.proc.wait()
 
 
-async def worker(loop: str, socket_path: str, pause: float) -> None:
+class Worker(Child):
+    """One loop in a ``soak.py --worker`` process (which, closed, kills the agents it left running);
+    ``take()`` asks for its figures since the last."""
+
+    def __init__(self, loop: str, socket_path: Path, pause: float) -> None:
+        super().__init__([*PYTHON, __file__, "--worker", loop, str(socket_path), str(pause), MARK],
+                         f"{loop} worker")
+        self.loop = loop
+        self.line("ready")
+
+    def take(self) -> dict[str, Any]:
+        self.proc.stdin.write("take\n")  # type: ignore[union-attr]
+        return json.loads(self.line())  # type: ignore[no-any-return]
+
+
+async def worker(loop: str, socket_path: str, pause: float, mark: str) -> None:
     """A worker process: runs ``loop`` back to back; answers each stdin line with its figures."""
     async with await AsyncClient.connect(socket_path, timeout=120) as client:
-        op, cleanup = await setup(loop, client, socket_path)
+        op, cleanup = await setup(loop, client, socket_path, mark)
         times: list[float] = []
         errors: Counter[str] = Counter()
 
@@ -289,7 +300,7 @@ async def worker(loop: str, socket_path: str, pause: float) -> None:
         await cleanup()
 
 
-async def setup(loop: str, client: AsyncClient, socket_path: str) -> tuple[Step, Step]:
+async def setup(loop: str, client: AsyncClient, socket_path: str, mark: str) -> tuple[Step, Step]:
     """The operation a loop repeats, and what ends it."""
     counter = itertools.count()
 
@@ -301,7 +312,7 @@ async def setup(loop: str, client: AsyncClient, socket_path: str) -> tuple[Step,
 
         async def spawn_kill() -> None:
             name = f"{loop}-{next(counter)}"
-            await client.spawn(name, command=["sleep", MARK], sandboxed=loop == "spawn-sandboxed")
+            await client.spawn(name, command=["sleep", mark], sandboxed=loop == "spawn-sandboxed")
             live.append(name)
             if len(live) > LIVE:
                 await client.kill(live.popleft())
