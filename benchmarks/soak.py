@@ -142,7 +142,7 @@ def soak(seconds: float, interval: float, pause: float, path: Path) -> tuple[lis
             kernel.kill()
             end["exit_status"] = "killed"
         fake.stop()
-    end["left_processes"] = len(subprocess.run(["pgrep", "-f", f"^sleep {MARK}$"], capture_output=True,
+    end["left_processes"] = len(subprocess.run(["pgrep", "-f", f"sleep {MARK}$"], capture_output=True,
                                                text=True, check=False).stdout.split())
     end["left_cgroups"] = [str(p) for p in kernel_cgroups(kernel.pid)] if kernel.pid else []
     with path.open("a") as out:
