@@ -97,8 +97,8 @@ def test_a_replica_runs_under_a_name_spawn_takes() -> None:
 
 
 def test_a_hostname_means_the_same_to_spawn_and_the_manifest() -> None:
-    verdict = agreed(verdicts({"SPAWN": lambda h: spawn(hostname=h), "manifest": lambda h: manifest(sandbox={"hostname": h})},
-                              HOSTNAMES))
+    verdict = agreed(verdicts({"SPAWN": lambda h: spawn(hostname=h),
+                               "manifest": lambda h: manifest(sandbox={"hostname": h})}, HOSTNAMES))
     assert [name for name, ok in verdict.items() if ok] == ["box", "box-1.lan", "b" * 63]
 
 

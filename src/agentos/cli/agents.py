@@ -87,7 +87,8 @@ def order(agents: Sequence[Mapping[str, Any]], by: str = "started",
     """Running agents first, then by ``by`` (one of SORT_KEYS; the biggest first for amounts)."""
     spent = spending or {}
     value = SORT_KEYS[by]
-    return sorted(agents, key=lambda info: (info["status"] not in Status.LIVE, value(info, spent.get(info["id"], Spent()))))
+    return sorted(agents, key=lambda info: (info["status"] not in Status.LIVE,
+                                            value(info, spent.get(info["id"], Spent()))))
 
 
 def _usage(name: str) -> Any:

@@ -37,7 +37,7 @@ from ..protocol.requests import AGENT_REF_PATTERN, ALIAS_PATTERN
 from ..state.database import MAX_ADDRESS_BYTES, Database, check_text
 from ..units import MAX_SECONDS
 from .mailbox import MAX_DELIVERIES, SCHEMA, DeadLetter, Mailboxes, MailboxLimits
-from .pubsub import PubSub, check_pattern, check_topic, is_system_topic
+from .pubsub import SYSTEM_PREFIXES, PubSub, check_pattern, check_topic, is_system_topic
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -95,7 +95,7 @@ class MessagingService:
         limits = self.boxes.limits
         return {"mailbox_size": limits.max_messages, "max_message_bytes": limits.max_message_bytes,
                 "max_deliveries": limits.max_deliveries,
-                "system_topics": ["agent.*", "kernel.*", "mail.*"]}
+                "system_topics": [f"{prefix}*" for prefix in SYSTEM_PREFIXES]}
 
     def _on_started(self, topic: str, event: dict[str, Any]) -> None:
         agent_id, name = event.get("id"), event.get("name")

@@ -51,8 +51,14 @@ from ..kernel.identity import Identity
 from ..kernel.syscalls import Call, Handler
 from ..permissions.principal import caller_id
 from ..protocol import Op
-from ..protocol.requests import (RESERVED_ENV_PREFIX, ExecInputRequest, ExecRequest, ExecResizeRequest,
-                                 ExecSignalRequest)
+from ..protocol.requests import (
+    MAX_UID,
+    RESERVED_ENV_PREFIX,
+    ExecInputRequest,
+    ExecRequest,
+    ExecResizeRequest,
+    ExecSignalRequest,
+)
 from ..sandbox import SandboxError
 from ..sandbox.initd import InitChannel
 from ..sandbox.namespaces import NAMESPACES
@@ -732,8 +738,8 @@ def _uid_of(user: int | str, own: int) -> int:
     if isinstance(user, int):
         return user
     if user.isdigit():
-        if int(user) > 0xFFFFFFFE:
-            raise InvalidArgument(f"user: {user} is not a uid (at most 4294967294)", field="user")
+        if int(user) > MAX_UID:
+            raise InvalidArgument(f"user: {user} is not a uid (at most {MAX_UID})", field="user")
         return int(user)
     names = {"root": 0, "nobody": NOBODY}
     own_name = _user_name(own)

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol.requests import MAX_UID
 from ..sandbox.spec import DEFAULT_AGENT_UID
 from ..units import parse_bytes, parse_duration
 from .launcher import PASSED_ENV
@@ -12,7 +13,6 @@ from .logs import LogSettings
 
 _KEYS = ("log_max_bytes", "logs", "kill_grace", "stop_grace", "keep_ended", "cgroups", "pass_env", "agent_uid",
          "exposures_per_agent", "connections_per_exposure", "files", "list_page")
-_MAX_UID = 0xFFFFFFFE
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class ProcessSettings:
         if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
             raise ValueError("processes.pass_env must be a list of variable names")
         agent_uid = section.get("agent_uid", defaults.agent_uid)
-        if isinstance(agent_uid, bool) or not isinstance(agent_uid, int) or not 0 < agent_uid <= _MAX_UID:
-            raise ValueError(f"processes.agent_uid must be a uid in 1..{_MAX_UID} (agents never run as root), "
+        if isinstance(agent_uid, bool) or not isinstance(agent_uid, int) or not 0 < agent_uid <= MAX_UID:
+            raise ValueError(f"processes.agent_uid must be a uid in 1..{MAX_UID} (agents never run as root), "
                              f"got {agent_uid!r}")
         counts = {}
         for name in ("exposures_per_agent", "connections_per_exposure", "list_page"):

@@ -75,6 +75,9 @@ DEFAULT_MEMORY = 512 * 1024 * 1024
 DEFAULT_PIDS = 128
 DEFAULT_CPU = 1.0
 
+#: The largest uid anything may name: one more, (uid_t)-1, means "unchanged" to the kernel.
+MAX_UID = 0xFFFFFFFE
+
 #: Longest path (PATH_MAX) and longest free text field.
 _PATH_MAX = 4096
 _TEXT_MAX = 1 << 20
@@ -343,7 +346,7 @@ class TerminalWire(Struct, forbid_unknown_fields=True, kw_only=True):
 
 #: An exec's ``user``: a uid, or a user name (letters, digits, ``_.-``) or a uid as text
 #: (``\Z``: ``$`` would let a final newline through).
-ExecUser: TypeAlias = (Annotated[int, Meta(ge=0, le=0xFFFFFFFE)]
+ExecUser: TypeAlias = (Annotated[int, Meta(ge=0, le=MAX_UID)]
                        | Annotated[str, Meta(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})\Z")])
 
 
@@ -541,7 +544,7 @@ class SetPermsRequest(Request):
     op = Op.SET_PERMS
     capabilities: list[Word]
     agent: AgentId | UnsetType = UNSET
-    uid: Annotated[int, Meta(ge=0, le=(1 << 32) - 2)] | UnsetType = UNSET
+    uid: Annotated[int, Meta(ge=0, le=MAX_UID)] | UnsetType = UNSET
 
 
 # -- LLM -------------------------------------------------------------------------------
@@ -712,7 +715,7 @@ class VolumesRequest(Request):
     #: Its project; ``""`` is no project. ``ls`` without it lists every project's.
     project: ProjectFilter | None | UnsetType = UNSET
     #: Another uid's volumes (admins only); the caller's own when absent.
-    uid: Annotated[int, Meta(ge=0, le=0xFFFFFFFE)] | UnsetType = UNSET
+    uid: Annotated[int, Meta(ge=0, le=MAX_UID)] | UnsetType = UNSET
 
 
 # -- approvals -------------------------------------------------------------------------------

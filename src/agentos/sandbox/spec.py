@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentos.errors import AgentOSError
+from agentos.protocol.requests import MAX_UID
 from agentos.sandbox._linux import linux
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ _MAX_PASS_FDS = 200
 #: The uid and gid agents of a root launcher run as unless told otherwise: owned by no
 #: account, no file and no other service (nobody, 65534, is shared with NFS and daemons).
 DEFAULT_AGENT_UID = 65533
-_MAX_ID = 0xFFFFFFFE  # (uid_t)-1 means "unchanged" to the kernel
 #: Where an agent's workspace appears in its view.
 WORKSPACE_PATH = "/workspace"
 
@@ -174,8 +174,8 @@ class SandboxSpec:
         if self.tmp_size is not None and (not isinstance(self.tmp_size, int) or self.tmp_size <= 0):
             _bad("tmp_size must be a positive number of bytes")
         if isinstance(self.agent_uid, bool) or not isinstance(self.agent_uid, int) \
-                or not 0 < self.agent_uid <= _MAX_ID:
-            _bad(f"agent_uid must be a uid in 1..{_MAX_ID} (agents never run as root)")
+                or not 0 < self.agent_uid <= MAX_UID:
+            _bad(f"agent_uid must be a uid in 1..{MAX_UID} (agents never run as root)")
         if self.sandboxed:
             self._check_masks()
         if self.before_exec is not None and not callable(self.before_exec):
