@@ -14,15 +14,11 @@ from typing import Any
 
 import pytest
 
-from agentos import _extensions
 from agentos.kernel import reactor as reactor_py
 from agentos.kernel.loop import ReactorLoop
 from agentos.protocol import FrameDecoder, encode_frame
 
-TWINS = {"python": reactor_py}
-if not _extensions.NO_EXTENSIONS:
-    # The compiled twin too, in the same run (its absence fails test_extensions).
-    TWINS["compiled"] = _extensions.load_twin("reactor", reactor_py)
+from .twins import REACTOR_TWINS as TWINS
 
 THINKISH = 0x05
 

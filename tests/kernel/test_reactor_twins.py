@@ -4,7 +4,7 @@ Written once, run per implementation (uvloop's ``Test_UV_*``/``Test_AIO_*`` patt
 ``Test_Compiled_*`` runs ``agentos._fast.reactor``, ``Test_Python_*`` runs
 ``agentos.kernel.reactor`` and ``Test_Epoll_*`` runs ``selectors.EpollSelector``.
 
-The compiled twin is imported by its own name, not through ``_extensions.load_twin``, so it is
+The twins come from ``twins.py``, which imports the compiled one by its own name, so it is
 under test in both of CI's modes: ``AGENTOS_NO_EXTENSIONS=1`` chooses which twin the kernel
 runs, not which ones exist. ``test_the_compiled_twin_is_the_extension_module`` fails if that
 name ever resolves to anything but the built extension.
@@ -41,11 +41,11 @@ from typing import Any
 import pytest
 import ujson
 
-from agentos._fast import reactor as compiled_reactor
-from agentos.kernel import reactor as python_reactor
 from agentos.kernel.loop import ReactorLoop
 from agentos.protocol import codec as codec_py
 from agentos.protocol.constants import HEADER, MAGIC, VERSION, ErrorCode, Flag
+
+from .twins import REACTOR_TWINS
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -182,7 +182,7 @@ class _Resources:
     def raise_fd_limit(self) -> None:
         """Room for 1,000 socketpairs (2,000 fds, over a default soft limit of 1,024) for this test."""
         self.closing.append(_Rlimit(resource.getrlimit(resource.RLIMIT_NOFILE)))
-        python_reactor.raise_fd_limit()
+        REACTOR_TWINS["python"].raise_fd_limit()
 
 
 class _Rlimit:
@@ -815,11 +815,11 @@ class _Twin(_Resources):
 
 
 class _Compiled(_Twin):
-    module = compiled_reactor
+    module = REACTOR_TWINS["compiled"]
 
 
 class _Python(_Twin):
-    module = python_reactor
+    module = REACTOR_TWINS["python"]
 
 
 class _Epoll(_Resources):
@@ -854,5 +854,6 @@ class Test_Python_Serving(_Python, _ServingTests):
 
 def test_the_compiled_twin_is_the_extension_module() -> None:
     # Whatever AGENTOS_NO_EXTENSIONS says: the switch picks the kernel's twin, not this test's.
-    assert compiled_reactor.__file__ is not None and compiled_reactor.__file__.endswith(".so")
-    assert compiled_reactor.Reactor.__module__ == "agentos._fast.reactor"
+    compiled = REACTOR_TWINS["compiled"]
+    assert compiled.__file__ is not None and compiled.__file__.endswith(".so")
+    assert compiled.Reactor.__module__ == "agentos._fast.reactor"

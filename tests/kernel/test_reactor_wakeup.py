@@ -14,13 +14,7 @@ from typing import Any
 
 import pytest
 
-from agentos import _extensions
-from agentos.kernel import reactor as reactor_py
-
-TWINS = {"python": reactor_py}
-if not _extensions.NO_EXTENSIONS:
-    # The compiled twin too, in the same run (its absence fails test_extensions).
-    TWINS["compiled"] = _extensions.load_twin("reactor", reactor_py)
+from .twins import REACTOR_TWINS as TWINS
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS))
