@@ -438,6 +438,6 @@ async def _restore(service: ProcessService, agent: Agent, gate: asyncio.Semaphor
         restored.restarts = agent.restarts + 1
     log.info("agent %s (%s, %s under the previous kernel) restored as %s: pid %d", agent.qualified_name,
              agent.id, agent.status, info["id"], info["pid"])
-    service.kernel.events.publish("agent.restored", {
+    service.kernel.events.publish(Topic.RESTORED, {
         "id": info["id"], "name": agent.name, "project": agent.project, "pid": info["pid"],
         "previous_id": agent.id, "previous_status": agent.status})

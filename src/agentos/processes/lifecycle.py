@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..cgroups import CgroupError, NoDriver, V1Driver, freeze, thaw
 from ..errors import Unavailable
 from ..kernel.syscalls import Call
+from ..protocol.lifecycle import Topic
 from ..protocol.requests import PauseRequest, ResumeRequest
 from .agent import Agent
 from .request import SpawnRequest
@@ -81,8 +82,8 @@ class Lifecycle:
                 self._start_idle_clock(member)
             raise Unavailable(f"cannot pause agent {agent.name!r}: {exc}", id=agent.id) from None
         log.info("agent %s (%s) paused, %d agent(s) frozen", agent.name, agent.id, len(newly))
-        self.service.kernel.events.publish("agent.paused", {"id": agent.id, "name": agent.name,
-                                                            "frozen": [m.id for m in subtree]})
+        self.service.kernel.events.publish(Topic.PAUSED, {"id": agent.id, "name": agent.name,
+                                                          "frozen": [m.id for m in subtree]})
         return {**agent.info(), "paused": True}
 
     async def resume(self, call: Call) -> dict[str, Any]:
@@ -100,8 +101,8 @@ class Lifecycle:
         for member in thawed:
             self._start_idle_clock(member)
         log.info("agent %s (%s) resumed, %d agent(s) thawed", agent.name, agent.id, len(thawed))
-        self.service.kernel.events.publish("agent.resumed", {"id": agent.id, "name": agent.name,
-                                                             "thawed": [m.id for m in thawed]})
+        self.service.kernel.events.publish(Topic.RESUMED, {"id": agent.id, "name": agent.name,
+                                                           "thawed": [m.id for m in thawed]})
         return {**agent.info(), "resumed": True}
 
     def _target(self, call: Call, ref: dict[str, Any], action: str) -> Agent:

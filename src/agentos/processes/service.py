@@ -649,7 +649,7 @@ class ProcessService:
         if agent.ready_at is None:
             agent.ready_at = time.time()
             agent.ready.set_result(None)
-            self.kernel.events.publish("agent.ready", {"id": agent.id, "name": agent.name})
+            self.kernel.events.publish(Topic.READY, {"id": agent.id, "name": agent.name})
         return {"id": agent.id, "name": agent.name, "ready": True}
 
     # -- lifecycle -------------------------------------------------------------------

@@ -41,11 +41,18 @@ class Topic:
     """The ``agent.*`` topics the kernel publishes on ``kernel.events``."""
 
     STARTED = "agent.started"
+    #: It called READY (what ``depends_on`` and ``agentos up`` wait for).
+    READY = "agent.ready"
+    #: PAUSE froze it and its descendants (``frozen``); RESUME thawed those no other PAUSE holds.
+    PAUSED = "agent.paused"
+    RESUMED = "agent.resumed"
     EXITED = "agent.exited"
     KILLED = "agent.killed"
     OOM_KILLED = "agent.oom_killed"
     #: Published by the next kernel, at its start, for an agent its predecessor left running.
     LOST = "agent.lost"
+    #: The next kernel started it again (its restart policy) under a new id (``previous_id``).
+    RESTORED = "agent.restored"
     #: The supervisor started it again (its restart policy), under a new id.
     RESTARTED = "agent.restarted"
     #: The supervisor stopped restarting it (restarts used up in the window, or a restart or a
