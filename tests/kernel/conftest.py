@@ -12,16 +12,27 @@ from agentos.protocol import FrameDecoder, encode_frame
 from agentos.testing.kernel import KernelProcess
 
 DEMO = Path(__file__).with_name("demo_kernel.py")
+INSPECTED = Path(__file__).with_name("inspected_kernel.py")
+
+
+def _kernel_of(script: Path, tmp_path: Path, allow_tracebacks: bool):
+    k = KernelProcess(tmp_path / "k", command=[sys.executable, str(script)]).start()
+    try:
+        yield k
+    finally:
+        k.stop_checked(allow_tracebacks=allow_tracebacks)
 
 
 @pytest.fixture
 def demo_kernel(tmp_path):
     """A kernel with the test service of demo_kernel.py; may log tracebacks (FAIL does)."""
-    k = KernelProcess(tmp_path / "k", command=[sys.executable, str(DEMO)]).start()
-    try:
-        yield k
-    finally:
-        k.stop_checked(allow_tracebacks=True)
+    yield from _kernel_of(DEMO, tmp_path, allow_tracebacks=True)
+
+
+@pytest.fixture
+def inspected_kernel(tmp_path):
+    """The demo kernel, and a service that tells what dispatch did (inspected_kernel.py)."""
+    yield from _kernel_of(INSPECTED, tmp_path, allow_tracebacks=False)
 
 
 class RawConn:

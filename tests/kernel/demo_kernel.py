@@ -2,7 +2,8 @@
 
 Run as ``python demo_kernel.py --socket ... --state-dir ...``; the tests use it
 to drive what the core syscalls alone cannot: slow replies, streams, handler
-failures and cancellation.
+failures and cancellation. The service is added as any program adds one, with
+``Kernel(extra_services=...)`` (here through ``agentos kernel``'s own options and guardian).
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agentos.cli.main import main
+from agentos.cli.commands import kernel as kernel_command
+from agentos.cli.main import build_parser
 from agentos.errors import NotFound
-from agentos.kernel import daemon
+from agentos.kernel.daemon import ServiceFactory
 
 SLEEP, STREAM, FAIL, RAISE_NOT_FOUND, CANCEL_LOG = 0xF0, 0xF1, 0xF2, 0xF3, 0xF4
 
@@ -62,15 +64,11 @@ class DemoService:
         return {"cancelled": self.cancelled}
 
 
-_build = daemon.build_services
+def serve(argv: list[str], services: list[ServiceFactory]) -> int:
+    """``agentos kernel ARGV`` with ``services`` added to the kernel's own."""
+    return kernel_command.run(build_parser().parse_args(["kernel", *argv]), extra_services=services)
 
-
-def build_services(kernel):
-    return [*_build(kernel), DemoService(kernel)]
-
-
-daemon.build_services = build_services
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
-    sys.exit(main(["kernel", *sys.argv[1:]]))
+    sys.exit(serve(sys.argv[1:], [DemoService]))

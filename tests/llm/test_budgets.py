@@ -13,6 +13,7 @@ from agentos.llm.errors import ErrorKind, LLMError
 from agentos.llm.gemini import build_body
 from agentos.llm.pricing import Price, Prices
 from agentos.llm.types import GenerationOptions, ModelRequest, Usage
+from agentos.protocol.requests import LLMWire
 from agentos.testing.fake_gemini import prompt_tokens
 
 MODEL = ("gemini-test",)
@@ -225,10 +226,9 @@ def test_a_spawned_agents_budgets_are_never_looser_than_its_spawners() -> None:
                                                 "worker": {"tokens": 100_000, "usd": 50,
                                                            "calls_per_minute": 10}}}, {})
     callers = Callers(config)
-    callers.agent_started({"id": "a1", "name": "boss"})
-    callers.agent_started({"id": "a2", "name": "worker", "parent": "a1",
-                           "llm": {"tokens": 9_999, "usd": 1.5}})
-    callers.agent_started({"id": "a3", "name": "helper", "parent": "a2"})
+    callers.agent_started("a1", "boss", None, None)
+    callers.agent_started("a2", "worker", None, "a1", LLMWire(tokens=9_999, usd=1.5))
+    callers.agent_started("a3", "helper", None, "a2")
     worker = callers.policy_of("agent:a2")
     assert (worker.max_tokens, worker.max_usd, worker.calls_per_minute) == (500, 1.5, 10)
     helper = callers.policy_of("agent:a3")

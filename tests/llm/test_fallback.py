@@ -19,6 +19,7 @@ from agentos.llm.ratelimits import RateLimits, model_key
 from agentos.llm.request import parse_json
 from agentos.llm.scheduler import FairScheduler
 from agentos.llm.types import Completion, ModelRequest
+from agentos.protocol.requests import LLMWire
 from agentos.testing import FakeGemini, Reply, error_reply, text_reply
 from tests.llm.test_service import _service, _think
 
@@ -193,7 +194,7 @@ def test_think_with_a_chain_replies_who_answered_and_usage_counts_each_model(
         async with FakeGemini() as fake:
             kernel, service = await _service(tmp_path, fake, monkeypatch, section)
             try:
-                kernel.events.publish("agent.started", {"id": "a1", "name": "writer"})
+                service.callers.agent_started("a1", "writer", None, None)
                 fake.script(error_reply(503), text_reply("lite here"))
                 body = {"prompt": "x", "model": ["gemini-flash", "gemini-lite"]}
                 answered = json.loads(await service.think(_think(kernel, "a1", body)))
@@ -226,7 +227,7 @@ def test_every_model_of_a_chain_must_be_allowed(tmp_path, monkeypatch) -> None:
         async with FakeGemini() as fake:
             kernel, service = await _service(tmp_path, fake, monkeypatch, section)
             try:
-                kernel.events.publish("agent.started", {"id": "a1", "name": "writer"})
+                service.callers.agent_started("a1", "writer", None, None)
                 body = {"prompt": "x", "model": ["gemini-flash", "gemini-pro"]}
                 with pytest.raises(PermissionDenied) as denied:
                     await service.think(_think(kernel, "a1", body))
@@ -251,9 +252,9 @@ def test_an_agents_chain_from_its_manifest_or_its_policy_is_its_default(tmp_path
         async with FakeGemini() as fake:
             kernel, service = await _service(tmp_path, fake, monkeypatch, section)
             try:
-                kernel.events.publish("agent.started", {"id": "a1", "name": "writer", "llm": {
-                    "model": ["gemini-writer", "gemini-lite"]}})
-                kernel.events.publish("agent.started", {"id": "p1", "name": "planner"})
+                service.callers.agent_started("a1", "writer", None, None,
+                                              LLMWire(model=["gemini-writer", "gemini-lite"]))
+                service.callers.agent_started("p1", "planner", None, None)
                 fake.script(error_reply(429, retry_delay=30), text_reply("w"),
                             error_reply(503), text_reply("p"))
                 writer = json.loads(await service.think(_think(kernel, "a1", {"prompt": "x"})))

@@ -15,6 +15,7 @@ from agentos.kernel.identity import Identity
 from agentos.kernel.syscalls import Call
 from agentos.llm.service import LLMService
 from agentos.protocol import Op
+from agentos.protocol.requests import LLMWire
 from agentos.testing import FakeGemini, Reply
 
 
@@ -76,7 +77,7 @@ def test_model_override_needs_the_agents_permission(tmp_path, monkeypatch) -> No
                 body = {"prompt": "x", "model": "gemini-pro-test"}
                 with pytest.raises(PermissionDenied, match="model override"):
                     await service.think(_think(kernel, "a1", body))
-                kernel.events.publish("agent.started", {"id": "a1", "name": "researcher"})
+                service.callers.agent_started("a1", "researcher", None, None)
                 answer = json.loads(await service.think(_think(kernel, "a1", body)))
                 return answer, [r.path for r in fake.requests]
             finally:
@@ -100,11 +101,11 @@ def test_agents_and_outside_clients_have_separate_contexts(tmp_path, monkeypatch
                 with pytest.raises(NotFound):
                     await service.think(outsider)
                 # A restarted agent has a new id but the same name: it finds its context again.
-                kernel.events.publish("agent.started", {"id": "a1", "name": "scribe"})
+                service.callers.agent_started("a1", "scribe", None, None)
                 await service.context(Call(kernel, conn, int(Op.CONTEXT), 2,
                                            b'{"op": "create", "id": "named"}'))
                 again = SimpleNamespace(context=Identity(pid=2, uid=1000, gid=1000, agent_id="a2"))
-                kernel.events.publish("agent.started", {"id": "a2", "name": "scribe"})
+                service.callers.agent_started("a2", "scribe", None, None)
                 found = await service.context(Call(kernel, again, int(Op.CONTEXT), 3,
                                                    b'{"op": "get", "id": "named"}'))
                 return ((tmp_path / "llm" / "contexts" / "agent%3Aa1" / "mine.json").exists()
@@ -121,9 +122,8 @@ def test_the_agents_manifest_llm_section_sets_defaults_and_budgets(tmp_path, mon
         async with FakeGemini() as fake:
             kernel, service = await _service(tmp_path, fake, monkeypatch, {})
             try:
-                kernel.events.publish("agent.started", {"id": "a1", "name": "writer", "llm": {
-                    "model": "gemini-writer", "system": "Write poems.", "temperature": 0.9,
-                    "tokens": 40}})
+                service.callers.agent_started("a1", "writer", None, None, LLMWire(
+                    model="gemini-writer", system="Write poems.", temperature=0.9, tokens=40))
                 first = json.loads(await service.think(_think(kernel, "a1", {"prompt": "a poem please"})))
                 second = json.loads(await service.think(_think(kernel, "a1", {"prompt": "another"})))
                 own = json.loads(await service.think(_think(kernel, "b2", {"prompt": "x"})))

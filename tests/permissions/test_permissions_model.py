@@ -8,8 +8,9 @@ import pytest
 from agentos.errors import InvalidArgument, NotFound, PermissionDenied
 from agentos.kernel.identity import Identity
 from agentos.permissions import Capability, Permissions, parse_capabilities
-from agentos.permissions.policy import required_capability
+from agentos.permissions.policy import required_capability, state_scope
 from agentos.protocol import Op
+from agentos.protocol.requests import decode_request
 
 ROOT = Identity(pid=1, uid=0, gid=0, admin=True)
 STRANGER = Identity(pid=2, uid=54321, gid=54321)
@@ -109,17 +110,21 @@ def test_set_and_describe() -> None:
     assert perms.capabilities_of(a) == frozenset()
 
 
-@pytest.mark.parametrize("op, args, needed", [
+@pytest.mark.parametrize("op, request_, needed", [
     (Op.NOOP, None, None), (Op.HELLO, None, None), (Op.GET_PERMS, None, None),
     (Op.THINK, None, Capability.THINK), (Op.SPAWN, None, Capability.SPAWN),
     (Op.KILL, None, Capability.KILL), (Op.SEND, None, Capability.MESSAGE),
     (Op.SUBSCRIBE, None, Capability.MESSAGE), (Op.SET_PERMS, None, Capability.ADMIN),
     (Op.HTTP, None, Capability.HTTP), (Op.AUDIT, None, Capability.ADMIN),
-    (Op.STORE, {}, Capability.STATE_OWN), (Op.FETCH, {"scope": "own"}, Capability.STATE_OWN),
-    (Op.CAS, {"scope": "shared"}, Capability.STATE_SHARED), (0xEE, None, Capability.ADMIN),
+    (Op.STORE, b'{"key": "k", "value": 1}', Capability.STATE_OWN),
+    (Op.FETCH, b'{"key": "k", "scope": "own"}', Capability.STATE_OWN),
+    (Op.CAS, b'{"key": "k", "value": 1, "scope": "shared"}', Capability.STATE_SHARED),
+    (0xEE, None, Capability.ADMIN),
 ])
-def test_policy_table(op: int, args, needed) -> None:
-    assert required_capability(op, args) == needed
+def test_policy_table(op: int, request_: bytes | None, needed) -> None:
+    # A state syscall's scope comes from its decoded request, as the guard reads it.
+    scope = state_scope(decode_request(op, request_)) if request_ is not None else "own"
+    assert required_capability(op, scope) == needed
 
 
 def test_every_opcode_has_a_decided_policy() -> None:
@@ -129,7 +134,7 @@ def test_every_opcode_has_a_decided_policy() -> None:
 
 def test_bad_scope_is_invalid() -> None:
     with pytest.raises(InvalidArgument, match="scope"):
-        required_capability(Op.STORE, {"scope": "everyone"})
+        required_capability(Op.STORE, "everyone")
 
 
 def test_principal_is_the_spawn_path_and_survives_a_restart() -> None:

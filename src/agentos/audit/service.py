@@ -17,6 +17,7 @@ from .settings import AuditSettings
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
+    from ..permissions import Permissions
 
 #: Records a slow follower may fall behind by before it is told some were dropped.
 FOLLOW_BACKLOG = 10_000
@@ -31,8 +32,10 @@ class AuditService:
 
     name = "audit"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, permissions: Permissions) -> None:
         self.kernel = kernel
+        #: Where a record's agent name comes from (the names agents were registered under).
+        self.permissions = permissions
         try:
             settings = AuditSettings.from_section(kernel.config.section("audit"))
         except ValueError as exc:
@@ -42,12 +45,12 @@ class AuditService:
         # AUDIT reads queue on a thread of their own: a burst of them never holds the
         # loop's shared executor, which SPAWN's sandbox handshakes wait on.
         self._reader: ThreadPoolExecutor | None = None
-        kernel.add_observer(self.observe)
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.AUDIT: self.audit}
 
     async def start(self) -> None:
+        self.kernel.add_observer(self.observe)  # every syscall is recorded
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-reader")
         # Off the loop: it reads the current file once to index it, and finishes a crash's rotation.
         await asyncio.get_running_loop().run_in_executor(self._reader, self.log.open)
@@ -97,9 +100,7 @@ class AuditService:
     def _name_of(self, agent_id: str | None) -> str | None:
         if agent_id is None:
             return None
-        permissions = self.kernel.services.get("permissions")
-        registry = getattr(permissions, "permissions", None)
-        return registry.name_of(agent_id) if registry is not None else None
+        return self.permissions.name_of(agent_id)
 
     async def audit(self, call: Call) -> None:
         """Stream the last ``limit`` records (by ``agent`` if given); with ``follow``, keep

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
-    from ..kernel.service import Service
+    from .backend import ClusterService
 
 #: The Ray namespace every agent's actor lives in (named by its agent id).
 NAMESPACE = "agentos"
@@ -20,7 +20,7 @@ NAMESPACE = "agentos"
 EXTRA = "agentos[ray]"
 
 
-def cluster_service(kernel: Kernel) -> Service:
+def cluster_service(kernel: Kernel) -> ClusterService:
     """The ``cluster`` service of a kernel whose configuration has a ``cluster`` section."""
     try:
         from .backend import ClusterService

@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED
 from ..protocol import VERSION, Op
+from ..protocol.requests import HelloRequest, given
 from .syscalls import Call, Handler
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class CoreService:
     async def hello(self, call: Call) -> dict[str, Any]:
         kernel = self.kernel
         ident = call.identity
-        declared = call.args().get("max_payload")
+        declared = given(cast(HelloRequest, call.request).max_payload)
         if declared is not None:
             kernel.set_reply_limit(call.conn, declared)
         return {

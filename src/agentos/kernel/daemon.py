@@ -9,7 +9,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from . import reactor as reactor_py
 from .admission import Admission
 from .config import KernelConfig
 from .events import EventBus
+from .hooks import Guard, Hooks, Observer
 from .identity import Identity
 from .loop import ReactorLoop
 from .peers import PeerGone, peer_pidfd
@@ -39,8 +40,8 @@ _ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
 _STREAM_CHUNK = int(Flag.REPLY | Flag.STREAM)
 _STREAM_END = int(Flag.REPLY | Flag.STREAM | Flag.END)
 
-Guard = Callable[[Call], None]
-Observer = Callable[[Call, str, float], None]
+#: What adds a service to a kernel: called with the kernel, it returns the service (``Kernel(extra_services=...)``).
+ServiceFactory = Callable[["Kernel"], Service]
 #: ``(peer pid, peer pidfd or None) -> agent id or None``; raises to refuse the connection.
 PeerAgent = Callable[[int, "int | None"], "str | None"]
 
@@ -50,7 +51,13 @@ class KernelAlreadyRunning(RuntimeError):
 
 
 def build_services(kernel: Kernel) -> list[Service]:
-    """Every subsystem of this kernel, in start order (each adds its syscalls)."""
+    """Every subsystem of this kernel, in start order (each adds its syscalls), then the
+    kernel's ``extra_services``.
+
+    The one place services are wired: each is built with the others it uses, by type, and
+    none looks another up at run time. They are built in the order their collaborators
+    exist; the list returned is the order they start in, which is another.
+    """
     # Imported here: these pull in the whole kernel, which clients never need.
     from ..audit.service import AuditService
     from ..cluster import cluster_service
@@ -61,41 +68,65 @@ def build_services(kernel: Kernel) -> list[Service]:
     from ..observability.telemetry import TelemetryService
     from ..permissions.service import PermissionService
     from ..processes import ProcessService
+    from ..sandbox import Launcher
+    from ..sandbox.templates import TemplateSettings
     from ..state.service import StateService
-    from ..supervision import SupervisorService
+    from ..supervision.service import SupervisorService
     from .core import CoreService
 
+    config = kernel.config
+    try:
+        templates = TemplateSettings.from_section(config.section("sandbox"))
+    except ValueError as exc:
+        raise ValueError(f"kernel configuration: {exc}") from None
+    permissions = PermissionService(kernel)
+    cluster = cluster_service(kernel) if config.section("cluster") else None
+    egress = EgressService(kernel)
+    state = StateService(kernel, permissions.permissions)
+    messaging = MessagingService(kernel, permissions.permissions)
+    audit = AuditService(kernel, permissions.permissions)
+    llm = LLMService(kernel)
+    processes = ProcessService(kernel, permissions=permissions.permissions, launcher=Launcher(templates=templates),
+                               llm_registry=llm.callers, project_stores=(messaging, state), cluster=cluster,
+                               egress=egress)
+    mcp = McpService(kernel, processes, audit.log)
+    # The one cycle, closed here: THINK's tool loop is the mcp service's, which runs its servers as
+    # agents of the processes service, which tells the LLM gateway of every agent it starts.
+    llm.tools = mcp
     return [
         CoreService(kernel),
         # Early: it stops late, so the spans of the other services' last syscalls are exported.
-        TelemetryService(kernel),
-        PermissionService(kernel),
+        TelemetryService(kernel, processes.table, llm, messaging),
+        permissions,
         # Before processes: agents placed on a node (a restored one too) need the cluster.
-        *([cluster_service(kernel)] if kernel.config.section("cluster") else []),
-        ProcessService(kernel),
-        SupervisorService(kernel),
-        StateService(kernel),
-        MessagingService(kernel),
-        EgressService(kernel),
-        AuditService(kernel),
-        LLMService(kernel),
+        *([cluster] if cluster is not None else []),
+        processes,
+        SupervisorService(kernel, processes),
+        state,
+        messaging,
+        egress,
+        audit,
+        llm,
         # After processes (its servers are agents) and audit (it records tool calls and approvals).
-        McpService(kernel),
+        mcp,
+        *(add(kernel) for add in kernel.extra_services),
     ]
 
 
 class Kernel:
     """Owns the socket, the reactor, the services and the syscall table."""
 
-    def __init__(self, config: KernelConfig) -> None:
+    def __init__(self, config: KernelConfig, extra_services: Sequence[ServiceFactory] = ()) -> None:
         self.config = config
+        #: Services beyond the kernel's own, built and started after them (``build_services``).
+        self.extra_services = tuple(extra_services)
         self.events = EventBus()
         self.table = SyscallTable()
         self.services: dict[str, Service] = {}
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop
-        self._guards: list[Guard] = []
-        self._observers: list[Observer] = []
+        self._guards: Hooks[Guard] = Hooks()
+        self._observers: Hooks[Observer] = Hooks()
         self._when_started: list[Callable[[], Awaitable[None]]] = []
         self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
@@ -122,13 +153,15 @@ class Kernel:
 
     # -- hooks for subsystems ---------------------------------------------------
 
-    def add_guard(self, guard: Guard) -> None:
-        """Run ``guard(call)`` before every handler; it raises to refuse the call."""
-        self._guards.append(guard)
+    def add_guard(self, guard: Guard, ops: Iterable[int] | None = None) -> None:
+        """Run ``guard(call)`` before the handler of each syscall in ``ops`` (None: every
+        syscall), after the guards added before it; it raises to refuse the call."""
+        self._guards.add(guard, ops)
 
-    def add_observer(self, observer: Observer) -> None:
-        """Call ``observer(call, outcome, latency_s)`` after every dispatched syscall."""
-        self._observers.append(observer)
+    def add_observer(self, observer: Observer, ops: Iterable[int] | None = None) -> None:
+        """Call ``observer(call, outcome, latency_s)`` after each dispatched syscall in ``ops``
+        (None: every syscall)."""
+        self._observers.add(observer, ops)
 
     def when_started(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook()`` once every service has started, before the socket takes clients."""
@@ -251,7 +284,7 @@ class Kernel:
         conn = call.conn
         try:
             call.decode()
-            for guard in self._guards:
+            for guard in self._guards.of(call.op):
                 guard(call)
             result = await handler(call)
             payload = encode_payload(result)
@@ -270,11 +303,12 @@ class Kernel:
         tasks = self._tasks.get(conn)
         if tasks is not None:  # None: the connection closed, which forgot its tasks
             tasks.discard(asyncio.current_task(self.loop))
-        if self._observers:
+        observers = self._observers.of(call.op)
+        if observers:
             # After the reply goes out (the reactor writes it as the next iteration starts):
             # the audit record costs the caller no latency. The caller's next request is read
             # in a later iteration still, so it never overtakes this record.
-            self.loop.call_soon(self._observe, call, outcome, time.perf_counter() - started)
+            self.loop.call_soon(self._observe, observers, call, outcome, time.perf_counter() - started)
 
     def _unexpected(self, call: Call, exc: Exception) -> SyscallError:
         """The error a syscall's unforeseen exception is answered with."""
@@ -285,8 +319,9 @@ class Kernel:
         log.exception("syscall %s failed", op_name(call.op))
         return InternalError(f"{op_name(call.op)} failed inside the kernel: {type(exc).__name__}: {exc}")
 
-    def _observe(self, call: Call, outcome: str, latency: float) -> None:
-        for observer in self._observers:
+    @staticmethod
+    def _observe(observers: tuple[Observer, ...], call: Call, outcome: str, latency: float) -> None:
+        for observer in observers:
             try:
                 observer(call, outcome, latency)
             except Exception:

@@ -6,17 +6,20 @@ and owns contexts and budgets by name within its project (``name:<name>``, or
 a budget or a conversation), so a restarted agent finds its conversations again and
 cannot start over with a fresh budget; its policy comes from ``llm.agents`` (by id,
 then ``project/name``, then name) and
-from its manifest's ``llm`` section, which the processes service passes as
-``llm`` on the ``agent.started`` event. An outside client is scheduled per
+from its manifest's ``llm`` section (SPAWN's ``llm``), which the processes service hands
+over as it starts the agent (``Callers.agent_started``). An outside client is scheduled per
 process (``client:<uid>:<pid>``) and owns contexts and budgets per user (``uid:<uid>``).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from msgspec import UnsetType
+
+from ..protocol.requests import LLMWire, given
 from .config import AgentPolicy, LLMConfig
 from .request import ThinkArgs, model_chain
 
@@ -40,22 +43,19 @@ class AgentDefaults:
     usd: float | None = None
 
     @classmethod
-    def from_event(cls, raw: Mapping[str, Any]) -> AgentDefaults:
-        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
-            value = raw.get(key)
-            return value if isinstance(value, kind) and not isinstance(value, bool) else None
-        model = raw.get("model")
+    def from_wire(cls, llm: LLMWire) -> AgentDefaults:
+        """SPAWN's ``llm``, as its declared request typed it."""
+        model = given(llm.model)
         try:
-            # SPAWN checked the names; a model named twice is tried once.
+            # A model named twice is tried once.
             chain = model_chain(list(dict.fromkeys(model)) if isinstance(model, list) else model,
                                 "llm.model")
-        except (TypeError, ValueError):
-            chain = ()
+        except ValueError:
+            chain = ()  # a name of blanks: SPAWN's type lets it through, no model has it
         return cls(model=chain[0] if chain else None, fallbacks=chain[1:],
-                   system=typed("system", str),
-                   temperature=typed("temperature", (int, float)), tokens=typed("tokens", int),
-                   calls_per_minute=typed("calls_per_minute", int),
-                   usd=typed("usd", (int, float)))
+                   system=given(llm.system), temperature=given(llm.temperature),
+                   tokens=given(llm.tokens), calls_per_minute=given(llm.calls_per_minute),
+                   usd=given(llm.usd))
 
     def apply(self, policy: AgentPolicy) -> AgentPolicy:
         """The policy with this manifest's budgets, and its model allowed."""
@@ -135,21 +135,19 @@ class Callers:
         name = self._names.get(agent_id)
         return f"name:{name}" if name else agent_key(agent_id)
 
-    def agent_started(self, event: Mapping[str, Any]) -> None:
-        agent_id = str(event["id"])
-        if event.get("name"):
-            project = event.get("project")
-            self._names[agent_id] = f"{project}/{event['name']}" if project else str(event["name"])
-        if event.get("parent"):
-            self._parents[agent_id] = str(event["parent"])
-        llm = event.get("llm")
-        if isinstance(llm, Mapping):
-            self._defaults[agent_id] = AgentDefaults.from_event(llm)
-            provider = llm.get("provider")
-            if provider and provider != self.config.provider:
+    def agent_started(self, agent_id: str, name: str, project: str | None, parent: str | None,
+                      llm: LLMWire | UnsetType | None = None) -> None:
+        """The process service started agent ``agent_id``, spawned by the agent ``parent`` (None:
+        by an outside client), with SPAWN's ``llm`` (its THINK defaults and budgets)."""
+        self._names[agent_id] = f"{project}/{name}" if project else name
+        if parent is not None:
+            self._parents[agent_id] = parent
+        if isinstance(llm, LLMWire):
+            self._defaults[agent_id] = AgentDefaults.from_wire(llm)
+            provider = given(llm.provider)
+            if provider is not None and provider != self.config.provider:
                 log.warning("agent %s asks for LLM provider %r; this kernel serves %r only",
-                            event.get("name") or agent_id, provider, self.config.provider)
-
+                            self._names[agent_id], provider, self.config.provider)
 
     def forget(self, agent_ids: Iterable[str]) -> None:
         """Agents the kernel forgot (ended, past ``processes.keep_ended``)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgument, PermissionDenied, TooLarge
 from ..observability import notes
 from ..protocol import Op
-from ..protocol.lifecycle import ENDED_TOPICS, Topic
+from ..protocol.lifecycle import ENDED_TOPICS
 from ..protocol.payload import encode_payload
 from .budgets import Budgets, Reservation, has_media, team_totals
 from .callers import Caller, Callers, agent_key
@@ -42,6 +42,7 @@ from .types import Completion, Content, ModelRequest, Usage
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
     from ..kernel.syscalls import Call
+    from ..mcp.service import McpService
 
 log = logging.getLogger("agentos.llm")
 
@@ -51,8 +52,12 @@ class LLMService:
 
     name = "llm"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, tools: McpService | None = None) -> None:
         self.kernel = kernel
+        #: Runs THINK's tool loop with ``tools: "mcp"`` (None: a kernel without MCP servers). The
+        #: mcp service needs the processes service, which needs ``callers``: ``build_services``
+        #: sets this once the mcp service exists.
+        self.tools = tools
         self.config = LLMConfig.from_section(_section(kernel), os.environ)
         self.scheduler = FairScheduler(self.config.max_inflight)
         self.rate_limits = RateLimits()
@@ -90,7 +95,7 @@ class LLMService:
         self._session = new_session(self.config)
         self._prefix_cache = self._make_prefix_cache(self._session)
         self._provider = make_provider(self.config, self._session, self._prefix_cache)
-        self._unsubscribe = [self.kernel.events.subscribe("agent.*", self._on_agent_event)]
+        self._unsubscribe = [self.kernel.events.subscribe(topic, self._on_agent_gone) for topic in ENDED_TOPICS]
         cfg = self.config
         where = f"{cfg.base_url}/{cfg.api_version}" if cfg.api_version else cfg.base_url
         if cfg.needs_key and not cfg.api_key:
@@ -161,8 +166,11 @@ class LLMService:
         calls.add(task)
         try:
             if args.mcp_tools:
+                if self.tools is None:
+                    raise InvalidArgument("THINK: tools \"mcp\" needs the mcp service, which this kernel does not run",
+                                          field="tools")
                 from ..mcp.routing import think_with_tools  # the tool loop: only for tools "mcp"
-                return await think_with_tools(self, call, args, caller)
+                return await think_with_tools(self.tools, self, call, args, caller)
             return await self._think(call, args, caller)
         except asyncio.CancelledError:
             # Killed agent: answer (its connection may outlive it). Any other cancellation
@@ -322,13 +330,9 @@ class LLMService:
             for failure in chain.failed:
                 self.budgets.model_used(caller.key, failure["model"], None)
 
-    def _on_agent_event(self, topic: str, event: dict[str, Any]) -> None:
+    def _on_agent_gone(self, topic: str, event: dict[str, Any]) -> None:
         agent_id = event.get("id")
-        if agent_id is None:
-            return
-        if topic == Topic.STARTED:
-            self.callers.agent_started(event)
-        elif topic in ENDED_TOPICS:
+        if agent_id is not None:
             self.cancel_agent(str(agent_id))
 
     def forget_agents(self, agent_ids: Sequence[str]) -> None:

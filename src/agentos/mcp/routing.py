@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentos.mcp")
 
 
-async def think_with_tools(llm: LLMService, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
-    mcp: McpService = llm.kernel.services["mcp"]  # type: ignore[assignment]
+async def think_with_tools(mcp: McpService, llm: LLMService, call: Call, args: ThinkArgs, caller: Caller) -> bytes:
     policy = mcp.policy(call.identity)
     offered = [tool.declaration() for tool in await mcp.tools() if policy.allows(tool.qualified)]
     declarations = _declarable(llm, offered)

@@ -20,6 +20,7 @@ from .policy import ToolPolicy, ToolRule, check_narrower, check_servers, rules_f
 from .servers import McpServer, Tool
 
 if TYPE_CHECKING:
+    from ..audit.log import AuditLog
     from ..kernel.daemon import Kernel
     from ..processes.agent import Agent
     from ..processes.service import ProcessService
@@ -30,8 +31,12 @@ log = logging.getLogger("agentos.mcp")
 class McpService:
     name = "mcp"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, processes: ProcessService, audit: AuditLog) -> None:
         self.kernel = kernel
+        #: Runs each server as an agent, and holds the lineage a caller's tools come from.
+        self.processes = processes
+        #: Where tool calls and approval decisions are recorded.
+        self.audit_log = audit
         try:
             self.config = McpConfig.from_section(kernel.config.section("mcp"))
         except ValueError as exc:
@@ -52,14 +57,14 @@ class McpService:
 
     async def start(self) -> None:
         self.queue.open()
-        self.kernel.add_guard(self._check_spawn)
+        self.kernel.add_guard(self._check_spawn, ops=(Op.SPAWN,))
         if self.config.servers:
             self.kernel.when_started(self._start_servers)
 
     async def _start_servers(self) -> None:
         from .host import ExecHost
 
-        host = ExecHost(self._processes())
+        host = ExecHost(self.processes)
         for spec in self.config.servers.values():
             server = self.servers[spec.name] = McpServer(spec, host, self.config.start_timeout)
             server.start()
@@ -107,7 +112,7 @@ class McpService:
 
     def _lineage(self, agent_id: str) -> list[Agent]:
         """The agent and its ancestors, nearest first, as far as the process table knows them."""
-        table = self._processes().table
+        table = self.processes.table
         out: list[Agent] = []
         current = table.get(agent_id)
         while current is not None:
@@ -120,21 +125,19 @@ class McpService:
 
     def _check_spawn(self, call: Call) -> None:
         """SPAWN's ``tools``: servers this kernel runs, each entry within the spawner's own."""
-        if call.op != Op.SPAWN:
-            return
         rules = rules_from_wire(cast(SpawnRequestWire, call.request).tools)
         if not rules:
             return
         check_servers(rules, self.config.servers)
         if call.identity.agent_id is not None:
-            spawner = self._processes().table.get(call.identity.agent_id)
+            spawner = self.processes.table.get(call.identity.agent_id)
             parent = rules_from_wire(spawner.request.tools) if spawner is not None else None
             check_narrower(rules, parent)
 
     # --- approvals -----------------------------------------------------------------------
 
     def request_approval(self, identity: Identity, tool: str, arguments: dict[str, Any]) -> Approval:
-        agent = self._processes().table.get(identity.agent_id) if identity.agent_id else None
+        agent = self.processes.table.get(identity.agent_id) if identity.agent_id else None
         return self.queue.request(identity.agent_id, agent.qualified_name if agent else None,
                                   self.owner_of(identity), tool, arguments, self.config.approval_timeout)
 
@@ -177,29 +180,20 @@ class McpService:
 
     def audit(self, identity: Identity, event: str, tool: str, outcome: str, **details: Any) -> None:
         """A record in the audit log for a tool call the kernel made or refused."""
-        service = self.kernel.services.get("audit")
-        if service is None:
-            return
         agent = identity.agent_id
         record = {"ts": round(time.time(), 6), "agent": agent,
                   "name": self._name(agent), "uid": identity.uid, "pid": identity.pid,
                   "op": event, "outcome": outcome, "args": {"tool": tool, **details}}
-        service.log.record(record)  # type: ignore[attr-defined]
+        self.audit_log.record(record)
 
     def _audit_decision(self, record: Approval) -> None:
         by = record.decided_by or {}
-        service = self.kernel.services.get("audit")
-        if service is None:
-            return
-        service.log.record({  # type: ignore[attr-defined]
+        self.audit_log.record({
             "ts": round(time.time(), 6), "agent": record.agent, "name": record.name,
             "uid": by.get("uid"), "pid": by.get("pid"), "op": "APPROVAL", "outcome": record.status,
             "args": {"id": record.id, "tool": record.tool, "reason": record.reason,
                      "decided_by": by or "timeout"}})
 
     def _name(self, agent_id: str | None) -> str | None:
-        agent = self._processes().table.get(agent_id) if agent_id else None
+        agent = self.processes.table.get(agent_id) if agent_id else None
         return agent.qualified_name if agent is not None else None
-
-    def _processes(self) -> ProcessService:
-        return self.kernel.services["processes"]  # type: ignore[return-value]

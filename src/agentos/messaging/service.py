@@ -30,7 +30,6 @@ from ..kernel.syscalls import Call, Handler
 from ..permissions.capabilities import Capability
 from ..permissions.principal import project_segment
 from ..permissions.registry import Permissions
-from ..permissions.service import permissions_of
 from ..protocol import Op
 from ..protocol.lifecycle import ENDED_TOPICS, Topic
 from ..protocol.requests import AGENT_REF_PATTERN, ALIAS_PATTERN
@@ -61,8 +60,10 @@ class MessagingService:
 
     name = "messaging"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, permissions: Permissions) -> None:
         self.kernel = kernel
+        #: Whose mailbox an address is (principals), and who may use reserved names and topics.
+        self.permissions = permissions
         section = kernel.config.section("messaging")
         self.db = Database(kernel.config.state_dir / "mailboxes.db", SCHEMA)
         self.boxes = Mailboxes(self.db, MailboxLimits.from_section(section))
@@ -104,7 +105,7 @@ class MessagingService:
         self._live_agents.add(agent_id)
         if isinstance(name, str):
             # Queued before any later SEND's lookup, on the same database thread.
-            principal = self._permissions().agent_principal(agent_id)
+            principal = self.permissions.agent_principal(agent_id)
             self.boxes.remember_agent(principal, name).add_done_callback(_log_failure)
 
     def registry_sizes(self) -> Mapping[str, int]:
@@ -115,18 +116,15 @@ class MessagingService:
 
     # -- addresses ----------------------------------------------------------------
 
-    def _permissions(self) -> Permissions:
-        return permissions_of(self.kernel)
-
     def _principal(self, call: Call) -> str:
-        return self._permissions().principal(call.identity)
+        return self.permissions.principal(call.identity)
 
     async def _resolve(self, identity: Identity, target: Any) -> str:
         """The mailbox address ``to`` means (docs/messaging.md, "Addresses", in this order):
         an agent id; an agent principal or ``uid:<n>``; an agent's name, nearest to the
         sender first; a registered name, nearest scope first, global last."""
         target = check_text(target, "to", MAX_ADDRESS_BYTES)
-        permissions = self._permissions()
+        permissions = self.permissions
         if permissions.knows(target):
             return permissions.agent_principal(target)
         if _UID.fullmatch(target):
@@ -163,7 +161,7 @@ class MessagingService:
         if not _PROJECT_REF.fullmatch(target):
             return None
         project, _, name = target.partition("/")
-        permissions = self._permissions()
+        permissions = self.permissions
         known = [a for a in permissions.ids_named(name) if permissions.project_of(a) == project]
         running = [a for a in known if a in self._live_agents]
         if running or known:
@@ -216,7 +214,7 @@ class MessagingService:
         args = call.args()
         if "body" not in args:
             raise InvalidArgument("BROADCAST needs a 'body'", field="body")
-        permissions = self._permissions()
+        permissions = self.permissions
         sender = permissions.principal(call.identity)
         live = {permissions.agent_principal(agent_id) for agent_id in self._live_agents}
         targets = sorted((live | set(await self.boxes.addresses())) - {sender})
@@ -277,7 +275,7 @@ class MessagingService:
     def _announce_dead(self, reader: Identity, letter: DeadLetter) -> None:
         """Publish ``mail.dead`` for a letter RECV moved. The reader is the mailbox's owner:
         RECV reads only the caller's own mailbox or one of its registered names."""
-        permissions = self._permissions()
+        permissions = self.permissions
         self.kernel.events.publish(MAIL_DEAD, {
             "mailbox": letter.mailbox, "principal": permissions.principal(reader), "id": letter.id,
             "deliveries": letter.deliveries, "sender": letter.sender,
@@ -347,7 +345,7 @@ class MessagingService:
         if args.get("name") is not None or (mailbox is None and not default_all):
             return [await self._reader_address(call, args)]
         identity = call.identity
-        admin = self._permissions().is_admin(identity)
+        admin = self.permissions.is_admin(identity)
         if mailbox is None or mailbox == "*":
             return None if admin else await self._own_addresses(identity)
         address = await self._resolve(identity, mailbox)
@@ -358,7 +356,7 @@ class MessagingService:
 
     async def _own_addresses(self, identity: Identity) -> list[str]:
         """The caller's mailbox and those of the names it registered."""
-        own = self._permissions().principal(identity)
+        own = self.permissions.principal(identity)
         return sorted({own, *await self.boxes.owned_addresses(own)})
 
     async def register(self, call: Call) -> dict[str, Any]:
@@ -366,7 +364,7 @@ class MessagingService:
         in your scope, or the global one if you are admin. An agent's name is refused."""
         name = _check_name(call.args().get("name"))
         identity = call.identity
-        permissions = self._permissions()
+        permissions = self.permissions
         owner = permissions.principal(identity)
         is_agent = identity.agent_id is not None
         # The database refuses the name of every agent that ever started here; this also covers
@@ -401,7 +399,7 @@ class MessagingService:
         patterns = [check_pattern(t) for t in topics]
         owner = self._principal(call)
         identity = call.identity
-        permissions = self._permissions()
+        permissions = self.permissions
 
         def visible(topic: str, event: dict[str, Any]) -> bool:
             # Decided per event, not at SUBSCRIBE: SET_PERMS may have changed who may see what.
@@ -441,7 +439,7 @@ class MessagingService:
         """``{topic, data}`` to every subscriber; system topics are the kernel's."""
         args = call.args()
         topic = check_topic(args.get("topic"))
-        if is_system_topic(topic) and not permissions_of(self.kernel).is_admin(call.identity):
+        if is_system_topic(topic) and not self.permissions.is_admin(call.identity):
             raise PermissionDenied(f"{topic!r} is a system topic: only the kernel publishes there",
                                    topic=topic)
         data = args.get("data")

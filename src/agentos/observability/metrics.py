@@ -23,7 +23,7 @@ from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..permissions.policy import STATE_OPS, required_capability
+from ..permissions.policy import STATE_OPS, required_capability, state_scope
 from ..protocol import Op, op_name
 from ..protocol.lifecycle import Status
 from ..state.database import DatabaseClosed
@@ -32,6 +32,9 @@ from .telemetry import caller_of
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
     from ..kernel.syscalls import Call
+    from ..llm.service import LLMService
+    from ..messaging.service import MessagingService
+    from ..processes.table import AgentTable
     from .notes import Notes
     from .telemetry import Caller
 
@@ -55,8 +58,11 @@ SERIES_GRACE = 300.0
 class KernelMetrics:
     """The registry the Prometheus endpoint renders."""
 
-    def __init__(self, kernel: Kernel, series_grace: float = SERIES_GRACE) -> None:
+    def __init__(self, kernel: Kernel, agents: AgentTable, llm: LLMService, messaging: MessagingService,
+                 series_grace: float = SERIES_GRACE) -> None:
         self.kernel = kernel
+        self.agents = agents
+        self.llm = llm
         self.series_grace = series_grace
         self.registry = registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=registry)
@@ -92,7 +98,7 @@ class KernelMetrics:
         #: The children of the labelled metrics that every syscall or THINK updates.
         self._syscall_series: dict[tuple[int, str], tuple[Any, Any]] = {}
         self._think_series: dict[tuple[str, str], _ThinkSeries] = {}
-        self._state = _KernelState(kernel)
+        self._state = _KernelState(kernel, agents, llm, messaging)
         registry.register(self._state)
         self._lag_task: asyncio.Task[None] | None = None
 
@@ -126,8 +132,7 @@ class KernelMetrics:
         due = [label for label, at in self._ended.items() if at <= now]
         if not due:
             return
-        processes: Any = self.kernel.services.get("processes")
-        alive = {agent.qualified_name for agent in (processes.table if processes is not None else ())
+        alive = {agent.qualified_name for agent in self.agents
                  if agent.shown_status in Status.LIVE}
         for label in due:
             del self._ended[label]
@@ -148,7 +153,7 @@ class KernelMetrics:
         series[0].inc()
         series[1].observe(latency_s)
         if outcome == "permission_denied":
-            needed = required_capability(call.op, call.args() if call.op in STATE_OPS else None)
+            needed = required_capability(call.op, state_scope(call.request) if call.op in STATE_OPS else "own")
             self.denials.labels(needed.value if needed is not None else "none", op_name(call.op)).inc()
         if notes is None:
             return
@@ -194,8 +199,7 @@ class KernelMetrics:
         return series
 
     def _default_model(self) -> str:
-        llm = self.kernel.services.get("llm")
-        return str(llm.config.model) if llm is not None else ""  # type: ignore[attr-defined]
+        return self.llm.config.model
 
     async def _measure_lag(self) -> None:
         loop = self.kernel.loop
@@ -221,8 +225,11 @@ class _ThinkSeries:
 class _KernelState(Collector):
     """What is sampled when scraped rather than counted as it happens."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, agents: AgentTable, llm: LLMService, messaging: MessagingService) -> None:
         self.kernel = kernel
+        self.agents = agents
+        self.llm = llm
+        self.messaging = messaging
         self._families: list[Metric] = []
 
     async def sample(self) -> None:
@@ -230,8 +237,7 @@ class _KernelState(Collector):
         families: list[Metric] = []
         # Every status is exported, 0 included, so a series never vanishes.
         by_status = dict.fromkeys(Status.ALL, 0)
-        processes: Any = kernel.services.get("processes")
-        for agent in (processes.table if processes is not None else ()):
+        for agent in self.agents:
             by_status[agent.shown_status] = by_status.get(agent.shown_status, 0) + 1
         agents = GaugeMetricFamily("agentos_agents", "Agents the kernel knows, by status (ended "
                                    "ones until pruned)", labels=["status"])
@@ -250,9 +256,7 @@ class _KernelState(Collector):
         return iter(self._families)
 
     def _llm(self) -> list[Metric]:
-        llm: Any = self.kernel.services.get("llm")
-        if llm is None:
-            return []
+        llm = self.llm
         queued = GaugeMetricFamily("agentos_llm_queue_depth", "THINK calls waiting for a "
                                    "scheduler slot", value=llm.scheduler.queued())
         in_flight = GaugeMetricFamily("agentos_llm_in_flight", "THINK calls holding a scheduler "
@@ -283,16 +287,12 @@ class _KernelState(Collector):
         """A budget's key (``agent:ID``, ``client:UID:PID``) as the ``agent`` label THINK's use."""
         kind, _, rest = key.partition(":")
         if kind == "agent":
-            return caller_of(self.kernel, -1, rest).label
+            return caller_of(self.agents, -1, rest).label
         return f"uid:{rest.partition(':')[0]}" if kind == "client" else key
 
     async def _mailboxes(self) -> list[Metric]:
-        messaging: Any = self.kernel.services.get("messaging")
-        if messaging is None:
-            return []
-
         try:
-            found = await messaging.boxes.depths(None)
+            found = await self.messaging.boxes.depths(None)
         except DatabaseClosed:
             return []  # the kernel is stopping: the last export has no mailboxes to sample
         depth = GaugeMetricFamily("agentos_mailbox_depth", "Messages waiting (unacknowledged) in "

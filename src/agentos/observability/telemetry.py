@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
     from ..kernel.identity import Identity
     from ..kernel.syscalls import Call, Handler
+    from ..llm.service import LLMService
+    from ..messaging.service import MessagingService
+    from ..processes.table import AgentTable
     from .metrics import KernelMetrics
     from .otel import Tracing
     from .otlp_metrics import OtlpMetrics
@@ -133,8 +136,12 @@ class TelemetryService:
 
     name = "telemetry"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, agents: AgentTable, llm: LLMService, messaging: MessagingService) -> None:
         self.kernel = kernel
+        #: Who a caller is (its agent's name and project), what the kernel's state is when sampled.
+        self.agents = agents
+        self.llm = llm
+        self.messaging = messaging
         self.settings = TelemetrySettings.from_section(kernel.config.section("telemetry"), os.environ)
         self.tracing: Tracing | None = None
         self.metrics: KernelMetrics | None = None
@@ -149,9 +156,6 @@ class TelemetryService:
             from .otlp_metrics import OtlpMetrics
 
             self.otlp_metrics = OtlpMetrics(self.metrics, os.environ)
-        if self.tracing is not None or self.metrics is not None:
-            kernel.add_guard(self._guard)
-            kernel.add_observer(self._observe)
 
     def _load_tracing(self) -> Tracing | None:
         try:
@@ -176,14 +180,17 @@ class TelemetryService:
                         "installed (%s); metrics are off (%s)", exc, _INSTALL)
             return None
         if self.settings.series_grace is None:
-            return KernelMetrics(self.kernel)
-        return KernelMetrics(self.kernel, self.settings.series_grace)
+            return KernelMetrics(self.kernel, self.agents, self.llm, self.messaging)
+        return KernelMetrics(self.kernel, self.agents, self.llm, self.messaging, self.settings.series_grace)
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {}
 
     async def start(self) -> None:
         if self.tracing is not None or self.metrics is not None:
+            # Notes for the syscalls that make them; a span and metrics for every one.
+            self.kernel.add_guard(self._guard, ops=_NOTED)
+            self.kernel.add_observer(self._observe)
             self._unsubscribe += [self.kernel.events.subscribe(topic, self._on_ended)
                                   for topic in ENDED_TOPICS]
         if self.tracing is not None:
@@ -225,11 +232,10 @@ class TelemetryService:
 
     def _guard(self, call: Call) -> None:
         """Runs in the task serving ``call``, before its handler: gives SPAWN and THINK their notes."""
-        if call.op in _NOTED:
-            notes = Notes(call)
-            NOTES.set(notes)
-            if call.op == Op.SPAWN and self.tracing is not None:
-                self.tracing.begin_spawn(call, notes, self.caller(call.identity))
+        notes = Notes(call)
+        NOTES.set(notes)
+        if call.op == Op.SPAWN and self.tracing is not None:
+            self.tracing.begin_spawn(call, notes, self.caller(call.identity))
 
     def _observe(self, call: Call, outcome: str, latency_s: float) -> None:
         # Called in a copy of the call's context: the notes its task made are visible.
@@ -240,9 +246,8 @@ class TelemetryService:
             notes = None
         caller = self.caller(call.identity)
         if self.tracing is not None:
-            llm: Any = self.kernel.services.get("llm") if call.op == Op.THINK else None
             self.tracing.syscall(call, outcome, latency_s, time.time_ns(), notes, caller,
-                                 llm.config.provider if llm is not None else None)
+                                 self.llm.config.provider if call.op == Op.THINK else None)
         if self.metrics is not None:
             self.metrics.syscall(call, outcome, latency_s, notes, caller)
 
@@ -265,15 +270,14 @@ class TelemetryService:
             self.metrics.agent_ended(name)
 
     def caller(self, identity: Identity) -> Caller:
-        return caller_of(self.kernel, identity.uid, identity.agent_id)
+        return caller_of(self.agents, identity.uid, identity.agent_id)
 
 
-def caller_of(kernel: Kernel, uid: int, agent_id: str | None) -> Caller:
+def caller_of(agents: AgentTable, uid: int, agent_id: str | None) -> Caller:
     """The caller ``uid`` (an outside client), or the agent ``agent_id`` by its name and project."""
     if agent_id is None:
         return Caller(uid)
-    processes: Any = kernel.services.get("processes")
-    agent = processes.table.get(agent_id) if processes is not None else None
+    agent = agents.get(agent_id)
     if agent is None:
         return Caller(uid, agent_id)
     return Caller(uid, agent_id, agent.name, agent.project)

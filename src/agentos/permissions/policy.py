@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import UNSET
+
 from ..errors import InvalidArgument
 from ..protocol import Op
 from .capabilities import Capability
@@ -70,21 +72,22 @@ STATE_OPS: frozenset[Op] = frozenset({Op.STORE, Op.FETCH, Op.DELETE, Op.KEYS, Op
 SCOPES: dict[str, Capability] = {"own": Capability.STATE_OWN, "shared": Capability.STATE_SHARED}
 
 
-def state_scope(args: dict[str, Any]) -> str:
-    """The ``scope`` argument of a state syscall, validated (default ``own``)."""
-    scope = args.get("scope", "own")
-    if not isinstance(scope, str) or scope not in SCOPES:
-        raise InvalidArgument(f"scope must be 'own' or 'shared', got {scope!r}", field="scope")
-    return scope
+def state_scope(request: Any) -> str:
+    """The scope a decoded state request names (its declared type allows only the two):
+    ``own`` unless it says ``shared``."""
+    scope = getattr(request, "scope", UNSET)
+    return "own" if scope is UNSET else str(scope)
 
 
-def required_capability(op: int, args: dict[str, Any] | None) -> Capability | None:
+def required_capability(op: int, scope: str = "own") -> Capability | None:
     """What ``op`` needs; None if nothing. Unknown opcodes need ``admin`` (deny by default).
 
-    ``args`` is consulted only for state syscalls, whose scope decides the capability.
+    ``scope`` (``state_scope``) is consulted only for state syscalls, whose scope decides the capability.
     """
     if op in STATE_OPS:
-        return SCOPES[state_scope(args or {})]
+        if scope not in SCOPES:
+            raise InvalidArgument(f"scope must be 'own' or 'shared', got {scope!r}", field="scope")
+        return SCOPES[scope]
     if op in REQUIRED:
         return REQUIRED[Op(op)]
     if op in OPEN:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument, NotFound, PermissionDenied
 from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
 from .capabilities import Capability, names
-from .policy import STATE_OPS, required_capability
+from .policy import STATE_OPS, required_capability, state_scope
 from .registry import Permissions
 
 if TYPE_CHECKING:
@@ -23,13 +23,13 @@ class PermissionService:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.permissions = Permissions.from_section(kernel.config.section("permissions"))
-        kernel.add_guard(self.guard)
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.GET_PERMS: self.get_perms, Op.SET_PERMS: self.set_perms}
 
     async def start(self) -> None:
-        pass
+        # Every opcode: a syscall nobody listed is refused (deny by default).
+        self.kernel.add_guard(self.guard)
 
     async def stop(self) -> None:
         pass
@@ -42,8 +42,7 @@ class PermissionService:
 
     def guard(self, call: Call) -> None:
         """Refuse ``call`` unless its caller holds the capability its opcode needs."""
-        args = call.args() if call.op in STATE_OPS else None
-        needed = required_capability(call.op, args)
+        needed = required_capability(call.op, state_scope(call.request) if call.op in STATE_OPS else "own")
         if needed is None:
             # Still refuses outside uids that are not admitted at all.
             self.permissions.capabilities_of(call.identity)
@@ -78,11 +77,3 @@ class PermissionService:
                 raise InvalidArgument(f"uid must be a non-negative integer, got {uid!r}")
             return {"uid": uid, "capabilities": names(self.permissions.set_uid(uid, caps))}
         raise InvalidArgument("SET_PERMS needs 'agent' (an agent id) or 'uid'")
-
-
-def permissions_of(kernel: Kernel) -> Permissions:
-    """The kernel's capability table (the permissions service starts before its users)."""
-    service = kernel.services.get("permissions")
-    if service is None:
-        raise RuntimeError("the permissions service is not running in this kernel")
-    return cast(PermissionService, service).permissions

@@ -11,6 +11,7 @@ from ..kernel.identity import Identity
 from ..protocol.lifecycle import Status
 from ..protocol.requests import SpawnRequestWire
 from ..sandbox.initd import InitChannel
+from ..supervision.policy import RestartPolicy
 from .logs import LogCapture
 from .request import Confinement
 
@@ -57,6 +58,8 @@ class Agent:
     spawner: Identity | None = None
     #: How many times the supervisor restarted this agent before this process (0 for the first).
     restarts: int = 0
+    #: Its restart policy, from its SPAWN request as checked then: what the supervisor applies.
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Where a process exec'd into it starts from (``sandbox.Launched.entry``, a ``Plan``).
     entry: Any = None
     #: A sandbox's init, which starts its execs (``sandbox.Launched.init``); None otherwise.

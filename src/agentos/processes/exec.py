@@ -599,8 +599,8 @@ class Execs:
     def _may_enter(self, identity: Identity) -> Callable[[Agent], bool]:
         """Into which agents ``identity`` may exec: itself and its descendants; all for an admin.
         ``observe`` is not enough: seeing an agent is not acting inside it."""
-        permissions = self.service._permissions()
-        if permissions is None or permissions.is_admin(identity):
+        permissions = self.service.permissions
+        if permissions.is_admin(identity):
             return lambda agent: True
         me = caller_id(identity)
         return lambda agent: agent.id == identity.agent_id or permissions.is_descendant(agent.id, me)

@@ -50,10 +50,9 @@ from ..protocol.lifecycle import END_TOPICS, Status, Topic
 from ..protocol.requests import SpawnRequestWire
 from ..state.database import Database, DatabaseClosed
 from ..state.private import SQLITE_SIDECARS
-from ..supervision.policy import RestartPolicy
 from .agent import Agent
 from .logs import LogCapture
-from .request import Confinement
+from .request import Confinement, restart_policy
 
 if TYPE_CHECKING:
     from .service import ProcessService
@@ -202,7 +201,7 @@ class Ledger:
         row = (agent.id, agent.name, agent.project, agent.parent, ujson.dumps(agent.argv), agent.pid,
                _start_time(agent.pid), self.kernel, str(agent.log.path),
                ujson.dumps([str(d) for d in agent.cgroup.dirs]), int(agent.sandboxed),
-               ujson.dumps(agent.limits.to_dict()), _policy(agent.request), msgspec.json.encode(agent.request),
+               ujson.dumps(agent.limits.to_dict()), agent.restart.policy, msgspec.json.encode(agent.request),
                spawner.uid if spawner is not None else None, spawner.gid if spawner is not None else None,
                spawner.agent_id if spawner is not None else None, agent.status, agent.started_at,
                agent.restarts)
@@ -292,10 +291,6 @@ def _report_failure(future: concurrent.futures.Future[Any]) -> None:
         log.error("ledger write failed: %s", future.exception())
 
 
-def _policy(request: SpawnRequestWire) -> str:
-    return RestartPolicy.from_request(request.fields().get("restart")).policy
-
-
 def _start_time(pid: int) -> int | None:
     try:
         return process_start_time(pid)
@@ -330,11 +325,9 @@ async def recover(service: ProcessService, entries: list[Entry]) -> None:
     agents = [_history(service, entry) for entry in entries]
     for agent in agents:
         service.table.add(agent)
-    permissions = service._permissions()  # noqa: SLF001 - the service's own helper
-    if permissions is not None:
-        # Their lineage (oldest first, parents before children): who may see, LOGS and START them.
-        for agent in agents:
-            permissions.register_agent(agent.id, (), agent.spawner, agent.name, agent.project)
+    # Their lineage (oldest first, parents before children): who may see, LOGS and START them.
+    for agent in agents:
+        service.permissions.register_agent(agent.id, (), agent.spawner, agent.name, agent.project)
     for agent in agents:
         if agent.status == Status.LOST and agent.id not in restoring:
             _report_lost(service, agent, None)
@@ -360,7 +353,7 @@ def _to_restore(entries: list[Entry]) -> set[str]:
     for entry in latest.values():
         if entry.gave_up or entry.spawner_agent is not None or entry.parent is not None or entry.request is None:
             continue
-        policy = RestartPolicy.from_request(entry.request.fields().get("restart"))
+        policy = restart_policy(entry.request)
         if policy.policy == "never":
             continue
         if entry.status == Status.LOST or (entry.status == Status.KILLED and entry.reason == "shutdown") \

@@ -109,9 +109,7 @@ class Lifecycle:
         """The agent named, under KILL's rules: visible to the caller, and its descendant."""
         service = self.service
         agent = service._find_visible(call.identity, ref)
-        permissions = service._permissions()
-        if permissions is not None:
-            permissions.check_kill(call.identity, agent.id, action)
+        service.permissions.check_kill(call.identity, agent.id, action)
         if not service.driver.freezer:
             raise Unavailable(f"{action} needs the cgroup freezer, which this kernel lacks: "
                               f"{freezer_missing(service)}", driver=service.driver.name)

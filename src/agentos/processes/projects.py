@@ -10,8 +10,8 @@ volumes (``processes.volumes``) are kept by uid too: the caller's own, or every 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import Busy, PermissionDenied
 from ..kernel.syscalls import Call, Handler
@@ -20,16 +20,23 @@ from ..protocol import Op
 from ..protocol.requests import PurgeRequest
 
 if TYPE_CHECKING:
-    from ..messaging.service import MessagingService
-    from ..state.service import StateService
     from .service import ProcessService
+
+
+class ProjectStore(Protocol):
+    """A service that keeps data under agents' principals (mailboxes, state): PURGE empties it."""
+
+    async def purge(self, root: str) -> dict[str, int]:
+        """Remove what is kept at or beneath the principal glob ``root``; counts by kind."""
+        ...
 
 
 class Projects:
     """The processes service's PURGE syscall."""
 
-    def __init__(self, service: ProcessService) -> None:
+    def __init__(self, service: ProcessService, stores: Sequence[ProjectStore]) -> None:
         self.service = service
+        self.stores = tuple(stores)
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.PURGE: self.purge}
@@ -43,26 +50,21 @@ class Projects:
         data it would remove still runs: stop the team first (``agentos down``)."""
         project = cast(PurgeRequest, call.request).project
         identity = call.identity
-        permissions = self.service._permissions()  # noqa: SLF001 - the service's own helper
-        admin = permissions is None or permissions.is_admin(identity)
+        permissions = self.service.permissions
+        admin = permissions.is_admin(identity)
         if not admin and identity.agent_id is not None:
             raise PermissionDenied("only an admin or the project's owner (an outside client of its uid) "
                                    "may purge a project", field="project", project=project)
         # A glob over principals: every uid's part for an admin, the caller's own otherwise.
         root = f"*/{project_segment(project)}" if admin else f"uid:{identity.uid}/{project_segment(project)}"
         running = [a for a in self.service.table.running() if a.project == project
-                   and (admin or permissions is None or permissions.agent_principal(a.id).startswith(f"{root}/"))]
+                   and (admin or permissions.agent_principal(a.id).startswith(f"{root}/"))]
         if running:
             raise Busy(f"project {project!r} still runs {', '.join(sorted(a.name for a in running))}: "
                        "stop its agents first (agentos down)", project=project,
                        running=sorted(a.name for a in running))
-        kernel = self.service.kernel
         removed: dict[str, Any] = {"project": project, "roots": [root]}
-        messaging = cast("MessagingService | None", kernel.services.get("messaging"))
-        if messaging is not None:
-            removed.update(await messaging.purge(root))
-        state = cast("StateService | None", kernel.services.get("state"))
-        if state is not None:
-            removed.update(await state.purge(root))
+        for store in self.stores:
+            removed.update(await store.purge(root))
         removed["volumes"] = await self.service.volumes.purge(None if admin else identity.uid, project)
         return removed

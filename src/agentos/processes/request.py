@@ -32,9 +32,11 @@ from ..protocol.requests import (
     VolumeWire,
     WorkspaceWire,
 )
+from ..protocol.requests import given as _given
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
 from ..sandbox.templates import Template
+from ..supervision.policy import RestartPolicy
 from .volumes import VolumeGrant, VolumeMount, path_problem
 from ..units import parse_bytes, parse_cpu, parse_duration
 
@@ -136,8 +138,8 @@ class SpawnRequest:
     capabilities: list[str] | None = None
     #: Egress allow entries asked for; None: the spawner's.
     egress: list[str] | None = None
-    #: The supervisor's restart policy, as sent.
-    restart: dict[str, Any] | None = None
+    #: The supervisor's restart policy, checked here: the supervisor reads it from the agent.
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Size in bytes of its workspace (a file system of its own at /workspace), if it asked for one.
     workspace: int | None = None
     #: Seconds from start before the kernel kills it, and the ``time.monotonic()`` that is; a child
@@ -242,7 +244,7 @@ class SpawnRequest:
         volumes, volume_owner = _volumes(_given(wire.volumes), sandboxed, workspace is not None, parent.volumes)
         llm = msgspec.to_builtins(wire.llm) if wire.llm else None
         _check_llm_budget(llm, parent.llm_budget)
-        restart = msgspec.to_builtins(wire.restart) if wire.restart else None
+        restart = restart_policy(wire)
         timeout, deadline = _timeout(_given(wire.timeout), parent.deadline)
         idle_timeout = _seconds(_given(wire.idle_timeout), "idle_timeout")
         template = _template(_given(wire.template), sandboxed, parent, templates or {})
@@ -253,6 +255,14 @@ class SpawnRequest:
                    egress=_given(wire.egress), restart=restart, workspace=workspace,
                    timeout=timeout, deadline=deadline, idle_timeout=idle_timeout, volumes=volumes,
                    volume_owner=volume_owner, template=template)
+
+
+def restart_policy(wire: SpawnRequestWire) -> RestartPolicy:
+    """SPAWN's ``restart`` as the supervisor's policy (``never`` if it has none)."""
+    try:
+        return RestartPolicy.from_request(msgspec.to_builtins(wire.restart) if wire.restart else None)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field=str(exc).partition(":")[0]) from None
 
 
 def parse_grace(request: KillRequest, default: float) -> float:
@@ -271,11 +281,6 @@ def _unit(parse: Callable[[Any, str], Any], value: Any, what: str) -> Any:
         return parse(value, what)
     except ValueError as exc:
         raise InvalidArgument(str(exc), field=what) from None
-
-
-def _given(value: Any) -> Any:
-    """None for a field that was absent (UNSET) or null."""
-    return None if value is msgspec.UNSET else value
 
 
 def _flag(value: Any, default: bool) -> bool:

@@ -54,7 +54,6 @@ from ..protocol.requests import (
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
 from ..sandbox.spec import WORKSPACE_PATH, reap
-from ..sandbox.templates import TemplateSettings
 from . import pid1
 from .agent import Agent
 from .exec import Execs
@@ -64,7 +63,7 @@ from .ledger import LEDGER_FILE, Ledger, recover
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
 from .logs import LogCapture, LogRetention
 from .ports import Ports
-from .projects import Projects
+from .projects import Projects, ProjectStore
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
 from .table import AgentTable, AnyOf
@@ -76,6 +75,7 @@ if TYPE_CHECKING:
     from ..cluster.backend import ClusterService, RemoteAgent
     from ..egress.service import EgressService
     from ..kernel.daemon import Kernel
+    from ..llm.callers import Callers
     from ..permissions import Permissions
 
 log = logging.getLogger("agentos.processes")
@@ -94,8 +94,20 @@ class ProcessService:
 
     name = "processes"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, *, permissions: Permissions, launcher: Launcher, llm_registry: Callers,
+                 project_stores: Sequence[ProjectStore] = (), cluster: ClusterService | None = None,
+                 egress: EgressService | None = None) -> None:
         self.kernel = kernel
+        #: Who may do what: checked on every agent a caller names, and told of every agent started.
+        self.permissions = permissions
+        #: Starts agents' processes in their sandboxes (``sandbox.Launcher``).
+        self.launcher = launcher
+        #: The LLM gateway's agents: told of each agent's THINK defaults and budgets as it starts.
+        self.llm_registry = llm_registry
+        #: Runs agents that ask for a node on a cluster (None: a kernel without ``--cluster``).
+        self.cluster = cluster
+        #: Per-agent egress allowlists (None: a kernel without the egress service).
+        self.egress = egress
         try:
             self.settings = ProcessSettings.from_section(kernel.config.section("processes"))
         except ValueError as exc:
@@ -108,11 +120,6 @@ class ProcessService:
         self.ledger = Ledger(kernel.config.state_dir / LEDGER_FILE)
         self.layout = Layout()
         self.driver: CgroupDriver = NoDriver("not started")
-        try:
-            templates = TemplateSettings.from_section(kernel.config.section("sandbox"))
-        except ValueError as exc:
-            raise ValueError(f"kernel configuration: {exc}") from None
-        self.launcher = Launcher(templates=templates)
         self.workspaces = Workspaces(kernel.config.state_dir)
         self.volume_store = VolumeStore(kernel.config.state_dir, self.workspaces)
         self._background: set[asyncio.Task[None]] = set()
@@ -127,7 +134,7 @@ class ProcessService:
             raise ValueError(f"kernel configuration: {exc}") from None
         self.files = Files(self, files)
         self.ports = Ports(self)
-        self.projects = Projects(self)
+        self.projects = Projects(self, project_stores)
         self.volumes = Volumes(self)
         self.lifecycle = Lifecycle(self)
 
@@ -223,11 +230,8 @@ class ProcessService:
         request = SpawnRequest.parse(wire, self._confinement(caller, parent), self.launcher.templates.templates)
         self._check_no_mask_is_writable(request)
         check_mount_points(request.volumes, self._view_paths(request))
-        permissions = self._permissions()
-        granted = (permissions.child_capabilities(caller, request.capabilities)
-                   if permissions is not None else None)
-        egress = self._egress()
-        allow = egress.child_allow(caller, request.egress) if egress is not None else None
+        granted = self.permissions.child_capabilities(caller, request.capabilities)
+        allow = self.egress.child_allow(caller, request.egress) if self.egress is not None else None
         project = self._spawn_project(parent, wire)
         self.table.check_name_free(request.name, project)
         missing = [name for name in request.limits.requested()
@@ -286,8 +290,7 @@ class ProcessService:
     def _confinement(self, caller: Identity, parent: Agent | None) -> Confinement:
         if parent is not None:
             return parent.confinement
-        permissions = self._permissions()
-        if permissions is None or permissions.is_admin(caller):
+        if self.permissions.is_admin(caller):
             return HOST
         return outside_user(caller.uid)
 
@@ -319,7 +322,7 @@ class ProcessService:
         return [str(config.socket_path), str(config.state_dir)]
 
     async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
-                           parent: Agent | None, granted: frozenset[Capability] | None,
+                           parent: Agent | None, granted: frozenset[Capability],
                            allow: tuple[str, ...] | None, project: str | None) -> Agent:
         agent_id = secrets.token_hex(6)
         remote = self._place(agent_id, request, wire, parent)
@@ -340,7 +343,7 @@ class ProcessService:
             self._launching.discard(agent_id)
 
     async def _launch(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
-                      parent: Agent | None, granted: frozenset[Capability] | None,
+                      parent: Agent | None, granted: frozenset[Capability],
                       allow: tuple[str, ...] | None, project: str | None, agent_id: str,
                       cgroup: AgentCgroup, remote: RemoteAgent | None = None) -> Agent:
         capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
@@ -398,7 +401,7 @@ class ProcessService:
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
                       sandboxed=request.sandboxed, parent=caller.agent_id, log=capture,
                       cgroup=cgroup, pid=launched.pid, pidfd=launched.pidfd, request=wire,
-                      spawner=caller, confinement=request.confinement(
+                      spawner=caller, restart=request.restart, confinement=request.confinement(
                           self._system_view, self._agent_uid, tuple(v.grant for v in volumes)),
                       entry=launched.entry, init=launched.init, project=project, remote=remote)
         if launched.init is not None:
@@ -411,14 +414,11 @@ class ProcessService:
         self.table.add(agent)
         self.ledger.spawned(agent)
         self.lifecycle.started(agent, request, parent)
-        if granted is not None:
-            # Before the connection is served: the agent may call the kernel at once.
-            permissions = self._permissions()
-            assert permissions is not None
-            permissions.register_agent(agent_id, granted, caller, request.name, project)
-        egress = self._egress()
-        if egress is not None and allow is not None:
-            egress.assign(agent_id, allow)
+        # Before the connection is served: the agent may call the kernel at once.
+        self.permissions.register_agent(agent_id, granted, caller, request.name, project)
+        if self.egress is not None and allow is not None:
+            self.egress.assign(agent_id, allow)
+        self.llm_registry.agent_started(agent_id, request.name, project, caller.agent_id, wire.llm)
         self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
                                                          gid=os.getgid(), agent_id=agent_id))
         if remote is not None:
@@ -427,17 +427,14 @@ class ProcessService:
             self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
-                                                   "project": agent.project, "pid": agent.pid, "parent": agent.parent,
-                                                   **({"llm": request.llm} if request.llm else {})})
+                                                   "project": agent.project, "pid": agent.pid, "parent": agent.parent})
         return agent
 
     async def kill(self, call: Call) -> dict[str, Any]:
         """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
         request = cast(KillRequest, call.request)
         agent = self._find_visible(call.identity, request.fields())
-        permissions = self._permissions()
-        if permissions is not None:
-            permissions.check_kill(call.identity, agent.id)
+        self.permissions.check_kill(call.identity, agent.id)
         grace = parse_grace(request, self.settings.kill_grace)
         was_running = agent.running
         if was_running:
@@ -455,8 +452,8 @@ class ProcessService:
         (or an admin) may replay it, as only they may KILL it. A running agent is left alone.
         """
         agent = self._find_visible(call.identity, cast(StartRequest, call.request).fields())
-        permissions = self._permissions()
-        if permissions is not None and not permissions.is_admin(call.identity) \
+        permissions = self.permissions
+        if not permissions.is_admin(call.identity) \
                 and not permissions.is_descendant(agent.id, caller_id(call.identity)):
             raise PermissionDenied(f"{permissions.describe_caller(call.identity)} may start only agents "
                                    f"it spawned (or their descendants), not {agent.id}", target=agent.id)
@@ -491,8 +488,7 @@ class ProcessService:
             limit = min(limit or page, page)
         after = 0 if request.cursor is UNSET else int(request.cursor)
         registries = request.include is not UNSET and "registries" in request.include
-        permissions = self._permissions()
-        if registries and permissions is not None and not permissions.is_admin(call.identity):
+        if registries and not self.permissions.is_admin(call.identity):
             raise PermissionDenied("include: registries is for admins only", field="include")
 
         def keep(agent: Agent) -> bool:
@@ -527,11 +523,10 @@ class ProcessService:
                 break
             await asyncio.sleep(0)  # between pages, the loop serves everyone else
         cursor = str(after) if more else None
-        cluster = self._cluster()
+        cluster = self.cluster
         if cursor is None and cluster is not None and (wanted is None or "pending" in wanted):
             # Agents still waiting for a node: to their spawner and to those who observe all.
-            permissions = self._permissions()
-            sees_all = permissions is None or permissions.holds(call.identity, Capability.OBSERVE)
+            sees_all = self.permissions.holds(call.identity, Capability.OBSERVE)
             pending = [dict(row) for row in cluster.pending.values()
                        if (sees_all or row["parent"] == call.identity.agent_id)
                        and (name is None or row["name"] == name)
@@ -616,15 +611,15 @@ class ProcessService:
 
     def _observer(self, identity: Identity) -> Callable[[Agent], bool]:
         """Which agents ``identity`` may see: itself and its descendants, or all with ``observe``."""
-        permissions = self._permissions()
-        if permissions is None or permissions.holds(identity, Capability.OBSERVE):
+        permissions = self.permissions
+        if permissions.holds(identity, Capability.OBSERVE):
             return lambda agent: True
         return lambda agent: permissions.may_observe(identity, agent.id)
 
     def _ancestor_of(self, identity: Identity) -> Callable[[Agent], bool]:
         """Which agents ``identity`` spawned (or descend from what it spawned); all for an admin."""
-        permissions = self._permissions()
-        if permissions is None or permissions.is_admin(identity):
+        permissions = self.permissions
+        if permissions.is_admin(identity):
             return lambda agent: True
         me = caller_id(identity)
         return lambda agent: permissions.is_descendant(agent.id, me)
@@ -803,12 +798,10 @@ class ProcessService:
         if not forgotten:
             return
         self.ledger.forget(agent.id for agent in forgotten)
-        permissions, egress = self._permissions(), self._egress()
         for old in forgotten:
-            if permissions is not None:
-                permissions.forget_agent(old.id)
-            if egress is not None:
-                egress.forget(old.id)
+            self.permissions.forget_agent(old.id)
+            if self.egress is not None:
+                self.egress.forget(old.id)
         # Every other service that keeps something per agent id lets it go at the same moment.
         ids = [old.id for old in forgotten]
         for service in self.kernel.services.values():
@@ -914,7 +907,7 @@ class ProcessService:
                parent: Agent | None) -> RemoteAgent | None:
         """The node ``request`` runs on, through the cluster service; None: here. A placed agent's
         children run on the cluster too (each placed on its own), as their spawner does."""
-        cluster = self._cluster()
+        cluster = self.cluster
         if cluster is None:
             if isinstance(wire.placement, PlacementWire):
                 log.info("agent %s: placement ignored, this kernel drives no cluster (agentos kernel --cluster)",
@@ -923,18 +916,6 @@ class ProcessService:
         inherited = parent.remote.placement if parent is not None and parent.remote is not None else None
         return cluster.place(agent_id, request, wire, inherited)
 
-    def _cluster(self) -> ClusterService | None:
-        return cast("ClusterService | None", self.kernel.services.get("cluster"))
-
-    def _egress(self) -> EgressService | None:
-        return cast("EgressService | None", self.kernel.services.get("egress"))
-
-    def _permissions(self) -> Permissions | None:
-        if "permissions" not in self.kernel.services:
-            return None
-        from ..permissions.service import permissions_of
-
-        return permissions_of(self.kernel)
 
 
 def _spec(agent: Agent) -> dict[str, Any]:

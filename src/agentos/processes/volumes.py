@@ -419,8 +419,7 @@ class Volumes:
         if action != "ls" and name is None:
             raise InvalidArgument(f"VOLUMES {action} needs the volume's name", field="name")
         identity = call.identity
-        permissions = self.service._permissions()  # noqa: SLF001 - the service's own helper
-        admin = permissions is None or permissions.is_admin(identity)
+        admin = self.service.permissions.is_admin(identity)
         asked = None if request.uid is UNSET else request.uid
         if asked is not None and asked != identity.uid and not admin:
             raise PermissionDenied("uid: only an admin may name another uid's volumes", field="uid")

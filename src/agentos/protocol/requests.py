@@ -29,7 +29,8 @@ from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
 from .constants import Op, op_name
 
 __all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
-           "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request"]
+           "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request",
+           "given"]
 
 #: The name rules, each written once here and anchored below; a pattern that combines two
 #: (``project/name``) is built from them, so neither can drift. Every rule ends in ``\Z``:
@@ -100,6 +101,11 @@ Path: TypeAlias = Annotated[str, Meta(min_length=1, max_length=_PATH_MAX, patter
 Text: TypeAlias = Annotated[str, Meta(max_length=_TEXT_MAX)]
 Word: TypeAlias = Annotated[str, Meta(min_length=1, max_length=256)]
 MessageId: TypeAlias = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
+
+
+def given(value: Any) -> Any:
+    """A field of a decoded request: None when the client left it out (``UNSET``) or sent null."""
+    return None if value is UNSET else value
 
 
 class Request(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -5,19 +5,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import InvalidArgument, NotFound, PermissionDenied
+from msgspec import UNSET, UnsetType
+
+from ..errors import NotFound, PermissionDenied
 from ..kernel.syscalls import Call, Handler
 from ..permissions.policy import state_scope
-from ..permissions.service import permissions_of
 from ..protocol import Op
+from ..protocol.requests import CasRequest, DeleteRequest, FetchRequest, KeysRequest, StoreRequest
 from ..units import parse_duration
 from .database import MAX_ADDRESS_BYTES, Database, check_text
 from .store import ABSENT, SCHEMA, KVStore, StateLimits
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
+    from ..permissions import Permissions
+
+#: The requests of the state syscalls (each names a ``scope`` and may name an ``agent``).
+StateRequest = StoreRequest | FetchRequest | DeleteRequest | KeysRequest | CasRequest
 
 log = logging.getLogger("agentos.state")
 
@@ -29,8 +35,10 @@ class StateService:
 
     name = "state"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, permissions: Permissions) -> None:
         self.kernel = kernel
+        #: Whose namespace a caller's ``own`` is, and who may use another agent's.
+        self.permissions = permissions
         section = kernel.config.section("state")
         self.db = Database(kernel.config.state_dir / "state.db", SCHEMA)
         self.kv = KVStore(self.db, StateLimits.from_section(section))
@@ -73,13 +81,13 @@ class StateService:
         part, for PURGE). The shared store belongs to no project and stays."""
         return {"keys": await self.kv.purge((f"own:{root}", f"own:{root}/*"))}
 
-    def _namespace(self, call: Call, args: dict[str, Any]) -> str:
+    def _namespace(self, call: Call, request: StateRequest) -> str:
         """``shared``, the caller's own namespace, or (admin only) another agent's."""
-        if state_scope(args) == "shared":
+        if state_scope(request) == "shared":
             return SHARED_NAMESPACE
-        permissions = permissions_of(self.kernel)
+        permissions = self.permissions
         own = permissions.principal(call.identity)
-        target = args.get("agent")
+        target = None if request.agent is UNSET else request.agent
         if target is None or target == own:
             return f"own:{own}"
         check_text(target, "agent", MAX_ADDRESS_BYTES)
@@ -88,52 +96,47 @@ class StateService:
         # An agent id names that agent's durable namespace, like its principal does.
         return f"own:{permissions.agent_principal(target)}"
 
+    # Each handler reads its declared request, never a copy of it as a mapping: a value is
+    # decoded once, by the dispatcher.
+
     async def store(self, call: Call) -> dict[str, Any]:
         """``{key, value, ttl?, scope?}`` -> the new version and expiry."""
-        args = call.args()
-        if "value" not in args:
-            raise InvalidArgument("STORE needs a 'value'", field="value")
-        entry = await self.kv.store(self._namespace(call, args), _key(args),
-                                       args["value"], args.get("ttl"))
+        request = cast(StoreRequest, call.request)
+        entry = await self.kv.store(self._namespace(call, request), request.key, request.value,
+                                    _ttl(request.ttl))
         return {"key": entry.key, "version": entry.version, "expires_at": entry.expires_at}
 
     async def fetch(self, call: Call) -> dict[str, Any]:
         """``{key, scope?}`` -> the entry; NotFound if missing or expired."""
-        args = call.args()
-        key = _key(args)
-        entry = await self.kv.fetch(self._namespace(call, args), key)
+        request = cast(FetchRequest, call.request)
+        entry = await self.kv.fetch(self._namespace(call, request), request.key)
         if entry is None:
-            raise NotFound(f"no value for key {key!r}", key=key)
+            raise NotFound(f"no value for key {request.key!r}", key=request.key)
         return entry.to_dict()
 
     async def delete(self, call: Call) -> dict[str, Any]:
         """``{key, scope?}`` -> whether a live value was removed."""
-        args = call.args()
-        return {"deleted": await self.kv.delete(self._namespace(call, args), _key(args))}
+        request = cast(DeleteRequest, call.request)
+        return {"deleted": await self.kv.delete(self._namespace(call, request), request.key)}
 
     async def keys(self, call: Call) -> dict[str, Any]:
         """``{prefix?, limit?, scope?}`` -> sorted live keys."""
-        args = call.args()
-        keys = await self.kv.keys(self._namespace(call, args), args.get("prefix", ""),
-                                     args.get("limit", 1000))
+        request = cast(KeysRequest, call.request)
+        keys = await self.kv.keys(self._namespace(call, request), "" if request.prefix is UNSET else request.prefix,
+                                  1000 if request.limit is UNSET else request.limit)
         return {"keys": keys}
 
     async def cas(self, call: Call) -> dict[str, Any]:
         """``{key, expected?, value, ttl?, scope?}``: swap if the value equals ``expected``
         (no ``expected``: only if the key is absent). Returns whether it swapped and the value now."""
-        args = call.args()
-        if "value" not in args:
-            raise InvalidArgument("CAS needs a 'value'", field="value")
-        swapped, entry = await self.kv.cas(self._namespace(call, args), _key(args),
-                                              args.get("expected", ABSENT), args["value"],
-                                              args.get("ttl"))
+        request = cast(CasRequest, call.request)
+        swapped, entry = await self.kv.cas(self._namespace(call, request), request.key,
+                                           ABSENT if request.expected is UNSET else request.expected,
+                                           request.value, _ttl(request.ttl))
         return {"swapped": swapped, "exists": entry is not None,
                 "value": entry.value if entry else None,
                 "version": entry.version if entry else None}
 
 
-def _key(args: dict[str, Any]) -> str:
-    key = args.get("key")
-    if not isinstance(key, str) or not key:
-        raise InvalidArgument(f"key must be a non-empty string, got {key!r}", field="key")
-    return key
+def _ttl(ttl: float | None | UnsetType) -> float | None:
+    return None if ttl is UNSET else ttl

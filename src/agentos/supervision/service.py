@@ -1,8 +1,9 @@
 """The ``supervisor`` service: restarts agents that end, per the policy in their SPAWN request.
 
-It owns no syscalls. It checks SPAWN's ``restart`` field before the process
-service sees it (a guard), listens for agents ending on ``kernel.events``, and
-spawns the same request again through the process service after the backoff.
+It owns no syscalls. The process service checks SPAWN's ``restart`` with the rest of
+the request and keeps the policy on the agent's row; this service listens for agents
+ending on ``kernel.events``, and spawns the same request again through the process
+service after the backoff.
 It publishes ``agent.restarted`` for each restart and ``agent.given_up`` when it
 gives up (too many restarts in the window, or the restart itself failed).
 A KILL of the agent, by name or id, cancels a restart that is waiting, as does a START.
@@ -14,12 +15,12 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AgentOSError, InvalidArgument
+from ..errors import AgentOSError
 from ..kernel.syscalls import Call, Handler
 from ..processes.agent import qualified
 from ..protocol import Op, op_name
 from ..protocol.lifecycle import SELF_ENDED_TOPICS, Status, Topic
-from .policy import RestartHistory, RestartPolicy
+from .policy import RestartHistory
 
 if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
@@ -34,8 +35,10 @@ class SupervisorService:
 
     name = "supervisor"
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, processes: ProcessService) -> None:
         self.kernel = kernel
+        #: Whose agents it restarts, and through which it spawns them again.
+        self.processes = processes
         #: Restart histories by agent name, while the agent keeps being restarted.
         self.histories: dict[str, RestartHistory] = {}
         #: Restarts waiting for their backoff, by agent name.
@@ -50,8 +53,7 @@ class SupervisorService:
         return {}
 
     async def start(self) -> None:
-        self.kernel.add_guard(self._check_spawn)
-        self.kernel.add_observer(self._after_call)
+        self.kernel.add_observer(self._after_call, ops=(Op.KILL, Op.START))
         self._unsubscribe = [self.kernel.events.subscribe(topic, self._on_ended) for topic in SELF_ENDED_TOPICS]
         self._unsubscribe.append(self.kernel.events.subscribe(Topic.KILLED, self._on_killed))
 
@@ -70,22 +72,13 @@ class SupervisorService:
 
     # -- hooks -----------------------------------------------------------------------
 
-    def _check_spawn(self, call: Call) -> None:
-        """Refuse a SPAWN whose ``restart`` is invalid, before anything is started."""
-        if call.op != Op.SPAWN:
-            return
-        try:
-            RestartPolicy.from_request(call.args().get("restart"))
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-
     def _after_call(self, call: Call, outcome: str, latency: float) -> None:
         """A successful KILL of an agent waiting to be restarted cancels the restart; so does a
         START (``agentos start``), which has already started it."""
-        if call.op not in (Op.KILL, Op.START) or outcome != "ok" or not self._waiting:
+        if outcome != "ok" or not self._waiting:
             return
         try:
-            agent: Agent | None = self._processes().lookup(call.identity, call.args())
+            agent: Agent | None = self.processes.lookup(call.identity, call.args())
         except AgentOSError:
             agent = None
         name = agent.qualified_name if agent is not None else None
@@ -108,7 +101,7 @@ class SupervisorService:
         agent = self._agent(event["id"])
         if agent is None:
             return
-        policy = RestartPolicy.from_request(agent.request.fields().get("restart"))
+        policy = agent.restart
         if not policy.restarts_after(event["status"]):
             self.histories.pop(agent.qualified_name, None)
             return
@@ -140,7 +133,7 @@ class SupervisorService:
             self._give_up(agent, "could not be restarted: the process table does not say who spawned it")
             return
         try:
-            info = await self._processes().spawn_as(agent.spawner, agent.request)
+            info = await self.processes.spawn_as(agent.spawner, agent.request)
         except AgentOSError as exc:
             self._give_up(agent, f"could not be restarted: {exc}")
             return
@@ -158,7 +151,7 @@ class SupervisorService:
         # LIST shows the agent failed even when its last run ended cleanly (policy always).
         agent.status = Status.FAILED
         # And the next kernel does not bring it back as a restart still owed.
-        self._processes().ledger.ended(agent, gave_up=True)
+        self.processes.ledger.ended(agent, gave_up=True)
         log.warning("agent %s (%s) failed: %s", agent.name, agent.id, reason)
         self.kernel.events.publish(Topic.GIVEN_UP, {
             "id": agent.id, "name": agent.name, "project": agent.project, "reason": reason,
@@ -166,14 +159,11 @@ class SupervisorService:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _processes(self) -> ProcessService:
-        return self.kernel.services["processes"]  # type: ignore[return-value]
-
     def _agent(self, agent_id: Any) -> Agent | None:
         """The process table's row for ``agent_id``, if it still holds one."""
         if not isinstance(agent_id, str):
             return None
         try:
-            return self._processes().table.find({"id": agent_id})
+            return self.processes.table.find({"id": agent_id})
         except AgentOSError:
             return None

@@ -9,11 +9,13 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ...kernel.config import KernelConfig
+    from ...kernel.daemon import ServiceFactory
 
 
 class _JsonFormatter(logging.Formatter):
@@ -95,7 +97,9 @@ def _check_cluster(config: KernelConfig) -> None:
         raise UserError(str(exc)) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, extra_services: Sequence[ServiceFactory] = ()) -> int:
+    """``agentos kernel``; a program that embeds the kernel passes services of its own in
+    ``extra_services`` (``Kernel(extra_services=...)``) and keeps these options and the guardian."""
     from ...kernel.config import KernelConfig
     from ...kernel.daemon import Kernel, KernelAlreadyRunning
     from ...kernel.guardian import guard_this_kernel
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     # From here on this process is the kernel's guardian, and the kernel its child.
     guard_this_kernel(config.log_json)
     try:
-        Kernel(config).run()
+        Kernel(config, extra_services).run()
     except KernelAlreadyRunning as exc:
         raise UserError(str(exc)) from None
     return 0
