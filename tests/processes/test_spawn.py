@@ -8,6 +8,7 @@ import pytest
 import agentos
 from agentos import AlreadyExists, InvalidArgument, NotFound, Timeout
 from agentos.testing.kernel import KernelProcess
+from tests import host
 
 from .conftest import agent, kernel_cgroup_dirs, pid_alive, require_cgroup_limits
 
@@ -124,11 +125,53 @@ def test_names_are_unique_among_running_agents(shared_kernel) -> None:
 
 
 def test_hello_reports_what_this_host_can_isolate(shared_kernel) -> None:
-    caps = shared_kernel.client().hello()["capabilities"]["processes"]
-    assert caps["cgroups"]["driver"] in ("v1", "v2", "none")
-    assert caps["layout"]["kind"] in ("v1", "v2", "hybrid", "none")
-    assert "namespaces" in caps["sandbox"]
-    assert {"SPAWN", "KILL", "LIST", "WAIT", "LOGS", "READY"} <= set(shared_kernel.client().hello()["syscalls"])
+    hello = shared_kernel.client().hello()
+    assert {"SPAWN", "KILL", "LIST", "WAIT", "LOGS", "READY"} <= set(hello["syscalls"])
+    caps = hello["capabilities"]["processes"]
+    found = host.cgroups()
+    layout = caps["layout"]
+    assert (layout["kind"], layout["v1_mounts"]) == (found.kind, found.v1)
+    assert (layout["v2_mount"], layout["v2_controllers"]) == (found.v2, found.v2_controllers)
+    sandbox = caps["sandbox"]
+    machine = os.uname().machine
+    assert sandbox["arch"] == (machine if machine in host.SECCOMP_ARCHES else "unsupported")
+    assert sandbox["root"] is (os.geteuid() == 0)
+    namespaces = host.namespaces()
+    assert sandbox["namespaces"] == namespaces
+    assert sandbox["user_namespaces"] is namespaces["user"]
+    assert sandbox["mount_setattr"] is host.has_mount_setattr()
+    assert sandbox["seccomp"] is host.seccomp_filters()
+    assert sandbox["landlock_abi"] == host.landlock_abi()
+    # Each missing feature says why (seccomp's note only when its probe failed, not by arch).
+    missing = ({name for name, ok in namespaces.items() if not ok}
+               | ({"landlock"} if not sandbox["landlock_abi"] else set())
+               | ({"mount_setattr"} if not sandbox["mount_setattr"] else set()))
+    assert set(sandbox["notes"]) - {"seccomp"} == missing
+
+
+def test_hello_reports_the_cgroup_driver_root_gets(shared_kernel) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a normal user's driver depends on what systemd delegated")
+    found = host.cgroups()
+    on_v1 = [c for c in host.LIMIT_CONTROLLERS if c in found.v1]
+    on_v2 = [c for c in host.LIMIT_CONTROLLERS if c in found.v2_controllers]
+    # The hierarchy holding the most of the limit controllers; a v2 one holding none still
+    # beats no hierarchy, since it tracks and kills process trees (docs/processes.md).
+    if found.v1 and (not found.v2 or len(on_v1) > len(on_v2)):
+        driver, enforceable = "v1", on_v1
+    else:
+        driver, enforceable = ("v2", on_v2) if found.v2 else ("none", [])
+    cgroups = shared_kernel.client().hello()["capabilities"]["processes"]["cgroups"]
+    assert (cgroups["driver"], cgroups["enforceable"], cgroups["delegated"]) == (driver, enforceable,
+                                                                                 False)
+    if driver == "v1":
+        assert {found.v1[c] for c in on_v1} <= set(cgroups["roots"]) <= set(found.v1.values())
+        assert cgroups["freezer"] is ("freezer" in found.v1)
+    elif driver == "v2":
+        assert cgroups["roots"] == [found.v2]
+        # Every non-root v2 cgroup has cgroup.freeze since Linux 5.2.
+        release = tuple(int(part) for part in os.uname().release.split(".")[:2])
+        assert cgroups["freezer"] is (release >= (5, 2))
 
 
 def test_wait_timeout_answers_only_that_request(shared_kernel) -> None:
