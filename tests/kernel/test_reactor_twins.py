@@ -425,13 +425,19 @@ class _SelectorTests(_Resources):
 class _ServingTests(_Resources):
     """What a reactor does beyond a selector: serving agentos clients; run on both twins."""
 
-    def served(self, **options: Any) -> tuple[Any, Any, Peer]:
-        """A reactor serving one adopted socketpair: ``(reactor, connection, client)``."""
-        reactor = self.selector(**options)
+    def connect(self, reactor: Any, sndbuf: int = 0) -> tuple[Any, Peer]:
+        """A socketpair whose kernel end ``reactor`` adopts: ``(connection, client)``."""
         kernel_end, client_end = pair()
+        if sndbuf:
+            kernel_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         peer = Peer(client_end)
         self.closing.append(peer)
-        return reactor, reactor.adopt(kernel_end), peer
+        return reactor.adopt(kernel_end), peer
+
+    def served(self, **options: Any) -> tuple[Any, Any, Peer]:
+        """A reactor serving one client: ``(reactor, connection, client)``."""
+        reactor = self.selector(**options)
+        return (reactor, *self.connect(reactor))
 
     def request_ids(self) -> list[int]:
         return [request_id for _, _, _, request_id, _ in self.frames]
@@ -677,12 +683,8 @@ class _ServingTests(_Resources):
 
     def test_high_water_stops_reading_until_low_water(self) -> None:
         reactor = self.selector(high_water=64 * 1024, low_water=16 * 1024)
-        kernel_end, client_end = pair()
-        # Small socket buffers: the reactor's own queue, not the kernel's, holds the backlog.
-        kernel_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        peer = Peer(client_end)
-        self.closing.append(peer)
-        conn = reactor.adopt(kernel_end)
+        # A small socket buffer: the reactor's own queue, not the kernel's, holds the backlog.
+        conn, peer = self.connect(reactor, sndbuf=4096)
         peer.send(codec_py.encode_frame(OP, 1))
         wait_until(reactor, lambda: bool(self.frames), "the frame")
         conn.send(OP, STREAM_CHUNK, 1, b"z" * (256 * 1024))
@@ -719,13 +721,9 @@ class _ServingTests(_Resources):
     # -- timers and the loop --------------------------------------------------------------
 
     def test_loop_timers_fire_while_noops_stream_in(self) -> None:
-        reactor = self.new_selector()
+        reactor, _, peer = self.served()
         loop = self.new_loop(reactor)
-        self.closing.append(loop)
-        kernel_end, client_end = pair()
-        peer = Peer(client_end)
-        self.closing.append(peer)
-        reactor.adopt(kernel_end)
+        self.closing.append(loop)  # closes the reactor first (closing it twice is harmless)
         stop = threading.Event()
 
         def noops() -> None:
@@ -756,13 +754,9 @@ class _ServingTests(_Resources):
             # What the kernel does: a task per syscall, on the loop running the reactor.
             asyncio.get_running_loop().create_task(answer(conn, rid, payload))
 
-        reactor = self.new_selector(on_frame)
+        reactor, _, peer = self.served(on_frame=on_frame)
         loop = self.new_loop(reactor)
         self.closing.append(loop)
-        kernel_end, client_end = pair()
-        peer = Peer(client_end)
-        self.closing.append(peer)
-        reactor.adopt(kernel_end)
         peer.send(codec_py.encode_frame(OP, 1, b"one") + codec_py.encode_frame(OP, 2, b"two"))
 
         async def replies() -> None:
@@ -781,10 +775,7 @@ class _ServingTests(_Resources):
             on_frame=lambda conn, op, flags, rid, payload: conn.send(op, REPLY, rid, payload), batch=64)
         peers = []
         for i in range(1000):
-            kernel_end, client_end = pair()
-            reactor.adopt(kernel_end)
-            peers.append(Peer(client_end))
-            self.closing.append(peers[-1])
+            peers.append(self.connect(reactor)[1])
             peers[-1].send(codec_py.encode_frame(0, i) + codec_py.encode_frame(OP, i, b"%d" % i))
         waiting = list(peers)
 
