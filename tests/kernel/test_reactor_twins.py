@@ -508,6 +508,20 @@ class _ServingTests(_Resources):
         wait_until(reactor, lambda: len(peer.read()) == 3, "the stream")
         assert [payload for *_, payload in peer.frames] == [b"a", b"b", b""]
 
+    def test_a_handler_that_raises_is_logged_and_serving_carries_on(
+            self, caplog: pytest.LogCaptureFixture) -> None:
+        def on_frame(conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
+            raise ValueError("a bug in the handler")
+
+        reactor, conn, peer = self.served(on_frame=on_frame)
+        peer.send(codec_py.encode_frame(OP, 1) + codec_py.encode_frame(0, 2))
+        # Escaping select(), the error would end the loop that runs it, and the kernel with it.
+        wait_until(reactor, lambda: bool(peer.read()), "the NOOP's answer")
+        assert peer.frames == [(0, REPLY, 2, b"")] and not conn.closed
+        [record] = [r for r in caplog.records if r.name == "agentos.reactor"]
+        assert record.getMessage() == f"on_frame failed for opcode 0x{OP:02x}"
+        assert record.exc_info is not None and record.exc_info[0] is ValueError
+
     # -- frames split across reads, oversize and malformed frames --------------------------------
 
     def test_frames_split_across_reads_are_served_once_whole(self) -> None:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._reactor_common import (DEFAULT_BATCH, MAX_REFUSALS, OUT_OF_FILES, KeyMap, fileobj_to_fd,
-                               log_accept_paused, log_accept_resumed, protocol_error_payload,
+                               log, log_accept_paused, log_accept_resumed, protocol_error_payload,
                                refusal_frame, to_epoll)
 from ..errors import ProtocolError
 from ..protocol.codec import Frame, FrameDecoder, append_frame
@@ -214,7 +214,12 @@ class Connection:
             pending.popleft()
             self.inflight += 1
             reactor._woke = True
-            reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id, bytes(frame.payload))
+            try:
+                reactor.on_frame(self, frame.opcode, frame.flags, frame.request_id,
+                                 bytes(frame.payload))
+            except Exception:
+                # Escaping select(), it would end the loop that runs it, and the kernel with it.
+                log.exception("on_frame failed for opcode 0x%02x", frame.opcode)
             if self.closed:
                 return
         else:
