@@ -695,7 +695,9 @@ class _ServingTests(_Resources):
 
     # -- backpressure ---------------------------------------------------------------------
 
-    def test_high_water_stops_reading_until_low_water(self) -> None:
+    def over_high_water(self) -> tuple[Any, Any, Peer]:
+        """A reactor whose one connection has a stream reply queued over its high water (64 KiB;
+        low water 16 KiB) that the client has not read: ``(reactor, connection, client)``."""
         reactor = self.selector(high_water=64 * 1024, low_water=16 * 1024)
         # A small socket buffer: the reactor's own queue, not the kernel's, holds the backlog.
         conn, peer = self.connect(reactor, sndbuf=4096)
@@ -704,6 +706,10 @@ class _ServingTests(_Resources):
         conn.send(OP, STREAM_CHUNK, 1, b"z" * (256 * 1024))
         reactor.select(0)
         assert conn.write_buffered > 64 * 1024
+        return reactor, conn, peer
+
+    def test_high_water_stops_reading_until_low_water(self) -> None:
+        reactor, conn, peer = self.over_high_water()
         peer.send(codec_py.encode_frame(OP, 2) + codec_py.encode_frame(0, 3))
         for _ in range(5):
             reactor.select(0)
@@ -719,6 +725,17 @@ class _ServingTests(_Resources):
         wait_until(reactor, lambda: len(self.frames) == 2, "reading to resume")
         wait_until(reactor, lambda: (0, REPLY, 3, b"") in peer.read(), "the NOOP's answer")
         assert self.request_ids() == [1, 2] and len(self.drained) == 1
+
+    def test_an_on_drain_that_closes_the_connection(self) -> None:
+        reactor, conn, peer = self.over_high_water()
+        reactor.on_drain = lambda conn: conn.close()
+
+        def closed() -> bool:
+            peer.read()  # the client reads: the queue drains
+            return bool(self.closed)
+
+        wait_until(reactor, closed, "the close")
+        assert self.closed == [conn] and reactor.connections == []
 
     def test_max_inflight_stops_reading_until_a_reply(self) -> None:
         reactor, conn, peer = self.served(max_inflight=2, batch=8)

@@ -259,6 +259,8 @@ class Connection:
             self._throttled = False
             reactor._woke = True
             reactor.on_drain(self)
+            if self.closed:
+                return  # on_drain closed it: its fd is out of epoll, maybe reused already
         elif pending > reactor.high_water:
             self._throttled = True
         # Frames still waiting for a batch: read no more until they are served.
