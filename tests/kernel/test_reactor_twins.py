@@ -596,6 +596,16 @@ class _ServingTests(_Resources):
         wait_until(reactor, lambda: bool(self.closed), "the connection to close")
         assert peer.read() == [(OP, REPLY, 1, b"answer")] and peer.eof
 
+    def test_end_of_file_behind_frames_waiting_for_their_batch(self) -> None:
+        reactor, conn, peer = self.served(
+            on_frame=lambda conn, op, flags, rid, payload: conn.send(op, REPLY, rid), batch=1)
+        peer.send(b"".join(codec_py.encode_frame(OP, rid) for rid in (1, 2, 3))
+                  + codec_py.encode_frame(0, 4) + codec_py.encode_frame(OP, 5)[:10])
+        peer.sock.shutdown(socket.SHUT_WR)
+        wait_until(reactor, peer.ended, "the end of file")
+        # Every whole frame is served, one batch at a time; the cut-off one is dropped.
+        assert [frame[2] for frame in peer.frames] == [1, 2, 3, 4] and self.closed == [conn]
+
     def test_end_of_file_with_nothing_in_flight_closes_at_once(self) -> None:
         reactor, conn, peer = self.served()
         peer.close()
