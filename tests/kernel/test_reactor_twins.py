@@ -27,6 +27,7 @@ so the tests collect readiness over as many ``select(0)`` calls as the slowest o
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import resource
 import selectors
@@ -239,7 +240,7 @@ class _SelectorTests(_Resources):
         os.close(gone)
         with pytest.raises(OSError) as raised:
             sel.register(gone, READ)
-        assert raised.value.errno == 9  # EBADF: nothing open at that number
+        assert raised.value.errno == errno.EBADF  # nothing is open at that number
         regular = (tmp_path / "file").open("w")
         self.closing.append(regular)
         with pytest.raises(PermissionError):
