@@ -15,7 +15,7 @@ from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, S
                       TooLarge, error_from_payload)
 from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, append_frame
 from ..protocol.payload import decode_json, encode_payload
-from ..protocol.requests import MIN_DECLARED_PAYLOAD
+from ..protocol.requests import FD_ENV, MIN_DECLARED_PAYLOAD
 
 REPLY = int(Flag.REPLY)
 ERROR = int(Flag.ERROR)
@@ -31,7 +31,7 @@ def connect_socket(socket_path: str | os.PathLike[str] | None, fd: int | None) -
     the variable is removed so a child of the agent does not share the socket.
     """
     if fd is None and socket_path is None:
-        env_fd = os.environ.pop("AGENTOS_FD", None)
+        env_fd = os.environ.pop(FD_ENV, None)
         if env_fd is not None:
             fd = int(env_fd)
     if fd is not None:

@@ -14,6 +14,7 @@ from ..kernel.identity import Identity
 from ..processes.exec import STDERR, STDOUT
 from ..protocol import Op
 from ..protocol.requests import ExecRequest, decode_request
+from ..sandbox.initd import IDLE
 
 if TYPE_CHECKING:
     from ..processes.agent import Agent
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 #: Every MCP server's agent is in this project: ``agentos ps`` shows them as ``mcp/<name>``.
 PROJECT = "mcp"
-#: The agent's own program: it idles (and reaps) while the server runs in it as an exec.
-IDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sandbox", "idle.py")
 
 
 def kernel_identity() -> Identity:

@@ -52,6 +52,7 @@ from ..kernel.syscalls import Call, Handler
 from ..permissions.principal import caller_id
 from ..protocol import Op
 from ..protocol.requests import (
+    FD_ENV,
     MAX_UID,
     RESERVED_ENV_PREFIX,
     ExecInputRequest,
@@ -85,7 +86,7 @@ MAX_RUNNING = 64
 #: Ended execs kept for ``attach`` and ``list`` (their results and last output).
 KEEP_ENDED = 256
 #: Environment an exec'd process never gets from the agent's: it has no kernel connection.
-_NOT_INHERITED = ("AGENTOS_FD",)
+_NOT_INHERITED = (FD_ENV,)
 _SHELL = "/bin/sh"
 #: The one user an exec may take instead of its agent's: nobody/nogroup, the overflow ids.
 NOBODY = 65534

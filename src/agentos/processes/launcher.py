@@ -5,11 +5,12 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
+from ..protocol.requests import FD_ENV
 from ..sandbox import Launched, Launcher, SandboxSpec, initd
 from ..sandbox.spec import DEFAULT_AGENT_UID, VolumeBind
 from .request import SpawnRequest
 
-#: The fd number an agent finds its kernel connection on (``AGENTOS_FD``).
+#: The fd number an agent finds its kernel connection on (``FD_ENV``).
 AGENT_FD = 3
 #: Kernel environment passed through to agents; nothing else leaks (API keys stay in the kernel).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "PYTHONPATH",
@@ -31,7 +32,7 @@ def agent_env(request: SpawnRequest, agent_id: str, passed: tuple[str, ...] = PA
     if request.template is not None:
         env = request.template.agent_env(env)
     env.update(request.env)
-    env.update({"AGENTOS_FD": str(AGENT_FD), "AGENTOS_AGENT_ID": agent_id,
+    env.update({FD_ENV: str(AGENT_FD), "AGENTOS_AGENT_ID": agent_id,
                 "AGENTOS_AGENT_NAME": request.name})
     return env
 

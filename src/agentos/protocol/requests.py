@@ -58,6 +58,8 @@ ENV_NAME_PATTERN = rf"^{_ENV_NAME}\Z"
 #: Variables the kernel sets for every agent (its connection, its identity) start with this;
 #: the whole prefix is the kernel's, so a variable it adds later cannot be forged either.
 RESERVED_ENV_PREFIX = "AGENTOS_"
+#: The variable an agent finds its kernel connection's descriptor in (the SDK reads it once).
+FD_ENV = "AGENTOS_FD"
 #: An MCP server's name (``mcp.servers`` of the kernel configuration).
 MCP_SERVER_PATTERN = rf"^{_MCP_SERVER}\Z"
 #: Named volumes (a file name under the kernel's state dir, so never ``.`` or ``..``).

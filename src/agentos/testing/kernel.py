@@ -13,6 +13,7 @@ from typing import Any
 
 from ..client import Client
 from ..protocol import HEADER_SIZE, encode_frame
+from ..protocol.requests import FD_ENV
 from ._server import FakeServer
 
 
@@ -27,7 +28,7 @@ class KernelProcess:
         self.state_dir = self.root / "state"
         self.log_path = self.root / "kernel.log"
         self.env = {**os.environ, **(env or {})}
-        self.env.pop("AGENTOS_FD", None)
+        self.env.pop(FD_ENV, None)
         self.env["AGENTOS_SOCKET"] = str(self.socket_path)
         self.args = list(args or [])
         #: What runs the kernel: ``agentos kernel`` unless a test wraps it.

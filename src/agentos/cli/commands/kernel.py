@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...manifest.schema import LOG_LEVELS
+
 if TYPE_CHECKING:
     from ...kernel.config import KernelConfig
     from ...kernel.daemon import ServiceFactory
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--socket-mode", type=lambda s: int(s, 8), default=0o600,
                    help="permissions of the socket file, octal (default 600)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="default INFO")
     p.add_argument("--manifest", type=Path, help="take settings (socket, state dir, llm ...) from this "
                    "manifest's kernel section; the options above override them")
     p.add_argument("--max-payload", type=int, help="largest request payload accepted, bytes")

@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from ...manifest.schema import LOG_LEVELS
 from ..launch import add_socket_option, duration_option, socket_path
 
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a sandbox unused this long is killed, and an HTTP session ends (default 10m)")
     p.add_argument("--sandbox-timeout", type=duration_option, default="1h",
                    help="the longest a sandbox lives, enforced by the kernel (default 1h)")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS)
     add_socket_option(p)
     p.set_defaults(func=run)
 
