@@ -151,15 +151,16 @@ def test_telemetry_cost(benchmark: Any, kernels: Any, goals: Goals) -> None:
 
     cpu: list[int] = []
     (think_off, think_on), (noop_off, noop_on) = asyncio.run(measure())
-    think = _report(goals, benchmark, "THINK", think_off, think_on, added_goal=0.05e-3, ratio_goal=None)
+    think_report = _report(goals, benchmark, "THINK", think_off, think_on, added_goal=0.05e-3, ratio_goal=None)
     # Kernel CPU per THINK (all threads: the span exporter's too), warm-up calls included.
     calls = BLOCKS * THINK_PAIRS + 100
-    think.update(THINK_cpu_off_us=round(cpu[0] / calls / 1e3, 1), THINK_cpu_on_us=round(cpu[1] / calls / 1e3, 1))
-    benchmark.extra_info.update(think)
-    print(json.dumps(think))
-    noop = _report(goals, benchmark, "NOOP", noop_off, noop_on, added_goal=None, ratio_goal=1.05)
-    benchmark.extra_info.update(noop)
-    print(json.dumps(noop))
+    think_report.update(THINK_cpu_off_us=round(cpu[0] / calls / 1e3, 1),
+                        THINK_cpu_on_us=round(cpu[1] / calls / 1e3, 1))
+    benchmark.extra_info.update(think_report)
+    print(json.dumps(think_report))
+    noop_report = _report(goals, benchmark, "NOOP", noop_off, noop_on, added_goal=None, ratio_goal=1.05)
+    benchmark.extra_info.update(noop_report)
+    print(json.dumps(noop_report))
     benchmark.pedantic(lambda: None, rounds=1)
 
 

@@ -8,10 +8,23 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .client import AsyncClient, Client  # noqa: E402
-from .errors import (AgentOSError, AlreadyExists, Busy, ConnectionClosed,  # noqa: E402
-                     InternalError, InvalidArgument, KernelNotRunning, NotFound,
-                     NotImplementedSyscall, PermissionDenied, ProtocolError, SyscallError,
-                     Timeout, TooLarge, Unavailable)
+from .errors import (  # noqa: E402
+    AgentOSError,
+    AlreadyExists,
+    Busy,
+    ConnectionClosed,
+    InternalError,
+    InvalidArgument,
+    KernelNotRunning,
+    NotFound,
+    NotImplementedSyscall,
+    PermissionDenied,
+    ProtocolError,
+    SyscallError,
+    Timeout,
+    TooLarge,
+    Unavailable,
+)
 
 __all__ = ["__version__", "Client", "AsyncClient", "AgentOSError", "SyscallError",
            "ProtocolError", "ConnectionClosed", "KernelNotRunning", "InvalidArgument", "NotFound",

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,7 +164,7 @@ def fail_at(monkeypatch: pytest.MonkeyPatch, module: object, name: str, at: int 
         if calls[0] == at:
             # What a fuzzed `cpu: 1e400` once raised: not an OSError, and 25 directories leaked.
             raise OverflowError("cannot convert float infinity to integer")
-        return real(*args, **kwargs)  # type: ignore[operator]
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, wrapped)
     return calls

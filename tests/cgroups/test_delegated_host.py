@@ -15,10 +15,10 @@ freezer is a core file, no controller needed), KILL of a whole tree (``cgroup.ki
 isolation report and ``doctor`` saying the limits are NOT enforced, that nothing remains
 once the kernel stops, and that after a ``kill -9`` (guardian included) the next kernel, started
 in the leaf as the scope's shell would be, roots itself in the delegated cgroup, removes the dead
-kernel's tree and, stopping last, puts the cgroup back as it was. The controllers themselves (enabling memory, pids and cpu in the
-delegated cgroup, limits written, partial delegations) are covered by test_delegated.py on the
-fake cgroupfs only. On a host whose hierarchy offers controllers below ``agentos/``, the same
-test expects those enforced.
+kernel's tree and, stopping last, puts the cgroup back as it was. The controllers themselves
+(enabling memory, pids and cpu in the delegated cgroup, limits written, partial delegations)
+are covered by test_delegated.py on the fake cgroupfs only. On a host whose hierarchy offers
+controllers below ``agentos/``, the same test expects those enforced.
 """
 from __future__ import annotations
 

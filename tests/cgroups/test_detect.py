@@ -104,5 +104,5 @@ def test_this_host_matches_its_mount_table() -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert (layout.v2_mount is not None) == (" - cgroup2 " in mounts)
     for controller, path in layout.v1_mounts.items():
-        line = next(l for l in mounts.splitlines() if f" {path} " in l and " - cgroup " in l)
+        line = next(m for m in mounts.splitlines() if f" {path} " in m and " - cgroup " in m)
         assert controller in line.split()[-1].split(",")

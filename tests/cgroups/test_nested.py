@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agentos.cgroups import AgentCgroup, CgroupDriver, Limits, V1Driver, V2Driver, base, destroy, v1 as v1_module
+from agentos.cgroups import AgentCgroup, CgroupDriver, Limits, V1Driver, V2Driver, base, destroy
+from agentos.cgroups import v1 as v1_module
 
 from .conftest import dead_instance, every_failure_of_create_leaves_nothing
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from agentos.cgroups import TOP, CgroupDriver, Limits, V1Driver, V2Driver, destroy, instance_name
-
 from agentos.cgroups.limits import MAX_CPU, MAX_MEMORY, MAX_PIDS, PID_MAX_LIMIT
 
 from .conftest import dead_instance

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentos.cgroups import LEAF, CgroupError, Limits, NoDriver, V1Driver, V2Driver, base, destroy, v2
+from agentos.cgroups import LEAF, AgentCgroup, CgroupError, Limits, NoDriver, V1Driver, V2Driver, base, destroy, v2
 
 from .conftest import FakeCgroupfs, dead_instance, every_failure_of_create_leaves_nothing
 
@@ -248,7 +248,7 @@ def test_nested_trees_of_a_dead_kernel_are_removed_depth_first(cgroupfs: FakeCgr
     assert cgroupfs.cgroups() == ["agentos", "agentos/1-1"]
 
 
-async def _destroy_all(cgroups: list) -> list[bool]:  # type: ignore[type-arg]
+async def _destroy_all(cgroups: list[AgentCgroup]) -> list[bool]:
     return list(await asyncio.gather(*(destroy(cgroup) for cgroup in cgroups)))
 
 

@@ -71,7 +71,8 @@ def test_spawn_refuses_bad_options_in_one_line(kernel, scripts: Path, capsys) ->
     code, out, err = cli(capsys, "spawn", *socket, "--memory", "12XB", str(scripts / "serve.py"))
     assert (code, out) == (2, "")
     assert err == ("agentos spawn: error: --memory: '12XB' is not a size (examples: 512Mi, 1Gi, 1048576)\n")
-    code, out, err = cli(capsys, "spawn", *socket, *PLAIN, "--permissions", "think,telepathy", str(scripts / "serve.py"))
+    code, out, err = cli(capsys, "spawn", *socket, *PLAIN, "--permissions", "think,telepathy",
+                         str(scripts / "serve.py"))
     assert (code, out) == (1, "") and err.startswith("agentos spawn: error: unknown capability 'telepathy'")
     assert kernel.client().list_agents() == []
 

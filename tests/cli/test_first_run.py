@@ -82,7 +82,7 @@ def test_readme_main_command_as_a_normal_user_without_a_runtime_dir(user: User, 
     # The socket's directory was made private to the user, so the kernel accepted it.
     info = runtime_dir.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (user.uid, 0o700), story
-    assert out[0].startswith(f"started a kernel (pid ") and f" on {runtime_dir}/agentos/kernel.sock" in out[0], story
+    assert out[0].startswith("started a kernel (pid ") and f" on {runtime_dir}/agentos/kernel.sock" in out[0], story
     for name in NAMES:
         assert said(out, name, r"started \(pid \d+\)"), story
     assert said(out, "reporter", r"pipeline result: 5 of 5 documents summarised \(offline\)"), story

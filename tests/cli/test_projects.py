@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def team(directory: Path, word: str, head: str = "", env: str = "") -> Path:
     return path
 
 
-def running(socket: Path) -> dict[str, dict[str, object]]:
+def running(socket: Path) -> dict[str, dict[str, Any]]:
     with Client(socket) as client:
         return {f"{a['project']}/{a['name']}": a for a in client.list_agents(status="running")}
 

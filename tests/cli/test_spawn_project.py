@@ -2,8 +2,6 @@
 shows the project, and the name is unique within it (not across projects)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from agentos.testing.kernel import KernelProcess
 from tests.cli.test_up import agentos, lines
 

@@ -45,7 +45,7 @@ BLOCKING_KIND = {"coroutine": "function", "async generator": "generator",
 
 def shape(member: Any, blocking: bool) -> list[tuple[str, ...]]:
     """Parameters and return annotation, the async ones spelt as the blocking client's."""
-    func = member.fget if isinstance(member, property) else function(member)
+    func = function(member.fget if isinstance(member, property) else member)
     signature = inspect.signature(func)
     spell = (lambda text: text) if blocking else (lambda text: _generate.unasync(text))
     params = [(p.name, p.kind.name, repr(p.default), spell(str(p.annotation)))
@@ -97,10 +97,10 @@ def test_a_drifted_method_is_reported() -> None:
             """Only here."""
 
     class Blocking(AsyncClient):
-        async def hello(self) -> dict[str, Any]:  # type: ignore[override]
+        async def hello(self) -> dict[str, Any]:
             return {}
 
-        def follow_logs(self, agent: str | None = None, *, id: str | None = None,  # type: ignore[override]
+        def follow_logs(self, agent: str | None = None, *, id: str | None = None,
                         tail: int | None = None) -> Any:
             """Yield the agent's output as it is written, until the agent ends."""
 

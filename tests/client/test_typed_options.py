@@ -48,7 +48,7 @@ def test_a_typo_is_a_type_error_on_the_async_client(kernel) -> None:
                 with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(typo))}'"):
                     await getattr(c, method)(*args, **typo)
             with pytest.raises(TypeError, match="unexpected keyword argument 'tempreture'"):
-                c.think_stream("hi", tempreture=1)
+                c.think_stream("hi", tempreture=1)  # type: ignore[call-arg]
             return await c.list_agents()
 
     assert asyncio.run(main()) == []
@@ -65,7 +65,7 @@ def test_a_typed_call_sends_what_the_builder_builds(kernel, tmp_path) -> None:
         assert c.wait("sleeper", timeout=5)["status"] == "killed"
 
 
-def wire_fields(struct: type) -> set[str]:
+def wire_fields(struct: type[Request]) -> set[str]:
     """A request's own fields: not the ones every request carries (``Request``'s, such as the
     ``traceparent`` that ``Client.trace_with`` adds)."""
     return set(struct.__struct_fields__) - set(Request.__struct_fields__)

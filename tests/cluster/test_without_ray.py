@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,10 +63,11 @@ def test_configuration_mistakes_name_their_key(section: dict[str, object], key: 
 
 def test_placement_values_are_checked_by_field(kernel: KernelProcess) -> None:
     with kernel.client() as client:
-        for placement, field in [({"labels": {"no spaces": "x"}}, "placement.labels"),
-                                 ({"gpus": -1}, "placement.gpus"),
-                                 ({"resources": {"slots": "many"}}, "placement.resources"),
-                                 ({"zone": "a"}, "placement")]:
+        cases: list[tuple[dict[str, Any], str]] = [({"labels": {"no spaces": "x"}}, "placement.labels"),
+                                                   ({"gpus": -1}, "placement.gpus"),
+                                                   ({"resources": {"slots": "many"}}, "placement.resources"),
+                                                   ({"zone": "a"}, "placement")]
+        for placement, field in cases:
             with pytest.raises(InvalidArgument) as caught:
                 client.spawn("bad", agent("sleeper"), placement=placement)
             assert caught.value.details["field"].startswith(field), caught.value.details

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,7 +37,7 @@ VIEWPORT = {"width": 1280, "height": 640}
 SECTIONS = {"permissions": {"uids": {str(NOBODY): ["spawn", "kill", "observe", "message"]}}}
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """No browser means no test: a failure where CI requires every test to run."""
     if REQUIRE_PRIVILEGED:
         pytest.fail(f"browser tests cannot run: {reason}")

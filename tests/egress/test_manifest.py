@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentos.manifest import ManifestError, Manifest, load
+from agentos.manifest import Manifest, ManifestError, load
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -33,7 +33,7 @@ class CountingDecoder:
 def count_parses() -> None:
     """Count, from now on, every payload decoded and every decoded request copied."""
     for op, decoder in list(requests._DECODERS.items()):
-        requests._DECODERS[op] = CountingDecoder(op, decoder)
+        requests._DECODERS[op] = CountingDecoder(op, decoder)  # type: ignore[assignment]  # a stand-in
     fields = requests.Request.fields
 
     def counted_fields(self: requests.Request) -> dict[str, Any]:
@@ -72,7 +72,8 @@ class InspectionService:
 
 
 if __name__ == "__main__":
-    from demo_kernel import DemoService, serve  # beside this file, which Python runs as a script
+    # Beside this file, which Python runs as a script.
+    from demo_kernel import DemoService, serve  # type: ignore[import-not-found]
 
     count_parses()
     sys.exit(serve(sys.argv[1:], [DemoService, InspectionService]))

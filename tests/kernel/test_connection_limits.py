@@ -93,7 +93,7 @@ def fd_starved_kernel(tmp_path: Path) -> Iterator[KernelProcess]:
 
 def test_kernel_raises_its_soft_fd_limit_to_the_hard_limit(fd_starved_kernel: KernelProcess) -> None:
     assert f"open files: up to {HARD_LIMIT} (soft limit raised from 32)" in fd_starved_kernel.log()
-    limits = Path(f"/proc/{fd_starved_kernel.pid}/limits").read_text()  # type: ignore[union-attr]
+    limits = Path(f"/proc/{fd_starved_kernel.pid}/limits").read_text()
     (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
     assert line.split()[3:5] == [str(HARD_LIMIT), str(HARD_LIMIT)]  # soft, hard
 
@@ -101,7 +101,7 @@ def test_kernel_raises_its_soft_fd_limit_to_the_hard_limit(fd_starved_kernel: Ke
 def test_out_of_fds_new_clients_get_busy_and_the_kernel_stays_idle(
         fd_starved_kernel: KernelProcess) -> None:
     kernel = fd_starved_kernel
-    pid = kernel.pid  # type: ignore[union-attr]
+    pid = kernel.pid
     held: list[socket.socket] = []
     try:
         while True:
@@ -255,7 +255,7 @@ def test_connection_caps_default_and_reject_bad_values() -> None:
                          ({"per_agent": "9"}, "expected a positive integer, got '9'"),
                          ({"total": 9}, "connections: unknown setting 'total'")]:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-            KernelConfig(sections={"connections": bad}).connections
+            _ = KernelConfig(sections={"connections": bad}).connections
 
 
 def test_the_sdk_raises_busy_for_a_connection_over_its_cap() -> None:

@@ -9,10 +9,10 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from agentos import Client, KernelNotRunning
 from agentos.testing.kernel import KernelProcess
-
-import pytest
 
 
 def _kernel_cmd(sock, state, *extra):
@@ -58,6 +58,7 @@ def test_sigint_shuts_down_cleanly(tmp_path) -> None:
     k = KernelProcess(tmp_path / "k").start()
     client = k.client()
     assert client.noop(b"x") == b"x"
+    assert k.proc is not None
     k.proc.send_signal(signal.SIGINT)
     assert k.proc.wait(60) == 0
     assert not k.socket_path.exists()

@@ -16,8 +16,7 @@ import pytest
 
 from agentos import Busy, Client
 from agentos.testing.kernel import KernelProcess
-from tests.kernel.test_connection_limits import (HARD_LIMIT, REPLY, WITH_NOFILE, connect, cpu_seconds,
-                                                 noop, served)
+from tests.kernel.test_connection_limits import HARD_LIMIT, REPLY, WITH_NOFILE, connect, cpu_seconds, noop, served
 
 SLEEPER = "import time; time.sleep(600)\n"
 
@@ -84,9 +83,9 @@ def test_a_spawn_with_no_fd_left_is_busy_not_internal_and_the_kernel_stays_idle(
     assert "Traceback" not in kernel.log()
 
     # Full and idle, with held clients connected: no work to do, so no CPU to speak of.
-    before = cpu_seconds(kernel.pid)  # type: ignore[arg-type]
+    before = cpu_seconds(kernel.pid)
     time.sleep(2)
-    used = cpu_seconds(kernel.pid) - before  # type: ignore[arg-type]
+    used = cpu_seconds(kernel.pid) - before
     assert used < 0.2, f"the kernel used {used:.2f}s of CPU in 2s of being full"
 
     # Enough fds freed for an agent (its connection, pipes and pidfd): the same SPAWN works.

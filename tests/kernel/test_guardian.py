@@ -147,7 +147,7 @@ def test_kill_9_of_the_kernel_leaves_nothing_running(team: Team) -> None:
     assert all(_gone(pid) for pid in [team.kernel.pid, *team.pids])
     assert [d for d in team.cgroup_dirs if d.exists()] == []
     log = team.kernel.log()
-    assert "the kernel (pid %d) was killed by SIGKILL" % team.kernel.pid in log, log
+    assert f"the kernel (pid {team.kernel.pid}) was killed by SIGKILL" in log, log
     assert "Traceback" not in log, log
 
 

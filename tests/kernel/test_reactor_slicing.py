@@ -39,7 +39,7 @@ class Served:
 
     def replies(self) -> list[int]:
         """Request ids of the replies the client can read now (without waiting)."""
-        ids = []
+        ids: list[int] = []
         while select.select([self.client], [], [], 0)[0]:
             data = self.client.recv(1 << 16)
             if not data:

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from agentos import AsyncClient, Client, InternalError, NotFound
-from agentos.protocol import Op
+from agentos import AsyncClient, Client, ConnectionClosed, InternalError, NotFound
 
 from .demo_kernel import CANCEL_LOG, FAIL, RAISE_NOT_FOUND, SLEEP, STREAM
 
@@ -95,7 +94,7 @@ def test_disconnect_cancels_calls_in_flight(demo_kernel) -> None:
         task = asyncio.ensure_future(c._call(SLEEP, {"seconds": 3600, "tag": "abandoned"}))
         await asyncio.sleep(0.2)
         await c.close()
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             await task
     asyncio.run(main())
     c = demo_kernel.client()

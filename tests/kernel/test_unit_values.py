@@ -3,12 +3,13 @@ range ("0", "2000T", "999999999h"): each is invalid_argument naming its field, n
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from agentos.protocol import Op
 
-CASES = {
+CASES: dict[str, tuple[Op, dict[str, Any], str]] = {
     "memory zero": (Op.SPAWN, {"limits": {"memory": "0"}}, "limits.memory"),
     "memory over 1 PiB": (Op.SPAWN, {"limits": {"memory": "2000T"}}, "limits.memory"),
     "cpu zero": (Op.SPAWN, {"limits": {"cpu": "0m"}}, "limits.cpu"),

@@ -5,8 +5,14 @@ import random
 
 import pytest
 
-from agentos.llm.budgets import (MEDIA_TOKENS, MIN_OUTPUT_TOKENS, UNCAPPED_OUTPUT_TOKENS, Budgets,
-                                 Reservation, estimate_input_tokens)
+from agentos.llm.budgets import (
+    MEDIA_TOKENS,
+    MIN_OUTPUT_TOKENS,
+    UNCAPPED_OUTPUT_TOKENS,
+    Budgets,
+    Reservation,
+    estimate_input_tokens,
+)
 from agentos.llm.callers import Callers
 from agentos.llm.config import AgentPolicy, LLMConfig
 from agentos.llm.errors import ErrorKind, LLMError
@@ -157,12 +163,12 @@ def test_a_usd_budget_reserves_the_priced_worst_case_and_cuts_the_output_to_what
     assert held.max_output_tokens == int((0.001 - prompt * 1e-6) / 1e-5)
     assert held.usd <= 0.001
     usage = Usage(prompt=10, output=50, total=60, cached=4)
-    usage.cost_usd = budgets.cost(held, usage, "gemini-test")
-    assert usage.cost_usd == pytest.approx((6 * 1.0 + 4 * 0.25 + 50 * 10.0) / 1e6)
+    usage.cost_usd = cost = budgets.cost(held, usage, "gemini-test")
+    assert cost is not None and cost == pytest.approx((6 * 1.0 + 4 * 0.25 + 50 * 10.0) / 1e6)
     budgets.settle(held, usage)
     report = budgets.report("a", policy)
     assert report["cost_usd"] == pytest.approx(usage.cost_usd)
-    assert report["budget"]["usd_left"] == pytest.approx(0.001 - usage.cost_usd)
+    assert report["budget"]["usd_left"] == pytest.approx(0.001 - cost)
     with pytest.raises(LLMError) as caught:
         admit(budgets, AgentPolicy(max_usd=0.00001), key="b", account="b", max_output=1000)
     assert caught.value.reason == "usd"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentos import AsyncClient, InvalidArgument, PermissionDenied
+from agentos import AsyncClient, InvalidArgument
 from agentos.cli.main import main as cli_main
 from agentos.client.think import ThinkError
 from agentos.kernel.config import KernelConfig

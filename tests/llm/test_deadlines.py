@@ -264,6 +264,7 @@ def test_think_timeout_field() -> None:
     assert parse_json({"prompt": "x", "timeout": 2.5}).timeout == 2.5
     assert parse_json({"prompt": "x", "timeout": 30}).timeout == 30.0
     assert parse_json({"prompt": "x"}).timeout is None
+    bad: object
     for bad in (0, -1, "10s", True, [], 10 ** 400):
         with pytest.raises(InvalidArgument, match="timeout"):
             parse_json({"prompt": "x", "timeout": bad})

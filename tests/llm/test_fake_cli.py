@@ -19,6 +19,7 @@ def test_cli_fake_is_scriptable_over_http() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "agentos", "fake-gemini", "--port", "0",
                              "--api-key", "k1"], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.split("listening on ")[1].strip()
         assert url.startswith("http://127.0.0.1:")
@@ -36,4 +37,5 @@ def test_cli_fake_is_scriptable_over_http() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -52,7 +52,8 @@ async def ask_openai(session: aiohttp.ClientSession, fake: FakeServer, user: str
                       for c in message.get("tool_calls") or []]}
 
 
-FAKES = {"gemini": (FakeGemini, ask_gemini), "openai": (lambda: FakeOpenAI(api_key="fake-key"), ask_openai)}
+FAKES: dict[str, tuple[Callable[[], FakeServer], Ask]] = {
+    "gemini": (FakeGemini, ask_gemini), "openai": (lambda: FakeOpenAI(api_key="fake-key"), ask_openai)}
 
 
 def scripted(kind: str, scenario: Callable[[FakeServer, Ask], Awaitable[Any]]) -> Any:

@@ -9,9 +9,9 @@ import pytest
 
 from agentos import Client
 from agentos.client.think import full_turn
+from agentos.client.tools import Toolbox
 from agentos.errors import TooLarge
 from agentos.llm.service import _wire_turn
-from agentos.client.tools import Toolbox
 from agentos.llm.types import Completion, Usage
 from agentos.protocol import Op
 from agentos.testing import call_reply, text_reply

@@ -533,7 +533,7 @@ def test_cancelling_a_call_closes_its_connection_at_once() -> None:
         for handler, call in ((silent, lambda url: client.post_json(url, {}, HEADERS)),
                               (slow_stream, lambda url: events(client, url))):
             async with RawServer(handler) as server:
-                task = asyncio.create_task(call(server.url()))
+                task = asyncio.ensure_future(call(server.url()))
                 await until(lambda: bool(server.requests))
                 task.cancel()
                 await asyncio.wait([task])
@@ -569,7 +569,7 @@ def test_connect_failures_are_connect_failed() -> None:
 def _certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
     """A CA's certificate file and a server context whose certificate it signed (localhost,
     127.0.0.1)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agentos test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -610,7 +610,7 @@ def _certificates(directory: Path) -> tuple[Path, ssl.SSLContext]:
 def test_tls_with_a_ca_trusted_through_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca_file, server_context = _certificates(tmp_path)
     names: list[str | None] = []
-    server_context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc]
+    server_context.sni_callback = lambda sock, name, ctx: names.append(name)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 

@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
+from openai.types.chat import ChatCompletionToolUnionParam
 
 from agentos.testing import FakeOpenAI, Reply, call_reply, count_tokens, text_reply
 
@@ -29,10 +30,10 @@ DRIVEN: dict[tuple[str, str], str] = {
     ("GET", "/v1/models/{model}"): "test_models",
     ("*", "/{tail}"): "test_an_unserved_path_is_a_404",
 }
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                             "parameters": {"type": "object",
-                                                            "properties": {"city": {"type": "string"}},
-                                                            "required": ["city"]}}}]
+WEATHER: list[ChatCompletionToolUnionParam] = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}}]
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_chat_tool_loop(fake: FakeOpenAI) -> None:
     fake.script(call_reply(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})))
     client = client_for(fake)
     messages: list[Any] = [{"role": "user", "content": "Weather?"}]
-    first = client.chat.completions.create(model="gpt-test", messages=messages, tools=WEATHER)  # type: ignore[arg-type]
+    first = client.chat.completions.create(model="gpt-test", messages=messages, tools=WEATHER)
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
@@ -67,7 +68,7 @@ def test_chat_tool_loop(fake: FakeOpenAI) -> None:
         ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]
     messages.append(choice.message.model_dump(exclude_none=True))
     messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in calls]
-    second = client.chat.completions.create(model="gpt-test", messages=messages, tools=WEATHER)  # type: ignore[arg-type]
+    second = client.chat.completions.create(model="gpt-test", messages=messages, tools=WEATHER)
     assert second.choices[0].message.content == "Function results: sunny"
     assert fake.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
     usage = second.usage
@@ -108,7 +109,7 @@ def test_chat_tool_call_stream_fragments(fake: FakeOpenAI) -> None:
     arguments: dict[int, str] = {}
     names: dict[int, str] = {}
     for chunk in client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "W?"}],
-                                                tools=WEATHER, stream=True):  # type: ignore[arg-type]
+                                                tools=WEATHER, stream=True):
         for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
             arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")  # type: ignore[union-attr]
             if call.function and call.function.name:
@@ -199,9 +200,11 @@ def test_embeddings(fake: FakeOpenAI) -> None:
         model="text-embedding-3-small", input="alpha").http_response.json()["data"][0]["embedding"])
     assert len(packed) == 1536 * 4, "base64 holds little-endian float32s"
 
-    for options, param in (({"input": ""}, "input"), ({"input": ["x"] * 2049}, "input"),
-                           ({"input": "x", "dimensions": 4000}, "dimensions"),
-                           ({"input": "x", "model": "text-embedding-ada-002", "dimensions": 8}, "dimensions")):
+    invalid: list[tuple[dict[str, Any], str]] = [
+        ({"input": ""}, "input"), ({"input": ["x"] * 2049}, "input"),
+        ({"input": "x", "dimensions": 4000}, "dimensions"),
+        ({"input": "x", "model": "text-embedding-ada-002", "dimensions": 8}, "dimensions")]
+    for options, param in invalid:
         with pytest.raises(openai.BadRequestError) as caught:
             client.embeddings.create(**{"model": "text-embedding-3-large", **options})
         assert caught.value.param == param

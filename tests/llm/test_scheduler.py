@@ -39,7 +39,7 @@ class Calls:
         for agent in self.tasks:
             self._holding.setdefault(agent, [])
         while any(self._holding.values()):
-            for agent, holding in self._holding.items():
+            for holding in self._holding.values():
                 while holding:
                     holding.pop().set_result(None)
             await settle()

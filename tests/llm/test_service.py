@@ -32,7 +32,7 @@ async def _service(tmp_path: Path, fake: FakeGemini, monkeypatch, section: dict)
     monkeypatch.delenv("AGENTOS_LLM_CONFIG", raising=False)
     kernel = SimpleNamespace(config=KernelConfig(state_dir=tmp_path, sections={"llm": section}),
                              events=EventBus(), check_reply=lambda call, payload: None)
-    service = LLMService(kernel)
+    service = LLMService(kernel)  # type: ignore[arg-type]  # a stand-in with what the service uses
     await service.start()
     # The start-up endpoint check (a models list) is the kernel's own request, not the test's.
     while service.endpoint.status.checked_at is None:

@@ -245,6 +245,7 @@ def test_a_greedy_client_cannot_starve_another(llm_kernel) -> None:
     greedy = subprocess.Popen([sys.executable, "-m", "agentos.testing.think_flood",
                                str(llm_kernel.process.socket_path), "30", "greedy"],
                               stdout=subprocess.PIPE, text=True)
+    assert greedy.stdout is not None
     try:
         assert greedy.stdout.readline().strip() == "sent"
         with llm_kernel.client() as c:
@@ -315,6 +316,7 @@ def test_openai_compatible_provider_selected_by_configuration(tmp_path) -> None:
         finally:
             assert kernel.stop() == 0
         log = kernel.log()
+    assert stream.reply is not None
     assert "".join(pieces) == "local model says hi" and stream.reply.success
     assert stream.reply.model == "llama-test"
     assert hello["capabilities"]["llm"]["provider"] == "openai"

@@ -7,9 +7,9 @@ from typing import Literal
 import pytest
 
 from agentos.client.think import image_part, think_request
+from agentos.client.tools import Toolbox, declaration
 from agentos.errors import InvalidArgument
 from agentos.llm.request import parse_think
-from agentos.client.tools import Toolbox, declaration
 
 
 class Unit(enum.Enum):
@@ -77,7 +77,7 @@ def test_sdk_builds_the_json_form() -> None:
     assert request["functions"][0]["name"] == "forecast"
     assert request["images"][0]["mime_type"] == "image/jpeg"
     with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"):
-        think_request("hi", temprature=1)
+        think_request("hi", temprature=1)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="unknown image type"):
         image_part(b"not an image")
     parsed = parse_think(__import__("ujson").dumps(request).encode())

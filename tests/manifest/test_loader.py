@@ -4,7 +4,19 @@ from __future__ import annotations
 import pytest
 
 from agentos.manifest import ManifestError
-from agentos.manifest.loader import ListNode, MapNode, Scalar, compose, read
+from agentos.manifest.loader import ListNode, MapNode, Node, Scalar, compose, read
+
+
+def mapping(node: Node | None) -> MapNode:
+    """``node``, which the test's YAML wrote as a mapping."""
+    assert isinstance(node, MapNode), node
+    return node
+
+
+def scalar(node: Node) -> object:
+    """The value of ``node``, which the test's YAML wrote as a scalar."""
+    assert isinstance(node, Scalar), node
+    return node.value
 
 
 def problems(text: str) -> list[tuple[int, int, str, str]]:
@@ -15,15 +27,14 @@ def problems(text: str) -> list[tuple[int, int, str, str]]:
 
 def test_nodes_keep_one_based_marks_and_yaml_types() -> None:
     root = compose("agents:\n  a:\n    replicas: 2\n    args: [x, 1.5, true]\n", "m.yaml")
-    assert isinstance(root, MapNode)
-    entry = root.entries["agents"].value.entries["a"]  # type: ignore[union-attr]
+    entry = mapping(mapping(root).entries["agents"].value).entries["a"]
     assert (entry.key_mark.line, entry.key_mark.column) == (2, 3)
-    replicas = entry.value.entries["replicas"].value
+    replicas = mapping(entry.value).entries["replicas"].value
     assert isinstance(replicas, Scalar) and replicas.value == 2
     assert (replicas.mark.line, replicas.mark.column) == (3, 15)
-    args = entry.value.entries["args"].value
+    args = mapping(entry.value).entries["args"].value
     assert isinstance(args, ListNode)
-    assert [item.value for item in args.items] == ["x", 1.5, True]
+    assert [scalar(item) for item in args.items] == ["x", 1.5, True]
     assert str(args.items[2].mark) == "m.yaml:4:20"
 
 
@@ -90,8 +101,8 @@ def test_non_scalar_key() -> None:
 def test_merge_keys_fill_in_without_overriding() -> None:
     root = compose("x-base: &base {memory: 1Gi, cpu: 1}\n"
                    "limits:\n  <<: *base\n  cpu: 2\n", "m.yaml")
-    limits = root.entries["limits"].value  # type: ignore[union-attr]
-    assert {k: e.value.value for k, e in limits.entries.items()} == {"cpu": 2, "memory": "1Gi"}
+    limits = mapping(mapping(root).entries["limits"].value)
+    assert {k: scalar(e.value) for k, e in limits.entries.items()} == {"cpu": 2, "memory": "1Gi"}
     # The merged value keeps the mark of where it was written.
     assert str(limits.entries["memory"].value.mark) == "m.yaml:1:24"
 

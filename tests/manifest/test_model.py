@@ -8,8 +8,18 @@ import pytest
 
 from agentos.cgroups.limits import Limits as CgroupLimits
 from agentos.llm.config import LLMConfig
-from agentos.manifest import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness,
-                              Restart, Sandbox, schema)
+from agentos.manifest import (
+    AgentLLM,
+    AgentSpec,
+    KernelLLM,
+    KernelSection,
+    Limits,
+    Manifest,
+    Readiness,
+    Restart,
+    Sandbox,
+    schema,
+)
 from agentos.permissions import parse_capabilities
 from agentos.permissions.capabilities import DEFAULT_CHILD_CAPABILITIES
 

@@ -140,7 +140,7 @@ class DetailedTask(types.Result):
 
 
 async def get_task(session: Any, task_id: str) -> DetailedTask:
-    return await session.send_request(GetTask(method="tasks/get", params=TaskParams(task_id=task_id)),  # type: ignore[no-any-return]
+    return await session.send_request(GetTask(method="tasks/get", params=TaskParams(task_id=task_id)),
                                       DetailedTask)
 
 

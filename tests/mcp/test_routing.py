@@ -7,12 +7,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from agentos.testing import FakeGemini, call_reply, text_reply
-
 from tests.mcp.routing_fixtures import TWINS, McpKernel, chunks, start
 
 

@@ -14,8 +14,19 @@ from mcp.shared.exceptions import MCPError
 
 from agentos.cli.main import main as agentos_main
 from agentos.testing.kernel import KernelProcess
-from tests.mcp.server_fixtures import (HttpServer, TaskHandle, TasksExtension, agent_status, get_task, http,
-                                       mcp_kernel, refused, run, structured, until)
+from tests.mcp.server_fixtures import (
+    HttpServer,
+    TaskHandle,
+    TasksExtension,
+    agent_status,
+    get_task,
+    http,
+    mcp_kernel,
+    refused,
+    run,
+    structured,
+    until,
+)
 
 __all__ = ["mcp_kernel"]
 
@@ -42,7 +53,7 @@ def post(url: str, headers: dict[str, str]) -> httpx2.Response:
     async def send() -> httpx2.Response:
         async with httpx2.AsyncClient() as client:
             return await client.post(url, json=INITIALIZE, headers={**HEADERS, **headers})
-    return run(send())  # type: ignore[no-any-return]
+    return run(send())
 
 
 def test_the_front_door(server: HttpServer) -> None:
@@ -157,11 +168,12 @@ def test_a_unix_socket_with_the_state_tools(mcp_kernel: KernelProcess, tmp_path:
             return Client(streamable_http_client(server.url, http_client=client))
 
         async def scenario() -> None:
-            async with over_socket(token) as one, over_socket(token) as two:  # type: ignore[attr-defined]
+            async with over_socket(token) as one, over_socket(token) as _two:  # type: ignore[attr-defined]
                 names = {tool.name for tool in (await one.list_tools()).tools}
                 assert {"state_get", "state_set", "state_delete", "state_keys"} <= names and "think" not in names
                 name = structured(await one.call_tool("sandbox_create", {}))["sandbox"]
-                assert structured(await one.call_tool("exec", {"sandbox": name, "argv": ["echo", "uds"]}))["stdout"] == "uds\n"
+                echoed = structured(await one.call_tool("exec", {"sandbox": name, "argv": ["echo", "uds"]}))
+                assert echoed["stdout"] == "uds\n"
                 await one.call_tool("state_set", {"key": "k", "value": {"n": 1}})
                 assert structured(await one.call_tool("state_get", {"key": "k"}))["value"] == {"n": 1}
                 assert structured(await one.call_tool("state_keys", {}))["keys"] == ["k"]

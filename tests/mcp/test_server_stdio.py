@@ -10,7 +10,6 @@ import mcp_types as types
 import pytest
 
 from agentos.testing.kernel import KernelProcess
-
 from tests.mcp.server_fixtures import agent_status, mcp_kernel, refused, run, stdio, structured, until
 
 __all__ = ["mcp_kernel"]
@@ -18,7 +17,8 @@ __all__ = ["mcp_kernel"]
 SANDBOX_TOOLS = {"sandbox_create", "exec", "run_code", "files_read", "files_write", "files_list",
                  "sandbox_kill", "sandbox_list"}
 #: A 1x1 PNG, displayed by a cell as an object with _repr_png_.
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
+                       "RU5ErkJggg==")
 
 
 @pytest.mark.parametrize("mode, version", [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
@@ -43,7 +43,8 @@ def test_the_tools_end_to_end(mcp_kernel: KernelProcess, mode: str, version: str
             ran = structured(await client.call_tool("exec", {"sandbox": name, "argv": ["cat"], "stdin": "fed",
                                                              "env": {"X": "1"}, "cwd": "/tmp"}))
             assert ran["stdout"] == "fed" and ran["exit_code"] == 0
-            slow = structured(await client.call_tool("exec", {"sandbox": name, "argv": ["sleep", "30"], "timeout": 0.5}))
+            slow = structured(await client.call_tool("exec", {"sandbox": name, "argv": ["sleep", "30"],
+                                                              "timeout": 0.5}))
             assert slow["timed_out"] is True
 
             written = structured(await client.call_tool("files_write", {"sandbox": name, "path": "/tmp/w/a.txt",

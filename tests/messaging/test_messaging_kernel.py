@@ -68,7 +68,7 @@ def test_recv_blocks_only_its_own_request(kernel) -> None:
 
 
 def test_full_mailbox_is_the_senders_error(kernel) -> None:
-    async def scenario() -> tuple[list[object], int]:
+    async def scenario() -> tuple[list[int | BaseException], int]:
         async with await AsyncClient.connect(kernel.socket_path) as c:
             await c.register("flooded")
             results = await asyncio.gather(*(c.send("flooded", n) for n in range(1100)),

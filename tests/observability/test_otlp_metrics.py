@@ -18,11 +18,12 @@ from agentos.testing.kernel import KernelProcess
 from .conftest import OtlpReceiver, agent, llm_env
 
 
-def _point(export: dict[str, Any], name: str, **attributes: str) -> dict[str, Any] | None:
-    for point in export.get(name, {}).get("points", []):
+def _point(export: dict[str, Any], name: str, **attributes: str) -> dict[str, Any]:
+    points = export.get(name, {}).get("points", [])
+    for point in points:
         if point["attributes"] == attributes:
             return point
-    return None
+    raise AssertionError(f"no {name} point with attributes {attributes}: {points}")
 
 
 def test_exported_values_match_what_was_done(tmp_path: Path, fake: FakeGemini, receiver: OtlpReceiver) -> None:

@@ -129,19 +129,19 @@ def test_otlp_export_and_trace_context_through_agents(tmp_path: Path, receiver: 
     assert all(s["attributes"] == {"agentos.spawn.step": s["name"].removeprefix("spawn.")} for s in inner)
     assert sandbox["start"] == inner[0]["start"] and inner[-1]["end"] <= sandbox["end"]
     assert all(a["end"] == b["start"] for a, b in zip(inner, inner[1:]))
-    [inner] = [s for s in spawns if s is not outer]
-    assert (inner["trace_id"], inner["parent_id"]) == (TRACE_ID, outer["span_id"])
-    assert inner["attributes"]["agentos.agent.id"] == parent["id"]
-    assert inner["attributes"]["agentos.agent.name"] == "parent"
-    assert inner["attributes"]["agentos.spawned.id"] == child["id"]
+    [inner_spawn] = [s for s in spawns if s is not outer]
+    assert (inner_spawn["trace_id"], inner_spawn["parent_id"]) == (TRACE_ID, outer["span_id"])
+    assert inner_spawn["attributes"]["agentos.agent.id"] == parent["id"]
+    assert inner_spawn["attributes"]["agentos.agent.name"] == "parent"
+    assert inner_spawn["attributes"]["agentos.spawned.id"] == child["id"]
 
     # The child inherited the trace: TRACEPARENT names the SPAWN that started it, and its own
     # syscalls are that SPAWN's children.
-    assert f"TRACEPARENT=00-{TRACE_ID}-{inner['span_id']}-01" in child_log
+    assert f"TRACEPARENT=00-{TRACE_ID}-{inner_spawn['span_id']}-01" in child_log
     child_calls = [s for s in spans if s["attributes"].get("agentos.agent.id") == child["id"]]
     assert {s["name"] for s in child_calls} >= {"HELLO", "READY"}
     for span in child_calls:
-        assert (span["trace_id"], span["parent_id"]) == (TRACE_ID, inner["span_id"])
+        assert (span["trace_id"], span["parent_id"]) == (TRACE_ID, inner_spawn["span_id"])
 
 
 def _child_of(client: Client, parent_id: str) -> dict[str, Any]:

@@ -33,11 +33,11 @@ def main(argv: list[str]) -> int:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    import argparse
+
     from agentos.cli.commands import kernel as kernel_command
     from agentos.kernel.config import KernelConfig
     from agentos.kernel.daemon import Kernel
-
-    import argparse
     parser = argparse.ArgumentParser()
     kernel_command.register(parser.add_subparsers())
     args = parser.parse_args(["kernel", *argv[1:]])

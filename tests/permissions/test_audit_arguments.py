@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from agentos.protocol.requests import REQUESTS, decode_request
 SECRET = "s3cr3t-Value"
 
 
-def args_of(op: Op, payload: dict) -> dict | None:  # type: ignore[type-arg]
+def args_of(op: Op, payload: dict[str, Any]) -> dict[str, Any] | None:
     return requested(op, decode_request(op, msgspec.json.encode(payload)))
 
 
@@ -31,7 +32,7 @@ def test_spawn_records_its_program_and_env_names_not_values_or_arguments() -> No
 
 
 def test_content_never_reaches_a_record() -> None:
-    cases = [
+    cases: list[tuple[Op, dict[str, Any], dict[str, Any] | None]] = [
         (Op.STORE, {"key": "plan", "value": SECRET, "scope": "shared"}, {"key": "plan", "scope": "shared"}),
         (Op.CAS, {"key": "n", "value": SECRET, "expected": SECRET}, {"key": "n"}),
         (Op.SEND, {"to": "planner", "body": {"text": SECRET}}, {"to": "planner"}),
@@ -66,13 +67,14 @@ def test_no_declared_request_leaks_a_string_it_was_given() -> None:
     for op, cls in REQUESTS.items():
         for field in msgspec.inspect.type_info(cls).fields:  # type: ignore[attr-defined]
             for value in _texts(field.type):
-                record = requested(op, cls(**{other.name: value if other is field else None
-                                              for other in msgspec.inspect.type_info(cls).fields}))  # type: ignore[attr-defined]
+                fields: dict[str, Any] = {other.name: value if other is field else None
+                                          for other in msgspec.inspect.type_info(cls).fields}  # type: ignore[attr-defined]
+                record = requested(op, cls(**fields))
                 leaked = {key for key, shown in (record or {}).items() if SECRET in json.dumps(shown)}
                 assert leaked <= identifiers, (op.name, field.name, leaked)
 
 
-def _texts(kind: msgspec.inspect.Type) -> list[object]:
+def _texts(kind: msgspec.inspect.Type) -> list[Any]:
     """The secret in each shape ``kind`` accepts: as a string, in a list, as a mapping's value."""
     inspect = msgspec.inspect
     if isinstance(kind, (inspect.StrType, inspect.AnyType)):
@@ -108,6 +110,7 @@ def test_a_real_kernel_records_what_each_call_asked(kernel, tmp_path: Path) -> N
     records = {r["op"]: r for r in client.audit()}
     assert records["SPAWN"]["args"] == {"name": "quiet", "sandboxed": False, "network": False,
                                         "program": str(script), "env": ["TOKEN"]}
-    assert records["STORE"]["args"] == {"scope": "own", "key": "plan"} and records["SEND"]["args"] == {"to": "nobody-listens"}
+    assert records["STORE"]["args"] == {"scope": "own", "key": "plan"}
+    assert records["SEND"]["args"] == {"to": "nobody-listens"}
     assert records["KILL"]["args"] == {"id": "ffffffffffff"} and records["KILL"]["outcome"] == "not_found"
     assert SECRET not in (kernel.state_dir / "audit.log").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_an_indexed_read_gives_what_a_full_read_gives(tmp_path, block) -> None:
                                                               compress=trial % 2 == 0, keep=10_000),
                        block_size=block)
         log.open()
-        records = [{"ts": float(i), "agent": rng.choice(["a", "b"]), "uid": rng.randint(1, 3),
+        records: list[dict[str, Any]] = [{"ts": float(i), "agent": rng.choice(["a", "b"]), "uid": rng.randint(1, 3),
                     "pad": "x" * rng.randint(0, 300)} for i in range(rng.randint(0, 120))]
         cut = rng.randint(0, len(records))
         for record in records[:cut]:

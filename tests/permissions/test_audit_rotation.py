@@ -77,7 +77,7 @@ def test_rotated_compressed_files_read_back_exactly_by_agent_time_and_limit(tmp_
                   {"agent": "uid:1", "limit": 5}, {"agent": "rare"}, {"agent": "rare99", "limit": 2},
                   {"since": T0 + 100, "until": T0 + 1300}, {"agent": "a0", "since": T0 + 17, "until": T0 + 40},
                   {"since": T0 + 1999}, {"until": T0 + 3, "limit": 2}, {"agent": "nobody"}):
-        assert log.read(**query) == expected(**query), query  # type: ignore[arg-type]
+        assert log.read(**query) == expected(**query), query
     log.close()
     # A new log on the same files (a restarted kernel) reads the same.
     again = opened(tmp_path / "audit.log", max_size=4096, keep=1000)
@@ -96,7 +96,7 @@ def test_a_querys_work_does_not_grow_with_the_log(tmp_path: Path) -> None:
         for query in ({"limit": 10}, {"agent": "rare", "limit": 3}, {"agent": "a1", "limit": 50},
                       {"since": end - 300, "until": end - 280}, {"agent": "uid:7", "since": end - 1200}):
             before = audit_log.Work(**vars(log.work))
-            found = log.read(**query)  # type: ignore[arg-type]
+            found = log.read(**query)
             assert found, query
             costs.append((log.work.blocks - before.blocks, log.work.records - before.records))
         work[count] = costs

@@ -7,7 +7,6 @@ back ``permission_denied`` naming the field; narrowing must work.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ def test_every_widening_is_refused_naming_its_field(kernel: KernelProcess, host:
 def test_narrowing_works_and_defaults_are_capped_at_the_parent(kernel: KernelProcess,
                                                                host: dict[str, str]) -> None:
     inside = f"{host['visible']}/inside.py"
-    payloads = [
+    payloads: list[dict[str, Any]] = [
         {"name": "capped", "script": inside},
         {"name": "narrower", "script": inside, "limits": {"memory": "64Mi", "pids": 4, "cpu": 0.25},
          "readonly_paths": [host["visible"]]},

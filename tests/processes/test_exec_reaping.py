@@ -6,6 +6,7 @@ and for an unsandboxed one; processes are found from the host by command lines u
 the test."""
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
@@ -58,7 +59,8 @@ def test_short_lived_orphans_are_reaped_and_long_lived_ones_end_with_the_exec(
     command = (f"(sleep {m}1 &); (sleep 0.1 &); (sleep 0.1 &); (sh -c 'sleep 0.2 &' &); "
                f"setsid sleep {m}2 & exec sleep {m}3")
     handle = kernel.exec_start(sleeper["name"], command)
-    orphan, daemon, main = (_await(lambda: _find(f"{m}{i}"), f"sleep {m}{i}")[0] for i in (1, 2, 3))
+    orphan, daemon, main = (_await(functools.partial(_find, f"{m}{i}"), f"sleep {m}{i}")[0]
+                                for i in (1, 2, 3))
     subreaper = _ppid(main)
     # Orphans go to the exec's subreaper (a child of the kernel), not to the agent's pid 1.
     assert _ppid(orphan) == subreaper != sleeper["pid"]

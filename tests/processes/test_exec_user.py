@@ -20,8 +20,8 @@ from agentos import Client
 from agentos.errors import InvalidArgument, PermissionDenied
 from agentos.protocol import Op
 from agentos.testing.kernel import KernelProcess
-from tests.security.conftest import User, _remove_stale_users, throwaway_user
 from tests.processes.test_exec import cgroup_procs
+from tests.security.conftest import User, _remove_stale_users, throwaway_user
 from tests.unprivileged import wrapper
 
 AGENT_UID = 65533

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from typing import Any
 
 from agentos.cgroups import LEAF
 from agentos.testing.kernel import KernelProcess
@@ -133,7 +134,7 @@ def test_dead_kernel_leftovers_are_cleaned_by_the_next(tmp_path) -> None:
         assert [pid for pid in pids if pid_alive(pid)] == []
 
 
-def _first_report(client, agent_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def _first_report(client, agent_id: str) -> dict[str, Any]:
     """The first JSON line an adversarial agent prints."""
     text = ""
     for chunk in client.follow_logs(id=agent_id):

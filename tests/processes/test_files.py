@@ -3,9 +3,9 @@ and watched by a worker inside it (sandboxed and not); bounds; malformed fields;
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
-import os
 import tarfile
 import threading
 import time

@@ -80,7 +80,8 @@ def test_pages_walk_every_agent_once_in_order_and_resume_after_changes(paged_ker
         # The SDK walks the pages itself (one streamed LIST).
         assert [a["id"] for a in client.list_agents(status="running", project="pg")] == ids[1:7] + ids[8:] + [late]
         assert [a["id"] for a in client.list_agents(status="running", project="pg", limit=3)] == ids[1:4]
-        assert [a["id"] for a in client.list_agents(status="running", project="pg", cursor=two["cursor"])][:2] == ids[3:5]
+        after_two = client.list_agents(status="running", project="pg", cursor=two["cursor"])
+        assert [a["id"] for a in after_two][:2] == ids[3:5]
         assert [a["name"] for a in client.list_agents(name="pager3")] == ["pager3"]
     finally:
         for agent_id in [*ids, late] if late else ids:

@@ -72,6 +72,6 @@ def test_command_is_resolved_in_path() -> None:
     ({"command": "sh", "bogus": 1}, "unknown field `bogus`"),
     ({"command": "sh", "sandboxed": False, "hostname": "box"}, "needs sandboxed"),
 ])
-def test_bad_payloads(payload: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_payloads(payload: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         parse(payload)

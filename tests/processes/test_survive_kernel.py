@@ -147,7 +147,7 @@ def test_after_a_sigkill_the_restart_policy_agents_come_back_and_the_rest_are_lo
     assert [(a["id"], a["status"], a["reason"]) for a in agents["stopped"]] == [(stopped["id"], "killed", "kill")]
     # The restored agents work: each started once more, as the process now listed.
     for name in ("keeper", "fixer"):
-        wait_for(f"{name} to work again", lambda name=name: len(team.starts(name)) == 2)
+        wait_for(f"{name} to work again", lambda name=name: len(team.starts(name)) == 2)  # type: ignore[misc]
         assert team.starts(name)[1] == agents[name][1]["id"]
     # The old child is lost, not restored by the kernel; the restored boss spawned its own again.
     new_boss = agents["boss"][1]["id"]
@@ -158,7 +158,7 @@ def test_after_a_sigkill_the_restart_policy_agents_come_back_and_the_rest_are_lo
         == ["lost"]
     # Nothing of the dead kernel's agents runs any more.
     for old in (keeper, fixer, plain, boss, old_child):
-        wait_for(f"pid {old['pid']} to be gone", lambda old=old: not pid_alive(old["pid"]))
+        wait_for(f"pid {old['pid']} to be gone", lambda old=old: not pid_alive(old["pid"]))  # type: ignore[misc]
 
     lost = {e["id"]: e for e in events(tmp_path, "agent.lost")}
     assert set(lost) == {plain["id"], old_child["id"]}

@@ -31,8 +31,8 @@ from agentos.processes.workspace import loop_backings, mounts_under
 from agentos.protocol import Op
 from agentos.protocol.requests import SpawnRequestWire, decode_request
 from agentos.testing.kernel import KernelProcess
-
 from tests.permissions.identities import NOBODY, configured_kernel, run_as
+
 from .conftest import agent
 
 SIZE = 8 << 20

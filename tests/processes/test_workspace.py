@@ -175,7 +175,8 @@ def test_a_failed_spawn_leaves_nothing(kernel: KernelProcess) -> None:
                      readonly_paths=[str(kernel.state_dir / "logs")])
     assert refused.value.code.value == "unavailable"
     # Refused before anything is made.
-    for options in ({"sandboxed": False}, {"workspace": {"size": "512K"}}):
+    invalid: list[dict[str, Any]] = [{"sandboxed": False}, {"workspace": {"size": "512K"}}]
+    for options in invalid:
         with pytest.raises(SyscallError) as bad:
             client.spawn("fails-early", agent("sleeper"), **{"workspace": "8Mi", **options})
         assert bad.value.code.value == "invalid_argument" and bad.value.details["field"].startswith("workspace")

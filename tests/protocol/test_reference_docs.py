@@ -91,7 +91,7 @@ def test_needs_column_is_what_the_permission_guard_requires() -> None:
         if op in STATE_OPS:
             expected = state
         else:
-            capability = required_capability(op, None)
+            capability = required_capability(op)
             expected = "—" if capability is None else f"`{capability.value}`"
         assert needs.strip() == expected, name
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from agentos.sandbox import Launcher, SandboxError, SandboxSpec, launcher as launcher_module
+from agentos.sandbox import Launcher, SandboxError, SandboxSpec
+from agentos.sandbox import launcher as launcher_module
 
 from .conftest import ENV, agent, run_agent
 

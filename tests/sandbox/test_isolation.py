@@ -163,8 +163,8 @@ def test_bounded_hogs_report_machine_checkable_results(launcher: Launcher, tmp_p
 def test_fork_bomb_children_die_with_it(launcher: Launcher, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with open(out, "w+") as log:
-        launched = launcher.launch(SandboxSpec(argv=["fork_bomb", "20"], python_script=str(ADVERSARIAL / "fork_bomb.py"),
-                                               stdout_fd=log.fileno()))
+        launched = launcher.launch(SandboxSpec(argv=["fork_bomb", "20"],
+                                               python_script=str(ADVERSARIAL / "fork_bomb.py"), stdout_fd=log.fileno()))
         try:
             while not out.read_text() and launched.poll() is None:
                 select.select([launched.pidfd], [], [], 0.05)  # wait for its report (or its death)

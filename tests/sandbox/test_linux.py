@@ -14,7 +14,7 @@ from tests.sandbox.conftest import in_child, require_root
 
 
 def test_the_module_is_compiled_and_has_no_twin() -> None:
-    assert linux.__file__.endswith(".so")
+    assert (linux.__file__ or "").endswith(".so")
     with pytest.raises(ImportError):
         load_required("no_such_module")
 
@@ -67,7 +67,7 @@ def test_pidfd_send_signal_kills_by_pidfd() -> None:
     try:
         linux.pidfd_send_signal(pidfd, signal.SIGKILL)
         result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-        assert (result.si_code, result.si_status) == (os.CLD_KILLED, signal.SIGKILL)
+        assert result is not None and (result.si_code, result.si_status) == (os.CLD_KILLED, signal.SIGKILL)
         with pytest.raises(ProcessLookupError):
             linux.pidfd_send_signal(pidfd, signal.SIGKILL)  # reaped: the pidfd never hits a new process
     finally:
@@ -115,7 +115,7 @@ def test_mount_pivot_root_and_mount_setattr_in_a_mount_namespace(tmp_path) -> No
     require_root("creates a mount namespace")
     (tmp_path / "new").mkdir()
 
-    def inside() -> tuple[list[str], int]:
+    def inside() -> tuple[list[str], int | None]:
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
         new = str(tmp_path / "new")
         linux.mount("tmpfs", new, "tmpfs", 0, "mode=0755")

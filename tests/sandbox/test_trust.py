@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 
 from agentos.processes.settings import ProcessSettings
-from agentos.sandbox import HostSupport, Launcher, SandboxError, SandboxSpec
+from agentos.sandbox import HostSupport, Launcher, SandboxError, SandboxSpec, mounts
 from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import make_plan
 from agentos.sandbox.spec import DEFAULT_AGENT_UID
-from agentos.sandbox import mounts
 from agentos.testing.kernel import KernelProcess
 from tests.sandbox.conftest import AGENTS, ENV, agent, require_root, run_agent
 from tests.unprivileged import blocked_ancestors, unprivileged_env
@@ -279,7 +278,7 @@ def test_a_bind_of_a_parent_reveals_no_masked_path_and_one_at_or_inside_it_is_re
     for name, listener in sockets.items():
         listener.bind(str(tmp_path / "run" / name))
         listener.listen()
-    masked = {"masked_paths": [str(state), str(tmp_path / "run" / "kernel.sock")]}
+    masked: dict[str, Any] = {"masked_paths": [str(state), str(tmp_path / "run" / "kernel.sock")]}
     try:
         result = run_agent(launcher, tmp_path, script=str(AGENTS / "list_paths.py"),
                            writable_paths=[str(tmp_path)], **masked,

@@ -293,8 +293,9 @@ def hostile_kernel_in(mode: str, users: Users, scripts: Path, *, root: Path | No
             command = [sys.executable, "-m", "agentos", "kernel"]
             if mode == "unprivileged":
                 command = [*wrapper(owner.uid, owner.gid, binds), *command]
-            process = KernelProcess(home, command=command, args=args, env={"GEMINI_API_KEY": api_key, "GOOGLE_API_KEY": "",
-                                                                "OPENAI_API_KEY": "", **(env or {})})
+            process = KernelProcess(home, command=command, args=args,
+                                    env={"GEMINI_API_KEY": api_key, "GOOGLE_API_KEY": "", "OPENAI_API_KEY": "",
+                                         **(env or {})})
             process.start()
             try:
                 yield HostileKernel(mode, process, scripts)

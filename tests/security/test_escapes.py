@@ -34,7 +34,8 @@ def host_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def widening(hostile: HostileKernel, host_dir: Path) -> dict[str, Any]:
-    return hostile.attack("spawn_widening", {"host_dir": str(host_dir), "host_script": str(host_dir / "host_script.py")},
+    return hostile.attack("spawn_widening",
+                          {"host_dir": str(host_dir), "host_script": str(host_dir / "host_script.py")},
                           capabilities=["spawn"], limits={"pids": 16, "memory": "128Mi"})
 
 

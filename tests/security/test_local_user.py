@@ -3,6 +3,7 @@ kernel's: no connection, no state, no agent logs, no environment (where the LLM 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -59,7 +60,7 @@ def test_another_user_cannot_read_state_or_logs(kernel_with_history: HostileKern
 
     def attack() -> dict[str, str]:
         found = {state_dir: _errno_of(lambda: os.listdir(state_dir))}
-        found.update({f: _errno_of(lambda f=f: _read(f)) for f in files})
+        found.update({f: _errno_of(functools.partial(_read, f)) for f in files})
         return found
 
     assert set(as_user(users.attacker, attack).values()) == {"EACCES"}
@@ -70,7 +71,8 @@ def test_another_user_cannot_read_the_kernels_environment(kernel_with_history: H
     assert as_user(users.attacker, lambda: _errno_of(lambda: _read(environ))) == "EACCES"
 
 
-def test_another_user_on_a_world_reachable_socket_is_refused_and_cannot_crash_it(kernel_mode: str, users: Users, scripts: Path) -> None:
+def test_another_user_on_a_world_reachable_socket_is_refused_and_cannot_crash_it(kernel_mode: str, users: Users,
+                                                                                 scripts: Path) -> None:
     """With the socket opened to everyone (mode 666), the kernel's own checks decide: the
     other user is refused (no permissions section lists it), and cannot bring the kernel down."""
     with hostile_kernel_in(kernel_mode, users, scripts, args=["--socket-mode", "666"]) as kernel:

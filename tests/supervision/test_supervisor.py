@@ -78,7 +78,8 @@ def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:
 
 def test_always_restarts_a_clean_exit_and_kill_cancels_the_wait(kernel, tmp_path: Path) -> None:
     client = kernel.client()
-    info = spawn_from_manifest(client, tmp_path, "loop", "print('bye')\n", "{policy: always, backoff: 1h, backoff_max: 1h}")
+    info = spawn_from_manifest(client, tmp_path, "loop", "print('bye')\n",
+                               "{policy: always, backoff: 1h, backoff_max: 1h}")
     client.wait(id=info["id"], timeout=60)
     assert waiting_restarts(client) == ["loop"]
     assert client.kill("loop")["killed"] is False

@@ -31,8 +31,8 @@ from .v1 import V1Driver
 from .v2 import V2Driver
 
 __all__ = ["KERNEL_LEAF", "LEAF", "TOP", "AgentCgroup", "CgroupDriver", "CgroupError", "CgroupStats", "Cleanup",
-           "Delegation", "Layout", "Limits", "NoDriver", "V1Driver", "V2Driver", "clean_dead_kernels", "destroy", "detect", "freeze",
-           "find_delegation", "instance_name", "open_driver", "remove_stale", "thaw"]
+           "Delegation", "Layout", "Limits", "NoDriver", "V1Driver", "V2Driver", "clean_dead_kernels", "destroy",
+           "detect", "freeze", "find_delegation", "instance_name", "open_driver", "remove_stale", "thaw"]
 
 
 def open_driver(layout: Layout | None = None, instance: str | None = None, uid: int | None = None) -> CgroupDriver:

@@ -2,8 +2,9 @@
 
 ``_sync_api.py`` is generated from it by ``python -m agentos.client._generate``
 (``async``/``await`` dropped, ``AsyncX`` names renamed ``X``), and a test fails when that
-file is stale or when the public APIs of ``Client`` and ``AsyncClient`` differ. Each client supplies only its transport: the
-abstract methods below. Docstrings serve both clients, so they name no flavour.
+file is stale or when the public APIs of ``Client`` and ``AsyncClient`` differ. Each client
+supplies only its transport: the abstract methods below. Docstrings serve both clients, so
+they name no flavour.
 """
 from __future__ import annotations
 

@@ -10,9 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-
-from ..errors import (ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError,
-                      TooLarge, error_from_payload)
+from ..errors import ConnectionClosed, KernelNotRunning, RemoteProtocolError, SyscallError, TooLarge, error_from_payload
 from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, append_frame
 from ..protocol.payload import decode_json, encode_payload
 from ..protocol.requests import FD_ENV, MIN_DECLARED_PAYLOAD

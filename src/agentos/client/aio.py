@@ -14,8 +14,16 @@ from ..errors import ConnectionClosed, RemoteProtocolError, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, append_frame
 from ..protocol.payload import encode_payload
 from ._async_api import AsyncClientMethods
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit,
-                      raise_error, read_pending, stream_item)
+from ._common import (
+    ERROR,
+    RequestIds,
+    connect_socket,
+    connection_error,
+    declare_limit,
+    raise_error,
+    read_pending,
+    stream_item,
+)
 
 
 class _Protocol(asyncio.Protocol):

@@ -23,12 +23,12 @@ from typing import Any
 from .. import errors
 from . import _async_api, think
 from ._sync_api import Sandbox
+from .aio import AsyncClient
 from .exec import ExecResult, ExecStream
 from .files import FileEntry, FileEvent
 from .messaging import Subscription
 from .ports import Exposure
 from .sandbox import CellError, Execution
-from .aio import AsyncClient
 from .sync import Client
 
 __all__ = ["AREAS", "public_members", "render", "main"]

@@ -13,8 +13,16 @@ from typing import Any
 from ..errors import ConnectionClosed, RemoteProtocolError, SyscallError
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameDecoder, append_frame
 from ..protocol.payload import encode_payload
-from ._common import (ERROR, RequestIds, connect_socket, connection_error, declare_limit,
-                      raise_error, read_pending, stream_item)
+from ._common import (
+    ERROR,
+    RequestIds,
+    connect_socket,
+    connection_error,
+    declare_limit,
+    raise_error,
+    read_pending,
+    stream_item,
+)
 from ._sync_api import ClientMethods
 
 _RECV_SIZE = 256 * 1024

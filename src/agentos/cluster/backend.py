@@ -141,7 +141,8 @@ def why_pending(options: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str:
                  for name, amount in needs.items() if amount and node["resources"].get(name, 0) < amount]
         reasons.append(f"node {node['id'][:8]} " + (f"lacks {', '.join(short)}" if short
                                                        else "has room but is busy"))
-    wanted = ", ".join([f"{k} {_amount(k, v)}" for k, v in needs.items() if v] + [f"label {k}={v}" for k, v in labels.items()])
+    wanted = ", ".join([f"{k} {_amount(k, v)}" for k, v in needs.items() if v]
+                       + [f"label {k}={v}" for k, v in labels.items()])
     return f"waiting for a node with {wanted or 'room'}: " + ("; ".join(reasons) or "no node is alive")
 
 
@@ -211,7 +212,7 @@ class RemoteAgent:
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(
                 self.handle.launch.remote(request, self.agent_id, settings).future()), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             reason = self.service.pending[self.agent_id]["reason"]
             self.discard()
             raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",

@@ -140,7 +140,8 @@ def _agent_row(agent: Mapping[str, Any], depth: int, history: History, csrf: str
             f'<a href="/logs?id={e(agent["id"])}">{e(agent["name"])}</a> <small>{e(agent["id"])}</small></td>'
             f'<td><span class="status s-{e(status)}">{detail}</span></td>'
             f'<td>{e(uptime)}</td><td>{e(agent.get("restarts", 0))}</td>'
-            f'<td class="chart">{sparkline(memory.values() if memory else [], label=mem_label, ceiling=limits.get("memory"))}'
+            f'<td class="chart">'
+            f'{sparkline(memory.values() if memory else [], label=mem_label, ceiling=limits.get("memory"))}'
             f' <small>{e(mem_text)}</small></td>'
             f'<td class="chart">{sparkline(cpu_rates, label=cpu_label, ceiling=100.0 * (limits.get("cpu") or 1))}'
             f' <small>{e(cpu_label.removeprefix("CPU "))}</small></td>'
@@ -209,7 +210,8 @@ def think_view(usage: Mapping[str, Any], history: History) -> str:
             f'<span id="in-flight">{e(usage.get("in_flight", 0))}</span> call(s) in flight of '
             f'{e(usage.get("limit"))} · {e(usage.get("queued", 0))} queued</p>')
     if usage.get("unpriced_models"):
-        head += f'<p class="problem">no price known for: {e(", ".join(usage["unpriced_models"]))} (their cost shows 0)</p>'
+        head += (f'<p class="problem">no price known for: {e(", ".join(usage["unpriced_models"]))} '
+                 '(their cost shows 0)</p>')
     accounts = usage.get("agents") or {}
     if not accounts:
         return head + '<p class="empty">No LLM calls you may see yet.</p>'
@@ -227,7 +229,8 @@ def think_view(usage: Mapping[str, Any], history: History) -> str:
             f'<td>{e(account.get("calls", 0))} <small>{e(account.get("errors", 0))} failed</small></td>'
             f'<td class="chart">{sparkline(token_series.values() if token_series else [], label=f"{tokens} tokens")} '
             f'<span class="tokens">{e(tokens)}</span></td>'
-            f'<td class="chart">{sparkline(usd_series.values() if usd_series else [], label=f"${usd:.4f}")} ${usd:.4f}</td>'
+            f'<td class="chart">{sparkline(usd_series.values() if usd_series else [], label=f"${usd:.4f}")}'
+            f' ${usd:.4f}</td>'
             f'<td>{_budget(budget, "tokens", "tokens")}{_budget(budget, "usd", "USD")}</td>'
             f'<td><small>{models}</small></td></tr>')
     return (head + '<table><thead><tr><th>account</th><th>in flight</th><th>queued</th><th>calls</th>'

@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
 from .._reactor_common import OUT_OF_FILES, out_of_files
 from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
-from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, Op, op_name
+from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, op_name
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
 from .admission import Admission

@@ -17,6 +17,6 @@ class Identity:
     admin: bool = False
 
     @classmethod
-    def from_peer(cls, pid: int, uid: int, gid: int) -> "Identity":
+    def from_peer(cls, pid: int, uid: int, gid: int) -> Identity:
         # root and the kernel's own uid administer the kernel; issue 6 adds configured uids.
         return cls(pid=pid, uid=uid, gid=gid, admin=uid in (0, os.geteuid()))

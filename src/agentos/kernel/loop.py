@@ -47,7 +47,7 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         self.__round = -1
         self.__scheduled = 0
 
-    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                   context: Context | None = None) -> asyncio.Handle:
         # Every task step and future callback comes through here: the base method is called
         # directly (no super() object) and the counter is a local.

@@ -47,9 +47,19 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._reactor_common import (DEFAULT_BATCH, MAX_REFUSALS, OUT_OF_FILES, KeyMap, fileobj_to_fd,
-                               log, log_accept_paused, log_accept_resumed, protocol_error_payload,
-                               refusal_frame, to_epoll)
+from .._reactor_common import (
+    DEFAULT_BATCH,
+    MAX_REFUSALS,
+    OUT_OF_FILES,
+    KeyMap,
+    fileobj_to_fd,
+    log,
+    log_accept_paused,
+    log_accept_resumed,
+    protocol_error_payload,
+    refusal_frame,
+    to_epoll,
+)
 from ..errors import ProtocolError
 from ..protocol.codec import Frame, FrameDecoder, append_frame
 from ..protocol.constants import DEFAULT_MAX_PAYLOAD, Flag
@@ -571,11 +581,12 @@ class Reactor(selectors.BaseSelector):
         less than ``min_gap`` seconds ago; True if it did.
 
         One epoll_wait that does not block: clients read, NOOPs answered, accepted, frames
-        handed to ``on_frame`` while this round's batch lasts, and what that queued sent. Other replies wait for ``select()``, which sends each connection's in one
-        ``send`` (flushing them all here too would cost a send and a wake-up of the client
-        per reply). asyncio's ready fds are only noted: ``select()`` returns them (their
-        callbacks may run only when the loop asks). What the callbacks run here schedule
-        is already in the loop's queue, so the next ``select()`` need not return early.
+        handed to ``on_frame`` while this round's batch lasts, and what that queued sent. Other
+        replies wait for ``select()``, which sends each connection's in one ``send`` (flushing
+        them all here too would cost a send and a wake-up of the client per reply). asyncio's
+        ready fds are only noted: ``select()`` returns them (their callbacks may run only when
+        the loop asks). What the callbacks run here schedule is already in the loop's queue, so
+        the next ``select()`` need not return early.
         """
         now = _monotonic()
         if now - self._served_at < min_gap:

@@ -37,8 +37,7 @@ from .errors import LLMError
 from .provider import Provider
 from .request import parse_think
 from .retry import Gate
-from .types import (EmbeddingRequest, Embeddings, GenerationOptions, ModelInfo, ModelRequest,
-                    Usage)
+from .types import EmbeddingRequest, Embeddings, GenerationOptions, ModelInfo, ModelRequest, Usage
 
 if TYPE_CHECKING:
     from ..kernel.syscalls import Call

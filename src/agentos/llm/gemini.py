@@ -9,12 +9,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .config import LLMConfig
-from .http import HttpSession
 from .errors import ErrorKind, LLMError, error_in_event
+from .http import HttpSession
 from .provider import Provider
 from .schema import gemini_declarations
-from .types import (Candidate, ChunkSink, Completion, Content, EmbeddingRequest, Embeddings,
-                    ModelInfo, ModelRequest, Usage, token_count)
+from .types import (
+    Candidate,
+    ChunkSink,
+    Completion,
+    EmbeddingRequest,
+    Embeddings,
+    ModelInfo,
+    ModelRequest,
+    Usage,
+    token_count,
+)
 
 if TYPE_CHECKING:
     from .prefix_cache import PrefixCache

@@ -13,8 +13,17 @@ import ujson
 from .errors import ErrorKind, LLMError, error_in_event
 from .provider import Provider
 from .schema import to_json_schema
-from .types import (Candidate, ChunkSink, Completion, Content, EmbeddingRequest, Embeddings,
-                    ModelInfo, ModelRequest, Usage)
+from .types import (
+    Candidate,
+    ChunkSink,
+    Completion,
+    Content,
+    EmbeddingRequest,
+    Embeddings,
+    ModelInfo,
+    ModelRequest,
+    Usage,
+)
 
 _FINISH = {"stop": "stop", "length": "max_tokens", "tool_calls": "stop", "function_call": "stop"}
 _TOOL_CHOICE = {"AUTO": "auto", "ANY": "required", "NONE": "none"}

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import LLMConfig
 from .deadline import Deadline
 from .errors import ErrorKind, LLMError
 from .http import HttpClient, HttpSession
 from .retry import UNGATED, Gate, RetryPolicy, with_retries
-from .types import (ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo,
-                    ModelRequest)
+from .types import ChunkSink, Completion, EmbeddingRequest, Embeddings, ModelInfo, ModelRequest
 
 T = TypeVar("T")
 #: What reading an answer of the wrong shape raises.

@@ -11,8 +11,19 @@ from pathlib import Path
 
 from .errors import ManifestError, Mark, Problem
 from .loader import compose, read
-from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Readiness, Restart,
-                    Sandbox, Volume, project_name)
+from .model import (
+    AgentLLM,
+    AgentSpec,
+    KernelLLM,
+    KernelSection,
+    Limits,
+    Manifest,
+    Readiness,
+    Restart,
+    Sandbox,
+    Volume,
+    project_name,
+)
 from .validate import validate
 
 __all__ = ["load", "loads", "Manifest", "AgentSpec", "KernelSection", "KernelLLM", "Sandbox", "Limits",

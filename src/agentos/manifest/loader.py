@@ -63,14 +63,16 @@ def read(path: str | os.PathLike[str]) -> tuple[Node | None, str]:
     try:
         text = Path(file).read_text(encoding="utf-8")
     except IsADirectoryError:
-        raise ManifestError([Problem(Mark(file), "is a directory, not a manifest", "give the path of a .yaml file")]) from None
+        raise ManifestError([Problem(Mark(file), "is a directory, not a manifest",
+                                     "give the path of a .yaml file")]) from None
     except FileNotFoundError:
         raise ManifestError([Problem(Mark(file), "no such file", "check the path")]) from None
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem(Mark(file), f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                                      "save the manifest as UTF-8")]) from None
     except OSError as exc:
-        raise ManifestError([Problem(Mark(file), f"cannot read: {exc.strerror}", "check the file's permissions")]) from None
+        raise ManifestError([Problem(Mark(file), f"cannot read: {exc.strerror}",
+                                     "check the file's permissions")]) from None
     return compose(text, file), file
 
 
@@ -169,8 +171,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
     if where is not None and text[where.index:where.index + 1] == "\t":
         return Problem(mark, "invalid YAML: a tab character", "indent with spaces, not tabs")
     if "undefined alias" in problem:
-        return Problem(mark, f"invalid YAML: {problem}", "define the anchor (&name) before the alias (*name) that uses it")
+        return Problem(mark, f"invalid YAML: {problem}",
+                       "define the anchor (&name) before the alias (*name) that uses it")
     if "constructor" in problem:
         return Problem(mark, f"invalid YAML: {problem}", "remove the '!' tag; manifests use plain YAML types")
     return Problem(mark, f"invalid YAML: {problem}",
-                   "check the indentation and quoting here; quote values that contain ': ' or start with '*', '&' or '!'")
+                   "check the indentation and quoting here; quote values that contain ': ' or start with "
+                   "'*', '&' or '!'")

@@ -110,8 +110,9 @@ SANDBOX = Section("agents.<name>.sandbox", "How the agent is isolated from the h
     Field("readonly", Type.PATHS, "Extra host paths bound read-only into the sandbox. Must exist.", (), exists="any"),
     Field("hostname", Type.STRING, "Hostname inside the sandbox.", None, default_doc="the agent's name"),
     Field("workspace", Type.SIZE, "A private writable directory at /workspace (the default cwd) with this "
-          "disk quota, e.g. 256Mi (at least 1Mi): its own file system, removed when the agent ends. Needs a root kernel "
-          "(a rootless one gives a tmpfs of that size only with allow_degraded).", None, default_doc="none"),
+          "disk quota, e.g. 256Mi (at least 1Mi): its own file system, removed when the agent ends. Needs a "
+          "root kernel (a rootless one gives a tmpfs of that size only with allow_degraded).", None,
+          default_doc="none"),
     Field("allow_degraded", Type.BOOL, "Start even if a requested isolation layer or limit cannot be enforced "
           "on this host (the spawn report says which). Off, SPAWN fails instead.", False),
 ))

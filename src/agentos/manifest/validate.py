@@ -25,16 +25,34 @@ from ..mcp.config import resolve_servers
 from ..mcp.policy import parse_rules
 from ..processes.request import MIN_WORKSPACE
 from ..processes.volumes import path_problem
-from ..protocol.requests import (AGENT_NAME_PATTERN, ENV_NAME_PATTERN, HOSTNAME_PATTERN, PROJECT_PATTERN,
-                                 RESERVED_ENV_PREFIX, TEMPLATE_NAME_PATTERN, VOLUME_NAME_PATTERN)
+from ..protocol.requests import (
+    AGENT_NAME_PATTERN,
+    ENV_NAME_PATTERN,
+    HOSTNAME_PATTERN,
+    PROJECT_PATTERN,
+    RESERVED_ENV_PREFIX,
+    TEMPLATE_NAME_PATTERN,
+    VOLUME_NAME_PATTERN,
+)
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
 from ..sandbox.templates import TemplateSettings, absolute_paths
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
-from .model import (AgentLLM, AgentSpec, KernelLLM, KernelSection, Limits, Manifest, Placement, Readiness,
-                    Restart, Sandbox, Volume)
+from .model import (
+    AgentLLM,
+    AgentSpec,
+    KernelLLM,
+    KernelSection,
+    Limits,
+    Manifest,
+    Placement,
+    Readiness,
+    Restart,
+    Sandbox,
+    Volume,
+)
 from .schema import Field, Section, Type
 
 _NAME = re.compile(AGENT_NAME_PATTERN)
@@ -45,10 +63,10 @@ _HOSTNAME = re.compile(HOSTNAME_PATTERN)
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 #: The keys of a volume written as a mapping, and how its size is read.
 _VOLUME_KEYS = ("name", "path", "size", "read_only")
-_VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creates it.")
-
 #: What a scalar of the manifest is read as (the kinds ``scalar`` is asked for).
 _V = TypeVar("_V")
+_VOLUME_SIZE = Field("size", Type.SIZE, "The volume's quota, if this agent creates it.")
+
 
 class _Invalid(Exception):
     """A value that cannot be converted; already recorded as a problem."""

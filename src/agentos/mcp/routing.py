@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..client.think import full_turn
 from ..errors import InvalidArgument
-from ..protocol.payload import decode_json, encode_payload
 from ..protocol.function_calls import function_response_parts
+from ..protocol.payload import decode_json, encode_payload
 from .approvals import APPROVED, USED
 from .servers import ToolFailed
 

@@ -88,7 +88,7 @@ class McpServer:
     async def wait_connected(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(asyncio.shield(self._connected.wait()), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

@@ -45,7 +45,7 @@ class ExecTransport:
         self.host.close_input(self.ex)
         try:
             await asyncio.wait_for(asyncio.shield(self.ex.ended), _EXIT_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.host.stop(self.ex)
         for task in self._tasks:
             task.cancel()

@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-#: Whether a subscriber may see an event: ``visible(topic, event)``.
-Visibility = Callable[[str, dict[str, Any]], bool]
-
 from ..errors import InvalidArgument
 from ..kernel.events import EventBus
+
+#: Whether a subscriber may see an event: ``visible(topic, event)``.
+Visibility = Callable[[str, dict[str, Any]], bool]
 
 _TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 

@@ -112,7 +112,7 @@ class MessagingService:
         return {"live_agents": len(self._live_agents)}
 
     def _on_ended(self, topic: str, event: dict[str, Any]) -> None:
-        self._live_agents.discard(event.get("id"))  # type: ignore[arg-type]
+        self._live_agents.discard(event.get("id"))
 
     # -- addresses ----------------------------------------------------------------
 
@@ -300,9 +300,10 @@ class MessagingService:
     async def dead_letters(self, call: Call) -> dict[str, Any]:
         """``{action?, mailbox?, name?, ids?, limit?, project?}``: list (the default), requeue or
         drop the dead letters of mailboxes you manage, or ``stats``: how many messages wait and
-        how many dead letters are kept in each (those holding any, deepest first): your own (yours by ``name``; ``*`` is all
-        of yours), and for an admin anyone's (``mailbox`` resolved as SEND's ``to``; ``*``
-        is every mailbox); a list narrowed to ``project``'s agents' mailboxes."""
+        how many dead letters are kept in each (those holding any, deepest first): your own
+        (yours by ``name``; ``*`` is all of yours), and for an admin anyone's (``mailbox``
+        resolved as SEND's ``to``; ``*`` is every mailbox); a list narrowed to ``project``'s
+        agents' mailboxes."""
         args = call.args()
         action = args.get("action", "list")
         if action not in ("list", "requeue", "drop", "stats"):

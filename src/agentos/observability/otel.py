@@ -236,7 +236,8 @@ class Tracing:
                               sampled.trace_state)
         finished = ReadableSpan(name, context, parent_context if parent_context.is_valid else None,
                             provider.resource, attributes,
-                            tuple(Event(event, event_attributes, time_ns) for event, time_ns, event_attributes in events),
+                            tuple(Event(event, event_attributes, time_ns)
+                                  for event, time_ns, event_attributes in events),
                             (), kind, status=status, start_time=start_ns, end_time=end_ns,
                             instrumentation_scope=self._scope)
         for processor in self._processors:

@@ -278,7 +278,7 @@ class Execs:
         if request.listing is True:
             return self._list(call.identity, request)
         if request.attach not in (UNSET, None):
-            ex = self._find(call.identity, cast(str, request.attach))
+            ex = self._find(call.identity, request.attach)
             return await self._attach(call, ex)
         ex = await self._start(call.identity, request)
         if ex.background:
@@ -349,7 +349,7 @@ class Execs:
         if sum(1 for ex in self._execs.values() if ex.agent is agent and ex.running) >= MAX_RUNNING:
             raise Busy(f"agent {agent.name!r} already runs {MAX_RUNNING} execs", limit=MAX_RUNNING)
         run_as = _run_as(request.user, entry)
-        cwd = entry.cwd if request.cwd in (UNSET, None) else os.path.join(entry.cwd, cast(str, request.cwd))
+        cwd = entry.cwd if request.cwd in (UNSET, None) else os.path.join(entry.cwd, request.cwd)
         pty = request.pty if request.pty not in (UNSET, None) else None
         ours, theirs = _plumbing(pty is not None)
         if pty is not None:
@@ -640,7 +640,7 @@ def _argv(request: ExecRequest) -> list[str]:
     if (argv in (UNSET, None)) == (cmd in (UNSET, None)):
         raise InvalidArgument("EXEC takes exactly one of argv (a list) and cmd (a shell command)",
                               field="argv")
-    return list(cast(list[str], argv)) if cmd in (UNSET, None) else [_SHELL, "-c", cast(str, cmd)]
+    return list(cast(list[str], argv)) if cmd in (UNSET, None) else [_SHELL, "-c", cmd]
 
 
 def _inherited(env: dict[str, str]) -> dict[str, str]:
@@ -648,7 +648,7 @@ def _inherited(env: dict[str, str]) -> dict[str, str]:
 
 
 def _env(request: ExecRequest) -> dict[str, str]:
-    env = {} if request.env in (UNSET, None) else dict(cast(dict[str, str], request.env))
+    env = {} if request.env in (UNSET, None) else dict(request.env)
     for name in env:
         if name.startswith(RESERVED_ENV_PREFIX):
             raise InvalidArgument(f"env: {name}: names starting {RESERVED_ENV_PREFIX} are the kernel's",

@@ -26,8 +26,8 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from io import FileIO
+from pathlib import Path
 from typing import Any
 
 from ..protocol.requests import PROJECT_PATTERN

@@ -234,9 +234,9 @@ class _Link:
         try:
             made.setblocking(False)
             await loop.sock_connect(made, ("127.0.0.1", exposure.port))
-            self.agent = _Side(self, "bytes_out")
-            self.agent.peer, self.host.peer = self.host, self.agent
-            await loop.create_connection(lambda: cast(_Side, self.agent), sock=made)
+            agent = self.agent = _Side(self, "bytes_out")
+            agent.peer, self.host.peer = self.host, agent
+            await loop.create_connection(lambda: agent, sock=made)
         except OSError:  # nothing listens there (yet): the client sees the connection end
             made.close()
             self.close()

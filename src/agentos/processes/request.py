@@ -37,8 +37,8 @@ from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
 from ..sandbox.templates import Template
 from ..supervision.policy import RestartPolicy
-from .volumes import VolumeGrant, VolumeMount, path_problem
 from ..units import parse_bytes, parse_cpu, parse_duration
+from .volumes import VolumeGrant, VolumeMount, path_problem
 
 #: The private /tmp of an agent without a memory limit.
 _TMP_UNLIMITED = 1 << 30

@@ -873,7 +873,7 @@ class ProcessService:
                        "enforced": sorted(name for name, ok in cgroup.enforced.items() if ok),
                        "not_enforced": not_enforced, "tracks_tree": cgroup.tracks_tree,
                        "pause": self.driver.freezer,
-                       **({"reason": cast(NoDriver, self.driver).reason}
+                       **({"reason": self.driver.reason}
                           if isinstance(self.driver, NoDriver) else {})},
             "sandbox": dict(sandbox),
             **({"workspace": workspace.report()} if workspace is not None else {}),

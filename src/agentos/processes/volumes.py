@@ -31,7 +31,6 @@ spawner's is read-only; an agent never creates one and never removes one.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -50,7 +49,7 @@ from ..kernel.syscalls import Call, Handler
 from ..protocol import Op
 from ..protocol.requests import VolumesRequest
 from ..sandbox.mounts import SYSTEM_DIRS, inside
-from ..sandbox.spec import WORKSPACE_PATH, VolumeBind
+from ..sandbox.spec import VolumeBind
 from .workspace import DATA, Workspaces, loop_backings, mount_image, rmdir_quietly, unmount
 
 if TYPE_CHECKING:

@@ -4,9 +4,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._extensions import load_twin
-from .constants import (DEFAULT_MAX_PAYLOAD, HEADER, HEADER_SIZE, KNOWN_FLAGS, MAGIC, VERSION,
-                        ErrorCode, Flag, Op, op_name)
 from . import codec as codec_py
+from .constants import (
+    DEFAULT_MAX_PAYLOAD,
+    HEADER,
+    HEADER_SIZE,
+    KNOWN_FLAGS,
+    MAGIC,
+    VERSION,
+    ErrorCode,
+    Flag,
+    Op,
+    op_name,
+)
 
 codec = load_twin("codec", codec_py)
 if TYPE_CHECKING:

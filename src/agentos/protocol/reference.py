@@ -21,8 +21,17 @@ import msgspec
 from msgspec import inspect
 
 from .constants import Op
-from .requests import (AGENT_NAME_PATTERN, AGENT_REF_PATTERN, CPU_PATTERN, DURATION_PATTERN, PROJECT_PATTERN,
-                       REQUESTS, SIZE_PATTERN, TRACEPARENT_PATTERN, Request)
+from .requests import (
+    AGENT_NAME_PATTERN,
+    AGENT_REF_PATTERN,
+    CPU_PATTERN,
+    DURATION_PATTERN,
+    PROJECT_PATTERN,
+    REQUESTS,
+    SIZE_PATTERN,
+    TRACEPARENT_PATTERN,
+    Request,
+)
 
 __all__ = ["AREAS", "COMMON_FIELDS", "FORMATS", "Format", "area_markdown", "formats_markdown", "blocks", "splice"]
 
@@ -231,8 +240,8 @@ def formats_markdown() -> str:
 
 def blocks() -> dict[str, str]:
     """Every generated block of docs/protocol.md, by marker name."""
-    return {"formats": formats_markdown(), "common": common_markdown(), **{area: area_markdown(area) for area in AREAS.values()
-                                              if area_markdown(area)}}
+    return {"formats": formats_markdown(), "common": common_markdown(),
+            **{area: area_markdown(area) for area in AREAS.values() if area_markdown(area)}}
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -243,10 +252,10 @@ def splice(text: str) -> str:
     """``text`` with every block between its markers replaced by the generated one."""
     for name, body in blocks().items():
         start, end = _markers(name)
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-        if not pattern.search(text):
+        found = re.search(re.escape(start) + r".*?" + re.escape(end), text, re.DOTALL)
+        if not found:
             raise ValueError(f"no {start.strip()} ... {end} markers")
-        text = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
+        text = f"{text[:found.start()]}{start}\n{body}\n{end}{text[found.end():]}"
     return text
 
 

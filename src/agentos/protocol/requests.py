@@ -28,9 +28,9 @@ from ..errors import InvalidArgument
 from ..units import MAX_BYTES, MAX_CORES, MAX_SECONDS
 from .constants import Op, op_name
 
-__all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY", "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD",
-           "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN", "decode_object", "decode_request",
-           "given"]
+__all__ = ["AGENT_NAME_PATTERN", "AGENT_REF_PATTERN", "PROJECT_PATTERN", "DEFAULT_CPU", "DEFAULT_MEMORY",
+           "DEFAULT_PIDS", "MIN_DECLARED_PAYLOAD", "REQUESTS", "Request", "SpawnRequestWire", "TEMPLATE_NAME_PATTERN",
+           "decode_object", "decode_request", "given"]
 
 #: The name rules, each written once here and anchored below; a pattern that combines two
 #: (``project/name``) is built from them, so neither can drift. Every rule ends in ``\Z``:

@@ -38,10 +38,31 @@ from typing import Any
 import ujson
 from aiohttp import web
 
-from ._gemini_wire import (ACTION_METHODS, DEFAULT_MESSAGES, DEFAULT_MODELS, EMBEDDING_SIZE, TASK_TYPES,
-                           WireError, camelize, check_contents, check_generation, decode_bytes, error_body,
-                           error_response, invalid_enum, json_response, model_info, not_found_response,
-                           page, parse_duration, parse_time, part_text, prompt_tokens, rfc3339, stop_cut)
+from ._gemini_wire import (
+    ACTION_METHODS,
+    DEFAULT_MESSAGES,
+    DEFAULT_MODELS,
+    EMBEDDING_SIZE,
+    TASK_TYPES,
+    WireError,
+    camelize,
+    check_contents,
+    check_generation,
+    decode_bytes,
+    error_body,
+    error_response,
+    invalid_enum,
+    json_response,
+    model_info,
+    not_found_response,
+    page,
+    parse_duration,
+    parse_time,
+    part_text,
+    prompt_tokens,
+    rfc3339,
+    stop_cut,
+)
 from ._server import FakeServer, RecordedRequest
 from ._vectors import embedding_vector
 from .script import Prompt, Reply, count_tokens, safety_ratings, sample_args, split_text, tokens_for

@@ -17,7 +17,7 @@ with agentos.Client() as kernel:
     for i, (op, *args) in enumerate(json.loads(sys.argv[1])):
         try:
             if op == "store":
-                result = kernel.store(args[0], args[1])
+                result: object = kernel.store(args[0], args[1])
             elif op == "fetch":
                 result = kernel.fetch(args[0])
             elif op == "send":

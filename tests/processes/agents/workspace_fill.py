@@ -21,7 +21,7 @@ while written < cap << 20:
     try:
         written += os.write(fd, chunk)
     except OSError as exc:
-        report["refused"] = errno.errorcode.get(exc.errno, str(exc.errno))
+        report["refused"] = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         break
 os.close(fd)
 report["mib"] = written / (1 << 20)

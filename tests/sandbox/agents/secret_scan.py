@@ -19,7 +19,8 @@ pattern = re.compile(re.escape(marker) + rb"[0-9a-f]{8,64}")
 #: /proc/<pid> entries that are not plain files to read (or hang, or are huge and binary).
 SKIP = {"mem", "pagemap", "clear_refs", "kpageflags", "task", "fd", "fdinfo", "ns", "net", "map_files",
         "attr", "cwd", "root", "exe"}
-found, where = set(), set()
+found: set[str] = set()
+where: set[str] = set()
 
 
 def scan(data, place):

@@ -23,7 +23,8 @@ import agentos
 
 if sys.argv[1] == "child":
     try:
-        seen = {name: open(os.path.join(sys.argv[2], name)).read() for name in sorted(os.listdir(sys.argv[2]))}
+        seen: dict[str, str] | str = {name: open(os.path.join(sys.argv[2], name)).read()
+                                      for name in sorted(os.listdir(sys.argv[2]))}
     except OSError as exc:
         seen = str(exc)
     emit(child_saw=seen)

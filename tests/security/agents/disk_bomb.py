@@ -18,7 +18,7 @@ with open("/tmp/disk-bomb", "wb") as f:
             f.write(chunk)
             f.flush()
         except OSError as exc:
-            refused = errno.errorcode.get(exc.errno, str(exc.errno))
+            refused = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             break
         written += step
         emit(agent="disk_bomb", mib=written)

@@ -16,7 +16,7 @@ import agentos
 targets = json.loads(sys.argv[1])
 client = agentos.Client()
 child = client.spawn("exec-attack-child", command=["/bin/sleep", "100000"])
-outcomes = {}
+outcomes: dict[str, object] = {}
 child_output = None
 for label, target in (("sibling", targets["sibling"]), ("self", os.environ["AGENTOS_AGENT_NAME"]),
                       ("child", child["name"])):

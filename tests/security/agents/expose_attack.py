@@ -17,7 +17,7 @@ import agentos
 
 target = json.loads(sys.argv[1])
 client = agentos.Client()
-outcomes = {}
+outcomes: dict[str, str] = {}
 
 
 def attempt(label, fn):

@@ -13,11 +13,12 @@ from _report import emit
 cap = int(sys.argv[1])
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-fds, refused = [], None
+fds: list[int] = []
+refused = None
 while len(fds) < cap:
     try:
         fds.append(os.open("/dev/null", os.O_RDONLY))
     except OSError as exc:
-        refused = errno.errorcode.get(exc.errno, str(exc.errno))
+        refused = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         break
 emit(agent="fd_bomb", opened=len(fds), refused=refused, hard_limit=hard)

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import emit
 
 SHAPE = re.compile(rb"AOS" + rb"K-[0-9a-f]{32}")  # split so this file's text never matches
-found = {}
+found: dict[str, list[str]] = {}
 
 
 def scan(where, data):

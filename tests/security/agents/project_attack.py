@@ -7,7 +7,6 @@ argv[1] is the role:
   mail of, read the state of, purge and escape into the victim's project (argv[2]); prints
   {"outcomes": {attempt: "ok" | error code}, "list": [project/name it sees], "to": {...}}.
 """
-import json
 import os
 import sys
 import time

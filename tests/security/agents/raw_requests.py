@@ -24,12 +24,12 @@ replies = []
 for rid, (opcode, text) in enumerate(requests, start=1):
     conn.sendall(encode_frame(opcode, rid, text.encode("utf-8", "surrogatepass")))
     deadline = time.monotonic() + wait
-    reply = "no reply"
+    reply: str | dict[str, object] = "no reply"
     while reply == "no reply" and time.monotonic() < deadline:
         conn.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             data = conn.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             break
         if not data:
             reply = "connection closed"
@@ -38,7 +38,7 @@ for rid, (opcode, text) in enumerate(requests, start=1):
             if frame.request_id != rid or frame.flags & 0x04 and not frame.flags & 0x08:
                 continue
             payload = bytes(frame.payload)
-            body = json.loads(payload) if payload else None
+            body = json.loads(payload) if payload else {}
             reply = {"flags": frame.flags, "code": body.get("code") if frame.flags & 0x02 else None,
                      "message": body.get("message") if frame.flags & 0x02 else None}
     replies.append(reply)

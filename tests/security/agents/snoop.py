@@ -14,7 +14,8 @@ import agentos
 client = agentos.Client()
 try:
     agents = client.list_agents()
-    listed, argv = sorted(a["name"] for a in agents), [a.get("argv") for a in agents]
+    listed: list[str] | str = sorted(a["name"] for a in agents)
+    argv: list[object] | None = [a.get("argv") for a in agents]
 except agentos.SyscallError as exc:
     listed, argv = exc.code.value, None
 try:

@@ -7,6 +7,7 @@ Prints {"outcomes": {field: "spawned" | error code, ...}, "refusals": {field: [m
 import json
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _report import emit
@@ -15,7 +16,7 @@ import agentos
 
 host = json.loads(sys.argv[1])
 TRUE = ["/bin/true"]
-ATTEMPTS = {
+ATTEMPTS: dict[str, dict[str, Any]] = {
     "sandboxed": {"command": TRUE, "sandboxed": False},
     "network": {"command": TRUE, "network": True},
     "readonly_paths": {"command": TRUE, "readonly_paths": [host["host_dir"]]},

@@ -32,7 +32,8 @@ def mount(source, target, fstype, flags, data=None):
 
 MS_REMOUNT, MS_BIND = 32, 4096
 client = agentos.Client()
-children, started = [], []
+children: list[dict[str, object]] = []
+started = []
 for payload in task["children"]:
     try:
         started.append(client._call(Op.SPAWN, payload)["id"])
@@ -53,7 +54,7 @@ while written < task["cap_mib"] << 20:
     try:
         written += os.write(fd, chunk)
     except OSError as exc:
-        report["refused"] = errno.errorcode.get(exc.errno, str(exc.errno))
+        report["refused"] = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         break
 os.close(fd)
 with open("/tmp/after", "wb") as f:

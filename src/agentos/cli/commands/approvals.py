@@ -46,7 +46,8 @@ def settle(args: argparse.Namespace) -> int:
     with connect(args) as client:
         method = client.approve if args.action == "approve" else client.deny
         record = method(args.id, args.reason)
-    print(f"{record['id']} {record['status']}: {record['tool']} for {record['name'] or 'uid:' + str(record['owner_uid'])}")
+    who = record["name"] or f"uid:{record['owner_uid']}"
+    print(f"{record['id']} {record['status']}: {record['tool']} for {who}")
     return 0
 
 

@@ -56,7 +56,7 @@ def when(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a time (2026-12-07T10:00:00, Unix seconds) "
                                          "or a duration ago (30s, 10m, 2h)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 

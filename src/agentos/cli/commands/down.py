@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("down", help="stop a manifest's project (every agent without FILE or -p), and a "
                        "kernel `agentos up -d` started once nothing else runs on it")
     p.add_argument("file", type=Path, nargs="?", help="the manifest whose project to stop")
-    p.add_argument("--grace", type=duration_option, default="10s", help="how long each agent gets to exit after SIGTERM (default 10s)")
+    p.add_argument("--grace", type=duration_option, default="10s",
+                   help="how long each agent gets to exit after SIGTERM (default 10s)")
     p.add_argument("-v", "--volumes", action="store_true",
                    help="also remove the project's mailboxes, state, registered names and volumes (agentos purge)")
     add_project_option(p)

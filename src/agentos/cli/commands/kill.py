@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("kill", help="stop an agent and its whole process tree")
     p.add_argument("name", help="the agent's name (its id with --id)")
     p.add_argument("--id", action="store_true", help="NAME is an agent id")
-    p.add_argument("--grace", type=duration_option, default="10s", help="time between SIGTERM and SIGKILL (default 10s)")
+    p.add_argument("--grace", type=duration_option, default="10s",
+                   help="time between SIGTERM and SIGKILL (default 10s)")
     add_socket_option(p)
     p.set_defaults(func=run)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ...client import AsyncClient
@@ -20,7 +20,7 @@ from ..launch import add_socket_option, connect, socket_path
 from ..output import Painter, wants_colour
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("logs", help="print an agent's output, or every agent's of a manifest (FILE) or "
                        "the kernel (--all), prefixed with their names")
     p.add_argument("name", nargs="?", help="the agent's name (its id with --id), or a manifest file: its agents")

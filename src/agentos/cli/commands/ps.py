@@ -9,8 +9,8 @@ import time
 
 from ..agents import PS_COLUMNS, SORT_KEYS, Spent, cpu_seconds, latest, order, paint_status, row, spent_by_id
 from ..launch import add_socket_option, connect
-from ..projects import add_project_option
 from ..output import Painter, table, wants_colour
+from ..projects import add_project_option
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

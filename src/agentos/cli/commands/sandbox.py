@@ -41,7 +41,7 @@ _SHELL = ["/bin/sh", "-c", 'exec "$(command -v bash || echo /bin/sh)" -i']
 COLUMNS = ("NAME", "ID", "STATUS", "UPTIME", "EXPIRES", "MEMORY", "TEMPLATE")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sandbox", help="create, list, kill sandboxes and open a shell in one (drive them with "
                        "exec, cp, ls, expose, pause)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")

@@ -9,12 +9,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...manifest import Manifest
 from ...client import AsyncClient
 from ...errors import AgentOSError, KernelNotRunning
+from ...manifest import Manifest
 from ..launch import StartedKernel, add_socket_option, duration_option, marker_path, socket_path
-from ..projects import add_project_option, describe_running
 from ..output import Painter, PipeSafe, wants_colour
+from ..projects import add_project_option, describe_running
 from ..team import Member, Team, TeamConflict, TeamError
 from .validate import load_or_report
 
@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file", type=Path, help="the manifest (YAML)")
     p.add_argument("-d", "--detach", action="store_true",
                    help="return once the team is up, leaving it (and a kernel started for it) running")
-    p.add_argument("--grace", type=duration_option, default="10s", help="how long agents get to exit after SIGTERM when the team "
-                   "stops (default 10s)")
+    p.add_argument("--grace", type=duration_option, default="10s",
+                   help="how long agents get to exit after SIGTERM when the team stops (default 10s)")
     p.add_argument("--exit-code-from", metavar="NAME",
                    help="exit with this agent's exit status once the team has ended")
     add_project_option(p)
