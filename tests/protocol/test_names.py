@@ -15,6 +15,7 @@ from agentos.manifest import ManifestError, loads
 from agentos.processes.exec import _env
 from agentos.processes.request import HOST, SpawnRequest
 from agentos.protocol import Op
+from agentos.protocol.lifecycle import Status
 from agentos.protocol.requests import ExecRequest, SpawnRequestWire, decode_request
 from agentos.sandbox.templates import TemplateSettings
 
@@ -115,3 +116,11 @@ def test_an_env_name_means_the_same_to_spawn_exec_the_manifest_and_a_template() 
 @pytest.mark.parametrize("name", ["worker\n", "AGENTOS_FD\n"])
 def test_no_rule_lets_a_trailing_newline_through(name: str) -> None:
     assert not spawn(name=name) and not manifest(name) and not spawn(env={name: "v"})
+
+
+def test_list_filters_by_exactly_the_statuses_list_shows() -> None:
+    # The wire's Literal spells the statuses again, for type checkers: it must not drift from Status.
+    for status in (*Status.ALL, Status.PENDING):
+        decode_request(Op.LIST, json.dumps({"status": status}).encode())
+    with pytest.raises(InvalidArgument):
+        decode_request(Op.LIST, json.dumps({"status": "given_up"}).encode())

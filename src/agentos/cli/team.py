@@ -24,7 +24,7 @@ from ..client.messaging import AsyncSubscription
 from ..errors import AgentOSError, NotFound
 from ..manifest import AgentSpec, Manifest
 from ..protocol import Op
-from ..protocol.lifecycle import ENDED_TOPICS, Topic
+from ..protocol.lifecycle import ENDED_TOPICS, Status, Topic
 from ..protocol.requests import SpawnRequestWire
 from ..supervision.policy import RestartPolicy
 from .output import Painter, size
@@ -64,14 +64,14 @@ class Member:
     def ending(self) -> str:
         """How it ended as ``expect`` names endings: ``exited`` is an exit 0, ``failed`` anything else
         the agent did to itself (or restarts given up); ``killed`` someone stopped it."""
-        if self.gave_up or self.status not in ("exited", "oom_killed", "killed", None):
-            return "failed"  # a non-zero exit, a signal, a timeout
-        return self.status or "running"
+        if self.gave_up or self.status not in (Status.EXITED, Status.OOM_KILLED, Status.KILLED, None):
+            return Status.FAILED  # a non-zero exit, a signal, a timeout
+        return self.status or Status.RUNNING
 
     @property
     def as_expected(self) -> bool:
         """Whether it ended as its manifest expects; a KILL someone asked for is never a failure."""
-        return self.ending == "killed" or self.spec.expect in ("any", self.ending)
+        return self.ending == Status.KILLED or self.spec.expect in ("any", self.ending)
 
     @property
     def unverifiable(self) -> str | None:
@@ -79,7 +79,7 @@ class Member:
         allowed that with ``allow_degraded``), when the agent then exited cleanly: the run
         cannot tell whether the expectation holds, so it is reported, not failed."""
         needed = _ENFORCED_BY.get(self.spec.expect)
-        if needed in self.degraded and self.ending == "exited":
+        if needed in self.degraded and self.ending == Status.EXITED:
             return needed
         return None
 
@@ -87,9 +87,7 @@ class Member:
         """``exit 2``, ``signal 9``, ``oom_killed``, ``restarts given up``: for the summary line."""
         if self.gave_up:
             return "restarts given up"
-        if self.status == "oom_killed":
-            return "oom_killed"
-        if self.status in ("killed", "timed_out"):
+        if self.status in (Status.OOM_KILLED, Status.KILLED, Status.TIMED_OUT):
             return self.status
         if self.signal:
             return f"signal {self.signal}"
@@ -102,7 +100,7 @@ class Member:
             return self.exit_code
         if self.signal:
             return 128 + self.signal
-        return 137 if self.status == "oom_killed" else 1
+        return 137 if self.status == Status.OOM_KILLED else 1
 
     @property
     def policy(self) -> RestartPolicy:
@@ -216,7 +214,7 @@ class Team:
                 else:
                     await asyncio.sleep(readiness.delay or 0.0)
                     [info] = [a for a in await self.client.list_agents(name=member.name) if a["id"] == member.id]
-                    if info["status"] != "running":
+                    if info["status"] != Status.RUNNING:
                         raise TeamError(f"{member.name} ended ({_ending(info)}) during its start-up delay")
         except TimeoutError:
             raise TeamError(f"{member.name} was not ready within {readiness.timeout:g}s "
@@ -290,7 +288,7 @@ class Team:
         elif event["topic"] == Topic.KILLED:
             self.say(member.name, "killed", "yellow")
         else:
-            style = "dim" if member.status == "exited" else "red"
+            style = "dim" if member.status == Status.EXITED else "red"
             self.say(member.name, f"exited ({_ending(event)})", style)
 
     def _on_restarted(self, member: Member, event: dict[str, Any]) -> None:
@@ -298,7 +296,7 @@ class Team:
                  f"{event['restarts']})", "yellow")
 
     def _on_given_up(self, member: Member, event: dict[str, Any]) -> None:
-        member.final, member.status, member.gave_up = True, "failed", True
+        member.final, member.status, member.gave_up = True, Status.FAILED, True
         self.say(member.name, f"failed: {event.get('reason', 'gave up')}", "red")
 
     # -- stopping --------------------------------------------------------------------
@@ -394,4 +392,4 @@ def _ending(info: dict[str, Any]) -> str:
 
 
 #: The limit an expected ending comes from.
-_ENFORCED_BY = {"oom_killed": "limits.memory"}
+_ENFORCED_BY = {Status.OOM_KILLED: "limits.memory"}

@@ -25,6 +25,7 @@ from ..errors import InvalidArgument, Unavailable
 from ..kernel.syscalls import Handler
 from ..processes.request import SpawnRequest
 from ..protocol import Op
+from ..protocol.lifecycle import Status
 from ..protocol.requests import PlacementWire, SpawnRequestWire
 from ..sandbox.spec import Launched
 from ..units import parse_duration
@@ -207,7 +208,7 @@ class RemoteAgent:
         self.handle = _HOST.options(**self.options).remote()
         self.service.pending[self.agent_id] = {
             "id": self.agent_id, "name": self.name, "project": project, "parent": spawner,
-            "status": "pending", "started_at": time.time(), "pid": 0, "restarts": 0, "ready": False,
+            "status": Status.PENDING, "started_at": time.time(), "pid": 0, "restarts": 0, "ready": False,
             "usage": {}, "node": None, "reason": why_pending(self.options, self.service.nodes())}
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(

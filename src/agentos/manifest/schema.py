@@ -15,6 +15,7 @@ from typing import Any
 
 from ..llm.config import PROVIDERS
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
+from ..protocol.lifecycle import Status
 from ..protocol.requests import DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS
 from ..supervision.policy import POLICIES
 
@@ -23,7 +24,7 @@ CAPABILITIES = (*(c.value for c in Capability), "state")
 DEFAULT_CAPABILITIES = tuple(c.value for c in Capability if c in DEFAULT_CHILD_CAPABILITIES)
 
 #: How an agent may end without failing `agentos up` (``exited``: exit 0; ``failed``: non-zero or a signal).
-EXPECTED_ENDINGS = ("exited", "failed", "oom_killed", "any")
+EXPECTED_ENDINGS = (Status.EXITED, Status.FAILED, Status.OOM_KILLED, "any")
 READINESS_KINDS = ("ready-call", "log-line", "delay")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -524,7 +524,7 @@ class ProcessService:
             await asyncio.sleep(0)  # between pages, the loop serves everyone else
         cursor = str(after) if more else None
         cluster = self.cluster
-        if cursor is None and cluster is not None and (wanted is None or "pending" in wanted):
+        if cursor is None and cluster is not None and (wanted is None or Status.PENDING in wanted):
             # Agents still waiting for a node: to their spawner and to those who observe all.
             sees_all = self.permissions.holds(call.identity, Capability.OBSERVE)
             pending = [dict(row) for row in cluster.pending.values()

@@ -27,13 +27,15 @@ class Status:
     PAUSED = "paused"
     #: It was running when its kernel died: a later kernel found it gone, exit code unknown.
     LOST = "lost"
+    #: Shown (never stored) for an agent waiting for a cluster node to take it (docs/cluster.md).
+    PENDING = "pending"
 
     #: Its process is there (LIST's ``status: running`` selects both).
     LIVE = frozenset({RUNNING, PAUSED})
     #: Endings nobody asked for: its own code, its limits, its timeout. Not KILLED (KILL, its
     #: parent, shutdown) nor LOST (its kernel died): a restart policy answers only these.
     SELF_ENDED = frozenset({EXITED, FAILED, OOM_KILLED, TIMED_OUT})
-    #: Every status LIST shows.
+    #: Every status of an agent in the process table (all LIST shows but ``pending``).
     ALL = (RUNNING, PAUSED, EXITED, FAILED, KILLED, OOM_KILLED, TIMED_OUT, LOST)
 
 
