@@ -15,8 +15,8 @@ DEMO = Path(__file__).with_name("demo_kernel.py")
 INSPECTED = Path(__file__).with_name("inspected_kernel.py")
 
 
-def _kernel_of(script: Path, tmp_path: Path, allow_tracebacks: bool):
-    k = KernelProcess(tmp_path / "k", command=[sys.executable, str(script)]).start()
+def _kernel_of(script: Path, tmp_path: Path, allow_tracebacks: bool, env: dict[str, str] | None = None):
+    k = KernelProcess(tmp_path / "k", command=[sys.executable, str(script)], env=env).start()
     try:
         yield k
     finally:
@@ -31,8 +31,9 @@ def demo_kernel(tmp_path):
 
 @pytest.fixture
 def inspected_kernel(tmp_path):
-    """The demo kernel, and a service that tells what dispatch did (inspected_kernel.py)."""
-    yield from _kernel_of(INSPECTED, tmp_path, allow_tracebacks=False)
+    """The demo kernel, and a service that tells what dispatch did (inspected_kernel.py); its
+    telemetry off, whatever OTEL_* variables this environment holds (its hooks are counted)."""
+    yield from _kernel_of(INSPECTED, tmp_path, allow_tracebacks=False, env={"OTEL_SDK_DISABLED": "true"})
 
 
 class RawConn:
