@@ -59,6 +59,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     """
     # Imported here: these pull in the whole kernel, which clients never need.
     from ..audit.service import AuditService
+    from ..cgroups import Layout, NoDriver, detect, open_driver
     from ..cluster import cluster_service
     from ..egress.service import EgressService
     from ..llm.service import LLMService
@@ -67,6 +68,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     from ..observability.telemetry import TelemetryService
     from ..permissions.service import PermissionService
     from ..processes import ProcessService
+    from ..processes.settings import ProcessSettings
     from ..sandbox import Launcher
     from ..sandbox.templates import TemplateSettings
     from ..state.service import StateService
@@ -76,8 +78,14 @@ def build_services(kernel: Kernel) -> list[Service]:
     config = kernel.config
     try:
         templates = TemplateSettings.from_section(config.section("sandbox"))
+        process_settings = ProcessSettings.from_section(config.section("processes"))
     except ValueError as exc:
         raise ValueError(f"kernel configuration: {exc}") from None
+    if process_settings.cgroups == "none":
+        layout, cgroups = Layout(), NoDriver("cgroups are turned off (processes.cgroups: none)")
+    else:
+        layout = detect()
+        cgroups = open_driver(layout)
     permissions = PermissionService(kernel)
     cluster = cluster_service(kernel) if config.section("cluster") else None
     egress = EgressService(kernel)
@@ -85,7 +93,8 @@ def build_services(kernel: Kernel) -> list[Service]:
     messaging = MessagingService(kernel, permissions.permissions)
     audit = AuditService(kernel, permissions.permissions)
     llm = LLMService(kernel)
-    processes = ProcessService(kernel, permissions=permissions.permissions, launcher=Launcher(templates=templates),
+    processes = ProcessService(kernel, settings=process_settings, layout=layout, cgroups=cgroups,
+                               permissions=permissions.permissions, launcher=Launcher(templates=templates),
                                llm_registry=llm.callers, project_stores=(messaging, state), cluster=cluster,
                                egress=egress)
     mcp = McpService(kernel, processes, audit.log)

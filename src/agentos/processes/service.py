@@ -28,8 +28,6 @@ from ..cgroups import (
     Layout,
     NoDriver,
     destroy,
-    detect,
-    open_driver,
     remove_stale,
 )
 from ..cluster.settings import LaunchSettings
@@ -94,10 +92,16 @@ class ProcessService:
 
     name = "processes"
 
-    def __init__(self, kernel: Kernel, *, permissions: Permissions, launcher: Launcher, llm_registry: Callers,
+    def __init__(self, kernel: Kernel, *, settings: ProcessSettings, layout: Layout, cgroups: CgroupDriver,
+                 permissions: Permissions, launcher: Launcher, llm_registry: Callers,
                  project_stores: Sequence[ProjectStore] = (), cluster: ClusterService | None = None,
                  egress: EgressService | None = None) -> None:
         self.kernel = kernel
+        self.settings = settings
+        #: The host's cgroup hierarchies, and the driver that makes agents' cgroups in them
+        #: (started by ``start``; a NoDriver for ``processes.cgroups: none``).
+        self.layout = layout
+        self.driver = cgroups
         #: Who may do what: checked on every agent a caller names, and told of every agent started.
         self.permissions = permissions
         #: Starts agents' processes in their sandboxes (``sandbox.Launcher``).
@@ -108,18 +112,12 @@ class ProcessService:
         self.cluster = cluster
         #: Per-agent egress allowlists (None: a kernel without the egress service).
         self.egress = egress
-        try:
-            self.settings = ProcessSettings.from_section(kernel.config.section("processes"))
-        except ValueError as exc:
-            raise ValueError(f"kernel configuration: {exc}") from None
         self.table = AgentTable(self.settings.keep_ended)
         self.usage = UsageCache()
         self.log_dir = kernel.config.state_dir / "logs"
         self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
         self.ledger = Ledger(kernel.config.state_dir / LEDGER_FILE)
-        self.layout = Layout()
-        self.driver: CgroupDriver = NoDriver("not started")
         self.workspaces = Workspaces(kernel.config.state_dir)
         self.volume_store = VolumeStore(kernel.config.state_dir, self.workspaces)
         self._background: set[asyncio.Task[None]] = set()
@@ -160,11 +158,7 @@ class ProcessService:
         self.workspaces.start()
         # From the loop thread: agents' parent-death signal is tied to the thread that starts it.
         self.launcher.start()
-        if self.settings.cgroups == "none":
-            self.driver = NoDriver("cgroups are turned off (processes.cgroups: none)")
-            return
-        self.layout = detect()
-        driver = open_driver(self.layout)
+        driver = self.driver
         try:
             stale = driver.start()
         except OSError as exc:
