@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_scale import Bystander, cpu_times, fd_limit, open_fds, rss_mb
-from harness import PYTHON, Goals, build_references, start_c_echo
+from harness import PYTHON, Goals, Server, build_references, start_c_echo
 from soak import Child
 
 from agentos.protocol import HEADER_SIZE, FrameDecoder, Op, encode_frame
@@ -66,8 +66,9 @@ def main(kernel_env: dict[str, str]) -> dict[str, Any]:
     figures: dict[str, Any] = {"asked": ASK, "holders": HOLDERS, "kernel_env": kernel_env}
     holders: list[Child] = []
     bystanders: list[Bystander] = []
-    echo = start_c_echo(build_references(root / "refs"))
+    echo: Server | None = None
     try:
+        echo = start_c_echo(build_references(root / "refs"))
         kernel.start()
         (root / "k").chmod(0o755)
         figures["fd_limit"] = fd_limit(kernel.pid)
@@ -117,7 +118,8 @@ def main(kernel_env: dict[str, str]) -> dict[str, Any]:
             holder.kill()
         for bystander in bystanders:
             bystander.proc.kill()
-        echo.stop()
+        if echo is not None:
+            echo.stop()
         if kernel.proc is not None and kernel.proc.poll() is None:
             kernel.kill()
         shutil.rmtree(root, ignore_errors=True)

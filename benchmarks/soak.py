@@ -142,14 +142,14 @@ def soak(seconds: float, interval: float, pause: float, path: Path) -> tuple[lis
             kernel.kill()
             end["exit_status"] = "killed"
         fake.stop()
+        if end.get("exit_status") != 0:
+            print(kernel.log()[-4000:])
+        shutil.rmtree(root, ignore_errors=True)
     end["left_processes"] = len(subprocess.run(["pgrep", "-f", f"sleep {MARK}$"], capture_output=True,
                                                text=True, check=False).stdout.split())
     end["left_cgroups"] = [str(p) for p in kernel_cgroups(kernel.pid)] if kernel.pid else []
     with path.open("a") as out:
         out.write(json.dumps({"end": end}) + "\n")
-    if end["exit_status"] != 0:
-        print(kernel.log()[-4000:])
-    shutil.rmtree(root, ignore_errors=True)
     return samples, end
 
 
