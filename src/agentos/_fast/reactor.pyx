@@ -355,6 +355,8 @@ cdef class Reactor:
     # The loop's next deadline (see select()), and when it is armed to fire (0: never armed).
     cdef int timer_fd
     cdef double timer_at
+    # Set when epoll reports the timerfd: only then can the deadline have passed.
+    cdef bint timer_fired
     cdef public object on_frame, on_close, on_drain, on_accept
     cdef readonly uint32_t max_payload
     cdef readonly Py_ssize_t high_water, low_water, max_inflight
@@ -708,6 +710,8 @@ cdef class Reactor:
                     ready_fds[fd] = ready_fds.get(fd, 0) | ev
             elif kind == KIND_LISTENER and fd == self.listen_fd:
                 self._accept()
+            elif kind == KIND_TIMER:
+                self.timer_fired = True
         return 0
 
     def serve_clients(self, double min_gap=0.0):
@@ -799,17 +803,19 @@ cdef class Reactor:
                 PyErr_CheckSignals()
                 n = 0
             self._handle(n)
-            ready = self._take_ready() if ready_fds else []
+            ready = self._take_ready() if ready_fds else None
             self._flush_dirty()
-            if ready or self.woke or ms == 0:
-                self.woke = False
-                self.served_at = _now()
-                return ready
-            if ms > 0:
+            if not (ready or self.woke or ms == 0):
+                if ms < 0 or (wait_ms < 0 and not self.timer_fired):
+                    continue  # No deadline, or the timer set for it has not fired yet.
+                self.timer_fired = False
                 ms = <int>((deadline - _now()) * 1000.0 + 0.999)
-                if ms <= 0:
-                    self.served_at = _now()
-                    return ready
+                if ms > 0:
+                    continue
+            self.woke = False
+            self.served_at = _now()
+            # A list only to return: NOOPs loop here without one (~0.07 us a round trip).
+            return ready if ready is not None else []
 
     def close(self):
         for conn in list(self.conns.values()):
