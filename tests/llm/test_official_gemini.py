@@ -25,6 +25,8 @@ from agentos.testing import FakeGemini, Reply, blocked_reply, call_reply, prompt
 from agentos.testing._gemini_wire import ACTION_METHODS, EMBEDDING_SIZE
 from agentos.testing._server import RecordedRequest
 
+# The arg-type ignores carry unused-ignore: google-genai's content types take numpy arrays where
+# numpy is installed (the bench extra brings it), and these calls type-check only then.
 T = TypeVar("T")
 MODEL_ACTION = "/{version}/models/{model_action}"
 DRIVEN: dict[tuple[str, str], str] = {
@@ -194,12 +196,12 @@ def test_batch_embeddings(fake: FakeGemini) -> None:
     model = "gemini-embedding-001"
     # The SDK takes a list of strings; its stubs spell that as lists of unions, which mypy does
     # not match a list literal against.
-    full = client.models.embed_content(model=model, contents=["alpha", "beta"])  # type: ignore[arg-type]
+    full = client.models.embed_content(model=model, contents=["alpha", "beta"])  # type: ignore[arg-type, unused-ignore]
     assert full.embeddings is not None and len(full.embeddings) == 2
     alpha = full.embeddings[0].values or []
     assert len(alpha) == EMBEDDING_SIZE
     assert math.isclose(sum(v * v for v in alpha), 1.0, rel_tol=1e-5)
-    cut = client.models.embed_content(model=model, contents=["alpha", "beta"],  # type: ignore[arg-type]
+    cut = client.models.embed_content(model=model, contents=["alpha", "beta"],  # type: ignore[arg-type, unused-ignore]
                                       config=types.EmbedContentConfig(output_dimensionality=64))
     assert cut.embeddings is not None and (cut.embeddings[0].values or []) == alpha[:64], "a prefix (MRL)"
     again = on_aio(fake, lambda aio: aio.models.embed_content(
@@ -217,7 +219,7 @@ def test_batch_embeddings(fake: FakeGemini) -> None:
             ([f"text {i}" for i in range(101)], None, "at most 100 requests"),
             (["x"], types.EmbedContentConfig(output_dimensionality=EMBEDDING_SIZE + 1), "output_dimensionality")):
         with pytest.raises(errors.ClientError) as caught:
-            client.models.embed_content(model=model, contents=contents, config=config)  # type: ignore[arg-type]
+            client.models.embed_content(model=model, contents=contents, config=config)  # type: ignore[arg-type, unused-ignore]
         assert caught.value.code == 400 and message in (caught.value.message or "")
     with pytest.raises(errors.ClientError) as caught:
         client.models.embed_content(model="gemini-test", contents="x")
@@ -283,12 +285,12 @@ def test_get_model(fake: FakeGemini) -> None:
 def test_cache_lifecycle(fake: FakeGemini) -> None:
     client = client_for(fake)
     with pytest.raises(errors.ClientError) as caught:
-        client.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(contents=["short"]))  # type: ignore[arg-type]
+        client.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(contents=["short"]))  # type: ignore[arg-type, unused-ignore]
     assert caught.value.code == 400
     assert caught.value.message == "Cached content is too small. total_token_count=2, min_total_token_count=1024"
 
     cache = client.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(
-        contents=[LONG], system_instruction="You are one of a team.", tools=[WEATHER], ttl="300s",  # type: ignore[arg-type]
+        contents=[LONG], system_instruction="You are one of a team.", tools=[WEATHER], ttl="300s",  # type: ignore[arg-type, unused-ignore]
         display_name="team prefix"))
     cached_tokens = prompt_tokens({"contents": [{"parts": [{"text": LONG}]}],
                                    "systemInstruction": {"parts": [{"text": "You are one of a team."}]},
@@ -320,7 +322,7 @@ def test_cache_lifecycle(fake: FakeGemini) -> None:
 
     assert client.caches.get(name=cache.name).display_name == "team prefix"
     second = on_aio(fake, lambda aio: aio.caches.create(model="gemini-test", config=types.CreateCachedContentConfig(
-        contents=[LONG + "more"], ttl="60s")))  # type: ignore[arg-type]
+        contents=[LONG + "more"], ttl="60s")))  # type: ignore[arg-type, unused-ignore]
     assert [c.name for c in client.caches.list(config={"page_size": 1})] == [cache.name, second.name]
     extended = client.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="7200s"))
     assert extended.expire_time and extended.update_time
@@ -552,7 +554,7 @@ def test_control_routes_set_models_and_move_the_clock(fake: FakeGemini) -> None:
                                                                                api_version="v1beta"))
     assert [(m.name, m.output_token_limit) for m in client.models.list()] == [
         ("models/gemini-a", 65536), ("models/gemini-b", 8)]
-    cache = client.caches.create(model="gemini-a", config=types.CreateCachedContentConfig(contents=[LONG],  # type: ignore[arg-type]
+    cache = client.caches.create(model="gemini-a", config=types.CreateCachedContentConfig(contents=[LONG],  # type: ignore[arg-type, unused-ignore]
                                                                                           ttl="60s"))
     assert control("clock", {"advance": 61}) == {"offset": 61}
     with pytest.raises(errors.ClientError) as caught:

@@ -59,7 +59,7 @@ def build_services(kernel: Kernel) -> list[Service]:
     """
     # Imported here: these pull in the whole kernel, which clients never need.
     from ..audit.service import AuditService
-    from ..cgroups import Layout, NoDriver, detect, open_driver
+    from ..cgroups import CgroupDriver, Layout, NoDriver, detect, open_driver
     from ..cluster import cluster_service
     from ..egress.service import EgressService
     from ..llm.service import LLMService
@@ -82,7 +82,8 @@ def build_services(kernel: Kernel) -> list[Service]:
     except ValueError as exc:
         raise ValueError(f"kernel configuration: {exc}") from None
     if process_settings.cgroups == "none":
-        layout, cgroups = Layout(), NoDriver("cgroups are turned off (processes.cgroups: none)")
+        layout = Layout()
+        cgroups: CgroupDriver = NoDriver("cgroups are turned off (processes.cgroups: none)")
     else:
         layout = detect()
         cgroups = open_driver(layout)
