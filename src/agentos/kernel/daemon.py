@@ -23,6 +23,7 @@ from . import reactor as reactor_py
 from .admission import Admission
 from .config import KernelConfig
 from .events import EventBus
+from .heap import HeapTrimmer
 from .hooks import Guard, Hooks, Observer
 from .identity import Identity
 from .loop import ReactorLoop
@@ -152,6 +153,7 @@ class Kernel:
         #: Set as shutdown begins: from then on an agent that ends was killed by it, and none restarts.
         self.shutting_down = False
         self.admission = Admission(config.connections)
+        self._heap = HeapTrimmer()
         #: Tells which agent a process connecting by path belongs to (the processes service).
         self.peer_agent: PeerAgent | None = None
         self.reactor = reactor_mod.Reactor(
@@ -273,6 +275,7 @@ class Kernel:
                 if not self._agent_conns[agent_id]:
                     del self._agent_conns[agent_id]
         self._reply_limits.pop(conn, None)
+        self._heap.closed()
         # A client that hangs up cancels what it asked for.
         for task in self._tasks.pop(conn, ()):
             task.cancel()
@@ -414,6 +417,7 @@ class Kernel:
         # Agents reaped during the stops may have handed us connections since.
         for conn in self.reactor.connections:
             conn.close()
+        self._heap.close()
 
 
 def bind_socket(path: Path, mode: int) -> socket.socket:
