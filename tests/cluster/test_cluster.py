@@ -2,6 +2,7 @@
 machine, so each test can look at an agent's process and cgroup directly)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -244,3 +245,34 @@ def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess) -> 
             client.spawn("late", agent("sleeper"), placement={**WORKER, "timeout": "99999999h"})
         assert caught.value.details["field"] == "placement.timeout"
         assert client.list_agents(name="late") == []
+
+
+def test_doctor_reports_each_nodes_isolation_and_rays_state(ray_kernel: KernelProcess,
+                                                           ray_cluster: RayCluster) -> None:
+    from agentos.sandbox import landlock
+    from agentos.sandbox.probe import probe
+
+    # No address given: the running kernel's cluster.
+    result = subprocess.run([sys.executable, "-m", "agentos", "doctor", "--cluster", "--json",
+                             "--socket", str(ray_kernel.socket_path)], capture_output=True, text=True, timeout=120)
+    checks = json.loads(result.stdout)["checks"]
+    ray_state = next(c for c in checks if c["check"] == "ray")
+    assert ray_state["level"] == "ok" and ray_state["address"] == ray_cluster.address, ray_state
+    assert "the running kernel's" in ray_state["detail"]
+    assert ray_state["resources"]["llm_gateway"] == 1 and ray_state["resources"]["agent_slots"] == 8
+    by_node: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        if check.get("node"):
+            by_node.setdefault(check["node"], {})[check["check"]] = check
+    here = probe()
+    for node, labels in ((ray_cluster.head, {"pool": "gateway"}), (ray_cluster.worker, {"pool": "agents"})):
+        found = by_node[node.node_id]
+        assert found["host"]["level"] == "ok" and found["host"]["labels"] == labels, found["host"]
+        # Made on that node, by a task there: the same report as this host's (both are this machine).
+        assert found["host"]["isolation"]["sandbox"] == here.as_dict()
+        assert found["namespaces"]["detail"] == ", ".join(sorted(here.namespaces))
+        assert found["seccomp"]["level"] == "ok"
+        assert found["landlock"]["detail"] == f"ABI {landlock.abi()}"
+        assert found["cgroups"]["level"] == "ok" and found["cgroups"]["enforced"] == ["cpu", "memory", "pids"]
+    assert not [c for c in checks if (c.get("node") or c["check"] == "ray") and c["level"] == "fail"]
+

@@ -3,6 +3,8 @@ that asks for a node here and says so, and asking for a cluster stops the kernel
 to install it. Configuration and SPAWN mistakes are named. These run in the default test run."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +45,20 @@ def test_asking_for_a_cluster_without_ray_stops_the_kernel(tmp_path: Path) -> No
     result = subprocess.run([sys.executable, str(BLOCKED_KERNEL), "kernel", "--socket", str(tmp_path / "s"),
                              "--state-dir", str(tmp_path / "state"), "--cluster", "127.0.0.1:6379"],
                             capture_output=True, text=True, timeout=60,
-                            env={**__import__("os").environ, **_blocked(tmp_path)})
+                            env={**os.environ, **_blocked(tmp_path)})
     assert result.returncode != 0
     assert "cluster needs Ray" in result.stderr and "pip install 'agentos[ray]'" in result.stderr
     assert (tmp_path / "attempts").read_text().splitlines()[0] == "ray"
+
+
+def test_doctor_cluster_without_ray_says_how_to_install_it(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(BLOCKED_KERNEL), "doctor", "--cluster", "127.0.0.1:6379", "--json",
+                             "--socket", str(tmp_path / "none")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **_blocked(tmp_path)})
+    assert result.returncode == 1
+    cluster = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "cluster"]
+    assert [c["level"] for c in cluster] == ["fail"]
+    assert "needs Ray" in cluster[0]["detail"] and "pip install 'agentos[ray]'" in cluster[0]["detail"]
 
 
 @pytest.mark.parametrize(("section", "key"), [

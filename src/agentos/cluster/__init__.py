@@ -2,8 +2,8 @@
 
 The kernel is Ray's driver and keeps everything central (keys, budgets, permissions, audit,
 state, mail); each placed agent runs on a node under an ``AgentHost`` actor (``host.py``) with
-that node's sandbox and cgroups, and speaks the unchanged protocol to it. ``backend.py`` is the
-only module that imports Ray; importing this package does not.
+that node's sandbox and cgroups, and speaks the unchanged protocol to it. ``backend.py`` (and
+``survey.py``, for ``agentos doctor --cluster``) import Ray; importing this package does not.
 """
 from __future__ import annotations
 

@@ -7,11 +7,16 @@ import datetime
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import AgentOSError
 from ..launch import add_socket_option, connect, socket_path
+
+if TYPE_CHECKING:
+    from ...cgroups.trial import Trial
+    from ...sandbox.probe import HostSupport
 
 #: Exit status when something agentos needs is missing (warnings alone leave it 0).
 _BROKEN = 1
@@ -24,11 +29,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "detail, ...}]}, for scripts")
     p.add_argument("--fix", action="store_true", help="also remove the cgroups kernels that died (kill -9) "
                    "left behind, killing what still runs in them")
+    p.add_argument("--cluster", nargs="?", const="", metavar="ADDR", help="also check each node of a Ray "
+                   "cluster (the agentos[ray] extra): what the sandbox can do there, and Ray's own state; ADDR "
+                   "as `agentos kernel --cluster` takes it (default: the running kernel's cluster, else auto)")
     add_socket_option(p)
     p.set_defaults(func=run)
 
 
-class _Report:
+class Report:
     """The checks' findings, printed as they come (text) or as one object at the end (``--json``)."""
 
     def __init__(self, as_json: bool) -> None:
@@ -37,10 +45,12 @@ class _Report:
         self.checks: list[dict[str, Any]] = []
 
     def line(self, level: str, what: str, detail: str, **data: Any) -> None:
+        """One finding; ``node=ID`` in ``data``: about that cluster node, not this host."""
         self.failed |= level == "FAIL"
         self.checks.append({"check": what, "level": level.lower(), "detail": detail, **data})
         if not self.as_json:
-            print(f"{level:<4}  {what}: {detail}")
+            where = f"node {data['node'][:8]} " if data.get("node") else ""
+            print(f"{level:<4}  {where}{what}: {detail}")
 
     def finish(self) -> int:
         if self.as_json:
@@ -49,7 +59,7 @@ class _Report:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = _Report(args.json)
+    report = Report(args.json)
     _python(report)
     hello = _kernel(report, args)
     _cgroups(report, hello)
@@ -58,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
     _root(report, hello)
     _llm_keys(report, hello)
     _llm_endpoint(report, hello)
+    if args.cluster is not None:
+        from .doctor_cluster import check_cluster
+
+        check_cluster(report, args.cluster, hello)
     return report.finish()
 
 
-def _python(report: _Report) -> None:
+def _python(report: Report) -> None:
     from ... import protocol  # noqa: F401  (importing it decides which twins load)
     from ..._extensions import EXTENSIONS_LOADED
 
@@ -75,7 +89,7 @@ def _python(report: _Report) -> None:
         report.line("ok", "compiled modules", ", ".join(sorted(EXTENSIONS_LOADED)) or "none needed yet")
 
 
-def _leftovers(report: _Report, fix: bool) -> None:
+def _leftovers(report: Report, fix: bool) -> None:
     """Cgroups of kernels that died (their agents' processes may still run in them): named, or
     with ``--fix`` removed. A live kernel's are never counted."""
     from ...cgroups import clean_dead_kernels, open_driver
@@ -106,21 +120,31 @@ def _leftovers(report: _Report, fix: bool) -> None:
 _LIMITS = frozenset({"memory", "pids", "cpu"})
 
 
-def _cgroups(report: _Report, hello: dict[str, Any] | None) -> None:
+def _cgroups(report: Report, hello: dict[str, Any] | None) -> None:
     """What the kernel will enforce: the running kernel's own answer, else a trial run of what a
     kernel started by this user does (make, then remove, its cgroup directories)."""
+    from ...cgroups.trial import Trial, trial
+
     if hello is not None:
         described = hello.get("capabilities", {}).get("processes", {}).get("cgroups", {})
         who = f"the running kernel (pid {hello['pid']})"
-        driver, roots = described.get("driver", "none"), [Path(r) for r in described.get("roots", [])]
-        enforced, reason = frozenset(described.get("enforceable", [])), described.get("reason")
-        delegated = bool(described.get("delegated"))
+        found = Trial(described.get("driver", "none"), [Path(r) for r in described.get("roots", [])],
+                      frozenset(described.get("enforceable", [])), described.get("reason"),
+                      bool(described.get("delegated")))
     else:
         who = f"a kernel run by uid {os.geteuid()}"
-        driver, roots, enforced, reason, delegated = _trial_cgroups()
+        found = trial()
+    cgroups_line(report, who, found, lambda: _how_to_get_cgroups(found.driver, found.roots, found.delegated))
+
+
+def cgroups_line(report: Report, who: str, found: Trial, advice: Callable[[], str], **extra: Any) -> None:
+    """The cgroups finding of ``who`` (this host's kernel, or a cluster node's); ``advice``: how
+    to get what is missing there."""
+    driver, roots, enforced, reason, delegated = (found.driver, found.roots, found.enforceable, found.reason,
+                                                  found.delegated)
     where = f"{who}: delegated v2 subtree at {roots[0]}," if delegated else who
     data = {"driver": driver, "enforced": sorted(enforced), "not_enforced": sorted(_LIMITS - enforced),
-            "delegated": str(roots[0]) if delegated else None}
+            "delegated": str(roots[0]) if delegated else None, **extra}
     if enforced >= _LIMITS:
         report.line("ok", "cgroups", f"{where} enforces {', '.join(sorted(enforced))} ({driver} driver)", **data)
         return
@@ -130,25 +154,8 @@ def _cgroups(report: _Report, hello: dict[str, Any] | None) -> None:
     report.line("warn", "cgroups", f"{where} will NOT enforce {missing}"
                 + (f" ({reason})" if reason else f" (the {driver} driver cannot here)")
                 + "; an agent asking for them fails to start unless it sets allow_degraded, and then runs "
-                "without them (`agentos up` prints DEGRADED). " + _how_to_get_cgroups(driver, roots, delegated),
+                "without them (`agentos up` prints DEGRADED). " + advice(),
                 **data, **({"reason": reason} if reason else {}))
-
-
-def _trial_cgroups() -> tuple[str, list[Path], frozenset[str], str | None, bool]:
-    """What a kernel started here gets: its driver made (a delegated cgroup arranged), then undone."""
-    from ...cgroups import NoDriver, detect, open_driver
-
-    driver = open_driver(detect())
-    if isinstance(driver, NoDriver):
-        return driver.name, [], frozenset(), driver.reason, False
-    try:
-        driver.start()
-    except OSError as exc:
-        return driver.name, driver.roots, frozenset(), (f"cannot create cgroups under "
-                                                       f"{', '.join(map(str, driver.roots))}: {exc.strerror}"), False
-    enforceable = driver.enforceable
-    driver.stop()
-    return driver.name, driver.roots, enforceable, None, driver.delegated
 
 
 #: A normal user's way to a delegated cgroup v2 subtree.
@@ -191,7 +198,7 @@ def _how_to_get_cgroups(driver: str, roots: list[Path], delegated: bool) -> str:
     return "No cgroup hierarchy is mounted: mount cgroup2 on /sys/fs/cgroup (root), or run as root."
 
 
-def _sandbox(report: _Report) -> None:
+def _sandbox(report: Report) -> None:
     try:
         from ...sandbox.probe import probe
 
@@ -199,23 +206,31 @@ def _sandbox(report: _Report) -> None:
     except (ImportError, OSError) as exc:
         report.line("FAIL", "sandbox", f"cannot probe this host ({exc}); agents can only run with the sandbox off")
         return
+    sandbox_lines(report, support)
+
+
+def sandbox_lines(report: Report, support: HostSupport, runner: str = "the kernel", **extra: Any) -> None:
+    """What the sandbox can do where ``support`` was probed (this host, or a cluster node, whose
+    agents are started by ``runner``)."""
     missing = sorted(name for name, ok in support.namespaces.items() if not ok)
     if missing:
         notes = "; ".join(f"{name}: {support.notes.get(name, 'unavailable')}" for name in missing)
-        report.line("warn", "namespaces", f"unavailable: {notes}")
+        report.line("warn", "namespaces", f"unavailable: {notes}", **extra)
     else:
-        report.line("ok", "namespaces", ", ".join(sorted(support.namespaces)))
+        report.line("ok", "namespaces", ", ".join(sorted(support.namespaces)), **extra)
     if not support.root:
         report.line("ok" if support.user_namespaces else "warn", "rootless",
                     "user namespaces work" if support.user_namespaces
-                    else f"no user namespaces ({support.notes.get('user', 'unavailable')}): run the kernel as root")
+                    else f"no user namespaces ({support.notes.get('user', 'unavailable')}): run {runner} as root",
+                    **extra)
     report.line("ok" if support.seccomp else "warn", "seccomp",
-                "filters available" if support.seccomp else support.notes.get("seccomp", "unavailable"))
+                "filters available" if support.seccomp else support.notes.get("seccomp", "unavailable"), **extra)
     report.line("ok" if support.landlock_abi else "warn", "landlock",
-                f"ABI {support.landlock_abi}" if support.landlock_abi else support.notes.get("landlock", "off"))
+                f"ABI {support.landlock_abi}" if support.landlock_abi else support.notes.get("landlock", "off"),
+                **extra)
 
 
-def _kernel(report: _Report, args: argparse.Namespace) -> dict[str, Any] | None:
+def _kernel(report: Report, args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         with connect(args) as client:
             hello: dict[str, Any] = client.hello()
@@ -228,7 +243,7 @@ def _kernel(report: _Report, args: argparse.Namespace) -> dict[str, Any] | None:
     return hello
 
 
-def _root(report: _Report, hello: dict[str, Any] | None) -> None:
+def _root(report: Report, hello: dict[str, Any] | None) -> None:
     """A root kernel runs sandboxed agents as a dedicated uid, but an unsandboxed one as root."""
     root = (hello.get("capabilities", {}).get("processes", {}).get("sandbox", {}).get("root")
             if hello is not None else os.geteuid() == 0)
@@ -241,7 +256,7 @@ def _root(report: _Report, hello: dict[str, Any] | None) -> None:
                 "run the kernel as a normal user")
 
 
-def _llm_keys(report: _Report, hello: dict[str, Any] | None) -> None:
+def _llm_keys(report: Report, hello: dict[str, Any] | None) -> None:
     if hello is not None:
         llm = hello.get("capabilities", {}).get("llm", {})
         if llm.get("configured"):
@@ -259,7 +274,7 @@ def _llm_keys(report: _Report, hello: dict[str, Any] | None) -> None:
                     "has none: export GEMINI_API_KEY first to use THINK")
 
 
-def _llm_endpoint(report: _Report, hello: dict[str, Any] | None) -> None:
+def _llm_endpoint(report: Report, hello: dict[str, Any] | None) -> None:
     """The running kernel's check of its model endpoint; with no kernel, a check of the endpoint
     this shell's environment configures (``AGENTOS_LLM_CONFIG``, ``AGENTOS_*_BASE_URL``, keys)."""
     from ...llm.config import LLMConfig, environment_section
