@@ -146,24 +146,32 @@ class Output:
 
     async def take(self) -> bytes | None:
         """The next output, waiting for it; None at the end."""
-        while not self.buffer:
+        while (data := self.poll()) is None:
             if self.eof:
                 return None
-            if self.finishing and self._read():
-                continue
-            if self.eof:
-                return None
-            self._waiter = self.loop.create_future()
+            waiter = self.loop.create_future()
+            self.notify(waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                self.notify(None)
+        return data
+
+    def poll(self) -> bytes | None:
+        """The next output if there is some now; None if not (at the end too: then ``eof``)."""
+        if not self.buffer and not (self.finishing and not self.eof and self._read()):
+            return None
         data = bytes(self.buffer[:_CHUNK])
         del self.buffer[:len(data)]
         if not self._reading and not self.eof:
             self._reading = True
             self.loop.add_reader(self.fd, self._readable)
         return data
+
+    def notify(self, waiter: asyncio.Future[None] | None) -> None:
+        """Complete ``waiter`` when output or the end comes (one future may wait on several
+        outputs); None: no longer."""
+        self._waiter = waiter
 
     def finish(self) -> None:
         """The process group is gone: read what it left (a pipe's worth), then the end."""
@@ -198,6 +206,8 @@ class Exec:
     id: str
     agent: Agent
     argv: list[str]
+    #: The exec's process (the command's subreaper) on the host and a pidfd of it, ours to reap;
+    #: 0 and -1 for one a sandbox's init started (init's child: init reaps it and reports).
     pid: int
     pidfd: int
     #: Its pid in the agent's view.
@@ -216,6 +226,9 @@ class Exec:
     control: socket.socket | None = None
     #: The sandbox's init that started it and reaps its leader (None: the kernel's own child).
     init: InitChannel | None = None
+    #: Its callback on the agent's end, taken off when it ends (a sandbox serving a million
+    #: execs must not hold a million of them).
+    on_agent_end: Callable[[object], None] | None = None
     stop_timer: asyncio.TimerHandle | None = None
     started_at: float = dataclasses.field(default_factory=time.time)
     ended_at: float | None = None
@@ -250,6 +263,10 @@ class Execs:
     def __init__(self, service: ProcessService) -> None:
         self.service = service
         self._execs: dict[str, Exec] = {}
+        #: Ended execs, oldest first (``_prune`` forgets the oldest past ``KEEP_ENDED``).
+        self._ended: dict[str, Exec] = {}
+        #: Running execs per agent id (``MAX_RUNNING``).
+        self._running: dict[str, int] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -346,7 +363,7 @@ class Execs:
         entry = agent.entry
         if entry is None:
             raise Unavailable(f"agent {agent.name!r} was not started by this kernel's launcher", id=agent.id)
-        if sum(1 for ex in self._execs.values() if ex.agent is agent and ex.running) >= MAX_RUNNING:
+        if self._running.get(agent.id, 0) >= MAX_RUNNING:
             raise Busy(f"agent {agent.name!r} already runs {MAX_RUNNING} execs", limit=MAX_RUNNING)
         run_as = _run_as(request.user, entry)
         cwd = entry.cwd if request.cwd in (UNSET, None) else os.path.join(entry.cwd, request.cwd)
@@ -364,8 +381,9 @@ class Execs:
         try:
             if init is not None:
                 try:
-                    started = await init.start(exec_id, argv, full_env, cwd, theirs, control, control_theirs.fileno(),
-                                               terminal=pty is not None, timeout=self.service.launcher.setup_timeout)
+                    command_vpid = await init.start(exec_id, argv, full_env, cwd, theirs, control, control_theirs,
+                                                    terminal=pty is not None,
+                                                    timeout=self.service.launcher.setup_timeout)
                 except SandboxError as exc:
                     if exc.step != "fork":
                         raise
@@ -376,7 +394,7 @@ class Execs:
                     control_theirs.close()
                     control, control_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 else:
-                    pid, pidfd, command_vpid = started.pid, started.pidfd, started.vpid
+                    pid, pidfd = 0, -1  # init's child, reached through init
             if init is None:
                 pid, pidfd = await self._enter(agent, entry, argv, full_env, cwd, theirs, pty is not None, run_as,
                                                control_theirs.fileno())
@@ -412,16 +430,21 @@ class Execs:
                   background=request.background is True, uid=_own_uid(entry) if run_as is None else run_as[0],
                   control=None if command_vpid is None else control, init=init)
         self._execs[ex.id] = ex
+        self._running[agent.id] = self._running.get(agent.id, 0) + 1
         if init is not None:
             init.on_end(ex.id, functools.partial(self._init_reaped, ex))
         else:
             self.loop.add_reader(ex.pidfd, self._on_exit, ex)
-        agent.ended.add_done_callback(functools.partial(self._agent_ended, ex))
+        ex.on_agent_end = functools.partial(self._agent_ended, ex)
+        agent.ended.add_done_callback(ex.on_agent_end)
         if timeout is not None:
             ex.timer = self.loop.call_later(timeout, self._time_out, ex)
-        log.info("exec %s in agent %s (%s): pid %d, %s", ex.id, agent.name, agent.id, ex.pid, argv)
-        if stdin or request.stdin_open is not True:
+        log.info("exec %s in agent %s (%s): pid %s, %s", ex.id, agent.name, agent.id,
+                 ex.pid or f"{ex.vpid} in the sandbox", argv)
+        if stdin:
             self.service._spawn_background(self._initial_input(ex, stdin, request.stdin_open is True))
+        elif request.stdin_open is not True and not ex.pty:
+            self._close_stdin(ex)  # nothing to write: its end of input now
         return ex
 
     async def _enter(self, agent: Agent, entry: Plan, argv: list[str], env: dict[str, str], cwd: str,
@@ -459,25 +482,37 @@ class Execs:
         try:
             await call.stream(bytes([INFO]) + json.dumps(
                 {"id": ex.id, "pid": ex.vpid, "agent": ex.agent.id}).encode())
-            pumps = [asyncio.ensure_future(self._pump(call, tag, output)) for tag, output in ex.outputs.items()]
-            try:
-                await asyncio.gather(*pumps)
-            finally:
-                # A client gone mid-stream stops every pump, not only the one that saw it go.
-                for pump in pumps:
-                    pump.cancel()
-            await asyncio.shield(ex.ended)
+            await self._pump(call, ex)
+            if not ex.ended.done():
+                await asyncio.shield(ex.ended)
         finally:
             ex.attached = False
             for output in ex.outputs.values():
                 output.attached = False
         return ex.info()
 
-    @staticmethod
-    async def _pump(call: Call, tag: int, output: Output) -> None:
-        prefix = bytes([tag])
-        while (data := await output.take()) is not None:
-            await call.stream(prefix + data)  # waits while the client does not read
+    async def _pump(self, call: Call, ex: Exec) -> None:
+        """Every output's chunks as they come, until each has ended: one coroutine for all of
+        an exec's outputs (no task per stream), which takes from each in turn."""
+        outputs = [(bytes([tag]), output) for tag, output in ex.outputs.items()]
+        while True:
+            idle = True
+            for prefix, output in outputs:
+                data = output.poll()
+                if data is not None:
+                    idle = False
+                    await call.stream(prefix + data)  # waits while the client does not read
+            if idle:
+                if all(output.eof for _, output in outputs):
+                    return
+                waiter = self.loop.create_future()
+                for _, output in outputs:
+                    output.notify(waiter)
+                try:
+                    await waiter
+                finally:
+                    for _, output in outputs:
+                        output.notify(None)
 
     # -- stdin -----------------------------------------------------------------------
 
@@ -562,8 +597,16 @@ class Execs:
             self._reaped(ex, ending)
 
     def _reaped(self, ex: Exec, ending: Ending | None) -> None:
-        os.close(ex.pidfd)
-        ex.pidfd = -1
+        if ex.pidfd >= 0:
+            os.close(ex.pidfd)
+            ex.pidfd = -1
+        self._running[ex.agent.id] -= 1
+        if not self._running[ex.agent.id]:
+            del self._running[ex.agent.id]
+        if ex.on_agent_end is not None:
+            ex.agent.ended.remove_done_callback(ex.on_agent_end)
+            ex.on_agent_end = None
+        self._ended[ex.id] = ex
         if ending is not None:
             ex.exit_code, ex.signal = ending.exit_code, ending.signal
         ex.ended_at = time.time()
@@ -586,12 +629,16 @@ class Execs:
         self._prune()
 
     def _prune(self) -> None:
-        ended = [ex for ex in self._execs.values() if not ex.running and not ex.attached]
-        for ex in ended[:max(0, len(ended) - KEEP_ENDED)]:
-            self._forget(ex)
+        while len(self._ended) > KEEP_ENDED:
+            # The oldest whose output nobody is still reading.
+            oldest = next((ex for ex in self._ended.values() if not ex.attached), None)
+            if oldest is None:
+                return
+            self._forget(oldest)
 
     def _forget(self, ex: Exec) -> None:
         self._execs.pop(ex.id, None)
+        self._ended.pop(ex.id, None)
         for output in ex.outputs.values():
             output.close()
 
@@ -803,7 +850,7 @@ def _signal_command(ex: Exec, number: int) -> bool:
 def _killpg(ex: Exec, sig: int) -> bool:
     """Signal the exec's process group; only while its leader is unreaped (its id is ours, or,
     for a leader a sandbox's init reaps, init's to signal)."""
-    if ex.pidfd < 0:
+    if not ex.running:
         return False
     if ex.init is not None:
         return ex.init.signal_group(ex.id, sig)

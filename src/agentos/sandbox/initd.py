@@ -16,7 +16,6 @@ init's child, not the kernel's, so the kernel cannot reap it itself.
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import errno
 import functools
@@ -24,7 +23,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from agentos.sandbox import child, landlock
@@ -32,7 +30,7 @@ from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.spec import Ending, SandboxError
 
-__all__ = ["IDLE", "InitChannel", "Started", "binary", "command"]
+__all__ = ["IDLE", "InitChannel", "binary", "command"]
 
 #: The program a sandbox is spawned with (``Client.sandbox``); the kernel runs init in its place.
 IDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "idle.py")
@@ -48,21 +46,10 @@ def binary() -> str | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def command(path: str, connection_fd: int) -> list[str]:
-    """The argv of init: its control socket, then the agent's kernel connection (whose end, as
-    the control socket's, ends the sandbox)."""
-    return [path, str(CONTROL_FD), str(connection_fd)]
-
-
-@dataclass(frozen=True)
-class Started:
-    """An exec's leader, forked by init, once its command is exec'd."""
-
-    #: The leader's pid on the host, and a pidfd of it (the caller closes it).
-    pid: int
-    pidfd: int
-    #: The command's pid in the sandbox.
-    vpid: int
+def command(path: str, connection_fd: int | None = None) -> list[str]:
+    """The argv of init: its control socket, then the agent's kernel connection if it has one
+    (whose end, as the control socket's, ends the sandbox)."""
+    return [path, str(CONTROL_FD), *([str(connection_fd)] if connection_fd is not None else [])]
 
 
 def _fields(*values: str, step: str = "spec") -> bytes:
@@ -100,11 +87,13 @@ class InitChannel:
         loop.add_reader(self._sock.fileno(), self._readable)
 
     async def start(self, token: str, argv: Sequence[str], env: dict[str, str], cwd: str, stdio: Sequence[int],
-                    control: socket.socket, leader_control: int, *, terminal: bool, timeout: float) -> Started:
+                    control: socket.socket, leader_control: socket.socket, *, terminal: bool,
+                    timeout: float) -> int:
         """Start ``argv`` in the sandbox as exec ``token``: ``stdio`` its three descriptors,
         ``control`` the kernel's end of the exec's control socket (made non-blocking) and
-        ``leader_control`` the leader's (sent; the caller closes its copy after). Raises ``SandboxError`` (``cwd``,
-        ``exec``: no such directory or program in the sandbox's view)."""
+        ``leader_control`` the leader's (sent, then closed). The command's pid in the sandbox once
+        it is exec'd. Raises ``SandboxError`` (``cwd``, ``exec``: no such directory or program in
+        the sandbox's view; ``fork``: init could not fork, the sandbox is at its pids limit)."""
         if self.closed or self._loop is None:
             raise SandboxError("init", errno.EPIPE, "the sandbox's init has ended")
         message = (b"E" + _fields(token, "t" if terminal else "") + _fields(cwd, step="cwd")
@@ -113,27 +102,20 @@ class InitChannel:
         if len(message) > child.MAX_REQUEST:
             raise SandboxError("spec", errno.E2BIG, f"argv and env take {len(message)} bytes, more than the "
                                f"{child.MAX_REQUEST} an exec is started with")
-        reply = self._loop.create_future()
+        # The leader's report on the exec's control socket, or init's F: whichever comes first.
+        reply: asyncio.Future[bytes] = self._loop.create_future()
         self._starts[token] = reply
         self._ends[token] = None
         control.setblocking(False)
+        watched = False
         try:
-            await self._send(message, [*stdio, leader_control])
+            await self._send(message, [*stdio, leader_control.fileno()])
+            # Only the leader holds its end now: its death before a word is our end of file.
+            leader_control.close()
+            self._loop.add_reader(control.fileno(), self._reported, control, reply)
+            watched = True
             async with asyncio.timeout(timeout):
-                kind, fds = await reply
-                fields = kind[1:].split(b"\0")
-                if kind[:1] == b"F":
-                    step, err = fields[1].decode(), int(fields[2])
-                    raise SandboxError(step, err, f"init could not start it: {os.strerror(err)}")
-                if not fds:
-                    raise SandboxError("init", errno.ESRCH, "init could not give the exec's pidfd")
-                pidfd = fds[0]
-                try:
-                    pid = _host_pid(pidfd)
-                    report = await self._loop.sock_recv(control, _MAX_REPLY)
-                except BaseException:
-                    os.close(pidfd)
-                    raise
+                report = await reply
         except TimeoutError:
             self._ends.pop(token, None)
             raise SandboxError("handshake", errno.ETIMEDOUT, f"init did not start it within {timeout} s") from None
@@ -142,11 +124,26 @@ class InitChannel:
             raise
         finally:
             self._starts.pop(token, None)
+            if watched:
+                self._loop.remove_reader(control.fileno())
         if report.startswith(b"P") and report[1:].isdigit():
-            return Started(pid=pid, pidfd=pidfd, vpid=int(report[1:]))
+            return int(report[1:])
         self._ends.pop(token, None)
-        os.close(pidfd)
         raise _refusal(report, argv, cwd)
+
+    def _reported(self, control: socket.socket, reply: asyncio.Future[bytes]) -> None:
+        """The leader spoke on the exec's control socket, or died without a word (end of file)."""
+        try:
+            report = control.recv(_MAX_REPLY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            report = b""
+        if not report:
+            # Init's F, if it could not fork, was sent before the socket's end: read it first.
+            self._readable()
+        if not reply.done():
+            reply.set_result(report)
 
     def on_end(self, token: str, callback: Callable[[Ending], None]) -> None:
         """Call ``callback`` with how exec ``token``'s leader ended (at once if it has)."""
@@ -205,26 +202,26 @@ class InitChannel:
     def _readable(self) -> None:
         while not self.closed:
             try:
-                message, fds = _receive(self._sock)
+                message = self._sock.recv(_MAX_REPLY)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                message, fds = b"", []
+                message = b""
             if not message:
                 self.close()
                 return
-            self._dispatch(message, fds)
+            self._dispatch(message)
 
-    def _dispatch(self, message: bytes, fds: list[int]) -> None:
+    def _dispatch(self, message: bytes) -> None:
         fields = message[1:].split(b"\0")
         token = fields[0].decode(errors="replace")
         kind = message[:1]
         reply = self._starts.get(token)
-        if kind in (b"S", b"F") and reply is not None and not reply.done():
-            reply.set_result((message, fds))
+        if kind == b"F" and reply is not None:
+            if not reply.done() and len(fields) > 2 and fields[2].isdigit():
+                step, err = fields[1].decode(errors="replace"), int(fields[2])
+                reply.set_exception(SandboxError(step, err, f"init could not start it: {os.strerror(err)}"))
             return
-        for fd in fds:
-            os.close(fd)
         if kind == b"X" and token in self._ends and len(fields) > 1 and fields[1].isdigit():
             ending = _ending(int(fields[1]))
             callback = self._ends.pop(token)
@@ -232,16 +229,6 @@ class InitChannel:
                 callback(ending)
             else:
                 self._ends[token] = ending
-
-
-def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One message of init's and the descriptor it carries, close-on-exec from the start."""
-    fds = array.array("i")
-    message, ancillary, _, _ = sock.recvmsg(_MAX_REPLY, socket.CMSG_LEN(fds.itemsize), socket.MSG_CMSG_CLOEXEC)
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-    return message, list(fds)
 
 
 def _done(future: asyncio.Future[None]) -> None:
@@ -253,18 +240,6 @@ def _ending(status: int) -> Ending:
     if os.WIFSIGNALED(status):
         return Ending(signal=os.WTERMSIG(status))
     return Ending(exit_code=os.WEXITSTATUS(status))
-
-
-def _host_pid(pidfd: int) -> int:
-    """The pid behind ``pidfd`` as this process sees it (0 if unknown)."""
-    try:
-        with open(f"/proc/self/fdinfo/{pidfd}") as f:
-            for line in f:
-                if line.startswith("Pid:"):
-                    return max(0, int(line.split()[1]))
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _refusal(report: bytes, argv: Sequence[str], cwd: str) -> SandboxError:

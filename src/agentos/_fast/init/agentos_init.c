@@ -33,9 +33,12 @@
  *   G token signal    the exec's process group gets `signal` (while its leader is unreaped,
  *     so its group id is still its own).
  * Init -> kernel:
- *   S token vpid     with the leader's pidfd: the exec's leader is forked.
- *   F token step errno   it could not be.
+ *   F token step errno   the exec's leader could not be forked (or the request was bad).
  *   X token status   the leader was reaped: its raw wait status.
+ * A forked leader is not announced: the kernel's next word of it is the leader's own, on the
+ * exec's control socket, once the command is exec'd (one wake-up of the kernel per exec start,
+ * not two). Init sends F before it closes its copy of that socket, so a kernel that sees the
+ * socket's end of file without a word finds the F already waiting.
  *
  * The exec's leader is a child of init that holds the exec's control socket and speaks
  * sandbox/subreaper.py's protocol on it: it is the session and process-group leader, a child
@@ -89,8 +92,6 @@ static char message[MAX_MESSAGE + 1];
 
 /* --- small helpers ---------------------------------------------------------------------- */
 
-static long sys_pidfd_open(pid_t pid) { return syscall(__NR_pidfd_open, pid, 0); }
-
 static void close_from(unsigned int first) { syscall(__NR_close_range, first, ~0U, 0); }
 
 /* The next NUL-terminated field at *cur, or NULL when the message ends first. */
@@ -131,34 +132,21 @@ static int token_ok(const char *token)
 }
 
 /* One message to the kernel; a kernel that is gone ends init (and the sandbox). */
-static void reply(const char *kind, const char *token, const char *a, const char *b, int fd)
+static void reply(const char *kind, const char *token, const char *a, const char *b)
 {
     char out[MAX_TOKEN + 96];
     int n = snprintf(out, sizeof out, "%s%s%c%s%c%s%c", kind, token, 0, a, 0, b ? b : "", 0);
-    struct iovec iov = {out, (size_t)n - (b ? 0 : 1)};
-    union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } ctl;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        memset(&ctl, 0, sizeof ctl);
-        msg.msg_control = ctl.space;
-        msg.msg_controllen = sizeof ctl.space;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
-    while (sendmsg(control, &msg, MSG_NOSIGNAL) < 0) {
+    while (send(control, out, (size_t)n - (b ? 0 : 1), MSG_NOSIGNAL) < 0) {
         if (errno != EINTR)
             _exit(0);
     }
 }
 
-static void reply_number(const char *kind, const char *token, const char *a, long number, int fd)
+static void reply_number(const char *kind, const char *token, const char *a, long number)
 {
     char text[24];
     snprintf(text, sizeof text, "%ld", number);
-    reply(kind, token, a ? a : text, a ? text : NULL, fd);
+    reply(kind, token, a ? a : text, a ? text : NULL);
 }
 
 /* --- the exec's leader (a child of init) ------------------------------------------------- */
@@ -323,6 +311,11 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
         waitpid(command, NULL, __WALL);
         refuse("exec", exec_errno);
     }
+    /* First the kernel's word (it waits for it to answer the EXEC); what follows is done while
+     * the command starts, with every signal still blocked. The kernel gone: EOF follows. */
+    char started[32];
+    int n = snprintf(started, sizeof started, "P%d", (int)command);
+    send(leader_control, started, (size_t)n, MSG_NOSIGNAL);
     /* The output pipes and the terminal are the command's: their end is its tree's end. */
     close(0);
     close(1);
@@ -336,9 +329,6 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
     sigaddset(&chld, SIGCHLD);
     int reaped = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     sigprocmask(SIG_SETMASK, &chld, NULL);
-    char started[32];
-    int n = snprintf(started, sizeof started, "P%d", (int)command);
-    send(leader_control, started, (size_t)n, MSG_NOSIGNAL); /* the kernel gone: EOF follows */
     for (;;) {
         struct pollfd p[2] = {{leader_control, POLLIN, 0}, {reaped, POLLIN, 0}};
         if (poll(p, 2, -1) < 0) {
@@ -466,7 +456,7 @@ static void start_exec(char *cur, char *end, int *fds, size_t nfds)
         bad = bad || !envp || cur != end;
     }
     if (bad || setup_errno) {
-        reply_number("F", token, bad ? "request" : "landlock", bad ? EINVAL : setup_errno, -1);
+        reply_number("F", token, bad ? "request" : "landlock", bad ? EINVAL : setup_errno);
     } else if (nslots == capslots && !(slots = realloc(slots, (capslots = capslots * 2 + 16) * sizeof *slots))) {
         _exit(SETUP_FAILED); /* no memory for a table of a few dozen entries: init cannot go on */
     } else {
@@ -474,15 +464,11 @@ static void start_exec(char *cur, char *end, int *fds, size_t nfds)
         if (pid == 0)
             lead(fds, strchr(flags, 't') != NULL, cwd, argv, envp);
         if (pid < 0) {
-            reply_number("F", token, "fork", errno, -1);
+            reply_number("F", token, "fork", errno);
         } else {
             slots[nslots].pid = pid;
             strcpy(slots[nslots].token, token);
             nslots++;
-            int pidfd = (int)sys_pidfd_open(pid);
-            reply_number("S", token, NULL, pid, pidfd);
-            if (pidfd >= 0)
-                close(pidfd);
         }
     }
     free(argv);
@@ -523,12 +509,13 @@ static void serve_request(void)
     }
     char *end = message + n, *cur = message + 1;
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        /* Never from our kernel (it sends less): refused, and answered if it can be. */
-        close_all(fds, nfds);
+        /* Never from our kernel (it sends less): refused, and answered if it can be (before
+         * the exec's control socket is let go, as always). */
         message[MAX_MESSAGE] = 0;
         char *token = message[0] == 'E' ? field(&cur, end) : NULL;
         if (token && token_ok(token))
-            reply_number("F", token, "request", EMSGSIZE, -1);
+            reply_number("F", token, "request", EMSGSIZE);
+        close_all(fds, nfds);
         return;
     }
     switch (message[0]) {
@@ -564,7 +551,7 @@ static void reap(void)
         if (waitpid(pid, &status, WNOHANG | __WALL) != pid)
             return;
         if (i < nslots) {
-            reply_number("X", slots[i].token, NULL, status, -1);
+            reply_number("X", slots[i].token, NULL, status);
             slots[i] = slots[--nslots];
         }
     }
