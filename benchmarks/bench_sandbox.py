@@ -112,7 +112,9 @@ def _alternate(benchmark: Any, calls: dict[str, Callable[[], bytes]], rounds: in
 
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[KernelProcess]:
-    k = KernelProcess(Path(tempfile.mkdtemp(prefix="agentos-bench-sandbox-"))).start()
+    # At the kernel's default log level (INFO), as deployed: the harness's DEBUG logs a line per
+    # exec more, a tenth of an exec's kernel time on this box.
+    k = KernelProcess(Path(tempfile.mkdtemp(prefix="agentos-bench-sandbox-")), args=["--log-level", "INFO"]).start()
     copy = k.root / "zygote-idle" / "idle.py"
     copy.parent.mkdir(mode=0o755)
     shutil.copy(IDLE, copy)
