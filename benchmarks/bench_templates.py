@@ -12,35 +12,58 @@ time is from the launch call to that byte in hand:
 - ``cold interpreter``: no sandbox and no zygote, ``python -c`` importing the same modules (what a
   fresh interpreter per snippet costs).
 
-Each template zygote's RSS and PSS are reported too. Run: ``.venv/bin/python -m pytest
-benchmarks/bench_templates.py -p no:cacheprovider -s`` (or this file as a script); JSON goes to
-``.benchmarks/templates.json``. numpy is used as well when it is installed (it is not in CI's extras).
+Each template zygote's RSS and PSS are reported too.
+
+``test_first_cell_with_the_preload``: ``run_code``'s first cell in a new sandbox (its interpreter
+started by that call) through a real kernel and the blocking client, the cell importing
+``MODULES``, from the call to its result; round-robin in one run:
+
+- ``template (preload)``: a sandbox of a template preloading them; its interpreter is forked
+  warm by the template's zygote, so the cell's imports are dictionary look-ups;
+- ``no template``: a plain sandbox; its interpreter is forked warm by the default zygote and the
+  cell imports the modules itself;
+- ``template, exec'd interpreter``: the template's sandbox, its interpreter a new Python (a copy
+  of ``interpreter.py``, which the kernel does not fork warm): how every first cell ran before.
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_templates.py -p no:cacheprovider -s`` (or this
+file as a script); JSON goes to ``.benchmarks/templates.json`` and ``.benchmarks/first_cell.json``.
+numpy is used as well when it is installed (it is not in CI's extras).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import select
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agentos import Client
+from agentos.client import sandbox as sandbox_sdk
 from agentos.sandbox import Launcher, SandboxSpec
 from agentos.sandbox.templates import TemplateSettings
+from agentos.testing.kernel import KernelProcess
 
 #: Stdlib modules none of the default zygote's preload imports, heavy enough to matter.
 MODULES = ["decimal", "email.parser", "http.client", "urllib.request", "xml.dom.minidom", "sqlite3", "csv",
            "zipfile", "tarfile", "logging.handlers", "argparse", "difflib", "statistics", "fractions",
            *(["numpy"] if importlib.util.find_spec("numpy") else [])]
 ROUNDS = 60
+#: First cells per case (each a new sandbox).
+CELL_ROUNDS = 30
 WARMUP = 5
 OUT = Path(__file__).resolve().parents[1] / ".benchmarks" / "templates.json"
+CELL_OUT = OUT.with_name("first_cell.json")
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -132,5 +155,75 @@ def test_warm_fork_per_template() -> None:
     assert results["template_zygote"]["missing"] == []
 
 
+@contextlib.contextmanager
+def _interpreter(path: str) -> Iterator[None]:
+    """Have the SDK start ``path`` as ``run_code``'s interpreter."""
+    kept, sandbox_sdk.INTERPRETER = sandbox_sdk.INTERPRETER, path
+    try:
+        yield
+    finally:
+        sandbox_sdk.INTERPRETER = kept
+
+
+def _first_cell(client: Client, cell: str, template: str | None, interpreter: str,
+                readonly: list[str]) -> Callable[[], float]:
+    def once() -> float:
+        with _interpreter(interpreter), client.sandbox(template, readonly_paths=readonly) as sb:
+            start = time.perf_counter()
+            run = sb.run_code(cell)
+            elapsed = time.perf_counter() - start
+            assert run.error is None and run.text == "1", (run.error, run.stderr)
+        return elapsed
+    return once
+
+
+def measure_first_cell(rounds: int = CELL_ROUNDS) -> dict[str, Any]:
+    cell = "import " + ", ".join(MODULES) + "\n1"
+    with tempfile.TemporaryDirectory(prefix="agentos-bench-first-cell-") as directory:
+        os.chmod(directory, 0o755)
+        root = Path(directory)
+        # A manifest declares an agent; agentos kernel --manifest reads only its kernel section.
+        (root / "unused.py").write_text("")
+        manifest = root / "agentos.yaml"
+        manifest.write_text(json.dumps({"kernel": {"sandbox": {"templates": {
+            "heavy": {"preload": MODULES, "eager": True}}}}, "agents": {"unused": {"script": "unused.py"}}}))
+        # A copy the kernel does not recognise: exec'd as a new program, never forked warm.
+        copy = root / "cold" / "interpreter.py"
+        copy.parent.mkdir(mode=0o755)
+        shutil.copy(sandbox_sdk.INTERPRETER, copy)
+        copy.chmod(0o644)
+        kernel = KernelProcess(root / "k", args=["--manifest", str(manifest)]).start()
+        try:
+            client = kernel.client(timeout=120)
+            cases = {"template (preload)": _first_cell(client, cell, "heavy", sandbox_sdk.INTERPRETER, []),
+                     "no template": _first_cell(client, cell, None, sandbox_sdk.INTERPRETER, []),
+                     "template, exec'd interpreter": _first_cell(client, cell, "heavy", str(copy),
+                                                                 [str(copy.parent)])}
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            for i in range(WARMUP + rounds):
+                for name, case in cases.items():
+                    elapsed = case()
+                    if i >= WARMUP:
+                        samples[name].append(elapsed)
+        finally:
+            kernel.stop_checked()
+    summary = {name: _summary(s) for name, s in samples.items()}
+    warm = summary["template (preload)"]["p50_ms"]
+    return {"modules": MODULES, "cases": summary,
+            "ratios_p50": {name: round(row["p50_ms"] / warm, 2) for name, row in summary.items()}}
+
+
+@pytest.mark.timeout(1800)  # a new sandbox per cell, the cold case a second each on a loaded host
+def test_first_cell_with_the_preload() -> None:
+    results = measure_first_cell()
+    print(f"\nrun_code's first cell importing {len(results['modules'])} modules, a new sandbox each")
+    for name, row in results["cases"].items():
+        print(f"  {name:<30} p50 {row['p50_ms']:8.2f} ms   p99 {row['p99_ms']:8.2f} ms   "
+              f"x{results['ratios_p50'][name]:.2f} of the preload's p50   ({row['rounds']} rounds)")
+    CELL_OUT.parent.mkdir(exist_ok=True)
+    CELL_OUT.write_text(json.dumps(results, indent=2))
+
+
 if __name__ == "__main__":
     test_warm_fork_per_template()
+    test_first_cell_with_the_preload()

@@ -11,10 +11,9 @@ import pytest
 
 from agentos import Client, InvalidArgument
 from agentos.client._sync_api import Sandbox
-from agentos.client.sandbox import INTERPRETER
 from agentos.testing.kernel import KernelProcess
 
-from .test_sandbox import eventually, kernel_children
+from .test_sandbox import eventually, interpreters
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def kernel_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelP
     k = KernelProcess(tmp_path_factory.mktemp("run_code") / "k").start()
     try:
         yield k
-        assert eventually(lambda: kernel_children(k, INTERPRETER) == []), "an interpreter was left"
+        assert eventually(lambda: interpreters(k) == []), "an interpreter was left"
     finally:
         k.stop_checked()
 
@@ -171,11 +170,11 @@ def test_output_streams_and_interrupt_keeps_the_state(sb: Sandbox) -> None:
 def test_a_timeout_kills_the_interpreter_and_the_next_cell_says_state_lost(
         sb: Sandbox, kernel_process: KernelProcess) -> None:
     sb.run_code("lost = True")
-    [old] = kernel_children(kernel_process, INTERPRETER)
+    [old] = interpreters(kernel_process)
     run = sb.run_code("print('spinning', flush=True)\nwhile True: pass", timeout=1)
     assert run.timed_out and run.error is not None and run.error.name == "TimeoutError"
     assert run.stdout == "spinning\n"
-    assert eventually(lambda: old not in kernel_children(kernel_process, INTERPRETER))
+    assert eventually(lambda: old not in interpreters(kernel_process))
     fresh = sb.run_code("lost")
     assert fresh.state_lost and fresh.error is not None and fresh.error.name == "NameError"
     assert not sb.run_code("1").state_lost

@@ -13,7 +13,7 @@ import pytest
 from agentos import AsyncClient, Client, InvalidArgument, Unavailable
 from agentos.client._async_api import AsyncSandbox
 from agentos.client._sync_api import Sandbox
-from agentos.client.sandbox import IDLE, INTERPRETER
+from agentos.client.sandbox import IDLE
 from agentos.testing.kernel import KernelProcess
 
 from .test_api_parity import api_differences
@@ -24,7 +24,7 @@ def kernel_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelP
     k = KernelProcess(tmp_path_factory.mktemp("sandbox") / "k").start()
     try:
         yield k
-        assert kernel_children(k, INTERPRETER) == [], "an interpreter outlived its sandbox"
+        assert interpreters(k) == [], "an interpreter outlived its sandbox"
     finally:
         k.stop_checked()
 
@@ -34,10 +34,20 @@ def client(kernel_process: KernelProcess) -> Client:
     return kernel_process.client(timeout=60)
 
 
-def kernel_children(k: KernelProcess, path: str) -> list[int]:
-    """Host pids of exec'd commands running ``path``: the kernel's descendants (in a sandbox
-    served by agentos-init: the kernel's child is the sandbox's init, whose child is the exec's
-    leader, whose child is the command; elsewhere the leader is the kernel's child)."""
+def interpreters(k: KernelProcess) -> list[int]:
+    """Host pids of ``run_code``'s interpreters (and what their cells forked): run by the kernel
+    from a zygote, so with a zygote's command line, and the child of one (their exec's
+    subreaper). Nothing else is: a zygote forks each agent and exec as the kernel's child."""
+    forked = {pid for pid, cmdline in _descendants(k) if _ZYGOTE in cmdline}
+    return sorted(pid for pid in forked if _ppid(pid) in forked)
+
+
+#: In the command line of a zygote, so of every process it forks.
+_ZYGOTE = b"from agentos.sandbox.zygote import main; main()"
+
+
+def _descendants(k: KernelProcess) -> list[tuple[int, list[bytes]]]:
+    """(host pid, command line) of every process under the kernel."""
     assert k.proc is not None
     found = []
     for entry in Path("/proc").iterdir():
@@ -47,8 +57,8 @@ def kernel_children(k: KernelProcess, path: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if path.encode() in cmdline and k.pid in _ancestors(int(entry.name)):
-            found.append(int(entry.name))
+        if k.pid in _ancestors(int(entry.name)):
+            found.append((int(entry.name), cmdline))
     return found
 
 
@@ -148,10 +158,10 @@ def test_being_driven_keeps_idle_timeout_off_and_idling_ends_it(client: Client) 
 def test_kill_ends_the_sandbox_and_its_interpreter(client: Client, kernel_process: KernelProcess) -> None:
     sb = client.sandbox().start()
     sb.run_code("import time")
-    assert len(kernel_children(kernel_process, INTERPRETER)) == 1
+    assert len(interpreters(kernel_process)) == 1
     assert sb.kill()["killed"]
     assert client.list_agents(name=sb.name)[0]["status"] == "killed"
-    assert eventually(lambda: kernel_children(kernel_process, INTERPRETER) == [])
+    assert eventually(lambda: interpreters(kernel_process) == [])
 
 
 def test_the_async_sandbox_is_the_same(kernel_process: KernelProcess) -> None:

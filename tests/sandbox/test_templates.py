@@ -2,6 +2,7 @@
 in a zygote of the template's own, against a real kernel run as root and as an unprivileged user."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from agentos import Client
-from agentos.errors import InvalidArgument
+from agentos.errors import InvalidArgument, Unavailable
 from agentos.manifest import ManifestError, loads
 from agentos.sandbox.templates import TemplateSettings
 from tests.security.conftest import API_KEY, MODES, HostileKernel, Users, hostile_kernel_in, users  # noqa: F401
@@ -34,6 +35,9 @@ def _manifest(home: Path, zygotes: int = 4) -> Path:
     (home / "ds" / "py").mkdir()
     # Observable: it records the process that imported it.
     (home / "ds" / "py" / "tplmarker.py").write_text("import os\nIMPORTED_IN = os.getpid()\n")
+    # A module that starts a thread at import, as numpy's BLAS pool does unless told not to.
+    (home / "ds" / "py" / "threadstart.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
     (home / "other" / "root").mkdir(parents=True)
     (home / "agents").mkdir()
     for name in ("template_probe", "template_spawner"):
@@ -51,6 +55,9 @@ kernel:
         env: {{TPL: ds}}
       other:
         root: other/root
+      threaded:
+        python_path: [ds/py]
+        preload: [threadstart]
 agents:
   probe: {{script: agents/template_probe.py}}
 """)
@@ -174,6 +181,52 @@ def test_the_template_root_is_the_agents_view_read_only(kernel: HostileKernel) -
         assert sandbox.exec(["cat", "/data/greeting.txt"]).stdout == b"hello from the template\n"
     finally:
         sandbox.kill()
+
+
+#: What confines the process that runs it, as JSON: uid, capabilities, no_new_privs, seccomp,
+#: namespaces, cgroup, and whether it may signal the sandbox's pid 1 (Landlock's signal scope).
+_CONFINEMENT = """
+import json, os
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+try:
+    os.kill(1, 0)
+    signal_init = "allowed"
+except OSError as exc:
+    signal_init = exc.strerror
+print(json.dumps({**{k: status[k] for k in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd",
+                                             "CapAmb", "NoNewPrivs", "Seccomp")},
+                  "ns": {n: os.readlink(f"/proc/self/ns/{n}") for n in sorted(os.listdir("/proc/self/ns"))},
+                  "cgroup": open("/proc/self/cgroup").read(), "signal_init": signal_init}))
+"""
+
+
+def test_run_code_starts_with_the_templates_modules_confined_as_an_exec(kernel: HostileKernel) -> None:
+    with kernel.admin.sandbox(template="ds") as sb:
+        first = sb.run_code("import os, sys\n"
+                            "(sorted(m for m in ('decimal', 'tplmarker') if m in sys.modules),"
+                            " sys.modules['tplmarker'].IMPORTED_IN, os.getpid())")
+        assert first.error is None, first.error
+        zygote = _zygote(kernel.admin, "ds")
+        assert zygote is not None
+        # In sys.modules before the cell imported anything of the template's, imported by its
+        # zygote (a host pid), never by the interpreter (a pid of the sandbox's namespace).
+        preloaded, imported_in, interpreter = eval(first.text or "")
+        assert preloaded == ["decimal", "tplmarker"] and imported_in == zygote["pid"] != interpreter
+        # Forked warm, it still holds no more than any exec into the sandbox.
+        cell = sb.run_code(_CONFINEMENT)
+        python = kernel.admin.hello()["capabilities"]["processes"]["python"]
+        command = sb.exec([python, "-c", _CONFINEMENT])
+        assert cell.error is None and command.exit_code == 0, (cell.error, command.stderr)
+        assert json.loads(cell.stdout) == json.loads(command.stdout)
+        assert json.loads(cell.stdout)["NoNewPrivs"] == "1" and json.loads(cell.stdout)["Seccomp"] == "2"
+
+
+def test_a_zygote_its_preload_left_threaded_is_refused(kernel: HostileKernel) -> None:
+    # A fork copies one thread: an agent forked from it would lack the others.
+    with pytest.raises(Unavailable) as refused:
+        kernel.admin.sandbox(template="threaded").start()
+    assert "runs 2 threads" in str(refused.value) and "threadstart" in str(refused.value)
+    assert _zygote(kernel.admin, "threaded") is None
 
 
 def test_an_unknown_template_is_refused_naming_the_field(kernel: HostileKernel) -> None:

@@ -39,6 +39,7 @@ import secrets
 import signal
 import socket
 import struct
+import sys
 import termios
 import time
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from ..protocol.requests import (
     ExecSignalRequest,
 )
 from ..sandbox import SandboxError
-from ..sandbox.initd import InitChannel
+from ..sandbox.initd import IDLE, InitChannel
 from ..sandbox.namespaces import NAMESPACES
 from ..sandbox.plan import Plan
 from ..sandbox.spec import Ending, reap
@@ -96,6 +97,9 @@ _LESSER_USER_NEEDS = ("pid", "mount", "ipc", "net")
 #: How long an exec's subreaper has to kill its tree once told (it is the exec's own, so the
 #: command may have stopped it) before the kernel kills its process group itself.
 _STOP_GRACE = 5.0
+#: ``run_code``'s interpreter, run by this kernel's Python: forked warm by the agent's zygote
+#: (``_warm_script``), the one EXEC that is never a new program.
+_INTERPRETER = os.path.join(os.path.dirname(IDLE), "interpreter.py")
 
 
 class Output:
@@ -376,7 +380,9 @@ class Execs:
         full_env = {**_inherited(entry.env), **env}
         # A sandbox's init starts it with one fork inside (sandbox/initd.py); another user than
         # the agent's takes the zygote's way, since init holds no privilege to become one.
-        init = agent.init if run_as is None and agent.init is not None and not agent.init.closed else None
+        script = _warm_script(argv)
+        init = (agent.init if run_as is None and script is None and agent.init is not None
+                and not agent.init.closed else None)
         command_vpid: int | None = None
         try:
             if init is not None:
@@ -397,7 +403,7 @@ class Execs:
                     pid, pidfd = 0, -1  # init's child, reached through init
             if init is None:
                 pid, pidfd = await self._enter(agent, entry, argv, full_env, cwd, theirs, pty is not None, run_as,
-                                               control_theirs.fileno())
+                                               control_theirs.fileno(), script)
         except SandboxError as exc:
             for fd in ours:
                 os.close(fd)
@@ -451,14 +457,15 @@ class Execs:
 
     async def _enter(self, agent: Agent, entry: Plan, argv: list[str], env: dict[str, str], cwd: str,
                      stdio: list[int], terminal: bool, run_as: tuple[int, int] | None,
-                     control: int) -> tuple[int, int]:
-        """Start the exec the zygote's way (``Launcher.enter``): its (pid, pidfd), our child."""
+                     control: int, script: str | None = None) -> tuple[int, int]:
+        """Start the exec the zygote's way (``Launcher.enter``; ``script`` run warm): its (pid,
+        pidfd), our child."""
         # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
         target = os.dup(agent.pidfd)
         start = functools.partial(
             self.service.launcher.enter, entry, target, argv, env, cwd, stdin_fd=stdio[0], stdout_fd=stdio[1],
             stderr_fd=stdio[2], terminal=terminal, before_exec=agent.cgroup.attach, run_as=run_as,
-            control_fd=control)
+            control_fd=control, python_script=script)
         try:
             launched = await self.loop.run_in_executor(None, start)
         finally:
@@ -689,6 +696,13 @@ def _argv(request: ExecRequest) -> list[str]:
         raise InvalidArgument("EXEC takes exactly one of argv (a list) and cmd (a shell command)",
                               field="argv")
     return list(cast(list[str], argv)) if cmd in (UNSET, None) else [_SHELL, "-c", cmd]
+
+
+def _warm_script(argv: list[str]) -> str | None:
+    """The script an EXEC runs warm, in a fork of the agent's zygote: ``run_code``'s interpreter
+    starts with the zygote's modules (its template's preload too) already imported, confined by
+    the same steps as any exec. None: the command is exec'd."""
+    return _INTERPRETER if argv == [sys.executable, _INTERPRETER] else None
 
 
 def _inherited(env: dict[str, str]) -> dict[str, str]:

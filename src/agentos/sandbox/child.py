@@ -84,20 +84,16 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
         step("cgroup namespace", namespaces.enter_cgroup_namespace)
     _confine(plan, child)
     child.report_timings()
-    if script is not None:
-        _run_script(plan, script, child.fd)
-    if control:
-        _exec_under_subreaper(plan, child, control[0])
-    step("exec", _exec, plan)
-    raise AssertionError("unreachable")
+    _become(plan, child, control, script)
 
 
-def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
+def enter(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | None = None) -> NoReturn:
     """Start a process inside the running agent whose namespaces ``plan.join`` names (EXEC).
 
     ``fds`` are the descriptors to arrange, then the agent's pidfd. The namespaces are
     joined, not made, and the view is the agent's own; from the cgroup on, the process is
     confined by the same steps as the agent (``_confine``), so it never holds more.
+    ``script`` (``plan.python_script`` compiled) runs in this interpreter instead of an exec.
     """
     *fds, target = fds
     fds, control = _split_control(plan, fds)
@@ -116,10 +112,7 @@ def enter(plan: Plan, fds: list[int], handshake: int) -> NoReturn:
         step("terminal", fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
     step("wait for parent", child.ready_and_wait)
     _confine(plan, child)
-    if control:
-        _exec_under_subreaper(plan, child, control[0])
-    step("exec", _exec, plan)
-    raise AssertionError("unreachable")
+    _become(plan, child, control, script)
 
 
 def _split_control(plan: Plan, fds: list[int]) -> tuple[list[int], list[int]]:
@@ -127,18 +120,41 @@ def _split_control(plan: Plan, fds: list[int]) -> tuple[list[int], list[int]]:
     return (fds[:-1], fds[-1:]) if plan.subreaper else (fds, [])
 
 
-def _exec_under_subreaper(plan: Plan, child: _Child, control: int) -> None:
-    """Start the command as this process's child and become its subreaper (``subreaper.serve``,
-    never returns). Returns when no process can be made (the agent is at its ``pids`` limit):
-    then the command runs as the exec's process itself, without a subreaper, as the kernel
-    learns from the missing ``P`` message."""
+def _become(plan: Plan, child: _Child, control: list[int], script: types.CodeType | None) -> NoReturn:
+    """The last step, once confined: run ``script`` in this interpreter or exec the command,
+    under the exec's subreaper when it has one (``control``)."""
+    if control:
+        _under_subreaper(plan, child, control[0], script)
+    if script is not None:
+        _run_script(plan, script, child.fd)
+    child.step("exec", _exec, plan)
+    raise AssertionError("unreachable")
+
+
+def _under_subreaper(plan: Plan, child: _Child, control: int, script: types.CodeType | None) -> None:
+    """Start the command as this process's child (a script: in a fork of this interpreter) and
+    become its subreaper (``subreaper.serve``, never returns). Returns when no process can be
+    made (the agent is at its ``pids`` limit): then the command runs as the exec's process
+    itself, without a subreaper, as the kernel learns from the missing ``P`` message."""
     linux.set_child_subreaper(True)
-    command = child.step("exec", _spawn, plan)
+    command = child.step("exec", _spawn, plan) if script is None else _fork()
     if command is None:
         linux.set_child_subreaper(False)
         os.close(control)
         return
+    if command == 0:
+        assert script is not None
+        os.close(control)  # the subreaper's: what the script runs must not speak for it
+        _run_script(plan, script, child.fd)
     subreaper.serve(command, control, child.fd)
+
+
+def _fork() -> int | None:
+    """``os.fork()``; None when no process can be made."""
+    try:
+        return os.fork()
+    except BlockingIOError:
+        return None
 
 
 def _confine(plan: Plan, child: _Child) -> None:

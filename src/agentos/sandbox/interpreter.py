@@ -13,8 +13,12 @@ The protocol keeps private duplicates of fds 0 and 1. The cell's own fd 0 is its
 and C code write is captured as well as ``print``. A cell's output beyond ``max_output``
 bytes per stream is counted, not sent (the client enforces the same bound: a cell can reach
 the protocol fd too). SIGINT interrupts a running cell (``KeyboardInterrupt``) and is
-ignored between cells. This file imports only the standard library and msgspec: agentos
-itself is not imported, so a cell starts from a plain interpreter.
+ignored between cells. This file imports only the standard library and msgspec.
+
+The kernel runs it warm (``processes/exec.py``): the EXEC of this file by the kernel's own Python
+is forked by the zygote that forked the sandbox, confined by the same steps as any exec, and
+runs it in place. So the first cell finds that zygote's modules already imported: a template's
+``preload`` (numpy, pandas...) and the default zygote's (agentos, asyncio, json...).
 """
 from __future__ import annotations
 
@@ -325,6 +329,10 @@ def main() -> None:
     # directory instead, as in an interactive interpreter.
     if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
         sys.path[0] = ""
+    # Forked warm, this interpreter's sys.path was made from its zygote's PYTHONPATH: the
+    # sandbox's own comes next, as a new interpreter would have it.
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[1:1] = extra
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are collected, never shown
     proto_in, proto_out = os.dup(0), os.dup(1)  # not inherited by the cells' subprocesses
     interpreter = Interpreter(proto_in, Channel(proto_out))

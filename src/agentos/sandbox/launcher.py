@@ -161,7 +161,7 @@ class Launcher:
         plan, report = make_plan(spec, self.support, self._new_root, base=chosen.root if chosen else None)
         report["spawn"] = "zygote" if spec.python_script else "exec"
         if chosen is not None:
-            report["template"] = chosen.name
+            report["template"] = plan.template = chosen.name
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
         launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report, template)
         launched.entry = entry_plan(plan)
@@ -170,7 +170,7 @@ class Launcher:
     def enter(self, entry: Plan, target_pidfd: int, argv: list[str], env: dict[str, str], cwd: str, *,
               stdin_fd: int, stdout_fd: int, stderr_fd: int, terminal: bool = False,
               before_exec: Callable[[int], None] | None = None, run_as: tuple[int, int] | None = None,
-              control_fd: int | None = None) -> Launched:
+              control_fd: int | None = None, python_script: str | None = None) -> Launched:
         """Start ``argv`` inside a running agent (EXEC): ``entry`` is its ``Launched.entry``,
         ``target_pidfd`` its pidfd. The process joins the agent's namespaces and is confined as
         the agent is; ``before_exec(pid)`` places it in the agent's cgroup. The caller reaps it.
@@ -179,14 +179,21 @@ class Launcher:
         ``run_as``: (uid, gid) instead of the agent's (the caller decided it is no wider).
         ``control_fd``: the process stays as the command's subreaper, driven over this socket
         (``sandbox/subreaper.py``).
+        ``python_script``: ``argv`` is ``[python, python_script, *args]``, run warm: the zygote that
+        forked the agent (its template's, with the template's modules imported) forks the process,
+        which runs the script in place once confined, as a new ``python`` would run it.
         Raises ``SandboxError`` as ``launch`` does (``cwd``, ``exec``: the agent's view has no
         such directory or program).
         """
+        if python_script is not None:
+            argv = [argv[0], *argv[2:]]  # the script's sys.argv is [python_script, *args]
         plan = dataclasses.replace(entry, argv=list(argv), env=dict(env), cwd=cwd, terminal=terminal,
-                                   run_as=run_as or entry.run_as, subreaper=control_fd is not None)
+                                   run_as=run_as or entry.run_as, subreaper=control_fd is not None,
+                                   python_script=python_script)
         fds = [stdin_fd, stdout_fd, stderr_fd, *([control_fd] if control_fd is not None else []),
                *([target_pidfd] if plan.join else [])]
-        return self._start(plan, fds, before_exec, {"entered": True})
+        return self._start(plan, fds, before_exec, {"entered": True},
+                           entry.template if python_script is not None else None)
 
     def _start(self, plan: Plan, fds: list[int], before_exec: Callable[[int], None] | None,
                report: dict[str, Any], template: str | None = None) -> Launched:

@@ -72,6 +72,9 @@ class Plan:
     #: Stay as the command's child subreaper (``sandbox/subreaper.py``, EXEC): a control
     #: socket follows the three descriptors.
     subreaper: bool = False
+    #: The template whose zygote forked the agent: a Python script exec'd into it warm
+    #: (``Launcher.enter``'s ``python_script``) is forked by that zygote too, its modules imported.
+    template: str | None = None
 
 
 def make_plan(spec: SandboxSpec, support: HostSupport, new_root: str = "",

@@ -18,6 +18,12 @@ A dead one is replaced by the next launch, as the default zygote is.
 The preload is imported by the zygote as the kernel's uid, in the host's view: so every
 directory it imports from (``python_path``) must be writable by no one but the kernel's
 uid and root, or anyone who could write there would run code as the kernel.
+
+A zygote must stay single-threaded: a fork copies only the forking thread, so a thread the
+preload started (numpy's BLAS pool) would be missing in every agent, and a library waiting
+for it (a matrix product, ``os.fork``'s handlers) would wait forever. The preload is imported
+with the common thread pools at one thread (``ONE_THREAD``), and a zygote that still runs
+more than one thread once its modules are imported is closed and its SPAWN refused.
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ _NAME = re.compile(TEMPLATE_NAME_PATTERN)
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 _SECTION_KEYS = ("templates", "template_zygotes", "template_zygote_memory")
+#: A template zygote's thread pools (OpenBLAS, OpenMP, MKL): no thread beyond the importing one.
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _TEMPLATE_KEYS = ("root", "preload", "python_path", "env", "eager")
 
 
@@ -73,8 +81,8 @@ class Template:
 
     def zygote_env(self, base: Mapping[str, str] | None) -> dict[str, str]:
         """Its zygote's whole environment: the base one (never the kernel's), its
-        ``python_path`` first on PYTHONPATH."""
-        return self._with_path(dict(base) if base is not None else base_env())
+        ``python_path`` first on PYTHONPATH, thread pools at one thread (``ONE_THREAD``)."""
+        return self._with_path({**(dict(base) if base is not None else base_env()), **ONE_THREAD})
 
     def _with_path(self, env: dict[str, str]) -> dict[str, str]:
         if self.python_path:
@@ -241,6 +249,7 @@ class TemplateZygotes:
                 slot.zygote.close()  # a dead one: its embryos reaped, then a new one
                 self._make_room(slot)
                 start(slot.zygote)
+                self._check_threads(slot)
                 self._check_memory(slot)
             slot.used = time.monotonic()
         except BaseException:
@@ -266,6 +275,18 @@ class TemplateZygotes:
             if excess > 0:
                 raise SandboxError("template", errno.EBUSY, f"{self.settings.template_zygotes} template zygotes "
                                    "are all busy forking (sandbox.template_zygotes); try again")
+
+    def _check_threads(self, slot: _Slot) -> None:
+        try:
+            threads = len(os.listdir(f"/proc/{slot.zygote.pid}/task"))
+        except OSError:
+            return  # it died: the spawn fails as for any dead zygote
+        if threads > 1:
+            slot.zygote.close()
+            raise SandboxError("template", errno.EINVAL, (
+                f"template {slot.template.name!r}: its zygote runs {threads} threads once its modules are "
+                f"imported ({', '.join(slot.template.preload)}); a fork copies one, so its agents would lack "
+                "the others and could wait for them forever: preload only modules that start no thread"))
 
     def _check_memory(self, slot: _Slot) -> None:
         memory = slot.zygote.memory()

@@ -380,7 +380,7 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
             if embryo is not None:
                 embryo.channel.detach()
             if plan.join:
-                child.enter(plan, io, handshake)
+                child.enter(plan, io, handshake, script)
             else:
                 child.run(plan, io, handshake, script, idmaps)
         finally:
