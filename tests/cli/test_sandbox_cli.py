@@ -126,6 +126,53 @@ def test_refusals_are_one_line(kernel_process: KernelProcess, client: Client,
     assert [row for row in client.list_agents() if row["argv"] == [IDLE] and row["status"] == "running"] == []
 
 
+def test_volumes_and_paths_from_the_command_line(kernel_process: KernelProcess, client: Client, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "in.txt").write_text("from the host\n")
+    (shared / "in.txt").chmod(0o644)
+
+    def create(*options: str) -> str:
+        code, out, err = cli(capsys, kernel_process, "sandbox", "create", *options)
+        assert code == 0, err
+        return out.strip()
+
+    def run(name: str, script: str) -> tuple[int, str]:
+        code, out, _ = cli(capsys, kernel_process, "exec", name, "--", "sh", "-c", script)
+        return code, out
+
+    writer = create("--volume", "cli-notes:/workspace:size=16Mi", "--readonly", str(shared), "--tmp", "8Mi")
+    try:
+        assert run(writer, f"pwd; cat {shared}/in.txt; echo kept > notes.txt") == (0, "/workspace\nfrom the host\n")
+        assert run(writer, f"echo no > {shared}/out.txt 2>/dev/null || echo refused") == (0, "refused\n")
+    finally:
+        assert cli(capsys, kernel_process, "sandbox", "kill", writer)[0] == 0
+    # The volume outlived its sandbox; the next one mounts it read-only, beside a private workspace.
+    reader = create("-v", "cli-notes:/data:ro", "--workspace", "4Mi")
+    try:
+        assert run(reader, "pwd; cat /data/notes.txt") == (0, "/workspace\nkept\n")
+        assert run(reader, "echo no > /data/more.txt 2>/dev/null || echo refused") == (0, "refused\n")
+    finally:
+        assert cli(capsys, kernel_process, "sandbox", "kill", reader)[0] == 0
+
+    # Malformed values and escapes: invalid_argument naming the entry, one line, nothing started.
+    for options, field in [
+            (["--volume", "cli-notes"], "volumes[0]"),
+            (["--volume", "cli-notes:/data:rw,size"], "volumes[0]"),
+            (["--volume", "cli-notes:/data:ro,ro"], "volumes[0]"),
+            (["-v", "other:/other", "--volume", "cli-notes:/workspace/../etc"], "volumes[1].path"),
+            (["--volume", "cli-notes:etc"], "volumes[0].path"),
+            (["--volume", "cli-notes:/proc/self"], "volumes[0].path"),
+            (["--volume", "../../etc:/data"], "volumes[0].name"),
+            (["--volume", "cli-notes:/data:size=1k"], "volumes[0].size")]:
+        code, out, err = cli(capsys, kernel_process, "sandbox", "create", *options)
+        assert (code, out) == (1, "") and field in err and err.count("\n") == 1, (options, err)
+    assert [row for row in client.list_agents() if row["argv"] == [IDLE] and row["status"] == "running"] == []
+    assert [v["name"] for v in client.list_volumes()] == ["cli-notes"]
+    assert client.remove_volume("cli-notes")["removed"]
+
+
 def test_connect_is_a_shell_on_a_terminal(kernel_process: KernelProcess, client: Client,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, kernel_process, "sandbox", "create", "--name", "term")

@@ -1,6 +1,7 @@
 """``agentos sandbox create|ls|kill|connect``: sandboxes from the shell, as ``client.sandbox()``.
 
-A sandbox is an agent that idles until driven (``sandbox/idle.py``). ``create`` starts one
+A sandbox is an agent that idles until driven (``sandbox/idle.py``). ``create`` starts one,
+with every option ``client.sandbox()`` takes (volumes as ``-v NAME:/PATH[:ro,size=SIZE]``),
 and prints its name (``docker run -d`` prints an id, ``e2b sandbox spawn`` an id: a name is
 what every other command here takes); it keeps running after this command, until its
 ``--timeout`` (10m), ``sandbox kill`` or the kernel's end. ``ls`` lists the sandboxes (agents
@@ -28,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ...client.sandbox import IDLE
-from ...errors import AgentOSError, NotFound
+from ...errors import AgentOSError, InvalidArgument, NotFound
 from ...protocol.lifecycle import Status
 from ..agents import status_text
 from ..launch import add_socket_option, connect, env_option
@@ -54,12 +55,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--memory", help="memory limit, e.g. 256Mi")
     c.add_argument("--cpu", help="CPU limit in cores, e.g. 0.5 or 500m")
     c.add_argument("--pids", type=int, help="most processes and threads")
+    c.add_argument("--tmp", help="size of its private /tmp, e.g. 64Mi")
     c.add_argument("--network", action="store_true", help="share the host's network (default: only lo)")
     c.add_argument("--timeout", default="10m",
                    help="kill it after this long (default 10m; 'none': as long as the kernel runs)")
     c.add_argument("--idle-timeout", help="kill it after this long without being driven")
     c.add_argument("-e", "--env", action="append", default=[], type=env_option, metavar="NAME=VALUE",
                    help="add a variable to its environment (repeatable)")
+    c.add_argument("-v", "--volume", action="append", default=[], metavar="NAME:/PATH[:OPTIONS]",
+                   help="mount the named volume NAME of its project at /PATH (repeatable); OPTIONS, comma-"
+                   "separated: ro (read-only), size=SIZE (the disk quota of a volume this creates, default 1Gi). "
+                   "It outlives the sandbox (agentos volume ls|rm); at /workspace it is the cwd of execs and cells")
+    c.add_argument("--workspace", metavar="SIZE", help="a private writable /workspace with this disk quota, "
+                   "gone with the sandbox (a volume keeps one)")
+    c.add_argument("--writable", action="append", default=[], metavar="PATH",
+                   help="bind this host path read-write (repeatable)")
+    c.add_argument("--readonly", action="append", default=[], metavar="PATH",
+                   help="bind this host path read-only (repeatable)")
     c.add_argument("--allow-degraded", action="store_true",
                    help="start even if an isolation layer or limit cannot be enforced here")
     c.add_argument("--json", action="store_true", help="the kernel's answer (id, name, isolation...) as JSON")
@@ -93,11 +105,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_create(args: argparse.Namespace) -> int:
     limits: dict[str, Any] = {key: value for key, value in
-                              (("memory", args.memory), ("cpu", args.cpu), ("pids", args.pids)) if value is not None}
+                              (("memory", args.memory), ("cpu", args.cpu), ("pids", args.pids), ("tmp", args.tmp))
+                              if value is not None}
     timeout = None if args.timeout == "none" else args.timeout
+    volumes = [volume_option(text, i) for i, text in enumerate(args.volume)]
     with connect(args) as client:
         sandbox = client.sandbox(args.template, name=args.name, limits=limits or None, network=args.network,
                                  timeout=timeout, idle_timeout=args.idle_timeout, env=dict(args.env),
+                                 writable_paths=args.writable, readonly_paths=args.readonly,
+                                 workspace=args.workspace, volumes=volumes or None,
                                  allow_degraded=args.allow_degraded, project=args.project)
         info = sandbox.start().info
     if args.json:
@@ -108,6 +124,29 @@ def run_create(args: argparse.Namespace) -> int:
     if degraded:
         print(f"not enforced here: {', '.join(degraded)}", file=sys.stderr)
     return 0
+
+
+def volume_option(text: str, index: int) -> dict[str, Any]:
+    """``--volume NAME:/PATH[:OPTIONS]`` as entry ``index`` of the SDK's ``volumes``; OPTIONS are
+    ``ro`` (or ``rw``) and ``size=SIZE``, comma-separated as docker's ``-v`` has them. Only the
+    text's shape is checked here: the kernel checks the name, path and size as for any SPAWN,
+    naming ``volumes[INDEX]`` as this does."""
+    where = f"volumes[{index}]"
+    name, _, rest = text.partition(":")
+    path, colon, options = rest.partition(":")
+    if not name or not path:
+        raise InvalidArgument(f"{where}: --volume {text!r} is not NAME:/PATH[:OPTIONS]", field=where)
+    volume: dict[str, Any] = {"name": name, "path": path}
+    for option in options.split(",") if colon else ():
+        key, _, value = option.partition("=")
+        if option in ("ro", "rw") and "read_only" not in volume:
+            volume["read_only"] = option == "ro"
+        elif key == "size" and value and "size" not in volume:
+            volume["size"] = value
+        else:
+            raise InvalidArgument(f"{where}: --volume {text!r}: {option!r} is not an option (ro, rw, size=SIZE, "
+                                  "each once)", field=where)
+    return volume
 
 
 # -- ls --------------------------------------------------------------------------------------
