@@ -88,3 +88,15 @@ class StepError(OSError):
 
 def open_real(path: str | bytes, flags: int = ...) -> int: ...
 def run_view(program: bytearray, userns_fds: tuple[int, ...] = ()) -> None: ...
+
+HOLDER_HOLD: int
+HOLDER_ARM: int
+HOLDER_DROP: int
+HOLDER_HELLO: int
+HOLDER_READY: int
+HOLDER_DROPPED: int
+HOLDER_REFUSED: int
+HOLDER_FIRST_SLOT: int
+HOLDER_GIVE_BACK: int
+
+def start_fd_holder(sock: int) -> None: ...

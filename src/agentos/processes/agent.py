@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,12 @@ class Agent:
     #: What it holds: its children are checked against this.
     confinement: Confinement
     pid: int = 0
+    #: Its pidfd, in the kernel's table only where no descriptor holder runs (``holder``);
+    #: otherwise parked there (``exit_watch``), and ``open_pidfd`` makes one when one is needed.
     pidfd: int = -1
+    exit_watch: Any = None
+    #: Its main process was reaped: from then on its pid may be another process's.
+    reaped: bool = False
     status: str = Status.RUNNING
     exit_code: int | None = None
     signal: int | None = None
@@ -81,6 +87,19 @@ class Agent:
     @property
     def running(self) -> bool:
         return self.status == Status.RUNNING
+
+    @property
+    def local_process(self) -> bool:
+        """Its main process runs on this host and is not reaped yet (it may have exited)."""
+        return self.remote is None and self.pid > 0 and not self.reaped
+
+    def open_pidfd(self) -> int:
+        """A new pidfd of its main process, the caller's to close. Call it on the event loop,
+        where the kernel reaps: until then the pid is its child's and cannot be reused.
+        Raises ProcessLookupError once it was reaped (or for an agent on another host)."""
+        if not self.local_process:
+            raise ProcessLookupError(f"agent {self.id} has no process on this host to open")
+        return os.pidfd_open(self.pid)
 
     @property
     def shown_status(self) -> str:

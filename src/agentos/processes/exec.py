@@ -358,7 +358,7 @@ class Execs:
         env = _env(request)
         stdin = _bytes(request.stdin, request.stdin_base64, "stdin")
         timeout = None if request.timeout in (UNSET, None) else _timeout(request.timeout)
-        if not agent.running or agent.pidfd < 0:
+        if not agent.running or not agent.local_process:
             raise Unavailable(f"agent {agent.name!r} is not running ({agent.status})", id=agent.id,
                               status=agent.status)
         if agent.holds:
@@ -460,8 +460,7 @@ class Execs:
                      control: int, script: str | None = None) -> tuple[int, int]:
         """Start the exec the zygote's way (``Launcher.enter``; ``script`` run warm): its (pid,
         pidfd), our child."""
-        # Its own copy: the agent's pidfd is closed on the loop when it ends, maybe meanwhile.
-        target = os.dup(agent.pidfd)
+        target = agent.open_pidfd()
         start = functools.partial(
             self.service.launcher.enter, entry, target, argv, env, cwd, stdin_fd=stdio[0], stdout_fd=stdio[1],
             stderr_fd=stdio[2], terminal=terminal, before_exec=agent.cgroup.attach, run_as=run_as,

@@ -459,7 +459,7 @@ class Files:
             self._release(worker)
 
     async def _acquire(self, agent: Agent) -> Worker:
-        if not agent.running or agent.pidfd < 0:
+        if not agent.running or not agent.local_process:
             raise Unavailable(f"agent {agent.name!r} is not running ({agent.status})", id=agent.id,
                               status=agent.status)
         if agent.holds:
@@ -484,7 +484,7 @@ class Files:
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        target = os.dup(agent.pidfd)  # its own copy: the agent's is closed on the loop when it ends
+        target = agent.open_pidfd()
         argv = [sys.executable, "-I", "-S", "-B", _WORKER]
         start = functools.partial(
             self.service.launcher.enter, entry, target, argv, {}, entry.cwd,

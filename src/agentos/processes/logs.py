@@ -8,6 +8,12 @@ When the file reaches the cap (``processes.log_max_bytes``) it becomes ``.log.1`
 (replacing the previous one), so an agent never holds more than two caps of disk.
 Offsets count every byte the agent ever wrote.
 
+An agent that is not writing costs the kernel no descriptor: the pipe's read end is parked in
+the descriptor holder (``holder``), which says when output arrives; the kernel then reads a copy
+of it, with the log file open, until the agent has been quiet for ``REST_AFTER`` seconds (or
+``MAX_READING`` other agents wrote since), and parks it again. The pipe itself never closes
+before the capture does, so an agent's writes fail no more and block no sooner than before.
+
 Once an agent has ended, its log is kept while its project has fewer than ``keep``
 newer ended agents' logs and for ``max_age`` (``LogRetention``): each end queues its log
 (oldest first, per project), a queue past ``keep`` deletes its oldest, and a sweep now and
@@ -22,8 +28,9 @@ import errno
 import logging
 import os
 import re
+import select
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import FileIO
@@ -33,10 +40,15 @@ from typing import Any
 from ..protocol.requests import PROJECT_PATTERN
 from ..state.private import private_dir, private_opener
 from ..units import parse_duration
+from .holder import FdHolder, Parked
 
 log = logging.getLogger("agentos.processes")
 
 _READ_SIZE = 64 * 1024
+#: Seconds of quiet after which an agent's pipe goes back to the holder (and its log file closes).
+REST_AFTER = 2.0
+#: Agents whose output the kernel reads at once (two descriptors each), at most.
+MAX_READING = 256
 #: Seconds between sweeps for logs past their ``max_age``.
 SWEEP_EVERY = 60.0
 _PROJECT = re.compile(PROJECT_PATTERN)
@@ -44,8 +56,6 @@ _PROJECT = re.compile(PROJECT_PATTERN)
 
 class LogCapture:
     """The read end of an agent's output pipe and the file it lands in."""
-
-    _file: FileIO
 
     def __init__(self, path: Path, max_bytes: int, *, append: bool = True) -> None:
         self.path = path
@@ -58,12 +68,18 @@ class LogCapture:
         self.rotated_start: int | None = None
         self.closed = not append
         self._fd = -1
+        #: The log file while output is being read (closed while the pipe is parked).
+        self._file: FileIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._eof = asyncio.Event()
+        #: The pipe's read end in the holder (None: the kernel keeps it), and who reads the pipes.
+        self._holder: FdHolder | None = None
+        self._parked: Parked | None = None
+        self._readers: OutputReaders | None = None
         if append:
-            # Opened for the agent's life; 0600: an agent's output is nobody else's to read.
-            self._file = open(path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
+            # Made now, even if the agent never writes; 0600: its output is nobody else's to read.
+            self._open_file().close()
         else:
             # An earlier kernel's agent's log (``ledger``): read as it was left, never written.
             rotated = _size(self.rotated)
@@ -81,6 +97,49 @@ class LogCapture:
         self._loop.add_reader(read_fd, self._on_readable)
         return write_fd
 
+    def park(self, holder: FdHolder, readers: OutputReaders) -> None:
+        """Hand the pipe's read end to ``holder`` until output arrives (kept here without one)."""
+        if self._fd < 0 or self._parked is not None or not holder.available:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(self._fd)
+        parked = holder.hold(self._fd, select.EPOLLIN, self._on_output, self._not_parked, give_back=True)
+        if parked is None:  # the holder is full: the kernel keeps reading it
+            self._loop.add_reader(self._fd, self._on_readable)
+            return
+        self._fd = -1  # hold() took it
+        self._holder, self._parked, self._readers = holder, parked, readers
+        self._close_file()
+
+    def rest(self) -> None:
+        """Quiet for a while: the pipe goes back to the holder, which says when output arrives."""
+        if self._parked is None or self._fd < 0:
+            return
+        assert self._holder is not None and self._loop is not None
+        self._holder.arm(self._parked)  # output already waiting wakes it at once
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._close_file()
+
+    def _on_output(self, copy: int, _events: int) -> None:
+        """The holder saw output (or every writer gone): read it from ``copy`` until quiet."""
+        assert self._loop is not None and self._readers is not None
+        self._fd = copy
+        self._loop.add_reader(copy, self._on_readable)
+        self._readers.reading(self)
+
+    def _not_parked(self, read_fd: int, err: int) -> None:
+        """The holder could not keep the pipe: read it here for good, as without a holder."""
+        assert self._loop is not None
+        self._holder, self._parked, self._readers = None, None, None
+        if read_fd < 0:
+            log.error("agent output %s: its pipe was lost (%s)", self.path, os.strerror(err))
+            self._stop_reading()
+            return
+        self._fd = read_fd
+        self._loop.add_reader(read_fd, self._on_readable)
+
     def _on_readable(self) -> None:
         try:
             data = os.read(self._fd, _READ_SIZE)
@@ -93,6 +152,8 @@ class LogCapture:
         if not data:
             self._stop_reading()
             return
+        if self._readers is not None:
+            self._readers.reading(self)
         self._append(data)
 
     def _append(self, data: bytes) -> None:
@@ -103,6 +164,8 @@ class LogCapture:
                 self._rotate()
                 continue
             piece = view[:room]
+            if self._file is None:
+                self._file = self._open_file()
             self._file.write(piece)
             self.size += len(piece)
             view = view[len(piece):]
@@ -110,11 +173,19 @@ class LogCapture:
         self._changed = asyncio.Event()
 
     def _rotate(self) -> None:
-        self._file.close()
+        self._close_file()
         os.replace(self.path, self.rotated)
         self.rotated_start = self.file_start
         self.file_start = self.size
-        self._file = open(self.path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
+        self._open_file().close()
+
+    def _open_file(self) -> FileIO:
+        return open(self.path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _stop_reading(self) -> None:
         if self._fd >= 0:
@@ -122,6 +193,11 @@ class LogCapture:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._parked is not None:
+            assert self._holder is not None and self._readers is not None
+            self._holder.drop(self._parked)
+            self._readers.forget(self)
+            self._parked = None
         self._eof.set()
         self._changed.set()
 
@@ -142,7 +218,7 @@ class LogCapture:
         """Stop capturing (the agent is reaped); the file stays for LOGS."""
         self._stop_reading()
         if not self.closed:
-            self._file.close()
+            self._close_file()
             self.closed = True
 
     async def wait_beyond(self, offset: int) -> None:
@@ -188,6 +264,57 @@ def _read_at(path: Path, position: int, length: int) -> bytes:
         return os.pread(fd, length, position)
     finally:
         os.close(fd)
+
+
+class OutputReaders:
+    """The captures whose pipe the kernel reads now (taken from the holder by output), the
+    least recently written first: each rests after ``rest_after`` seconds of quiet, and the
+    oldest as soon as more than ``most`` are being read (two descriptors each)."""
+
+    def __init__(self, rest_after: float = REST_AFTER, most: int = MAX_READING) -> None:
+        self.rest_after = rest_after
+        self.most = most
+        #: Capture -> loop time of its last output, oldest first.
+        self._reading: OrderedDict[LogCapture, float] = OrderedDict()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._reading)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def reading(self, capture: LogCapture) -> None:
+        """``capture`` had output now."""
+        assert self._loop is not None
+        self._reading[capture] = self._loop.time()
+        self._reading.move_to_end(capture)
+        while len(self._reading) > self.most:
+            oldest, _ = self._reading.popitem(last=False)
+            oldest.rest()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.rest_after, self._sweep)
+
+    def forget(self, capture: LogCapture) -> None:
+        self._reading.pop(capture, None)
+
+    def _sweep(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        quiet_since = self._loop.time() - self.rest_after
+        while self._reading:
+            capture, last = next(iter(self._reading.items()))
+            if last > quiet_since:
+                self._timer = self._loop.call_at(last + self.rest_after, self._sweep)
+                return
+            del self._reading[capture]
+            capture.rest()
 
 
 # -- retention -----------------------------------------------------------------------------

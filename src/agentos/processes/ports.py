@@ -76,13 +76,12 @@ class _Maker:
         self._waiting: collections.deque[asyncio.Future[socket.socket]] = collections.deque()
 
     async def start(self, pidfd: int, namespaces: int) -> None:
+        """Start the helper in the namespaces of the agent ``pidfd`` (the caller's, open until this returns)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        target = os.dup(pidfd)  # its own copy: the agent's is closed on the loop when it ends
         try:
-            self.helper = await self.loop.run_in_executor(None, _run_helper, theirs.fileno(), target, namespaces)
+            self.helper = await self.loop.run_in_executor(None, _run_helper, theirs.fileno(), pidfd, namespaces)
         finally:
             theirs.close()
-            os.close(target)
         self.control = ours
         ours.setblocking(False)
         first = await self.loop.sock_recv(ours, 512)
@@ -404,7 +403,7 @@ class Ports:
         if tcp and identity.agent_id is not None:
             raise InvalidArgument("tcp: an agent's loopback is its own; it reaches an exposure by its path",
                                   field="tcp")
-        if not agent.running or agent.pidfd < 0:
+        if not agent.running or not agent.local_process:
             raise Unavailable(f"agent {agent.name!r} is not running ({agent.status})", id=agent.id,
                               status=agent.status)
         settings = self.service.settings
@@ -421,7 +420,11 @@ class Ports:
                             peer_agent=self.service.agent_of_peer)
         try:
             if namespaces & linux.CLONE_NEWNET:
-                await maker.start(agent.pidfd, namespaces)
+                pidfd = agent.open_pidfd()
+                try:
+                    await maker.start(pidfd, namespaces)
+                finally:
+                    os.close(pidfd)
             await self._listen(exposure, tcp)
         except BaseException as exc:
             self._release(exposure, abort=True)

@@ -1,8 +1,9 @@
 """The ``processes`` service: SPAWN, KILL, LIST, WAIT, LOGS and READY.
 
 Everything runs on the kernel's event loop and nothing in it blocks: exits
-arrive through each agent's pidfd (``loop.add_reader``), output through a pipe
-read the same way, and the SIGTERM -> SIGKILL escalation is a loop timer.
+arrive through each agent's pidfd, output through a pipe read the same way (both
+parked in the descriptor holder while idle: ``holder``), and the SIGTERM -> SIGKILL
+escalation is a loop timer.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import functools
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import sys
@@ -51,15 +53,16 @@ from ..protocol.requests import (
 )
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
-from ..sandbox.spec import WORKSPACE_PATH, reap
+from ..sandbox.spec import WORKSPACE_PATH, Ending, reap
 from . import pid1
 from .agent import Agent
 from .exec import Execs
 from .files import Files, FileSettings
-from .launcher import start_process
+from .holder import FdHolder
+from .launcher import init_program, start_process
 from .ledger import LEDGER_FILE, Ledger, recover
 from .lifecycle import TIMEOUT_REASONS, Lifecycle
-from .logs import LogCapture, LogRetention
+from .logs import LogCapture, LogRetention, OutputReaders
 from .ports import Ports
 from .projects import Projects, ProjectStore
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
@@ -85,6 +88,8 @@ _MAX_TAIL = 16 * 1024 * 1024
 #: LIST entries built between two returns to the loop (~20 us each), and table rows scanned.
 _LIST_SLICE = 32
 _LIST_SCAN = 1024
+#: waitid's __WALL: whatever exit signal the agent's clone gave it.
+_WALL = 0x40000000
 
 
 class ProcessService:
@@ -114,6 +119,9 @@ class ProcessService:
         self.egress = egress
         self.table = AgentTable(self.settings.keep_ended)
         self.usage = UsageCache()
+        #: Where each agent's pidfd and output pipe wait while idle, outside the kernel's table.
+        self.holder = FdHolder()
+        self.output_readers = OutputReaders()
         self.log_dir = kernel.config.state_dir / "logs"
         self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
@@ -149,6 +157,8 @@ class ProcessService:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.kernel.loop.run_in_executor(None, self.log_retention.load)  # O(files): not on the loop
         self.log_retention.start()
+        self.holder.start(self.kernel.loop)
+        self.output_readers.start()
         found = self.ledger.open()
         # Once every service runs (a restore is a SPAWN, checked by all of them), before clients come.
         self.kernel.when_started(functools.partial(recover, self, found))
@@ -191,6 +201,8 @@ class ProcessService:
         self.ports.close()
         self.execs.close()
         self.files.close()
+        self.output_readers.stop()
+        self.holder.close()
         self.launcher.close()
         self.volume_store.close()
         self.workspaces.close()
@@ -343,7 +355,9 @@ class ProcessService:
         capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
                              self.settings.log_max_bytes)
         output_fd = capture.pipe()
-        kernel_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Its kernel connection; a sandbox served by agentos-init has none (it speaks on init's socket).
+        kernel_end, agent_end = (socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                                 if remote is not None or init_program(request) is None else (None, None))
         workspace: Workspace | None = None
         volumes: list[Attached] = []
         try:
@@ -362,15 +376,15 @@ class ProcessService:
             # The sandbox handshake blocks: a worker thread waits for it, not the loop.
             start = functools.partial(
                 start_process, self.launcher, request, agent_id, output_fd=output_fd,
-                kernel_fd=agent_end.fileno(), before_exec=cgroup.attach,
+                kernel_fd=agent_end.fileno() if agent_end is not None else None, before_exec=cgroup.attach,
                 passed_env=self.settings.pass_env, masked_paths=self._masked(),
                 tmp_size=request.tmp_size, agent_uid=self.settings.agent_uid,
                 workspace=workspace.view if workspace is not None else None,
                 volumes=[v.bind for v in volumes])
             try:
                 launched = await (remote.launch(
-                    request, output_fd=output_fd, kernel_sock=agent_end, settings=LaunchSettings(
-                        self.settings.pass_env, self._masked(), self.settings.agent_uid),
+                    request, output_fd=output_fd, kernel_sock=cast(socket.socket, agent_end),
+                    settings=LaunchSettings(self.settings.pass_env, self._masked(), self.settings.agent_uid),
                     spawner=caller.agent_id, project=project)
                     if remote is not None else self.kernel.loop.run_in_executor(None, start))
             except SandboxError as exc:
@@ -387,7 +401,8 @@ class ProcessService:
             raise
         finally:
             os.close(output_fd)
-            agent_end.close()
+            if agent_end is not None:
+                agent_end.close()
         # The zygote's fork, the sandbox's steps (its child timed them), the cgroup attach, exec.
         notes.step("sandbox", launched.steps or ())
 
@@ -413,12 +428,14 @@ class ProcessService:
         if self.egress is not None and allow is not None:
             self.egress.assign(agent_id, allow)
         self.llm_registry.agent_started(agent_id, request.name, project, caller.agent_id, wire.llm)
-        self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
-                                                         gid=os.getgid(), agent_id=agent_id))
+        if kernel_end is not None:
+            self.kernel.adopt(kernel_end.detach(), Identity(pid=launched.pid, uid=os.getuid(),
+                                                             gid=os.getgid(), agent_id=agent_id))
         if remote is not None:
             remote.watch(functools.partial(self._ended, agent))
         else:
-            self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
+            self._watch_exit(agent)
+        capture.park(self.holder, self.output_readers)
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
                                                    "project": agent.project, "pid": agent.pid, "parent": agent.parent})
@@ -670,13 +687,14 @@ class ProcessService:
         if agent.remote is not None:
             agent.remote.signal(sig)  # its host signals the tree on its node
             return
-        if agent.pid > 0 and pid1.dropped(agent.pid, sig):
+        if agent.local_process and pid1.dropped(agent.pid, sig):
             # A sandboxed main process without a handler would keep running until the grace
             # period's SIGKILL: end it now, as the signal ends any other process.
             sig = signal.SIGKILL
-        if agent.pidfd >= 0:
+        if agent.local_process:
+            # Not reaped yet, so still the kernel's child: its pid cannot be another process's.
             try:
-                signal.pidfd_send_signal(agent.pidfd, sig)
+                os.kill(agent.pid, sig)
             except ProcessLookupError:
                 pass
         if not agent.cgroup.tracks_tree:
@@ -698,26 +716,68 @@ class ProcessService:
         Only until the leader is reaped: its pid, and so the group id, cannot be reused before.
         A process that left the group escapes; a sandboxed agent's pid namespace does not let it.
         """
-        if agent.pidfd < 0:
+        if not agent.local_process:
             return
         try:
             os.killpg(agent.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _watch_exit(self, agent: Agent) -> None:
+        """Learn when the agent's main process ends: its pidfd is parked in the holder, which
+        says so (the kernel then reaps it by pid, still its child), or, without a holder, read
+        on the loop from the kernel's table."""
+        parked = self.holder.hold(agent.pidfd, select.EPOLLIN, functools.partial(self._on_exit, agent),
+                                  functools.partial(self._exit_not_parked, agent))
+        if parked is None:
+            self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
+            return
+        agent.pidfd, agent.exit_watch = -1, parked
+
+    def _exit_not_parked(self, agent: Agent, pidfd: int, err: int) -> None:
+        """The holder could not keep (or lost) the pidfd: the kernel watches its own."""
+        agent.exit_watch = None
+        if not agent.local_process:
+            if pidfd >= 0:
+                os.close(pidfd)
+            return
+        log.warning("agent %s (%s): its pidfd stays in the kernel's table (%s)", agent.name, agent.id,
+                    os.strerror(err))
+        agent.pidfd = pidfd if pidfd >= 0 else agent.open_pidfd()
+        self.kernel.loop.add_reader(agent.pidfd, self._on_pidfd, agent)
+
+    def _on_exit(self, agent: Agent, _copy: int, _events: int) -> None:
+        """The holder saw the agent's main process end."""
+        ending = self._reap(agent, functools.partial(_reap_child, agent.pid))
+        if ending is None:
+            self.holder.arm(agent.exit_watch)  # woken before the exit was reapable: wait on
+            return
+        self.holder.drop(agent.exit_watch)
+        agent.exit_watch = None
+        self._ended(agent, ending.exit_code, ending.signal)
+
     def _on_pidfd(self, agent: Agent) -> None:
-        """The agent's main process ended: reap it, then finish the agent in the background."""
-        if not agent.cgroup.tracks_tree:
-            self._signal_group(agent, signal.SIGKILL)
-        ending = reap(agent.pidfd)
+        """The agent's main process ended (its pidfd in the kernel's table)."""
+        ending = self._reap(agent, functools.partial(reap, agent.pidfd))
         if ending is None:
             return
-        if ending.lost:
-            log.error("agent %s (%s): pid %d was reaped by someone else", agent.name, agent.id, agent.pid)
         self.kernel.loop.remove_reader(agent.pidfd)
         os.close(agent.pidfd)
         agent.pidfd = -1
         self._ended(agent, ending.exit_code, ending.signal)
+
+    def _reap(self, agent: Agent, reaper: Callable[[], Ending | None]) -> Ending | None:
+        """Reap the agent's main process if it ended (None while it runs). Without a cgroup its
+        group goes first: the group's id is the main pid, the agent's only until reaped."""
+        if not agent.cgroup.tracks_tree:
+            self._signal_group(agent, signal.SIGKILL)
+        ending = reaper()
+        if ending is None:
+            return None
+        agent.reaped = True
+        if ending.lost:
+            log.error("agent %s (%s): pid %d was reaped by someone else", agent.name, agent.id, agent.pid)
+        return ending
 
     def _ended(self, agent: Agent, exit_code: int | None, sig: int | None) -> None:
         """Its main process ended (here or on its node): finish the agent in the background."""
@@ -814,10 +874,11 @@ class ProcessService:
                 sizes[name] = dict(report())
         return sizes
 
-    def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket,
+    def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket | None,
                  workspace: Workspace | None, agent_id: str) -> None:
         """Undo a SPAWN whose process never started."""
-        kernel_end.close()
+        if kernel_end is not None:
+            kernel_end.close()
         capture.close()
         capture.path.unlink(missing_ok=True)
         self._spawn_background(self._remove_cgroup(cgroup))
@@ -910,6 +971,19 @@ class ProcessService:
         inherited = parent.remote.placement if parent is not None and parent.remote is not None else None
         return cluster.place(agent_id, request, wire, inherited)
 
+
+
+def _reap_child(pid: int) -> Ending | None:
+    """Reap the kernel's child ``pid`` if it has ended; None while it runs."""
+    try:
+        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | _WALL)
+    except ChildProcessError:
+        return Ending(lost=True)
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return Ending(exit_code=result.si_status)
+    return Ending(signal=result.si_status)
 
 
 def _spec(agent: Agent) -> dict[str, Any]:
