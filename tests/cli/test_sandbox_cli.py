@@ -195,17 +195,17 @@ def test_connect_is_a_shell_on_a_terminal(kernel_process: KernelProcess, client:
                 shell.wait()
         text = output.replace(b"\r", b"").decode(errors="replace")
         assert "answer-42\n65533\non-a-tty\n" in text
-        # As nobody, and a command instead of the shell.
+        # As nobody, with a variable, and a command instead of the shell.
         master, slave = pty.openpty()
-        ran = subprocess.Popen([*base, "--user", "nobody", "term", "--", "id", "-u"], stdin=slave, stdout=slave,
-                               stderr=slave, start_new_session=True)
+        ran = subprocess.Popen([*base, "--user", "nobody", "-e", "WHO=nobody-here", "term", "--", "sh", "-c",
+                                "echo $WHO; id -u"], stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         try:
             output = _read_until_closed(master)
             assert ran.wait(timeout=120) == 0
         finally:
             os.close(master)
-        assert output.replace(b"\r", b"").strip().endswith(b"65534")
+        assert output.replace(b"\r", b"").strip().endswith(b"nobody-here\n65534")
         # Without a terminal it says what to do instead.
         piped = subprocess.run([*base, "term"], input=b"", capture_output=True, timeout=120)
         assert piped.returncode == 2 and b"needs a terminal" in piped.stderr

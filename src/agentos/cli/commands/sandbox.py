@@ -95,6 +95,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     n.add_argument("name", help="the sandbox's name")
     n.add_argument("-u", "--user", help="the sandbox's own user (default) or 'nobody'")
     n.add_argument("-w", "--workdir", help="working directory, in the sandbox's view")
+    n.add_argument("-e", "--env", action="append", default=[], type=env_option, metavar="NAME=VALUE",
+                   help="add a variable to the shell's environment (repeatable), as agentos exec -e")
     n.add_argument("command", nargs=argparse.REMAINDER,
                    help="-- then a program to run instead of the shell (bash if present, else sh)")
     add_socket_option(n)
@@ -229,7 +231,7 @@ def run_connect(args: argparse.Namespace) -> int:
         raise UserError("connect needs a terminal (stdin and stdout); without one use "
                         f"`agentos exec {args.name} -- COMMAND`")
     rows, cols = _size()
-    env = {"TERM": os.environ.get("TERM") or "xterm"}
+    env = {"TERM": os.environ.get("TERM") or "xterm", **dict(args.env)}
     with connect(args) as client, connect(args) as control:
         handle = client.exec_start(args.name, command or _SHELL, pty=(rows, cols), stdin_open=True,
                                    env=env, cwd=args.workdir, user=args.user)
