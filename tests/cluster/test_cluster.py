@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,33 @@ def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray
             assert client.kill(name, grace=5)["status"] == "killed"
 
 
+def test_a_groups_members_land_as_its_strategy_says(ray_kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+    apart = {"group": {"name": "apart", "size": 2, "strategy": "strict-spread"}}
+    together = {**WORKER, "group": {"name": "together", "size": 2, "strategy": "strict-pack"}}
+    members = {"a-1": apart, "a-2": apart, "t-1": together, "t-2": together}
+
+    def spawn(name: str) -> str:
+        with ray_kernel.client() as client:
+            return str(client.spawn(name, agent("sleeper"), placement=members[name])["node"])
+
+    with ThreadPoolExecutor(len(members)) as pool:
+        nodes = dict(zip(members, pool.map(spawn, members)))
+    assert {nodes["a-1"], nodes["a-2"]} == {ray_cluster.head.node_id, ray_cluster.worker.node_id}
+    assert nodes["t-1"] == nodes["t-2"] == ray_cluster.worker.node_id
+    with ray_kernel.client() as client:
+        with pytest.raises(Unavailable, match="group 'apart' is full"):
+            client.spawn("a-3", agent("sleeper"), placement=apart)
+        with pytest.raises(InvalidArgument, match="every member must ask for the same") as other:
+            client.spawn("a-3", agent("sleeper"), placement={"group": {**apart["group"], "size": 3}})
+        assert other.value.details["field"] == "placement.group"
+        for name in members:
+            assert client.kill(name, grace=5)["status"] == "killed"
+        # The last member's end removed the group: its name is free for another.
+        again = client.spawn("a-3", agent("sleeper"), placement={"group": {"name": "apart", "size": 1}})
+        assert again["node"] in (ray_cluster.head.node_id, ray_cluster.worker.node_id)
+        client.kill("a-3", grace=5)
+
+
 def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> None:
     outcome: dict[str, Any] = {}
 
@@ -114,6 +142,35 @@ def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> N
     with ray_kernel.client() as client:
         assert client.list_agents(status="pending") == []
         assert client.list_agents(name="big") == []
+
+
+def test_kill_ends_an_agent_still_waiting_for_a_node(ray_kernel: KernelProcess) -> None:
+    # Three members, each on a node of its own, and one node labelled pool=agents: Ray cannot place it.
+    crowd = {**WORKER, "group": {"name": "crowd", "size": 3, "strategy": "strict-spread"}}
+    outcome: dict[str, Any] = {}
+
+    def spawn() -> None:
+        with ray_kernel.client() as spawner:
+            try:
+                spawner.spawn("crowd-1", agent("sleeper"), placement=crowd)
+            except Unavailable as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    try:
+        with ray_kernel.client() as client:
+            pending = until(lambda: client.list_agents(status="pending"), "the member listed as pending")
+            assert "it needs 3 nodes that each hold a member; 1 can" in pending[0]["reason"], pending[0]["reason"]
+            killed = client.kill("crowd-1", grace=5)
+    finally:
+        thread.join()
+    assert killed["status"] == "killed" and killed["killed"] is True and killed["id"] == pending[0]["id"]
+    error = outcome["error"]
+    assert "was killed while it waited for a node" in str(error)
+    assert error.details["status"] == "killed" and error.details["id"] == killed["id"]
+    with ray_kernel.client() as client:
+        assert client.list_agents(status="pending") == [] and client.list_agents(name="crowd-1") == []
 
 
 def test_think_from_the_worker_goes_through_the_kernels_gateway(ray_kernel: KernelProcess, fake: FakeGemini,
@@ -161,7 +218,12 @@ def test_an_agent_on_a_removed_node_restarts_on_another(ray_kernel: KernelProces
             assert again[0]["node"] == second.node_id
             ended = [a for a in client.list_agents(name="spot") if a["status"] != "running"]
             assert ended and ended[0]["status"] == "failed" and ended[0]["signal"] == signal.SIGKILL
-            client.kill("spot", grace=5)
+            # No spot node left: its next restart waits for one, until a KILL ends it.
+            ray_cluster.cluster.remove_node(second)
+            until(lambda: client.list_agents(name="spot", status="pending"), "the restart waiting for a node", 120)
+            assert client.kill("spot", grace=5)["status"] == "killed"
+            assert client.list_agents(status="pending") == []
+            assert [a["status"] for a in client.list_agents(name="spot")] == ["failed", "failed"]
     finally:
         for node in (first, second):
             if node is not None and node in ray_cluster.cluster.worker_nodes:

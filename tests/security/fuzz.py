@@ -102,7 +102,7 @@ FIELDS: dict[Op, tuple[str, ...]] = {
 }
 SUBFIELDS = ("memory", "pids", "cpu", "max_pids", "cpu_quota", "role", "content", "X-Test", "parts", "text",
              "name", "parameters", "response", "category", "threshold", "mime_type", "data", "$ref", "$defs",
-             "type", "properties", "items", "anyOf")
+             "type", "properties", "items", "anyOf", "group", "strategy", "size")
 #: Strings that mean something to some handler; none of them names a harmful program.
 WORDS = ("", "a", "worker", "/bin/true", "/nonexistent", "../../etc/passwd", "/etc/shadow", "512Mi", "1.5",
          "-1", "0.5", "exit", "ready", "own", "shared", "global", "admin", "spawn", "state", "http://127.0.0.1:9/",

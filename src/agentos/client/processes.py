@@ -66,8 +66,10 @@ def spawn_request(name: str | None = None, script: str | os.PathLike[str] | None
             or a ``*`` pattern, or ``{"tool": ..., "approve": True}`` to have a human approve
             each call; within the spawner's own.
         placement: Where on a cluster it runs (a kernel with ``--cluster``; docs/cluster.md):
-            ``labels`` its node must carry, custom ``resources``, ``gpus``, ``cpus``, and how long
-            it may wait for a node (``timeout``). A kernel without a cluster runs it here.
+            ``labels`` its node must carry, custom ``resources``, ``gpus``, ``cpus``, how long
+            it may wait for a node (``timeout``), and the placement ``group`` it is a member of
+            (``{"name": ..., "size": members, "strategy": "pack" | "spread" | "strict-pack" |
+            "strict-spread"}``). A kernel without a cluster runs it here.
     """
     payload: dict[str, Any] = {"sandboxed": sandboxed, "network": network}
     if name is not None:

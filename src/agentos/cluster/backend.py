@@ -17,16 +17,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ..cgroups import AgentCgroup, CgroupStats
 from ..errors import InvalidArgument, Unavailable
+from ..kernel.identity import Identity
 from ..kernel.syscalls import Handler
 from ..processes.request import SpawnRequest
 from ..protocol import Op
 from ..protocol.lifecycle import Status
-from ..protocol.requests import PlacementWire, SpawnRequestWire
+from ..protocol.requests import GroupWire, PlacementWire, SpawnRequestWire
 from ..sandbox.spec import Launched
 from ..units import parse_duration
 from . import NAMESPACE
@@ -54,9 +58,11 @@ class ClusterService:
             self.settings = ClusterSettings.from_section(kernel.config.section("cluster"))
         except ValueError as exc:
             raise ValueError(f"kernel configuration: {exc}") from None
-        #: Agents waiting for a node: id -> what LIST shows of them.
-        self.pending: dict[str, dict[str, Any]] = {}
+        #: Agents waiting for a node, by id (LIST shows them ``pending``, KILL ends them).
+        self.pending: dict[str, RemoteAgent] = {}
         self.remotes: set[RemoteAgent] = set()
+        #: Placement groups with members, by (spawner's uid, project, name).
+        self.groups: dict[tuple[int, str | None, str], Group] = {}
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {}
@@ -94,8 +100,12 @@ class ClusterService:
               parent_placement: PlacementWire | None) -> RemoteAgent | None:
         """The remote agent for a SPAWN that asks for a node (or whose spawner runs on one); None
         when it runs on the kernel's host."""
-        placement = wire.placement if isinstance(wire.placement, PlacementWire) else parent_placement
-        if placement is None:
+        if isinstance(wire.placement, PlacementWire):
+            placement = wire.placement
+        elif parent_placement is not None:
+            # Placed as its spawner is, but not a member of its spawner's group.
+            placement = msgspec.structs.replace(parent_placement, group=None)
+        else:
             return None
         for field, asked in (("workspace", request.workspace), ("volumes", request.volumes),
                              ("template", request.template)):
@@ -108,7 +118,60 @@ class ClusterService:
                 timeout = parse_duration(placement.timeout, "placement.timeout")
             except ValueError as exc:
                 raise InvalidArgument(str(exc), field="placement.timeout") from None
-        return RemoteAgent(self, agent_id, request, placement, timeout)
+        remote = RemoteAgent(self, agent_id, request, placement, timeout)
+        if isinstance(placement.group, GroupWire) and not remote.bundle:
+            raise InvalidArgument("placement.group: a member of a group must reserve something for its bundle: "
+                                  "limits.memory, placement.cpus, gpus or resources", field="placement.group")
+        return remote
+
+    def waiting(self, ref: Mapping[str, Any], project: str | None,
+                visible: Callable[[RemoteAgent], bool]) -> RemoteAgent | None:
+        """The agent still waiting for a node that KILL's ``ref`` names (by ``id``, or by ``name``
+        as ``AgentTable.find`` reads one: ``project/name``, else the caller's ``project``'s, else
+        the one in any project); None if none, or not just one, that the caller may see."""
+        agent_id, name = ref.get("id"), ref.get("name")
+        if agent_id is not None:
+            found = [self.pending[agent_id]] if agent_id in self.pending else []
+        elif isinstance(name, str):
+            wanted, _, bare = name.rpartition("/")
+            found = [r for r in self.pending.values() if r.name == bare and (not wanted or r.project == wanted)]
+            if not wanted and any(r.project == project for r in found):
+                found = [r for r in found if r.project == project]
+        else:
+            found = []
+        found = [r for r in found if visible(r)]
+        return found[0] if len(found) == 1 else None
+
+    def end_pending(self) -> None:
+        """The kernel stops: agents still waiting for a node end now, not at their timeout."""
+        for remote in list(self.pending.values()):
+            remote.kill_pending()
+
+    def join(self, remote: RemoteAgent, wire: GroupWire, key: tuple[int, str | None, str]) -> tuple[Group, int]:
+        """A bundle of the group ``wire`` names for ``remote``: the group is made (its bundles
+        reserved) by its first member, and every member must ask for the same."""
+        strategy = wire.strategy if isinstance(wire.strategy, str) else "pack"
+        labels = dict(remote.placement.labels or {})
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(key, strategy, wire.size, remote.bundle, labels)
+        asked = (strategy, wire.size, remote.bundle, labels)
+        if asked != group.shape:
+            raise InvalidArgument(f"placement.group: group {wire.name!r} is {group.describe()}; this agent asks "
+                                  f"for {Group.describe_shape(*asked)}: every member must ask for the same",
+                                  field="placement.group")
+        index = group.join(remote.agent_id)
+        if index is None:
+            raise Unavailable(f"group {wire.name!r} is full: its {group.size} members run or wait for a node "
+                              f"({', '.join(sorted(group.members.values()))})", field="placement.group")
+        return group, index
+
+    def leave(self, group: Group, agent_id: str) -> None:
+        """``agent_id`` ended: its bundle is free; the last member's end removes the group."""
+        group.leave(agent_id)
+        if not group.members and self.groups.get(group.key) is group:
+            del self.groups[group.key]
+            remove_placement_group(group.handle)
 
 
 def actor_options(agent_id: str, request: SpawnRequest, placement: PlacementWire) -> dict[str, Any]:
@@ -125,6 +188,63 @@ def actor_options(agent_id: str, request: SpawnRequest, placement: PlacementWire
     if placement.labels:
         options["label_selector"] = dict(placement.labels)
     return options
+
+
+#: Ray's name for each strategy of ``placement.group``.
+_STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict-pack": "STRICT_PACK", "strict-spread": "STRICT_SPREAD"}
+
+
+class Group:
+    """A placement group (``placement.group``): one Ray bundle per member, all reserved when its first
+    member is placed, on nodes its strategy picks; each member's host runs in its own bundle."""
+
+    def __init__(self, key: tuple[int, str | None, str], strategy: str, size: int, bundle: dict[str, float],
+                 labels: dict[str, str]) -> None:
+        #: (its members' spawner's uid, their project, its name): groups of others never mix.
+        self.key = key
+        self.name = key[2]
+        self.shape = (strategy, size, bundle, labels)
+        self.size = size
+        #: Bundle index -> the member (agent id) that holds it, running or waiting for a node.
+        self.members: dict[int, str] = {}
+        self.handle: PlacementGroup = placement_group(
+            [dict(bundle)] * size, strategy=_STRATEGIES[strategy],
+            bundle_label_selector=[dict(labels)] * size if labels else None)
+
+    def join(self, agent_id: str) -> int | None:
+        """The first free bundle, now ``agent_id``'s; None when every bundle is held."""
+        index = next((i for i in range(self.size) if i not in self.members), None)
+        if index is not None:
+            self.members[index] = agent_id
+        return index
+
+    def leave(self, agent_id: str) -> None:
+        for index, member in list(self.members.items()):
+            if member == agent_id:
+                del self.members[index]
+
+    def describe(self) -> str:
+        return self.describe_shape(*self.shape)
+
+    @staticmethod
+    def describe_shape(strategy: str, size: int, bundle: Mapping[str, float], labels: Mapping[str, str]) -> str:
+        wanted = ", ".join(f"{k} {_amount(k, v)}" for k, v in bundle.items())
+        return (f"{strategy} of {size} member(s) each reserving {wanted}"
+                + (f" on nodes labelled {', '.join(f'{k}={v}' for k, v in labels.items())}" if labels else ""))
+
+    def why_pending(self, nodes: list[dict[str, Any]]) -> str:
+        """Why Ray has not placed the group yet, judged on the alive nodes' totals."""
+        strategy, size, bundle, labels = self.shape
+        fit = [node for node in nodes if all(node["labels"].get(k) == v for k, v in labels.items())
+               and all(node["resources"].get(k, 0) >= v for k, v in bundle.items())]
+        whole = [node for node in fit if all(node["resources"].get(k, 0) >= v * size for k, v in bundle.items())]
+        if strategy == "strict-spread":
+            need = f"{size} nodes that each hold a member; {len(fit)} can"
+        elif strategy == "strict-pack":
+            need = f"one node that holds all {size} members; {len(whole)} can"
+        else:
+            need = f"room for {size} members; {len(fit)} node(s) can hold one"
+        return f"waiting for group {self.name!r} ({self.describe()}) to be placed: it needs {need}"
 
 
 def why_pending(options: Mapping[str, Any], nodes: list[dict[str, Any]]) -> str:
@@ -189,6 +309,12 @@ class RemoteAgent:
         #: What it asked for: its children that ask for nothing are placed the same way.
         self.placement = placement
         self.options = actor_options(agent_id, request, placement)
+        #: What it reserves, as a placement group's bundle: Ray refuses one of only zeros.
+        self.bundle = {name: amount for name, amount in (
+            ("CPU", self.options["num_cpus"]), ("memory", self.options.get("memory", 0)),
+            ("GPU", self.options.get("num_gpus", 0)), *self.options.get("resources", {}).items()) if amount}
+        #: Its placement group, while it holds a bundle of one.
+        self.group: Group | None = None
         self.timeout = timeout
         self.cgroup = RemoteCgroup(agent_id, self)
         #: Where it runs (``AgentHost.launch``'s ``node``), and the node's cgroup report.
@@ -200,34 +326,62 @@ class RemoteAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
         self._refreshing = False
+        #: While it waits for a node: who asked, its project, LIST's row, and KILL's way to end it.
+        self.spawner: Identity | None = None
+        self.project: str | None = None
+        self._pending: dict[str, Any] = {}
+        self._killed: asyncio.Future[None] | None = None
 
     async def launch(self, request: SpawnRequest, *, output_fd: int, kernel_sock: socket.socket,
-                     settings: LaunchSettings, spawner: str | None, project: str | None) -> Launched:
+                     settings: LaunchSettings, spawner: Identity, project: str | None) -> Launched:
         """Create the agent's actor, wait until a node takes it (``timeout``), start the agent there."""
         loop = asyncio.get_running_loop()
-        self.handle = _HOST.options(**self.options).remote()
-        self.service.pending[self.agent_id] = {
-            "id": self.agent_id, "name": self.name, "project": project, "parent": spawner,
+        options = self.options
+        group = self.placement.group
+        if isinstance(group, GroupWire):
+            self.group, index = self.service.join(self, group, (spawner.uid, project, group.name))
+            # Its bundle is where it may run: the group's bundles carry the node labels.
+            options = {key: value for key, value in options.items() if key != "label_selector"}
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.group.handle, placement_group_bundle_index=index)
+        self.handle = _HOST.options(**options).remote()
+        nodes = self.service.nodes()
+        self.spawner, self.project = spawner, project
+        self._pending = {
+            "id": self.agent_id, "name": self.name, "project": project, "parent": spawner.agent_id,
             "status": Status.PENDING, "started_at": time.time(), "pid": 0, "restarts": 0, "ready": False,
-            "usage": {}, "node": None, "reason": why_pending(self.options, self.service.nodes())}
+            "usage": {}, "node": None,
+            "reason": self.group.why_pending(nodes) if self.group is not None else why_pending(self.options, nodes)}
+        self._killed = loop.create_future()
+        self.service.pending[self.agent_id] = self
+        launching = asyncio.wrap_future(self.handle.launch.remote(request, self.agent_id, settings).future())
         try:
-            reply = await asyncio.wait_for(asyncio.wrap_future(
-                self.handle.launch.remote(request, self.agent_id, settings).future()), self.timeout)
-        except TimeoutError:
-            reason = self.service.pending[self.agent_id]["reason"]
-            self.discard()
-            raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
-                              pending=True, reason=reason) from None
+            done, _ = await asyncio.wait((launching, self._killed), timeout=self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            reason = self._pending["reason"]
+            if self._killed in done:
+                raise Unavailable(f"agent {self.name!r} was killed while it waited for a node ({reason})",
+                                  pending=True, status=Status.KILLED, id=self.agent_id)
+            if not done:
+                raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
+                                  pending=True, reason=reason)
+            reply = launching.result()
         except RayTaskError as exc:
             self.discard()
             cause = exc.as_instanceof_cause()
             message = str(cause.args[0]) if isinstance(cause, LaunchRefused) and cause.args else str(exc)
             raise Unavailable(f"cannot start agent {self.name!r} on its node: {message}") from None
+        except RayError as exc:
+            self.discard()
+            raise Unavailable(f"cannot start agent {self.name!r}: its host was lost ({str(exc).splitlines()[0]})") \
+                from None
         except BaseException:
             self.discard()
             raise
         finally:
             self.service.pending.pop(self.agent_id, None)
+            # Its actor is killed: what Ray answers the launch now is nobody's.
+            launching.cancel()
         self.node = reply["node"]
         self.cgroup_report = reply["cgroup"]
         self.cgroup.enforced = reply["enforced"]
@@ -238,6 +392,19 @@ class RemoteAgent:
         self.service.remotes.add(self)
         # The node's monotonic clock is not ours: its setup steps cannot be placed on our trace.
         return Launched(pid=reply["pid"], pidfd=-1, isolation=reply["sandbox"])
+
+    def pending_row(self) -> dict[str, Any]:
+        """What LIST shows of it while it waits for a node."""
+        return dict(self._pending)
+
+    def kill_pending(self) -> dict[str, Any]:
+        """KILL while it waits for a node: its SPAWN fails (``details.status`` killed), nothing of it
+        stays on the cluster; answers it as KILL answers an agent it ended."""
+        assert self._killed is not None
+        if not self._killed.done():
+            self._killed.set_result(None)
+        return {**self._pending, "status": Status.KILLED, "reason": "kill", "ended_at": time.time(),
+                "killed": True}
 
     def watch(self, on_end: Callable[[int | None, int | None], None]) -> None:
         """Start the bridge; ``on_end(exit_code, signal)`` once the agent ended or its node was lost."""
@@ -274,6 +441,9 @@ class RemoteAgent:
             self._output.close()
         if self.handle is not None:
             ray.kill(self.handle, no_restart=True)
+        if self.group is not None:
+            self.service.leave(self.group, self.agent_id)
+            self.group = None
         self.service.remotes.discard(self)
 
     async def _pull(self, on_end: Callable[[int | None, int | None], None]) -> None:

@@ -110,6 +110,15 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class PlacementGroup:
+    """A placement group as its members' SPAWNs name it: its name, and how many members it has
+    (the replicas of every agent of the manifest that names it)."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where on a cluster the agent runs (schema: ``agents.<name>.placement``)."""
 
@@ -118,9 +127,15 @@ class Placement:
     gpus: float | None = _default(schema.PLACEMENT, "gpus")
     cpus: float | None = _default(schema.PLACEMENT, "cpus")
     timeout: float | None = _default(schema.PLACEMENT, "timeout")
+    group: PlacementGroup | None = None
+    strategy: str = _default(schema.PLACEMENT, "strategy")
 
     def to_wire(self) -> dict[str, Any]:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, {})}
+        wire = {key: getattr(self, key) for key in ("labels", "resources", "gpus", "cpus", "timeout")
+                if getattr(self, key) not in (None, {})}
+        if self.group is not None:
+            wire["group"] = {"name": self.group.name, "size": self.group.size, "strategy": self.strategy}
+        return wire
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 from ..llm.config import PROVIDERS
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
 from ..protocol.lifecycle import Status
-from ..protocol.requests import DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS
+from ..protocol.requests import DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_PIDS, GROUP_STRATEGIES
 from ..supervision.policy import POLICIES
 
 #: Capability names an agent may hold (agentos.permissions); ``state`` means both state scopes.
@@ -180,6 +180,15 @@ PLACEMENT = Section("agents.<name>.placement", "Where it runs when the kernel dr
     Field("timeout", Type.DURATION, "How long it may wait for a node; then its SPAWN fails `unavailable` "
           "(meanwhile `agentos ps` shows it `pending`, with why).", None,
           default_doc="the kernel's `cluster.placement_timeout` (60s)"),
+    Field("group", Type.STRING, "A placement group (a Ray placement group) of this agent's replicas and every "
+          "other agent naming it: when its first member starts, a bundle is reserved for each member (what one "
+          "reserves: `limits.memory`, `cpus`, `gpus`, `resources`) on nodes `strategy` picks. Every member "
+          "must ask for the same reservation, labels and strategy. Not inherited by an agent's children.",
+          None, default_doc="none"),
+    Field("strategy", Type.CHOICE, "How the group's members are placed: `pack` onto as few nodes as hold "
+          "them, `spread` across as many; `strict-pack` all on one node, `strict-spread` each on a node of "
+          "its own (the members wait for room rather than be placed otherwise).", "pack",
+          choices=GROUP_STRATEGIES),
 ))
 
 AGENT = Section("agents.<name>", "One agent. The key is its name.", (

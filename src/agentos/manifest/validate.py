@@ -14,7 +14,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,11 @@ from ..protocol.requests import (
     AGENT_NAME_PATTERN,
     ENV_NAME_PATTERN,
     HOSTNAME_PATTERN,
+    LABEL_PATTERN,
+    MAX_AMOUNT,
+    MAX_GROUP,
+    MAX_LABEL,
+    MAX_LABELS,
     PROJECT_PATTERN,
     RESERVED_ENV_PREFIX,
     TEMPLATE_NAME_PATTERN,
@@ -48,6 +53,7 @@ from .model import (
     Limits,
     Manifest,
     Placement,
+    PlacementGroup,
     Readiness,
     Restart,
     Sandbox,
@@ -56,6 +62,7 @@ from .model import (
 from .schema import Field, Section, Type
 
 _NAME = re.compile(AGENT_NAME_PATTERN)
+_LABEL = re.compile(LABEL_PATTERN)
 _PROJECT = re.compile(PROJECT_PATTERN)
 _TEMPLATE = re.compile(TEMPLATE_NAME_PATTERN)
 _VOLUME = re.compile(VOLUME_NAME_PATTERN)
@@ -132,6 +139,8 @@ class _Validator:
         self.manifest_path = path
         self.base_dir = path.parent
         self.problems: list[Problem] = []
+        #: Placement sections (by where) that name a group, with the group: sized once every agent is read.
+        self.group_members: dict[str, tuple[str, _Parsed]] = {}
 
     def error(self, mark: Mark, message: str, fix: str) -> None:
         self.problems.append(Problem(mark, message, fix))
@@ -233,6 +242,8 @@ class _Validator:
             return self.list_value(f, items, where)
         if f.unlimited and isinstance(node, Scalar) and node.value == schema.UNLIMITED:
             return None
+        if f.type is Type.SETTINGS and isinstance(node, MapNode):
+            parsed.item_marks[f.key] = [entry.key_mark for entry in node.entries.values()]
         return _CONVERTERS[f.type](self, f, node, where)
 
     def scalar(self, node: Node, where: str, kinds: tuple[type[_V], ...], expected: str, example: str) -> _V:
@@ -530,7 +541,7 @@ class _Validator:
             specs.append(spec)
             parsed_agents[name] = parsed
         self.check_dependencies(specs, parsed_agents, where)
-        return tuple(specs)
+        return tuple(self.sized_groups(specs, where))
 
     def agent(self, name: str, parsed: _Parsed, where: str, key_mark: Mark) -> AgentSpec:
         values = parsed.values
@@ -590,6 +601,44 @@ class _Validator:
             self.error(mark, f"{where}: dependency cycle: {' -> '.join(cycle)}",
                        "remove one of these depends_on entries")
 
+    def sized_groups(self, specs: list[AgentSpec], where: str) -> list[AgentSpec]:
+        """``specs`` with each placement group sized (its members' replicas), once its members are
+        checked to reserve the same, with the same labels and strategy (the bundles Ray makes)."""
+        members: dict[str, list[tuple[AgentSpec, _Parsed]]] = {}
+        for spec in specs:
+            found = self.group_members.get(f"{_join(where, spec.name)}.placement")
+            if found is not None:
+                members.setdefault(found[0], []).append((spec, found[1]))
+        groups: dict[str, PlacementGroup] = {}
+        for name, group in members.items():
+            first, first_parsed = group[0]
+            for spec, parsed in group:
+                at, mark = f"{_join(where, spec.name)}.placement.group", parsed.value_marks["group"]
+                mine, theirs = _reservation(spec), _reservation(first)
+                if not any(mine[key] for key in _BUNDLE):
+                    self.error(mark, f"{at}: a member of a group reserves a bundle, and agent {spec.name!r} "
+                               "reserves nothing", "set its limits.memory (not unlimited), or placement cpus, "
+                               "gpus or resources")
+                differs = next((key for key in mine if mine[key] != theirs[key]), None)
+                if differs is not None:
+                    self.error(mark, f"{at}: agent {spec.name!r} asks group {name!r} for {differs} "
+                               f"{_shown(differs, mine[differs])}, agent {first.name!r} (line "
+                               f"{first_parsed.value_marks['group'].line}) for {_shown(differs, theirs[differs])}",
+                               "every member of a group reserves the same (limits.memory, "
+                               "placement cpus, gpus, resources), with the same labels and strategy")
+            size = sum(spec.replicas for spec, _ in group)
+            if size > MAX_GROUP:
+                self.error(first_parsed.value_marks["group"], f"{_join(where, first.name)}.placement.group: group "
+                           f"{name!r} has {size} members (replicas), more than {MAX_GROUP}", "split it in two groups")
+            groups[name] = PlacementGroup(name, size)
+        sized = []
+        for spec in specs:
+            found = self.group_members.get(f"{_join(where, spec.name)}.placement")
+            if found is not None and spec.placement is not None:
+                spec = replace(spec, placement=replace(spec.placement, group=groups[found[0]]))
+            sized.append(spec)
+        return sized
+
     # --- checks across a section's options ----------------------------------------------
 
     def conflict(self, parsed: _Parsed, key: str, where: str, message: str, fix: str) -> None:
@@ -610,6 +659,35 @@ class _Validator:
             if path in writable:
                 self.error(mark, f"{where}: {path} is both writable and readonly", "list it in only one of them")
         return Sandbox(**values)
+
+    def finish_placement(self, parsed: _Parsed, where: str) -> Placement:
+        """Labels and resources checked as a kernel with a cluster checks them; a group's name is
+        held until every agent is read (``sized_groups``)."""
+        values = parsed.values
+        fix = "use letters, digits, '_', '.', '/' and '-', starting with a letter or digit"
+        for key in ("labels", "resources"):
+            entries = values.get(key, {})
+            if len(entries) > MAX_LABELS:
+                self.conflict(parsed, key, where, f"names {len(entries)}, at most {MAX_LABELS}", "name fewer")
+            for (name, value), mark in zip(entries.items(), parsed.item_marks.get(key, [])):
+                if not _is_label(name):
+                    self.error(mark, f"{where}.{key}: {name!r} is not a valid {key[:-1]} name", fix)
+                elif key == "labels" and not (isinstance(value, str) and _is_label(value)):
+                    self.error(mark, f"{where}.labels.{name}: {value!r} is not a valid label value",
+                               f"{fix}; quote a number ('{value}')" if isinstance(value, (int, float)) else fix)
+                elif key == "resources" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                             or not 0 <= value <= MAX_AMOUNT):
+                    self.error(mark, f"{where}.resources.{name}: expected an amount from 0 to {MAX_AMOUNT}, "
+                               f"got {value!r}", "write a number, e.g. agent_slots: 1")
+        group = values.pop("group", None)
+        if group is not None and not _is_label(group):
+            self.error(parsed.value_marks["group"], f"{where}.group: {group!r} is not a valid group name", fix)
+        elif group is not None:
+            self.group_members[where] = (group, parsed)
+        elif parsed.given("strategy"):
+            self.conflict(parsed, "strategy", where, "has no effect without group",
+                          "name the group its members share, or remove strategy")
+        return Placement(**values)
 
     def finish_kernel(self, parsed: _Parsed, where: str) -> KernelSection:
         """The sandbox settings checked as the kernel will check them, relative paths made absolute."""
@@ -664,6 +742,29 @@ class _Validator:
             self.conflict(parsed, "delay", where, f"{readiness.delay:g}s is longer than timeout "
                           f"({readiness.timeout:g}s)", "shorten delay or lengthen timeout")
         return readiness
+
+
+def _is_label(text: str) -> bool:
+    """A Ray node label's key or value, a custom resource's or a placement group's name."""
+    return len(text) <= MAX_LABEL and _LABEL.match(text) is not None
+
+
+#: What a placement group member's bundle holds (``_reservation``'s keys beside them must match too).
+_BUNDLE = ("limits.memory", "cpus", "gpus", "resources")
+
+
+def _reservation(spec: AgentSpec) -> dict[str, Any]:
+    """What a placement group member reserves, and where and how its group is placed."""
+    placement = spec.placement
+    assert placement is not None
+    return {"limits.memory": spec.limits.memory, "cpus": placement.cpus, "gpus": placement.gpus,
+            "resources": placement.resources, "labels": placement.labels, "strategy": placement.strategy}
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "limits.memory":
+        return "unlimited" if value is None else f"{value / 2**20:g}Mi"
+    return repr(value)
 
 
 def _plain(node: Node) -> Any:
@@ -735,7 +836,7 @@ _FINISH: dict[str, Callable[[_Validator, _Parsed, str], Any]] = {
     schema.RESTART.path: _Validator.finish_restart,
     schema.AGENT_LLM.path: _build(AgentLLM),
     schema.READINESS.path: _Validator.finish_readiness,
-    schema.PLACEMENT.path: _build(Placement),
+    schema.PLACEMENT.path: _Validator.finish_placement,
     schema.KERNEL_LLM.path: _build(KernelLLM),
     schema.KERNEL.path: _Validator.finish_kernel,
 }

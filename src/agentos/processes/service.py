@@ -190,6 +190,9 @@ class ProcessService:
 
     async def stop(self) -> None:
         self.log_retention.stop()
+        if self.cluster is not None:
+            # Agents still waiting for a node end now, not when their placement times out.
+            self.cluster.end_pending()
         if self._starting:
             await asyncio.gather(*self._starting, return_exceptions=True)
         running = self.table.running()
@@ -385,7 +388,7 @@ class ProcessService:
                 launched = await (remote.launch(
                     request, output_fd=output_fd, kernel_sock=cast(socket.socket, agent_end),
                     settings=LaunchSettings(self.settings.pass_env, self._masked(), self.settings.agent_uid),
-                    spawner=caller.agent_id, project=project)
+                    spawner=caller, project=project)
                     if remote is not None else self.kernel.loop.run_in_executor(None, start))
             except SandboxError as exc:
                 mounted = [v.bind.dest for v in volumes] + ([WORKSPACE_PATH] if workspace is not None else [])
@@ -444,6 +447,9 @@ class ProcessService:
     async def kill(self, call: Call) -> dict[str, Any]:
         """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
         request = cast(KillRequest, call.request)
+        waiting = self._kill_pending(call.identity, request.fields())
+        if waiting is not None:
+            return waiting
         agent = self._find_visible(call.identity, request.fields())
         self.permissions.check_kill(call.identity, agent.id)
         grace = parse_grace(request, self.settings.kill_grace)
@@ -453,6 +459,38 @@ class ProcessService:
             if request.wait is not False:
                 await asyncio.shield(agent.ended)
         return {**agent.info(), "killed": was_running}
+
+    def _kill_pending(self, identity: Identity, ref: dict[str, Any]) -> dict[str, Any] | None:
+        """KILL of an agent still waiting for a cluster node (a restart's too): it ends now. None
+        when ``ref`` names no such agent the caller may see."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        remote = cluster.waiting(ref, self.project_of(identity), self._pending_observer(identity))
+        if remote is None:
+            return None
+        permissions = self.permissions
+        if not permissions.is_admin(identity):
+            if not permissions.holds(identity, Capability.KILL):
+                raise PermissionDenied(f"{permissions.describe_caller(identity)} lacks the 'kill' capability",
+                                       capability="kill")
+            if not self._asked_by(identity, remote):
+                raise PermissionDenied(f"{permissions.describe_caller(identity)} may kill only agents it "
+                                       f"spawned (or their descendants), not {remote.agent_id}",
+                                       target=remote.agent_id)
+        return remote.kill_pending()
+
+    def _pending_observer(self, identity: Identity) -> Callable[[RemoteAgent], bool]:
+        """Which agents waiting for a cluster node ``identity`` may see: those it asked for (itself,
+        or an agent it spawned or descends from it); all with ``observe``."""
+        if self.permissions.holds(identity, Capability.OBSERVE):
+            return lambda remote: True
+        return functools.partial(self._asked_by, identity)
+
+    def _asked_by(self, identity: Identity, remote: RemoteAgent) -> bool:
+        spawner, me = remote.spawner, caller_id(identity)
+        return spawner is not None and (caller_id(spawner) == me or (
+            spawner.agent_id is not None and self.permissions.is_descendant(spawner.agent_id, me)))
 
     async def start_again(self, call: Call) -> dict[str, Any]:
         """START: spawn an ended agent again from its remembered SPAWN request, as the caller.
@@ -536,12 +574,10 @@ class ProcessService:
         cursor = str(after) if more else None
         cluster = self.cluster
         if cursor is None and cluster is not None and (wanted is None or Status.PENDING in wanted):
-            # Agents still waiting for a node: to their spawner and to those who observe all.
-            sees_all = self.permissions.holds(call.identity, Capability.OBSERVE)
-            pending = [dict(row) for row in cluster.pending.values()
-                       if (sees_all or row["parent"] == call.identity.agent_id)
-                       and (name is None or row["name"] == name)
-                       and (project is None or (row["project"] or "") == project)]
+            sees = self._pending_observer(call.identity)
+            pending = [remote.pending_row() for remote in cluster.pending.values()
+                       if sees(remote) and (name is None or remote.name == name)
+                       and (project is None or (remote.project or "") == project)]
             if stream and pending:
                 await call.stream({"agents": pending})
             agents += pending

@@ -19,7 +19,7 @@ same mapping the client sent, only checked.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -147,8 +147,30 @@ class WorkspaceWire(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 #: A Ray node label's key or value, and a custom resource's name (docs/cluster.md).
-_Label: TypeAlias = Annotated[str, Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*\Z")]
-_Amount: TypeAlias = Annotated[float, Meta(ge=0, le=1_000_000)]
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]*\Z"
+MAX_LABEL = 253
+_Label: TypeAlias = Annotated[str, Meta(min_length=1, max_length=MAX_LABEL, pattern=LABEL_PATTERN)]
+#: The most of a resource (or GPUs, CPUs) one agent may reserve; labels and resources one may name.
+MAX_AMOUNT = 1_000_000
+MAX_LABELS = 32
+_Amount: TypeAlias = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+
+
+#: How a placement group's members are placed (Ray's PACK, SPREAD, STRICT_PACK, STRICT_SPREAD):
+#: onto as few nodes as hold them, or across as many; a strict one waits rather than do otherwise.
+GroupStrategy: TypeAlias = Literal["pack", "spread", "strict-pack", "strict-spread"]
+GROUP_STRATEGIES: tuple[str, ...] = get_args(GroupStrategy)
+#: Members one placement group may have.
+MAX_GROUP = 1000
+
+
+class GroupWire(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``placement.group``: the agent is one of ``size`` members placed together by ``strategy``
+    (a Ray placement group of one bundle per member; docs/cluster.md)."""
+
+    name: _Label
+    size: Annotated[int, Meta(ge=1, le=MAX_GROUP)]
+    strategy: GroupStrategy | UnsetType = UNSET
 
 
 class PlacementWire(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -156,13 +178,15 @@ class PlacementWire(Struct, forbid_unknown_fields=True, kw_only=True):
     kernel without a cluster runs it here and says so (docs/cluster.md)."""
 
     #: Node labels the node must carry (Ray's ``label_selector``).
-    labels: Annotated[dict[_Label, _Label], Meta(max_length=32)] | None | UnsetType = UNSET
+    labels: Annotated[dict[_Label, _Label], Meta(max_length=MAX_LABELS)] | None | UnsetType = UNSET
     #: Custom resources it reserves on its node (Ray's ``resources``).
-    resources: Annotated[dict[_Label, _Amount], Meta(max_length=32)] | None | UnsetType = UNSET
+    resources: Annotated[dict[_Label, _Amount], Meta(max_length=MAX_LABELS)] | None | UnsetType = UNSET
     gpus: _Amount | None | UnsetType = UNSET
     cpus: _Amount | None | UnsetType = UNSET
     #: How long it may wait for a node before SPAWN fails ``unavailable``.
     timeout: Seconds | None | UnsetType = UNSET
+    #: The placement group it is a member of (not inherited by its children).
+    group: GroupWire | None | UnsetType = UNSET
 
 
 class VolumeWire(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AgentOSError
+from ..errors import AgentOSError, Unavailable
 from ..kernel.syscalls import Call, Handler
 from ..processes.agent import qualified
 from ..protocol import Op, op_name
@@ -135,6 +135,11 @@ class SupervisorService:
         try:
             info = await self.processes.spawn_as(agent.spawner, agent.request)
         except AgentOSError as exc:
+            if isinstance(exc, Unavailable) and exc.details.get("status") == Status.KILLED:
+                # KILLed while it waited for a cluster node: stopped on purpose, not given up on.
+                self.histories.pop(agent.qualified_name, None)
+                log.info("agent %s: restart cancelled by KILL while it waited for a node", agent.qualified_name)
+                return
             self._give_up(agent, f"could not be restarted: {exc}")
             return
         log.info("agent %s restarted as %s", agent.name, info["id"])
