@@ -120,3 +120,30 @@ def test_without_a_holder_the_owner_keeps_its_descriptor() -> None:
     os.fstat(read_end)  # still open, still the caller's
     os.close(read_end)
     os.close(write_end)
+
+
+def test_when_a_holder_is_full_another_thread_holds_the_rest() -> None:
+    async def main() -> None:
+        holder = FdHolder(capacity=10)
+        before_threads = threads()
+        holder.start(asyncio.get_running_loop())
+        woken: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        writers = []
+        for _ in range(25):
+            read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            writers.append(write_end)
+            parked = holder.hold(read_end, select.EPOLLIN, lambda fd, ev: woken.put_nowait((fd, ev)),
+                                 lambda fd, err: pytest.fail(f"refused: {err}"), give_back=True)
+            assert parked is not None
+        assert len(threads() - before_threads) == 3 and len(holder) == 25
+        for write_end in writers:
+            os.write(write_end, b"x")
+        for _ in writers:
+            copy, _ = await next_event(woken)
+            assert os.read(copy, 10) == b"x"
+            os.close(copy)
+        holder.close()
+        for write_end in writers:
+            os.close(write_end)
+
+    asyncio.run(main())

@@ -9,8 +9,10 @@ ready: the agent ended, or wrote. Only then does the kernel act, on a copy it is
 pipe's, for reading) or by pid (a child the kernel has not reaped keeps its pid). An owner
 re-arms the watch (``arm``) when it is idle again, and drops the descriptor when done.
 
-All of it runs on the event loop. Where no holder can start, ``hold`` answers False and the
-owner keeps its descriptor in the kernel's table, as before the holder existed.
+A holder thread's table has the kernel's limit too: when those running are full another one
+starts (``MAX_THREADS`` at most). All of it runs on the event loop. Where no holder can start,
+``hold`` answers None and the owner keeps its descriptor in the kernel's table, as before the
+holder existed.
 """
 from __future__ import annotations
 
@@ -35,14 +37,18 @@ Ready = Callable[[int, int], None]
 #: Refused: the holder could not keep it (its errno); called with the descriptor given back, or -1.
 Refused = Callable[[int, int], None]
 _HELLO_TIMEOUT = 10.0
+#: Holder threads at most: each holds up to the open-file limit (20,000 here: 10,000 agents).
+MAX_THREADS = 8
 
 
 class Parked:
-    """One descriptor in the holder: its slot (its number in the holder's table) and owner."""
+    """One descriptor in a holder: its thread, its slot (its number in that thread's table) and owner."""
 
-    __slots__ = ("slot", "events", "give_back", "on_ready", "on_refused", "dropped")
+    __slots__ = ("thread", "slot", "events", "give_back", "on_ready", "on_refused", "dropped")
 
-    def __init__(self, slot: int, events: int, give_back: bool, on_ready: Ready, on_refused: Refused) -> None:
+    def __init__(self, thread: _Thread, slot: int, events: int, give_back: bool, on_ready: Ready,
+                 on_refused: Refused) -> None:
+        self.thread = thread
         self.slot = slot
         self.events = events
         self.give_back = give_back
@@ -52,9 +58,81 @@ class Parked:
 
 
 class FdHolder:
-    """The kernel's side of the holder thread."""
+    """The kernel's side of its holder threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int | None = None) -> None:
+        """``capacity``: descriptors per thread (default: as many as its table can take)."""
+        self.capacity = capacity
+        self._threads: list[_Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Why no (further) holder thread starts; None while they can.
+        self.reason: str | None = "not started"
+
+    @property
+    def available(self) -> bool:
+        return bool(self._threads)
+
+    def __len__(self) -> int:
+        """Descriptors in the holders' tables now (dropped ones until they confirm)."""
+        return sum(len(thread) for thread in self._threads)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the first holder thread; without it owners keep their descriptors."""
+        self._loop = loop
+        self._add()
+
+    def close(self) -> None:
+        """Stop the holders: each closes everything still parked in it."""
+        for thread in self._threads:
+            thread.close()
+        self._threads.clear()
+        self.reason = "stopped"
+
+    def hold(self, fd: int, events: int, on_ready: Ready, on_refused: Refused, *,
+             give_back: bool = False) -> Parked | None:
+        """Park ``fd`` (taken: closed here once sent) and wait for ``events`` on it, one-shot
+        (``give_back``: with a copy of it for ``on_ready``). None, with ``fd`` left open, if no
+        holder runs or all are full."""
+        for thread in self._threads:
+            parked = thread.hold(fd, events, on_ready, on_refused, give_back)
+            if parked is not None:
+                return parked
+        if self.reason is not None or len(self._threads) >= MAX_THREADS or not self._add():
+            return None
+        return self._threads[-1].hold(fd, events, on_ready, on_refused, give_back)
+
+    @staticmethod
+    def arm(parked: Parked) -> None:
+        """Watch it again (after it was ready): the holder answers at once if it already is."""
+        parked.thread.arm(parked)
+
+    @staticmethod
+    def drop(parked: Parked) -> None:
+        """Close it in its holder; its owner hears nothing more of it."""
+        parked.thread.drop(parked)
+
+    def _add(self) -> bool:
+        assert self._loop is not None
+        thread = _Thread(self._lost, self.capacity)
+        if not thread.start(self._loop):
+            self.reason = thread.reason
+            log.warning("%s; agents' pidfds and output pipes stay in the kernel's table", self.reason)
+            return False
+        self._threads.append(thread)
+        self.reason = None
+        return True
+
+    def _lost(self, thread: _Thread) -> None:
+        self._threads.remove(thread)
+        self.reason = "a descriptor holder thread ended"
+
+
+class _Thread:
+    """The kernel's side of one holder thread."""
+
+    def __init__(self, lost: Callable[[_Thread], None], capacity: int | None) -> None:
+        self._on_lost = lost
+        self._capacity = capacity
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Slots held (or whose DROP is not yet confirmed), and those free to give again.
@@ -66,16 +144,11 @@ class FdHolder:
         self._outbox: deque[tuple[bytes, int]] = deque()
         self.reason: str | None = "not started"
 
-    @property
-    def available(self) -> bool:
-        return self._sock is not None
-
     def __len__(self) -> int:
-        """Descriptors in the holder's table now (dropped ones until it confirms)."""
         return len(self._slots)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the holder thread (about a millisecond); on failure owners keep their descriptors."""
+    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start the holder thread (about a millisecond); False (and ``reason``) if it cannot."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             linux.start_fd_holder(theirs.fileno())
@@ -84,21 +157,22 @@ class FdHolder:
         except OSError as exc:
             ours.close()
             self.reason = f"the descriptor holder did not start: {exc}"
-            log.warning("%s; each agent's pidfd and output pipe stay in the kernel's table", self.reason)
-            return
+            return False
         finally:
             # Only now: until its HELLO the thread shared this table, and this copy with it.
             theirs.close()
         if len(hello) != _MSG.size or _MSG.unpack(hello)[0] != linux.HOLDER_HELLO:
             ours.close()
             self.reason = "the descriptor holder ended at its start"
-            log.warning("%s; each agent's pidfd and output pipe stay in the kernel's table", self.reason)
-            return
+            return False
         ours.setblocking(False)
         self._sock, self._loop, self.reason = ours, loop, None
         # The holder's table has the same limit as the kernel's; its first slots are its own.
         self._limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if self._capacity is not None:
+            self._limit = min(self._limit, linux.HOLDER_FIRST_SLOT + self._capacity)
         loop.add_reader(ours.fileno(), self._readable)
+        return True
 
     def close(self) -> None:
         """Stop the holder: it closes everything still parked."""
@@ -117,10 +191,8 @@ class FdHolder:
         self._slots.clear()
         self.reason = "stopped"
 
-    def hold(self, fd: int, events: int, on_ready: Ready, on_refused: Refused, *,
-             give_back: bool = False) -> Parked | None:
-        """Park ``fd`` (taken: closed here once sent) and wait for ``events`` on it, one-shot.
-        None, with ``fd`` left open, if the holder is not running or full."""
+    def hold(self, fd: int, events: int, on_ready: Ready, on_refused: Refused, give_back: bool) -> Parked | None:
+        """Park ``fd`` here; None, with ``fd`` left open, if this holder is full or gone."""
         if self._sock is None:
             return None
         slot = self._free.pop() if self._free else self._next
@@ -128,18 +200,16 @@ class FdHolder:
             return None
         if slot == self._next:
             self._next += 1
-        parked = Parked(slot, events, give_back, on_ready, on_refused)
+        parked = Parked(self, slot, events, give_back, on_ready, on_refused)
         self._slots[slot] = parked
         self._send(linux.HOLDER_HOLD, parked, fd)
         return parked
 
     def arm(self, parked: Parked) -> None:
-        """Watch it again (after it was ready): the holder answers at once if it already is."""
         if not parked.dropped and self._sock is not None:
             self._send(linux.HOLDER_ARM, parked)
 
     def drop(self, parked: Parked) -> None:
-        """Close it in the holder; its owner hears nothing more of it."""
         if parked.dropped:
             return
         parked.dropped = True
@@ -228,7 +298,7 @@ class FdHolder:
         assert self._sock is not None and self._loop is not None
         parked = [p for p in self._slots.values() if not p.dropped]
         self.close()
-        self.reason = "the descriptor holder thread ended"
+        self._on_lost(self)
         for p in parked:
             p.dropped = True
             p.on_refused(-1, errno.EPIPE)
