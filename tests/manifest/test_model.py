@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from agentos.cgroups.limits import Limits as CgroupLimits
+from agentos.kernel.config import ConnectionLimits
 from agentos.llm.config import LLMConfig
 from agentos.manifest import (
     AgentLLM,
     AgentSpec,
+    KernelConnections,
     KernelLLM,
     KernelSection,
     Limits,
@@ -25,7 +27,7 @@ from agentos.permissions.capabilities import DEFAULT_CHILD_CAPABILITIES
 
 MODELS = [(schema.SANDBOX, Sandbox), (schema.LIMITS, Limits), (schema.RESTART, Restart),
           (schema.AGENT_LLM, AgentLLM), (schema.READINESS, Readiness), (schema.KERNEL_LLM, KernelLLM),
-          (schema.KERNEL, KernelSection)]
+          (schema.KERNEL_CONNECTIONS, KernelConnections), (schema.KERNEL, KernelSection)]
 
 
 @pytest.mark.parametrize(("section", "model"), MODELS, ids=[s.path for s, _ in MODELS])
@@ -143,12 +145,13 @@ def test_kernel_config_carries_the_sections_the_subsystems_read() -> None:
                            llm=KernelLLM(provider="openai", model="llama3", max_concurrency=3,
                                          prices={"llama3": {"input": 0.5, "output": 1.5}},
                                          embedding_model="nomic-embed-text"),
-                           state={"max_value_bytes": 4096})
+                           state={"max_value_bytes": 4096}, connections=KernelConnections(per_agent=8))
     spec = AgentSpec("w", script=Path("/w.py"), replicas=2,
                      limits=Limits(llm_tokens=100, llm_calls_per_minute=6, llm_usd=0.25))
     config = Manifest(path=Path("/t.yaml"), agents=(spec, agent("quiet")), kernel=kernel).kernel_config()
     assert (config.socket_path, config.state_dir, config.log_level) == (Path("/run/t/k.sock"), Path("/var/t"), "DEBUG")
     assert config.section("state") == {"max_value_bytes": 4096}
+    assert config.connections == ConnectionLimits(per_uid=4096, per_agent=8)
     llm = LLMConfig.from_section(config.section("llm"), environ={})
     assert (llm.provider, llm.model, llm.max_inflight, llm.embedding_model) == (
         "openai", "llama3", 3, "nomic-embed-text")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentos.kernel.config import ConnectionLimits
 from agentos.manifest.schema import DEFAULT_CAPABILITIES
 
 # --- the document ------------------------------------------------------------------------
@@ -446,6 +447,28 @@ def test_kernel_section(errors, valid) -> None:
         (2, 19, "kernel.llm.provider: 'gemnii' is not one of gemini, openai", "did you mean 'gemini'?"),
         (3, 3, "kernel: unknown key 'sandboxx'", "did you mean 'sandbox'?"),
         (4, 10, "kernel.audit: expected a mapping, got a list", "write 'key: value' lines indented under audit:"),
+    ]
+
+
+def test_kernel_connection_caps(errors, valid) -> None:
+    manifest = valid("""\
+        kernel:
+          connections: {per_uid: 100}
+        agents: {a: {script: agent.py}}
+        """)
+    assert manifest.kernel_config().connections == ConnectionLimits(per_uid=100, per_agent=64)
+    assert errors("""\
+        kernel:
+          connections:
+            per_uid: 0
+            per_agent: "9"
+            total: 5
+        agents: {a: {script: agent.py}}
+        """) == [
+        (3, 14, "kernel.connections.per_uid: must be at least 1, got 0", "set per_uid to a value at least 1"),
+        (4, 16, "kernel.connections.per_agent: expected an integer, got a string ('9')",
+         "write an integer, e.g. per_agent: 64"),
+        (5, 5, "kernel.connections: unknown key 'total'", "remove it; known keys: per_uid, per_agent"),
     ]
 
 

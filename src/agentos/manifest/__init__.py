@@ -14,6 +14,7 @@ from .loader import compose, read
 from .model import (
     AgentLLM,
     AgentSpec,
+    KernelConnections,
     KernelLLM,
     KernelSection,
     Limits,
@@ -26,8 +27,8 @@ from .model import (
 )
 from .validate import validate
 
-__all__ = ["load", "loads", "Manifest", "AgentSpec", "KernelSection", "KernelLLM", "Sandbox", "Limits",
-           "Restart", "AgentLLM", "Readiness", "Volume", "ManifestError", "Problem", "Mark",
+__all__ = ["load", "loads", "Manifest", "AgentSpec", "KernelSection", "KernelLLM", "KernelConnections", "Sandbox",
+           "Limits", "Restart", "AgentLLM", "Readiness", "Volume", "ManifestError", "Problem", "Mark",
            "project_name"]
 
 

@@ -257,6 +257,14 @@ class KernelLLM:
 
 
 @dataclass(frozen=True)
+class KernelConnections:
+    """How many connections one client may hold at once (schema: ``kernel.connections``)."""
+
+    per_uid: int = _default(schema.KERNEL_CONNECTIONS, "per_uid")
+    per_agent: int = _default(schema.KERNEL_CONNECTIONS, "per_agent")
+
+
+@dataclass(frozen=True)
 class KernelSection:
     """How to start a kernel for this manifest (schema: ``kernel``); None defers to KernelConfig."""
 
@@ -264,6 +272,7 @@ class KernelSection:
     state_dir: Path | None = _default(schema.KERNEL, "state_dir")
     log_level: str = _default(schema.KERNEL, "log_level")
     llm: KernelLLM = dataclasses.field(default_factory=KernelLLM)
+    connections: KernelConnections = dataclasses.field(default_factory=KernelConnections)
     processes: dict[str, Any] = _default(schema.KERNEL, "processes")
     sandbox: dict[str, Any] = _default(schema.KERNEL, "sandbox")
     state: dict[str, Any] = _default(schema.KERNEL, "state")
@@ -277,13 +286,14 @@ class KernelSection:
     cluster: dict[str, Any] = _default(schema.KERNEL, "cluster")
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        """Per-subsystem settings for KernelConfig.sections (``llm`` plus the pass-through ones)."""
+        """Per-subsystem settings for KernelConfig.sections (``llm``, ``connections``, the pass-through ones)."""
         sections = {name: dict(getattr(self, name)) for name in schema.SUBSYSTEMS if getattr(self, name)}
         llm = _without_none(self.llm)
         if "max_concurrency" in llm:
             # The gateway's name for the same setting.
             llm["max_inflight"] = llm.pop("max_concurrency")
         sections["llm"] = llm
+        sections["connections"] = dataclasses.asdict(self.connections)
         return sections
 
     def to_config(self) -> KernelConfig:

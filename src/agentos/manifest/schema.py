@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..kernel.config import ConnectionLimits
 from ..llm.config import PROVIDERS
 from ..permissions.capabilities import DEFAULT_CHILD_CAPABILITIES, Capability
 from ..protocol.lifecycle import Status
@@ -274,6 +275,15 @@ KERNEL_LLM = Section("kernel.llm", "The kernel's LLM gateway. API keys never go 
           default_doc="enabled, 1024 tokens, 1h"),
 ), refused={"api_key": "export GEMINI_API_KEY or OPENAI_API_KEY in the kernel's environment instead"})
 
+KERNEL_CONNECTIONS = Section("kernel.connections", "How many connections one client may hold at once "
+                             "(docs/protocol.md, Connection limits). Past a cap a new connection is answered "
+                             "`busy`, naming the cap, and closed; the client's others carry on.", (
+    Field("per_uid", Type.INT, "Connections of one outside client uid (by SO_PEERCRED), the kernel's own uid "
+          "included.", ConnectionLimits.per_uid, minimum=1),
+    Field("per_agent", Type.INT, "Connections of one agent: the one it inherits (counted, never refused) and "
+          "any it opens by path.", ConnectionLimits.per_agent, minimum=1),
+))
+
 #: Subsystems whose settings a manifest passes through to the kernel unchanged (KernelConfig.sections).
 SUBSYSTEMS = ("processes", "sandbox", "state", "messaging", "permissions", "egress", "audit", "supervision",
               "telemetry", "mcp", "cluster")
@@ -300,6 +310,7 @@ KERNEL = Section("kernel", "How `agentos up` starts a kernel when none is runnin
           default_doc="$AGENTOS_STATE_DIR, /var/lib/agentos for root, else ~/.local/state/agentos"),
     Field("log_level", Type.CHOICE, "Kernel log level.", "INFO", choices=LOG_LEVELS),
     Field("llm", Type.SECTION, KERNEL_LLM.doc, section=KERNEL_LLM),
+    Field("connections", Type.SECTION, KERNEL_CONNECTIONS.doc, section=KERNEL_CONNECTIONS),
     *(Field(name, Type.SETTINGS, _SUBSYSTEM_DOCS.get(name, f"Settings for the {name} subsystem, passed "
             "through unchanged."), {}, default_doc="{}") for name in SUBSYSTEMS),
 ))
@@ -320,7 +331,8 @@ MANIFEST = Section("", "A manifest file. Top-level keys starting `x-` are ignore
           default_doc="{}"),
 ))
 
-SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS, PLACEMENT)
+SECTIONS = (MANIFEST, KERNEL, KERNEL_LLM, KERNEL_CONNECTIONS, AGENT, SANDBOX, LIMITS, RESTART, AGENT_LLM, READINESS,
+            PLACEMENT)
 
 
 def _default_text(f: Field) -> str:

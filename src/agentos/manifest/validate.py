@@ -48,6 +48,7 @@ from .loader import ListNode, MapNode, Node, Scalar
 from .model import (
     AgentLLM,
     AgentSpec,
+    KernelConnections,
     KernelLLM,
     KernelSection,
     Limits,
@@ -838,5 +839,6 @@ _FINISH: dict[str, Callable[[_Validator, _Parsed, str], Any]] = {
     schema.READINESS.path: _Validator.finish_readiness,
     schema.PLACEMENT.path: _Validator.finish_placement,
     schema.KERNEL_LLM.path: _build(KernelLLM),
+    schema.KERNEL_CONNECTIONS.path: _build(KernelConnections),
     schema.KERNEL.path: _Validator.finish_kernel,
 }
