@@ -24,8 +24,10 @@ from .protocol.constants import ErrorCode, Flag
 
 log = logging.getLogger("agentos.reactor")
 
-#: Clients refused with ``busy`` per round at most, so a connect flood cannot hold the loop.
-MAX_REFUSALS = 256
+#: Clients accepted, or refused with ``busy``, per wake-up of the listener at most. The rest
+#: wait in the listen backlog, which keeps the listener readable: the next round takes them,
+#: after the other ready fds had their turn, so a connect storm cannot hold the loop.
+ACCEPT_BATCH = 64
 #: Frames handed to ``on_frame``, and asyncio fds returned, per ``select()`` at most.
 DEFAULT_BATCH = 2
 #: The errnos of an fd that could not be had: the kernel's limit, then the host's.
@@ -94,11 +96,11 @@ def refusal_frame(err: int, retry_after: float) -> bytes:
     return encode_frame(0, 0, ujson.dumps(busy.to_payload()).encode(), Flag.REPLY | Flag.ERROR)
 
 
-def log_accept_paused(err: int, backoff: float) -> None:
-    # Out of memory there is no fd to free for a refusal: those clients wait in the backlog.
-    waiting = "refusing them with busy" if err in OUT_OF_FILES else "they wait"
-    log.warning("cannot accept clients (%s: %s); %s, retrying every %.1fs and whenever a "
-                "connection closes", errno.errorcode.get(err, err), os.strerror(err), waiting, backoff)
+def log_accept_paused(err: int, backoff: float, refusing: bool) -> None:
+    # Out of memory, or without the spare fd, there is no fd to refuse on: clients wait in the backlog.
+    then = ("refusing them with busy until an fd is free" if refusing else
+            f"they wait, retrying every {backoff:.1f}s and whenever a connection closes")
+    log.warning("cannot accept clients (%s: %s); %s", errno.errorcode.get(err, err), os.strerror(err), then)
 
 
 def log_accept_resumed(refused: int) -> None:

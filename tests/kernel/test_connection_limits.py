@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import socket
 import sys
 import time
@@ -143,6 +145,44 @@ def test_out_of_fds_new_clients_get_busy_and_the_kernel_stays_idle(
     finally:
         for sock in held:
             sock.close()
+
+
+# -- the listen backlog -----------------------------------------------------------------
+
+def test_the_listen_backlog_holds_as_many_waiting_clients_as_the_host_allows() -> None:
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert limits[1] > somaxconn + 64, "this test holds a backlog's worth of client sockets"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits[1], limits[1]))
+    waiting: list[socket.socket] = []
+    try:
+        # All from this test's uid: a per_uid cap over the backlog, so that all are served.
+        with configured_kernel({"connections": {"per_uid": 2 * somaxconn}}) as kernel:
+            assert f"listen backlog: {somaxconn} clients (net.core.somaxconn)" in kernel.log()
+            os.kill(kernel.pid, signal.SIGSTOP)  # it accepts nobody: clients queue in the backlog
+            try:
+                while Path(f"/proc/{kernel.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+                    time.sleep(0.01)
+                while len(waiting) <= somaxconn + 1:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        sock.connect(str(kernel.socket_path))
+                    except BlockingIOError:
+                        sock.close()
+                        break
+                    waiting.append(sock)
+            finally:
+                os.kill(kernel.pid, signal.SIGCONT)
+            # A Unix socket's backlog is full once it holds more than the backlog: one more.
+            assert len(waiting) == somaxconn + 1
+            for sock in waiting[::512]:
+                sock.settimeout(60)
+                assert served(sock)
+    finally:
+        for sock in waiting:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 # -- per uid ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import resource
 import selectors
@@ -42,6 +43,7 @@ from typing import Any
 import pytest
 import ujson
 
+from agentos._reactor_common import ACCEPT_BATCH
 from agentos.kernel.loop import ReactorLoop
 from agentos.protocol import codec as codec_py
 from agentos.protocol.constants import HEADER, MAGIC, VERSION, ErrorCode, Flag
@@ -641,43 +643,44 @@ class _ServingTests(_Resources):
         assert peer.read() == [(0, int(Flag.REPLY | Flag.ERROR), 0, b'{"code": "busy"}')]
         assert peer.eof
 
-    # -- out of fds: refusals, and the accept backoff (the reactor's own timer) ------------------
+    # -- accepting a batch a round; out of fds: refusals, and the accept backoff -----------------
 
-    def starved(self, tmp_path: Path, backoff: float) -> tuple[Any, list[Any], Peer, float]:
-        """A listening reactor that accepted one client, then ran out of fds with two more
-        waiting and refused them: ``(reactor, accepted, the client served, a time before the
-        reactor paused accepting)``."""
-        reactor = self.selector(accept_backoff=backoff)
+    def waiting_clients(self, tmp_path: Path, clients: int, **options: Any) -> tuple[Any, list[Any], list[Peer],
+                                                                                     socket.socket]:
+        """A reactor, and ``clients`` clients waiting in the backlog of a listener it has not taken
+        yet: ``(reactor, accepted, clients, listener)``; ``accepted`` fills as it accepts them."""
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.closing.append(listener)  # before the reactor, which closes it first once it has it
+        reactor = self.selector(**options)
         accepted: list[Any] = []
         reactor.on_accept = accepted.append
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(tmp_path / "k.sock"))
-        listener.listen()
-        reactor.listen(listener)  # opens the spare fd it refuses clients on
+        listener.listen(clients)
         peers = []
-        for _ in range(3):
+        for _ in range(clients):
             peers.append(Peer(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)))
             self.closing.append(peers[-1])
             peers[-1].sock.connect(str(tmp_path / "k.sock"))  # waits in the backlog
+        return reactor, accepted, peers, listener
+
+    def lower_fd_limit(self, room: int) -> _Rlimit:
+        """Leave room for ``room`` more fds; the ``close()`` of what it returns (the test's
+        resources call it too) puts RLIMIT_NOFILE back as it was."""
         limits = _Rlimit(resource.getrlimit(resource.RLIMIT_NOFILE))
         self.closing.append(limits)
         lowest_free = os.dup(0)  # a new fd takes the lowest free number
         os.close(lowest_free)
-        # Room for exactly one more fd: the first client's.
-        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, limits.limits[1]))
-        before_pause = time.monotonic()
-        try:
-            wait_until(reactor, lambda: all(p.ended() for p in peers[1:]), "the refusals")
-        finally:
-            limits.close()
-        assert len(accepted) == 1
-        for peer in peers[1:]:
-            [(opcode, flags, request_id, payload)] = peer.frames
-            assert (opcode, flags, request_id) == (0, int(Flag.REPLY | Flag.ERROR), 0)
-            busy = ujson.loads(payload)
-            assert (busy["code"], busy["details"]["cap"]) == (ErrorCode.BUSY.value, "open_files")
-            assert busy["details"]["retry_after"] == backoff
-        return reactor, accepted, peers[0], before_pause
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + room, limits.limits[1]))
+        return limits
+
+    def assert_refused(self, peer: Peer, retry_after: float) -> None:
+        """``peer`` was told ``busy`` (the kernel's fds) and closed."""
+        assert peer.ended(), "not refused"
+        [(opcode, flags, request_id, payload)] = peer.frames
+        assert (opcode, flags, request_id) == (0, int(Flag.REPLY | Flag.ERROR), 0)
+        busy = ujson.loads(payload)
+        assert (busy["code"], busy["details"]["cap"]) == (ErrorCode.BUSY.value, "open_files")
+        assert busy["details"]["retry_after"] == retry_after
 
     def late_client(self, tmp_path: Path) -> Peer:
         late = Peer(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
@@ -685,24 +688,80 @@ class _ServingTests(_Resources):
         late.sock.connect(str(tmp_path / "k.sock"))
         return late
 
-    def test_out_of_fds_refuses_with_busy_and_accepts_again_after_the_backoff(
+    def test_a_connect_storm_is_accepted_a_batch_a_round_with_other_clients_served_between(
             self, tmp_path: Path) -> None:
-        reactor, accepted, served, before_pause = self.starved(tmp_path, backoff=0.2)
-        self.late_client(tmp_path)
-        wait_until(reactor, lambda: len(accepted) == 2, "accepting to resume")
-        assert time.monotonic() - before_pause >= 0.2, "accepted again before the backoff"
-        served.send(codec_py.encode_frame(0, 1))
-        wait_until(reactor, lambda: bool(served.read()), "the first client's NOOP answer")
-
-    def test_out_of_fds_accepts_again_when_a_connection_closes(self, tmp_path: Path) -> None:
-        reactor, accepted, served, _ = self.starved(tmp_path, backoff=3600)
-        self.late_client(tmp_path)
+        reactor, accepted, _, listener = self.waiting_clients(tmp_path, 2 * ACCEPT_BATCH + 5)
+        _, bystander = self.connect(reactor)
+        reactor.listen(listener)
+        bystander.send(codec_py.encode_frame(0, 1, b"ping"))
+        taken = []
         for _ in range(3):
             reactor.select(0)
-        assert len(accepted) == 1, "accepted during the backoff"
-        served.close()  # its fd is free for the next client: no need to wait out the backoff
-        wait_until(reactor, lambda: len(accepted) == 2, "accepting to resume")
-        assert self.closed == [accepted[0]]
+            taken.append(len(accepted))
+            if len(taken) == 1:
+                # Served in the first round, not behind every client waiting to be accepted.
+                assert bystander.read() == [(0, REPLY, 1, b"ping")]
+        assert taken == [ACCEPT_BATCH, 2 * ACCEPT_BATCH, 2 * ACCEPT_BATCH + 5]
+
+    def test_out_of_fds_a_storm_is_refused_busy_a_batch_a_round_and_accepting_never_pauses(
+            self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="agentos.reactor")
+        reactor, accepted, peers, listener = self.waiting_clients(tmp_path, 2 * ACCEPT_BATCH + 5,
+                                                                  accept_backoff=3600)
+        reactor.listen(listener)  # opens the spare fd it refuses clients on
+        limits = self.lower_fd_limit(0)
+        refused = []
+        for _ in range(3):
+            reactor.select(0)
+            refused.append(sum(peer.ended() for peer in peers))
+        limits.close()
+        assert refused == [ACCEPT_BATCH, 2 * ACCEPT_BATCH, 2 * ACCEPT_BATCH + 5] and accepted == []
+        for peer in peers:
+            self.assert_refused(peer, retry_after=3600)
+        # The listener stayed watched: a client that comes once an fd is free is accepted in
+        # the next round, not after the backoff.
+        self.late_client(tmp_path)
+        reactor.select(0)
+        assert len(accepted) == 1
+        logged = [r.getMessage() for r in caplog.records]
+        assert logged == ["cannot accept clients (EMFILE: Too many open files); refusing them with busy "
+                          "until an fd is free", f"accepting clients again ({2 * ACCEPT_BATCH + 5} refused meanwhile)"]
+
+    def without_spare(self, tmp_path: Path, backoff: float) -> tuple[Any, list[Any], list[Peer], _Rlimit, float]:
+        """A listening reactor that could not open its spare fd, accepted one client, then ran out
+        of fds with two more waiting, which it could not refuse: ``(reactor, accepted, clients,
+        the fd limit to put back, a time before it paused accepting)``."""
+        reactor, accepted, peers, listener = self.waiting_clients(tmp_path, 3, accept_backoff=backoff)
+        no_room = self.lower_fd_limit(0)
+        reactor.listen(listener)  # no spare fd
+        no_room.close()
+        limits = self.lower_fd_limit(1)  # room for the first client's fd
+        before_pause = time.monotonic()
+        wait_until(reactor, lambda: bool(accepted), "the first client")
+        for _ in range(3):
+            reactor.select(0)
+        assert len(accepted) == 1 and not any(peer.ended() for peer in peers[1:]), "refused without a spare"
+        return reactor, accepted, peers, limits, before_pause
+
+    def test_out_of_fds_without_a_spare_clients_wait_and_are_accepted_after_the_backoff(
+            self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        reactor, accepted, peers, limits, before_pause = self.without_spare(tmp_path, backoff=0.2)
+        limits.close()
+        wait_until(reactor, lambda: len(accepted) == 3, "accepting to resume")
+        assert time.monotonic() - before_pause >= 0.2, "accepted again before the backoff"
+        assert not any(peer.ended() for peer in peers)
+        assert ("cannot accept clients (EMFILE: Too many open files); they wait, retrying every 0.2s and "
+                "whenever a connection closes") in caplog.messages
+
+    def test_out_of_fds_without_a_spare_a_closed_connection_gives_it_back_to_refuse_on(
+            self, tmp_path: Path) -> None:
+        reactor, accepted, peers, _, _ = self.without_spare(tmp_path, backoff=3600)
+        # Closed by the reactor, not by the client, which lives in this process: its fd would free too.
+        accepted[0].close()  # its fd is free: accepting resumes at once, the spare taken first
+        wait_until(reactor, lambda: all(peer.ended() for peer in peers[1:]), "the refusals")
+        for peer in peers[1:]:
+            self.assert_refused(peer, retry_after=3600)
+        assert len(accepted) == 1 and self.closed == [accepted[0]]
 
     # -- backpressure ---------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import selectors
 from agentos.errors import ProtocolError
 from agentos.protocol.codec import header_error
 from agentos.protocol.constants import DEFAULT_MAX_PAYLOAD
-from agentos._reactor_common import (DEFAULT_BATCH, KeyMap, MAX_REFUSALS, fileobj_to_fd,
+from agentos._reactor_common import (ACCEPT_BATCH, DEFAULT_BATCH, KeyMap, fileobj_to_fd,
                                      log, log_accept_paused, log_accept_resumed,
                                      protocol_error_payload, refusal_frame, to_epoll)
 
@@ -514,9 +514,10 @@ cdef class Reactor:
         return list(self.conns.values())
 
     cdef int _accept(self) except -1:
-        cdef int fd, err
+        """Accept up to ``ACCEPT_BATCH`` waiting clients; the rest wait for the next round."""
+        cdef int fd, err, i, most = ACCEPT_BATCH
         cdef Connection conn
-        while True:
+        for i in range(most):
             fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 err = errno
@@ -535,34 +536,44 @@ cdef class Reactor:
             if self.on_accept is not None:
                 self.woke = True
                 self.on_accept(conn)
+        return 0
 
     cdef int _starve(self, int err) except -1:
-        """No room for one more client: refuse those waiting, then stop watching the listener."""
+        """No room for one more client: refuse a batch of those waiting; if none can be refused,
+        stop watching the listener for a while."""
+        cdef bint refusing = (err == EMFILE or err == ENFILE) and self.spare_fd >= 0
         if self.refused < 0:
             self.refused = 0
-            log_accept_paused(err, self.accept_backoff)
-        if (err == EMFILE or err == ENFILE) and self.spare_fd >= 0:
-            self._refuse_waiting(err)
+            log_accept_paused(err, self.accept_backoff, refusing)
+        if refusing and self._refuse_waiting(err):
+            return 0  # Still watched: clients left waiting are refused next round.
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
         self.paused = True
         self.resume_at = _now() + self.accept_backoff
         return 0
 
     cdef int _refuse_waiting(self, int err) except -1:
-        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close."""
+        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close.
+        0 if that stopped short of the batch or the drained backlog (the freed fd was taken
+        meanwhile), or the spare could not be had back: refusing cannot go on."""
         cdef bytes frame = refusal_frame(err, self.accept_backoff)
-        cdef int fd, i, most = MAX_REFUSALS
+        cdef int fd, i, most = ACCEPT_BATCH
+        cdef bint going = True
         close(self.spare_fd)
         for i in range(most):
             fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
-                break  # Drained, or another thread took the freed fd.
+                if errno == EINTR:
+                    continue
+                # EAGAIN: drained; anything else: another thread took the freed fd.
+                going = errno == EAGAIN
+                break
             # A client already gone just misses the frame.
             send(fd, <const char*>frame, len(frame), MSG_NOSIGNAL | MSG_DONTWAIT)
             close(fd)
             self.refused += 1
         self.spare_fd = _open_spare()
-        return 0
+        return going and self.spare_fd >= 0
 
     cdef int _resume(self) except -1:
         self.paused = False

@@ -27,7 +27,7 @@ from .heap import HeapTrimmer
 from .hooks import Guard, Hooks, Observer
 from .identity import Identity
 from .loop import ReactorLoop
-from .peers import PeerGone, peer_pidfd
+from .peers import Outsiders, PeerGone, peer_pidfd
 from .service import Service
 from .syscalls import Call, SyscallTable
 
@@ -156,6 +156,7 @@ class Kernel:
         self._heap = HeapTrimmer()
         #: Tells which agent a process connecting by path belongs to (the processes service).
         self.peer_agent: PeerAgent | None = None
+        self._outsiders = Outsiders()
         self.reactor = reactor_mod.Reactor(
             self._on_frame, self._on_close, self._on_drain,
             max_payload=config.max_payload, high_water=config.write_high_water,
@@ -225,7 +226,10 @@ class Kernel:
             # A process inside an agent comes in as that agent, never as its uid's admin.
             pidfd = peer_pidfd(conn.fd)
             try:
-                agent_id = self.peer_agent(conn.peer_pid, pidfd)
+                process = self._outsiders.key(pidfd)
+                agent_id = None if process in self._outsiders else self.peer_agent(conn.peer_pid, pidfd)
+                if agent_id is None:
+                    self._outsiders.add(process)
             except PeerGone:
                 conn.close()
                 return
@@ -360,7 +364,9 @@ class Kernel:
         before, limit = reactor_py.raise_fd_limit()
         log.info("open files: up to %d%s", limit,
                  f" (soft limit raised from {before})" if before != limit else "")
-        listener = bind_socket(self.config.socket_path, self.config.socket_mode)
+        backlog = listen_backlog()
+        log.info("listen backlog: %d clients (net.core.somaxconn)", backlog)
+        listener = bind_socket(self.config.socket_path, self.config.socket_mode, backlog)
         try:
             with asyncio.Runner(loop_factory=lambda: ReactorLoop(self.reactor)) as runner:
                 runner.run(self._main(listener))
@@ -420,7 +426,17 @@ class Kernel:
         self._heap.close()
 
 
-def bind_socket(path: Path, mode: int) -> socket.socket:
+def listen_backlog() -> int:
+    """As many clients waiting to be accepted as the host allows: net.core.somaxconn caps any
+    listen() backlog (4096 by default since Linux 5.4). Past it a blocking connect() waits and
+    a non-blocking one fails with EAGAIN, before the kernel could answer even ``busy``."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def bind_socket(path: Path, mode: int, backlog: int) -> socket.socket:
     """Bind the kernel's socket: refuse a live kernel, replace a stale socket file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -449,7 +465,7 @@ def bind_socket(path: Path, mode: int) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, mode)
-    sock.listen(1024)
+    sock.listen(backlog)
     return sock
 
 

@@ -6,12 +6,17 @@ belongs to an agent if its cgroup lies in that agent's subtree (every process th
 agent forks stays there) or, without cgroups, if the agent's process is among its
 ancestors. The peer is pinned by a pidfd taken at connect time (SO_PEERPIDFD), so a
 pid that is reused while we look cannot lend its identity to the connection.
+
+That look reads /proc (the peer's cgroup, then each ancestor's stat), on the loop. A
+client that opens many connections pays it once: ``Outsiders`` remembers the processes
+found outside every agent by a name no other process ever gets (their pidfd's inode).
 """
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import sys
 from collections.abc import Container, Mapping
 
 from ..cgroups.base import TOP
@@ -89,3 +94,56 @@ def _by_ancestry(pid: int, agent_pids: Mapping[int, str]) -> str | None:
             return None
         pid = int(stat[stat.rindex(b")") + 2:].split()[1])
     return None
+
+
+class Outsiders:
+    """The processes found outside every agent, so their next connections skip the look.
+
+    Outside is for good: a process cannot gain an agent as an ancestor (an orphan is
+    reparented upwards), and the kernel puts in an agent's cgroup only processes it starts
+    for it. What a process moved into one later anyway could do then, it could do on a
+    connection it opened before. Agents' processes are not remembered: their answer
+    changes as agents end.
+
+    Each is named by its pidfd's inode, where that names one process for good (pidfs,
+    Linux 6.9+, 64-bit): a pid could be another process's by the next connection. Without
+    pidfs every pidfd shares one inode, and nothing is remembered. At most ``size`` are
+    kept, the oldest dropped first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._known: dict[int, None] = {}
+        self.enabled = _pidfd_inodes_are_unique()
+
+    def key(self, pidfd: int | None) -> int | None:
+        """The name of the process behind ``pidfd``, or None where it has none for good."""
+        if pidfd is None or not self.enabled:
+            return None
+        return os.fstat(pidfd).st_ino
+
+    def __contains__(self, key: int | None) -> bool:
+        return key is not None and key in self._known
+
+    def add(self, key: int | None) -> None:
+        if key is None:
+            return
+        self._known[key] = None
+        if len(self._known) > self.size:
+            del self._known[next(iter(self._known))]
+
+
+def _pidfd_inodes_are_unique() -> bool:
+    # pidfs has its own device; before it, pidfds were anonymous inodes, as an eventfd is.
+    if sys.maxsize <= 2**32:
+        return False  # a 32-bit pidfs inode number wraps
+    fds: list[int] = []
+    try:
+        fds.append(os.pidfd_open(os.getpid()))
+        fds.append(os.eventfd(0))
+        return os.fstat(fds[0]).st_dev != os.fstat(fds[1]).st_dev
+    except OSError:
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)

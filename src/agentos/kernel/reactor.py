@@ -28,11 +28,18 @@ between callbacks.
 Bounded memory: a connection whose unsent replies pass ``high_water`` bytes, or
 that has ``max_inflight`` syscalls running, is not read until it drains.
 
-Out of fds: when ``accept`` fails for lack of fds or memory, the listener leaves
-epoll (a backlog that stays readable would make every round spin) until
-``accept_backoff`` seconds pass or a connection closes. One fd is kept in
-reserve so that, meanwhile, each waiting client is accepted on it, told
-``busy`` and closed, rather than left hanging in the backlog.
+Sliced accepting: one wake-up of the listener accepts at most ``ACCEPT_BATCH``
+clients; the rest wait in the listen backlog, which stays readable, for the next
+round, after the other ready fds had theirs.
+
+Out of fds: when ``accept`` fails for lack of fds, one fd kept in reserve is
+spent on each waiting client in turn (up to ``ACCEPT_BATCH`` a round): accepted
+on it, told ``busy`` and closed, rather than left hanging in the backlog. The
+listener stays watched, so clients arriving later are answered as promptly and a
+drained backlog leaves nothing to spin on. Where no client can be refused (out of
+memory, or the reserve fd lost) the listener leaves epoll (a backlog that stays
+readable would make every round spin) until ``accept_backoff`` seconds pass or a
+connection closes.
 """
 from __future__ import annotations
 
@@ -48,8 +55,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._reactor_common import (
+    ACCEPT_BATCH,
     DEFAULT_BATCH,
-    MAX_REFUSALS,
     OUT_OF_FILES,
     KeyMap,
     fileobj_to_fd,
@@ -361,8 +368,9 @@ class Reactor(selectors.BaseSelector):
         return list(self._conns.values())
 
     def _accept(self) -> None:
+        """Accept up to ``ACCEPT_BATCH`` waiting clients; the rest wait for the next round."""
         assert self._listener is not None
-        while True:
+        for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -381,26 +389,34 @@ class Reactor(selectors.BaseSelector):
                 self.on_accept(conn)
 
     def _starve(self, err: int) -> None:
-        """No room for one more client: refuse those waiting, then stop watching the listener."""
+        """No room for one more client: refuse a batch of those waiting; if none can be refused,
+        stop watching the listener for a while."""
         assert self._listener is not None
+        refusing = err in OUT_OF_FILES and self._spare >= 0
         if self._refused is None:
             self._refused = 0
-            log_accept_paused(err, self.accept_backoff)
-        if err in OUT_OF_FILES and self._spare >= 0:
-            self._refuse_waiting(err)
+            log_accept_paused(err, self.accept_backoff, refusing)
+        if refusing and self._refuse_waiting(err):
+            return  # Still watched: clients left waiting are refused next round.
         self._epoll.unregister(self._listener.fileno())
         self._resume_at = _monotonic() + self.accept_backoff
 
-    def _refuse_waiting(self, err: int) -> None:
-        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close."""
+    def _refuse_waiting(self, err: int) -> bool:
+        """Free the spare fd and spend it on each waiting client in turn: ``busy``, then close.
+        False if that stopped short of the batch or the drained backlog (the freed fd was
+        taken meanwhile), or the spare could not be had back: refusing cannot go on."""
         assert self._listener is not None and self._refused is not None
         frame = refusal_frame(err, self.accept_backoff)
         os.close(self._spare)
-        for _ in range(MAX_REFUSALS):
+        going = True
+        for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = self._listener.accept()
+            except BlockingIOError:
+                break  # Drained.
             except OSError:
-                break  # Drained, or another thread took the freed fd.
+                going = False  # Another thread took the freed fd.
+                break
             with sock:
                 try:
                     sock.send(frame, socket.MSG_DONTWAIT)
@@ -408,6 +424,7 @@ class Reactor(selectors.BaseSelector):
                     pass  # That client is gone already.
             self._refused += 1
         self._spare = open_spare()
+        return going and self._spare >= 0
 
     def _resume(self) -> None:
         assert self._listener is not None
