@@ -6,7 +6,8 @@ child exits, so the parent raises ``SandboxError`` instead of seeing a dead agen
 The first message on that socket is the parent's: the agent's argv and env,
 which never pass through the zygote. Before the irreversible part (cgroup
 namespace, dropping capabilities, Landlock, seccomp) the child sends ``R`` and
-waits for the parent's ``G``: in between, the parent places it in its cgroup. The handshake
+waits for the parent's ``G``, sent once the parent has placed it in its cgroup (which it
+does while the child sets up, so ``G`` is usually there already). The handshake
 socket closes on exec (or just before the script runs): end of file is the parent's "agent
 started".
 """

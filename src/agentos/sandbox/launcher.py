@@ -1,10 +1,10 @@
 """The parent's side of a launch: plan, fork through the zygote, handshake, hand back.
 
 ``Launcher.launch`` is synchronous and takes a few milliseconds: the zygote forks
-(a small process forks fast), the child sets itself up while the parent waits on
-the handshake socket, the parent runs ``before_exec`` when the child says it is
-ready, then waits for end of file (the agent started) or an error record (raised
-as ``SandboxError`` with the child's step and errno, after the child is reaped).
+(a small process forks fast), the child sets itself up while the parent runs
+``before_exec`` (the cgroup move) and queues its go-ahead, which the child takes once
+ready; then the parent waits for end of file (the agent started) or an error record
+(raised as ``SandboxError`` with the child's step and errno, after the child is reaped).
 """
 from __future__ import annotations
 
@@ -230,17 +230,21 @@ class Launcher:
 
     def _handshake(self, sock: socket.socket, launched: Launched,
                    before_exec: Callable[[int], None] | None) -> None:
-        if before_exec is None:
-            self._go(sock)  # nothing to do in between: spare the child the round trip
+        if before_exec is not None:
+            # Now, while the child sets up (its view above all), not once it is READY: a cgroup v1
+            # move waits for an RCU grace period, milliseconds its setup hides. GO waits queued.
+            try:
+                before_exec(launched.pid)
+            except OSError:
+                _raise_reported(sock, launched)  # a child that failed (and said why) before the move
+                raise
+        self._go(sock)
         message = _receive(sock, launched)
         if not message:
             # End of file before READY: the child died in setup without a report (killed).
             status = launched.wait()
             raise SandboxError("setup", 0, f"child died during setup (return code {status})")
         if message == child.READY:
-            if before_exec is not None:
-                before_exec(launched.pid)
-                self._go(sock)
             # End of file now means the exec happened (or the script is about to run).
             message = _receive(sock, launched)
         if message.startswith(child.TIMINGS):
@@ -316,6 +320,20 @@ def _receive(sock: socket.socket, launched: Launched) -> bytes:
     except TimeoutError:
         raise SandboxError("handshake", errno.ETIMEDOUT,
                            f"child {launched.pid} not ready after {sock.gettimeout()} s") from None
+
+
+def _raise_reported(sock: socket.socket, launched: Launched) -> None:
+    """Raise the error record the child left on the handshake socket, if it did (read without
+    waiting: a child that is still setting up has said nothing yet)."""
+    while True:
+        try:
+            message = sock.recv(4096, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        if not message:
+            return
+        if message.startswith(child.ERROR):
+            _check_final(message, launched)
 
 
 def _check_final(message: bytes, launched: Launched) -> None:
