@@ -9,7 +9,6 @@ they name no flavour.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -291,9 +290,10 @@ class AsyncClientMethods(abc.ABC):
         output = {"stdout": bytearray(), "stderr": bytearray()}
         async for name, data in stream:
             output[name] += data
-        assert stream.result is not None
-        return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
-                                   stderr=bytes(output["stderr"]))
+        result = stream.result
+        assert result is not None
+        result.stdout, result.stderr = bytes(output["stdout"]), bytes(output["stderr"])
+        return result
 
     # -- ports -----------------------------------------------------------------------
 

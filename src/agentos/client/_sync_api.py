@@ -11,7 +11,6 @@ they name no flavour.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import os
 import time
 from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
@@ -293,9 +292,10 @@ class ClientMethods(abc.ABC):
         output = {"stdout": bytearray(), "stderr": bytearray()}
         for name, data in stream:
             output[name] += data
-        assert stream.result is not None
-        return dataclasses.replace(stream.result, stdout=bytes(output["stdout"]),
-                                   stderr=bytes(output["stderr"]))
+        result = stream.result
+        assert result is not None
+        result.stdout, result.stderr = bytes(output["stdout"]), bytes(output["stderr"])
+        return result
 
     # -- ports -----------------------------------------------------------------------
 
