@@ -53,6 +53,10 @@ MARK = "1000017"
 LIST_SECONDS = 5.0
 #: Seconds between two LISTs (0: back to back, a client saturating a core of a 2-core box).
 LIST_PAUSE = float(os.environ.get("SCALE_LIST_PAUSE", "0"))
+#: Seconds the kernel gets to stop before it is killed (and the shutdown reported as failed).
+STOP_TIMEOUT = float(os.environ.get("SCALE_STOP_TIMEOUT", "600"))
+#: The kernel's descriptors per idle agent, in its own table (issue 17; docs/endurance.md).
+FD_BUDGET = 1.8
 
 
 def main() -> dict[str, Any]:
@@ -65,20 +69,24 @@ def main() -> dict[str, Any]:
         bystander.phase("idle")
         time.sleep(2)
         figures["rss_idle_mb"] = rss_mb(kernel.pid)
+        figures["fds_idle"] = open_fds(kernel.pid)
         available = mem_available()
         bystander.phase("spawn")
         figures.update(asyncio.run(spawn_all(kernel)))
         bystander.phase("settle")
         time.sleep(5)
         figures["rss_mb"] = rss_mb(kernel.pid)
+        figures["fds"], figures["holder_fds"] = open_fds(kernel.pid), holder_fds(kernel.pid)
         figures["per_agent_mib"] = (available - mem_available()) / figures["spawned"] / 2**20
         bystander.phase("list")
         figures.update(asyncio.run(list_all(kernel)))
         bystander.phase("shutdown")
         started = time.monotonic()
-        status = kernel.stop(timeout=120)
+        try:
+            figures["exit_status"] = kernel.stop(timeout=STOP_TIMEOUT)
+        except RuntimeError:
+            figures["exit_status"] = None  # it ignored SIGTERM that long: reported, then killed
         figures["shutdown_s"] = time.monotonic() - started
-        figures["exit_status"] = status
     finally:
         if kernel.proc is not None and kernel.proc.poll() is None:
             kernel.kill()
@@ -219,6 +227,18 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def holder_fds(pid: int) -> int:
+    """Descriptors in the kernel's holder threads' own tables (processes/holder.py)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "agentos-holder":
+                total += len(os.listdir(task / "fd"))
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def fd_limit(pid: int) -> int:
     """The kernel's soft RLIMIT_NOFILE (it raises it to the hard limit at start)."""
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
@@ -258,6 +278,9 @@ def report(f: dict[str, Any]) -> Goals:
                f"system {f['sys_ms_first']:.2f} -> {f['sys_ms_last']:.2f} ms" if "user_ms_last" in f else "")
         goals.add(f"spawn rate at {n:,} / at 0 live", f"x{ratio:.2f}", ">= 0.8", ratio >= 0.8,
                   f"{f['rate_first']:.0f}/s -> {f['rate_last']:.0f}/s over {f['window']} spawns{cpu}")
+    per_agent = (f["fds"] - f["fds_idle"]) / n if n else 0.0
+    goals.add("kernel fds per idle agent", f"{per_agent:.2f}", f"<= {FD_BUDGET}", per_agent <= FD_BUDGET,
+              f"{f['fds']:,} in its table ({f['fds_idle']} idle); {f['holder_fds']:,} in its holder threads'")
     goals.add("kernel RSS", f"{f['rss_mb']:.0f} MB", "<= 200 MB", f["rss_mb"] <= 200,
               f"{f['rss_idle_mb']:.0f} MB idle")
     goals.add("memory per idle agent", f"{f['per_agent_mib']:.2f} MiB", "<= 3 MiB", f["per_agent_mib"] <= 3,
@@ -271,8 +294,10 @@ def report(f: dict[str, Any]) -> Goals:
         goals.add(f"NOOP p99 during {what}", f"{got['p99_ms']:.2f} ms", "<= 2 ms", got["p99_ms"] <= 2,
                   f"p50 {got['p50_ms']:.2f}, max {got['max_ms']:.1f} ms, {got['n']:,} NOOPs")
     goals.add("LIST of all", f"{f['list_s'] * 1e3:.0f} ms", "-", True, f"{f['listed']:,} agents, {f['lists']} LISTs")
-    goals.add("shutdown with all running", f"{f['shutdown_s']:.1f} s", "<= 10 s",
-              f["shutdown_s"] <= 10 and f["exit_status"] == 0, f"exit status {f['exit_status']}")
+    stopped = f["exit_status"] is not None
+    goals.add("shutdown with all running", f"{f['shutdown_s']:.1f} s" if stopped else f"> {STOP_TIMEOUT:.0f} s",
+              "<= 10 s", stopped and f["shutdown_s"] <= 10 and f["exit_status"] == 0,
+              f"exit status {f['exit_status']}" if stopped else "killed: it had not stopped")
     clean = f["left_processes"] == 0 and not f["left_cgroups"]
     goals.add("left behind", f"{f['left_processes']} proc, {len(f['left_cgroups'])} cg", "nothing", clean)
     return goals

@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -184,6 +185,8 @@ static int ao_holder_command(void) {
 
 static void *ao_holder_main(void *arg) {
     int sock = (int)(intptr_t)arg;
+    /* Named, so that ps and /proc/<kernel>/task/<tid>/comm tell it from the kernel's others. */
+    prctl(PR_SET_NAME, "agentos-holder", 0, 0, 0);
     /* Until this succeeds the table is the kernel's: touch nothing in it but `sock`. */
     if (unshare(CLONE_FILES) != 0)
         return NULL; /* the kernel, waiting for HELLO, sees its socket close */
