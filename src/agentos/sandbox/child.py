@@ -21,6 +21,7 @@ import json
 import os
 import select
 import signal
+import stat
 import sys
 import termios
 import threading
@@ -28,7 +29,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO
 
 from agentos.sandbox import landlock, namespaces, seccomp, subreaper, userns
 from agentos.sandbox._linux import linux
@@ -55,7 +56,8 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
         idmaps: list[int] | None = None) -> NoReturn:
     """Set up the sandbox described by ``plan`` and become the agent; never returns.
 
-    ``script`` is ``plan.python_script`` already compiled (by the zygote, which caches it).
+    ``script`` is ``plan.python_script`` compiled by the zygote if it is agentos's own (the
+    zygote caches those); None for any other, which is compiled here (``compile_script``).
     ``idmaps`` are the user namespaces of ``plan.idmaps``, in order (closed once the view is built).
     """
     child = _Child(handshake)
@@ -66,6 +68,7 @@ def run(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | Non
     # Dies with its parent (the kernel), so nothing survives a kernel crash.
     step("pdeathsig", linux.set_pdeathsig, signal.SIGKILL)
     step("session", os.setsid)
+    script = _script(plan, child, script)
     fds, control = _split_control(plan, fds)
     child.fd, *idmaps = step("descriptors", _arrange_fds, fds, plan.fd_targets,
                              [handshake, *(idmaps or ()), *control])
@@ -103,6 +106,7 @@ def enter(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | N
     plan.argv, plan.env = step("request", child.receive_request)
     child.fd, target, *control = step("descriptors", _arrange_fds, fds, plan.fd_targets,
                                       [handshake, target, *control])
+    script = _script(plan, child, script)
     # One call, user namespace first: in it a rootless kernel holds what joining the others needs.
     step("join namespaces", linux.setns, target, plan.join)
     os.close(target)
@@ -114,6 +118,39 @@ def enter(plan: Plan, fds: list[int], handshake: int, script: types.CodeType | N
     step("wait for parent", child.ready_and_wait)
     _confine(plan, child)
     _become(plan, child, control, script)
+
+
+def _script(plan: Plan, child: _Child, script: types.CodeType | None) -> types.CodeType | None:
+    """``script``, or ``plan.python_script`` compiled now if the zygote did not (not agentos's
+    own): read in the host's view, before the agent's is built or joined."""
+    if plan.python_script is None or script is not None:
+        return script
+    result: types.CodeType = child.step("compile script", compile_script, plan.python_script)
+    return result
+
+
+def open_script(path: str) -> BinaryIO:
+    """The agent's script, opened with the kernel's view of the file system: the script itself
+    need not be visible inside the sandbox (its directory is, for its imports). So it is opened
+    following no symlink (it was checked as its real path: one swapped in since must not choose
+    what the kernel reads) and without blocking (nor a FIFO stall its reader)."""
+    try:
+        fd = linux.open_real(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, symlink_refused(path)) from None
+        raise OSError(exc.errno, f"{path}: {exc.strerror}") from None
+    f = open(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return f
+
+
+def compile_script(path: str) -> types.CodeType:
+    """The agent's script (``open_script``) compiled."""
+    with open_script(path) as f:
+        return compile(f.read(), path, "exec")
 
 
 def _split_control(plan: Plan, fds: list[int]) -> tuple[list[int], list[int]]:

@@ -35,7 +35,6 @@ import os
 import pickle
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import types
@@ -46,7 +45,7 @@ from agentos.sandbox import child
 from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan
 from agentos.sandbox.probe import HostSupport, probe
-from agentos.sandbox.spec import SandboxError, symlink_refused
+from agentos.sandbox.spec import SandboxError
 
 __all__ = ["BASE_ENV", "DEFAULT_PRELOAD", "Zygote", "base_env", "main"]
 
@@ -360,7 +359,7 @@ def _spawn(sock: socket.socket, plan: Plan, fds: list[int],
         return ("error", "idmap", exc.errno or 0, f"cannot make the user namespace of an idmapped bind: {exc}"), \
             None, False
     script = None
-    if plan.python_script is not None:
+    if plan.python_script is not None and os.path.dirname(plan.python_script) == _OWN:
         try:
             script = _compiled(plan.python_script)
         except OSError as exc:
@@ -430,28 +429,19 @@ def _userns(owner: tuple[int, int], agent: tuple[int, int]) -> int:
     return fd
 
 
+#: The directory of agentos's own scripts (``interpreter.py``, ``idle.py``): the only ones the
+#: zygote compiles, since they hold nothing of anyone's. Any other script is read and compiled
+#: by its agent's child (``child.compile_script``): whatever the zygote once held stays in its
+#: memory, and every later agent, of any caller, is forked from it.
+_OWN = os.path.dirname(os.path.realpath(child.__file__))
 #: script path -> (mtime_ns, size, code): agents started again and again compile once.
 _scripts: dict[str, tuple[int, int, types.CodeType]] = {}
 
 
 def _compiled(path: str) -> types.CodeType:
-    """The script compiled, from the cache while the file is unchanged.
-
-    Read here, with the kernel's view of the file system: the script itself need
-    not be visible inside the sandbox (its directory is, for its imports). So it is
-    opened following no symlink (it was checked as its real path: one swapped in since
-    must not choose what the kernel reads) and without blocking (nor a FIFO stall the zygote).
-    """
-    try:
-        fd = linux.open_real(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(exc.errno, symlink_refused(path)) from None
-        raise OSError(exc.errno, f"{path}: {exc.strerror}") from None
-    with open(fd, "rb") as f:
+    """One of agentos's own scripts compiled, from the cache while the file is unchanged."""
+    with child.open_script(path) as f:
         info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file")
         cached = _scripts.get(path)
         if cached is not None and cached[:2] == (info.st_mtime_ns, info.st_size):
             return cached[2]
