@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Self
 
-from agentos.sandbox import child
+from agentos.sandbox import child, initd
 from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan, entry_plan, make_plan
 from agentos.sandbox.probe import HostSupport
@@ -163,7 +163,10 @@ class Launcher:
         if chosen is not None:
             report["template"] = plan.template = chosen.name
         io = [self._devnull if fd is None else fd for fd in (spec.stdin_fd, spec.stdout_fd, spec.stderr_fd)]
-        launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report, template)
+        # A sandbox's pid 1, the kernel's own static program, is not waited for into its exec.
+        until_exec = spec.python_script is None and spec.argv[:1] == [initd.binary()]
+        launched = self._start(plan, [*io, *spec.pass_fds], spec.before_exec, report, template,
+                               until_exec=until_exec)
         launched.entry = entry_plan(plan)
         return launched
 
@@ -196,7 +199,7 @@ class Launcher:
                            entry.template if python_script is not None else None)
 
     def _start(self, plan: Plan, fds: list[int], before_exec: Callable[[int], None] | None,
-               report: dict[str, Any], template: str | None = None) -> Launched:
+               report: dict[str, Any], template: str | None = None, *, until_exec: bool = False) -> Launched:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             # The agent's argv and env go to the child directly, never through the zygote: whatever
@@ -222,14 +225,16 @@ class Launcher:
                 ours.settimeout(self.setup_timeout)
                 if plan.join:
                     launched = _inside(ours, launched)
-                self._handshake(ours, launched, before_exec)
+                self._handshake(ours, launched, before_exec, until_exec)
             except BaseException:
                 _discard(launched)
                 raise
         return launched
 
     def _handshake(self, sock: socket.socket, launched: Launched,
-                   before_exec: Callable[[int], None] | None) -> None:
+                   before_exec: Callable[[int], None] | None, until_exec: bool = False) -> None:
+        """Drive the child's setup to its end: end of file, its exec done (``until_exec``: its
+        timings, sent just before the exec, which is not waited for)."""
         if before_exec is not None:
             # Now, while the child sets up (its view above all), not once it is READY: a cgroup v1
             # move waits for an RCU grace period, milliseconds its setup hides. GO waits queued.
@@ -249,6 +254,13 @@ class Launcher:
             message = _receive(sock, launched)
         if message.startswith(child.TIMINGS):
             steps = json.loads(message[1:])
+            if until_exec:
+                # agentos-init: confined, it only has to be exec'd, which tears down the forked
+                # interpreter's address space (1-4 ms, far more on a loaded host). That overlaps the
+                # reply and the first EXEC, which waits in init's socket. A failed exec of our own
+                # static program (out of memory) is the agent's death, seen on its pidfd.
+                launched.steps = [*steps, ("exec", time.monotonic_ns())]
+                return
             message = _receive(sock, launched)
             launched.steps = [*steps, ("exec", time.monotonic_ns())]
         _check_final(message, launched)
