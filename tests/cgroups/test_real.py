@@ -5,7 +5,9 @@ import asyncio
 import functools
 import os
 import signal
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,29 @@ def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:
     assert not cgroup.remove()  # busy
     asyncio.run(destroy(cgroup))
     assert child.wait() == -signal.SIGKILL
+    assert all(not d.exists() for d in cgroup.dirs)
+
+
+def test_v1_destroy_in_an_executor_reads_the_cgroup_last_once_empty(v1: V1Driver, held) -> None:
+    """destroy tries to remove at once, then kills what is still inside and tries again, each
+    attempt in the executor; the counters it hands on_empty last are those of an empty cgroup."""
+    cgroup = v1.create("executor", Limits(pids=32))
+    child = held("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)")
+    cgroup.attach(child.pid)
+    child.release()
+    while len(cgroup.procs()) < 2:
+        pass
+    seen: list[tuple[str, list[int]]] = []
+
+    def on_empty() -> None:
+        seen.append((threading.current_thread().name, cgroup.procs()))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="teardown") as executor:
+        assert asyncio.run(destroy(cgroup, on_empty=on_empty, executor=executor))
+    assert child.wait() == -signal.SIGKILL
+    assert len(seen[0][1]) == 2, "the first attempt found the tree alive"
+    assert seen[-1][1] == [], "the last reading was of an empty cgroup"
+    assert {thread for thread, _ in seen} == {"teardown_0"}
     assert all(not d.exists() for d in cgroup.dirs)
 
 

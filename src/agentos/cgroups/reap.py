@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from .base import AgentCgroup, CgroupDriver, log
@@ -13,28 +14,48 @@ _MAX_DELAY = 0.2
 _ATTEMPTS = 40
 
 
-async def destroy(cgroup: AgentCgroup, on_empty: Callable[[], None] | None = None) -> bool:
+async def destroy(cgroup: AgentCgroup, on_empty: Callable[[], None] | None = None,
+                  executor: Executor | None = None) -> bool:
     """SIGKILL everything in ``cgroup`` until it is empty, then remove it.
 
-    ``on_empty`` runs once the cgroup is empty and before it is removed: the last
-    moment its counters (peak memory, CPU time, OOM kills) can be read. Returns
-    False (and logs) if processes still linger after every attempt, for example
-    a task stuck in uninterruptible sleep.
+    ``on_empty`` runs before each attempt to remove it, the last time once it is empty: the
+    last moment its counters (peak memory, CPU time, OOM kills) can be read. The first attempt
+    is made at once, without reading whether processes remain: an ended agent's cgroup is
+    empty as a rule (a sandboxed agent's whole tree ends with its pid namespace's init), and
+    a process still inside makes the removal fail (``EBUSY``) and the kill loop start.
+
+    With ``executor``, each attempt (reading, killing, removing: on cgroup v1 a dozen control
+    files an agent) runs there and the loop only waits. Returns False (and logs) if processes
+    still linger after every attempt, for example a task stuck in uninterruptible sleep.
     """
+    loop = asyncio.get_running_loop()
     delay = 0.005
-    for _ in range(_ATTEMPTS):
-        if cgroup.procs():
-            cgroup.kill()
+    for attempt in range(_ATTEMPTS):
+        step = _kill_or_remove if attempt else _remove
+        if executor is None:
+            removed = step(cgroup, on_empty)
         else:
-            if on_empty is not None:
-                on_empty()
-                on_empty = None
-            if cgroup.remove():
-                return True
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, _MAX_DELAY)
+            removed = await loop.run_in_executor(executor, step, cgroup, on_empty)
+        if removed:
+            return True
+        if attempt:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
     log.error("cgroup of agent %s still busy after kill: %s", cgroup.agent_id, cgroup.procs())
     return False
+
+
+def _remove(cgroup: AgentCgroup, on_empty: Callable[[], None] | None) -> bool:
+    if on_empty is not None:
+        on_empty()
+    return cgroup.remove()
+
+
+def _kill_or_remove(cgroup: AgentCgroup, on_empty: Callable[[], None] | None) -> bool:
+    if cgroup.procs():
+        cgroup.kill()
+        return False
+    return _remove(cgroup, on_empty)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from msgspec import UNSET
@@ -27,6 +28,7 @@ from msgspec import UNSET
 from ..cgroups import (
     AgentCgroup,
     CgroupDriver,
+    CgroupStats,
     Layout,
     NoDriver,
     destroy,
@@ -36,6 +38,7 @@ from ..cluster.settings import LaunchSettings
 from ..errors import InvalidArgument, NotFound, PermissionDenied, Timeout, Unavailable
 from ..kernel.identity import Identity
 from ..kernel.peers import agent_of_pid
+from ..kernel.slices import in_slices
 from ..kernel.syscalls import Call, Handler
 from ..observability import notes
 from ..permissions.capabilities import Capability
@@ -90,6 +93,9 @@ _LIST_SLICE = 32
 _LIST_SCAN = 1024
 #: waitid's __WALL: whatever exit signal the agent's clone gave it.
 _WALL = 0x40000000
+#: Threads removing ended agents' cgroups: on cgroup v1 the host serializes much of it (its
+#: cgroup mutex), and more threads than cores made it slower, not faster.
+_TEARDOWN_THREADS = 2
 
 
 class ProcessService:
@@ -122,6 +128,8 @@ class ProcessService:
         #: Where each agent's pidfd and output pipe wait while idle, outside the kernel's table.
         self.holder = FdHolder()
         self.output_readers = OutputReaders()
+        #: Where ended agents' cgroups are emptied, read a last time and removed.
+        self._teardown = ThreadPoolExecutor(_TEARDOWN_THREADS, thread_name_prefix="agentos-cgroup-teardown")
         self.log_dir = kernel.config.state_dir / "logs"
         self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).
@@ -196,11 +204,14 @@ class ProcessService:
         if self._starting:
             await asyncio.gather(*self._starting, return_exceptions=True)
         running = self.table.running()
-        for agent in running:
+        # A slice at a time: signalling an agent reads its /proc status (and on v1 may freeze
+        # its cgroup), ~0.1-1 ms here, and thousands of them in one go would stall the loop.
+        async for agent in in_slices(running):
             self._terminate(agent, self.settings.stop_grace, "shutdown")
         await asyncio.gather(*(asyncio.shield(agent.ended) for agent in running))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._teardown.shutdown()
         self.ports.close()
         self.execs.close()
         self.files.close()
@@ -709,8 +720,8 @@ class ProcessService:
             if agent.escalation.when() <= deadline:
                 return  # Already stopping, at least as soon.
             agent.escalation.cancel()
-        else:
-            self._signal_tree(agent, signal.SIGTERM)
+        elif self._signal_tree(agent, signal.SIGTERM):
+            return  # killed outright: a SIGKILL after the grace would find nothing more to end
         agent.escalation = loop.call_at(deadline, self._escalate, agent)
 
     def _escalate(self, agent: Agent) -> None:
@@ -719,11 +730,13 @@ class ProcessService:
             log.info("agent %s (%s) outlived its grace period: SIGKILL", agent.name, agent.id)
             self._signal_tree(agent, signal.SIGKILL)
 
-    def _signal_tree(self, agent: Agent, sig: int) -> None:
+    def _signal_tree(self, agent: Agent, sig: int) -> bool:
+        """Signal the agent's processes; True if that was a SIGKILL that ends them all."""
         if agent.remote is not None:
             agent.remote.signal(sig)  # its host signals the tree on its node
-            return
-        if agent.local_process and pid1.dropped(agent.pid, sig):
+            return False
+        ends_namespace = agent.local_process and pid1.dropped(agent.pid, sig)
+        if ends_namespace:
             # A sandboxed main process without a handler would keep running until the grace
             # period's SIGKILL: end it now, as the signal ends any other process.
             sig = signal.SIGKILL
@@ -733,18 +746,21 @@ class ProcessService:
                 os.kill(agent.pid, sig)
             except ProcessLookupError:
                 pass
+        if ends_namespace:
+            return True  # every process of the agent's is in its pid namespace, which ends with its init
         if not agent.cgroup.tracks_tree:
             self._signal_group(agent, sig)
-            return
+            return False
         if sig == signal.SIGKILL:
             agent.cgroup.kill()
-            return
+            return False
         for pid in agent.cgroup.procs():
             if pid != agent.pid:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
+        return False
 
     def _signal_group(self, agent: Agent, sig: int) -> None:
         """Without a cgroup: the agent's process group (the launcher makes it a session leader).
@@ -830,16 +846,14 @@ class ProcessService:
                 agent.escalation = None
             # Ended while frozen (a fatal signal reaches a v2 frozen task): no frozen leaf is removed.
             self.lifecycle.release(agent)
-
-            def snapshot() -> None:
-                # Killed descendants may linger as zombies until init reaps them; pids.current
-                # still counts those, but nothing of the agent runs any more.
-                agent.final_usage = dataclasses.replace(agent.cgroup.stats(), pids_current=0)
-
+            last: list[CgroupStats] = []
             if agent.cgroup.tracks_tree:
-                await destroy(agent.cgroup, on_empty=snapshot)
-            if agent.final_usage is None:
-                snapshot()
+                # In the teardown threads: on cgroup v1 that is a dozen reads and ten rmdirs an agent.
+                await destroy(agent.cgroup, on_empty=lambda: last.append(agent.cgroup.stats()),
+                              executor=self._teardown)
+            # Killed descendants may linger as zombies until init reaps them; pids.current
+            # still counts those, but nothing of the agent runs any more.
+            agent.final_usage = dataclasses.replace(last[-1] if last else agent.cgroup.stats(), pids_current=0)
             if self.workspaces.get(agent.id) is not None:
                 await self._remove_workspace(agent.id)
             if self.volume_store.held(agent.id):
@@ -929,9 +943,8 @@ class ProcessService:
     async def _remove_workspace(self, agent_id: str) -> None:
         await self.kernel.loop.run_in_executor(None, self.workspaces.remove, agent_id)
 
-    @staticmethod
-    async def _remove_cgroup(cgroup: AgentCgroup) -> None:
-        await destroy(cgroup)
+    async def _remove_cgroup(self, cgroup: AgentCgroup) -> None:
+        await destroy(cgroup, executor=self._teardown)
 
     def _start_done(self, task: asyncio.Task[Agent]) -> None:
         self._starting.discard(task)

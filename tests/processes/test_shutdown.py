@@ -1,0 +1,65 @@
+"""A kernel stopped with SIGTERM while many agents run stops them all itself: each is signalled
+(a slice of them at a time), reaped, its cgroup emptied and removed, and the kernel exits 0
+with nothing left for its guardian to clean (processes, cgroups) and no agent left running."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from agentos.testing.kernel import KernelProcess
+
+from .conftest import kernel_cgroup_dirs, pid_alive
+
+#: Sandboxed sleepers: pid 1 of their namespaces, which SIGTERM alone would not end.
+SANDBOXED = 24
+#: Unsandboxed agents, each with a child outside its own process group: only the cgroup finds it.
+PLAIN = 8
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc's children lists."""
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(child) for child in f.read().split()]
+            except FileNotFoundError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
+def test_sigterm_with_many_agents_running_stops_them_all_and_leaves_nothing(tmp_path: Path) -> None:
+    kernel = KernelProcess(tmp_path / "k").start()
+    assert kernel.proc is not None
+    try:
+        client = kernel.client(timeout=120)
+        agents = [client.spawn(f"boxed{n}", command=["sleep", "86400"], sandboxed=True) for n in range(SANDBOXED)]
+        # setsid: the child leaves the agent's process group, as a daemon would.
+        agents += [client.spawn(f"plain{n}", command=["sh", "-c", "setsid sleep 86400 & exec sleep 86400"],
+                                sandboxed=False) for n in range(PLAIN)]
+        # Under the guardian: the kernel, its zygote, the agents, and the plain agents' children.
+        while len(_descendants(kernel.proc.pid)) < len(agents) + PLAIN:
+            time.sleep(0.02)
+        processes = _descendants(kernel.proc.pid)
+        cgroups = kernel_cgroup_dirs(kernel.pid)
+        assert all(directory.is_dir() for directory in cgroups)
+        assert len({p.name for p in cgroups[0].iterdir() if p.is_dir()}) == len(agents)
+    except BaseException:
+        kernel.kill()
+        raise
+    kernel.stop_checked()
+    log = kernel.log()
+    assert [pid for pid in processes if pid_alive(pid)] == []
+    assert [str(directory) for directory in cgroups if directory.exists()] == []
+    # The kernel stopped every agent itself: its guardian found nothing to kill or remove.
+    assert "agentos.guardian" not in log, log
+    assert log.count("killed: exit code") == len(agents), log
