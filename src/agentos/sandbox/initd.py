@@ -63,6 +63,18 @@ def _fields(*values: str, step: str = "spec") -> bytes:
     return bytes(out)
 
 
+def _exec_message(token: str, terminal: bool, cwd: str, argv: Sequence[str], env: list[str]) -> bytes:
+    """E's fields, each ended by a NUL, in one join and one encode (every exec's path); a field
+    holding a NUL is refused, at ``cwd`` or ``exec``."""
+    fields = [token, "t" if terminal else "", cwd, str(len(argv)), *argv, str(len(env)), *env]
+    text = "\0".join(fields)
+    if text.count("\0") != len(fields) - 1:
+        _fields(cwd, step="cwd")
+        _fields(*argv, *env, step="exec")
+        _fields(token)
+    return b"E" + text.encode() + b"\0"
+
+
 class InitChannel:
     """The kernel's end of one sandbox init's control socket."""
 
@@ -71,7 +83,7 @@ class InitChannel:
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Replies awaited, by exec token.
-        self._starts: dict[str, asyncio.Future[tuple[bytes, list[int]]]] = {}
+        self._starts: dict[str, asyncio.Future[bytes]] = {}
         #: Execs whose end is reported: their callback, or their ending while none is set yet.
         self._ends: dict[str, Callable[[Ending], None] | Ending | None] = {}
         self.closed = False
@@ -96,9 +108,7 @@ class InitChannel:
         the sandbox's view; ``fork``: init could not fork, the sandbox is at its pids limit)."""
         if self.closed or self._loop is None:
             raise SandboxError("init", errno.EPIPE, "the sandbox's init has ended")
-        message = (b"E" + _fields(token, "t" if terminal else "") + _fields(cwd, step="cwd")
-                   + _fields(str(len(argv)), *argv, str(len(env)), *(f"{name}={value}" for name, value in env.items()),
-                             step="exec"))
+        message = _exec_message(token, terminal, cwd, argv, [f"{name}={value}" for name, value in env.items()])
         if len(message) > child.MAX_REQUEST:
             raise SandboxError("spec", errno.E2BIG, f"argv and env take {len(message)} bytes, more than the "
                                f"{child.MAX_REQUEST} an exec is started with")
