@@ -1,7 +1,9 @@
 """``run_code``'s interpreter under attack from its own cells, both kernel modes (root and
 unprivileged). It is not a new program: the zygote that forked the sandbox forks it, so a cell
 starts with the zygote's whole memory, its Python state (``sys.modules``) included. Attacks: read
-another agent's script out of that memory, find a descriptor of the zygote's or the kernel's."""
+another agent's script out of that memory, find a descriptor of the zygote's or the kernel's, and
+(a cell, or a command agentos-init started) signal the subreaper that holds the exec's control
+socket and ends its tree."""
 from __future__ import annotations
 
 import os
@@ -87,3 +89,28 @@ def test_a_cell_holds_no_descriptor_of_the_zygote_or_the_kernel(hostile: Hostile
     # Its stdio, the interpreter's copies of 0 and 1 and its capture pipes: no socket (the zygote's
     # to the kernel, the subreaper's control socket, the launch's handshake), no file, nothing else.
     assert {target.split(":")[0] for target in fds.values()} == {"/dev/null", "pipe"}, sorted(fds.items())
+
+
+#: Signal the parent (the exec's subreaper: sandbox/subreaper.py, or agentos-init's leader), which
+#: holds the exec's control socket and ends the exec's tree with it: stopped and let go again, a
+#: harmless probe of the SIGKILL that would orphan the caller, out of reach of the exec's timeout.
+_SIGNAL_PARENT = r"""
+import errno, os, signal
+def verdict():
+    try:
+        os.kill(os.getppid(), signal.SIGSTOP)
+        os.kill(os.getppid(), signal.SIGCONT)
+        return "done"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+"""
+
+
+def test_neither_a_cell_nor_a_command_can_signal_its_subreaper(hostile: HostileKernel) -> None:
+    python = hostile.admin.hello()["capabilities"]["processes"]["python"]
+    with hostile.admin.sandbox() as sb:
+        cell = sb.run_code(_SIGNAL_PARENT + "verdict()")
+        command = sb.exec([python, "-c", _SIGNAL_PARENT + "print(verdict())"])
+        assert cell.error is None, cell.error
+        assert (cell.text, command.stdout) == ("'EPERM'", b"EPERM\n"), command.stderr
+        assert sb.run_code("1 + 1").text == "2"  # the interpreter's subreaper still serves it

@@ -183,6 +183,10 @@ def _under_subreaper(plan: Plan, child: _Child, control: int, script: types.Code
     if command == 0:
         assert script is not None
         os.close(control)  # the subreaper's: what the script runs must not speak for it
+        if (plan.sandboxed or plan.run_as) and plan.landlock_abi:
+            # A layer of its own, as agentos-init gives a command: what the script runs can
+            # neither signal nor ptrace its subreaper, whose death would orphan it out of reach.
+            child.step("landlock", landlock.restrict, plan.landlock_abi, plan.writable)
         _run_script(plan, script, child.fd)
     subreaper.serve(command, control, child.fd)
 

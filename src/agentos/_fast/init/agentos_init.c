@@ -42,10 +42,11 @@
  *
  * The exec's leader is a child of init that holds the exec's control socket and speaks
  * sandbox/subreaper.py's protocol on it: it is the session and process-group leader, a child
- * subreaper, and the parent of the command. It sends "P<vpid>" once the command is exec'd, or
- * "E" step NUL errno NUL if the command could not be started (cwd, exec...); it takes "S<n>"
- * (signal the command) and "K" or end of file (kill the exec's whole tree). When the command
- * ends, it kills what is left of its tree and ends as the command did.
+ * subreaper, and the parent of the command, which alone takes the exec's Landlock layer: so
+ * the command can neither signal its leader nor ptrace it. It sends "P<vpid>" once the command
+ * is exec'd, or "E" step NUL errno NUL if the command could not be started (cwd, landlock,
+ * exec...); it takes "S<n>" (signal the command) and "K" or end of file (kill the exec's whole
+ * tree). When the command ends, it kills what is left of its tree and ends as the command did.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -235,14 +236,19 @@ static size_t children(pid_t *out, size_t max)
 static void end_tree(void)
 {
     pid_t pids[2048];
-    size_t n;
-    while ((n = children(pids, 2048)) > 0) {
+    for (;;) {
+        pid_t reaped = waitpid(-1, NULL, WNOHANG | __WALL);
+        if (reaped > 0)
+            continue;
+        if (reaped < 0)
+            return; /* no child left (the usual end, when the command had none): no /proc read */
+        size_t n = children(pids, 2048);
+        if (n == 0)
+            return; /* no /proc: what is left of the group is init's to kill */
         for (size_t i = 0; i < n; i++)
             kill(pids[i], SIGKILL);
         if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
-            break;
-    }
-    while (waitpid(-1, NULL, WNOHANG | __WALL) > 0) {
+            return;
     }
 }
 
@@ -284,13 +290,6 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
             close(fds[i]);
     if (terminal && ioctl(0, TIOCSCTTY, 0) < 0)
         refuse("terminal", errno);
-    /* A layer of its own below init's (the same rules): it cannot ptrace or signal init, nor
-     * reach its sockets, and execs cannot reach each other (ABI 6 scopes). */
-    if (ruleset >= 0) {
-        if (syscall(__NR_landlock_restrict_self, ruleset, 0) != 0)
-            refuse("landlock", errno);
-        close(ruleset);
-    }
     if (chdir(cwd) < 0)
         refuse("cwd", errno);
     sigset_t all, none;
@@ -298,18 +297,29 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
     sigemptyset(&none);
     sigprocmask(SIG_BLOCK, &all, NULL); /* until the dispositions below are in place */
     volatile int exec_errno = 0;
+    const char *volatile exec_step = "exec";
     pid_t command = vfork();
     if (command == 0) {
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* The command's own layer below init's (the same rules), not this process's: it cannot
+         * ptrace or signal init or its leader (which would orphan it out of the exec's reach),
+         * nor reach their sockets, and execs cannot reach each other (ABI 6 scopes). */
+        if (ruleset >= 0 && syscall(__NR_landlock_restrict_self, ruleset, 0) != 0) {
+            exec_step = "landlock";
+            exec_errno = errno;
+            _exit(SETUP_FAILED);
+        }
         close_from(3);
         exec_errno = exec_search(argv, envp);
         _exit(SETUP_FAILED);
     }
     if (command < 0)
         refuse("fork", errno);
+    if (ruleset >= 0)
+        close(ruleset);
     if (exec_errno) {
         waitpid(command, NULL, __WALL);
-        refuse("exec", exec_errno);
+        refuse(exec_step, exec_errno);
     }
     /* First the kernel's word (it waits for it to answer the EXEC); what follows is done while
      * the command starts, with every signal still blocked. The kernel gone: EOF follows. */
