@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ class Accepted:
         self.fd = sock.fileno()
         self.peer_pid, self.peer_uid, self.peer_gid = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-        self.context = None
+        self.context: Any = None  # the kernel's Identity, once identified
         self.closed = False
 
     def close(self) -> None:
