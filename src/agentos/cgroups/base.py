@@ -275,6 +275,14 @@ class CgroupDriver(ABC):
         Limits the host cannot enforce are reported in ``enforced``, not raised.
         Whatever fails, nothing this call made is left behind.
         """
+        cgroup = self.prepare(agent_id, limits, parent)
+        self.make(cgroup)
+        return cgroup
+
+    def prepare(self, agent_id: str, limits: Limits, parent: AgentCgroup | None = None) -> AgentCgroup:
+        """``create``'s cgroup, checked and named but not made yet (no system call): ``make``
+        makes it, where waiting for the host costs nobody (SPAWN: in the launch's thread,
+        while the agent's sandbox sets itself up)."""
         if not _AGENT.match(agent_id) or agent_id == LEAF:
             raise ValueError(f"agent id {agent_id!r} cannot name a cgroup")
         if parent is not None:
@@ -284,12 +292,17 @@ class CgroupDriver(ABC):
                 raise CgroupError(errno.ENOENT, f"the cgroup of agent {parent.agent_id} is already removed")
         cgroup = self._open(self.instance, agent_id, parent)
         cgroup.limits = limits
+        return cgroup
+
+    def make(self, cgroup: AgentCgroup) -> None:
+        """Make a ``prepare``d cgroup and apply its limits; whatever fails, nothing this call
+        made is left behind."""
         made: list[Path] = []
         try:
             for directory in cgroup.dirs:
                 mkdir(directory)  # an existing one belongs to another agent: never share it
                 made.append(directory)
-            cgroup.enforced = self._apply(cgroup, limits)
+            cgroup.enforced = self._apply(cgroup, cgroup.limits)
             for leaf in cgroup.leaves:
                 mkdir(leaf)
                 made.append(leaf)
@@ -297,9 +310,8 @@ class CgroupDriver(ABC):
         except BaseException:
             self._rmdirs(reversed(made))
             raise
-        if parent is not None:
-            parent._children.add(cgroup)
-        return cgroup
+        if cgroup.parent is not None:
+            cgroup.parent._children.add(cgroup)
 
     def agent_of(self, pid: int) -> str | None:
         """The id of the agent of this kernel that process ``pid`` belongs to, if any.
