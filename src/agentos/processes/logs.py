@@ -130,15 +130,17 @@ class LogCapture:
         self._readers.reading(self)
 
     def _not_parked(self, read_fd: int, err: int) -> None:
-        """The holder could not keep the pipe: read it here for good, as without a holder."""
-        assert self._loop is not None
+        """The holder could not keep the pipe (``read_fd``: given back) or ended: the capture
+        reads its own copy for good, as without a holder, if it has one."""
+        assert self._loop is not None and self._readers is not None
+        self._readers.forget(self)
         self._holder, self._parked, self._readers = None, None, None
-        if read_fd < 0:
+        if read_fd >= 0:
+            self._fd = read_fd
+            self._loop.add_reader(read_fd, self._on_readable)
+        elif self._fd < 0:
             log.error("agent output %s: its pipe was lost (%s)", self.path, os.strerror(err))
             self._stop_reading()
-            return
-        self._fd = read_fd
-        self._loop.add_reader(read_fd, self._on_readable)
 
     def _on_readable(self) -> None:
         try:
