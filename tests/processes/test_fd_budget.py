@@ -9,7 +9,9 @@ kernel took to read it once it has been quiet for a while.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,19 @@ def test_an_agent_that_wrote_gives_its_descriptors_back_once_quiet(kernel: Kerne
         time.sleep(0.05)
     for agent_id in [*talkers, sayer]:
         client.kill(id=agent_id)
+
+
+def test_a_kernel_started_with_sigchld_ignored_still_reaps_its_agents(tmp_path: Path) -> None:
+    # The kernel signals and reaps agents by pid, which holds only while nobody else reaps them:
+    # an inherited SIG_IGN would have the host reap them at exit (and their pids be reused), and
+    # the zygote, which inherits it, could not reap its own probes (the kernel would not start).
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'agentos', 'kernel', *sys.argv[1:]])")
+    kernel = KernelProcess(tmp_path / "k", command=[sys.executable, "-c", ignoring]).start()
+    try:
+        client = kernel.client()
+        for sandboxed in (False, True):
+            agent_id = client.spawn(f"three{sandboxed}", command=["sh", "-c", "exit 3"], sandboxed=sandboxed)["id"]
+            assert client.wait(id=agent_id, timeout=30)["exit_code"] == 3
+    finally:
+        kernel.stop_checked()

@@ -165,6 +165,7 @@ class ProcessService:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.kernel.loop.run_in_executor(None, self.log_retention.load)  # O(files): not on the loop
         self.log_retention.start()
+        _reap_own_children()
         self.holder.start(self.kernel.loop)
         self.output_readers.start()
         found = self.ledger.open()
@@ -1039,6 +1040,19 @@ class ProcessService:
         inherited = parent.remote.placement if parent is not None and parent.remote is not None else None
         return cluster.place(agent_id, request, wire, inherited)
 
+
+
+def _reap_own_children() -> None:
+    """Agents are signalled by pid, safe only while nobody but the kernel reaps them (an unreaped
+    child's pid is its own). A SIGCHLD the kernel inherited as ignored would have the host reap
+    them as they exit, and their pids reused: it gets the default again."""
+    if signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN:
+        return
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except ValueError:  # not the main thread: the embedding program must not ignore SIGCHLD
+        log.error("SIGCHLD is ignored in this process, so agents are reaped as they exit and their "
+                  "pids may be reused: start the kernel with SIGCHLD at its default")
 
 
 def _reap_child(pid: int) -> Ending | None:
