@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,10 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     token.chmod(0o600)
     # Read by every Ray process the cluster starts, and by the kernels (children of this one).
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    # The cluster's sessions (logs, sockets) in a directory of its own, removed with it; a short
+    # path, as Ray's socket paths are made under it.
+    temp = tempfile.mkdtemp(prefix="agentos-ray-")
+    os.environ["RAY_TMPDIR"] = temp
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"llm_gateway": 1}, "object_store_memory": 100 * MiB,
         "labels": {"pool": "gateway"}})
@@ -66,6 +72,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     finally:
         # Only the nodes this session started (never `ray stop`: other clusters may share the machine).
         cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

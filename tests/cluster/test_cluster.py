@@ -77,14 +77,22 @@ def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray
         assert local["node"] is None
         for name in ("w", "h", "l"):
             client.wait(name, until="ready", timeout=60)
-        nodes = {a["name"]: a["node"] for a in client.list_agents(status="running")}
+        running = client.list_agents(status="running")
+        nodes = {a["name"]: a["node"] for a in running}
         assert nodes == {"w": ray_cluster.worker.node_id, "h": ray_cluster.head.node_id, "l": None}
+        # Read from its node for this LIST, not a figure from before.
+        usage = next(a for a in running if a["name"] == "w")["usage"]
+        assert usage["memory_current"] > 0 and usage["pids_current"] >= 1
         assert "up as pid" in client.logs("w")
         ps = subprocess.run([sys.executable, "-m", "agentos", "ps", "--socket", str(ray_kernel.socket_path)],
                             capture_output=True, text=True, check=True).stdout.splitlines()
-        assert ps[0].split()[-1] == "NODE"
-        shown = {line.split()[0]: line.split()[-1] for line in ps[1:]}
-        assert shown == {"w": ray_cluster.worker.node_id[:8], "h": ray_cluster.head.node_id[:8], "l": "-"}
+        assert ps[0].split() == ["NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS",
+                                 "USD", "NODE"]
+        shown = {line.split()[0]: line.split() for line in ps[1:]}
+        assert {name: row[-1] for name, row in shown.items()} == {
+            "w": ray_cluster.worker.node_id[:8], "h": ray_cluster.head.node_id[:8], "l": "-"}
+        # Its pid on its node, and its cgroup's usage there.
+        assert shown["w"][2] == str(on_worker["pid"]) and shown["w"][6] != "-" and shown["w"][7] != "-"
         for name in ("w", "h", "l"):
             assert client.kill(name, grace=5)["status"] == "killed"
 
@@ -103,6 +111,8 @@ def test_a_groups_members_land_as_its_strategy_says(ray_kernel: KernelProcess, r
     assert {nodes["a-1"], nodes["a-2"]} == {ray_cluster.head.node_id, ray_cluster.worker.node_id}
     assert nodes["t-1"] == nodes["t-2"] == ray_cluster.worker.node_id
     with ray_kernel.client() as client:
+        for name in members:
+            assert client.wait(name, until="ready", timeout=60)["status"] == "running", client.logs(name)
         with pytest.raises(Unavailable, match="group 'apart' is full"):
             client.spawn("a-3", agent("sleeper"), placement=apart)
         with pytest.raises(InvalidArgument, match="every member must ask for the same") as other:
@@ -162,6 +172,10 @@ def test_kill_ends_an_agent_still_waiting_for_a_node(ray_kernel: KernelProcess) 
         with ray_kernel.client() as client:
             pending = until(lambda: client.list_agents(status="pending"), "the member listed as pending")
             assert "it needs 3 nodes that each hold a member; 1 can" in pending[0]["reason"], pending[0]["reason"]
+            ps = subprocess.run([sys.executable, "-m", "agentos", "ps", "--socket", str(ray_kernel.socket_path)],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+            # No pid, no uptime, no usage yet.
+            assert ps[1].split()[:7] == ["crowd-1", pending[0]["id"], "-", "pending", "-", "0", "-"]
             killed = client.kill("crowd-1", grace=5)
     finally:
         thread.join()
@@ -271,10 +285,13 @@ def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel
     token = os.environ["RAY_AUTH_TOKEN_PATH"]
     assert os.path.getsize(token) > 0
     with ray_kernel.client() as client:
+        # Ray's temp dir (its sockets) is under RAY_TMPDIR: the node's, as its host reads it from Ray.
         spawned = client.spawn("reader", agent("reader"), args=[token], placement=WORKER,
-                               readonly_paths=[os.path.dirname(token)])
-        # The node masks it (and Ray's temp dir) in every agent's view that would show it.
-        assert token in spawned["isolation"]["sandbox"]["masked"]
+                               readonly_paths=[os.path.dirname(token), os.environ["RAY_TMPDIR"]])
+        # The node masks both in every agent's view that would show them.
+        masked = spawned["isolation"]["sandbox"]["masked"]
+        assert token in masked, masked
+        assert os.path.join(os.environ["RAY_TMPDIR"], "ray") in masked, masked
         assert client.wait("reader", timeout=60)["status"] == "exited"
         assert client.logs("reader") in ("read 0 bytes\n", "cannot read: Permission denied\n")
 

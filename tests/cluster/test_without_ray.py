@@ -3,6 +3,7 @@ that asks for a node here and says so, and asking for a cluster stops the kernel
 to install it. Configuration and SPAWN mistakes are named. These run in the default test run."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,8 +13,14 @@ from typing import Any
 
 import pytest
 
+from agentos.cgroups import Limits
+from agentos.cgroups.none import NoCgroup
 from agentos.cluster.settings import ClusterSettings
 from agentos.errors import InvalidArgument
+from agentos.processes.agent import Agent
+from agentos.processes.ledger import LEDGER_FILE, Ledger, _kill_leftover
+from agentos.processes.logs import LogCapture
+from agentos.processes.request import HOST
 from agentos.testing.kernel import KernelProcess
 
 from .conftest import agent
@@ -59,6 +66,31 @@ def test_doctor_cluster_without_ray_says_how_to_install_it(tmp_path: Path) -> No
     cluster = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "cluster"]
     assert [c["level"] for c in cluster] == ["fail"]
     assert "needs Ray" in cluster[0]["detail"] and "pip install 'agentos[ray]'" in cluster[0]["detail"]
+
+
+def test_a_restarting_kernel_never_kills_a_local_process_that_has_a_placed_agents_pid(tmp_path: Path) -> None:
+    # A process of this host that happens to have the number a node gave a placed agent.
+    bystander = subprocess.Popen(["sleep", "120"])
+
+    async def record() -> None:
+        ledger = Ledger(tmp_path / LEDGER_FILE)
+        ledger.open()
+        placed = Agent(id="a1b2c3d4e5f6", name="far", argv=["far.py"], limits=Limits(), sandboxed=True, parent=None,
+                       log=LogCapture(tmp_path / "far.log", 1024), cgroup=NoCgroup("a1b2c3d4e5f6", [], {}),
+                       confinement=HOST, pid=bystander.pid, remote=object())
+        ledger.spawned(placed)
+        ledger.close()
+
+    try:
+        asyncio.run(record())
+        # Its kernel died with the agent running: the next one reads the row back and kills what is left.
+        [entry] = Ledger(tmp_path / LEDGER_FILE).open()
+        assert entry.pid == bystander.pid and entry.pid_start is None
+        _kill_leftover(entry)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 @pytest.mark.parametrize(("section", "key"), [

@@ -70,7 +70,8 @@ def row(info: Mapping[str, Any], spending: Mapping[str, Spent], cpu: str, now: f
     usage = info.get("usage") or {}
     memory = usage.get("memory_current") if running else None
     spent = spending.get(info["id"], Spent())
-    return [info["name"], info["id"], str(info["pid"]), status_text(info),
+    # No pid yet: an agent pending on a cluster, waiting for a node.
+    return [info["name"], info["id"], str(info["pid"] or "-"), status_text(info),
             duration(now - info["started_at"]) if running else "-", str(info.get("restarts", 0)),
             size(memory) if memory is not None else "-", cpu, str(spent.tokens) if spent.tokens else "-",
             usd(spent.usd)]

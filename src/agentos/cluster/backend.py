@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentos.cluster")
 
 _READ = 256 * 1024
+#: Seconds LIST waits for a placed agent's node to report its usage (then it shows the last report).
+STATS_WAIT = 1.0
 #: The actor class, declared with Ray once: the kernel's Ray-side name for ``AgentHost``.
 _HOST = ray.remote(AgentHost)
 
@@ -291,7 +293,7 @@ class RemoteCgroup(AgentCgroup):
         return 0
 
     def stats(self) -> CgroupStats:
-        self._remote.refresh_stats()
+        """The last counters its node reported (LIST asks afresh: ``RemoteAgent.read_stats``)."""
         return self.last
 
     def oom_killed(self) -> bool:
@@ -325,7 +327,6 @@ class RemoteAgent:
         self._output: asyncio.WriteTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
-        self._refreshing = False
         #: While it waits for a node: who asked, its project, LIST's row, and KILL's way to end it.
         self.spawner: Identity | None = None
         self.project: str | None = None
@@ -344,7 +345,6 @@ class RemoteAgent:
             options = {key: value for key, value in options.items() if key != "label_selector"}
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 self.group.handle, placement_group_bundle_index=index)
-        self.handle = _HOST.options(**options).remote()
         nodes = self.service.nodes()
         self.spawner, self.project = spawner, project
         self._pending = {
@@ -354,34 +354,18 @@ class RemoteAgent:
             "reason": self.group.why_pending(nodes) if self.group is not None else why_pending(self.options, nodes)}
         self._killed = loop.create_future()
         self.service.pending[self.agent_id] = self
-        launching = asyncio.wrap_future(self.handle.launch.remote(request, self.agent_id, settings).future())
         try:
-            done, _ = await asyncio.wait((launching, self._killed), timeout=self.timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            reason = self._pending["reason"]
-            if self._killed in done:
-                raise Unavailable(f"agent {self.name!r} was killed while it waited for a node ({reason})",
-                                  pending=True, status=Status.KILLED, id=self.agent_id)
-            if not done:
-                raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
-                                  pending=True, reason=reason)
-            reply = launching.result()
+            reply = await self._start_host(request, settings, options)
         except RayTaskError as exc:
             self.discard()
             cause = exc.as_instanceof_cause()
             message = str(cause.args[0]) if isinstance(cause, LaunchRefused) and cause.args else str(exc)
             raise Unavailable(f"cannot start agent {self.name!r} on its node: {message}") from None
-        except RayError as exc:
-            self.discard()
-            raise Unavailable(f"cannot start agent {self.name!r}: its host was lost ({str(exc).splitlines()[0]})") \
-                from None
         except BaseException:
             self.discard()
             raise
         finally:
             self.service.pending.pop(self.agent_id, None)
-            # Its actor is killed: what Ray answers the launch now is nobody's.
-            launching.cancel()
         self.node = reply["node"]
         self.cgroup_report = reply["cgroup"]
         self.cgroup.enforced = reply["enforced"]
@@ -392,6 +376,37 @@ class RemoteAgent:
         self.service.remotes.add(self)
         # The node's monotonic clock is not ours: its setup steps cannot be placed on our trace.
         return Launched(pid=reply["pid"], pidfd=-1, isolation=reply["sandbox"])
+
+    async def _start_host(self, request: SpawnRequest, settings: LaunchSettings,
+                          options: dict[str, Any]) -> dict[str, Any]:
+        """Its host on a node that takes it, and the agent started there (``AgentHost.launch``'s
+        reply) within ``timeout``. A host lost before the agent started (its node went away while
+        Ray still placed hosts there) is replaced by another, placed anew."""
+        loop = asyncio.get_running_loop()
+        assert self._killed is not None
+        deadline = loop.time() + self.timeout
+        while True:
+            self.handle = _HOST.options(**options).remote()
+            launching = asyncio.wrap_future(self.handle.launch.remote(request, self.agent_id, settings).future())
+            try:
+                done, _ = await asyncio.wait((launching, self._killed), timeout=max(0.0, deadline - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # Left unanswered, its host is killed: what Ray answers the launch then is nobody's.
+                launching.cancel()
+            reason = self._pending["reason"]
+            if self._killed in done:
+                raise Unavailable(f"agent {self.name!r} was killed while it waited for a node ({reason})",
+                                  pending=True, status=Status.KILLED, id=self.agent_id)
+            if not done:
+                raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
+                                  pending=True, reason=reason)
+            try:
+                return dict(launching.result())
+            except RayActorError as exc:
+                log.warning("agent %s (%s): its host was lost before the agent started (%s); placing another",
+                            self.name, self.agent_id, str(exc).splitlines()[0])
+                ray.kill(self.handle, no_restart=True)
 
     def pending_row(self) -> dict[str, Any]:
         """What LIST shows of it while it waits for a node."""
@@ -415,20 +430,16 @@ class RemoteAgent:
         if not self._ended and self.handle is not None:
             self.handle.signal.remote(sig)
 
-    def refresh_stats(self) -> None:
-        """Ask the node for fresh counters; ``cgroup.stats()`` shows them from then on."""
-        if self._ended or self._refreshing or self.handle is None:
-            return
-        self._refreshing = True
-        asyncio.get_running_loop().create_task(self._fetch_stats())
-
-    async def _fetch_stats(self) -> None:
-        try:
-            self.cgroup.last = await self.handle.stats.remote()
-        except RayError:
-            pass  # its end (or its node's loss) reaches _pull
-        finally:
-            self._refreshing = False
+    async def read_stats(self) -> CgroupStats:
+        """Its cgroup's counters, fresh from its node (LIST's usage); the last ones if the node
+        does not answer within ``STATS_WAIT``."""
+        if not self._ended and self.handle is not None:
+            try:
+                self.cgroup.last = await asyncio.wait_for(asyncio.wrap_future(self.handle.stats.remote().future()),
+                                                          STATS_WAIT)
+            except (RayError, TimeoutError):
+                pass  # its end (or its node's loss) reaches _pull
+        return self.cgroup.last
 
     def discard(self) -> None:
         """Kill the actor (with its agent: the agent dies with its host) and close the bridge."""

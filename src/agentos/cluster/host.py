@@ -32,10 +32,11 @@ HIGH_WATER = 4 * 1024 * 1024
 _READ = 256 * 1024
 
 
-def ray_secrets() -> list[str]:
+def ray_secrets(temp_dir: str) -> list[str]:
     """This node's Ray paths no agent may see, whatever it binds: the cluster's token (with it, a
-    process that reaches Ray's ports could drive the cluster) and Ray's temp dir (its sockets)."""
-    paths = [os.path.expanduser("~/.ray"), os.environ.get("RAY_TMPDIR") or "/tmp/ray"]
+    process that reaches Ray's ports could drive the cluster) and Ray's temp dir ``temp_dir`` (its
+    sockets)."""
+    paths = [os.path.expanduser("~/.ray"), temp_dir]
     token = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if token:
         paths.append(token)
@@ -85,12 +86,13 @@ class AgentHost:
             self._cgroup = self._driver.create(agent_id, request.limits)
         except OSError as exc:
             raise LaunchRefused(f"cannot create the agent's cgroup on this node: {exc}") from None
+        context = ray.get_runtime_context()
         host_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         read_output, write_output = os.pipe2(os.O_CLOEXEC)
         start = functools.partial(start_process, self._launcher, request, agent_id, output_fd=write_output,
                                   kernel_fd=agent_end.fileno(), before_exec=self._cgroup.attach,
                                   passed_env=settings.passed_env,
-                                  masked_paths=[*settings.masked_paths, *ray_secrets()],
+                                  masked_paths=[*settings.masked_paths, *ray_secrets(context.get_temp_dir())],
                                   tmp_size=request.tmp_size, agent_uid=settings.agent_uid)
         try:
             self._launched = await loop.run_in_executor(None, start)
@@ -108,7 +110,6 @@ class AgentHost:
         loop.add_reader(host_end.fileno(), self._read_agent)
         loop.add_reader(read_output, self._read_output)
         loop.add_reader(self._launched.pidfd, self._on_exit)
-        context = ray.get_runtime_context()
         node_id = context.get_node_id()
         labels: dict[str, str] = next((n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node_id), {})
         return {"pid": self._launched.pid, "steps": self._launched.steps,

@@ -198,8 +198,9 @@ class Ledger:
 
     def spawned(self, agent: Agent) -> None:
         spawner = agent.spawner
+        # A placed agent's pid is its node's: no process of this host may be taken (and killed) for it.
         row = (agent.id, agent.name, agent.project, agent.parent, ujson.dumps(agent.argv), agent.pid,
-               _start_time(agent.pid), self.kernel, str(agent.log.path),
+               _start_time(agent.pid) if agent.local_process else None, self.kernel, str(agent.log.path),
                ujson.dumps([str(d) for d in agent.cgroup.dirs]), int(agent.sandboxed),
                ujson.dumps(agent.limits.to_dict()), agent.restart.policy, msgspec.json.encode(agent.request),
                spawner.uid if spawner is not None else None, spawner.gid if spawner is not None else None,

@@ -57,11 +57,13 @@ class UsageCache:
         for agent in agents:
             self._reading[agent.id] = done
         try:
-            # A placed agent's figures come from its node (its cgroup object asks there, on the loop).
+            # A placed agent's figures come from its node, asked at the same time.
             local = [agent for agent in agents if agent.remote is None]
+            placed = [agent for agent in agents if agent.remote is not None]
+            remote = asyncio.gather(*(agent.remote.read_stats() for agent in placed))
             stats = dict(zip((a.id for a in local),
                              await loop.run_in_executor(None, _read_all, [a.cgroup for a in local])))
-            stats.update((agent.id, agent.cgroup.stats()) for agent in agents if agent.remote is not None)
+            stats.update(zip((a.id for a in placed), await remote))
             at = time.monotonic()
             for agent in agents:
                 if agent.running:  # one that ended meanwhile has its final usage
