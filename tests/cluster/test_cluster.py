@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentos.errors import InvalidArgument, Unavailable
+from agentos.errors import AgentOSError, InvalidArgument, Unavailable
 from agentos.manifest.schema import DEFAULT_CAPABILITIES
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
@@ -100,7 +100,7 @@ def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray
 def test_a_groups_members_land_as_its_strategy_says(ray_kernel: KernelProcess, ray_cluster: RayCluster) -> None:
     apart = {"group": {"name": "apart", "size": 2, "strategy": "strict-spread"}}
     together = {**WORKER, "group": {"name": "together", "size": 2, "strategy": "strict-pack"}}
-    members = {"a-1": apart, "a-2": apart, "t-1": together, "t-2": together}
+    members: dict[str, dict[str, Any]] = {"a-1": apart, "a-2": apart, "t-1": together, "t-2": together}
 
     def spawn(name: str) -> str:
         with ray_kernel.client() as client:
@@ -308,12 +308,30 @@ def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) 
 
 def test_a_stopping_kernel_ends_its_placed_agents(tmp_path: Path, ray_cluster: RayCluster) -> None:
     kernel = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address]).start()
+    outcome: dict[str, Any] = {}
+
+    def wait_for_a_node() -> None:
+        with kernel.client() as spawner:
+            try:
+                spawner.spawn("waiting", agent("sleeper"), limits={"memory": "4000Gi"},
+                              placement={**WORKER, "timeout": "5m"})
+            except AgentOSError as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=wait_for_a_node)
     try:
         with kernel.client() as client:
             spawned = client.spawn("left", agent("sleeper"), placement=WORKER)
             client.wait("left", until="ready", timeout=60)
+            thread.start()
+            until(lambda: client.list_agents(status="pending"), "an agent waiting for a node")
     finally:
+        # Within its stop timeout: the pending agent ends now, not after its 5 minutes.
         kernel.stop_checked()
+        thread.join()
+    # Its SPAWN failed (its caller hears of the kernel's shutdown), ended as killed.
+    assert isinstance(outcome["error"], AgentOSError)
+    assert "agent 'waiting' was killed while it waited for a node" in kernel.log()
     until(lambda: gone(spawned["pid"]), "the agent's process gone")
     until(lambda: gone(spawned["isolation"]["node"]["actor_pid"]), "its AgentHost actor's process gone")
 
