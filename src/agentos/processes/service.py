@@ -56,7 +56,7 @@ from ..protocol.requests import (
 )
 from ..sandbox import Launcher, SandboxError
 from ..sandbox.mounts import MountOp, default_masks, default_system_ops, inside
-from ..sandbox.spec import WORKSPACE_PATH, Ending, reap
+from ..sandbox.spec import WORKSPACE_PATH, Ending, reap, reap_by
 from . import pid1
 from .agent import Agent
 from .exec import Execs
@@ -803,7 +803,7 @@ class ProcessService:
 
     def _on_exit(self, agent: Agent, _copy: int, _events: int) -> None:
         """The holder saw the agent's main process end."""
-        ending = self._reap(agent, functools.partial(_reap_child, agent.pid))
+        ending = self._reap(agent, functools.partial(reap_by, os.P_PID, agent.pid, _WALL))
         if ending is None:
             self.holder.arm(agent.exit_watch)  # woken before the exit was reapable: wait on
             return
@@ -1053,19 +1053,6 @@ def _reap_own_children() -> None:
     except ValueError:  # not the main thread: the embedding program must not ignore SIGCHLD
         log.error("SIGCHLD is ignored in this process, so agents are reaped as they exit and their "
                   "pids may be reused: start the kernel with SIGCHLD at its default")
-
-
-def _reap_child(pid: int) -> Ending | None:
-    """Reap the kernel's child ``pid`` if it has ended; None while it runs."""
-    try:
-        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | _WALL)
-    except ChildProcessError:
-        return Ending(lost=True)
-    if result is None:
-        return None
-    if result.si_code == os.CLD_EXITED:
-        return Ending(exit_code=result.si_status)
-    return Ending(signal=result.si_status)
 
 
 def _spec(agent: Agent) -> dict[str, Any]:

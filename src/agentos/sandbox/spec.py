@@ -286,8 +286,14 @@ class Ending:
 
 def reap(pidfd: int) -> Ending | None:
     """Reap the child behind ``pidfd`` if it has ended; None while it runs."""
+    return reap_by(os.P_PIDFD, pidfd)
+
+
+def reap_by(idtype: int, ident: int, options: int = 0) -> Ending | None:
+    """Reap the child ``waitid(idtype, ident)`` names if it has ended (extra ``options``, such
+    as __WALL); None while it runs."""
     try:
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        result = os.waitid(idtype, ident, os.WEXITED | os.WNOHANG | options)
     except ChildProcessError:
         return Ending(lost=True)
     if result is None:
