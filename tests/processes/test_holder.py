@@ -47,12 +47,12 @@ def test_a_parked_pipe_leaves_the_table_and_wakes_its_owner_with_a_copy() -> Non
                              lambda fd, err: pytest.fail(f"refused: {err}"), give_back=True)
         assert parked is not None
         assert table() == before - {read_end}, "hold() takes the descriptor out of the table"
-        assert len(os.listdir(f"/proc/self/task/{thread}/fd")) == 3  # its socket, its epoll, the pipe
 
         # The pipe lives on (a write does not fail): output wakes the owner with a copy to read.
         os.write(write_end, b"hello")
         copy, ready = await next_event(events)
         assert ready & select.EPOLLIN and os.read(copy, 100) == b"hello"
+        assert len(os.listdir(f"/proc/self/task/{thread}/fd")) == 3  # its socket, its epoll, the pipe
         # One-shot: nothing more until re-armed, and re-arming with output waiting wakes at once.
         os.write(write_end, b"more")
         await asyncio.sleep(0.2)
