@@ -40,6 +40,8 @@ TOP = "agentos"
 LEAF = "self"
 _INSTANCE = re.compile(r"^(\d+)-(\d+)\Z")
 _AGENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+#: How much one read of a control file asks for.
+_READ = 65536
 #: Errors of reading a control file whose cgroup (or process) is going away.
 _GONE = frozenset({errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EACCES, errno.EPERM})
 
@@ -424,7 +426,7 @@ def rmdirs(directories: Iterable[Path]) -> bool:
     return all([rmdir(directory) for directory in directories])
 
 
-def write(path: Path, value: str) -> None:
+def write(path: str | Path, value: str) -> None:
     """Write one control file. O_CREAT makes test trees work; cgroupfs refuses it (EACCES)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
@@ -433,11 +435,12 @@ def write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def read_text(path: Path) -> str | None:
+def read_text(path: str | Path) -> str | None:
     """A control file's text, or None when it (or its cgroup) is gone or unreadable.
 
     Plain ``os`` calls: LIST reads several files per agent, and ``open()``'s
-    buffered text layer costs more than the read itself.
+    buffered text layer costs more than the read itself. A read that returns less than
+    asked is the end (control files and /proc are seq_files), which spares a second read.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -447,8 +450,10 @@ def read_text(path: Path) -> str | None:
         raise
     try:
         chunks = []
-        while chunk := os.read(fd, 65536):
+        while chunk := os.read(fd, _READ):
             chunks.append(chunk)
+            if len(chunk) < _READ:
+                break
     except OSError as exc:
         if exc.errno in _GONE:
             return None
@@ -458,7 +463,7 @@ def read_text(path: Path) -> str | None:
     return b"".join(chunks).decode()
 
 
-def read_int(path: Path) -> int | None:
+def read_int(path: str | Path) -> int | None:
     text = read_text(path)
     if text is None:
         return None
@@ -466,7 +471,7 @@ def read_int(path: Path) -> int | None:
     return int(text) if text.lstrip("-").isdigit() else None
 
 
-def read_ints(path: Path) -> list[int]:
+def read_ints(path: str | Path) -> list[int]:
     text = read_text(path)
     return [int(word) for word in text.split()] if text else []
 
@@ -476,7 +481,7 @@ def read_procs(directories: Iterable[Path]) -> list[int]:
     return sorted({pid for directory in directories for pid in read_ints(directory / "cgroup.procs")})
 
 
-def read_keyed(path: Path) -> dict[str, int]:
+def read_keyed(path: str | Path) -> dict[str, int]:
     """A flat-keyed file (``key value`` per line), as memory.events or cpu.stat."""
     text = read_text(path) or ""
     values: dict[str, int] = {}

@@ -24,9 +24,11 @@ import os
 import resource
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 
+from ..kernel.slices import SLICE
 from ..sandbox._linux import linux
 
 log = logging.getLogger("agentos.processes")
@@ -248,8 +250,10 @@ class _Thread:
 
     def _readable(self) -> None:
         assert self._sock is not None
-        # A bounded batch: a storm of ends must not hold the loop in one go.
-        for _ in range(256):
+        # A slice of the loop's time: a storm of ends (each reaped and finished by its owner,
+        # 0.1 ms or more) must not hold the loop in one go; the rest waits for the next turn.
+        due = time.perf_counter() + SLICE
+        while time.perf_counter() < due:
             fds = array.array("i")
             try:
                 message, ancillary, flags, _ = self._sock.recvmsg(

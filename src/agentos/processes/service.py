@@ -124,7 +124,7 @@ class ProcessService:
         #: Per-agent egress allowlists (None: a kernel without the egress service).
         self.egress = egress
         self.table = AgentTable(self.settings.keep_ended)
-        self.usage = UsageCache()
+        self.usage = UsageCache(lambda: len(self.table.running_ids()))
         #: Where each agent's pidfd and output pipe wait while idle, outside the kernel's table.
         self.holder = FdHolder()
         self.output_readers = OutputReaders()
