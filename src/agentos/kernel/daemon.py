@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from .._extensions import EXTENSIONS_LOADED, load_twin
 from .._reactor_common import OUT_OF_FILES, out_of_files
-from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge
+from ..errors import ConnectionClosed, InternalError, NotImplementedSyscall, SyscallError, TooLarge, Unavailable
 from ..protocol import DEFAULT_MAX_PAYLOAD, Flag, op_name
 from ..protocol.payload import encode_payload
 from . import reactor as reactor_py
@@ -39,6 +39,8 @@ _REPLY = int(Flag.REPLY)
 _ERROR_REPLY = int(Flag.REPLY | Flag.ERROR)
 _STREAM_CHUNK = int(Flag.REPLY | Flag.STREAM)
 _STREAM_END = int(Flag.REPLY | Flag.STREAM | Flag.END)
+#: Every syscall's answer once the kernel is shutting down (but NOOP's, which the reactor gives).
+_SHUTTING_DOWN = encode_payload(Unavailable("the kernel is shutting down").to_payload())
 
 #: What adds a service to a kernel: called with the kernel, it returns the service (``Kernel(extra_services=...)``).
 ServiceFactory = Callable[["Kernel"], Service]
@@ -256,6 +258,9 @@ class Kernel:
             conn.close_with_error(encode_payload(refusal.to_payload()))
 
     def _on_frame(self, conn: Any, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
+        if self.shutting_down:
+            conn.send(opcode, _ERROR_REPLY, request_id, _SHUTTING_DOWN)
+            return
         handler = self.table.get(opcode)
         if handler is None:
             name = op_name(opcode)
@@ -310,6 +315,8 @@ class Kernel:
             conn.send(call.op, _ERROR_REPLY, call.request_id, encode_payload(exc.to_payload()))
         except (asyncio.CancelledError, ConnectionClosed):
             outcome = "cancelled"
+            if self.shutting_down and not conn.closed:
+                conn.send(call.op, _ERROR_REPLY, call.request_id, _SHUTTING_DOWN)
         except Exception as exc:
             err = self._unexpected(call, exc)
             outcome = err.code.value
@@ -406,10 +413,15 @@ class Kernel:
 
     async def _shutdown(self, started: list[Service]) -> None:
         self.shutting_down = True
-        # Clients first: no syscall may reach a service that is already stopping.
+        # Clients first: no syscall may reach a service that is already stopping. Agents'
+        # connections close (their agents are being stopped); a client's stays open until the
+        # kernel has stopped, its syscalls refused with unavailable (those in flight too) and
+        # its NOOPs answered by the reactor: it learns why, and sees the kernel still answer
+        # while thousands of agents are being stopped.
         self.reactor.stop_listening()
         for conn in self.reactor.connections:
-            conn.close()
+            if conn.context is None or conn.context.agent_id is not None:
+                conn.close()
         pending = [t for tasks in self._tasks.values() for t in tasks]
         for task in pending:
             task.cancel()
