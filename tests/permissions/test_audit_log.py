@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ujson
 
 from agentos.audit import AuditLog
 
@@ -151,3 +152,18 @@ def test_an_indexed_read_gives_what_a_full_read_gives(tmp_path, block) -> None:
             assert got == expected, (trial, bounded, limit, agent, since, until)
         log.close()
         assert isinstance(end, Position)
+
+
+def test_records_are_written_as_ujson_wrote_them(tmp_path: Path) -> None:
+    """Every string byte for byte as before msgspec wrote the log (``/`` as ``\\/``), so a
+    search by a project agent's name finds its records in files of either age."""
+    path = tmp_path / "audit.log"
+    old = entry(1, agent="a1", name="proj/alpha") | {"args": {"key": "caf\u00e9 \u2028 \"q\" \\ /x"}}
+    path.write_bytes(ujson.dumps(old, ensure_ascii=False).encode() + b"\n")
+    log = AuditLog(path)
+    log.open()
+    log.record(old | {"ts": 2.0})
+    log.close()
+    first, second = path.read_bytes().splitlines()
+    assert second == first.replace(b'"ts":1.0', b'"ts":2.0')
+    assert [r["ts"] for r in read_records(path, agent="proj/alpha")] == [1.0, 2.0]

