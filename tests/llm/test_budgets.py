@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from agentos.kernel.identity import Identity
 from agentos.llm.budgets import (
     MEDIA_TOKENS,
     MIN_OUTPUT_TOKENS,
@@ -241,6 +242,25 @@ def test_a_spawned_agents_budgets_are_never_looser_than_its_spawners() -> None:
     assert (helper.max_tokens, helper.max_usd, helper.calls_per_minute) == (500, 1.5, 10)
     assert callers.team_of("agent:a3") == callers.team_of("agent:a1") == "name:boss"
     assert callers.team_of("client:1000:42") == "uid:1000"
+
+
+def test_a_caller_is_made_again_once_its_agent_or_its_spawner_changes() -> None:
+    """``Callers.of`` keeps the callers it made until an agent starts or is forgotten."""
+    callers = Callers(LLMConfig.from_section({"agents": {"boss": {"tokens": 500}}}, {}))
+    child = Identity(pid=7, uid=1000, gid=1000, agent_id="a2")
+    before = callers.of(child)
+    assert (before.owner, before.policy.max_tokens, before.defaults) == ("agent:a2", None, None)
+    assert callers.of(child) is before
+    callers.agent_started("a1", "boss", None, None)
+    callers.agent_started("a2", "worker", None, "a1", LLMWire(system="be brief"))
+    after = callers.of(child)
+    assert (after.owner, after.policy.max_tokens) == ("name:worker", 500)
+    assert after.defaults is not None and after.defaults.system == "be brief"
+    callers.forget(["a1", "a2"])
+    assert (callers.of(child).owner, callers.of(child).policy.max_tokens) == ("agent:a2", None)
+    client, admin = Identity(pid=42, uid=1000, gid=1000), Identity(pid=42, uid=1000, gid=1000, admin=True)
+    assert (callers.of(client).key, callers.of(client).admin, callers.of(admin).admin) == (
+        "client:1000:42", False, True)
 
 
 @pytest.mark.parametrize(("key", "value", "where"), [

@@ -99,16 +99,32 @@ class Callers:
         self._defaults: dict[str, AgentDefaults] = {}
         #: The agent that spawned each agent (agents an outside client spawned have none).
         self._parents: dict[str, str] = {}
+        #: Each caller as ``of`` made it, by agent id or (uid, pid, admin): every THINK asks, and
+        #: making one (its keys, an agent's policy down its spawn tree) costs ~15k instructions.
+        #: Emptied whenever what they are made of changes (``agent_started``, ``forget``).
+        self._made: dict[str | tuple[int, int, bool], Caller] = {}
 
     def of(self, identity: Identity) -> Caller:
+        agent_id = identity.agent_id
+        found = self._made.get(agent_id if agent_id is not None
+                               else (identity.uid, identity.pid, identity.admin))
+        return found if found is not None else self._make(identity)
+
+    def _make(self, identity: Identity) -> Caller:
+        if len(self._made) >= _MAX_MADE:
+            self._made.clear()  # callers come and go; the live ones are made again
         if identity.agent_id is not None:
             key = agent_key(identity.agent_id)
             # Contexts and budgets belong to the agent's name (in its project), which outlives its id.
             name = self._names.get(identity.agent_id)
-            return Caller(key=key, owner=f"name:{name}" if name else key, policy=self.policy_of(key),
-                          admin=False, defaults=self._defaults.get(identity.agent_id))
-        return Caller(key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
-                      policy=self.config.defaults, admin=identity.admin)
+            caller = self._made[identity.agent_id] = Caller(
+                key=key, owner=f"name:{name}" if name else key, policy=self.policy_of(key),
+                admin=False, defaults=self._defaults.get(identity.agent_id))
+            return caller
+        caller = self._made[identity.uid, identity.pid, identity.admin] = Caller(
+            key=f"client:{identity.uid}:{identity.pid}", owner=f"uid:{identity.uid}",
+            policy=self.config.defaults, admin=identity.admin)
+        return caller
 
     def policy_of(self, key: str) -> AgentPolicy:
         """The policy behind a caller key (outside clients have the defaults). A spawned
@@ -139,6 +155,7 @@ class Callers:
                       llm: LLMWire | UnsetType | None = None) -> None:
         """The process service started agent ``agent_id``, spawned by the agent ``parent`` (None:
         by an outside client), with SPAWN's ``llm`` (its THINK defaults and budgets)."""
+        self._made.clear()
         self._names[agent_id] = f"{project}/{name}" if project else name
         if parent is not None:
             self._parents[agent_id] = parent
@@ -151,6 +168,7 @@ class Callers:
 
     def forget(self, agent_ids: Iterable[str]) -> None:
         """Agents the kernel forgot (ended, past ``processes.keep_ended``)."""
+        self._made.clear()
         for agent_id in agent_ids:
             self._names.pop(agent_id, None)
             self._defaults.pop(agent_id, None)
@@ -158,6 +176,10 @@ class Callers:
 
     def __len__(self) -> int:
         return len(self._names.keys() | self._defaults.keys() | self._parents.keys())
+
+
+#: Callers ``of`` keeps made at most (agents and client processes).
+_MAX_MADE = 4096
 
 
 def agent_key(agent_id: str) -> str:

@@ -139,7 +139,7 @@ class _Within:
 
     async def __aenter__(self) -> None:
         deadline = self._deadline
-        if deadline.left() <= 0:
+        if deadline.at <= time.monotonic():  # ``left() <= 0`` without its call
             raise deadline.exceeded()
         alarms = deadline.alarms
         task = asyncio.current_task(None if alarms is None else alarms.loop)

@@ -351,12 +351,16 @@ class _CandidateTurn:
         blocked = reason in BLOCKING_FINISH_REASONS
         safety = (_safety(True, "answer", reason, self.ratings) if blocked
                   else _safety(False, None, None, self.ratings) if self.ratings else None)
-        return Candidate(
-            text="".join(p["text"] for p in self.parts
-                         if isinstance(p.get("text"), str) and not p.get("thought")),
-            function_calls=[_function_call(p["functionCall"]) for p in self.parts
-                            if "functionCall" in p],
-            finish_reason="safety" if blocked else reason.lower(), safety=safety)
+        # One pass, and Candidate's fields by position: every answer passes here.
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for part in self.parts:
+            text = part.get("text")
+            if isinstance(text, str) and not part.get("thought"):
+                texts.append(text)
+            if "functionCall" in part:
+                calls.append(_function_call(part["functionCall"]))
+        return Candidate("".join(texts), calls, "safety" if blocked else reason.lower(), safety)
 
 
 def _safety(blocked: bool, source: str | None, reason: Any, ratings: Any) -> dict[str, Any]:

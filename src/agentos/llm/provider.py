@@ -41,26 +41,35 @@ class Provider(ABC):
         self._check_key()
         surfaced = False
         sink_failed = False
+        sink: ChunkSink | None = None
+        if on_chunk is not None:
+            async def deliver(delta: dict) -> None:
+                nonlocal surfaced, sink_failed
+                surfaced = True
+                assert on_chunk is not None
+                try:
+                    await on_chunk(delta)
+                except BaseException:
+                    sink_failed = True
+                    raise
 
-        async def sink(delta: dict) -> None:
-            nonlocal surfaced, sink_failed
-            surfaced = True
-            assert on_chunk is not None
-            try:
-                await on_chunk(delta)
-            except BaseException:
-                sink_failed = True
-                raise
+            sink = deliver
 
         async def attempt(_: int) -> Completion:
+            # ``_readable``'s conversion, inline: every THINK's attempt passes here.
             try:
-                return await self._readable(self._generate_once(request, sink if on_chunk else None),
-                                            lambda: sink_failed)
+                return await self._generate_once(request, sink)
             except LLMError as error:
                 # Chunks the agent already has cannot be taken back, so no second attempt.
                 if surfaced:
                     error.retryable = False
                 raise
+            except _MALFORMED as exc:
+                if sink_failed:
+                    raise
+                malformed = self._malformed(exc)
+                malformed.retryable = not surfaced
+                raise malformed from None
 
         return await with_retries(attempt, retry or self.config.retry, gate=gate,
                                   deadline=deadline or Deadline.after(self.config.deadline))
@@ -99,8 +108,11 @@ class Provider(ABC):
         except _MALFORMED as exc:
             if ours():
                 raise
-            raise LLMError(ErrorKind.UNAVAILABLE, f"{self.name}: the answer is malformed "
-                           f"({type(exc).__name__}: {exc})", retryable=True) from None
+            raise self._malformed(exc) from None
+
+    def _malformed(self, exc: Exception) -> LLMError:
+        return LLMError(ErrorKind.UNAVAILABLE, f"{self.name}: the answer is malformed "
+                        f"({type(exc).__name__}: {exc})", retryable=True)
 
     def _check_key(self) -> None:
         if self.config.needs_key and not self.config.api_key:

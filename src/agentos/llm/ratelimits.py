@@ -75,7 +75,9 @@ class ModelGate:
         return self
 
     async def __aenter__(self) -> None:
-        await self.scheduler.acquire(self.agent, self.weight)
+        # A free slot is taken without a coroutine of acquire's own: most attempts find one.
+        if not self.scheduler.take(self.agent):
+            await self.scheduler.acquire(self.agent, self.weight)
 
     async def __aexit__(self, *exc: object) -> None:
         self.scheduler.release(self.agent)

@@ -43,11 +43,18 @@ class FairScheduler:
         #: The end-of-turn hand-out of free slots, while one is due.
         self._handout: asyncio.Handle | None = None
 
+    def take(self, agent: str) -> bool:
+        """Hold a slot until ``release`` if one is free and ``agent`` holds none and waits for
+        none (its first call); else False, and ``acquire`` queues for it."""
+        if self.in_flight < self.limit and agent not in self._running and agent not in self._waiting:
+            self._grant(agent)
+            return True
+        return False
+
     async def acquire(self, agent: str, weight: int = 1) -> None:
         """Wait for this agent's turn, then hold a slot until ``release``; cancelling the wait
         gives up the place in the queue."""
-        if self.in_flight < self.limit and agent not in self._running and agent not in self._waiting:
-            self._grant(agent)
+        if self.take(agent):
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()

@@ -39,9 +39,12 @@ class GenerationOptions:
     candidates: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class ModelRequest:
-    """One call: the whole conversation so far plus options and tools."""
+    """One call: the whole conversation so far plus options and tools. Not changed once made
+    (``dataclasses.replace`` makes a changed copy); not frozen, because a frozen dataclass sets
+    each field through ``object.__setattr__``, which made building one, as every THINK does,
+    cost 17k instructions instead of 6k."""
 
     contents: list[Content]
     system: str | None = None
@@ -111,9 +114,13 @@ class Usage:
         a value that is not a count (negative, fractional, a string, absurdly large) counts 0,
         so no answer can refund a budget; the total is at least prompt + output, so a small
         total cannot hide them; cached and thoughts are at most prompt and output."""
-        prompt, output = token_count(prompt), token_count(output)
-        return cls(prompt=prompt, output=output, total=max(token_count(total), prompt + output),
-                   thoughts=min(token_count(thoughts), output), cached=min(token_count(cached), prompt))
+        prompt, output, total = token_count(prompt), token_count(output), token_count(total)
+        thoughts, cached = token_count(thoughts), token_count(cached)
+        counted = prompt + output
+        # Positional, and no min()/max() calls: every answer is counted here, and keywords to a
+        # class cost about 400 instructions each (type_call packs them into a dict).
+        return cls(prompt, output, total if total > counted else counted,
+                   thoughts if thoughts < output else output, cached if cached < prompt else prompt)
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "output": self.output, "total": self.total,
