@@ -485,3 +485,49 @@ def test_every_problem_is_reported_in_file_order(errors) -> None:
           a: {script: nope.py, depends_on: [b]}
         """)
     assert [(line, column) for line, column, _, _ in found] == [(2, 59), (3, 15), (3, 37)]
+
+
+def test_volumes_short_and_long(valid, errors) -> None:
+    """The short form takes the CLI's -v options (one grammar, volume_notation), the long one
+    the same fields; each problem names its entry, on its line."""
+    spec = valid("""\
+        agents:
+          a:
+            script: agent.py
+            sandbox: {}
+            volumes:
+              - data:/data:ro,size=2Gi
+              - logs:/logs
+              - notes:/notes:size=16Mi,rw
+              - {name: cache, path: /cache, size: 16Mi, read_only: true}
+        """).agents[0]
+    assert [(v.name, v.path, v.size, v.read_only) for v in spec.volumes] == [
+        ("data", "/data", 2 * 2**30, True), ("logs", "/logs", None, False),
+        ("notes", "/notes", 16 * 2**20, False), ("cache", "/cache", 16 * 2**20, True)]
+    fix = "write NAME:/path[:ro,size=1Gi] or {name: NAME, path: /path, size: 1Gi, read_only: true}"
+    assert errors("""\
+        agents:
+          a:
+            script: agent.py
+            sandbox: {}
+            volumes:
+              - data:/data:ro,ro
+              - logs
+              - x:/x:size=1k
+              - y:/y:size=12XB
+              - ../e:/e
+              - z:/z:exec
+              - {name: w, path: /w, size: 1k}
+        """) == [
+        (6, 9, "agents.a.volumes[0]: 'data:/data:ro,ro': 'ro' is not an option (ro, rw, size=SIZE, each once)", fix),
+        (7, 9, "agents.a.volumes[1]: 'logs' is not NAME:/PATH[:OPTIONS] (OPTIONS: ro or rw, size=SIZE, "
+               "comma-separated)", fix),
+        (8, 9, "agents.a.volumes[2]: size: 1000 bytes is less than 1Mi",
+         "give at least 1Mi: the volume's file system needs room for itself"),
+        (9, 9, "agents.a.volumes[3]: size: '12XB' is not a size (examples: 512Mi, 1Gi, 1048576)", fix),
+        (10, 9, "agents.a.volumes[4]: '../e' is not a valid volume name",
+         "use letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit"),
+        (11, 9, "agents.a.volumes[5]: 'z:/z:exec': 'exec' is not an option (ro, rw, size=SIZE, each once)", fix),
+        (12, 35, "agents.a.volumes[6].size: 1000 bytes is less than 1Mi",
+         "give at least 1Mi: the volume's file system needs room for itself"),
+    ]

@@ -226,7 +226,7 @@ AGENT = Section("agents.<name>", "One agent. The key is its name.", (
           "size, list it under `volumes` with `path: /workspace`). Shared by every agent that names it, kept "
           "after they end (`agentos volume rm`, `agentos down --volumes` remove it). Not with "
           "`sandbox.workspace`.", None, default_doc="none"),
-    Field("volumes", Type.VOLUMES, "Named volumes of the project, each `NAME:/path` (`:ro` for read-only) or "
+    Field("volumes", Type.VOLUMES, "Named volumes of the project, each `NAME:/path[:ro,size=SIZE]` or "
           "`{name, path, size, read_only}`: directories with a disk quota (`size`, set when the volume is "
           "created: default 1Gi) that outlive the agent and the kernel. Needs a root kernel (a rootless "
           "one gives a plain directory without a quota, only with `allow_degraded`).", (), default_doc="[]"),

@@ -42,6 +42,7 @@ from ..protocol.requests import (
 from ..sandbox.mounts import inside
 from ..sandbox.spec import WORKSPACE_PATH
 from ..sandbox.templates import TemplateSettings, absolute_paths
+from ..volume_notation import parse_short_volume
 from . import schema
 from .errors import ManifestError, Mark, Problem
 from .loader import ListNode, MapNode, Node, Scalar
@@ -465,7 +466,7 @@ class _Validator:
         return tuple(volumes)
 
     def volume(self, node: Node, where: str) -> Volume:
-        fix = "write NAME:/path (NAME:/path:ro for read-only) or {name: NAME, path: /path, size: 1Gi}"
+        fix = "write NAME:/path[:ro,size=1Gi] or {name: NAME, path: /path, size: 1Gi, read_only: true}"
         if isinstance(node, MapNode):
             fields: dict[str, Node] = {}
             for key, entry in node.entries.items():
@@ -482,24 +483,32 @@ class _Validator:
             path = self.scalar(path_node, f"{where}.path", (str,), "a path", "/data")
             size = None
             if "size" in fields:
-                size = self.unit(_VOLUME_SIZE, fields["size"], f"{where}.size")
-                if size < MIN_WORKSPACE:
-                    raise self.invalid(fields["size"].mark, f"{where}.size: {size} bytes is less than 1Mi",
-                                       "give at least 1Mi: the volume's file system needs room for itself")
+                size = self.volume_size(self.unit(_VOLUME_SIZE, fields["size"], f"{where}.size"),
+                                        fields["size"].mark, f"{where}.size")
             read_only = False
             if "read_only" in fields:
                 read_only = self.scalar(fields["read_only"], f"{where}.read_only", (bool,), "true or false", "true")
         else:
             text = self.scalar(node, where, (str,), "a volume", "data:/data")
-            parts = text.split(":")
-            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-                raise self.invalid(node.mark, f"{where}: {text!r} is not NAME:/path or NAME:/path:ro", fix)
-            name = self.checked_volume_name(parts[0], node.mark, where)
-            path, size, read_only, path_node = parts[1], None, parts[2:] == ["ro"], node
+            try:
+                short = parse_short_volume(text)
+                size = None if short.size is None else units.parse_bytes(short.size, "size")
+            except ValueError as exc:
+                raise self.invalid(node.mark, f"{where}: {exc}", fix) from None
+            name = self.checked_volume_name(short.name, node.mark, where)
+            if size is not None:
+                size = self.volume_size(size, node.mark, f"{where}: size")
+            path, read_only, path_node = short.path, bool(short.read_only), node
         problem = path_problem(path)
         if problem is not None:
             raise self.invalid(path_node.mark, f"{where}: {path!r} {problem}", "give an absolute path such as /data")
         return Volume(name, path, size, read_only)
+
+    def volume_size(self, size: int, mark: Mark, where: str) -> int:
+        if size < MIN_WORKSPACE:
+            raise self.invalid(mark, f"{where}: {size} bytes is less than 1Mi",
+                               "give at least 1Mi: the volume's file system needs room for itself")
+        return size
 
     def egress_entry(self, node: Node, where: str) -> str:
         text = self.scalar(node, where, (str,), "a host", "example.com")

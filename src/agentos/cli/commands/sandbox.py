@@ -31,6 +31,7 @@ from typing import Any
 from ...client.sandbox import IDLE
 from ...errors import AgentOSError, InvalidArgument, NotFound
 from ...protocol.lifecycle import Status
+from ...volume_notation import parse_short_volume
 from ..agents import status_text
 from ..launch import add_socket_option, connect, env_option
 from ..main import UserError
@@ -129,25 +130,19 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def volume_option(text: str, index: int) -> dict[str, Any]:
-    """``--volume NAME:/PATH[:OPTIONS]`` as entry ``index`` of the SDK's ``volumes``; OPTIONS are
-    ``ro`` (or ``rw``) and ``size=SIZE``, comma-separated as docker's ``-v`` has them. Only the
-    text's shape is checked here: the kernel checks the name, path and size as for any SPAWN,
-    naming ``volumes[INDEX]`` as this does."""
+    """``--volume NAME:/PATH[:OPTIONS]`` (``volume_notation``) as entry ``index`` of the SDK's
+    ``volumes``: the kernel checks the name, path and size as for any SPAWN, naming
+    ``volumes[INDEX]`` as this does."""
     where = f"volumes[{index}]"
-    name, _, rest = text.partition(":")
-    path, colon, options = rest.partition(":")
-    if not name or not path:
-        raise InvalidArgument(f"{where}: --volume {text!r} is not NAME:/PATH[:OPTIONS]", field=where)
-    volume: dict[str, Any] = {"name": name, "path": path}
-    for option in options.split(",") if colon else ():
-        key, _, value = option.partition("=")
-        if option in ("ro", "rw") and "read_only" not in volume:
-            volume["read_only"] = option == "ro"
-        elif key == "size" and value and "size" not in volume:
-            volume["size"] = value
-        else:
-            raise InvalidArgument(f"{where}: --volume {text!r}: {option!r} is not an option (ro, rw, size=SIZE, "
-                                  "each once)", field=where)
+    try:
+        short = parse_short_volume(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{where}: --volume {exc}", field=where) from None
+    volume: dict[str, Any] = {"name": short.name, "path": short.path}
+    if short.read_only is not None:
+        volume["read_only"] = short.read_only
+    if short.size is not None:
+        volume["size"] = short.size
     return volume
 
 
