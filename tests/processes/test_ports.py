@@ -259,3 +259,24 @@ def _answers(path: str) -> bool:
             return _read_all(sock).startswith(b"HTTP/1.0 200")
         except (ConnectionResetError, BrokenPipeError):
             return False
+
+
+def test_a_server_in_use_through_its_exposure_does_not_idle_out(kernel: Client) -> None:
+    """Connections through an exposure are activity for ``idle_timeout``: requests 0.2 s apart
+    for three idle periods keep the agent running (it makes no syscall of its own meanwhile);
+    once nobody uses it, it ends ``idle_timeout``."""
+    started = kernel.spawn("idle-web", agent("port_server"), sandboxed=True, network=False,
+                           limits={"pids": 64}, idle_timeout="2s")
+    try:
+        kernel.wait(id=started["id"], until="ready", timeout=60)
+        with kernel.expose(started["name"], 8000) as exposure:
+            until = time.monotonic() + 6
+            while time.monotonic() < until:
+                assert _http(exposure.path, "GET", "/hello") == b"hello from idle-web"
+                time.sleep(0.2)
+            assert [a["status"] for a in kernel.list_agents(name="idle-web")] == ["running"]
+        ended = kernel.wait(id=started["id"], timeout=60)
+        assert (ended["status"], ended["reason"]) == ("timed_out", "idle_timeout")
+    finally:
+        for running in kernel.list_agents(name="idle-web", status="running"):
+            kernel.kill(id=running["id"], grace=0)

@@ -11,6 +11,10 @@ kernel's loop by two asyncio protocols, each pausing its reading while the other
 writes are above their high-water mark: one connection holds at most a few hundred KiB
 in the kernel, whatever its two ends do.
 
+A connection accepted and bytes going either way are activity for the agent's
+``idle_timeout`` (a server someone is using is not idle); an open connection with
+nothing moving is not, as a syscall waiting is not.
+
 An exposure lives as long as the EXPOSE stream that made it: it ends with UNEXPOSE, with
 its agent, or when its caller's connection goes; the socket file, its directory and the
 helper go with it. Who may: ``spawn`` and a target that is the caller or its descendant
@@ -24,6 +28,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -163,6 +169,7 @@ class _Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         exposure = self.link.exposure
         setattr(exposure, self.counter, getattr(exposure, self.counter) + len(data))
+        exposure.touch()
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.transport.is_closing():
             peer.transport.write(data)
@@ -217,6 +224,7 @@ class _Link:
             transport.abort()
             return
         exposure.accepted += 1
+        exposure.touch()
         exposure.links.add(self)
         transport.pause_reading()  # until the agent's side is there to write to
         self.connecting = asyncio.ensure_future(self._connect())
@@ -286,6 +294,8 @@ class Exposure:
     maker: _Maker
     max_connections: int
     peer_agent: Any
+    #: Tells the agent's idle clock it is in use: a connection accepted, bytes either way.
+    touch: Callable[[], None]
     servers: list[asyncio.AbstractServer] = dataclasses.field(default_factory=list)
     tcp: tuple[str, int] | None = None
     links: set[_Link] = dataclasses.field(default_factory=set)
@@ -399,6 +409,7 @@ class Ports:
 
     async def _open(self, identity: Identity, request: ExposeRequest) -> Exposure:
         agent = self._target(identity, request.fields())
+        self.service.lifecycle.touch(agent.id)  # driven from outside, as an EXEC into it is
         tcp = request.tcp is True
         if tcp and identity.agent_id is not None:
             raise InvalidArgument("tcp: an agent's loopback is its own; it reaches an exposure by its path",
@@ -417,7 +428,8 @@ class Ports:
         exposure = Exposure(id=exposure_id, agent=agent, port=cast(int, request.port), owner=identity,
                             directory=directory, path=directory / f"{request.port}.sock", maker=maker,
                             max_connections=settings.connections_per_exposure,
-                            peer_agent=self.service.agent_of_peer)
+                            peer_agent=self.service.agent_of_peer,
+                            touch=functools.partial(self.service.lifecycle.touch, agent.id))
         try:
             if namespaces & linux.CLONE_NEWNET:
                 pidfd = agent.open_pidfd()
