@@ -16,6 +16,7 @@ Results go to the benchmark's ``extra_info`` and to ``.benchmarks/spawn.json``.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -33,6 +34,8 @@ from typing import Any
 import pytest
 from harness import bwrap_argv
 
+from agentos.cgroups import Limits, open_driver
+from agentos.processes.spares import Spares
 from agentos.sandbox import Launched, Launcher, SandboxSpec, seccomp
 
 HERE = Path(__file__).resolve().parent
@@ -132,6 +135,67 @@ def test_spawn_to_ready(benchmark: Any, launcher: Launcher, case: str, zygote: b
     _record(case, benchmark, samples, cpu_per_agent_p50_ms=round(statistics.median(cpu_ms), 3),
             cpu_per_agent_p99_ms=round(_percentile(cpu_ms, 0.99), 3), **goal)
     print(f"  CPU per agent: p50 {statistics.median(cpu_ms):.2f} ms, p99 {_percentile(cpu_ms, 0.99):.2f} ms")
+
+
+def test_spawn_to_ready_with_a_cgroup(benchmark: Any, launcher: Launcher) -> None:
+    """The kernel's way: each agent in a v1 cgroup of its own with limits. Same run, alternating:
+    ``before_exec`` makes the cgroup and moves the child in (made at SPAWN), against the child
+    born from an embryo already waiting in a spare cgroup, adopted (``processes/spares.py``)."""
+    driver = open_driver()
+    if not driver.adopts or os.geteuid() != 0:
+        RESULTS["cgroup"] = {"absent": f"needs root and cgroup v1 (the {driver.name} driver renames nothing)"}
+        pytest.skip(RESULTS["cgroup"]["absent"])
+    driver.start()
+    spared = Launcher()
+    spared.start()
+    spares = Spares(lambda: driver, spared)
+    limits = Limits(memory=256 << 20, pids=64)
+    samples: dict[str, list[float]] = {"made at SPAWN": [], "spare": []}
+    placing: dict[str, list[float]] = {"made at SPAWN": [], "spare": []}
+
+    def once(case: str, n: int) -> None:
+        cgroup = driver.prepare(f"bench-{n}", limits)
+
+        def place(pid: int) -> None:
+            started = time.perf_counter()
+            if case == "made at SPAWN" or not spares.adopt(pid, cgroup):
+                driver.make(cgroup)
+                cgroup.attach(pid)
+                spares.release(pid)
+            placing[case].append(time.perf_counter() - started)
+        r, w = os.pipe()
+        spec = _spec(w, zygote=True, sandboxed=True)
+        spec.before_exec = place
+        start = time.perf_counter()
+        launched = (spared if case == "spare" else launcher).launch(spec)
+        os.close(w)
+        ready = os.read(r, 64)
+        samples[case].append(time.perf_counter() - start)
+        os.close(r)
+        spares.refill()
+        _stop(launched)
+        while not cgroup.remove():
+            time.sleep(0.001)
+        assert ready.startswith(b"r"), "the agent died before it was ready"
+
+    try:
+        def rounds() -> None:
+            for n in range(ROUNDS // 2):
+                for case in (("spare", "made at SPAWN") if n % 2 else ("made at SPAWN", "spare")):
+                    once(case, n)
+        benchmark.pedantic(rounds, rounds=1)
+    finally:
+        asyncio.run(spares.close())
+        spared.close()
+        driver.stop()
+    for case, times in samples.items():
+        placed = statistics.median(placing[case][WARMUP:]) * 1e3
+        _record(f"zygote + full sandbox + v1 cgroup {case}", benchmark, times[WARMUP:],
+                cgroup_p50_ms=round(placed, 3))
+        print(f"  its cgroup in before_exec: p50 {placed:.2f} ms")
+    ratio = statistics.median(samples["spare"][WARMUP:]) / statistics.median(samples["made at SPAWN"][WARMUP:])
+    RESULTS["cgroup spare / made at SPAWN p50"] = round(ratio, 3)
+    print(f"  spare / made at SPAWN p50: x{ratio:.2f}")
 
 
 def _bwrap_argv(ready_fd: int, seccomp_fd: int) -> list[str]:

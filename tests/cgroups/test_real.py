@@ -54,6 +54,41 @@ def test_v1_attach_stats_kill_remove(v1: V1Driver, held) -> None:
     assert all(not d.exists() for d in cgroup.dirs)
 
 
+def test_v1_adopt_makes_a_spare_holding_a_process_the_agents_cgroup(v1: V1Driver, held) -> None:
+    """A spare cgroup made ahead, a process moved in, then adopted as an agent's: the process is in
+    the agent's cgroup without a move (the same directories, renamed), under the agent's limits."""
+    spare = v1.create("spare-adopt", Limits())
+    child = held()
+    spare.attach(child.pid)
+    inodes = [d.stat().st_ino for d in spare.dirs]
+    cgroup = v1.prepare("adopted", Limits(memory=64 * MiB, pids=16, cpu=0.25))
+    v1.adopt(spare, cgroup)
+    try:
+        assert [d.stat().st_ino for d in cgroup.dirs] == inodes
+        assert all(not d.exists() for d in spare.dirs)
+        assert cgroup.procs() == [child.pid]
+        by = cgroup.by_controller  # type: ignore[attr-defined]
+        assert int((by["memory"] / "memory.limit_in_bytes").read_text()) == 64 * MiB
+        assert (by["pids"] / "pids.max").read_text().strip() == "16"
+        assert (by["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
+    finally:
+        asyncio.run(destroy(cgroup))
+
+
+def test_v1_adopt_refuses_a_nested_cgroup_and_leaves_the_spare_whole(v1: V1Driver) -> None:
+    """A rename stays in its parent: a child agent's cgroup cannot be a spare made at the top."""
+    spare = v1.create("spare-nested", Limits())
+    parent = v1.create("parent", Limits())
+    try:
+        with pytest.raises(OSError):
+            v1.adopt(spare, v1.prepare("child", Limits(pids=8), parent=parent))
+        assert all(d.is_dir() for d in spare.dirs)
+    finally:
+        assert spare.remove()
+        assert parent.remove()
+
+
 def test_v1_destroy_in_an_executor_reads_the_cgroup_last_once_empty(v1: V1Driver, held) -> None:
     """destroy tries to remove at once, then kills what is still inside and tries again, each
     attempt in the executor; the counters it hands on_empty last are those of an empty cgroup."""

@@ -189,6 +189,8 @@ class CgroupDriver(ABC):
     cgroup_type: ClassVar[type[AgentCgroup]]
     #: True when ``roots`` is a cgroup delegated to this (normal) user, not a hierarchy's root.
     delegated = False
+    #: True when ``adopt`` can rename a cgroup (cgroup v1; v2 has no rename).
+    adopts: ClassVar[bool] = False
 
     def __init__(self, roots: Sequence[Path], instance: str | None = None) -> None:
         #: Hierarchy directories under which ``agentos/`` lives (one per mounted hierarchy).
@@ -314,6 +316,25 @@ class CgroupDriver(ABC):
             raise
         if cgroup.parent is not None:
             cgroup.parent._children.add(cgroup)
+
+    def adopt(self, spare: AgentCgroup, cgroup: AgentCgroup) -> None:
+        """Make the ``make``d cgroup ``spare``, with what it holds, the ``prepare``d ``cgroup``:
+        ``cgroup``'s limits written in it, then its directories renamed to ``cgroup``'s (v1 only:
+        ``adopts``). A process moved into ``spare`` ahead of time (an embryo) is so in the agent's
+        cgroup without a move, with its limits from before it runs anything. Both at the top of
+        this kernel's tree. Raises OSError with nothing renamed (``spare`` is then still whole)."""
+        if not self.adopts or spare.parent is not None or cgroup.parent is not None:
+            raise CgroupError(errno.EOPNOTSUPP, f"the {self.name} driver cannot rename cgroups")
+        cgroup.enforced = self._apply(spare, cgroup.limits)
+        renamed: list[tuple[Path, Path]] = []
+        try:
+            for old, new in zip(spare.dirs, cgroup.dirs, strict=True):
+                os.rename(old, new)
+                renamed.append((old, new))
+        except BaseException:
+            for old, new in reversed(renamed):
+                os.rename(new, old)
+            raise
 
     def agent_of(self, pid: int) -> str | None:
         """The id of the agent of this kernel that process ``pid`` belongs to, if any.

@@ -117,6 +117,7 @@ class V1Driver(CgroupDriver):
 
     name = "v1"
     cgroup_type = V1Cgroup
+    adopts = True
 
     def __init__(self, mounts: dict[str, Path], instance: str | None = None) -> None:
         self.mounts = {ctl: path for ctl, path in mounts.items() if ctl in _USED}

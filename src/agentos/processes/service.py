@@ -70,6 +70,7 @@ from .ports import Ports
 from .projects import Projects, ProjectStore
 from .request import HOST, Confinement, SpawnRequest, outside_user, parse_grace, parse_timeout
 from .settings import ProcessSettings
+from .spares import Spares
 from .table import AgentTable, AnyOf
 from .usage import UsageCache
 from .volumes import Attached, Volumes, VolumeStore, check_mount_points
@@ -128,6 +129,8 @@ class ProcessService:
         #: Where each agent's pidfd and output pipe wait while idle, outside the kernel's table.
         self.holder = FdHolder()
         self.output_readers = OutputReaders()
+        #: Cgroups made ahead for the zygote's embryos, each embryo already in its own.
+        self.spares = Spares(lambda: self.driver, launcher)
         #: Where ended agents' cgroups are emptied, read a last time and removed.
         self._teardown = ThreadPoolExecutor(_TEARDOWN_THREADS, thread_name_prefix="agentos-cgroup-teardown")
         self.log_dir = kernel.config.state_dir / "logs"
@@ -218,6 +221,7 @@ class ProcessService:
         self.files.close()
         self.output_readers.stop()
         self.holder.close()
+        await self.spares.close()
         self.launcher.close()
         self.volume_store.close()
         self.workspaces.close()
@@ -422,6 +426,8 @@ class ProcessService:
                 agent_end.close()
         # The zygote's fork, the sandbox's steps (its child timed them), the cgroup attach, exec.
         notes.step("sandbox", launched.steps or ())
+        if remote is None and request.sandboxed:
+            self.spares.refill()  # the zygote's next embryo, in a spare cgroup before the next SPAWN
 
         argv = [request.script, *request.argv[1:]] if request.script else request.argv
         agent = Agent(id=agent_id, name=request.name, argv=argv, limits=request.limits,
@@ -935,6 +941,9 @@ class ProcessService:
 
         def move(pid: int) -> None:
             nonlocal made
+            if not made and self.spares.adopt(pid, cgroup):
+                made = True  # an embryo already in a spare cgroup, now the agent's (spares.py)
+                return
             if not made:
                 try:
                     self.driver.make(cgroup)
@@ -942,6 +951,7 @@ class ProcessService:
                     raise Unavailable(f"cannot create the agent's cgroup: {exc}", driver=self.driver.name) from None
                 made = True
             cgroup.attach(pid)
+            self.spares.release(pid)
         return move
 
     def _abandon(self, cgroup: AgentCgroup, capture: LogCapture, kernel_end: socket.socket | None,

@@ -113,6 +113,12 @@ class Launcher:
         with self._lock:
             return [*self._zygote.embryo_pids, *self.templates.embryo_pids()]
 
+    def with_embryos(self, call: Callable[[list[int]], None]) -> None:
+        """``call(pids)`` with the default zygote's unused embryos, while no launch can take one
+        (what the caller records of them is in place before any of them becomes an agent)."""
+        with self._lock:
+            call(self._zygote.embryo_pids)
+
     def start(self) -> None:
         """Start the zygote (about 0.1-0.3 s, once)."""
         if self._devnull < 0:
