@@ -61,9 +61,11 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     # path, as Ray's socket paths are made under it.
     temp = tempfile.mkdtemp(prefix="agentos-ray-")
     os.environ["RAY_TMPDIR"] = temp
+    # Without the autoscaler's monitor and the log monitor: nothing here reads them (the kernels
+    # drive Ray with log_to_driver off), and each is a Python process importing Ray on a small machine.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"llm_gateway": 1}, "object_store_memory": 100 * MiB,
-        "labels": {"pool": "gateway"}})
+        "labels": {"pool": "gateway"}, "no_monitor": True, "include_log_monitor": False})
     try:
         worker = cluster.add_node(num_cpus=2, resources={"agent_slots": 8}, labels={"pool": "agents"},
                                   object_store_memory=100 * MiB)
@@ -81,13 +83,32 @@ def fake() -> Iterator[FakeGemini]:
         yield f
 
 
-@pytest.fixture
-def ray_kernel(tmp_path: Path, ray_cluster: RayCluster, fake: FakeGemini) -> Iterator[KernelProcess]:
-    """A kernel driving the session's cluster, its LLM gateway on the fake Gemini."""
-    k = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address], env={
-        "AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,
-        "AGENTOS_GEMINI_MODEL": "gemini-test", "GOOGLE_API_KEY": ""}).start()
-    try:
-        yield k
-    finally:
+@pytest.fixture(scope="session")
+def kernels(tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster,
+            fake: FakeGemini) -> Iterator[list[KernelProcess]]:
+    """The kernels ``ray_kernel`` started this session, checked as they stop at its end."""
+    started: list[KernelProcess] = []
+    yield started
+    for k in started:
         k.stop_checked()
+
+
+@pytest.fixture
+def ray_kernel(kernels: list[KernelProcess], tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster,
+               fake: FakeGemini) -> Iterator[KernelProcess]:
+    """A kernel driving the session's cluster, its LLM gateway on the fake Gemini: one for the
+    session (a kernel is a Ray driver, seconds to start), started anew after a test stopped it.
+    Each test ends the agents it started: one still running or waiting for a node after it fails
+    the test, and is killed so that the next test starts with none."""
+    if not kernels or kernels[-1].proc is None or kernels[-1].proc.poll() is not None:
+        kernels.append(KernelProcess(tmp_path_factory.mktemp("kernel"), args=["--cluster", ray_cluster.address], env={
+            "AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,
+            "AGENTOS_GEMINI_MODEL": "gemini-test", "GOOGLE_API_KEY": ""}).start())
+    k = kernels[-1]
+    yield k
+    if k.proc is not None and k.proc.poll() is None:
+        with k.client() as client:
+            left = client.list_agents(status=["running", "pending"])
+            for row in left:
+                client.kill(id=row["id"], grace=0)
+        assert not left, f"the test left agents behind: {[(row['name'], row['status']) for row in left]}"

@@ -174,8 +174,9 @@ def test_kill_ends_an_agent_still_waiting_for_a_node(ray_kernel: KernelProcess) 
             assert "it needs 3 nodes that each hold a member; 1 can" in pending[0]["reason"], pending[0]["reason"]
             ps = subprocess.run([sys.executable, "-m", "agentos", "ps", "--socket", str(ray_kernel.socket_path)],
                                 capture_output=True, text=True, check=True).stdout.splitlines()
-            # No pid, no uptime, no usage yet.
-            assert ps[1].split()[:7] == ["crowd-1", pending[0]["id"], "-", "pending", "-", "0", "-"]
+            # No pid, no uptime, no usage yet (ps lists the session's ended agents too).
+            row = next(line.split() for line in ps[1:] if line.split()[0] == "crowd-1")
+            assert row[:7] == ["crowd-1", pending[0]["id"], "-", "pending", "-", "0", "-"]
             killed = client.kill("crowd-1", grace=5)
     finally:
         thread.join()
@@ -269,8 +270,8 @@ def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(ray_kernel: Kerne
         assert sandbox["seccomp"] and sandbox["no_new_privs"] and sandbox["network"] == "loopback"
         assert {"pid", "mount", "net", "user"} - set(sandbox["namespaces"]) <= {"user"}
         limits = {}
-        # The limits are on the agent's directory; its processes sit in the leaf below it.
-        for directory in {leaf.parent for leaf in cgroup_dirs(pid)}:
+        # The limits are on the agent's directory; its processes sit in it or in the leaf below it.
+        for directory in {d if d.name == spawned["id"] else d.parent for d in cgroup_dirs(pid)}:
             for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
                 if (directory / name).exists():
                     limits[name.split(".")[0]] = int((directory / name).read_text())
@@ -304,36 +305,6 @@ def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) 
     assert followed == "".join(f"line {i}\n" for i in range(20))
     assert ended["status"] == "failed" and ended["exit_code"] == 3
     assert ended["usage"]["cpu_usage_usec"] and ended["usage"]["pids_current"] == 0
-
-
-def test_a_stopping_kernel_ends_its_placed_agents(tmp_path: Path, ray_cluster: RayCluster) -> None:
-    kernel = KernelProcess(tmp_path / "k", args=["--cluster", ray_cluster.address]).start()
-    outcome: dict[str, Any] = {}
-
-    def wait_for_a_node() -> None:
-        with kernel.client() as spawner:
-            try:
-                spawner.spawn("waiting", agent("sleeper"), limits={"memory": "4000Gi"},
-                              placement={**WORKER, "timeout": "5m"})
-            except AgentOSError as exc:
-                outcome["error"] = exc
-
-    thread = threading.Thread(target=wait_for_a_node)
-    try:
-        with kernel.client() as client:
-            spawned = client.spawn("left", agent("sleeper"), placement=WORKER)
-            client.wait("left", until="ready", timeout=60)
-            thread.start()
-            until(lambda: client.list_agents(status="pending"), "an agent waiting for a node")
-    finally:
-        # Within its stop timeout: the pending agent ends now, not after its 5 minutes.
-        kernel.stop_checked()
-        thread.join()
-    # Its SPAWN failed (its caller hears of the kernel's shutdown), ended as killed.
-    assert isinstance(outcome["error"], AgentOSError)
-    assert "agent 'waiting' was killed while it waited for a node" in kernel.log()
-    until(lambda: gone(spawned["pid"]), "the agent's process gone")
-    until(lambda: gone(spawned["isolation"]["node"]["actor_pid"]), "its AgentHost actor's process gone")
 
 
 def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess) -> None:
@@ -373,3 +344,33 @@ def test_doctor_reports_each_nodes_isolation_and_rays_state(ray_kernel: KernelPr
         assert found["cgroups"]["level"] == "ok" and found["cgroups"]["enforced"] == ["cpu", "memory", "pids"]
     assert not [c for c in checks if (c.get("node") or c["check"] == "ray") and c["level"] == "fail"]
 
+
+def test_a_stopping_kernel_ends_its_placed_agents(ray_kernel: KernelProcess) -> None:
+    # The session's kernel, stopped here: last in this file, so no later test starts another.
+    kernel = ray_kernel
+    outcome: dict[str, Any] = {}
+
+    def wait_for_a_node() -> None:
+        with kernel.client() as spawner:
+            try:
+                spawner.spawn("waiting", agent("sleeper"), limits={"memory": "4000Gi"},
+                              placement={**WORKER, "timeout": "5m"})
+            except AgentOSError as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=wait_for_a_node)
+    try:
+        with kernel.client() as client:
+            spawned = client.spawn("left", agent("sleeper"), placement=WORKER)
+            client.wait("left", until="ready", timeout=60)
+            thread.start()
+            until(lambda: client.list_agents(status="pending"), "an agent waiting for a node")
+    finally:
+        # Within its stop timeout: the pending agent ends now, not after its 5 minutes.
+        kernel.stop_checked()
+        thread.join()
+    # Its SPAWN failed (its caller hears of the kernel's shutdown), ended as killed.
+    assert isinstance(outcome["error"], AgentOSError)
+    assert "agent 'waiting' was killed while it waited for a node" in kernel.log()
+    until(lambda: gone(spawned["pid"]), "the agent's process gone")
+    until(lambda: gone(spawned["isolation"]["node"]["actor_pid"]), "its AgentHost actor's process gone")
