@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from agentos.cgroups import detect, open_driver
+from agentos.protocol.requests import DEFAULT_MEMORY
 from agentos.testing.kernel import KernelProcess
 
 from .conftest import agent, kernel_cgroup_dirs, pid_alive
@@ -44,8 +45,9 @@ def _spare_with_embryo(instance: Path, timeout: float = 30) -> tuple[Path, int]:
     raise AssertionError(f"no spare cgroup with an embryo in {instance}")
 
 
-def _memory_instance(dirs: list[Path]) -> Path:
-    return next(d for d in dirs if "memory" in d.parts[-3].split(","))
+def _instance(dirs: list[Path], controller: str = "memory") -> Path:
+    """The kernel's instance directory in ``controller``'s hierarchy."""
+    return next(d for d in dirs if controller in d.parts[-3].split(","))
 
 
 def _namespaces(pid: int) -> dict[str, int]:
@@ -58,7 +60,7 @@ def test_a_sandbox_is_born_in_the_cgroup_made_ahead_for_its_embryo(tmp_path: Pat
         client = kernel.client(timeout=60)
         dirs = kernel_cgroup_dirs(kernel.pid)
         first = client.spawn("first", command=["sleep", "86400"], sandboxed=True, limits=LIMITS)
-        instance = _memory_instance(dirs)
+        instance = _instance(dirs)
         if not open_driver(detect()).adopts:  # cgroup v2 renames nothing: no spare is made
             assert _spares(instance) == []
             return
@@ -73,8 +75,15 @@ def test_a_sandbox_is_born_in_the_cgroup_made_ahead_for_its_embryo(tmp_path: Pat
         assert int((instance / second["id"] / "memory.limit_in_bytes").read_text()) == 96 * 1024 * 1024
         # The same isolation report as an agent whose cgroup was made at its SPAWN.
         assert second["isolation"] == first["isolation"]
+        # Other limits, the next embryo's spare: its own limits, none of the last agent's.
+        _, embryo = _spare_with_embryo(instance)
+        third = client.spawn("third", command=["sleep", "86400"], sandboxed=True, limits={"pids": 12})
+        assert third["pid"] == embryo
+        assert (_instance(dirs, "pids") / third["id"] / "pids.max").read_text().strip() == "12"
+        # No memory limit asked: SPAWN's default, not the last agent's 96Mi.
+        assert int((instance / third["id"] / "memory.limit_in_bytes").read_text()) == DEFAULT_MEMORY
         _, next_embryo = _spare_with_embryo(instance)
-        assert next_embryo not in (first["pid"], second["pid"])
+        assert next_embryo not in (first["pid"], second["pid"], third["pid"])
     except BaseException:
         kernel.kill()
         raise
@@ -92,7 +101,7 @@ def test_a_nested_sandbox_gets_its_own_cgroup_and_its_embryos_spare_goes(tmp_pat
         client = kernel.client(timeout=60)
         dirs = kernel_cgroup_dirs(kernel.pid)
         client.spawn("warm", command=["sleep", "86400"], sandboxed=True)
-        instance = _memory_instance(dirs)
+        instance = _instance(dirs)
         adopts = open_driver(detect()).adopts
         if adopts:
             _spare_with_embryo(instance)
