@@ -83,6 +83,37 @@ def test_v1_a_parents_memory_limit_bounds_its_children_together(v1: V1Driver, he
         assert all(destroy_all(parent, *kids))
 
 
+def test_v1_an_agent_has_one_memory_cgroup_which_counts_its_own_pages(v1: V1Driver, held) -> None:
+    parent = v1.create("parent", Limits(memory=256 * MiB))
+    kid = v1.create("kid", Limits(), parent=parent)
+    memory = parent.by_controller["memory"]  # type: ignore[attr-defined]
+    # Every memory cgroup costs the host a shrinker map (docs/sandboxes.md): no leaf in that hierarchy,
+    # the agent's processes are in its directory itself; the other hierarchies keep their leaf.
+    assert sorted(entry.name for entry in memory.iterdir() if entry.is_dir()) == ["kid"]
+    assert memory in parent.leaves and all(leaf.is_dir() for leaf in parent.leaf_dirs)
+    eater = held("import time\ndata = bytearray(b'x') * (48 * 1024 * 1024)\nprint('held', flush=True)\n"
+                 "time.sleep(120)")
+    mine = held()
+    kid.attach(eater.pid)
+    parent.attach(mine.pid)
+    try:
+        assert int((memory / "cgroup.procs").read_text()) == mine.pid
+        eater.release()
+        assert eater.line() == "held"
+        # The directory counts the kid's 48 MiB too; the parent's own figure leaves it out.
+        assert int((memory / "memory.usage_in_bytes").read_text()) >= 48 * MiB
+        own = parent.stats()
+        assert own.memory_current is not None and own.memory_current < 16 * MiB
+        assert own.memory_peak is None  # v1 keeps only the subtree's peak
+        kids = kid.stats()
+        assert kids.memory_current is not None and kids.memory_current >= 48 * MiB
+        assert kids.memory_peak is not None and kids.memory_peak >= 48 * MiB
+        assert parent.procs() == [mine.pid] and kid.procs() == [eater.pid]
+    finally:
+        assert all(destroy_all(parent, kid))
+    assert not memory.exists()
+
+
 def test_v1_a_parents_cpu_limit_throttles_its_children(v1: V1Driver, held) -> None:
     parent = v1.create("parent", Limits(cpu=0.1))
     kid = v1.create("kid", Limits(), parent=parent)
@@ -120,8 +151,9 @@ def test_killing_and_removing_a_parent_spares_its_children(kind: str, held, requ
     assert destroy_all(parent) == [True]
     assert mine.wait() == -signal.SIGKILL
     assert theirs.proc.poll() is None, "the child agent was killed with its parent"
-    # The parent's limits keep bounding the child: its directory stays until the child's goes.
-    assert not any(leaf.exists() for leaf in parent.leaves)
+    # The parent's limits keep bounding the child: its directory stays until the child's goes
+    # (v1's memory directory is also its leaf: empty now).
+    assert not any(leaf.exists() for leaf in parent.leaf_dirs) and parent.procs() == []
     assert all(directory.is_dir() for directory in parent.dirs)
     assert destroy_all(child) == [True]
     assert theirs.wait() == -signal.SIGKILL

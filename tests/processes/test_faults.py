@@ -147,7 +147,10 @@ def _first_report(client, agent_id: str) -> dict[str, Any]:
 def _cgroup_procs(kernel, agent_id: str) -> list[int]:
     pids: set[int] = set()
     for directory in kernel_cgroup_dirs(kernel.pid):
-        pids.update(int(p) for p in (directory / agent_id / LEAF / "cgroup.procs").read_text().split())
+        # v1's memory directory has no leaf: the agent's processes are in it.
+        leaf = directory / agent_id / LEAF
+        procs = leaf if leaf.is_dir() else directory / agent_id
+        pids.update(int(p) for p in (procs / "cgroup.procs").read_text().split())
     return sorted(pids)
 
 

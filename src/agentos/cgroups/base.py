@@ -10,8 +10,11 @@ as systemd nests slices::
 
 cgroup v2 lets only leaves hold processes once controllers are delegated, so an
 agent's own processes live in ``self`` beside its children; v1 uses the same
-layout so both drivers behave alike. ``<instance>`` names the kernel process
-(``<pid>-<start time>``), so a later kernel can tell a subtree left by a dead
+layout so both drivers behave alike, but for its memory hierarchy: v1 lets an inner
+cgroup hold processes, so there they live in the agent's directory itself. Each memory
+cgroup costs the host a shrinker map (about 1 KiB per 64 superblocks the host ever had,
+docs/sandboxes.md): one per agent instead of two halves that. ``<instance>`` names
+the kernel process (``<pid>-<start time>``), so a later kernel can tell a subtree left by a dead
 kernel from one a live kernel owns, and clean only those. Nothing outside
 ``agentos/`` is ever written, but for a normal user's kernel: it roots ``agentos/``
 in the cgroup systemd delegated to it (``delegate.py``) and keeps that cgroup's
@@ -89,12 +92,19 @@ class AgentCgroup(ABC):
     tracks_tree: ClassVar[bool] = True
 
     def __init__(self, agent_id: str, dirs: Sequence[Path], enforced: dict[str, bool],
-                 parent: AgentCgroup | None = None) -> None:
+                 parent: AgentCgroup | None = None, leaves: Sequence[Path] | None = None) -> None:
         self.agent_id = agent_id
         #: Distinct directories, one per mounted hierarchy in use.
         self.dirs = list(dict.fromkeys(dirs))
-        #: The agent's own processes live here, one leaf per directory.
-        self.leaves = [directory / LEAF for directory in self.dirs]
+        #: The agent's own processes live here, one per directory: its ``self`` leaf, unless
+        #: the driver says the directory itself (``leaves``).
+        self.leaves = [directory / LEAF for directory in self.dirs] if leaves is None else list(leaves)
+        #: Leaves that are directories of their own (made and removed with the agent's processes).
+        self.leaf_dirs = [leaf for leaf in self.leaves if leaf not in self.dirs]
+        #: Leaves that are the agent's directory itself (removed once its children are gone too).
+        self._shared = [leaf for leaf in self.leaves if leaf in self.dirs]
+        #: Directories that are not their own leaf: a process there moved itself there.
+        self._outer = [directory for directory in self.dirs if directory not in self.leaves]
         #: Requested limit name -> whether the kernel really enforces it.
         self.enforced = enforced
         #: What was asked for this agent (its ancestors' limits bound it too).
@@ -102,6 +112,8 @@ class AgentCgroup(ABC):
         #: The agent whose cgroup this one sits in.
         self.parent = parent
         self._children: set[AgentCgroup] = set()
+        #: Whether a child agent's cgroup was ever made below this one.
+        self.nested = False
         self._removed = False
 
     def attach(self, pid: int) -> None:
@@ -111,7 +123,7 @@ class AgentCgroup(ABC):
 
     def procs(self) -> list[int]:
         """Pids of the agent's own live processes (child agents' are not included)."""
-        return read_procs([*self.leaves, *self.dirs])
+        return read_procs([*self.leaves, *self._outer])
 
     def kill(self) -> int:
         """SIGKILL the agent's own processes in one pass; returns how many were seen.
@@ -120,9 +132,9 @@ class AgentCgroup(ABC):
         survive one pass: callers repeat until ``procs()`` is empty
         (``reap.destroy`` does, without blocking).
         """
-        # agentos never puts a process in the agent's directory itself, but one that
+        # agentos puts no process in an agent's directory that has a leaf, but one that
         # moved itself there (or an older kernel's layout) must not outlive the agent.
-        return self._kill_leaf() + signal_all(read_procs(self.dirs))
+        return self._kill_leaf() + signal_all(read_procs(self._outer))
 
     @abstractmethod
     def _kill_leaf(self) -> int:
@@ -150,6 +162,10 @@ class AgentCgroup(ABC):
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer has killed one of the agent's own processes."""
 
+    def _add_child(self, child: AgentCgroup) -> None:
+        self._children.add(child)
+        self.nested = True
+
     @property
     def children(self) -> frozenset[AgentCgroup]:
         """Child agents' cgroups that still exist below this one."""
@@ -166,7 +182,7 @@ class AgentCgroup(ABC):
         The agent's directory goes with it or, while child agents' cgroups remain
         below it, with the last of them: until then its limits keep bounding them.
         """
-        if not rmdirs(self.leaves):
+        if not rmdirs(self.leaf_dirs) or read_procs(self._shared):
             return False
         self._removed = True
         node: AgentCgroup | None = self
@@ -256,7 +272,7 @@ class CgroupDriver(ABC):
             for agent_id in sorted(names):
                 cgroup = self._open(instance, agent_id, parent)
                 if parent is not None:
-                    parent._children.add(cgroup)
+                    parent._add_child(cgroup)
                 found.append(cgroup)
                 pending.append((relative / agent_id, cgroup))
         return found
@@ -307,7 +323,7 @@ class CgroupDriver(ABC):
                 mkdir(directory)  # an existing one belongs to another agent: never share it
                 made.append(directory)
             cgroup.enforced = self._apply(cgroup, cgroup.limits)
-            for leaf in cgroup.leaves:
+            for leaf in cgroup.leaf_dirs:
                 mkdir(leaf)
                 made.append(leaf)
             self._prepare_leaf(cgroup)
@@ -315,7 +331,7 @@ class CgroupDriver(ABC):
             self._rmdirs(reversed(made))
             raise
         if cgroup.parent is not None:
-            cgroup.parent._children.add(cgroup)
+            cgroup.parent._add_child(cgroup)
 
     def adopt(self, spare: AgentCgroup, cgroup: AgentCgroup) -> None:
         """Make the ``make``d cgroup ``spare``, with what it holds, the ``prepare``d ``cgroup``:

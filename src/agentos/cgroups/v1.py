@@ -17,6 +17,7 @@ from .base import (
     read_keyed,
     read_procs,
     read_text,
+    rmdir,
     signal_all,
     write,
 )
@@ -27,21 +28,27 @@ _USED = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 
 class V1Cgroup(AgentCgroup):
-    """An agent's directories, one per v1 hierarchy in use, each with its ``self`` leaf."""
+    """An agent's directories, one per v1 hierarchy in use, each with its ``self`` leaf but the
+    memory hierarchy's, whose directory holds the agent's processes itself (v1 allows processes
+    in an inner cgroup): one memory cgroup per agent, and each costs the host a shrinker map."""
 
     def __init__(self, agent_id: str, by_controller: dict[str, Path],
                  parent: AgentCgroup | None = None) -> None:
-        super().__init__(agent_id, list(by_controller.values()), {}, parent)
+        memory = by_controller.get("memory")
+        dirs = list(dict.fromkeys(by_controller.values()))
+        super().__init__(agent_id, dirs, {}, parent,
+                         [directory if directory == memory else directory / LEAF for directory in dirs])
         #: Controller -> the agent's directory in that controller's hierarchy.
         self.by_controller = by_controller
+        # Strings, not Paths: LIST reads six files per agent, and pathlib's joins cost as
+        # much as the reads.
+        self._own = {ctl: str(directory if directory == memory else directory / LEAF)
+                     for ctl, directory in by_controller.items()}
 
     def _file(self, controller: str, name: str, leaf: bool = True) -> str | None:
-        directory = self.by_controller.get(controller)
-        if directory is None:
-            return None
-        # A string, not a Path: LIST reads six of these per agent, and pathlib's joins cost
-        # as much as the reads (a Path keeps its string once made).
-        return f"{directory}/{LEAF}/{name}" if leaf else f"{directory}/{name}"
+        """A control file of the agent's own processes (``leaf``) or of its whole directory."""
+        directory = self._own.get(controller) if leaf else self.by_controller.get(controller)
+        return None if directory is None else f"{directory}/{name}"
 
     def _int(self, controller: str, name: str, leaf: bool = True) -> int | None:
         path = self._file(controller, name, leaf)
@@ -54,8 +61,9 @@ class V1Cgroup(AgentCgroup):
         usage_ns = self._int("cpuacct", "cpuacct.usage")
         throttled_ns = cpu.get("throttled_time")
         return CgroupStats(
-            memory_current=self._int("memory", "memory.usage_in_bytes"),
-            memory_peak=self._int("memory", "memory.max_usage_in_bytes"),
+            memory_current=self._own_memory(),
+            # Its children's pages count in its peak too, and v1 keeps no peak of its own.
+            memory_peak=None if self.nested else self._int("memory", "memory.max_usage_in_bytes"),
             cpu_usage_usec=None if usage_ns is None else usage_ns // 1000,
             cpu_nr_periods=cpu.get("nr_periods"),
             cpu_nr_throttled=cpu.get("nr_throttled"),
@@ -64,13 +72,23 @@ class V1Cgroup(AgentCgroup):
             oom_kills=self._oom_kills(),
         )
 
+    def _own_memory(self) -> int | None:
+        usage = self._int("memory", "memory.usage_in_bytes")
+        if usage is None or not self._children:
+            return usage
+        # The agent's directory counts its child agents' pages too (use_hierarchy): take them off.
+        children = [child._int("memory", "memory.usage_in_bytes") or 0
+                    for child in self._children if isinstance(child, V1Cgroup)]
+        return max(0, usage - sum(children))
+
     def _oom_kills(self) -> int | None:
         path = self._file("memory", "memory.oom_control")
         if path is None:
             return None
         control = read_keyed(path)
         if "oom_kill" in control:
-            # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
+            # Counted in the victim's own cgroup only (v1 does not add it up the tree), whichever
+            # ancestor's limit was hit.
             return control["oom_kill"]
         # Kernels before 4.13 have no counter; the agent's limit being hit is the best sign left.
         failcnt = self._int("memory", "memory.failcnt", leaf=False)
@@ -89,6 +107,13 @@ class V1Cgroup(AgentCgroup):
         # FREEZING is transient: a task that could not stop yet (in a vfork, in D state).
         text = read_text(self._freezer_state())
         return text is None or text.strip() == "FROZEN"
+
+    def remove(self) -> bool:
+        # A kernel before one memory cgroup per agent made a leaf there too (a dead one's subtree).
+        memory = self.by_controller.get("memory")
+        if memory is not None and not rmdir(memory / LEAF):
+            return False
+        return super().remove()
 
     def _freezer_state(self) -> str:
         path = self._file("freezer", "freezer.state")
