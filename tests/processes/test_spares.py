@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from agentos.cgroups import detect, open_driver
 from agentos.protocol.requests import DEFAULT_MEMORY
@@ -137,3 +139,30 @@ def test_no_two_sandboxes_share_a_namespace(tmp_path: Path) -> None:
         kernel.kill()
         raise
     kernel.stop_checked()
+
+
+def test_sandboxes_spawned_at_once_each_get_their_own_cgroup_and_limits(tmp_path: Path) -> None:
+    """Launches racing the spare's making and each other: every agent ends up in its own cgroup
+    under its own limits, whether it adopted a spare or not, and no spare holds an agent."""
+    kernel = KernelProcess(tmp_path / "k").start()
+    try:
+        dirs = kernel_cgroup_dirs(kernel.pid)
+        pids_instance = _instance(dirs, "pids")
+
+        def spawn(n: int) -> dict[str, Any]:
+            with kernel.client(timeout=120) as client:
+                return client.spawn(f"racing{n}", command=["sleep", "86400"], sandboxed=True,
+                                    limits={"pids": 10 + n})
+        with ThreadPoolExecutor(6) as pool:
+            agents = list(pool.map(spawn, range(18)))
+        for info in agents:
+            assert info["pid"] in _procs(pids_instance / info["id"])
+            assert (pids_instance / info["id"] / "pids.max").read_text().strip() == str(10 + int(info["name"][6:]))
+        held = {info["pid"] for info in agents}
+        for spare in _spares(pids_instance):
+            assert not _procs(spare) & held, "an agent is in a spare cgroup"
+    except BaseException:
+        kernel.kill()
+        raise
+    kernel.stop_checked()
+    assert [str(d) for d in dirs if d.exists()] == []

@@ -87,12 +87,17 @@ class Spares:
                 spare.ready.set()
 
     def _expect(self, pids: list[int]) -> list[tuple[int, _Spare]]:
-        """Record the embryos (no launch can take one meanwhile); forget those gone."""
+        """Record the embryos (no launch can take one meanwhile); remove the spares of those gone
+        and those left by embryos whose launch failed before they left them."""
         with self._lock:
             for pid in [pid for pid in self._spares if pid not in pids]:
-                gone = self._spares.pop(pid)
-                if gone.cgroup is not None and not gone.cgroup.remove():
-                    log.warning("spare cgroup %s of a vanished embryo still busy", gone.cgroup.agent_id)
+                gone = self._spares[pid].cgroup
+                # Not empty: its embryo became an agent whose launch is about to adopt it.
+                if gone is None or gone.remove():
+                    del self._spares[pid]
+            for pid, left in list(self._left.items()):
+                if left.remove():
+                    del self._left[pid]
             new = [(pid, _Spare()) for pid in pids if pid not in self._spares]
             self._spares.update(new)
         return new
@@ -132,9 +137,9 @@ class Spares:
     def release(self, pid: int) -> None:
         """``pid`` was moved out of its spare (it was not adopted): remove the spare."""
         with self._lock:
-            left = self._left.pop(pid, None)
-        if left is not None and not left.remove():
-            log.warning("spare cgroup %s still busy after its embryo left", left.agent_id)
+            left = self._left.get(pid)
+            if left is not None and left.remove():
+                del self._left[pid]
 
     async def close(self) -> None:
         """Remove every spare, killing the embryos in them (before the launcher's close, which
