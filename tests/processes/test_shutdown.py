@@ -65,3 +65,18 @@ def test_sigterm_with_many_agents_running_stops_them_all_and_leaves_nothing(tmp_
     # The kernel stopped every agent itself: its guardian found nothing to kill or remove.
     assert "agentos.guardian" not in log, log
     assert log.count("killed: exit code") == len(agents), log
+
+
+def test_an_ended_agents_main_process_is_reaped_not_left_a_zombie(tmp_path: Path) -> None:
+    """Its end is read on the loop without reaping it (WNOWAIT), and a teardown thread reaps
+    it: whether its pid namespace went with it or not, nothing is left in the process table."""
+    with KernelProcess(tmp_path / "k") as kernel:
+        client = kernel.client(timeout=120)
+        pids = [client.spawn(f"reaped{n}", command=["sleep", "86400"], sandboxed=sandboxed)["pid"]
+                for n, sandboxed in enumerate((True, False))]
+        for n in range(len(pids)):
+            assert client.kill(name=f"reaped{n}", grace=60)["status"] == "killed"
+        deadline = time.monotonic() + 60
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+            assert time.monotonic() < deadline, "a killed agent's process was never reaped"
+            time.sleep(0.02)
