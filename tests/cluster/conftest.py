@@ -61,11 +61,13 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     # path, as Ray's socket paths are made under it.
     temp = tempfile.mkdtemp(prefix="agentos-ray-")
     os.environ["RAY_TMPDIR"] = temp
-    # Without the autoscaler's monitor and the log monitor: nothing here reads them (the kernels
-    # drive Ray with log_to_driver off), and each is a Python process importing Ray on a small machine.
+    # Without the autoscaler's monitor, the log monitor and the dashboard's modules: nothing here
+    # reads them (the kernels drive Ray with log_to_driver off), and each costs a small machine a
+    # Python process importing Ray.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"llm_gateway": 1}, "object_store_memory": 100 * MiB,
-        "labels": {"pool": "gateway"}, "no_monitor": True, "include_log_monitor": False})
+        "labels": {"pool": "gateway"}, "no_monitor": True, "include_log_monitor": False,
+        "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=2, resources={"agent_slots": 8}, labels={"pool": "agents"},
                                   object_store_memory=100 * MiB)

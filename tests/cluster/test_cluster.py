@@ -67,13 +67,19 @@ def cgroup_dirs(pid: int) -> list[Path]:
 
 
 def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray_cluster: RayCluster) -> None:
+    placements: dict[str, dict[str, Any] | None] = {"w": WORKER, "h": HEAD, "l": None}
+
+    def spawn(name: str) -> dict[str, Any]:
+        with ray_kernel.client() as spawner:
+            return spawner.spawn(name, agent("sleeper"), placement=placements[name])
+
+    # At once: each host's start on its node is seconds of a Ray worker's.
+    with ThreadPoolExecutor(len(placements)) as pool:
+        on_worker, on_head, local = pool.map(spawn, placements)
     with ray_kernel.client() as client:
-        on_worker = client.spawn("w", agent("sleeper"), placement=WORKER)
-        on_head = client.spawn("h", agent("sleeper"), placement=HEAD)
         assert on_worker["node"] == on_worker["isolation"]["node"]["id"] == ray_cluster.worker.node_id
         assert on_worker["isolation"]["node"]["labels"] == {"pool": "agents"}
         assert on_head["node"] == ray_cluster.head.node_id
-        local = client.spawn("l", agent("sleeper"))
         assert local["node"] is None
         for name in ("w", "h", "l"):
             client.wait(name, until="ready", timeout=60)
@@ -133,7 +139,7 @@ def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> N
         with ray_kernel.client() as spawner:
             try:
                 spawner.spawn("big", agent("sleeper"), limits={"memory": "4000Gi"},
-                              placement={**WORKER, "timeout": "8s"})
+                              placement={**WORKER, "timeout": "3s"})
             except Unavailable as exc:
                 outcome["error"] = exc
 
@@ -148,7 +154,7 @@ def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> N
     assert pending[0]["status"] == "pending"
     assert "memory" in pending[0]["reason"] and "lacks memory" in pending[0]["reason"]
     error = outcome["error"]
-    assert "found no node within 8s" in str(error) and error.details["pending"] is True
+    assert "found no node within 3s" in str(error) and error.details["pending"] is True
     with ray_kernel.client() as client:
         assert client.list_agents(status="pending") == []
         assert client.list_agents(name="big") == []
@@ -245,33 +251,23 @@ def test_an_agent_on_a_removed_node_restarts_on_another(ray_kernel: KernelProces
                 ray_cluster.cluster.remove_node(node)
 
 
-def test_kill_leaves_no_process_and_no_cgroup_on_the_node(ray_kernel: KernelProcess) -> None:
-    with ray_kernel.client() as client:
-        spawned = client.spawn("victim", agent("sleeper"), placement=WORKER)
-        client.wait("victim", until="ready", timeout=60)
-        pid, host = spawned["pid"], spawned["isolation"]["node"]["actor_pid"]
-        dirs = cgroup_dirs(pid)
-        assert dirs and all(d.exists() for d in dirs)
-        assert client.kill("victim", grace=5)["status"] == "killed"
-    until(lambda: gone(pid), "the agent's process gone")
-    until(lambda: gone(host), "its AgentHost actor's process gone")
-    until(lambda: not any(d.exists() for d in dirs), "its cgroup removed")
-
-
-def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(ray_kernel: KernelProcess) -> None:
+def test_secure_defaults_are_enforced_on_the_worker_and_kill_leaves_nothing_there(ray_kernel: KernelProcess) -> None:
+    # One agent for both (each placed agent costs a Ray worker process and a zygote).
     with ray_kernel.client() as client:
         spawned = client.spawn("plain", agent("sleeper"), placement=WORKER)
         client.wait("plain", until="ready", timeout=60)
-        pid = spawned["pid"]
+        pid, host = spawned["pid"], spawned["isolation"]["node"]["actor_pid"]
         isolation = spawned["isolation"]
         assert isolation["degraded"] == []
         assert isolation["cgroup"]["enforced"] == ["cpu", "memory", "pids"]
         sandbox = isolation["sandbox"]
         assert sandbox["seccomp"] and sandbox["no_new_privs"] and sandbox["network"] == "loopback"
         assert {"pid", "mount", "net", "user"} - set(sandbox["namespaces"]) <= {"user"}
+        dirs = cgroup_dirs(pid)
+        assert dirs and all(d.exists() for d in dirs)
         limits = {}
         # The limits are on the agent's directory; its processes sit in it or in the leaf below it.
-        for directory in {d if d.name == spawned["id"] else d.parent for d in cgroup_dirs(pid)}:
+        for directory in {d if d.name == spawned["id"] else d.parent for d in dirs}:
             for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
                 if (directory / name).exists():
                     limits[name.split(".")[0]] = int((directory / name).read_text())
@@ -279,7 +275,10 @@ def test_secure_defaults_are_enforced_by_cgroups_on_the_worker(ray_kernel: Kerne
         status = Path(f"/proc/{pid}/status").read_text()
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
         assert int(uid) == sandbox["uid"] != 0
-        client.kill("plain", grace=5)
+        assert client.kill("plain", grace=5)["status"] == "killed"
+    until(lambda: gone(pid), "the agent's process gone")
+    until(lambda: gone(host), "its AgentHost actor's process gone")
+    until(lambda: not any(d.exists() for d in dirs), "its cgroup removed")
 
 
 def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:
