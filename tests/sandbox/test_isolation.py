@@ -175,3 +175,35 @@ def test_fork_bomb_children_die_with_it(launcher: Launcher, tmp_path: Path) -> N
         finally:
             launched.close()
     # The 20 children were in its pid namespace: nothing is left (the leak check agrees).
+
+
+def test_the_view_mounts_two_superblocks_of_its_own(launcher: Launcher, tmp_path: Path) -> None:
+    """Each superblock costs every memory cgroup on the host a shrinker-map slot (docs/sandboxes.md):
+    the root tmpfs holds /dev, /tmp, /dev/shm and masks; only it and /proc are the view's own."""
+    require(launcher, "mount")
+    shown = tmp_path / "shown"
+    (shown / "secret").mkdir(parents=True)
+    (shown / "secret" / "key").write_text("hidden")
+    secret = shown / "secret"
+    result = run_agent(launcher, tmp_path, readonly_paths=[str(shown)], masked_paths=[str(secret)], argv=[
+        "sh", "-c", "ls -A /dev | tr '\\n' ' '; echo; stat -c '%a' /tmp /dev/shm /dev | tr '\\n' ' '; echo; "
+        f"ls -A {secret} | wc -l; "
+        "for p in /dev/x /tmp/x /dev/shm/x " + str(secret) + "/x; do touch $p 2>/dev/null && echo ok || echo no; done; "
+        "head -c 1 /dev/zero | wc -c; cat /proc/self/mountinfo"])
+    assert result.returncode == 0, result.stderr
+    dev, modes, hidden, *rest = result.stdout.splitlines()
+    touched, zero, mountinfo = rest[:4], rest[4], rest[5:]
+    assert set(dev.split()) == {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout",
+                                "stderr", "shm"}
+    assert modes.split() == ["1777", "1777", "755"]
+    assert hidden == "0"
+    assert touched == ["no", "ok", "ok", "no"]  # /dev and the mask are read-only
+    assert zero == "1"  # the device nodes still work
+    with open("/proc/self/mountinfo") as f:
+        host = {line.split()[2] for line in f}
+    by_point = {line.split()[4]: line.split() for line in mountinfo}
+    root, proc = by_point["/"][2], by_point["/proc"][2]
+    assert {line.split()[2] for line in mountinfo} - host == {root, proc}
+    # /tmp, /dev/shm and the mask are directories of the root tmpfs, each a mount of its own.
+    assert [by_point[p][2] for p in ("/tmp", "/dev/shm", str(secret))] == [root] * 3
+    assert by_point["/dev/shm"][5].startswith("rw") and by_point[str(secret)][5].startswith("ro")

@@ -17,7 +17,7 @@ cimport agentos._fast.includes.system as system
 from agentos._fast.includes.compat cimport *
 from agentos._fast.includes.python cimport PyOS_AfterFork_Child, PyOS_AfterFork_Parent, PyOS_BeforeFork
 from agentos._fast.includes.system cimport (
-    syscall, close, chdir, fchdir, symlinkat, setresuid, setresgid, setgroups, mkdirat, mknodat,
+    syscall, close, chdir, fchdir, symlinkat, setresuid, setresgid, setgroups, mkdirat, mknodat, chmod,
     S_IFREG, O_RDONLY, O_CLOEXEC, O_PATH, O_DIRECTORY, AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE,
     SIGCHLD, socket, AF_INET, SOCK_DGRAM, SOCK_CLOEXEC, ioctl, SIOCGIFFLAGS, SIOCSIFFLAGS, ifreq,
     IFF_UP, IFF_RUNNING, IFNAMSIZ, prctl, PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NO_NEW_PRIVS,

@@ -31,7 +31,7 @@ VIEW_BIND = _BIND
 VIEW_OPTIONAL = _OPTIONAL  # a missing path skips the instruction (a /proc file this kernel lacks)
 VIEW_RECURSIVE = _RECURSIVE  # mount_setattr on the whole tree; a bind with its submounts
 VIEW_TARGET_DIR = _TARGET_DIR  # a mount or bind makes its missing target: a directory (and parents)
-VIEW_TARGET_FILE = _TARGET_FILE  # ... or an empty file
+VIEW_TARGET_FILE = _TARGET_FILE  # ... or an empty file (for mkdirs: it makes one, not a directory)
 VIEW_HEADER = _HEADER
 VIEW_NULL = _NULL_STRING
 
@@ -101,6 +101,21 @@ cdef int _reach(char *path, int make) noexcept nogil:
         close(parent)
     end[0] = saved
     return fd
+
+
+cdef int _make(char *path, int make, unsigned int mode) noexcept nogil:
+    """Make ``path`` as ``_reach`` does (a directory, or an empty file), then give it ``mode``
+    unless 0 (through the descriptor that reached it: no symlink is followed)."""
+    cdef char where[64]
+    cdef int fd = _reach(path, make)
+    if fd < 0:
+        return fd
+    if mode != 0:
+        snprintf(where, sizeof(where), b"/proc/self/fd/%d", fd)
+        if chmod(where, mode) != 0:
+            return _failed(fd)
+    close(fd)
+    return 0
 
 
 cdef int _symlink(const char *target, char *link) noexcept nogil:
@@ -278,7 +293,8 @@ def open_real(path, int flags=O_RDONLY):
 
 
 def run_view(bytearray program, tuple userns_fds=()):
-    """Run a view program (mkdirs, mount, symlink, mount_setattr, bind, pivot) in C.
+    """Run a view program (mkdirs or an empty file with its mode, mount, symlink, mount_setattr,
+    bind, pivot) in C.
 
     An idmapped bind names its user namespace by index into ``userns_fds``. No step
     follows a symlink anywhere in its paths (sources and targets are real paths; one that
@@ -315,10 +331,7 @@ def run_view(bytearray program, tuple userns_fds=()):
                 else (_MAKE_FILE if ins.flags & _TARGET_FILE else _MAKE_NOTHING))
         with nogil:
             if ins.op == _MKDIRS:
-                r = _reach(ins.a, _MAKE_DIR)
-                if r >= 0:
-                    close(r)
-                    r = 0
+                r = _make(ins.a, _MAKE_FILE if ins.flags & _TARGET_FILE else _MAKE_DIR, <unsigned int>ins.n1)
             elif ins.op == _MOUNT:
                 r = _mount_on(ins.a, ins.b, ins.c, <unsigned long>ins.n1, ins.d, make)
             elif ins.op == _SYMLINK:

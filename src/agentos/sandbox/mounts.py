@@ -17,7 +17,8 @@ before its child binds it therefore fails the launch (ELOOP, naming the path) in
 of binding whatever the symlink leads to.
 
 Masks hide host paths that a bind would otherwise show: a directory becomes an
-empty read-only tmpfs, a file a bind of /dev/null. They are mounted after every
+empty read-only directory (a tmpfs of its own only if binds go inside it), a file a
+bind of /dev/null. They are mounted after every
 bind that could show them, so binding a parent (even ``/``) never reveals them.
 Explicit masks (the kernel's socket and state) hide everything beneath them;
 the default masks (``/root``, other users' homes, ``/etc/shadow``-class files)
@@ -35,7 +36,7 @@ import stat
 import struct
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agentos.sandbox._linux import linux
 from agentos.sandbox.spec import WORKSPACE_PATH, VolumeBind
@@ -68,7 +69,7 @@ _MASK_TMPFS = "mode=0755,size=4k"
 @dataclass(frozen=True)
 class MountOp:
     """One step of the view. ``kind``: bind, tmpfs, proc, dev, symlink (``source`` is its target)
-    or mask (``source`` "dir" or "file")."""
+    or mask (``source`` "dir" or "file"; a "dir" with ``options`` holds binds: a tmpfs of its own)."""
 
     kind: str
     dest: str
@@ -164,6 +165,9 @@ def plan_mounts(*, system_paths: list[str] | None, readonly_paths: list[str], wr
     # A bind inside a default mask goes on top of it; nothing goes on top of an explicit one.
     shelters = [m.dest for m in hidden if m.source == "dir"]
     sheltered = [op for op in merged.values() if any(op.dest != d and inside(op.dest, d) for d in shelters)]
+    # Only a mask that holds binds needs a tmpfs of its own, for their mount points.
+    hidden = [replace(m, options=_MASK_TMPFS) if any(op.dest != m.dest and inside(op.dest, m.dest)
+                                                     for op in sheltered) else m for m in hidden]
     under = [op for op in merged.values() if op not in sheltered]
     ops = [MountOp("proc", "/proc"), MountOp("dev", "/dev"), *_by_depth(under), *_by_depth(hidden),
            *_by_depth(sheltered), *_by_depth(forced)]
@@ -259,8 +263,7 @@ def _masks(paths: Iterable[str], binds: list[MountOp]) -> list[MountOp]:
         except OSError:
             continue  # missing (or unreachable even for us): nothing to show
         for where in places:
-            found[where] = MountOp("mask", where, "dir" if directory else "file", optional=True,
-                                   options=_MASK_TMPFS if directory else None)
+            found[where] = MountOp("mask", where, "dir" if directory else "file", optional=True)
     # A mask inside another mask is already hidden.
     return [op for op in found.values() if not any(inside(op.dest, d) and op.dest != d for d in found)]
 
@@ -325,8 +328,10 @@ class _Program:
         self.add(step, linux.VIEW_MOUNT, source, target, fstype, data, n1=flags,
                  flags=(linux.VIEW_OPTIONAL if optional else 0) | (linux.VIEW_TARGET_DIR if make else 0))
 
-    def mkdirs(self, step: str, path: str) -> None:
-        self.add(step, linux.VIEW_MKDIRS, path)
+    def mkdirs(self, step: str, path: str, *, mode: int = 0, file: bool = False) -> None:
+        """Make the directory ``path`` (an empty file if ``file``) and its parents, and give it
+        ``mode`` unless 0."""
+        self.add(step, linux.VIEW_MKDIRS, path, n1=mode, flags=linux.VIEW_TARGET_FILE if file else 0)
 
     def bind(self, step: str, source: str, target: str, *, recursive: bool, idmap: int = -1,
              optional: bool = False, make: int = 0) -> None:
@@ -351,15 +356,29 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
     The root is a tmpfs on an empty directory of the launcher's (it exists only in
     the agent's mount namespace); sources are host paths as they are. After every
     op, the whole tree is made read-only, nosuid and nodev in one call and the
-    writable ops made writable again (their submounts stay read-only); /dev comes
-    after that, so its device nodes stay usable.
+    writable ops made writable again (their submounts stay read-only); /dev's device
+    nodes are bound after that, so they stay usable.
+
+    Every superblock costs the host a slot in every memory cgroup's shrinker map
+    (docs/sandboxes.md), so a view mounts few: unless a bind of / covers it, the root
+    tmpfs itself holds /dev (a read-only directory: device nodes bound on empty files,
+    symlinks), /tmp and /dev/shm (directories bound on themselves to be writable alone,
+    sharing the root's size: /tmp's limit) and the one empty directory every mask
+    without a bind inside it shows (the root's /proc, before proc is mounted there).
     """
     p = _Program()
     # Our changes must never propagate back to the host, host unmounts still reach us.
     p.mount("mount propagation", None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-    p.mount("new root", "tmpfs", root, "tmpfs", _MOUNT_FLAGS, "mode=0755")
+    own = not any(op.kind == "bind" and op.dest in ("/", "/proc") for op in ops)
+    p.mount("new root", "tmpfs", root, "tmpfs", _MOUNT_FLAGS, "mode=0755" + (_tmp_size(ops) if own else ""))
+    if own:
+        p.mkdirs("mount /proc", root + "/proc")  # the empty directory masks show
     for op in ops:
-        _PLAN[op.kind](p, op, root)
+        if op.kind != "proc":
+            _PLAN[op.kind](p, op, root, own)
+    for op in ops:
+        if op.kind == "proc":  # after the masks: they bind the directory it covers
+            _proc(p, op, root)
     p.setattr("read-only view", root, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
               | linux.MOUNT_ATTR_NODEV, recursive=True)
     masked = {op.dest for op in ops if op.kind == "mask"}
@@ -369,12 +388,27 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
             p.setattr("read-only view", root + op.dest, 0, linux.MOUNT_ATTR_RDONLY, recursive=False)
     for op in ops:
         if op.kind == "dev":
-            _dev(p, op, root)
+            _dev(p, op, root, own)
     p.add("pivot_root", linux.VIEW_PIVOT, root)
     return bytes(p.code)
 
 
-def _bind(p: _Program, op: MountOp, root: str) -> None:
+def _tmp_size(ops: tuple[MountOp, ...]) -> str:
+    """The private /tmp's size option (",size=N"), for the root tmpfs that holds it."""
+    for op in ops:
+        if op.kind == "tmpfs" and op.dest == "/tmp" and op.options:
+            return "".join(f",{option}" for option in op.options.split(",") if option.startswith("size="))
+    return ""
+
+
+def _own_dir(p: _Program, step: str, target: str) -> None:
+    """A world-writable (sticky) directory of the root tmpfs, bound on itself: a mount of its
+    own, made writable once the view is sealed."""
+    p.mkdirs(step, target, mode=0o1777)
+    p.bind(step, target, target, recursive=False)
+
+
+def _bind(p: _Program, op: MountOp, root: str, own: bool) -> None:
     assert op.source is not None
     step, target = f"mount {op.dest}", root + op.dest
     try:
@@ -387,21 +421,27 @@ def _bind(p: _Program, op: MountOp, root: str) -> None:
            make=linux.VIEW_TARGET_DIR if directory else linux.VIEW_TARGET_FILE)
 
 
-def _mask(p: _Program, op: MountOp, root: str) -> None:
+def _mask(p: _Program, op: MountOp, root: str, own: bool) -> None:
     # Mounted on what the binds show (never created: the binds are still writable here);
     # gone since planning means nothing left to hide, a symlink in its way fails the launch.
     step, target = f"mask {op.dest}", root + op.dest
-    if op.source == "dir":
-        p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | linux.MS_NOEXEC, op.options, optional=True)
-    else:
+    if op.source != "dir":
         p.bind(step, "/dev/null", target, recursive=False, optional=True)
+    elif own and op.options is None:
+        p.bind(step, root + "/proc", target, recursive=False, optional=True)
+    else:
+        p.mount(step, "tmpfs", target, "tmpfs", _MOUNT_FLAGS | linux.MS_NOEXEC, op.options or _MASK_TMPFS,
+                optional=True)
 
 
-def _tmpfs(p: _Program, op: MountOp, root: str) -> None:
-    p.mount(f"mount {op.dest}", "tmpfs", root + op.dest, "tmpfs", _MOUNT_FLAGS, op.options, make=True)
+def _tmpfs(p: _Program, op: MountOp, root: str, own: bool) -> None:
+    if own and op.dest == "/tmp":
+        _own_dir(p, f"mount {op.dest}", root + op.dest)
+    else:
+        p.mount(f"mount {op.dest}", "tmpfs", root + op.dest, "tmpfs", _MOUNT_FLAGS, op.options, make=True)
 
 
-def _symlink(p: _Program, op: MountOp, root: str) -> None:
+def _symlink(p: _Program, op: MountOp, root: str, own: bool) -> None:
     p.add(f"mount {op.dest}", linux.VIEW_SYMLINK, op.source, root + op.dest)
 
 
@@ -414,12 +454,25 @@ def _proc(p: _Program, op: MountOp, root: str) -> None:
         p.bind(step, "/dev/null", f"{target}/{name}", recursive=False, optional=True)
 
 
-def _dev_mountpoint(p: _Program, op: MountOp, root: str) -> None:
-    p.mkdirs(f"mount {op.dest}", root + op.dest)  # the rest once the view is sealed
-
-
-def _dev(p: _Program, op: MountOp, root: str) -> None:
+def _dev_mountpoint(p: _Program, op: MountOp, root: str, own: bool) -> None:
     step, target = f"mount {op.dest}", root + op.dest
+    p.mkdirs(step, target)  # the device nodes once the view is sealed
+    if own:
+        # Made while the root is writable: once sealed, nothing new can be created in /dev.
+        for name in _DEV_NODES:
+            p.mkdirs(step, f"{target}/{name}", file=True)
+        for name, link in _DEV_LINKS:
+            p.add(step, linux.VIEW_SYMLINK, link, f"{target}/{name}")
+        _own_dir(p, step, f"{target}/shm")
+
+
+def _dev(p: _Program, op: MountOp, root: str, own: bool) -> None:
+    step, target = f"mount {op.dest}", root + op.dest
+    if own:
+        for name in _DEV_NODES:
+            p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False)
+        p.setattr(step, f"{target}/shm", 0, linux.MOUNT_ATTR_RDONLY, recursive=False)
+        return
     p.mount(step, "tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")
     for name in _DEV_NODES:
         p.bind(step, f"/dev/{name}", f"{target}/{name}", recursive=False, make=linux.VIEW_TARGET_FILE)
@@ -430,5 +483,4 @@ def _dev(p: _Program, op: MountOp, root: str) -> None:
     p.setattr(step, target, linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-_PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "proc": _proc, "dev": _dev_mountpoint,
-         "mask": _mask}
+_PLAN = {"bind": _bind, "tmpfs": _tmpfs, "symlink": _symlink, "dev": _dev_mountpoint, "mask": _mask}

@@ -32,6 +32,7 @@ cdef extern from "<sys/stat.h>" nogil:
         S_IFREG
     int mkdirat(int dirfd, const char *path, unsigned int mode)
     int mknodat(int dirfd, const char *path, unsigned int mode, unsigned long dev)
+    int chmod(const char *path, unsigned int mode)
 
 
 cdef extern from "<grp.h>" nogil:
