@@ -11,11 +11,12 @@ resumed.
 
 Activity, for ``idle_timeout``: a syscall of the agent's (on any of its connections)
 starting or finishing, or ``touch()`` by a service that drives the agent from
-outside (EXEC, files, EXPOSE and the connections through an exposure). Output is not activity: a loop printing forever is not being used. A
-syscall still in flight (a long THINK, a blocking RECV) does not count while it
-waits. Paused time counts toward ``timeout`` (a wall-time budget the spawner set)
-and not toward ``idle_timeout`` (a frozen agent cannot be active; the idle clock
-restarts at RESUME).
+outside (EXEC, files, EXPOSE and the connections through an exposure). Output is
+not activity: a loop printing forever is not being used. A syscall still in flight
+(a long THINK, a blocking RECV) does not count while it waits. Paused time counts
+toward ``timeout`` (a wall-time budget the spawner set) and not toward
+``idle_timeout`` (a frozen agent cannot be active; the idle clock restarts at
+RESUME).
 """
 from __future__ import annotations
 
