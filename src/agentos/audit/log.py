@@ -94,6 +94,9 @@ class AuditLog:
         self._next = 0
         self._buffer: list[bytes] = []
         self._flush_scheduled = False
+        #: The loop that writes what is buffered (the service's); None: the running one, if any.
+        #: Set, it is not looked up per record (on Python 3.11 that costs a getpid()).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._followers: list[Follower] = []
         #: Oldest first; the last is the current file. Changed under ``_lock`` (readers are threads).
         self._segments: list[Segment] = []
@@ -158,11 +161,13 @@ class AuditLog:
             follower(entry)
         if self._flush_scheduled:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
+        loop = self.loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
         self._flush_scheduled = True
         loop.call_soon(self._write_buffered)
 
@@ -439,9 +444,11 @@ def _unlink(path: Path) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    written = os.write(fd, data)
+    if written < len(data):  # a regular file takes it all unless the disk is full
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def matches(record: Record, agent: str | None) -> bool:

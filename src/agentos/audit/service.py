@@ -50,6 +50,7 @@ class AuditService:
         return {Op.AUDIT: self.audit}
 
     async def start(self) -> None:
+        self.log.loop = asyncio.get_running_loop()
         self.kernel.add_observer(self.observe)  # every syscall is recorded
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-reader")
         # Off the loop: it reads the current file once to index it, and finishes a crash's rotation.
@@ -80,12 +81,13 @@ class AuditService:
         """Log one finished syscall: who, what (its key arguments, ``arguments.requested``; never
         content), how it ended, how long it took."""
         identity = call.identity
+        agent = identity.agent_id
         # Microseconds by integer division: round(x, n) costs about 1 us a call (it goes
         # through a decimal string), twice per syscall.
         record: Record = {
             "ts": time.time_ns() // 1000 / 1e6,
-            "agent": identity.agent_id,
-            "name": self._name_of(identity.agent_id),
+            "agent": agent,
+            "name": None if agent is None else self.permissions.name_of(agent),
             "uid": identity.uid,
             "pid": identity.pid,
             "op": op_name(call.op),
@@ -96,11 +98,6 @@ class AuditService:
         if args is not None:
             record["args"] = args
         self.log.record(record)
-
-    def _name_of(self, agent_id: str | None) -> str | None:
-        if agent_id is None:
-            return None
-        return self.permissions.name_of(agent_id)
 
     async def audit(self, call: Call) -> None:
         """Stream the last ``limit`` records (by ``agent`` if given); with ``follow``, keep

@@ -43,6 +43,8 @@ from .pricing import PER, Price, Prices
 from .types import ModelRequest, Usage
 
 WINDOW = 60.0
+#: Chains of models whose price ``admit`` keeps worked out, at most.
+_MAX_CHAINS = 1024
 #: A budgeted call must be able to produce at least this many output tokens (or what it
 #: asked for, if less), else it is refused rather than sent to be cut off at once.
 MIN_OUTPUT_TOKENS = 16
@@ -177,6 +179,8 @@ class Budgets:
         self._accounts: dict[str, Account] = {}
         #: Models that answered with no price in the table.
         self.unpriced_models: set[str] = set()
+        #: ``prices.dearest`` of each chain of models calls named (the table does not change).
+        self._dearest: dict[tuple[str, ...], tuple[Price | None, list[str]]] = {}
 
     def usage(self, key: str, account: str | None = None) -> AgentUsage:
         entry = self._usage.get(key)
@@ -200,9 +204,16 @@ class Budgets:
         ``counted`` is the prompt's count by the provider, when it was asked (media)."""
         entry = self.usage(key, account)
         spent = self._account(account)
-        price, unpriced = self.prices.dearest(models)
-        reservation = Reservation(key=key, account=account, models=tuple(models), price=price,
-                                  unpriced=bool(unpriced))
+        models = tuple(models)
+        dearest = self._dearest.get(models)
+        if dearest is None:
+            if len(self._dearest) >= _MAX_CHAINS:
+                self._dearest.clear()
+            dearest = self._dearest[models] = self.prices.dearest(models)
+        price, unpriced = dearest
+        # By position (key, account, models, price, unpriced): keywords to a class cost ~400
+        # instructions each, on every call.
+        reservation = Reservation(key, account, models, price, bool(unpriced))
         if policy.max_tokens is not None and spent.total_tokens + spent.reserved_tokens >= policy.max_tokens:
             raise _exhausted("tokens", f"token budget exhausted: {spent.total_tokens} of "
                              f"{policy.max_tokens} tokens used, {spent.reserved_tokens} held by "
