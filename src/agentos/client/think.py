@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AgentOSError
+from ..protocol.turns import rekeyed
 
 CONTEXT_OPS = ("create", "get", "list", "clear", "fork", "delete")
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
@@ -65,7 +66,11 @@ class ThinkReply:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ThinkReply:
         names = cls.__dataclass_fields__
-        reply = cls(**{k: v for k, v in payload.items() if k in names})
+        # Fields a newer kernel sends that this SDK does not know are left out; the check costs
+        # a third of the copy that leaves them out, which most answers do not need.
+        known = payload if payload.keys() <= names.keys() else {
+            k: v for k, v in payload.items() if k in names}
+        reply = cls(**known)
         if reply.turn is not None:
             reply.turn = full_turn(reply.turn, reply.content or "", reply.function_calls)
         if reply.candidates:
@@ -95,17 +100,13 @@ def full_turn(turn: dict[str, Any], content: str, function_calls: list[dict[str,
     for part in turn.get("parts") or []:
         if "content_chars" in part:
             end = cursor + int(part["content_chars"])
-            part = {**_without(part, "content_chars"), "text": content[cursor:end]}
+            part = rekeyed(part, "content_chars", "text", content[cursor:end])
             cursor = end
         elif "function_call" in part:
-            part = {**_without(part, "function_call"),
-                    "functionCall": dict(function_calls[int(part["function_call"])])}
+            part = rekeyed(part, "function_call", "functionCall",
+                           dict(function_calls[int(part["function_call"])]))
         parts.append(part)
     return {**turn, "parts": parts}
-
-
-def _without(part: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in part.items() if k != key}
 
 
 def think_request(

@@ -21,6 +21,7 @@ from ..observability import notes
 from ..protocol import Op
 from ..protocol.lifecycle import ENDED_TOPICS
 from ..protocol.payload import encode_payload
+from ..protocol.turns import rekeyed
 from .budgets import Budgets, Reservation, has_media, team_totals
 from .callers import Caller, Callers, agent_key
 from .catalog import Catalog
@@ -450,21 +451,14 @@ def _wire_turn(completion: Completion) -> Content:
     for part in completion.turn["parts"]:
         text = part.get("text")
         if isinstance(text, str) and not part.get("thought") and content.startswith(text, cursor):
-            part = _replaced(part, "text", "content_chars", len(text))
+            part = rekeyed(part, "text", "content_chars", len(text))
             cursor += len(text)
         elif "functionCall" in part:
             if call_index < len(calls) and part["functionCall"] == calls[call_index]:
-                part = _replaced(part, "functionCall", "function_call", call_index)
+                part = rekeyed(part, "functionCall", "function_call", call_index)
             call_index += 1
         parts.append(part)
     return {**completion.turn, "parts": parts}
-
-
-def _replaced(part: dict[str, Any], key: str, new_key: str, value: Any) -> dict[str, Any]:
-    """``part`` without ``key``, and ``new_key: value`` last."""
-    out = {k: v for k, v in part.items() if k != key}
-    out[new_key] = value
-    return out
 
 
 #: Gates kept at most (agents x models x priorities).
