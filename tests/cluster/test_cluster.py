@@ -89,7 +89,8 @@ def test_placement_by_label_and_ps_shows_the_node(ray_kernel: KernelProcess, ray
         # Read from its node for this LIST, not a figure from before.
         usage = next(a for a in running if a["name"] == "w")["usage"]
         assert usage["memory_current"] > 0 and usage["pids_current"] >= 1
-        assert "up as pid" in client.logs("w")
+        # Printed after its READY: it may reach the kernel after the LIST above.
+        until(lambda: "up as pid" in client.logs("w"), "w's output in its log")
         ps = subprocess.run([sys.executable, "-m", "agentos", "ps", "--socket", str(ray_kernel.socket_path)],
                             capture_output=True, text=True, check=True).stdout.splitlines()
         assert ps[0].split() == ["NAME", "ID", "PID", "STATUS", "UPTIME", "RESTARTS", "MEMORY", "CPU", "TOKENS",
