@@ -4,6 +4,7 @@ whatever the kernel leaves when it exits."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -134,8 +135,22 @@ def run(args: argparse.Namespace, extra_services: Sequence[ServiceFactory] = ())
     private_runtime_dir()
     # From here on this process is the kernel's guardian, and the kernel its child.
     guard_this_kernel(config.log_json)
+    kernel = Kernel(config, extra_services)
+    kernel.when_started(_freeze_startup)
     try:
-        Kernel(config, extra_services).run()
+        kernel.run()
     except KernelAlreadyRunning as exc:
         raise UserError(str(exc)) from None
+    # The process exits now: the interpreter's last collections would walk every object left
+    # (1.2 of the 1.5 s from the last agent's end to the exit, with 300 ended agents) only to
+    # free what the exit frees anyway. Every file and database was closed by its service.
+    gc.freeze()
     return 0
+
+
+async def _freeze_startup() -> None:
+    """What the started kernel holds (its modules, services and settings: ~48,000 objects) lives
+    as long as it does: out of the cyclic collector's sight, a full collection, which holds
+    the loop for ~1 us an object here, costs only what agents and clients added since."""
+    gc.collect()
+    gc.freeze()
