@@ -133,18 +133,23 @@ def test_a_groups_members_land_as_its_strategy_says(ray_kernel: KernelProcess, r
         client.kill("a-3", grace=5)
 
 
-def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> None:
-    outcome: dict[str, Any] = {}
-
+def _spawn_in_thread(kernel: KernelProcess, name: str, outcome: dict[str, Any], **options: Any) -> threading.Thread:
+    """A SPAWN of a sleeper that is to wait for a node, in a thread (not started yet): it blocks
+    until the agent is placed or refused, and the error it ends with lands in ``outcome``."""
     def spawn() -> None:
-        with ray_kernel.client() as spawner:
+        with kernel.client() as spawner:
             try:
-                spawner.spawn("big", agent("sleeper"), limits={"memory": "4000Gi"},
-                              placement={**WORKER, "timeout": "3s"})
-            except Unavailable as exc:
+                spawner.spawn(name, agent("sleeper"), **options)
+            except AgentOSError as exc:
                 outcome["error"] = exc
 
-    thread = threading.Thread(target=spawn)
+    return threading.Thread(target=spawn)
+
+
+def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> None:
+    outcome: dict[str, Any] = {}
+    thread = _spawn_in_thread(ray_kernel, "big", outcome, limits={"memory": "4000Gi"},
+                              placement={**WORKER, "timeout": "3s"})
     thread.start()
     try:
         with ray_kernel.client() as client:
@@ -155,6 +160,7 @@ def test_more_memory_than_any_node_stays_pending(ray_kernel: KernelProcess) -> N
     assert pending[0]["status"] == "pending"
     assert "memory" in pending[0]["reason"] and "lacks memory" in pending[0]["reason"]
     error = outcome["error"]
+    assert isinstance(error, Unavailable), error
     assert "found no node within 3s" in str(error) and error.details["pending"] is True
     with ray_kernel.client() as client:
         assert client.list_agents(status="pending") == []
@@ -165,15 +171,7 @@ def test_kill_ends_an_agent_still_waiting_for_a_node(ray_kernel: KernelProcess) 
     # Three members, each on a node of its own, and one node labelled pool=agents: Ray cannot place it.
     crowd = {**WORKER, "group": {"name": "crowd", "size": 3, "strategy": "strict-spread"}}
     outcome: dict[str, Any] = {}
-
-    def spawn() -> None:
-        with ray_kernel.client() as spawner:
-            try:
-                spawner.spawn("crowd-1", agent("sleeper"), placement=crowd)
-            except Unavailable as exc:
-                outcome["error"] = exc
-
-    thread = threading.Thread(target=spawn)
+    thread = _spawn_in_thread(ray_kernel, "crowd-1", outcome, placement=crowd)
     thread.start()
     try:
         with ray_kernel.client() as client:
@@ -189,6 +187,7 @@ def test_kill_ends_an_agent_still_waiting_for_a_node(ray_kernel: KernelProcess) 
         thread.join()
     assert killed["status"] == "killed" and killed["killed"] is True and killed["id"] == pending[0]["id"]
     error = outcome["error"]
+    assert isinstance(error, Unavailable), error
     assert "was killed while it waited for a node" in str(error)
     assert error.details["status"] == "killed" and error.details["id"] == killed["id"]
     with ray_kernel.client() as client:
@@ -349,16 +348,8 @@ def test_a_stopping_kernel_ends_its_placed_agents(ray_kernel: KernelProcess) -> 
     # The session's kernel, stopped here: last in this file, so no later test starts another.
     kernel = ray_kernel
     outcome: dict[str, Any] = {}
-
-    def wait_for_a_node() -> None:
-        with kernel.client() as spawner:
-            try:
-                spawner.spawn("waiting", agent("sleeper"), limits={"memory": "4000Gi"},
+    thread = _spawn_in_thread(kernel, "waiting", outcome, limits={"memory": "4000Gi"},
                               placement={**WORKER, "timeout": "5m"})
-            except AgentOSError as exc:
-                outcome["error"] = exc
-
-    thread = threading.Thread(target=wait_for_a_node)
     try:
         with kernel.client() as client:
             spawned = client.spawn("left", agent("sleeper"), placement=WORKER)
