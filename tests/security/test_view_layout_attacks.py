@@ -4,6 +4,8 @@ hold at most limits.tmp (itself at most the memory limit), no sandbox sees anoth
 agent cannot leave its memory cgroup."""
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import pytest
@@ -124,3 +126,20 @@ def test_an_agent_born_in_a_spare_cgroup_is_under_its_limit_from_its_first_line(
         ended = hostile.admin.wait(id=bomb["id"], timeout=90)
         assert ended["status"] == "oom_killed"
         assert max(line["mib"] or 0 for line in hostile.output(bomb)) < 32
+
+
+@pytest.mark.parametrize("shown", ["/dev/shm", "/dev"])
+def test_a_read_only_bind_under_dev_never_makes_the_hosts_dev_shm_writable(hostile: HostileKernel,
+                                                                            shown: str) -> None:
+    """A view with a bind at or under /dev keeps a tmpfs /dev over it: the writable /dev/shm is
+    its own, never the host's shown read-only (the root tmpfs's /dev/shm, made writable once
+    the view is sealed, once lay under such a bind)."""
+    name = f"agentos-sec-shm-{os.getpid()}-{len(shown)}"
+    agent = hostile.admin.spawn(f"shm-{len(shown)}", command=["sh", "-c", f"echo x > /dev/shm/{name}"],
+                                readonly_paths=[shown])
+    try:
+        assert hostile.admin.wait(id=agent["id"], timeout=90)["status"] == "exited"
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/dev/shm/{name}")

@@ -361,10 +361,11 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
 
     Every superblock costs the host a slot in every memory cgroup's shrinker map
     (docs/sandboxes.md), so a view mounts few: unless a bind of / covers it, the root
-    tmpfs itself holds /dev (a read-only directory: device nodes bound on empty files,
-    symlinks), /tmp and /dev/shm (directories bound on themselves to be writable alone,
-    sharing the root's size: /tmp's limit) and the one empty directory every mask
-    without a bind inside it shows (the root's /proc, before proc is mounted there).
+    tmpfs itself holds /dev (unless a bind lies at or under it; a read-only directory:
+    device nodes bound on empty files, symlinks), /tmp and /dev/shm (directories bound on
+    themselves to be writable alone, sharing the root's size: /tmp's limit) and the one
+    empty directory every mask without a bind inside it shows (the root's /proc, before
+    proc is mounted there).
     """
     p = _Program()
     # Our changes must never propagate back to the host, host unmounts still reach us.
@@ -373,9 +374,12 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
     p.mount("new root", "tmpfs", root, "tmpfs", _MOUNT_FLAGS, "mode=0755" + (_tmp_size(ops) if own else ""))
     if own:
         p.mkdirs("mount /proc", root + "/proc")  # the empty directory masks show
+    # A bind at or under /dev would lie on the root's /dev (and /dev/shm, made writable once
+    # sealed, would be the host's): such a view gets a tmpfs /dev that covers it.
+    own_dev = own and not any(op.kind != "dev" and inside(op.dest, "/dev") for op in ops)
     for op in ops:
         if op.kind != "proc":
-            _PLAN[op.kind](p, op, root, own)
+            _PLAN[op.kind](p, op, root, own_dev if op.kind == "dev" else own)
     for op in ops:
         if op.kind == "proc":  # after the masks: they bind the directory it covers
             _proc(p, op, root)
@@ -388,7 +392,7 @@ def view_program(ops: tuple[MountOp, ...], root: str) -> bytes:
             p.setattr("read-only view", root + op.dest, 0, linux.MOUNT_ATTR_RDONLY, recursive=False)
     for op in ops:
         if op.kind == "dev":
-            _dev(p, op, root, own)
+            _dev(p, op, root, own_dev)
     p.add("pivot_root", linux.VIEW_PIVOT, root)
     return bytes(p.code)
 
