@@ -109,6 +109,7 @@ outcomes = {
     "userns then remount / rw": outcome(in_own_namespace_then(mount(None, b"/", None, MS_REMOUNT | MS_BIND))),
     "leave its memory cgroup": outcome(leave_memory_cgroup),
 }
+shown: list[str] | str
 try:
     shown = sorted(os.listdir(mask))
 except OSError as exc:  # a mask the kernel could not read itself is not masked: it stays unreadable
@@ -118,10 +119,10 @@ for directory in ("/tmp", "/dev/shm"):
     # Mount points in it (this script's bound directory, under /tmp) are its view's, not files.
     others[directory] = sorted(name for name in os.listdir(directory)
                                if not os.path.ismount(os.path.join(directory, name)))
-    with open(f"{directory}/{task['marker']}", "w") as f:
-        f.write("mine")
+    with open(f"{directory}/{task['marker']}", "w") as marker:
+        marker.write("mine")
 info = os.statvfs("/tmp")
-report = {"outcomes": outcomes, "mask": shown, "others": others, "refused": None,
+report: dict[str, object] = {"outcomes": outcomes, "mask": shown, "others": others, "refused": None,
           "statfs_mib": info.f_blocks * info.f_frsize >> 20}
 chunk, written = b"\xa5" * (1 << 20), {"/dev/shm": 0, "/tmp": 0}
 # Half the cap in /dev/shm, then /tmp until refused: each alone may hold the whole limit.
