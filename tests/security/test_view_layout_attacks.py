@@ -58,7 +58,7 @@ def test_no_device_nodes_in_the_writable_directories(layout: dict[str, Any], att
 
 @pytest.mark.parametrize("attempt", [
     "remount / rw", "remount /dev rw", "remount the mask rw", "remount /tmp's tmpfs bigger",
-    "mount_setattr / rw", "mount_setattr /dev rw", "mount a tmpfs on /dev",
+    "mount_setattr / rw", "mount_setattr /dev rw", "mount a tmpfs on /dev", "fspick /tmp's tmpfs bigger",
     # In a user namespace of its own it would hold every capability: it may not make one.
     "userns then remount / rw",
 ])

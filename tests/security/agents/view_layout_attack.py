@@ -2,7 +2,8 @@
 /dev, /tmp, /dev/shm and masks are directories of the view's one root tmpfs.
 
 Create in /dev, the root and a masked directory; mknod; make /dev, / or a mask writable again
-(remount, mount_setattr, a user namespace of its own first); raise the tmpfs's size by a remount;
+(remount, mount_setattr, a user namespace of its own first); raise the tmpfs's size by a remount
+or through fspick;
 read the mask (the root's /proc directory, bound); leave its memory cgroup (cgroup.procs).
 Then put ``cap_mib`` / 2 in /dev/shm and up to ``cap_mib`` more in /tmp; leave a marker in each.
 
@@ -28,7 +29,8 @@ libc.syscall.restype = ctypes.c_long
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
 CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
 MOUNT_ATTR_RDONLY, AT_RECURSIVE = 1, 0x8000
-NR_MOUNT_SETATTR = 442  # the same on x86_64 and aarch64
+NR_MOUNT_SETATTR, NR_FSPICK, NR_FSCONFIG = 442, 433, 431  # the same on x86_64 and aarch64
+FSCONFIG_SET_STRING, FSCONFIG_CMD_RECONFIGURE = 1, 7
 
 
 def checked(result):
@@ -51,6 +53,20 @@ def writable_again(path, flags=0):
     attr = MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
     return lambda: checked(libc.syscall(NR_MOUNT_SETATTR, -100, path, flags, ctypes.byref(attr),
                                         ctypes.sizeof(attr)))
+
+
+def reconfigure(path, key, value):
+    """The new mount API's way to remount: fspick the superblock, set an option, reconfigure."""
+    def attempt():
+        fd = libc.syscall(NR_FSPICK, -100, path, 0)
+        if fd < 0:
+            checked(fd)
+        try:
+            checked(libc.syscall(NR_FSCONFIG, fd, FSCONFIG_SET_STRING, key, value, 0))
+            checked(libc.syscall(NR_FSCONFIG, fd, FSCONFIG_CMD_RECONFIGURE, None, None, 0))
+        finally:
+            os.close(fd)
+    return attempt
 
 
 def create(path):
@@ -106,6 +122,7 @@ outcomes = {
     "mount_setattr / rw": outcome(writable_again(b"/", AT_RECURSIVE)),
     "mount_setattr /dev rw": outcome(writable_again(b"/dev")),
     "mount a tmpfs on /dev": outcome(mount(b"tmpfs", b"/dev", b"tmpfs", 0)),
+    "fspick /tmp's tmpfs bigger": outcome(reconfigure(b"/tmp", b"size", b"64g")),
     "userns then remount / rw": outcome(in_own_namespace_then(mount(None, b"/", None, MS_REMOUNT | MS_BIND))),
     "leave its memory cgroup": outcome(leave_memory_cgroup),
 }
