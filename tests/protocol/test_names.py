@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import jsonschema
 import pytest
 
 from agentos.cli.commands.cp import _split
 from agentos.errors import InvalidArgument
 from agentos.manifest import ManifestError, loads
+from agentos.mcp.server_tools import _ENV as MCP_TOOL_ENV
 from agentos.processes.exec import _env
 from agentos.processes.request import HOST, SpawnRequest
 from agentos.protocol import Op
@@ -111,6 +113,21 @@ def test_an_env_name_means_the_same_to_spawn_exec_the_manifest_and_a_template() 
                                "template": lambda n: template(**{n: value})}, ENV_NAMES))
     # Every AGENTOS_ name is the kernel's, set by it or not (yet): the prefix, not a list, is reserved.
     assert [name for name, ok in verdict.items() if ok] == ["PATH", "MY_VAR", "_x", "agentos_lower", "A" * 256]
+
+
+def test_an_mcp_tools_env_schema_refuses_no_name_spawn_takes() -> None:
+    """The schema is a tool call's first gate (SPAWN or EXEC checks the names again after it):
+    a name SPAWN takes, the schema takes too; it had its own rule, which refused 129-256 characters."""
+    def schema(name: str) -> bool:
+        try:
+            jsonschema.validate({name: "v"}, MCP_TOOL_ENV)
+        except jsonschema.ValidationError:
+            return False
+        return True
+
+    taken = [name for name in ENV_NAMES if spawn(env={name: "/usr/bin:/bin"})]
+    assert "A" * 256 in taken and [name for name in taken if not schema(name)] == []
+    assert not schema("A" * 257) and not schema("1A") and not schema("A-B")
 
 
 @pytest.mark.parametrize("name", ["worker\n", "AGENTOS_FD\n"])

@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import mcp_types as types
 
+from ..protocol.requests import ENV_NAME_SCHEMA_PATTERN
+
 #: Where a tool's ``sandbox`` argument comes from: the name ``sandbox_create`` answered.
 _SANDBOX = {"type": "string", "minLength": 1, "maxLength": 100,
             "description": "the sandbox's name, as sandbox_create returned it"}
@@ -19,7 +21,7 @@ _PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
 _SIZE = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1, "maxLength": 32}]}
 _SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}
 _ENV = {"type": "object", "maxProperties": 128,
-        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+        "propertyNames": {"pattern": ENV_NAME_SCHEMA_PATTERN},
         "additionalProperties": {"type": "string", "maxLength": 65536}}
 
 

@@ -55,6 +55,9 @@ AGENT_REF_PATTERN = rf"^(?:{_PROJECT}/)?{_AGENT_NAME}\Z"
 HOSTNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z"
 #: Environment variable names (SPAWN's and EXEC's ``env``, a manifest's, a template's).
 ENV_NAME_PATTERN = rf"^{_ENV_NAME}\Z"
+#: The same names in a JSON Schema (an MCP tool's ``env``): ECMA-262 has no ``\Z``, and there
+#: ``$`` is the end of the text. What passes reaches a SPAWN or EXEC, which checks it again.
+ENV_NAME_SCHEMA_PATTERN = rf"^{_ENV_NAME}$"
 #: Variables the kernel sets for every agent (its connection, its identity) start with this;
 #: the whole prefix is the kernel's, so a variable it adds later cannot be forged either.
 RESERVED_ENV_PREFIX = "AGENTOS_"
