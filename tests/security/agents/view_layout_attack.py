@@ -131,11 +131,15 @@ try:
     shown = sorted(os.listdir(mask))
 except OSError as exc:  # a mask the kernel could not read itself is not masked: it stays unreadable
     shown = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+# Mount points, and the directories on the way to one (this script's bound directory, when the
+# checkout is under /tmp), are its own view's, not another agent's files.
+with open("/proc/self/mountinfo") as mountinfo:
+    mounts = [line.split()[4] for line in mountinfo]
 others = {}
 for directory in ("/tmp", "/dev/shm"):
-    # Mount points in it (this script's bound directory, under /tmp) are its view's, not files.
     others[directory] = sorted(name for name in os.listdir(directory)
-                               if not os.path.ismount(os.path.join(directory, name)))
+                               if not any(m == f"{directory}/{name}" or m.startswith(f"{directory}/{name}/")
+                                          for m in mounts))
     with open(f"{directory}/{task['marker']}", "w") as marker:
         marker.write("mine")
 info = os.statvfs("/tmp")
