@@ -64,7 +64,13 @@ class Team:
 
     def start(self) -> Team:
         """Start the kernel and both agents; wait until all four sleeps run."""
-        self.kernel.start()
+        # As from a terminal, SIGHUP at its default: a kernel started with it ignored (under
+        # nohup, as CI may run) keeps it ignored, and the SIGHUP case would wait forever.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        try:
+            self.kernel.start()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
         client = self.kernel.client()
         command = ["sh", "-c", LEAVE_BEHIND.format(marker=self.marker)]
         plain = client.spawn(command=command, name="plain", sandboxed=False)
