@@ -38,7 +38,7 @@ class Case:
 
 
 CASES = {case.name: case for case in (
-    Case("sequential", {"mode": "sequential"}, min_ratio=0.9),
+    Case("sequential", {"mode": "sequential"}, min_ratio=0.95),
     Case("8-clients", {"mode": "sequential", "procs": 8}, min_ratio=0.9),
     Case("pipelined-10k", {"mode": "pipelined", "batch": PIPELINE_BATCH}, min_frames_per_s=10e6),
     Case("64KiB", {"mode": "sequential", "payload": LARGE_PAYLOAD}, min_ratio=0.9),

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import msgspec
 import ujson
 
+from ..parking import ParkingExecutor
 from ..state.private import open_private, private_dir
 from .index import BLOCK, Index, compress, decompress, identities, read_block, scan, write_private
 from .settings import AuditSettings
@@ -103,7 +104,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._loaded: list[Segment] = []
         #: Compression and retention: one thread, so they never race each other.
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: ParkingExecutor | None = None
 
     # -- opening and closing ---------------------------------------------------------
 
@@ -122,7 +123,7 @@ class AuditLog:
         seq = max((s.seq for s in segments), default=0) + 1
         self._segments = [*segments, Segment(seq, self.path, index)]
         self._fd, self._size, self._next = fd, size, size
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-rotate")
+        self._worker = ParkingExecutor(1, thread_name_prefix="agentos-audit-rotate")
         for segment in unfinished:
             self._submit(self._finish, segment)
         self._submit(self._retain)

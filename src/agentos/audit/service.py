@@ -5,11 +5,11 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..kernel.syscalls import Call, Handler
+from ..parking import ParkingExecutor
 from ..protocol import Op, op_name
 from .arguments import requested
 from .log import AuditLog, Position, Record, matches
@@ -44,7 +44,7 @@ class AuditService:
         self._maintenance: asyncio.TimerHandle | None = None
         # AUDIT reads queue on a thread of their own: a burst of them never holds the
         # loop's shared executor, which SPAWN's sandbox handshakes wait on.
-        self._reader: ThreadPoolExecutor | None = None
+        self._reader: ParkingExecutor | None = None
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {Op.AUDIT: self.audit}
@@ -52,7 +52,7 @@ class AuditService:
     async def start(self) -> None:
         self.log.loop = asyncio.get_running_loop()
         self.kernel.add_observer(self.observe)  # every syscall is recorded
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit-reader")
+        self._reader = ParkingExecutor(1, thread_name_prefix="agentos-audit-reader")
         # Off the loop: it reads the current file once to index it, and finishes a crash's rotation.
         await asyncio.get_running_loop().run_in_executor(self._reader, self.log.open)
         self._maintain()

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from contextvars import Context
 from typing import Any, TypeVarTuple, Unpack
 
+from ..parking import ParkingExecutor
+
 #: Callbacks an iteration schedules before checkpoints start.
 FREE = 2
 #: Callbacks scheduled between two checkpoints after that.
@@ -46,6 +48,8 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         self.__slice = slice_s
         self.__round = -1
         self.__scheduled = 0
+        # run_in_executor's workers idle parked, as the kernel's other threads (agentos.parking).
+        self.set_default_executor(ParkingExecutor(thread_name_prefix="agentos-worker"))
 
     def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                   context: Context | None = None) -> asyncio.Handle:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import resource
 import select as _select
 import selectors
@@ -73,6 +74,10 @@ from ..protocol.constants import DEFAULT_MAX_PAYLOAD, Flag
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+
+#: The compiled reactor counts the threads idling in its ParkingQueue, to keep the GIL while it
+#: waits when nobody else could want it; this reactor always releases it, so a plain queue serves.
+ParkingQueue = queue.SimpleQueue
 
 _EPOLLIN = _select.EPOLLIN
 _EPOLLOUT = _select.EPOLLOUT
@@ -333,6 +338,8 @@ class Reactor(selectors.BaseSelector):
         self._served_at = 0.0
         #: ``select()`` calls so far: the loop's iterations, for the loop to count its callbacks by.
         self.rounds = 0
+        #: Waits that kept the GIL: always 0 here (only the compiled reactor can keep it).
+        self.waits_holding_gil = 0
 
     # -- serving --------------------------------------------------------------
 

@@ -256,6 +256,10 @@ class _KernelState(Collector):
                                      "(reactor select() calls; NOOPs are answered inside them)")
         rounds.add_metric([], kernel.reactor.rounds)
         families.append(rounds)
+        kept = CounterMetricFamily("agentos_kernel_loop_waits_holding_gil", "Reactor waits that "
+                                   "kept the GIL, every other thread being parked (compiled reactor)")
+        kept.add_metric([], kernel.reactor.waits_holding_gil)
+        families.append(kept)
         self._families = families
 
     def collect(self) -> Iterator[Metric]:

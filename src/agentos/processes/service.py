@@ -20,7 +20,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from msgspec import UNSET
@@ -41,6 +40,7 @@ from ..kernel.peers import agent_of_pid
 from ..kernel.slices import in_slices
 from ..kernel.syscalls import Call, Handler
 from ..observability import notes
+from ..parking import ParkingExecutor
 from ..permissions.capabilities import Capability
 from ..permissions.principal import caller_id
 from ..protocol import Op
@@ -132,7 +132,7 @@ class ProcessService:
         #: Cgroups made ahead for the zygote's embryos, each embryo already in its own.
         self.spares = Spares(lambda: self.driver, launcher)
         #: Where ended agents' cgroups are emptied, read a last time and removed.
-        self._teardown = ThreadPoolExecutor(_TEARDOWN_THREADS, thread_name_prefix="agentos-cgroup-teardown")
+        self._teardown = ParkingExecutor(_TEARDOWN_THREADS, thread_name_prefix="agentos-cgroup-teardown")
         self.log_dir = kernel.config.state_dir / "logs"
         self.log_retention = LogRetention(self.log_dir, self.settings.logs)
         #: What runs, on disk: the next kernel restores or reports it (``ledger``).

@@ -23,9 +23,9 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from ..cgroups import AgentCgroup, CgroupDriver, Limits, destroy
+from ..parking import ParkingExecutor
 from ..sandbox import Launcher
 
 __all__ = ["Spares"]
@@ -55,7 +55,7 @@ class Spares:
         self._lock = threading.Lock()
         self._pending = False
         self._closed = False
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="agentos-spare-cgroups")
+        self._thread = ParkingExecutor(1, thread_name_prefix="agentos-spare-cgroups")
 
     @property
     def driver(self) -> CgroupDriver:

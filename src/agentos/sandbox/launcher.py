@@ -13,7 +13,6 @@ import dataclasses
 import errno
 import json
 import os
-import queue
 import signal
 import socket
 import stat
@@ -24,6 +23,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Self
 
+from agentos.parking import ParkingQueue
 from agentos.sandbox import child, initd
 from agentos.sandbox._linux import linux
 from agentos.sandbox.plan import Plan, entry_plan, make_plan
@@ -50,7 +50,7 @@ class _Owner(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="agentos-sandbox-owner", daemon=True)
-        self._calls: queue.SimpleQueue[tuple[Callable[[], None], Future[None]] | None] = queue.SimpleQueue()
+        self._calls = ParkingQueue()  # idle, it waits parked (agentos.parking)
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on this thread and wait for it."""

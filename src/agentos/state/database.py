@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import ujson
 
 from ..errors import InvalidArgument, TooLarge, Unavailable
+from ..parking import ParkingQueue
 from .private import prepare_sqlite
 
 log = logging.getLogger("agentos.state.database")
@@ -49,7 +50,8 @@ class Database:
     def __init__(self, path: Path | str, schema: str) -> None:
         self.path = Path(path)
         self._schema = schema
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Idle, the writer waits parked (agentos.parking): it costs the event loop nothing.
+        self._queue = ParkingQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._ready = concurrent.futures.Future[None]()
