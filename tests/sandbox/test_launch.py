@@ -197,6 +197,9 @@ def test_agents_die_when_their_kernel_dies(tmp_path: Path) -> None:
         "launcher = Launcher()\n"
         "launcher.start()\n"
         "agent = launcher.launch(SandboxSpec(argv=['sleep', '1000'], env={'PATH': '/usr/bin:/bin'}))\n"
+        # Once the zygote is idle: the child it forks ahead after a launch exists by then, and
+        # is among the orphans reaped below (under load it came later, a zombie of this test).
+        "launcher.embryo_pids\n"
         "print(agent.pid, flush=True)\n"
         "time.sleep(1000)\n")
     before = _children()
