@@ -4,6 +4,7 @@ with nothing left for its guardian to clean (processes, cgroups) and no agent le
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from .conftest import kernel_cgroup_dirs, pid_alive
 SANDBOXED = 24
 #: Unsandboxed agents, each with a child outside its own process group: only the cgroup finds it.
 PLAIN = 8
+#: ``processes.keep_ended`` of the kernel whose shutdown ends more agents than that.
+KEEP = 3
 
 
 def _descendants(pid: int) -> list[int]:
@@ -80,3 +83,25 @@ def test_an_ended_agents_main_process_is_reaped_not_left_a_zombie(tmp_path: Path
         while any(os.path.exists(f"/proc/{pid}") for pid in pids):
             assert time.monotonic() < deadline, "a killed agent's process was never reaped"
             time.sleep(0.02)
+
+
+def test_a_shutdown_forgets_the_agents_it_ended_past_keep_ended(tmp_path: Path) -> None:
+    """A shutdown forgets the agents it ends past ``processes.keep_ended`` once they have all
+    ended, not one per end: the ledger it leaves the next kernel holds that many of them."""
+    manifest = tmp_path / "kernel.yaml"
+    manifest.write_text(f"kernel:\n  processes:\n    keep_ended: {KEEP}\n"
+                        "agents:\n  unused: {command: [sh, -c, 'true']}\n")  # a manifest declares one
+    kernel = KernelProcess(tmp_path / "k", args=["--manifest", str(manifest)]).start()
+    try:
+        client = kernel.client(timeout=120)
+        ids = {client.spawn(f"ended{n}", command=["sleep", "86400"], sandboxed=n % 2 == 0)["id"]
+               for n in range(3 * KEEP)}
+    except BaseException:
+        kernel.kill()
+        raise
+    kernel.stop_checked()
+    with sqlite3.connect(kernel.state_dir / "agents.db") as ledger:
+        rows = ledger.execute("SELECT id, status, reason FROM agents").fetchall()
+    assert len(rows) == KEEP, rows
+    assert {agent_id for agent_id, _, _ in rows} <= ids
+    assert {(status, reason) for _, status, reason in rows} == {("killed", "shutdown")}

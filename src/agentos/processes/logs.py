@@ -123,11 +123,17 @@ class LogCapture:
         self._close_file()
 
     def _on_output(self, copy: int, _events: int) -> None:
-        """The holder saw output (or every writer gone): read it from ``copy`` until quiet."""
+        """The holder saw output (or every writer gone): read it from ``copy`` until quiet.
+
+        The first read is made at once: at an agent's end it finds the end of file, and the
+        capture is done without adding the pipe to the loop's epoll only to take it out the
+        next round (a shutdown ends thousands of agents)."""
         assert self._loop is not None and self._readers is not None
         self._fd = copy
-        self._loop.add_reader(copy, self._on_readable)
         self._readers.reading(self)
+        self._on_readable()
+        if self._fd == copy:  # more may come: read on as it does
+            self._loop.add_reader(copy, self._on_readable)
 
     def _not_parked(self, read_fd: int, err: int) -> None:
         """The holder could not keep the pipe (``read_fd``: given back) or ended: the capture
@@ -205,6 +211,8 @@ class LogCapture:
 
     async def wait_eof(self, timeout: float) -> bool:
         """Wait until every writer (the agent's whole tree) closed the pipe; False on timeout."""
+        if self._eof.is_set():
+            return True  # as a rule by the agent's end: no task and timer for wait_for to make
         try:
             await asyncio.wait_for(self._eof.wait(), timeout)
             return True

@@ -25,11 +25,23 @@ def dropped(pid: int, sig: int) -> bool:
         return False
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
-            status = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+            status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    nspid = status.get(b"NSpid", b"").split()
+    # Only the three lines needed: a shutdown reads this for every agent, and splitting all
+    # ~55 lines into a dict cost as much as the read (~60 -> ~40 us a call).
+    nspid = _field(status, b"\nNSpid:").split()
     if len(nspid) < 2 or nspid[-1] != b"1":
         return False
     bit = 1 << (sig - 1)
-    return not (int(status[b"SigCgt"], 16) | int(status[b"SigIgn"], 16)) & bit
+    return not (int(_field(status, b"\nSigCgt:"), 16) | int(_field(status, b"\nSigIgn:"), 16)) & bit
+
+
+def _field(status: bytes, key: bytes) -> bytes:
+    """The value of the line ``key`` begins (``b""`` without one), in /proc/<pid>/status."""
+    start = status.find(key)
+    if start < 0:
+        return b""
+    start += len(key)
+    end = status.find(b"\n", start)
+    return status[start:] if end < 0 else status[start:end]
