@@ -39,6 +39,7 @@ class FakeCgroupfs:
     processes ("no internal processes", EBUSY, the root excepted) and disabling one a
     child still enables (EBUSY), and offers the change to the children. The test plays
     the kernel for the counters (memory.current, cpu.stat ...): it writes them itself.
+    Its ``mkdir``, ``rmdir`` and ``write`` take a path as the drivers give it: a string or a Path.
     """
 
     def __init__(self, root: Path) -> None:
@@ -58,7 +59,8 @@ class FakeCgroupfs:
         """The pids in ``directory``'s own ``cgroup.procs``."""
         return [int(word) for word in (directory / "cgroup.procs").read_text().split()]
 
-    def mkdir(self, path: Path, exist_ok: bool = False) -> None:
+    def mkdir(self, path: str | Path, exist_ok: bool = False) -> None:
+        path = Path(path)
         try:
             os.mkdir(path)
         except FileExistsError:
@@ -81,7 +83,8 @@ class FakeCgroupfs:
                 if not (path / name).exists():
                     (path / name).write_text(text)
 
-    def write(self, path: Path, value: str) -> None:
+    def write(self, path: str | Path, value: str) -> None:
+        path = Path(path)
         cgroup = path.parent
         if not path.is_relative_to(self.root) or path.name not in ("cgroup.procs", "cgroup.subtree_control"):
             _REAL_WRITE(path, value)
@@ -128,7 +131,8 @@ class FakeCgroupfs:
             if path.exists():
                 path.chmod(path.stat().st_mode | (0o003 if path.is_dir() else 0o002))
 
-    def rmdir(self, path: Path) -> bool:
+    def rmdir(self, path: str | Path) -> bool:
+        path = Path(path)
         if not path.exists():
             return True
         if any(entry.is_dir() for entry in path.iterdir()) or (path / "cgroup.procs").read_text().strip():

@@ -91,20 +91,14 @@ class AgentCgroup(ABC):
     #: True when ``procs()`` and ``kill()`` cover every process the agent itself started.
     tracks_tree: ClassVar[bool] = True
 
-    def __init__(self, agent_id: str, dirs: Sequence[Path], enforced: dict[str, bool],
-                 parent: AgentCgroup | None = None, leaves: Sequence[Path] | None = None) -> None:
+    def __init__(self, agent_id: str, dirs: Sequence[str | Path], enforced: dict[str, bool],
+                 parent: AgentCgroup | None = None, leaves: Sequence[str | Path] | None = None) -> None:
         self.agent_id = agent_id
-        #: Distinct directories, one per mounted hierarchy in use.
-        self.dirs = list(dict.fromkeys(dirs))
-        #: The agent's own processes live here, one per directory: its ``self`` leaf, unless
-        #: the driver says the directory itself (``leaves``).
-        self.leaves = [directory / LEAF for directory in self.dirs] if leaves is None else list(leaves)
-        #: Leaves that are directories of their own (made and removed with the agent's processes).
-        self.leaf_dirs = [leaf for leaf in self.leaves if leaf not in self.dirs]
-        #: Leaves that are the agent's directory itself (removed once its children are gone too).
-        self._shared = [leaf for leaf in self.leaves if leaf in self.dirs]
-        #: Directories that are not their own leaf: a process there moved itself there.
-        self._outer = [directory for directory in self.dirs if directory not in self.leaves]
+        # Kept as strings, made Paths only when asked for (``dirs``, ``leaves``): a live agent's
+        # Paths, each with its parts list and cached strings, cost the kernel ~3 KB of memory.
+        self._dirs = tuple(dict.fromkeys(str(directory) for directory in dirs))
+        self._leaves = tuple(f"{directory}/{LEAF}" for directory in self._dirs) if leaves is None else tuple(
+            str(leaf) for leaf in leaves)
         #: Requested limit name -> whether the kernel really enforces it.
         self.enforced = enforced
         #: What was asked for this agent (its ancestors' limits bound it too).
@@ -116,14 +110,41 @@ class AgentCgroup(ABC):
         self.nested = False
         self._removed = False
 
+    @property
+    def dirs(self) -> list[Path]:
+        """Distinct directories, one per mounted hierarchy in use."""
+        return [Path(directory) for directory in self._dirs]
+
+    @property
+    def leaves(self) -> list[Path]:
+        """Where the agent's own processes live, one per directory: its ``self`` leaf, unless
+        the driver says the directory itself."""
+        return [Path(leaf) for leaf in self._leaves]
+
+    @property
+    def leaf_dirs(self) -> list[Path]:
+        """Leaves that are directories of their own (made and removed with the agent's processes)."""
+        return [Path(leaf) for leaf in self._own_leaf_dirs()]
+
+    def _own_leaf_dirs(self) -> list[str]:
+        return [leaf for leaf in self._leaves if leaf not in self._dirs]
+
+    def _shared(self) -> list[str]:
+        """Leaves that are the agent's directory itself (removed once its children are gone too)."""
+        return [leaf for leaf in self._leaves if leaf in self._dirs]
+
+    def _outer(self) -> list[str]:
+        """Directories that are not their own leaf: a process there moved itself there."""
+        return [directory for directory in self._dirs if directory not in self._leaves]
+
     def attach(self, pid: int) -> None:
         """Move ``pid`` (and so everything it forks later) into the agent's leaf."""
-        for leaf in self.leaves:
-            write(leaf / "cgroup.procs", str(pid))
+        for leaf in self._leaves:
+            write(f"{leaf}/cgroup.procs", str(pid))
 
     def procs(self) -> list[int]:
         """Pids of the agent's own live processes (child agents' are not included)."""
-        return read_procs([*self.leaves, *self._outer])
+        return read_procs([*self._leaves, *self._outer()])
 
     def kill(self) -> int:
         """SIGKILL the agent's own processes in one pass; returns how many were seen.
@@ -134,7 +155,7 @@ class AgentCgroup(ABC):
         """
         # agentos puts no process in an agent's directory that has a leaf, but one that
         # moved itself there (or an older kernel's layout) must not outlive the agent.
-        return self._kill_leaf() + signal_all(read_procs(self._outer))
+        return self._kill_leaf() + signal_all(read_procs(self._outer()))
 
     @abstractmethod
     def _kill_leaf(self) -> int:
@@ -182,14 +203,14 @@ class AgentCgroup(ABC):
         The agent's directory goes with it or, while child agents' cgroups remain
         below it, with the last of them: until then its limits keep bounding them.
         """
-        if not rmdirs(self.leaf_dirs) or read_procs(self._shared):
+        if not rmdirs(self._own_leaf_dirs()) or read_procs(self._shared()):
             return False
         self._removed = True
         node: AgentCgroup | None = self
         while node is not None and node._removed and not node._children:
-            if not rmdirs(node.dirs):
+            if not rmdirs(node._dirs):
                 log.warning("cgroup of agent %s not removed: something else is in %s",
-                            node.agent_id, node.dirs)
+                            node.agent_id, list(node._dirs))
                 break
             if node.parent is not None:
                 node.parent._children.discard(node)
@@ -317,13 +338,13 @@ class CgroupDriver(ABC):
     def make(self, cgroup: AgentCgroup) -> None:
         """Make a ``prepare``d cgroup and apply its limits; whatever fails, nothing this call
         made is left behind."""
-        made: list[Path] = []
+        made: list[str] = []
         try:
-            for directory in cgroup.dirs:
+            for directory in cgroup._dirs:
                 mkdir(directory)  # an existing one belongs to another agent: never share it
                 made.append(directory)
             cgroup.enforced = self._apply(cgroup, cgroup.limits)
-            for leaf in cgroup.leaf_dirs:
+            for leaf in cgroup._own_leaf_dirs():
                 mkdir(leaf)
                 made.append(leaf)
             self._prepare_leaf(cgroup)
@@ -342,9 +363,9 @@ class CgroupDriver(ABC):
         if not self.adopts or spare.parent is not None or cgroup.parent is not None:
             raise CgroupError(errno.EOPNOTSUPP, f"the {self.name} driver cannot rename cgroups")
         cgroup.enforced = self._apply(spare, cgroup.limits)
-        renamed: list[tuple[Path, Path]] = []
+        renamed: list[tuple[str, str]] = []
         try:
-            for old, new in zip(spare.dirs, cgroup.dirs, strict=True):
+            for old, new in zip(spare._dirs, cgroup._dirs, strict=True):
                 os.rename(old, new)
                 renamed.append((old, new))
         except BaseException:
@@ -393,7 +414,7 @@ class CgroupDriver(ABC):
         """Configure the freshly made leaves before any process joins them."""
 
     @staticmethod
-    def _rmdirs(directories: Iterable[Path]) -> None:
+    def _rmdirs(directories: Iterable[str | Path]) -> None:
         """Remove what can be; log the rest (another kernel's ``agentos/``, an agent not yet reaped)."""
         for directory in directories:
             try:
@@ -436,7 +457,7 @@ def process_start_time(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
-def mkdir(path: Path, exist_ok: bool = False) -> None:
+def mkdir(path: str | Path, exist_ok: bool = False) -> None:
     """Make one cgroup directory (the kernel fills it with control files)."""
     try:
         os.mkdir(path)
@@ -445,7 +466,7 @@ def mkdir(path: Path, exist_ok: bool = False) -> None:
             raise
 
 
-def rmdir(path: Path) -> bool:
+def rmdir(path: str | Path) -> bool:
     """Remove one cgroup directory; False while processes or child cgroups keep it busy."""
     try:
         os.rmdir(path)
@@ -458,7 +479,7 @@ def rmdir(path: Path) -> bool:
     return True
 
 
-def rmdirs(directories: Iterable[Path]) -> bool:
+def rmdirs(directories: Iterable[str | Path]) -> bool:
     """``rmdir`` each; True when all are gone."""
     return all([rmdir(directory) for directory in directories])
 
@@ -513,9 +534,9 @@ def read_ints(path: str | Path) -> list[int]:
     return [int(word) for word in text.split()] if text else []
 
 
-def read_procs(directories: Iterable[Path]) -> list[int]:
+def read_procs(directories: Iterable[str | Path]) -> list[int]:
     """The pids in the ``cgroup.procs`` of each directory (its own members, not descendants')."""
-    return sorted({pid for directory in directories for pid in read_ints(directory / "cgroup.procs")})
+    return sorted({pid for directory in directories for pid in read_ints(f"{directory}/cgroup.procs")})
 
 
 def read_keyed(path: str | Path) -> dict[str, int]:

@@ -32,23 +32,32 @@ class V1Cgroup(AgentCgroup):
     memory hierarchy's, whose directory holds the agent's processes itself (v1 allows processes
     in an inner cgroup): one memory cgroup per agent, and each costs the host a shrinker map."""
 
-    def __init__(self, agent_id: str, by_controller: dict[str, Path],
+    def __init__(self, agent_id: str, by_controller: dict[str, str],
                  parent: AgentCgroup | None = None) -> None:
-        memory = by_controller.get("memory")
-        dirs = list(dict.fromkeys(by_controller.values()))
-        super().__init__(agent_id, dirs, {}, parent,
-                         [directory if directory == memory else directory / LEAF for directory in dirs])
+        # Strings, not Paths: LIST reads six files per agent, and pathlib's joins cost as much
+        # as the reads; co-mounted controllers share one string (memory per live agent).
+        first: dict[str, str] = {}
+        for directory in by_controller.values():
+            first.setdefault(directory, directory)
+        self._memory = by_controller.get("memory")
+        super().__init__(agent_id, list(first), {}, parent,
+                         [directory if directory == self._memory else f"{directory}/{LEAF}"
+                          for directory in first])
         #: Controller -> the agent's directory in that controller's hierarchy.
-        self.by_controller = by_controller
-        # Strings, not Paths: LIST reads six files per agent, and pathlib's joins cost as
-        # much as the reads.
-        self._own = {ctl: str(directory if directory == memory else directory / LEAF)
-                     for ctl, directory in by_controller.items()}
+        self._by_controller = {ctl: first[directory] for ctl, directory in by_controller.items()}
+
+    @property
+    def by_controller(self) -> dict[str, Path]:
+        """Controller -> the agent's directory in that controller's hierarchy."""
+        return {ctl: Path(directory) for ctl, directory in self._by_controller.items()}
 
     def _file(self, controller: str, name: str, leaf: bool = True) -> str | None:
         """A control file of the agent's own processes (``leaf``) or of its whole directory."""
-        directory = self._own.get(controller) if leaf else self.by_controller.get(controller)
-        return None if directory is None else f"{directory}/{name}"
+        directory = self._by_controller.get(controller)
+        if directory is None:
+            return None
+        # The memory hierarchy keeps the agent's processes in its directory, the others in a leaf.
+        return f"{directory}/{LEAF}/{name}" if leaf and directory != self._memory else f"{directory}/{name}"
 
     def _int(self, controller: str, name: str, leaf: bool = True) -> int | None:
         path = self._file(controller, name, leaf)
@@ -110,8 +119,7 @@ class V1Cgroup(AgentCgroup):
 
     def remove(self) -> bool:
         # A kernel before one memory cgroup per agent made a leaf there too (a dead one's subtree).
-        memory = self.by_controller.get("memory")
-        if memory is not None and not rmdir(memory / LEAF):
+        if self._memory is not None and not rmdir(f"{self._memory}/{LEAF}"):
             return False
         return super().remove()
 
@@ -124,15 +132,15 @@ class V1Cgroup(AgentCgroup):
     def _kill_leaf(self) -> int:
         freezer = self._file("freezer", "freezer.state")
         if freezer is None:
-            return signal_all(read_procs(self.leaves))
+            return signal_all(read_procs(self._leaves))
         # Frozen tasks cannot fork, so one pass sees the whole tree; SIGKILL lands on thaw.
         try:
             write(freezer, "FROZEN")
         except OSError as exc:
             log.warning("cannot freeze %s (%s): killing without it", os.path.dirname(freezer), exc)
-            return signal_all(read_procs(self.leaves))
+            return signal_all(read_procs(self._leaves))
         try:
-            return signal_all(read_procs(self.leaves))
+            return signal_all(read_procs(self._leaves))
         finally:
             write(freezer, "THAWED")
 
@@ -179,35 +187,36 @@ class V1Driver(CgroupDriver):
 
     def _open(self, instance: str, agent_id: str, parent: AgentCgroup | None) -> V1Cgroup:
         if parent is None:
-            base = {ctl: root / TOP / instance for ctl, root in self.mounts.items()}
+            base = {ctl: f"{root}/{TOP}/{instance}" for ctl, root in self.mounts.items()}
         else:
             assert isinstance(parent, V1Cgroup)
-            base = parent.by_controller
-        return V1Cgroup(agent_id, {ctl: directory / agent_id for ctl, directory in base.items()}, parent)
+            base = parent._by_controller
+        return V1Cgroup(agent_id, {ctl: f"{directory}/{agent_id}" for ctl, directory in base.items()}, parent)
 
     def _apply(self, cgroup: AgentCgroup, limits: Limits) -> dict[str, bool]:
         assert isinstance(cgroup, V1Cgroup)
-        dirs = cgroup.by_controller
+        dirs = cgroup._by_controller
         enforced: dict[str, bool] = {}
         if limits.memory is not None:
             enforced["memory"] = "memory" in dirs
             if enforced["memory"]:
-                write(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory))
+                write(f"{dirs['memory']}/memory.limit_in_bytes", str(limits.memory))
                 # Without this the agent could overflow into swap; it must be >= the RAM limit.
-                if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
-                    write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(limits.memory))
+                memsw = f"{dirs['memory']}/memory.memsw.limit_in_bytes"
+                if os.path.exists(memsw):
+                    write(memsw, str(limits.memory))
         if limits.pids is not None:
             enforced["pids"] = "pids" in dirs
             if enforced["pids"]:
-                write(dirs["pids"] / "pids.max", pids_max(limits.pids))
+                write(f"{dirs['pids']}/pids.max", pids_max(limits.pids))
         if limits.cpu is not None:
             enforced["cpu"] = "cpu" in dirs
             if enforced["cpu"]:
                 # v1 refuses (EINVAL) a quota above an ancestor's; v2 silently takes the
                 # smaller one. Writing the smaller one makes v1 behave as v2 does.
                 cores = min([limits.cpu, *ancestor_cpu(cgroup)])
-                write(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                write(dirs["cpu"] / "cpu.cfs_quota_us", str(cpu_quota_us(cores)))
+                write(f"{dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
+                write(f"{dirs['cpu']}/cpu.cfs_quota_us", str(cpu_quota_us(cores)))
         return enforced
 
 

@@ -1,6 +1,7 @@
 """cgroup v2 driver: one unified hierarchy, limits in memory.max, pids.max, cpu.max."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .base import (
@@ -25,50 +26,50 @@ class V2Cgroup(AgentCgroup):
     """An agent's directory in the unified hierarchy, and its ``self`` leaf."""
 
     @property
-    def path(self) -> Path:
+    def path(self) -> str:
         """The agent's directory: its limits, which bound its child agents too."""
-        return self.dirs[0]
+        return self._dirs[0]
 
     @property
-    def leaf(self) -> Path:
+    def leaf(self) -> str:
         """The agent's own processes."""
-        return self.leaves[0]
+        return self._leaves[0]
 
     def stats(self) -> CgroupStats:
-        cpu = read_keyed(self.leaf / "cpu.stat")
+        cpu = read_keyed(f"{self.leaf}/cpu.stat")
         # Throttling is counted where cpu.max is written: the agent's directory.
-        throttling = read_keyed(self.path / "cpu.stat")
+        throttling = read_keyed(f"{self.path}/cpu.stat")
         return CgroupStats(
-            memory_current=read_int(self.leaf / "memory.current"),
-            memory_peak=read_int(self.leaf / "memory.peak"),
+            memory_current=read_int(f"{self.leaf}/memory.current"),
+            memory_peak=read_int(f"{self.leaf}/memory.peak"),
             cpu_usage_usec=cpu.get("usage_usec"),
             cpu_nr_periods=throttling.get("nr_periods"),
             cpu_nr_throttled=throttling.get("nr_throttled"),
             cpu_throttled_usec=throttling.get("throttled_usec"),
-            pids_current=read_int(self.leaf / "pids.current"),
-            oom_kills=read_keyed(self.leaf / "memory.events").get("oom_kill"),
+            pids_current=read_int(f"{self.leaf}/pids.current"),
+            oom_kills=read_keyed(f"{self.leaf}/memory.events").get("oom_kill"),
         )
 
     def oom_killed(self) -> bool:
         # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
-        return read_keyed(self.leaf / "memory.events").get("oom_kill", 0) > 0
+        return read_keyed(f"{self.leaf}/memory.events").get("oom_kill", 0) > 0
 
     def freeze(self) -> None:
-        write(self.leaf / "cgroup.freeze", "1")
+        write(f"{self.leaf}/cgroup.freeze", "1")
 
     def thaw(self) -> None:
-        write(self.leaf / "cgroup.freeze", "0")
+        write(f"{self.leaf}/cgroup.freeze", "0")
 
     def frozen(self) -> bool:
         # cgroup.freeze says what was asked; cgroup.events says when every task has stopped.
         # A leaf already gone (its agent ended) has nothing left to run.
-        return read_keyed(self.leaf / "cgroup.events").get("frozen", 1) == 1
+        return read_keyed(f"{self.leaf}/cgroup.events").get("frozen", 1) == 1
 
     def _kill_leaf(self) -> int:
-        pids = read_procs(self.leaves)
-        if (self.leaf / "cgroup.kill").exists():
+        pids = read_procs(self._leaves)
+        if os.path.exists(f"{self.leaf}/cgroup.kill"):
             # Linux >= 5.14 kills the whole leaf atomically, forks in flight included.
-            write(self.leaf / "cgroup.kill", "1")
+            write(f"{self.leaf}/cgroup.kill", "1")
             return len(pids)
         return signal_all(pids)
 
