@@ -71,8 +71,12 @@ class LogCapture:
         #: The log file while output is being read (closed while the pipe is parked).
         self._file: FileIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
-        self._eof = asyncio.Event()
+        #: Capture stopped (every writer closed the pipe, or the agent was reaped).
+        self._at_eof = False
+        # Made only for a waiter (LOGS follow, the reap's wait): two Events, each with its deque,
+        # were ~1.7 KB of the kernel's memory per idle agent.
+        self._changed: asyncio.Event | None = None
+        self._eof: asyncio.Event | None = None
         #: The pipe's read end in the holder (None: the kernel keeps it), and who reads the pipes.
         self._holder: FdHolder | None = None
         self._parked: Parked | None = None
@@ -86,7 +90,7 @@ class LogCapture:
             if rotated is not None:
                 self.rotated_start, self.file_start = 0, rotated
             self.size = self.file_start + (_size(path) or 0)
-            self._eof.set()
+            self._at_eof = True
 
     def pipe(self) -> int:
         """Make the pipe, start reading it; returns the write end for the agent (caller closes it)."""
@@ -177,8 +181,9 @@ class LogCapture:
             self._file.write(piece)
             self.size += len(piece)
             view = view[len(piece):]
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _rotate(self) -> None:
         self._close_file()
@@ -206,13 +211,18 @@ class LogCapture:
             self._holder.drop(self._parked)
             self._readers.forget(self)
             self._parked = None
-        self._eof.set()
-        self._changed.set()
+        self._at_eof = True
+        if self._eof is not None:
+            self._eof.set()
+        if self._changed is not None:
+            self._changed.set()
 
     async def wait_eof(self, timeout: float) -> bool:
         """Wait until every writer (the agent's whole tree) closed the pipe; False on timeout."""
-        if self._eof.is_set():
+        if self._at_eof:
             return True  # as a rule by the agent's end: no task and timer for wait_for to make
+        if self._eof is None:
+            self._eof = asyncio.Event()
         try:
             await asyncio.wait_for(self._eof.wait(), timeout)
             return True
@@ -233,12 +243,14 @@ class LogCapture:
 
     async def wait_beyond(self, offset: int) -> None:
         """Return once there are bytes past ``offset`` or capture has stopped."""
-        while self.size <= offset and not self._eof.is_set():
+        while self.size <= offset and not self._at_eof:
+            if self._changed is None:
+                self._changed = asyncio.Event()
             await self._changed.wait()
 
     @property
     def finished(self) -> bool:
-        return self._eof.is_set()
+        return self._at_eof
 
     @property
     def oldest(self) -> int:
