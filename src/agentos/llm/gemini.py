@@ -264,9 +264,10 @@ class TurnAssembler:
 
     def feed(self, response: dict[str, Any]) -> list[dict[str, Any]]:
         """Take one GenerateContentResponse; return the deltas it adds to the first candidate."""
-        error = error_in_event(response, "gemini")
-        if error is not None:
-            raise error
+        if "error" in response:  # answers without one (nearly all) skip the call
+            error = error_in_event(response, "gemini")
+            if error is not None:
+                raise error
         feedback = response.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             self.prompt_blocked = feedback
@@ -305,11 +306,13 @@ class TurnAssembler:
         if not self.candidates:
             raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the answer had no candidates",
                            retryable=True)
-        turns = [self.candidates[index] for index in sorted(self.candidates)]
+        # map, not comprehensions: in Python 3.11 each comprehension is a call of its own,
+        # on every answer.
+        turns = list(map(self.candidates.__getitem__, sorted(self.candidates)))
         if turns[0].finish_reason is None and streamed:
             raise LLMError(ErrorKind.UNAVAILABLE, "gemini: the stream ended before finishReason",
                            retryable=True)
-        candidates = [turn.candidate() for turn in turns]
+        candidates = list(map(_CandidateTurn.candidate, turns))
         first = candidates[0]
         # By position (text, function_calls, finish_reason, usage, model, turn, safety,
         # candidates): keywords to a class cost ~400 instructions each, on every answer.

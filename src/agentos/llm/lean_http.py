@@ -28,6 +28,7 @@ import base64
 import os
 import socket
 import ssl
+import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -218,7 +219,10 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.head_done = True
-        self._wake()
+        if self.streamed:
+            # Only a stream's reader waits for the head; a whole answer's would wake for nothing
+            # when the body comes in a later segment.
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         if self._decoder is not None:
@@ -399,14 +403,15 @@ class LeanSession:
         origin, head = self._route(method, url, headers)
         payload = head + (b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
                           if body is not None else b"\r\n")
-        deadline = self.loop.time() + timeout
+        # The loop's clock (asyncio's is time.monotonic), read without loop.time()'s frame.
+        deadline = time.monotonic() + timeout
         conn = self._take(origin)
         if conn is not None:
             try:
                 return await self._send(conn, payload, deadline, whole)
             except _Stale:
                 pass
-        conn = await self._connect(origin, min(connect_timeout, deadline - self.loop.time()))
+        conn = await self._connect(origin, min(connect_timeout, deadline - time.monotonic()))
         return await self._send(conn, payload, deadline, whole)
 
     async def _send(self, conn: _Connection, payload: bytes, deadline: float,
@@ -443,14 +448,14 @@ class LeanSession:
         if self.closed or len(idle) >= self._max_idle:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = time.monotonic()
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(KEEPALIVE, self._sweep)
 
     def _sweep(self) -> None:
         self._sweeper = None
-        oldest = self.loop.time() - KEEPALIVE
+        oldest = time.monotonic() - KEEPALIVE
         for idle in self._idle.values():
             for conn in [c for c in idle if c.idle_since <= oldest]:
                 idle.remove(conn)

@@ -124,10 +124,10 @@ class PrefixCache:
         A cache the server no longer knows is made again once; when that fails too, or no
         cache can be made, the call goes out as it came.
         """
-        prefix = {field: body[field] for field in PREFIX_FIELDS if field in body}
-        if not prefix or self._closed:
+        if self._closed or body.keys().isdisjoint(PREFIX_FIELDS):
             # Not a coroutine of its own: most calls have no prefix, and this is every THINK's way.
             return send(body)
+        prefix = {field: body[field] for field in PREFIX_FIELDS if field in body}
         return self._generate_cached(model, body, prefix, send)
 
     async def _generate_cached(self, model: str, body: dict[str, Any], prefix: dict[str, Any],

@@ -115,7 +115,7 @@ class Provider(ABC):
                         f"({type(exc).__name__}: {exc})", retryable=True)
 
     def _check_key(self) -> None:
-        if self.config.needs_key and not self.config.api_key:
+        if not self.config.api_key and self.config.needs_key:  # the property only when keyless
             raise LLMError(ErrorKind.NOT_CONFIGURED,
                            f"no API key: set {self.config.key_variable} (or GOOGLE_API_KEY) in the "
                            "kernel's environment and restart the kernel")

@@ -111,7 +111,7 @@ async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryP
             notes.event("gen_ai.wait", {"agentos.wait_s": hold, "agentos.reason": "rate_limited"})
             waited += await _pause(hold)
             continue
-        async with _within(deadline), gate.slot():
+        async with nullcontext() if deadline is None else deadline.within(), gate.slot():
             if gate.hold() > 0:
                 continue  # limited while this call queued for the slot: wait without it
             try:
@@ -140,10 +140,6 @@ async def with_retries(attempt_fn: Callable[[int], Awaitable[T]], policy: RetryP
                                      "agentos.wait_s": delay})
         waited += await _pause(delay)
         attempt += 1
-
-
-def _within(deadline: Deadline | None) -> AbstractAsyncContextManager[None]:
-    return nullcontext() if deadline is None else deadline.within()
 
 
 async def _pause(seconds: float) -> float:

@@ -88,7 +88,7 @@ class FairScheduler:
         else:
             self._running.pop(agent, None)
         # While a hand-out is due, calls of this turn may still arrive: it shares the slot.
-        if self._handout is None:
+        if self._handout is None and self._ring:
             self._dispatch()
 
     def queued(self, agent: str | None = None) -> int:

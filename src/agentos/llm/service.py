@@ -145,7 +145,8 @@ class LLMService:
         """The answer, encoded here: measured against what the client accepts before it is charged."""
         caller = self.callers.of(call.identity)
         args = parse_think(call.payload)
-        notes.traceparent(args.traceparent)
+        if args.traceparent is not None:  # most calls carry none: no notes lookup for them
+            notes.traceparent(args.traceparent)
         if args.stream:
             # An answer found before any text (no key, no budget) still ends the stream with END.
             call.open_stream()
