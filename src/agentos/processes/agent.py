@@ -22,7 +22,9 @@ def qualified(project: str | None, name: str) -> str:
     return f"{project}/{name}" if project else name
 
 
-@dataclass(eq=False)
+# Slots: with over 30 attributes an instance's __dict__ leaves CPython's shared keys and costs
+# ~1.6 KB per live agent, slots ~0.3 KB.
+@dataclass(eq=False, slots=True)
 class Agent:
     """The agent table's row; runtime handles live here until the agent is reaped."""
 
