@@ -150,12 +150,9 @@ class InitChannel:
 
     def _reported(self, control: socket.socket, reply: asyncio.Future[bytes]) -> None:
         """The leader spoke on the exec's control socket, or died without a word (end of file)."""
-        try:
-            report = control.recv(_MAX_REPLY)
-        except (BlockingIOError, InterruptedError):
+        report = _read_word(control)
+        if report is None:
             return
-        except OSError:
-            report = b""
         if not report:
             # Init's F, if it could not fork, was sent before the socket's end: read it first.
             self._readable()
@@ -165,12 +162,9 @@ class InitChannel:
     def _leader_spoke(self, token: str, control: socket.socket) -> None:
         """The leader's X: its command ended and its tree is gone. Its end of file without
         one: it died first, and init's X says how."""
-        try:
-            message = control.recv(_MAX_REPLY)
-        except (BlockingIOError, InterruptedError):
+        message = _read_word(control)
+        if message is None:
             return
-        except OSError:
-            message = b""
         self._unwatch(token)
         if message.startswith(b"X") and message[1:].isdigit():
             self._ended(token, _ending(int(message[1:])))
@@ -305,3 +299,13 @@ def _refusal(report: bytes, argv: Sequence[str], cwd: str) -> SandboxError:
     step, err = fields[0].decode(errors="replace"), int(fields[1])
     subject: Any = {"exec": argv[0], "cwd": cwd}.get(step)
     return SandboxError(step, err, os.strerror(err) + (f": {subject}" if subject is not None else ""))
+
+
+def _read_word(control: socket.socket) -> bytes | None:
+    """A message on an exec's control socket: None if none came yet, empty at its end."""
+    try:
+        return control.recv(_MAX_REPLY)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
