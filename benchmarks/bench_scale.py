@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -93,6 +94,7 @@ def main() -> dict[str, Any]:
         figures["noop"] = bystander.finish()
     figures["left_processes"] = leftovers()
     figures["left_cgroups"] = [str(path) for path in kernel_cgroups(kernel.pid)]
+    shutil.rmtree(root, ignore_errors=True)  # the kernel's state and socket dir: nothing to keep
     return figures
 
 
