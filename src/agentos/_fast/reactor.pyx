@@ -77,7 +77,8 @@ cdef inline bint _gil_unwanted() noexcept:
 
 @cython.final
 cdef class ParkingQueue:
-    """A ``queue.SimpleQueue`` whose untimed waiters the reactor counts: when every thread but
+    """``queue.SimpleQueue``'s put, get and get_nowait (what the kernel's threads and
+    ``ThreadPoolExecutor`` use), with the untimed waiters counted by the reactor: when every thread but
     the loop's waits in one and none holds an item, the reactor keeps the GIL in ``epoll_wait``
     (~400 instructions less per wait). For the kernel's worker threads, which idle for long."""
 
@@ -91,14 +92,11 @@ cdef class ParkingQueue:
         global _queued
         _queued -= self._count  # items nobody will take any more
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item):
         global _queued
         self._items.put(item)
         self._count += 1
         _queued += 1
-
-    def put_nowait(self, item):
-        self.put(item)
 
     def get(self, block=True, timeout=None):
         global _parked, _queued
@@ -117,12 +115,6 @@ cdef class ParkingQueue:
 
     def get_nowait(self):
         return self.get(False)
-
-    def empty(self):
-        return self._items.empty()
-
-    def qsize(self):
-        return self._items.qsize()
 
 
 cdef inline uint64_t _tag(int kind, int fd) noexcept nogil:
