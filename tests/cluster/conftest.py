@@ -7,6 +7,7 @@ elsewhere rather than open Ray's ports on a shared machine's network.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -85,28 +86,49 @@ def fake() -> Iterator[FakeGemini]:
         yield f
 
 
+@dataclass
+class Kernels:
+    """The kernels ``ray_kernel`` started this session (every one, to check each as it stops at
+    the session's end), and the one now serving each ``cluster.hosts`` mode."""
+
+    started: list[KernelProcess]
+    serving: dict[str, KernelProcess]
+
+
 @pytest.fixture(scope="session")
 def kernels(tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster,
-            fake: FakeGemini) -> Iterator[list[KernelProcess]]:
-    """The kernels ``ray_kernel`` started this session, checked as they stop at its end."""
-    started: list[KernelProcess] = []
-    yield started
-    for k in started:
+            fake: FakeGemini) -> Iterator[Kernels]:
+    found = Kernels([], {})
+    yield found
+    for k in found.started:
         k.stop_checked()
 
 
+@pytest.fixture(params=["node", "agent"])
+def hosts(request: pytest.FixtureRequest) -> str:
+    """How the kernel hosts its placed agents (``cluster.hosts``): every ray test runs both ways."""
+    return str(request.param)
+
+
 @pytest.fixture
-def ray_kernel(kernels: list[KernelProcess], tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster,
+def ray_kernel(kernels: Kernels, hosts: str, tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster,
                fake: FakeGemini) -> Iterator[KernelProcess]:
-    """A kernel driving the session's cluster, its LLM gateway on the fake Gemini: one for the
-    session (a kernel is a Ray driver, seconds to start), started anew after a test stopped it.
-    Each test ends the agents it started: one still running or waiting for a node after it fails
-    the test, and is killed so that the next test starts with none."""
-    if not kernels or kernels[-1].proc is None or kernels[-1].proc.poll() is not None:
-        kernels.append(KernelProcess(tmp_path_factory.mktemp("kernel"), args=["--cluster", ray_cluster.address], env={
+    """A kernel driving the session's cluster with ``hosts``, its LLM gateway on the fake Gemini:
+    one per mode for the session (a kernel is a Ray driver, seconds to start), started anew after
+    a test stopped it. Each test ends the agents it started: one still running or waiting for a
+    node after it fails the test, and is killed so that the next test starts with none."""
+    k = kernels.serving.get(hosts)
+    if k is None or k.proc is None or k.proc.poll() is not None:
+        root = tmp_path_factory.mktemp("kernel")
+        # The mode is the manifest's (kernel.cluster.hosts); a manifest declares an agent, unused here.
+        manifest = root / "cluster.yaml"
+        manifest.write_text(json.dumps({"kernel": {"cluster": {"hosts": hosts}},
+                                        "agents": {"unused": {"script": agent("sleeper")}}}))
+        k = kernels.serving[hosts] = KernelProcess(root, args=[
+            "--cluster", ray_cluster.address, "--manifest", str(manifest)], env={
             "AGENTOS_GEMINI_BASE_URL": fake.url, "GEMINI_API_KEY": fake.api_key,
-            "AGENTOS_GEMINI_MODEL": "gemini-test", "GOOGLE_API_KEY": ""}).start())
-    k = kernels[-1]
+            "AGENTOS_GEMINI_MODEL": "gemini-test", "GOOGLE_API_KEY": ""}).start()
+        kernels.started.append(k)
     yield k
     if k.proc is not None and k.proc.poll() is None:
         with k.client() as client:

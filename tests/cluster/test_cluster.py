@@ -277,8 +277,50 @@ def test_secure_defaults_are_enforced_on_the_worker_and_kill_leaves_nothing_ther
         assert int(uid) == sandbox["uid"] != 0
         assert client.kill("plain", grace=5)["status"] == "killed"
     until(lambda: gone(pid), "the agent's process gone")
-    until(lambda: gone(host), "its AgentHost actor's process gone")
     until(lambda: not any(d.exists() for d in dirs), "its cgroup removed")
+    if isolation["node"]["host"] == "agent":
+        until(lambda: gone(host), "its AgentHost actor's process gone")
+    else:
+        # The node's host stays for the next agent placed there.
+        assert not gone(host)
+
+
+def host_kind(pid: int) -> str:
+    """The Ray actor class a host process runs (Ray titles its workers ``ray::CLASS``)."""
+    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
+    return title.removeprefix("ray::").split(".")[0]
+
+
+def test_agents_share_their_nodes_host_only_in_node_mode(ray_kernel: KernelProcess, hosts: str) -> None:
+    names = ["d-1", "d-2", "d-3"]
+
+    def spawn(name: str) -> dict[str, Any]:
+        with ray_kernel.client() as spawner:
+            return spawner.spawn(name, agent("sleeper"), placement=WORKER, limits={"memory": "64Mi"})
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        spawned = dict(zip(names, pool.map(spawn, names)))
+    hosting = {name: s["isolation"]["node"]["actor_pid"] for name, s in spawned.items()}
+    assert {s["isolation"]["node"]["host"] for s in spawned.values()} == {hosts}
+    if hosts == "node":
+        assert len(set(hosting.values())) == 1 and host_kind(hosting["d-1"]) == "NodeHost", hosting
+    else:
+        assert len(set(hosting.values())) == 3 and {host_kind(p) for p in hosting.values()} == {"AgentHost"}
+    with ray_kernel.client() as client:
+        for name in names:
+            client.wait(name, until="ready", timeout=60)
+        first = cgroup_dirs(spawned["d-1"]["pid"])
+        # Killing one ends it alone: its neighbours on the same host keep running and answering.
+        assert client.kill("d-1", grace=0)["status"] == "killed"
+        until(lambda: gone(spawned["d-1"]["pid"]), "the killed agent's process gone")
+        until(lambda: not any(d.exists() for d in first), "its cgroup removed")
+        running = {a["name"] for a in client.list_agents(status="running")}
+        assert running == {"d-2", "d-3"}
+        assert all(not gone(spawned[name]["pid"]) for name in ("d-2", "d-3"))
+        usage = {a["name"]: a["usage"] for a in client.list_agents(status="running")}
+        assert all(u["memory_current"] > 0 and u["pids_current"] >= 1 for u in usage.values()), usage
+        for name in ("d-2", "d-3"):
+            assert client.kill(name, grace=5)["status"] == "killed"
 
 
 def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:

@@ -99,6 +99,8 @@ def test_a_restarting_kernel_never_kills_a_local_process_that_has_a_placed_agent
     ({"address": "auto", "placement_timeout": "soon"}, "cluster.placement_timeout"),
     ({"address": "auto", "placement_timeout": [1]}, "cluster.placement_timeout"),
     ({"address": "auto", "nodes": 2}, "'nodes'"),
+    ({"address": "auto", "hosts": "pod"}, "cluster.hosts"),
+    ({"address": "auto", "hosts": ["node"]}, "cluster.hosts"),
 ])
 def test_configuration_mistakes_name_their_key(section: dict[str, object], key: str) -> None:
     with pytest.raises(ValueError, match=key):

@@ -1,6 +1,7 @@
 """The kernel's side of a Ray cluster: the ``cluster`` service (the kernel is Ray's driver) and
 one ``RemoteAgent`` per agent placed on a node, which bridges that agent's kernel connection
-and output between its ``AgentHost`` actor and the kernel's ordinary machinery.
+and output between its host on the node (its place on the node's ``NodeHost``, or an
+``AgentHost`` of its own) and the kernel's ordinary machinery.
 
 The bridge ends in a socketpair the processes service adopts as the agent's connection, with
 the agent's identity, exactly as for a local agent: dispatch, permissions, budgets, the audit
@@ -20,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from ..cgroups import AgentCgroup, CgroupStats
 from ..errors import InvalidArgument, Unavailable
@@ -34,7 +35,7 @@ from ..protocol.requests import GroupWire, PlacementWire, SpawnRequestWire
 from ..sandbox.spec import Launched
 from ..units import parse_duration
 from . import NAMESPACE
-from .host import AgentHost, LaunchRefused
+from .host import AgentHost, LaunchRefused, NodeHost
 from .settings import ClusterSettings, LaunchSettings
 
 if TYPE_CHECKING:
@@ -45,8 +46,12 @@ log = logging.getLogger("agentos.cluster")
 _READ = 256 * 1024
 #: Seconds LIST waits for a placed agent's node to report its usage (then it shows the last report).
 STATS_WAIT = 1.0
-#: The actor class, declared with Ray once: the kernel's Ray-side name for ``AgentHost``.
-_HOST = ray.remote(AgentHost)
+#: The actor classes, declared with Ray once.
+_AGENT_HOST = ray.remote(AgentHost)
+_NODE_HOST = ray.remote(NodeHost)
+#: Calls a ``NodeHost`` runs at once: each agent on it keeps a ``pull`` waiting, so this bounds
+#: the agents one node can run for one kernel (Ray's default for an async actor is 1,000).
+NODE_HOST_CONCURRENCY = 100_000
 
 
 class ClusterService:
@@ -65,6 +70,9 @@ class ClusterService:
         self.remotes: set[RemoteAgent] = set()
         #: Placement groups with members, by (spawner's uid, project, name).
         self.groups: dict[tuple[int, str | None, str], Group] = {}
+        #: ``cluster.hosts: node``: each node's ``NodeHost``, by node id, made by the first agent
+        #: placed there.
+        self.node_hosts: dict[str, Any] = {}
 
     def syscalls(self) -> Mapping[Op, Handler]:
         return {}
@@ -121,6 +129,10 @@ class ClusterService:
             except ValueError as exc:
                 raise InvalidArgument(str(exc), field="placement.timeout") from None
         remote = RemoteAgent(self, agent_id, request, placement, timeout)
+        if self.settings.hosts == "node" and not remote.bundle:
+            raise InvalidArgument("placement: on a cluster whose agents share their node's host (cluster.hosts "
+                                  "node), a placed agent must reserve something for its placement group's bundle: "
+                                  "limits.memory, placement.cpus, gpus or resources", field="placement")
         if isinstance(placement.group, GroupWire) and not remote.bundle:
             raise InvalidArgument("placement.group: a member of a group must reserve something for its bundle: "
                                   "limits.memory, placement.cpus, gpus or resources", field="placement.group")
@@ -143,6 +155,20 @@ class ClusterService:
             found = []
         found = [r for r in found if visible(r)]
         return found[0] if len(found) == 1 else None
+
+    def node_host(self, node_id: str) -> Any:
+        """The ``NodeHost`` on ``node_id`` (started now if none is)."""
+        handle = self.node_hosts.get(node_id)
+        if handle is None:
+            handle = self.node_hosts[node_id] = _NODE_HOST.options(
+                namespace=NAMESPACE, num_cpus=0, max_restarts=0, max_concurrency=NODE_HOST_CONCURRENCY,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+        return handle
+
+    def lost_node_host(self, node_id: str, handle: Any) -> None:
+        """``handle`` died (its node was lost): the next agent placed there starts another."""
+        if self.node_hosts.get(node_id) is handle:
+            del self.node_hosts[node_id]
 
     def end_pending(self) -> None:
         """The kernel stops: agents still waiting for a node end now, not at their timeout."""
@@ -273,6 +299,36 @@ def _amount(resource: str, amount: float) -> str:
     return f"{amount / 2**30:.1f}Gi" if resource == "memory" else f"{amount:g}"
 
 
+class HostLink:
+    """An agent's host as the kernel calls it: an ``AgentHost`` of its own (``cluster.hosts:
+    agent``; the agent dies with it), or its place on its node's ``NodeHost`` (``node``: every
+    call names the agent, and killing it ends that agent only)."""
+
+    def __init__(self, handle: Any, agent_id: str, node_id: str | None = None) -> None:
+        self.handle = handle
+        self.agent_id = agent_id
+        #: Where its ``NodeHost`` runs; None for an ``AgentHost``.
+        self.node_id = node_id
+        self._args = () if node_id is None else (agent_id,)
+
+    @property
+    def kind(self) -> str:
+        return "agent" if self.node_id is None else "node"
+
+    def launch(self, request: SpawnRequest, settings: LaunchSettings) -> Any:
+        return self.handle.launch.remote(request, self.agent_id, settings)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``method`` of the host for this agent: Ray's reference to its answer."""
+        return getattr(self.handle, method).remote(*self._args, *args)
+
+    def kill(self) -> None:
+        if self.node_id is None:
+            ray.kill(self.handle, no_restart=True)
+        else:
+            self.call("drop")
+
+
 class RemoteCgroup(AgentCgroup):
     """A placed agent's cgroup as the kernel sees it: it lives on the node, which kills and
     measures; here are the last counters the node reported."""
@@ -301,7 +357,7 @@ class RemoteCgroup(AgentCgroup):
 
 
 class RemoteAgent:
-    """One agent on a node: its ``AgentHost`` actor and the bridge to its kernel connection."""
+    """One agent on a node: its host there and the bridge to its kernel connection."""
 
     def __init__(self, service: ClusterService, agent_id: str, request: SpawnRequest,
                  placement: PlacementWire, timeout: float) -> None:
@@ -317,12 +373,14 @@ class RemoteAgent:
             ("GPU", self.options.get("num_gpus", 0)), *self.options.get("resources", {}).items()) if amount}
         #: Its placement group, while it holds a bundle of one.
         self.group: Group | None = None
+        #: ``cluster.hosts: node``, not in a group: the placement group of its one bundle.
+        self.reservation: PlacementGroup | None = None
         self.timeout = timeout
         self.cgroup = RemoteCgroup(agent_id, self)
-        #: Where it runs (``AgentHost.launch``'s ``node``), and the node's cgroup report.
+        #: Where it runs (its host's ``launch``'s ``node``), and the node's cgroup report.
         self.node: dict[str, Any] = {}
         self.cgroup_report: dict[str, Any] = {}
-        self.handle: Any = None
+        self.host: HostLink | None = None
         self._sock: socket.socket | None = None
         self._output: asyncio.WriteTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -335,16 +393,21 @@ class RemoteAgent:
 
     async def launch(self, request: SpawnRequest, *, output_fd: int, kernel_sock: socket.socket,
                      settings: LaunchSettings, spawner: Identity, project: str | None) -> Launched:
-        """Create the agent's actor, wait until a node takes it (``timeout``), start the agent there."""
+        """Wait until a node takes it (``timeout``), then start the agent there."""
         loop = asyncio.get_running_loop()
         options = self.options
         group = self.placement.group
+        index = 0
         if isinstance(group, GroupWire):
             self.group, index = self.service.join(self, group, (spawner.uid, project, group.name))
             # Its bundle is where it may run: the group's bundles carry the node labels.
             options = {key: value for key, value in options.items() if key != "label_selector"}
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 self.group.handle, placement_group_bundle_index=index)
+        elif self.service.settings.hosts == "node":
+            labels = self.options.get("label_selector")
+            self.reservation = placement_group([self.bundle], strategy="PACK",
+                                               bundle_label_selector=[labels] if labels else None)
         nodes = self.service.nodes()
         self.spawner, self.project = spawner, project
         self._pending = {
@@ -355,7 +418,10 @@ class RemoteAgent:
         self._killed = loop.create_future()
         self.service.pending[self.agent_id] = self
         try:
-            reply = await self._start_host(request, settings, options)
+            if self.service.settings.hosts == "node":
+                reply = await self._start_on_node_host(request, settings, index)
+            else:
+                reply = await self._start_host(request, settings, options)
         except RayTaskError as exc:
             self.discard()
             cause = exc.as_instanceof_cause()
@@ -366,7 +432,8 @@ class RemoteAgent:
             raise
         finally:
             self.service.pending.pop(self.agent_id, None)
-        self.node = reply["node"]
+        assert self.host is not None
+        self.node = {**reply["node"], "host": self.host.kind}
         self.cgroup_report = reply["cgroup"]
         self.cgroup.enforced = reply["enforced"]
         # Ours from here: the service closes the originals when the launch returns.
@@ -379,34 +446,69 @@ class RemoteAgent:
 
     async def _start_host(self, request: SpawnRequest, settings: LaunchSettings,
                           options: dict[str, Any]) -> dict[str, Any]:
-        """Its host on a node that takes it, and the agent started there (``AgentHost.launch``'s
-        reply) within ``timeout``. A host lost before the agent started (its node went away while
-        Ray still placed hosts there) is replaced by another, placed anew."""
-        loop = asyncio.get_running_loop()
-        assert self._killed is not None
-        deadline = loop.time() + self.timeout
+        """``cluster.hosts: agent``: its own host on a node that takes it, and the agent started
+        there (``AgentHost.launch``'s reply) within ``timeout``. A host lost before the agent
+        started (its node went away while Ray still placed hosts there) is replaced by another,
+        placed anew."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            self.handle = _HOST.options(**options).remote()
-            launching = asyncio.wrap_future(self.handle.launch.remote(request, self.agent_id, settings).future())
+            self.host = HostLink(_AGENT_HOST.options(**options).remote(), self.agent_id)
             try:
-                done, _ = await asyncio.wait((launching, self._killed), timeout=max(0.0, deadline - loop.time()),
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                # Left unanswered, its host is killed: what Ray answers the launch then is nobody's.
-                launching.cancel()
-            reason = self._pending["reason"]
-            if self._killed in done:
-                raise Unavailable(f"agent {self.name!r} was killed while it waited for a node ({reason})",
-                                  pending=True, status=Status.KILLED, id=self.agent_id)
-            if not done:
-                raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
-                                  pending=True, reason=reason)
-            try:
-                return dict(launching.result())
+                return dict(await self._within(self.host.launch(request, settings), deadline))
             except RayActorError as exc:
-                log.warning("agent %s (%s): its host was lost before the agent started (%s); placing another",
-                            self.name, self.agent_id, str(exc).splitlines()[0])
-                ray.kill(self.handle, no_restart=True)
+                self._host_lost(exc)
+
+    async def _start_on_node_host(self, request: SpawnRequest, settings: LaunchSettings,
+                                  index: int) -> dict[str, Any]:
+        """``cluster.hosts: node``: its bundle reserved (its group's, else a placement group of its
+        own), then the agent started by the ``NodeHost`` of the bundle's node, within ``timeout``.
+        A ``NodeHost`` lost meanwhile is replaced, on the node Ray then gives the bundle."""
+        group = self.group.handle if self.group is not None else self.reservation
+        assert group is not None
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            await self._within(group.ready(), deadline)
+            node_id = placement_group_table(group)["bundles_to_node_id"][index]
+            self.host = HostLink(self.service.node_host(node_id), self.agent_id, node_id)
+            try:
+                return dict(await self._within(self.host.launch(request, settings), deadline))
+            except RayActorError as exc:
+                self._host_lost(exc)
+
+    async def _within(self, ref: Any, deadline: float) -> Any:
+        """What Ray answers for ``ref``, unless the agent is killed or ``deadline`` passes first."""
+        assert self._killed is not None
+        loop = asyncio.get_running_loop()
+        answer = asyncio.wrap_future(ref.future())
+        try:
+            done, _ = await asyncio.wait((answer, self._killed), timeout=max(0.0, deadline - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Left unanswered, its host is killed (or told to drop it): what Ray answers then is nobody's.
+            answer.cancel()
+        reason = self._pending["reason"]
+        if self._killed in done:
+            raise Unavailable(f"agent {self.name!r} was killed while it waited for a node ({reason})",
+                              pending=True, status=Status.KILLED, id=self.agent_id)
+        if not done:
+            raise Unavailable(f"agent {self.name!r} found no node within {self.timeout:g}s ({reason})",
+                              pending=True, reason=reason)
+        return answer.result()
+
+    def _host_lost(self, exc: RayActorError) -> None:
+        assert self.host is not None
+        log.warning("agent %s (%s): its host was lost before the agent started (%s); placing another",
+                    self.name, self.agent_id, str(exc).splitlines()[0])
+        self._forget_host()
+
+    def _forget_host(self) -> None:
+        """Its host died: an ``AgentHost`` is killed for good, a ``NodeHost`` replaced for the
+        next agent placed on its node."""
+        assert self.host is not None
+        if self.host.node_id is None:
+            self.host.kill()
+        else:
+            self.service.lost_node_host(self.host.node_id, self.host.handle)
 
     def pending_row(self) -> dict[str, Any]:
         """What LIST shows of it while it waits for a node."""
@@ -427,22 +529,22 @@ class RemoteAgent:
         self._tasks = [loop.create_task(self._pull(on_end)), loop.create_task(self._push())]
 
     def signal(self, sig: int) -> None:
-        if not self._ended and self.handle is not None:
-            self.handle.signal.remote(sig)
+        if not self._ended and self.host is not None:
+            self.host.call("signal", sig)
 
     async def read_stats(self) -> CgroupStats:
         """Its cgroup's counters, fresh from its node (LIST's usage); the last ones if the node
         does not answer within ``STATS_WAIT``."""
-        if not self._ended and self.handle is not None:
+        if not self._ended and self.host is not None:
             try:
-                self.cgroup.last = await asyncio.wait_for(asyncio.wrap_future(self.handle.stats.remote().future()),
+                self.cgroup.last = await asyncio.wait_for(asyncio.wrap_future(self.host.call("stats").future()),
                                                           STATS_WAIT)
             except (RayError, TimeoutError):
                 pass  # its end (or its node's loss) reaches _pull
         return self.cgroup.last
 
     def discard(self) -> None:
-        """Kill the actor (with its agent: the agent dies with its host) and close the bridge."""
+        """Kill the agent (with its own host, or on its node's) and close the bridge; its bundle is free."""
         self._ended = True
         for task in self._tasks:
             task.cancel()
@@ -450,8 +552,11 @@ class RemoteAgent:
             self._sock.close()
         if self._output is not None:
             self._output.close()
-        if self.handle is not None:
-            ray.kill(self.handle, no_restart=True)
+        if self.host is not None:
+            self.host.kill()
+        if self.reservation is not None:
+            remove_placement_group(self.reservation)
+            self.reservation = None
         if self.group is not None:
             self.service.leave(self.group, self.agent_id)
             self.group = None
@@ -459,14 +564,15 @@ class RemoteAgent:
 
     async def _pull(self, on_end: Callable[[int | None, int | None], None]) -> None:
         loop = asyncio.get_running_loop()
-        assert self._sock is not None and self._output is not None
+        assert self._sock is not None and self._output is not None and self.host is not None
         while True:
             try:
-                events = await self.handle.pull.remote()
+                events = await self.host.call("pull")
             except RayActorError as exc:
                 log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id,
                             str(exc).splitlines()[0])
                 self.node["lost"] = True
+                self._forget_host()
                 self._close(on_end, None, signal.SIGKILL)
                 return
             for event in events:
@@ -478,7 +584,7 @@ class RemoteAgent:
                 else:
                     self.cgroup.last = event[3]
                     try:
-                        await self.handle.close.remote()
+                        await self.host.call("close")
                     except RayError:
                         pass  # the zygote and cgroup instance go with the actor's process anyway
                     self._close(on_end, event[1], event[2])
@@ -496,14 +602,14 @@ class RemoteAgent:
 
     async def _push(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._sock is not None
+        assert self._sock is not None and self.host is not None
         while True:
             try:
                 data = await loop.sock_recv(self._sock, _READ)
             except OSError:
                 data = b""
             # Not awaited: Ray runs one caller's calls on an actor in order, so replies keep theirs.
-            self.handle.push.remote(data)
+            self.host.call("push", data)
             if not data:
                 return
 

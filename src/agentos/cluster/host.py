@@ -1,12 +1,15 @@
-"""``AgentHost``: the Ray actor that runs one agent on its node, through the node's own sandbox
-and cgroups, and carries the agent's kernel connection and output to the kernel.
+"""The Ray actors that run agents on their nodes, through each node's own sandbox and cgroups,
+and carry each agent's kernel connection and output to the kernel: ``AgentHost`` runs one agent
+(``cluster.hosts: agent``), ``NodeHost`` every agent of one kernel on its node (``node``, the
+density mode); ``HostedAgent`` is one agent either way.
 
-The kernel drives it (``launch``, then ``pull`` in a loop and ``push`` per reply): every byte
+The kernel drives them (``launch``, then ``pull`` in a loop and ``push`` per reply): every byte
 the agent writes to its kernel connection (fd 3, as on one host) comes back as the answer to a
-``pull`` the kernel issued on this actor's handle. The kernel never takes an agent id from a host:
-a frame is the agent's because it came from the actor the kernel created for that agent, so a
-host (compromised or not) can speak only as its own agent. This module imports Ray nowhere: the
-kernel wraps the class with ``ray.remote`` (``backend.py``), and the nodes import it by name.
+``pull`` the kernel issued for that agent. The kernel never takes an agent id from a host: a
+frame is the agent's because it answered the kernel's own call for the agent it placed there
+(on its own actor, or by its id on its node's), so a host can speak only for agents the kernel
+put on it. This module imports Ray nowhere: the kernel wraps the classes with ``ray.remote``
+(``backend.py``), and the nodes import them by name.
 """
 from __future__ import annotations
 
@@ -47,12 +50,65 @@ class LaunchRefused(Exception):
     """The agent cannot start on this node (its sandbox or its limits); the message says why."""
 
 
-class AgentHost:
-    """One agent on one node: its sandbox, its cgroup, and the two streams the kernel pulls."""
+class NodeRuntime:
+    """What a host on a node starts once and its agents share: the sandbox launcher (its zygote)
+    and a cgroup driver instance of its own."""
 
     def __init__(self) -> None:
-        self._launcher: Launcher | None = None
-        self._driver: CgroupDriver = NoDriver("not started")
+        self.launcher: Launcher | None = None
+        self.driver: CgroupDriver = NoDriver("not started")
+        self._started: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Once, however many launches ask at the same time."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start()
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                raise
+            self._started.set_result(None)
+        await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        self.launcher = Launcher()
+        await asyncio.get_running_loop().run_in_executor(None, self.launcher.start)
+        driver = open_driver(detect())
+        try:
+            stale = driver.start()
+        except OSError as exc:
+            self.driver = NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
+            return
+        await remove_stale(driver, stale)
+        self.driver = driver
+
+    async def close(self) -> None:
+        if self.launcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.launcher.close)
+            self.launcher = None
+        self.driver.stop()
+
+    def situation(self) -> str:
+        if isinstance(self.driver, NoDriver):
+            return f"no cgroups: {self.driver.reason}"
+        return f"the {self.driver.name} cgroup driver enforces only {sorted(self.driver.enforceable) or 'nothing'}"
+
+    def cgroup_report(self, cgroup: AgentCgroup) -> dict[str, Any]:
+        enforced = cgroup.enforced
+        return {"driver": self.driver.name, "layout": detect().kind,
+                "enforced": sorted(name for name, ok in enforced.items() if ok),
+                "not_enforced": sorted(name for name, ok in enforced.items() if not ok),
+                "tracks_tree": cgroup.tracks_tree, "pause": False,
+                **({"reason": self.driver.reason} if isinstance(self.driver, NoDriver) else {})}
+
+
+class HostedAgent:
+    """One agent on a node: its sandbox, its cgroup, and the two streams the kernel pulls."""
+
+    def __init__(self, runtime: NodeRuntime, agent_id: str) -> None:
+        self._runtime = runtime
+        self.agent_id = agent_id
         self._cgroup: AgentCgroup | None = None
         self._launched: Launched | None = None
         self._sock: socket.socket | None = None
@@ -66,30 +122,33 @@ class AgentHost:
         #: The agent closed its end of the connection: nothing more to read from it.
         self._agent_closed = False
         self._ended = False
+        #: Its cgroup is gone and its end reported.
+        self.finished = asyncio.get_running_loop().create_future()
 
-    # -- called by the kernel -----------------------------------------------------------
+    @property
+    def launched(self) -> bool:
+        return self._launched is not None
 
-    async def launch(self, request: SpawnRequest, agent_id: str, settings: LaunchSettings) -> dict[str, Any]:
+    async def launch(self, request: SpawnRequest, settings: LaunchSettings) -> dict[str, Any]:
         """Start the agent in a sandbox and cgroup of this node; answers its pid, isolation and node."""
         import ray  # on a node Ray is there: this runs inside a Ray worker
 
         loop = asyncio.get_running_loop()
-        self._launcher = Launcher()
-        await loop.run_in_executor(None, self._launcher.start)
-        self._driver = await self._open_driver()
+        runtime = self._runtime
+        assert runtime.launcher is not None
         missing = [name for name in request.limits.requested()
-                   if name not in self._driver.enforceable and name not in request.default_limits]
+                   if name not in runtime.driver.enforceable and name not in request.default_limits]
         if missing and not request.allow_degraded:
-            raise LaunchRefused(f"limits {missing} cannot be enforced on this node ({self._situation()}); "
+            raise LaunchRefused(f"limits {missing} cannot be enforced on this node ({runtime.situation()}); "
                                 "set allow_degraded to run the agent without them")
         try:
-            self._cgroup = self._driver.create(agent_id, request.limits)
+            self._cgroup = runtime.driver.create(self.agent_id, request.limits)
         except OSError as exc:
             raise LaunchRefused(f"cannot create the agent's cgroup on this node: {exc}") from None
         context = ray.get_runtime_context()
         host_end, agent_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         read_output, write_output = os.pipe2(os.O_CLOEXEC)
-        start = functools.partial(start_process, self._launcher, request, agent_id, output_fd=write_output,
+        start = functools.partial(start_process, runtime.launcher, request, self.agent_id, output_fd=write_output,
                                   kernel_fd=agent_end.fileno(), before_exec=self._cgroup.attach,
                                   passed_env=settings.passed_env,
                                   masked_paths=[*settings.masked_paths, *ray_secrets(context.get_temp_dir())],
@@ -113,7 +172,7 @@ class AgentHost:
         node_id = context.get_node_id()
         labels: dict[str, str] = next((n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node_id), {})
         return {"pid": self._launched.pid, "steps": self._launched.steps,
-                "sandbox": self._launched.isolation, "cgroup": self._cgroup_report(),
+                "sandbox": self._launched.isolation, "cgroup": runtime.cgroup_report(self._cgroup),
                 "enforced": dict(self._cgroup.enforced), "tracks_tree": self._cgroup.tracks_tree,
                 "node": {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
                          "labels": {k: v for k, v in labels.items() if not k.startswith("ray.io/")},
@@ -166,37 +225,7 @@ class AgentHost:
     def stats(self) -> CgroupStats:
         return self._cgroup.stats() if self._cgroup is not None else CgroupStats()
 
-    async def close(self) -> None:
-        """After the end: the launcher's zygote and this actor's cgroup instance go."""
-        if self._launcher is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._launcher.close)
-            self._launcher = None
-        self._driver.stop()
-
     # -- this node's side ---------------------------------------------------------------
-
-    async def _open_driver(self) -> CgroupDriver:
-        driver = open_driver(detect())
-        try:
-            stale = driver.start()
-        except OSError as exc:
-            return NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
-        await remove_stale(driver, stale)
-        return driver
-
-    def _situation(self) -> str:
-        if isinstance(self._driver, NoDriver):
-            return f"no cgroups: {self._driver.reason}"
-        return f"the {self._driver.name} cgroup driver enforces only {sorted(self._driver.enforceable) or 'nothing'}"
-
-    def _cgroup_report(self) -> dict[str, Any]:
-        assert self._cgroup is not None
-        enforced = self._cgroup.enforced
-        return {"driver": self._driver.name, "layout": detect().kind,
-                "enforced": sorted(name for name, ok in enforced.items() if ok),
-                "not_enforced": sorted(name for name, ok in enforced.items() if not ok),
-                "tracks_tree": self._cgroup.tracks_tree, "pause": False,
-                **({"reason": self._driver.reason} if isinstance(self._driver, NoDriver) else {})}
 
     def _emit(self, *event: Any) -> None:
         self._events.append(event)
@@ -284,3 +313,120 @@ class AgentHost:
         if self._sock is not None:
             loop.remove_reader(self._sock.fileno())
         self._emit("end", exit_code, sig, final)
+        self.finished.set_result(None)
+
+    def close(self) -> None:
+        """After its end was pulled: its connection goes."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class AgentHost:
+    """The actor of one agent (``cluster.hosts: agent``): a Ray worker process, its zygote and
+    cgroup driver instance, all for that agent; the agent dies with it."""
+
+    def __init__(self) -> None:
+        self._runtime = NodeRuntime()
+        self._agent: HostedAgent | None = None
+
+    async def launch(self, request: SpawnRequest, agent_id: str, settings: LaunchSettings) -> dict[str, Any]:
+        await self._runtime.start()
+        self._agent = HostedAgent(self._runtime, agent_id)
+        return await self._agent.launch(request, settings)
+
+    async def pull(self) -> list[tuple[Any, ...]]:
+        assert self._agent is not None
+        return await self._agent.pull()
+
+    def push(self, data: bytes) -> None:
+        """Not a coroutine: Ray starts an actor's calls from one caller in order, so appending here
+        keeps the stream's order."""
+        if self._agent is not None:
+            self._agent.push(data)
+
+    def signal(self, sig: int) -> None:
+        if self._agent is not None:
+            self._agent.signal(sig)
+
+    def stats(self) -> CgroupStats:
+        return self._agent.stats() if self._agent is not None else CgroupStats()
+
+    async def close(self) -> None:
+        """After the end: the launcher's zygote and this actor's cgroup instance go."""
+        if self._agent is not None:
+            self._agent.close()
+        await self._runtime.close()
+
+
+class NodeHost:
+    """The actor that runs every agent of one kernel on its node (``cluster.hosts: node``, the
+    density mode): one Ray worker process, one zygote and one cgroup driver instance for all of
+    them, each agent kept by its id. What each agent reserves is a placement group's bundle the
+    kernel holds; this actor reserves nothing."""
+
+    def __init__(self) -> None:
+        self._runtime = NodeRuntime()
+        self._agents: dict[str, HostedAgent] = {}
+        #: Agents the kernel dropped while their launch was still under way.
+        self._dropped: set[str] = set()
+
+    async def launch(self, request: SpawnRequest, agent_id: str, settings: LaunchSettings) -> dict[str, Any]:
+        if agent_id in self._agents:
+            raise LaunchRefused(f"agent {agent_id} already runs on this node")
+        await self._runtime.start()
+        agent = self._agents[agent_id] = HostedAgent(self._runtime, agent_id)
+        try:
+            reply = await agent.launch(request, settings)
+        except BaseException:
+            del self._agents[agent_id]
+            self._dropped.discard(agent_id)
+            raise
+        if agent_id in self._dropped:
+            self._dropped.discard(agent_id)
+            await self._drop(agent)
+        return reply
+
+    async def pull(self, agent_id: str) -> list[tuple[Any, ...]]:
+        return await self._agents[agent_id].pull()
+
+    def push(self, agent_id: str, data: bytes) -> None:
+        """Not a coroutine, for the order of the stream (``AgentHost.push``)."""
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.push(data)
+
+    def signal(self, agent_id: str, sig: int) -> None:
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.signal(sig)
+
+    def stats(self, agent_id: str) -> CgroupStats:
+        agent = self._agents.get(agent_id)
+        return agent.stats() if agent is not None else CgroupStats()
+
+    def close(self, agent_id: str) -> None:
+        """After its end was pulled: the agent is forgotten here."""
+        agent = self._agents.pop(agent_id, None)
+        if agent is not None:
+            agent.close()
+
+    async def drop(self, agent_id: str) -> None:
+        """The kernel gave up on the agent (a stopping kernel, a lost bridge): its tree is killed
+        and its cgroup removed, as the end of its own host would."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return
+        if agent.launched:
+            await self._drop(agent)
+        else:
+            self._dropped.add(agent_id)
+
+    def count(self) -> int:
+        """The agents it runs (for tests and benchmarks)."""
+        return len(self._agents)
+
+    async def _drop(self, agent: HostedAgent) -> None:
+        agent.signal(signal.SIGKILL)
+        await agent.finished
+        self.close(agent.agent_id)
