@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import agentos.cgroups.v1 as v1_module
 from agentos.cgroups import TOP, CgroupDriver, Limits, V1Driver, V2Driver, destroy, instance_name
 from agentos.cgroups.limits import MAX_CPU, MAX_MEMORY, MAX_PIDS, PID_MAX_LIMIT
 
@@ -31,6 +32,33 @@ def test_v1_limits_are_in_the_kernel(v1: V1Driver) -> None:
         assert cgroup.enforced == {"memory": True, "pids": True, "cpu": True}
     finally:
         assert cgroup.remove()
+
+
+def test_v1_cpu_limit_is_one_write(v1: V1Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each write of cpu.cfs_quota_us or cpu.cfs_period_us walks every cpu cgroup on the host
+    (issue 17: a spawn's cost grew with the agents alive): the period, already the default in a
+    new cgroup, is not written, made or adopted, and the limit is still the one asked for."""
+    written: list[str] = []
+    real_write = v1_module.write
+
+    def recording(path: str, value: str) -> None:
+        written.append(os.path.basename(path))
+        real_write(path, value)
+
+    monkeypatch.setattr(v1_module, "write", recording)
+    made = v1.create("cpu-once", Limits(cpu=0.25))
+    spare = v1.create("cpu-spare", Limits())
+    adopted = v1.prepare("cpu-adopted", Limits(cpu=0.5))
+    try:
+        v1.adopt(spare, adopted)
+        assert [name for name in written if name.startswith("cpu.")] == ["cpu.cfs_quota_us"] * 2
+        for cgroup, quota in ((made, "25000"), (adopted, "50000")):
+            by = cgroup.by_controller  # type: ignore[attr-defined]
+            assert (by["cpu"] / "cpu.cfs_quota_us").read_text().strip() == quota
+            assert (by["cpu"] / "cpu.cfs_period_us").read_text().strip() == "100000"
+    finally:
+        assert made.remove()
+        assert adopted.remove()
 
 
 def test_v1_the_largest_limits_are_accepted_by_the_kernel(v1: V1Driver) -> None:

@@ -21,7 +21,7 @@ from .base import (
     signal_all,
     write,
 )
-from .limits import CPU_PERIOD_US, Limits, cpu_quota_us, pids_max
+from .limits import Limits, cpu_quota_us, pids_max
 
 #: Hierarchies used besides the limit controllers: CPU time accounting and tree freezing.
 _USED = ("memory", "pids", "cpu", "cpuacct", "freezer")
@@ -215,7 +215,10 @@ class V1Driver(CgroupDriver):
                 # v1 refuses (EINVAL) a quota above an ancestor's; v2 silently takes the
                 # smaller one. Writing the smaller one makes v1 behave as v2 does.
                 cores = min([limits.cpu, *ancestor_cpu(cgroup)])
-                write(f"{dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
+                # The quota alone: a new cgroup's period is already CPU_PERIOD_US (the kernel's
+                # default, and limits are only written in new ones: made or spare), and each write
+                # to either file walks every cpu cgroup on the host (tg_set_bandwidth's
+                # __cfs_schedulable): a cost per spawn that grows with the agents alive.
                 write(f"{dirs['cpu']}/cpu.cfs_quota_us", str(cpu_quota_us(cores)))
         return enforced
 
