@@ -323,6 +323,25 @@ def test_agents_share_their_nodes_host_only_in_node_mode(ray_kernel: KernelProce
             assert client.kill(name, grace=5)["status"] == "killed"
 
 
+def test_a_neighbour_on_the_same_host_cannot_touch_an_agent(ray_kernel: KernelProcess, hosts: str) -> None:
+    with ray_kernel.client() as client:
+        victim = client.spawn("victim", agent("neighbour"), args=["victim"], placement=WORKER)
+        client.wait("victim", until="ready", timeout=60)
+        attacker = client.spawn("attacker", agent("neighbour"), args=["attack", str(victim["pid"]), victim["id"]],
+                                placement=WORKER)
+        shared = attacker["isolation"]["node"]["actor_pid"] == victim["isolation"]["node"]["actor_pid"]
+        assert shared == (hosts == "node")
+        assert client.wait("attacker", timeout=60)["status"] == "exited", client.logs("attacker")
+        outcomes = json.loads(client.logs("attacker").strip().splitlines()[-1])
+        # Its own pid namespace has no such process; its /proc shows only its own; the kernel
+        # answers the fetch as the attacker's, whatever host carried it.
+        assert outcomes == {"kill": "ProcessLookupError", "environ": "FileNotFoundError",
+                            "fetch": "PermissionDenied"}, outcomes
+        assert not gone(victim["pid"])
+        assert [a["name"] for a in client.list_agents(status="running")] == ["victim"]
+        assert client.kill("victim", grace=0)["status"] == "killed"
+
+
 def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:
     token = os.environ["RAY_AUTH_TOKEN_PATH"]
     assert os.path.getsize(token) > 0

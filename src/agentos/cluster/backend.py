@@ -352,6 +352,9 @@ class RemoteCgroup(AgentCgroup):
         """The last counters its node reported (LIST asks afresh: ``RemoteAgent.read_stats``)."""
         return self.last
 
+    def oom_kills(self) -> int:
+        return self.last.oom_kills
+
     def oom_killed(self) -> bool:
         return bool(self.last.oom_kills)
 

@@ -299,7 +299,8 @@ _SUBSYSTEM_DOCS = {
     "mcp": "Tool routing (docs/mcp.md): `approval_timeout` (5m), `max_steps` (8), `start_timeout` (60s); "
            "the servers are the top-level `mcp_servers`.",
     "cluster": "Drive a Ray cluster (docs/cluster.md, the `agentos[ray]` extra): `address` (`HOST:PORT` of its "
-               "head, `ray://HOST:PORT`, or `auto`), `placement_timeout` (60s). Agents with a `placement` run "
+               "head, `ray://HOST:PORT`, or `auto`), `placement_timeout` (60s), `hosts` (`node`: one host actor "
+               "per node runs its agents, the default; `agent`: one per agent). Agents with a `placement` run "
                "on its nodes. `agentos kernel --cluster ADDR` sets `address`.",
 }
 
