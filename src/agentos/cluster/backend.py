@@ -353,7 +353,7 @@ class RemoteCgroup(AgentCgroup):
         return self.last
 
     def oom_kills(self) -> int:
-        return self.last.oom_kills
+        return self.last.oom_kills or 0
 
     def oom_killed(self) -> bool:
         return bool(self.last.oom_kills)

@@ -57,23 +57,18 @@ class NodeRuntime:
     def __init__(self) -> None:
         self.launcher: Launcher | None = None
         self.driver: CgroupDriver = NoDriver("not started")
-        self._started: asyncio.Future[None] | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        """Once, however many launches ask at the same time."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
+        """Once, however many launches ask at the same time (again after a start that failed)."""
+        async with self._starting:
+            if self.launcher is None:
                 await self._start()
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                raise
-            self._started.set_result(None)
-        await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        self.launcher = Launcher()
-        await asyncio.get_running_loop().run_in_executor(None, self.launcher.start)
+        launcher = Launcher()
+        await asyncio.get_running_loop().run_in_executor(None, launcher.start)
+        self.launcher = launcher
         driver = open_driver(detect())
         try:
             stale = driver.start()
