@@ -1,8 +1,9 @@
 """Agents on a Ray cluster (``agentos kernel --cluster``, the ``agentos[ray]`` extra; docs/cluster.md).
 
 The kernel is Ray's driver and keeps everything central (keys, budgets, permissions, audit,
-state, mail); each placed agent runs on a node under an ``AgentHost`` actor (``host.py``) with
-that node's sandbox and cgroups, and speaks the unchanged protocol to it. ``backend.py`` (and
+state, mail); each placed agent runs on a node under its node's ``NodeHost`` actor, or an
+``AgentHost`` of its own (``host.py``), with that node's sandbox and cgroups, and speaks the
+unchanged protocol to it. ``backend.py`` (and
 ``survey.py``, for ``agentos doctor --cluster``) import Ray; importing this package does not.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from ..kernel.daemon import Kernel
     from .backend import ClusterService
 
-#: The Ray namespace every agent's actor lives in (named by its agent id).
+#: The Ray namespace the host actors live in (an ``AgentHost`` is named by its agent's id).
 NAMESPACE = "agentos"
 
 #: What ``pip`` installs for the backend; the kernel says so when Ray is missing.

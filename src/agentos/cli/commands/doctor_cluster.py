@@ -66,7 +66,7 @@ def _node(report: Report, node: dict[str, Any]) -> None:
     # Only the fields this agentos knows (a node with another version may report more).
     support = HostSupport(**{k: v for k, v in isolation["sandbox"].items() if k in HostSupport.__dataclass_fields__})
     sandbox_lines(report, support, runner, **where)
-    cgroups_line(report, f"an AgentHost here (uid {isolation['uid']})", Trial.from_dict(isolation["cgroups"]),
+    cgroups_line(report, f"a host actor here (uid {isolation['uid']})", Trial.from_dict(isolation["cgroups"]),
                  lambda: _NODE_ADVICE, **where)
 
 
