@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import sys
@@ -249,6 +250,7 @@ def main() -> None:
                     kernel.stop_checked()
     finally:
         cluster.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(results, indent=2) + "\n")
