@@ -367,7 +367,12 @@ def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) 
     assert ended["usage"]["cpu_usage_usec"] and ended["usage"]["pids_current"] == 0
 
 
-def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess) -> None:
+#: For a test whose subject does not depend on how agents are hosted: one mode is enough.
+ONE_MODE = pytest.mark.parametrize("hosts", ["node"])
+
+
+@ONE_MODE
+def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess, hosts: str) -> None:
     with ray_kernel.client() as client:
         with pytest.raises(InvalidArgument) as caught:
             client.spawn("late", agent("sleeper"), placement={**WORKER, "timeout": "99999999h"})
@@ -375,8 +380,9 @@ def test_a_placement_timeout_past_a_year_is_named(ray_kernel: KernelProcess) -> 
         assert client.list_agents(name="late") == []
 
 
-def test_doctor_reports_each_nodes_isolation_and_rays_state(ray_kernel: KernelProcess,
-                                                           ray_cluster: RayCluster) -> None:
+@ONE_MODE
+def test_doctor_reports_each_nodes_isolation_and_rays_state(ray_kernel: KernelProcess, ray_cluster: RayCluster,
+                                                           hosts: str) -> None:
     from agentos.sandbox import landlock
     from agentos.sandbox.probe import probe
 
