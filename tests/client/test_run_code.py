@@ -3,6 +3,7 @@ separate streams (subprocesses' too), results and rich outputs as MIME bundles, 
 errors, stdin, output caps, streaming, interrupt, timeouts and a dead or lying interpreter."""
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -220,6 +221,30 @@ def test_malformed_arguments_are_named(sb: Sandbox, kwargs: dict[str, Any], fiel
     with pytest.raises(InvalidArgument) as refused:
         sb.run_code(**kwargs)
     assert refused.value.details.get("field") == field
+
+
+def test_a_cells_forks_end_with_it_orphans_included(sb: Sandbox) -> None:
+    # A child and its grandchild that would sleep for good; the child exits at once, so the
+    # grandchild is an orphan (a fork bomb's forks are, as their parents fail and exit).
+    forked = sb.run_code(textwrap.dedent("""\
+        import os, time
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            if os.fork() == 0:
+                os.write(write, str(os.getpid()).encode())
+                time.sleep(600)
+            os._exit(0)
+        os.close(write)
+        [child, int(os.read(read, 32))]"""))
+    assert forked.error is None and forked.text, forked.error
+    child, grandchild = json.loads(forked.text)
+
+    def ended() -> bool:  # gone, or a zombie its subreaper has not reaped yet
+        return sb.run_code(f"import os\n[p for p in {[child, grandchild]} if os.path.exists(f'/proc/{{p}}') "
+                           f"and open(f'/proc/{{p}}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z']").text == "[]"
+
+    assert eventually(ended)
 
 
 def test_a_fork_bomb_stops_at_the_pids_limit_and_leaves_nothing(sb: Sandbox) -> None:

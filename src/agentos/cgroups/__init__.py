@@ -3,7 +3,7 @@
 ``open_driver()`` picks the driver for this host (v2, v1, or none) and every
 driver answers the same verbs: ``create(agent_id, limits, parent=None)`` returns
 an ``AgentCgroup`` with ``attach(pid)``, ``procs()``, ``stats()``,
-``oom_killed()``, ``kill()``, ``freeze()``, ``thaw()`` and ``remove()``. A child agent's cgroup is made
+``oom_kills()``, ``oom_killed()``, ``kill()``, ``freeze()``, ``thaw()`` and ``remove()``. A child agent's cgroup is made
 inside its parent's, so the parent's limits bound the whole subtree; the verbs
 cover one agent's own processes, never its child agents'.
 """

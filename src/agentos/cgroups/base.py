@@ -180,8 +180,13 @@ class AgentCgroup(ABC):
         """Current usage: memory now and at peak, CPU time and throttling, tasks, OOM kills."""
 
     @abstractmethod
+    def oom_kills(self) -> int:
+        """How many of the agent's own processes the kernel's OOM killer has killed (0 where
+        nothing counts them)."""
+
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer has killed one of the agent's own processes."""
+        return self.oom_kills() > 0
 
     def _add_child(self, child: AgentCgroup) -> None:
         self._children.add(child)

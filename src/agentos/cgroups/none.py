@@ -13,8 +13,8 @@ class NoCgroup(AgentCgroup):
     def stats(self) -> CgroupStats:
         return CgroupStats()
 
-    def oom_killed(self) -> bool:
-        return False
+    def oom_kills(self) -> int:
+        return 0
 
     def _kill_leaf(self) -> int:
         return 0

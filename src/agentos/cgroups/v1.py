@@ -103,8 +103,8 @@ class V1Cgroup(AgentCgroup):
         failcnt = self._int("memory", "memory.failcnt", leaf=False)
         return None if failcnt is None else int(failcnt > 0)
 
-    def oom_killed(self) -> bool:
-        return (self._oom_kills() or 0) > 0
+    def oom_kills(self) -> int:
+        return self._oom_kills() or 0
 
     def freeze(self) -> None:
         write(self._freezer_state(), "FROZEN")

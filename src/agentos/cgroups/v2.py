@@ -50,9 +50,9 @@ class V2Cgroup(AgentCgroup):
             oom_kills=read_keyed(f"{self.leaf}/memory.events").get("oom_kill"),
         )
 
-    def oom_killed(self) -> bool:
+    def oom_kills(self) -> int:
         # Charged to the victim's own cgroup, whichever ancestor's limit was hit.
-        return read_keyed(f"{self.leaf}/memory.events").get("oom_kill", 0) > 0
+        return read_keyed(f"{self.leaf}/memory.events").get("oom_kill", 0)
 
     def freeze(self) -> None:
         write(f"{self.leaf}/cgroup.freeze", "1")

@@ -27,13 +27,16 @@ class ExecResult:
     stderr: bytes = b""
     #: Bytes a background exec dropped per stream while no one was attached.
     dropped: dict[str, int] = field(default_factory=dict)
+    #: The kernel's OOM killer took it (the agent's memory limit): ``signal`` is 9.
+    oom_killed: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], stdout: bytes = b"", stderr: bytes = b"") -> ExecResult:
         return cls(id=payload["id"], exit_code=payload.get("exit_code"), signal=payload.get("signal"),
                    timed_out=bool(payload.get("timed_out")), stdout=stdout, stderr=stderr,
-                   dropped=dict(payload.get("dropped") or {}), info=dict(payload))
+                   dropped=dict(payload.get("dropped") or {}), oom_killed=bool(payload.get("oom_killed")),
+                   info=dict(payload))
 
 
 def exec_request(agent: str | None, command: str | Sequence[str], *, id: str | None = None,

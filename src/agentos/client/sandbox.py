@@ -268,6 +268,8 @@ class _Interpreter:
 
     def how_it_ended(self) -> str:
         result = self.result or {}
+        if result.get("oom_killed"):
+            return "the interpreter was killed by the OOM killer (signal 9): the sandbox's memory limit"
         if result.get("signal"):
             return f"the interpreter was killed by signal {result['signal']}"
         if result:

@@ -244,6 +244,9 @@ class Exec:
     exit_code: int | None = None
     signal: int | None = None
     timed_out: bool = False
+    #: The agent's OOM kills when it started; at its end, whether one of them was its own.
+    oom_kills: int = 0
+    oom_killed: bool = False
     timer: asyncio.TimerHandle | None = None
     attached: bool = False
     ended: asyncio.Future[None] = dataclasses.field(
@@ -259,7 +262,7 @@ class Exec:
                 "pid": self.vpid, "user": self.uid, "status": "running" if self.running else "ended",
                 "background": self.background, "pty": self.pty,
                 "started_at": self.started_at, "ended_at": self.ended_at, "exit_code": self.exit_code,
-                "signal": self.signal, "timed_out": self.timed_out,
+                "signal": self.signal, "timed_out": self.timed_out, "oom_killed": self.oom_killed,
                 "dropped": {_NAMES[tag]: out.dropped for tag, out in self.outputs.items()}}
 
 
@@ -393,6 +396,7 @@ class Execs:
             _set_size(ours[0], pty.rows, pty.cols)
         exec_id = secrets.token_hex(8)
         full_env = {**_inherited(entry.env), **env}
+        oom_kills = agent.cgroup.oom_kills()  # one read; its end compares (``_reaped``)
         # A sandbox's init starts it with one fork inside (sandbox/initd.py); another user than
         # the agent's takes the zygote's way, since init holds no privilege to become one.
         script = _warm_script(argv)
@@ -449,7 +453,7 @@ class Execs:
                   vpid=_inner_pid(pid) if command_vpid is None else command_vpid,
                   outputs=outputs, stdin=stdin_fd, terminal=terminal, pty=pty is not None,
                   background=request.background is True, uid=_own_uid(entry) if run_as is None else run_as[0],
-                  control=None if command_vpid is None else control, init=init)
+                  control=None if command_vpid is None else control, init=init, oom_kills=oom_kills)
         self._execs[ex.id] = ex
         self._running[agent.id] = self._running.get(agent.id, 0) + 1
         if init is not None:
@@ -652,6 +656,9 @@ class Execs:
         self._ended[ex.id] = ex
         if ending is not None:
             ex.exit_code, ex.signal = ending.exit_code, ending.signal
+        if ex.signal == signal.SIGKILL and not ex.timed_out:
+            # The kill is counted before the OOM killer's SIGKILL is sent, so before any end.
+            ex.oom_killed = ex.agent.cgroup.oom_kills() > ex.oom_kills
         ex.ended_at = time.time()
         for timer in (ex.timer, ex.stop_timer):
             if timer is not None:

@@ -128,14 +128,16 @@ class Interpreter:
         self.captures = [Capture(1, "stdout", channel), Capture(2, "stderr", channel)]
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
                                           "display": self.display}
-        # Each child a cell forks (os.fork, multiprocessing) reports its pid here, so that once
-        # it has ended it is reaped: zombies would count in the sandbox's pids limit (a fork
-        # bomb's would fill it for good).
-        self.forks, self.fork_report = os.pipe()
-        os.set_blocking(self.forks, False)
-        os.set_blocking(self.fork_report, False)
+        # Each child a cell forks (os.fork, multiprocessing) leads a process group of its own,
+        # which takes whatever it forks in turn; the cell's end kills that group and reaps the
+        # child (``_end_forks``). Left running, a fork bomb's forks outlive their cell: each one
+        # that fails exits, its reaped pid lets another fork, and the chain goes on, taking the
+        # sandbox's CPU quota and pids from the next cells (a memory bomb after it reached its
+        # OOM kill seconds late, past its timeout). Zombies would count in the pids limit too.
         self.children: set[int] = set()
         self.forked_child = False
+        self._fork = os.fork
+        os.fork = self.fork
         signal.signal(signal.SIGINT, self._interrupt)
         os.register_at_fork(after_in_child=self._forked)
 
@@ -143,29 +145,36 @@ class Interpreter:
         if self.running:
             raise KeyboardInterrupt
 
+    def fork(self) -> int:
+        """``os.fork`` as cells (and multiprocessing) call it: the interpreter's child leads a
+        process group of its own, set on both sides of the fork, so no kill misses it; a fork's
+        own children stay in its group."""
+        pid = self._fork()
+        if os.getpid() == self.pid:
+            self.children.add(pid)
+            _lead_group(pid)
+        elif pid == 0 and os.getppid() == self.pid:
+            _lead_group(0)
+        return pid
+
     def _forked(self) -> None:
         if self.forked_child:
             return  # a grandchild: its parent closed these already
         self.forked_child = True
-        if os.getppid() == self.pid:
-            try:
-                os.write(self.fork_report, struct.pack("i", os.getpid()))
-            except OSError:
-                pass  # a full pipe: thousands of children, the pids limit reaps them with the sandbox
         # A child forked by a cell must not read the next cell or answer for its parent.
-        for fd in (self.proto_in, self.channel.fd, self.forks, self.fork_report):
+        for fd in (self.proto_in, self.channel.fd):
             os.close(fd)
         self.running = False
 
-    def _reap_forked(self) -> None:
-        """Reap the children cells forked that have ended (a cell's own ``wait`` came first)."""
-        while True:
-            try:
-                data = os.read(self.forks, 65536)
-            except BlockingIOError:
-                break
-            self.children.update(pid for (pid,) in struct.iter_unpack("i", data))
+    def _end_forks(self) -> None:
+        """Kill what the cells' forks still run, each fork's group at once (orphans included,
+        wherever they were reparented), and reap the forks that have ended (a cell's own
+        ``wait`` came first); one still dying is reaped at a later cell's end."""
         for pid in list(self.children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass  # the group is gone: the fork and all it forked have ended
             try:
                 if os.waitpid(pid, os.WNOHANG)[0] == 0:
                     continue
@@ -222,7 +231,7 @@ class Interpreter:
             _flush()
             os._exit(0 if error is None else 1)
         self._figures()
-        self._reap_forked()
+        self._end_forks()
         _flush()
         for capture in self.captures:
             capture.drain()
@@ -281,6 +290,13 @@ def _error(exc: BaseException, tb: Any) -> dict[str, Any]:
     frames = [{"filename": f.filename, "lineno": f.lineno, "name": f.name, "line": f.line}
               for f in traceback.extract_tb(tb)]
     return {"name": type(exc).__name__, "value": str(exc), "traceback": lines, "frames": frames}
+
+
+def _lead_group(pid: int) -> None:
+    try:
+        os.setpgid(pid, 0)
+    except OSError:
+        pass  # it has ended already
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
