@@ -251,6 +251,27 @@ def test_an_agent_on_a_removed_node_restarts_on_another(ray_kernel: KernelProces
                 ray_cluster.cluster.remove_node(node)
 
 
+def test_a_crashed_host_ends_its_agents_and_a_restart_gets_a_new_one(ray_kernel: KernelProcess) -> None:
+    with ray_kernel.client() as client:
+        spawned = client.spawn("crashy", agent("sleeper"), placement=WORKER,
+                               restart={"policy": "on-failure", "backoff": 0.1})
+        client.wait("crashy", until="ready", timeout=60)
+        host, pid = spawned["isolation"]["node"]["actor_pid"], spawned["pid"]
+        dirs = cgroup_dirs(pid)
+        os.kill(host, signal.SIGKILL)
+        # Its agent dies with its host; the kernel sees the host lost and restarts the agent,
+        # on a host started anew on the same node (the only one with its label).
+        again = until(lambda: [a for a in client.list_agents(name="crashy", status="running")
+                               if a["restarts"] == 1 and a["ready"]], "the agent restarted and ready", 120)
+        ended = [a for a in client.list_agents(name="crashy") if a["status"] != "running"]
+        assert ended and ended[0]["status"] == "failed" and ended[0]["signal"] == signal.SIGKILL, ended
+        until(lambda: gone(pid), "the first agent's process gone")
+        assert again[0]["node"] == spawned["node"] and again[0]["pid"] != pid
+        # What the dead host left (the agent's cgroup) the next host on the node removes.
+        until(lambda: not any(d.exists() for d in dirs), "the first agent's cgroup removed")
+        assert client.kill("crashy", grace=5)["status"] == "killed"
+
+
 def test_secure_defaults_are_enforced_on_the_worker_and_kill_leaves_nothing_there(ray_kernel: KernelProcess) -> None:
     # One agent for both (each placed agent costs a Ray worker process and a zygote).
     with ray_kernel.client() as client:
