@@ -355,9 +355,6 @@ class RemoteCgroup(AgentCgroup):
     def oom_kills(self) -> int:
         return self.last.oom_kills or 0
 
-    def oom_killed(self) -> bool:
-        return bool(self.last.oom_kills)
-
 
 class RemoteAgent:
     """One agent on a node: its host there and the bridge to its kernel connection."""
