@@ -141,6 +141,7 @@ class Kernel:
         self._guards: Hooks[Guard] = Hooks()
         self._observers: Hooks[Observer] = Hooks()
         self._when_started: list[Callable[[], Awaitable[None]]] = []
+        self._when_stopping: list[Callable[[], None]] = []
         self._tasks: dict[Any, set[asyncio.Task[None]]] = {}
         self._drain_waiters: dict[Any, asyncio.Future[None]] = {}
         #: The largest reply payload each connection declared in HELLO it accepts.
@@ -181,6 +182,10 @@ class Kernel:
     def when_started(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Await ``hook()`` once every service has started, before the socket takes clients."""
         self._when_started.append(hook)
+
+    def when_stopping(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` as the shutdown begins, before anything is stopped."""
+        self._when_stopping.append(hook)
 
     def adopt(self, fd: int, identity: Identity) -> Any:
         """Serve a connected socket fd (ours from now on) as a client with ``identity``."""
@@ -414,6 +419,8 @@ class Kernel:
 
     async def _shutdown(self, started: list[Service]) -> None:
         self.shutting_down = True
+        for hook in self._when_stopping:
+            hook()
         # Clients first: no syscall may reach a service that is already stopping. Agents'
         # connections close (their agents are being stopped); a client's stays open until the
         # kernel has stopped, its syscalls refused with unavailable (those in flight too) and

@@ -103,6 +103,7 @@ def _check_cluster(config: KernelConfig) -> None:
 def run(args: argparse.Namespace, extra_services: Sequence[ServiceFactory] = ()) -> int:
     """``agentos kernel``; a program that embeds the kernel passes services of its own in
     ``extra_services`` (``Kernel(extra_services=...)``) and keeps these options and the guardian."""
+    from ...kernel.collector import Collector
     from ...kernel.config import KernelConfig
     from ...kernel.daemon import Kernel, KernelAlreadyRunning
     from ...kernel.guardian import guard_this_kernel
@@ -136,7 +137,9 @@ def run(args: argparse.Namespace, extra_services: Sequence[ServiceFactory] = ())
     # From here on this process is the kernel's guardian, and the kernel its child.
     guard_this_kernel(config.log_json)
     kernel = Kernel(config, extra_services)
-    kernel.when_started(_freeze_startup)
+    collector = Collector()
+    kernel.when_started(collector.start)
+    kernel.when_stopping(collector.stop)
     try:
         kernel.run()
     except KernelAlreadyRunning as exc:
@@ -147,10 +150,3 @@ def run(args: argparse.Namespace, extra_services: Sequence[ServiceFactory] = ())
     gc.freeze()
     return 0
 
-
-async def _freeze_startup() -> None:
-    """What the started kernel holds (its modules, services and settings: ~48,000 objects) lives
-    as long as it does: out of the cyclic collector's sight, a full collection, which holds
-    the loop for ~1 us an object here, costs only what agents and clients added since."""
-    gc.collect()
-    gc.freeze()
