@@ -363,6 +363,39 @@ def test_a_neighbour_on_the_same_host_cannot_touch_an_agent(ray_kernel: KernelPr
         assert client.kill("victim", grace=0)["status"] == "killed"
 
 
+def freezer_state(pid: int) -> str:
+    """``FROZEN`` or ``THAWED``: the freezer's word on ``pid``'s own cgroup (v1, or v2's events)."""
+    for directory in cgroup_dirs(pid):
+        if (directory / "freezer.state").exists():
+            return (directory / "freezer.state").read_text().strip()
+        if (directory / "cgroup.events").exists() and (directory / "cgroup.freeze").exists():
+            return "FROZEN" if "frozen 1" in (directory / "cgroup.events").read_text() else "THAWED"
+    raise AssertionError(f"no freezer for pid {pid}")
+
+
+def test_pause_and_resume_an_agent_on_its_node(ray_kernel: KernelProcess, hosts: str) -> None:
+    with ray_kernel.client() as client:
+        spawned = client.spawn("napper", agent("printer"), args=["100000", "0.01"], placement=WORKER)
+        assert spawned["isolation"]["cgroup"]["pause"] is True
+        pid = spawned["pid"]
+        until(lambda: "line 3" in client.logs("napper"), "its first lines")
+        assert client.pause("napper")["paused"] is True
+        # Answered once frozen, on its node.
+        assert freezer_state(pid) == "FROZEN"
+        assert [a["status"] for a in client.list_agents(name="napper")] == ["paused"]
+        time.sleep(0.2)  # what it wrote before the freeze reaches its log
+        printed = client.logs("napper")
+        time.sleep(0.5)  # a line every 10 ms were it running
+        assert client.logs("napper") == printed
+        assert client.resume("napper")["resumed"] is True
+        assert freezer_state(pid) == "THAWED"
+        until(lambda: len(client.logs("napper")) > len(printed), "lines again after RESUME")
+        # A paused agent is thawed to take its KILL.
+        assert client.pause("napper")["paused"] is True
+        assert client.kill("napper", grace=5)["status"] == "killed"
+    until(lambda: gone(pid), "the agent's process gone")
+
+
 def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:
     token = os.environ["RAY_AUTH_TOKEN_PATH"]
     assert os.path.getsize(token) > 0

@@ -171,6 +171,10 @@ class AgentCgroup(ABC):
         """Let the agent's own processes run again (and take any signal sent while frozen)."""
         raise CgroupError(errno.EOPNOTSUPP, f"no cgroup freezer for agent {self.agent_id}")
 
+    async def thawed(self) -> None:
+        """Returns once the last ``thaw()`` took effect: at once here, where writing it is
+        thawing (a cgroup on another machine answers later)."""
+
     def frozen(self) -> bool:
         """Whether every process of the agent's own is stopped by the freezer."""
         return False

@@ -10,6 +10,7 @@ log, backpressure and closing all stay the kernel's own code. Only this module i
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from ..cgroups import AgentCgroup, CgroupStats
+from ..cgroups import AgentCgroup, CgroupError, CgroupStats
 from ..errors import InvalidArgument, Unavailable
 from ..kernel.identity import Identity
 from ..kernel.syscalls import Handler
@@ -330,13 +331,39 @@ class HostLink:
 
 
 class RemoteCgroup(AgentCgroup):
-    """A placed agent's cgroup as the kernel sees it: it lives on the node, which kills and
-    measures; here are the last counters the node reported."""
+    """A placed agent's cgroup as the kernel sees it: it lives on the node, which kills,
+    freezes and measures; here are the last counters the node reported."""
 
     def __init__(self, agent_id: str, remote: RemoteAgent) -> None:
         super().__init__(agent_id, [], {})
         self._remote = remote
         self.last = CgroupStats()
+        #: The node's answers to the freeze and the thaw asked last (each once it is done).
+        self._freezing: asyncio.Future[Any] | None = None
+        self._thawing: asyncio.Future[Any] | None = None
+
+    def freeze(self) -> None:
+        """Asks its node once; ``cgroups.freeze`` calls again while it waits, which adds nothing."""
+        if self._freezing is None:
+            self._freezing = self._remote.host_call("freeze")
+
+    def frozen(self) -> bool:
+        answer = self._freezing
+        if answer is None or not answer.done():
+            return False
+        failure = answer.exception()
+        if failure is not None:
+            cause = failure.as_instanceof_cause() if isinstance(failure, RayTaskError) else failure
+            raise CgroupError(errno.EBUSY, f"its node could not freeze it: {getattr(cause, 'strerror', None) or cause}")
+        return True
+
+    def thaw(self) -> None:
+        self._freezing = None
+        self._thawing = self._remote.host_call("thaw")
+
+    async def thawed(self) -> None:
+        if self._thawing is not None:
+            await asyncio.wait((self._thawing,))
 
     def attach(self, pid: int) -> None:
         raise NotImplementedError("a placed agent's cgroup is joined on its node")
@@ -531,6 +558,17 @@ class RemoteAgent:
     def signal(self, sig: int) -> None:
         if not self._ended and self.host is not None:
             self.host.call("signal", sig)
+
+    def host_call(self, method: str) -> asyncio.Future[Any]:
+        """``method`` of its host for it, as a future of this loop's, which no one has to await
+        (its failure is the caller's to read, or nobody's); once the agent ended, one failed."""
+        if self._ended or self.host is None:
+            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            answer.set_exception(CgroupError(errno.ESRCH, f"agent {self.name!r} has ended"))
+        else:
+            answer = asyncio.wrap_future(self.host.call(method).future())
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return answer
 
     async def read_stats(self) -> CgroupStats:
         """Its cgroup's counters, fresh from its node (LIST's usage); the last ones if the node

@@ -22,7 +22,18 @@ import signal
 import socket
 from typing import Any
 
-from ..cgroups import AgentCgroup, CgroupDriver, CgroupStats, NoDriver, destroy, detect, open_driver, remove_stale
+from ..cgroups import (
+    AgentCgroup,
+    CgroupDriver,
+    CgroupStats,
+    NoDriver,
+    destroy,
+    detect,
+    freeze,
+    open_driver,
+    remove_stale,
+    thaw,
+)
 from ..processes.launcher import start_process
 from ..processes.request import SpawnRequest
 from ..sandbox import Launcher, SandboxError
@@ -94,7 +105,7 @@ class NodeRuntime:
         return {"driver": self.driver.name, "layout": detect().kind,
                 "enforced": sorted(name for name, ok in enforced.items() if ok),
                 "not_enforced": sorted(name for name, ok in enforced.items() if not ok),
-                "tracks_tree": cgroup.tracks_tree, "pause": False,
+                "tracks_tree": cgroup.tracks_tree, "pause": self.driver.freezer,
                 **({"reason": self.driver.reason} if isinstance(self.driver, NoDriver) else {})}
 
 
@@ -219,6 +230,16 @@ class HostedAgent:
 
     def stats(self) -> CgroupStats:
         return self._cgroup.stats() if self._cgroup is not None else CgroupStats()
+
+    async def freeze(self) -> None:
+        """PAUSE: its own processes frozen, answered once they all are (``CgroupError`` if they
+        cannot be, with them thawed again), as the kernel freezes a local agent."""
+        if self._cgroup is not None and not self._ended:
+            await freeze([self._cgroup])
+
+    def thaw(self) -> None:
+        if self._cgroup is not None and not self._ended:
+            thaw([self._cgroup])
 
     # -- this node's side ---------------------------------------------------------------
 
@@ -347,6 +368,14 @@ class AgentHost:
     def stats(self) -> CgroupStats:
         return self._agent.stats() if self._agent is not None else CgroupStats()
 
+    async def freeze(self) -> None:
+        if self._agent is not None:
+            await self._agent.freeze()
+
+    def thaw(self) -> None:
+        if self._agent is not None:
+            self._agent.thaw()
+
     async def close(self) -> None:
         """After the end: the launcher's zygote and this actor's cgroup instance go."""
         if self._agent is not None:
@@ -399,6 +428,16 @@ class NodeHost:
     def stats(self, agent_id: str) -> CgroupStats:
         agent = self._agents.get(agent_id)
         return agent.stats() if agent is not None else CgroupStats()
+
+    async def freeze(self, agent_id: str) -> None:
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            await agent.freeze()
+
+    def thaw(self, agent_id: str) -> None:
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.thaw()
 
     def close(self, agent_id: str) -> None:
         """After its end was pulled: the agent is forgotten here."""

@@ -99,6 +99,8 @@ class Lifecycle:
             if not member.holds:
                 thawed.append(member)
         thaw([member.cgroup for member in thawed])
+        # RESUME answers once they run again (a placed agent's node thaws it after its answer).
+        await asyncio.gather(*(member.cgroup.thawed() for member in thawed))
         for member in thawed:
             self._start_idle_clock(member)
         log.info("agent %s (%s) resumed, %d agent(s) thawed", agent.name, agent.id, len(thawed))
@@ -111,7 +113,11 @@ class Lifecycle:
         service = self.service
         agent = service._find_visible(call.identity, ref)
         service.permissions.check_kill(call.identity, agent.id, action)
-        if not service.driver.freezer:
+        if agent.remote is not None:
+            if not agent.remote.cgroup_report.get("pause"):
+                raise Unavailable(f"{action} needs the cgroup freezer, which the node of agent {agent.name!r} lacks "
+                                  f"({agent.remote.cgroup_report.get('driver')} driver)", id=agent.id)
+        elif not service.driver.freezer:
             raise Unavailable(f"{action} needs the cgroup freezer, which this kernel lacks: "
                               f"{freezer_missing(service)}", driver=service.driver.name)
         return agent
