@@ -396,6 +396,30 @@ def test_pause_and_resume_an_agent_on_its_node(ray_kernel: KernelProcess, hosts:
     until(lambda: gone(pid), "the agent's process gone")
 
 
+def test_a_placed_agents_children_are_placed_as_it_is_and_never_looser(ray_kernel: KernelProcess,
+                                                                      ray_cluster: RayCluster, hosts: str) -> None:
+    with ray_kernel.client() as client:
+        client.spawn("parent", agent("parent"), args=[agent("sleeper")], placement=WORKER,
+                     limits={"memory": "128Mi", "pids": 32}, capabilities=[*DEFAULT_CAPABILITIES, "spawn"])
+        client.wait("parent", until="ready", timeout=120)
+        outcomes = json.loads(client.logs("parent").strip().splitlines()[-1])
+        # Its child asked for no placement: it runs where its parent's placement sends it.
+        assert outcomes["kid"]["node"] == ray_cluster.worker.node_id
+        # Asking for more than the parent holds is refused by the kernel, as for a local parent.
+        assert outcomes["loose"] == "PermissionDenied: limits.memory", outcomes
+        kid = outcomes["kid"]["pid"]
+        limits = {}
+        for directory in {d if (d / "memory.limit_in_bytes").exists() or (d / "memory.max").exists() else d.parent
+                          for d in cgroup_dirs(kid)}:
+            for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+                if (directory / name).exists():
+                    limits[name.split(".")[0]] = int((directory / name).read_text())
+        # The defaults (512Mi, 128 pids), capped by the parent's on the kid's node.
+        assert limits == {"memory": 128 * 1024 * 1024, "pids": 32}, limits
+        for name in ("kid", "parent"):
+            assert client.kill(name, grace=0)["status"] == "killed"
+
+
 def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel: KernelProcess) -> None:
     token = os.environ["RAY_AUTH_TOKEN_PATH"]
     assert os.path.getsize(token) > 0
