@@ -1,8 +1,9 @@
 """A sandbox's init (agentos-init, its pid 1) under attack from the processes exec'd into the
 sandbox, both kernel modes (root and unprivileged): none finds or uses init's control socket
 (not in its descriptors, not openable through /proc/1/fd, not a name anyone can connect to),
-none ptraces, signals or stops init, none reaches another exec; the sandbox serves execs after
-each attempt, each exec confined as the sandbox is."""
+none ptraces, signals or stops init, none reaches another exec or its own exec's leader (whose
+control socket carries the word that ends the exec); the sandbox serves execs after each
+attempt, each exec confined as the sandbox is."""
 from __future__ import annotations
 
 import json
@@ -46,6 +47,16 @@ for fd in range(3, 8):
 for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGSTOP, signal.SIGINT, signal.SIGHUP, signal.SIGSEGV):
     attempt(f"kill 1 {sig.name}", lambda: os.kill(1, sig))
 attempt("pidfd_send_signal 1 SIGTERM", lambda: signal.pidfd_send_signal(pidfd, signal.SIGTERM))
+# The exec's leader (its parent) holds the exec's control socket, where its word of the command's
+# end ends the exec: a forged one would end it while its tree runs on.
+leader = os.getppid()
+attempt("list the leader's fds", lambda: os.listdir(f"/proc/{leader}/fd"))
+leader_pidfd = os.pidfd_open(leader)
+for fd in range(3, 12):
+    attempt(f"open the leader's fd {fd}", lambda: os.open(f"/proc/{leader}/fd/{fd}", os.O_RDWR))
+    attempt(f"pidfd_getfd the leader's {fd}", lambda: syscall(438, leader_pidfd, fd, 0))
+attempt("ptrace attach the leader", lambda: syscall(101, 16, leader, 0, 0))
+attempt("ptrace seize the leader", lambda: syscall(101, 0x4206, leader, 0, 0))
 names = [line.split()[-1] for line in open("/proc/net/unix").read().splitlines()[1:] if len(line.split()) > 7]
 out["abstract names"] = [n for n in names if n.startswith("@")]
 for name in out["abstract names"]:

@@ -11,8 +11,10 @@ zygote, no namespace joining, no cgroup move, no Python: the kernel sends one me
 made at spawn: unnamed, close-on-exec in init, never in an exec's descriptors). The protocol is
 described in the C file; each exec's own control socket speaks ``subreaper.py``'s (``P<vpid>``,
 ``S<signal>``, ``K``, end of file), plus ``E`` step NUL errno NUL when the command could not
-be started. Init reports each leader's end (``X``) with its raw wait status: the leader is
-init's child, not the kernel's, so the kernel cannot reap it itself.
+be started, and ``X<status>`` once the command has ended and its tree is gone: the exec's end,
+a process exit and a wake-up of init sooner than init's word. Init reports each leader's end
+(``X``) with its raw wait status (the leader is init's child, not the kernel's, so the kernel
+cannot reap it itself): the exec's end when its leader died without its own (killed, told K).
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ class InitChannel:
         self._starts: dict[str, asyncio.Future[bytes]] = {}
         #: Execs whose end is reported: their callback, or their ending while none is set yet.
         self._ends: dict[str, Callable[[Ending], None] | Ending | None] = {}
+        #: Started execs' control sockets, read for their leader's X (``_leader_spoke``).
+        self._watched: dict[str, socket.socket] = {}
         self.closed = False
         if entry.landlock_abi:
             handled, scoped, file_rights, paths = landlock.rules(entry.landlock_abi, entry.writable)
@@ -128,30 +132,65 @@ class InitChannel:
             report = await reply
         except BaseException:
             self._ends.pop(token, None)
+            if timer is not None:
+                self._loop.remove_reader(control.fileno())
             raise
         finally:
             self._starts.pop(token, None)
             if timer is not None:
                 timer.cancel()
-                self._loop.remove_reader(control.fileno())
         if report.startswith(b"P") and report[1:].isdigit():
+            # The leader's next word is its command's end: the same reader, another callback.
+            self._watched[token] = control
+            self._loop.add_reader(control.fileno(), self._leader_spoke, token, control)
             return int(report[1:])
         self._ends.pop(token, None)
+        self._loop.remove_reader(control.fileno())
         raise _refusal(report, argv, cwd)
 
     def _reported(self, control: socket.socket, reply: asyncio.Future[bytes]) -> None:
         """The leader spoke on the exec's control socket, or died without a word (end of file)."""
-        try:
-            report = control.recv(_MAX_REPLY)
-        except (BlockingIOError, InterruptedError):
+        report = _read_word(control)
+        if report is None:
             return
-        except OSError:
-            report = b""
         if not report:
             # Init's F, if it could not fork, was sent before the socket's end: read it first.
             self._readable()
         if not reply.done():
             reply.set_result(report)
+
+    def _leader_spoke(self, token: str, control: socket.socket) -> None:
+        """The leader's X: its command ended and its tree is gone. Its end of file without
+        one: it died first, and init's X says how."""
+        message = _read_word(control)
+        if message is None:
+            return
+        self._unwatch(token)
+        if message.startswith(b"X") and message[1:].isdigit():
+            self._ended(token, _ending(int(message[1:])))
+
+    def _unwatch(self, token: str) -> None:
+        # Before the exec's control socket is closed (``Execs``, once it has ended).
+        control = self._watched.pop(token, None)
+        if control is not None and self._loop is not None:
+            self._loop.remove_reader(control.fileno())
+
+    def _ended(self, token: str, ending: Ending) -> None:
+        """Exec ``token`` ended as ``ending``: its leader said so, or init, whichever came first."""
+        if token not in self._ends:
+            return
+        self._unwatch(token)
+        callback = self._ends.pop(token)
+        if callable(callback):
+            callback(ending)
+        else:
+            self._ends[token] = ending
+
+    def forget(self, token: str) -> None:
+        """Exec ``token`` is over for the kernel (ended, or dropped at shutdown): no word of it
+        is awaited any more, and its control socket may be closed."""
+        self._unwatch(token)
+        self._ends.pop(token, None)
 
     def on_end(self, token: str, callback: Callable[[Ending], None]) -> None:
         """Call ``callback`` with how exec ``token``'s leader ended (at once if it has)."""
@@ -182,6 +221,8 @@ class InitChannel:
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        for token in list(self._watched):
+            self._unwatch(token)
         gone = SandboxError("init", errno.EPIPE, "the sandbox's init ended")
         for reply in self._starts.values():
             if not reply.done():
@@ -230,13 +271,8 @@ class InitChannel:
                 step, err = fields[1].decode(errors="replace"), int(fields[2])
                 reply.set_exception(SandboxError(step, err, f"init could not start it: {os.strerror(err)}"))
             return
-        if kind == b"X" and token in self._ends and len(fields) > 1 and fields[1].isdigit():
-            ending = _ending(int(fields[1]))
-            callback = self._ends.pop(token)
-            if callable(callback):
-                callback(ending)
-            else:
-                self._ends[token] = ending
+        if kind == b"X" and len(fields) > 1 and fields[1].isdigit():
+            self._ended(token, _ending(int(fields[1])))
 
 
 def _expire(reply: asyncio.Future[bytes], timeout: float) -> None:
@@ -263,3 +299,13 @@ def _refusal(report: bytes, argv: Sequence[str], cwd: str) -> SandboxError:
     step, err = fields[0].decode(errors="replace"), int(fields[1])
     subject: Any = {"exec": argv[0], "cwd": cwd}.get(step)
     return SandboxError(step, err, os.strerror(err) + (f": {subject}" if subject is not None else ""))
+
+
+def _read_word(control: socket.socket) -> bytes | None:
+    """A message on an exec's control socket: None if none came yet, empty at its end."""
+    try:
+        return control.recv(_MAX_REPLY)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""

@@ -34,11 +34,13 @@
  *     so its group id is still its own).
  * Init -> kernel:
  *   F token step errno   the exec's leader could not be forked (or the request was bad).
- *   X token status   the leader was reaped: its raw wait status.
+ *   X token status   a leader was reaped that had not told the kernel its command's end
+ *     itself (it exits 0 once it has): its raw wait status.
  * A forked leader is not announced: the kernel's next word of it is the leader's own, on the
  * exec's control socket, once the command is exec'd (one wake-up of the kernel per exec start,
  * not two). Init sends F before it closes its copy of that socket, so a kernel that sees the
- * socket's end of file without a word finds the F already waiting.
+ * socket's end of file without a word finds the F already waiting. Init's X is how the kernel
+ * learns of a leader that died before it could say its command's end (killed, or told K).
  *
  * The exec's leader is a child of init that holds the exec's control socket and speaks
  * sandbox/subreaper.py's protocol on it: it is the session and process-group leader, a child
@@ -46,7 +48,11 @@
  * the command can neither signal its leader nor ptrace it. It sends "P<vpid>" once the command
  * is exec'd, or "E" step NUL errno NUL if the command could not be started (cwd, landlock,
  * exec...); it takes "S<n>" (signal the command) and "K" or end of file (kill the exec's whole
- * tree). When the command ends, it kills what is left of its tree and ends as the command did.
+ * tree). When the command ends, it kills and reaps what is left of its tree, sends "X<status>"
+ * (the command's raw wait status) and exits 0, which tells init to send no X of it: the kernel
+ * answers the EXEC on the leader's word, without waiting for its exit and init's wake-up after
+ * it. Only the leader holds that socket, and the command can neither ptrace it nor open its
+ * descriptors (its Landlock layer is nested below), so the word is the leader's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,7 +66,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -163,11 +168,6 @@ static void __attribute__((noreturn)) refuse(const char *step, int err)
     _exit(SETUP_FAILED);
 }
 
-static int is_fault(int sig)
-{
-    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP || sig == SIGSYS;
-}
-
 /* execvpe with the command's own PATH (glibc's looks at the caller's environment). */
 static int exec_search(char **argv, char **envp)
 {
@@ -252,20 +252,6 @@ static void end_tree(void)
     }
 }
 
-/* End as the command ended: killed by `sig` (no core dump of this process). */
-static void __attribute__((noreturn)) die(int sig)
-{
-    struct rlimit none = {0, 0};
-    setrlimit(RLIMIT_CORE, &none);
-    signal(sig, SIG_DFL);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    sigprocmask(SIG_UNBLOCK, &set, NULL);
-    raise(sig);
-    _exit(128 + sig); /* a signal whose default is not to end a process: an exit says which */
-}
-
 static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, const char *cwd, char **argv,
                                            char **envp)
 {
@@ -295,7 +281,7 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
     sigset_t all, none;
     sigfillset(&all);
     sigemptyset(&none);
-    sigprocmask(SIG_BLOCK, &all, NULL); /* until the dispositions below are in place */
+    sigprocmask(SIG_BLOCK, &all, NULL); /* for good: see below */
     volatile int exec_errno = 0;
     const char *volatile exec_step = "exec";
     pid_t command = vfork();
@@ -330,15 +316,13 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
     close(0);
     close(1);
     close(2);
-    /* Signals to the exec's group are the command's; this process ignores them. */
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD && !is_fault(sig))
-            signal(sig, SIG_IGN);
+    /* Signals to the exec's group are the command's: this process keeps every one blocked
+     * (pending, never delivered; a fault is delivered all the same) rather than ignore each,
+     * 60 system calls while the command starts and the kernel wakes. SIGCHLD comes as data. */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     int reaped = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    sigprocmask(SIG_SETMASK, &chld, NULL);
     for (;;) {
         struct pollfd p[2] = {{leader_control, POLLIN, 0}, {reaped, POLLIN, 0}};
         if (poll(p, 2, -1) < 0) {
@@ -355,9 +339,12 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
             while ((pid = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
                 if (pid == command) {
                     end_tree();
-                    if (WIFSIGNALED(status))
-                        die(WTERMSIG(status));
-                    _exit(WEXITSTATUS(status));
+                    /* Its exit of 0 tells init the kernel has the word (a send that failed
+                     * met a kernel that closed its end: it awaits no word of this exec). */
+                    char ended[32];
+                    int length = snprintf(ended, sizeof ended, "X%d", status);
+                    send(leader_control, ended, (size_t)length, MSG_NOSIGNAL);
+                    _exit(0);
                 }
             }
         }
@@ -377,7 +364,8 @@ static void __attribute__((noreturn)) lead(int fds[EXEC_FDS], int terminal, cons
         }
     }
     end_tree();
-    die(SIGKILL);
+    raise(SIGKILL);
+    _exit(SETUP_FAILED); /* not reached: SIGKILL is never blocked */
 }
 
 /* --- init's requests --------------------------------------------------------------------- */
@@ -561,7 +549,9 @@ static void reap(void)
         if (waitpid(pid, &status, WNOHANG | __WALL) != pid)
             return;
         if (i < nslots) {
-            reply_number("X", slots[i].token, NULL, status);
+            /* A leader that exited 0 told the kernel its command's end itself. */
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                reply_number("X", slots[i].token, NULL, status);
             slots[i] = slots[--nslots];
         }
     }
