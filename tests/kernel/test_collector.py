@@ -109,4 +109,4 @@ def test_stopping_freezes_all_and_collects_nothing_more() -> None:
 def test_the_kernel_freezes_its_heap_as_its_shutdown_begins(tmp_path: Path) -> None:
     with KernelProcess(tmp_path / "k") as k:
         assert k.client().noop(b"x") == b"x"
-    assert "objects frozen for the shutdown" in k.log()
+    assert "all objects frozen for the shutdown" in k.log()
