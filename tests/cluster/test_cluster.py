@@ -402,11 +402,16 @@ def test_a_placed_agents_children_are_placed_as_it_is_and_never_looser(ray_kerne
         client.spawn("parent", agent("parent"), args=[agent("sleeper")], placement=WORKER,
                      limits={"memory": "128Mi", "pids": 32}, capabilities=[*DEFAULT_CAPABILITIES, "spawn"])
         client.wait("parent", until="ready", timeout=120)
-        outcomes = json.loads(client.logs("parent").strip().splitlines()[-1])
+        # Its output and its connection cross apart: the line may follow its READY.
+        line = until(lambda: client.logs("parent").strip(), "its outcomes in its log")
+        outcomes = json.loads(line.splitlines()[-1])
         # Its child asked for no placement: it runs where its parent's placement sends it.
         assert outcomes["kid"]["node"] == ray_cluster.worker.node_id
-        # Asking for more than the parent holds is refused by the kernel, as for a local parent.
-        assert outcomes["loose"] == "PermissionDenied: limits.memory", outcomes
+        # Asking for more than the parent holds is refused by the kernel, as for a local parent:
+        # memory, and where it may run (another node pool) or what it reserves (a GPU).
+        assert {name: outcomes[name] for name in ("loose", "elsewhere", "gpu")} == {
+            "loose": "PermissionDenied: limits.memory", "elsewhere": "PermissionDenied: placement.labels",
+            "gpu": "PermissionDenied: placement.gpus"}, outcomes
         kid = outcomes["kid"]["pid"]
         limits = {}
         for directory in {d if (d / "memory.limit_in_bytes").exists() or (d / "memory.max").exists() else d.parent
@@ -433,6 +438,16 @@ def test_an_agent_never_sees_the_clusters_token_even_when_it_binds_it(ray_kernel
         assert os.path.join(os.environ["RAY_TMPDIR"], "ray") in masked, masked
         assert client.wait("reader", timeout=60)["status"] == "exited"
         assert client.logs("reader") in ("read 0 bytes\n", "cannot read: Permission denied\n")
+
+
+def test_large_replies_reach_a_placed_agent_whole_and_in_order(ray_kernel: KernelProcess, hosts: str) -> None:
+    # Each 600 KB reply crosses as pieces of up to 256 KiB, which Ray fetches apart from the
+    # call (over 100 KiB): without their numbers a later piece could overtake an earlier one.
+    with ray_kernel.client() as client:
+        client.spawn("bulk", agent("bulk"), placement=WORKER)
+        ended = client.wait("bulk", timeout=120)
+        assert ended["status"] == "exited", client.logs("bulk")
+        assert client.logs("bulk") == "whole 8 of 8\n"
 
 
 def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) -> None:

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, ActorUnschedulableError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from ..cgroups import AgentCgroup, CgroupError, CgroupStats
-from ..errors import InvalidArgument, Unavailable
+from ..errors import InvalidArgument, PermissionDenied, Unavailable
 from ..kernel.identity import Identity
 from ..kernel.syscalls import Handler
 from ..processes.request import SpawnRequest
@@ -36,7 +36,7 @@ from ..protocol.requests import GroupWire, PlacementWire, SpawnRequestWire
 from ..sandbox.spec import Launched
 from ..units import parse_duration
 from . import NAMESPACE
-from .host import AgentHost, LaunchRefused, NodeHost
+from .host import HIGH_WATER, AgentHost, LaunchRefused, NodeHost
 from .settings import ClusterSettings, LaunchSettings
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ log = logging.getLogger("agentos.cluster")
 _READ = 256 * 1024
 #: Seconds LIST waits for a placed agent's node to report its usage (then it shows the last report).
 STATS_WAIT = 1.0
+#: A host Ray calls unavailable (restarting, or out of reach for a moment) is asked again this
+#: often, this many seconds apart, before its agent is taken for lost.
+UNAVAILABLE_RETRIES = 10
+UNAVAILABLE_PAUSE = 0.5
 #: The actor classes, declared with Ray once.
 _AGENT_HOST = ray.remote(AgentHost)
 _NODE_HOST = ray.remote(NodeHost)
@@ -113,6 +117,8 @@ class ClusterService:
         when it runs on the kernel's host."""
         if isinstance(wire.placement, PlacementWire):
             placement = wire.placement
+            if parent_placement is not None:
+                within_parents(placement, parent_placement)
         elif parent_placement is not None:
             # Placed as its spawner is, but not a member of its spawner's group.
             placement = msgspec.structs.replace(parent_placement, group=None)
@@ -201,6 +207,28 @@ class ClusterService:
         if not group.members and self.groups.get(group.key) is group:
             del self.groups[group.key]
             remove_placement_group(group.handle)
+
+
+def within_parents(child: PlacementWire, parent: PlacementWire) -> None:
+    """A placed agent's child may narrow where it runs and what it reserves, never widen it: its
+    labels keep every one of its parent's, and its GPUs, CPUs and resources are at most the
+    parent's (``PermissionDenied`` naming the field otherwise)."""
+    parents_labels = parent.labels if isinstance(parent.labels, dict) else {}
+    labels = child.labels if isinstance(child.labels, dict) else {}
+    for key, value in parents_labels.items():
+        if labels.get(key) != value:
+            raise PermissionDenied(f"placement.labels: the spawner runs on nodes labelled {key}={value}, and so must "
+                                   f"its children (asked: {labels.get(key)!r})", field="placement.labels")
+    for field in ("gpus", "cpus"):
+        asked, held = getattr(child, field), getattr(parent, field)
+        if isinstance(asked, (int, float)) and asked > (held if isinstance(held, (int, float)) else 0):
+            raise PermissionDenied(f"placement.{field}: {asked:g} is more than the spawner's {held or 0:g}",
+                                   field=f"placement.{field}")
+    parents_resources = parent.resources if isinstance(parent.resources, dict) else {}
+    for name, amount in (child.resources if isinstance(child.resources, dict) else {}).items():
+        if amount > parents_resources.get(name, 0):
+            raise PermissionDenied(f"placement.resources: {name} {amount:g} is more than the spawner's "
+                                   f"{parents_resources.get(name, 0):g}", field="placement.resources")
 
 
 def actor_options(agent_id: str, request: SpawnRequest, placement: PlacementWire) -> dict[str, Any]:
@@ -463,10 +491,16 @@ class RemoteAgent:
         self.node = {**reply["node"], "host": self.host.kind}
         self.cgroup_report = reply["cgroup"]
         self.cgroup.enforced = reply["enforced"]
-        # Ours from here: the service closes the originals when the launch returns.
-        self._sock = socket.socket(fileno=os.dup(kernel_sock.fileno()))
-        self._sock.setblocking(False)
-        self._output, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(os.dup(output_fd), "wb", 0))
+        try:
+            # Ours from here: the service closes the originals when the launch returns.
+            self._sock = socket.socket(fileno=os.dup(kernel_sock.fileno()))
+            self._sock.setblocking(False)
+            self._output, _ = await loop.connect_write_pipe(asyncio.Protocol,
+                                                            os.fdopen(os.dup(output_fd), "wb", 0))
+        except BaseException:
+            # The agent runs on its node: it must not stay there with no bridge (EMFILE here).
+            self.discard()
+            raise
         self.service.remotes.add(self)
         # The node's monotonic clock is not ours: its setup steps cannot be placed on our trace.
         return Launched(pid=reply["pid"], pidfd=-1, isolation=reply["sandbox"])
@@ -496,10 +530,14 @@ class RemoteAgent:
         while True:
             await self._within(group.ready(), deadline)
             node_id = placement_group_table(group)["bundles_to_node_id"][index]
+            if not node_id:
+                # Ray is placing the bundle again (its node was lost since it was ready).
+                await asyncio.sleep(0.05)
+                continue
             self.host = HostLink(self.service.node_host(node_id), self.agent_id, node_id)
             try:
                 return dict(await self._within(self.host.launch(request, settings), deadline))
-            except RayActorError as exc:
+            except (RayActorError, ActorUnschedulableError) as exc:
                 self._host_lost(exc)
 
     async def _within(self, ref: Any, deadline: float) -> Any:
@@ -522,10 +560,14 @@ class RemoteAgent:
                               pending=True, reason=reason)
         return answer.result()
 
-    def _host_lost(self, exc: RayActorError) -> None:
+    def _host_lost(self, exc: RayError) -> None:
         assert self.host is not None
         log.warning("agent %s (%s): its host was lost before the agent started (%s); placing another",
                     self.name, self.agent_id, str(exc).splitlines()[0])
+        if isinstance(exc, ActorUnavailableError):
+            # It may be back and may have started the agent: it drops it, whenever it can.
+            assert self.host is not None
+            self.host.kill()
         self._forget_host()
 
     def _forget_host(self) -> None:
@@ -575,10 +617,12 @@ class RemoteAgent:
         does not answer within ``STATS_WAIT``."""
         if not self._ended and self.host is not None:
             try:
-                self.cgroup.last = await asyncio.wait_for(asyncio.wrap_future(self.host.call("stats").future()),
-                                                          STATS_WAIT)
+                fresh = await asyncio.wait_for(asyncio.wrap_future(self.host.call("stats").future()), STATS_WAIT)
             except (RayError, TimeoutError):
-                pass  # its end (or its node's loss) reaches _pull
+                fresh = None  # its end (or its node's loss) reaches _pull
+            if fresh is not None and not self._ended:
+                # Not after its end: the end's counters are the last, and a host answers none then.
+                self.cgroup.last = fresh
         return self.cgroup.last
 
     def discard(self) -> None:
@@ -603,16 +647,23 @@ class RemoteAgent:
     async def _pull(self, on_end: Callable[[int | None, int | None], None]) -> None:
         loop = asyncio.get_running_loop()
         assert self._sock is not None and self._output is not None and self.host is not None
+        unavailable = 0
         while True:
             try:
                 events = await self.host.call("pull")
-            except RayActorError as exc:
-                log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id,
-                            str(exc).splitlines()[0])
-                self.node["lost"] = True
-                self._forget_host()
-                self._close(on_end, None, signal.SIGKILL)
+            except ActorUnavailableError:
+                # Its host may be back (Ray says the call may or may not have run): ask again,
+                # for a while, before taking its agent for lost.
+                unavailable += 1
+                if unavailable <= UNAVAILABLE_RETRIES:
+                    await asyncio.sleep(UNAVAILABLE_PAUSE)
+                    continue
+                self._lost(on_end, "its host stayed unavailable")
                 return
+            except RayError as exc:
+                self._lost(on_end, str(exc).splitlines()[0])
+                return
+            unavailable = 0
             for event in events:
                 kind = event[0]
                 if kind == "in":
@@ -628,6 +679,12 @@ class RemoteAgent:
                     self._close(on_end, event[1], event[2])
                     return
 
+    def _lost(self, on_end: Callable[[int | None, int | None], None], why: str) -> None:
+        log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id, why)
+        self.node["lost"] = True
+        self._forget_host()
+        self._close(on_end, None, signal.SIGKILL)
+
     async def _to_kernel(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
         assert self._sock is not None
         try:
@@ -641,13 +698,25 @@ class RemoteAgent:
     async def _push(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._sock is not None and self.host is not None
+        piece = unanswered = 0
         while True:
             try:
                 data = await loop.sock_recv(self._sock, _READ)
             except OSError:
                 data = b""
-            # Not awaited: Ray runs one caller's calls on an actor in order, so replies keep theirs.
-            self.host.call("push", data)
+            # Numbered: Ray may run an async actor's calls out of order; the host restores it.
+            answer = self.host.call("push", piece, data)
+            piece += 1
+            unanswered += len(data)
+            if unanswered > HIGH_WATER:
+                # Its host answers once this is in order and the agent has taken all but
+                # HIGH_WATER: an agent that does not read is not read for (the kernel's
+                # backpressure on its connection applies, as for a local agent).
+                try:
+                    await asyncio.wrap_future(answer.future())
+                except RayError:
+                    return  # its end, or its host's loss, reaches _pull
+                unanswered = 0
             if not data:
                 return
 

@@ -43,6 +43,9 @@ from .settings import LaunchSettings
 #: Bytes of the agent's kernel connection buffered here while the kernel does not pull: past
 #: this the agent is not read (it blocks in its own write), as the kernel's reactor does.
 HIGH_WATER = 4 * 1024 * 1024
+#: Agent ids a ``NodeHost`` remembers as dropped (each a few dozen bytes): a launch that Ray runs
+#: after its drop is refused.
+DROPS_KEPT = 4096
 _READ = 256 * 1024
 
 
@@ -68,6 +71,8 @@ class NodeRuntime:
     def __init__(self) -> None:
         self.launcher: Launcher | None = None
         self.driver: CgroupDriver = NoDriver("not started")
+        #: This node as a launch reports it (its id, address, labels, this host's pid).
+        self.node: dict[str, Any] = {}
         self._starting = asyncio.Lock()
 
     async def start(self) -> None:
@@ -77,6 +82,13 @@ class NodeRuntime:
                 await self._start()
 
     async def _start(self) -> None:
+        import ray  # on a node Ray is there: this runs inside a Ray worker
+
+        node_id = ray.get_runtime_context().get_node_id()
+        labels: dict[str, str] = next((n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node_id), {})
+        self.node = {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+                     "labels": {k: v for k, v in labels.items() if not k.startswith("ray.io/")},
+                     "actor_pid": os.getpid()}
         launcher = Launcher()
         await asyncio.get_running_loop().run_in_executor(None, launcher.start)
         self.launcher = launcher
@@ -122,7 +134,15 @@ class HostedAgent:
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
         self._buffered = 0
         self._wake = asyncio.Event()
+        #: The kernel's bytes for the agent: pieces come numbered (``push``), are put in order
+        #: here, and wait in ``_outbox`` until the agent's socket takes them.
+        self._pieces: dict[int, bytes] = {}
+        self._next_piece = 0
         self._outbox = bytearray()
+        #: Bytes put in order and not yet written to the agent (what ``push`` keeps bounded).
+        self._unsent = 0
+        #: Set at each change a waiting ``push`` may wait for.
+        self._progress = asyncio.Event()
         self._writing = False
         self._close_after_write = False
         #: The agent closed its end of the connection: nothing more to read from it.
@@ -175,14 +195,10 @@ class HostedAgent:
         loop.add_reader(host_end.fileno(), self._read_agent)
         loop.add_reader(read_output, self._read_output)
         loop.add_reader(self._launched.pidfd, self._on_exit)
-        node_id = context.get_node_id()
-        labels: dict[str, str] = next((n.get("Labels", {}) for n in ray.nodes() if n["NodeID"] == node_id), {})
         return {"pid": self._launched.pid, "steps": self._launched.steps,
                 "sandbox": self._launched.isolation, "cgroup": runtime.cgroup_report(self._cgroup),
                 "enforced": dict(self._cgroup.enforced), "tracks_tree": self._cgroup.tracks_tree,
-                "node": {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-                         "labels": {k: v for k, v in labels.items() if not k.startswith("ray.io/")},
-                         "actor_pid": os.getpid()}}
+                "node": dict(runtime.node)}
 
     async def pull(self) -> list[tuple[Any, ...]]:
         """The next events, waiting for one: ``("in", bytes)`` from the agent's connection (``b""``:
@@ -197,18 +213,27 @@ class HostedAgent:
         self._buffered = 0
         return events
 
-    def push(self, data: bytes) -> None:
-        """Bytes from the kernel for the agent, in the order the kernel sent them (``b""``: the kernel
-        closed the connection). Not a coroutine: Ray starts an actor's calls from one caller in
-        order, so appending here keeps the stream's order."""
-        if self._sock is None:
-            return
-        if not data:
-            self._close_after_write = True
-        self._outbox += data
-        if not self._writing:
+    async def push(self, piece: int, data: bytes) -> None:
+        """The ``piece``-th bytes from the kernel for the agent (``b""``: the kernel closed the
+        connection). Ray does not run an async actor's calls in the order one caller made them
+        (a large argument is fetched first), so pieces are put back in order here. Answers once
+        this piece is in order and what waits for the agent is under ``HIGH_WATER``: the kernel
+        awaits that before it reads more for an agent that does not read (its backpressure)."""
+        self._pieces[piece] = data
+        while self._next_piece in self._pieces:
+            chunk = self._pieces.pop(self._next_piece)
+            self._next_piece += 1
+            if not chunk:
+                self._close_after_write = True
+            self._outbox += chunk
+            self._unsent += len(chunk)
+        if self._sock is not None and not self._writing and (self._outbox or self._close_after_write):
             self._writing = True
             asyncio.get_running_loop().create_task(self._write())
+        while not (self._ended or self._sock is None
+                   or (piece < self._next_piece and self._unsent <= HIGH_WATER)):
+            self._progress.clear()
+            await self._progress.wait()
 
     def signal(self, sig: int) -> None:
         """Signal the agent's tree: the main process, then everything in its cgroup."""
@@ -281,12 +306,17 @@ class HostedAgent:
                 data = bytes(self._outbox)
                 self._outbox.clear()
                 await loop.sock_sendall(self._sock, data)
+                self._unsent -= len(data)
+                self._progress.set()
             if self._close_after_write and self._sock is not None:
                 self._sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass  # the agent is gone: its end arrives through its pidfd
+            # The agent is gone (its end arrives through its pidfd): nothing will be written.
+            self._outbox.clear()
+            self._unsent = 0
         finally:
             self._writing = False
+            self._progress.set()
 
     def _on_exit(self) -> None:
         assert self._launched is not None
@@ -329,6 +359,7 @@ class HostedAgent:
         if self._sock is not None:
             loop.remove_reader(self._sock.fileno())
         self._emit("end", exit_code, sig, final)
+        self._progress.set()
         self.finished.set_result(None)
 
     def close(self) -> None:
@@ -336,6 +367,7 @@ class HostedAgent:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._progress.set()
 
 
 class AgentHost:
@@ -355,11 +387,9 @@ class AgentHost:
         assert self._agent is not None
         return await self._agent.pull()
 
-    def push(self, data: bytes) -> None:
-        """Not a coroutine: Ray starts an actor's calls from one caller in order, so appending here
-        keeps the stream's order."""
+    async def push(self, piece: int, data: bytes) -> None:
         if self._agent is not None:
-            self._agent.push(data)
+            await self._agent.push(piece, data)
 
     def signal(self, sig: int) -> None:
         if self._agent is not None:
@@ -392,33 +422,34 @@ class NodeHost:
     def __init__(self) -> None:
         self._runtime = NodeRuntime()
         self._agents: dict[str, HostedAgent] = {}
-        #: Agents the kernel dropped while their launch was still under way.
-        self._dropped: set[str] = set()
+        #: Agents the kernel dropped before their launch ended, or before it came at all (Ray
+        #: may run a drop before the launch the kernel made first): the last ``DROPS_KEPT``.
+        self._dropped: dict[str, None] = {}
 
     async def launch(self, request: SpawnRequest, agent_id: str, settings: LaunchSettings) -> dict[str, Any]:
         if agent_id in self._agents:
             raise LaunchRefused(f"agent {agent_id} already runs on this node")
-        await self._runtime.start()
+        # Known from the start, so that a drop while this host still starts its zygote is kept.
         agent = self._agents[agent_id] = HostedAgent(self._runtime, agent_id)
         try:
+            await self._runtime.start()
+            if agent_id in self._dropped:
+                raise LaunchRefused(f"agent {agent_id} was dropped before it started")
             reply = await agent.launch(request, settings)
         except BaseException:
             del self._agents[agent_id]
-            self._dropped.discard(agent_id)
             raise
         if agent_id in self._dropped:
-            self._dropped.discard(agent_id)
             await self._drop(agent)
         return reply
 
     async def pull(self, agent_id: str) -> list[tuple[Any, ...]]:
         return await self._agents[agent_id].pull()
 
-    def push(self, agent_id: str, data: bytes) -> None:
-        """Not a coroutine, for the order of the stream (``AgentHost.push``)."""
+    async def push(self, agent_id: str, piece: int, data: bytes) -> None:
         agent = self._agents.get(agent_id)
         if agent is not None:
-            agent.push(data)
+            await agent.push(piece, data)
 
     def signal(self, agent_id: str, sig: int) -> None:
         agent = self._agents.get(agent_id)
@@ -449,12 +480,12 @@ class NodeHost:
         """The kernel gave up on the agent (a stopping kernel, a lost bridge): its tree is killed
         and its cgroup removed, as the end of its own host would."""
         agent = self._agents.get(agent_id)
-        if agent is None:
-            return
-        if agent.launched:
+        if agent is not None and agent.launched:
             await self._drop(agent)
-        else:
-            self._dropped.add(agent_id)
+            return
+        self._dropped[agent_id] = None
+        if len(self._dropped) > DROPS_KEPT:
+            del self._dropped[next(iter(self._dropped))]
 
     def count(self) -> int:
         """The agents it runs (for tests and benchmarks)."""
