@@ -9,7 +9,7 @@ import time
 import agentos
 
 with agentos.Client() as client:
-    outcomes = {}
+    outcomes: dict[str, object] = {}
     kid = client.spawn("kid", sys.argv[1])
     outcomes["kid"] = {"node": kid["node"], "pid": kid["pid"]}
     for name, options in (("loose", {"limits": {"memory": "1Gi"}}),
@@ -18,7 +18,7 @@ with agentos.Client() as client:
         try:
             client.spawn(name, sys.argv[1], **options)
             outcomes[name] = "spawned"
-        except agentos.AgentOSError as exc:
+        except agentos.SyscallError as exc:
             outcomes[name] = f"{type(exc).__name__}: {exc.details.get('field')}"
     print(json.dumps(outcomes), flush=True)
     client.ready()
