@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import signal
@@ -47,6 +48,8 @@ log = logging.getLogger("agentos.cluster")
 _READ = 256 * 1024
 #: Seconds LIST waits for a placed agent's node to report its usage (then it shows the last report).
 STATS_WAIT = 1.0
+#: Seconds a stopping kernel gives its NodeHosts to close (a lost one is not waited for).
+HOST_CLOSE_WAIT = 5.0
 #: A host Ray calls unavailable (restarting, or out of reach for a moment) is asked again this
 #: often, this many seconds apart, before its agent is taken for lost.
 UNAVAILABLE_RETRIES = 10
@@ -98,6 +101,10 @@ class ClusterService:
         # end never came back (a node lost mid-shutdown): its actor goes with the driver anyway.
         for remote in list(self.remotes):
             remote.discard()
+        # Each NodeHost stops its zygote and removes its cgroup instance before Ray ends it.
+        closing = [asyncio.wrap_future(handle.close_node.remote().future()) for handle in self.node_hosts.values()]
+        if closing:
+            await asyncio.wait(closing, timeout=HOST_CLOSE_WAIT)
         ray.shutdown()
 
     def capabilities(self) -> Mapping[str, Any]:
@@ -461,9 +468,10 @@ class RemoteAgent:
                 self.group.handle, placement_group_bundle_index=index)
         elif self.service.settings.hosts == "node":
             labels = self.options.get("label_selector")
-            self.reservation = placement_group([self.bundle], strategy="PACK",
-                                               bundle_label_selector=[labels] if labels else None)
-        nodes = self.service.nodes()
+            # Ray's control-plane calls are round trips to its head: off the loop.
+            self.reservation = await loop.run_in_executor(None, functools.partial(
+                placement_group, [self.bundle], strategy="PACK", bundle_label_selector=[labels] if labels else None))
+        nodes = await loop.run_in_executor(None, self.service.nodes)
         self.spawner, self.project = spawner, project
         self._pending = {
             "id": self.agent_id, "name": self.name, "project": project, "parent": spawner.agent_id,
@@ -529,7 +537,8 @@ class RemoteAgent:
         deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             await self._within(group.ready(), deadline)
-            node_id = placement_group_table(group)["bundles_to_node_id"][index]
+            table = await asyncio.get_running_loop().run_in_executor(None, placement_group_table, group)
+            node_id = table["bundles_to_node_id"][index]
             if not node_id:
                 # Ray is placing the bundle again (its node was lost since it was ready).
                 await asyncio.sleep(0.05)

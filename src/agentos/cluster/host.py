@@ -487,9 +487,9 @@ class NodeHost:
         if len(self._dropped) > DROPS_KEPT:
             del self._dropped[next(iter(self._dropped))]
 
-    def count(self) -> int:
-        """The agents it runs (for tests and benchmarks)."""
-        return len(self._agents)
+    async def close_node(self) -> None:
+        """The kernel stops: the zygote and this host's cgroup instance go (its agents ended first)."""
+        await self._runtime.close()
 
     async def _drop(self, agent: HostedAgent) -> None:
         agent.signal(signal.SIGKILL)
