@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -183,6 +183,32 @@ class ClusterService:
         """``handle`` died (its node was lost): the next agent placed there starts another."""
         if self.node_hosts.get(node_id) is handle:
             del self.node_hosts[node_id]
+
+    async def read_stats(self, remotes: Sequence[RemoteAgent]) -> list[CgroupStats]:
+        """The placed agents' counters, fresh from their nodes (LIST's usage): one call to each
+        ``NodeHost`` for all its agents, one to each ``AgentHost``; the last ones for an agent
+        whose host does not answer within ``STATS_WAIT``."""
+        batches: dict[int, list[RemoteAgent]] = {}
+        for remote in remotes:
+            if remote.asked:
+                assert remote.host is not None
+                key = id(remote.host.handle) if remote.host.node_id is not None else id(remote)
+                batches.setdefault(key, []).append(remote)
+
+        async def ask(batch: list[RemoteAgent]) -> None:
+            host = batch[0].host
+            assert host is not None
+            ref = (host.handle.stats_many.remote([r.agent_id for r in batch]) if host.node_id is not None
+                   else host.call("stats"))
+            try:
+                answer = await asyncio.wait_for(asyncio.wrap_future(ref.future()), STATS_WAIT)
+            except (RayError, TimeoutError):
+                return  # its end (or its node's loss) reaches the agent's bridge
+            for remote, fresh in zip(batch, answer if host.node_id is not None else [answer]):
+                remote.took_stats(fresh)
+
+        await asyncio.gather(*(ask(batch) for batch in batches.values()))
+        return [remote.cgroup.last for remote in remotes]
 
     def end_pending(self) -> None:
         """The kernel stops: agents still waiting for a node end now, not at their timeout."""
@@ -411,7 +437,7 @@ class RemoteCgroup(AgentCgroup):
         return 0
 
     def stats(self) -> CgroupStats:
-        """The last counters its node reported (LIST asks afresh: ``RemoteAgent.read_stats``)."""
+        """The last counters its node reported (LIST asks afresh: ``ClusterService.read_stats``)."""
         return self.last
 
     def oom_kills(self) -> int:
@@ -621,18 +647,16 @@ class RemoteAgent:
         answer.add_done_callback(lambda done: done.cancelled() or done.exception())
         return answer
 
-    async def read_stats(self) -> CgroupStats:
-        """Its cgroup's counters, fresh from its node (LIST's usage); the last ones if the node
-        does not answer within ``STATS_WAIT``."""
-        if not self._ended and self.host is not None:
-            try:
-                fresh = await asyncio.wait_for(asyncio.wrap_future(self.host.call("stats").future()), STATS_WAIT)
-            except (RayError, TimeoutError):
-                fresh = None  # its end (or its node's loss) reaches _pull
-            if fresh is not None and not self._ended:
-                # Not after its end: the end's counters are the last, and a host answers none then.
-                self.cgroup.last = fresh
-        return self.cgroup.last
+    @property
+    def asked(self) -> bool:
+        """Whether its host can be asked for its counters (it runs, as far as the kernel knows)."""
+        return not self._ended and self.host is not None
+
+    def took_stats(self, fresh: CgroupStats) -> None:
+        """Counters its node answered; not after its end: the end's are the last (and a host
+        answers none for an agent it no longer runs)."""
+        if not self._ended:
+            self.cgroup.last = fresh
 
     def discard(self) -> None:
         """Kill the agent (with its own host, or on its node's) and close the bridge; its bundle is free."""

@@ -456,9 +456,10 @@ class NodeHost:
         if agent is not None:
             agent.signal(sig)
 
-    def stats(self, agent_id: str) -> CgroupStats:
-        agent = self._agents.get(agent_id)
-        return agent.stats() if agent is not None else CgroupStats()
+    def stats_many(self, agent_ids: list[str]) -> list[CgroupStats]:
+        """Each agent's counters (LIST asks for all of a node's agents in one call)."""
+        return [agent.stats() if (agent := self._agents.get(agent_id)) is not None else CgroupStats()
+                for agent_id in agent_ids]
 
     async def freeze(self, agent_id: str) -> None:
         agent = self._agents.get(agent_id)

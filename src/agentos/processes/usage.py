@@ -89,10 +89,12 @@ class UsageCache:
             # A placed agent's figures come from its node, asked at the same time.
             local = [agent for agent in agents if agent.remote is None]
             placed = [agent for agent in agents if agent.remote is not None]
-            remote = asyncio.gather(*(agent.remote.read_stats() for agent in placed))
+            remote = (asyncio.ensure_future(placed[0].remote.service.read_stats([a.remote for a in placed]))
+                      if placed else None)
             stats = dict(zip((a.id for a in local),
                              await loop.run_in_executor(None, _read_all, [a.cgroup for a in local])))
-            stats.update(zip((a.id for a in placed), await remote))
+            if remote is not None:
+                stats.update(zip((a.id for a in placed), await remote))
             at = self._clock()
             for agent in agents:
                 if agent.running:  # one that ended meanwhile has its final usage
