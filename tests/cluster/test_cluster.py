@@ -20,7 +20,7 @@ from agentos.manifest.schema import DEFAULT_CAPABILITIES
 from agentos.testing import FakeGemini
 from agentos.testing.kernel import KernelProcess
 
-from .conftest import RayCluster, agent
+from .conftest import MiB, RayCluster, agent
 
 pytestmark = pytest.mark.ray
 
@@ -448,6 +448,21 @@ def test_large_replies_reach_a_placed_agent_whole_and_in_order(ray_kernel: Kerne
         ended = client.wait("bulk", timeout=120)
         assert ended["status"] == "exited", client.logs("bulk")
         assert client.logs("bulk") == "whole 8 of 8\n"
+
+
+def test_an_output_flood_from_a_placed_agent_arrives_whole(ray_kernel: KernelProcess, hosts: str) -> None:
+    # 16 MiB at once: past the host's 4 MiB high-water mark its output waits for the kernel's pulls.
+    with ray_kernel.client() as client:
+        client.spawn("flood", agent("flood"), placement=WORKER)
+        assert client.wait("flood", timeout=120)["status"] == "exited", client.logs("flood")[-300:]
+        lines = until(lambda: (log := client.logs("flood", tail=16 * MiB).splitlines())
+                      and log[-1] == "flood done" and log, "its last line in its log")
+    # Whatever part of it the log keeps and LOGS returns (its first line may start mid-line):
+    # more than the host's high-water mark, in order and whole.
+    kept = lines[1:-1]
+    assert len(kept) > 64, len(kept)
+    assert [line.split(" ", 1)[0] for line in kept] == [f"{i:08d}" for i in range(256 - len(kept), 256)]
+    assert all(line[8:] == " " + "x" * (64 * 1024 - 16) for line in kept)
 
 
 def test_logs_follow_and_wait_an_agent_on_the_worker(ray_kernel: KernelProcess) -> None:

@@ -444,6 +444,26 @@ class RemoteCgroup(AgentCgroup):
         return self.last.oom_kills or 0
 
 
+class _Room(asyncio.Protocol):
+    """A pipe's writer that tells when its transport has room again (under its high-water mark)."""
+
+    def __init__(self) -> None:
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def pause_writing(self) -> None:
+        self._room.clear()
+
+    def resume_writing(self) -> None:
+        self._room.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._room.set()
+
+    async def wait(self) -> None:
+        await self._room.wait()
+
+
 class RemoteAgent:
     """One agent on a node: its host there and the bridge to its kernel connection."""
 
@@ -471,6 +491,7 @@ class RemoteAgent:
         self.host: HostLink | None = None
         self._sock: socket.socket | None = None
         self._output: asyncio.WriteTransport | None = None
+        self._output_room = _Room()
         self._tasks: list[asyncio.Task[None]] = []
         self._ended = False
         #: While it waits for a node: who asked, its project, LIST's row, and KILL's way to end it.
@@ -529,7 +550,7 @@ class RemoteAgent:
             # Ours from here: the service closes the originals when the launch returns.
             self._sock = socket.socket(fileno=os.dup(kernel_sock.fileno()))
             self._sock.setblocking(False)
-            self._output, _ = await loop.connect_write_pipe(asyncio.Protocol,
+            self._output, _ = await loop.connect_write_pipe(lambda: self._output_room,
                                                             os.fdopen(os.dup(output_fd), "wb", 0))
         except BaseException:
             # The agent runs on its node: it must not stay there with no bridge (EMFILE here).
@@ -711,6 +732,8 @@ class RemoteAgent:
                         pass  # the zygote and cgroup instance go with the actor's process anyway
                     self._close(on_end, event[1], event[2])
                     return
+            # Its log's writer is behind: the next pull (and so its host's reading) waits for it.
+            await self._output_room.wait()
 
     def _lost(self, on_end: Callable[[int | None, int | None], None], why: str) -> None:
         log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id, why)

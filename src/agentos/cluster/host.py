@@ -147,6 +147,8 @@ class HostedAgent:
         self._close_after_write = False
         #: The agent closed its end of the connection: nothing more to read from it.
         self._agent_closed = False
+        #: Its output is not read until the kernel pulls (past ``HIGH_WATER`` waiting for it).
+        self._output_paused = False
         self._ended = False
         #: Its cgroup is gone and its end reported.
         self.finished = asyncio.get_running_loop().create_future()
@@ -208,8 +210,12 @@ class HostedAgent:
             await self._wake.wait()
         events = list(self._events)
         self._events.clear()
+        loop = asyncio.get_running_loop()
         if self._buffered > HIGH_WATER and self._sock is not None and not self._agent_closed and not self._ended:
-            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._read_agent)
+            loop.add_reader(self._sock.fileno(), self._read_agent)
+        if self._output_paused and not self._ended:
+            self._output_paused = False
+            loop.add_reader(self._output, self._read_output)
         self._buffered = 0
         return events
 
@@ -294,10 +300,16 @@ class HostedAgent:
             data = os.read(self._output, _READ)
         except BlockingIOError:
             return
+        loop = asyncio.get_running_loop()
         if not data:
-            asyncio.get_running_loop().remove_reader(self._output)
+            loop.remove_reader(self._output)
             return
         self._emit("out", data)
+        # Output counts toward what waits for the kernel's pull, as the connection's bytes do.
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            loop.remove_reader(self._output)
+            self._output_paused = True
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
