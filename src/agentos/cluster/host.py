@@ -89,17 +89,23 @@ class NodeRuntime:
         self.node = {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
                      "labels": {k: v for k, v in labels.items() if not k.startswith("ray.io/")},
                      "actor_pid": os.getpid()}
+        loop = asyncio.get_running_loop()
         launcher = Launcher()
-        await asyncio.get_running_loop().run_in_executor(None, launcher.start)
-        self.launcher = launcher
-        driver = open_driver(detect())
+        await loop.run_in_executor(None, launcher.start)
         try:
-            stale = driver.start()
-        except OSError as exc:
-            self.driver = NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
-            return
-        await remove_stale(driver, stale)
-        self.driver = driver
+            driver = open_driver(detect())
+            try:
+                stale = driver.start()
+            except OSError as exc:
+                self.driver = NoDriver(f"cannot create cgroups under {[str(r) for r in driver.roots]}: {exc}")
+            else:
+                await remove_stale(driver, stale)
+                self.driver = driver
+        except BaseException:
+            await loop.run_in_executor(None, launcher.close)
+            raise
+        # Last: a start that failed is started again by the next launch.
+        self.launcher = launcher
 
     async def close(self) -> None:
         if self.launcher is not None:
