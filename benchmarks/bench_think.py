@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import signal
 import statistics
 import subprocess
@@ -158,8 +159,12 @@ def _start_kernel(fake: FakeProcess, prefix: str, llm: dict[str, Any]) -> Kernel
 
 
 def _stop_kernel(kernel: KernelProcess) -> None:
-    status = kernel.stop()
-    assert status == 0, kernel.log()
+    """Stops it and removes its temp dir (its state and socket)."""
+    try:
+        status = kernel.stop()
+        assert status == 0, kernel.log()
+    finally:
+        shutil.rmtree(kernel.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
