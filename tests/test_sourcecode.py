@@ -5,7 +5,9 @@ users import, under mypy's --strict flags); this runs both, as asyncpg's
 ``tests/test__sourcecode.py`` runs flake8 and mypy, so a change that breaks either fails here.
 Both come from the test extra, in the interpreter running the tests. mypy keeps its incremental
 cache in ``.mypy_cache`` (git-ignored): a first run takes about 25 s on two idle cores (over a
-minute while other tests load them), a later one a few seconds.
+minute while other tests load them), a later one a few seconds. The compiled modules' ``.pyi``
+stubs are checked against the modules themselves by mypy's ``stubtest`` (what each module
+defines, its signatures), with ``tests/stubtest_allowlist.txt`` for what Cython adds.
 """
 from __future__ import annotations
 
@@ -32,3 +34,10 @@ def test_ruff_passes() -> None:
 def test_mypy_passes() -> None:
     result = _run("mypy")
     assert result.returncode == 0, f"mypy found problems:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.timeout(300)
+def test_the_compiled_modules_match_their_stubs() -> None:
+    modules = sorted(f"agentos._fast.{stub.stem}" for stub in (ROOT / "src/agentos/_fast").glob("*.pyi"))
+    result = _run("mypy.stubtest", "--concise", "--allowlist", str(ROOT / "tests/stubtest_allowlist.txt"), *modules)
+    assert result.returncode == 0, f"stubtest found stubs that differ from {modules}:\n{result.stdout}{result.stderr}"

@@ -247,6 +247,16 @@ def test_a_cells_forks_end_with_it_orphans_included(sb: Sandbox) -> None:
     assert eventually(ended)
 
 
+def test_a_pool_kept_across_cells_keeps_its_workers(sb: Sandbox) -> None:
+    # Its idle workers are live forks: killed at the cell's end, they would take the lock of its
+    # task queue with them and the next cell's map would hang.
+    made = sb.run_code("import multiprocessing\npool = multiprocessing.Pool(2)\npool.map(abs, [-1, -2])", timeout=60)
+    assert made.text == "[1, 2]", made.error
+    used = sb.run_code("pool.map(abs, [-3, -4])", timeout=60)
+    assert used.text == "[3, 4]" and not used.timed_out, used.error
+    assert sb.run_code("pool.terminate()", timeout=60).error is None
+
+
 def test_a_fork_bomb_stops_at_the_pids_limit_and_leaves_nothing(sb: Sandbox) -> None:
     bomb = sb.run_code("import os\nwhile True:\n    os.fork()", timeout=60)
     assert bomb.error is not None and bomb.error.name == "BlockingIOError" and not bomb.timed_out

@@ -129,13 +129,18 @@ class Interpreter:
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
                                           "display": self.display}
         # Each child a cell forks (os.fork, multiprocessing) leads a process group of its own,
-        # which takes whatever it forks in turn; the cell's end kills that group and reaps the
-        # child (``_end_forks``). Left running, a fork bomb's forks outlive their cell: each one
-        # that fails exits, its reaped pid lets another fork, and the chain goes on, taking the
-        # sandbox's CPU quota and pids from the next cells (a memory bomb after it reached its
-        # OOM kill seconds late, past its timeout). Zombies would count in the pids limit too.
+        # which takes whatever it forks in turn; at a cell's end that group is killed when the
+        # child has ended (what is left of it are orphans the cell left) or when a fork of the
+        # cell was refused at the pids limit (``_end_forks``). Left running, a fork bomb's forks
+        # outlive their cell: each one that fails exits, its reaped pid lets another fork, and
+        # the chain goes on, taking the sandbox's CPU quota and pids from the next cells (a
+        # memory bomb after it reached its OOM kill seconds late, past its timeout). A live
+        # child is otherwise left alone: a multiprocessing pool's idle workers, killed, would
+        # take its queue's lock with them and hang the pool. Zombies count in the pids limit.
         self.children: set[int] = set()
         self.forked_child = False
+        #: A fork of the interpreter's was refused (EAGAIN: the pids limit) since the last cell's end.
+        self.refused = False
         self._fork = os.fork
         os.fork = self.fork
         signal.signal(signal.SIGINT, self._interrupt)
@@ -149,7 +154,11 @@ class Interpreter:
         """``os.fork`` as cells (and multiprocessing) call it: the interpreter's child leads a
         process group of its own, set on both sides of the fork, so no kill misses it; a fork's
         own children stay in its group."""
-        pid = self._fork()
+        try:
+            pid = self._fork()
+        except BlockingIOError:
+            self.refused = self.refused or os.getpid() == self.pid
+            raise
         if os.getpid() == self.pid:
             self.children.add(pid)
             _lead_group(pid)
@@ -167,20 +176,26 @@ class Interpreter:
         self.running = False
 
     def _end_forks(self) -> None:
-        """Kill what the cells' forks still run, each fork's group at once (orphans included,
-        wherever they were reparented), and reap the forks that have ended (a cell's own
-        ``wait`` came first); one still dying is reaped at a later cell's end."""
+        """At a cell's end: kill the group of each fork that has ended (orphans, wherever they
+        were reparented), or of every fork if one was refused at the pids limit (they are what
+        took the pids: a fork bomb ends with its cell). A fork that has ended is reaped after its
+        group's kill, its zombie holding the group's id until then; one still dying is reaped
+        at a later cell's end, and one the cell's own ``wait`` reaped is forgotten."""
+        refused, self.refused = self.refused, False
         for pid in list(self.children):
             try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass  # the group is gone: the fork and all it forked have ended
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    continue
+                ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
             except ChildProcessError:
-                pass
-            self.children.discard(pid)
+                self.children.discard(pid)
+                continue
+            if ended or refused:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # the group is gone: the fork and all it forked have ended
+            if ended:
+                os.waitpid(pid, 0)  # a zombie already
+                self.children.discard(pid)
 
     def display(self, *objects: Any) -> None:
         """Send each object's MIME bundle now, as a rich output of the running cell."""
