@@ -199,6 +199,34 @@ def test_run_view_reports_the_failing_step_and_skips_optional_ones(tmp_path) -> 
     assert os.listdir(root) == []  # all of it happened in the child's mount namespace
 
 
+def test_run_view_reaches_a_binds_target_before_it_copies_the_source(tmp_path) -> None:
+    """A copy of the source's tree closed unattached is dissolved, and that waits for an
+    expedited RCU grace period (issue 17: three a sandbox on a kernel without /proc/kcore and
+    the like, each a mask's target missing): a missing target fails the bind first. Shown with
+    a source that cannot be copied (an unbindable mount): the target's ENOENT is the error."""
+    require_root("creates a mount namespace")
+    from agentos.sandbox.mounts import _Program
+
+    source, root = tmp_path / "unbindable", tmp_path / "root"
+    source.mkdir()
+    root.mkdir()
+    program = _Program()
+    program.bind("mount /missing", str(source), str(root / "missing"), recursive=False)
+
+    def build() -> tuple[str, int, str]:
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+        linux.mount("tmpfs", str(source), "tmpfs", 0, "mode=0755")
+        linux.mount(None, str(source), None, 1 << 17)  # MS_UNBINDABLE: open_tree refuses a copy
+        try:
+            linux.run_view(program.code)
+        except linux.StepError as exc:
+            return exc.step, exc.errno, exc.filename
+        return "", 0, ""
+
+    assert in_child(build, linux.CLONE_NEWNS) == ("mount /missing", errno.ENOENT, str(root / "missing"))
+    assert os.listdir(root) == []
+
+
 def _malformed_tail(kind: str) -> bytes:
     from agentos.sandbox.mounts import _Program
 

@@ -173,39 +173,50 @@ cdef int _bind(const char *source, char *target, bint recursive, int userns, int
     """Bind ``source`` (with its submounts if ``recursive``) on ``target`` (made as ``make``
     says if missing), idmapped through the user namespace ``userns`` unless it is -1.
 
-    Neither path may hold a symlink: the source is opened without following one, its tree
-    copied from that descriptor (open_tree), and attached to the target's descriptor
-    (move_mount), so what is bound is what was opened, whatever the paths say a moment later.
-    The copy is idmapped while it is detached, so nobody ever sees it otherwise.
+    Neither path may hold a symlink: the source is opened without following one, the target
+    reached (made if need be) the same way, and then the source's tree is copied from its
+    descriptor (open_tree) and attached to the target's (move_mount), so what is bound is what
+    was opened, whatever the paths say a moment later. The copy is idmapped while it is
+    detached, so nobody ever sees it otherwise.
     """
     cdef ao_mount_attr attr
     cdef int tree
     cdef int err
+    cdef int target_fd
     cdef int fd = _open_real(AT_FDCWD, source, O_PATH)
     at_source[0] = True
     if fd < 0:
         return fd
+    # The target before the copy: a copy closed unattached (a mask of a /proc file this kernel
+    # lacks) is dissolved, which waits for an expedited RCU grace period (ms on a busy host).
+    at_source[0] = False
+    target_fd = _reach(target, make)
+    if target_fd < 0:
+        close(fd)
+        return target_fd
+    at_source[0] = True
     tree = <int>syscall(__NR_open_tree, fd, b"", AT_EMPTY_PATH | AO_OPEN_TREE_CLONE | O_CLOEXEC
                         | (AT_RECURSIVE if recursive else 0))
     if tree < 0:
-        return _failed(fd)
+        err = _failed(fd)
+        close(target_fd)
+        return err
     close(fd)
     if userns >= 0:
         memset(&attr, 0, sizeof(attr))
         attr.attr_set = _MOUNT_ATTR_IDMAP
         attr.userns_fd = <uint64_t>userns
         if syscall(__NR_mount_setattr, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0:
-            return _failed(tree)
+            err = _failed(tree)
+            close(target_fd)
+            return err
     at_source[0] = False
-    fd = _reach(target, make)
-    if fd < 0:
-        close(tree)
-        return fd
-    if syscall(__NR_move_mount, tree, b"", fd, b"", AO_MOVE_MOUNT_F_EMPTY_PATH | AO_MOVE_MOUNT_T_EMPTY_PATH) != 0:
-        err = _failed(fd)
+    if syscall(__NR_move_mount, tree, b"", target_fd, b"",
+               AO_MOVE_MOUNT_F_EMPTY_PATH | AO_MOVE_MOUNT_T_EMPTY_PATH) != 0:
+        err = _failed(target_fd)
         close(tree)
         return err
-    close(fd)
+    close(target_fd)
     close(tree)
     return 0
 
