@@ -194,8 +194,11 @@ class Interpreter:
                 except OSError:
                     pass  # the group is gone: the fork and all it forked have ended
             if ended:
-                os.waitpid(pid, 0)  # a zombie already
                 self.children.discard(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass  # a thread of the cell's (a pool's) reaped it meanwhile
 
     def display(self, *objects: Any) -> None:
         """Send each object's MIME bundle now, as a rich output of the running cell."""
