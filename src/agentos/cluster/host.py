@@ -239,6 +239,16 @@ class HostedAgent:
                 self._close_after_write = True
             self._outbox += chunk
             self._unsent += len(chunk)
+        if self._sock is not None and not self._writing and self._outbox:
+            # Most replies fit the socket's buffer: sent now, not a loop round later.
+            try:
+                sent = self._sock.send(self._outbox)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = len(self._outbox)  # the agent is gone: its end arrives through its pidfd
+            del self._outbox[:sent]
+            self._unsent -= sent
         if self._sock is not None and not self._writing and (self._outbox or self._close_after_write):
             self._writing = True
             asyncio.get_running_loop().create_task(self._write())
