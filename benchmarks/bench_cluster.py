@@ -12,7 +12,8 @@ agents; ``agent``, an ``AgentHost`` actor each), then measures:
   until READY: its reservation or actor, the sandbox, the agent's import and READY through the
   bridge), each way, vs the same agent through the kernel's own zygote, alternated round by round;
 - the latency the kernel adds to a NOOP and to a THINK: the same agent, placed each way vs
-  local, p50 of one-at-a-time calls (goal: a THINK from a placed agent at most 2 ms slower);
+  local, p50 of one-at-a-time calls, ``RTT_ROUNDS`` rounds of ``CALLS`` each way in turn
+  (goal: a THINK from a placed agent at most 2 ms slower);
 - what hosting costs a node: memory (USS/PSS) and CPU time of each ``AgentHost`` and its zygote
   with ``AGENTS`` agents placed at once, vs the one ``NodeHost`` running the same agents;
 - density, node mode: ``DENSITY`` (200) agents placed across the two nodes at once (half asking
@@ -42,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 AGENT = str(HERE / "cluster_agent.py")
 SPAWNS = int(os.environ.get("SPAWNS", "15"))
 CALLS = int(os.environ.get("CALLS", "300"))
+RTT_ROUNDS = int(os.environ.get("RTT_ROUNDS", "3"))
 AGENTS = int(os.environ.get("AGENTS", "10"))
 DENSITY = int(os.environ.get("DENSITY", "200"))
 DENSITY_MAX = int(os.environ.get("DENSITY_MAX", "600"))
@@ -231,8 +233,12 @@ def main() -> None:
                     spawns = spawn_to_ready(ways)
                     results["spawn_to_ready"] = {way: ms(samples) for way, samples in spawns.items()}
                     print("spawn-to-ready", results["spawn_to_ready"], flush=True)
-                    trips = {way: round_trips(client, f"rtt-{way}", placement)
-                             for way, (client, placement) in ways.items()}
+                    # Rounds of each way in turn, pooled: the box's other work hits all alike.
+                    trips: dict[str, dict[str, list[float]]] = {way: {"noop": [], "think": []} for way in ways}
+                    for r in range(RTT_ROUNDS):
+                        for way, (client, placement) in ways.items():
+                            for call, samples in round_trips(client, f"rtt-{way}-{r}", placement).items():
+                                trips[way][call] += samples
                     for call in ("noop", "think"):
                         local = statistics.median(trips["local"][call])
                         results[call] = {way: ms(trips[way][call]) for way in ways}
