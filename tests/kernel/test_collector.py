@@ -5,10 +5,12 @@ garbage while frozen is still freed; the shutdown freezes all. Real collections,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -35,26 +37,33 @@ def _cycle() -> weakref.ref[_Node]:
     return weakref.ref(node)
 
 
+_C = TypeVar("_C", bound=Collector)
+
+
+@contextlib.asynccontextmanager
+async def started(collector: _C) -> AsyncIterator[_C]:
+    """``collector`` started on the running loop, and stopped after."""
+    await collector.start()
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
 def test_a_full_collection_freezes_what_it_left() -> None:
     async def check() -> None:
-        collector = Collector()
-        await collector.start()
-        try:
+        async with started(Collector()):
             frozen = gc.get_freeze_count()
             kept = [[n] for n in range(1000)]  # 1,001 tracked objects, alive
             gc.collect()
             assert gc.get_freeze_count() >= frozen + len(kept) + 1
-        finally:
-            collector.stop()
 
     asyncio.run(check())
 
 
 def test_a_cycle_that_became_garbage_while_frozen_is_freed_after_the_thaw() -> None:
     async def check() -> None:
-        collector = Collector()
-        await collector.start()
-        try:
+        async with started(Collector()) as collector:
             node = _Node()
             node.me = node
             ref = weakref.ref(node)
@@ -66,8 +75,6 @@ def test_a_cycle_that_became_garbage_while_frozen_is_freed_after_the_thaw() -> N
             assert gc.get_freeze_count() == 0
             gc.collect()
             assert ref() is None
-        finally:
-            collector.stop()
 
     asyncio.run(check())
 
@@ -81,13 +88,9 @@ def test_the_thaw_comes_by_itself() -> None:
             super().thaw()
 
     async def check() -> None:
-        collector = Counting(thaw_s=0.01)
-        await collector.start()
-        try:
+        async with started(Counting(thaw_s=0.01)) as collector:
             await asyncio.sleep(0.05)  # a timer due later than the thaw's: it runs after it
             assert collector.thaws >= 1
-        finally:
-            collector.stop()
 
     asyncio.run(check())
 
