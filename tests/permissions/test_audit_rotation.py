@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -143,6 +144,35 @@ def test_uncompressed_rotation_keeps_plain_files_indexed(tmp_path: Path) -> None
     records = fill(log, 500)
     assert not list(tmp_path.glob("*.gz")) and len(list(tmp_path.glob("audit.log.*.idx"))) >= 3
     assert log.read(agent="a2", limit=40) == [r for r in records if r["agent"] == "a2"][-40:]
+    log.close()
+
+
+def test_a_read_reads_the_file_it_opened_when_the_worker_compresses_it_meanwhile(tmp_path: Path) -> None:
+    """The worker compresses a rotated file right after a reader opened it (plain): the reader
+    reads the plain file it holds as plain (it decompressed it, and failed, when it asked the
+    segment, which says compressed by then). Deterministic: the worker waits for the reader."""
+    class Racing(AuditLog):
+        reader_has_it = threading.Event()
+
+        def _finish(self, segment: audit_log.Segment) -> None:
+            self.reader_has_it.wait(30)
+            super()._finish(segment)
+
+        def _open(self, segment: audit_log.Segment) -> tuple[object, audit_log.Index, bool] | None:
+            opened = super()._open(segment)
+            if opened is not None and not segment.compressed and segment is not self._segments[-1]:
+                self.reader_has_it.set()
+                self.settle()  # the worker compresses it now, before the reader reads
+                assert segment.compressed
+            return opened
+
+    log = Racing(tmp_path / "audit.log", AuditSettings.from_section({"max_size": 4096}), block_size=512)
+    log.open()
+    records = [entry(n, *who(n)) for n in range(200)]
+    for record in records:
+        log.record(record)
+    log.flush()
+    assert log.read() == records
     log.close()
 
 

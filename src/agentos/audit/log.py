@@ -260,11 +260,11 @@ class AuditLog:
             opened = self._open(segment)
             if opened is None:
                 continue
-            f, index = opened
+            f, index, compressed = opened
             bound = end.offset if end is not None and segment.seq == end.seq else None
             with f:
                 for block in index.candidates(agent, since, until, bound):
-                    data = read_block(f, block, segment.compressed, bound)
+                    data = read_block(f, block, compressed, bound)
                     self.work.blocks += 1
                     self.work.bytes += block.length
                     for line in _newest_first(data, needle):
@@ -285,15 +285,17 @@ class AuditLog:
         with self._lock:
             return [segment.path for segment in self._segments]
 
-    def _open(self, segment: Segment) -> tuple[Any, Index] | None:
-        """``segment``'s file, opened, with the index that describes it (None once deleted)."""
+    def _open(self, segment: Segment) -> tuple[Any, Index, bool] | None:
+        """``segment``'s file, opened, with the index that describes it and whether it is
+        compressed (None once deleted): all three of one instant, since the worker may compress
+        the segment right after (the file opened stays readable, and is what must be read)."""
         while True:
             with self._lock:
                 if segment.deleted:
                     return None
                 index, path = segment.index, segment.path
                 if index is not None:
-                    return open(path, "rb"), index  # noqa: SIM115 - the caller closes it
+                    return open(path, "rb"), index, path.suffix == ".gz"  # noqa: SIM115 - the caller closes it
             # Loaded outside the lock (the loop's rotation takes it); checked again inside.
             try:
                 loaded: Index | None = Index.load(Path(f"{path}.idx").read_bytes())
