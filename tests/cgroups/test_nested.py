@@ -230,3 +230,22 @@ def test_nested_trees_of_a_dead_kernel_are_killed_and_removed(kind: str, held, r
         assert [d for d in dead.instance_dirs() if d.exists()] == []
     finally:
         fresh.stop()
+
+
+def test_v1_own_memory_holds_while_the_loop_adds_a_child_meanwhile(tmp_path: Path) -> None:
+    """A parent's own memory is read in a teardown or LIST thread while the loop adds or drops
+    its child agents: the read walks a copy of the children, never the set being changed."""
+    parent_dir = tmp_path / "parent"
+    parent_dir.mkdir()
+    (parent_dir / "memory.usage_in_bytes").write_text("1000\n")
+    parent = v1_module.V1Cgroup("parent", {"memory": str(parent_dir)})
+
+    class Meddling(v1_module.V1Cgroup):
+        """A child whose read lets the loop add a sibling mid-walk, as the loop thread can."""
+
+        def _int(self, controller: str, name: str, leaf: bool = True) -> int | None:
+            parent._add_child(v1_module.V1Cgroup("sibling", {"memory": str(tmp_path / "sibling")}, parent))
+            return 300
+
+    parent._add_child(Meddling("child", {"memory": str(tmp_path / "child")}, parent))
+    assert parent.stats().memory_current == 700

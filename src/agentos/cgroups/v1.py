@@ -86,8 +86,10 @@ class V1Cgroup(AgentCgroup):
         if usage is None or not self._children:
             return usage
         # The agent's directory counts its child agents' pages too (use_hierarchy): take them off.
+        # A copy first (one C call, whole under the GIL): this runs in a teardown or LIST thread
+        # while the loop adds and drops children.
         children = [child._int("memory", "memory.usage_in_bytes") or 0
-                    for child in self._children if isinstance(child, V1Cgroup)]
+                    for child in list(self._children) if isinstance(child, V1Cgroup)]
         return max(0, usage - sum(children))
 
     def _oom_kills(self) -> int | None:
