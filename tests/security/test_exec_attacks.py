@@ -130,6 +130,16 @@ def test_a_flood_holds_the_kernel_at_its_buffers(hostile: HostileKernel, bystand
     finally:
         hostile.admin.exec_signal(flood["id"], "KILL")
         slow.close()
+    # The KILL is told to the exec's subreaper, which may wait for the sandbox's CPU quota that
+    # the flood used up: until it ends, a reader would get the flood's new output, not what the
+    # kernel held. What the kernel held is what is read once the exec has ended.
+    deadline = time.monotonic() + 60
+    ended = False
+    while not ended:
+        ended = any(e["id"] == flood["id"] and e["status"] == "ended"
+                    for e in hostile.admin.exec_list(bystander["name"]))
+        assert ended or time.monotonic() < deadline, "the flood outlived its KILL by a minute"
+        time.sleep(0.01)
     while True:  # until the kernel has seen the slow client go (another connection: no order)
         try:
             result = hostile.admin.exec_wait(flood["id"])
