@@ -196,7 +196,8 @@ class Ledger:
 
     # -- one write per lifecycle change ----------------------------------------------
 
-    def spawned(self, agent: Agent) -> None:
+    def spawned(self, agent: Agent) -> concurrent.futures.Future[Any] | None:
+        """The agent's row; the future resolves once it is committed (None: not recorded)."""
         spawner = agent.spawner
         # A placed agent's pid is its node's: no process of this host may be taken (and killed) for it.
         row = (agent.id, agent.name, agent.project, agent.parent, ujson.dumps(agent.argv), agent.pid,
@@ -206,7 +207,7 @@ class Ledger:
                spawner.uid if spawner is not None else None, spawner.gid if spawner is not None else None,
                spawner.agent_id if spawner is not None else None, agent.status, agent.started_at,
                agent.restarts)
-        self._write(lambda conn: conn.execute(
+        return self._write(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO agents (id, name, project, parent, argv, pid, pid_start, kernel, log, "
             "cgroup, sandboxed, limits, policy, request, spawner_uid, spawner_gid, spawner_agent, status, "
             "started_at, restarts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
@@ -232,11 +233,14 @@ class Ledger:
             self._write(lambda conn: conn.executemany(
                 "UPDATE agents SET status = ?, ended_at = ? WHERE id = ?", rows))
 
-    def _write(self, fn: Any) -> None:
+    def _write(self, fn: Any) -> concurrent.futures.Future[Any] | None:
         try:
-            self.db.submit(fn).add_done_callback(_report_failure)
+            future = self.db.submit(fn)
         except DatabaseClosed:
             log.error("ledger %s is closed: a change was not recorded", self.path)
+            return None
+        future.add_done_callback(_report_failure)
+        return future
 
 
 #: The ledger's file in the kernel's state dir.

@@ -450,7 +450,7 @@ class ProcessService:
         elif isinstance(wire.placement, PlacementWire):
             agent.isolation["placement"] = "ignored: this kernel drives no cluster (agentos kernel --cluster)"
         self.table.add(agent)
-        self.ledger.spawned(agent)
+        recorded = self.ledger.spawned(agent)
         self.lifecycle.started(agent, request, parent)
         # Before the connection is served: the agent may call the kernel at once.
         self.permissions.register_agent(agent_id, granted, caller, request.name, project)
@@ -468,6 +468,13 @@ class ProcessService:
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
                                                    "project": agent.project, "pid": agent.pid, "parent": agent.parent})
+        if recorded is not None:
+            # SPAWN answers once the agent's row is committed: a kernel killed right after still
+            # leaves the next one the agent to report lost (or to restore), never an unknown.
+            try:
+                await asyncio.wrap_future(recorded)
+            except Exception:  # noqa: S110 - a failed write is logged by the ledger
+                pass
         return agent
 
     async def kill(self, call: Call) -> dict[str, Any]:
