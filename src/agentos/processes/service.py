@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -100,6 +101,9 @@ _TEARDOWN_THREADS = 2
 #: Ended agents a shutdown forgets between two returns to the loop (tens of us each).
 _FORGET_BATCH = 64
 
+#: A started agent and the future of its ledger row's commit (None: not recorded).
+_Started = tuple[Agent, 'concurrent.futures.Future[Any] | None']
+
 
 class ProcessService:
     """Spawns agents in cgroups and sandboxes, and supervises them until they are reaped."""
@@ -142,7 +146,7 @@ class ProcessService:
         self.workspaces = Workspaces(kernel.config.state_dir)
         self.volume_store = VolumeStore(kernel.config.state_dir, self.workspaces)
         self._background: set[asyncio.Task[None]] = set()
-        self._starting: set[asyncio.Task[Agent]] = set()
+        self._starting: set[asyncio.Task[_Started]] = set()
         #: Agents whose process may run before the table has them (the launch is awaited in a
         #: thread): a connection one makes by path then is still that agent, never its uid.
         self._launching: set[str] = set()
@@ -251,11 +255,14 @@ class ProcessService:
         """Start an agent; answers ``{id, name, pid, status, isolation, ...}``."""
         return await self.spawn_as(call.identity, cast(SpawnRequestWire, call.request))
 
-    async def spawn_as(self, caller: Identity, wire: SpawnRequestWire) -> dict[str, Any]:
+    async def spawn_as(self, caller: Identity, wire: SpawnRequestWire,
+                       started: Callable[[Agent], None] | None = None) -> dict[str, Any]:
         """SPAWN on behalf of ``caller`` (the supervisor restarts agents through this).
 
         Every field is checked against what ``caller`` holds before anything is made:
         its confinement (sandbox, network, view, limits, budgets), capabilities and egress.
+        ``started`` is told the agent as soon as it runs, before its ledger row is committed:
+        the agent may end meanwhile, and what ``started`` announces must come before that.
         """
         parent = self._spawning_agent(caller)
         request = SpawnRequest.parse(wire, self._confinement(caller, parent), self.launcher.templates.templates)
@@ -282,7 +289,16 @@ class ProcessService:
         self._starting.add(task)
         task.add_done_callback(self._start_done)
         task.add_done_callback(lambda _: self.table.release(request.name, project))
-        agent = await asyncio.shield(task)
+        agent, recorded = await asyncio.shield(task)
+        if started is not None:
+            started(agent)
+        if recorded is not None:
+            # SPAWN answers once the agent's row is committed: a kernel killed right after still
+            # leaves the next one the agent to report lost (or to restore), never an unknown.
+            try:
+                await asyncio.wrap_future(recorded)
+            except Exception:  # noqa: S110 - a failed write is logged by the ledger
+                pass
         # Its usage is not read yet (usage_age null): a cgroup a moment old says nothing, and
         # reading it would cost every SPAWN a dozen file reads on the loop.
         return {**agent.info(self.usage.usage(agent)), "isolation": agent.isolation}
@@ -354,7 +370,7 @@ class ProcessService:
 
     async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                            parent: Agent | None, granted: frozenset[Capability],
-                           allow: tuple[str, ...] | None, project: str | None) -> Agent:
+                           allow: tuple[str, ...] | None, project: str | None) -> _Started:
         agent_id = secrets.token_hex(6)
         remote = self._place(agent_id, request, wire, parent)
         try:
@@ -377,7 +393,7 @@ class ProcessService:
     async def _launch(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                       parent: Agent | None, granted: frozenset[Capability],
                       allow: tuple[str, ...] | None, project: str | None, agent_id: str,
-                      cgroup: AgentCgroup, remote: RemoteAgent | None = None) -> Agent:
+                      cgroup: AgentCgroup, remote: RemoteAgent | None = None) -> _Started:
         capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
                              self.settings.log_max_bytes)
         output_fd = capture.pipe()
@@ -468,14 +484,7 @@ class ProcessService:
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
                                                    "project": agent.project, "pid": agent.pid, "parent": agent.parent})
-        if recorded is not None:
-            # SPAWN answers once the agent's row is committed: a kernel killed right after still
-            # leaves the next one the agent to report lost (or to restore), never an unknown.
-            try:
-                await asyncio.wrap_future(recorded)
-            except Exception:  # noqa: S110 - a failed write is logged by the ledger
-                pass
-        return agent
+        return agent, recorded
 
     async def kill(self, call: Call) -> dict[str, Any]:
         """SIGTERM the agent's tree, SIGKILL it after ``grace``; waits for the end unless ``wait`` is false."""
@@ -1007,7 +1016,7 @@ class ProcessService:
     async def _remove_cgroup(self, cgroup: AgentCgroup) -> None:
         await destroy(cgroup, executor=self._teardown)
 
-    def _start_done(self, task: asyncio.Task[Agent]) -> None:
+    def _start_done(self, task: asyncio.Task[_Started]) -> None:
         self._starting.discard(task)
         # Retrieved here too: a caller that hung up no longer awaits the failure.
         if not task.cancelled() and task.exception() is not None:

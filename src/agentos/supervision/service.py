@@ -132,8 +132,18 @@ class SupervisorService:
         if agent.spawner is None:
             self._give_up(agent, "could not be restarted: the process table does not say who spawned it")
             return
+        def announce(restarted: Agent) -> None:
+            # Before its row is committed: the new agent may already be ending, and its end
+            # must come after its restart in every listener's stream.
+            restarted.restarts = agent.restarts + 1
+            log.info("agent %s restarted as %s", agent.name, restarted.id)
+            self.kernel.events.publish(Topic.RESTARTED, {
+                "id": restarted.id, "name": agent.name, "project": agent.project, "pid": restarted.pid,
+                "previous_id": agent.id,
+                "restarts": history.total if history is not None else 1, "delay": delay})
+
         try:
-            info = await self.processes.spawn_as(agent.spawner, agent.request)
+            await self.processes.spawn_as(agent.spawner, agent.request, started=announce)
         except AgentOSError as exc:
             if isinstance(exc, Unavailable) and exc.details.get("status") == Status.KILLED:
                 # KILLed while it waited for a cluster node: stopped on purpose, not given up on.
@@ -141,15 +151,6 @@ class SupervisorService:
                 log.info("agent %s: restart cancelled by KILL while it waited for a node", agent.qualified_name)
                 return
             self._give_up(agent, f"could not be restarted: {exc}")
-            return
-        log.info("agent %s restarted as %s", agent.name, info["id"])
-        restarted = self._agent(info["id"])
-        if restarted is not None:
-            restarted.restarts = agent.restarts + 1
-        self.kernel.events.publish(Topic.RESTARTED, {
-            "id": info["id"], "name": agent.name, "project": agent.project, "pid": info["pid"],
-            "previous_id": agent.id,
-            "restarts": history.total if history is not None else 1, "delay": delay})
 
     def _give_up(self, agent: Agent, reason: str, **details: Any) -> None:
         history = self.histories.pop(agent.qualified_name, None)
