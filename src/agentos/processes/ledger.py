@@ -417,11 +417,20 @@ def _report_lost(service: ProcessService, agent: Agent, why: str | None) -> None
 
 
 async def _restore(service: ProcessService, agent: Agent, gate: asyncio.Semaphore) -> None:
+    def announce(restored: Agent) -> None:
+        # Before its row is committed (spawn_as): its end, if it ends at once, comes after this.
+        restored.restarts = agent.restarts + 1
+        log.info("agent %s (%s, %s under the previous kernel) restored as %s: pid %d", agent.qualified_name,
+                 agent.id, agent.status, restored.id, restored.pid)
+        service.kernel.events.publish(Topic.RESTORED, {
+            "id": restored.id, "name": agent.name, "project": agent.project, "pid": restored.pid,
+            "previous_id": agent.id, "previous_status": agent.status})
+
     async with gate:
         try:
             if agent.spawner is None:
                 raise PermissionDenied("the ledger does not say who spawned it")
-            info = await service.spawn_as(agent.spawner, agent.request)
+            await service.spawn_as(agent.spawner, agent.request, started=announce)
         except AgentOSError as exc:
             why = f"could not be restored: {exc}"
             if agent.status == Status.LOST:
@@ -430,12 +439,3 @@ async def _restore(service: ProcessService, agent: Agent, gate: asyncio.Semaphor
                 log.warning("agent %s (%s) %s", agent.qualified_name, agent.id, why)
                 service.kernel.events.publish(Topic.GIVEN_UP, {"id": agent.id, "name": agent.name,
                                                               "project": agent.project, "reason": why})
-            return
-    restored = service.table.get(info["id"])
-    if restored is not None:
-        restored.restarts = agent.restarts + 1
-    log.info("agent %s (%s, %s under the previous kernel) restored as %s: pid %d", agent.qualified_name,
-             agent.id, agent.status, info["id"], info["pid"])
-    service.kernel.events.publish(Topic.RESTORED, {
-        "id": info["id"], "name": agent.name, "project": agent.project, "pid": info["pid"],
-        "previous_id": agent.id, "previous_status": agent.status})
