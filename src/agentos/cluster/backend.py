@@ -54,6 +54,10 @@ HOST_CLOSE_WAIT = 5.0
 #: often, this many seconds apart, before its agent is taken for lost.
 UNAVAILABLE_RETRIES = 10
 UNAVAILABLE_PAUSE = 0.5
+#: Seconds the bridge waits, after taking a placed agent's bytes, for the kernel's answer to
+#: carry its next pull (``HostedAgent.push``'s ``poll``) before it pulls on its own. A pull made
+#: at once goes out ahead of the answer and slows it: two Ray calls per syscall where one does.
+POLL_LINGER = 0.002
 #: The actor classes, declared with Ray once.
 _AGENT_HOST = ray.remote(AgentHost)
 _NODE_HOST = ray.remote(NodeHost)
@@ -493,6 +497,9 @@ class RemoteAgent:
         self._output: asyncio.WriteTransport | None = None
         self._output_room = _Room()
         self._tasks: list[asyncio.Task[None]] = []
+        #: While the bridge lingers before its next pull: the kernel's next bytes for the agent
+        #: carry it instead (the future takes that push's reference).
+        self._carrier: asyncio.Future[Any] | None = None
         self._ended = False
         #: While it waits for a node: who asked, its project, LIST's row, and KILL's way to end it.
         self.spawner: Identity | None = None
@@ -704,7 +711,7 @@ class RemoteAgent:
         unavailable = 0
         while True:
             try:
-                events = await self.host.call("pull")
+                events = await self._next_pull(loop)
             except ActorUnavailableError:
                 # Its host may be back (Ray says the call may or may not have run): ask again,
                 # for a while, before taking its agent for lost.
@@ -735,6 +742,19 @@ class RemoteAgent:
             # Its log's writer is behind: the next pull (and so its host's reading) waits for it.
             await self._output_room.wait()
 
+    async def _next_pull(self, loop: asyncio.AbstractEventLoop) -> list[tuple[Any, ...]]:
+        """The host's next events: the kernel's next push carries the pull when it comes within
+        ``POLL_LINGER`` (``_push``), else a pull of its own is made."""
+        carrier = self._carrier = loop.create_future()
+        timer = loop.call_later(POLL_LINGER, _settle, carrier, None)
+        try:
+            ref = await carrier
+        finally:
+            timer.cancel()
+            self._carrier = None
+        assert self.host is not None
+        return list(await (ref if ref is not None else self.host.call("pull")))
+
     def _lost(self, on_end: Callable[[int | None, int | None], None], why: str) -> None:
         log.warning("agent %s (%s): its node or host was lost: %s", self.name, self.agent_id, why)
         self.node["lost"] = True
@@ -761,7 +781,15 @@ class RemoteAgent:
             except OSError:
                 data = b""
             # Numbered: Ray may run an async actor's calls out of order; the host restores it.
-            answer = self.host.call("push", piece, data)
+            carrier = self._carrier
+            # While the bridge lingers, the answer carries its next pull; not past HIGH_WATER,
+            # where the answer is the backpressure's (below).
+            poll = carrier is not None and not carrier.done() and bool(data) \
+                and unanswered + len(data) <= HIGH_WATER
+            answer = self.host.call("push", piece, data, poll)
+            if poll:
+                assert carrier is not None
+                carrier.set_result(answer)
             piece += 1
             unanswered += len(data)
             if unanswered > HIGH_WATER:
@@ -781,3 +809,8 @@ class RemoteAgent:
         self._tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         self.discard()
         on_end(exit_code, sig)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)

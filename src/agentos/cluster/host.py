@@ -225,12 +225,16 @@ class HostedAgent:
         self._buffered = 0
         return events
 
-    async def push(self, piece: int, data: bytes) -> None:
+    async def push(self, piece: int, data: bytes, poll: bool = False) -> list[tuple[Any, ...]]:
         """The ``piece``-th bytes from the kernel for the agent (``b""``: the kernel closed the
         connection). Ray does not run an async actor's calls in the order one caller made them
         (a large argument is fetched first), so pieces are put back in order here. Answers once
         this piece is in order and what waits for the agent is under ``HIGH_WATER``: the kernel
-        awaits that before it reads more for an agent that does not read (its backpressure)."""
+        awaits that before it reads more for an agent that does not read (its backpressure).
+
+        With ``poll`` it answers as ``pull`` does instead: a reply that carries the kernel's next
+        pull, so that an agent's next request after it costs no call of its own (one Ray round
+        trip per syscall, not a push and a pull)."""
         self._pieces[piece] = data
         while self._next_piece in self._pieces:
             chunk = self._pieces.pop(self._next_piece)
@@ -252,10 +256,13 @@ class HostedAgent:
         if self._sock is not None and not self._writing and (self._outbox or self._close_after_write):
             self._writing = True
             asyncio.get_running_loop().create_task(self._write())
+        if poll:
+            return await self.pull()
         while not (self._ended or self._sock is None
                    or (piece < self._next_piece and self._unsent <= HIGH_WATER)):
             self._progress.clear()
             await self._progress.wait()
+        return []
 
     def signal(self, sig: int) -> None:
         """Signal the agent's tree: the main process, then everything in its cgroup."""
@@ -415,9 +422,9 @@ class AgentHost:
         assert self._agent is not None
         return await self._agent.pull()
 
-    async def push(self, piece: int, data: bytes) -> None:
-        if self._agent is not None:
-            await self._agent.push(piece, data)
+    async def push(self, piece: int, data: bytes, poll: bool = False) -> list[tuple[Any, ...]]:
+        assert self._agent is not None
+        return await self._agent.push(piece, data, poll)
 
     def signal(self, sig: int) -> None:
         if self._agent is not None:
@@ -474,10 +481,13 @@ class NodeHost:
     async def pull(self, agent_id: str) -> list[tuple[Any, ...]]:
         return await self._agents[agent_id].pull()
 
-    async def push(self, agent_id: str, piece: int, data: bytes) -> None:
+    async def push(self, agent_id: str, piece: int, data: bytes, poll: bool = False) -> list[tuple[Any, ...]]:
         agent = self._agents.get(agent_id)
-        if agent is not None:
-            await agent.push(piece, data)
+        if agent is None:
+            if poll:
+                raise KeyError(agent_id)  # as its pull would: the kernel takes it for lost
+            return []
+        return await agent.push(piece, data, poll)
 
     def signal(self, agent_id: str, sig: int) -> None:
         agent = self._agents.get(agent_id)
