@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import socket
 import statistics
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from ray_cluster import MiB, loopback_cluster, ms
 
 HERE = Path(__file__).resolve().parent
 AGENT = str(HERE / "cluster_agent.py")
@@ -51,16 +48,6 @@ DENSITY_MAX = int(os.environ.get("DENSITY_MAX", "600"))
 DENSITY_LIMITS = {"memory": "64Mi", "pids": 16}
 WORKER = {"labels": {"pool": "agents"}}
 HEAD = {"labels": {"pool": "gateway"}}
-MiB = 1024 * 1024
-
-
-def p(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ms(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(samples) * 1e3, 3), "p90_ms": round(p(samples, 0.9) * 1e3, 3)}
 
 
 def smaps(pid: int) -> dict[str, int]:
@@ -204,59 +191,42 @@ def start_kernel(work: Path, cluster: Any, fake: Any, hosts: str) -> Any:
 
 
 def main() -> None:
-    if sorted(name for _, name in socket.if_nameindex()) != ["lo"]:
-        sys.exit("run me in a loopback-only network namespace: unshare --net sh -c 'ip link set lo up && ...'")
-    from ray.cluster_utils import Cluster
-
     from agentos.testing import FakeGemini
 
-    work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    token = work / "token"
-    token.write_text(secrets.token_hex(16))
-    token.chmod(0o600)
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"llm_gateway": 1}, "labels": {"pool": "gateway"},
-        "object_store_memory": 100 * MiB})
     results: dict[str, Any] = {}
     kernels: list[Any] = []
-    try:
-        cluster.add_node(num_cpus=2, resources={"agent_slots": 64}, labels={"pool": "agents"},
-                         object_store_memory=100 * MiB)
-        cluster.wait_for_nodes()
-        with FakeGemini().running_in_thread() as fake:
-            try:
-                node, agent = (start_kernel(work, cluster, fake, hosts) for hosts in ("node", "agent"))
-                kernels += [node, agent]
-                with node.client(timeout=600) as on_node, agent.client(timeout=600) as on_agent:
-                    ways = {"node": (on_node, WORKER), "agent": (on_agent, WORKER), "local": (on_node, None)}
-                    spawns = spawn_to_ready(ways)
-                    results["spawn_to_ready"] = {way: ms(samples) for way, samples in spawns.items()}
-                    print("spawn-to-ready", results["spawn_to_ready"], flush=True)
-                    # Rounds of each way in turn, pooled: the box's other work hits all alike.
-                    trips: dict[str, dict[str, list[float]]] = {way: {"noop": [], "think": []} for way in ways}
-                    for r in range(RTT_ROUNDS):
-                        for way, (client, placement) in ways.items():
-                            for call, samples in round_trips(client, f"rtt-{way}-{r}", placement).items():
-                                trips[way][call] += samples
-                    for call in ("noop", "think"):
-                        local = statistics.median(trips["local"][call])
-                        results[call] = {way: ms(trips[way][call]) for way in ways}
-                        for way in ("node", "agent"):
-                            results[call][f"added_p50_ms_{way}"] = round(
-                                (statistics.median(trips[way][call]) - local) * 1e3, 3)
-                        print(call, results[call], flush=True)
-                    results["think"]["goal_added_p50_ms"] = 2.0
-                    results["hosting"] = {"agent": hosting_costs(on_agent), "node": hosting_costs(on_node)}
-                    print("hosting", results["hosting"], flush=True)
-                results["density"] = density(node)
-                print("density", results["density"], flush=True)
-            finally:
-                for kernel in kernels:
-                    kernel.stop_checked()
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+    with loopback_cluster({"num_cpus": 1, "resources": {"llm_gateway": 1}, "labels": {"pool": "gateway"}},
+                          {"num_cpus": 2, "resources": {"agent_slots": 64}, "labels": {"pool": "agents"}}) \
+            as (cluster, work), FakeGemini().running_in_thread() as fake:
+        try:
+            node, agent = (start_kernel(work, cluster, fake, hosts) for hosts in ("node", "agent"))
+            kernels += [node, agent]
+            with node.client(timeout=600) as on_node, agent.client(timeout=600) as on_agent:
+                ways = {"node": (on_node, WORKER), "agent": (on_agent, WORKER), "local": (on_node, None)}
+                spawns = spawn_to_ready(ways)
+                results["spawn_to_ready"] = {way: ms(samples) for way, samples in spawns.items()}
+                print("spawn-to-ready", results["spawn_to_ready"], flush=True)
+                # Rounds of each way in turn, pooled: the box's other work hits all alike.
+                trips: dict[str, dict[str, list[float]]] = {way: {"noop": [], "think": []} for way in ways}
+                for r in range(RTT_ROUNDS):
+                    for way, (client, placement) in ways.items():
+                        for call, samples in round_trips(client, f"rtt-{way}-{r}", placement).items():
+                            trips[way][call] += samples
+                for call in ("noop", "think"):
+                    local = statistics.median(trips["local"][call])
+                    results[call] = {way: ms(trips[way][call]) for way in ways}
+                    for way in ("node", "agent"):
+                        results[call][f"added_p50_ms_{way}"] = round(
+                            (statistics.median(trips[way][call]) - local) * 1e3, 3)
+                    print(call, results[call], flush=True)
+                results["think"]["goal_added_p50_ms"] = 2.0
+                results["hosting"] = {"agent": hosting_costs(on_agent), "node": hosting_costs(on_node)}
+                print("hosting", results["hosting"], flush=True)
+            results["density"] = density(node)
+            print("density", results["density"], flush=True)
+        finally:
+            for kernel in kernels:
+                kernel.stop_checked()
     out = Path(".benchmarks")
     out.mkdir(exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -25,22 +25,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-import shutil
-import socket
-import statistics
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray_cluster import loopback_cluster, ms
 
 CALLS = int(os.environ.get("CALLS", "300"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-MiB = 1024 * 1024
 PAYLOAD = b"x" * 100
 
 
@@ -117,31 +111,17 @@ async def measure(node: str) -> dict[str, dict[str, float]]:
     for _ in range(ROUNDS):
         for name, way in ways.items():
             samples[name] += await timed(way)
-    return {name: {"p50_ms": round(statistics.median(s) * 1e3, 3),
-                   "p90_ms": round(sorted(s)[int(len(s) * 0.9)] * 1e3, 3)} for name, s in samples.items()}
+    return {name: ms(s) for name, s in samples.items()}
 
 
 def main() -> None:
-    if sorted(name for _, name in socket.if_nameindex()) != ["lo"]:
-        sys.exit("run me in a loopback-only network namespace: unshare --net sh -c 'ip link set lo up && ...'")
-    from ray.cluster_utils import Cluster
-
-    work = Path(tempfile.mkdtemp(prefix="bench-ray-calls-"))
-    token = work / "token"
-    token.write_text(secrets.token_hex(16))
-    token.chmod(0o600)
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * MiB})
-    try:
-        cluster.add_node(num_cpus=2, labels={"pool": "agents"}, object_store_memory=100 * MiB)
-        cluster.wait_for_nodes()
+    with loopback_cluster({"num_cpus": 1}, {"num_cpus": 2, "labels": {"pool": "agents"}}) as (cluster, _):
         ray.init(address=cluster.address)
-        worker = next(n["NodeID"] for n in ray.nodes() if n["Labels"].get("pool") == "agents")
-        results = asyncio.run(measure(worker))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            worker = next(n["NodeID"] for n in ray.nodes() if n["Labels"].get("pool") == "agents")
+            results = asyncio.run(measure(worker))
+        finally:
+            ray.shutdown()
     for name, figures in results.items():
         print(f"{name:18} p50 {figures['p50_ms']:.3f} ms  p90 {figures['p90_ms']:.3f} ms", flush=True)
     out = Path(".benchmarks")
