@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -12,6 +13,10 @@ import pytest
 from agentos import InvalidArgument
 from agentos.manifest import loads
 from agentos.protocol import Op
+from agentos.testing.kernel import KernelProcess
+
+#: ``agentos kernel`` whose ledger commits each agent's row late (slow_ledger_kernel.py).
+SLOW_LEDGER = [sys.executable, str(Path(__file__).with_name("slow_ledger_kernel.py"))]
 
 
 def spawn_from_manifest(client: Any, tmp_path: Path, name: str, code: str, restart: str,
@@ -65,6 +70,27 @@ def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Pa
     assert failed["id"] == ids[2] and failed["restarts"] == 2 and "2 restart(s) within 3600s" in failed["reason"]
     assert waiting_restarts(client) == []
     assert sorted(a["id"] for a in client.list_agents(name="crashy")) == sorted(ids)
+
+
+def test_a_restart_is_announced_before_the_new_agent_ends_even_while_its_row_commits(tmp_path: Path) -> None:
+    # The restarted agent exits while its SPAWN still waits for its ledger row (300 ms late
+    # here): its agent.restarted must still come before its agent.exited.
+    kernel = KernelProcess(tmp_path / "k", command=SLOW_LEDGER, env={"AGENTOS_TEST_LEDGER_DELAY": "0.3"}).start()
+    try:
+        client = kernel.client()
+        with client.subscribe("agent.*") as events:
+            spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
+                                "{policy: on-failure, max_restarts: 2, window: 1h, backoff: 10ms}")
+            seen = events_until(events, "crashy", "agent.given_up")
+        assert [e["topic"] for e in seen] == [
+            "agent.started", "agent.exited",
+            "agent.started", "agent.restarted", "agent.exited",
+            "agent.started", "agent.restarted", "agent.exited",
+            "agent.given_up"]
+        ended = [e["id"] for e in seen if e["topic"] == "agent.exited"]
+        assert ended == [e["id"] for e in seen if e["topic"] == "agent.started"]
+    finally:
+        kernel.stop_checked()
 
 
 def test_clean_exit_is_not_a_failure(kernel, tmp_path: Path) -> None:

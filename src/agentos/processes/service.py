@@ -285,13 +285,11 @@ class ProcessService:
         self.table.reserve(request.name, project)
         # Shielded: once a process may exist, a client hanging up must not orphan it.
         task = self.kernel.loop.create_task(self._start_agent(request, wire, caller, parent, granted, allow,
-                                                             project))
+                                                             project, started))
         self._starting.add(task)
         task.add_done_callback(self._start_done)
         task.add_done_callback(lambda _: self.table.release(request.name, project))
         agent, recorded = await asyncio.shield(task)
-        if started is not None:
-            started(agent)
         if recorded is not None:
             # SPAWN answers once the agent's row is committed: a kernel killed right after still
             # leaves the next one the agent to report lost (or to restore), never an unknown.
@@ -370,7 +368,8 @@ class ProcessService:
 
     async def _start_agent(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                            parent: Agent | None, granted: frozenset[Capability],
-                           allow: tuple[str, ...] | None, project: str | None) -> _Started:
+                           allow: tuple[str, ...] | None, project: str | None,
+                           started: Callable[[Agent], None] | None) -> _Started:
         agent_id = secrets.token_hex(6)
         remote = self._place(agent_id, request, wire, parent)
         try:
@@ -386,14 +385,15 @@ class ProcessService:
         self._launching.add(agent_id)
         try:
             return await self._launch(request, wire, caller, parent, granted, allow, project, agent_id,
-                                      cgroup, remote)
+                                      cgroup, remote, started)
         finally:
             self._launching.discard(agent_id)
 
     async def _launch(self, request: SpawnRequest, wire: SpawnRequestWire, caller: Identity,
                       parent: Agent | None, granted: frozenset[Capability],
                       allow: tuple[str, ...] | None, project: str | None, agent_id: str,
-                      cgroup: AgentCgroup, remote: RemoteAgent | None = None) -> _Started:
+                      cgroup: AgentCgroup, remote: RemoteAgent | None = None,
+                      started: Callable[[Agent], None] | None = None) -> _Started:
         capture = LogCapture(self.log_retention.path_for(request.name, agent_id, project),
                              self.settings.log_max_bytes)
         output_fd = capture.pipe()
@@ -484,6 +484,9 @@ class ProcessService:
         log.info("agent %s (%s) started: pid %d, %s", agent.name, agent.id, agent.pid, agent.argv)
         self.kernel.events.publish(Topic.STARTED, {"id": agent.id, "name": agent.name,
                                                    "project": agent.project, "pid": agent.pid, "parent": agent.parent})
+        if started is not None:
+            # In this step: no end of the agent can be published before what it announces.
+            started(agent)
         return agent, recorded
 
     async def kill(self, call: Call) -> dict[str, Any]:
