@@ -17,6 +17,12 @@ from agentos.testing.kernel import KernelProcess
 
 #: ``agentos kernel`` whose ledger commits each agent's row late (slow_ledger_kernel.py).
 SLOW_LEDGER = [sys.executable, str(Path(__file__).with_name("slow_ledger_kernel.py"))]
+#: What an agent that always fails publishes under on-failure with max_restarts 2, in order.
+TWO_RESTARTS_THEN_GIVEN_UP = [
+    "agent.started", "agent.exited",
+    "agent.started", "agent.restarted", "agent.exited",
+    "agent.started", "agent.restarted", "agent.exited",
+    "agent.given_up"]
 
 
 def spawn_from_manifest(client: Any, tmp_path: Path, name: str, code: str, restart: str,
@@ -54,11 +60,7 @@ def test_on_failure_restarts_with_backoff_then_marks_failed(kernel, tmp_path: Pa
         first = spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
                                     "{policy: on-failure, max_restarts: 2, window: 1h, backoff: 20ms}")
         seen = events_until(events, "crashy", "agent.given_up")
-    assert [e["topic"] for e in seen] == [
-        "agent.started", "agent.exited",
-        "agent.started", "agent.restarted", "agent.exited",
-        "agent.started", "agent.restarted", "agent.exited",
-        "agent.given_up"]
+    assert [e["topic"] for e in seen] == TWO_RESTARTS_THEN_GIVEN_UP
     ids = [e["id"] for e in seen if e["topic"] == "agent.started"]
     assert ids[0] == first["id"] and len(set(ids)) == 3
     restarted = [e for e in seen if e["topic"] == "agent.restarted"]
@@ -82,11 +84,7 @@ def test_a_restart_is_announced_before_the_new_agent_ends_even_while_its_row_com
             spawn_from_manifest(client, tmp_path, "crashy", "import sys; sys.exit(3)\n",
                                 "{policy: on-failure, max_restarts: 2, window: 1h, backoff: 10ms}")
             seen = events_until(events, "crashy", "agent.given_up")
-        assert [e["topic"] for e in seen] == [
-            "agent.started", "agent.exited",
-            "agent.started", "agent.restarted", "agent.exited",
-            "agent.started", "agent.restarted", "agent.exited",
-            "agent.given_up"]
+        assert [e["topic"] for e in seen] == TWO_RESTARTS_THEN_GIVEN_UP
         ended = [e["id"] for e in seen if e["topic"] == "agent.exited"]
         assert ended == [e["id"] for e in seen if e["topic"] == "agent.started"]
     finally:
